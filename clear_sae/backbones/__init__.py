@@ -1,0 +1,87 @@
+"""Backbones expose a model's residual stream at stable, named hook points.
+
+`load_backbone` maps a name (`minilm`) or a local folder to a loader; `hook_module` finds the module
+behind a hook point on a backbone, a bare text encoder, a diffusers pipeline or a TransformerLens model.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+from clear_sae.backbones.base import Activations, Backbone, first_tensor, replace_first_tensor
+from clear_sae.errors import ClearSaeError
+
+if TYPE_CHECKING:
+    from torch import nn
+
+__all__ = ["Activations", "Backbone", "BUILTIN", "first_tensor", "hook_module", "load_backbone",
+           "replace_first_tensor"]
+
+
+def _minilm() -> Backbone:
+    from clear_sae.backbones.hf_text import load_minilm
+
+    return load_minilm()
+
+
+BUILTIN: dict[str, Callable[[], Backbone]] = {"minilm": _minilm}
+"""Backbones available by name, with no folder: the embedded default."""
+
+
+def load_backbone(model: str | Path) -> Backbone:
+    """Load a backbone by registered name or from a local folder (HF text encoder, diffusers pipeline, TransformerLens)."""
+    name = str(model)
+    backbone = _load(name)
+    backbone.source = name if name in BUILTIN else str(Path(name).resolve())
+    return backbone
+
+
+def _load(name: str) -> Backbone:
+    if name in BUILTIN:
+        return BUILTIN[name]()
+    folder = Path(name)
+    if not folder.is_dir():
+        raise ClearSaeError(
+            f"unknown model {name!r}: not a built-in name ({', '.join(BUILTIN)}) nor an existing folder; "
+            "pass minilm or a local folder saved with save_pretrained"
+        )
+    if (folder / "model_index.json").is_file():
+        from clear_sae.backbones.diffusers_pipeline import load_pipeline_text_encoders
+
+        return load_pipeline_text_encoders(folder)
+    from clear_sae.backbones.transformer_lens import CONFIG_FILE, load_transformer_lens
+
+    if (folder / CONFIG_FILE).is_file():
+        return load_transformer_lens(folder)
+    if (folder / "config.json").is_file():
+        from clear_sae.backbones.hf_text import load_hf_text_encoder
+
+        return load_hf_text_encoder(folder)
+    raise ClearSaeError(
+        f"{folder} is not a model folder: it has no config.json (text encoder), model_index.json (diffusers "
+        f"pipeline) or {CONFIG_FILE} (TransformerLens); save the model with save_pretrained"
+    )
+
+
+def hook_module(target: Any, hook_point: str) -> "nn.Module":
+    """The module behind `hook_point` on a Backbone, a diffusers pipeline, a HF text encoder or a HookedTransformer."""
+    if isinstance(target, Backbone):
+        return target.module(hook_point)
+    hook_dict = getattr(target, "hook_dict", None)
+    if isinstance(hook_dict, dict) and hook_point in hook_dict:
+        return hook_dict[hook_point]
+    prefix, _, local = hook_point.partition(".")
+    owner = getattr(target, prefix, None)
+    if owner is not None and hasattr(owner, "config"):
+        from clear_sae.backbones.hf_text import text_encoder_module
+
+        return text_encoder_module(owner, local)
+    if hasattr(target, "config") and prefix == "text_encoder":
+        from clear_sae.backbones.hf_text import text_encoder_module
+
+        return text_encoder_module(target, local)
+    raise ClearSaeError(
+        f"cannot find hook point {hook_point!r} on {type(target).__name__}; pass a clear_sae Backbone, a diffusers "
+        "pipeline, a Hugging Face text encoder or a HookedTransformer that has it"
+    )

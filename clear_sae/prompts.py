@@ -1,0 +1,42 @@
+"""Prompt files: UTF-8 text, one prompt per line, blank lines and `#` comments ignored."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from clear_sae.errors import ClearSaeError
+
+
+def read_prompt_file(path: str | Path) -> list[str]:
+    """Read the prompts in `path`, raising a one-line error if it is missing, unreadable or empty."""
+    path = Path(path)
+    if not path.is_file():
+        raise ClearSaeError(f"prompt file {path} does not exist; pass a UTF-8 text file with one prompt per line")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ClearSaeError(f"prompt file {path} is not UTF-8 text ({err.reason}); re-save it as UTF-8") from None
+    prompts = [line.strip() for line in text.splitlines()]
+    prompts = [p for p in prompts if p and not p.startswith("#")]
+    if not prompts:
+        raise ClearSaeError(f"prompt file {path} holds no prompts; write one prompt per line (# starts a comment)")
+    return prompts
+
+
+def prompts_hash(prompts: list[str]) -> str:
+    """A short, stable hash of a prompt list (order matters), recorded in caches and libraries."""
+    digest = hashlib.sha256()
+    for prompt in prompts:
+        digest.update(prompt.encode("utf-8"))
+        digest.update(b"\n")
+    return digest.hexdigest()[:16]
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write `text` to `path` through a temporary file, so a crash never leaves half a file behind."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
