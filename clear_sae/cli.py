@@ -182,8 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--arch", default="topk", choices=["topk", "standard", "jumprelu"])
     p.add_argument("--expansion", type=int, default=4, help="d_sae = expansion * d_in")
     p.add_argument("--k", type=int, default=32, help="active latents per token (topk)")
-    p.add_argument("--tokens", type=int, default=100_000, help="training tokens per layer")
-    p.add_argument("--batch-size", type=int, default=1024, help="tokens per step")
+    p.add_argument("--tokens", type=int, default=200_000, help="training tokens per layer")
+    p.add_argument("--batch-size", type=int, default=512, help="tokens per step")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--save-dtype", default="float32", choices=["float32", "float16"])
@@ -201,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--score", default="energy", choices=["energy", "auroc"])
     p.add_argument("--strength", type=float, default=1.0, help="gamma of the clamp")
     p.add_argument("--min-target-rate", type=float, default=0.1)
-    p.add_argument("--max-nontarget-rate", type=float, default=0.0)
+    p.add_argument("--max-nontarget-rate", type=float, default=0.05)
     p.add_argument("--max-latents", type=int, default=32)
     p.set_defaults(func=_cmd_concept)
 
@@ -221,7 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="the whole pipeline on the embedded MiniLM default")
     p.add_argument("--out", default="clear_sae_demo", help="working folder")
-    p.add_argument("--tokens", type=int, default=100_000, help="training tokens per layer")
+    p.add_argument("--tokens", type=int, default=200_000, help="training tokens per layer")
     p.add_argument("--expansion", type=int, default=4)
     p.add_argument("--k", type=int, default=32)
     p.add_argument("--batch-size", type=int, default=512, help="training tokens per step")

@@ -2,7 +2,8 @@
 
 For every hook point with a dictionary: encode target prompts (with the concept) and context-matched
 non-target prompts (the concept swapped out). Latents that fire on the non-targets form the shared set;
-latents that fire on enough targets and (almost) no non-targets are concept-specific. Scores:
+latents that fire on enough targets and (almost) no non-targets are concept-specific, chosen so that
+together they still fire on (almost) no non-target. Scores:
 
 - energy (the paper's): S_spe / (S_spe + S_uni), with S the energy `sum (f_j * |W_dec_j|)^2` of the
   target tokens carried by the specific (S_spe) or shared (S_uni) latents. It equals
@@ -35,10 +36,12 @@ class ConceptConfig:
 
     min_target_rate: float = 0.1
     """A specific latent fires on at least this share of target prompts."""
-    max_nontarget_rate: float = 0.0
-    """A latent firing on more than this share of non-target prompts is shared, never specific."""
+    max_nontarget_rate: float = 0.05
+    """A latent firing on more than this share of non-target prompts is shared, never specific. The
+    paper's description counts any firing on a non-target; a small tolerance keeps one stray prompt
+    from vetoing a latent that fires on nearly every target."""
     max_latents: int = 32
-    """Keep at most this many specific latents (ranked by target energy)."""
+    """Keep at most this many specific latents."""
     score: str = "energy"
     """The score the layer is chosen by: energy (the paper's) or auroc."""
     holdout: float = 0.3
@@ -109,17 +112,32 @@ def auroc(positive: "torch.Tensor", negative: "torch.Tensor") -> float:
 
 def specific_and_shared(target: PromptCodes, nontarget: PromptCodes,
                         cfg: ConceptConfig) -> tuple[list[int], "torch.Tensor"]:
-    """Concept-specific latent ids (best first, at most `max_latents`) and the boolean shared mask."""
+    """Concept-specific latent ids (sorted, at most `max_latents`) and the boolean shared mask.
+
+    Candidates fire on at least `min_target_rate` of targets and are not shared. They are taken
+    greedily, most contrastive first (target rate minus non-target rate, then target energy), skipping
+    any that would make the chosen latents together fire on more than `max_nontarget_rate` of the
+    non-target prompts: a set of individually rare latents must not add up to a common one.
+    """
     import torch
 
-    target_rate = (target.peak > 0).float().mean(0)
-    nontarget_rate = (nontarget.peak > 0).float().mean(0)
+    fires_t, fires_n = target.peak > 0, nontarget.peak > 0
+    target_rate, nontarget_rate = fires_t.float().mean(0), fires_n.float().mean(0)
     shared = nontarget_rate > cfg.max_nontarget_rate
-    candidates = (target_rate >= cfg.min_target_rate) & ~shared
-    ranking = torch.where(candidates, target.energy.sum(0), torch.full_like(target_rate, -1.0))
-    n = int(min(int(candidates.sum()), cfg.max_latents))
-    latents = ranking.argsort(descending=True)[:n].tolist()
-    return sorted(latents), shared
+    candidates = torch.nonzero((target_rate >= cfg.min_target_rate) & ~shared).squeeze(-1).tolist()
+    energy = target.energy.sum(0)
+    candidates.sort(key=lambda j: (-(float(target_rate[j]) - float(nontarget_rate[j])), -float(energy[j])))
+    chosen: list[int] = []
+    union = torch.zeros(fires_n.shape[0], dtype=torch.bool)
+    for latent in candidates:
+        widened = union | fires_n[:, latent]
+        if float(widened.float().mean()) > cfg.max_nontarget_rate:
+            continue
+        chosen.append(latent)
+        union = widened
+        if len(chosen) == cfg.max_latents:
+            break
+    return sorted(chosen), shared
 
 
 def _split(n_target: int, n_nontarget: int, holdout: float, seed: int) -> tuple[list[int], list[int], list[int], list[int]]:

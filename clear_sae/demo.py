@@ -24,7 +24,7 @@ class DemoConfig:
 
     out: Path = Path("clear_sae_demo")
     """Working folder: cache.h5, dictionaries/ (with concepts.json), erase_report.json, separability.html."""
-    tokens: int = 100_000
+    tokens: int = 200_000
     """Training tokens per layer."""
     expansion: int = 4
     """d_sae = expansion * 384."""
@@ -143,9 +143,14 @@ def run_demo(cfg: DemoConfig = DemoConfig()) -> dict[str, Any]:
         t0 = time.perf_counter()
         target = read_prompt_file(PROMPTS_DIR / "concepts" / f"{name}.target.txt")
         nontarget = read_prompt_file(PROMPTS_DIR / "concepts" / f"{name}.nontarget.txt")
-        learn_concept(backbone, dictionaries, name, target, nontarget, library, ConceptConfig(seed=cfg.seed))
+        try:
+            learn_concept(backbone, dictionaries, name, target, nontarget, library, ConceptConfig(seed=cfg.seed))
+        except ClearSaeError as err:
+            print(f"skipping {name}: {err}")
+            continue
         concept_seconds[name] = round(time.perf_counter() - t0, 2)
     library.save()
+    names = [n for n in names if n in library.concepts]
     print(separability_matrix(library, names, hooks))
 
     _stage(4, f"erasing each concept on {cfg.heldout_prompts} fresh target/non-target pairs (not in the library's prompts)")

@@ -39,7 +39,7 @@ class TrainConfig:
 
     architecture: str = "topk"
     """topk (default), standard (ReLU + L1) or jumprelu."""
-    expansion: int = 8
+    expansion: int = 4
     """d_sae = expansion * d_in."""
     k: int = 32
     """Active latents per token (topk only)."""
@@ -49,7 +49,7 @@ class TrainConfig:
     """Sparsity penalty of the JumpReLU SAE."""
     tokens: int = 200_000
     """Training tokens per layer (the cache is passed over again when it holds fewer)."""
-    batch_size: int = 1024
+    batch_size: int = 512
     """Tokens per optimiser step."""
     lr: float = 1e-3
     """Adam learning rate; decays linearly to lr/10 over the last 30% of steps."""

@@ -22,7 +22,8 @@ if TYPE_CHECKING:
 _LAYOUTS = (
     ("embeddings", "encoder.layer"),  # BERT, MiniLM, RoBERTa
     ("encoder.embed_tokens", "encoder.block"),  # T5 / UMT5 encoders
-    ("text_model.embeddings", "text_model.encoder.layers"),  # CLIP text models
+    ("embeddings", "encoder.layers"),  # CLIP text models (transformers 5)
+    ("text_model.embeddings", "text_model.encoder.layers"),  # CLIP text models (transformers 4)
 )
 
 

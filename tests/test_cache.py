@@ -1,0 +1,117 @@
+"""The HDF5 activation cache: schema, no padding, resume, bounded shuffled reading, bad files."""
+
+from __future__ import annotations
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from clear_sae.cache import ActivationCache, CacheConfig, write_cache
+from clear_sae.errors import ClearSaeError
+
+PROMPTS = [f"a {c} {a} {v} near the river at dusk, shot {i}" for i, (c, a, v) in enumerate(
+    (c, a, v) for c in ("red", "blue", "green") for a in ("dog", "cat", "horse", "French horn player")
+    for v in ("running", "sleeping", "jumping", "dancing slowly"))]
+
+
+def _write(backbone, path, **kwargs):
+    cfg = kwargs.pop("cfg", CacheConfig(batch_size=8, dtype="float32"))
+    return write_cache(backbone, PROMPTS, path, backbone.hook_points, cfg, progress=False, **kwargs)
+
+
+def test_schema_and_no_padding(minilm, tmp_path):
+    path = _write(minilm, tmp_path / "c.h5")
+    batch = minilm.tokenize(PROMPTS)
+    n_tokens = int(batch["attention_mask"].sum())
+    with h5py.File(path) as f:
+        assert f.attrs["backbone_id"] == "minilm"
+        assert json.loads(f.attrs["hook_points"]) == minilm.hook_points
+        assert f.attrs["complete"]
+        assert [p.decode() for p in f["prompts"][:]] == PROMPTS
+        assert f["prompt_index"].shape == (n_tokens,)
+        for hook in minilm.hook_points:
+            assert f[hook]["acts"].shape == (n_tokens, 384)
+        # Rows equal the model's states at the recorded (prompt, position), padding never stored.
+        out = minilm.run(PROMPTS[:3], ["text_encoder.blocks.2"])["text_encoder.blocks.2"]
+        rows = f["prompt_index"][:] < 3
+        got = f["text_encoder.blocks.2"]["acts"][rows]
+        expected = out.acts[out.mask].numpy()
+        assert np.allclose(got, expected, atol=1e-5)
+        assert f["position"][:][rows].tolist() == torch.nonzero(out.mask)[:, 1].tolist()
+
+
+def test_interrupted_run_resumes_to_identical_rows(minilm, tmp_path):
+    full = _write(minilm, tmp_path / "full.h5")
+    part = _write(minilm, tmp_path / "part.h5", stop_after_batches=2)
+    with ActivationCache(part, allow_incomplete=True) as cache:
+        assert not cache.complete
+    with pytest.raises(ClearSaeError, match="incomplete.*--resume"):
+        ActivationCache(part)
+    # Simulate a crash mid-batch: rows written after the last commit must be dropped on resume.
+    with h5py.File(part, "r+") as f:
+        for hook in minilm.hook_points:
+            n = f[hook]["acts"].shape[0]
+            f[hook]["acts"].resize(n + 5, axis=0)
+            f[hook]["acts"][n:] = 123.0
+    _write(minilm, part, resume=True)
+    with ActivationCache(full) as a, ActivationCache(part) as b:
+        for hook in minilm.hook_points:
+            assert np.array_equal(a.rows(hook), b.rows(hook))
+        assert np.array_equal(a.file["prompt_index"][:], b.file["prompt_index"][:])
+
+
+def test_resume_refuses_other_prompts_and_overwrite_needs_force(minilm, tmp_path):
+    path = _write(minilm, tmp_path / "c.h5", stop_after_batches=1)
+    before = path.read_bytes()
+    with pytest.raises(ClearSaeError, match="cannot resume.*prompts_hash"):
+        write_cache(minilm, PROMPTS[::-1], path, minilm.hook_points, CacheConfig(batch_size=8, dtype="float32"),
+                    resume=True, progress=False)
+    with pytest.raises(ClearSaeError, match="already exists; pass --resume.*--force"):
+        _write(minilm, path)
+    assert path.read_bytes() == before
+
+
+def test_minibatches_cover_the_data_shuffled_and_repeat(minilm, tmp_path):
+    path = _write(minilm, tmp_path / "c.h5", cfg=CacheConfig(batch_size=16, dtype="float32", chunk_rows=64))
+    with ActivationCache(path) as cache:
+        hook = "text_encoder.blocks.4"
+        total = cache.n_rows(hook)
+        batches = list(cache.iter_minibatches(hook, 32, n_tokens=total - total % 32, seed=1, buffer_rows=128))
+        served = torch.cat(batches).numpy()
+        stored = cache.rows(hook)
+        assert served.shape[1] == 384 and all(b.shape == (32, 384) for b in batches)
+        # First pass: distinct stored rows, not in file order.
+        _, index = np.unique(served, axis=0, return_index=True)
+        assert len(index) == len(served)
+        assert not np.array_equal(served[:64], stored[:64])
+        assert np.isin(served[:, 0], stored[:, 0]).all()
+        # Asking for more than the file holds passes over it again.
+        more = sum(len(b) for b in cache.iter_minibatches(hook, 32, n_tokens=3 * total, seed=1, buffer_rows=128))
+        assert more >= 3 * total - 32
+        # Same seed, same order.
+        again = torch.cat(list(cache.iter_minibatches(hook, 32, n_tokens=total - total % 32, seed=1, buffer_rows=128)))
+        assert np.array_equal(again.numpy(), served)
+
+
+@pytest.mark.parametrize("kind", ["truncated", "foreign", "text"])
+def test_bad_cache_files_give_one_line_errors(minilm, tmp_path, kind):
+    path = tmp_path / "bad.h5"
+    if kind == "truncated":
+        good = _write(minilm, tmp_path / "good.h5")
+        path.write_bytes(good.read_bytes()[:5000])
+        expected = "truncated or corrupt"
+    elif kind == "foreign":
+        with h5py.File(path, "w") as f:
+            f["x"] = np.zeros(3)
+        expected = "not a clear_sae activation cache"
+    else:
+        path.write_text("hello")
+        expected = "not a readable HDF5 file"
+    before = path.read_bytes()
+    with pytest.raises(ClearSaeError, match=expected) as err:
+        ActivationCache(path)
+    assert "\n" not in str(err.value)
+    assert path.read_bytes() == before

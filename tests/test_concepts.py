@@ -1,0 +1,106 @@
+"""Concept latents, separability scores and layer selection."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+
+import pytest
+import torch
+
+from clear_sae.concepts import (ConceptConfig, PromptCodes, auroc, learn_concept, profile_layer, select_layer,
+                                specific_and_shared)
+from clear_sae.dictionary import Dictionaries
+from clear_sae.errors import ClearSaeError
+from clear_sae.library import ConceptLibrary
+from conftest import PROMPTS, read_lines
+
+
+def _codes(peak: list[list[float]]) -> PromptCodes:
+    p = torch.tensor(peak)
+    return PromptCodes(peak=p, energy=p.pow(2))
+
+
+def test_auroc_counts_pairs_and_ties():
+    assert auroc(torch.tensor([3.0, 4.0]), torch.tensor([1.0, 2.0])) == 1.0
+    assert auroc(torch.tensor([1.0, 2.0]), torch.tensor([3.0, 4.0])) == 0.0
+    assert auroc(torch.tensor([1.0]), torch.tensor([1.0])) == 0.5
+    assert auroc(torch.tensor([2.0, 0.0]), torch.tensor([1.0, 1.0])) == 0.5
+
+
+def test_planted_concept_latent_is_specific_and_shared_energy_is_counted():
+    # latent 0 fires on every target only; latent 1 fires everywhere; latent 2 on one target only.
+    target = _codes([[2.0, 1.0, 0.0], [2.0, 1.0, 3.0], [2.0, 1.0, 0.0], [2.0, 1.0, 0.0]])
+    nontarget = _codes([[0.0, 1.0, 0.0]] * 4)
+    cfg = ConceptConfig(min_target_rate=0.5, max_nontarget_rate=0.0, holdout=0.5)
+    latents, shared = specific_and_shared(target, nontarget, cfg)
+    assert latents == [0]
+    assert shared.tolist() == [False, True, False]
+    profile = profile_layer("layer", target, nontarget, cfg)
+    s_spe, s_uni = 4 * 4.0, 4 * 1.0
+    assert profile.loss == pytest.approx(math.log1p(s_uni / s_spe), rel=1e-5)
+    assert profile.energy == pytest.approx(s_spe / (s_spe + s_uni), rel=1e-5)
+    assert profile.auroc == 1.0
+
+
+def test_latents_that_add_up_to_a_common_one_are_not_all_taken():
+    # Each of latents 0..3 fires on one distinct non-target (25% each); together they'd fire on all.
+    target = _codes([[1.0, 1.0, 1.0, 1.0]] * 4)
+    nontarget = _codes([[1.0 if i == j else 0.0 for j in range(4)] for i in range(4)])
+    latents, _ = specific_and_shared(target, nontarget, ConceptConfig(max_nontarget_rate=0.25))
+    assert len(latents) == 1
+
+
+def test_select_layer_is_the_argmax_and_refuses_empty_layers():
+    strong = profile_layer("b", _codes([[5.0, 0.1]] * 4), _codes([[0.0, 0.1]] * 4), ConceptConfig())
+    weak = profile_layer("a", _codes([[1.0, 3.0]] * 4), _codes([[0.0, 3.0]] * 4), ConceptConfig())
+    assert select_layer([weak, strong], "energy").hook_point == "b"
+    none = profile_layer("c", _codes([[1.0]] * 4), _codes([[1.0]] * 4), ConceptConfig())
+    with pytest.raises(ClearSaeError, match="no layer has concept-specific latents"):
+        select_layer([none], "energy")
+
+
+def test_library_entry_records_scores_and_picks_their_argmax(minilm_library):
+    data = json.loads(minilm_library.read_text())
+    assert data["format"] == "clear_sae.concept_library"
+    for name in ("french_horn", "umbrella"):
+        entry = data["concepts"][name]
+        scores = {h: s["energy"] for h, s in entry["layer_scores"].items()}
+        assert len(scores) == 7
+        assert entry["hook_point"] == max(scores, key=scores.get)
+        assert entry["latents"] and entry["strength"] == 1.0
+        assert all(0.0 <= s["auroc"] <= 1.0 for s in entry["layer_scores"].values())
+        assert entry["n_target"] == entry["n_nontarget"] == 60
+        assert (minilm_library.parent / entry["dictionary"]).resolve().is_dir()
+
+
+def test_adding_a_concept_trains_nothing(minilm, minilm_dictionaries, minilm_library, tmp_path):
+    def digest() -> str:
+        h = hashlib.sha256()
+        for path in sorted(minilm_dictionaries.rglob("*")):
+            if path.is_file():
+                h.update(path.read_bytes())
+        return h.hexdigest()
+
+    before = digest()
+    library = ConceptLibrary.load(minilm_library)
+    copy = ConceptLibrary(tmp_path / "lib.json", dict(library.concepts))
+    entry, profiles = learn_concept(
+        minilm, Dictionaries(minilm_dictionaries), "snow", read_lines(PROMPTS / "concepts" / "snow.target.txt"),
+        read_lines(PROMPTS / "concepts" / "snow.nontarget.txt"), copy, ConceptConfig(score="auroc"))
+    copy.save()
+    assert digest() == before
+    reloaded = ConceptLibrary.load(tmp_path / "lib.json")
+    assert set(reloaded.concepts) == {"french_horn", "umbrella", "snow"}
+    usable = [p for p in profiles if p.latents]
+    assert entry.hook_point == max(usable, key=lambda p: p.auroc).hook_point
+    assert entry.score == "auroc"
+
+
+def test_empty_prompt_lists_are_refused(minilm, minilm_dictionaries, tmp_path):
+    library = ConceptLibrary(tmp_path / "lib.json")
+    with pytest.raises(ClearSaeError, match="target prompt list is empty"):
+        learn_concept(minilm, Dictionaries(minilm_dictionaries), "x", [], ["a"], library)
+    with pytest.raises(ClearSaeError, match="non-target prompt list is empty"):
+        learn_concept(minilm, Dictionaries(minilm_dictionaries), "x", ["a"], [], library)

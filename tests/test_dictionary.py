@@ -1,0 +1,91 @@
+"""Per-layer dictionaries: sae-lens classes and format, manifest health figures, determinism, foreign SAEs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from sae_lens import SAE
+
+from clear_sae.cache import ActivationCache
+from clear_sae.dictionary import Dictionaries, TrainConfig, explained_variance, load_sae, train_dictionaries
+from clear_sae.errors import ClearSaeError
+
+QUICK = dict(expansion=2, k=8, tokens=4096, batch_size=256)
+
+
+def test_every_folder_loads_with_sae_lens_and_manifest_reports_health(minilm_dictionaries, minilm_cache):
+    manifest = json.loads((minilm_dictionaries / "manifest.json").read_text())
+    assert manifest["backbone_id"] == "minilm"
+    assert manifest["hook_points"] == ["text_encoder.embed"] + [f"text_encoder.blocks.{i}" for i in range(6)]
+    with ActivationCache(minilm_cache) as cache:
+        for hook, record in manifest["layers"].items():
+            sae = SAE.load_from_disk(minilm_dictionaries / record["folder"])
+            assert sae.cfg.d_in == 384 and sae.cfg.d_sae == 768 and sae.cfg.architecture() == "topk"
+            assert record["d_sae"] == 768 and record["training_tokens"] == 40_960
+            # The saved SAE reads raw activations: its reconstruction of cached rows matches the manifest.
+            x = torch.from_numpy(cache.sample(hook, 8192))
+            with torch.no_grad():
+                codes = sae.encode(x)
+                ev = explained_variance(x, sae.decode(codes))
+            assert ev == pytest.approx(record["explained_variance"], abs=1e-3)
+            assert ev > 0.6
+            assert float((codes > 0).sum(-1).float().mean()) == pytest.approx(record["l0"], abs=1e-2)
+            assert record["l0"] <= 16
+            assert 0.0 <= record["dead_fraction"] < 0.5
+
+
+@pytest.mark.parametrize("arch", ["topk", "standard", "jumprelu"])
+def test_architectures_train_deterministically(minilm_cache, tmp_path, arch):
+    cfg = TrainConfig(architecture=arch, **QUICK)
+    with ActivationCache(minilm_cache) as cache:
+        train_dictionaries(cache, tmp_path / "a", ["text_encoder.blocks.1"], cfg, progress=False)
+        train_dictionaries(cache, tmp_path / "b", ["text_encoder.blocks.1"], cfg, progress=False)
+        train_dictionaries(cache, tmp_path / "c", ["text_encoder.blocks.1"], TrainConfig(architecture=arch, seed=1,
+                           **QUICK), progress=False)
+    a, b, c = (load_sae(tmp_path / x / "text_encoder.blocks.1") for x in "abc")
+    assert a.cfg.architecture() == arch
+    assert torch.equal(a.W_enc, b.W_enc) and torch.equal(a.W_dec, b.W_dec)
+    assert not torch.equal(a.W_enc, c.W_enc)
+
+
+def test_retraining_needs_force_and_leaves_files_alone(minilm_cache, tmp_path):
+    with ActivationCache(minilm_cache) as cache:
+        train_dictionaries(cache, tmp_path / "d", ["text_encoder.embed"], TrainConfig(**QUICK), progress=False)
+        weights = tmp_path / "d" / "text_encoder.embed" / "sae_weights.safetensors"
+        before = weights.read_bytes()
+        with pytest.raises(ClearSaeError, match="already holds dictionaries; pass --force"):
+            train_dictionaries(cache, tmp_path / "d", ["text_encoder.embed"], TrainConfig(**QUICK), progress=False)
+        assert weights.read_bytes() == before
+        with pytest.raises(ClearSaeError, match="not in cache"):
+            train_dictionaries(cache, tmp_path / "e", ["text_encoder.blocks.9"], TrainConfig(**QUICK), progress=False)
+
+
+def test_sae_lens_saes_saved_elsewhere_load(tmp_path):
+    from sae_lens import StandardSAE, StandardSAEConfig, TopKSAE, TopKSAEConfig
+
+    topk = TopKSAE(TopKSAEConfig(d_in=384, d_sae=512, k=4))
+    topk.cfg.metadata.hook_name = "text_encoder.blocks.2"
+    topk.save_model(tmp_path / "foreign" / "layer2")
+    std = StandardSAE(StandardSAEConfig(d_in=384, d_sae=256))
+    std.save_model(tmp_path / "foreign" / "text_encoder.blocks.4")
+    dictionaries = Dictionaries(tmp_path / "foreign")
+    assert set(dictionaries.hook_points) == {"text_encoder.blocks.2", "text_encoder.blocks.4"}
+    loaded = dictionaries.sae("text_encoder.blocks.2")
+    assert torch.equal(loaded.W_enc, topk.W_enc)
+    assert dictionaries.sae("text_encoder.blocks.4").cfg.d_sae == 256
+
+
+def test_bad_dictionary_folders(tmp_path, minilm_dictionaries):
+    (tmp_path / "empty" / "text_encoder.embed").mkdir(parents=True)
+    (tmp_path / "empty" / "text_encoder.embed" / "cfg.json").write_text("{}")
+    with pytest.raises(ClearSaeError, match="has no sae_weights.safetensors"):
+        load_sae(tmp_path / "empty" / "text_encoder.embed")
+    with pytest.raises(ClearSaeError, match="does not exist"):
+        Dictionaries(tmp_path / "missing")
+    dictionaries = Dictionaries(minilm_dictionaries)
+    with pytest.raises(ClearSaeError, match="trained on backbone 'minilm', not 'other'"):
+        dictionaries.check_backbone("other", {})
+    with pytest.raises(ClearSaeError, match="dimension mismatch at text_encoder.embed"):
+        dictionaries.check_backbone("minilm", {"text_encoder.embed": 512})

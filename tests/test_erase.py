@@ -1,0 +1,168 @@
+"""Latent-clamp erasure on MiniLM, a tiny TransformerLens model and a tiny Wan pipeline."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from clear_sae.cache import ActivationCache, CacheConfig, write_cache
+from clear_sae.concepts import ConceptConfig, learn_concept
+from clear_sae.dictionary import Dictionaries, TrainConfig, train_dictionaries
+from clear_sae.erase import LatentClamp, attach, erase_concepts, merge_clamps, resolve_concepts
+from clear_sae.evaluate import erase_report
+from clear_sae.library import ConceptLibrary
+from conftest import PROMPTS, read_lines, tiny_hooked_transformer, tiny_wan_pipeline
+
+HORN_T = read_lines(PROMPTS / "concepts" / "french_horn.target.txt")
+HORN_N = read_lines(PROMPTS / "concepts" / "french_horn.nontarget.txt")
+UNRELATED = ["A quiet harbor at dawn with fishing boats, slow pan", "Two kids building a sandcastle, close-up",
+             "Traffic on a rainy city street at night, film noir"]
+
+
+def _final(backbone, prompts):
+    return backbone.run(prompts, [backbone.final_hook_point])[backbone.final_hook_point].acts
+
+
+def test_report_zeroes_targets_and_leaves_quiet_prompts_bit_identical(minilm, minilm_library):
+    library = ConceptLibrary.load(minilm_library)
+    prompts = HORN_T[:12] + HORN_N[:12] + UNRELATED
+    report = erase_report(minilm, library, ["french_horn"], prompts, progress=False)
+    rows = report["prompts"]
+    fired = [r for r in rows if r["fired"]]
+    quiet = [r for r in rows if not r["fired"]]
+    assert sum(r["fired"] for r in rows[:12]) >= 10  # the concept is found in most targets
+    assert quiet, "some prompts should not trigger the concept"
+    for r in fired:
+        c = r["concepts"]["french_horn"]
+        assert c["activation_before"] > 0 and c["activation_after"] == 0.0
+        assert r["cosine_final"] < 1.0
+    for r in quiet:
+        assert r["cosine_final"] == 1.0
+        assert r["concepts"]["french_horn"]["activation_after"] == 0.0
+    # Bit for bit: the whole final hidden state of quiet prompts is unchanged.
+    quiet_prompts = [r["prompt"] for r in quiet]
+    clean = _final(minilm, quiet_prompts)
+    with erase_concepts(minilm, library, ["french_horn"]):
+        erased = _final(minilm, quiet_prompts)
+    assert torch.equal(clean, erased)
+
+
+def test_single_pass_is_the_paper_formula_and_reduces_activation(minilm, minilm_library):
+    library = ConceptLibrary.load(minilm_library)
+    (concept,) = resolve_concepts(library, ["french_horn"])
+    hook = concept.entry.hook_point
+    h = minilm.run(HORN_T[:8], [hook])[hook].acts
+    clamp = LatentClamp(concept.sae, concept.entry.latents, 1.0, iterations=1)
+    edited = clamp.edit(h)
+    codes = concept.sae.encode(h)[..., clamp.latents]
+    expected = h - codes @ concept.sae.W_dec[clamp.latents]
+    fired = (codes > 0).any(-1)
+    assert torch.allclose(edited[fired], expected[fired], atol=1e-5)
+    assert torch.equal(edited[~fired], h[~fired])
+    assert clamp.concept_codes(edited).sum() < codes.sum()
+
+
+def test_hooks_are_removed_on_exit_and_on_error(minilm, minilm_library):
+    library = ConceptLibrary.load(minilm_library)
+    before = _final(minilm, HORN_T[:4])
+    hooks_before = {h: list(minilm.module(h)._forward_hooks) for h in minilm.hook_points}
+    with erase_concepts(minilm, library, ["french_horn", "umbrella"]) as clamps:
+        assert len(clamps) >= 1
+        during = _final(minilm, HORN_T[:4])
+    assert not torch.equal(before, during)
+    with pytest.raises(RuntimeError, match="boom"):
+        with erase_concepts(minilm, library, ["french_horn"]):
+            raise RuntimeError("boom")
+    # transformers keeps hooks of its own on the layers; ours must all be gone.
+    assert {h: list(minilm.module(h)._forward_hooks) for h in minilm.hook_points} == hooks_before
+    assert torch.equal(_final(minilm, HORN_T[:4]), before)
+
+
+def test_two_concepts_are_erased_together(minilm, minilm_library):
+    library = ConceptLibrary.load(minilm_library)
+    umbrella = read_lines(PROMPTS / "concepts" / "umbrella.target.txt")[:6]
+    report = erase_report(minilm, library, ["french_horn", "umbrella"], HORN_T[:6] + umbrella, progress=False)
+    for row in report["prompts"]:
+        for values in row["concepts"].values():
+            assert values["activation_after"] == 0.0
+    assert sum(r["concepts"]["umbrella"]["fired"] for r in report["prompts"][6:]) >= 4
+
+
+def _train_and_learn(backbone, corpus, tmp_path, layers=None):
+    write_cache(backbone, corpus, tmp_path / "c.h5", backbone.hook_points, CacheConfig(batch_size=64), progress=False)
+    with ActivationCache(tmp_path / "c.h5") as cache:
+        train_dictionaries(cache, tmp_path / "d", cfg=TrainConfig(expansion=4, k=8, tokens=20_480, batch_size=256),
+                           progress=False)
+    library = ConceptLibrary(tmp_path / "lib.json")
+    learn_concept(backbone, Dictionaries(tmp_path / "d"), "french_horn", HORN_T, HORN_N, library,
+                  ConceptConfig(), hook_points=layers)
+    library.save()
+    return library
+
+
+def test_transformer_lens_model_clamp(minilm_tokenizer, small_corpus, tmp_path):
+    from clear_sae.backbones.transformer_lens import TransformerLensBackbone
+
+    model = tiny_hooked_transformer()
+    backbone = TransformerLensBackbone(model, minilm_tokenizer)
+    library = _train_and_learn(backbone, small_corpus, tmp_path)
+    entry = library.get("french_horn")
+    assert entry.hook_point.startswith("blocks.")
+    report = erase_report(backbone, library, ["french_horn"], HORN_T[:20] + UNRELATED, progress=False)
+    assert all(r["concepts"]["french_horn"]["activation_after"] == 0.0 for r in report["prompts"])
+    fired = [r["prompt"] for r in report["prompts"] if r["fired"]]
+    quiet = [r["prompt"] for r in report["prompts"] if not r["fired"]]
+    assert fired and quiet
+
+    def logits(prompt):
+        return model(minilm_tokenizer([prompt], return_tensors="pt")["input_ids"])
+
+    clean_fired, clean_quiet = logits(fired[0]), logits(quiet[0])
+    with erase_concepts(model, library, ["french_horn"]) as clamps:  # attached to the bare HookedTransformer
+        erased_fired, erased_quiet = logits(fired[0]), logits(quiet[0])
+        assert clamps[entry.hook_point].tokens_edited > 0
+    assert not torch.equal(clean_fired, erased_fired)
+    assert torch.equal(clean_quiet, erased_quiet)
+    assert torch.equal(logits(fired[0]), clean_fired)
+
+
+def test_wan_pipeline_clamp_changes_prompt_embeddings_and_generates(minilm_tokenizer, small_corpus, tmp_path):
+    from clear_sae.backbones.diffusers_pipeline import PipelineTextEncoders
+
+    pipe = tiny_wan_pipeline(minilm_tokenizer)
+    backbone = PipelineTextEncoders.from_pipeline(pipe, "tiny-wan")
+    library = _train_and_learn(backbone, small_corpus, tmp_path)
+    entry = library.get("french_horn")
+    report = erase_report(backbone, library, ["french_horn"], HORN_T[:10] + UNRELATED, progress=False)
+    fired = [r["prompt"] for r in report["prompts"] if r["fired"]]
+    quiet = [r["prompt"] for r in report["prompts"] if not r["fired"]]
+    assert fired and quiet
+
+    def embeds(prompt):
+        return pipe.encode_prompt(prompt, do_classifier_free_guidance=False, max_sequence_length=32)[0]
+
+    with erase_concepts(pipe, library, ["french_horn"]) as clamps:
+        erased_fired, erased_quiet = embeds(fired[0]), embeds(quiet[0])
+        frames = pipe(prompt=fired[0], negative_prompt="", height=16, width=16, num_frames=9,
+                      num_inference_steps=2, guidance_scale=4.0, max_sequence_length=32, output_type="np",
+                      generator=torch.Generator().manual_seed(0)).frames
+        assert clamps[entry.hook_point].tokens_edited > 0
+    assert not torch.equal(embeds(fired[0]), erased_fired)
+    assert torch.equal(embeds(quiet[0]), erased_quiet)
+    assert frames.shape == (1, 9, 16, 16, 3) and frames.std() > 0
+    clean = pipe(prompt=fired[0], negative_prompt="", height=16, width=16, num_frames=9, num_inference_steps=2,
+                 guidance_scale=4.0, max_sequence_length=32, output_type="np",
+                 generator=torch.Generator().manual_seed(0)).frames
+    assert not (clean == frames).all()
+
+
+def test_merge_clamps_unions_latents_at_one_hook(minilm_library):
+    library = ConceptLibrary.load(minilm_library)
+    concepts = resolve_concepts(library, ["french_horn", "umbrella"])
+    clamps = merge_clamps(concepts)
+    union = {}
+    for c in concepts:
+        union.setdefault(c.entry.hook_point, set()).update(c.entry.latents)
+    assert {h: set(c.latents.tolist()) for h, c in clamps.items()} == union
+    with attach(object(), {}) as attached:  # nothing to attach is fine
+        assert attached == {}
