@@ -120,7 +120,7 @@ def _cmd_erase(args: argparse.Namespace) -> None:
         raise ClearSaeError("the concepts come from different models; erase them separately or pass --model")
     backbone = _backbone_for(args.model, sources.pop())
     report = erase_report(backbone, library, args.concept, prompts, batch_size=args.batch_size,
-                          iterations=args.iterations)
+                          exact=not args.single_step)
     report["format"] = "clear_sae.erase_report"
     atomic_write_text(out, json.dumps(report, indent=2))
     s = report["summary"]
@@ -213,8 +213,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompts", required=True)
     p.add_argument("--out", required=True, help="JSON report")
     p.add_argument("--model", default=None, help="defaults to the model recorded in the library")
-    p.add_argument("--iterations", type=int, default=16,
-                   help="clamp passes at most: re-encode and clamp again while a concept latent fires (1 = single pass)")
+    p.add_argument("--single-step", action="store_true",
+                   help="only the paper's decoder step h - gamma W_dec (f(h) m); the SAE may still read some "
+                        "concept activation afterwards (default: also push the concept pre-activations below zero)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--force", action="store_true", help="overwrite --out even if it is not an earlier report")
     p.set_defaults(func=_cmd_erase)

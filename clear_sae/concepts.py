@@ -196,6 +196,7 @@ def profile_concept(backbone: "Backbone", dictionaries: "Dictionaries", target: 
     if not nontarget:
         raise ClearSaeError("the non-target prompt list is empty; pass the same prompts with the concept swapped out")
     hook_points = hook_points or dictionaries.hook_points
+    dictionaries.check_backbone(backbone.backbone_id, {})
     backbone.check_hook_points(hook_points)
     dictionaries.check_backbone(backbone.backbone_id, {h: backbone.d_model(h) for h in hook_points})
     target_codes = encode_prompts(backbone, dictionaries, target, hook_points, cfg.batch_size)
@@ -204,12 +205,13 @@ def profile_concept(backbone: "Backbone", dictionaries: "Dictionaries", target: 
 
 
 def format_table(profiles: list[LayerProfile], chosen: str, score: str) -> str:
-    """The per-layer scores as a small text table, the chosen layer marked."""
-    lines = [f"{'layer':<26} {'energy':>8} {'loss':>8} {'auroc':>7} {'specific':>8} {'shared':>7}"]
+    """The per-layer scores as a small text table, the chosen layer marked; scores are printed at the
+    precision they are stored and compared at, so the mark is the argmax of what is shown."""
+    lines = [f"{'layer':<26} {'energy':>9} {'loss':>9} {'auroc':>7} {'specific':>8} {'shared':>7}"]
     for p in profiles:
         mark = f"  <- chosen (max {score})" if p.hook_point == chosen else ""
-        auroc_text = f"{p.auroc:.3f}" if p.auroc is not None else "-"
-        lines.append(f"{p.hook_point:<26} {p.energy:>8.4f} {p.loss:>8.3f} {auroc_text:>7} {p.n_specific:>8} "
+        auroc_text = f"{p.auroc:.5f}" if p.auroc is not None else "-"
+        lines.append(f"{p.hook_point:<26} {p.energy:>9.6f} {p.loss:>9.4f} {auroc_text:>7} {p.n_specific:>8} "
                      f"{p.n_shared:>7}{mark}")
     return "\n".join(lines)
 

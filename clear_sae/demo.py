@@ -35,6 +35,8 @@ class DemoConfig:
     heldout_prompts: int = 20
     """Fresh prompt pairs per concept (another seed than the library's) for the erasure check."""
     seed: int = 0
+    corpus_size: int | None = None
+    """Use only the first N captions (for quick checks); None uses the whole corpus."""
 
 
 def shipped_concepts() -> list[str]:
@@ -55,7 +57,7 @@ def separability_matrix(library: Any, names: list[str], hook_points: list[str]) 
         for name in names:
             entry = library.get(name)
             value = entry.layer_scores[hook]["energy"]
-            cells.append(f"{value:.3f}{'*' if entry.hook_point == hook else ' '}".rjust(width))
+            cells.append(f"{value:.4f}{'*' if entry.hook_point == hook else ' '}".rjust(width))
         lines.append(f"{hook:<22}" + "".join(cells))
     lines.append("(energy = S_spe / (S_spe + S_uni) = exp(-paper loss); * = chosen layer, the argmax)")
     return "\n".join(lines)
@@ -110,7 +112,7 @@ def run_demo(cfg: DemoConfig = DemoConfig()) -> dict[str, Any]:
     started = time.perf_counter()
     out = cfg.out
     out.mkdir(parents=True, exist_ok=True)
-    corpus = read_prompt_file(PROMPTS_DIR / "corpus.txt")
+    corpus = read_prompt_file(PROMPTS_DIR / "corpus.txt")[: cfg.corpus_size]
     names = shipped_concepts()
     if not names:
         raise ClearSaeError(f"no concept prompt files under {PROMPTS_DIR}; reinstall clear_sae")

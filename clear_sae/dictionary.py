@@ -216,10 +216,19 @@ def train_dictionaries(cache: "ActivationCache", out: str | Path, hook_points: l
     if cfg.architecture not in ARCHITECTURES:
         raise ClearSaeError(f"unknown SAE architecture {cfg.architecture!r}; choose one of {', '.join(ARCHITECTURES)}")
     manifest = read_manifest(out)
-    if manifest is not None and not force:
-        raise ClearSaeError(f"{out} already holds dictionaries; pass --force to retrain the chosen layers, "
-                            "or choose another --out")
-    if manifest is None or manifest.get("backbone_id") != cache.backbone_id:
+    if manifest is not None:
+        if manifest.get("backbone_id") != cache.backbone_id:
+            raise ClearSaeError(f"{out} holds dictionaries of backbone {manifest.get('backbone_id')!r} but cache "
+                                f"{cache.path} is from {cache.backbone_id!r}; choose another --out")
+        for hook in hook_points:
+            old = manifest["layers"].get(hook)
+            if old is not None and int(old["d_in"]) != cache.widths[hook]:
+                raise ClearSaeError(f"dimension mismatch at {hook}: {out} reads width {old['d_in']}, the cache "
+                                    f"holds width {cache.widths[hook]}; choose another --out")
+        if not force:
+            raise ClearSaeError(f"{out} already holds dictionaries; pass --force to retrain the chosen layers, "
+                                "or choose another --out")
+    else:
         manifest = {"format": "clear_sae.dictionaries", "backbone_id": cache.backbone_id, "layers": {}}
     manifest.update({"model_source": cache.model_source, "cache_prompts_hash": cache.prompts_hash, "cache": str(cache.path),
                      "package_version": __version__, "train_config": asdict(cfg)})

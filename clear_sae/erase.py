@@ -4,11 +4,13 @@ At the hook point, `h' = h - gamma * W_dec (f(h) * m)` with f the SAE encoder an
 latent mask. The SAE's reconstruction error stays in h' (only the concept latents' decoded
 contribution is removed), so a token on which no concept latent fires passes through bit for bit.
 
-One pass is the paper's formula, but re-encoding h' usually still shows the concept latents firing
-(a TopK encoder row is not the inverse of its decoder column: on the demo dictionaries one pass
-removed only 5-25% of the concept activation). So the clamp repeats the step on the tokens where a
-concept latent still fires, up to `iterations` passes, until the SAE reads zero concept activation
-at that layer. `iterations=1` gives the single-pass formula.
+That one decoder step is the paper's formula, but re-encoding h' usually still shows the concept
+latents firing, since an encoder row is not the inverse of its decoder column (on the demo
+dictionaries one step removed only 5-25% of the concept activation). With `exact=True` (the
+default) the clamp then also removes the smallest component along the concept latents' encoder
+directions that puts their pre-activations just below zero, so the SAE reads exactly zero concept
+activation at that layer. This applies to latents erased at full strength (gamma >= 1); weaker
+strengths keep the single step, as does `exact=False`.
 """
 
 from __future__ import annotations
@@ -27,15 +29,26 @@ if TYPE_CHECKING:
 
     from clear_sae.library import ConceptEntry, ConceptLibrary
 
-DEFAULT_ITERATIONS = 16
-"""Clamp passes at most; the clamp stops as soon as no concept latent fires."""
+MARGIN = 1e-3
+"""How far below zero the exact clamp puts a concept latent's pre-activation."""
+GUARD_ROUNDS = 3
+"""Corrections at most (one suffices unless the concept latents' encoder rows are linearly dependent)."""
+
+
+def _linear_preacts(sae: "SAE") -> bool:
+    """Whether the SAE's pre-activations are `(x - b_dec) W_enc + b_enc` (TopK, standard, JumpReLU)."""
+    import torch
+
+    return (isinstance(getattr(sae, "b_enc", None), torch.Tensor)
+            and getattr(sae.cfg, "normalize_activations", "none") == "none"
+            and getattr(sae.cfg, "reshape_activations", "none") == "none")
 
 
 class LatentClamp:
-    """A forward hook that removes the decoded contribution of chosen SAE latents from a residual stream."""
+    """A forward hook that removes the chosen SAE latents from a residual stream."""
 
     def __init__(self, sae: "SAE", latents: list[int], strengths: list[float] | float = 1.0,
-                 iterations: int = DEFAULT_ITERATIONS) -> None:
+                 exact: bool = True) -> None:
         import torch
 
         if not latents:
@@ -49,10 +62,21 @@ class LatentClamp:
         self.latents = torch.tensor([int(i) for i in latents], dtype=torch.long)
         gammas = [float(strengths)] * len(latents) if isinstance(strengths, float | int) else list(strengths)
         self.gamma = torch.tensor(gammas, dtype=torch.float32)
-        self.iterations = iterations
-        """Re-encode and clamp again this many times in all: each pass removes what the last left firing."""
+        self.exact = exact and _linear_preacts(sae) and bool((self.gamma >= 1.0).any())
         self.tokens_seen = 0
         self.tokens_edited = 0
+        with torch.no_grad():
+            self._w_dec = sae.W_dec[self.latents].float()
+            if self.exact:
+                scale = torch.ones(len(latents))
+                if getattr(sae.cfg, "rescale_acts_by_decoder_norm", False):
+                    scale = sae.W_dec[self.latents].norm(dim=-1).float()
+                # Pre-activation of the concept latents = h @ enc.T + offset (a linear map of h).
+                self._enc = sae.W_enc[:, self.latents].T.float() * scale[:, None]
+                b_dec = sae.b_dec.float() * float(getattr(sae.cfg, "apply_b_dec_to_input", True))
+                self._offset = sae.b_enc[self.latents].float() * scale - (self._enc @ b_dec)
+                self._enc_pinv = torch.linalg.pinv(self._enc)
+                self._hard = self.gamma >= 1.0
 
     def concept_codes(self, h: "torch.Tensor") -> "torch.Tensor":
         """The concept latents' activations `[..., n_latents]` for residual-stream rows `h`."""
@@ -62,6 +86,15 @@ class LatentClamp:
             codes = self.sae.encode(h.float())
         return codes[..., self.latents]
 
+    def _push_below_zero(self, rows: "torch.Tensor") -> "torch.Tensor":
+        """Minimal-norm change of `rows` that puts every full-strength concept pre-activation at -MARGIN or below."""
+        for _ in range(GUARD_ROUNDS):
+            excess = ((rows @ self._enc.T + self._offset) + MARGIN).clamp_min(0) * self._hard
+            if not bool((excess > 0).any()):
+                break
+            rows = rows - excess @ self._enc_pinv.T
+        return rows
+
     def edit(self, h: "torch.Tensor") -> "torch.Tensor | None":
         """`h` with the concept removed, or None when no concept latent fires on any token."""
         import torch
@@ -70,17 +103,14 @@ class LatentClamp:
         flat = h.reshape(-1, width)
         self.tokens_seen += flat.shape[0]
         with torch.inference_mode():
-            rows = torch.nonzero((self.concept_codes(flat) > 0).any(-1)).squeeze(-1)
+            codes = self.concept_codes(flat)
+            rows = torch.nonzero((codes > 0).any(-1)).squeeze(-1)
             if rows.numel() == 0:
                 return None
             self.tokens_edited += rows.numel()
-            w_dec = self.sae.W_dec[self.latents].float()
-            edited = flat[rows].float()
-            for _ in range(self.iterations):
-                codes = self.concept_codes(edited)
-                if not bool((codes > 0).any()):
-                    break
-                edited = edited - (codes * self.gamma) @ w_dec
+            edited = flat[rows].float() - (codes[rows] * self.gamma) @ self._w_dec
+            if self.exact:
+                edited = self._push_below_zero(edited)
             out = flat.clone()
             out[rows] = edited.to(h.dtype)
         return out.reshape(h.shape)
@@ -98,7 +128,7 @@ class ConceptClamp:
     sae: "SAE"
 
 
-def merge_clamps(concepts: list[ConceptClamp], iterations: int = DEFAULT_ITERATIONS) -> dict[str, LatentClamp]:
+def merge_clamps(concepts: list[ConceptClamp], exact: bool = True) -> dict[str, LatentClamp]:
     """One clamp per hook point; concepts sharing a hook point and dictionary have their latents merged."""
     by_hook: dict[str, list[ConceptClamp]] = {}
     for concept in concepts:
@@ -113,7 +143,7 @@ def merge_clamps(concepts: list[ConceptClamp], iterations: int = DEFAULT_ITERATI
             for latent in c.entry.latents:
                 strengths[latent] = max(strengths.get(latent, 0.0), float(c.entry.strength))
         latents = sorted(strengths)
-        clamps[hook] = LatentClamp(group[0].sae, latents, [strengths[i] for i in latents], iterations)
+        clamps[hook] = LatentClamp(group[0].sae, latents, [strengths[i] for i in latents], exact)
     return clamps
 
 
@@ -149,8 +179,8 @@ def resolve_concepts(library: "ConceptLibrary", names: list[str]) -> list[Concep
 
 @contextmanager
 def erase_concepts(target: Any, library: "ConceptLibrary", names: list[str],
-                   iterations: int = DEFAULT_ITERATIONS) -> Iterator[dict[str, LatentClamp]]:
+                   exact: bool = True) -> Iterator[dict[str, LatentClamp]]:
     """Erase the named concepts of `library` from `target` while the context is open."""
-    clamps = merge_clamps(resolve_concepts(library, names), iterations)
+    clamps = merge_clamps(resolve_concepts(library, names), exact)
     with attach(target, clamps) as attached:
         yield attached

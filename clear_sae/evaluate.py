@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from clear_sae.erase import DEFAULT_ITERATIONS, LatentClamp, attach, merge_clamps, resolve_concepts
+from clear_sae.erase import LatentClamp, attach, merge_clamps, resolve_concepts
 
 if TYPE_CHECKING:
     import torch
@@ -36,7 +36,7 @@ def peak_concept_activation(clamp: LatentClamp, act: "Activations") -> "torch.Te
 
 
 def erase_report(backbone: "Backbone", library: "ConceptLibrary", names: list[str], prompts: list[str],
-                 batch_size: int = 32, iterations: int = DEFAULT_ITERATIONS, progress: bool = True) -> dict[str, Any]:
+                 batch_size: int = 32, exact: bool = True, progress: bool = True) -> dict[str, Any]:
     """Run `prompts` with and without the named concepts erased and report, per prompt, the concept-latent
     activation before and after at each concept's layer, whether any concept latent fired, and the cosine
     similarity of the mean-pooled final-layer embeddings."""
@@ -47,7 +47,7 @@ def erase_report(backbone: "Backbone", library: "ConceptLibrary", names: list[st
         backbone.check_hook_points([c.entry.hook_point])
     # Measuring uses one clamp per concept, so each concept reports its own latents only.
     meters = {c.entry.name: merge_clamps([c])[c.entry.hook_point] for c in concepts}
-    clamps = merge_clamps(concepts, iterations)
+    clamps = merge_clamps(concepts, exact)
     hooks = list(dict.fromkeys([c.entry.hook_point for c in concepts] + [backbone.final_hook_point]))
     rows: list[dict[str, Any]] = []
     for start in tqdm(range(0, len(prompts), batch_size), desc="erasing", unit="batch", disable=not progress):
@@ -83,4 +83,4 @@ def erase_report(backbone: "Backbone", library: "ConceptLibrary", names: list[st
     return {"concepts": {c.entry.name: {"hook_point": c.entry.hook_point, "latents": c.entry.latents,
                                         "strength": c.entry.strength} for c in concepts},
             "backbone_id": backbone.backbone_id, "final_hook_point": backbone.final_hook_point,
-            "iterations": iterations, "summary": summary, "prompts": rows}
+            "exact": exact, "summary": summary, "prompts": rows}

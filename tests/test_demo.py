@@ -1,0 +1,72 @@
+"""The demo on a slice of the corpus, and the dictionaries and library shipped in the repository."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from sae_lens import SAE
+
+from clear_sae.cli import main
+from clear_sae.demo import DemoConfig, run_demo, shipped_concepts
+
+SHIPPED = Path(__file__).resolve().parent.parent / "dictionaries" / "minilm"
+
+
+def test_demo_runs_end_to_end_on_a_slice(tmp_path, capsys):
+    summary = run_demo(DemoConfig(out=tmp_path / "demo", tokens=8192, expansion=2, k=16, corpus_size=600,
+                                  heldout_prompts=6))
+    out = capsys.readouterr().out
+    for stage in ("1/5", "2/5", "3/5", "4/5", "5/5", "demo finished"):
+        assert stage in out
+    library = json.loads((tmp_path / "demo" / "dictionaries" / "concepts.json").read_text())
+    assert set(summary["chosen_layers"]) == set(library["concepts"])
+    for name, entry in library["concepts"].items():
+        scores = {h: s["energy"] for h, s in entry["layer_scores"].items() if s["n_specific"] > 0}
+        assert entry["hook_point"] == max(scores, key=scores.get)
+        erasure = summary["erasure"][name]
+        assert erasure["target_cleared"] == erasure["target_fired"]
+    html = (tmp_path / "demo" / "separability.html").read_text()
+    assert "plotly" in html and len(html) > 100_000  # plotly.js inlined: opens offline
+
+
+def test_shipped_dictionaries_load_and_are_small():
+    manifest = json.loads((SHIPPED / "manifest.json").read_text())
+    assert manifest["backbone_id"] == "minilm" and len(manifest["hook_points"]) == 7
+    total = sum(p.stat().st_size for p in SHIPPED.rglob("*") if p.is_file())
+    assert total < 40 * 2**20
+    for hook in manifest["hook_points"]:
+        sae = SAE.load_from_disk(SHIPPED / manifest["layers"][hook]["folder"])
+        assert sae.cfg.d_in == 384 and sae.W_dec.dtype == torch.float16
+        assert manifest["layers"][hook]["explained_variance"] > 0.8
+    library = json.loads((SHIPPED / "concepts.json").read_text())
+    assert len(library["concepts"]) >= 8
+    assert set(library["concepts"]) <= set(shipped_concepts())
+
+
+def test_erase_works_with_the_shipped_library_by_default(tmp_path, capsys):
+    from clear_sae.corpus import concept_prompts
+
+    target, nontarget = concept_prompts("van_gogh", n=8, seed=31337)
+    (tmp_path / "p.txt").write_text("\n".join(target + nontarget), encoding="utf-8")
+    code = main(["erase", "--concept", "van_gogh", "--concept", "french_horn", "--prompts", str(tmp_path / "p.txt"),
+                 "--out", str(tmp_path / "r.json")])
+    assert code == 0
+    report = json.loads((tmp_path / "r.json").read_text())
+    rows = report["prompts"]
+    assert sum(r["concepts"]["van_gogh"]["fired"] for r in rows[:8]) >= 6
+    for r in rows:
+        assert all(c["activation_after"] == 0.0 for c in r["concepts"].values())
+        if not r["fired"]:
+            assert r["cosine_final"] == 1.0
+
+
+@pytest.mark.slow
+def test_full_demo_under_five_minutes(tmp_path):
+    import time
+
+    start = time.perf_counter()
+    run_demo(DemoConfig(out=tmp_path / "demo"))
+    assert time.perf_counter() - start < 300
