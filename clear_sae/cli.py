@@ -34,40 +34,21 @@ def _cmd_cache(args: argparse.Namespace) -> None:
 
 def _cmd_train(args: argparse.Namespace) -> None:
     from clear_sae.cache import ActivationCache
-    from clear_sae.dictionary import TrainConfig, train_dictionaries
+    from clear_sae.dictionary import TrainConfig, format_health_table, train_dictionaries
 
     with ActivationCache(args.cache) as cache:
         layers = _cache_layers(cache, args.layers)
         cfg = TrainConfig(architecture=args.arch, expansion=args.expansion, k=args.k, tokens=args.tokens,
                           seed=args.seed, batch_size=args.batch_size, lr=args.lr, save_dtype=args.save_dtype)
         manifest = train_dictionaries(cache, args.out, layers, cfg, force=args.force)
-    print(_health_table(manifest, layers))
+    print(format_health_table(manifest, layers))
     print(f"dictionaries -> {args.out}")
 
 
 def _cache_layers(cache: Any, spec: str | None) -> list[str]:
-    if spec is None or spec.strip() in ("", "all"):
-        return list(cache.hook_points)
-    layers = []
-    for item in (s.strip() for s in spec.split(",") if s.strip()):
-        if item.lstrip("-").isdigit():
-            index = int(item)
-            if not -len(cache.hook_points) <= index < len(cache.hook_points):
-                raise ClearSaeError(f"unknown layer index {index}; the cache has 0..{len(cache.hook_points) - 1}: "
-                                    f"{', '.join(cache.hook_points)}")
-            item = cache.hook_points[index]
-        cache.check_hook_point(item)
-        layers.append(item)
-    return layers
+    from clear_sae.backbones.base import select_hook_points
 
-
-def _health_table(manifest: dict[str, Any], layers: list[str]) -> str:
-    lines = [f"{'layer':<26} {'d_sae':>6} {'expl.var':>8} {'L0':>6} {'dead':>6} {'tokens':>8}"]
-    for hook in layers:
-        r = manifest["layers"][hook]
-        lines.append(f"{hook:<26} {r['d_sae']:>6} {r['explained_variance']:>8.3f} {r['l0']:>6.1f} "
-                     f"{r['dead_fraction']:>6.3f} {r['training_tokens']:>8}")
-    return "\n".join(lines)
+    return select_hook_points(spec, cache.hook_points, f"cache {cache.path}")
 
 
 def _cmd_concept(args: argparse.Namespace) -> None:

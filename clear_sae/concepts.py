@@ -167,14 +167,16 @@ def profile_layer(hook: str, target: PromptCodes, nontarget: PromptCodes, cfg: C
     s_uni = float(energy[shared].sum())
     loss = math.log1p(s_uni / (s_spe + EPS))
     fit_t, fit_n, held_t, held_n = _split(len(target.peak), len(nontarget.peak), cfg.holdout, cfg.seed)
-    score_auroc = None
-    if held_t and held_n:
+    score_auroc = None  # a layer without concept latents has no AUROC to speak of (and is never chosen)
+    if held_t and held_n and latents:
         fit_latents, _ = specific_and_shared(_subset(target, fit_t), _subset(nontarget, fit_n), cfg)
-        pos = target.peak[held_t][:, fit_latents].sum(-1)
-        neg = nontarget.peak[held_n][:, fit_latents].sum(-1)
-        score_auroc = round(auroc(pos, neg), 5)
+        if fit_latents:
+            pos = target.peak[held_t][:, fit_latents].sum(-1)
+            neg = nontarget.peak[held_n][:, fit_latents].sum(-1)
+            score_auroc = round(auroc(pos, neg), 5)
     return LayerProfile(hook_point=hook, latents=latents, n_specific=len(latents), n_shared=int(shared.sum()),
-                        energy=round(math.exp(-loss), 6), loss=round(loss, 6), auroc=score_auroc)
+                        energy=round(math.exp(-loss), 6) if latents else 0.0, loss=round(loss, 6),
+                        auroc=score_auroc)
 
 
 def select_layer(profiles: list[LayerProfile], score: str) -> LayerProfile:

@@ -104,7 +104,7 @@ def run_demo(cfg: DemoConfig = DemoConfig()) -> dict[str, Any]:
     from clear_sae.cache import ActivationCache, CacheConfig, write_cache
     from clear_sae.concepts import ConceptConfig, learn_concept
     from clear_sae.corpus import concept_prompts
-    from clear_sae.dictionary import Dictionaries, TrainConfig, train_dictionaries
+    from clear_sae.dictionary import Dictionaries, TrainConfig, format_health_table, train_dictionaries
     from clear_sae.evaluate import erase_report
     from clear_sae.library import ConceptLibrary
     from clear_sae.prompts import atomic_write_text, read_prompt_file
@@ -132,9 +132,7 @@ def run_demo(cfg: DemoConfig = DemoConfig()) -> dict[str, Any]:
                             batch_size=cfg.batch_size, save_dtype="float16")
     with ActivationCache(cache_path) as cache:
         manifest = train_dictionaries(cache, dict_dir, hooks, train_cfg, force=True)
-    from clear_sae.cli import _health_table
-
-    print(_health_table(manifest, hooks))
+    print(format_health_table(manifest, hooks))
 
     _stage(3, f"concept library: {len(names)} concepts, one dictionary per layer reused by all")
     library_path = dict_dir / "concepts.json"

@@ -195,6 +195,16 @@ def train_layer(cache: "ActivationCache", hook: str, cfg: TrainConfig, out_folde
                        extra={"k": cfg.k} if cfg.architecture == "topk" else {})
 
 
+def format_health_table(manifest: dict[str, Any], layers: list[str]) -> str:
+    """Explained variance, L0, dead fraction and training tokens per layer, as a text table."""
+    lines = [f"{'layer':<26} {'d_sae':>6} {'expl.var':>8} {'L0':>6} {'dead':>6} {'tokens':>8}"]
+    for hook in layers:
+        r = manifest["layers"][hook]
+        lines.append(f"{hook:<26} {r['d_sae']:>6} {r['explained_variance']:>8.3f} {r['l0']:>6.1f} "
+                     f"{r['dead_fraction']:>6.3f} {r['training_tokens']:>8}")
+    return "\n".join(lines)
+
+
 def read_manifest(root: str | Path) -> dict[str, Any] | None:
     """The manifest of a dictionary folder, or None where there is none (a folder of foreign SAEs)."""
     path = Path(root) / MANIFEST
@@ -278,18 +288,17 @@ class Dictionaries:
 
     def _manifest_from_folders(self) -> dict[str, Any]:
         """Describe a folder of sae-lens SAEs that has no manifest (SAEs trained elsewhere)."""
-        layers = {}
+        layers, model = {}, None
         for cfg_path in sorted(self.root.glob(f"*/{CONFIG}")):
             cfg = json.loads(cfg_path.read_text())
-            hook = (cfg.get("metadata") or {}).get("hook_name") or cfg.get("hook_name") or cfg_path.parent.name
+            metadata = cfg.get("metadata") or {}
+            hook = metadata.get("hook_name") or cfg.get("hook_name") or cfg_path.parent.name
             layers[hook] = {"hook_point": hook, "folder": cfg_path.parent.name, "d_in": cfg["d_in"],
                             "d_sae": cfg["d_sae"], "architecture": cfg.get("architecture")}
+            model = metadata.get("model_name") or model
         if not layers:
             raise ClearSaeError(f"{self.root} holds no {MANIFEST} and no SAE folders with {CONFIG}; "
                                 "train dictionaries with `clear-sae train`")
-        model = None
-        for cfg_path in self.root.glob(f"*/{CONFIG}"):
-            model = (json.loads(cfg_path.read_text()).get("metadata") or {}).get("model_name") or model
         return {"backbone_id": model, "layers": layers}
 
     @property

@@ -170,7 +170,7 @@ def _bad_inputs(workdir: Path) -> list[tuple[str, list, str, list[Path]]]:
         ("unknown layer", ["cache", "--model", "minilm", "--prompts", p, "--out", d / "x.h5", "--layers",
                            "text_encoder.blocks.7"], "unknown layer 'text_encoder.blocks.7'", []),
         ("unknown layer to train", ["train", "--cache", cache, "--out", d / "x", "--layers", "blocks.2"],
-         "not in cache", [cache]),
+         "unknown layer .blocks.2. for cache", [cache]),
         ("cache of another backbone", ["train", "--cache", d / "t5.h5", "--out", dicts, "--force"],
          "holds dictionaries of backbone 'minilm'", [weights]),
         ("dictionaries of another model", concept + ["--model", d / "t5"], "trained on backbone 'minilm'", [lib]),

@@ -70,7 +70,10 @@ def test_library_entry_records_scores_and_picks_their_argmax(minilm_library):
         assert len(scores) == 7
         assert entry["hook_point"] == max(scores, key=scores.get)
         assert entry["latents"] and entry["strength"] == 1.0
-        assert all(0.0 <= s["auroc"] <= 1.0 for s in entry["layer_scores"].values())
+        for s in entry["layer_scores"].values():
+            assert (s["auroc"] is None) == (s["n_specific"] == 0)
+            assert s["auroc"] is None or 0.0 <= s["auroc"] <= 1.0
+            assert s["n_specific"] > 0 or s["energy"] == 0.0
         assert entry["n_target"] == entry["n_nontarget"] == 60
         assert (minilm_library.parent / entry["dictionary"]).resolve().is_dir()
 
@@ -93,7 +96,7 @@ def test_adding_a_concept_trains_nothing(minilm, minilm_dictionaries, minilm_lib
     assert digest() == before
     reloaded = ConceptLibrary.load(tmp_path / "lib.json")
     assert set(reloaded.concepts) == {"french_horn", "umbrella", "snow"}
-    usable = [p for p in profiles if p.latents]
+    usable = [p for p in profiles if p.auroc is not None]
     assert entry.hook_point == max(usable, key=lambda p: p.auroc).hook_point
     assert entry.score == "auroc"
 

@@ -100,21 +100,24 @@ class Backbone(ABC):
 
     def resolve_layers(self, spec: str | None) -> list[str]:
         """Turn a `--layers` value (`all`, or comma-separated names or indices) into hook point names."""
-        if spec is None or spec.strip() in ("", "all"):
-            return list(self.hook_points)
-        chosen = []
-        for item in (part.strip() for part in spec.split(",")):
-            if not item:
-                continue
-            if item.lstrip("-").isdigit():
-                index = int(item)
-                if not -len(self.hook_points) <= index < len(self.hook_points):
-                    raise ClearSaeError(
-                        f"unknown layer index {index} for backbone {self.backbone_id}; "
-                        f"it has hook points 0..{len(self.hook_points) - 1}: {', '.join(self.hook_points)}"
-                    )
-                chosen.append(self.hook_points[index])
-            else:
-                self.check_hook_points([item])
-                chosen.append(item)
-        return list(dict.fromkeys(chosen))
+        return select_hook_points(spec, self.hook_points, f"backbone {self.backbone_id}")
+
+
+def select_hook_points(spec: str | None, available: list[str], owner: str) -> list[str]:
+    """Parse a `--layers` value against `available`: `all`, or comma-separated names or indices (negative
+    indices count from the end). `owner` names what holds the hook points, for the error message."""
+    if spec is None or spec.strip() in ("", "all"):
+        return list(available)
+    chosen = []
+    for item in (part.strip() for part in spec.split(",") if part.strip()):
+        if item.lstrip("-").isdigit():
+            index = int(item)
+            if not -len(available) <= index < len(available):
+                raise ClearSaeError(f"unknown layer index {index} for {owner}; it has hook points "
+                                    f"0..{len(available) - 1}: {', '.join(available)}")
+            item = available[index]
+        elif item not in available:
+            raise ClearSaeError(f"unknown layer {item!r} for {owner}; choose from {', '.join(available)} "
+                                f"(or their indices 0..{len(available) - 1})")
+        chosen.append(item)
+    return list(dict.fromkeys(chosen))
