@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import TYPE_CHECKING, Iterator
 
 from clear_sae import __version__
 from clear_sae.errors import ClearSaeError
@@ -119,8 +119,7 @@ def _truncate(f: "h5py.File", rows: dict[str, int]) -> None:
 
 def write_cache(backbone: "Backbone", prompts: list[str], out: str | Path, hook_points: list[str],
                 cfg: CacheConfig = CacheConfig(), resume: bool = False, force: bool = False,
-                stop_after_batches: int | None = None, progress: bool = True,
-                on_batch: Callable[[int], None] | None = None) -> Path:
+                stop_after_batches: int | None = None, progress: bool = True) -> Path:
     """Stream `prompts` through `backbone` and store the residual stream at `hook_points` in an HDF5 file.
 
     Each batch is committed with one attribute write, so an interrupted run resumed with `resume=True`
@@ -173,8 +172,6 @@ def write_cache(backbone: "Backbone", prompts: list[str], out: str | Path, hook_
             f.attrs["progress"] = json.dumps({"n_prompts_done": done, "rows": rows})
             f.flush()
             bar.update(len(batch))
-            if on_batch is not None:
-                on_batch(done)
         bar.close()
         f.attrs["complete"] = done == len(prompts)
     finally:

@@ -102,7 +102,6 @@ def _cmd_erase(args: argparse.Namespace) -> None:
     backbone = _backbone_for(args.model, sources.pop())
     report = erase_report(backbone, library, args.concept, prompts, batch_size=args.batch_size,
                           exact=not args.single_step)
-    report["format"] = "clear_sae.erase_report"
     atomic_write_text(out, json.dumps(report, indent=2))
     s = report["summary"]
     print(f"{s['n_prompts']} prompts; a concept latent fired on {s['n_fired']}, brought to zero on "
@@ -119,7 +118,9 @@ def _check_report_path(out: Path, force: bool) -> None:
     if not out.exists() or force:
         return
     try:
-        previous = json.loads(out.read_text(encoding="utf-8"))
+        with out.open("rb") as f:
+            looks_like_json = f.read(1) == b"{"
+        previous = json.loads(out.read_text(encoding="utf-8")) if looks_like_json else None
         if isinstance(previous, dict) and previous.get("format") == "clear_sae.erase_report":
             return
     except (UnicodeDecodeError, json.JSONDecodeError, OSError):

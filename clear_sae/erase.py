@@ -78,11 +78,21 @@ class LatentClamp:
                 self._enc_pinv = torch.linalg.pinv(self._enc)
                 self._hard = self.gamma >= 1.0
 
+    def _follow(self, device: "torch.device") -> None:
+        """Move the SAE and the clamp's tensors to the device of the model being edited (once)."""
+        if self._w_dec.device == device:
+            return
+        self.sae.to(device)
+        for name in ("latents", "gamma", "_w_dec", "_enc", "_offset", "_enc_pinv", "_hard"):
+            if hasattr(self, name):
+                setattr(self, name, getattr(self, name).to(device))
+
     def concept_codes(self, h: "torch.Tensor") -> "torch.Tensor":
         """The concept latents' activations `[..., n_latents]` for residual-stream rows `h`."""
         import torch
 
-        with torch.inference_mode():
+        self._follow(h.device)
+        with torch.no_grad():
             codes = self.sae.encode(h.float())
         return codes[..., self.latents]
 
@@ -102,7 +112,7 @@ class LatentClamp:
         width = h.shape[-1]
         flat = h.reshape(-1, width)
         self.tokens_seen += flat.shape[0]
-        with torch.inference_mode():
+        with torch.no_grad():  # not inference_mode: the edited tensor may flow on into a graph
             codes = self.concept_codes(flat)
             rows = torch.nonzero((codes > 0).any(-1)).squeeze(-1)
             if rows.numel() == 0:

@@ -80,7 +80,8 @@ def erase_report(backbone: "Backbone", library: "ConceptLibrary", names: list[st
         "mean_cosine_fired": sum(r["cosine_final"] for r in fired) / len(fired) if fired else None,
         "min_cosine_not_fired": min((r["cosine_final"] for r in quiet), default=None),
     }
-    return {"concepts": {c.entry.name: {"hook_point": c.entry.hook_point, "latents": c.entry.latents,
+    return {"format": "clear_sae.erase_report",
+            "concepts": {c.entry.name: {"hook_point": c.entry.hook_point, "latents": c.entry.latents,
                                         "strength": c.entry.strength} for c in concepts},
             "backbone_id": backbone.backbone_id, "final_hook_point": backbone.final_hook_point,
             "exact": exact, "summary": summary, "prompts": rows}
