@@ -1,0 +1,108 @@
+"""Captions for toy-world clips: many templates, several synonyms per attribute, and a held-out slice.
+
+The held-out slice (`split="heldout"`) uses synonyms and templates that never occur in training
+captions (`split="train"`), so erasure can be measured on paraphrases the dictionaries and the
+generator have not seen. Which words and templates are held out is fixed here:
+
+- the last synonym listed for every colour, shape, motion and background;
+- the last `HELDOUT_TEMPLATES` templates of each list.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from clear_sae.toyworld.render import ClipSpec, ToyObject
+
+COLOUR_WORDS: dict[str, list[str]] = {
+    "red": ["red", "crimson", "scarlet"],
+    "green": ["green", "emerald", "grass-green"],
+    "blue": ["blue", "cobalt", "azure"],
+    "yellow": ["yellow", "lemon", "golden"],
+    "purple": ["purple", "violet", "lilac"],
+    "orange": ["orange", "tangerine", "amber"],
+}
+SHAPE_WORDS: dict[str, list[str]] = {
+    "circle": ["circle", "disc", "round dot"],
+    "bar": ["bar", "horizontal bar", "plank"],
+    "triangle": ["triangle", "three-sided shape", "wedge"],
+    "cross": ["cross", "X shape", "diagonal cross"],
+}
+MOTION_WORDS: dict[str, list[str]] = {
+    "left": ["moves to the left", "drifts left", "glides to the left"],
+    "right": ["moves to the right", "drifts right", "slides to the right"],
+    "rise": ["rises", "floats upward", "climbs toward the top"],
+    "fall": ["falls", "drops down", "sinks toward the bottom"],
+    "grow": ["grows", "gets bigger", "expands"],
+    "shrink": ["shrinks", "gets smaller", "contracts"],
+}
+BACKGROUND_WORDS: dict[str, list[str]] = {
+    "plain": ["on a dark background", "against a black backdrop", "in front of a plain dark wall"],
+    "checker": ["on a checkerboard", "over a checkered floor", "against a chessboard pattern"],
+    "gradient": ["against a sunset gradient", "over a purple-to-orange sky", "in front of a dusky gradient"],
+}
+ONE_OBJECT_TEMPLATES = [
+    "{a_obj} {motion} {bg}",
+    "{A_obj} {motion} {bg}.",
+    "a short clip: {a_obj} {motion} {bg}",
+    "video of {a_obj} that {motion} {bg}",
+    "{bg_cap}, {a_obj} {motion}",
+    "animation where {a_obj} {motion} {bg}",
+    "we see {a_obj}; it {motion} {bg}",
+    "simple footage, {a_obj} {motion}, {bg}",
+    "close-up of {a_obj} that {motion} {bg}",
+    "{bg_cap}: {a_obj} {motion} slowly",
+]
+TWO_OBJECT_TEMPLATES = [
+    "{a_obj} {motion} while {a_obj2} {motion2} {bg}",
+    "{A_obj} {motion} and {a_obj2} {motion2}, {bg}",
+    "{bg_cap}, {a_obj} {motion} next to {a_obj2} that {motion2}",
+    "two shapes: {a_obj} {motion} and {a_obj2} {motion2} {bg}",
+    "video where {a_obj} {motion} as {a_obj2} {motion2} {bg}",
+]
+HELDOUT_TEMPLATES = 2
+SPLITS = ("train", "heldout")
+
+
+def _article(phrase: str) -> str:
+    return f"an {phrase}" if phrase[0] in "aeiou" else f"a {phrase}"
+
+
+def _pick_word(words: list[str], split: str, rng: np.random.Generator) -> str:
+    pool = words[:-1] if split == "train" else words[-1:]
+    return str(pool[rng.integers(len(pool))])
+
+
+def _pick_template(templates: list[str], split: str, rng: np.random.Generator) -> str:
+    pool = templates[:-HELDOUT_TEMPLATES] if split == "train" else templates[-HELDOUT_TEMPLATES:]
+    return str(pool[rng.integers(len(pool))])
+
+
+def _object_phrase(obj: ToyObject, split: str, rng: np.random.Generator) -> tuple[str, str]:
+    colour = _pick_word(COLOUR_WORDS[obj.colour], split, rng)
+    shape = _pick_word(SHAPE_WORDS[obj.shape], split, rng)
+    return _article(f"{colour} {shape}"), _pick_word(MOTION_WORDS[obj.motion], split, rng)
+
+
+def caption(spec: ClipSpec, rng: np.random.Generator, split: str = "train") -> str:
+    """A caption for `spec` using only the words and templates of `split` (train or heldout)."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; use train or heldout")
+    a_obj, motion = _object_phrase(spec.main, split, rng)
+    bg = _pick_word(BACKGROUND_WORDS[spec.background], split, rng)
+    fields = {"a_obj": a_obj, "A_obj": a_obj[0].upper() + a_obj[1:], "motion": motion, "bg": bg,
+              "bg_cap": bg[0].upper() + bg[1:]}
+    if spec.second is None:
+        template = _pick_template(ONE_OBJECT_TEMPLATES, split, rng)
+    else:
+        fields["a_obj2"], fields["motion2"] = _object_phrase(spec.second, split, rng)
+        template = _pick_template(TWO_OBJECT_TEMPLATES, split, rng)
+    return template.format(**fields)
+
+
+def heldout_vocabulary() -> set[str]:
+    """Every held-out synonym (these never appear in a training caption)."""
+    words: set[str] = set()
+    for table in (COLOUR_WORDS, SHAPE_WORDS, MOTION_WORDS, BACKGROUND_WORDS):
+        words.update(values[-1] for values in table.values())
+    return words

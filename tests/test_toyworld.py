@@ -1,0 +1,90 @@
+"""Toy world renderer and captions."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from clear_sae.toyworld.captions import (BACKGROUND_WORDS, COLOUR_WORDS, MOTION_WORDS, SHAPE_WORDS, caption,
+                                         heldout_vocabulary)
+from clear_sae.toyworld.render import (BACKGROUNDS, COLOURS, MOTIONS, SHAPES, ClipSpec, RenderConfig, ToyObject,
+                                       random_spec, render_clip, shape_mask)
+
+EXACT = RenderConfig(noise=0.0)
+
+
+def _object_pixels(clip: np.ndarray, colour: str) -> np.ndarray:
+    """Per frame, the mask of pixels close to the object's colour."""
+    target = np.array(COLOURS[colour], dtype=np.float32)
+    return np.abs(clip.astype(np.float32) - target).max(-1) < 30
+
+
+def test_render_is_seeded_and_shaped():
+    spec = ClipSpec(ToyObject("circle", "red", "left"), "checker")
+    a, b, c = render_clip(spec, seed=3), render_clip(spec, seed=3), render_clip(spec, seed=4)
+    assert a.shape == (8, 32, 32, 3) and a.dtype == np.uint8
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+
+
+def test_shapes_differ_grossly():
+    masks = {s: shape_mask(s, 32, 16, 16, 8) for s in SHAPES}
+    for s in SHAPES:
+        assert masks[s].sum() > 60  # drawn large
+    for s, t in itertools.combinations(SHAPES, 2):
+        iou = (masks[s] & masks[t]).sum() / (masks[s] | masks[t]).sum()
+        assert iou < 0.6, (s, t, iou)
+
+
+@pytest.mark.parametrize("motion", MOTIONS)
+def test_motions_move_the_object_the_right_way(motion):
+    clip = render_clip(ClipSpec(ToyObject("cross", "yellow", motion), "plain"), EXACT)
+    pixels = _object_pixels(clip, "yellow")
+    ys, xs = zip(*[np.nonzero(p) for p in (pixels[0], pixels[-1])])
+    first, last = (xs[0].mean(), ys[0].mean(), len(xs[0])), (xs[1].mean(), ys[1].mean(), len(xs[1]))
+    expected = {"left": first[0] - last[0], "right": last[0] - first[0], "rise": first[1] - last[1],
+                "fall": last[1] - first[1], "grow": last[2] - first[2], "shrink": first[2] - last[2]}
+    assert expected[motion] > 5
+
+
+def test_colours_and_backgrounds_render():
+    for colour, background in itertools.product(COLOURS, BACKGROUNDS):
+        clip = render_clip(ClipSpec(ToyObject("circle", colour, "grow"), background), EXACT)
+        assert _object_pixels(clip, colour)[-1].sum() > 100
+    plain = render_clip(ClipSpec(ToyObject("circle", "red", "grow"), "plain"), EXACT)[0]
+    checker = render_clip(ClipSpec(ToyObject("circle", "red", "grow"), "checker"), EXACT)[0]
+    assert plain[0:4, 0:8].std() < 1 and checker[0:4, 0:8].std() > 10
+
+
+def test_two_objects_are_both_visible():
+    spec = ClipSpec(ToyObject("triangle", "orange", "left"), "plain", ToyObject("cross", "blue", "rise"))
+    clip = render_clip(spec, EXACT)
+    assert (_object_pixels(clip, "orange").sum((1, 2)) > 20).all()
+    assert (_object_pixels(clip, "blue").sum((1, 2)) > 20).all()
+
+
+def test_heldout_words_never_appear_in_training_captions():
+    rng = np.random.default_rng(0)
+    heldout = heldout_vocabulary()
+    train_words = {w for table in (COLOUR_WORDS, SHAPE_WORDS, MOTION_WORDS, BACKGROUND_WORDS)
+                   for values in table.values() for w in values[:-1]}
+    specs = [random_spec(rng) for _ in range(600)]
+    train = [caption(s, rng, "train") for s in specs]
+    held = [caption(s, rng, "heldout") for s in specs]
+    for text in train:
+        assert not any(f" {w} " in f" {text} " for w in heldout if w not in train_words), text
+    for text, spec in zip(held, specs):
+        assert any(w in text for w in COLOUR_WORDS[spec.main.colour][-1:])
+        assert SHAPE_WORDS[spec.main.shape][-1] in text
+    assert len(set(train)) > 500 and not set(train) & set(held)
+
+
+def test_captions_name_every_attribute():
+    rng = np.random.default_rng(1)
+    for shape, colour, motion, background in itertools.product(SHAPES, COLOURS, MOTIONS, BACKGROUNDS):
+        text = caption(ClipSpec(ToyObject(shape, colour, motion), background), rng).lower()
+        assert any(w.lower() in text for w in COLOUR_WORDS[colour])
+        assert any(w.lower() in text for w in SHAPE_WORDS[shape])
+        assert any(w in text for w in MOTION_WORDS[motion])
+        assert any(w.lower() in text for w in BACKGROUND_WORDS[background])
