@@ -134,6 +134,8 @@ def write_cache(backbone: "Backbone", prompts: list[str], out: str | Path, hook_
     out = Path(out)
     if not prompts:
         raise ClearSaeError("no prompts to cache; pass a prompt file with at least one prompt")
+    if cfg.batch_size < 1:
+        raise ClearSaeError(f"--batch-size must be at least 1, not {cfg.batch_size}")
     if cfg.dtype not in ("float16", "float32"):
         raise ClearSaeError(f"unsupported cache dtype {cfg.dtype!r}; use float16 or float32")
     backbone.check_hook_points(hook_points)
@@ -144,9 +146,16 @@ def write_cache(backbone: "Backbone", prompts: list[str], out: str | Path, hook_
         f = open_h5(out, "r+")
         _check_resumable(f, out, backbone, hook_points, phash, cfg.dtype)
     else:
+        if out.is_dir():
+            raise ClearSaeError(f"{out} is a directory; pass a file path for the cache, such as {out / 'cache.h5'}")
         out.parent.mkdir(parents=True, exist_ok=True)
-        f = h5py.File(out, "w")
-        _create_layout(f, backbone, hook_points, prompts, cfg)
+        # The layout is built aside and renamed into place, so an interrupt at any moment leaves either no
+        # file or one that --resume continues (and --force replaces the old file only once the new one exists).
+        partial = out.with_name(out.name + ".partial")
+        with h5py.File(partial, "w") as new:
+            _create_layout(new, backbone, hook_points, prompts, cfg)
+        partial.replace(out)
+        f = open_h5(out, "r+")
     try:
         state = _progress(f)
         rows = {h: int(state["rows"][h]) for h in hook_points}
@@ -192,7 +201,7 @@ def open_h5(path: str | Path, mode: str = "r") -> "h5py.File":
         reason = str(err).split("(")[-1].rstrip(")") if "(" in str(err) else str(err)
         raise ClearSaeError(
             f"{path} is not a readable HDF5 file ({reason}); it may be truncated or corrupt: "
-            "recreate it with `clear-sae cache --force`, or continue it with --resume if it was interrupted"
+            "recreate it with `clear-sae cache ... --force`"
         ) from None
     if f.attrs.get("format") != FORMAT or "progress" not in f.attrs:
         f.close()

@@ -12,13 +12,32 @@ from typing import Any
 from clear_sae.errors import ClearSaeError
 
 
+def positive_int(text: str) -> int:
+    """argparse type: an integer of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def _output_file(path: str | Path, what: str) -> Path:
+    """A path to write a file to: refuse an existing directory up front, before any work is done."""
+    path = Path(path)
+    if path.is_dir():
+        raise ClearSaeError(f"{what} {path} is a directory; pass a file path")
+    return path
+
+
 def _cmd_cache(args: argparse.Namespace) -> None:
     from clear_sae.backbones import load_backbone
     from clear_sae.cache import CacheConfig, write_cache
     from clear_sae.prompts import read_prompt_file
 
     prompts = read_prompt_file(args.prompts)
-    out = Path(args.out)
+    out = _output_file(args.out, "--out")
     if out.exists() and not (args.resume or args.force):
         raise ClearSaeError(f"{out} already exists; pass --resume to continue it or --force to overwrite it")
     backbone = load_backbone(args.model)
@@ -36,6 +55,8 @@ def _cmd_train(args: argparse.Namespace) -> None:
     from clear_sae.cache import ActivationCache
     from clear_sae.dictionary import TrainConfig, format_health_table, train_dictionaries
 
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise ClearSaeError(f"--out {args.out} is a file; pass a folder for the dictionaries")
     with ActivationCache(args.cache) as cache:
         layers = _cache_layers(cache, args.layers)
         cfg = TrainConfig(architecture=args.arch, expansion=args.expansion, k=args.k, tokens=args.tokens,
@@ -60,7 +81,7 @@ def _cmd_concept(args: argparse.Namespace) -> None:
     target = read_prompt_file(args.target)
     nontarget = read_prompt_file(args.nontarget)
     dictionaries = Dictionaries(args.dictionaries)
-    library = ConceptLibrary.load(args.library, missing_ok=True)
+    library = ConceptLibrary.load(_output_file(args.library, "--library"), missing_ok=True)
     backbone = _backbone_for(args.model, dictionaries.manifest.get("model_source") or dictionaries.backbone_id)
     layers = backbone.resolve_layers(args.layers) if args.layers else None
     if layers:
@@ -90,7 +111,7 @@ def _cmd_erase(args: argparse.Namespace) -> None:
     from clear_sae.prompts import atomic_write_text, read_prompt_file
 
     prompts = read_prompt_file(args.prompts)
-    out = Path(args.out)
+    out = _output_file(args.out, "--out")
     _check_report_path(out, args.force)
     library = ConceptLibrary.load(args.library)
     entries = [library.get(name) for name in args.concept]
@@ -150,7 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompts", required=True, help="UTF-8 file, one prompt per line")
     p.add_argument("--out", required=True, help="the .h5 cache to write")
     p.add_argument("--layers", default="all", help="all, or comma-separated hook point names or indices")
-    p.add_argument("--batch-size", type=int, default=64, help="prompts per forward pass")
+    p.add_argument("--batch-size", type=positive_int, default=64, help="prompts per forward pass")
     p.add_argument("--dtype", default="float16", choices=["float16", "float32"], help="storage dtype")
     p.add_argument("--resume", action="store_true", help="continue an interrupted cache")
     p.add_argument("--force", action="store_true", help="overwrite an existing file")
@@ -162,10 +183,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="dictionary folder (one sub-folder per hook point)")
     p.add_argument("--layers", default="all")
     p.add_argument("--arch", default="topk", choices=["topk", "standard", "jumprelu"])
-    p.add_argument("--expansion", type=int, default=4, help="d_sae = expansion * d_in")
-    p.add_argument("--k", type=int, default=32, help="active latents per token (topk)")
-    p.add_argument("--tokens", type=int, default=200_000, help="training tokens per layer")
-    p.add_argument("--batch-size", type=int, default=512, help="tokens per step")
+    p.add_argument("--expansion", type=positive_int, default=4, help="d_sae = expansion * d_in")
+    p.add_argument("--k", type=positive_int, default=32, help="active latents per token (topk)")
+    p.add_argument("--tokens", type=positive_int, default=200_000, help="training tokens per layer")
+    p.add_argument("--batch-size", type=positive_int, default=512, help="tokens per step")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--save-dtype", default="float32", choices=["float32", "float16"])
@@ -184,7 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strength", type=float, default=1.0, help="gamma of the clamp")
     p.add_argument("--min-target-rate", type=float, default=0.1)
     p.add_argument("--max-nontarget-rate", type=float, default=0.05)
-    p.add_argument("--max-latents", type=int, default=32)
+    p.add_argument("--max-latents", type=positive_int, default=32)
     p.set_defaults(func=_cmd_concept)
 
     p = sub.add_parser("erase", help="erase concepts from prompts and report what changed")
@@ -198,16 +219,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--single-step", action="store_true",
                    help="only the paper's decoder step h - gamma W_dec (f(h) m); the SAE may still read some "
                         "concept activation afterwards (default: also push the concept pre-activations below zero)")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=positive_int, default=32)
     p.add_argument("--force", action="store_true", help="overwrite --out even if it is not an earlier report")
     p.set_defaults(func=_cmd_erase)
 
     p = sub.add_parser("demo", help="the whole pipeline on the embedded MiniLM default")
     p.add_argument("--out", default="clear_sae_demo", help="working folder")
-    p.add_argument("--tokens", type=int, default=200_000, help="training tokens per layer")
-    p.add_argument("--expansion", type=int, default=4)
-    p.add_argument("--k", type=int, default=32)
-    p.add_argument("--batch-size", type=int, default=512, help="training tokens per step")
+    p.add_argument("--tokens", type=positive_int, default=200_000, help="training tokens per layer")
+    p.add_argument("--expansion", type=positive_int, default=4)
+    p.add_argument("--k", type=positive_int, default=32)
+    p.add_argument("--batch-size", type=positive_int, default=512, help="training tokens per step")
     p.set_defaults(func=_cmd_demo)
     return parser
 
@@ -226,7 +247,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"clear-sae: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("clear-sae: interrupted; what was committed is kept (a cache continues with --resume)", file=sys.stderr)
+        hint = "; continue it with the same command and --resume" if args.command == "cache" else ""
+        print(f"clear-sae: interrupted; what was already written is kept{hint}", file=sys.stderr)
         return 130
     return 0
 

@@ -205,15 +205,27 @@ def format_health_table(manifest: dict[str, Any], layers: list[str]) -> str:
     return "\n".join(lines)
 
 
+def hook_point_order(name: str) -> tuple:
+    """Sort key putting hook points in model order: embeddings first, then blocks by number (2 before 10)."""
+    import re
+
+    first = 0 if name.endswith("embed") or name.endswith("hook_resid_pre") else 1
+    parts = tuple(int(p) if p.isdigit() else p for p in re.split(r"(\d+)", name))
+    return (first, parts)
+
+
 def read_manifest(root: str | Path) -> dict[str, Any] | None:
     """The manifest of a dictionary folder, or None where there is none (a folder of foreign SAEs)."""
     path = Path(root) / MANIFEST
     if not path.is_file():
         return None
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ClearSaeError(f"{path} is not valid JSON ({err.msg}); retrain with `clear-sae train --force`") from None
+        manifest = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ClearSaeError(f"{path} is not valid JSON ({err}); retrain with `clear-sae train --force`") from None
+    if not isinstance(manifest, dict):
+        raise ClearSaeError(f"{path} is not a dictionary manifest; retrain with `clear-sae train --force`")
+    return manifest
 
 
 def train_dictionaries(cache: "ActivationCache", out: str | Path, hook_points: list[str] | None = None,
@@ -281,6 +293,8 @@ class Dictionaries:
         manifest = read_manifest(self.root)
         if manifest is None:
             manifest = self._manifest_from_folders()
+        if not isinstance(manifest.get("layers"), dict):
+            raise ClearSaeError(f"{self.root / MANIFEST} lists no layers; retrain with `clear-sae train --force`")
         self.manifest = manifest
         self.backbone_id: str | None = manifest.get("backbone_id")
         self.layers: dict[str, dict[str, Any]] = manifest["layers"]
@@ -299,7 +313,9 @@ class Dictionaries:
         if not layers:
             raise ClearSaeError(f"{self.root} holds no {MANIFEST} and no SAE folders with {CONFIG}; "
                                 "train dictionaries with `clear-sae train`")
-        return {"backbone_id": model, "layers": layers}
+        # Foreign SAEs name their model their own way: record it, but check only widths against ours.
+        return {"backbone_id": None, "model_name": model, "layers": layers,
+                "hook_points": sorted(layers, key=hook_point_order)}
 
     @property
     def hook_points(self) -> list[str]:
@@ -325,8 +341,9 @@ class Dictionaries:
     def check_backbone(self, backbone_id: str, widths: dict[str, int]) -> None:
         """Raise a one-line error if these dictionaries were not trained on this backbone and width."""
         if self.backbone_id and self.backbone_id != backbone_id:
+            source = self.manifest.get("model_source") or self.backbone_id
             raise ClearSaeError(f"dictionaries in {self.root} were trained on backbone {self.backbone_id!r}, not "
-                                f"{backbone_id!r}; use --model {self.backbone_id} or train dictionaries for this model")
+                                f"{backbone_id!r}; use --model {source} or train dictionaries for this model")
         for hook, width in widths.items():
             if hook in self.layers and int(self.layers[hook]["d_in"]) != int(width):
                 raise ClearSaeError(f"dimension mismatch at {hook}: the dictionary reads width "

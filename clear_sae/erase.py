@@ -56,8 +56,8 @@ class LatentClamp:
         d_sae = int(sae.cfg.d_sae)
         bad = [i for i in latents if not 0 <= int(i) < d_sae]
         if bad:
-            raise ClearSaeError(f"latent id {bad[0]} is out of range for a dictionary of {d_sae} latents; "
-                                "the library entry does not match this dictionary")
+            raise ClearSaeError(f"latent id {bad[0]} is out of range for a dictionary of {d_sae} latents; the library "
+                                "entry does not match this dictionary: rebuild it with `clear-sae concept`")
         self.sae = sae
         self.latents = torch.tensor([int(i) for i in latents], dtype=torch.long)
         gammas = [float(strengths)] * len(latents) if isinstance(strengths, float | int) else list(strengths)
@@ -110,6 +110,9 @@ class LatentClamp:
         import torch
 
         width = h.shape[-1]
+        if width != self._w_dec.shape[-1]:
+            raise ClearSaeError(f"dimension mismatch: the dictionary reads width {self._w_dec.shape[-1]}, the hooked "
+                                f"module gives {width}; erase with the model the concept was learned on")
         flat = h.reshape(-1, width)
         self.tokens_seen += flat.shape[0]
         with torch.no_grad():  # not inference_mode: the edited tensor may flow on into a graph

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from clear_sae.erase import LatentClamp, attach, merge_clamps, resolve_concepts
+from clear_sae.errors import ClearSaeError
 
 if TYPE_CHECKING:
     import torch
@@ -44,6 +45,10 @@ def erase_report(backbone: "Backbone", library: "ConceptLibrary", names: list[st
 
     concepts = resolve_concepts(library, names)
     for c in concepts:
+        if c.entry.backbone_id != backbone.backbone_id:
+            raise ClearSaeError(f"concept {c.entry.name!r} was learned on backbone {c.entry.backbone_id!r}, but the "
+                                f"model is {backbone.backbone_id!r}; erase with the model it was learned on "
+                                f"(--model {c.entry.model_source}) or rebuild the concept for this model")
         backbone.check_hook_points([c.entry.hook_point])
     # Measuring uses one clamp per concept, so each concept reports its own latents only.
     meters = {c.entry.name: merge_clamps([c])[c.entry.hook_point] for c in concepts}

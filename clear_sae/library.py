@@ -42,7 +42,10 @@ class ConceptEntry:
     def from_dict(cls, data: dict[str, Any]) -> "ConceptEntry":
         """Build an entry from its JSON form, ignoring keys this version does not know."""
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        entry = cls(**{k: v for k, v in data.items() if k in known})
+        if not isinstance(entry.latents, list) or not all(isinstance(i, int) for i in entry.latents):
+            raise TypeError("latents must be a list of integers")
+        return entry
 
 
 class ConceptLibrary:
@@ -56,6 +59,8 @@ class ConceptLibrary:
     def load(cls, path: str | Path, missing_ok: bool = False) -> "ConceptLibrary":
         """Read a library; with `missing_ok`, a missing file gives an empty library to add to."""
         path = Path(path)
+        if path.is_dir():
+            raise ClearSaeError(f"concept library {path} is a directory; pass a .json file path")
         if not path.is_file():
             if missing_ok:
                 return cls(path)
@@ -66,7 +71,14 @@ class ConceptLibrary:
             raise ClearSaeError(f"{path} is not a valid concept library ({err}); rebuild it with `clear-sae concept`") from None
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             raise ClearSaeError(f"{path} is JSON but not a clear_sae concept library; build one with `clear-sae concept`")
-        entries = {name: ConceptEntry.from_dict(entry) for name, entry in data.get("concepts", {}).items()}
+        concepts = data.get("concepts", {})
+        try:
+            if not isinstance(concepts, dict):
+                raise TypeError("'concepts' must map names to entries")
+            entries = {name: ConceptEntry.from_dict(entry) for name, entry in concepts.items()}
+        except (TypeError, AttributeError) as err:
+            raise ClearSaeError(f"{path} holds a malformed concept entry ({err}); rebuild it with "
+                                "`clear-sae concept`") from None
         return cls(path, entries)
 
     def save(self) -> None:

@@ -11,13 +11,16 @@ from clear_sae.errors import ClearSaeError
 def read_prompt_file(path: str | Path) -> list[str]:
     """Read the prompts in `path`, raising a one-line error if it is missing, unreadable or empty."""
     path = Path(path)
+    if path.is_dir():
+        raise ClearSaeError(f"prompt file {path} is a directory; pass a UTF-8 text file with one prompt per line")
     if not path.is_file():
         raise ClearSaeError(f"prompt file {path} does not exist; pass a UTF-8 text file with one prompt per line")
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a byte-order mark is not part of the first prompt
     except UnicodeDecodeError as err:
         raise ClearSaeError(f"prompt file {path} is not UTF-8 text ({err.reason}); re-save it as UTF-8") from None
-    prompts = [line.strip() for line in text.splitlines()]
+    # Only newlines separate prompts (str.splitlines would also split on form feeds and the like).
+    prompts = [line.strip() for line in text.replace("\r\n", "\n").split("\n")]
     prompts = [p for p in prompts if p and not p.startswith("#")]
     if not prompts:
         raise ClearSaeError(f"prompt file {path} holds no prompts; write one prompt per line (# starts a comment)")

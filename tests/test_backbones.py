@@ -72,7 +72,7 @@ def test_diffusers_pipeline_exposes_its_text_encoder(tmp_path, minilm_tokenizer)
     pipe = tiny_wan_pipeline(minilm_tokenizer)
     pipe.save_pretrained(tmp_path / "wan")
     backbone = load_backbone(tmp_path / "wan")
-    assert backbone.backbone_id == "pipeline:wan"
+    assert backbone.backbone_id.startswith("pipeline:wan:")
     assert backbone.hook_points == ["text_encoder.embed", "text_encoder.blocks.0", "text_encoder.blocks.1"]
     out = backbone.run(["a French horn"], backbone.hook_points)
     assert out["text_encoder.blocks.1"].acts.shape[-1] == 32
@@ -119,3 +119,18 @@ def test_transformer_lens_model(tmp_path, minilm_tokenizer):
     reloaded = load_backbone(tmp_path / "tl")
     again = reloaded.run(["a dog runs", "hi"], ["blocks.1.hook_resid_post"])
     assert torch.allclose(again["blocks.1.hook_resid_post"].acts, out["blocks.1.hook_resid_post"].acts, atol=1e-5)
+
+
+def test_same_folder_name_different_weights_means_a_different_backbone(tmp_path, minilm_tokenizer):
+    from transformers import T5Config, T5EncoderModel
+
+    ids = []
+    for seed, where in ((0, "a"), (1, "b"), (0, "c")):
+        torch.manual_seed(seed)
+        folder = tmp_path / where / "text_encoder"
+        T5EncoderModel(T5Config(vocab_size=minilm_tokenizer.vocab_size, d_model=16, d_kv=4, d_ff=32, num_layers=2,
+                                num_heads=4)).save_pretrained(folder)
+        minilm_tokenizer.save_pretrained(folder)
+        ids.append(load_backbone(folder).backbone_id)
+    assert ids[0].startswith("hf:text_encoder:")
+    assert ids[0] != ids[1] and ids[0] == ids[2]

@@ -115,3 +115,21 @@ def test_bad_cache_files_give_one_line_errors(minilm, tmp_path, kind):
         ActivationCache(path)
     assert "\n" not in str(err.value)
     assert path.read_bytes() == before
+
+
+def test_an_interrupt_while_creating_the_file_leaves_nothing_to_trip_over(minilm, tmp_path):
+    class Interrupting:
+        backbone_id, source, hook_points = "minilm", "minilm", minilm.hook_points
+
+        def check_hook_points(self, hooks):
+            pass
+
+        def d_model(self, hook):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        write_cache(Interrupting(), PROMPTS, tmp_path / "c.h5", minilm.hook_points, progress=False)
+    assert not (tmp_path / "c.h5").exists()
+    _write(minilm, tmp_path / "c.h5", resume=True)  # starts cleanly
+    with ActivationCache(tmp_path / "c.h5") as cache:
+        assert cache.complete

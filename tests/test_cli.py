@@ -133,6 +133,9 @@ def _bad_inputs(workdir: Path) -> list[tuple[str, list, str, list[Path]]]:
                 (nosafe / sub.name).mkdir()
                 (nosafe / sub.name / "cfg.json").write_text((sub / "cfg.json").read_text())
         (nosafe / "manifest.json").write_text((d / "dicts" / "manifest.json").read_text())
+    broken = json.loads((d / "lib.json").read_text())
+    del broken["concepts"]["guitar"]["latents"]
+    (d / "malformed.json").write_text(json.dumps(broken))
     moved = json.loads((d / "lib.json").read_text())
     moved["concepts"]["guitar"]["dictionary"] = "no/such/folder"
     (d / "moved.json").write_text(json.dumps(moved))
@@ -188,6 +191,15 @@ def _bad_inputs(workdir: Path) -> list[tuple[str, list, str, list[Path]]]:
          "already exists; pass --resume to continue it or --force", [cache]),
         ("erase report over a cache", erase[:-1] + [cache], "exists and is not an erase report", [cache]),
         ("retrain without force", ["train", "--cache", cache, "--out", dicts], "pass --force", [weights]),
+        ("erase with another model", erase + ["--model", d / "t5"], "was learned on backbone 'minilm'", [lib]),
+        ("layers that name nothing", ["cache", "--model", "minilm", "--prompts", p, "--out", d / "x.h5", "--layers",
+                                      ","], "names no layer", []),
+        ("a directory as prompt file", ["cache", "--model", "minilm", "--prompts", d, "--out", d / "x.h5"],
+         "is a directory", []),
+        ("a directory as library", concept[:-1] + [d / "dicts"], "is a directory", [weights]),
+        ("a malformed library", erase[:2] + [d / "malformed.json"] + erase[3:], "malformed concept entry",
+         [d / "malformed.json"]),
+        ("a file as dictionary folder", ["train", "--cache", cache, "--out", p], "is a file", [p]),
     ]
 
 
@@ -250,3 +262,20 @@ def test_ctrl_c_then_resume_matches_an_uninterrupted_run(workdir, tmp_path, caps
     with h5py.File(tmp_path / "full.h5") as a, h5py.File(tmp_path / "part.h5") as b:
         for key in ("text_encoder.blocks.1/acts", "text_encoder.blocks.4/acts", "prompt_index", "position"):
             assert np.array_equal(a[key][:], b[key][:])
+
+
+def test_argument_types_are_checked(capsys):
+    for argv in (["cache", "--model", "minilm", "--prompts", "p.txt", "--out", "x.h5", "--batch-size", "0"],
+                 ["train", "--cache", "c.h5", "--out", "d", "--tokens", "-5"]):
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        assert exit_info.value.code == 2
+        assert "must be at least 1" in capsys.readouterr().err
+
+
+def test_prompt_files_ignore_a_byte_order_mark_and_split_on_newlines_only(tmp_path):
+    from clear_sae.prompts import read_prompt_file
+
+    path = tmp_path / "p.txt"
+    path.write_bytes("\ufeff# header\r\na dog\x0cwith a hat\r\n\n  # note\nsnow  \n".encode("utf-8"))
+    assert read_prompt_file(path) == ["a dog\x0cwith a hat", "snow"]

@@ -89,3 +89,18 @@ def test_bad_dictionary_folders(tmp_path, minilm_dictionaries):
         dictionaries.check_backbone("other", {})
     with pytest.raises(ClearSaeError, match="dimension mismatch at text_encoder.embed"):
         dictionaries.check_backbone("minilm", {"text_encoder.embed": 512})
+
+
+def test_folders_without_manifest_are_in_model_order_and_checked_by_width_only(tmp_path):
+    from sae_lens import TopKSAE, TopKSAEConfig
+
+    for hook in ("text_encoder.blocks.10", "text_encoder.blocks.2", "text_encoder.embed"):
+        sae = TopKSAE(TopKSAEConfig(d_in=8, d_sae=16, k=2))
+        sae.cfg.metadata.hook_name = hook
+        sae.cfg.metadata.model_name = "some-other-naming"
+        sae.save_model(tmp_path / hook)
+    dictionaries = Dictionaries(tmp_path)
+    assert dictionaries.hook_points == ["text_encoder.embed", "text_encoder.blocks.2", "text_encoder.blocks.10"]
+    dictionaries.check_backbone("minilm", {"text_encoder.embed": 8})
+    with pytest.raises(ClearSaeError, match="dimension mismatch"):
+        dictionaries.check_backbone("minilm", {"text_encoder.embed": 384})

@@ -195,3 +195,12 @@ def test_exact_clamp_zeroes_concept_latents_even_on_untrained_saes(arch):
     assert torch.equal(edited[~fired], h[~fired])
     single = LatentClamp(sae, [1, 5, 9, 30], 1.0, exact=False).edit(h)
     assert (clamp.concept_codes(single) > 0).any()  # what the exact step is there for
+
+
+def test_clamp_refuses_a_module_of_another_width(minilm_library):
+    from clear_sae.errors import ClearSaeError
+
+    (concept,) = resolve_concepts(ConceptLibrary.load(minilm_library), ["french_horn"])
+    clamp = LatentClamp(concept.sae, concept.entry.latents)
+    with pytest.raises(ClearSaeError, match="dimension mismatch"):
+        clamp.edit(torch.zeros(2, 3, 32))

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from clear_sae.errors import ClearSaeError
@@ -21,6 +23,24 @@ class Activations:
     """`[batch, seq, d]` activations, padding positions included."""
     mask: "torch.Tensor"
     """`[batch, seq]` bool, True on real tokens; padding is never to be used."""
+
+
+def folder_fingerprint(*folders: str | Path) -> str:
+    """A short hash of the config files and weights in `folders`: two models saved in folders of the same
+    name get different ids unless their weights are the same. Reads at most 2 MiB per weight file."""
+    digest = hashlib.sha256()
+    for folder in folders:
+        for path in sorted(Path(folder).iterdir()):
+            if path.suffix == ".json" and path.name.startswith("config"):
+                digest.update(path.read_bytes())
+            elif path.suffix == ".safetensors":
+                size = path.stat().st_size
+                digest.update(str(size).encode())
+                with path.open("rb") as f:
+                    digest.update(f.read(1 << 20))
+                    f.seek(max(0, size - (1 << 20)))
+                    digest.update(f.read(1 << 20))
+    return digest.hexdigest()[:10]
 
 
 def first_tensor(output: Any) -> "torch.Tensor":
@@ -108,6 +128,8 @@ def select_hook_points(spec: str | None, available: list[str], owner: str) -> li
     indices count from the end). `owner` names what holds the hook points, for the error message."""
     if spec is None or spec.strip() in ("", "all"):
         return list(available)
+    if not spec.replace(",", "").strip():
+        raise ClearSaeError(f"--layers {spec!r} names no layer; pass all, or names or indices such as 0,3,-1")
     chosen = []
     for item in (part.strip() for part in spec.split(",") if part.strip()):
         if item.lstrip("-").isdigit():

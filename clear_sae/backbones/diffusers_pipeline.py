@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from clear_sae.backbones.base import Backbone
+from clear_sae.backbones.base import Backbone, folder_fingerprint
 from clear_sae.backbones.hf_text import HFTextEncoder, load_hf_text_encoder
 from clear_sae.errors import ClearSaeError
 
@@ -77,14 +77,10 @@ def load_pipeline_text_encoders(folder: str | Path) -> PipelineTextEncoders:
     """Load only the text encoders and tokenizers of a pipeline saved with `save_pretrained`."""
     folder = Path(folder)
     index = json.loads((folder / "model_index.json").read_text())
-    encoders = {}
-    for name in ENCODER_NAMES:
-        entry = index.get(name)
-        if not entry or entry[0] is None:
-            continue
-        backbone_id = f"pipeline:{folder.resolve().name}"
-        encoders[name] = load_hf_text_encoder(folder / name, folder / _tokenizer_name(name), prefix=name,
-                                              backbone_id=backbone_id)
-    if not encoders:
+    names = [name for name in ENCODER_NAMES if index.get(name) and index[name][0] is not None]
+    if not names:
         raise ClearSaeError(f"pipeline folder {folder} lists no text encoder in model_index.json")
-    return PipelineTextEncoders(encoders, f"pipeline:{folder.resolve().name}")
+    backbone_id = f"pipeline:{folder.resolve().name}:{folder_fingerprint(*(folder / n for n in names))}"
+    encoders = {name: load_hf_text_encoder(folder / name, folder / _tokenizer_name(name), prefix=name,
+                                           backbone_id=backbone_id) for name in names}
+    return PipelineTextEncoders(encoders, backbone_id)

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from clear_sae.backbones.base import Backbone
+from clear_sae.backbones.base import Backbone, folder_fingerprint
 from clear_sae.errors import ClearSaeError
 
 if TYPE_CHECKING:
@@ -135,7 +135,8 @@ def load_hf_text_encoder(folder: str | Path, tokenizer_folder: str | Path | None
         raise ClearSaeError(f"cannot load a tokenizer from {tokenizer_folder} ({type(err).__name__}); "
                             "save the tokenizer next to the model") from None
     model = _model_class(folder).from_pretrained(str(folder), use_safetensors=True)
-    return HFTextEncoder(model, tokenizer, backbone_id or f"hf:{folder.resolve().name}", prefix=prefix)
+    backbone_id = backbone_id or f"hf:{folder.resolve().name}:{folder_fingerprint(folder)}"
+    return HFTextEncoder(model, tokenizer, backbone_id, prefix=prefix)
 
 
 def load_minilm() -> HFTextEncoder:

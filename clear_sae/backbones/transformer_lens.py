@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from clear_sae.backbones.base import Backbone
+from clear_sae.backbones.base import Backbone, folder_fingerprint
 from clear_sae.errors import ClearSaeError
 
 if TYPE_CHECKING:
@@ -82,6 +82,12 @@ def load_transformer_lens(folder: str | Path) -> TransformerLensBackbone:
     cfg = json.loads((folder / CONFIG_FILE).read_text())
     known = HookedTransformerConfig.__dataclass_fields__
     model = HookedTransformer(HookedTransformerConfig(**{k: v for k, v in cfg.items() if k in known}))
-    model.load_state_dict(load_file(str(weights)), strict=False)
+    try:
+        model.load_state_dict(load_file(str(weights)), strict=True)
+    except RuntimeError as err:
+        first = str(err).splitlines()[1].strip() if len(str(err).splitlines()) > 1 else str(err)
+        raise ClearSaeError(f"{weights} does not match {CONFIG_FILE} ({first}); save the model again with "
+                            "save_transformer_lens") from None
     tokenizer = AutoTokenizer.from_pretrained(str(folder))
-    return TransformerLensBackbone(model, tokenizer, backbone_id=f"tl:{folder.resolve().name}")
+    fingerprint = folder_fingerprint(folder)
+    return TransformerLensBackbone(model, tokenizer, backbone_id=f"tl:{folder.resolve().name}:{fingerprint}")

