@@ -120,3 +120,15 @@ def test_generator_trains_samples_and_takes_the_erasure_hook(tmp_path):
     assert np.array_equal(video, again)
     # The text encoder sits where a Wan pipeline keeps it, so clear_sae's hooks find its blocks.
     assert hook_module(pipe, "text_encoder.blocks.3") is pipe.text_encoder.encoder.layer[3]
+
+
+def test_shipped_detector_is_accurate_on_fresh_clips():
+    from pathlib import Path
+
+    from clear_sae.toyworld.detector import accuracy, load_detector
+
+    folder = Path(__file__).resolve().parent.parent / "clear_sae" / "toyworld" / "weights" / "detector"
+    measured = accuracy(load_detector(folder), n_clips=200, seed=2024)
+    assert measured["shape_frames"] >= 0.97
+    assert measured["colour_frames"] >= 0.97
+    assert measured["motion_clips"] >= 0.97

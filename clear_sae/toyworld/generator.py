@@ -130,11 +130,12 @@ def training_batch(rng: np.random.Generator, n: int, render: RenderConfig) -> tu
 
 
 def train_generator(cfg: GeneratorConfig = GeneratorConfig(), render: RenderConfig = RenderConfig(),
-                    progress: bool = True) -> Any:
+                    progress: bool = True, checkpoint: Any = None, checkpoint_every: int = 0) -> Any:
     """Train the DiT with flow matching on freshly rendered clips; return a pipeline holding the (EMA) weights.
 
     x_sigma = (1 - sigma) x + sigma * noise, the model predicts noise - x at timestep 1000 * sigma, sigma drawn
-    from a logit-normal distribution; the scheduler samples with the same convention.
+    from a logit-normal distribution; the scheduler samples with the same convention. Every
+    `checkpoint_every` steps, `checkpoint(step, weights)` is called with the current (EMA) transformer.
     """
     import copy
 
@@ -171,6 +172,8 @@ def train_generator(cfg: GeneratorConfig = GeneratorConfig(), render: RenderConf
             with torch.no_grad():
                 for p_ema, p in zip(ema.parameters(), transformer.parameters()):
                     p_ema.lerp_(p, 1 - cfg.ema)
+        if checkpoint is not None and checkpoint_every and (step + 1) % checkpoint_every == 0:
+            checkpoint(step + 1, ema if ema is not None else transformer)
     final = ema if ema is not None else transformer
     pipe.transformer = final.eval()
     pipe.register_modules(transformer=pipe.transformer)
@@ -194,3 +197,22 @@ def load_generator(folder: str | Path) -> Any:
                             "`python -m clear_sae.toyworld.generator --out {folder}`")
     transformer = WanTransformer3DModel.from_pretrained(folder / "transformer", use_safetensors=True)
     return make_pipeline(transformer.eval())
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Train the toy-world generator (seeded).")
+    parser.add_argument("--out", required=True, help="folder for transformer/ and the recipe")
+    parser.add_argument("--steps", type=int, default=GeneratorConfig.steps)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--checkpoint-every", type=int, default=0, help="also save step_N/ every N steps")
+    args = parser.parse_args()
+    config = GeneratorConfig(steps=args.steps, seed=args.seed, device=args.device)
+
+    def save_checkpoint(step: int, weights: Any) -> None:
+        weights.save_pretrained(Path(args.out) / f"step_{step}" / "transformer", safe_serialization=True)
+
+    pipeline = train_generator(config, checkpoint=save_checkpoint, checkpoint_every=args.checkpoint_every)
+    save_generator(pipeline, config, args.out)
