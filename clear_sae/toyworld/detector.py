@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from clear_sae.errors import ClearSaeError
-from clear_sae.toyworld.render import COLOURS, MOTIONS, SHAPES, ClipSpec, RenderConfig, random_spec, render_clip
+from clear_sae.toyworld.render import COLOURS, MOTIONS, SHAPES, ClipSpec, RenderConfig, random_clips
 
 if TYPE_CHECKING:
     import torch
@@ -56,8 +56,7 @@ def _labels(spec: ClipSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def render_batch(rng: np.random.Generator, n: int, render: RenderConfig, second_object_rate: float
                  ) -> tuple[list[ClipSpec], np.ndarray]:
     """`n` random specs and their clips as float32 `[n, frames, 3, size, size]` in [0, 1]."""
-    specs = [random_spec(rng, second_object_rate) for _ in range(n)]
-    clips = np.stack([render_clip(s, render, seed=int(rng.integers(1 << 31))) for s in specs])
+    specs, clips = random_clips(rng, n, render, second_object_rate)
     return specs, clips.transpose(0, 1, 4, 2, 3).astype(np.float32) / 255.0
 
 
@@ -145,9 +144,7 @@ def detect(model: "torch.nn.Module", clips: np.ndarray, batch: int = 64) -> Dete
 def accuracy(model: "torch.nn.Module", n_clips: int = 500, seed: int = 12345, render: RenderConfig = RenderConfig(),
              second_object_rate: float = 0.3) -> dict[str, float]:
     """Exact-match accuracy on freshly rendered clips: the set of shapes / colours per frame, motions per clip."""
-    rng = np.random.default_rng(seed)
-    specs = [random_spec(rng, second_object_rate) for _ in range(n_clips)]
-    clips = np.stack([render_clip(s, render, seed=int(rng.integers(1 << 31))) for s in specs])
+    specs, clips = random_clips(np.random.default_rng(seed), n_clips, render, second_object_rate)
     det = detect(model, clips)
     labels = [np.stack(x) for x in zip(*map(_labels, specs))]
     shape_ok = ((det.shape > 0.5) == (labels[0][:, None] > 0.5)).all(-1)

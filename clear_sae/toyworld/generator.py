@@ -18,7 +18,7 @@ import numpy as np
 
 from clear_sae.errors import ClearSaeError
 from clear_sae.toyworld.captions import caption
-from clear_sae.toyworld.render import RenderConfig, random_spec, render_clip
+from clear_sae.toyworld.render import RenderConfig, random_clips
 
 if TYPE_CHECKING:
     import torch
@@ -123,8 +123,7 @@ def make_pipeline(transformer: Any) -> Any:
 
 def training_batch(rng: np.random.Generator, n: int, render: RenderConfig) -> tuple[list[str], np.ndarray]:
     """`n` random clips as float32 `[n, 3, frames, size, size]` in [-1, 1] and a training caption for each."""
-    specs = [random_spec(rng) for _ in range(n)]
-    clips = np.stack([render_clip(s, render, seed=int(rng.integers(1 << 31))) for s in specs])
+    specs, clips = random_clips(rng, n, render)
     x = clips.transpose(0, 4, 1, 2, 3).astype(np.float32) / 127.5 - 1.0
     return [caption(s, rng, "train") for s in specs], x
 

@@ -159,3 +159,10 @@ def random_spec(rng: np.random.Generator, second_object_rate: float = 0.25) -> C
         while second.shape == main.shape and second.colour == main.colour:
             second = obj()
     return ClipSpec(main=main, background=str(rng.choice(BACKGROUNDS)), second=second)
+
+
+def random_clips(rng: np.random.Generator, n: int, cfg: RenderConfig = RenderConfig(),
+                 second_object_rate: float = 0.25) -> tuple[list[ClipSpec], np.ndarray]:
+    """`n` random specs and their clips, uint8 `[n, frames, size, size, 3]`, each with its own noise seed."""
+    specs = [random_spec(rng, second_object_rate) for _ in range(n)]
+    return specs, np.stack([render_clip(s, cfg, seed=int(rng.integers(1 << 31))) for s in specs])
