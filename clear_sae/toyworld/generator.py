@@ -150,7 +150,8 @@ def train_generator(cfg: GeneratorConfig = GeneratorConfig(), render: RenderConf
     optimizer = torch.optim.AdamW(transformer.parameters(), lr=cfg.lr, weight_decay=0.0)
     warmup = max(1, cfg.steps // 20)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup))
-    for step in tqdm(range(cfg.steps), desc="training generator", unit="step", disable=not progress):
+    bar = tqdm(range(cfg.steps), desc="training generator", unit="step", disable=not progress)
+    for step in bar:
         captions, clips = training_batch(rng, cfg.batch_clips, render)
         captions = ["" if rng.random() < cfg.uncond_rate else c for c in captions]
         x = torch.from_numpy(clips).to(cfg.device)
@@ -167,10 +168,15 @@ def train_generator(cfg: GeneratorConfig = GeneratorConfig(), render: RenderConf
         torch.nn.utils.clip_grad_norm_(transformer.parameters(), 1.0)
         optimizer.step()
         scheduler.step()
+        if step % 50 == 0:
+            bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
         if ema is not None:
+            # Warm-up: a plain 0.999 average at step 1,000 still holds 37% of the random initial weights
+            # (a first trial sampled pure noise from such a checkpoint).
+            decay = min(cfg.ema, (1 + step) / (10 + step))
             with torch.no_grad():
                 for p_ema, p in zip(ema.parameters(), transformer.parameters()):
-                    p_ema.lerp_(p, 1 - cfg.ema)
+                    p_ema.lerp_(p, 1 - decay)
         if checkpoint is not None and checkpoint_every and (step + 1) % checkpoint_every == 0:
             checkpoint(step + 1, ema if ema is not None else transformer)
     final = ema if ema is not None else transformer
