@@ -39,7 +39,9 @@ class GeneratorConfig:
     """Text tokens per caption (MiniLM tokenizer)."""
     steps: int = 4000
     batch_clips: int = 16
-    lr: float = 3e-4
+    lr: float = 1e-3
+    """A trial at 3e-4 (with an EMA lacking warm-up) still sampled noise after 1,000 steps; 1e-3 without EMA
+    reached 93% colour / 40% shape agreement after 800 steps."""
     ema: float = 0.999
     """Decay of the exponential moving average of the weights that is saved (0 disables it)."""
     uncond_rate: float = 0.1
