@@ -51,7 +51,7 @@ def erase_report(backbone: "Backbone", library: "ConceptLibrary", names: list[st
                                 f"(--model {c.entry.model_source}) or rebuild the concept for this model")
         backbone.check_hook_points([c.entry.hook_point])
     # Measuring uses one clamp per concept, so each concept reports its own latents only.
-    meters = {c.entry.name: merge_clamps([c])[c.entry.hook_point] for c in concepts}
+    meters = {c.entry.name: merge_clamps([c], exact=False)[c.entry.hook_point] for c in concepts}
     clamps = merge_clamps(concepts, exact)
     hooks = list(dict.fromkeys([c.entry.hook_point for c in concepts] + [backbone.final_hook_point]))
     rows: list[dict[str, Any]] = []

@@ -72,15 +72,13 @@ def hook_module(target: Any, hook_point: str) -> "nn.Module":
     if isinstance(hook_dict, dict) and hook_point in hook_dict:
         return hook_dict[hook_point]
     prefix, _, local = hook_point.partition(".")
-    owner = getattr(target, prefix, None)
+    owner = getattr(target, prefix, None)  # a pipeline's text_encoder[_N]
+    if owner is None and prefix == "text_encoder":
+        owner = target  # a bare text encoder
     if owner is not None and hasattr(owner, "config"):
         from clear_sae.backbones.hf_text import text_encoder_module
 
         return text_encoder_module(owner, local)
-    if hasattr(target, "config") and prefix == "text_encoder":
-        from clear_sae.backbones.hf_text import text_encoder_module
-
-        return text_encoder_module(target, local)
     raise ClearSaeError(
         f"cannot find hook point {hook_point!r} on {type(target).__name__}; pass a clear_sae Backbone, a diffusers "
         "pipeline, a Hugging Face text encoder or a HookedTransformer that has it"

@@ -87,10 +87,7 @@ class Backbone(ABC):
         known = set(self.hook_points)
         unknown = [h for h in hook_points if h not in known]
         if unknown:
-            raise ClearSaeError(
-                f"unknown layer {unknown[0]!r} for backbone {self.backbone_id}; "
-                f"choose from {', '.join(self.hook_points)} (or their indices 0..{len(self.hook_points) - 1})"
-            )
+            raise unknown_layer(unknown[0], self.hook_points, f"backbone {self.backbone_id}")
 
     @property
     def final_hook_point(self) -> str:
@@ -123,6 +120,12 @@ class Backbone(ABC):
         return select_hook_points(spec, self.hook_points, f"backbone {self.backbone_id}")
 
 
+def unknown_layer(name: str, available: list[str], owner: str) -> ClearSaeError:
+    """The one-line error for a layer name that `owner` does not have."""
+    return ClearSaeError(f"unknown layer {name!r} for {owner}; choose from {', '.join(available)} "
+                         f"(or their indices 0..{len(available) - 1})")
+
+
 def select_hook_points(spec: str | None, available: list[str], owner: str) -> list[str]:
     """Parse a `--layers` value against `available`: `all`, or comma-separated names or indices (negative
     indices count from the end). `owner` names what holds the hook points, for the error message."""
@@ -139,7 +142,6 @@ def select_hook_points(spec: str | None, available: list[str], owner: str) -> li
                                     f"0..{len(available) - 1}: {', '.join(available)}")
             item = available[index]
         elif item not in available:
-            raise ClearSaeError(f"unknown layer {item!r} for {owner}; choose from {', '.join(available)} "
-                                f"(or their indices 0..{len(available) - 1})")
+            raise unknown_layer(item, available, owner)
         chosen.append(item)
     return list(dict.fromkeys(chosen))
