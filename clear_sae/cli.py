@@ -134,31 +134,71 @@ def _cmd_erase(args: argparse.Namespace) -> None:
     print(f"report -> {out}")
 
 
-def _check_report_path(out: Path, force: bool) -> None:
-    """Refuse to overwrite anything but an earlier erase report (a cache, say) without --force."""
+def _check_report_path(out: Path, force: bool, fmt: str = "clear_sae.erase_report") -> None:
+    """Refuse to overwrite anything but an earlier report of the same kind (a cache, say) without --force."""
     if not out.exists() or force:
         return
     try:
         with out.open("rb") as f:
             looks_like_json = f.read(1) == b"{"
         previous = json.loads(out.read_text(encoding="utf-8")) if looks_like_json else None
-        if isinstance(previous, dict) and previous.get("format") == "clear_sae.erase_report":
+        if isinstance(previous, dict) and previous.get("format") == fmt:
             return
     except (UnicodeDecodeError, json.JSONDecodeError, OSError):
         pass
-    raise ClearSaeError(f"{out} exists and is not an erase report; choose another --out or pass --force")
+    kind = fmt.removeprefix("clear_sae.").replace("_", " ")
+    raise ClearSaeError(f"{out} exists and is not a {kind}; choose another --out or pass --force")
+
+
+def _attribute_map(pairs: list[str]) -> dict[str, str]:
+    """`--attribute NAME=AXIS=VALUE` options as {library name: "AXIS=VALUE"}."""
+    mapping = {}
+    for pair in pairs:
+        name, sep, attribute = pair.partition("=")
+        if not sep or "=" not in attribute:
+            raise ClearSaeError(f"--attribute {pair!r} should read NAME=AXIS=VALUE, e.g. crimson=colour=red")
+        mapping[name] = attribute
+    return mapping
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> None:
+    from clear_sae.library import ConceptLibrary
+    from clear_sae.prompts import atomic_write_text
+    from clear_sae.toyworld.concepts import toy_concepts
+    from clear_sae.toyworld.evaluation import EvalConfig, evaluate, format_results, load_toy_world
+
+    out = _output_file(args.out, "--out")
+    _check_report_path(out, args.force, "clear_sae.toy_evaluation")
+    library = ConceptLibrary.load(args.library)
+    attributes = _attribute_map(args.attribute or [])
+    names = args.concept or [n for n in library.concepts if n in toy_concepts() or n in attributes]
+    if not names:
+        raise ClearSaeError(f"{args.library} holds no toy-world concept; name one with --concept (and map it with "
+                            "--attribute NAME=AXIS=VALUE if its name is not a colour, shape or motion)")
+    cfg = EvalConfig(clips=args.clips, heldout_clips=args.heldout_clips, nontarget_clips=args.nontarget_clips,
+                     steps=args.steps, guidance=args.guidance, seed=args.seed)
+    world = load_toy_world(args.generator, args.detector)
+    report = evaluate(world, library, names, attributes, cfg, sweep=args.sweep, exact=not args.single_step)
+    atomic_write_text(out, json.dumps(report, indent=2))
+    print(format_results(report))
+    print(f"report -> {out}")
 
 
 def _cmd_demo(args: argparse.Namespace) -> None:
     from clear_sae.demo import DemoConfig, run_demo
 
     run_demo(DemoConfig(out=Path(args.out), tokens=args.tokens, expansion=args.expansion, k=args.k,
-                        batch_size=args.batch_size))
+                        batch_size=args.batch_size, toy_clips=args.toy_clips,
+                        generator=Path(args.generator) if args.generator else None))
 
 
 def _default_library() -> str | None:
     path = Path(__file__).resolve().parent.parent / "dictionaries" / "minilm" / "concepts.json"
     return str(path) if path.is_file() else None
+
+
+EVAL_STEPS = 20
+"""Default sampling steps of `evaluate` (kept here so the parser needs no toy-world import)."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -223,12 +263,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="overwrite --out even if it is not an earlier report")
     p.set_defaults(func=_cmd_erase)
 
+    p = sub.add_parser("evaluate", help="generation rate before/after erasure in the toy video world")
+    p.add_argument("--library", default=default_library, required=default_library is None,
+                   help="concept library JSON (default: the shipped MiniLM library)")
+    p.add_argument("--concept", action="append", help="a concept to evaluate (repeatable; default: every toy-world "
+                   "concept in the library)")
+    p.add_argument("--attribute", action="append", help="NAME=AXIS=VALUE: what a library concept stands for in the "
+                   "toy world when its name is not a colour, shape or motion (e.g. crimson=colour=red)")
+    p.add_argument("--out", required=True, help="JSON report")
+    p.add_argument("--clips", type=positive_int, default=100, help="target prompts in the training phrasing")
+    p.add_argument("--heldout-clips", type=positive_int, default=100, help="target prompts in held-out paraphrases")
+    p.add_argument("--nontarget-clips", type=positive_int, default=100, help="non-target prompts (preservation)")
+    p.add_argument("--steps", type=positive_int, default=EVAL_STEPS, help="sampling steps")
+    p.add_argument("--guidance", type=float, default=4.0, help="classifier-free guidance scale")
+    p.add_argument("--seed", type=int, default=1000, help="seeds the evaluation prompts and noise")
+    p.add_argument("--sweep", action="store_true", help="also erase at every layer in turn")
+    p.add_argument("--single-step", action="store_true", help="the paper's decoder step only (see erase)")
+    p.add_argument("--generator", default=None, help="generator folder (default: the shipped one)")
+    p.add_argument("--detector", default=None, help="detector folder (default: the shipped one)")
+    p.add_argument("--force", action="store_true", help="overwrite --out even if it is not an earlier evaluation")
+    p.set_defaults(func=_cmd_evaluate)
+
     p = sub.add_parser("demo", help="the whole pipeline on the embedded MiniLM default")
     p.add_argument("--out", default="clear_sae_demo", help="working folder")
     p.add_argument("--tokens", type=positive_int, default=200_000, help="training tokens per layer")
     p.add_argument("--expansion", type=positive_int, default=4)
     p.add_argument("--k", type=positive_int, default=32)
     p.add_argument("--batch-size", type=positive_int, default=512, help="training tokens per step")
+    p.add_argument("--toy-clips", type=int, default=8, help="toy-world clips per showcased concept (0 skips them)")
+    p.add_argument("--generator", default=None, help="toy generator folder (default: the shipped one)")
     p.set_defaults(func=_cmd_demo)
     return parser
 

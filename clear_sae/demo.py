@@ -16,6 +16,9 @@ from typing import Any
 from clear_sae.errors import ClearSaeError
 
 PROMPTS_DIR = Path(__file__).resolve().parent / "data" / "prompts"
+STAGES = 6
+TOY_SHOWCASE = ("red", "circle", "fall")
+"""One toy concept per axis whose clips the demo shows before and after erasure."""
 
 
 @dataclass
@@ -37,6 +40,12 @@ class DemoConfig:
     seed: int = 0
     corpus_size: int | None = None
     """Use only the first N captions (for quick checks); None uses the whole corpus."""
+    toy_captions: int = 3000
+    """Toy-world captions mixed into the corpus, so the dictionaries also know the toy world's words."""
+    toy_clips: int = 8
+    """Target clips per showcased toy concept, sampled before and after erasure (0 skips the toy world)."""
+    generator: Path | None = None
+    """Toy generator folder (default: the shipped weights)."""
 
 
 def shipped_concepts() -> list[str]:
@@ -45,7 +54,7 @@ def shipped_concepts() -> list[str]:
 
 
 def _stage(number: int, text: str) -> None:
-    print(f"\n== {number}/5 {text}", flush=True)
+    print(f"\n== {number}/{STAGES} {text}", flush=True)
 
 
 def separability_matrix(library: Any, names: list[str], hook_points: list[str]) -> str:
@@ -98,6 +107,42 @@ def write_plot(library: Any, names: list[str], hook_points: list[str], path: Pat
     fig.write_html(str(path), include_plotlyjs=True)
 
 
+def toy_showcase(library: Any, folder: Path, cfg: DemoConfig) -> dict[str, Any]:
+    """Sample a few target clips of each showcased concept with and without erasure (same noise), save them as
+    a PNG strip (rows alternate before / after) and a GIF (before | after), and return the detector's reading."""
+    from clear_sae.toyworld.concepts import attribute_of
+    from clear_sae.toyworld.evaluation import (EvalConfig, WEIGHTS_DIR, clamps_at, concept_found, detect,
+                                               load_toy_world, prompt_sets, sample_after, sample_before)
+    from clear_sae.toyworld.media import save_gif, save_strip
+
+    generator = cfg.generator or WEIGHTS_DIR / "generator"
+    if not (Path(generator) / "transformer").is_dir():
+        print(f"no toy generator at {generator}; train one with `python -m clear_sae.toyworld.generator`")
+        return {}
+    world = load_toy_world(generator)
+    folder.mkdir(parents=True, exist_ok=True)
+    eval_cfg = EvalConfig(clips=cfg.toy_clips, heldout_clips=1, nontarget_clips=1, progress=False)
+    shown = {}
+    for name in TOY_SHOWCASE:
+        if name not in library.concepts:
+            continue
+        axis, value = attribute_of(name)
+        sets = {"target": prompt_sets(axis, value, eval_cfg)["target"]}
+        negative, before = sample_before(world, sets, eval_cfg)
+        after = sample_after(world, clamps_at(library, name), before, negative, eval_cfg)
+        clips_before, clips_after = before["target"].clips, after["target"].clips
+        rate_before = float(concept_found(detect(world.detector, clips_before), axis, value, 0.5).mean())
+        rate_after = float(concept_found(detect(world.detector, clips_after), axis, value, 0.5).mean())
+        strip = save_strip([c for pair in zip(clips_before, clips_after) for c in pair], folder / f"{name}.png")
+        gif = save_gif([clips_before[0], clips_after[0]], folder / f"{name}.gif")
+        shown[name] = {"layer": library.get(name).hook_point, "rate_before": round(rate_before, 3),
+                       "rate_after": round(rate_after, 3), "clips": len(clips_before),
+                       "prompts": before["target"].prompts, "strip": str(strip), "gif": str(gif)}
+        print(f"{name:<8} at {shown[name]['layer']:<22} detected in {100 * rate_before:5.1f}% of frames before, "
+              f"{100 * rate_after:5.1f}% after ({len(clips_before)} clips) -> {strip}, {gif}")
+    return shown
+
+
 def run_demo(cfg: DemoConfig = DemoConfig()) -> dict[str, Any]:
     """Run the demo end to end and return its summary (also written to `out/summary.json`)."""
     from clear_sae.backbones import load_backbone
@@ -108,11 +153,13 @@ def run_demo(cfg: DemoConfig = DemoConfig()) -> dict[str, Any]:
     from clear_sae.evaluate import erase_report
     from clear_sae.library import ConceptLibrary
     from clear_sae.prompts import atomic_write_text, read_prompt_file
+    from clear_sae.toyworld.concepts import attribute_of, concept_pairs, toy_concepts, toy_corpus
+    from clear_sae.toyworld.evaluation import LEARN_PAIRS
 
     started = time.perf_counter()
     out = cfg.out
     out.mkdir(parents=True, exist_ok=True)
-    corpus = read_prompt_file(PROMPTS_DIR / "corpus.txt")[: cfg.corpus_size]
+    corpus = read_prompt_file(PROMPTS_DIR / "corpus.txt")[: cfg.corpus_size] + toy_corpus(cfg.toy_captions)
     names = shipped_concepts()
     if not names:
         raise ClearSaeError(f"no concept prompt files under {PROMPTS_DIR}; reinstall clear_sae")
@@ -149,9 +196,21 @@ def run_demo(cfg: DemoConfig = DemoConfig()) -> dict[str, Any]:
             print(f"skipping {name}: {err}")
             continue
         concept_seconds[name] = round(time.perf_counter() - t0, 2)
+    toy_names = []
+    for name in toy_concepts():
+        t0 = time.perf_counter()
+        target, nontarget, _, _ = concept_pairs(*attribute_of(name), LEARN_PAIRS)
+        try:
+            learn_concept(backbone, dictionaries, name, target, nontarget, library, ConceptConfig(seed=cfg.seed))
+        except ClearSaeError as err:
+            print(f"skipping toy concept {name}: {err}")
+            continue
+        concept_seconds[name] = round(time.perf_counter() - t0, 2)
+        toy_names.append(name)
     library.save()
     names = [n for n in names if n in library.concepts]
     print(separability_matrix(library, names, hooks))
+    print(separability_matrix(library, toy_names, hooks))
 
     _stage(4, f"erasing each concept on {cfg.heldout_prompts} fresh target/non-target pairs (not in the library's prompts)")
     print(f"{'concept':<15} {'layer':<22} {'latents':>7} {'target fired':>12} {'cleared':>7} {'target cos':>10} "
@@ -169,12 +228,15 @@ def run_demo(cfg: DemoConfig = DemoConfig()) -> dict[str, Any]:
               f"{s['nontarget_fired']:>5}/{s['nontarget_total']:<5} {s['nontarget_cosine']:>9.4f}")
     atomic_write_text(out / "erase_report.json", json.dumps(reports, indent=1))
 
-    _stage(5, "plot")
+    _stage(5, "toy video world: clips generated with and without erasure")
+    toy = toy_showcase(library, out / "toy", cfg) if cfg.toy_clips else {}
+
+    _stage(6, "plot")
     plot_path = out / "separability.html"
-    write_plot(library, names, hooks, plot_path)
+    write_plot(library, names + toy_names, hooks, plot_path)
     elapsed = time.perf_counter() - started
     summary = {"seconds": round(elapsed, 1), "concept_seconds": concept_seconds, "erasure": erasure,
-               "chosen_layers": {n: library.get(n).hook_point for n in names},
+               "chosen_layers": {n: library.get(n).hook_point for n in names + toy_names}, "toy_world": toy,
                "dictionaries": {h: manifest["layers"][h] for h in hooks}}
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
     print(f"separability plot -> {plot_path}")

@@ -119,6 +119,17 @@ def minilm_library(tmp_path_factory, minilm, minilm_dictionaries) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def tiny_toy_generator(tmp_path_factory) -> Path:
+    """A toy-world generator folder with a one-block DiT trained for 3 steps (its clips are noise)."""
+    from clear_sae.toyworld.generator import GeneratorConfig, save_generator, train_generator
+
+    cfg = GeneratorConfig(heads=2, head_dim=8, layers=1, ffn_dim=32, steps=3, batch_clips=4)
+    folder = tmp_path_factory.mktemp("toy_generator")
+    save_generator(train_generator(cfg, progress=False), cfg, folder)
+    return folder
+
+
 def tiny_wan_pipeline(tokenizer):
     """A Wan 2.1 pipeline with random tiny components (UMT5 text encoder, 2 layers, width 32)."""
     from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanPipeline, WanTransformer3DModel

@@ -11,23 +11,29 @@ from sae_lens import SAE
 
 from clear_sae.cli import main
 from clear_sae.demo import DemoConfig, run_demo, shipped_concepts
+from clear_sae.toyworld.concepts import toy_concepts
 
 SHIPPED = Path(__file__).resolve().parent.parent / "dictionaries" / "minilm"
 
 
-def test_demo_runs_end_to_end_on_a_slice(tmp_path, capsys):
+def test_demo_runs_end_to_end_on_a_slice(tmp_path, capsys, tiny_toy_generator):
     summary = run_demo(DemoConfig(out=tmp_path / "demo", tokens=8192, expansion=2, k=16, corpus_size=600,
-                                  heldout_prompts=6))
+                                  heldout_prompts=6, toy_captions=300, toy_clips=2, generator=tiny_toy_generator))
     out = capsys.readouterr().out
-    for stage in ("1/5", "2/5", "3/5", "4/5", "5/5", "demo finished"):
+    for stage in ("1/6", "2/6", "3/6", "4/6", "5/6", "6/6", "demo finished"):
         assert stage in out
     library = json.loads((tmp_path / "demo" / "dictionaries" / "concepts.json").read_text())
     assert set(summary["chosen_layers"]) == set(library["concepts"])
     for name, entry in library["concepts"].items():
         scores = {h: s["energy"] for h, s in entry["layer_scores"].items() if s["n_specific"] > 0}
         assert entry["hook_point"] == max(scores, key=scores.get)
-        erasure = summary["erasure"][name]
+    for name, erasure in summary["erasure"].items():
         assert erasure["target_cleared"] == erasure["target_fired"]
+    toy = set(library["concepts"]) & set(toy_concepts())
+    assert len(toy) >= 8  # most toy concepts have specific latents even on these small dictionaries
+    for name, shown in summary["toy_world"].items():
+        assert name in toy and shown["clips"] == 2
+        assert Path(shown["strip"]).stat().st_size > 0 and Path(shown["gif"]).read_bytes()[:3] == b"GIF"
     html = (tmp_path / "demo" / "separability.html").read_text()
     assert "plotly" in html and len(html) > 100_000  # plotly.js inlined: opens offline
 
@@ -43,7 +49,7 @@ def test_shipped_dictionaries_load_and_are_small():
         assert manifest["layers"][hook]["explained_variance"] > 0.8
     library = json.loads((SHIPPED / "concepts.json").read_text())
     assert len(library["concepts"]) >= 8
-    assert set(library["concepts"]) <= set(shipped_concepts())
+    assert set(library["concepts"]) <= set(shipped_concepts()) | set(toy_concepts())
 
 
 def test_erase_works_with_the_shipped_library_by_default(tmp_path, capsys):

@@ -39,7 +39,7 @@ MOTION_WORDS: dict[str, list[str]] = {
 BACKGROUND_WORDS: dict[str, list[str]] = {
     "plain": ["on a dark background", "against a black backdrop", "in front of a plain dark wall"],
     "checker": ["on a checkerboard", "over a checkered floor", "against a chessboard pattern"],
-    "gradient": ["against a sunset gradient", "over a purple-to-orange sky", "in front of a dusky gradient"],
+    "gradient": ["against a sunset gradient", "over a twilight sky", "in front of a dusky gradient"],
 }
 ONE_OBJECT_TEMPLATES = [
     "{a_obj} {motion} {bg}",

@@ -38,12 +38,18 @@ class GeneratorConfig:
     max_tokens: int = 32
     """Text tokens per caption (MiniLM tokenizer)."""
     steps: int = 4000
+    """At about 0.85 s a step on an otherwise idle 2-core CPU this takes about 57 minutes."""
     batch_clips: int = 16
     lr: float = 1e-3
     """A trial at 3e-4 (with an EMA lacking warm-up) still sampled noise after 1,000 steps; 1e-3 without EMA
     reached 93% colour / 40% shape agreement after 800 steps."""
     ema: float = 0.999
     """Decay of the exponential moving average of the weights that is saved (0 disables it)."""
+    decay_fraction: float = 0.2
+    """The learning rate falls linearly to zero over this final share of the steps."""
+    second_object_rate: float = 0.15
+    """Share of training clips with two objects (fewer than the detector sees: single-object fidelity is what
+    the evaluation measures)."""
     uncond_rate: float = 0.1
     """Share of captions dropped to the empty prompt, for classifier-free guidance."""
     seed: int = 0
@@ -84,18 +90,32 @@ def _pipeline_class() -> Any:
             return states * mask[..., None]
 
         @torch.no_grad()
-        def __call__(self, prompt: str | list[str], negative_prompt: str | list[str] = "", num_frames: int = 8,
-                     height: int = 32, width: int = 32, num_inference_steps: int = 20, guidance_scale: float = 4.0,
-                     generator: torch.Generator | None = None, max_sequence_length: int = 32) -> np.ndarray:
-            """Sample clips; returns uint8 `[batch, frames, height, width, 3]`."""
-            prompts = [prompt] if isinstance(prompt, str) else list(prompt)
-            negatives = [negative_prompt] * len(prompts) if isinstance(negative_prompt, str) else list(negative_prompt)
-            cond = self.encode_prompt(prompts, max_sequence_length)
-            uncond = self.encode_prompt(negatives, max_sequence_length)
+        def __call__(self, prompt: str | list[str] | None = None, negative_prompt: str | list[str] = "",
+                     num_frames: int = 8, height: int = 32, width: int = 32, num_inference_steps: int = 20,
+                     guidance_scale: float = 4.0, generator: torch.Generator | None = None,
+                     latents: torch.Tensor | None = None, prompt_embeds: torch.Tensor | None = None,
+                     negative_prompt_embeds: torch.Tensor | None = None, max_sequence_length: int = 32) -> np.ndarray:
+            """Sample clips; returns uint8 `[batch, frames, height, width, 3]`.
+
+            As in diffusers pipelines, `prompt_embeds` / `negative_prompt_embeds` replace the text encoder's
+            output and `latents` the initial noise `[batch, 3, frames, height, width]`.
+            """
+            if prompt_embeds is None:
+                if prompt is None:
+                    raise ValueError("pass prompt or prompt_embeds")
+                prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+                prompt_embeds = self.encode_prompt(prompts, max_sequence_length)
+            n = len(prompt_embeds)
+            if negative_prompt_embeds is None:
+                negatives = [negative_prompt] * n if isinstance(negative_prompt, str) else list(negative_prompt)
+                negative_prompt_embeds = self.encode_prompt(negatives, max_sequence_length)
             device = self.transformer.device
-            x = torch.randn((len(prompts), 3, num_frames, height, width), generator=generator).to(device)
+            if latents is None:
+                latents = torch.randn((n, 3, num_frames, height, width), generator=generator)
+            x = latents.to(device)
             self.scheduler.set_timesteps(num_inference_steps, device=device)
             use_cfg = guidance_scale != 1.0
+            cond, uncond = prompt_embeds.to(device), negative_prompt_embeds.to(device)
             context = torch.cat([uncond, cond]) if use_cfg else cond
             for t in self.scheduler.timesteps:
                 inputs = torch.cat([x, x]) if use_cfg else x
@@ -123,11 +143,21 @@ def make_pipeline(transformer: Any) -> Any:
                              FlowMatchEulerDiscreteScheduler(shift=3.0))
 
 
-def training_batch(rng: np.random.Generator, n: int, render: RenderConfig) -> tuple[list[str], np.ndarray]:
+def training_batch(rng: np.random.Generator, n: int, render: RenderConfig, second_object_rate: float = 0.25
+                   ) -> tuple[list[str], np.ndarray]:
     """`n` random clips as float32 `[n, 3, frames, size, size]` in [-1, 1] and a training caption for each."""
-    specs, clips = random_clips(rng, n, render)
+    specs, clips = random_clips(rng, n, render, second_object_rate)
     x = clips.transpose(0, 4, 1, 2, 3).astype(np.float32) / 127.5 - 1.0
     return [caption(s, rng, "train") for s in specs], x
+
+
+def learning_rate_factor(step: int, cfg: GeneratorConfig) -> float:
+    """Warm-up over the first 5% of steps, constant, then a linear fall to zero over `decay_fraction`."""
+    warmup = max(1, cfg.steps // 20)
+    decay_start = cfg.steps * (1 - cfg.decay_fraction)
+    if step >= decay_start and cfg.decay_fraction > 0:
+        return max(0.0, (cfg.steps - step) / (cfg.steps - decay_start))
+    return min(1.0, (step + 1) / warmup)
 
 
 def train_generator(cfg: GeneratorConfig = GeneratorConfig(), render: RenderConfig = RenderConfig(),
@@ -150,11 +180,10 @@ def train_generator(cfg: GeneratorConfig = GeneratorConfig(), render: RenderConf
     pipe.text_encoder.to(cfg.device)
     ema = copy.deepcopy(transformer).eval() if cfg.ema > 0 else None
     optimizer = torch.optim.AdamW(transformer.parameters(), lr=cfg.lr, weight_decay=0.0)
-    warmup = max(1, cfg.steps // 20)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: learning_rate_factor(s, cfg))
     bar = tqdm(range(cfg.steps), desc="training generator", unit="step", disable=not progress)
     for step in bar:
-        captions, clips = training_batch(rng, cfg.batch_clips, render)
+        captions, clips = training_batch(rng, cfg.batch_clips, render, cfg.second_object_rate)
         captions = ["" if rng.random() < cfg.uncond_rate else c for c in captions]
         x = torch.from_numpy(clips).to(cfg.device)
         with torch.no_grad():

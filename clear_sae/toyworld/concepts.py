@@ -1,0 +1,76 @@
+"""Toy-world concepts: one attribute value (a colour, a shape or a motion) and the prompts that carry it.
+
+A concept's targets are captions of random single-object clips with that attribute value; its
+non-targets are the same clips with the value swapped for another one and the same words drawn for
+everything else, so the pair differs only in the concept. Prompts for learning a concept and for
+evaluating it come from different seeds, and evaluation can also use the held-out paraphrases.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+
+from clear_sae.errors import ClearSaeError
+from clear_sae.toyworld.captions import caption
+from clear_sae.toyworld.render import COLOURS, MOTIONS, SHAPES, ClipSpec, random_spec
+
+ATTRIBUTES: dict[str, tuple[str, ...]] = {"colour": tuple(COLOURS), "shape": SHAPES, "motion": MOTIONS}
+"""The axes the detector reads, and their values; every value is a concept of the same name."""
+LEARN_SEED = 0
+"""Seed of the prompts a concept is learned from (the library's)."""
+EVAL_SEED = 1_000
+"""Seed of the evaluation prompts, so they never coincide with the learning prompts."""
+
+
+def toy_concepts() -> list[str]:
+    """Every toy-world concept name, axis by axis."""
+    return [value for values in ATTRIBUTES.values() for value in values]
+
+
+def attribute_of(name: str) -> tuple[str, str]:
+    """The (axis, value) a concept name stands for: `red`, or explicitly `colour=red`."""
+    if "=" in name:
+        axis, value = (part.strip() for part in name.split("=", 1))
+        if axis in ATTRIBUTES and value in ATTRIBUTES[axis]:
+            return axis, value
+    for axis, values in ATTRIBUTES.items():
+        if name in values:
+            return axis, name
+    known = "; ".join(f"{axis}: {', '.join(values)}" for axis, values in ATTRIBUTES.items())
+    raise ClearSaeError(f"{name!r} is not a toy-world attribute; name one of {known} (or map a library concept to "
+                        "one with --attribute NAME=AXIS=VALUE)")
+
+
+def with_value(spec: ClipSpec, axis: str, value: str) -> ClipSpec:
+    """`spec` with its main object's attribute `axis` set to `value`."""
+    return replace(spec, main=replace(spec.main, **{axis: value}))
+
+
+def concept_pairs(axis: str, value: str, n: int, split: str = "train", seed: int = LEARN_SEED
+                  ) -> tuple[list[str], list[str], list[ClipSpec], list[ClipSpec]]:
+    """`n` context-matched pairs: target captions, non-target captions, and the clip specs behind them.
+
+    Both captions of a pair are drawn with the same random stream, so they use the same template and the
+    same synonyms for everything but the concept.
+    """
+    rng = np.random.default_rng([seed, sorted(ATTRIBUTES).index(axis), ATTRIBUTES[axis].index(value)])
+    others = [v for v in ATTRIBUTES[axis] if v != value]
+    targets, nontargets, target_specs, nontarget_specs = [], [], [], []
+    for _ in range(n):
+        base = random_spec(rng, second_object_rate=0.0)
+        target = with_value(base, axis, value)
+        nontarget = with_value(base, axis, str(rng.choice(others)))
+        words_seed = int(rng.integers(1 << 31))
+        targets.append(caption(target, np.random.default_rng(words_seed), split))
+        nontargets.append(caption(nontarget, np.random.default_rng(words_seed), split))
+        target_specs.append(target)
+        nontarget_specs.append(nontarget)
+    return targets, nontargets, target_specs, nontarget_specs
+
+
+def toy_corpus(n: int, seed: int = 7) -> list[str]:
+    """`n` training-phrasing captions of random clips (a quarter with two objects), for dictionary training."""
+    rng = np.random.default_rng(seed)
+    return [caption(random_spec(rng), rng, "train") for _ in range(n)]

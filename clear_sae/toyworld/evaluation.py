@@ -1,0 +1,357 @@
+"""Generation rate before and after erasure in the toy world, as the paper measures it on real video models.
+
+For one concept (an attribute value such as `red`), clips are generated from three prompt sets, each clip
+from its own seeded noise so that a clip does not depend on its batch:
+
+- target captions in the training phrasing and in the held-out paraphrases: the generation rate is the
+  share of frames (clips, for a motion) in which the detector finds the concept;
+- context-matched non-target captions: preservation is the share of the caption's colour, shape (per frame)
+  and motion (per clip) that the detector reads back, averaged over the three axes; pixel drift is the mean
+  absolute change of these clips between the two runs with the same noise.
+
+The "after" run attaches the erasure hooks to the pipeline's text encoder, exactly as on a real pipeline.
+A prompt whose text states (and the negative prompt's) come out of the erased encoder bit-for-bit unchanged
+would give a bit-identical clip, so it is not sampled twice. Intervals are 95% bootstrap intervals over clips.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from clear_sae.errors import ClearSaeError
+from clear_sae.toyworld.concepts import EVAL_SEED, LEARN_SEED, attribute_of, concept_pairs
+from clear_sae.toyworld.detector import COLOUR_NAMES, Detections, detect
+from clear_sae.toyworld.render import MOTIONS, SHAPES, ClipSpec
+
+if TYPE_CHECKING:
+    import torch
+
+    from clear_sae.library import ConceptLibrary
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+QUALIFYING_RATE = 0.7
+"""A concept counts for the targets when its generation rate without erasure is at least this."""
+TEXT_ENCODER_ID = "minilm"
+"""The backbone id of the toy generator's text encoder (the embedded MiniLM)."""
+LEARN_PAIRS = 200
+"""Prompt pairs a toy concept is learned from."""
+
+
+@dataclass
+class EvalConfig:
+    """How many clips, and how they are sampled."""
+
+    clips: int = 100
+    """Target prompts in the training phrasing (each sampled before and after erasure)."""
+    heldout_clips: int = 100
+    """Target prompts in the held-out paraphrases."""
+    nontarget_clips: int = 100
+    """Context-matched non-target prompts, for preservation and pixel drift."""
+    steps: int = 20
+    """Euler sampling steps."""
+    guidance: float = 4.0
+    """Classifier-free guidance scale."""
+    batch_size: int = 25
+    """Clips sampled together."""
+    threshold: float = 0.5
+    """Detector probability above which a concept counts as found."""
+    seed: int = EVAL_SEED
+    """Seeds the evaluation prompts and the noise."""
+    progress: bool = True
+
+
+@dataclass
+class ToyWorld:
+    """A toy-world generator pipeline and the detector that reads its clips."""
+
+    pipe: Any
+    detector: Any
+
+
+def load_toy_world(generator: str | Path | None = None, detector: str | Path | None = None) -> ToyWorld:
+    """The shipped generator and detector, or those in the given folders."""
+    from clear_sae.toyworld.detector import load_detector
+    from clear_sae.toyworld.generator import load_generator
+
+    detector_model = load_detector(detector or WEIGHTS_DIR / "detector")  # the cheaper check first
+    return ToyWorld(load_generator(generator or WEIGHTS_DIR / "generator"), detector_model)
+
+
+@dataclass
+class ClipSet:
+    """Prompts, what each should show, their text states, and the clips sampled from them."""
+
+    prompts: list[str]
+    specs: list[ClipSpec]
+    noise_seeds: list[int]
+    embeds: "torch.Tensor | None" = None
+    clips: np.ndarray | None = None
+    sampled: int = 0
+    """How many clips were actually sampled (the rest were reused unchanged)."""
+
+
+def clip_noise(seeds: list[int], frames: int = 8, size: int = 32) -> "torch.Tensor":
+    """One initial noise tensor per seed, `[n, 3, frames, size, size]`, independent of batching."""
+    import torch
+
+    return torch.stack([torch.randn((3, frames, size, size), generator=torch.Generator().manual_seed(s))
+                        for s in seeds])
+
+
+def encode(pipe: Any, prompts: list[str], batch_size: int = 64) -> "torch.Tensor":
+    """The pipeline's text states for `prompts` (with whatever hooks are attached to its text encoder)."""
+    import torch
+
+    with torch.no_grad():
+        return torch.cat([pipe.encode_prompt(prompts[i:i + batch_size]) for i in range(0, len(prompts), batch_size)])
+
+
+def sample(pipe: Any, embeds: "torch.Tensor", negative: "torch.Tensor", seeds: list[int], cfg: EvalConfig,
+           desc: str) -> np.ndarray:
+    """Clips for the given text states, each from its own seeded noise; uint8 `[n, frames, size, size, 3]`."""
+    from tqdm.auto import tqdm
+
+    out = []
+    for i in tqdm(range(0, len(seeds), cfg.batch_size), desc=desc, unit="batch", disable=not cfg.progress,
+                  leave=False):
+        rows = slice(i, i + cfg.batch_size)
+        n = len(seeds[rows])
+        out.append(pipe(prompt_embeds=embeds[rows], negative_prompt_embeds=negative.expand(n, -1, -1),
+                        latents=clip_noise(seeds[rows]), num_inference_steps=cfg.steps,
+                        guidance_scale=cfg.guidance))
+    return np.concatenate(out) if out else np.zeros((0, 8, 32, 32, 3), np.uint8)
+
+
+def sample_before(world: ToyWorld, sets: dict[str, ClipSet], cfg: EvalConfig) -> tuple["torch.Tensor", dict[str, ClipSet]]:
+    """Sample every set without erasure; returns the negative prompt's text states and the sets, filled in."""
+    negative = encode(world.pipe, [""])
+    for name, clip_set in sets.items():
+        clip_set.embeds = encode(world.pipe, clip_set.prompts)
+        clip_set.clips = sample(world.pipe, clip_set.embeds, negative, clip_set.noise_seeds, cfg, f"{name} before")
+        clip_set.sampled = len(clip_set.prompts)
+    return negative, sets
+
+
+def sample_after(world: ToyWorld, clamps: dict[str, Any], before: dict[str, ClipSet], negative_before: "torch.Tensor",
+                 cfg: EvalConfig) -> dict[str, ClipSet]:
+    """Sample every set with the clamps attached, re-sampling only prompts whose text states changed."""
+    import torch
+
+    from clear_sae.erase import attach
+
+    after = {}
+    with attach(world.pipe, clamps):
+        negative = encode(world.pipe, [""])
+        negative_same = torch.equal(negative, negative_before)
+        for name, old in before.items():
+            embeds = encode(world.pipe, old.prompts)
+            changed = [i for i in range(len(old.prompts))
+                       if not (negative_same and torch.equal(embeds[i], old.embeds[i]))]
+            clips = old.clips.copy()
+            if changed:
+                clips[changed] = sample(world.pipe, embeds[changed], negative, [old.noise_seeds[i] for i in changed],
+                                        cfg, f"{name} after")
+            after[name] = ClipSet(old.prompts, old.specs, old.noise_seeds, embeds, clips, len(changed))
+    return after
+
+
+def concept_found(det: Detections, axis: str, value: str, threshold: float) -> np.ndarray:
+    """Per clip: the share of frames in which the detector finds the colour or shape (1/0 for a motion)."""
+    if axis == "motion":
+        return (det.motion[:, MOTIONS.index(value)] > threshold).astype(np.float64)
+    probs = det.colour[..., COLOUR_NAMES.index(value)] if axis == "colour" else det.shape[..., SHAPES.index(value)]
+    return (probs > threshold).mean(axis=1)
+
+
+def attribute_agreement(det: Detections, specs: list[ClipSpec]) -> dict[str, np.ndarray]:
+    """Per clip and axis: the share of frames whose strongest colour / shape is the caption's, and whether the
+    strongest motion is the caption's (single-object captions)."""
+    colour = np.array([COLOUR_NAMES.index(s.main.colour) for s in specs])
+    shape = np.array([SHAPES.index(s.main.shape) for s in specs])
+    motion = np.array([MOTIONS.index(s.main.motion) for s in specs])
+    return {"colour": (det.colour.argmax(-1) == colour[:, None]).mean(1),
+            "shape": (det.shape.argmax(-1) == shape[:, None]).mean(1),
+            "motion": (det.motion.argmax(-1) == motion).astype(np.float64)}
+
+
+def bootstrap_ci(values: np.ndarray, seed: int = 0, resamples: int = 2000) -> list[float]:
+    """95% percentile bootstrap interval of the mean, resampling clips."""
+    if len(values) == 0:
+        return [float("nan"), float("nan")]
+    rng = np.random.default_rng(seed)
+    means = values[rng.integers(0, len(values), size=(resamples, len(values)))].mean(1)
+    return [round(float(np.quantile(means, 0.025)), 4), round(float(np.quantile(means, 0.975)), 4)]
+
+
+def summary(values: np.ndarray) -> dict[str, Any]:
+    """Mean, 95% interval and count."""
+    return {"mean": round(float(values.mean()), 4) if len(values) else None, "ci95": bootstrap_ci(values),
+            "clips": int(len(values))}
+
+
+def preservation(det: Detections, specs: list[ClipSpec]) -> tuple[np.ndarray, dict[str, float]]:
+    """Per clip the mean agreement over the three axes, and each axis's mean."""
+    per_axis = attribute_agreement(det, specs)
+    return np.mean(list(per_axis.values()), axis=0), {k: round(float(v.mean()), 4) for k, v in per_axis.items()}
+
+
+def prompt_sets(axis: str, value: str, cfg: EvalConfig) -> dict[str, ClipSet]:
+    """The three evaluation sets of a concept, from the evaluation seed (never the learning prompts)."""
+    targets, nontargets, target_specs, nontarget_specs = concept_pairs(
+        axis, value, max(cfg.clips, cfg.nontarget_clips), "train", cfg.seed)
+    heldout, _, heldout_specs, _ = concept_pairs(axis, value, cfg.heldout_clips, "heldout", cfg.seed + 1)
+    base = cfg.seed * 1_000_003
+    return {
+        "target": ClipSet(targets[:cfg.clips], target_specs[:cfg.clips], [base + i for i in range(cfg.clips)]),
+        "heldout": ClipSet(heldout, heldout_specs, [base + 200_000 + i for i in range(cfg.heldout_clips)]),
+        "nontarget": ClipSet(nontargets[:cfg.nontarget_clips], nontarget_specs[:cfg.nontarget_clips],
+                             [base + 400_000 + i for i in range(cfg.nontarget_clips)]),
+    }
+
+
+def compare(world: ToyWorld, axis: str, value: str, before: dict[str, ClipSet], after: dict[str, ClipSet],
+            cfg: EvalConfig) -> dict[str, Any]:
+    """The figures for one erasure: generation rates, preservation and drift, with intervals."""
+    det_before = {k: detect(world.detector, s.clips) for k, s in before.items()}
+    det_after = {k: detect(world.detector, s.clips) for k, s in after.items()}
+    result: dict[str, Any] = {}
+    for name in ("target", "heldout"):
+        result[f"rate_{name}_before"] = summary(concept_found(det_before[name], axis, value, cfg.threshold))
+        result[f"rate_{name}_after"] = summary(concept_found(det_after[name], axis, value, cfg.threshold))
+    specs = before["nontarget"].specs
+    kept_before, axes_before = preservation(det_before["nontarget"], specs)
+    kept_after, axes_after = preservation(det_after["nontarget"], specs)
+    result["preservation_before"] = summary(kept_before) | {"axes": axes_before}
+    result["preservation_after"] = summary(kept_after) | {"axes": axes_after}
+    result["preservation_drop"] = summary(kept_before - kept_after)
+    drift = np.abs(after["nontarget"].clips.astype(np.float64) - before["nontarget"].clips).mean(axis=(1, 2, 3, 4))
+    result["pixel_drift_nontarget"] = summary(drift)
+    result["nontarget_unchanged"] = int((drift == 0).sum())
+    result["clips_resampled"] = {k: s.sampled for k, s in after.items()}
+    return result
+
+
+def qualifies(result: dict[str, Any]) -> dict[str, Any]:
+    """Whether the concept counts (rate before at least 70%) and whether erasure met the targets."""
+    rate_before = result["rate_target_before"]["mean"]
+    counted = rate_before is not None and rate_before >= QUALIFYING_RATE
+    erased = result["rate_target_after"]["mean"] <= 0.10
+    kept = result["preservation_drop"]["mean"] <= 0.03
+    return {"counted": counted, "erased": bool(erased), "preserved": bool(kept),
+            "met": bool(counted and erased and kept)}
+
+
+def clamps_at(library: "ConceptLibrary", name: str, hook_point: str | None = None,
+              latents: list[int] | None = None, exact: bool = True) -> dict[str, Any]:
+    """The clamps that erase library concept `name`, optionally moved to another layer with other latents."""
+    from dataclasses import replace
+
+    from clear_sae.dictionary import Dictionaries
+    from clear_sae.erase import ConceptClamp, merge_clamps
+
+    entry = library.get(name)
+    if hook_point is not None and hook_point != entry.hook_point:
+        entry = replace(entry, hook_point=hook_point, latents=list(latents or []))
+    sae = Dictionaries(library.dictionary_path(entry)).sae(entry.hook_point)
+    return merge_clamps([ConceptClamp(entry, sae)], exact)
+
+
+def sweep_latents(library: "ConceptLibrary", name: str, axis: str, value: str) -> dict[str, list[int]]:
+    """The concept's latents at every layer of its dictionaries, found from the toy world's learning prompts."""
+    from clear_sae.backbones import load_backbone
+    from clear_sae.concepts import ConceptConfig, profile_concept
+    from clear_sae.dictionary import Dictionaries
+
+    entry = library.get(name)
+    target, nontarget, _, _ = concept_pairs(axis, value, LEARN_PAIRS, "train", LEARN_SEED)
+    dictionaries = Dictionaries(library.dictionary_path(entry))
+    settings = {k: v for k, v in entry.settings.items() if k in ConceptConfig.__dataclass_fields__}
+    profiles = profile_concept(load_backbone(entry.model_source), dictionaries, target, nontarget,
+                               ConceptConfig(**settings))
+    return {p.hook_point: (entry.latents if p.hook_point == entry.hook_point else p.latents) for p in profiles}
+
+
+def evaluate_concept(world: ToyWorld, library: "ConceptLibrary", name: str, attribute: str | None = None,
+                     cfg: EvalConfig = EvalConfig(), sweep: bool = False, exact: bool = True) -> dict[str, Any]:
+    """Erase library concept `name` in the toy world and measure it; `attribute` (default: the name) says
+    which colour, shape or motion it is. With `sweep`, also erase it at every layer in turn."""
+    entry = library.get(name)
+    axis, value = attribute_of(attribute or name)
+    started = time.perf_counter()
+    negative, before = sample_before(world, prompt_sets(axis, value, cfg), cfg)
+    after = sample_after(world, clamps_at(library, name, exact=exact), before, negative, cfg)
+    result = {"concept": name, "axis": axis, "value": value, "layer": entry.hook_point,
+              "latents": len(entry.latents)} | compare(world, axis, value, before, after, cfg)
+    result["qualification"] = qualifies(result)
+    result["seconds"] = round(time.perf_counter() - started, 1)
+    if sweep:
+        per_layer = {}
+        for hook, latents in sweep_latents(library, name, axis, value).items():
+            if not latents:
+                per_layer[hook] = {"latents": 0, "note": "no concept-specific latents at this layer"}
+                continue
+            moved = sample_after(world, clamps_at(library, name, hook, latents, exact), before, negative, cfg)
+            per_layer[hook] = {"latents": len(latents), "selected": hook == entry.hook_point} | compare(
+                world, axis, value, before, moved, cfg)
+        result["sweep"] = per_layer
+    return result
+
+
+def evaluate(world: ToyWorld, library: "ConceptLibrary", names: list[str], attributes: dict[str, str] | None = None,
+             cfg: EvalConfig = EvalConfig(), sweep: bool = False, exact: bool = True) -> dict[str, Any]:
+    """Evaluate each named concept on its own (one erasure at a time); the JSON `clear-sae evaluate` writes."""
+    attributes = attributes or {}
+    for name in names:  # fail before any sampling on a name the library or the toy world does not know
+        entry = library.get(name)
+        attribute_of(attributes.get(name, name))
+        if entry.backbone_id != TEXT_ENCODER_ID:
+            raise ClearSaeError(f"concept {name!r} was learned on {entry.backbone_id!r}, but the toy world's text "
+                                f"encoder is {TEXT_ENCODER_ID!r}; learn it with `clear-sae concept` on MiniLM's "
+                                "dictionaries")
+    results = {name: evaluate_concept(world, library, name, attributes.get(name), cfg, sweep, exact) for name in names}
+    met = [n for n, r in results.items() if r["qualification"]["met"]]
+    counted = [n for n, r in results.items() if r["qualification"]["counted"]]
+    return {"format": "clear_sae.toy_evaluation", "config": {k: v for k, v in asdict(cfg).items() if k != "progress"},
+            "exact": exact, "library": str(library.path), "concepts": results,
+            "totals": {"evaluated": len(results), "counted": counted, "met": met,
+                       "axes_met": sorted({results[n]["axis"] for n in met})}}
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:5.1f}"
+
+
+def format_results(report: dict[str, Any]) -> str:
+    """The printed table: one row per concept (and per layer of a sweep)."""
+    header = (f"{'concept':<10} {'axis':<7} {'layer':<22} {'rate before':>11} {'after':>6} {'held-out':>8} "
+              f"{'after':>6} {'preserv.':>8} {'after':>6} {'drift':>6} {'clips':>5} {'s':>5}  verdict")
+    lines = [header]
+
+    def row(concept: str, axis: str, layer: str, r: dict[str, Any], verdict: str, seconds: str) -> str:
+        return (f"{concept:<10} {axis:<7} {layer:<22} {_pct(r['rate_target_before']['mean']):>11} "
+                f"{_pct(r['rate_target_after']['mean']):>6} {_pct(r['rate_heldout_before']['mean']):>8} "
+                f"{_pct(r['rate_heldout_after']['mean']):>6} {_pct(r['preservation_before']['mean']):>8} "
+                f"{_pct(r['preservation_after']['mean']):>6} {r['pixel_drift_nontarget']['mean']:>6.2f} "
+                f"{r['rate_target_before']['clips']:>5} {seconds:>5}  {verdict}")
+
+    for name, r in report["concepts"].items():
+        q = r["qualification"]
+        verdict = ("met" if q["met"] else "not met: " + ", ".join(
+            w for w, bad in (("rate before < 70%", not q["counted"]), ("rate after > 10%", not q["erased"]),
+                             ("preservation fell > 3 pt", not q["preserved"])) if bad))
+        lines.append(row(name, r["axis"], r["layer"], r, verdict, f"{r['seconds']:.0f}"))
+        for hook, s in r.get("sweep", {}).items():
+            if "rate_target_after" not in s:
+                lines.append(f"{'':<10} {'':<7} {hook:<22} {s['note']}")
+                continue
+            lines.append(row("", "", hook, s, "<- selected by CLEAR" if s["selected"] else "", ""))
+    totals = report["totals"]
+    lines.append(f"{len(totals['met'])} of {len(totals['counted'])} counted concepts (rate before >= 70%) met the "
+                 f"targets (rate after <= 10%, preservation drop <= 3 pt); axes: {', '.join(totals['axes_met']) or '-'}")
+    return "\n".join(lines)
+

@@ -1,0 +1,189 @@
+"""Toy-world concepts and `clear-sae evaluate`: prompt pairs, metrics, and the evaluation on tiny models."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+
+from clear_sae.errors import ClearSaeError
+from clear_sae.toyworld.captions import COLOUR_WORDS, heldout_vocabulary
+from clear_sae.toyworld.concepts import attribute_of, concept_pairs, toy_concepts, toy_corpus
+from clear_sae.toyworld.detector import COLOUR_NAMES, Detections
+from clear_sae.toyworld.evaluation import (attribute_agreement, bootstrap_ci, clip_noise, concept_found, qualifies,
+                                           summary)
+from clear_sae.toyworld.render import MOTIONS, SHAPES, ClipSpec, ToyObject
+
+
+def _names(text: str, words: list[str]) -> bool:
+    return any(re.search(rf"\b{re.escape(w)}\b", text) for w in words)
+
+
+def masked(text: str, words: list[str]) -> str:
+    """`text` with the one word of `words` it holds (and its article) replaced by a mark."""
+    word = next(w for w in words if _names(text, [w]))
+    return re.sub(rf"\b{re.escape(word)}\b", "#", text).replace("an #", "a #").replace("An #", "A #")
+
+
+def test_concept_pairs_differ_only_in_the_concept():
+    targets, nontargets, target_specs, nontarget_specs = concept_pairs("colour", "red", 40)
+    red_words = COLOUR_WORDS["red"]
+    for t, n, ts, ns in zip(targets, nontargets, target_specs, nontarget_specs):
+        assert ts.main.colour == "red" and ns.main.colour != "red"
+        assert (ts.main.shape, ts.main.motion, ts.background) == (ns.main.shape, ns.main.motion, ns.background)
+        assert _names(t, red_words) and not _names(n, red_words)
+
+        assert masked(t, COLOUR_WORDS["red"]) == masked(n, COLOUR_WORDS[ns.main.colour])
+    assert len(set(targets)) > 20
+    again = concept_pairs("colour", "red", 40)
+    assert again[0] == targets  # seeded
+    assert concept_pairs("colour", "red", 40, seed=5)[0] != targets
+
+
+@pytest.mark.parametrize("split", ["train", "heldout"])
+def test_no_concept_word_leaks_into_other_phrases(split):
+    """A non-target caption never names the concept (e.g. no "orange" inside a background phrase)."""
+    from clear_sae.toyworld.captions import MOTION_WORDS, SHAPE_WORDS
+
+    tables = {"colour": COLOUR_WORDS, "shape": SHAPE_WORDS, "motion": MOTION_WORDS}
+    for name in toy_concepts():
+        axis, value = attribute_of(name)
+        _, nontargets, _, _ = concept_pairs(axis, value, 60, split=split, seed=11)
+        assert not [n for n in nontargets if _names(n, tables[axis][value])], name
+
+
+def test_heldout_pairs_use_only_heldout_words():
+    targets, _, _, _ = concept_pairs("shape", "triangle", 30, split="heldout", seed=3)
+    assert all("wedge" in t for t in targets)  # the held-out synonym of triangle
+    train, _, _, _ = concept_pairs("shape", "triangle", 60, split="train", seed=3)
+    assert not any(w in t for t in train for w in heldout_vocabulary())
+
+
+def test_attribute_names():
+    assert attribute_of("red") == ("colour", "red")
+    assert attribute_of("shape=circle") == ("shape", "circle")
+    assert len(toy_concepts()) == 16 and len(set(toy_concepts())) == 16
+    with pytest.raises(ClearSaeError, match="not a toy-world attribute"):
+        attribute_of("dog")
+    with pytest.raises(ClearSaeError, match="not a toy-world attribute"):
+        attribute_of("colour=circle")
+    corpus = toy_corpus(50)
+    assert len(corpus) == 50 and len(set(corpus)) > 40 and corpus == toy_corpus(50)
+
+
+def _detections(n: int = 2, frames: int = 4) -> Detections:
+    return Detections(np.zeros((n, frames, len(SHAPES))), np.zeros((n, frames, len(COLOUR_NAMES))),
+                      np.zeros((n, len(MOTIONS))))
+
+
+def test_generation_rate_counts_frames_and_motion_per_clip():
+    det = _detections()
+    red = COLOUR_NAMES.index("red")
+    det.colour[0, :3, red] = 0.9  # 3 of 4 frames
+    det.colour[1, 0, red] = 0.5   # at the threshold: not found
+    assert concept_found(det, "colour", "red", 0.5).tolist() == [0.75, 0.0]
+    det.motion[1, MOTIONS.index("fall")] = 0.8
+    assert concept_found(det, "motion", "fall", 0.5).tolist() == [0.0, 1.0]
+    det.shape[:, :, SHAPES.index("bar")] = 0.7
+    assert concept_found(det, "shape", "bar", 0.5).tolist() == [1.0, 1.0]
+
+
+def test_preservation_reads_the_strongest_class_per_axis():
+    det = _detections(1)
+    det.colour[0, :, COLOUR_NAMES.index("blue")] = 0.9
+    det.colour[0, 0, COLOUR_NAMES.index("green")] = 0.95  # one frame reads green
+    det.shape[0, :, SHAPES.index("cross")] = 0.6
+    det.motion[0, MOTIONS.index("left")] = 0.3  # strongest motion even below the threshold
+    agree = attribute_agreement(det, [ClipSpec(ToyObject("cross", "blue", "left"))])
+    assert agree["colour"].tolist() == [0.75] and agree["shape"].tolist() == [1.0]
+    assert agree["motion"].tolist() == [1.0]
+
+
+def test_bootstrap_interval_and_qualification():
+    rng = np.random.default_rng(0)
+    values = (rng.random(400) < 0.3).astype(float)
+    low, high = bootstrap_ci(values)
+    assert low < values.mean() < high and high - low < 0.12
+    narrow = bootstrap_ci(np.repeat(values, 10))
+    assert narrow[1] - narrow[0] < high - low
+    result = {"rate_target_before": summary(np.full(10, 0.9)), "rate_target_after": summary(np.full(10, 0.05)),
+              "preservation_drop": summary(np.full(10, 0.02))}
+    assert qualifies(result) == {"counted": True, "erased": True, "preserved": True, "met": True}
+    result["preservation_drop"] = summary(np.full(10, 0.05))
+    assert not qualifies(result)["met"] and not qualifies(result)["preserved"]
+
+
+def test_clip_noise_does_not_depend_on_batching():
+    both = clip_noise([3, 4])
+    assert clip_noise([4])[0].equal(both[1])
+    assert not both[0].equal(both[1])
+
+
+@pytest.fixture(scope="module")
+def toy_library(tmp_path_factory, minilm, minilm_dictionaries):
+    """A library with two toy concepts learned on the test dictionaries."""
+    from clear_sae.concepts import learn_concept
+    from clear_sae.dictionary import Dictionaries
+    from clear_sae.library import ConceptLibrary
+
+    library = ConceptLibrary(tmp_path_factory.mktemp("toy_library") / "concepts.json")
+    for name in ("red", "circle"):
+        target, nontarget, _, _ = concept_pairs(*attribute_of(name), 120)
+        learn_concept(minilm, Dictionaries(minilm_dictionaries), name, target, nontarget, library)
+    library.save()
+    return library.path
+
+
+def test_evaluate_on_tiny_models(tiny_toy_generator, toy_library):
+    from clear_sae.library import ConceptLibrary
+    from clear_sae.toyworld.evaluation import EvalConfig, evaluate, format_results, load_toy_world
+
+    world = load_toy_world(tiny_toy_generator)
+    library = ConceptLibrary.load(toy_library)
+    cfg = EvalConfig(clips=4, heldout_clips=3, nontarget_clips=4, steps=2, batch_size=3, progress=False)
+    report = evaluate(world, library, ["red"], cfg=cfg, sweep=True)
+    r = report["concepts"]["red"]
+    assert r["axis"] == "colour" and r["layer"] == library.get("red").hook_point
+    assert r["rate_target_before"]["clips"] == 4 and r["rate_heldout_after"]["clips"] == 3
+    assert r["preservation_before"]["clips"] == 4
+    # Non-target clips that were not sampled again are the very same clips: no drift for them.
+    assert r["nontarget_unchanged"] >= 4 - r["clips_resampled"]["nontarget"]
+    assert r["clips_resampled"]["target"] >= 1  # the concept fires on the targets, so they change
+    assert set(r["sweep"]) == set(library.get("red").layer_scores)
+    assert [h for h, s in r["sweep"].items() if s.get("selected")] == [r["layer"]]
+    table = format_results(report)
+    assert "red" in table and "<- selected by CLEAR" in table
+    # Same seeds, same figures.
+    again = evaluate(world, library, ["red"], cfg=cfg)
+    assert again["concepts"]["red"]["rate_target_after"] == r["rate_target_after"]
+
+
+def test_cli_evaluate_writes_a_report_and_refuses_bad_input(tiny_toy_generator, toy_library, tmp_path, capsys):
+    from clear_sae.cli import main
+
+    out = tmp_path / "eval.json"
+    args = ["evaluate", "--library", str(toy_library), "--generator", str(tiny_toy_generator), "--out", str(out),
+            "--clips", "2", "--heldout-clips", "1", "--nontarget-clips", "2", "--steps", "1"]
+    assert main(args + ["--concept", "circle"]) == 0
+    report = json.loads(out.read_text())
+    assert report["format"] == "clear_sae.toy_evaluation" and list(report["concepts"]) == ["circle"]
+    assert "report ->" in capsys.readouterr().out
+    assert main(args + ["--concept", "circle"]) == 0  # an earlier evaluation may be overwritten
+
+    capsys.readouterr()
+    kept = tmp_path / "notes.txt"
+    kept.write_text("keep me")
+    bad_runs = [
+        (["evaluate", "--library", str(toy_library), "--out", str(kept), "--concept", "red"], "is not a toy evaluation"),
+        (args + ["--concept", "nope"], "nope"),
+        (args + ["--concept", "red", "--attribute", "red=colour"], "NAME=AXIS=VALUE"),
+        (args + ["--concept", "red", "--attribute", "red=colour=dog"], "not a toy-world attribute"),
+        (args + ["--concept", "red", "--detector", str(tmp_path / "missing")], "detector"),
+    ]
+    for argv, message in bad_runs:
+        assert main(argv) == 2
+        errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("clear-sae: error")]
+        assert len(errors) == 1 and message in errors[0]
+    assert kept.read_text() == "keep me"
