@@ -147,7 +147,8 @@ def _check_report_path(out: Path, force: bool, fmt: str = "clear_sae.erase_repor
     except (UnicodeDecodeError, json.JSONDecodeError, OSError):
         pass
     kind = fmt.removeprefix("clear_sae.").replace("_", " ")
-    raise ClearSaeError(f"{out} exists and is not a {kind}; choose another --out or pass --force")
+    article = "an" if kind[0] in "aeiou" else "a"
+    raise ClearSaeError(f"{out} exists and is not {article} {kind}; choose another --out or pass --force")
 
 
 def _attribute_map(pairs: list[str]) -> dict[str, str]:
@@ -175,8 +176,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
     if not names:
         raise ClearSaeError(f"{args.library} holds no toy-world concept; name one with --concept (and map it with "
                             "--attribute NAME=AXIS=VALUE if its name is not a colour, shape or motion)")
-    cfg = EvalConfig(clips=args.clips, heldout_clips=args.heldout_clips, nontarget_clips=args.nontarget_clips,
-                     steps=args.steps, guidance=args.guidance, seed=args.seed)
+    given = {"clips": args.clips, "heldout_clips": args.heldout_clips, "nontarget_clips": args.nontarget_clips,
+             "steps": args.steps, "guidance": args.guidance, "seed": args.seed}
+    cfg = EvalConfig(**{k: v for k, v in given.items() if v is not None})
     world = load_toy_world(args.generator, args.detector)
     report = evaluate(world, library, names, attributes, cfg, sweep=args.sweep, exact=not args.single_step)
     atomic_write_text(out, json.dumps(report, indent=2))
@@ -195,10 +197,6 @@ def _cmd_demo(args: argparse.Namespace) -> None:
 def _default_library() -> str | None:
     path = Path(__file__).resolve().parent.parent / "dictionaries" / "minilm" / "concepts.json"
     return str(path) if path.is_file() else None
-
-
-EVAL_STEPS = 20
-"""Default sampling steps of `evaluate` (kept here so the parser needs no toy-world import)."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -271,12 +269,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--attribute", action="append", help="NAME=AXIS=VALUE: what a library concept stands for in the "
                    "toy world when its name is not a colour, shape or motion (e.g. crimson=colour=red)")
     p.add_argument("--out", required=True, help="JSON report")
-    p.add_argument("--clips", type=positive_int, default=100, help="target prompts in the training phrasing")
-    p.add_argument("--heldout-clips", type=positive_int, default=100, help="target prompts in held-out paraphrases")
-    p.add_argument("--nontarget-clips", type=positive_int, default=100, help="non-target prompts (preservation)")
-    p.add_argument("--steps", type=positive_int, default=EVAL_STEPS, help="sampling steps")
-    p.add_argument("--guidance", type=float, default=4.0, help="classifier-free guidance scale")
-    p.add_argument("--seed", type=int, default=1000, help="seeds the evaluation prompts and noise")
+    p.add_argument("--clips", type=positive_int, help="target prompts in the training phrasing (default 100)")
+    p.add_argument("--heldout-clips", type=positive_int, help="target prompts in held-out paraphrases (default 50)")
+    p.add_argument("--nontarget-clips", type=positive_int, help="non-target prompts, for preservation (default 50)")
+    p.add_argument("--steps", type=positive_int, help="sampling steps (default: EvalConfig.steps)")
+    p.add_argument("--guidance", type=float, help="classifier-free guidance scale (default 4)")
+    p.add_argument("--seed", type=int, help="seeds the evaluation prompts and noise (default 1000)")
     p.add_argument("--sweep", action="store_true", help="also erase at every layer in turn")
     p.add_argument("--single-step", action="store_true", help="the paper's decoder step only (see erase)")
     p.add_argument("--generator", default=None, help="generator folder (default: the shipped one)")

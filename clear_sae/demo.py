@@ -17,8 +17,9 @@ from clear_sae.errors import ClearSaeError
 
 PROMPTS_DIR = Path(__file__).resolve().parent / "data" / "prompts"
 STAGES = 6
-TOY_SHOWCASE = ("red", "circle", "fall")
-"""One toy concept per axis whose clips the demo shows before and after erasure."""
+TOY_SHOWCASE = ("blue", "cross", "red")
+"""Toy concepts whose clips the demo shows before and after erasure: the two the evaluation shows erasing best
+and one it leaves in place."""
 
 
 @dataclass
@@ -153,8 +154,7 @@ def run_demo(cfg: DemoConfig = DemoConfig()) -> dict[str, Any]:
     from clear_sae.evaluate import erase_report
     from clear_sae.library import ConceptLibrary
     from clear_sae.prompts import atomic_write_text, read_prompt_file
-    from clear_sae.toyworld.concepts import attribute_of, concept_pairs, toy_concepts, toy_corpus
-    from clear_sae.toyworld.evaluation import LEARN_PAIRS
+    from clear_sae.toyworld.concepts import learn_toy_concept, toy_concepts, toy_corpus
 
     started = time.perf_counter()
     out = cfg.out
@@ -199,9 +199,8 @@ def run_demo(cfg: DemoConfig = DemoConfig()) -> dict[str, Any]:
     toy_names = []
     for name in toy_concepts():
         t0 = time.perf_counter()
-        target, nontarget, _, _ = concept_pairs(*attribute_of(name), LEARN_PAIRS)
         try:
-            learn_concept(backbone, dictionaries, name, target, nontarget, library, ConceptConfig(seed=cfg.seed))
+            learn_toy_concept(backbone, dictionaries, name, library, cfg.seed)
         except ClearSaeError as err:
             print(f"skipping toy concept {name}: {err}")
             continue

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -124,14 +125,14 @@ def test_clip_noise_does_not_depend_on_batching():
 @pytest.fixture(scope="module")
 def toy_library(tmp_path_factory, minilm, minilm_dictionaries):
     """A library with two toy concepts learned on the test dictionaries."""
-    from clear_sae.concepts import learn_concept
     from clear_sae.dictionary import Dictionaries
     from clear_sae.library import ConceptLibrary
+    from clear_sae.toyworld.concepts import learn_toy_concept
 
     library = ConceptLibrary(tmp_path_factory.mktemp("toy_library") / "concepts.json")
     for name in ("red", "circle"):
-        target, nontarget, _, _ = concept_pairs(*attribute_of(name), 120)
-        learn_concept(minilm, Dictionaries(minilm_dictionaries), name, target, nontarget, library)
+        entry = learn_toy_concept(minilm, Dictionaries(minilm_dictionaries), name, library)
+        assert entry.settings["max_nontarget_rate"] == 0.2
     library.save()
     return library.path
 
@@ -187,3 +188,22 @@ def test_cli_evaluate_writes_a_report_and_refuses_bad_input(tiny_toy_generator, 
         errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("clear-sae: error")]
         assert len(errors) == 1 and message in errors[0]
     assert kept.read_text() == "keep me"
+
+
+SHIPPED_LIBRARY = Path(__file__).resolve().parent.parent / "dictionaries" / "minilm" / "concepts.json"
+SHIPPED_CONCEPT = "blue"
+"""A shipped toy concept that the README's evaluation shows CLEAR erasing."""
+
+
+def test_shipped_world_erasure_lowers_the_rate_and_keeps_nontarget_clips():
+    """The real generator, detector and library entry: on a fixed seed set, erasing the concept lowers its
+    detected rate, and a non-target prompt on which no concept latent fires gives the very same clip."""
+    from clear_sae.library import ConceptLibrary
+    from clear_sae.toyworld.evaluation import EvalConfig, evaluate, load_toy_world
+
+    library = ConceptLibrary.load(SHIPPED_LIBRARY)
+    cfg = EvalConfig(clips=6, heldout_clips=2, nontarget_clips=6, progress=False)
+    r = evaluate(load_toy_world(), library, [SHIPPED_CONCEPT], cfg=cfg)["concepts"][SHIPPED_CONCEPT]
+    assert r["rate_target_before"]["mean"] >= 0.7
+    assert r["rate_target_after"]["mean"] <= r["rate_target_before"]["mean"] - 0.3
+    assert r["nontarget_unchanged"] >= 1

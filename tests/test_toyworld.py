@@ -132,3 +132,14 @@ def test_shipped_detector_is_accurate_on_fresh_clips():
     assert measured["shape_frames"] >= 0.97
     assert measured["colour_frames"] >= 0.97
     assert measured["motion_clips"] >= 0.97
+
+
+def test_generator_learning_rate_warms_up_holds_and_decays_to_zero():
+    from clear_sae.toyworld.generator import GeneratorConfig, learning_rate_factor
+
+    cfg = GeneratorConfig(steps=1000, decay_fraction=0.2)
+    factors = [learning_rate_factor(s, cfg) for s in range(cfg.steps)]
+    assert factors[0] == 1 / 50 and factors[49] == 1.0  # warm-up over the first 5%
+    assert all(f == 1.0 for f in factors[50:800])
+    assert all(a > b for a, b in zip(factors[800:], factors[801:]))  # strictly falling over the last 20%
+    assert factors[-1] == 1 / 200

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from clear_sae.errors import ClearSaeError
-from clear_sae.toyworld.concepts import EVAL_SEED, LEARN_SEED, attribute_of, concept_pairs
+from clear_sae.toyworld.concepts import EVAL_SEED, LEARN_PAIRS, LEARN_SEED, attribute_of, concept_pairs
 from clear_sae.toyworld.detector import COLOUR_NAMES, Detections, detect
 from clear_sae.toyworld.render import MOTIONS, SHAPES, ClipSpec
 
@@ -38,8 +38,6 @@ QUALIFYING_RATE = 0.7
 """A concept counts for the targets when its generation rate without erasure is at least this."""
 TEXT_ENCODER_ID = "minilm"
 """The backbone id of the toy generator's text encoder (the embedded MiniLM)."""
-LEARN_PAIRS = 200
-"""Prompt pairs a toy concept is learned from."""
 
 
 @dataclass
@@ -48,12 +46,12 @@ class EvalConfig:
 
     clips: int = 100
     """Target prompts in the training phrasing (each sampled before and after erasure)."""
-    heldout_clips: int = 100
+    heldout_clips: int = 50
     """Target prompts in the held-out paraphrases."""
-    nontarget_clips: int = 100
+    nontarget_clips: int = 50
     """Context-matched non-target prompts, for preservation and pixel drift."""
-    steps: int = 20
-    """Euler sampling steps."""
+    steps: int = 10
+    """Euler sampling steps (fidelity at 10 and 20 steps is compared in the README)."""
     guidance: float = 4.0
     """Classifier-free guidance scale."""
     batch_size: int = 25
@@ -313,7 +311,11 @@ def evaluate(world: ToyWorld, library: "ConceptLibrary", names: list[str], attri
             raise ClearSaeError(f"concept {name!r} was learned on {entry.backbone_id!r}, but the toy world's text "
                                 f"encoder is {TEXT_ENCODER_ID!r}; learn it with `clear-sae concept` on MiniLM's "
                                 "dictionaries")
-    results = {name: evaluate_concept(world, library, name, attributes.get(name), cfg, sweep, exact) for name in names}
+    results = {}
+    for i, name in enumerate(names, 1):
+        if cfg.progress:
+            print(f"[{i}/{len(names)}] {name}", flush=True)
+        results[name] = evaluate_concept(world, library, name, attributes.get(name), cfg, sweep, exact)
     met = [n for n, r in results.items() if r["qualification"]["met"]]
     counted = [n for n, r in results.items() if r["qualification"]["counted"]]
     return {"format": "clear_sae.toy_evaluation", "config": {k: v for k, v in asdict(cfg).items() if k != "progress"},
