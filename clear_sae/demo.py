@@ -1,8 +1,9 @@
 """`clear-sae demo`: the whole CLEAR pipeline on the embedded MiniLM text encoder, in a few minutes on a CPU.
 
-Caches MiniLM's 7 hook points on the shipped caption corpus, trains one TopK SAE per hook point,
-builds a concept library for every shipped concept (dictionaries reused), prints the per-layer
-separability table with the chosen layers, shows erasure's effect on fresh prompts, and saves a plot.
+Caches MiniLM's 7 hook points on the shipped caption corpus mixed with toy-world captions, trains one TopK
+SAE per hook point, builds a concept library for every shipped and toy-world concept (dictionaries reused),
+prints the per-layer separability tables with the chosen layers, shows erasure's effect on fresh prompts,
+generates toy-world clips with and without erasure (PNG strips and GIFs), and saves a plot.
 """
 
 from __future__ import annotations
@@ -228,7 +229,7 @@ def run_demo(cfg: DemoConfig = DemoConfig()) -> dict[str, Any]:
     atomic_write_text(out / "erase_report.json", json.dumps(reports, indent=1))
 
     _stage(5, "toy video world: clips generated with and without erasure")
-    toy = toy_showcase(library, out / "toy", cfg) if cfg.toy_clips else {}
+    toy = toy_showcase(library, out / "toy", cfg) if cfg.toy_clips > 0 else {}
 
     _stage(6, "plot")
     plot_path = out / "separability.html"
