@@ -176,6 +176,11 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
     if not names:
         raise ClearSaeError(f"{args.library} holds no toy-world concept; name one with --concept (and map it with "
                             "--attribute NAME=AXIS=VALUE if its name is not a colour, shape or motion)")
+    if args.seed is not None and args.seed < 0:
+        raise ClearSaeError(f"--seed {args.seed} is negative; pass a seed of 0 or more (the default is 1000)")
+    if args.seed == 0:
+        raise ClearSaeError("--seed 0 would evaluate on the very prompts toy concepts are learned from; pick another "
+                            "seed (the default is 1000)")
     given = {"clips": args.clips, "heldout_clips": args.heldout_clips, "nontarget_clips": args.nontarget_clips,
              "steps": args.steps, "guidance": args.guidance, "seed": args.seed}
     cfg = EvalConfig(**{k: v for k, v in given.items() if v is not None})

@@ -237,12 +237,15 @@ def test_ctrl_c_then_resume_matches_an_uninterrupted_run(workdir, tmp_path, caps
 
     from clear_sae.corpus import generate_captions
 
-    N = 2000  # long enough (about 15 s) that the interrupt lands mid-run on a fast, idle machine
+    N = 900
     prompts = write_prompts(tmp_path / "p.txt", generate_captions(N, seed=5))
     exe = Path(sys.executable).parent / "clear-sae"
     args = ["cache", "--model", "minilm", "--prompts", str(prompts), "--batch-size", "4", "--layers", "2,5"]
+    # A suite started in the background of a non-interactive shell inherits SIGINT as ignored, and Python then
+    # never raises KeyboardInterrupt: give the child the default disposition, as a terminal would.
     proc = subprocess.Popen([str(exe), *args, "--out", str(tmp_path / "part.h5")], stderr=subprocess.PIPE,
-                            env={**os.environ, "HF_HUB_OFFLINE": "1"})
+                            env={**os.environ, "HF_HUB_OFFLINE": "1"},
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     seen, deadline = b"", time.time() + 120
     while f"/{N} [".encode() not in seen or f" 0/{N}".encode() in seen[-40:]:
         chunk = os.read(proc.stderr.fileno(), 4096)

@@ -116,6 +116,13 @@ def test_bootstrap_interval_and_qualification():
     assert not qualifies(result)["met"] and not qualifies(result)["preserved"]
 
 
+def test_eval_config_refuses_empty_sets():
+    from clear_sae.toyworld.evaluation import EvalConfig
+
+    with pytest.raises(ClearSaeError, match="heldout_clips must be at least 1"):
+        EvalConfig(heldout_clips=0)
+
+
 def test_clip_noise_does_not_depend_on_batching():
     both = clip_noise([3, 4])
     assert clip_noise([4])[0].equal(both[1])
@@ -182,6 +189,8 @@ def test_cli_evaluate_writes_a_report_and_refuses_bad_input(tiny_toy_generator, 
         (args + ["--concept", "red", "--attribute", "red=colour"], "NAME=AXIS=VALUE"),
         (args + ["--concept", "red", "--attribute", "red=colour=dog"], "not a toy-world attribute"),
         (args + ["--concept", "red", "--detector", str(tmp_path / "missing")], "detector"),
+        (args + ["--concept", "red", "--seed", "0"], "learned from"),
+        (args + ["--concept", "red", "--seed", "-3"], "negative"),
     ]
     for argv, message in bad_runs:
         assert main(argv) == 2

@@ -62,6 +62,11 @@ class EvalConfig:
     """Seeds the evaluation prompts and the noise."""
     progress: bool = True
 
+    def __post_init__(self) -> None:
+        for name in ("clips", "heldout_clips", "nontarget_clips", "steps", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ClearSaeError(f"EvalConfig.{name} must be at least 1, not {getattr(self, name)}")
+
 
 @dataclass
 class ToyWorld:

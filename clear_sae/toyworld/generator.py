@@ -38,7 +38,7 @@ class GeneratorConfig:
     max_tokens: int = 32
     """Text tokens per caption (MiniLM tokenizer)."""
     steps: int = 4000
-    """At about 0.85 s a step on an otherwise idle 2-core CPU this takes about 57 minutes."""
+    """At about 0.8 s a step on an otherwise idle 2-core CPU this takes about 55 minutes."""
     batch_clips: int = 16
     lr: float = 1e-3
     """A trial at 3e-4 (with an EMA lacking warm-up) still sampled noise after 1,000 steps; 1e-3 without EMA
