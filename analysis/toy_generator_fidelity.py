@@ -33,9 +33,10 @@ def main() -> None:
     from diffusers import WanTransformer3DModel
 
     from clear_sae.toyworld.captions import caption
-    from clear_sae.toyworld.detector import COLOUR_NAMES, detect, load_detector
+    from clear_sae.toyworld.detector import detect, load_detector
+    from clear_sae.toyworld.evaluation import attribute_agreement
     from clear_sae.toyworld.generator import make_pipeline
-    from clear_sae.toyworld.render import MOTIONS, SHAPES, random_spec
+    from clear_sae.toyworld.render import random_spec
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--generator", required=True, help="folder with transformer/ (or step_N/transformer/)")
@@ -58,17 +59,16 @@ def main() -> None:
                                  generator=torch.Generator().manual_seed(args.seed + i))
                             for i in range(0, len(prompts), 16)])
     seconds = time.perf_counter() - start
-    det = detect(detector, clips)
-    colour_ok = np.array([[det.colour[i, f].argmax() == COLOUR_NAMES.index(s.main.colour) for f in range(clips.shape[1])]
-                          for i, s in enumerate(specs)])
-    shape_ok = np.array([[det.shape[i, f].argmax() == SHAPES.index(s.main.shape) for f in range(clips.shape[1])]
-                         for i, s in enumerate(specs)])
-    motion_ok = np.array([det.motion[i].argmax() == MOTIONS.index(s.main.motion) for i, s in enumerate(specs)])
+    agreement = attribute_agreement(detect(detector, clips), specs)  # per clip: share of frames (0/1 for motion)
+    frames = clips.shape[1]
+    per_clip = {"colour_frames": (agreement["colour"], frames), "shape_frames": (agreement["shape"], frames),
+                "motion_clips": (agreement["motion"], 1)}
     result = {"weights": str(folder), "clips": len(specs), "sampling_steps": args.steps, "guidance": args.guidance,
               "seconds_per_clip": round(seconds / len(specs), 3)}
-    for name, ok in (("colour_frames", colour_ok), ("shape_frames", shape_ok), ("motion_clips", motion_ok)):
-        result[name] = round(float(ok.mean()), 4)
-        result[name + "_ci95"] = [round(v, 4) for v in wilson(int(ok.sum()), ok.size)]
+    for name, (shares, units) in per_clip.items():
+        successes, total = int(round(float(shares.sum()) * units)), len(shares) * units
+        result[name] = round(successes / total, 4)
+        result[name + "_ci95"] = [round(v, 4) for v in wilson(successes, total)]
     print(json.dumps(result, indent=2))
     out = Path(args.out) if args.out else folder / "fidelity.json"
     out.write_text(json.dumps(result, indent=2))
