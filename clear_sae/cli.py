@@ -182,7 +182,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
         raise ClearSaeError("--seed 0 would evaluate on the very prompts toy concepts are learned from; pick another "
                             "seed (the default is 1000)")
     given = {"clips": args.clips, "heldout_clips": args.heldout_clips, "nontarget_clips": args.nontarget_clips,
-             "steps": args.steps, "guidance": args.guidance, "seed": args.seed}
+             "removed_clips": args.removed_clips, "steps": args.steps, "guidance": args.guidance, "seed": args.seed}
     cfg = EvalConfig(**{k: v for k, v in given.items() if v is not None})
     world = load_toy_world(args.generator, args.detector)
     report = evaluate(world, library, names, attributes, cfg, sweep=args.sweep, exact=not args.single_step)
@@ -277,6 +277,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--clips", type=positive_int, help="target prompts in the training phrasing (default 100)")
     p.add_argument("--heldout-clips", type=positive_int, help="target prompts in held-out paraphrases (default 50)")
     p.add_argument("--nontarget-clips", type=positive_int, help="non-target prompts, for preservation (default 50)")
+    p.add_argument("--removed-clips", type=int, help="target prompts sampled again with the concept's words taken "
+                   "out, the reference a removal can reach (default 50, 0 skips; at most --clips)")
     p.add_argument("--steps", type=positive_int, help="sampling steps (default: EvalConfig.steps)")
     p.add_argument("--guidance", type=float, help="classifier-free guidance scale (default 4)")
     p.add_argument("--seed", type=int, help="seeds the evaluation prompts and noise (default 1000)")

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from clear_sae.errors import ClearSaeError
-from clear_sae.toyworld.captions import COLOUR_WORDS, heldout_vocabulary
+from clear_sae.toyworld.captions import COLOUR_WORDS, WORDS_BY_AXIS, heldout_vocabulary, without_words
 from clear_sae.toyworld.concepts import attribute_of, concept_pairs, toy_concepts, toy_corpus
 from clear_sae.toyworld.detector import COLOUR_NAMES, Detections
 from clear_sae.toyworld.evaluation import (attribute_agreement, bootstrap_ci, clip_noise, concept_found, qualifies,
@@ -53,6 +54,20 @@ def test_no_concept_word_leaks_into_other_phrases(split):
         axis, value = attribute_of(name)
         _, nontargets, _, _ = concept_pairs(axis, value, 60, split=split, seed=11)
         assert not [n for n in nontargets if _names(n, tables[axis][value])], name
+
+
+@pytest.mark.parametrize("split", ["train", "heldout"])
+def test_without_words_takes_out_the_concept_and_nothing_else(split):
+    """A target stripped of its value reads exactly like its non-target stripped of the other value."""
+    for name in toy_concepts():
+        axis, value = attribute_of(name)
+        targets, nontargets, _, nontarget_specs = concept_pairs(axis, value, 30, split=split, seed=4)
+        for t, n, ns in zip(targets, nontargets, nontarget_specs):
+            stripped = without_words(t, axis, value)
+            assert not _names(stripped.lower(), WORDS_BY_AXIS[axis][value]), (name, stripped)
+            assert stripped == without_words(n, axis, getattr(ns.main, axis)), (t, n)
+    assert without_words("An orange disc drifts left.", "colour", "orange") == "A disc drifts left."
+    assert without_words("a red X shape rises", "shape", "cross") == "a red shape rises"
 
 
 def test_heldout_pairs_use_only_heldout_words():
@@ -111,9 +126,12 @@ def test_bootstrap_interval_and_qualification():
     assert narrow[1] - narrow[0] < high - low
     result = {"rate_target_before": summary(np.full(10, 0.9)), "rate_target_after": summary(np.full(10, 0.05)),
               "preservation_drop": summary(np.full(10, 0.02))}
-    assert qualifies(result) == {"counted": True, "erased": True, "preserved": True, "met": True}
+    assert qualifies(result) == {"counted": True, "erased": True, "preserved": True, "met": True,
+                                 "reachable_by_removal": None}
     result["preservation_drop"] = summary(np.full(10, 0.05))
     assert not qualifies(result)["met"] and not qualifies(result)["preserved"]
+    result["rate_words_removed"] = summary(np.full(10, 0.4))
+    assert qualifies(result)["reachable_by_removal"] is False
 
 
 def test_eval_config_refuses_empty_sets():
@@ -121,6 +139,8 @@ def test_eval_config_refuses_empty_sets():
 
     with pytest.raises(ClearSaeError, match="heldout_clips must be at least 1"):
         EvalConfig(heldout_clips=0)
+    with pytest.raises(ClearSaeError, match="removed_clips must be 0"):
+        EvalConfig(removed_clips=-1)
 
 
 def test_clip_noise_does_not_depend_on_batching():
@@ -150,9 +170,12 @@ def test_evaluate_on_tiny_models(tiny_toy_generator, toy_library):
 
     world = load_toy_world(tiny_toy_generator)
     library = ConceptLibrary.load(toy_library)
-    cfg = EvalConfig(clips=4, heldout_clips=3, nontarget_clips=4, steps=2, batch_size=3, progress=False)
+    cfg = EvalConfig(clips=4, heldout_clips=3, nontarget_clips=4, removed_clips=2, steps=2, batch_size=3,
+                     progress=False)
     report = evaluate(world, library, ["red"], cfg=cfg, sweep=True)
     r = report["concepts"]["red"]
+    assert r["rate_words_removed"]["clips"] == 2 and "removed" not in r["clips_resampled"]
+    assert r["qualification"]["reachable_by_removal"] == (r["rate_words_removed"]["mean"] <= 0.10)
     assert r["axis"] == "colour" and r["layer"] == library.get("red").hook_point
     assert r["rate_target_before"]["clips"] == 4 and r["rate_heldout_after"]["clips"] == 3
     assert r["preservation_before"]["clips"] == 4
@@ -162,7 +185,9 @@ def test_evaluate_on_tiny_models(tiny_toy_generator, toy_library):
     assert set(r["sweep"]) == set(library.get("red").layer_scores)
     assert [h for h, s in r["sweep"].items() if s.get("selected")] == [r["layer"]]
     table = format_results(report)
-    assert "red" in table and "<- selected by CLEAR" in table
+    assert "red" in table and "<- selected by CLEAR" in table and "no words" in table
+    assert "rate_words_removed" not in evaluate(world, library, ["red"], cfg=replace(cfg, removed_clips=0))[
+        "concepts"]["red"]
     # Same seeds, same figures.
     again = evaluate(world, library, ["red"], cfg=cfg)
     assert again["concepts"]["red"]["rate_target_after"] == r["rate_target_after"]

@@ -41,6 +41,9 @@ BACKGROUND_WORDS: dict[str, list[str]] = {
     "checker": ["on a checkerboard", "over a checkered floor", "against a chessboard pattern"],
     "gradient": ["against a sunset gradient", "over a twilight sky", "in front of a dusky gradient"],
 }
+WORDS_BY_AXIS: dict[str, dict[str, list[str]]] = {"colour": COLOUR_WORDS, "shape": SHAPE_WORDS, "motion": MOTION_WORDS}
+NEUTRAL_WORDS = {"colour": "", "shape": "shape", "motion": "moves"}
+"""What stands in for an attribute's words when a caption is stripped of them (`without_words`)."""
 ONE_OBJECT_TEMPLATES = [
     "{a_obj} {motion} {bg}",
     "{A_obj} {motion} {bg}.",
@@ -98,6 +101,21 @@ def caption(spec: ClipSpec, rng: np.random.Generator, split: str = "train") -> s
         fields["a_obj2"], fields["motion2"] = _object_phrase(spec.second, split, rng)
         template = _pick_template(TWO_OBJECT_TEMPLATES, split, rng)
     return template.format(**fields)
+
+
+def without_words(prompt: str, axis: str, value: str) -> str:
+    """`prompt` with every synonym of `value` on `axis` replaced by the axis's neutral word ("a crimson disc
+    drifts left" without red is "a disc drifts left", without circle "a crimson shape drifts left")."""
+    import re
+
+    text = prompt
+    for word in sorted(WORDS_BY_AXIS[axis][value], key=len, reverse=True):
+        text = re.sub(rf"\b{re.escape(word)}\b", NEUTRAL_WORDS[axis], text, flags=re.IGNORECASE)
+    text = re.sub(r" {2,}", " ", text).strip()
+    text = re.sub(r" ([,.;:])", r"\1", text)
+    # Re-choose each article for the word that now follows it.
+    return re.sub(r"\b([Aa])n? (?=(\w))", lambda m: m.group(1) + ("n " if m.group(2)[0] in "aeiouAEIOU" else " "),
+                  text)
 
 
 def heldout_vocabulary() -> set[str]:

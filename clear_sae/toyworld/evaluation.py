@@ -8,6 +8,10 @@ from its own seeded noise so that a clip does not depend on its batch:
 - context-matched non-target captions: preservation is the share of the caption's colour, shape (per frame)
   and motion (per clip) that the detector reads back, averaged over the three axes; pixel drift is the mean
   absolute change of these clips between the two runs with the same noise.
+- the target captions with the concept's words taken out (`without_words`), sampled once with the target
+  clips' noise: the rate a perfect removal of the words would leave. Every toy clip has some colour, shape
+  and motion, so when a caption names none the generator falls back on a default of its own; no erasure that
+  removes the concept can be expected to go below that rate.
 
 The "after" run attaches the erasure hooks to the pipeline's text encoder, exactly as on a real pipeline.
 A prompt whose text states (and the negative prompt's) come out of the erased encoder bit-for-bit unchanged
@@ -24,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from clear_sae.errors import ClearSaeError
+from clear_sae.toyworld.captions import without_words
 from clear_sae.toyworld.concepts import EVAL_SEED, LEARN_PAIRS, LEARN_SEED, attribute_of, concept_pairs
 from clear_sae.toyworld.detector import COLOUR_NAMES, Detections, detect
 from clear_sae.toyworld.render import MOTIONS, SHAPES, ClipSpec
@@ -34,6 +39,8 @@ if TYPE_CHECKING:
     from clear_sae.library import ConceptLibrary
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+REFERENCE_SETS = ("removed",)
+"""Sets sampled only once, without erasure."""
 QUALIFYING_RATE = 0.7
 """A concept counts for the targets when its generation rate without erasure is at least this."""
 TEXT_ENCODER_ID = "minilm"
@@ -50,6 +57,9 @@ class EvalConfig:
     """Target prompts in the held-out paraphrases."""
     nontarget_clips: int = 50
     """Context-matched non-target prompts, for preservation and pixel drift."""
+    removed_clips: int = 50
+    """Target prompts sampled again with the concept's words removed, the reference a removal can reach (0 skips;
+    at most `clips` are used)."""
     steps: int = 10
     """Euler sampling steps (fidelity at 10 and 20 steps is compared in the README)."""
     guidance: float = 4.0
@@ -66,6 +76,8 @@ class EvalConfig:
         for name in ("clips", "heldout_clips", "nontarget_clips", "steps", "batch_size"):
             if getattr(self, name) < 1:
                 raise ClearSaeError(f"EvalConfig.{name} must be at least 1, not {getattr(self, name)}")
+        if self.removed_clips < 0:
+            raise ClearSaeError(f"EvalConfig.removed_clips must be 0 (skip) or more, not {self.removed_clips}")
 
 
 @dataclass
@@ -152,6 +164,8 @@ def sample_after(world: ToyWorld, clamps: dict[str, Any], before: dict[str, Clip
         negative = encode(world.pipe, [""])
         negative_same = torch.equal(negative, negative_before)
         for name, old in before.items():
+            if name in REFERENCE_SETS:
+                continue
             embeds = encode(world.pipe, old.prompts)
             changed = [i for i in range(len(old.prompts))
                        if not (negative_same and torch.equal(embeds[i], old.embeds[i]))]
@@ -204,17 +218,23 @@ def preservation(det: Detections, specs: list[ClipSpec]) -> tuple[np.ndarray, di
 
 
 def prompt_sets(axis: str, value: str, cfg: EvalConfig) -> dict[str, ClipSet]:
-    """The three evaluation sets of a concept, from the evaluation seed (never the learning prompts)."""
+    """The evaluation sets of a concept, from the evaluation seed (never the learning prompts): target,
+    heldout, nontarget, and (unless `removed_clips` is 0) the word-removed reference."""
     targets, nontargets, target_specs, nontarget_specs = concept_pairs(
         axis, value, max(cfg.clips, cfg.nontarget_clips), "train", cfg.seed)
     heldout, _, heldout_specs, _ = concept_pairs(axis, value, cfg.heldout_clips, "heldout", cfg.seed + 1)
     base = cfg.seed * 1_000_003
-    return {
+    sets = {
         "target": ClipSet(targets[:cfg.clips], target_specs[:cfg.clips], [base + i for i in range(cfg.clips)]),
         "heldout": ClipSet(heldout, heldout_specs, [base + 200_000 + i for i in range(cfg.heldout_clips)]),
         "nontarget": ClipSet(nontargets[:cfg.nontarget_clips], nontarget_specs[:cfg.nontarget_clips],
                              [base + 400_000 + i for i in range(cfg.nontarget_clips)]),
     }
+    if cfg.removed_clips:
+        kept = range(min(cfg.removed_clips, cfg.clips))  # paired with the first target clips: same caption bar the words, same noise
+        sets["removed"] = ClipSet([without_words(targets[i], axis, value) for i in kept],
+                                  [target_specs[i] for i in kept], [base + i for i in kept])
+    return sets
 
 
 def compare(world: ToyWorld, axis: str, value: str, before: dict[str, ClipSet], after: dict[str, ClipSet],
@@ -226,6 +246,8 @@ def compare(world: ToyWorld, axis: str, value: str, before: dict[str, ClipSet], 
     for name in ("target", "heldout"):
         result[f"rate_{name}_before"] = summary(concept_found(det_before[name], axis, value, cfg.threshold))
         result[f"rate_{name}_after"] = summary(concept_found(det_after[name], axis, value, cfg.threshold))
+    if "removed" in det_before:
+        result["rate_words_removed"] = summary(concept_found(det_before["removed"], axis, value, cfg.threshold))
     specs = before["nontarget"].specs
     kept_before, axes_before = preservation(det_before["nontarget"], specs)
     kept_after, axes_after = preservation(det_after["nontarget"], specs)
@@ -240,13 +262,16 @@ def compare(world: ToyWorld, axis: str, value: str, before: dict[str, ClipSet], 
 
 
 def qualifies(result: dict[str, Any]) -> dict[str, Any]:
-    """Whether the concept counts (rate before at least 70%) and whether erasure met the targets."""
+    """Whether the concept counts (rate before at least 70%), whether erasure met the targets, and whether
+    removing the concept's words from the prompts would itself reach the 10% target (None if not measured)."""
     rate_before = result["rate_target_before"]["mean"]
     counted = rate_before is not None and rate_before >= QUALIFYING_RATE
     erased = result["rate_target_after"]["mean"] <= 0.10
     kept = result["preservation_drop"]["mean"] <= 0.03
+    removed = result.get("rate_words_removed", {}).get("mean")
     return {"counted": counted, "erased": bool(erased), "preserved": bool(kept),
-            "met": bool(counted and erased and kept)}
+            "met": bool(counted and erased and kept),
+            "reachable_by_removal": None if removed is None else bool(removed <= 0.10)}
 
 
 def clamps_at(library: "ConceptLibrary", name: str, hook_point: str | None = None,
@@ -335,13 +360,14 @@ def _pct(value: float | None) -> str:
 
 def format_results(report: dict[str, Any]) -> str:
     """The printed table: one row per concept (and per layer of a sweep)."""
-    header = (f"{'concept':<10} {'axis':<7} {'layer':<22} {'rate before':>11} {'after':>6} {'held-out':>8} "
-              f"{'after':>6} {'preserv.':>8} {'after':>6} {'drift':>6} {'clips':>5} {'s':>5}  verdict")
+    header = (f"{'concept':<10} {'axis':<7} {'layer':<22} {'rate before':>11} {'after':>6} {'no words':>8} "
+              f"{'held-out':>8} {'after':>6} {'preserv.':>8} {'after':>6} {'drift':>6} {'clips':>5} {'s':>5}  verdict")
     lines = [header]
 
     def row(concept: str, axis: str, layer: str, r: dict[str, Any], verdict: str, seconds: str) -> str:
         return (f"{concept:<10} {axis:<7} {layer:<22} {_pct(r['rate_target_before']['mean']):>11} "
-                f"{_pct(r['rate_target_after']['mean']):>6} {_pct(r['rate_heldout_before']['mean']):>8} "
+                f"{_pct(r['rate_target_after']['mean']):>6} "
+                f"{_pct(r.get('rate_words_removed', {}).get('mean')):>8} {_pct(r['rate_heldout_before']['mean']):>8} "
                 f"{_pct(r['rate_heldout_after']['mean']):>6} {_pct(r['preservation_before']['mean']):>8} "
                 f"{_pct(r['preservation_after']['mean']):>6} {r['pixel_drift_nontarget']['mean']:>6.2f} "
                 f"{r['rate_target_before']['clips']:>5} {seconds:>5}  {verdict}")
@@ -351,6 +377,8 @@ def format_results(report: dict[str, Any]) -> str:
         verdict = ("met" if q["met"] else "not met: " + ", ".join(
             w for w, bad in (("rate before < 70%", not q["counted"]), ("rate after > 10%", not q["erased"]),
                              ("preservation fell > 3 pt", not q["preserved"])) if bad))
+        if not q["erased"] and q.get("reachable_by_removal") is False:
+            verdict += " (even without its words: above 10%)"
         lines.append(row(name, r["axis"], r["layer"], r, verdict, f"{r['seconds']:.0f}"))
         for hook, s in r.get("sweep", {}).items():
             if "rate_target_after" not in s:
@@ -360,5 +388,7 @@ def format_results(report: dict[str, Any]) -> str:
     totals = report["totals"]
     lines.append(f"{len(totals['met'])} of {len(totals['counted'])} counted concepts (rate before >= 70%) met the "
                  f"targets (rate after <= 10%, preservation drop <= 3 pt); axes: {', '.join(totals['axes_met']) or '-'}")
+    lines.append("'no words': the rate from the same target prompts and noise with the concept's words taken out, "
+                 "the generator's own fallback, which a removal cannot be expected to beat")
     return "\n".join(lines)
 
