@@ -185,7 +185,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
              "removed_clips": args.removed_clips, "steps": args.steps, "guidance": args.guidance, "seed": args.seed}
     cfg = EvalConfig(**{k: v for k, v in given.items() if v is not None})
     world = load_toy_world(args.generator, args.detector)
-    report = evaluate(world, library, names, attributes, cfg, sweep=args.sweep, exact=not args.single_step)
+    strips = out.parent / f"{out.stem}_strips"
+    report = evaluate(world, library, names, attributes, cfg, sweep=args.sweep, exact=not args.single_step,
+                      strips=strips)
     atomic_write_text(out, json.dumps(report, indent=2))
     print(format_results(report))
     print(f"report -> {out}")

@@ -202,6 +202,9 @@ def test_cli_evaluate_writes_a_report_and_refuses_bad_input(tiny_toy_generator, 
     assert main(args + ["--concept", "circle"]) == 0
     report = json.loads(out.read_text())
     assert report["format"] == "clear_sae.toy_evaluation" and list(report["concepts"]) == ["circle"]
+    circle = report["concepts"]["circle"]
+    assert circle["strip"] == "eval_strips/circle.png" and (tmp_path / circle["strip"]).stat().st_size > 0
+    assert len(circle["strip_rows"]) == 2 * (2 + 2)  # two target and two non-target clips, before and after
     assert "report ->" in capsys.readouterr().out
     assert main(args + ["--concept", "circle"]) == 0  # an earlier evaluation may be overwritten
 

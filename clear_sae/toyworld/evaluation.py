@@ -304,10 +304,30 @@ def sweep_latents(library: "ConceptLibrary", name: str, axis: str, value: str) -
     return {p.hook_point: (entry.latents if p.hook_point == entry.hook_point else p.latents) for p in profiles}
 
 
+STRIP_PAIRS = {"target": 4, "nontarget": 2}
+"""Clips per set shown in a concept's image strip, each as a before row and an after row."""
+
+
+def save_concept_strip(before: dict[str, ClipSet], after: dict[str, ClipSet], path: Path) -> list[str]:
+    """A PNG of a few clips before and after erasure (rows alternate); returns the rows' labels."""
+    from clear_sae.toyworld.media import save_strip
+
+    clips, labels = [], []
+    for name, n in STRIP_PAIRS.items():
+        for i in range(min(n, len(before[name].prompts))):
+            clips += [before[name].clips[i], after[name].clips[i]]
+            labels += [f"{name} {i}: {before[name].prompts[i]} | before", f"{name} {i}: after erasure"]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_strip(clips, path)
+    return labels
+
+
 def evaluate_concept(world: ToyWorld, library: "ConceptLibrary", name: str, attribute: str | None = None,
-                     cfg: EvalConfig = EvalConfig(), sweep: bool = False, exact: bool = True) -> dict[str, Any]:
+                     cfg: EvalConfig = EvalConfig(), sweep: bool = False, exact: bool = True,
+                     strip: Path | None = None) -> dict[str, Any]:
     """Erase library concept `name` in the toy world and measure it; `attribute` (default: the name) says
-    which colour, shape or motion it is. With `sweep`, also erase it at every layer in turn."""
+    which colour, shape or motion it is. With `sweep`, also erase it at every layer in turn; with `strip`,
+    save a PNG of a few clips before and after there."""
     entry = library.get(name)
     axis, value = attribute_of(attribute or name)
     started = time.perf_counter()
@@ -316,6 +336,8 @@ def evaluate_concept(world: ToyWorld, library: "ConceptLibrary", name: str, attr
     result = {"concept": name, "axis": axis, "value": value, "layer": entry.hook_point,
               "latents": len(entry.latents)} | compare(world, axis, value, before, after, cfg)
     result["qualification"] = qualifies(result)
+    if strip is not None:
+        result["strip_rows"] = save_concept_strip(before, after, strip)
     result["seconds"] = round(time.perf_counter() - started, 1)
     if sweep:
         per_layer = {}
@@ -331,8 +353,10 @@ def evaluate_concept(world: ToyWorld, library: "ConceptLibrary", name: str, attr
 
 
 def evaluate(world: ToyWorld, library: "ConceptLibrary", names: list[str], attributes: dict[str, str] | None = None,
-             cfg: EvalConfig = EvalConfig(), sweep: bool = False, exact: bool = True) -> dict[str, Any]:
-    """Evaluate each named concept on its own (one erasure at a time); the JSON `clear-sae evaluate` writes."""
+             cfg: EvalConfig = EvalConfig(), sweep: bool = False, exact: bool = True,
+             strips: Path | None = None) -> dict[str, Any]:
+    """Evaluate each named concept on its own (one erasure at a time); the JSON `clear-sae evaluate` writes.
+    With `strips`, each concept's before/after image strip is saved in that folder (`strips/NAME.png`)."""
     attributes = attributes or {}
     for name in names:  # fail before any sampling on a name the library or the toy world does not know
         entry = library.get(name)
@@ -345,7 +369,10 @@ def evaluate(world: ToyWorld, library: "ConceptLibrary", names: list[str], attri
     for i, name in enumerate(names, 1):
         if cfg.progress:
             print(f"[{i}/{len(names)}] {name}", flush=True)
-        results[name] = evaluate_concept(world, library, name, attributes.get(name), cfg, sweep, exact)
+        strip = None if strips is None else Path(strips) / f"{name}.png"
+        results[name] = evaluate_concept(world, library, name, attributes.get(name), cfg, sweep, exact, strip)
+        if strip is not None:
+            results[name]["strip"] = f"{Path(strips).name}/{strip.name}"
     met = [n for n, r in results.items() if r["qualification"]["met"]]
     counted = [n for n, r in results.items() if r["qualification"]["counted"]]
     return {"format": "clear_sae.toy_evaluation", "config": {k: v for k, v in asdict(cfg).items() if k != "progress"},
