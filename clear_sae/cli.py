@@ -193,6 +193,34 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
     print(f"report -> {out}")
 
 
+def _cmd_inspect(args: argparse.Namespace) -> None:
+    from clear_sae.dictionary import Dictionaries
+    from clear_sae.library import ConceptLibrary
+    from clear_sae.report import FORMAT, InspectConfig, collect_report, write_report
+
+    out = _output_file(args.out, "--out")
+    if out.exists() and not args.force:
+        with out.open("rb") as f:
+            earlier_report = FORMAT.encode() in f.read(4096)  # the HTML's meta tag, the JSON's first key
+        if not earlier_report:
+            raise ClearSaeError(f"{out} exists and is not an earlier inspection report; pick another --out or "
+                                "pass --force")
+    library = ConceptLibrary.load(args.library)
+    if args.dictionaries is None:
+        folders = {library.dictionary_path(e).resolve() for e in library.concepts.values()}
+        if len(folders) != 1:
+            raise ClearSaeError(f"{args.library} uses {len(folders)} dictionary folders; pick one with --dictionaries")
+        args.dictionaries = folders.pop()
+    for path, what in ((args.cache, "--cache"), (args.evaluation, "--evaluation")):
+        if path is not None and not Path(path).is_file():
+            raise ClearSaeError(f"{what} {path} does not exist; pass the file `clear-sae "
+                                f"{'cache' if what == '--cache' else 'evaluate'}` wrote")
+    cfg = InspectConfig(top_latents=args.top_latents, cache_tokens=args.cache_tokens)
+    data = collect_report(Dictionaries(args.dictionaries), library, args.cache, args.evaluation, cfg=cfg)
+    write_report(data, out, args.format)
+    print(f"report ({len(data['concepts'])} concepts, {len(data['hook_points'])} layers) -> {out}")
+
+
 def _cmd_demo(args: argparse.Namespace) -> None:
     from clear_sae.demo import DemoConfig, run_demo
 
@@ -290,6 +318,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--detector", default=None, help="detector folder (default: the shipped one)")
     p.add_argument("--force", action="store_true", help="overwrite --out even if it is not an earlier evaluation")
     p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("inspect", help="one self-contained HTML report: layers, latents, reuse, health, erasure")
+    p.add_argument("--library", default=default_library, required=default_library is None,
+                   help="concept library JSON (default: the shipped MiniLM library)")
+    p.add_argument("--dictionaries", default=None, help="dictionary folder (default: the one the library uses)")
+    p.add_argument("--cache", default=None, help="activation cache: also show the corpus prompts that excite each "
+                   "latent most")
+    p.add_argument("--evaluation", default=None, help="a `clear-sae evaluate` report: show generation rates and clips")
+    p.add_argument("--out", required=True, help="report.html (or .json with --format json)")
+    p.add_argument("--format", choices=("html", "json"), default="html")
+    p.add_argument("--top-latents", type=positive_int, default=8, help="latents shown per concept and layer")
+    p.add_argument("--cache-tokens", type=positive_int, default=50_000,
+                   help="cached tokens read per layer for corpus examples")
+    p.add_argument("--force", action="store_true", help="overwrite --out even if it is not an earlier report")
+    p.set_defaults(func=_cmd_inspect)
 
     p = sub.add_parser("demo", help="the whole pipeline on the embedded MiniLM default")
     p.add_argument("--out", default="clear_sae_demo", help="working folder")

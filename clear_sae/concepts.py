@@ -241,6 +241,6 @@ def learn_concept(backbone: "Backbone", dictionaries: "Dictionaries", name: str,
         model_source=backbone.source or backbone.backbone_id, score=cfg.score,
         layer_scores={p.hook_point: p.scores() for p in profiles}, target_hash=prompts_hash(target),
         nontarget_hash=prompts_hash(nontarget), n_target=len(target), n_nontarget=len(nontarget),
-        settings=settings)
+        settings=settings, target_prompts=list(target), nontarget_prompts=list(nontarget))
     library.add(entry)
     return entry, profiles

@@ -28,7 +28,7 @@ class DemoConfig:
     """Settings of the demo run."""
 
     out: Path = Path("clear_sae_demo")
-    """Working folder: cache.h5, dictionaries/ (with concepts.json), erase_report.json, separability.html."""
+    """Working folder: cache.h5, dictionaries/ (with concepts.json), erase_report.json, toy/, report.html."""
     tokens: int = 200_000
     """Training tokens per layer."""
     expansion: int = 4
@@ -46,6 +46,8 @@ class DemoConfig:
     """Toy-world captions mixed into the corpus, so the dictionaries also know the toy world's words."""
     toy_clips: int = 8
     """Target clips per showcased toy concept, sampled before and after erasure (0 skips the toy world)."""
+    report_cache_tokens: int = 20_000
+    """Cached tokens per layer the report searches for each latent's top corpus prompts."""
     generator: Path | None = None
     """Toy generator folder (default: the shipped weights)."""
 
@@ -92,57 +94,32 @@ def erasure_summary(report: dict[str, Any], name: str, n_target: int) -> dict[st
     }
 
 
-def write_plot(library: Any, names: list[str], hook_points: list[str], path: Path) -> None:
-    """Separability curves of every concept, chosen layers marked, as a self-contained HTML file."""
-    import plotly.graph_objects as go
-
-    fig = go.Figure()
-    for name in names:
-        entry = library.get(name)
-        ys = [entry.layer_scores[h]["energy"] for h in hook_points]
-        fig.add_trace(go.Scatter(x=hook_points, y=ys, mode="lines+markers", name=name))
-        fig.add_trace(go.Scatter(x=[entry.hook_point], y=[entry.layer_scores[entry.hook_point]["energy"]],
-                                 mode="markers", marker=dict(symbol="star", size=14), showlegend=False,
-                                 hovertext=f"{name}: chosen"))
-    fig.update_layout(title="Concept separability per layer (energy score; stars: chosen layer)",
-                      xaxis_title="hook point", yaxis_title="S_spe / (S_spe + S_uni)")
-    fig.write_html(str(path), include_plotlyjs=True)
-
-
 def toy_showcase(library: Any, folder: Path, cfg: DemoConfig) -> dict[str, Any]:
-    """Sample a few target clips of each showcased concept with and without erasure (same noise), save them as
-    a PNG strip (rows alternate before / after) and a GIF (before | after), and return the detector's reading."""
-    from clear_sae.toyworld.concepts import attribute_of
-    from clear_sae.toyworld.evaluation import (EvalConfig, WEIGHTS_DIR, clamps_at, concept_found, detect,
-                                               load_toy_world, prompt_sets, sample_after, sample_before)
-    from clear_sae.toyworld.media import save_gif, save_strip
+    """Evaluate the showcased concepts on a few clips each (`cfg.toy_clips` target prompts) with the same code as
+    `clear-sae evaluate`: writes `folder/evaluation.json` and, per concept, a PNG strip (rows alternate before /
+    after erasure) and a GIF (before | after) in `folder/evaluation_strips/`; returns each concept's figures."""
+    from clear_sae.prompts import atomic_write_text
+    from clear_sae.toyworld.evaluation import EvalConfig, WEIGHTS_DIR, evaluate, format_results, load_toy_world
 
     generator = cfg.generator or WEIGHTS_DIR / "generator"
     if not (Path(generator) / "transformer").is_dir():
         print(f"no toy generator at {generator}; train one with `python -m clear_sae.toyworld.generator`")
         return {}
-    world = load_toy_world(generator)
+    names = [n for n in TOY_SHOWCASE if n in library.concepts]
+    if not names:
+        return {}
     folder.mkdir(parents=True, exist_ok=True)
-    eval_cfg = EvalConfig(clips=cfg.toy_clips, heldout_clips=1, nontarget_clips=1, progress=False)
-    shown = {}
-    for name in TOY_SHOWCASE:
-        if name not in library.concepts:
-            continue
-        axis, value = attribute_of(name)
-        sets = {"target": prompt_sets(axis, value, eval_cfg)["target"]}
-        negative, before = sample_before(world, sets, eval_cfg)
-        after = sample_after(world, clamps_at(library, name), before, negative, eval_cfg)
-        clips_before, clips_after = before["target"].clips, after["target"].clips
-        rate_before = float(concept_found(detect(world.detector, clips_before), axis, value, 0.5).mean())
-        rate_after = float(concept_found(detect(world.detector, clips_after), axis, value, 0.5).mean())
-        strip = save_strip([c for pair in zip(clips_before, clips_after) for c in pair], folder / f"{name}.png")
-        gif = save_gif([clips_before[0], clips_after[0]], folder / f"{name}.gif")
-        shown[name] = {"layer": library.get(name).hook_point, "rate_before": round(rate_before, 3),
-                       "rate_after": round(rate_after, 3), "clips": len(clips_before),
-                       "prompts": before["target"].prompts, "strip": str(strip), "gif": str(gif)}
-        print(f"{name:<8} at {shown[name]['layer']:<22} detected in {100 * rate_before:5.1f}% of frames before, "
-              f"{100 * rate_after:5.1f}% after ({len(clips_before)} clips) -> {strip}, {gif}")
-    return shown
+    n = cfg.toy_clips
+    eval_cfg = EvalConfig(clips=n, heldout_clips=max(1, n // 4), nontarget_clips=max(2, n // 2), removed_clips=n,
+                          progress=False)
+    report = evaluate(load_toy_world(generator), library, names, cfg=eval_cfg, strips=folder / "evaluation_strips")
+    atomic_write_text(folder / "evaluation.json", json.dumps(report, indent=2))
+    print(format_results(report))
+    return {name: {"layer": r["layer"], "rate_before": r["rate_target_before"]["mean"],
+                   "rate_after": r["rate_target_after"]["mean"],
+                   "rate_words_removed": r.get("rate_words_removed", {}).get("mean"), "clips": n,
+                   "strip": str(folder / r["strip"]), "gif": str(folder / r["gif"])}
+            for name, r in report["concepts"].items()}
 
 
 def run_demo(cfg: DemoConfig = DemoConfig()) -> dict[str, Any]:
@@ -155,6 +132,7 @@ def run_demo(cfg: DemoConfig = DemoConfig()) -> dict[str, Any]:
     from clear_sae.evaluate import erase_report
     from clear_sae.library import ConceptLibrary
     from clear_sae.prompts import atomic_write_text, read_prompt_file
+    from clear_sae.report import InspectConfig, collect_report, write_report
     from clear_sae.toyworld.concepts import learn_toy_concept, toy_concepts, toy_corpus
 
     started = time.perf_counter()
@@ -231,15 +209,18 @@ def run_demo(cfg: DemoConfig = DemoConfig()) -> dict[str, Any]:
     _stage(5, "toy video world: clips generated with and without erasure")
     toy = toy_showcase(library, out / "toy", cfg) if cfg.toy_clips > 0 else {}
 
-    _stage(6, "plot")
-    plot_path = out / "separability.html"
-    write_plot(library, names + toy_names, hooks, plot_path)
+    _stage(6, "inspection report")
+    report_path = out / "report.html"
+    evaluation = out / "toy" / "evaluation.json" if toy else None
+    data = collect_report(dictionaries, library, cache=cache_path, evaluation=evaluation, backbone=backbone,
+                          cfg=InspectConfig(cache_tokens=cfg.report_cache_tokens))
+    write_report(data, report_path)
     elapsed = time.perf_counter() - started
     summary = {"seconds": round(elapsed, 1), "concept_seconds": concept_seconds, "erasure": erasure,
                "chosen_layers": {n: library.get(n).hook_point for n in names + toy_names}, "toy_world": toy,
                "dictionaries": {h: manifest["layers"][h] for h in hooks}}
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
-    print(f"separability plot -> {plot_path}")
+    print(f"inspection report -> {report_path} (open it in a browser; it needs no network)")
     print(f"library -> {library_path}; dictionaries -> {dict_dir}; erase report -> {out / 'erase_report.json'}")
     print(f"demo finished in {elapsed:.0f} s")
     return summary

@@ -37,6 +37,9 @@ class ConceptEntry:
     n_target: int = 0
     n_nontarget: int = 0
     settings: dict[str, Any] = field(default_factory=dict)
+    target_prompts: list[str] = field(default_factory=list)
+    """The prompts the concept was learned from, kept so that `clear-sae inspect` can show its latents at work."""
+    nontarget_prompts: list[str] = field(default_factory=list)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ConceptEntry":

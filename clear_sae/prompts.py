@@ -1,9 +1,10 @@
-"""Prompt files: UTF-8 text, one prompt per line, blank lines and `#` comments ignored."""
+"""Prompt files (UTF-8 text, one prompt per line, blank lines and `#` comments ignored) and safe file I/O."""
 
 from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import Any
 
 from clear_sae.errors import ClearSaeError
 
@@ -43,3 +44,16 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text, encoding="utf-8")
     tmp.replace(path)
+
+
+def read_json_file(path: str | Path, what: str, fix: str) -> Any:
+    """Parse a JSON file, or raise a one-line error naming `what` it should be and how to `fix` it."""
+    import json
+
+    path = Path(path)
+    if not path.is_file():
+        raise ClearSaeError(f"{what} {path} does not exist{' or is a directory' if path.exists() else ''}; {fix}")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ClearSaeError(f"{path} is not a valid {what} ({err}); {fix}") from None

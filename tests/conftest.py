@@ -120,6 +120,21 @@ def minilm_library(tmp_path_factory, minilm, minilm_dictionaries) -> Path:
 
 
 @pytest.fixture(scope="session")
+def toy_library(tmp_path_factory, minilm, minilm_dictionaries):
+    """A library with two toy concepts learned on the test dictionaries."""
+    from clear_sae.dictionary import Dictionaries
+    from clear_sae.library import ConceptLibrary
+    from clear_sae.toyworld.concepts import learn_toy_concept
+
+    library = ConceptLibrary(tmp_path_factory.mktemp("toy_library") / "concepts.json")
+    for name in ("red", "circle"):
+        entry = learn_toy_concept(minilm, Dictionaries(minilm_dictionaries), name, library)
+        assert entry.settings["max_nontarget_rate"] == 0.2
+    library.save()
+    return library.path
+
+
+@pytest.fixture(scope="session")
 def tiny_toy_generator(tmp_path_factory) -> Path:
     """A toy-world generator folder with a one-block DiT trained for 3 steps (its clips are noise)."""
     from clear_sae.toyworld.generator import GeneratorConfig, save_generator, train_generator

@@ -34,8 +34,11 @@ def test_demo_runs_end_to_end_on_a_slice(tmp_path, capsys, tiny_toy_generator):
     for name, shown in summary["toy_world"].items():
         assert name in toy and shown["clips"] == 2
         assert Path(shown["strip"]).stat().st_size > 0 and Path(shown["gif"]).read_bytes()[:3] == b"GIF"
-    html = (tmp_path / "demo" / "separability.html").read_text()
-    assert "plotly" in html and len(html) > 100_000  # plotly.js inlined: opens offline
+    evaluation = json.loads((tmp_path / "demo" / "toy" / "evaluation.json").read_text())
+    assert set(evaluation["concepts"]) == set(summary["toy_world"])
+    html = (tmp_path / "demo" / "report.html").read_text()
+    assert "clear_sae.inspect_report" in html and len(html) > 1_000_000  # plotly.js inlined: opens offline
+    assert "inspection report ->" in out and "data:image/png;base64," in html  # the toy clips are in the page
 
 
 def test_shipped_dictionaries_load_and_are_small():

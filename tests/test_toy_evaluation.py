@@ -149,21 +149,6 @@ def test_clip_noise_does_not_depend_on_batching():
     assert not both[0].equal(both[1])
 
 
-@pytest.fixture(scope="module")
-def toy_library(tmp_path_factory, minilm, minilm_dictionaries):
-    """A library with two toy concepts learned on the test dictionaries."""
-    from clear_sae.dictionary import Dictionaries
-    from clear_sae.library import ConceptLibrary
-    from clear_sae.toyworld.concepts import learn_toy_concept
-
-    library = ConceptLibrary(tmp_path_factory.mktemp("toy_library") / "concepts.json")
-    for name in ("red", "circle"):
-        entry = learn_toy_concept(minilm, Dictionaries(minilm_dictionaries), name, library)
-        assert entry.settings["max_nontarget_rate"] == 0.2
-    library.save()
-    return library.path
-
-
 def test_evaluate_on_tiny_models(tiny_toy_generator, toy_library):
     from clear_sae.library import ConceptLibrary
     from clear_sae.toyworld.evaluation import EvalConfig, evaluate, format_results, load_toy_world

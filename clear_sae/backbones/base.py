@@ -82,6 +82,16 @@ class Backbone(ABC):
     def _forward(self, prompts: list[str], hook_points: list[str]) -> dict[str, "torch.Tensor"]:
         """Run the model on `prompts`; return the attention mask for every requested hook point."""
 
+    def token_strings(self, prompt: str, hook_point: str) -> list[str]:
+        """The tokens of `prompt` as the model reads them at `hook_point`, one string per position of `run`."""
+        tokenizer, max_length = self._tokenizer_for(hook_point)
+        ids = tokenizer([prompt], truncation=True, max_length=max_length)["input_ids"][0]
+        return [str(t) for t in tokenizer.convert_ids_to_tokens(ids)]
+
+    def _tokenizer_for(self, hook_point: str) -> tuple[Any, int]:
+        """The tokenizer behind `hook_point` and the length it truncates to."""
+        raise NotImplementedError(f"{type(self).__name__} does not expose its tokenizer")
+
     def check_hook_points(self, hook_points: list[str]) -> None:
         """Raise a one-line error naming the valid choices if any of `hook_points` is unknown."""
         known = set(self.hook_points)

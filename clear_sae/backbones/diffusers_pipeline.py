@@ -56,6 +56,9 @@ class PipelineTextEncoders(Backbone):
             self.check_hook_points([hook_point])
         return self.encoders[prefix]
 
+    def _tokenizer_for(self, hook_point: str) -> tuple[Any, int]:
+        return self._encoder_for(hook_point)._tokenizer_for(hook_point)
+
     def module(self, hook_point: str) -> "nn.Module":
         """The block (or embedding) of the right text encoder."""
         return self._encoder_for(hook_point).module(hook_point)

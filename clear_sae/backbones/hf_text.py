@@ -93,6 +93,9 @@ class HFTextEncoder(Backbone):
         self.check_hook_points([hook_point])
         return int(self._width)
 
+    def _tokenizer_for(self, hook_point: str) -> tuple[Any, int]:
+        return self.tokenizer, self.max_length
+
     def tokenize(self, prompts: list[str]) -> dict[str, "torch.Tensor"]:
         """Token ids and attention mask, padded to the longest prompt in the batch."""
         batch = self.tokenizer(prompts, padding=True, truncation=True, max_length=self.max_length,

@@ -42,6 +42,9 @@ class TransformerLensBackbone(Backbone):
         self.check_hook_points([hook_point])
         return self.model.hook_dict[hook_point]
 
+    def _tokenizer_for(self, hook_point: str) -> tuple[Any, int]:
+        return self.tokenizer, int(self.model.cfg.n_ctx)
+
     def d_model(self, hook_point: str) -> int:
         """The model's `d_model`."""
         self.check_hook_points([hook_point])

@@ -309,8 +309,9 @@ STRIP_PAIRS = {"target": 4, "nontarget": 2}
 
 
 def save_concept_strip(before: dict[str, ClipSet], after: dict[str, ClipSet], path: Path) -> list[str]:
-    """A PNG of a few clips before and after erasure (rows alternate); returns the rows' labels."""
-    from clear_sae.toyworld.media import save_strip
+    """A PNG of a few clips before and after erasure (rows alternate) and a GIF of the first target clip
+    (before | after) beside it; returns the PNG rows' labels."""
+    from clear_sae.toyworld.media import save_gif, save_strip
 
     clips, labels = [], []
     for name, n in STRIP_PAIRS.items():
@@ -319,6 +320,7 @@ def save_concept_strip(before: dict[str, ClipSet], after: dict[str, ClipSet], pa
             labels += [f"{name} {i}: {before[name].prompts[i]} | before", f"{name} {i}: after erasure"]
     path.parent.mkdir(parents=True, exist_ok=True)
     save_strip(clips, path)
+    save_gif([before["target"].clips[0], after["target"].clips[0]], path.with_suffix(".gif"))
     return labels
 
 
@@ -373,6 +375,7 @@ def evaluate(world: ToyWorld, library: "ConceptLibrary", names: list[str], attri
         results[name] = evaluate_concept(world, library, name, attributes.get(name), cfg, sweep, exact, strip)
         if strip is not None:
             results[name]["strip"] = f"{Path(strips).name}/{strip.name}"
+            results[name]["gif"] = f"{Path(strips).name}/{strip.with_suffix('.gif').name}"
     met = [n for n, r in results.items() if r["qualification"]["met"]]
     counted = [n for n, r in results.items() if r["qualification"]["counted"]]
     return {"format": "clear_sae.toy_evaluation", "config": {k: v for k, v in asdict(cfg).items() if k != "progress"},

@@ -1,0 +1,149 @@
+"""`clear-sae inspect`: the report's data, its self-contained HTML, the CLI, and the page in headless Chromium."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from clear_sae.cli import main
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture(scope="module")
+def report_data(minilm, minilm_dictionaries, minilm_library, minilm_cache):
+    from clear_sae.dictionary import Dictionaries
+    from clear_sae.library import ConceptLibrary
+    from clear_sae.report import InspectConfig, collect_report
+
+    return collect_report(Dictionaries(minilm_dictionaries), ConceptLibrary.load(minilm_library), cache=minilm_cache,
+                          backbone=minilm, cfg=InspectConfig(top_latents=4, cache_tokens=5000), progress=False)
+
+
+def test_report_data_matches_the_library_and_dictionaries(report_data, minilm_dictionaries, minilm_library):
+    from clear_sae.dictionary import Dictionaries
+    from clear_sae.library import ConceptLibrary
+
+    library, dictionaries = ConceptLibrary.load(minilm_library), Dictionaries(minilm_dictionaries)
+    assert [r["hook_point"] for r in report_data["health"]] == dictionaries.hook_points
+    for row in report_data["health"]:
+        layer = dictionaries.layers[row["hook_point"]]
+        assert row["explained_variance"] == layer["explained_variance"] and row["l0"] == layer["l0"]
+    assert set(report_data["concepts"]) == {"french_horn", "umbrella"}
+    for name, concept in report_data["concepts"].items():
+        entry = library.get(name)
+        assert concept["hook_point"] == entry.hook_point and concept["scores"] == entry.layer_scores
+        chosen = concept["layers"][entry.hook_point]
+        assert chosen["latents"] == entry.latents  # the erased latents, exactly
+        assert len(chosen["shown"]) == min(4, len(entry.latents))
+        shares = [r["energy_share"] for r in chosen["shown"]]
+        assert shares == sorted(shares, reverse=True) and shares[0] > 0
+        for hook, layer in concept["layers"].items():
+            assert set(r["id"] for r in layer["shown"]) <= set(layer["latents"])
+            for r in layer["shown"]:
+                # Histogram counts are the prompts on which the latent fired.
+                assert sum(r["histogram"]["target"]) == round(r["target_rate"] * entry.n_target)
+                assert sum(r["histogram"]["nontarget"]) == round(r["nontarget_rate"] * entry.n_nontarget)
+                for k, source, peak in r["top"]:
+                    prompt = layer["prompts"][k]
+                    acts = prompt["acts"][str(r["id"])]
+                    # Two code paths agree: the peak from the batched encoding equals the per-token maximum.
+                    assert len(acts) == len(prompt["tokens"]) and max(acts) == pytest.approx(peak, abs=0.02)
+
+
+def test_corpus_examples_and_overlap(report_data):
+    corpus = report_data["corpus"]
+    assert corpus and all(layer["tokens_scanned"] == 5000 for layer in corpus.values())
+    for hook, layer in corpus.items():
+        for latent, top in layer["top"].items():
+            peaks = [value for _, value in top]
+            assert peaks == sorted(peaks, reverse=True)
+            for k, value in top:
+                assert max(layer["prompts"][k]["acts"][latent]) == pytest.approx(value, abs=0.02)
+    for hook, o in report_data["overlap"].items():
+        n = len(o["concepts"])
+        assert [o["shared"][i][i] for i in range(n)] == o["sizes"]
+        assert all(o["shared"][i][j] == o["shared"][j][i] <= min(o["sizes"][i], o["sizes"][j])
+                   for i in range(n) for j in range(n))
+
+
+def test_html_is_self_contained_and_survives_hostile_text(report_data):
+    from clear_sae.report import render_html
+
+    data = json.loads(json.dumps(report_data))
+    layer = next(iter(data["concepts"]["umbrella"]["layers"].values()))
+    layer["prompts"].append({"tokens": ["</script><script>alert(1)</script>"], "acts": {}})
+    html = render_html(data)
+    assert not re.search(r"<script[^>]+src=", html) and "<link" not in html  # nothing to fetch
+    payload = re.search(r'<script id="report-data" type="application/json">(.*?)</script>', html, re.S).group(1)
+    assert json.loads(payload) == data  # the hostile token stayed inside the JSON
+
+
+def test_inspect_cli_writes_json_and_refuses_bad_input(minilm_dictionaries, minilm_library, tmp_path, capsys):
+    out = tmp_path / "report.json"
+    base = ["inspect", "--library", str(minilm_library), "--dictionaries", str(minilm_dictionaries)]
+    assert main(base + ["--out", str(out), "--format", "json", "--top-latents", "2"]) == 0
+    data = json.loads(out.read_text())
+    assert data["format"] == "clear_sae.inspect_report" and set(data["concepts"]) == {"french_horn", "umbrella"}
+    assert main(base + ["--out", str(out), "--format", "json", "--top-latents", "2"]) == 0  # its own report: fine
+
+    capsys.readouterr()
+    kept = tmp_path / "notes.html"
+    kept.write_text("keep me")
+    not_eval = tmp_path / "other.json"
+    not_eval.write_text('{"format": "something else"}')
+    bad_runs = [
+        (base + ["--out", str(kept)], "not an earlier inspection report"),
+        (base + ["--out", str(tmp_path / "a.html"), "--cache", str(tmp_path / "missing.h5")], "--cache"),
+        (base + ["--out", str(tmp_path / "a.html"), "--evaluation", str(not_eval)], "not an evaluation report"),
+        (["inspect", "--library", str(tmp_path / "none.json"), "--out", str(tmp_path / "a.html")], "does not exist"),
+        (base[:3] + ["--dictionaries", str(tmp_path), "--out", str(tmp_path / "a.html")], "holds no"),
+    ]
+    for argv, message in bad_runs:
+        assert main(argv) == 2
+        errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("clear-sae: error")]
+        assert len(errors) == 1 and message in errors[0], (message, errors)
+    assert kept.read_text() == "keep me" and not (tmp_path / "a.html").exists()
+
+
+def _chromium(*args: str) -> subprocess.CompletedProcess:
+    profile = Path(os.environ.get("TMPDIR", "/tmp")) / f"clear_sae_chromium_{os.getpid()}"
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+             "--disable-component-update", "--disable-sync", f"--user-data-dir={profile}",
+             "--virtual-time-budget=20000"]
+    return subprocess.run([CHROMIUM, *flags, *args], capture_output=True, text=True, timeout=180)
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (the README's test command installs it)")
+def test_report_opens_in_headless_chromium(tiny_toy_generator, toy_library, minilm_dictionaries, minilm_cache,
+                                           tmp_path):
+    """The page as a user opens it: every plot drawn and non-empty, no script error, a screenshot kept."""
+    evaluation = tmp_path / "eval.json"
+    assert main(["evaluate", "--library", str(toy_library), "--generator", str(tiny_toy_generator), "--out",
+                 str(evaluation), "--clips", "2", "--heldout-clips", "1", "--nontarget-clips", "2", "--steps", "1",
+                 "--concept", "red", "--sweep"]) == 0
+    report = tmp_path / "report.html"
+    assert main(["inspect", "--library", str(toy_library), "--dictionaries", str(minilm_dictionaries), "--cache",
+                 str(minilm_cache), "--cache-tokens", "3000", "--evaluation", str(evaluation), "--out",
+                 str(report)]) == 0
+    dom = _chromium("--dump-dom", report.as_uri()).stdout
+    assert 'data-ready="1"' in dom, "the page's script did not finish"
+    assert re.search(r'<div id="errors">\s*</div>', dom), re.search(r'<div id="errors">(.*?)</div>', dom, re.S)
+    plots = re.findall(r'<div id="([^"]+)" class="plot[^"]*"[^>]*data-traces="(\d+)"', dom)
+    ids = {p for p, _ in plots}
+    assert {"plot-scores-all", "plot-curve", "plot-overlap", "plot-health", "plot-rates"} <= ids
+    assert any(p.startswith("hist-") for p in ids)  # the latent histograms of the first concept
+    assert all(int(traces) > 0 for _, traces in plots), plots
+    assert dom.count("main-svg") >= len(plots)  # plotly drew an SVG for each
+    assert 'class="strip"' in dom and "data:image/png;base64," in dom
+    artifacts = Path(os.environ.get("CLEAR_SAE_ARTIFACTS", tmp_path))
+    artifacts.mkdir(parents=True, exist_ok=True)
+    shot = artifacts / "inspect_report.png"
+    _chromium(f"--screenshot={shot}", "--window-size=1300,3000", report.as_uri())
+    assert shot.stat().st_size > 50_000
