@@ -25,6 +25,10 @@ def test_minilm_hook_points_match_hidden_states(minilm):
     assert mask.dtype == torch.bool
     assert mask.sum(1).tolist() == batch["attention_mask"].sum(1).tolist()
     assert mask[1].sum() < mask[0].sum()  # the short prompt is padded
+    for row, prompt in enumerate(prompts):  # one token string per real position, special tokens included
+        tokens = minilm.token_strings(prompt, "text_encoder.blocks.3")
+        assert len(tokens) == int(mask[row].sum()) and tokens[0] == "[CLS]" and "horn" in minilm.token_strings(
+            prompts[0], "text_encoder.embed")
 
 
 def test_resolve_layers_accepts_names_and_indices(minilm):
@@ -102,6 +106,8 @@ def test_pipeline_with_two_text_encoders_names_both(minilm_tokenizer):
     assert out["text_encoder.blocks.1"].acts.shape[-1] == 16
     assert out["text_encoder_2.blocks.2"].acts.shape[-1] == 24
     assert backbone.d_model("text_encoder_2.embed") == 24
+    hook = "text_encoder_2.blocks.2"
+    assert len(backbone.token_strings("a dog", hook)) == int(out[hook].mask.sum())
 
 
 def test_transformer_lens_model(tmp_path, minilm_tokenizer):
@@ -115,6 +121,8 @@ def test_transformer_lens_model(tmp_path, minilm_tokenizer):
     tokens = minilm_tokenizer(["a dog runs", "hi"], padding=True, return_tensors="pt")["input_ids"]
     _, cache = model.run_with_cache(tokens)
     assert torch.allclose(out["blocks.1.hook_resid_post"].acts, cache["blocks.1.hook_resid_post"])
+    hook = "blocks.1.hook_resid_post"
+    assert len(backbone.token_strings("hi", hook)) == int(out[hook].mask[1].sum())
     save_transformer_lens(model, minilm_tokenizer, tmp_path / "tl")
     reloaded = load_backbone(tmp_path / "tl")
     again = reloaded.run(["a dog runs", "hi"], ["blocks.1.hook_resid_post"])

@@ -183,11 +183,12 @@ def test_cli_evaluate_writes_a_report_and_refuses_bad_input(tiny_toy_generator, 
 
     out = tmp_path / "eval.json"
     args = ["evaluate", "--library", str(toy_library), "--generator", str(tiny_toy_generator), "--out", str(out),
-            "--clips", "2", "--heldout-clips", "1", "--nontarget-clips", "2", "--steps", "1"]
+            "--clips", "2", "--heldout-clips", "1", "--nontarget-clips", "2", "--removed-clips", "1", "--steps", "1"]
     assert main(args + ["--concept", "circle"]) == 0
     report = json.loads(out.read_text())
     assert report["format"] == "clear_sae.toy_evaluation" and list(report["concepts"]) == ["circle"]
     circle = report["concepts"]["circle"]
+    assert circle["rate_words_removed"]["clips"] == 1
     assert circle["strip"] == "eval_strips/circle.png" and (tmp_path / circle["strip"]).stat().st_size > 0
     assert len(circle["strip_rows"]) == 2 * (2 + 2)  # two target and two non-target clips, before and after
     assert "report ->" in capsys.readouterr().out
