@@ -1,7 +1,8 @@
 """How the inspection report scales: file size and load time in headless Chromium for N concepts x L layers.
 
 Builds report data of the real shape (top latents with histograms and token-highlighted prompts for every
-concept at every layer, an overlap matrix per layer, dictionary health) from seeded random numbers, renders it
+concept at every layer, the corpus's top prompts for each of those latents, an overlap matrix per layer,
+dictionary health) from seeded random numbers, renders it
 with the real template, and times Chromium from start until the page's script has drawn its plots. The small
 case (2 concepts x 7 layers) is measured in the same run as the reference.
 
@@ -27,17 +28,30 @@ def synthetic_layer(rng: np.random.Generator, top_latents: int, top_prompts: int
     """One concept at one layer: its latents and the detail of the top ones."""
     latents = sorted(int(x) for x in rng.choice(6144, size=int(rng.integers(4, 30)), replace=False))
     shown = latents[:top_latents]
-    prompts = []
-    for _ in range(top_prompts * 2):
-        tokens = [str(t) for t in rng.choice(WORDS, size=int(rng.integers(8, 20)))]
-        prompts.append({"tokens": tokens,
-                        "acts": {str(j): [round(float(v), 2) for v in rng.random(len(tokens))] for j in shown}})
+    prompts = [synthetic_prompt(rng, str(j)) for j in shown for _ in range(top_prompts)]
     rows = [{"id": j, "target_rate": 0.9, "nontarget_rate": 0.05, "energy_share": 0.1,
              "histogram": {"edges": [round(float(x), 3) for x in np.linspace(0, 3, bins + 1)],
                            "target": rng.integers(0, 40, bins).tolist(),
                            "nontarget": rng.integers(0, 5, bins).tolist()},
-             "top": [[k, "target", 2.5] for k in range(top_prompts)]} for j in shown]
+             "top": [[i * top_prompts + k, "target", 2.5] for k in range(top_prompts)]} for i, j in enumerate(shown)]
     return {"latents": latents, "shown": rows, "prompts": prompts}
+
+
+def synthetic_prompt(rng: np.random.Generator, latent: str) -> dict:
+    """A top prompt: its tokens and one latent's activation on each (the report keeps only the shown latent's)."""
+    tokens = [str(t) for t in rng.choice(WORDS, size=int(rng.integers(8, 25)))]
+    return {"tokens": tokens, "acts": {latent: [round(float(v), 2) for v in rng.random(len(tokens))]}}
+
+
+def synthetic_corpus(rng: np.random.Generator, concepts: dict, hooks: list[str], top_prompts: int) -> dict:
+    """Per layer, the top corpus prompts of every latent any concept shows there."""
+    corpus = {}
+    for h in hooks:
+        latents = sorted({str(r["id"]) for c in concepts.values() for r in c["layers"][h]["shown"]})
+        prompts = [synthetic_prompt(rng, j) for j in latents for _ in range(top_prompts)]
+        top = {j: [[i * top_prompts + k, 3.0] for k in range(top_prompts)] for i, j in enumerate(latents)}
+        corpus[h] = {"tokens_scanned": 50_000, "prompts": prompts, "top": top}
+    return corpus
 
 
 def synthetic_report(n_concepts: int, n_layers: int, top_latents: int = 8, top_prompts: int = 3, bins: int = 16,
@@ -62,7 +76,8 @@ def synthetic_report(n_concepts: int, n_layers: int, top_latents: int = 8, top_p
                "training_tokens": 1_000_000, "d_sae": 65536, "architecture": "topk"} for h in hooks]
     return {"format": "clear_sae.inspect_report", "package_version": "synthetic", "dictionaries": "(synthetic)",
             "backbone_id": "synthetic", "library": "(synthetic)", "settings": {}, "health": health,
-            "hook_points": hooks, "concepts": concepts, "overlap": overlap}
+            "hook_points": hooks, "concepts": concepts, "overlap": overlap,
+            "corpus": synthetic_corpus(rng, concepts, hooks, top_prompts), "cache": "(synthetic)"}
 
 
 def load_seconds(chromium: str, page: Path) -> tuple[float, bool]:

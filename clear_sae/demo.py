@@ -57,8 +57,20 @@ def shipped_concepts() -> list[str]:
     return sorted(p.name[: -len(".target.txt")] for p in (PROMPTS_DIR / "concepts").glob("*.target.txt"))
 
 
+STAGE_STARTS: dict[int, float] = {}
+"""When each stage of the current run began (perf_counter), for the per-stage times in summary.json."""
+
+
 def _stage(number: int, text: str) -> None:
+    STAGE_STARTS[number] = time.perf_counter()
     print(f"\n== {number}/{STAGES} {text}", flush=True)
+
+
+def stage_seconds(end: float) -> dict[str, float]:
+    """Seconds spent in each stage of the current run, the last one ending at `end`."""
+    marks = sorted(STAGE_STARTS.items())
+    ends = [t for _, t in marks[1:]] + [end]
+    return {str(n): round(stop - start, 1) for (n, start), stop in zip(marks, ends)}
 
 
 def separability_matrix(library: Any, names: list[str], hook_points: list[str]) -> str:
@@ -136,6 +148,7 @@ def run_demo(cfg: DemoConfig = DemoConfig()) -> dict[str, Any]:
     from clear_sae.toyworld.concepts import learn_toy_concept, toy_concepts, toy_corpus
 
     started = time.perf_counter()
+    STAGE_STARTS.clear()
     out = cfg.out
     out.mkdir(parents=True, exist_ok=True)
     corpus = read_prompt_file(PROMPTS_DIR / "corpus.txt")[: cfg.corpus_size] + toy_corpus(cfg.toy_captions)
@@ -216,7 +229,8 @@ def run_demo(cfg: DemoConfig = DemoConfig()) -> dict[str, Any]:
                           cfg=InspectConfig(cache_tokens=cfg.report_cache_tokens))
     write_report(data, report_path)
     elapsed = time.perf_counter() - started
-    summary = {"seconds": round(elapsed, 1), "concept_seconds": concept_seconds, "erasure": erasure,
+    summary = {"seconds": round(elapsed, 1), "stage_seconds": stage_seconds(time.perf_counter()),
+               "concept_seconds": concept_seconds, "erasure": erasure,
                "chosen_layers": {n: library.get(n).hook_point for n in names + toy_names}, "toy_world": toy,
                "dictionaries": {h: manifest["layers"][h] for h in hooks}}
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))

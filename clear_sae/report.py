@@ -97,8 +97,9 @@ def _latent_rows(latents: list[int], target: Any, nontarget: Any, cfg: InspectCo
     return rows
 
 
-def token_activations(backbone: "Backbone", dictionaries: "Dictionaries", wanted: dict[str, tuple[list[str], list[int]]],
-                      batch_size: int = 64) -> dict[str, list[dict[str, Any]]]:
+def token_activations(backbone: "Backbone", dictionaries: "Dictionaries",
+                      wanted: dict[str, tuple[list[str], list[int]]], batch_size: int = 64
+                      ) -> dict[str, list[dict[str, Any]]]:
     """For each hook point's (prompts, latents): per prompt, its tokens and each latent's activation on every
     token (for highlighting). All prompts go through the backbone together, once."""
     import torch
@@ -118,6 +119,17 @@ def token_activations(backbone: "Backbone", dictionaries: "Dictionaries", wanted
                 found[hook][text] = {"tokens": backbone.token_strings(text, hook)[:n],
                                      "acts": {str(j): _round(v, 2) for j, v in zip(latents, codes[row, :n].T)}}
     return {h: [found[h][t] for t in wanted[h][0]] if h in found else [] for h in wanted}
+
+
+def _keep_shown(prompts: list[dict[str, Any]], tops: dict[str, list[int]]) -> list[dict[str, Any]]:
+    """Keep, for each prompt, only the activations of the latents it is shown for (the file stays small)."""
+    for latent, indices in tops.items():
+        for k in indices:
+            prompts[k].setdefault("keep", set()).add(latent)
+    for prompt in prompts:
+        keep = prompt.pop("keep", set())
+        prompt["acts"] = {j: v for j, v in prompt["acts"].items() if j in keep}
+    return prompts
 
 
 def concept_detail(backbone: "Backbone", dictionaries: "Dictionaries", entry: "ConceptEntry",
@@ -146,7 +158,8 @@ def concept_detail(backbone: "Backbone", dictionaries: "Dictionaries", entry: "C
         wanted[hook] = (texts, [r["id"] for r in rows])
         layers[hook] = {"latents": latents, "shown": rows}
     for hook, prompts in token_activations(backbone, dictionaries, wanted, cfg.batch_size).items():
-        layers[hook]["prompts"] = prompts
+        tops = {str(r["id"]): [k for k, _, _ in r["top"]] for r in layers[hook]["shown"]}
+        layers[hook]["prompts"] = _keep_shown(prompts, tops)
     return layers
 
 
@@ -162,6 +175,9 @@ def corpus_examples(cache_path: str | Path, backbone: "Backbone", dictionaries: 
     out: dict[str, dict[str, Any]] = {}
     texts: dict[str, tuple[list[str], list[int]]] = {}
     with ActivationCache(cache_path) as cache:
+        if dictionaries.backbone_id and cache.backbone_id != dictionaries.backbone_id:
+            raise ClearSaeError(f"cache {cache_path} holds activations of {cache.backbone_id!r}, but the dictionaries "
+                                f"were trained on {dictionaries.backbone_id!r}; pass the cache they were trained on")
         corpus = cache.prompts()
         for hook in tqdm([h for h in wanted if h in cache.hook_points and wanted[h]], desc="corpus examples",
                          unit="layer"):
@@ -189,7 +205,8 @@ def corpus_examples(cache_path: str | Path, backbone: "Backbone", dictionaries: 
             out[hook] = {"tokens_scanned": n,
                          "top": {str(j): [[position[p], round(v, 3)] for p, v in pairs] for j, pairs in best.items()}}
     for hook, prompts in token_activations(backbone, dictionaries, texts, cfg.batch_size).items():
-        out[hook]["prompts"] = prompts
+        tops = {latent: [k for k, _ in pairs] for latent, pairs in out[hook]["top"].items()}
+        out[hook]["prompts"] = _keep_shown(prompts, tops)
     return out
 
 

@@ -123,7 +123,8 @@ def _chromium(*args: str) -> subprocess.CompletedProcess:
 @pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (the README's test command installs it)")
 def test_report_opens_in_headless_chromium(tiny_toy_generator, toy_library, minilm_dictionaries, minilm_cache,
                                            tmp_path):
-    """The page as a user opens it: every plot drawn and non-empty, no script error, a screenshot kept."""
+    """The page as a user opens it: every plot drawn and non-empty, no script or console error, and a screenshot
+    kept in test-artifacts/ (or $CLEAR_SAE_ARTIFACTS)."""
     evaluation = tmp_path / "eval.json"
     assert main(["evaluate", "--library", str(toy_library), "--generator", str(tiny_toy_generator), "--out",
                  str(evaluation), "--clips", "2", "--heldout-clips", "1", "--nontarget-clips", "2", "--steps", "1",
@@ -142,7 +143,7 @@ def test_report_opens_in_headless_chromium(tiny_toy_generator, toy_library, mini
     assert all(int(traces) > 0 for _, traces in plots), plots
     assert dom.count("main-svg") >= len(plots)  # plotly drew an SVG for each
     assert 'class="strip"' in dom and "data:image/png;base64," in dom
-    artifacts = Path(os.environ.get("CLEAR_SAE_ARTIFACTS", tmp_path))
+    artifacts = Path(os.environ.get("CLEAR_SAE_ARTIFACTS", Path(__file__).resolve().parent.parent / "test-artifacts"))
     artifacts.mkdir(parents=True, exist_ok=True)
     shot = artifacts / "inspect_report.png"
     _chromium(f"--screenshot={shot}", "--window-size=1300,3000", report.as_uri())
