@@ -237,7 +237,7 @@ def test_ctrl_c_then_resume_matches_an_uninterrupted_run(workdir, tmp_path, caps
 
     from clear_sae.corpus import generate_captions
 
-    N = 900
+    N = 2000  # enough prompts that the child is still caching when the interrupt arrives
     prompts = write_prompts(tmp_path / "p.txt", generate_captions(N, seed=5))
     exe = Path(sys.executable).parent / "clear-sae"
     args = ["cache", "--model", "minilm", "--prompts", str(prompts), "--batch-size", "4", "--layers", "2,5"]
@@ -252,7 +252,8 @@ def test_ctrl_c_then_resume_matches_an_uninterrupted_run(workdir, tmp_path, caps
         if not chunk or time.time() > deadline:
             break
         seen += chunk
-    time.sleep(1.0)
+    time.sleep(0.5)
+    assert proc.poll() is None, "the cache finished before it could be interrupted; raise N"
     proc.send_signal(signal.SIGINT)
     rest = proc.communicate(timeout=60)[1]
     assert proc.returncode == 130, (seen + rest)[-500:]

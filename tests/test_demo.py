@@ -73,9 +73,9 @@ def test_erase_works_with_the_shipped_library_by_default(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_full_demo_under_five_minutes(tmp_path):
+def test_full_demo_under_eight_minutes(tmp_path):
     import time
 
     start = time.perf_counter()
     run_demo(DemoConfig(out=tmp_path / "demo"))
-    assert time.perf_counter() - start < 300
+    assert time.perf_counter() - start < 480
