@@ -303,12 +303,11 @@ def render_html(data: dict[str, Any]) -> str:
     """The self-contained page: the template, plotly.js inlined, and the report data as embedded JSON."""
     from plotly.offline import get_plotlyjs
 
-    payload = json.dumps(data, separators=(",", ":")).replace("</", "<\\/")  # never close the script early
-    page = TEMPLATE.read_text(encoding="utf-8")
-    return (page.replace("/*PLOTLY_JS*/", get_plotlyjs())
-            .replace("/*REPORT_DATA*/", payload)
-            .replace("<!--TITLE-->", f"clear_sae report: {len(data['concepts'])} concepts, "
-                                     f"{len(data['hook_points'])} layers"))
+    # "<" only occurs inside JSON strings, where \u003c means the same: no prompt can end the script early.
+    payload = json.dumps(data, separators=(",", ":")).replace("<", "\\u003c")
+    title = f"clear_sae report: {len(data['concepts'])} concepts, {len(data['hook_points'])} layers"
+    page = TEMPLATE.read_text(encoding="utf-8").replace("<!--TITLE-->", title)
+    return page.replace("/*PLOTLY_JS*/", get_plotlyjs()).replace("/*REPORT_DATA*/", payload)
 
 
 def write_report(data: dict[str, Any], out: str | Path, fmt: str = "html") -> Path:

@@ -78,7 +78,8 @@ def test_html_is_self_contained_and_survives_hostile_text(report_data):
 
     data = json.loads(json.dumps(report_data))
     layer = next(iter(data["concepts"]["umbrella"]["layers"].values()))
-    layer["prompts"].append({"tokens": ["</script><script>alert(1)</script>"], "acts": {}})
+    layer["prompts"].append({"tokens": ["</script><script>alert(1)</script>", "<!--<script>", "<!--TITLE-->"],
+                             "acts": {}})
     html = render_html(data)
     assert not re.search(r"<script[^>]+src=", html) and "<link" not in html  # nothing to fetch
     payload = re.search(r'<script id="report-data" type="application/json">(.*?)</script>', html, re.S).group(1)
