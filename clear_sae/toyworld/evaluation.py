@@ -20,6 +20,7 @@ would give a bit-identical clip, so it is not sampled twice. Intervals are 95% b
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -231,7 +232,8 @@ def prompt_sets(axis: str, value: str, cfg: EvalConfig) -> dict[str, ClipSet]:
                              [base + 400_000 + i for i in range(cfg.nontarget_clips)]),
     }
     if cfg.removed_clips:
-        kept = range(min(cfg.removed_clips, cfg.clips))  # paired with the first target clips: same caption bar the words, same noise
+        # Paired with the first target clips: the same caption bar the words, the same noise.
+        kept = range(min(cfg.removed_clips, cfg.clips))
         sets["removed"] = ClipSet([without_words(targets[i], axis, value) for i in kept],
                                   [target_specs[i] for i in kept], [base + i for i in kept])
     return sets
@@ -371,7 +373,8 @@ def evaluate(world: ToyWorld, library: "ConceptLibrary", names: list[str], attri
     for i, name in enumerate(names, 1):
         if cfg.progress:
             print(f"[{i}/{len(names)}] {name}", flush=True)
-        strip = None if strips is None else Path(strips) / f"{name}.png"
+        safe_name = re.sub(r"[^A-Za-z0-9_.-]", "_", name).lstrip(".") or "concept"  # never outside the folder
+        strip = None if strips is None else Path(strips) / f"{safe_name}.png"
         results[name] = evaluate_concept(world, library, name, attributes.get(name), cfg, sweep, exact, strip)
         if strip is not None:
             results[name]["strip"] = f"{Path(strips).name}/{strip.name}"
