@@ -57,20 +57,15 @@ def shipped_concepts() -> list[str]:
     return sorted(p.name[: -len(".target.txt")] for p in (PROMPTS_DIR / "concepts").glob("*.target.txt"))
 
 
-STAGE_STARTS: dict[int, float] = {}
-"""When each stage of the current run began (perf_counter), for the per-stage times in summary.json."""
-
-
-def _stage(number: int, text: str) -> None:
-    STAGE_STARTS[number] = time.perf_counter()
+def _stage(number: int, text: str, starts: list[float]) -> None:
+    """Announce a stage and note when it began (for the per-stage times in summary.json)."""
+    starts.append(time.perf_counter())
     print(f"\n== {number}/{STAGES} {text}", flush=True)
 
 
-def stage_seconds(end: float) -> dict[str, float]:
-    """Seconds spent in each stage of the current run, the last one ending at `end`."""
-    marks = sorted(STAGE_STARTS.items())
-    ends = [t for _, t in marks[1:]] + [end]
-    return {str(n): round(stop - start, 1) for (n, start), stop in zip(marks, ends)}
+def stage_seconds(starts: list[float], end: float) -> dict[str, float]:
+    """Seconds spent in each stage, numbered from 1, the last one ending at `end`."""
+    return {str(n): round(stop - start, 1) for n, (start, stop) in enumerate(zip(starts, starts[1:] + [end]), 1)}
 
 
 def separability_matrix(library: Any, names: list[str], hook_points: list[str]) -> str:
@@ -148,7 +143,7 @@ def run_demo(cfg: DemoConfig = DemoConfig()) -> dict[str, Any]:
     from clear_sae.toyworld.concepts import learn_toy_concept, toy_concepts, toy_corpus
 
     started = time.perf_counter()
-    STAGE_STARTS.clear()
+    stage_starts: list[float] = []
     out = cfg.out
     out.mkdir(parents=True, exist_ok=True)
     corpus = read_prompt_file(PROMPTS_DIR / "corpus.txt")[: cfg.corpus_size] + toy_corpus(cfg.toy_captions)
@@ -158,14 +153,15 @@ def run_demo(cfg: DemoConfig = DemoConfig()) -> dict[str, Any]:
     backbone = load_backbone("minilm")
     hooks = backbone.hook_points
 
-    _stage(1, f"caching MiniLM's {len(hooks)} hook points on {len(corpus)} captions")
+    _stage(1, f"caching MiniLM's {len(hooks)} hook points on {len(corpus)} captions", stage_starts)
     cache_path = out / "cache.h5"
     try:
         write_cache(backbone, corpus, cache_path, hooks, CacheConfig(batch_size=64), resume=cache_path.exists())
     except ClearSaeError:  # an old cache from other settings: this folder is the demo's own
         write_cache(backbone, corpus, cache_path, hooks, CacheConfig(batch_size=64), force=True)
 
-    _stage(2, f"training {len(hooks)} TopK SAEs (d_sae {cfg.expansion * 384}, k {cfg.k}, {cfg.tokens} tokens each)")
+    _stage(2, f"training {len(hooks)} TopK SAEs (d_sae {cfg.expansion * 384}, k {cfg.k}, {cfg.tokens} tokens each)",
+           stage_starts)
     dict_dir = out / "dictionaries"
     train_cfg = TrainConfig(expansion=cfg.expansion, k=cfg.k, tokens=cfg.tokens, seed=cfg.seed,
                             batch_size=cfg.batch_size, save_dtype="float16")
@@ -173,7 +169,7 @@ def run_demo(cfg: DemoConfig = DemoConfig()) -> dict[str, Any]:
         manifest = train_dictionaries(cache, dict_dir, hooks, train_cfg, force=True)
     print(format_health_table(manifest, hooks))
 
-    _stage(3, f"concept library: {len(names)} concepts, one dictionary per layer reused by all")
+    _stage(3, f"concept library: {len(names)} concepts, one dictionary per layer reused by all", stage_starts)
     library_path = dict_dir / "concepts.json"
     library = ConceptLibrary(library_path)
     dictionaries = Dictionaries(dict_dir)
@@ -203,7 +199,8 @@ def run_demo(cfg: DemoConfig = DemoConfig()) -> dict[str, Any]:
     print(separability_matrix(library, names, hooks))
     print(separability_matrix(library, toy_names, hooks))
 
-    _stage(4, f"erasing each concept on {cfg.heldout_prompts} fresh target/non-target pairs (not in the library's prompts)")
+    _stage(4, f"erasing each concept on {cfg.heldout_prompts} fresh target/non-target pairs (not in the library's "
+              "prompts)", stage_starts)
     print(f"{'concept':<15} {'layer':<22} {'latents':>7} {'target fired':>12} {'cleared':>7} {'target cos':>10} "
           f"{'non-t fired':>11} {'non-t cos':>9}")
     erasure = {}
@@ -219,17 +216,17 @@ def run_demo(cfg: DemoConfig = DemoConfig()) -> dict[str, Any]:
               f"{s['nontarget_fired']:>5}/{s['nontarget_total']:<5} {s['nontarget_cosine']:>9.4f}")
     atomic_write_text(out / "erase_report.json", json.dumps(reports, indent=1))
 
-    _stage(5, "toy video world: clips generated with and without erasure")
+    _stage(5, "toy video world: clips generated with and without erasure", stage_starts)
     toy = toy_showcase(library, out / "toy", cfg) if cfg.toy_clips > 0 else {}
 
-    _stage(6, "inspection report")
+    _stage(6, "inspection report", stage_starts)
     report_path = out / "report.html"
     evaluation = out / "toy" / "evaluation.json" if toy else None
     data = collect_report(dictionaries, library, cache=cache_path, evaluation=evaluation, backbone=backbone,
                           cfg=InspectConfig(cache_tokens=cfg.report_cache_tokens))
     write_report(data, report_path)
     elapsed = time.perf_counter() - started
-    summary = {"seconds": round(elapsed, 1), "stage_seconds": stage_seconds(time.perf_counter()),
+    summary = {"seconds": round(elapsed, 1), "stage_seconds": stage_seconds(stage_starts, time.perf_counter()),
                "concept_seconds": concept_seconds, "erasure": erasure,
                "chosen_layers": {n: library.get(n).hook_point for n in names + toy_names}, "toy_world": toy,
                "dictionaries": {h: manifest["layers"][h] for h in hooks}}

@@ -123,12 +123,12 @@ def token_activations(backbone: "Backbone", dictionaries: "Dictionaries",
 
 def _keep_shown(prompts: list[dict[str, Any]], tops: dict[str, list[int]]) -> list[dict[str, Any]]:
     """Keep, for each prompt, only the activations of the latents it is shown for (the file stays small)."""
+    shown_for: dict[int, set[str]] = {}
     for latent, indices in tops.items():
         for k in indices:
-            prompts[k].setdefault("keep", set()).add(latent)
-    for prompt in prompts:
-        keep = prompt.pop("keep", set())
-        prompt["acts"] = {j: v for j, v in prompt["acts"].items() if j in keep}
+            shown_for.setdefault(k, set()).add(latent)
+    for k, prompt in enumerate(prompts):
+        prompt["acts"] = {j: v for j, v in prompt["acts"].items() if j in shown_for.get(k, set())}
     return prompts
 
 

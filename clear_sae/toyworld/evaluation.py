@@ -340,8 +340,10 @@ def evaluate_concept(world: ToyWorld, library: "ConceptLibrary", name: str, attr
     result = {"concept": name, "axis": axis, "value": value, "layer": entry.hook_point,
               "latents": len(entry.latents)} | compare(world, axis, value, before, after, cfg)
     result["qualification"] = qualifies(result)
-    if strip is not None:
+    if strip is not None:  # paths relative to the report's folder, which holds the strips' folder
         result["strip_rows"] = save_concept_strip(before, after, strip)
+        result["strip"] = f"{strip.parent.name}/{strip.name}"
+        result["gif"] = f"{strip.parent.name}/{strip.with_suffix('.gif').name}"
     result["seconds"] = round(time.perf_counter() - started, 1)
     if sweep:
         per_layer = {}
@@ -376,9 +378,6 @@ def evaluate(world: ToyWorld, library: "ConceptLibrary", names: list[str], attri
         safe_name = re.sub(r"[^A-Za-z0-9_.-]", "_", name).lstrip(".") or "concept"  # never outside the folder
         strip = None if strips is None else Path(strips) / f"{safe_name}.png"
         results[name] = evaluate_concept(world, library, name, attributes.get(name), cfg, sweep, exact, strip)
-        if strip is not None:
-            results[name]["strip"] = f"{Path(strips).name}/{strip.name}"
-            results[name]["gif"] = f"{Path(strips).name}/{strip.with_suffix('.gif').name}"
     met = [n for n, r in results.items() if r["qualification"]["met"]]
     counted = [n for n, r in results.items() if r["qualification"]["counted"]]
     return {"format": "clear_sae.toy_evaluation", "config": {k: v for k, v in asdict(cfg).items() if k != "progress"},
