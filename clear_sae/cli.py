@@ -60,7 +60,8 @@ def _cmd_train(args: argparse.Namespace) -> None:
     with ActivationCache(args.cache) as cache:
         layers = _cache_layers(cache, args.layers)
         cfg = TrainConfig(architecture=args.arch, expansion=args.expansion, k=args.k, tokens=args.tokens,
-                          seed=args.seed, batch_size=args.batch_size, lr=args.lr, save_dtype=args.save_dtype)
+                          seed=args.seed, batch_size=args.batch_size, lr=args.lr, save_dtype=args.save_dtype,
+                          kernel=args.kernel, device=args.device)
         manifest = train_dictionaries(cache, args.out, layers, cfg, force=args.force)
     print(format_health_table(manifest, layers))
     print(f"dictionaries -> {args.out}")
@@ -263,6 +264,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--save-dtype", default="float32", choices=["float32", "float16"])
+    p.add_argument("--kernel", default="auto", choices=["auto", "sparse", "dense", "autograd"],
+                   help="topk training step: sparse (CPU default), dense (GPU default) or autograd (plain reference)")
+    p.add_argument("--device", default="cpu", help="where topk training runs: cpu or cuda (bf16 GEMMs on a GPU)")
     p.add_argument("--force", action="store_true", help="retrain into a folder that already holds dictionaries")
     p.set_defaults(func=_cmd_train)
 

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from clear_sae import __version__
 from clear_sae.errors import ClearSaeError
 from clear_sae.prompts import atomic_write_text
+from clear_sae.trainer import lr_factor
 
 if TYPE_CHECKING:
     import torch
@@ -61,6 +62,12 @@ class TrainConfig:
     """dtype of the saved weights (float16 halves the size)."""
     eval_tokens: int = 8192
     """Tokens drawn across the cache to measure explained variance and L0."""
+    kernel: str = "auto"
+    """TopK training step: sparse, dense, autograd (the plain reference) or auto (sparse on CPU, dense on GPU)."""
+    aux_coefficient: float = 1.0 / 32
+    """Weight of the TopK trainer's AuxK loss, which revives dead latents."""
+    device: str = "cpu"
+    """Where the TopK trainer runs (cpu or cuda); the other architectures train on the CPU."""
 
 
 @dataclass
@@ -112,13 +119,6 @@ def _coefficients(sae: Any, step: int) -> dict[str, float]:
     return values
 
 
-def _lr_factor(step: int, n_steps: int) -> float:
-    decay_start = int(0.7 * n_steps)
-    if step < decay_start:
-        return 1.0
-    return 1.0 - 0.9 * (step - decay_start) / max(n_steps - decay_start, 1)
-
-
 def explained_variance(x: "torch.Tensor", recon: "torch.Tensor") -> float:
     """1 - residual variance / total variance, pooled over all tokens and dimensions."""
     residual = (x - recon).pow(2).sum()
@@ -126,29 +126,43 @@ def explained_variance(x: "torch.Tensor", recon: "torch.Tensor") -> float:
     return float(1.0 - residual / total.clamp_min(1e-12))
 
 
-def train_layer(cache: "ActivationCache", hook: str, cfg: TrainConfig, out_folder: Path,
-                progress: bool = True) -> LayerRecord:
-    """Train one SAE on the cached activations at `hook`, save it to `out_folder`, and return its record."""
+def _train_topk_layer(cache: "ActivationCache", hook: str, cfg: TrainConfig, scale: float, b_dec_init: "torch.Tensor",
+                      n_steps: int, dead_after: int, progress: bool) -> tuple[Any, float]:
+    """Train a TopK SAE with clear_sae's trainer; returns the sae-lens inference SAE and the dead fraction."""
+    from tqdm.auto import tqdm
+
+    from clear_sae.trainer import TopKTrainConfig, prefetch, to_sae_lens, train_topk
+
+    topk_cfg = TopKTrainConfig(k=cfg.k, lr=cfg.lr, aux_coefficient=cfg.aux_coefficient, kernel=cfg.kernel,
+                               seed=cfg.seed)
+    batches = cache.iter_minibatches(hook, cfg.batch_size, n_steps * cfg.batch_size, seed=cfg.seed)
+    bar = tqdm(total=n_steps, desc=f"training {hook}", unit="step", disable=not progress, leave=False)
+    result = train_topk(prefetch(batch * scale for batch in batches), cache.widths[hook], cfg.expansion * cache.widths[hook],
+                        n_steps, topk_cfg, b_dec_init=b_dec_init, dead_after=dead_after, dead_window=cfg.dead_window,
+                        device=cfg.device, on_step=lambda step, out: bar.update())
+    bar.close()
+    return to_sae_lens(result.params, cfg.k, hook, cache.backbone_id), result.dead_fraction
+
+
+def _train_sae_lens_layer(cache: "ActivationCache", hook: str, cfg: TrainConfig, scale: float,
+                          b_dec_init: "torch.Tensor", n_steps: int, dead_after: int, progress: bool) -> tuple[Any, float]:
+    """Train a standard or JumpReLU SAE with sae-lens's training SAE classes; returns (inference SAE, dead fraction)."""
+    import tempfile
+
     import torch
     from sae_lens import SAE
     from sae_lens.saes.sae import TrainStepInput
     from tqdm.auto import tqdm
 
-    d_in = cache.widths[hook]
-    sample = torch.from_numpy(cache.sample(hook, cfg.eval_tokens))
-    scale = math.sqrt(d_in / float(sample.pow(2).sum(-1).mean().clamp_min(1e-12)))
-
     torch.manual_seed(cfg.seed)
-    sae = _training_sae(cfg, d_in, hook, cache.backbone_id)
+    sae = _training_sae(cfg, cache.widths[hook], hook, cache.backbone_id)
     with torch.no_grad():
-        sae.b_dec.copy_((sample * scale).mean(0))
+        sae.b_dec.copy_(b_dec_init)
     optimizer = torch.optim.Adam(sae.parameters(), lr=cfg.lr, betas=(0.9, 0.999))
-    n_steps = max(1, cfg.tokens // cfg.batch_size)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _lr_factor(s, n_steps))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, n_steps))
     tokens_since_fired = torch.zeros(sae.cfg.d_sae, dtype=torch.long)
     fired_late = torch.zeros(sae.cfg.d_sae, dtype=torch.bool)
     late_from = int((1 - cfg.dead_window) * n_steps)
-    dead_after = max(cfg.tokens // 10, 4 * cfg.batch_size)
 
     batches = cache.iter_minibatches(hook, cfg.batch_size, n_steps * cfg.batch_size, seed=cfg.seed)
     bar = tqdm(batches, total=n_steps, desc=f"training {hook}", unit="step", disable=not progress, leave=False)
@@ -169,13 +183,30 @@ def train_layer(cache: "ActivationCache", hook: str, cfg: TrainConfig, out_folde
             if step >= late_from:
                 fired_late |= fired
     bar.close()
+    with tempfile.TemporaryDirectory() as tmp:
+        sae.save_inference_model(tmp)
+        inference = SAE.load_from_disk(tmp, device="cpu", dtype="float32")
+    return inference, 1 - float(fired_late.float().mean())
 
-    tmp = out_folder.with_name(out_folder.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    sae.save_inference_model(tmp)  # folds TopK decoder norms into the encoder
-    inference = SAE.load_from_disk(tmp, device="cpu", dtype="float32")
-    if getattr(inference.cfg, "rescale_acts_by_decoder_norm", False):
-        inference.cfg.rescale_acts_by_decoder_norm = False  # decoder rows are unit norm after the fold
+
+def input_scale(sample: "torch.Tensor") -> float:
+    """The factor that brings activations to a mean squared norm of d_in (what the trainers see)."""
+    return math.sqrt(sample.shape[-1] / float(sample.pow(2).sum(-1).mean().clamp_min(1e-12)))
+
+
+def train_layer(cache: "ActivationCache", hook: str, cfg: TrainConfig, out_folder: Path,
+                progress: bool = True) -> LayerRecord:
+    """Train one SAE on the cached activations at `hook`, save it to `out_folder`, and return its record."""
+    import torch
+
+    d_in = cache.widths[hook]
+    sample = torch.from_numpy(cache.sample(hook, cfg.eval_tokens))
+    scale = input_scale(sample)
+    n_steps = max(1, cfg.tokens // cfg.batch_size)
+    dead_after = max(cfg.tokens // 10, 4 * cfg.batch_size)
+    train = _train_topk_layer if cfg.architecture == "topk" else _train_sae_lens_layer
+    inference, dead_fraction = train(cache, hook, cfg, scale, (sample * scale).mean(0), n_steps, dead_after, progress)
+
     inference.fold_activation_norm_scaling_factor(scale)
     with torch.no_grad():
         codes = inference.encode(sample)
@@ -183,16 +214,17 @@ def train_layer(cache: "ActivationCache", hook: str, cfg: TrainConfig, out_folde
         l0 = float((codes > 0).sum(-1).float().mean())
     inference.cfg.dtype = cfg.save_dtype
     inference.to(dtype=getattr(torch, cfg.save_dtype))
-    shutil.rmtree(tmp)
+    tmp = out_folder.with_name(out_folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
     inference.save_model(tmp)
     if out_folder.exists():
         shutil.rmtree(out_folder)
     tmp.replace(out_folder)
-    return LayerRecord(hook_point=hook, folder=out_folder.name, d_in=d_in, d_sae=sae.cfg.d_sae,
+    extra: dict[str, Any] = {"k": cfg.k, "trainer": "clear_sae.trainer", "kernel": cfg.kernel} if cfg.architecture == "topk" else {}
+    return LayerRecord(hook_point=hook, folder=out_folder.name, d_in=d_in, d_sae=cfg.expansion * d_in,
                        architecture=cfg.architecture, training_tokens=n_steps * cfg.batch_size,
                        explained_variance=round(ev, 5), l0=round(l0, 3),
-                       dead_fraction=round(1 - float(fired_late.float().mean()), 5), input_scale=scale,
-                       extra={"k": cfg.k} if cfg.architecture == "topk" else {})
+                       dead_fraction=round(dead_fraction, 5), input_scale=scale, extra=extra)
 
 
 def format_health_table(manifest: dict[str, Any], layers: list[str]) -> str:
@@ -228,6 +260,23 @@ def read_manifest(root: str | Path) -> dict[str, Any] | None:
     return manifest
 
 
+def _check_device(cfg: TrainConfig) -> None:
+    """Raise a one-line error for a training device this machine or architecture cannot use."""
+    import torch
+
+    from clear_sae.trainer import resolve_kernel
+
+    resolve_kernel(cfg.kernel, "cpu")
+    try:
+        device = torch.device(cfg.device)
+    except RuntimeError:
+        raise ClearSaeError(f"unknown device {cfg.device!r}; use cpu or cuda") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ClearSaeError("--device cuda was asked for but this machine has no usable CUDA GPU; use --device cpu")
+    if device.type != "cpu" and cfg.architecture != "topk":
+        raise ClearSaeError(f"only topk SAEs train on {cfg.device}; train {cfg.architecture} with --device cpu")
+
+
 def train_dictionaries(cache: "ActivationCache", out: str | Path, hook_points: list[str] | None = None,
                        cfg: TrainConfig = TrainConfig(), force: bool = False, progress: bool = True) -> dict[str, Any]:
     """Train one SAE per hook point of `cache` into the folder `out` and write its manifest."""
@@ -237,6 +286,7 @@ def train_dictionaries(cache: "ActivationCache", out: str | Path, hook_points: l
         cache.check_hook_point(hook)
     if cfg.architecture not in ARCHITECTURES:
         raise ClearSaeError(f"unknown SAE architecture {cfg.architecture!r}; choose one of {', '.join(ARCHITECTURES)}")
+    _check_device(cfg)
     manifest = read_manifest(out)
     if manifest is not None:
         if manifest.get("backbone_id") != cache.backbone_id:

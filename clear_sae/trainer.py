@@ -1,0 +1,428 @@
+"""The TopK SAE training step and loop: a fast path with hand-written sparse gradients, and a plain fallback.
+
+The model is a TopK SAE with unit-norm decoder rows (the norm is restored after every step and the
+gradient's component along each row is removed first):
+
+    pre   = (x - b_dec) @ enc.T + b_enc                 [batch, d_sae]
+    codes = ReLU(top-k of pre), zero elsewhere
+    recon = codes @ dec + b_dec
+    loss  = mean over tokens of |recon - x|^2  +  AuxK loss (below)
+
+Only the encoder's forward GEMM is dense work. Everything else touches just the k chosen latents of
+each token, so the fast path computes it from the codes in compressed-row form:
+
+- `sparse` (the CPU default): decode and both weight gradients are CSR x dense products, and the codes'
+  gradient is a sampled GEMM that evaluates only the k chosen entries per token;
+- `dense` (the GPU default): codes scattered into a dense matrix and plain GEMMs, which a GPU runs faster
+  than its sparse kernels at these densities (DESIGN.md: a sparse decoder was 3x slower on an H200);
+- `autograd`: the plain PyTorch reference: the same loss written densely and differentiated by autograd.
+  The tests check that all three give the same codes and gradients.
+
+AuxK (OpenAI's recipe, as in sae-lens): the latents that have not fired for `dead_after` tokens take
+their own top-k_aux (k_aux = d_in / 2) on each token and must reconstruct what the live latents missed,
+weighted by `aux_coefficient * min(1, n_dead / k_aux)`. Its gradient reaches the dead latents only.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import warnings
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, NamedTuple
+
+from clear_sae.errors import ClearSaeError
+
+if TYPE_CHECKING:
+    import torch
+
+KERNELS = ("auto", "sparse", "dense", "autograd")
+
+# torch flags CSR tensors as beta; the kernels used here are checked against autograd in tests/test_trainer.py.
+warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
+
+
+class StepOutput(NamedTuple):
+    """What one training step reports."""
+
+    mse: float
+    """Mean squared reconstruction error per token (summed over dimensions)."""
+    aux: float
+    """The weighted AuxK loss (0 when no latent is dead)."""
+    latents: "torch.Tensor"
+    """`[batch, k]` ids of each token's chosen latents."""
+    values: "torch.Tensor"
+    """`[batch, k]` their activations (0 where the pre-activation was negative)."""
+
+
+@dataclass
+class TopKTrainConfig:
+    """The optimisation recipe of the TopK trainer (architecture sizes come from the caller)."""
+
+    k: int = 32
+    lr: float = 1e-3
+    """Adam learning rate; falls linearly to lr/10 over the last 30% of steps."""
+    aux_coefficient: float = 1.0 / 32
+    """Weight of the AuxK loss (OpenAI's 1/32)."""
+    kernel: str = "auto"
+    """sparse, dense, autograd or auto (sparse on CPU, dense on GPU)."""
+    matmul_dtype: str = "auto"
+    """dtype of the encoder GEMM: float32, bfloat16, or auto (bfloat16 on a GPU that supports it)."""
+    clip_grad_norm: float = 1.0
+    seed: int = 0
+
+
+def resolve_kernel(kernel: str, device: "torch.device | str") -> str:
+    """The kernel `auto` stands for on `device`, after checking the name."""
+    import torch
+
+    if kernel not in KERNELS:
+        raise ClearSaeError(f"unknown TopK kernel {kernel!r}; choose one of {', '.join(KERNELS)}")
+    if kernel != "auto":
+        return kernel
+    return "dense" if torch.device(device).type == "cuda" else "sparse"
+
+
+def resolve_matmul_dtype(name: str, device: "torch.device | str") -> "torch.dtype":
+    """The encoder GEMM's dtype: bfloat16 on a GPU that supports it when `auto`, float32 otherwise."""
+    import torch
+
+    if name == "auto":
+        cuda = torch.device(device).type == "cuda"
+        return torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float32
+    if name not in ("float32", "bfloat16"):
+        raise ClearSaeError(f"unsupported matmul dtype {name!r}; use float32, bfloat16 or auto")
+    return getattr(torch, name)
+
+
+class TopKParams:
+    """The trainable tensors of a TopK SAE, latent-major: `enc`, `dec` are `[d_sae, d_in]`."""
+
+    def __init__(self, d_in: int, d_sae: int, b_dec_init: "torch.Tensor | None" = None, seed: int = 0,
+                 device: "torch.device | str" = "cpu") -> None:
+        import torch
+
+        generator = torch.Generator().manual_seed(seed)
+        dec = torch.randn(d_sae, d_in, generator=generator)
+        dec /= dec.norm(dim=1, keepdim=True)
+        # The encoder starts as the decoder's transpose (tied init), which keeps early codes meaningful.
+        self.enc = dec.clone().to(device).requires_grad_()
+        self.dec = dec.to(device).requires_grad_()
+        self.b_enc = torch.zeros(d_sae, device=device, requires_grad=True)
+        b_dec = torch.zeros(d_in) if b_dec_init is None else b_dec_init.detach().float().cpu()
+        self.b_dec = b_dec.clone().to(device).requires_grad_()
+
+    def tensors(self) -> list["torch.Tensor"]:
+        """The parameters, in optimiser order."""
+        return [self.enc, self.dec, self.b_enc, self.b_dec]
+
+    @property
+    def d_sae(self) -> int:
+        """Number of latents."""
+        return int(self.enc.shape[0])
+
+    @property
+    def d_in(self) -> int:
+        """Input width."""
+        return int(self.enc.shape[1])
+
+
+def _topk(pre: "torch.Tensor", k: int) -> tuple["torch.Tensor", "torch.Tensor"]:
+    """Top-k pre-activations and their ids per row (the values before the ReLU)."""
+    top, ids = pre.topk(k, dim=1, sorted=False)
+    return top, ids
+
+
+def _pre_activations(p: TopKParams, centred: "torch.Tensor", dtype: "torch.dtype") -> "torch.Tensor":
+    """`centred @ enc.T + b_enc` in float32, the GEMM in `dtype`."""
+    import torch
+
+    if dtype == centred.dtype:
+        return torch.addmm(p.b_enc.detach(), centred, p.enc.detach().T)
+    return (centred.to(dtype) @ p.enc.detach().T.to(dtype)).float() + p.b_enc.detach()
+
+
+def _dead_topk(pre: "torch.Tensor", dead: "torch.Tensor", d_in: int) -> tuple[Any, Any, float]:
+    """AuxK selection: the top k_aux dead latents per row, and the loss scale; None when nothing is dead."""
+    import torch
+
+    n_dead = int(dead.sum())
+    if n_dead == 0:
+        return None, None, 0.0
+    k_aux = d_in // 2
+    scale = min(n_dead / k_aux, 1.0)
+    dead_ids = torch.nonzero(dead).squeeze(1)
+    top, which = _topk(pre.index_select(1, dead_ids), min(k_aux, n_dead))
+    return top, dead_ids[which], scale
+
+
+class _Codes:
+    """A `[rows, d_sae]` matrix with k non-zeros per row, in the layout the chosen kernel multiplies fastest."""
+
+    def __init__(self, ids: "torch.Tensor", values: "torch.Tensor", d_sae: int, kernel: str,
+                 dtype: "torch.dtype | None" = None) -> None:
+        import torch
+
+        self.ids, self.values, self.d_sae, self.kernel = ids, values, d_sae, kernel
+        # Dense products run in the GEMM dtype (bf16 on a GPU); sparse kernels stay in float32.
+        self.dtype = values.dtype if kernel == "sparse" or dtype is None else dtype
+        rows, k = ids.shape
+        if kernel == "sparse":
+            self.crow = torch.arange(0, rows * k + 1, k, device=ids.device)
+            self.matrix = torch.sparse_csr_tensor(self.crow, ids.reshape(-1), values.reshape(-1), (rows, d_sae))
+        else:
+            self.matrix = torch.zeros(rows, d_sae, device=ids.device, dtype=self.dtype)
+            self.matrix.scatter_(1, ids, values.to(self.dtype))
+
+    def times(self, weights: "torch.Tensor") -> "torch.Tensor":
+        """codes @ weights: `[rows, d_in]` from latent-major `[d_sae, d_in]` weights."""
+        return (self.matrix @ weights.to(self.dtype)).float()
+
+    def transpose_times(self, grad: "torch.Tensor") -> "torch.Tensor":
+        """codes.T @ grad: a latent-major `[d_sae, d_in]` weight gradient from a `[rows, d_in]` gradient."""
+        return (self.matrix.t() @ grad.to(self.dtype)).float()
+
+    def gather_dot(self, grad: "torch.Tensor", weights: "torch.Tensor") -> "torch.Tensor":
+        """`[rows, k]`: for every stored entry (r, latent), grad[r] . weights[latent]."""
+        import torch
+
+        if self.kernel == "sparse":
+            pattern = torch.sparse_csr_tensor(self.crow, self.ids.reshape(-1), torch.zeros_like(self.values).reshape(-1),
+                                              self.matrix.shape)
+            return torch.sparse.sampled_addmm(pattern, grad, weights.T, beta=0.0).values().reshape(self.ids.shape)
+        return (grad.to(self.dtype) @ weights.T.to(self.dtype)).float().gather(1, self.ids)
+
+    def with_values(self, values: "torch.Tensor") -> "_Codes":
+        """The same sparsity pattern holding other values (a gradient)."""
+        return _Codes(self.ids, values, self.d_sae, self.kernel, self.dtype)
+
+
+def _backprop_codes(p: TopKParams, codes: _Codes, top: "torch.Tensor", grad_out: "torch.Tensor",
+                    centred: "torch.Tensor", grads: dict[str, "torch.Tensor"]) -> None:
+    """Accumulate into `grads` the gradients that flow from `grad_out` (d loss / d decoded) through `codes`."""
+    grads["dec"] += codes.transpose_times(grad_out)
+    grad_pre = codes.gather_dot(grad_out, p.dec.detach()) * (top > 0)
+    grad_codes = codes.with_values(grad_pre)
+    grads["enc"] += grad_codes.transpose_times(centred)
+    grads["b_enc"].index_add_(0, codes.ids.reshape(-1), grad_pre.reshape(-1))
+
+
+def fast_step_grads(p: TopKParams, x: "torch.Tensor", k: int, dead: "torch.Tensor | None", aux_coefficient: float,
+                    kernel: str, matmul_dtype: "torch.dtype | None" = None) -> StepOutput:
+    """Loss and gradients of one batch with hand-written sparse backprop; sets `.grad` of every parameter."""
+    import torch
+
+    with torch.no_grad():
+        dtype = matmul_dtype or torch.float32
+        batch = x.shape[0]
+        centred = x - p.b_dec.detach()
+        pre = _pre_activations(p, centred, dtype)
+        top, ids = _topk(pre, k)
+        codes = _Codes(ids, top.relu(), p.d_sae, kernel, dtype)
+        dec = p.dec.detach()
+        error = codes.times(dec) + p.b_dec.detach() - x
+        mse = error.pow(2).sum(1).mean()
+        grad_out = error * (2.0 / batch)
+        grads = {name: torch.zeros_like(t) for name, t in zip(("enc", "dec", "b_enc", "b_dec"), p.tensors())}
+        _backprop_codes(p, codes, top, grad_out, centred, grads)
+        aux = torch.zeros(())
+        if dead is not None and aux_coefficient > 0:
+            aux_top, aux_ids, scale = _dead_topk(pre, dead, p.d_in)
+            if aux_ids is not None:
+                aux_codes = _Codes(aux_ids, aux_top.relu(), p.d_sae, kernel, dtype)
+                # The dead latents chase the residual the live ones left (-error), which carries no gradient.
+                aux_error = aux_codes.times(dec) + error
+                aux = aux_coefficient * scale * aux_error.pow(2).sum(1).mean()
+                _backprop_codes(p, aux_codes, aux_top, aux_error * (2.0 * aux_coefficient * scale / batch),
+                                centred, grads)
+        # b_dec enters the decoder directly and the encoder through x - b_dec.
+        grads["b_dec"] = grad_out.sum(0) - grads["b_enc"] @ p.enc.detach()
+        for name, tensor in zip(("enc", "dec", "b_enc", "b_dec"), p.tensors()):
+            tensor.grad = grads[name]
+    return StepOutput(float(mse), float(aux), ids, codes.values)
+
+
+def autograd_step_grads(p: TopKParams, x: "torch.Tensor", k: int, dead: "torch.Tensor | None",
+                        aux_coefficient: float) -> StepOutput:
+    """The plain reference: the same loss written densely, gradients from autograd; sets `.grad`."""
+    import torch
+
+    for tensor in p.tensors():
+        tensor.grad = None
+    centred = x - p.b_dec
+    pre = centred @ p.enc.T + p.b_enc
+    top, ids = _topk(pre, k)
+    codes = torch.zeros_like(pre).scatter(1, ids, top.relu())
+    recon = codes @ p.dec + p.b_dec
+    mse = (recon - x).pow(2).sum(1).mean()
+    loss, aux = mse, torch.zeros(())
+    if dead is not None and aux_coefficient > 0:
+        aux_top, aux_ids, scale = _dead_topk(pre, dead, p.d_in)
+        if aux_ids is not None:
+            aux_codes = torch.zeros_like(pre).scatter(1, aux_ids, aux_top.relu())
+            residual = (x - recon).detach()
+            aux = aux_coefficient * scale * (aux_codes @ p.dec - residual).pow(2).sum(1).mean()
+            loss = loss + aux
+    loss.backward()
+    return StepOutput(float(mse.detach()), float(aux.detach()), ids.detach(), top.detach().relu())
+
+
+def step_grads(p: TopKParams, x: "torch.Tensor", cfg: TopKTrainConfig, dead: "torch.Tensor | None" = None,
+               kernel: str | None = None, matmul_dtype: "torch.dtype | None" = None) -> StepOutput:
+    """Loss and gradients of one batch with the configured kernel (fast or autograd)."""
+    kernel = kernel or resolve_kernel(cfg.kernel, x.device)
+    if kernel == "autograd":
+        return autograd_step_grads(p, x, cfg.k, dead, cfg.aux_coefficient)
+    return fast_step_grads(p, x, cfg.k, dead, cfg.aux_coefficient, kernel, matmul_dtype)
+
+
+def _keep_decoder_unit_norm_grad(p: TopKParams) -> None:
+    """Remove each decoder row's gradient component along the row, so a step moves along the unit sphere."""
+    import torch
+
+    with torch.no_grad():
+        dec, grad = p.dec, p.dec.grad
+        grad -= (grad * dec).sum(1, keepdim=True) * dec
+
+
+def _renormalise_decoder(p: TopKParams) -> None:
+    import torch
+
+    with torch.no_grad():
+        p.dec /= p.dec.norm(dim=1, keepdim=True).clamp_min(1e-12)
+
+
+def lr_factor(step: int, n_steps: int) -> float:
+    """1 for the first 70% of steps, then linear down to 0.1 at the last step."""
+    decay_start = int(0.7 * n_steps)
+    if step < decay_start:
+        return 1.0
+    return 1.0 - 0.9 * (step - decay_start) / max(n_steps - decay_start, 1)
+
+
+def make_optimizer(p: TopKParams, lr: float) -> "torch.optim.Optimizer":
+    """Adam over the SAE's tensors; the fused kernel where this torch build has it for the device."""
+    import torch
+
+    try:
+        return torch.optim.Adam(p.tensors(), lr=lr, betas=(0.9, 0.999), fused=True)
+    except (RuntimeError, TypeError):
+        return torch.optim.Adam(p.tensors(), lr=lr, betas=(0.9, 0.999))
+
+
+@dataclass
+class TrainResult:
+    """A trained TopK SAE and what training saw."""
+
+    params: TopKParams
+    steps: int
+    tokens: int
+    dead_fraction: float
+    """Share of latents that fired on no token in the last `dead_window` of training."""
+    seconds: float
+
+
+def train_topk(batches: Iterable["torch.Tensor"], d_in: int, d_sae: int, n_steps: int, cfg: TopKTrainConfig,
+               b_dec_init: "torch.Tensor | None" = None, dead_after: int | None = None, dead_window: float = 0.25,
+               device: str = "cpu", on_step: Callable[[int, StepOutput], None] | None = None) -> TrainResult:
+    """Train a TopK SAE on `n_steps` minibatches `[batch, d_in]` from `batches` (already normalised)."""
+    import time
+
+    import torch
+
+    if cfg.k < 1 or cfg.k > d_sae:
+        raise ClearSaeError(f"k must be between 1 and d_sae ({d_sae}), not {cfg.k}")
+    kernel = resolve_kernel(cfg.kernel, device)
+    dtype = resolve_matmul_dtype(cfg.matmul_dtype, device)
+    torch.manual_seed(cfg.seed)
+    p = TopKParams(d_in, d_sae, b_dec_init, cfg.seed, device)
+    optimizer = make_optimizer(p, cfg.lr)
+    tokens_since_fired = torch.zeros(d_sae, dtype=torch.long, device=device)
+    fired_late = torch.zeros(d_sae, dtype=torch.bool, device=device)
+    late_from = int((1 - dead_window) * n_steps)
+    tokens, start = 0, time.perf_counter()
+    for step, batch in enumerate(batches):
+        if step >= n_steps:
+            break
+        batch = batch.to(device, non_blocking=True).float()
+        dead = tokens_since_fired > dead_after if dead_after is not None else None
+        out = step_grads(p, batch, cfg, dead, kernel, dtype)
+        _keep_decoder_unit_norm_grad(p)
+        if cfg.clip_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(p.tensors(), cfg.clip_grad_norm, foreach=True)
+        for group in optimizer.param_groups:
+            group["lr"] = cfg.lr * lr_factor(step, n_steps)
+        optimizer.step()
+        _renormalise_decoder(p)
+        with torch.no_grad():
+            fired = torch.zeros(d_sae, dtype=torch.bool, device=device)
+            fired[out.latents[out.values > 0]] = True
+            tokens_since_fired += len(batch)
+            tokens_since_fired[fired] = 0
+            if step >= late_from:
+                fired_late |= fired
+        tokens += len(batch)
+        if on_step is not None:
+            on_step(step, out)
+    if tokens == 0:
+        raise ClearSaeError("the SAE trainer received no data; check that the cache holds tokens")
+    return TrainResult(p, step + 1, tokens, 1.0 - float(fired_late.float().mean()), time.perf_counter() - start)
+
+
+def to_sae_lens(p: TopKParams, k: int, hook: str, model_name: str) -> Any:
+    """The trained tensors as a sae-lens inference `TopKSAE` (float32, CPU)."""
+    import torch
+    from sae_lens import TopKSAE, TopKSAEConfig
+
+    cfg = TopKSAEConfig(d_in=p.d_in, d_sae=p.d_sae, k=k, dtype="float32", device="cpu",
+                        rescale_acts_by_decoder_norm=False)
+    cfg.metadata.hook_name = hook
+    cfg.metadata.model_name = model_name
+    sae = TopKSAE(cfg)
+    with torch.no_grad():
+        sae.W_enc.copy_(p.enc.detach().T)
+        sae.W_dec.copy_(p.dec.detach())
+        sae.b_enc.copy_(p.b_enc.detach())
+        sae.b_dec.copy_(p.b_dec.detach())
+    return sae.eval()
+
+
+_END = object()
+
+
+def prefetch(iterator: Iterator[Any], depth: int = 4) -> Iterator[Any]:
+    """Run `iterator` in a background thread, `depth` items ahead, so reading overlaps training.
+
+    HDF5 reads and numpy shuffles release the GIL for most of their time, as do torch kernels, so on two
+    cores the reader hides behind the step. An exception in the reader is raised here.
+    """
+    items: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def work() -> None:
+        try:
+            for item in iterator:
+                if stop.is_set():
+                    return
+                items.put(item)
+            items.put(_END)
+        except BaseException as err:  # handed to the consumer
+            items.put(err)
+
+    thread = threading.Thread(target=work, daemon=True, name="clear_sae-prefetch")
+    thread.start()
+    try:
+        while True:
+            item = items.get()
+            if item is _END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():  # unblock a reader waiting on a full queue
+            try:
+                items.get_nowait()
+            except queue.Empty:
+                thread.join(timeout=0.05)

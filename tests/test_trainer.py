@@ -1,0 +1,155 @@
+"""The TopK trainer: the fast kernels against the plain autograd reference, training itself, the data path."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import torch
+
+from clear_sae.errors import ClearSaeError
+from clear_sae.trainer import (TopKParams, TopKTrainConfig, prefetch, resolve_kernel, step_grads, to_sae_lens,
+                               train_topk)
+
+D_IN, D_SAE, K, BATCH = 48, 384, 8, 200
+
+
+def _params(seed: int = 1) -> TopKParams:
+    """An SAE a few steps away from its init, with encoder biases low enough that some chosen pre-activations
+    are negative (their latents are chosen but output zero, and pass no gradient)."""
+    p = TopKParams(D_IN, D_SAE, torch.full((D_IN,), 0.2), seed=seed)
+    with torch.no_grad():
+        p.b_enc += torch.randn(D_SAE, generator=torch.Generator().manual_seed(seed + 10)) * 0.3 - 3.5
+        p.enc += torch.randn(D_SAE, D_IN, generator=torch.Generator().manual_seed(seed + 20)) * 0.05
+    return p
+
+
+def _batch(seed: int = 0) -> torch.Tensor:
+    return torch.randn(BATCH, D_IN, generator=torch.Generator().manual_seed(seed)) * 1.5 + 0.1
+
+
+@pytest.mark.parametrize("kernel", ["sparse", "dense"])
+@pytest.mark.parametrize("with_dead", [False, True])
+def test_fast_kernels_match_autograd(kernel, with_dead):
+    x = _batch()
+    dead = torch.zeros(D_SAE, dtype=torch.bool)
+    dead[::3] = True  # 128 dead latents: AuxK takes the top 24 of them per token
+    results = {}
+    for name in (kernel, "autograd"):
+        p = _params()
+        out = step_grads(p, x, TopKTrainConfig(k=K), dead if with_dead else None, kernel=name)
+        results[name] = (out, [t.grad.clone() for t in p.tensors()])
+    (fast, fast_grads), (ref, ref_grads) = results[kernel], results["autograd"]
+    assert torch.equal(fast.latents.sort(1).values, ref.latents.sort(1).values)
+    assert torch.allclose(fast.values.sort(1).values, ref.values.sort(1).values, atol=1e-5)
+    assert 0 < (fast.values == 0).float().mean() < 0.5, "cover latents chosen with a negative pre-activation"
+    assert fast.mse == pytest.approx(ref.mse, rel=1e-5)
+    assert fast.aux == pytest.approx(ref.aux, rel=1e-5)
+    assert (fast.aux > 0) == with_dead
+    for name, a, b in zip(("enc", "dec", "b_enc", "b_dec"), fast_grads, ref_grads):
+        assert b.abs().max() > 0, name
+        assert torch.allclose(a, b, atol=1e-5 * float(b.abs().max()), rtol=1e-4), name
+
+
+def test_bf16_encoder_gemm_stays_close_to_float32():
+    x = _batch()
+    grads = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        p = _params()
+        out = step_grads(p, x, TopKTrainConfig(k=K), kernel="dense", matmul_dtype=dtype)
+        grads[dtype] = (out, p.enc.grad.clone())
+    (o32, g32), (o16, g16) = grads[torch.float32], grads[torch.bfloat16]
+    same = (o32.latents.sort(1).values == o16.latents.sort(1).values).float().mean()
+    assert same > 0.9
+    assert o16.mse == pytest.approx(o32.mse, rel=0.02)
+    assert torch.nn.functional.cosine_similarity(g32.flatten(), g16.flatten(), dim=0) > 0.95
+
+
+def _planted_batches(n_steps: int, seed: int = 0):
+    """Tokens that are sparse sums of 96 fixed unit directions (4 per token), plus a little noise."""
+    atoms = torch.nn.functional.normalize(torch.randn(96, D_IN, generator=torch.Generator().manual_seed(7)), dim=1)
+    g = torch.Generator().manual_seed(seed)
+    for _ in range(n_steps):
+        ids = torch.stack([torch.randperm(96, generator=g)[:4] for _ in range(BATCH)])
+        weights = torch.rand(BATCH, 4, generator=g) * 2 + 0.5
+        yield (weights[..., None] * atoms[ids]).sum(1) + 0.01 * torch.randn(BATCH, D_IN, generator=g)
+
+
+def test_training_recovers_a_planted_dictionary_with_unit_decoder_rows():
+    steps = 300
+    losses = []
+    result = train_topk(_planted_batches(steps), D_IN, 192, steps, TopKTrainConfig(k=6, lr=3e-3),
+                        dead_after=20 * BATCH, on_step=lambda s, out: losses.append(out.mse))
+    assert result.steps == steps and result.tokens == steps * BATCH
+    assert sum(losses[-20:]) / 20 < 0.2 * sum(losses[:5]) / 5
+    norms = result.params.dec.detach().norm(dim=1)
+    assert torch.allclose(norms, torch.ones_like(norms), atol=1e-5)
+    x = next(_planted_batches(1, seed=99))
+    sae = to_sae_lens(result.params, 6, "h", "toy")
+    with torch.no_grad():
+        recon = sae.decode(sae.encode(x))
+    assert 1 - (recon - x).pow(2).sum() / (x - x.mean(0)).pow(2).sum() > 0.9
+
+
+def test_sparse_and_autograd_training_runs_agree():
+    runs = {}
+    for kernel in ("sparse", "autograd"):
+        result = train_topk(_planted_batches(30), D_IN, 192, 30, TopKTrainConfig(k=6, kernel=kernel), dead_after=BATCH)
+        runs[kernel] = result.params
+    for a, b in zip(runs["sparse"].tensors(), runs["autograd"].tensors()):
+        assert torch.allclose(a, b, atol=1e-4)
+
+
+def test_to_sae_lens_encodes_like_the_trainer():
+    p = _params()
+    x = _batch(3)
+    out = step_grads(p, x, TopKTrainConfig(k=K), kernel="sparse")
+    codes = to_sae_lens(p, K, "h", "toy").encode(x).detach()
+    expected = torch.zeros(BATCH, D_SAE).scatter(1, out.latents, out.values)
+    assert torch.allclose(codes, expected, atol=1e-5)
+
+
+def test_kernel_names_and_bad_k_are_one_line_errors():
+    assert resolve_kernel("auto", "cpu") == "sparse"
+    assert resolve_kernel("auto", "cuda") == "dense"
+    with pytest.raises(ClearSaeError, match="unknown TopK kernel 'fast'; choose one of auto, sparse"):
+        resolve_kernel("fast", "cpu")
+    with pytest.raises(ClearSaeError, match="k must be between 1 and d_sae"):
+        train_topk(iter([]), D_IN, 16, 1, TopKTrainConfig(k=32))
+
+
+def test_prefetch_keeps_order_reads_ahead_and_passes_errors_on():
+    produced = []
+
+    def slow_source():
+        for i in range(6):
+            produced.append(i)
+            yield i
+
+    stream = prefetch(slow_source(), depth=2)
+    assert next(stream) == 0
+    time.sleep(0.2)
+    assert len(produced) >= 3  # the reader ran ahead while the consumer was busy
+    assert list(stream) == [1, 2, 3, 4, 5]
+
+    def failing():
+        yield 1
+        raise ValueError("bad chunk")
+
+    with pytest.raises(ValueError, match="bad chunk"):
+        list(prefetch(failing()))
+
+
+def test_prefetch_abandoned_early_stops_its_thread():
+    def endless():
+        i = 0
+        while True:
+            yield i
+            i += 1
+
+    stream = prefetch(endless(), depth=2)
+    assert [next(stream) for _ in range(3)] == [0, 1, 2]
+    stream.close()
+    time.sleep(0.1)
+    assert not any(t.name == "clear_sae-prefetch" and t.is_alive() for t in threading.enumerate())
