@@ -111,7 +111,7 @@ def step_scaling(sample: Any, args: argparse.Namespace) -> list[dict[str, Any]]:
     from sae_lens import TopKTrainingSAE, TopKTrainingSAEConfig
     from sae_lens.saes.sae import TrainStepInput
 
-    from clear_sae.trainer import TopKParams, TopKTrainConfig, make_optimizer, step_grads
+    from clear_sae.trainer import TopKParams, TopKTrainConfig, apply_update, make_optimizer, step_grads
 
     x = sample[: args.batch]
     rows = []
@@ -124,7 +124,7 @@ def step_scaling(sample: Any, args: argparse.Namespace) -> list[dict[str, Any]]:
 
             def step() -> None:
                 step_grads(p, x, TopKTrainConfig(k=k), kernel=kernel)
-                optimizer.step()
+                apply_update(p, optimizer)
 
             row[f"{kernel}_ms"] = median_seconds(step, repeats=args.scaling_repeats) * 1e3
         sae = TopKTrainingSAE(TopKTrainingSAEConfig(d_in=384, d_sae=d_sae, k=k, dtype="float32", device="cpu"))

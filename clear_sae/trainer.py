@@ -292,6 +292,17 @@ def _renormalise_decoder(p: TopKParams) -> None:
         p.dec /= p.dec.norm(dim=1, keepdim=True).clamp_min(1e-12)
 
 
+def apply_update(p: TopKParams, optimizer: "torch.optim.Optimizer", clip_grad_norm: float = 1.0) -> None:
+    """One optimiser step from the gradients in `.grad`, keeping the decoder rows on the unit sphere."""
+    import torch
+
+    _keep_decoder_unit_norm_grad(p)
+    if clip_grad_norm > 0:
+        torch.nn.utils.clip_grad_norm_(p.tensors(), clip_grad_norm, foreach=True)
+    optimizer.step()
+    _renormalise_decoder(p)
+
+
 def lr_factor(step: int, n_steps: int) -> float:
     """1 for the first 70% of steps, then linear down to 0.1 at the last step."""
     decay_start = int(0.7 * n_steps)
@@ -347,13 +358,9 @@ def train_topk(batches: Iterable["torch.Tensor"], d_in: int, d_sae: int, n_steps
         batch = batch.to(device, non_blocking=True).float()
         dead = tokens_since_fired > dead_after if dead_after is not None else None
         out = step_grads(p, batch, cfg, dead, kernel, dtype)
-        _keep_decoder_unit_norm_grad(p)
-        if cfg.clip_grad_norm > 0:
-            torch.nn.utils.clip_grad_norm_(p.tensors(), cfg.clip_grad_norm, foreach=True)
         for group in optimizer.param_groups:
             group["lr"] = cfg.lr * lr_factor(step, n_steps)
-        optimizer.step()
-        _renormalise_decoder(p)
+        apply_update(p, optimizer, cfg.clip_grad_norm)
         with torch.no_grad():
             fired = torch.zeros(d_sae, dtype=torch.bool, device=device)
             fired[out.latents[out.values > 0]] = True

@@ -1,0 +1,122 @@
+"""Activation caching and reading: the cache's overhead over the bare forward pass, and the reader against the trainer.
+
+In one run, on the shipped corpus and MiniLM's 7 hook points:
+
+- the bare forward pass (`Backbone.run`, which keeps the hooked tensors without copying them) against
+  `write_cache` on the same prompts with the same batch size: the overhead of storing fp16 rows in HDF5;
+- the shuffling minibatch reader (`ActivationCache.iter_minibatches`, 512-token batches) against the rate at
+  which the TopK trainer consumes tokens at the demo's size (1,536 latents) and at 6,144 latents, measured on
+  in-memory batches; and the trainer fed from the cache through `prefetch` against the same trainer fed from
+  memory, which is what the data path costs;
+- caching time against the number of prompts.
+
+    python benchmarks/caching.py [--prompts 6000] [--out benchmarks/caching.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from _bench import ROOT, save, table
+
+
+def time_forward(backbone: Any, prompts: list[str], hooks: list[str], batch: int) -> float:
+    """Seconds for the backbone's forward pass over `prompts`, hooks attached, nothing stored."""
+    start = time.perf_counter()
+    for i in range(0, len(prompts), batch):
+        backbone.run(prompts[i:i + batch], hooks)
+    return time.perf_counter() - start
+
+
+def time_cache(backbone: Any, prompts: list[str], hooks: list[str], batch: int, path: Path) -> float:
+    """Seconds for `write_cache` over the same prompts (a fresh file)."""
+    from clear_sae.cache import CacheConfig, write_cache
+
+    start = time.perf_counter()
+    write_cache(backbone, prompts, path, hooks, CacheConfig(batch_size=batch), force=True, progress=False)
+    return time.perf_counter() - start
+
+
+def reader_tokens_per_s(cache: Any, hook: str, tokens: int) -> float:
+    """Tokens/s of the shuffling reader alone (fp16 rows read, converted to float32 and shuffled)."""
+    start = time.perf_counter()
+    served = sum(len(b) for b in cache.iter_minibatches(hook, 512, tokens, seed=0))
+    return served / (time.perf_counter() - start)
+
+
+def trainer_tokens_per_s(cache: Any, hook: str, d_sae: int, steps: int, from_cache: bool) -> float:
+    """Tokens/s of the TopK trainer (sparse kernel) fed from memory, or from the cache through `prefetch`."""
+    import torch
+
+    from clear_sae.trainer import TopKTrainConfig, prefetch, train_topk
+
+    d_in = cache.widths[hook]
+    if from_cache:
+        batches = prefetch(cache.iter_minibatches(hook, 512, steps * 512, seed=0))
+    else:
+        data = torch.from_numpy(cache.rows(hook, 0, 512 * 8).astype("float32"))
+        batches = (data[(i % 8) * 512:(i % 8 + 1) * 512] for i in range(steps))
+    result = train_topk(batches, d_in, d_sae, steps, TopKTrainConfig(k=32, kernel="sparse"), dead_after=10**9)
+    return result.tokens / result.seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--prompts", type=int, default=6000, help="shipped corpus captions to cache")
+    parser.add_argument("--batch", type=int, default=64, help="prompts per forward pass")
+    parser.add_argument("--scaling", type=int, nargs="+", default=[500, 1000, 2000, 4000],
+                        help="prompt counts for the caching-time curve")
+    parser.add_argument("--train-steps", type=int, default=60)
+    parser.add_argument("--out", default=str(ROOT / "benchmarks/caching.json"))
+    args = parser.parse_args()
+
+    from clear_sae.backbones import load_backbone
+    from clear_sae.cache import ActivationCache
+    from clear_sae.prompts import read_prompt_file
+
+    backbone = load_backbone("minilm")
+    hooks = backbone.hook_points
+    prompts = read_prompt_file(ROOT / "clear_sae/data/prompts/corpus.txt")[:args.prompts]
+    time_forward(backbone, prompts[:args.batch], hooks, args.batch)  # warm-up
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "cache.h5"
+        # Alternate the two so that drift in the machine's speed hits both alike; keep the medians.
+        forward, cached = [], []
+        for _ in range(3):
+            forward.append(time_forward(backbone, prompts, hooks, args.batch))
+            cached.append(time_cache(backbone, prompts, hooks, args.batch, path))
+        forward_s, cache_s = sorted(forward)[1], sorted(cached)[1]
+        caching = {"prompts": len(prompts), "hook_points": len(hooks), "forward_s": forward_s, "cache_s": cache_s,
+                   "overhead": cache_s / forward_s - 1, "file_mb": path.stat().st_size / 2**20}
+        print(table([caching], list(caching)))
+
+        with ActivationCache(path) as cache:
+            hook = hooks[3]
+            tokens = min(cache.n_rows(hook) * 2, 400_000)
+            reading = [{"what": "reader (shuffled 512-token batches)",
+                        "tokens_per_s": reader_tokens_per_s(cache, hook, tokens)}]
+            for d_sae in (1536, 6144):
+                memory = trainer_tokens_per_s(cache, hook, d_sae, args.train_steps, from_cache=False)
+                fed = trainer_tokens_per_s(cache, hook, d_sae, args.train_steps, from_cache=True)
+                reading.append({"what": f"trainer d_sae {d_sae}, from memory", "tokens_per_s": memory})
+                reading.append({"what": f"trainer d_sae {d_sae}, from the cache via prefetch", "tokens_per_s": fed,
+                                "vs_memory": fed / memory})
+            for row in reading[1:]:
+                row["reader_headroom"] = reading[0]["tokens_per_s"] / row["tokens_per_s"]
+        print(table(reading, ["what", "tokens_per_s", "reader_headroom", "vs_memory"]))
+
+        growth = []
+        for n in args.scaling:
+            seconds = time_cache(backbone, prompts[:n], hooks, args.batch, Path(tmp) / f"c{n}.h5")
+            growth.append({"prompts": n, "seconds": seconds, "prompts_per_s": n / seconds})
+        print(table(growth, ["prompts", "seconds", "prompts_per_s"]))
+    save(args.out, {"config": {k: v for k, v in vars(args).items() if k != "out"}, "caching": caching,
+                    "reading": reading, "growth": growth})
+
+
+if __name__ == "__main__":
+    main()
