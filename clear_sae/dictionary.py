@@ -64,8 +64,8 @@ class TrainConfig:
     """Tokens drawn across the cache to measure explained variance and L0."""
     kernel: str = "auto"
     """TopK training step: sparse, dense, autograd (the plain reference) or auto (sparse on CPU, dense on GPU)."""
-    aux_coefficient: float = 1.0 / 32
-    """Weight of the TopK trainer's AuxK loss, which revives dead latents."""
+    aux_coefficient: float = 1.0
+    """Weight of the TopK trainer's AuxK loss, which revives dead latents (sae-lens's default)."""
     device: str = "cpu"
     """Where the TopK trainer runs (cpu or cuda); the other architectures train on the CPU."""
 
