@@ -315,9 +315,11 @@ def train_dictionaries(cache: "ActivationCache", out: str | Path, hook_points: l
 
 
 def load_sae(folder: str | Path) -> "SAE":
-    """Load one SAE folder (ours or any sae-lens SAE saved with `save_model`) as float32 on CPU."""
-    from sae_lens import SAE
+    """Load one SAE folder (ours or any sae-lens SAE saved with `save_model`) as float32 on CPU.
 
+    Plain TopK, ReLU and JumpReLU folders load as `clear_sae.plain_sae.PlainSAE` (same arithmetic, no sae-lens
+    import); anything else through `sae_lens.SAE.load_from_disk`.
+    """
     folder = Path(folder)
     if not folder.is_dir():
         raise ClearSaeError(f"dictionary folder {folder} does not exist; train it with `clear-sae train`")
@@ -326,6 +328,14 @@ def load_sae(folder: str | Path) -> "SAE":
     if not (folder / CONFIG).is_file():
         raise ClearSaeError(f"dictionary folder {folder} has no {CONFIG}; retrain it with `clear-sae train`")
     try:
+        from clear_sae.plain_sae import load_plain_sae
+
+        cfg = json.loads((folder / CONFIG).read_text())
+        plain = load_plain_sae(folder, cfg) if isinstance(cfg, dict) else None
+        if plain is not None:
+            return plain
+        from sae_lens import SAE
+
         sae = SAE.load_from_disk(folder, device="cpu", dtype="float32")
     except Exception as err:  # sae-lens raises many kinds for a malformed folder
         raise ClearSaeError(f"cannot load the SAE in {folder} ({type(err).__name__}: {err}); "
