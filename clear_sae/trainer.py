@@ -45,7 +45,6 @@ if TYPE_CHECKING:
 KERNELS = ("auto", "sparse", "dense", "autograd")
 
 
-
 class StepOutput(NamedTuple):
     """What one training step reports."""
 
@@ -350,6 +349,7 @@ def train_topk(batches: Iterable["torch.Tensor"], d_in: int, d_sae: int, n_steps
                b_dec_init: "torch.Tensor | None" = None, dead_after: int | None = None, dead_window: float = 0.25,
                device: str = "cpu", on_step: Callable[[int, StepOutput], None] | None = None) -> TrainResult:
     """Train a TopK SAE on `n_steps` minibatches `[batch, d_in]` from `batches` (already normalised)."""
+    import itertools
     import time
 
     import torch
@@ -358,16 +358,14 @@ def train_topk(batches: Iterable["torch.Tensor"], d_in: int, d_sae: int, n_steps
         raise ClearSaeError(f"k must be between 1 and d_sae ({d_sae}), not {cfg.k}")
     kernel = resolve_kernel(cfg.kernel, device)
     dtype = resolve_matmul_dtype(cfg.matmul_dtype, device)
-    torch.manual_seed(cfg.seed)
     p = TopKParams(d_in, d_sae, b_dec_init, cfg.seed, device)
     optimizer = make_optimizer(p, cfg.lr)
     tokens_since_fired = torch.zeros(d_sae, dtype=torch.long, device=device)
     fired_late = torch.zeros(d_sae, dtype=torch.bool, device=device)
     late_from = int((1 - dead_window) * n_steps)
-    tokens, start = 0, time.perf_counter()
-    for step, batch in enumerate(batches):
-        if step >= n_steps:
-            break
+    steps = tokens = 0
+    start = time.perf_counter()
+    for step, batch in enumerate(itertools.islice(batches, n_steps)):
         batch = batch.to(device, non_blocking=True).float()
         dead = tokens_since_fired > dead_after if dead_after is not None else None
         out = step_grads(p, batch, cfg, dead, kernel, dtype)
@@ -381,12 +379,12 @@ def train_topk(batches: Iterable["torch.Tensor"], d_in: int, d_sae: int, n_steps
             tokens_since_fired[fired] = 0
             if step >= late_from:
                 fired_late |= fired
-        tokens += len(batch)
+        steps, tokens = step + 1, tokens + len(batch)
         if on_step is not None:
             on_step(step, out)
     if tokens == 0:
         raise ClearSaeError("the SAE trainer received no data; check that the cache holds tokens")
-    return TrainResult(p, step + 1, tokens, 1.0 - float(fired_late.float().mean()), time.perf_counter() - start)
+    return TrainResult(p, steps, tokens, 1.0 - float(fired_late.float().mean()), time.perf_counter() - start)
 
 
 def to_sae_lens(p: TopKParams, k: int, hook: str, model_name: str) -> Any:

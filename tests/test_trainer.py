@@ -81,7 +81,7 @@ def _planted_batches(n_steps: int, seed: int = 0):
 def test_training_recovers_a_planted_dictionary():
     steps = 300
     losses = []
-    result = train_topk(_planted_batches(steps), D_IN, 192, steps, TopKTrainConfig(k=6, lr=3e-3),
+    result = train_topk(_planted_batches(steps + 50), D_IN, 192, steps, TopKTrainConfig(k=6, lr=3e-3),
                         dead_after=20 * BATCH, on_step=lambda s, out: losses.append(out.mse))
     assert result.steps == steps and result.tokens == steps * BATCH
     assert sum(losses[-20:]) / 20 < 0.2 * sum(losses[:5]) / 5
