@@ -106,7 +106,8 @@ def matmul_roofline(batch: int, d_in: int, d_sae: int) -> dict[str, float]:
 
 
 def step_scaling(sample: Any, args: argparse.Namespace) -> list[dict[str, Any]]:
-    """Seconds per training step at expansion 1x..32x for the fast path, the plain fallback and sae-lens's step."""
+    """Seconds per training step at expansion 1x..32x for each kernel and for sae-lens's step: which kernel is
+    fastest on this machine is what `--kernel auto` should pick here."""
     import torch
     from sae_lens import TopKTrainingSAE, TopKTrainingSAEConfig
     from sae_lens.saes.sae import TrainStepInput
@@ -118,7 +119,7 @@ def step_scaling(sample: Any, args: argparse.Namespace) -> list[dict[str, Any]]:
     for expansion in args.expansions:
         d_sae, k = 384 * expansion, min(args.k, 384 * expansion)
         row: dict[str, Any] = {"expansion": expansion, "d_sae": d_sae}
-        for kernel in ("sparse", "autograd"):
+        for kernel in ("sparse", "dense", "autograd"):
             p = TopKParams(384, d_sae)
             optimizer = make_optimizer(p, 1e-3)
 
@@ -139,6 +140,7 @@ def step_scaling(sample: Any, args: argparse.Namespace) -> list[dict[str, Any]]:
 
         row["sae_lens_ms"] = median_seconds(sae_lens_step, repeats=args.scaling_repeats) * 1e3
         row["speedup_vs_sae_lens"] = row["sae_lens_ms"] / row["sparse_ms"]
+        row["fastest_kernel"] = min(("sparse", "dense", "autograd"), key=lambda name: row[f"{name}_ms"])
         rows.append(row)
     print(table(rows, list(rows[0])))
     return rows

@@ -44,9 +44,10 @@ def test_training_benchmark_compares_three_trainers_in_one_run(tmp_path):
 
 
 def test_caching_benchmark_reports_overhead_and_reader_headroom(tmp_path):
-    record = run_benchmark("caching", tmp_path, "--prompts", "128", "--scaling", "32", "64", "--train-steps", "3")
+    record = run_benchmark("caching", tmp_path, "--prompts", "128", "--pairs", "3", "--scaling", "32", "64",
+                           "--train-steps", "3")
     caching = record["caching"]
-    assert caching["overhead"] == pytest.approx(caching["cache_s"] / caching["forward_s"] - 1)
+    assert caching["overhead_min"] <= caching["overhead"] <= caching["overhead_max"]
     assert caching["file_mb"] > 0
     reader = record["reading"][0]["tokens_per_s"]
     for row in record["reading"][1:]:
