@@ -3,12 +3,12 @@
 In one run, on the shipped corpus and MiniLM's 7 hook points:
 
 - the bare forward pass (`Backbone.run`, which keeps the hooked tensors without copying them) against
-  `write_cache` on the same prompts with the same batch size, back to back, 5 times: the median ratio is the
-  overhead of storing fp16 rows in HDF5;
+  `write_cache` on the same prompts with the same batch size, back to back (alternating which goes first),
+  5 times: the median ratio is the overhead of storing fp16 rows in HDF5;
 - the shuffling minibatch reader (`ActivationCache.iter_minibatches`, 512-token batches) against the rate at
-  which the TopK trainer consumes tokens at the demo's size (1,536 latents) and at 6,144 latents, measured on
-  in-memory batches; and the trainer fed from the cache through `prefetch` against the same trainer fed from
-  memory, which is what the data path costs;
+  which the TopK trainer consumes tokens at the demo's size (1,536 latents) and at 6,144 latents; and the
+  trainer fed from the cache, directly and through a `prefetch` thread, against the same trainer fed the same
+  batches from memory, which is what the data path costs;
 - caching time against the number of prompts.
 
     python benchmarks/caching.py [--prompts 3000] [--pairs 5] [--out benchmarks/caching.json]
@@ -50,19 +50,15 @@ def reader_tokens_per_s(cache: Any, hook: str, tokens: int) -> float:
     return served / (time.perf_counter() - start)
 
 
-def trainer_tokens_per_s(cache: Any, hook: str, d_sae: int, steps: int, from_cache: bool) -> float:
-    """Tokens/s of the TopK trainer (sparse kernel) fed from memory, or from the cache through `prefetch`."""
-    import torch
-
+def trainer_tokens_per_s(cache: Any, hook: str, d_sae: int, steps: int, source: str) -> float:
+    """Tokens/s of the TopK trainer (sparse kernel) fed the same batches from `memory` (read beforehand, not
+    timed), straight from the cache (`direct`, what `feed` does on a CPU) or through a `prefetch` thread."""
     from clear_sae.trainer import TopKTrainConfig, prefetch, train_topk
 
-    d_in = cache.widths[hook]
-    if from_cache:
-        batches = prefetch(cache.iter_minibatches(hook, 512, steps * 512, seed=0))
-    else:
-        data = torch.from_numpy(cache.rows(hook, 0, 512 * 8).astype("float32"))
-        batches = (data[(i % 8) * 512:(i % 8 + 1) * 512] for i in range(steps))
-    result = train_topk(batches, d_in, d_sae, steps, TopKTrainConfig(k=32, kernel="sparse"), dead_after=10**9)
+    stream = cache.iter_minibatches(hook, 512, steps * 512, seed=0)
+    batches = {"memory": lambda: iter(list(stream)), "direct": lambda: stream, "prefetch": lambda: prefetch(stream)}[source]()
+    result = train_topk(batches, cache.widths[hook], d_sae, steps, TopKTrainConfig(k=32, kernel="sparse"),
+                        dead_after=10**9)
     return result.tokens / result.seconds
 
 
@@ -90,9 +86,15 @@ def main() -> None:
         # Run the two back to back, `--pairs` times, so that drift in the machine's speed hits both alike, and
         # keep the median of the pairs' ratios.
         pairs = []
-        for _ in range(args.pairs):
-            forward = time_forward(backbone, prompts, hooks, args.batch)
-            pairs.append((forward, time_cache(backbone, prompts, hooks, args.batch, path)))
+        for i in range(args.pairs):
+            # Alternate which of the two goes first, so that neither always runs on a cooler or warmer machine.
+            if i % 2 == 0:
+                forward = time_forward(backbone, prompts, hooks, args.batch)
+                cached = time_cache(backbone, prompts, hooks, args.batch, path)
+            else:
+                cached = time_cache(backbone, prompts, hooks, args.batch, path)
+                forward = time_forward(backbone, prompts, hooks, args.batch)
+            pairs.append((forward, cached))
         ratios = sorted(cache / forward for forward, cache in pairs)
         caching = {"prompts": len(prompts), "hook_points": len(hooks),
                    "forward_s": statistics.median(f for f, _ in pairs), "cache_s": statistics.median(c for _, c in pairs),
@@ -106,11 +108,12 @@ def main() -> None:
             reading = [{"what": "reader (shuffled 512-token batches)",
                         "tokens_per_s": reader_tokens_per_s(cache, hook, tokens)}]
             for d_sae in (1536, 6144):
-                memory = trainer_tokens_per_s(cache, hook, d_sae, args.train_steps, from_cache=False)
-                fed = trainer_tokens_per_s(cache, hook, d_sae, args.train_steps, from_cache=True)
+                memory = trainer_tokens_per_s(cache, hook, d_sae, args.train_steps, "memory")
                 reading.append({"what": f"trainer d_sae {d_sae}, from memory", "tokens_per_s": memory})
-                reading.append({"what": f"trainer d_sae {d_sae}, from the cache via prefetch", "tokens_per_s": fed,
-                                "vs_memory": fed / memory})
+                for source, label in (("direct", "read directly (the CPU default)"), ("prefetch", "via a prefetch thread")):
+                    fed = trainer_tokens_per_s(cache, hook, d_sae, args.train_steps, source)
+                    reading.append({"what": f"trainer d_sae {d_sae}, from the cache, {label}", "tokens_per_s": fed,
+                                    "vs_memory": fed / memory})
             for row in reading[1:]:
                 row["reader_headroom"] = reading[0]["tokens_per_s"] / row["tokens_per_s"]
         print(table(reading, ["what", "tokens_per_s", "reader_headroom", "vs_memory"]))

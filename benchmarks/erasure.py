@@ -3,13 +3,13 @@
 In one run:
 
 - the shipped toy generator samples the same clips (same prompts, same noise, 20 steps with guidance) with and
-  without the clamp of a shipped toy concept attached, alternating the two, medians of `--repeats`; the clamp's
-  own cost is also timed on the text encoder alone, where it runs;
+  without the clamp of a shipped toy concept attached, alternating the two and which goes first, medians of
+  `--repeats`; the clamp's own cost is also timed on the text encoder alone, where it runs;
 - a concept the shipped library does not hold is learned on the shipped dictionaries (the in-process
   `learn_concept` call, which encodes its prompts at all 7 layers and scores them), and the whole
   `clear-sae concept` command is timed from process start, model and dictionary loading included.
 
-    python benchmarks/erasure.py [--clips 16] [--repeats 3] [--out benchmarks/erasure.json]
+    python benchmarks/erasure.py [--clips 16] [--repeats 4] [--out benchmarks/erasure.json]
 """
 
 from __future__ import annotations
@@ -50,15 +50,18 @@ def generation_overhead(clips: int, repeats: int) -> dict[str, Any]:
 
     generate()  # warm-up
     plain, clamped, edited = [], [], 0
-    for _ in range(repeats):
-        start = time.perf_counter()
-        generate()
-        plain.append(time.perf_counter() - start)
-        with erase_concepts(pipe.text_encoder, library, [CONCEPT]) as clamps:
-            start = time.perf_counter()
-            generate()
-            clamped.append(time.perf_counter() - start)
-            edited = sum(c.tokens_edited for c in clamps.values())
+    for i in range(repeats):
+        for with_clamp in ((False, True) if i % 2 == 0 else (True, False)):  # alternate which goes first
+            if not with_clamp:
+                start = time.perf_counter()
+                generate()
+                plain.append(time.perf_counter() - start)
+                continue
+            with erase_concepts(pipe.text_encoder, library, [CONCEPT]) as clamps:
+                start = time.perf_counter()
+                generate()
+                clamped.append(time.perf_counter() - start)
+                edited = sum(c.tokens_edited for c in clamps.values())
     with torch.no_grad():
         encode_plain = median_seconds(lambda: pipe.encode_prompt(prompts), repeats=10)
         with erase_concepts(pipe.text_encoder, library, [CONCEPT]):
@@ -111,7 +114,7 @@ def new_concept_seconds() -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clips", type=int, default=16)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=4)
     parser.add_argument("--out", default=str(ROOT / "benchmarks/erasure.json"))
     args = parser.parse_args()
 

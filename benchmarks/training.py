@@ -58,12 +58,12 @@ def quality(sae: Any, sample: Any) -> dict[str, float]:
 
 
 def run_clear_sae(cache: Any, scale: float, args: argparse.Namespace, kernel: str, sample: Any) -> dict[str, Any]:
-    """Train with clear_sae's trainer (the data path included: prefetch thread, shuffle buffer)."""
-    from clear_sae.trainer import TopKTrainConfig, prefetch, to_sae_lens, train_topk
+    """Train with clear_sae's trainer (its data path included: the cache's shuffle buffer, read as `feed` does)."""
+    from clear_sae.trainer import TopKTrainConfig, feed, to_sae_lens, train_topk
 
     n_steps = args.tokens // args.batch
     start = time.perf_counter()
-    result = train_topk(prefetch(batches(cache, args.batch, args.tokens, scale)), 384, args.d_sae, n_steps,
+    result = train_topk(feed(batches(cache, args.batch, args.tokens, scale), "cpu"), 384, args.d_sae, n_steps,
                         TopKTrainConfig(k=args.k, kernel=kernel), b_dec_init=sample.mean(0),
                         dead_after=max(args.tokens // 10, 4 * args.batch))
     seconds = time.perf_counter() - start

@@ -33,8 +33,6 @@ if TYPE_CHECKING:
     from clear_sae.backbones import Backbone
 
 FORMAT = "clear_sae.activation_cache"
-CHUNK_CACHE_BYTES = 16 << 20
-"""HDF5 chunk cache per dataset: room for a few 4 MiB chunks."""
 
 
 @dataclass
@@ -157,7 +155,6 @@ def write_cache(backbone: "Backbone", prompts: list[str], out: str | Path, hook_
             _create_layout(new, backbone, hook_points, prompts, cfg)
         partial.replace(out)
         f = open_h5(out, "r+")
-    writer = None
     try:
         state = _progress(f)
         rows = {h: int(state["rows"][h]) for h in hook_points}
@@ -166,78 +163,30 @@ def write_cache(backbone: "Backbone", prompts: list[str], out: str | Path, hook_
         batch_size = int(f.attrs["batch_size"])  # a resumed run keeps the original batching
         starts = range(done, len(prompts), batch_size)
         store_dtype = getattr(torch, cfg.dtype)
-        writer = _BatchWriter(f, rows, done)
         bar = tqdm(total=len(prompts), initial=done, desc="caching", unit="prompt", disable=not progress)
         for n_batches, start in enumerate(starts):
             if stop_after_batches is not None and n_batches >= stop_after_batches:
                 break
             batch = prompts[start:start + batch_size]
             outputs = backbone.run(batch, hook_points)
-            stored = {}
             for hook in hook_points:
                 act = outputs[hook]
                 mask = act.mask.cpu()
                 where = torch.nonzero(mask, as_tuple=False).to(torch.int32)
                 # Converting in torch (vectorised) rather than numpy keeps the cache's overhead over the bare
-                # forward pass small (benchmarks/caching.py).
-                stored[hook] = (act.acts.cpu()[mask].to(store_dtype).numpy(), (where[:, 0] + start).numpy(),
-                                where[:, 1].numpy())
-            writer.put(stored, start + len(batch))
+                # forward pass small; so does writing here rather than in a thread, which on 2 cores slowed the
+                # forward pass more than it hid (benchmarks/caching.py).
+                values = act.acts.cpu()[mask].to(store_dtype).numpy()
+                rows[hook] = _append(f[hook], rows[hook], values, (where[:, 0] + start).numpy(), where[:, 1].numpy())
+            done = start + len(batch)
+            f.attrs["progress"] = json.dumps({"n_prompts_done": done, "rows": rows})
+            f.flush()
             bar.update(len(batch))
         bar.close()
-        writer.close()
-        f.attrs["complete"] = writer.done == len(prompts)
+        f.attrs["complete"] = done == len(prompts)
     finally:
-        if writer is not None:
-            writer.close(raise_error=False)
         f.close()
     return out
-
-
-class _BatchWriter:
-    """Appends finished batches to the cache from a background thread, so HDF5 writes overlap the next forward.
-
-    Batches are written and committed (progress attribute, flush) strictly in order, one at a time, so the
-    file is always in a state that `--resume` continues exactly; `close` waits for the queued batches.
-    """
-
-    def __init__(self, f: "h5py.File", rows: dict[str, int], done: int, depth: int = 2) -> None:
-        import queue
-        import threading
-
-        self.f, self.rows, self.done = f, dict(rows), done
-        self.error: BaseException | None = None
-        self.items: queue.Queue = queue.Queue(maxsize=depth)
-        self.thread = threading.Thread(target=self._work, daemon=True, name="clear_sae-cache-writer")
-        self.thread.start()
-
-    def _work(self) -> None:
-        while (item := self.items.get()) is not None:
-            if self.error is not None:
-                continue  # drain without writing once a write failed
-            stored, done = item
-            try:
-                for hook, (values, prompt_index, position) in stored.items():
-                    self.rows[hook] = _append(self.f[hook], self.rows[hook], values, prompt_index, position)
-                self.f.attrs["progress"] = json.dumps({"n_prompts_done": done, "rows": self.rows})
-                self.f.flush()
-                self.done = done
-            except BaseException as err:  # reported to the caller by put/close
-                self.error = err
-
-    def put(self, stored: dict[str, tuple], done: int) -> None:
-        """Queue one batch's rows per hook point; `done` is the prompt count once it is written."""
-        if self.error is not None:
-            raise self.error
-        self.items.put((stored, done))
-
-    def close(self, raise_error: bool = True) -> None:
-        """Write everything queued and stop the thread (idempotent)."""
-        if self.thread.is_alive():
-            self.items.put(None)
-            self.thread.join()
-        if raise_error and self.error is not None:
-            raise self.error
 
 
 def open_h5(path: str | Path, mode: str = "r") -> "h5py.File":
@@ -248,9 +197,7 @@ def open_h5(path: str | Path, mode: str = "r") -> "h5py.File":
     if not path.is_file():
         raise ClearSaeError(f"cache {path} does not exist; create it with `clear-sae cache`")
     try:
-        # A chunk cache that holds a whole chunk (HDF5's default 1 MiB does not) lets the writer fill a chunk
-        # batch by batch in memory instead of reading it back from disk for every partial write.
-        f = h5py.File(path, mode, rdcc_nbytes=CHUNK_CACHE_BYTES)
+        f = h5py.File(path, mode)
     except OSError as err:
         reason = str(err).split("(")[-1].rstrip(")") if "(" in str(err) else str(err)
         raise ClearSaeError(

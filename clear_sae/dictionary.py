@@ -131,13 +131,14 @@ def _train_topk_layer(cache: "ActivationCache", hook: str, cfg: TrainConfig, sca
     """Train a TopK SAE with clear_sae's trainer; returns the sae-lens inference SAE and the dead fraction."""
     from tqdm.auto import tqdm
 
-    from clear_sae.trainer import TopKTrainConfig, prefetch, to_sae_lens, train_topk
+    from clear_sae.trainer import TopKTrainConfig, feed, to_sae_lens, train_topk
 
     topk_cfg = TopKTrainConfig(k=cfg.k, lr=cfg.lr, aux_coefficient=cfg.aux_coefficient, kernel=cfg.kernel,
                                seed=cfg.seed)
     batches = cache.iter_minibatches(hook, cfg.batch_size, n_steps * cfg.batch_size, seed=cfg.seed)
     bar = tqdm(total=n_steps, desc=f"training {hook}", unit="step", disable=not progress, leave=False)
-    result = train_topk(prefetch(batch * scale for batch in batches), cache.widths[hook], cfg.expansion * cache.widths[hook],
+    result = train_topk(feed((batch * scale for batch in batches), cfg.device), cache.widths[hook],
+                        cfg.expansion * cache.widths[hook],
                         n_steps, topk_cfg, b_dec_init=b_dec_init, dead_after=dead_after, dead_window=cfg.dead_window,
                         device=cfg.device, on_step=lambda step, out: bar.update())
     bar.close()

@@ -5,9 +5,9 @@ latent mask. The SAE's reconstruction error stays in h' (only the concept latent
 contribution is removed), so a token on which no concept latent fires passes through bit for bit.
 
 That one decoder step is the paper's formula, but re-encoding h' usually still shows the concept
-latents firing, since an encoder row is not the inverse of its decoder column (on the shipped
-dictionaries one step removed only 13-49% of the concept activation). With `exact=True` (the
-default) the clamp then also removes the smallest component along the concept latents' encoder
+latents firing, since an encoder row is not the inverse of its decoder column (on the dictionaries
+shipped before clear_sae had its own trainer, one step removed only 13-49% of the concept activation).
+With `exact=True` (the default) the clamp then also removes the smallest component along the concept latents' encoder
 directions that puts their pre-activations just below zero, so the SAE reads exactly zero concept
 activation at that layer. This applies to latents erased at full strength (gamma >= 1); weaker
 strengths keep the single step, as does `exact=False`.

@@ -409,11 +409,19 @@ def to_sae_lens(p: TopKParams, k: int, hook: str, model_name: str) -> Any:
 _END = object()
 
 
+def feed(batches: Iterator[Any], device: str) -> Iterator[Any]:
+    """The batch stream as the trainer should read it on `device`: through `prefetch` when the step runs on a
+    GPU (the CPU is free to read meanwhile), directly on a CPU, where a reader thread competes with torch's
+    threads for the cores (on 2 cores it cost 6-7% of training throughput; benchmarks/caching.py)."""
+    import torch
+
+    return prefetch(batches) if torch.device(device).type != "cpu" else batches
+
+
 def prefetch(iterator: Iterator[Any], depth: int = 4) -> Iterator[Any]:
     """Run `iterator` in a background thread, `depth` items ahead, so reading overlaps training.
 
-    HDF5 reads and numpy shuffles release the GIL for most of their time, as do torch kernels, so on two
-    cores the reader hides behind the step. An exception in the reader is raised here.
+    Worth it when the training step runs on a GPU (see `feed`). An exception in the reader is raised here.
     """
     items: queue.Queue = queue.Queue(maxsize=depth)
     stop = threading.Event()

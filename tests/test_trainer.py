@@ -155,3 +155,12 @@ def test_prefetch_abandoned_early_stops_its_thread():
     stream.close()
     time.sleep(0.1)
     assert not any(t.name == "clear_sae-prefetch" and t.is_alive() for t in threading.enumerate())
+
+
+def test_feed_reads_directly_on_cpu_and_through_a_thread_for_a_gpu():
+    from clear_sae.trainer import feed
+
+    source = iter(range(5))
+    assert feed(source, "cpu") is source
+    threaded = feed(iter(range(5)), "cuda")
+    assert threaded is not source and list(threaded) == [0, 1, 2, 3, 4]
