@@ -221,7 +221,9 @@ def train_layer(cache: "ActivationCache", hook: str, cfg: TrainConfig, out_folde
     if out_folder.exists():
         shutil.rmtree(out_folder)
     tmp.replace(out_folder)
-    extra: dict[str, Any] = {"k": cfg.k, "trainer": "clear_sae.trainer", "kernel": cfg.kernel} if cfg.architecture == "topk" else {}
+    extra: dict[str, Any] = {}
+    if cfg.architecture == "topk":
+        extra = {"k": cfg.k, "trainer": "clear_sae.trainer", "kernel": cfg.kernel}
     return LayerRecord(hook_point=hook, folder=out_folder.name, d_in=d_in, d_sae=cfg.expansion * d_in,
                        architecture=cfg.architecture, training_tokens=n_steps * cfg.batch_size,
                        explained_variance=round(ev, 5), l0=round(l0, 3),
