@@ -18,10 +18,9 @@ rate. The fastest kernel is the one to pass as `--kernel` on that card.
 from __future__ import annotations
 
 import argparse
-import time
 from typing import Any
 
-from _bench import ROOT, save, table
+from _bench import ROOT, median_seconds, save, table
 
 
 def synchronise(device: str) -> None:
@@ -32,18 +31,9 @@ def synchronise(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def timed(fn: Any, device: str, repeats: int, warmup: int = 2) -> float:
-    """Median seconds of `fn()` on `device`, synchronised."""
-    for _ in range(warmup):
-        fn()
-    synchronise(device)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        synchronise(device)
-        times.append(time.perf_counter() - start)
-    return sorted(times)[len(times) // 2]
+def timed(fn: Any, device: str, repeats: int) -> float:
+    """Median seconds of `fn()` on `device`, each call waited for (2 untimed calls first)."""
+    return median_seconds(lambda: (fn(), synchronise(device)), repeats=repeats, warmup=2)
 
 
 def matmul_rate(m: int, k: int, n: int, dtype: Any, device: str, repeats: int = 10) -> float:

@@ -46,15 +46,11 @@ def batches(cache: Any, batch: int, tokens: int, scale: float, seed: int = 0) ->
 
 
 def quality(sae: Any, sample: Any) -> dict[str, float]:
-    """Explained variance and L0 of a sae-lens SAE on `sample` (normalised activations)."""
-    import torch
+    """Explained variance and L0 of a SAE on `sample` (normalised activations)."""
+    from clear_sae.dictionary import reconstruction_quality
 
-    from clear_sae.dictionary import explained_variance
-
-    with torch.no_grad():
-        codes = sae.encode(sample)
-        return {"explained_variance": explained_variance(sample, sae.decode(codes)),
-                "l0": float((codes > 0).sum(-1).float().mean())}
+    ev, l0 = reconstruction_quality(sae, sample)
+    return {"explained_variance": ev, "l0": l0}
 
 
 def run_clear_sae(cache: Any, scale: float, args: argparse.Namespace, kernel: str, sample: Any) -> dict[str, Any]:

@@ -88,16 +88,13 @@ class LayerRecord:
 
 
 def _training_sae(cfg: TrainConfig, d_in: int, hook: str, backbone_id: str) -> Any:
-    from sae_lens import (JumpReLUTrainingSAE, JumpReLUTrainingSAEConfig, StandardTrainingSAE,
-                          StandardTrainingSAEConfig, TopKTrainingSAE, TopKTrainingSAEConfig)
+    """A sae-lens training SAE for the architectures sae-lens trains here (TopK uses clear_sae.trainer)."""
+    from sae_lens import JumpReLUTrainingSAE, JumpReLUTrainingSAEConfig, StandardTrainingSAE, StandardTrainingSAEConfig
 
     common = dict(d_in=d_in, d_sae=cfg.expansion * d_in, dtype="float32", device="cpu")
-    if cfg.architecture == "topk":
-        sae_cfg: Any = TopKTrainingSAEConfig(k=cfg.k, **common)
-        sae: Any = TopKTrainingSAE(sae_cfg)
-    elif cfg.architecture == "standard":
-        sae_cfg = StandardTrainingSAEConfig(l1_coefficient=cfg.l1_coefficient, **common)
-        sae = StandardTrainingSAE(sae_cfg)
+    if cfg.architecture == "standard":
+        sae_cfg: Any = StandardTrainingSAEConfig(l1_coefficient=cfg.l1_coefficient, **common)
+        sae: Any = StandardTrainingSAE(sae_cfg)
     elif cfg.architecture == "jumprelu":
         sae_cfg = JumpReLUTrainingSAEConfig(l0_coefficient=cfg.l0_coefficient, **common)
         sae = JumpReLUTrainingSAE(sae_cfg)
@@ -190,6 +187,15 @@ def _train_sae_lens_layer(cache: "ActivationCache", hook: str, cfg: TrainConfig,
     return inference, 1 - float(fired_late.float().mean())
 
 
+def reconstruction_quality(sae: Any, x: "torch.Tensor") -> tuple[float, float]:
+    """Explained variance and mean L0 of `sae` on the rows `x`."""
+    import torch
+
+    with torch.no_grad():
+        codes = sae.encode(x)
+        return explained_variance(x, sae.decode(codes)), float((codes > 0).sum(-1).float().mean())
+
+
 def input_scale(sample: "torch.Tensor") -> float:
     """The factor that brings activations to a mean squared norm of d_in (what the trainers see)."""
     return math.sqrt(sample.shape[-1] / float(sample.pow(2).sum(-1).mean().clamp_min(1e-12)))
@@ -209,10 +215,7 @@ def train_layer(cache: "ActivationCache", hook: str, cfg: TrainConfig, out_folde
     inference, dead_fraction = train(cache, hook, cfg, scale, (sample * scale).mean(0), n_steps, dead_after, progress)
 
     inference.fold_activation_norm_scaling_factor(scale)
-    with torch.no_grad():
-        codes = inference.encode(sample)
-        ev = explained_variance(sample, inference.decode(codes))
-        l0 = float((codes > 0).sum(-1).float().mean())
+    ev, l0 = reconstruction_quality(inference, sample)
     inference.cfg.dtype = cfg.save_dtype
     inference.to(dtype=getattr(torch, cfg.save_dtype))
     tmp = out_folder.with_name(out_folder.name + ".tmp")
