@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
 from clear_sae import __version__
-from clear_sae.errors import ClearSaeError
+from clear_sae.errors import ClearSaeError, check_interrupt
 from clear_sae.prompts import prompts_hash
 
 if TYPE_CHECKING:
@@ -165,6 +165,7 @@ def write_cache(backbone: "Backbone", prompts: list[str], out: str | Path, hook_
         store_dtype = getattr(torch, cfg.dtype)
         bar = tqdm(total=len(prompts), initial=done, desc="caching", unit="prompt", disable=not progress)
         for n_batches, start in enumerate(starts):
+            check_interrupt()
             if stop_after_batches is not None and n_batches >= stop_after_batches:
                 break
             batch = prompts[start:start + batch_size]

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from clear_sae.errors import ClearSaeError
+from clear_sae.errors import ClearSaeError, clear_interrupt, request_interrupt
 
 
 def positive_int(text: str) -> int:
@@ -350,14 +350,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _raise_interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
-
-
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `clear-sae`; returns the exit status."""
     args = build_parser().parse_args(argv)
-    signal.signal(signal.SIGTERM, _raise_interrupt)
+    clear_interrupt()
+    signal.signal(signal.SIGTERM, request_interrupt)
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # an ignored SIGINT (background job) stays so
+        signal.signal(signal.SIGINT, request_interrupt)
     try:
         args.func(args)
     except ClearSaeError as err:

@@ -1,5 +1,33 @@
-"""The one exception type the CLI turns into a one-line message."""
+"""The one exception type the CLI turns into a one-line message, and the CLI's record of an interrupt."""
+
+from typing import Any
 
 
 class ClearSaeError(Exception):
     """A problem with the user's input: the message says what is wrong and how to fix it."""
+
+
+_interrupt_requested = False
+
+
+def request_interrupt(signum: int, frame: Any) -> None:
+    """Signal handler of the CLI (Ctrl-C, SIGTERM): remember the request, then raise KeyboardInterrupt."""
+    global _interrupt_requested
+    _interrupt_requested = True
+    raise KeyboardInterrupt
+
+
+def clear_interrupt() -> None:
+    """Forget an earlier interrupt (the CLI calls this as it starts a command)."""
+    global _interrupt_requested
+    _interrupt_requested = False
+
+
+def check_interrupt() -> None:
+    """Raise KeyboardInterrupt if an interrupt was requested.
+
+    Long loops call this once per batch: a KeyboardInterrupt raised while C code is running Python callbacks
+    can be swallowed on its way out, and the loop would otherwise carry on to the end.
+    """
+    if _interrupt_requested:
+        raise KeyboardInterrupt

@@ -133,3 +133,23 @@ def test_an_interrupt_while_creating_the_file_leaves_nothing_to_trip_over(minilm
     _write(minilm, tmp_path / "c.h5", resume=True)  # starts cleanly
     with ActivationCache(tmp_path / "c.h5") as cache:
         assert cache.complete
+
+
+def test_an_interrupt_swallowed_on_its_way_still_stops_the_cache_at_the_next_batch(minilm, tmp_path):
+    """If C code swallows the KeyboardInterrupt that the CLI's handler raised, the loop stops at its next batch."""
+    import signal
+
+    from clear_sae import errors
+
+    with pytest.raises(KeyboardInterrupt):
+        errors.request_interrupt(signal.SIGINT, None)  # the exception is dropped here, as if swallowed
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            _write(minilm, tmp_path / "c.h5")
+    finally:
+        errors.clear_interrupt()
+    with h5py.File(tmp_path / "c.h5") as f:
+        assert json.loads(f.attrs["progress"])["n_prompts_done"] == 0 and not f.attrs["complete"]
+    _write(minilm, tmp_path / "c.h5", resume=True)
+    with ActivationCache(tmp_path / "c.h5") as cache:
+        assert cache.complete
