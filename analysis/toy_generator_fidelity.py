@@ -2,7 +2,9 @@
 
 Samples single-object clips from training-phrasing captions (seeded) and reports the share of frames
 whose detected colour and shape match the caption, and of clips whose detected motion matches, with
-95% Wilson intervals. Writes JSON next to printing it.
+95% Wilson intervals. With `--neutral-clips N` it also samples N captions that leave one attribute
+unnamed (colour, shape and motion in turn) and reports how often the detector finds no class of that
+axis, i.e. how faithfully the neutral value (grey, square, still) is drawn. Writes JSON next to printing it.
 
     python analysis/toy_generator_fidelity.py --generator runs/gen_trial [--step 2000] --clips 96
 """
@@ -13,6 +15,7 @@ import argparse
 import json
 import math
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +39,7 @@ def main() -> None:
     from clear_sae.toyworld.detector import detect, load_detector
     from clear_sae.toyworld.evaluation import attribute_agreement
     from clear_sae.toyworld.generator import make_pipeline
-    from clear_sae.toyworld.render import random_spec
+    from clear_sae.toyworld.render import NEUTRAL, random_spec
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--generator", required=True, help="folder with transformer/ (or step_N/transformer/)")
@@ -45,6 +48,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20, help="sampling steps")
     parser.add_argument("--guidance", type=float, default=4.0)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--neutral-clips", type=int, default=48, help="clips with one attribute unnamed (0: none)")
     parser.add_argument("--out", default=None, help="JSON output (default: beside the weights)")
     args = parser.parse_args()
 
@@ -54,10 +58,13 @@ def main() -> None:
     rng = np.random.default_rng(args.seed)
     specs = [random_spec(rng, second_object_rate=0.0) for _ in range(args.clips)]
     prompts = [caption(s, rng, "train") for s in specs]
+    def sample(texts: list[str]) -> np.ndarray:
+        return np.concatenate([pipe(texts[i:i + 16], num_inference_steps=args.steps, guidance_scale=args.guidance,
+                                    generator=torch.Generator().manual_seed(args.seed + i))
+                               for i in range(0, len(texts), 16)])
+
     start = time.perf_counter()
-    clips = np.concatenate([pipe(prompts[i:i + 16], num_inference_steps=args.steps, guidance_scale=args.guidance,
-                                 generator=torch.Generator().manual_seed(args.seed + i))
-                            for i in range(0, len(prompts), 16)])
+    clips = sample(prompts)
     seconds = time.perf_counter() - start
     agreement = attribute_agreement(detect(detector, clips), specs)  # per clip: share of frames (0/1 for motion)
     frames = clips.shape[1]
@@ -69,6 +76,19 @@ def main() -> None:
         successes, total = int(round(float(shares.sum()) * units)), len(shares) * units
         result[name] = round(successes / total, 4)
         result[name + "_ci95"] = [round(v, 4) for v in wilson(successes, total)]
+    if args.neutral_clips:
+        axes = [("colour", "shape", "motion")[i % 3] for i in range(args.neutral_clips)]
+        fresh = [random_spec(rng, second_object_rate=0.0) for _ in axes]
+        unnamed = [replace(s, main=replace(s.main, **{axis: NEUTRAL[axis]})) for s, axis in zip(fresh, axes)]
+        det = detect(detector, sample([caption(s, rng, "train") for s in unnamed]))
+        for axis in ("colour", "shape", "motion"):
+            rows = np.array([a == axis for a in axes])
+            probs = getattr(det, axis)[rows]
+            none_found = (probs.max(-1) <= 0.5).reshape(len(probs), -1)  # [clips, frames] or [clips, 1]
+            successes, total = int(none_found.sum()), none_found.size
+            key = f"neutral_{axis}_" + ("clips" if axis == "motion" else "frames")
+            result[key] = round(successes / total, 4)
+            result[key + "_ci95"] = [round(v, 4) for v in wilson(successes, total)]
     print(json.dumps(result, indent=2))
     out = Path(args.out) if args.out else folder / "fidelity.json"
     out.write_text(json.dumps(result, indent=2))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -123,8 +124,6 @@ def test_generator_trains_samples_and_takes_the_erasure_hook(tmp_path):
 
 
 def test_shipped_detector_is_accurate_on_fresh_clips():
-    from pathlib import Path
-
     from clear_sae.toyworld.detector import accuracy, load_detector
 
     folder = Path(__file__).resolve().parent.parent / "clear_sae" / "toyworld" / "weights" / "detector"
@@ -143,3 +142,76 @@ def test_generator_learning_rate_warms_up_holds_and_decays_to_zero():
     assert all(f == 1.0 for f in factors[50:800])
     assert all(a > b for a, b in zip(factors[800:], factors[801:]))  # strictly falling over the last 20%
     assert factors[-1] == 1 / 200
+
+
+def test_unnamed_attributes_render_as_a_grey_square_standing_still():
+    from clear_sae.toyworld.render import NEUTRAL, NEUTRAL_RGB
+
+    clip = render_clip(ClipSpec(ToyObject(NEUTRAL["shape"], NEUTRAL["colour"], NEUTRAL["motion"]), "plain"), EXACT)
+    grey = np.abs(clip.astype(np.float32) - np.array(NEUTRAL_RGB, np.float32)).max(-1) < 30
+    assert np.array_equal(grey[0], grey[-1])  # still
+    assert grey[0].sum() == shape_mask("square", 32, 16, 16, 8).sum() > 100
+    for colour in COLOURS:
+        assert not _object_pixels(clip, colour).any()
+    square = shape_mask("square", 32, 16, 16, 8)
+    for s in SHAPES:
+        other = shape_mask(s, 32, 16, 16, 8)
+        assert (square & other).sum() / (square | other).sum() < 0.8, s
+
+
+def test_a_caption_with_an_attribute_unnamed_is_the_full_caption_without_its_words():
+    """What `evaluate` samples as "no words" is exactly what the generator was trained on for a neutral value."""
+    from dataclasses import replace
+
+    from clear_sae.toyworld.captions import NEUTRAL_WORDS, without_words
+    from clear_sae.toyworld.render import NEUTRAL
+
+    rng = np.random.default_rng(8)
+    for i in range(300):
+        spec = random_spec(rng, second_object_rate=0.0)
+        axis = ("colour", "shape", "motion")[i % 3]
+        split = ("train", "heldout")[i % 2]
+        named = caption(spec, np.random.default_rng(i), split)
+        unnamed = caption(replace(spec, main=replace(spec.main, **{axis: NEUTRAL[axis]})), np.random.default_rng(i),
+                          split)
+        assert unnamed == without_words(named, axis, getattr(spec.main, axis)), (named, unnamed)
+        assert unnamed != named and NEUTRAL_WORDS[axis] in unnamed
+
+
+def test_neutral_values_are_drawn_only_when_asked_and_carry_no_detector_label():
+    from clear_sae.toyworld.detector import _labels
+    from clear_sae.toyworld.render import NEUTRAL
+
+    from clear_sae.library import ConceptLibrary
+    from clear_sae.toyworld.concepts import attribute_of, concept_pairs
+
+    # Without neutral values the random stream is the old one: the shipped library's toy concepts were learned
+    # from exactly the prompts concept_pairs still draws.
+    shipped = ConceptLibrary.load(Path(__file__).resolve().parent.parent / "dictionaries" / "minilm" / "concepts.json")
+    for name in ("red", "bar", "shrink"):
+        targets, nontargets, _, _ = concept_pairs(*attribute_of(name), len(shipped.get(name).target_prompts))
+        assert (targets, nontargets) == (shipped.get(name).target_prompts, shipped.get(name).nontarget_prompts)
+    rng = np.random.default_rng(6)
+    objects = [random_spec(rng, second_object_rate=0.0, neutral_rate=0.3).main for _ in range(400)]
+    for axis, value in NEUTRAL.items():
+        share = np.mean([getattr(o, axis) == value for o in objects])
+        assert 0.2 < share < 0.4, (axis, share)
+    shape, colour, motion = _labels(ClipSpec(ToyObject("square", "grey", "left"), "plain",
+                                             ToyObject("circle", "grey", "still")))
+    assert shape.tolist() == [float(s == "circle") for s in SHAPES]
+    assert not colour.any() and motion.tolist() == [float(m == "left") for m in MOTIONS]
+
+
+def test_the_generator_reads_frame_row_and_column_as_extra_channels():
+    import torch
+
+    from clear_sae.toyworld.generator import GeneratorConfig, build_transformer, with_coordinates
+
+    x = torch.randn(2, 3, 8, 32, 32)
+    with_coords = with_coordinates(build_transformer(GeneratorConfig(layers=1)), x)
+    assert with_coords.shape == (2, 6, 8, 32, 32) and torch.equal(with_coords[:, :3], x)
+    frame, row, column = with_coords[0, 3:]
+    assert torch.equal(frame[:, 0, 0], torch.linspace(-1, 1, 8)) and (frame == frame[:, :1, :1]).all()
+    assert torch.equal(row[0, :, 0], torch.linspace(-1, 1, 32)) and torch.equal(column[0, 0], torch.linspace(-1, 1, 32))
+    # A generator trained without them (3 input channels) is given the clip alone.
+    assert with_coordinates(build_transformer(GeneratorConfig(layers=1, coordinates=False)), x) is x

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from clear_sae.toyworld.render import ClipSpec, ToyObject
+from clear_sae.toyworld.render import NEUTRAL, ClipSpec, ToyObject
 
 COLOUR_WORDS: dict[str, list[str]] = {
     "red": ["red", "crimson", "scarlet"],
@@ -42,8 +42,9 @@ BACKGROUND_WORDS: dict[str, list[str]] = {
     "gradient": ["against a sunset gradient", "over a twilight sky", "in front of a dusky gradient"],
 }
 WORDS_BY_AXIS: dict[str, dict[str, list[str]]] = {"colour": COLOUR_WORDS, "shape": SHAPE_WORDS, "motion": MOTION_WORDS}
-NEUTRAL_WORDS = {"colour": "", "shape": "shape", "motion": "moves"}
-"""What stands in for an attribute's words when a caption is stripped of them (`without_words`)."""
+NEUTRAL_WORDS = {"colour": "", "shape": "shape", "motion": "sits"}
+"""The words of an unnamed attribute, which the renderer draws with its neutral value (a grey square that
+stands still); `without_words` puts them where a concept's words were."""
 ONE_OBJECT_TEMPLATES = [
     "{a_obj} {motion} {bg}",
     "{A_obj} {motion} {bg}.",
@@ -81,10 +82,18 @@ def _pick_template(templates: list[str], split: str, rng: np.random.Generator) -
     return str(pool[rng.integers(len(pool))])
 
 
+def _word(axis: str, value: str, split: str, rng: np.random.Generator) -> str:
+    if value == NEUTRAL[axis]:
+        # Drawn like a named value's synonym (every list has 3), so that a caption with the attribute unnamed is
+        # word for word the caption with it named, less its words: what `without_words` makes of it.
+        return _pick_word([NEUTRAL_WORDS[axis]] * 3, split, rng)
+    return _pick_word(WORDS_BY_AXIS[axis][value], split, rng)
+
+
 def _object_phrase(obj: ToyObject, split: str, rng: np.random.Generator) -> tuple[str, str]:
-    colour = _pick_word(COLOUR_WORDS[obj.colour], split, rng)
-    shape = _pick_word(SHAPE_WORDS[obj.shape], split, rng)
-    return _article(f"{colour} {shape}"), _pick_word(MOTION_WORDS[obj.motion], split, rng)
+    colour = _word("colour", obj.colour, split, rng)
+    shape = _word("shape", obj.shape, split, rng)
+    return _article(f"{colour} {shape}".strip()), _word("motion", obj.motion, split, rng)
 
 
 def caption(spec: ClipSpec, rng: np.random.Generator, split: str = "train") -> str:

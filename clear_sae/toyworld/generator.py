@@ -1,8 +1,14 @@
 """A tiny text-to-video diffusion model for the toy world, in the diffusers ecosystem.
 
-A `WanTransformer3DModel` in pixel space (3 channels, 8x32x32 clips, patch 1x4x4) conditioned through
-cross-attention on the token states of the frozen MiniLM text encoder, trained with flow matching and
-sampled with diffusers' `FlowMatchEulerDiscreteScheduler` and classifier-free guidance.
+A `WanTransformer3DModel` in pixel space (8x32x32 clips, patch 1x4x4) conditioned through cross-attention
+on the token states of the frozen MiniLM text encoder, trained with flow matching and sampled with
+diffusers' `FlowMatchEulerDiscreteScheduler` and classifier-free guidance.
+
+Besides the 3 colour channels the model reads 3 coordinate channels (frame, row, column, each in [-1, 1]),
+concatenated to its input the way Wan's image-to-video model concatenates its conditioning channels. Wan
+places tokens only through rotary embeddings, which are relative: without the coordinates the model
+cannot tell the first frame from the last or the left edge from the right, and a first generator rendered
+colour faithfully but moved its objects the same way whatever the caption said.
 `ToyVideoPipeline` keeps the text encoder at `pipe.text_encoder` like a real Wan pipeline, so the
 erasure context manager attaches to it the same way.
 """
@@ -35,6 +41,8 @@ class GeneratorConfig:
     layers: int = 4
     ffn_dim: int = 256
     patch: tuple[int, int, int] = (1, 4, 4)
+    coordinates: bool = True
+    """Feed the frame, row and column of every pixel as 3 extra input channels."""
     max_tokens: int = 32
     """Text tokens per caption (MiniLM tokenizer)."""
     steps: int = 4000
@@ -50,6 +58,8 @@ class GeneratorConfig:
     second_object_rate: float = 0.15
     """Share of training clips with two objects (fewer than the detector sees: single-object fidelity is what
     the evaluation measures)."""
+    neutral_rate: float = 0.1
+    """Chance that each attribute of an object goes unnamed in the caption (and is rendered neutral)."""
     uncond_rate: float = 0.1
     """Share of captions dropped to the empty prompt, for classifier-free guidance."""
     seed: int = 0
@@ -62,8 +72,19 @@ def build_transformer(cfg: GeneratorConfig, render: RenderConfig = RenderConfig(
 
     return WanTransformer3DModel(
         patch_size=tuple(cfg.patch), num_attention_heads=cfg.heads, attention_head_dim=cfg.head_dim,
-        in_channels=3, out_channels=3, text_dim=384, freq_dim=256, ffn_dim=cfg.ffn_dim, num_layers=cfg.layers,
+        in_channels=3 + 3 * cfg.coordinates, out_channels=3, text_dim=384, freq_dim=256, ffn_dim=cfg.ffn_dim, num_layers=cfg.layers,
         cross_attn_norm=True, qk_norm="rms_norm_across_heads", rope_max_seq_len=max(64, render.frames * 4))
+
+
+def with_coordinates(transformer: Any, x: "torch.Tensor") -> "torch.Tensor":
+    """`x` `[batch, 3, frames, height, width]` with the coordinate channels appended if `transformer` reads them."""
+    import torch
+
+    if transformer.config.in_channels == x.shape[1]:
+        return x
+    axes = [torch.linspace(-1, 1, n, device=x.device, dtype=x.dtype) for n in x.shape[2:]]
+    grid = torch.stack(torch.meshgrid(*axes, indexing="ij"))  # [3, frames, height, width]
+    return torch.cat([x, grid.expand(len(x), -1, -1, -1, -1)], dim=1)
 
 
 def _pipeline_class() -> Any:
@@ -118,7 +139,7 @@ def _pipeline_class() -> Any:
             cond, uncond = prompt_embeds.to(device), negative_prompt_embeds.to(device)
             context = torch.cat([uncond, cond]) if use_cfg else cond
             for t in self.scheduler.timesteps:
-                inputs = torch.cat([x, x]) if use_cfg else x
+                inputs = with_coordinates(self.transformer, torch.cat([x, x]) if use_cfg else x)
                 v = self.transformer(hidden_states=inputs, timestep=t.expand(len(inputs)),
                                      encoder_hidden_states=context, return_dict=False)[0]
                 if use_cfg:
@@ -143,10 +164,10 @@ def make_pipeline(transformer: Any) -> Any:
                              FlowMatchEulerDiscreteScheduler(shift=3.0))
 
 
-def training_batch(rng: np.random.Generator, n: int, render: RenderConfig, second_object_rate: float = 0.25
-                   ) -> tuple[list[str], np.ndarray]:
+def training_batch(rng: np.random.Generator, n: int, render: RenderConfig, second_object_rate: float = 0.25,
+                   neutral_rate: float = 0.0) -> tuple[list[str], np.ndarray]:
     """`n` random clips as float32 `[n, 3, frames, size, size]` in [-1, 1] and a training caption for each."""
-    specs, clips = random_clips(rng, n, render, second_object_rate)
+    specs, clips = random_clips(rng, n, render, second_object_rate, neutral_rate)
     x = clips.transpose(0, 4, 1, 2, 3).astype(np.float32) / 127.5 - 1.0
     return [caption(s, rng, "train") for s in specs], x
 
@@ -183,7 +204,7 @@ def train_generator(cfg: GeneratorConfig = GeneratorConfig(), render: RenderConf
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: learning_rate_factor(s, cfg))
     bar = tqdm(range(cfg.steps), desc="training generator", unit="step", disable=not progress)
     for step in bar:
-        captions, clips = training_batch(rng, cfg.batch_clips, render, cfg.second_object_rate)
+        captions, clips = training_batch(rng, cfg.batch_clips, render, cfg.second_object_rate, cfg.neutral_rate)
         captions = ["" if rng.random() < cfg.uncond_rate else c for c in captions]
         x = torch.from_numpy(clips).to(cfg.device)
         with torch.no_grad():
@@ -191,7 +212,7 @@ def train_generator(cfg: GeneratorConfig = GeneratorConfig(), render: RenderConf
         sigma = torch.sigmoid(torch.randn(len(x), device=cfg.device))
         noise = torch.randn_like(x)
         s = sigma.view(-1, 1, 1, 1, 1)
-        v = transformer(hidden_states=(1 - s) * x + s * noise, timestep=sigma * 1000,
+        v = transformer(hidden_states=with_coordinates(transformer, (1 - s) * x + s * noise), timestep=sigma * 1000,
                         encoder_hidden_states=context, return_dict=False)[0]
         loss = torch.nn.functional.mse_loss(v, noise - x)
         optimizer.zero_grad(set_to_none=True)

@@ -4,6 +4,10 @@ A clip is `uint8 [frames, height, width, 3]`. Shapes are drawn large (radius 8 p
 default) and differ grossly, so that a tiny generator can learn them and a small detector can tell
 them apart; backgrounds double as a "style". Every motion is visible for every shape (a spin would
 not be, for a circle), so motion can be detected from any clip.
+
+An attribute a caption leaves out is drawn with its neutral value (`NEUTRAL`): a grey object, a square,
+standing still. None of these is a concept or a detector class, so "no colour named" renders as the
+absence of every colour concept rather than as some colour of the generator's choosing.
 """
 
 from __future__ import annotations
@@ -22,6 +26,9 @@ COLOURS: dict[str, tuple[int, int, int]] = {
     "orange": (245, 140, 30),
 }
 MOTIONS = ("left", "right", "rise", "fall", "grow", "shrink")
+NEUTRAL: dict[str, str] = {"colour": "grey", "shape": "square", "motion": "still"}
+"""What each axis shows when the caption does not name it."""
+NEUTRAL_RGB = (165, 165, 165)
 BACKGROUNDS = ("plain", "checker", "gradient")
 
 
@@ -75,11 +82,13 @@ def shape_mask(shape: str, size: int, cx: float, cy: float, radius: float, angle
         inside_height = (v >= top) & (v <= bottom)
         half_width = (v - top) / (bottom - top) * r
         return inside_height & (np.abs(u) <= half_width)
+    if shape == "square":  # the neutral shape: of an area between the bar's and the circle's
+        return (np.abs(u) <= 0.8 * r) & (np.abs(v) <= 0.8 * r)
     if shape == "cross":  # a diagonal cross (an X), so it shares no arm with the horizontal bar
         a, b = (u + v) / np.sqrt(2), (u - v) / np.sqrt(2)
         arm, reach = 0.22 * r, 1.1 * r
         return ((np.abs(a) <= arm) & (np.abs(b) <= reach)) | ((np.abs(b) <= arm) & (np.abs(a) <= reach))
-    raise ValueError(f"unknown shape {shape!r}; choose from {', '.join(SHAPES)}")
+    raise ValueError(f"unknown shape {shape!r}; choose from {', '.join(SHAPES)} (or the neutral square)")
 
 
 def _background(kind: str, cfg: RenderConfig) -> np.ndarray:
@@ -117,7 +126,9 @@ def trajectory(motion: str, cfg: RenderConfig, frame: int, start: tuple[float, f
         return ox, oy, cfg.radius * (0.45 + 0.75 * t), 0.0
     if motion == "shrink":
         return ox, oy, cfg.radius * (1.2 - 0.75 * t), 0.0
-    raise ValueError(f"unknown motion {motion!r}; choose from {', '.join(MOTIONS)}")
+    if motion == "still":
+        return ox, oy, cfg.radius, 0.0
+    raise ValueError(f"unknown motion {motion!r}; choose from {', '.join(MOTIONS)} (or the neutral still)")
 
 
 def render_clip(spec: ClipSpec, cfg: RenderConfig = RenderConfig(), seed: int = 0) -> np.ndarray:
@@ -139,18 +150,26 @@ def render_clip(spec: ClipSpec, cfg: RenderConfig = RenderConfig(), seed: int = 
             radius_cfg = cfg if len(objects) == 1 else replace(cfg, radius=cfg.radius * 0.75)
             cx, cy, radius, angle = trajectory(obj.motion, radius_cfg, f, start)
             mask = shape_mask(obj.shape, cfg.size, cx, cy, radius, angle)
-            img[mask] = np.clip(np.array(COLOURS[obj.colour], np.float32) + jit, 0, 255)
+            rgb = NEUTRAL_RGB if obj.colour == NEUTRAL["colour"] else COLOURS[obj.colour]
+            img[mask] = np.clip(np.array(rgb, np.float32) + jit, 0, 255)
         if cfg.noise > 0:
             img = img + rng.normal(0, cfg.noise, size=img.shape).astype(np.float32)
         frames[f] = np.clip(img, 0, 255).astype(np.uint8)
     return frames
 
 
-def random_spec(rng: np.random.Generator, second_object_rate: float = 0.25) -> ClipSpec:
-    """A clip drawn uniformly over shapes, colours, motions and backgrounds (sometimes two objects)."""
+def random_spec(rng: np.random.Generator, second_object_rate: float = 0.25, neutral_rate: float = 0.0) -> ClipSpec:
+    """A clip drawn uniformly over shapes, colours, motions and backgrounds (sometimes two objects).
+
+    Each attribute of each object is left unnamed, i.e. neutral, with probability `neutral_rate`; at 0 the
+    random stream is exactly that of a world without neutral values.
+    """
 
     def obj() -> ToyObject:
-        return ToyObject(str(rng.choice(SHAPES)), str(rng.choice(list(COLOURS))), str(rng.choice(MOTIONS)))
+        drawn = ToyObject(str(rng.choice(SHAPES)), str(rng.choice(list(COLOURS))), str(rng.choice(MOTIONS)))
+        if neutral_rate <= 0:
+            return drawn
+        return replace(drawn, **{axis: value for axis, value in NEUTRAL.items() if rng.random() < neutral_rate})
 
     main = obj()
     second = None
@@ -162,7 +181,7 @@ def random_spec(rng: np.random.Generator, second_object_rate: float = 0.25) -> C
 
 
 def random_clips(rng: np.random.Generator, n: int, cfg: RenderConfig = RenderConfig(),
-                 second_object_rate: float = 0.25) -> tuple[list[ClipSpec], np.ndarray]:
+                 second_object_rate: float = 0.25, neutral_rate: float = 0.0) -> tuple[list[ClipSpec], np.ndarray]:
     """`n` random specs and their clips, uint8 `[n, frames, size, size, 3]`, each with its own noise seed."""
-    specs = [random_spec(rng, second_object_rate) for _ in range(n)]
+    specs = [random_spec(rng, second_object_rate, neutral_rate) for _ in range(n)]
     return specs, np.stack([render_clip(s, cfg, seed=int(rng.integers(1 << 31))) for s in specs])
