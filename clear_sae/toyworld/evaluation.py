@@ -9,9 +9,10 @@ from its own seeded noise so that a clip does not depend on its batch:
   and motion (per clip) that the detector reads back, averaged over the three axes; pixel drift is the mean
   absolute change of these clips between the two runs with the same noise.
 - the target captions with the concept's words taken out (`without_words`), sampled once with the target
-  clips' noise: the rate a perfect removal of the words would leave. Every toy clip has some colour, shape
-  and motion, so when a caption names none the generator falls back on a default of its own; no erasure that
-  removes the concept can be expected to go below that rate.
+  clips' noise: the rate a perfect removal of the words would leave. The generator is trained to draw an
+  unnamed attribute with its neutral value (a grey square standing still), which is none of the concepts,
+  so this rate shows how well it learned that; no erasure that removes the concept can be expected to go
+  below it.
 
 The "after" run attaches the erasure hooks to the pipeline's text encoder, exactly as on a real pipeline.
 A prompt whose text states (and the negative prompt's) come out of the erased encoder bit-for-bit unchanged
@@ -421,6 +422,6 @@ def format_results(report: dict[str, Any]) -> str:
     lines.append(f"{len(totals['met'])} of {len(totals['counted'])} counted concepts (rate before >= 70%) met the "
                  f"targets (rate after <= 10%, preservation drop <= 3 pt); axes: {', '.join(totals['axes_met']) or '-'}")
     lines.append("'no words': the rate from the same target prompts and noise with the concept's words taken out, "
-                 "the generator's own fallback, which a removal cannot be expected to beat")
+                 "what the generator draws for an unnamed attribute, which a removal cannot be expected to beat")
     return "\n".join(lines)
 
