@@ -81,6 +81,11 @@ def _cmd_concept(args: argparse.Namespace) -> None:
 
     target = read_prompt_file(args.target)
     nontarget = read_prompt_file(args.nontarget)
+    if args.method == "clear-joint":
+        _concept_joint(args, target, nontarget)
+        return
+    if not args.dictionaries:
+        raise ClearSaeError("--dictionaries is required (the reused dictionaries); or pass --method clear-joint")
     dictionaries = Dictionaries(args.dictionaries)
     library = ConceptLibrary.load(_output_file(args.library, "--library"), missing_ok=True)
     backbone = _backbone_for(args.model, dictionaries.manifest.get("model_source") or dictionaries.backbone_id)
@@ -95,6 +100,37 @@ def _cmd_concept(args: argparse.Namespace) -> None:
     print(f"concept {entry.name!r}: {len(target)} target, {len(nontarget)} non-target prompts")
     print(format_table(profiles, entry.hook_point, cfg.score))
     print(f"chosen layer: {entry.hook_point} ({len(entry.latents)} latents) -> {library.path}")
+
+
+def _concept_joint(args: argparse.Namespace, target: list[str], nontarget: list[str]) -> None:
+    from clear_sae.concepts import ConceptConfig
+    from clear_sae.joint import JointConfig, learn_concept_joint
+    from clear_sae.library import ConceptLibrary
+
+    library = ConceptLibrary.load(_output_file(args.library, "--library"), missing_ok=True)
+    recorded = None
+    if args.dictionaries:
+        from clear_sae.dictionary import Dictionaries
+
+        dictionaries = Dictionaries(args.dictionaries)
+        recorded = dictionaries.manifest.get("model_source") or dictionaries.backbone_id
+    backbone = _backbone_for(args.model, recorded)
+    layers = backbone.resolve_layers(args.layers) if args.layers else None
+    concept = ConceptConfig(strength=args.strength, min_target_rate=args.min_target_rate,
+                            max_nontarget_rate=args.max_nontarget_rate, max_latents=args.max_latents)
+    cfg = JointConfig(rounds=args.joint_rounds, warmup_rounds=min(JointConfig.warmup_rounds, args.joint_rounds - 1),
+                      concept=concept)
+    folder = Path(args.library).parent / f"{Path(args.library).stem}_joint" / args.name
+    entry, result = learn_concept_joint(backbone, args.name, target, nontarget, library, folder, cfg, layers)
+    library.save()
+    print(f"concept {entry.name!r} (clear-joint): {len(target)} target, {len(nontarget)} non-target prompts, "
+          f"{result.seconds:.1f} s")
+    print(f"{'layer':<26} {'preference':>10} {'loss':>9}")
+    for hook, pref in result.preferences.items():
+        mark = "  <- chosen" if hook == entry.hook_point else ""
+        print(f"{hook:<26} {pref:>10.4f} {result.separability_loss[hook]:>9.4f}{mark}")
+    print(f"chosen layer: {entry.hook_point} ({len(entry.latents)} latents of its own SAE in {folder}) -> "
+          f"{library.path}")
 
 
 def _backbone_for(model: str | None, recorded: str | None) -> Any:
@@ -271,7 +307,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("concept", help="find a concept's latents per layer, choose its layer, add it to a library")
-    p.add_argument("--dictionaries", required=True)
+    p.add_argument("--dictionaries", default=None,
+                   help="the per-layer dictionaries to reuse (required unless --method clear-joint)")
+    p.add_argument("--method", default="reuse", choices=["reuse", "clear-joint"],
+                   help="reuse: one shared dictionary per layer (fast, the default); clear-joint: the paper's own "
+                        "per-concept SAE trained with layer preferences (its SAE is saved beside the library)")
+    p.add_argument("--joint-rounds", type=positive_int, default=20, help="clear-joint: training rounds")
     p.add_argument("--name", required=True)
     p.add_argument("--target", required=True, help="prompts containing the concept")
     p.add_argument("--nontarget", required=True, help="the same prompts with the concept swapped out")

@@ -1,0 +1,76 @@
+"""CLEAR as published (clear-joint): one SAE per concept trained with Gumbel-softmax layer preferences."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from clear_sae.joint import JointConfig, LayerActivations, train_joint
+
+SMALL = JointConfig(expansion=2, rounds=12, warmup_rounds=5, sae_steps=25, preference_steps=5, batch_tokens=128,
+                    sae_lr=3e-3)
+
+
+def planted_layers(good: int, n_layers: int = 4, d: int = 16, n: int = 40, tokens: int = 6, seed: int = 0
+                   ) -> dict[str, LayerActivations]:
+    """Layers of a residual stream of sparse context features; a concept direction rides on the first two tokens
+    of every target prompt. Only at layer `good` is it absent from the non-targets (elsewhere the model has
+    mixed it into every prompt), so only there can a latent be specific."""
+    gen = torch.Generator().manual_seed(seed)
+    basis = torch.randn(10, d, generator=gen)
+    concept = torch.randn(d, generator=gen)
+    layers = {}
+    for layer in range(n_layers):
+        def prompts(with_concept: bool) -> torch.Tensor:
+            coeff = torch.relu(torch.randn(n, tokens, 10, generator=gen) - 0.8)
+            x = coeff @ basis
+            if with_concept or layer != good:
+                x[:, :2] += 3 * concept
+            return x
+
+        mask = torch.ones(n, tokens, dtype=torch.bool)
+        mask[: n // 2, -1] = False  # some padding
+        layers[f"layer.{layer}"] = LayerActivations(prompts(True), mask, prompts(False), mask.clone())
+    return layers
+
+
+@pytest.mark.parametrize("good", [1, 3])
+def test_preferences_move_to_the_layer_where_a_planted_concept_separates(good):
+    layers = planted_layers(good)
+    result = train_joint(layers, SMALL, progress=False)
+    assert result.hook_point == f"layer.{good}"
+    assert result.preferences[f"layer.{good}"] > 0.5
+    assert min(result.separability_loss, key=result.separability_loss.get) == f"layer.{good}"
+    # The preference for the good layer grows over the rounds, from a uniform start.
+    first, last = result.history[0][f"layer.{good}"], result.history[-1][f"layer.{good}"]
+    assert first < last and abs(result.history[0]["tau"] - SMALL.tau_start) < 1e-9
+    assert result.latents
+
+
+def test_the_exported_sae_reads_raw_activations_and_its_latents_mark_the_concept():
+    layers = planted_layers(2, d=24)
+    result = train_joint(layers, SMALL, progress=False)
+    acts = layers[result.hook_point]
+    sae = result.sae
+    x = acts.tokens()
+    recon = sae.decode(sae.encode(x))
+    explained = 1 - (recon - x).pow(2).sum() / (x - x.mean(0)).pow(2).sum()
+    assert explained > 0.5
+    fires = lambda a, m: (sae.encode(a)[..., result.latents] > 0).any(-1)[m]  # noqa: E731
+    on_concept_tokens = fires(acts.target, acts.target_mask).view(-1).float()
+    assert fires(acts.target[:, :2], acts.target_mask[:, :2]).float().mean() > 0.9
+    assert fires(acts.nontarget, acts.nontarget_mask).float().mean() < 0.05
+    assert on_concept_tokens.mean() < 0.6  # it marks the concept's tokens, not every token
+
+
+def test_layers_of_different_widths_or_without_tokens_are_refused():
+    from clear_sae.errors import ClearSaeError
+
+    layers = planted_layers(0, n_layers=2)
+    narrow = planted_layers(0, n_layers=1, d=8)["layer.0"]
+    with pytest.raises(ClearSaeError, match="share a width"):
+        train_joint({**layers, "narrow": narrow}, SMALL, progress=False)
+    empty = LayerActivations(layers["layer.0"].target, torch.zeros_like(layers["layer.0"].target_mask),
+                             layers["layer.0"].nontarget, torch.zeros_like(layers["layer.0"].nontarget_mask))
+    with pytest.raises(ClearSaeError, match="no tokens"):
+        train_joint({"layer.0": empty}, SMALL, progress=False)
