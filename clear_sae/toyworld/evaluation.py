@@ -155,16 +155,17 @@ def sample_before(world: ToyWorld, sets: dict[str, ClipSet], cfg: EvalConfig) ->
 
 
 def sample_after(world: ToyWorld, clamps: dict[str, Any], before: dict[str, ClipSet], negative_before: "torch.Tensor",
-                 cfg: EvalConfig) -> dict[str, ClipSet]:
-    """Sample every set with the clamps attached, re-sampling only prompts whose text states changed."""
+                 cfg: EvalConfig, negative_prompt: str = "") -> dict[str, ClipSet]:
+    """Sample every set with the clamps (forward hooks by hook point) attached and `negative_prompt` as the
+    negative prompt, re-sampling only prompts whose text states (or the negative prompt's) changed."""
     import torch
 
     from clear_sae.erase import attach
 
     after = {}
     with attach(world.pipe, clamps):
-        negative = encode(world.pipe, [""])
-        negative_same = torch.equal(negative, negative_before)
+        negative = encode(world.pipe, [negative_prompt])
+        negative_same = negative.shape == negative_before.shape and torch.equal(negative, negative_before)
         for name, old in before.items():
             if name in REFERENCE_SETS:
                 continue
