@@ -122,7 +122,8 @@ def _encode(p: dict[str, "torch.Tensor"], x: "torch.Tensor") -> "torch.Tensor":
     return torch.relu((x - p["b_dec"]) @ p["W_enc"] + p["b_enc"])
 
 
-def _prompt_codes(p: dict[str, "torch.Tensor"], acts: "torch.Tensor", mask: "torch.Tensor", scale: float) -> PromptCodes:
+def _prompt_codes(p: dict[str, "torch.Tensor"], acts: "torch.Tensor", mask: "torch.Tensor",
+                  scale: float) -> PromptCodes:
     """Peak activation and decoded energy per prompt and latent, as `concepts.encode_prompts` computes them."""
     import torch
 
@@ -168,7 +169,8 @@ def train_joint(layers: dict[str, LayerActivations], cfg: JointConfig = JointCon
     tokens = {h: layers[h].tokens().float() for h in hooks}
     widths = {t.shape[-1] for t in tokens.values()}
     if len(widths) != 1:
-        raise ClearSaeError(f"clear-joint trains one SAE over all layers, so they must share a width; got {sorted(widths)}")
+        raise ClearSaeError("clear-joint trains one SAE over all layers, so they must share a width; "
+                            f"got {sorted(widths)}")
     if any(len(t) == 0 for t in tokens.values()):
         raise ClearSaeError("a layer has no tokens; pass non-empty target and non-target prompts")
     scales = {h: input_scale(tokens[h]) for h in hooks}
@@ -176,8 +178,8 @@ def train_joint(layers: dict[str, LayerActivations], cfg: JointConfig = JointCon
     params = _init_sae(d_in, cfg.expansion * d_in, gen)
     logits = torch.zeros(len(hooks), requires_grad=True)
     sae_opt = torch.optim.Adam(params.values(), lr=cfg.sae_lr)
-    # Plain gradient descent, not Adam: Adam would scale the tiny, meaningless differences between layers that
-    # all lack specific latents (loss about 22 each, from the eps) into full-size steps.
+    # Plain gradient descent, not Adam: Adam turns small, noisy differences between the layers' losses into
+    # full-size steps (in trials it locked onto a layer before the SAE had found the concept anywhere).
     pref_opt = torch.optim.SGD([logits], lr=cfg.preference_lr)
     history = []
 
@@ -236,7 +238,8 @@ def _export(p: dict[str, "torch.Tensor"], scale: float) -> Any:
         tensors = {"W_enc": p["W_enc"] * scale, "b_enc": p["b_enc"].clone(), "W_dec": p["W_dec"] / scale,
                    "b_dec": p["b_dec"] / scale}
     d_sae, d_in = tensors["W_dec"].shape
-    return PlainSAE(PlainConfig(d_in=d_in, d_sae=d_sae, arch="standard"), {k: v.contiguous() for k, v in tensors.items()})
+    config = PlainConfig(d_in=d_in, d_sae=d_sae, arch="standard")
+    return PlainSAE(config, {k: v.contiguous() for k, v in tensors.items()})
 
 
 def collect_activations(backbone: "Backbone", target: list[str], nontarget: list[str], hook_points: list[str],

@@ -1,0 +1,129 @@
+"""CLEAR (reused dictionaries), CLEAR as published (clear-joint) and the baselines on the toy world's concepts.
+
+For every concept (default: all 16) the clips before erasure are sampled once; a concept whose generation
+rate without erasure is below 70% does not qualify and is listed, not erased. For the others every method
+erases it in turn (`clear_sae/toyworld/comparison.py` says how each is built) and the same figures as
+`clear-sae evaluate` are recorded. Writes `comparison.json`, `comparison.md` (the table) and
+`comparison.html` (a plot of the rate after erasure against the preservation drop, plotly inlined).
+
+    python analysis/compare_methods.py --out analysis/comparison [--concepts blue,cross] [--clips 100]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}"
+
+
+def markdown_table(report: dict[str, Any]) -> str:
+    """One row per concept and method; concepts that do not qualify in one line each."""
+    lines = ["| concept | method | layer | rate before | rate after | held-out before → after | preservation drop (pt) "
+             "| drift | build s |", "|---|---|---|---|---|---|---|---|---|"]
+    skipped = []
+    for name, r in report["concepts"].items():
+        if not r["qualifies"]:
+            skipped.append(f"{name} ({_pct(r['rate_target_before'])}%)")
+            continue
+        for method, m in r["methods"].items():
+            if "note" in m:
+                lines.append(f"| {name} | {method} | {m['layer']} | {_pct(r['rate_target_before'])} | {m['note']} "
+                             f"| | | | {m['seconds_build']} |")
+                continue
+            lines.append(
+                f"| {name} | {method} | {m['layer'] or '-'} | {_pct(m['rate_target_before']['mean'])} | "
+                f"**{_pct(m['rate_target_after']['mean'])}** | {_pct(m['rate_heldout_before']['mean'])} → "
+                f"{_pct(m['rate_heldout_after']['mean'])} | {_pct(m['preservation_drop']['mean'])} | "
+                f"{m['pixel_drift_nontarget']['mean']:.2f} | {m['seconds_build']} |")
+    if skipped:
+        lines.append("")
+        lines.append("Not qualifying (rate without erasure below 70%): " + ", ".join(skipped))
+    return "\n".join(lines)
+
+
+def plot(report: dict[str, Any], path: Path) -> None:
+    """Rate after erasure against preservation drop, one colour per method, as a self-contained HTML page."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    by_method: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+    for name, r in report["concepts"].items():
+        for method, m in r.get("methods", {}).items():
+            if "note" not in m:
+                by_method.setdefault(method, []).append((name, m))
+    for method, rows in by_method.items():
+        fig.add_trace(go.Scatter(
+            x=[100 * m["preservation_drop"]["mean"] for _, m in rows],
+            y=[100 * m["rate_target_after"]["mean"] for _, m in rows], mode="markers", name=method,
+            text=[name for name, _ in rows], hovertemplate="%{text}: rate %{y:.1f}%, drop %{x:.1f} pt"))
+    fig.add_hline(y=10, line_dash="dot", annotation_text="10% target")
+    fig.add_vline(x=3, line_dash="dot", annotation_text="3 pt")
+    fig.update_layout(title="Toy world: generation rate after erasure vs. preservation drop",
+                      xaxis_title="preservation drop on non-targets (points)",
+                      yaxis_title="generation rate on targets after erasure (%)")
+    path.write_text(fig.to_html(include_plotlyjs=True, full_html=True))
+
+
+def main(argv: list[str] | None = None) -> int:
+    from clear_sae.library import ConceptLibrary
+    from clear_sae.toyworld.comparison import METHODS, compare_concept
+    from clear_sae.toyworld.concepts import toy_concepts
+    from clear_sae.toyworld.evaluation import EvalConfig, load_toy_world
+
+    root = Path(__file__).resolve().parent.parent
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", required=True, help="folder for comparison.json/.md/.html")
+    parser.add_argument("--concepts", default=",".join(toy_concepts()))
+    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--library", default=str(root / "dictionaries" / "minilm" / "concepts.json"))
+    parser.add_argument("--generator", default=None, help="toy generator folder (default: the shipped one)")
+    parser.add_argument("--clips", type=int, default=100)
+    parser.add_argument("--heldout-clips", type=int, default=50)
+    parser.add_argument("--nontarget-clips", type=int, default=50)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--batch-size", type=int, default=25)
+    parser.add_argument("--seed", type=int, default=0, help="draws the random layer of sae-random")
+    parser.add_argument("--joint-rounds", type=int, default=None, help="clear-joint training rounds (default: its own)")
+    parser.add_argument("--quiet", action="store_true")
+    args = parser.parse_args(argv)
+
+    cfg = EvalConfig(clips=args.clips, heldout_clips=args.heldout_clips, nontarget_clips=args.nontarget_clips,
+                     removed_clips=0, steps=args.steps, batch_size=args.batch_size, progress=not args.quiet)
+    joint_cfg = None
+    if args.joint_rounds:
+        from clear_sae.concepts import ConceptConfig
+        from clear_sae.joint import JointConfig
+        from clear_sae.toyworld.concepts import MAX_NONTARGET_RATE
+
+        joint_cfg = JointConfig(rounds=args.joint_rounds, warmup_rounds=min(JointConfig.warmup_rounds, args.joint_rounds - 1),
+                                concept=ConceptConfig(max_nontarget_rate=MAX_NONTARGET_RATE))
+    world = load_toy_world(args.generator)
+    library = ConceptLibrary.load(args.library)
+    methods = [m for m in args.methods.split(",") if m]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    report: dict[str, Any] = {"format": "clear_sae.method_comparison", "config": vars(args), "concepts": {}}
+    started = time.perf_counter()
+    for name in [c for c in args.concepts.split(",") if c]:
+        if not args.quiet:
+            print(f"[{name}]", flush=True)
+        report["concepts"][name] = compare_concept(world, library, name, methods, cfg, seed=args.seed,
+                                                   joint_cfg=joint_cfg)
+        (out / "comparison.json").write_text(json.dumps(report, indent=2))  # kept up to date as it goes
+    report["seconds"] = round(time.perf_counter() - started, 1)
+    (out / "comparison.json").write_text(json.dumps(report, indent=2))
+    table = markdown_table(report)
+    (out / "comparison.md").write_text(table + "\n")
+    plot(report, out / "comparison.html")
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

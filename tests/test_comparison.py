@@ -1,0 +1,78 @@
+"""Every method of the comparison erases a toy concept on tiny models; the analysis script writes its table."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def tiny_setup(tiny_toy_generator, toy_library):
+    from clear_sae.library import ConceptLibrary
+    from clear_sae.toyworld.evaluation import EvalConfig, load_toy_world
+
+    cfg = EvalConfig(clips=3, heldout_clips=2, nontarget_clips=3, removed_clips=0, steps=2, batch_size=3,
+                     progress=False)
+    return load_toy_world(tiny_toy_generator), ConceptLibrary.load(toy_library), cfg
+
+
+def test_every_method_erases_through_the_same_evaluation(tiny_setup):
+    from clear_sae.concepts import ConceptConfig
+    from clear_sae.joint import JointConfig
+    from clear_sae.toyworld.comparison import METHODS, compare_concept
+
+    world, library, cfg = tiny_setup
+    joint = JointConfig(expansion=1, rounds=3, warmup_rounds=1, sae_steps=5, batch_tokens=64, sae_lr=3e-3,
+                        concept=ConceptConfig(max_nontarget_rate=0.2))
+    result = compare_concept(world, library, "red", METHODS, cfg, joint_cfg=joint, qualifying_rate=0.0)
+    assert result["qualifies"] and set(result["methods"]) == set(METHODS)
+    hook_points = list(library.get("red").layer_scores)
+    rows = result["methods"]
+    assert rows["clear"]["layer"] == library.get("red").hook_point
+    assert rows["clear-joint"]["layer"] in hook_points
+    assert rows["sae-first"]["layer"] == hook_points[0] and rows["sae-last"]["layer"] == hook_points[-1]
+    assert rows["sae-all"]["layer"] == "all" and rows["safree"]["layer"] == hook_points[-1]
+    assert rows["diff-means"]["layer"] == rows["clear"]["layer"] and rows["negative-prompt"]["layer"] is None
+    for method, row in rows.items():
+        if "note" in row:
+            assert row["note"] == "no concept-specific latents at this layer"
+            continue
+        assert row["rate_target_after"]["clips"] == 3 and row["seconds_build"] >= 0, method
+    # A new negative prompt changes every clip; the hooks change the target prompts' text states.
+    assert rows["negative-prompt"]["clips_resampled"] == {"target": 3, "heldout": 2, "nontarget": 3}
+    for method in ("clear", "clear-joint", "diff-means", "sae-all"):
+        assert rows[method]["clips_resampled"]["target"] >= 1, method
+
+
+def test_a_concept_below_the_qualifying_rate_is_listed_not_erased(tiny_setup):
+    from clear_sae.toyworld.comparison import compare_concept
+
+    world, library, cfg = tiny_setup
+    result = compare_concept(world, library, "circle", ["clear"], cfg, qualifying_rate=1.01)
+    assert not result["qualifies"] and result["methods"] == {}
+
+
+def test_the_analysis_script_writes_json_markdown_and_a_plot(tiny_toy_generator, toy_library, tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("compare_methods", ROOT / "analysis" / "compare_methods.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    assert script.main(["--out", str(tmp_path), "--concepts", "red", "--methods", "clear,negative-prompt",
+                        "--library", str(toy_library), "--generator", str(tiny_toy_generator), "--clips", "2",
+                        "--heldout-clips", "1", "--nontarget-clips", "2", "--steps", "1", "--quiet"]) == 0
+    report = json.loads((tmp_path / "comparison.json").read_text())
+    red = report["concepts"]["red"]
+    table = (tmp_path / "comparison.md").read_text()
+    assert table.startswith("| concept | method |") and table in capsys.readouterr().out + "\n"
+    if red["qualifies"]:  # the tiny generator's clips are noise, so red almost surely does not
+        assert "| red | clear |" in table
+    else:
+        assert "Not qualifying" in table and "red (" in table
+    assert "plotly" in (tmp_path / "comparison.html").read_text()[:200_000].lower()
+    # The table also renders rows of erased concepts.
+    red.update(qualifies=True, methods={"clear": {"layer": "x", "seconds_build": 0.1, "note": "no latents"}})
+    assert "| red | clear | x |" in script.markdown_table(report)
