@@ -6,6 +6,12 @@ erases it in turn (`clear_sae/toyworld/comparison.py` says how each is built) an
 `clear-sae evaluate` are recorded. Writes `comparison.json`, `comparison.md` (the table) and
 `comparison.html` (a plot of the rate after erasure against the preservation drop, plotly inlined).
 
+The demo's MiniLM concepts (french_horn, dog, ...) have no generator to read them back, so for them every
+method but the negative prompt is measured on the text encoder's output alone (`--demo-concepts`, default:
+the shipped ones): a logistic probe trained on the concept's learning pairs says which of 20 fresh target
+prompts still carry the concept, and the fresh non-targets give the probe's false alarms, the cosine of their
+pooled final states with and without the method, and how many are untouched.
+
     python analysis/compare_methods.py --out analysis/comparison [--concepts blue,cross] [--clips 100]
 """
 
@@ -44,6 +50,19 @@ def markdown_table(report: dict[str, Any]) -> str:
     if skipped:
         lines.append("")
         lines.append("Not qualifying (rate without erasure below 70%): " + ", ".join(skipped))
+    if report.get("text_concepts"):
+        lines += ["", "| concept (MiniLM, no generator) | method | layer | probe rate before | after | non-target "
+                  "false alarms | non-target cosine | non-targets untouched | build s |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for name, r in report["text_concepts"].items():
+            for method, m in r["methods"].items():
+                if "note" in m:
+                    lines.append(f"| {name} | {method} | {m['layer'] or '-'} | {m['note']} | | | | | |")
+                    continue
+                lines.append(f"| {name} | {method} | {m['layer']} | {_pct(m['probe_rate_before'])} | "
+                             f"**{_pct(m['probe_rate_after'])}** | {_pct(m['nontarget_probe_rate_after'])} | "
+                             f"{m['nontarget_cosine']:.4f} | {m['nontarget_unchanged']}/{m['prompts']['nontarget']} | "
+                             f"{m['seconds_build']} |")
     return "\n".join(lines)
 
 
@@ -71,6 +90,10 @@ def plot(report: dict[str, Any], path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from clear_sae.backbones import load_backbone
+    from clear_sae.corpus import CONCEPTS, concept_prompts
+    from clear_sae.demo import shipped_concepts
+    from clear_sae.evaluate import compare_text_concept
     from clear_sae.library import ConceptLibrary
     from clear_sae.toyworld.comparison import METHODS, compare_concept
     from clear_sae.toyworld.concepts import toy_concepts
@@ -90,6 +113,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=25)
     parser.add_argument("--seed", type=int, default=0, help="draws the random layer of sae-random")
     parser.add_argument("--joint-rounds", type=int, default=None, help="clear-joint training rounds (default: its own)")
+    parser.add_argument("--demo-concepts", default=None,
+                        help="MiniLM concepts measured on the text side (default: the shipped ones; '' for none)")
+    parser.add_argument("--fresh-pairs", type=int, default=20, help="fresh prompt pairs per MiniLM concept")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
 
@@ -97,12 +123,10 @@ def main(argv: list[str] | None = None) -> int:
                      removed_clips=0, steps=args.steps, batch_size=args.batch_size, progress=not args.quiet)
     joint_cfg = None
     if args.joint_rounds:
-        from clear_sae.concepts import ConceptConfig
         from clear_sae.joint import JointConfig
-        from clear_sae.toyworld.concepts import MAX_NONTARGET_RATE
 
-        joint_cfg = JointConfig(rounds=args.joint_rounds, warmup_rounds=min(JointConfig.warmup_rounds, args.joint_rounds - 1),
-                                concept=ConceptConfig(max_nontarget_rate=MAX_NONTARGET_RATE))
+        joint_cfg = JointConfig(rounds=args.joint_rounds,
+                                warmup_rounds=min(JointConfig.warmup_rounds, args.joint_rounds - 1))
     world = load_toy_world(args.generator)
     library = ConceptLibrary.load(args.library)
     methods = [m for m in args.methods.split(",") if m]
@@ -116,6 +140,20 @@ def main(argv: list[str] | None = None) -> int:
         report["concepts"][name] = compare_concept(world, library, name, methods, cfg, seed=args.seed,
                                                    joint_cfg=joint_cfg)
         (out / "comparison.json").write_text(json.dumps(report, indent=2))  # kept up to date as it goes
+    demo = shipped_concepts() if args.demo_concepts is None else [c for c in args.demo_concepts.split(",") if c]
+    if demo:
+        report["text_concepts"] = {}
+        backbone = load_backbone("minilm")
+        for name in demo:
+            if not args.quiet:
+                print(f"[{name}] (text side)", flush=True)
+            entry = library.get(name)
+            fresh_target, fresh_nontarget = concept_prompts(name, n=args.fresh_pairs, seed=1000)
+            keywords = CONCEPTS[name].phrases if name in CONCEPTS else [name.replace("_", " ")]
+            report["text_concepts"][name] = compare_text_concept(
+                backbone, library, name, methods, entry.target_prompts, entry.nontarget_prompts, fresh_target,
+                fresh_nontarget, keywords, args.seed, joint_cfg)
+            (out / "comparison.json").write_text(json.dumps(report, indent=2))
     report["seconds"] = round(time.perf_counter() - started, 1)
     (out / "comparison.json").write_text(json.dumps(report, indent=2))
     table = markdown_table(report)

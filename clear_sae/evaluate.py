@@ -90,3 +90,83 @@ def erase_report(backbone: "Backbone", library: "ConceptLibrary", names: list[st
                                         "strength": c.entry.strength} for c in concepts},
             "backbone_id": backbone.backbone_id, "final_hook_point": backbone.final_hook_point,
             "exact": exact, "summary": summary, "prompts": rows}
+
+
+def pooled_final_states(backbone: "Backbone", prompts: list[str], hooks: dict[str, Any] | None = None,
+                        batch_size: int = 32) -> "torch.Tensor":
+    """Mean-pooled final-layer states `[n, d]` (float64) of `prompts`, with `hooks` attached while they run."""
+    import torch
+
+    parts = []
+    with attach(backbone, hooks or {}):
+        for start in range(0, len(prompts), batch_size):
+            out = backbone.run(prompts[start:start + batch_size], [backbone.final_hook_point])
+            parts.append(mean_pooled(out[backbone.final_hook_point]))
+    return torch.cat(parts)
+
+
+def train_concept_probe(positive: "torch.Tensor", negative: "torch.Tensor", steps: int = 300,
+                        seed: int = 0) -> Any:
+    """A logistic probe (standardised inputs, light L2) telling concept prompts from their twins; returns a
+    function mapping pooled states `[n, d]` to the probability of the concept."""
+    import torch
+
+    torch.manual_seed(seed)
+    x = torch.cat([positive, negative]).float()
+    y = torch.cat([torch.ones(len(positive)), torch.zeros(len(negative))])
+    mean, std = x.mean(0), x.std(0).clamp_min(1e-6)
+    weight = torch.zeros(x.shape[1], requires_grad=True)
+    bias = torch.zeros((), requires_grad=True)
+    optimizer = torch.optim.Adam([weight, bias], lr=0.05)
+    for _ in range(steps):
+        logits = ((x - mean) / std) @ weight + bias
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, y) + 1e-3 * weight.pow(2).sum()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    weight, bias = weight.detach(), bias.detach()
+    return lambda states: torch.sigmoid(((states.float() - mean) / std) @ weight + bias)
+
+
+def text_erasure_figures(backbone: "Backbone", probe: Any, hooks: dict[str, Any], target: list[str],
+                         nontarget: list[str]) -> dict[str, Any]:
+    """What a method's hooks do to fresh prompts, read from the text encoder's output alone (no generator):
+    the share of target prompts a concept probe still recognises, before and after; for the non-targets, the
+    probe's false alarms, the mean cosine of their pooled final states with and without the hooks, and how
+    many come out bit-for-bit unchanged."""
+    import torch
+
+    t_before, n_before = pooled_final_states(backbone, target), pooled_final_states(backbone, nontarget)
+    t_after = pooled_final_states(backbone, target, hooks)
+    n_after = pooled_final_states(backbone, nontarget, hooks)
+    cosines = [cosine(a, b) for a, b in zip(n_before, n_after)]
+    return {"probe_rate_before": round(float((probe(t_before) > 0.5).double().mean()), 4),
+            "probe_rate_after": round(float((probe(t_after) > 0.5).double().mean()), 4),
+            "nontarget_probe_rate_after": round(float((probe(n_after) > 0.5).double().mean()), 4),
+            "nontarget_cosine": round(sum(cosines) / len(cosines), 6),
+            "nontarget_unchanged": int(sum(bool(torch.equal(a, b)) for a, b in zip(n_before, n_after))),
+            "prompts": {"target": len(target), "nontarget": len(nontarget)}}
+
+
+def compare_text_concept(backbone: "Backbone", library: "ConceptLibrary", name: str, methods: list[str],
+                         target: list[str], nontarget: list[str], fresh_target: list[str], fresh_nontarget: list[str],
+                         keywords: list[str], seed: int = 0, joint_cfg: Any = None) -> dict[str, Any]:
+    """Every method (bar the negative prompt, which needs a generator) erasing library concept `name`, each
+    built from the learning prompts and measured by `text_erasure_figures` on the fresh ones."""
+    from clear_sae.methods import build_erasure, check_methods, latents_by_layer
+
+    check_methods(methods)
+    probe = train_concept_probe(pooled_final_states(backbone, target), pooled_final_states(backbone, nontarget),
+                                seed=seed)
+    layers = latents_by_layer(backbone, library, name, target, nontarget)
+    rows: dict[str, Any] = {}
+    for method in methods:
+        if method == "negative-prompt":
+            rows[method] = {"layer": None, "note": "needs a generator"}
+            continue
+        erasure = build_erasure(method, backbone, library, name, target, nontarget, keywords, layers, seed,
+                                joint_cfg)
+        row: dict[str, Any] = {"layer": erasure.layer, "seconds_build": erasure.seconds}
+        rows[method] = row | ({"note": erasure.note} if erasure.note else
+                              text_erasure_figures(backbone, probe, erasure.hooks, fresh_target, fresh_nontarget))
+    return {"concept": name, "methods": rows}

@@ -63,7 +63,8 @@ def test_the_analysis_script_writes_json_markdown_and_a_plot(tiny_toy_generator,
     spec.loader.exec_module(script)
     assert script.main(["--out", str(tmp_path), "--concepts", "red", "--methods", "clear,negative-prompt",
                         "--library", str(toy_library), "--generator", str(tiny_toy_generator), "--clips", "2",
-                        "--heldout-clips", "1", "--nontarget-clips", "2", "--steps", "1", "--quiet"]) == 0
+                        "--heldout-clips", "1", "--nontarget-clips", "2", "--steps", "1", "--demo-concepts", "",
+                        "--quiet"]) == 0
     report = json.loads((tmp_path / "comparison.json").read_text())
     red = report["concepts"]["red"]
     table = (tmp_path / "comparison.md").read_text()
@@ -76,3 +77,31 @@ def test_the_analysis_script_writes_json_markdown_and_a_plot(tiny_toy_generator,
     # The table also renders rows of erased concepts.
     red.update(qualifies=True, methods={"clear": {"layer": "x", "seconds_build": 0.1, "note": "no latents"}})
     assert "| red | clear | x |" in script.markdown_table(report)
+
+
+def test_text_side_comparison_of_a_minilm_concept(minilm, minilm_library):
+    """No generator reads french_horn back: a probe on the text encoder's output does, for every method."""
+    from clear_sae.corpus import CONCEPTS, concept_prompts
+    from clear_sae.evaluate import compare_text_concept
+    from clear_sae.joint import JointConfig
+    from clear_sae.library import ConceptLibrary
+    from clear_sae.methods import METHODS
+
+    library = ConceptLibrary.load(minilm_library)
+    entry = library.get("french_horn")
+    fresh_target, fresh_nontarget = concept_prompts("french_horn", n=8, seed=1000)
+    joint = JointConfig(expansion=1, rounds=3, warmup_rounds=1, sae_steps=5, batch_tokens=64, sae_lr=3e-3)
+    result = compare_text_concept(minilm, library, "french_horn", list(METHODS), entry.target_prompts,
+                                  entry.nontarget_prompts, fresh_target, fresh_nontarget,
+                                  CONCEPTS["french_horn"].phrases, joint_cfg=joint)
+    rows = result["methods"]
+    assert rows["negative-prompt"]["note"] == "needs a generator"
+    assert rows["clear"]["layer"] == entry.hook_point
+    assert rows["clear"]["probe_rate_before"] >= 0.75  # the probe knows the concept on fresh prompts
+    for method, row in rows.items():
+        if "note" in row:
+            continue
+        assert 0 <= row["probe_rate_after"] <= 1 and row["prompts"] == {"target": 8, "nontarget": 8}, method
+        assert row["nontarget_cosine"] > 0.5 and 0 <= row["nontarget_unchanged"] <= 8, method
+    # Clamping the concept at every layer moves the targets' states: the text side must see a change.
+    assert rows["sae-all"]["probe_rate_after"] <= rows["sae-all"]["probe_rate_before"]
