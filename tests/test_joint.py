@@ -74,3 +74,36 @@ def test_layers_of_different_widths_or_without_tokens_are_refused():
                              layers["layer.0"].nontarget, torch.zeros_like(layers["layer.0"].nontarget_mask))
     with pytest.raises(ClearSaeError, match="no tokens"):
         train_joint({"layer.0": empty}, SMALL, progress=False)
+
+
+def test_cli_learns_a_new_concept_the_published_way_and_erases_it(minilm, tmp_path, capsys):
+    """`clear-sae concept --method clear-joint` on prompts no dictionary was trained for, then the entry erases."""
+    from clear_sae.cli import main
+    from clear_sae.erase import erase_concepts
+    from clear_sae.library import ConceptLibrary
+
+    scenes = ["{} on a quiet street at dusk", "a close-up of {} on a wooden table", "a musician holds {} in a park",
+              "{} in a shop window, slow pan", "a child looks at {} at a fair", "an old photo of {} on a stage",
+              "{} under soft studio light", "a band plays {} by the sea", "a street performer with {} in the rain",
+              "{} lying on a bed, morning light", "a woman tunes {} backstage", "{} resting on a piano"]
+    (tmp_path / "t.txt").write_text("\n".join(s.format("an accordion") for s in scenes))
+    (tmp_path / "n.txt").write_text("\n".join(s.format("a violin") for s in scenes))
+    library_path = tmp_path / "lib.json"
+    code = main(["concept", "--method", "clear-joint", "--model", "minilm", "--name", "accordion", "--target",
+                 str(tmp_path / "t.txt"), "--nontarget", str(tmp_path / "n.txt"), "--library", str(library_path),
+                 "--joint-rounds", "3"])
+    assert code == 0
+    out = capsys.readouterr().out
+    entry = ConceptLibrary.load(library_path).get("accordion")
+    assert "<- chosen" in out and entry.hook_point in out and entry.latents
+    assert entry.settings["method"] == "clear-joint" and (tmp_path / "lib_joint" / "accordion").is_dir()
+    prompt = ["a sailor plays an accordion on the deck of a ship"]
+    hook = entry.hook_point
+    clean = minilm.run(prompt, [hook])[hook].acts
+    with erase_concepts(minilm, ConceptLibrary.load(library_path), ["accordion"]) as clamps:
+        erased = minilm.run(prompt, [hook])[hook].acts
+    assert clamps[hook].tokens_edited > 0 and not torch.equal(clean, erased)
+    # Without dictionaries the reuse method has nothing to reuse.
+    assert main(["concept", "--name", "x", "--target", str(tmp_path / "t.txt"), "--nontarget",
+                 str(tmp_path / "n.txt"), "--library", str(library_path)]) == 2
+    assert "--dictionaries is required" in capsys.readouterr().err
