@@ -67,12 +67,13 @@ def latents_by_layer(backbone: "Backbone", library: "ConceptLibrary", name: str,
     return {p.hook_point: p.latents for p in profiles}
 
 
-def _clamps(library: "ConceptLibrary", entry: Any) -> dict[str, Any]:
+def concept_clamps(library: "ConceptLibrary", entry: Any, exact: bool = True) -> dict[str, Any]:
+    """The clamp of one library entry (possibly edited: another layer, other latents) on its dictionary."""
     from clear_sae.dictionary import Dictionaries
     from clear_sae.erase import ConceptClamp, merge_clamps
 
     sae = Dictionaries(library.dictionary_path(entry)).sae(entry.hook_point)
-    return merge_clamps([ConceptClamp(entry, sae)])
+    return merge_clamps([ConceptClamp(entry, sae)], exact)
 
 
 def build_erasure(method: str, backbone: "Backbone", library: "ConceptLibrary", name: str, target: list[str],
@@ -93,7 +94,7 @@ def build_erasure(method: str, backbone: "Backbone", library: "ConceptLibrary", 
         scratch = ConceptLibrary(library.path)  # never saved; only resolves the dictionary's relative path
         fresh, _ = learn_concept(backbone, Dictionaries(library.dictionary_path(entry)), name, target, nontarget,
                                  scratch, replace(concept_settings(library, name), strength=entry.strength))
-        erasure = Erasure(_clamps(scratch, fresh), layer=fresh.hook_point)
+        erasure = Erasure(concept_clamps(scratch, fresh), layer=fresh.hook_point)
     elif method == "clear-joint":
         from clear_sae.erase import merge_clamps, resolve_concepts
         from clear_sae.joint import JointConfig, learn_concept_joint
@@ -114,14 +115,15 @@ def build_erasure(method: str, backbone: "Backbone", library: "ConceptLibrary", 
                  "sae-random": int(np.random.default_rng(seed).integers(len(hooks)))}[method]
         hook = hooks[index]
         if layers[hook]:
-            erasure = Erasure(_clamps(library, replace(entry, hook_point=hook, latents=layers[hook])), layer=hook)
+            moved = replace(entry, hook_point=hook, latents=layers[hook])
+            erasure = Erasure(concept_clamps(library, moved), layer=hook)
         else:
             erasure = Erasure(layer=hook, note="no concept-specific latents at this layer")
     elif method == "sae-all":
         all_hooks: dict[str, Any] = {}
         for hook, latents in layers.items():
             if latents:
-                all_hooks.update(_clamps(library, replace(entry, hook_point=hook, latents=latents)))
+                all_hooks.update(concept_clamps(library, replace(entry, hook_point=hook, latents=latents)))
         erasure = Erasure(all_hooks, layer="all")
     elif method == "diff-means":
         erasure = Erasure({entry.hook_point: direction_clamp(backbone, entry.hook_point, target, nontarget)},

@@ -283,29 +283,23 @@ def clamps_at(library: "ConceptLibrary", name: str, hook_point: str | None = Non
     """The clamps that erase library concept `name`, optionally moved to another layer with other latents."""
     from dataclasses import replace
 
-    from clear_sae.dictionary import Dictionaries
-    from clear_sae.erase import ConceptClamp, merge_clamps
+    from clear_sae.methods import concept_clamps
 
     entry = library.get(name)
     if hook_point is not None and hook_point != entry.hook_point:
         entry = replace(entry, hook_point=hook_point, latents=list(latents or []))
-    sae = Dictionaries(library.dictionary_path(entry)).sae(entry.hook_point)
-    return merge_clamps([ConceptClamp(entry, sae)], exact)
+    return concept_clamps(library, entry, exact)
 
 
 def sweep_latents(library: "ConceptLibrary", name: str, axis: str, value: str) -> dict[str, list[int]]:
     """The concept's latents at every layer of its dictionaries, found from the toy world's learning prompts."""
     from clear_sae.backbones import load_backbone
-    from clear_sae.concepts import ConceptConfig, profile_concept
-    from clear_sae.dictionary import Dictionaries
+    from clear_sae.methods import latents_by_layer
 
     entry = library.get(name)
     target, nontarget, _, _ = concept_pairs(axis, value, LEARN_PAIRS, "train", LEARN_SEED)
-    dictionaries = Dictionaries(library.dictionary_path(entry))
-    settings = {k: v for k, v in entry.settings.items() if k in ConceptConfig.__dataclass_fields__}
-    profiles = profile_concept(load_backbone(entry.model_source), dictionaries, target, nontarget,
-                               ConceptConfig(**settings))
-    return {p.hook_point: (entry.latents if p.hook_point == entry.hook_point else p.latents) for p in profiles}
+    layers = latents_by_layer(load_backbone(entry.model_source), library, name, target, nontarget)
+    return {hook: (entry.latents if hook == entry.hook_point else latents) for hook, latents in layers.items()}
 
 
 STRIP_PAIRS = {"target": 4, "nontarget": 2}
