@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clips", type=int, default=100)
     parser.add_argument("--heldout-clips", type=int, default=50)
     parser.add_argument("--nontarget-clips", type=int, default=50)
-    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--steps", type=int, default=EvalConfig.steps)
     parser.add_argument("--batch-size", type=int, default=25)
     parser.add_argument("--seed", type=int, default=0, help="draws the random layer of sae-random")
     parser.add_argument("--joint-rounds", type=int, default=None, help="clear-joint training rounds (default: its own)")

@@ -82,6 +82,9 @@ def _cmd_concept(args: argparse.Namespace) -> None:
     target = read_prompt_file(args.target)
     nontarget = read_prompt_file(args.nontarget)
     if args.method == "clear-joint":
+        if args.calibrate:
+            raise ClearSaeError("--calibrate tunes an entry on the reused dictionaries; leave it out with "
+                                "--method clear-joint (or pass --strength)")
         _concept_joint(args, target, nontarget)
         return
     if not args.dictionaries:
@@ -95,11 +98,22 @@ def _cmd_concept(args: argparse.Namespace) -> None:
             dictionaries.check_hook_point(hook)
     cfg = ConceptConfig(score=args.score, strength=args.strength, min_target_rate=args.min_target_rate,
                         max_nontarget_rate=args.max_nontarget_rate, max_latents=args.max_latents)
-    entry, profiles = learn_concept(backbone, dictionaries, args.name, target, nontarget, library, cfg, layers)
+    if args.calibrate:
+        from clear_sae.calibrate import CalibrationConfig, format_ladder, learn_calibrated_concept
+
+        cal = CalibrationConfig()
+        entry, profiles, steps = learn_calibrated_concept(backbone, dictionaries, args.name, target, nontarget,
+                                                          library, cfg, cal, layers)
+    else:
+        entry, profiles = learn_concept(backbone, dictionaries, args.name, target, nontarget, library, cfg, layers)
     library.save()
     print(f"concept {entry.name!r}: {len(target)} target, {len(nontarget)} non-target prompts")
     print(format_table(profiles, entry.hook_point, cfg.score))
-    print(f"chosen layer: {entry.hook_point} ({len(entry.latents)} latents) -> {library.path}")
+    if args.calibrate:
+        print("calibration (a probe on the final text states, held-out targets):")
+        print(format_ladder(steps, cal.max_probe_rate))
+    print(f"chosen layer: {entry.hook_point} ({len(entry.latents)} latents, strength {entry.strength:g}) -> "
+          f"{library.path}")
 
 
 def _concept_joint(args: argparse.Namespace, target: list[str], nontarget: list[str]) -> None:
@@ -321,6 +335,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layers", default=None, help="restrict the candidate layers")
     p.add_argument("--score", default="energy", choices=["energy", "auroc"])
     p.add_argument("--strength", type=float, default=1.0, help="gamma of the clamp")
+    p.add_argument("--calibrate", action="store_true",
+                   help="raise the strength (1, 2, 4) and then the non-target tolerance (0.2, 0.4) until a probe on "
+                        "the final text states no longer finds the concept in held-out targets (overrides --strength)")
     p.add_argument("--min-target-rate", type=float, default=0.1)
     p.add_argument("--max-nontarget-rate", type=float, default=0.05)
     p.add_argument("--max-latents", type=positive_int, default=32)

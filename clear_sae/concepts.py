@@ -15,7 +15,7 @@ together they still fire on (almost) no non-target. Scores:
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from clear_sae.errors import ClearSaeError
@@ -140,7 +140,9 @@ def specific_and_shared(target: PromptCodes, nontarget: PromptCodes,
     return sorted(chosen), shared
 
 
-def _split(n_target: int, n_nontarget: int, holdout: float, seed: int) -> tuple[list[int], list[int], list[int], list[int]]:
+def split_pairs(n_target: int, n_nontarget: int, holdout: float, seed: int) -> tuple[list[int], list[int], list[int], list[int]]:
+    """Fit and held-out row indices (targets, non-targets, held-out targets, held-out non-targets); equal-sized
+    lists are treated as context-matched pairs and split together."""
     import torch
 
     gen = torch.Generator().manual_seed(seed)
@@ -166,7 +168,7 @@ def profile_layer(hook: str, target: PromptCodes, nontarget: PromptCodes, cfg: C
     s_spe = float(energy[latents].sum()) if latents else 0.0
     s_uni = float(energy[shared].sum())
     loss = math.log1p(s_uni / (s_spe + EPS))
-    fit_t, fit_n, held_t, held_n = _split(len(target.peak), len(nontarget.peak), cfg.holdout, cfg.seed)
+    fit_t, fit_n, held_t, held_n = split_pairs(len(target.peak), len(nontarget.peak), cfg.holdout, cfg.seed)
     score_auroc = None  # a layer without concept latents has no AUROC to speak of (and is never chosen)
     if held_t and held_n and latents:
         fit_latents, _ = specific_and_shared(_subset(target, fit_t), _subset(nontarget, fit_n), cfg)
@@ -193,6 +195,14 @@ def select_layer(profiles: list[LayerProfile], score: str) -> LayerProfile:
 def profile_concept(backbone: "Backbone", dictionaries: "Dictionaries", target: list[str], nontarget: list[str],
                     cfg: ConceptConfig = ConceptConfig(), hook_points: list[str] | None = None) -> list[LayerProfile]:
     """Profile a concept at every hook point that has a dictionary."""
+    return profile_concept_at_rates(backbone, dictionaries, target, nontarget, cfg, [cfg.max_nontarget_rate],
+                                    hook_points)[cfg.max_nontarget_rate]
+
+
+def profile_concept_at_rates(backbone: "Backbone", dictionaries: "Dictionaries", target: list[str],
+                             nontarget: list[str], cfg: ConceptConfig, max_nontarget_rates: list[float],
+                             hook_points: list[str] | None = None) -> dict[float, list[LayerProfile]]:
+    """`profile_concept` at several `max_nontarget_rate` values, the prompts encoded once."""
     if not target:
         raise ClearSaeError("the target prompt list is empty; pass prompts that contain the concept")
     if not nontarget:
@@ -203,7 +213,8 @@ def profile_concept(backbone: "Backbone", dictionaries: "Dictionaries", target: 
     dictionaries.check_backbone(backbone.backbone_id, {h: backbone.d_model(h) for h in hook_points})
     target_codes = encode_prompts(backbone, dictionaries, target, hook_points, cfg.batch_size)
     nontarget_codes = encode_prompts(backbone, dictionaries, nontarget, hook_points, cfg.batch_size)
-    return [profile_layer(h, target_codes[h], nontarget_codes[h], cfg) for h in hook_points]
+    return {rate: [profile_layer(h, target_codes[h], nontarget_codes[h], replace(cfg, max_nontarget_rate=rate))
+                   for h in hook_points] for rate in max_nontarget_rates}
 
 
 def format_table(profiles: list[LayerProfile], chosen: str, score: str) -> str:
@@ -220,10 +231,12 @@ def format_table(profiles: list[LayerProfile], chosen: str, score: str) -> str:
 
 def learn_concept(backbone: "Backbone", dictionaries: "Dictionaries", name: str, target: list[str],
                   nontarget: list[str], library: Any, cfg: ConceptConfig = ConceptConfig(),
-                  hook_points: list[str] | None = None) -> tuple[Any, list[LayerProfile]]:
+                  hook_points: list[str] | None = None,
+                  profiles: list[LayerProfile] | None = None) -> tuple[Any, list[LayerProfile]]:
     """Profile a concept at every layer, pick the layer, and add the entry to `library` (not saved).
 
-    Trains nothing: the dictionaries are reused as they are.
+    Trains nothing: the dictionaries are reused as they are. `profiles`, if given, are this concept's
+    profiles under `cfg`, already computed.
     """
     from clear_sae.library import ConceptEntry
     from clear_sae.prompts import prompts_hash
@@ -232,7 +245,8 @@ def learn_concept(backbone: "Backbone", dictionaries: "Dictionaries", name: str,
         raise ClearSaeError("the concept name is empty; pass --name NAME")
     if cfg.score not in SCORES:
         raise ClearSaeError(f"unknown score {cfg.score!r}; choose one of {', '.join(SCORES)}")
-    profiles = profile_concept(backbone, dictionaries, target, nontarget, cfg, hook_points)
+    if profiles is None:
+        profiles = profile_concept(backbone, dictionaries, target, nontarget, cfg, hook_points)
     chosen = select_layer(profiles, cfg.score)
     settings = {k: v for k, v in asdict(cfg).items() if k not in ("batch_size", "strength")}
     entry = ConceptEntry(

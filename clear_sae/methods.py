@@ -1,8 +1,10 @@
 """Every erasure method of the comparison, built for one concept as forward hooks (and a negative prompt).
 
 - `clear`: the library's concept on its reused dictionaries, learned afresh from the same prompts so that
-  its time is the concept's own cost (with the library's settings this reproduces the entry);
-- `clear-joint`: the paper's own per-concept SAE and layer preferences (`clear_sae.joint`), trained here;
+  its time is the concept's own cost (with the library's settings, and its calibration ladder if it was
+  calibrated, this reproduces the entry);
+- `clear-joint`: the paper's own per-concept SAE and layer preferences (`clear_sae.joint`), trained here,
+  with the concept's rule for specific latents before any calibration, and gamma 1;
 - `negative-prompt`: the concept's words as the negative prompt under classifier-free guidance (no hook;
   only a generator can use it);
 - `safree`: the SAFREE-style projection of the text encoder's output (`clear_sae.baselines`);
@@ -83,6 +85,7 @@ def build_erasure(method: str, backbone: "Backbone", library: "ConceptLibrary", 
     (for the negative prompt and the SAFREE subspace) and `layers` its latents at every layer
     (`latents_by_layer`), in the backbone's order."""
     from clear_sae.baselines import direction_clamp, subspace_projection
+    from clear_sae.calibrate import learn_calibrated_concept, recorded_calibration
     from clear_sae.concepts import learn_concept
     from clear_sae.dictionary import Dictionaries
     from clear_sae.library import ConceptLibrary
@@ -92,15 +95,27 @@ def build_erasure(method: str, backbone: "Backbone", library: "ConceptLibrary", 
     hooks = list(layers)
     if method == "clear":
         scratch = ConceptLibrary(library.path)  # never saved; only resolves the dictionary's relative path
-        fresh, _ = learn_concept(backbone, Dictionaries(library.dictionary_path(entry)), name, target, nontarget,
-                                 scratch, replace(concept_settings(library, name), strength=entry.strength))
+        dictionaries = Dictionaries(library.dictionary_path(entry))
+        settings = replace(concept_settings(library, name), strength=entry.strength)
+        calibration = recorded_calibration(entry.settings)
+        if calibration:  # climb the ladder again, so that its cost is counted
+            first_rate, cal = calibration
+            fresh, _, _ = learn_calibrated_concept(backbone, dictionaries, name, target, nontarget, scratch,
+                                                   replace(settings, max_nontarget_rate=first_rate), cal)
+        else:
+            fresh, _ = learn_concept(backbone, dictionaries, name, target, nontarget, scratch, settings)
         erasure = Erasure(concept_clamps(scratch, fresh), layer=fresh.hook_point)
     elif method == "clear-joint":
         from clear_sae.erase import merge_clamps, resolve_concepts
         from clear_sae.joint import JointConfig, learn_concept_joint
 
-        # The concept's own rule for specific and shared latents, whatever training schedule `joint_cfg` sets.
-        cfg = replace(joint_cfg or JointConfig(), concept=concept_settings(library, name))
+        # The concept's own rule for specific and shared latents, whatever training schedule `joint_cfg` sets;
+        # as published, so without the calibration of the reused-dictionary entry (gamma 1, the first tolerance).
+        rule = concept_settings(library, name)
+        calibration = recorded_calibration(entry.settings)
+        if calibration:
+            rule = replace(rule, max_nontarget_rate=calibration[0])
+        cfg = replace(joint_cfg or JointConfig(), concept=rule)
         with tempfile.TemporaryDirectory(prefix="clear_joint_") as scratch_dir:  # the SAE is loaded before it goes
             joint_library = ConceptLibrary(Path(scratch_dir) / "concepts.json")
             joint_entry, _ = learn_concept_joint(backbone, name, target, nontarget, joint_library,

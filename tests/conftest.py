@@ -121,7 +121,7 @@ def minilm_library(tmp_path_factory, minilm, minilm_dictionaries) -> Path:
 
 @pytest.fixture(scope="session")
 def toy_library(tmp_path_factory, minilm, minilm_dictionaries):
-    """A library with two toy concepts learned on the test dictionaries."""
+    """A library with two toy concepts learned (and calibrated) on the test dictionaries."""
     from clear_sae.dictionary import Dictionaries
     from clear_sae.library import ConceptLibrary
     from clear_sae.toyworld.concepts import learn_toy_concept
@@ -129,7 +129,7 @@ def toy_library(tmp_path_factory, minilm, minilm_dictionaries):
     library = ConceptLibrary(tmp_path_factory.mktemp("toy_library") / "concepts.json")
     for name in ("red", "circle"):
         entry = learn_toy_concept(minilm, Dictionaries(minilm_dictionaries), name, library)
-        assert entry.settings["max_nontarget_rate"] == 0.2
+        assert entry.settings["calibration"]["steps"][0]["max_nontarget_rate"] == 0.2  # the toy world's first rung
     library.save()
     return library.path
 

@@ -105,3 +105,21 @@ def test_text_side_comparison_of_a_minilm_concept(minilm, minilm_library):
         assert row["nontarget_cosine"] > 0.5 and 0 <= row["nontarget_unchanged"] <= 8, method
     # Clamping the concept at every layer moves the targets' states: the text side must see a change.
     assert rows["sae-all"]["probe_rate_after"] <= rows["sae-all"]["probe_rate_before"]
+
+
+def test_the_levers_script_erases_every_variant_and_counts_them(tiny_toy_generator, toy_library, tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("toy_erasure_levers", ROOT / "analysis" / "toy_erasure_levers.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    out = tmp_path / "levers.json"
+    assert script.main(["--out", str(out), "--concepts", "circle", "--library", str(toy_library), "--generator",
+                        str(tiny_toy_generator), "--clips", "2", "--steps", "1"]) == 0
+    row = json.loads(out.read_text())["concepts"]["circle"]
+    assert set(row) == set(script.VARIANTS)
+    for variant, (rate, gamma) in script.VARIANTS.items():
+        assert row[variant]["latents"] > 0 and 0.0 <= row[variant]["rate_after"] <= 1.0, variant
+    # gamma changes the clamp, not the latents; the tolerance may change both.
+    assert row["base"]["latents"] == row["gamma2"]["latents"] == row["gamma4"]["latents"]
+    assert row["nt0.4_g2"]["latents"] == row["nt0.4_g4"]["latents"] >= 1
+    table = capsys.readouterr().out
+    assert "| circle |" in table and "**at most 10%, preservation kept**" in table

@@ -26,10 +26,16 @@ EVAL_SEED = 1_000
 LEARN_PAIRS = 200
 """Prompt pairs a toy concept is learned from."""
 MAX_NONTARGET_RATE = 0.2
-"""`ConceptConfig.max_nontarget_rate` for toy concepts. Non-targets here differ from targets in one word only,
-so a latent of a colour's neighbourhood fires on a good share of them; at the default 0.05 blue kept 89% of its
-generation rate after erasure, at 0.2 it kept 25%, with no loss of preservation (a trial of 8 clips each on an
-early generator; red did not respond to either)."""
+"""`ConceptConfig.max_nontarget_rate` for toy concepts, the first rung of their calibration. Non-targets here
+differ from targets in one word only, so a latent of a colour's neighbourhood fires on a good share of them; at
+the default 0.05 blue kept 89% of its generation rate after erasure, at 0.2 it kept 25%, with no loss of
+preservation (a trial of 8 clips each on an early generator; red did not respond to either)."""
+TOY_STRENGTH = 4.0
+"""gamma of every toy concept; calibration then only widens the tolerance where the probe still finds the
+concept. With the full ladder (gamma 1, 2, 4) the probe on pooled text states passed gamma 1 for blue, orange
+and yellow whose clips still showed the concept in 26%, 25% and 13% of frames. In a trial on a seed of its own
+(5000, 20 clips per concept) at tolerance 0.2, gamma 4 brought 10 of 16 concepts to 10% or below, gamma 1
+brought 4 (README)."""
 
 
 def toy_concepts() -> list[str]:
@@ -85,11 +91,14 @@ def toy_corpus(n: int, seed: int = 7) -> list[str]:
 
 
 def learn_toy_concept(backbone: Any, dictionaries: Any, name: str, library: Any, seed: int = 0) -> Any:
-    """Learn toy concept `name` from its `LEARN_PAIRS` learning pairs into `library`; returns the entry."""
-    from clear_sae.concepts import ConceptConfig, learn_concept
+    """Learn toy concept `name` from its `LEARN_PAIRS` learning pairs into `library` at strength `TOY_STRENGTH`,
+    its tolerance calibrated (`clear_sae.calibrate`); returns the entry."""
+    from clear_sae.calibrate import CalibrationConfig, learn_calibrated_concept
+    from clear_sae.concepts import ConceptConfig
 
     target, nontarget, _, _ = concept_pairs(*attribute_of(name), LEARN_PAIRS)
-    entry, _ = learn_concept(backbone, dictionaries, name, target, nontarget, library,
-                             ConceptConfig(seed=seed, max_nontarget_rate=MAX_NONTARGET_RATE))
+    entry, _, _ = learn_calibrated_concept(backbone, dictionaries, name, target, nontarget, library,
+                                           ConceptConfig(seed=seed, max_nontarget_rate=MAX_NONTARGET_RATE),
+                                           CalibrationConfig(strengths=(TOY_STRENGTH,)))
     return entry
 

@@ -1,0 +1,88 @@
+"""Calibration: the ladder climbs from the mildest erasure and stops where the probe no longer finds the concept."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from clear_sae.calibrate import (CalibrationConfig, CalibrationStep, calibration_ladder, chosen_step,
+                                 learn_calibrated_concept, nontarget_rate_ladder)
+from clear_sae.concepts import ConceptConfig, split_pairs
+from clear_sae.dictionary import Dictionaries
+from clear_sae.library import ConceptLibrary
+from clear_sae.toyworld.concepts import concept_pairs
+
+
+def test_the_ladder_starts_at_the_concepts_own_tolerance():
+    cal = CalibrationConfig(wider_nontarget_rates=(0.4, 0.2))
+    assert nontarget_rate_ladder(ConceptConfig(), cal) == [0.05, 0.2, 0.4]
+    assert nontarget_rate_ladder(ConceptConfig(max_nontarget_rate=0.2), cal) == [0.2, 0.4]
+    assert nontarget_rate_ladder(ConceptConfig(max_nontarget_rate=0.5), cal) == [0.5]
+
+
+def test_chosen_step_is_the_least_found_and_the_mildest_on_ties():
+    steps = [CalibrationStep(0.2, 1.0, "a", 3, 0.5), CalibrationStep(0.2, 2.0, "a", 3, 0.3),
+             CalibrationStep(0.4, 1.0, "b", 5, 0.3), CalibrationStep(0.4, 2.0, "b", 5, 0.4)]
+    assert chosen_step(steps) is steps[1]
+
+
+def test_calibration_stops_at_the_first_rung_the_probe_clears_and_saves_that_rung(minilm, minilm_dictionaries,
+                                                                                  tmp_path, capsys):
+    """On the test dictionaries, 'bar' needs more than gamma 1: every rung before the chosen one left the concept
+    in more than the bar's share of held-out targets, and the saved entry is the chosen rung's."""
+    from clear_sae.erase import LatentClamp
+    from clear_sae.evaluate import pooled_final_states, train_concept_probe
+
+    target, nontarget, _, _ = concept_pairs("shape", "bar", 60)
+    cfg = ConceptConfig(max_nontarget_rate=0.2)
+    cal = CalibrationConfig()
+    dictionaries = Dictionaries(minilm_dictionaries)
+    library = ConceptLibrary(tmp_path / "lib.json")
+    entry, _, steps = learn_calibrated_concept(minilm, dictionaries, "bar", target, nontarget, library, cfg, cal)
+    assert len(steps) >= 2, "gamma 1 already cleared the probe: the ladder was not exercised"
+    assert all(s.probe_rate > cal.max_probe_rate for s in steps[:-1])
+    last = steps[-1]
+    assert last.probe_rate <= cal.max_probe_rate or len(steps) == len(cal.strengths) * 2
+    chosen = chosen_step(steps)
+    assert (entry.strength, entry.settings["max_nontarget_rate"]) == (chosen.strength, chosen.max_nontarget_rate)
+    assert (entry.hook_point, len(entry.latents)) == (chosen.hook_point, chosen.n_latents)
+
+    # The probe that judged the rungs does find the concept without erasure.
+    fit_t, fit_n, held_t, _ = split_pairs(len(target), len(nontarget), cfg.holdout, cfg.seed)
+    probe = train_concept_probe(pooled_final_states(minilm, [target[i] for i in fit_t]),
+                                pooled_final_states(minilm, [nontarget[i] for i in fit_n]))
+    held = [target[i] for i in held_t]
+    assert float((probe(pooled_final_states(minilm, held)) > 0.5).float().mean()) >= 0.9
+    clamp = LatentClamp(dictionaries.sae(entry.hook_point), entry.latents, entry.strength)
+    after = float((probe(pooled_final_states(minilm, held, {entry.hook_point: clamp})) > 0.5).float().mean())
+    assert after == pytest.approx(chosen.probe_rate, abs=1e-6)
+
+    library.save()
+    saved = json.loads((tmp_path / "lib.json").read_text())["concepts"]["bar"]["settings"]["calibration"]
+    assert [s["probe_rate"] for s in saved["steps"]] == [s.probe_rate for s in steps]
+
+
+def test_cli_calibrate_prints_the_ladder_and_refuses_clear_joint(minilm_dictionaries, tmp_path, capsys):
+    from clear_sae.cli import main
+
+    target, nontarget, _, _ = concept_pairs("motion", "fall", 40)
+    (tmp_path / "t.txt").write_text("\n".join(target))
+    (tmp_path / "n.txt").write_text("\n".join(nontarget))
+    args = ["concept", "--name", "fall", "--target", str(tmp_path / "t.txt"), "--nontarget", str(tmp_path / "n.txt"),
+            "--library", str(tmp_path / "lib.json"), "--calibrate", "--max-nontarget-rate", "0.2"]
+    assert main(args + ["--dictionaries", str(minilm_dictionaries)]) == 0
+    out = capsys.readouterr().out
+    entry = ConceptLibrary.load(tmp_path / "lib.json").get("fall")
+    assert "probe finds" in out and "<- chosen" in out and f"strength {entry.strength:g}" in out
+    assert "calibration" in entry.settings
+    assert main(args + ["--method", "clear-joint", "--model", "minilm"]) == 2
+    assert "--calibrate tunes an entry on the reused dictionaries" in capsys.readouterr().err
+
+
+def test_calibration_needs_held_out_targets(minilm, minilm_dictionaries):
+    from clear_sae.errors import ClearSaeError
+
+    with pytest.raises(ClearSaeError, match="needs held-out targets"):
+        calibration_ladder(minilm, Dictionaries(minilm_dictionaries), ["a red bar"] * 3, ["a red disc"] * 3,
+                           ConceptConfig(), CalibrationConfig())
