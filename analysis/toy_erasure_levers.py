@@ -88,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
             after = ev.sample_after(world, concept_clamps(library, moved), before, negative, cfg)
             r = ev.compare(world, axis, value, before, after, cfg)
             row[variant] = {"layer": chosen.hook_point, "latents": len(chosen.latents),
-                            "rate_before": r["rate_target_before"]["mean"], "rate_after": r["rate_target_after"]["mean"],
+                            "rate_before": r["rate_target_before"]["mean"],
+                            "rate_after": r["rate_target_after"]["mean"],
                             "preservation_drop": r["preservation_drop"]["mean"],
                             "drift": r["pixel_drift_nontarget"]["mean"]}
         results["concepts"][name] = row

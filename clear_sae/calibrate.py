@@ -113,7 +113,8 @@ def chosen_step(steps: list[CalibrationStep]) -> CalibrationStep:
 def learn_calibrated_concept(backbone: "Backbone", dictionaries: "Dictionaries", name: str, target: list[str],
                              nontarget: list[str], library: Any, cfg: ConceptConfig = ConceptConfig(),
                              cal: CalibrationConfig = CalibrationConfig(),
-                             hook_points: list[str] | None = None) -> tuple[Any, list[LayerProfile], list[CalibrationStep]]:
+                             hook_points: list[str] | None = None
+                             ) -> tuple[Any, list[LayerProfile], list[CalibrationStep]]:
     """`learn_concept` with the tolerance and strength the calibration ladder chose, learned from all pairs;
     the ladder is recorded in the entry's settings under `calibration`."""
     steps = calibration_ladder(backbone, dictionaries, target, nontarget, cfg, cal, hook_points)

@@ -140,7 +140,8 @@ def specific_and_shared(target: PromptCodes, nontarget: PromptCodes,
     return sorted(chosen), shared
 
 
-def split_pairs(n_target: int, n_nontarget: int, holdout: float, seed: int) -> tuple[list[int], list[int], list[int], list[int]]:
+def split_pairs(n_target: int, n_nontarget: int, holdout: float, seed: int
+                ) -> tuple[list[int], list[int], list[int], list[int]]:
     """Fit and held-out row indices (targets, non-targets, held-out targets, held-out non-targets); equal-sized
     lists are treated as context-matched pairs and split together."""
     import torch
