@@ -13,6 +13,10 @@ prompts still carry the concept, and the fresh non-targets give the probe's fals
 pooled final states with and without the method, and how many are untouched.
 
     python analysis/compare_methods.py --out analysis/comparison [--concepts blue,cross] [--clips 100]
+
+`--append` adds the concepts of this invocation to the report already in `--out` (made with the same figures-
+relevant options, which it checks), so a long comparison can be run in parts; every part's options are kept
+in the JSON's `invocations`.
 """
 
 from __future__ import annotations
@@ -26,6 +30,37 @@ from typing import Any
 
 def _pct(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.1f}"
+
+
+# Options that change the figures: a report can only be extended by a run that shares them.
+_SHARED_OPTIONS = ("methods", "library", "generator", "clips", "heldout_clips", "nontarget_clips", "steps",
+                   "batch_size", "seed", "joint_rounds", "fresh_pairs")
+
+
+def _relative_to(path: Path, root: Path) -> str:
+    """The path relative to the repository when it lies inside it, so reports compare across checkouts."""
+    try:
+        return str(path.resolve().relative_to(root))
+    except ValueError:
+        return str(path)
+
+
+def start_report(out: Path, options: dict[str, Any], append: bool) -> dict[str, Any]:
+    """A new report, or with `append` the one already in `out` after checking it was made with the same options."""
+    path = out / "comparison.json"
+    if not append or not path.exists():
+        return {"format": "clear_sae.method_comparison", "config": options, "invocations": [options],
+                "concepts": {}, "seconds": 0.0}
+    report = json.loads(path.read_text())
+    if report.get("format") != "clear_sae.method_comparison":
+        raise SystemExit(f"error: {path} is not a method comparison; choose another --out or drop --append")
+    differing = [k for k in _SHARED_OPTIONS if report["config"].get(k) != options.get(k)]
+    if differing:
+        raise SystemExit(f"error: {path} was made with different {', '.join(differing)}; rerun with the same "
+                         f"options or write to a new --out")
+    report.setdefault("invocations", [report["config"]]).append(options)
+    report.setdefault("seconds", 0.0)
+    return report
 
 
 def markdown_table(report: dict[str, Any]) -> str:
@@ -63,6 +98,42 @@ def markdown_table(report: dict[str, Any]) -> str:
                              f"**{_pct(m['probe_rate_after'])}** | {_pct(m['nontarget_probe_rate_after'])} | "
                              f"{m['nontarget_cosine']:.4f} | {m['nontarget_unchanged']}/{m['prompts']['nontarget']} | "
                              f"{m['seconds_build']} |")
+    return "\n".join(lines)
+
+
+def meets_target(row: dict[str, Any], max_rate: float = 0.10, max_drop: float = 0.03) -> bool:
+    """The issue's bar: generation rate after erasure at most 10%, preservation down at most 3 points."""
+    return row["rate_target_after"]["mean"] <= max_rate and row["preservation_drop"]["mean"] <= max_drop
+
+
+def summary_table(report: dict[str, Any]) -> str:
+    """One row per method, one column per qualifying concept: the rate after erasure in %, the preservation
+    drop in brackets where it is over 3 points, bold where the target is met; then the count met and the
+    mean build time."""
+    concepts = [name for name, r in report["concepts"].items() if r["qualifies"]]
+    methods = list(dict.fromkeys(m for name in concepts for m in report["concepts"][name]["methods"]))
+    lines = ["| method | " + " | ".join(concepts) + " | met | build s (mean) |",
+             "|---" * (len(concepts) + 3) + "|"]
+    for method in methods:
+        cells, met, seconds = [], 0, []
+        for name in concepts:
+            row = report["concepts"][name]["methods"].get(method)
+            if row is None:
+                cells.append("")
+                continue
+            seconds.append(row["seconds_build"])
+            if "note" in row:
+                cells.append("no latents")
+                continue
+            text = f"{100 * row['rate_target_after']['mean']:.1f}"
+            if row["preservation_drop"]["mean"] > 0.03:
+                text += f" (−{100 * row['preservation_drop']['mean']:.1f})"
+            if meets_target(row):
+                met += 1
+                text = f"**{text}**"
+            cells.append(text)
+        mean_seconds = sum(seconds) / len(seconds) if seconds else 0.0
+        lines.append(f"| {method} | " + " | ".join(cells) + f" | {met} of {len(concepts)} | {mean_seconds:.1f} |")
     return "\n".join(lines)
 
 
@@ -116,8 +187,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--demo-concepts", default=None,
                         help="MiniLM concepts measured on the text side (default: the shipped ones; '' for none)")
     parser.add_argument("--fresh-pairs", type=int, default=20, help="fresh prompt pairs per MiniLM concept")
+    parser.add_argument("--append", action="store_true",
+                        help="add to the comparison.json already in --out (same options) instead of replacing it")
+    parser.add_argument("--render", action="store_true",
+                        help="only rewrite comparison.md and .html from the comparison.json in --out; run nothing")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
+    if args.render:
+        return render(Path(args.out))
 
     cfg = EvalConfig(clips=args.clips, heldout_clips=args.heldout_clips, nontarget_clips=args.nontarget_clips,
                      removed_clips=0, steps=args.steps, batch_size=args.batch_size, progress=not args.quiet)
@@ -132,7 +209,10 @@ def main(argv: list[str] | None = None) -> int:
     methods = [m for m in args.methods.split(",") if m]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    report: dict[str, Any] = {"format": "clear_sae.method_comparison", "config": vars(args), "concepts": {}}
+    options = {k: v for k, v in vars(args).items() if k not in ("out", "append", "quiet")}
+    options["library"] = _relative_to(Path(args.library), root)
+    report = start_report(out, options, args.append)
+    seconds_before = report["seconds"]
     started = time.perf_counter()
     for name in [c for c in args.concepts.split(",") if c]:
         if not args.quiet:
@@ -142,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
         (out / "comparison.json").write_text(json.dumps(report, indent=2))  # kept up to date as it goes
     demo = shipped_concepts() if args.demo_concepts is None else [c for c in args.demo_concepts.split(",") if c]
     if demo:
-        report["text_concepts"] = {}
+        report.setdefault("text_concepts", {})
         backbone = load_backbone("minilm")
         for name in demo:
             if not args.quiet:
@@ -154,9 +234,22 @@ def main(argv: list[str] | None = None) -> int:
                 backbone, library, name, methods, entry.target_prompts, entry.nontarget_prompts, fresh_target,
                 fresh_nontarget, keywords, args.seed, joint_cfg)
             (out / "comparison.json").write_text(json.dumps(report, indent=2))
-    report["seconds"] = round(time.perf_counter() - started, 1)
+    report["seconds"] = round(seconds_before + time.perf_counter() - started, 1)
     (out / "comparison.json").write_text(json.dumps(report, indent=2))
+    return render(out)
+
+
+def render(out: Path) -> int:
+    """Write `comparison.md` (the summary and the full table) and `comparison.html` from `comparison.json`."""
+    path = out / "comparison.json"
+    if not path.exists():
+        raise SystemExit(f"error: {path} does not exist; run the comparison first (without --render)")
+    report = json.loads(path.read_text())
     table = markdown_table(report)
+    if any(r["qualifies"] for r in report["concepts"].values()):
+        table = ("Rate after erasure (%) on training-phrasing targets; preservation drop over 3 points in brackets; "
+                 "**bold**: at most 10% with preservation within 3 points.\n\n" + summary_table(report)
+                 + "\n\n" + table)
     (out / "comparison.md").write_text(table + "\n")
     plot(report, out / "comparison.html")
     print(table)

@@ -74,9 +74,30 @@ def test_the_analysis_script_writes_json_markdown_and_a_plot(tiny_toy_generator,
     else:
         assert "Not qualifying" in table and "red (" in table
     assert "plotly" in (tmp_path / "comparison.html").read_text()[:200_000].lower()
+    # A second part appends to the same report; a part with other figure-relevant options is refused.
+    common = ["--out", str(tmp_path), "--methods", "clear,negative-prompt", "--library", str(toy_library),
+              "--generator", str(tiny_toy_generator), "--heldout-clips", "1", "--nontarget-clips", "2", "--steps",
+              "1", "--demo-concepts", "", "--quiet", "--append"]
+    assert script.main(common + ["--concepts", "blue", "--clips", "2"]) == 0
+    merged = json.loads((tmp_path / "comparison.json").read_text())
+    assert list(merged["concepts"]) == ["red", "blue"] and merged["concepts"]["red"] == red
+    assert [i["concepts"] for i in merged["invocations"]] == ["red", "blue"]
+    assert merged["seconds"] > report["seconds"]
+    with pytest.raises(SystemExit, match="different clips"):
+        script.main(common + ["--concepts", "green", "--clips", "3"])
+    assert json.loads((tmp_path / "comparison.json").read_text()) == merged
     # The table also renders rows of erased concepts.
     red.update(qualifies=True, methods={"clear": {"layer": "x", "seconds_build": 0.1, "note": "no latents"}})
     assert "| red | clear | x |" in script.markdown_table(report)
+    assert "| clear | no latents | 0 of 1 | 0.1 |" in script.summary_table(report)
+    # The summary counts a concept as met only at <= 10% with preservation down <= 3 points.
+    def row(rate: float, drop: float) -> dict:
+        return {"layer": "x", "seconds_build": 1.0, "rate_target_after": {"mean": rate},
+                "preservation_drop": {"mean": drop}}
+    red["methods"] = {"clear": row(0.05, 0.01), "safree": row(0.05, 0.05), "sae-all": row(0.5, 0.0)}
+    summary = script.summary_table(report)
+    assert "| clear | **5.0** | 1 of 1 |" in summary and "| safree | 5.0 (−5.0) | 0 of 1 |" in summary
+    assert "| sae-all | 50.0 | 0 of 1 |" in summary
 
 
 def test_text_side_comparison_of_a_minilm_concept(minilm, minilm_library):
