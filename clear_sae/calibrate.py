@@ -8,9 +8,12 @@ on the text encoder's pooled final states, and each candidate erasure, from the 
 is applied to held-out targets until the probe no longer finds the concept in more than `max_probe_rate`
 of them.
 
-The ladder first raises the strength gamma (the same latents, pushed further), then admits latents that
-also fire on more of the non-targets (`max_nontarget_rate`), which is what can touch non-target prompts.
-The probe is a proxy: it reads mean-pooled states, the generator reads every token.
+At each tolerance (`max_nontarget_rate`) the ladder tries the layers in the order of their separability score,
+best first, and at each layer raises the strength gamma (the same latents, pushed further). Only when no
+layer clears the probe does it admit latents that also fire on more of the non-targets (a wider tolerance),
+which is what can touch non-target prompts. So the layer kept is the most separable one whose erasure the
+probe confirms, at the narrowest tolerance that has one; `search_layers=False` tries only the best-scoring
+layer, the paper's choice. The probe is a proxy: it reads mean-pooled states, the generator reads every token.
 """
 
 from __future__ import annotations
@@ -37,6 +40,9 @@ class CalibrationConfig:
     """`max_nontarget_rate` values tried after the concept's own, those above it, in this order."""
     max_probe_rate: float = 0.1
     """Stop at the first erasure after which the probe finds the concept in at most this share of held-out targets."""
+    search_layers: bool = True
+    """Try every layer with concept latents, best score first, before widening the tolerance (False: the
+    best-scoring layer only)."""
 
 
 @dataclass
@@ -93,16 +99,26 @@ def calibration_ladder(backbone: "Backbone", dictionaries: "Dictionaries", targe
     profiles = profile_concept_at_rates(backbone, dictionaries, target, nontarget, cfg, rates, hook_points)
     steps = []
     for rate in rates:
-        if not any(p.latents for p in profiles[rate]):
-            continue
-        chosen = select_layer(profiles[rate], cfg.score)
-        for strength in cal.strengths:
-            found = _probe_rate(backbone, dictionaries, probe, chosen, strength, held_target)
-            steps.append(CalibrationStep(rate, float(strength), chosen.hook_point, len(chosen.latents),
-                                         round(found, 4), profiles[rate]))
-            if found <= cal.max_probe_rate:
-                return steps
+        for layer in layers_to_try(profiles[rate], cfg.score, cal.search_layers):
+            for strength in cal.strengths:
+                # Rounded as stored, so that 6 of 60 (0.1 in float32 is a hair above 0.1) meets a 10% bar.
+                found = round(_probe_rate(backbone, dictionaries, probe, layer, strength, held_target), 4)
+                steps.append(CalibrationStep(rate, float(strength), layer.hook_point, len(layer.latents), found,
+                                             profiles[rate]))
+                if found <= cal.max_probe_rate:
+                    return steps
     return steps
+
+
+def layers_to_try(profiles: list[LayerProfile], score: str, search_layers: bool) -> list[LayerProfile]:
+    """The layers with concept latents, best score first (the earliest on ties, as `select_layer` breaks them);
+    only the best one unless `search_layers`."""
+    usable = [p for p in profiles if p.latents]
+    if not usable:
+        return []
+    if not search_layers:
+        return [select_layer(profiles, score)]
+    return sorted(usable, key=lambda p: -(getattr(p, score) if getattr(p, score) is not None else -1.0))
 
 
 def chosen_step(steps: list[CalibrationStep]) -> CalibrationStep:
@@ -124,7 +140,7 @@ def learn_calibrated_concept(backbone: "Backbone", dictionaries: "Dictionaries",
     step = chosen_step(steps)
     chosen_cfg = replace(cfg, max_nontarget_rate=step.max_nontarget_rate, strength=step.strength)
     entry, profiles = learn_concept(backbone, dictionaries, name, target, nontarget, library, chosen_cfg, hook_points,
-                                    step.profiles)
+                                    step.profiles, layer=step.hook_point)
     entry.settings["calibration"] = {"config": asdict(cal), "steps": [s.summary() for s in steps]}
     return entry, profiles, steps
 
@@ -134,7 +150,8 @@ def recorded_calibration(settings: dict[str, Any]) -> tuple[float, CalibrationCo
     recorded = settings.get("calibration")
     if not recorded:
         return None
-    cal = CalibrationConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in recorded["config"].items()})
+    config = {"search_layers": False, **recorded["config"]}  # entries calibrated before the layer search
+    cal = CalibrationConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in config.items()})
     return recorded["steps"][0]["max_nontarget_rate"], cal
 
 

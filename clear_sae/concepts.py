@@ -193,6 +193,15 @@ def select_layer(profiles: list[LayerProfile], score: str) -> LayerProfile:
     return max(usable, key=lambda p: (getattr(p, score) if getattr(p, score) is not None else -1.0))
 
 
+def _profile_at(profiles: list[LayerProfile], layer: str) -> LayerProfile:
+    """The profile of hook point `layer`, which must have concept latents."""
+    for p in profiles:
+        if p.hook_point == layer and p.latents:
+            return p
+    raise ClearSaeError(f"layer {layer!r} has no concept-specific latents here; choose one of "
+                        f"{', '.join(p.hook_point for p in profiles if p.latents)}")
+
+
 def profile_concept(backbone: "Backbone", dictionaries: "Dictionaries", target: list[str], nontarget: list[str],
                     cfg: ConceptConfig = ConceptConfig(), hook_points: list[str] | None = None) -> list[LayerProfile]:
     """Profile a concept at every hook point that has a dictionary."""
@@ -220,10 +229,14 @@ def profile_concept_at_rates(backbone: "Backbone", dictionaries: "Dictionaries",
 
 def format_table(profiles: list[LayerProfile], chosen: str, score: str) -> str:
     """The per-layer scores as a small text table, the chosen layer marked; scores are printed at the
-    precision they are stored and compared at, so the mark is the argmax of what is shown."""
+    precision they are stored and compared at, so a mark "max" is the argmax of what is shown. A layer chosen
+    by calibration over a better-scoring one is marked as such."""
+    usable = [p for p in profiles if p.latents]
+    best = select_layer(profiles, score).hook_point if usable else None
+    why = f"max {score}" if chosen == best else "confirmed by calibration"
     lines = [f"{'layer':<26} {'energy':>9} {'loss':>9} {'auroc':>7} {'specific':>8} {'shared':>7}"]
     for p in profiles:
-        mark = f"  <- chosen (max {score})" if p.hook_point == chosen else ""
+        mark = f"  <- chosen ({why})" if p.hook_point == chosen else ""
         auroc_text = f"{p.auroc:.5f}" if p.auroc is not None else "-"
         lines.append(f"{p.hook_point:<26} {p.energy:>9.6f} {p.loss:>9.4f} {auroc_text:>7} {p.n_specific:>8} "
                      f"{p.n_shared:>7}{mark}")
@@ -233,11 +246,13 @@ def format_table(profiles: list[LayerProfile], chosen: str, score: str) -> str:
 def learn_concept(backbone: "Backbone", dictionaries: "Dictionaries", name: str, target: list[str],
                   nontarget: list[str], library: Any, cfg: ConceptConfig = ConceptConfig(),
                   hook_points: list[str] | None = None,
-                  profiles: list[LayerProfile] | None = None) -> tuple[Any, list[LayerProfile]]:
+                  profiles: list[LayerProfile] | None = None,
+                  layer: str | None = None) -> tuple[Any, list[LayerProfile]]:
     """Profile a concept at every layer, pick the layer, and add the entry to `library` (not saved).
 
     Trains nothing: the dictionaries are reused as they are. `profiles`, if given, are this concept's
-    profiles under `cfg`, already computed.
+    profiles under `cfg`, already computed. `layer`, if given, is used instead of the best-scoring one
+    (calibration passes the layer its probe confirmed).
     """
     from clear_sae.library import ConceptEntry
     from clear_sae.prompts import prompts_hash
@@ -248,7 +263,7 @@ def learn_concept(backbone: "Backbone", dictionaries: "Dictionaries", name: str,
         raise ClearSaeError(f"unknown score {cfg.score!r}; choose one of {', '.join(SCORES)}")
     if profiles is None:
         profiles = profile_concept(backbone, dictionaries, target, nontarget, cfg, hook_points)
-    chosen = select_layer(profiles, cfg.score)
+    chosen = select_layer(profiles, cfg.score) if layer is None else _profile_at(profiles, layer)
     settings = {k: v for k, v in asdict(cfg).items() if k not in ("batch_size", "strength")}
     entry = ConceptEntry(
         name=name, hook_point=chosen.hook_point, latents=chosen.latents, strength=cfg.strength,

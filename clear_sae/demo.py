@@ -79,7 +79,8 @@ def separability_matrix(library: Any, names: list[str], hook_points: list[str]) 
             value = entry.layer_scores[hook]["energy"]
             cells.append(f"{value:.4f}{'*' if entry.hook_point == hook else ' '}".rjust(width))
         lines.append(f"{hook:<22}" + "".join(cells))
-    lines.append("(energy = S_spe / (S_spe + S_uni) = exp(-paper loss); * = chosen layer, the argmax)")
+    lines.append("(energy = S_spe / (S_spe + S_uni) = exp(-paper loss); * = chosen layer: the argmax, or for a "
+                 "calibrated concept the best-scoring layer whose erasure the probe confirmed)")
     return "\n".join(lines)
 
 

@@ -7,8 +7,8 @@ import json
 import pytest
 
 from clear_sae.calibrate import (CalibrationConfig, CalibrationStep, calibration_ladder, chosen_step,
-                                 learn_calibrated_concept, nontarget_rate_ladder)
-from clear_sae.concepts import ConceptConfig, split_pairs
+                                 layers_to_try, learn_calibrated_concept, nontarget_rate_ladder, recorded_calibration)
+from clear_sae.concepts import ConceptConfig, LayerProfile, split_pairs
 from clear_sae.dictionary import Dictionaries
 from clear_sae.library import ConceptLibrary
 from clear_sae.toyworld.concepts import concept_pairs
@@ -27,6 +27,31 @@ def test_chosen_step_is_the_least_found_and_the_mildest_on_ties():
     assert chosen_step(steps) is steps[1]
 
 
+def test_layers_are_tried_best_score_first_and_only_the_best_without_the_search():
+    def profile(hook: str, energy: float, latents: list[int]) -> LayerProfile:
+        return LayerProfile(hook, latents, len(latents), 0, energy, 0.0, None)
+
+    profiles = [profile("embed", 0.2, [1]), profile("b0", 0.5, []), profile("b1", 0.3, [2]), profile("b2", 0.3, [3])]
+    assert [p.hook_point for p in layers_to_try(profiles, "energy", True)] == ["b1", "b2", "embed"]
+    assert [p.hook_point for p in layers_to_try(profiles, "energy", False)] == ["b1"]
+    assert layers_to_try([profile("b0", 0.5, [])], "energy", True) == []
+    # A layer passed to learn_concept must have latents; the error names those that do.
+    from clear_sae.concepts import learn_concept
+    from clear_sae.errors import ClearSaeError
+
+    with pytest.raises(ClearSaeError, match="'b0' has no concept-specific latents here; choose one of embed, b1, b2"):
+        learn_concept(None, None, "x", ["a"], ["b"], None, profiles=profiles, layer="b0")
+
+
+def test_entries_calibrated_before_the_layer_search_keep_the_best_layer_rule():
+    steps = [CalibrationStep(0.2, 4.0, "a", 3, 0.0).summary()]
+    old = {"calibration": {"config": {"strengths": [4.0], "wider_nontarget_rates": [0.2, 0.4],
+                                      "max_probe_rate": 0.1}, "steps": steps}}
+    assert recorded_calibration(old)[1].search_layers is False
+    new = {"calibration": {"config": {**old["calibration"]["config"], "search_layers": True}, "steps": steps}}
+    assert recorded_calibration(new) == (0.2, CalibrationConfig(strengths=(4.0,), search_layers=True))
+
+
 def test_calibration_stops_at_the_first_rung_the_probe_clears_and_saves_that_rung(minilm, minilm_dictionaries,
                                                                                   tmp_path, capsys):
     """On the test dictionaries, 'bar' needs more than gamma 1: every rung before the chosen one left the concept
@@ -43,7 +68,13 @@ def test_calibration_stops_at_the_first_rung_the_probe_clears_and_saves_that_run
     assert len(steps) >= 2, "gamma 1 already cleared the probe: the ladder was not exercised"
     assert all(s.probe_rate > cal.max_probe_rate for s in steps[:-1])
     last = steps[-1]
-    assert last.probe_rate <= cal.max_probe_rate or len(steps) == len(cal.strengths) * 2
+    rates = {s.max_nontarget_rate: s.profiles for s in steps}
+    every_rung = sum(len([p for p in profiles if p.latents]) for profiles in rates.values()) * len(cal.strengths)
+    assert last.probe_rate <= cal.max_probe_rate or len(steps) == every_rung
+    # Layers are tried best score first, each at every strength, before the tolerance widens.
+    for rate, profiles in rates.items():
+        tried = list(dict.fromkeys(s.hook_point for s in steps if s.max_nontarget_rate == rate))
+        assert tried == [p.hook_point for p in layers_to_try(profiles, cfg.score, True)][:len(tried)]
     chosen = chosen_step(steps)
     assert (entry.strength, entry.settings["max_nontarget_rate"]) == (chosen.strength, chosen.max_nontarget_rate)
     assert (entry.hook_point, len(entry.latents)) == (chosen.hook_point, chosen.n_latents)
