@@ -14,14 +14,16 @@ pooled final states with and without the method, and how many are untouched.
 
     python analysis/compare_methods.py --out analysis/comparison [--concepts blue,cross] [--clips 100]
 
-`--append` adds the concepts of this invocation to the report already in `--out` (made with the same figures-
-relevant options, which it checks), so a long comparison can be run in parts; every part's options are kept
-in the JSON's `invocations`.
+`--append` adds this invocation's concepts and methods to the report already in `--out` (made with the same
+figure-relevant options, which it checks); a method already in the report for a concept is replaced. So a
+long comparison can be run in parts, and the methods that read a changed library can be rerun alone. Every
+part's options, with a digest of the library it read, are kept in the JSON's `invocations`.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -33,7 +35,7 @@ def _pct(value: float | None) -> str:
 
 
 # Options that change the figures: a report can only be extended by a run that shares them.
-_SHARED_OPTIONS = ("methods", "library", "generator", "clips", "heldout_clips", "nontarget_clips", "steps",
+_SHARED_OPTIONS = ("library", "generator", "clips", "heldout_clips", "nontarget_clips", "steps",
                    "batch_size", "seed", "joint_rounds", "fresh_pairs")
 
 
@@ -61,6 +63,20 @@ def start_report(out: Path, options: dict[str, Any], append: bool) -> dict[str, 
     report.setdefault("invocations", [report["config"]]).append(options)
     report.setdefault("seconds", 0.0)
     return report
+
+
+def add_result(section: dict[str, Any], name: str, result: dict[str, Any]) -> None:
+    """Put one concept's result in the report, merging its methods into those already there; the clips before
+    erasure must be the ones the report has (the same world, prompts and noise)."""
+    if name not in section:
+        section[name] = result
+        return
+    known = section[name]
+    if known.get("rate_target_before") != result.get("rate_target_before"):
+        raise SystemExit(f"error: {name}'s clips before erasure differ from the report's (rate "
+                         f"{result.get('rate_target_before')} against {known.get('rate_target_before')}); the "
+                         f"generator or the evaluation changed, so write to a new --out")
+    known["methods"].update(result["methods"])
 
 
 def markdown_table(report: dict[str, Any]) -> str:
@@ -209,16 +225,17 @@ def main(argv: list[str] | None = None) -> int:
     methods = [m for m in args.methods.split(",") if m]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    options = {k: v for k, v in vars(args).items() if k not in ("out", "append", "quiet")}
+    options = {k: v for k, v in vars(args).items() if k not in ("out", "append", "render", "quiet")}
     options["library"] = _relative_to(Path(args.library), root)
+    options["library_sha256"] = hashlib.sha256(Path(args.library).read_bytes()).hexdigest()[:16]
     report = start_report(out, options, args.append)
     seconds_before = report["seconds"]
     started = time.perf_counter()
     for name in [c for c in args.concepts.split(",") if c]:
         if not args.quiet:
             print(f"[{name}]", flush=True)
-        report["concepts"][name] = compare_concept(world, library, name, methods, cfg, seed=args.seed,
-                                                   joint_cfg=joint_cfg)
+        add_result(report["concepts"], name, compare_concept(world, library, name, methods, cfg, seed=args.seed,
+                                                             joint_cfg=joint_cfg))
         (out / "comparison.json").write_text(json.dumps(report, indent=2))  # kept up to date as it goes
     demo = shipped_concepts() if args.demo_concepts is None else [c for c in args.demo_concepts.split(",") if c]
     if demo:
@@ -230,9 +247,9 @@ def main(argv: list[str] | None = None) -> int:
             entry = library.get(name)
             fresh_target, fresh_nontarget = concept_prompts(name, n=args.fresh_pairs, seed=1000)
             keywords = CONCEPTS[name].phrases if name in CONCEPTS else [name.replace("_", " ")]
-            report["text_concepts"][name] = compare_text_concept(
+            add_result(report["text_concepts"], name, compare_text_concept(
                 backbone, library, name, methods, entry.target_prompts, entry.nontarget_prompts, fresh_target,
-                fresh_nontarget, keywords, args.seed, joint_cfg)
+                fresh_nontarget, keywords, args.seed, joint_cfg))
             (out / "comparison.json").write_text(json.dumps(report, indent=2))
     report["seconds"] = round(seconds_before + time.perf_counter() - started, 1)
     (out / "comparison.json").write_text(json.dumps(report, indent=2))

@@ -86,6 +86,19 @@ def test_the_analysis_script_writes_json_markdown_and_a_plot(tiny_toy_generator,
     with pytest.raises(SystemExit, match="different clips"):
         script.main(common + ["--concepts", "green", "--clips", "3"])
     assert json.loads((tmp_path / "comparison.json").read_text()) == merged
+    # Another method on a concept already there joins it; the clips before erasure must be the same.
+    methods_at = common.index("--methods") + 1
+    again = common[:methods_at] + ["safree"] + common[methods_at + 1:]
+    assert script.main(again + ["--concepts", "red", "--clips", "2"]) == 0
+    merged = json.loads((tmp_path / "comparison.json").read_text())
+    assert [i["methods"] for i in merged["invocations"]] == ["clear,negative-prompt"] * 2 + ["safree"]
+    assert merged["concepts"]["red"]["rate_target_before"] == red["rate_target_before"]
+    assert len({i["library_sha256"] for i in merged["invocations"]}) == 1
+    section = {"c": {"rate_target_before": 0.9, "methods": {"clear": 1, "safree": 2}}}
+    script.add_result(section, "c", {"rate_target_before": 0.9, "methods": {"safree": 3, "sae-all": 4}})
+    assert section["c"]["methods"] == {"clear": 1, "safree": 3, "sae-all": 4}
+    with pytest.raises(SystemExit, match="c's clips before erasure differ"):
+        script.add_result(section, "c", {"rate_target_before": 0.8, "methods": {}})
     # The table also renders rows of erased concepts.
     red.update(qualifies=True, methods={"clear": {"layer": "x", "seconds_build": 0.1, "note": "no latents"}})
     assert "| red | clear | x |" in script.markdown_table(report)
