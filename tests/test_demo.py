@@ -26,7 +26,21 @@ def test_demo_runs_end_to_end_on_a_slice(tmp_path, capsys, tiny_toy_generator):
     assert set(summary["chosen_layers"]) == set(library["concepts"])
     for name, entry in library["concepts"].items():
         scores = {h: s["energy"] for h, s in entry["layer_scores"].items() if s["n_specific"] > 0}
-        assert entry["hook_point"] == max(scores, key=scores.get)
+        calibration = entry["settings"].get("calibration")
+        if calibration is None:
+            assert entry["hook_point"] == max(scores, key=scores.get)
+            continue
+        # Calibrated (the toy concepts): every better-scoring layer at the kept tolerance was tried and failed
+        # the probe, or the kept rung is the best the ladder found.
+        steps, bar = calibration["steps"], calibration["config"]["max_probe_rate"]
+        kept = [s for s in steps if s["hook_point"] == entry["hook_point"]
+                and s["max_nontarget_rate"] == entry["settings"]["max_nontarget_rate"]]
+        assert kept and min(s["probe_rate"] for s in kept) == min(s["probe_rate"] for s in steps)
+        if kept[-1]["probe_rate"] <= bar:
+            better = [h for h, v in scores.items() if v > scores[entry["hook_point"]]]
+            failed = {s["hook_point"] for s in steps if s["max_nontarget_rate"] == kept[-1]["max_nontarget_rate"]
+                      and s["probe_rate"] > bar}
+            assert set(better) <= failed, name
     for name, erasure in summary["erasure"].items():
         assert erasure["target_cleared"] == erasure["target_fired"]
     toy = set(library["concepts"]) & set(toy_concepts())
