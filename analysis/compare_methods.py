@@ -117,15 +117,12 @@ def markdown_table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def meets_target(row: dict[str, Any], max_rate: float = 0.10, max_drop: float = 0.03) -> bool:
-    """The issue's bar: generation rate after erasure at most 10%, preservation down at most 3 points."""
-    return row["rate_target_after"]["mean"] <= max_rate and row["preservation_drop"]["mean"] <= max_drop
-
-
 def summary_table(report: dict[str, Any]) -> str:
     """One row per method, one column per qualifying concept: the rate after erasure in %, the preservation
-    drop in brackets where it is over 3 points, bold where the target is met; then the count met and the
-    mean build time."""
+    drop in brackets where it is over 3 points, bold where the target is met (`evaluation.qualifies`); then the
+    count met and the mean build time."""
+    from clear_sae.toyworld.evaluation import qualifies
+
     concepts = [name for name, r in report["concepts"].items() if r["qualifies"]]
     methods = list(dict.fromkeys(m for name in concepts for m in report["concepts"][name]["methods"]))
     lines = ["| method | " + " | ".join(concepts) + " | met | build s (mean) |",
@@ -144,7 +141,7 @@ def summary_table(report: dict[str, Any]) -> str:
             text = f"{100 * row['rate_target_after']['mean']:.1f}"
             if row["preservation_drop"]["mean"] > 0.03:
                 text += f" (−{100 * row['preservation_drop']['mean']:.1f})"
-            if meets_target(row):
+            if qualifies(row)["met"]:
                 met += 1
                 text = f"**{text}**"
             cells.append(text)

@@ -336,8 +336,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--score", default="energy", choices=["energy", "auroc"])
     p.add_argument("--strength", type=float, default=1.0, help="gamma of the clamp")
     p.add_argument("--calibrate", action="store_true",
-                   help="raise the strength (1, 2, 4) and then the non-target tolerance (0.2, 0.4) until a probe on "
-                        "the final text states no longer finds the concept in held-out targets (overrides --strength)")
+                   help="try the layers best score first, each at strength 1, 2, 4, then the same at non-target "
+                        "tolerance 0.2 and 0.4, until a probe on the final text states no longer finds the concept "
+                        "in held-out targets (overrides --strength)")
     p.add_argument("--min-target-rate", type=float, default=0.1)
     p.add_argument("--max-nontarget-rate", type=float, default=0.05)
     p.add_argument("--max-latents", type=positive_int, default=32)

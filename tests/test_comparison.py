@@ -105,8 +105,8 @@ def test_the_analysis_script_writes_json_markdown_and_a_plot(tiny_toy_generator,
     assert "| clear | no latents | 0 of 1 | 0.1 |" in script.summary_table(report)
     # The summary counts a concept as met only at <= 10% with preservation down <= 3 points.
     def row(rate: float, drop: float) -> dict:
-        return {"layer": "x", "seconds_build": 1.0, "rate_target_after": {"mean": rate},
-                "preservation_drop": {"mean": drop}}
+        return {"layer": "x", "seconds_build": 1.0, "rate_target_before": {"mean": 1.0},
+                "rate_target_after": {"mean": rate}, "preservation_drop": {"mean": drop}}
     red["methods"] = {"clear": row(0.05, 0.01), "safree": row(0.05, 0.05), "sae-all": row(0.5, 0.0)}
     summary = script.summary_table(report)
     assert "| clear | **5.0** | 1 of 1 |" in summary and "| safree | 5.0 (−5.0) | 0 of 1 |" in summary
