@@ -8,18 +8,24 @@ on the text encoder's pooled final states, and each candidate erasure, from the 
 is applied to held-out targets until the probe no longer finds the concept in more than `max_probe_rate`
 of them.
 
-At each tolerance (`max_nontarget_rate`) the ladder tries the layers in the order of their separability score,
-best first, and at each layer raises the strength gamma (the same latents, pushed further). Only when no
-layer clears the probe does it admit latents that also fire on more of the non-targets (a wider tolerance),
-which is what can touch non-target prompts. So the layer kept is the most separable one whose erasure the
-probe confirms, at the narrowest tolerance that has one; `search_layers=False` tries only the best-scoring
-layer, the paper's choice. The probe is a proxy: it reads mean-pooled states, the generator reads every token.
+At each tolerance (`max_nontarget_rate`) the ladder tries each strength gamma, mildest first, and at each
+strength the layers in the order of their separability score, best first. Only when no rung clears the probe
+does it push the same latents further (a larger gamma), and only when no strength does, does it admit latents
+that also fire on more of the non-targets (a wider tolerance), which is what can touch non-target prompts. So
+the layer kept is the most separable one whose erasure the probe confirms, at the mildest strength and the
+narrowest tolerance that have one; `search_layers=False` tries only the best-scoring layer, the paper's choice.
+
+Who judges a rung is pluggable. The default judge is the probe, which needs no generator but is a proxy: it reads
+mean-pooled states, the generator reads every token, and it passed rungs whose clips still showed the concept.
+Where a generator and a detector are at hand (the toy world's `GenerationJudge`), a judge can instead generate a
+few clips with the rung's erasure attached and count what the detector still finds, and whether non-target clips
+kept their attributes (`Verdict.preservation_drop`); a rung then passes only if both bars are met.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from clear_sae.concepts import (ConceptConfig, LayerProfile, learn_concept, profile_concept_at_rates, select_layer,
                                 split_pairs)
@@ -39,10 +45,39 @@ class CalibrationConfig:
     wider_nontarget_rates: tuple[float, ...] = (0.2, 0.4)
     """`max_nontarget_rate` values tried after the concept's own, those above it, in this order."""
     max_probe_rate: float = 0.1
-    """Stop at the first erasure after which the probe finds the concept in at most this share of held-out targets."""
+    """Stop at the first erasure after which the judge finds the concept in at most this share of its targets
+    (the probe: held-out learning targets; a generation judge: frames of generated target clips)."""
     search_layers: bool = True
     """Try every layer with concept latents, best score first, before widening the tolerance (False: the
     best-scoring layer only)."""
+    judge: str = "probe"
+    """Who judges each rung: `probe` (built from the learning prompts) or the name of the judge passed to the
+    ladder (the toy world's `generation`)."""
+    max_preservation_drop: float = 0.03
+    """For a judge that measures preservation: the most a rung may lower non-target attribute agreement."""
+
+    def passes(self, step: "CalibrationStep") -> bool:
+        """Whether a rung met the bars: the concept found rarely enough and, where measured, non-targets kept."""
+        return step.probe_rate <= self.max_probe_rate and self.preserves(step)
+
+    def preserves(self, step: "CalibrationStep") -> bool:
+        """Whether a rung kept non-targets within `max_preservation_drop` (True where the judge did not measure)."""
+        return step.preservation_drop is None or step.preservation_drop <= self.max_preservation_drop
+
+
+@dataclass
+class Verdict:
+    """What a judge found after one rung's erasure."""
+
+    found: float
+    """Share of the judge's targets in which the concept is still found."""
+    preservation_drop: float | None = None
+    """How far the erasure lowered non-target agreement (None: not measured)."""
+
+
+Judge = Callable[[dict[str, Any]], Verdict]
+"""A rung's judge: given the rung's forward hooks by hook point, say what is left of the concept. It has a
+`name` (recorded as `CalibrationConfig.judge`) and a `settings()` dict recorded in the entry."""
 
 
 @dataclass
@@ -54,6 +89,8 @@ class CalibrationStep:
     hook_point: str
     n_latents: int
     probe_rate: float
+    """What the judge still found (the name predates other judges than the probe)."""
+    preservation_drop: float | None = None
     profiles: list[LayerProfile] = field(default_factory=list, repr=False)
     """The concept's profiles at every layer under this rung's tolerance."""
 
@@ -62,15 +99,29 @@ class CalibrationStep:
         return {k: v for k, v in asdict(self).items() if k != "profiles"}
 
 
-def _probe_rate(backbone: "Backbone", dictionaries: "Dictionaries", probe: Any, profile: LayerProfile,
-                strength: float, prompts: list[str]) -> float:
-    """Share of `prompts` the probe still calls the concept with the profile's latents clamped at `strength`."""
-    from clear_sae.erase import LatentClamp
-    from clear_sae.evaluate import pooled_final_states
+class ProbeJudge:
+    """The default judge: a logistic probe trained on the fit split of the learning pairs reads the held-out
+    targets' pooled final states with the rung's hooks attached."""
 
-    clamp = LatentClamp(dictionaries.sae(profile.hook_point), profile.latents, float(strength))
-    states = pooled_final_states(backbone, prompts, {profile.hook_point: clamp})
-    return float((probe(states) > 0.5).float().mean())
+    name = "probe"
+
+    def __init__(self, backbone: "Backbone", fit_target: list[str], fit_nontarget: list[str], held_target: list[str],
+                 seed: int = 0) -> None:
+        from clear_sae.evaluate import pooled_final_states, train_concept_probe
+
+        self.backbone, self.held_target = backbone, held_target
+        self.probe = train_concept_probe(pooled_final_states(backbone, fit_target),
+                                         pooled_final_states(backbone, fit_nontarget), seed=seed)
+
+    def __call__(self, hooks: dict[str, Any]) -> Verdict:
+        from clear_sae.evaluate import pooled_final_states
+
+        states = pooled_final_states(self.backbone, self.held_target, hooks)
+        return Verdict(float((self.probe(states) > 0.5).float().mean()))
+
+    def settings(self) -> dict[str, Any]:
+        """What the entry records of this judge."""
+        return {"name": self.name, "held_out_targets": len(self.held_target)}
 
 
 def nontarget_rate_ladder(cfg: ConceptConfig, cal: CalibrationConfig) -> list[float]:
@@ -79,33 +130,40 @@ def nontarget_rate_ladder(cfg: ConceptConfig, cal: CalibrationConfig) -> list[fl
 
 
 def calibration_ladder(backbone: "Backbone", dictionaries: "Dictionaries", target: list[str], nontarget: list[str],
-                       cfg: ConceptConfig, cal: CalibrationConfig,
-                       hook_points: list[str] | None = None) -> list[CalibrationStep]:
-    """Climb the ladder; the probe is trained on the fit split of the learning pairs and reads the held-out
-    targets. Returns every rung tried."""
-    from clear_sae.evaluate import pooled_final_states, train_concept_probe
+                       cfg: ConceptConfig, cal: CalibrationConfig, hook_points: list[str] | None = None,
+                       judge: Judge | None = None) -> list[CalibrationStep]:
+    """Climb the ladder until a rung passes `judge` (default: a probe trained on the fit split of the learning
+    pairs, reading the held-out targets). Returns every rung tried."""
+    from clear_sae.erase import LatentClamp
 
     fit_t, fit_n, held_t, _ = split_pairs(len(target), len(nontarget), cfg.holdout, cfg.seed)
-    if not held_t:
-        raise ClearSaeError(f"calibration needs held-out targets: pass at least 4 target prompts "
-                            f"(got {len(target)}), or leave out --calibrate")
-    fit_target, fit_nontarget = [target[i] for i in fit_t], [nontarget[i] for i in fit_n]
-    held_target = [target[i] for i in held_t]
-    probe = train_concept_probe(pooled_final_states(backbone, fit_target),
-                                pooled_final_states(backbone, fit_nontarget), seed=cfg.seed)
+    if judge is None:
+        if cal.judge != ProbeJudge.name:
+            raise ClearSaeError(f"this calibration is judged by {cal.judge!r}, which needs its generator: pass "
+                                "judge= (the toy world's GenerationJudge), or calibrate with the probe")
+        if not held_t:
+            raise ClearSaeError(f"calibration needs held-out targets: pass at least 4 target prompts "
+                                f"(got {len(target)}), or leave out --calibrate")
+        judge = ProbeJudge(backbone, [target[i] for i in fit_t], [nontarget[i] for i in fit_n],
+                           [target[i] for i in held_t], cfg.seed)
+    elif getattr(judge, "name", None) != cal.judge:
+        raise ClearSaeError(f"the judge passed is {getattr(judge, 'name', judge)!r} but the calibration config names "
+                            f"{cal.judge!r}; set CalibrationConfig(judge=...) to match")
     rates = nontarget_rate_ladder(cfg, cal)
     # All pairs, as `learn_concept` uses them, so the rung chosen is the entry saved. The held-out targets thus
     # helped pick the latents; only the probe has never seen them.
     profiles = profile_concept_at_rates(backbone, dictionaries, target, nontarget, cfg, rates, hook_points)
     steps = []
     for rate in rates:
-        for layer in layers_to_try(profiles[rate], cfg.score, cal.search_layers):
-            for strength in cal.strengths:
+        for strength in cal.strengths:
+            for layer in layers_to_try(profiles[rate], cfg.score, cal.search_layers):
+                clamp = LatentClamp(dictionaries.sae(layer.hook_point), layer.latents, float(strength))
+                verdict = judge({layer.hook_point: clamp})
                 # Rounded as stored, so that 6 of 60 (0.1 in float32 is a hair above 0.1) meets a 10% bar.
-                found = round(_probe_rate(backbone, dictionaries, probe, layer, strength, held_target), 4)
-                steps.append(CalibrationStep(rate, float(strength), layer.hook_point, len(layer.latents), found,
-                                             profiles[rate]))
-                if found <= cal.max_probe_rate:
+                drop = None if verdict.preservation_drop is None else round(verdict.preservation_drop, 4)
+                steps.append(CalibrationStep(rate, float(strength), layer.hook_point, len(layer.latents),
+                                             round(verdict.found, 4), drop, profiles[rate]))
+                if cal.passes(steps[-1]):
                     return steps
     return steps
 
@@ -121,27 +179,31 @@ def layers_to_try(profiles: list[LayerProfile], score: str, search_layers: bool)
     return sorted(usable, key=lambda p: -(getattr(p, score) if getattr(p, score) is not None else -1.0))
 
 
-def chosen_step(steps: list[CalibrationStep]) -> CalibrationStep:
-    """The last rung if it met the bar, else the rung where the probe found the concept least (mildest on ties)."""
-    return min(steps, key=lambda s: (s.probe_rate, steps.index(s)))
+def chosen_step(steps: list[CalibrationStep], cal: CalibrationConfig = CalibrationConfig()) -> CalibrationStep:
+    """The last rung if it met the bars, else, of the rungs that kept non-targets (all, if none did), the one
+    where the judge found the concept least (mildest on ties)."""
+    return min(steps, key=lambda s: (not cal.preserves(s), s.probe_rate, steps.index(s)))
 
 
 def learn_calibrated_concept(backbone: "Backbone", dictionaries: "Dictionaries", name: str, target: list[str],
                              nontarget: list[str], library: Any, cfg: ConceptConfig = ConceptConfig(),
                              cal: CalibrationConfig = CalibrationConfig(),
-                             hook_points: list[str] | None = None
+                             hook_points: list[str] | None = None, judge: Judge | None = None
                              ) -> tuple[Any, list[LayerProfile], list[CalibrationStep]]:
     """`learn_concept` with the tolerance and strength the calibration ladder chose, learned from all pairs;
-    the ladder is recorded in the entry's settings under `calibration`."""
-    steps = calibration_ladder(backbone, dictionaries, target, nontarget, cfg, cal, hook_points)
+    the ladder (and the judge's settings, when one is passed) is recorded in the entry's settings under
+    `calibration`."""
+    steps = calibration_ladder(backbone, dictionaries, target, nontarget, cfg, cal, hook_points, judge)
     if not steps:
         raise ClearSaeError("no layer has concept-specific latents at any tolerance of the calibration ladder; add "
                             "more target prompts or use non-targets closer in context")
-    step = chosen_step(steps)
+    step = chosen_step(steps, cal)
     chosen_cfg = replace(cfg, max_nontarget_rate=step.max_nontarget_rate, strength=step.strength)
     entry, profiles = learn_concept(backbone, dictionaries, name, target, nontarget, library, chosen_cfg, hook_points,
                                     step.profiles, layer=step.hook_point)
     entry.settings["calibration"] = {"config": asdict(cal), "steps": [s.summary() for s in steps]}
+    if judge is not None:
+        entry.settings["calibration"]["judge"] = judge.settings()  # type: ignore[attr-defined]
     return entry, profiles, steps
 
 
@@ -155,14 +217,19 @@ def recorded_calibration(settings: dict[str, Any]) -> tuple[float, CalibrationCo
     return recorded["steps"][0]["max_nontarget_rate"], cal
 
 
-def format_ladder(steps: list[CalibrationStep], max_probe_rate: float) -> str:
+def format_ladder(steps: list[CalibrationStep], cal: CalibrationConfig) -> str:
     """The ladder as a table, the chosen rung marked."""
-    chosen = chosen_step(steps)
-    lines = [f"{'max non-target rate':>19} {'gamma':>6} {'layer':<26} {'latents':>7} {'probe finds':>11}"]
+    chosen = chosen_step(steps, cal)
+    measured = any(s.preservation_drop is not None for s in steps)
+    lines = [f"{'max non-target rate':>19} {'gamma':>6} {'layer':<26} {'latents':>7} {cal.judge + ' finds':>16}"
+             + (f" {'non-target drop':>15}" if measured else "")]
     for s in steps:
         mark = "  <- chosen" if s is chosen else ""
+        drop = "" if not measured else (f" {'-':>15}" if s.preservation_drop is None
+                                         else f" {100 * s.preservation_drop:>11.1f} pt")
         lines.append(f"{s.max_nontarget_rate:>19.2f} {s.strength:>6g} {s.hook_point:<26} {s.n_latents:>7} "
-                     f"{100 * s.probe_rate:>10.1f}%{mark}")
-    if chosen.probe_rate > max_probe_rate:
-        lines.append(f"no rung took the probe to {100 * max_probe_rate:.0f}% or below; kept the one it found least")
+                     f"{100 * s.probe_rate:>15.1f}%{drop}{mark}")
+    if not cal.passes(chosen):
+        lines.append(f"no rung met the bars (the {cal.judge} finding the concept in at most "
+                     f"{100 * cal.max_probe_rate:g}%); kept the one it found least")
     return "\n".join(lines)

@@ -111,7 +111,7 @@ def _cmd_concept(args: argparse.Namespace) -> None:
     print(format_table(profiles, entry.hook_point, cfg.score))
     if args.calibrate:
         print("calibration (a probe on the final text states, held-out targets):")
-        print(format_ladder(steps, cal.max_probe_rate))
+        print(format_ladder(steps, cal))
     print(f"chosen layer: {entry.hook_point} ({len(entry.latents)} latents, strength {entry.strength:g}) -> "
           f"{library.path}")
 
@@ -276,7 +276,7 @@ def _cmd_demo(args: argparse.Namespace) -> None:
     from clear_sae.demo import DemoConfig, run_demo
 
     run_demo(DemoConfig(out=Path(args.out), tokens=args.tokens, expansion=args.expansion, k=args.k,
-                        batch_size=args.batch_size, toy_clips=args.toy_clips,
+                        batch_size=args.batch_size, toy_clips=args.toy_clips, judge_clips=args.judge_clips,
                         generator=Path(args.generator) if args.generator else None))
 
 
@@ -405,6 +405,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=positive_int, default=512, help="training tokens per step")
     p.add_argument("--toy-clips", type=int, default=8, help="toy-world clips per showcased concept (0 skips them)")
     p.add_argument("--generator", default=None, help="toy generator folder (default: the shipped one)")
+    p.add_argument("--judge-clips", type=int, default=24,
+                   help="clips the toy generator samples to judge each calibration rung of a toy concept "
+                        "(0: the text-side probe judges)")
     p.set_defaults(func=_cmd_demo)
     return parser
 

@@ -50,6 +50,9 @@ class DemoConfig:
     """Cached tokens per layer the report searches for each latent's top corpus prompts."""
     generator: Path | None = None
     """Toy generator folder (default: the shipped weights)."""
+    judge_clips: int = 24
+    """Target and non-target clips the toy generator samples to judge each rung of a toy concept's calibration
+    (`GenerationJudge`); 0, or no toy generator, leaves the judging to the text-side probe."""
 
 
 def shipped_concepts() -> list[str]:
@@ -102,16 +105,26 @@ def erasure_summary(report: dict[str, Any], name: str, n_target: int) -> dict[st
     }
 
 
-def toy_showcase(library: Any, folder: Path, cfg: DemoConfig) -> dict[str, Any]:
-    """Evaluate the showcased concepts on a few clips each (`cfg.toy_clips` target prompts) with the same code as
-    `clear-sae evaluate`: writes `folder/evaluation.json` and, per concept, a PNG strip (rows alternate before /
-    after erasure) and a GIF (before | after) in `folder/evaluation_strips/`; returns each concept's figures."""
-    from clear_sae.prompts import atomic_write_text
-    from clear_sae.toyworld.evaluation import EvalConfig, WEIGHTS_DIR, evaluate, format_results, load_toy_world
+def load_demo_world(cfg: DemoConfig) -> Any:
+    """The toy world the demo generates with (`cfg.generator`, default the shipped one), or None with a note
+    when there is no generator there."""
+    from clear_sae.toyworld.evaluation import WEIGHTS_DIR, load_toy_world
 
     generator = cfg.generator or WEIGHTS_DIR / "generator"
     if not (Path(generator) / "transformer").is_dir():
         print(f"no toy generator at {generator}; train one with `python -m clear_sae.toyworld.generator`")
+        return None
+    return load_toy_world(generator)
+
+
+def toy_showcase(library: Any, folder: Path, cfg: DemoConfig, world: Any) -> dict[str, Any]:
+    """Evaluate the showcased concepts on a few clips each (`cfg.toy_clips` target prompts) with the same code as
+    `clear-sae evaluate`: writes `folder/evaluation.json` and, per concept, a PNG strip (rows alternate before /
+    after erasure) and a GIF (before | after) in `folder/evaluation_strips/`; returns each concept's figures."""
+    from clear_sae.prompts import atomic_write_text
+    from clear_sae.toyworld.evaluation import EvalConfig, evaluate, format_results
+
+    if world is None:
         return {}
     names = [n for n in TOY_SHOWCASE if n in library.concepts]
     if not names:
@@ -120,7 +133,7 @@ def toy_showcase(library: Any, folder: Path, cfg: DemoConfig) -> dict[str, Any]:
     n = cfg.toy_clips
     eval_cfg = EvalConfig(clips=n, heldout_clips=max(1, n // 4), nontarget_clips=max(2, n // 2), removed_clips=n,
                           progress=False)
-    report = evaluate(load_toy_world(generator), library, names, cfg=eval_cfg, strips=folder / "evaluation_strips")
+    report = evaluate(world, library, names, cfg=eval_cfg, strips=folder / "evaluation_strips")
     atomic_write_text(folder / "evaluation.json", json.dumps(report, indent=2))
     print(format_results(report))
     return {name: {"layer": r["layer"], "rate_before": r["rate_target_before"]["mean"],
@@ -142,6 +155,7 @@ def run_demo(cfg: DemoConfig = DemoConfig()) -> dict[str, Any]:
     from clear_sae.prompts import atomic_write_text, read_prompt_file
     from clear_sae.report import InspectConfig, collect_report, write_report
     from clear_sae.toyworld.concepts import learn_toy_concept, toy_concepts, toy_corpus
+    from tqdm.auto import tqdm
 
     started = time.perf_counter()
     stage_starts: list[float] = []
@@ -185,11 +199,13 @@ def run_demo(cfg: DemoConfig = DemoConfig()) -> dict[str, Any]:
             print(f"skipping {name}: {err}")
             continue
         concept_seconds[name] = round(time.perf_counter() - t0, 2)
+    world = load_demo_world(cfg) if cfg.toy_clips > 0 or cfg.judge_clips > 0 else None
     toy_names = []
-    for name in toy_concepts():
+    for name in tqdm(toy_concepts(), desc="toy concepts" + (", judged by generation" if world and cfg.judge_clips
+                                                             else ""), unit="concept"):
         t0 = time.perf_counter()
         try:
-            learn_toy_concept(backbone, dictionaries, name, library, cfg.seed)
+            learn_toy_concept(backbone, dictionaries, name, library, cfg.seed, world, cfg.judge_clips)
         except ClearSaeError as err:
             print(f"skipping toy concept {name}: {err}")
             continue
@@ -218,7 +234,7 @@ def run_demo(cfg: DemoConfig = DemoConfig()) -> dict[str, Any]:
     atomic_write_text(out / "erase_report.json", json.dumps(reports, indent=1))
 
     _stage(5, "toy video world: clips generated with and without erasure", stage_starts)
-    toy = toy_showcase(library, out / "toy", cfg) if cfg.toy_clips > 0 else {}
+    toy = toy_showcase(library, out / "toy", cfg, world) if cfg.toy_clips > 0 else {}
 
     _stage(6, "inspection report", stage_starts)
     report_path = out / "report.html"

@@ -80,10 +80,11 @@ def concept_clamps(library: "ConceptLibrary", entry: Any, exact: bool = True) ->
 
 def build_erasure(method: str, backbone: "Backbone", library: "ConceptLibrary", name: str, target: list[str],
                   nontarget: list[str], keywords: list[str], layers: dict[str, list[int]], seed: int = 0,
-                  joint_cfg: Any = None) -> Erasure:
+                  joint_cfg: Any = None, judge: Any = None) -> Erasure:
     """Build `method` for library concept `name` from its learning prompts; `keywords` are the concept's words
     (for the negative prompt and the SAFREE subspace) and `layers` its latents at every layer
-    (`latents_by_layer`), in the backbone's order."""
+    (`latents_by_layer`), in the backbone's order. `judge` climbs `clear`'s calibration again for an entry
+    calibrated with a judge other than the probe (`clear_sae.calibrate`)."""
     from clear_sae.baselines import direction_clamp, subspace_projection
     from clear_sae.calibrate import learn_calibrated_concept, recorded_calibration
     from clear_sae.concepts import learn_concept
@@ -101,7 +102,8 @@ def build_erasure(method: str, backbone: "Backbone", library: "ConceptLibrary", 
         if calibration:  # climb the ladder again, so that its cost is counted
             first_rate, cal = calibration
             fresh, _, _ = learn_calibrated_concept(backbone, dictionaries, name, target, nontarget, scratch,
-                                                   replace(settings, max_nontarget_rate=first_rate), cal)
+                                                   replace(settings, max_nontarget_rate=first_rate), cal,
+                                                   judge=judge)
         else:
             fresh, _ = learn_concept(backbone, dictionaries, name, target, nontarget, scratch, settings)
         erasure = Erasure(concept_clamps(scratch, fresh), layer=fresh.hook_point)

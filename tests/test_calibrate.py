@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -25,6 +26,55 @@ def test_chosen_step_is_the_least_found_and_the_mildest_on_ties():
     steps = [CalibrationStep(0.2, 1.0, "a", 3, 0.5), CalibrationStep(0.2, 2.0, "a", 3, 0.3),
              CalibrationStep(0.4, 1.0, "b", 5, 0.3), CalibrationStep(0.4, 2.0, "b", 5, 0.4)]
     assert chosen_step(steps) is steps[1]
+
+
+def test_a_rung_that_costs_non_targets_too_much_neither_passes_nor_is_kept_over_one_that_does_not():
+    cal = CalibrationConfig(max_probe_rate=0.05, max_preservation_drop=0.03)
+    harmful, mild = CalibrationStep(0.2, 8.0, "a", 3, 0.0, 0.06), CalibrationStep(0.2, 4.0, "a", 3, 0.2, 0.01)
+    assert not cal.passes(harmful) and not cal.passes(mild)
+    assert cal.passes(CalibrationStep(0.2, 4.0, "a", 3, 0.05, None))  # the probe does not measure preservation
+    assert chosen_step([harmful, mild], cal) is mild
+    assert chosen_step([replace(harmful, preservation_drop=0.04), replace(mild, preservation_drop=0.05)],
+                       cal).strength == 8.0  # none preserved: the least found
+
+
+def test_a_judge_passed_to_the_ladder_decides_and_is_recorded(minilm, minilm_dictionaries, tmp_path):
+    """A judge other than the probe decides every rung: the ladder climbs until it passes one (found and
+    preservation both within their bars), the entry is that rung's, and the judge's settings are recorded."""
+    from clear_sae.calibrate import Verdict
+    from clear_sae.errors import ClearSaeError
+
+    class StrictJudge:
+        name = "strict"
+        calls: list[tuple[str, float]] = []
+
+        def __call__(self, hooks):
+            (hook, clamp), = hooks.items()
+            gamma = float(clamp.gamma[0])
+            self.calls.append((hook, gamma))
+            # Erases only at gamma 8; the first layer tried at gamma 8 harms the non-targets.
+            return Verdict(0.0 if gamma >= 8 else 0.5, 0.1 if len([c for c in self.calls if c[1] >= 8]) == 1 else 0.0)
+
+        def settings(self):
+            return {"name": self.name, "clips": 3}
+
+    target, nontarget, _, _ = concept_pairs("shape", "bar", 40)
+    cfg = ConceptConfig(max_nontarget_rate=0.2)
+    cal = CalibrationConfig(strengths=(4.0, 8.0), judge="strict", max_probe_rate=0.05)
+    library = ConceptLibrary(tmp_path / "lib.json")
+    dictionaries = Dictionaries(minilm_dictionaries)
+    judge = StrictJudge()
+    entry, _, steps = learn_calibrated_concept(minilm, dictionaries, "bar", target, nontarget, library, cfg, cal,
+                                               judge=judge)
+    assert [s.strength for s in steps if s.strength == 4.0] and all(s.probe_rate == 0.5 for s in steps[:-2])
+    assert (steps[-2].strength, steps[-2].preservation_drop) == (8.0, 0.1) and steps[-1].preservation_drop == 0.0
+    assert (entry.hook_point, entry.strength) == (steps[-1].hook_point, 8.0) != (steps[-2].hook_point, 8.0)
+    assert entry.settings["calibration"]["judge"] == {"name": "strict", "clips": 3}
+    assert entry.settings["calibration"]["config"]["judge"] == "strict"
+    with pytest.raises(ClearSaeError, match="needs its generator: pass judge="):
+        calibration_ladder(minilm, dictionaries, target, nontarget, cfg, cal)
+    with pytest.raises(ClearSaeError, match="the judge passed is 'strict' but the calibration config names 'probe'"):
+        calibration_ladder(minilm, dictionaries, target, nontarget, cfg, CalibrationConfig(), judge=judge)
 
 
 def test_layers_are_tried_best_score_first_and_only_the_best_without_the_search():
@@ -71,10 +121,13 @@ def test_calibration_stops_at_the_first_rung_the_probe_clears_and_saves_that_run
     rates = {s.max_nontarget_rate: s.profiles for s in steps}
     every_rung = sum(len([p for p in profiles if p.latents]) for profiles in rates.values()) * len(cal.strengths)
     assert last.probe_rate <= cal.max_probe_rate or len(steps) == every_rung
-    # Layers are tried best score first, each at every strength, before the tolerance widens.
+    # At each tolerance, each strength from the mildest, and at each strength the layers best score first.
     for rate, profiles in rates.items():
-        tried = list(dict.fromkeys(s.hook_point for s in steps if s.max_nontarget_rate == rate))
-        assert tried == [p.hook_point for p in layers_to_try(profiles, cfg.score, True)][:len(tried)]
+        at_rate = [s for s in steps if s.max_nontarget_rate == rate]
+        assert [s.strength for s in at_rate] == sorted(s.strength for s in at_rate)
+        for strength in {s.strength for s in at_rate}:
+            tried = [s.hook_point for s in at_rate if s.strength == strength]
+            assert tried == [p.hook_point for p in layers_to_try(profiles, cfg.score, True)][:len(tried)]
     chosen = chosen_step(steps)
     assert (entry.strength, entry.settings["max_nontarget_rate"]) == (chosen.strength, chosen.max_nontarget_rate)
     assert (entry.hook_point, len(entry.latents)) == (chosen.hook_point, chosen.n_latents)

@@ -9,6 +9,7 @@ import pytest
 import torch
 from sae_lens import SAE
 
+from clear_sae.calibrate import CalibrationConfig, CalibrationStep, chosen_step
 from clear_sae.cli import main
 from clear_sae.demo import DemoConfig, run_demo, shipped_concepts
 from clear_sae.toyworld.concepts import toy_concepts
@@ -18,7 +19,8 @@ SHIPPED = Path(__file__).resolve().parent.parent / "dictionaries" / "minilm"
 
 def test_demo_runs_end_to_end_on_a_slice(tmp_path, capsys, tiny_toy_generator):
     summary = run_demo(DemoConfig(out=tmp_path / "demo", tokens=8192, expansion=2, k=16, corpus_size=600,
-                                  heldout_prompts=6, toy_captions=300, toy_clips=2, generator=tiny_toy_generator))
+                                  heldout_prompts=6, toy_captions=300, toy_clips=2, judge_clips=2,
+                                  generator=tiny_toy_generator))
     out = capsys.readouterr().out
     for stage in ("1/6", "2/6", "3/6", "4/6", "5/6", "6/6", "demo finished"):
         assert stage in out
@@ -30,16 +32,19 @@ def test_demo_runs_end_to_end_on_a_slice(tmp_path, capsys, tiny_toy_generator):
         if calibration is None:
             assert entry["hook_point"] == max(scores, key=scores.get)
             continue
-        # Calibrated (the toy concepts): every better-scoring layer at the kept tolerance was tried and failed
-        # the probe, or the kept rung is the best the ladder found.
-        steps, bar = calibration["steps"], calibration["config"]["max_probe_rate"]
-        kept = [s for s in steps if s["hook_point"] == entry["hook_point"]
-                and s["max_nontarget_rate"] == entry["settings"]["max_nontarget_rate"]]
-        assert kept and min(s["probe_rate"] for s in kept) == min(s["probe_rate"] for s in steps)
-        if kept[-1]["probe_rate"] <= bar:
+        # Calibrated (the toy concepts), here judged by clips of the tiny generator: every better-scoring layer
+        # at the kept tolerance and strength was tried and failed the judge, or the kept rung is the best the
+        # ladder found.
+        cal = CalibrationConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in calibration["config"].items()})
+        assert cal.judge == "generation" and calibration["judge"]["clips"] == 2
+        steps = [CalibrationStep(**s) for s in calibration["steps"]]
+        kept = [s for s in steps if (s.hook_point, s.max_nontarget_rate, s.strength)
+                == (entry["hook_point"], entry["settings"]["max_nontarget_rate"], entry["strength"])]
+        assert kept and kept[-1] is chosen_step(steps, cal)
+        if cal.passes(kept[-1]):
             better = [h for h, v in scores.items() if v > scores[entry["hook_point"]]]
-            failed = {s["hook_point"] for s in steps if s["max_nontarget_rate"] == kept[-1]["max_nontarget_rate"]
-                      and s["probe_rate"] > bar}
+            failed = {s.hook_point for s in steps if (s.max_nontarget_rate, s.strength)
+                      == (kept[-1].max_nontarget_rate, kept[-1].strength) and not cal.passes(s)}
             assert set(better) <= failed, name
     for name, erasure in summary["erasure"].items():
         assert erasure["target_cleared"] == erasure["target_fired"]

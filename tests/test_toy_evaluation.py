@@ -230,3 +230,23 @@ def test_shipped_world_erasure_lowers_the_rate_and_keeps_nontarget_clips():
     assert r["rate_target_before"]["mean"] >= 0.7
     assert r["rate_target_after"]["mean"] <= r["rate_target_before"]["mean"] - 0.3
     assert r["nontarget_unchanged"] >= 1
+
+
+def test_generation_judge_reads_the_shipped_world_and_is_rebuilt_from_its_settings():
+    """The judge a toy concept's calibration uses: without hooks it finds the concept in the clips and no
+    preservation change; with the shipped entry's clamp the concept mostly goes; an entry's recorded settings
+    build the same judge again."""
+    from clear_sae.library import ConceptLibrary
+    from clear_sae.toyworld.evaluation import GenerationJudge, clamps_at, judge_from_settings, load_toy_world
+
+    world = load_toy_world()
+    judge = GenerationJudge(world, "motion", SHIPPED_CONCEPT, clips=4, nontarget_clips=4)
+    plain = judge({})
+    assert plain.found >= 0.75 and plain.preservation_drop == 0.0
+    erased = judge(clamps_at(ConceptLibrary.load(SHIPPED_LIBRARY), SHIPPED_CONCEPT))
+    assert erased.found <= plain.found - 0.5
+    again = judge_from_settings(world, "motion", SHIPPED_CONCEPT, judge.settings())
+    assert again is not None and again.settings() == judge.settings()
+    assert judge_from_settings(world, "motion", SHIPPED_CONCEPT, {"name": "probe"}) is None
+    with pytest.raises(ClearSaeError, match="at least one target and one non-target clip"):
+        GenerationJudge(world, "motion", SHIPPED_CONCEPT, clips=0)

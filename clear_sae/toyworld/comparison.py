@@ -16,7 +16,7 @@ from clear_sae.toyworld.captions import WORDS_BY_AXIS
 from clear_sae.toyworld.concepts import LEARN_PAIRS, LEARN_SEED, attribute_of, concept_pairs
 from clear_sae.toyworld.detector import detect
 from clear_sae.toyworld.evaluation import (QUALIFYING_RATE, EvalConfig, ToyWorld, compare, concept_found,
-                                           prompt_sets, sample_after, sample_before)
+                                           judge_from_settings, prompt_sets, sample_after, sample_before)
 
 if TYPE_CHECKING:
     from clear_sae.library import ConceptLibrary
@@ -52,9 +52,10 @@ def compare_concept(world: ToyWorld, library: "ConceptLibrary", name: str,
     backbone = load_backbone(library.get(name).model_source)
     target, nontarget, _, _ = concept_pairs(axis, value, LEARN_PAIRS, "train", LEARN_SEED)
     layers = latents_by_layer(backbone, library, name, target, nontarget)
+    judge = judge_from_settings(world, axis, value, library.get(name).settings.get("calibration", {}).get("judge"))
     for method in methods:
         erasure = build_erasure(method, backbone, library, name, target, nontarget, training_words(axis, value),
-                                layers, seed, joint_cfg)
+                                layers, seed, joint_cfg, judge)
         row: dict[str, Any] = {"layer": erasure.layer, "seconds_build": erasure.seconds}
         if erasure.note:
             result["methods"][method] = row | {"note": erasure.note}

@@ -23,6 +23,9 @@ LEARN_SEED = 0
 """Seed of the prompts a concept is learned from (the library's)."""
 EVAL_SEED = 1_000
 """Seed of the evaluation prompts, so they never coincide with the learning prompts."""
+CALIBRATION_SEED = 600
+"""Seed of the prompts and noise a `GenerationJudge` generates from while a toy concept is calibrated: neither
+the learning prompts nor any seed the README's evaluations use."""
 LEARN_PAIRS = 200
 """Prompt pairs a toy concept is learned from."""
 MAX_NONTARGET_RATE = 0.2
@@ -36,6 +39,14 @@ concept. With the full ladder (gamma 1, 2, 4) the probe on pooled text states pa
 and yellow whose clips still showed the concept in 26%, 25% and 13% of frames. In a trial on a seed of its own
 (5000, 20 clips per concept) at tolerance 0.2, gamma 4 brought 10 of 16 concepts to 10% or below, gamma 1
 brought 4 (README)."""
+JUDGED_STRENGTHS = (4.0, 8.0, 16.0)
+"""gamma values a generation-judged calibration tries at each layer. Where gamma 4 left yellow in the clips at
+every layer and tolerance up to 0.6 (17% at best), gamma 16 at its first rung removed it with preservation
+unchanged (a trial of 24 clips on seed 7000)."""
+JUDGED_MAX_RATE = 0.05
+"""The generation judge's bar: half the evaluation's 10%, as it reads only `JUDGE_CLIPS` clips."""
+JUDGE_CLIPS = 24
+"""Target clips, and as many non-target clips, a generation judge samples per rung."""
 
 
 def toy_concepts() -> list[str]:
@@ -90,15 +101,25 @@ def toy_corpus(n: int, seed: int = 7) -> list[str]:
     return [caption(random_spec(rng), rng, "train") for _ in range(n)]
 
 
-def learn_toy_concept(backbone: Any, dictionaries: Any, name: str, library: Any, seed: int = 0) -> Any:
-    """Learn toy concept `name` from its `LEARN_PAIRS` learning pairs into `library` at strength `TOY_STRENGTH`,
-    its tolerance calibrated (`clear_sae.calibrate`); returns the entry."""
+def learn_toy_concept(backbone: Any, dictionaries: Any, name: str, library: Any, seed: int = 0, world: Any = None,
+                      judge_clips: int = JUDGE_CLIPS) -> Any:
+    """Learn toy concept `name` from its `LEARN_PAIRS` learning pairs into `library`, its layer, tolerance and
+    strength calibrated (`clear_sae.calibrate`); returns the entry. With a toy `world` (and `judge_clips` > 0)
+    each rung is judged by generating `judge_clips` target and non-target clips (`GenerationJudge`) on the
+    ladder `JUDGED_STRENGTHS`; otherwise by the text-side probe at `TOY_STRENGTH`."""
     from clear_sae.calibrate import CalibrationConfig, learn_calibrated_concept
     from clear_sae.concepts import ConceptConfig
 
-    target, nontarget, _, _ = concept_pairs(*attribute_of(name), LEARN_PAIRS)
+    axis, value = attribute_of(name)
+    target, nontarget, _, _ = concept_pairs(axis, value, LEARN_PAIRS)
+    cal, judge = CalibrationConfig(strengths=(TOY_STRENGTH,)), None
+    if world is not None and judge_clips > 0:
+        from clear_sae.toyworld.evaluation import GenerationJudge
+
+        judge = GenerationJudge(world, axis, value, judge_clips, judge_clips)
+        cal = CalibrationConfig(strengths=JUDGED_STRENGTHS, max_probe_rate=JUDGED_MAX_RATE, judge=judge.name)
     entry, _, _ = learn_calibrated_concept(backbone, dictionaries, name, target, nontarget, library,
-                                           ConceptConfig(seed=seed, max_nontarget_rate=MAX_NONTARGET_RATE),
-                                           CalibrationConfig(strengths=(TOY_STRENGTH,)))
+                                           ConceptConfig(seed=seed, max_nontarget_rate=MAX_NONTARGET_RATE), cal,
+                                           judge=judge)
     return entry
 

@@ -31,7 +31,8 @@ import numpy as np
 
 from clear_sae.errors import ClearSaeError
 from clear_sae.toyworld.captions import without_words
-from clear_sae.toyworld.concepts import EVAL_SEED, LEARN_PAIRS, LEARN_SEED, attribute_of, concept_pairs
+from clear_sae.toyworld.concepts import (CALIBRATION_SEED, EVAL_SEED, LEARN_PAIRS, LEARN_SEED, attribute_of,
+                                         concept_pairs)
 from clear_sae.toyworld.detector import COLOUR_NAMES, Detections, detect
 from clear_sae.toyworld.render import MOTIONS, SHAPES, ClipSpec
 
@@ -178,6 +179,62 @@ def sample_after(world: ToyWorld, clamps: dict[str, Any], before: dict[str, Clip
                                         cfg, f"{name} after")
             after[name] = ClipSet(old.prompts, old.specs, old.noise_seeds, embeds, clips, len(changed))
     return after
+
+
+class GenerationJudge:
+    """A calibration judge (`clear_sae.calibrate`) that looks at clips: it samples `clips` target and
+    `nontarget_clips` non-target captions of the concept from `seed` (training phrasing) once without erasure,
+    then, for each rung, again with the rung's hooks attached, and reports the share of target frames (clips,
+    for a motion) in which the detector still finds the concept and the fall in non-target preservation."""
+
+    name = "generation"
+
+    def __init__(self, world: ToyWorld, axis: str, value: str, clips: int = 24, nontarget_clips: int = 24,
+                 seed: int = CALIBRATION_SEED, steps: int = 6, guidance: float = 4.0) -> None:
+        if clips < 1 or nontarget_clips < 1:
+            raise ClearSaeError(f"a generation judge needs at least one target and one non-target clip, "
+                                f"not {clips} and {nontarget_clips}")
+        self.world, self.axis, self.value = world, axis, value
+        self.cfg = EvalConfig(clips=clips, nontarget_clips=nontarget_clips, removed_clips=0, steps=steps,
+                              guidance=guidance, seed=seed, progress=False)
+        self.before: dict[str, ClipSet] | None = None
+        self.negative: "torch.Tensor | None" = None
+
+    def _sample_before(self) -> None:
+        targets, nontargets, target_specs, nontarget_specs = concept_pairs(
+            self.axis, self.value, max(self.cfg.clips, self.cfg.nontarget_clips), "train", self.cfg.seed)
+        base = self.cfg.seed * 1_000_003
+        sets = {"target": ClipSet(targets[:self.cfg.clips], target_specs[:self.cfg.clips],
+                                  [base + i for i in range(self.cfg.clips)]),
+                "nontarget": ClipSet(nontargets[:self.cfg.nontarget_clips], nontarget_specs[:self.cfg.nontarget_clips],
+                                     [base + 400_000 + i for i in range(self.cfg.nontarget_clips)])}
+        self.negative, self.before = sample_before(self.world, sets, self.cfg)
+
+    def __call__(self, hooks: dict[str, Any]) -> Any:
+        from clear_sae.calibrate import Verdict
+
+        if self.before is None:
+            self._sample_before()
+        assert self.before is not None and self.negative is not None
+        after = sample_after(self.world, hooks, self.before, self.negative, self.cfg)
+        found = concept_found(detect(self.world.detector, after["target"].clips), self.axis, self.value,
+                              self.cfg.threshold)
+        specs = self.before["nontarget"].specs
+        kept_before, _ = preservation(detect(self.world.detector, self.before["nontarget"].clips), specs)
+        kept_after, _ = preservation(detect(self.world.detector, after["nontarget"].clips), specs)
+        return Verdict(float(found.mean()), float((kept_before - kept_after).mean()))
+
+    def settings(self) -> dict[str, Any]:
+        """What the entry records of this judge (enough to build it again with `judge_from_settings`)."""
+        return {"name": self.name, "clips": self.cfg.clips, "nontarget_clips": self.cfg.nontarget_clips,
+                "seed": self.cfg.seed, "steps": self.cfg.steps, "guidance": self.cfg.guidance}
+
+
+def judge_from_settings(world: ToyWorld, axis: str, value: str, settings: dict[str, Any] | None) -> GenerationJudge | None:
+    """The generation judge an entry's calibration recorded (None if it was judged by the probe)."""
+    if not settings or settings.get("name") != GenerationJudge.name:
+        return None
+    return GenerationJudge(world, axis, value, **{k: v for k, v in settings.items() if k != "name"})
 
 
 def concept_found(det: Detections, axis: str, value: str, threshold: float) -> np.ndarray:
