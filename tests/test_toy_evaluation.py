@@ -245,6 +245,9 @@ def test_generation_judge_reads_the_shipped_world_and_is_rebuilt_from_its_settin
     assert plain.found >= 0.75 and plain.preservation_drop == 0.0
     erased = judge(clamps_at(ConceptLibrary.load(SHIPPED_LIBRARY), SHIPPED_CONCEPT))
     assert erased.found <= plain.found - 0.5
+    # A rung that cannot pass (more found than `max_found`) is judged on its target clips alone.
+    hopeless = GenerationJudge(world, "motion", SHIPPED_CONCEPT, clips=4, nontarget_clips=4, max_found=0.5)({})
+    assert hopeless.found == plain.found and hopeless.preservation_drop is None
     again = judge_from_settings(world, "motion", SHIPPED_CONCEPT, judge.settings())
     assert again is not None and again.settings() == judge.settings()
     assert judge_from_settings(world, "motion", SHIPPED_CONCEPT, {"name": "probe"}) is None

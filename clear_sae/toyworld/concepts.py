@@ -116,7 +116,7 @@ def learn_toy_concept(backbone: Any, dictionaries: Any, name: str, library: Any,
     if world is not None and judge_clips > 0:
         from clear_sae.toyworld.evaluation import GenerationJudge
 
-        judge = GenerationJudge(world, axis, value, judge_clips, judge_clips)
+        judge = GenerationJudge(world, axis, value, judge_clips, judge_clips, max_found=JUDGED_MAX_RATE)
         cal = CalibrationConfig(strengths=JUDGED_STRENGTHS, max_probe_rate=JUDGED_MAX_RATE, judge=judge.name)
     entry, _, _ = learn_calibrated_concept(backbone, dictionaries, name, target, nontarget, library,
                                            ConceptConfig(seed=seed, max_nontarget_rate=MAX_NONTARGET_RATE), cal,

@@ -185,40 +185,39 @@ class GenerationJudge:
     """A calibration judge (`clear_sae.calibrate`) that looks at clips: it samples `clips` target and
     `nontarget_clips` non-target captions of the concept from `seed` (training phrasing) once without erasure,
     then, for each rung, again with the rung's hooks attached, and reports the share of target frames (clips,
-    for a motion) in which the detector still finds the concept and the fall in non-target preservation."""
+    for a motion) in which the detector still finds the concept and the fall in non-target preservation.
+    With `max_found`, a rung whose targets still show the concept in more than that share cannot pass, so its
+    non-target clips are not sampled (preservation not measured)."""
 
     name = "generation"
 
     def __init__(self, world: ToyWorld, axis: str, value: str, clips: int = 24, nontarget_clips: int = 24,
-                 seed: int = CALIBRATION_SEED, steps: int = 6, guidance: float = 4.0) -> None:
+                 seed: int = CALIBRATION_SEED, steps: int = 6, guidance: float = 4.0,
+                 max_found: float | None = None) -> None:
         if clips < 1 or nontarget_clips < 1:
             raise ClearSaeError(f"a generation judge needs at least one target and one non-target clip, "
                                 f"not {clips} and {nontarget_clips}")
         self.world, self.axis, self.value = world, axis, value
         self.cfg = EvalConfig(clips=clips, nontarget_clips=nontarget_clips, removed_clips=0, steps=steps,
                               guidance=guidance, seed=seed, progress=False)
+        self.max_found = max_found
         self.before: dict[str, ClipSet] | None = None
         self.negative: "torch.Tensor | None" = None
-
-    def _sample_before(self) -> None:
-        targets, nontargets, target_specs, nontarget_specs = concept_pairs(
-            self.axis, self.value, max(self.cfg.clips, self.cfg.nontarget_clips), "train", self.cfg.seed)
-        base = self.cfg.seed * 1_000_003
-        sets = {"target": ClipSet(targets[:self.cfg.clips], target_specs[:self.cfg.clips],
-                                  [base + i for i in range(self.cfg.clips)]),
-                "nontarget": ClipSet(nontargets[:self.cfg.nontarget_clips], nontarget_specs[:self.cfg.nontarget_clips],
-                                     [base + 400_000 + i for i in range(self.cfg.nontarget_clips)])}
-        self.negative, self.before = sample_before(self.world, sets, self.cfg)
 
     def __call__(self, hooks: dict[str, Any]) -> Any:
         from clear_sae.calibrate import Verdict
 
-        if self.before is None:
-            self._sample_before()
+        if self.before is None:  # sampled at the first rung, once
+            self.negative, self.before = sample_before(
+                self.world, training_phrasing_sets(self.axis, self.value, self.cfg), self.cfg)
         assert self.before is not None and self.negative is not None
-        after = sample_after(self.world, hooks, self.before, self.negative, self.cfg)
+        targets = {"target": self.before["target"]}
+        after = sample_after(self.world, hooks, targets, self.negative, self.cfg)
         found = concept_found(detect(self.world.detector, after["target"].clips), self.axis, self.value,
                               self.cfg.threshold)
+        if self.max_found is not None and round(float(found.mean()), 4) > self.max_found:
+            return Verdict(float(found.mean()))
+        after |= sample_after(self.world, hooks, {"nontarget": self.before["nontarget"]}, self.negative, self.cfg)
         specs = self.before["nontarget"].specs
         kept_before, _ = preservation(detect(self.world.detector, self.before["nontarget"].clips), specs)
         kept_after, _ = preservation(detect(self.world.detector, after["nontarget"].clips), specs)
@@ -227,7 +226,8 @@ class GenerationJudge:
     def settings(self) -> dict[str, Any]:
         """What the entry records of this judge (enough to build it again with `judge_from_settings`)."""
         return {"name": self.name, "clips": self.cfg.clips, "nontarget_clips": self.cfg.nontarget_clips,
-                "seed": self.cfg.seed, "steps": self.cfg.steps, "guidance": self.cfg.guidance}
+                "seed": self.cfg.seed, "steps": self.cfg.steps, "guidance": self.cfg.guidance,
+                "max_found": self.max_found}
 
 
 def judge_from_settings(world: ToyWorld, axis: str, value: str, settings: dict[str, Any] | None) -> GenerationJudge | None:
@@ -277,25 +277,31 @@ def preservation(det: Detections, specs: list[ClipSpec]) -> tuple[np.ndarray, di
     return np.mean(list(per_axis.values()), axis=0), {k: round(float(v.mean()), 4) for k, v in per_axis.items()}
 
 
+def training_phrasing_sets(axis: str, value: str, cfg: EvalConfig) -> dict[str, ClipSet]:
+    """The `cfg.clips` target and `cfg.nontarget_clips` context-matched non-target captions of a concept in the
+    training phrasing, from `cfg.seed`, each with its own noise seed."""
+    targets, nontargets, target_specs, nontarget_specs = concept_pairs(
+        axis, value, max(cfg.clips, cfg.nontarget_clips), "train", cfg.seed)
+    base = cfg.seed * 1_000_003
+    return {"target": ClipSet(targets[:cfg.clips], target_specs[:cfg.clips], [base + i for i in range(cfg.clips)]),
+            "nontarget": ClipSet(nontargets[:cfg.nontarget_clips], nontarget_specs[:cfg.nontarget_clips],
+                                 [base + 400_000 + i for i in range(cfg.nontarget_clips)])}
+
+
 def prompt_sets(axis: str, value: str, cfg: EvalConfig) -> dict[str, ClipSet]:
     """The evaluation sets of a concept, from the evaluation seed (never the learning prompts): target,
     heldout, nontarget, and (unless `removed_clips` is 0) the word-removed reference."""
-    targets, nontargets, target_specs, nontarget_specs = concept_pairs(
-        axis, value, max(cfg.clips, cfg.nontarget_clips), "train", cfg.seed)
+    sets = training_phrasing_sets(axis, value, cfg)
     heldout, _, heldout_specs, _ = concept_pairs(axis, value, cfg.heldout_clips, "heldout", cfg.seed + 1)
     base = cfg.seed * 1_000_003
-    sets = {
-        "target": ClipSet(targets[:cfg.clips], target_specs[:cfg.clips], [base + i for i in range(cfg.clips)]),
-        "heldout": ClipSet(heldout, heldout_specs, [base + 200_000 + i for i in range(cfg.heldout_clips)]),
-        "nontarget": ClipSet(nontargets[:cfg.nontarget_clips], nontarget_specs[:cfg.nontarget_clips],
-                             [base + 400_000 + i for i in range(cfg.nontarget_clips)]),
-    }
+    sets["heldout"] = ClipSet(heldout, heldout_specs, [base + 200_000 + i for i in range(cfg.heldout_clips)])
     if cfg.removed_clips:
         # Paired with the first target clips: the same caption bar the words, the same noise.
+        target = sets["target"]
         kept = range(min(cfg.removed_clips, cfg.clips))
-        sets["removed"] = ClipSet([without_words(targets[i], axis, value) for i in kept],
-                                  [target_specs[i] for i in kept], [base + i for i in kept])
-    return sets
+        sets["removed"] = ClipSet([without_words(target.prompts[i], axis, value) for i in kept],
+                                  [target.specs[i] for i in kept], [target.noise_seeds[i] for i in kept])
+    return {k: sets[k] for k in ("target", "heldout", "nontarget", "removed") if k in sets}
 
 
 def compare(world: ToyWorld, axis: str, value: str, before: dict[str, ClipSet], after: dict[str, ClipSet],
