@@ -18,8 +18,9 @@ narrowest tolerance that have one; `search_layers=False` tries only the best-sco
 Who judges a rung is pluggable. The default judge is the probe, which needs no generator but is a proxy: it reads
 mean-pooled states, the generator reads every token, and it passed rungs whose clips still showed the concept.
 Where a generator and a detector are at hand (the toy world's `GenerationJudge`), a judge can instead generate a
-few clips with the rung's erasure attached and count what the detector still finds, and whether non-target clips
-kept their attributes (`Verdict.preservation_drop`); a rung then passes only if both bars are met.
+few clips with the rung's erasure attached and count what the detector still finds, whether non-target clips
+kept their attributes (`Verdict.preservation_drop`) and whether the target clips kept theirs on the other axes
+(`Verdict.others_drop`); a rung then passes only if every bar is met.
 """
 
 from __future__ import annotations
@@ -55,14 +56,19 @@ class CalibrationConfig:
     ladder (the toy world's `generation`)."""
     max_preservation_drop: float = 0.03
     """For a judge that measures preservation: the most a rung may lower non-target attribute agreement."""
+    max_others_drop: float = 0.10
+    """For a judge that reads the target clips' other attributes: the most a rung may lower them (an erasure
+    that breaks the object, not just the concept, fails here)."""
 
     def passes(self, step: "CalibrationStep") -> bool:
-        """Whether a rung met the bars: the concept found rarely enough and, where measured, non-targets kept."""
+        """Whether a rung met the bars: the concept found rarely enough and, where measured, the rest kept."""
         return step.probe_rate <= self.max_probe_rate and self.preserves(step)
 
     def preserves(self, step: "CalibrationStep") -> bool:
-        """Whether a rung kept non-targets within `max_preservation_drop` (True where the judge did not measure)."""
-        return step.preservation_drop is None or step.preservation_drop <= self.max_preservation_drop
+        """Whether a rung kept non-targets within `max_preservation_drop` and the targets' other attributes
+        within `max_others_drop` (each True where the judge did not measure it)."""
+        return ((step.preservation_drop is None or step.preservation_drop <= self.max_preservation_drop)
+                and (step.others_drop is None or step.others_drop <= self.max_others_drop))
 
 
 @dataclass
@@ -73,6 +79,8 @@ class Verdict:
     """Share of the judge's targets in which the concept is still found."""
     preservation_drop: float | None = None
     """How far the erasure lowered non-target agreement (None: not measured)."""
+    others_drop: float | None = None
+    """How far it lowered the target clips' other attributes (None: not measured)."""
 
 
 Judge = Callable[[dict[str, Any]], Verdict]
@@ -91,6 +99,7 @@ class CalibrationStep:
     probe_rate: float
     """What the judge still found (the name predates other judges than the probe)."""
     preservation_drop: float | None = None
+    others_drop: float | None = None
     profiles: list[LayerProfile] = field(default_factory=list, repr=False)
     """The concept's profiles at every layer under this rung's tolerance."""
 
@@ -160,9 +169,10 @@ def calibration_ladder(backbone: "Backbone", dictionaries: "Dictionaries", targe
                 clamp = LatentClamp(dictionaries.sae(layer.hook_point), layer.latents, float(strength))
                 verdict = judge({layer.hook_point: clamp})
                 # Rounded as stored, so that 6 of 60 (0.1 in float32 is a hair above 0.1) meets a 10% bar.
-                drop = None if verdict.preservation_drop is None else round(verdict.preservation_drop, 4)
+                drop, others = (None if v is None else round(v, 4)
+                                for v in (verdict.preservation_drop, verdict.others_drop))
                 steps.append(CalibrationStep(rate, float(strength), layer.hook_point, len(layer.latents),
-                                             round(verdict.found, 4), drop, profiles[rate]))
+                                             round(verdict.found, 4), drop, others, profiles[rate]))
                 if cal.passes(steps[-1]):
                     return steps
     return steps
@@ -220,16 +230,18 @@ def recorded_calibration(settings: dict[str, Any]) -> tuple[float, CalibrationCo
 def format_ladder(steps: list[CalibrationStep], cal: CalibrationConfig) -> str:
     """The ladder as a table, the chosen rung marked."""
     chosen = chosen_step(steps, cal)
-    measured = any(s.preservation_drop is not None for s in steps)
+    columns = [(name, label) for name, label in (("preservation_drop", "non-target drop"),
+                                                 ("others_drop", "others drop"))
+               if any(getattr(s, name) is not None for s in steps)]
     lines = [f"{'max non-target rate':>19} {'gamma':>6} {'layer':<26} {'latents':>7} {cal.judge + ' finds':>16}"
-             + (f" {'non-target drop':>15}" if measured else "")]
+             + "".join(f" {label:>15}" for _, label in columns)]
     for s in steps:
         mark = "  <- chosen" if s is chosen else ""
-        drop = "" if not measured else (f" {'-':>15}" if s.preservation_drop is None
-                                         else f" {100 * s.preservation_drop:>11.1f} pt")
+        extra = "".join(f" {'-':>15}" if getattr(s, name) is None else f" {100 * getattr(s, name):>12.1f} pt"
+                        for name, _ in columns)
         lines.append(f"{s.max_nontarget_rate:>19.2f} {s.strength:>6g} {s.hook_point:<26} {s.n_latents:>7} "
-                     f"{100 * s.probe_rate:>15.1f}%{drop}{mark}")
+                     f"{100 * s.probe_rate:>15.1f}%{extra}{mark}")
     if not cal.passes(chosen):
         lines.append(f"no rung met the bars (the {cal.judge} finding the concept in at most "
-                     f"{100 * cal.max_probe_rate:g}%); kept the one it found least")
+                     f"{100 * cal.max_probe_rate:g}%, the rest kept); kept the one it found least")
     return "\n".join(lines)

@@ -216,7 +216,7 @@ def _attribute_map(pairs: list[str]) -> dict[str, str]:
 def _cmd_evaluate(args: argparse.Namespace) -> None:
     from clear_sae.library import ConceptLibrary
     from clear_sae.prompts import atomic_write_text
-    from clear_sae.toyworld.concepts import toy_concepts
+    from clear_sae.toyworld.concepts import CALIBRATION_SEED, toy_concepts
     from clear_sae.toyworld.evaluation import EvalConfig, evaluate, format_results, load_toy_world
 
     out = _output_file(args.out, "--out")
@@ -232,6 +232,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
     if args.seed == 0:
         raise ClearSaeError("--seed 0 would evaluate on the very prompts toy concepts are learned from; pick another "
                             "seed (the default is 1000)")
+    if args.seed == CALIBRATION_SEED:
+        raise ClearSaeError(f"--seed {CALIBRATION_SEED} would evaluate on the very prompts and noise the toy "
+                            "concepts' calibration judged its rungs on; pick another seed (the default is 1000)")
     given = {"clips": args.clips, "heldout_clips": args.heldout_clips, "nontarget_clips": args.nontarget_clips,
              "removed_clips": args.removed_clips, "steps": args.steps, "guidance": args.guidance, "seed": args.seed}
     cfg = EvalConfig(**{k: v for k, v in given.items() if v is not None})
@@ -336,9 +339,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--score", default="energy", choices=["energy", "auroc"])
     p.add_argument("--strength", type=float, default=1.0, help="gamma of the clamp")
     p.add_argument("--calibrate", action="store_true",
-                   help="try the layers best score first, each at strength 1, 2, 4, then the same at non-target "
-                        "tolerance 0.2 and 0.4, until a probe on the final text states no longer finds the concept "
-                        "in held-out targets (overrides --strength)")
+                   help="at strength 1, 2, 4 in turn, try the layers best score first, then the same at "
+                        "non-target tolerance 0.2 and 0.4, until a probe on the final text states no longer finds "
+                        "the concept in held-out targets (overrides --strength)")
     p.add_argument("--min-target-rate", type=float, default=0.1)
     p.add_argument("--max-nontarget-rate", type=float, default=0.05)
     p.add_argument("--max-latents", type=positive_int, default=32)

@@ -252,7 +252,7 @@ def learn_concept(backbone: "Backbone", dictionaries: "Dictionaries", name: str,
 
     Trains nothing: the dictionaries are reused as they are. `profiles`, if given, are this concept's
     profiles under `cfg`, already computed. `layer`, if given, is used instead of the best-scoring one
-    (calibration passes the layer its probe confirmed).
+    (calibration passes the layer its judge accepted).
     """
     from clear_sae.library import ConceptEntry
     from clear_sae.prompts import prompts_hash

@@ -83,7 +83,8 @@ def separability_matrix(library: Any, names: list[str], hook_points: list[str]) 
             cells.append(f"{value:.4f}{'*' if entry.hook_point == hook else ' '}".rjust(width))
         lines.append(f"{hook:<22}" + "".join(cells))
     lines.append("(energy = S_spe / (S_spe + S_uni) = exp(-paper loss); * = chosen layer: the argmax, or for a "
-                 "calibrated concept the best-scoring layer whose erasure the probe confirmed)")
+                 "calibrated concept the best-scoring layer whose erasure its judge accepted at the mildest strength "
+                 "that had one)")
     return "\n".join(lines)
 
 

@@ -36,6 +36,9 @@ def test_a_rung_that_costs_non_targets_too_much_neither_passes_nor_is_kept_over_
     assert chosen_step([harmful, mild], cal) is mild
     assert chosen_step([replace(harmful, preservation_drop=0.04), replace(mild, preservation_drop=0.05)],
                        cal).strength == 8.0  # none preserved: the least found
+    # Breaking the target object (its other attributes fall by more than 10 points) fails too.
+    assert not cal.passes(CalibrationStep(0.2, 16.0, "a", 3, 0.0, 0.0, 0.26))
+    assert cal.passes(CalibrationStep(0.2, 16.0, "a", 3, 0.0, 0.0, 0.1))
 
 
 def test_a_judge_passed_to_the_ladder_decides_and_is_recorded(minilm, minilm_dictionaries, tmp_path):

@@ -157,3 +157,18 @@ def test_the_levers_script_erases_every_variant_and_counts_them(tiny_toy_generat
     assert row["nt0.4_g2"]["latents"] == row["nt0.4_g4"]["latents"] >= 1
     table = capsys.readouterr().out
     assert "| circle |" in table and "**at most 10%, preservation kept**" in table
+
+
+def test_the_rung_trial_judges_each_rung_on_the_shipped_world(tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("toy_rung_trial", ROOT / "analysis" / "toy_rung_trial.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    out = tmp_path / "rungs.json"
+    assert script.main(["--out", str(out), "--concepts", "fall", "--tolerances", "0.2", "--strengths", "0.5,4",
+                        "--layers", "blocks.4", "--clips", "3", "--nontarget-clips", "2"]) == 0
+    rows = json.loads(out.read_text())["concepts"]["fall"]
+    assert [(r["layer"], r["gamma"]) for r in rows] == [("text_encoder.blocks.4", 0.5), ("text_encoder.blocks.4", 4.0)]
+    assert rows[0]["latents"] == rows[1]["latents"] > 0
+    # The shipped entry's rung (blocks.4, gamma 4) takes the motion out of more clips than half a decoder step.
+    assert rows[1]["found"] < rows[0]["found"]
+    assert capsys.readouterr().out.count("found") == 2

@@ -14,8 +14,8 @@ from clear_sae.errors import ClearSaeError
 from clear_sae.toyworld.captions import COLOUR_WORDS, WORDS_BY_AXIS, heldout_vocabulary, without_words
 from clear_sae.toyworld.concepts import attribute_of, concept_pairs, toy_concepts, toy_corpus
 from clear_sae.toyworld.detector import COLOUR_NAMES, Detections
-from clear_sae.toyworld.evaluation import (attribute_agreement, bootstrap_ci, clip_noise, concept_found, qualifies,
-                                           summary)
+from clear_sae.toyworld.evaluation import (attribute_agreement, bootstrap_ci, clip_noise, concept_found,
+                                           other_attributes_kept, qualifies, summary)
 from clear_sae.toyworld.render import MOTIONS, SHAPES, ClipSpec, ToyObject
 
 
@@ -117,6 +117,19 @@ def test_preservation_reads_the_strongest_class_per_axis():
     assert agree["motion"].tolist() == [1.0]
 
 
+def test_other_attributes_kept_leaves_out_the_concepts_own_axis():
+    det = _detections(2)
+    det.colour[:, :, COLOUR_NAMES.index("blue")] = 0.9
+    det.shape[0, :, SHAPES.index("cross")] = 0.8  # clip 1 reads a circle: the shape was erased
+    det.shape[1, :, SHAPES.index("circle")] = 0.8
+    det.motion[0, MOTIONS.index("left")] = 0.9
+    det.motion[1, MOTIONS.index("rise")] = 0.9  # clip 1 also lost its motion
+    specs = [ClipSpec(ToyObject("cross", "blue", "left"))] * 2
+    kept = other_attributes_kept(det, specs, "shape")  # colour and motion
+    assert kept["axes"] == {"colour": 1.0, "motion": 0.5} and kept["mean"] == 0.75 and kept["clips"] == 2
+    assert other_attributes_kept(det, specs, "motion")["axes"] == {"colour": 1.0, "shape": 0.5}
+
+
 def test_bootstrap_interval_and_qualification():
     rng = np.random.default_rng(0)
     values = (rng.random(400) < 0.3).astype(float)
@@ -189,6 +202,7 @@ def test_cli_evaluate_writes_a_report_and_refuses_bad_input(tiny_toy_generator, 
     assert report["format"] == "clear_sae.toy_evaluation" and list(report["concepts"]) == ["circle"]
     circle = report["concepts"]["circle"]
     assert circle["rate_words_removed"]["clips"] == 1
+    assert set(circle["target_others_after"]["axes"]) == {"colour", "motion"}
     assert circle["strip"] == "eval_strips/circle.png" and (tmp_path / circle["strip"]).stat().st_size > 0
     assert len(circle["strip_rows"]) == 2 * (2 + 2)  # two target and two non-target clips, before and after
     assert "report ->" in capsys.readouterr().out
@@ -204,6 +218,7 @@ def test_cli_evaluate_writes_a_report_and_refuses_bad_input(tiny_toy_generator, 
         (args + ["--concept", "red", "--attribute", "red=colour=dog"], "not a toy-world attribute"),
         (args + ["--concept", "red", "--detector", str(tmp_path / "missing")], "detector"),
         (args + ["--concept", "red", "--seed", "0"], "learned from"),
+        (args + ["--concept", "red", "--seed", "600"], "calibration judged its rungs on"),
         (args + ["--concept", "red", "--seed", "-3"], "negative"),
     ]
     for argv, message in bad_runs:
@@ -242,12 +257,12 @@ def test_generation_judge_reads_the_shipped_world_and_is_rebuilt_from_its_settin
     world = load_toy_world()
     judge = GenerationJudge(world, "motion", SHIPPED_CONCEPT, clips=4, nontarget_clips=4)
     plain = judge({})
-    assert plain.found >= 0.75 and plain.preservation_drop == 0.0
+    assert plain.found >= 0.75 and plain.preservation_drop == 0.0 and plain.others_drop == 0.0
     erased = judge(clamps_at(ConceptLibrary.load(SHIPPED_LIBRARY), SHIPPED_CONCEPT))
     assert erased.found <= plain.found - 0.5
     # A rung that cannot pass (more found than `max_found`) is judged on its target clips alone.
     hopeless = GenerationJudge(world, "motion", SHIPPED_CONCEPT, clips=4, nontarget_clips=4, max_found=0.5)({})
-    assert hopeless.found == plain.found and hopeless.preservation_drop is None
+    assert hopeless.found == plain.found and hopeless.preservation_drop is None and hopeless.others_drop == 0.0
     again = judge_from_settings(world, "motion", SHIPPED_CONCEPT, judge.settings())
     assert again is not None and again.settings() == judge.settings()
     assert judge_from_settings(world, "motion", SHIPPED_CONCEPT, {"name": "probe"}) is None

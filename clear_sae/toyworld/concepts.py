@@ -34,15 +34,15 @@ differ from targets in one word only, so a latent of a colour's neighbourhood fi
 the default 0.05 blue kept 89% of its generation rate after erasure, at 0.2 it kept 25%, with no loss of
 preservation (a trial of 8 clips each on an early generator; red did not respond to either)."""
 TOY_STRENGTH = 4.0
-"""gamma of every toy concept; calibration then only widens the tolerance where the probe still finds the
-concept. With the full ladder (gamma 1, 2, 4) the probe on pooled text states passed gamma 1 for blue, orange
-and yellow whose clips still showed the concept in 26%, 25% and 13% of frames. In a trial on a seed of its own
-(5000, 20 clips per concept) at tolerance 0.2, gamma 4 brought 10 of 16 concepts to 10% or below, gamma 1
-brought 4 (README)."""
+"""gamma of a toy concept calibrated without a generator (the probe judges; see `JUDGED_STRENGTHS` for the
+generation judge's ladder). With the full ladder (gamma 1, 2, 4) the probe on pooled text states passed gamma 1
+for blue, orange and yellow whose clips still showed the concept in 26%, 25% and 13% of frames. In a trial on a
+seed of its own (5000, 20 clips per concept) at tolerance 0.2, gamma 4 brought 10 of 16 concepts to 10% or
+below, gamma 1 brought 4 (README)."""
 JUDGED_STRENGTHS = (4.0, 8.0, 16.0)
-"""gamma values a generation-judged calibration tries at each layer. Where gamma 4 left yellow in the clips at
-every layer and tolerance up to 0.6 (17% at best), gamma 16 at its first rung removed it with preservation
-unchanged (a trial of 24 clips on seed 7000)."""
+"""gamma values a generation-judged calibration tries, each at every layer. Where gamma 4 left yellow in the
+clips at every layer tried, gamma 16 at its first rung removed it with preservation unchanged (a trial of 24
+clips on seed 7000, `analysis/toy_rung_trial.py`, README)."""
 JUDGED_MAX_RATE = 0.05
 """The generation judge's bar: half the evaluation's 10%, as it reads only `JUDGE_CLIPS` clips."""
 JUDGE_CLIPS = 24

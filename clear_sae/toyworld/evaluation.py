@@ -4,7 +4,9 @@ For one concept (an attribute value such as `red`), clips are generated from thr
 from its own seeded noise so that a clip does not depend on its batch:
 
 - target captions in the training phrasing and in the held-out paraphrases: the generation rate is the
-  share of frames (clips, for a motion) in which the detector finds the concept;
+  share of frames (clips, for a motion) in which the detector finds the concept; on the training-phrasing
+  clips, how far the detector still reads the caption's other two attributes (`target_others_*`) shows
+  whether an erasure changed the concept or broke the object;
 - context-matched non-target captions: preservation is the share of the caption's colour, shape (per frame)
   and motion (per clip) that the detector reads back, averaged over the three axes; pixel drift is the mean
   absolute change of these clips between the two runs with the same noise.
@@ -185,7 +187,8 @@ class GenerationJudge:
     """A calibration judge (`clear_sae.calibrate`) that looks at clips: it samples `clips` target and
     `nontarget_clips` non-target captions of the concept from `seed` (training phrasing) once without erasure,
     then, for each rung, again with the rung's hooks attached, and reports the share of target frames (clips,
-    for a motion) in which the detector still finds the concept and the fall in non-target preservation.
+    for a motion) in which the detector still finds the concept, the fall in non-target preservation, and the
+    fall in the target clips' other attributes (`other_attributes_kept`).
     With `max_found`, a rung whose targets still show the concept in more than that share cannot pass, so its
     non-target clips are not sampled (preservation not measured)."""
 
@@ -213,15 +216,18 @@ class GenerationJudge:
         assert self.before is not None and self.negative is not None
         targets = {"target": self.before["target"]}
         after = sample_after(self.world, hooks, targets, self.negative, self.cfg)
-        found = concept_found(detect(self.world.detector, after["target"].clips), self.axis, self.value,
-                              self.cfg.threshold)
-        if self.max_found is not None and round(float(found.mean()), 4) > self.max_found:
-            return Verdict(float(found.mean()))
+        det_before, det_after = (detect(self.world.detector, s["target"].clips) for s in (self.before, after))
+        found = float(concept_found(det_after, self.axis, self.value, self.cfg.threshold).mean())
+        specs = self.before["target"].specs
+        others_drop = (other_attributes_kept(det_before, specs, self.axis)["mean"]
+                       - other_attributes_kept(det_after, specs, self.axis)["mean"])
+        if self.max_found is not None and round(found, 4) > self.max_found:
+            return Verdict(found, others_drop=others_drop)
         after |= sample_after(self.world, hooks, {"nontarget": self.before["nontarget"]}, self.negative, self.cfg)
         specs = self.before["nontarget"].specs
         kept_before, _ = preservation(detect(self.world.detector, self.before["nontarget"].clips), specs)
         kept_after, _ = preservation(detect(self.world.detector, after["nontarget"].clips), specs)
-        return Verdict(float(found.mean()), float((kept_before - kept_after).mean()))
+        return Verdict(found, float((kept_before - kept_after).mean()), others_drop)
 
     def settings(self) -> dict[str, Any]:
         """What the entry records of this judge (enough to build it again with `judge_from_settings`)."""
@@ -271,6 +277,16 @@ def summary(values: np.ndarray) -> dict[str, Any]:
             "clips": int(len(values))}
 
 
+def other_attributes_kept(det: Detections, specs: list[ClipSpec], axis: str) -> dict[str, Any]:
+    """On target clips: how far the detector still reads the caption's attributes on the two axes the concept is
+    not on (a shape's colour and motion), per clip averaged over those axes; an erasure that breaks the object
+    rather than changing the one attribute lowers it."""
+    per_axis = attribute_agreement(det, specs)
+    others = [a for a in per_axis if a != axis]
+    return summary(np.mean([per_axis[a] for a in others], axis=0)) | {
+        "axes": {a: round(float(per_axis[a].mean()), 4) for a in others}}
+
+
 def preservation(det: Detections, specs: list[ClipSpec]) -> tuple[np.ndarray, dict[str, float]]:
     """Per clip the mean agreement over the three axes, and each axis's mean."""
     per_axis = attribute_agreement(det, specs)
@@ -315,6 +331,8 @@ def compare(world: ToyWorld, axis: str, value: str, before: dict[str, ClipSet], 
         result[f"rate_{name}_after"] = summary(concept_found(det_after[name], axis, value, cfg.threshold))
     if "removed" in det_before:
         result["rate_words_removed"] = summary(concept_found(det_before["removed"], axis, value, cfg.threshold))
+    for when, det in (("before", det_before["target"]), ("after", det_after["target"])):
+        result[f"target_others_{when}"] = other_attributes_kept(det, before["target"].specs, axis)
     specs = before["nontarget"].specs
     kept_before, axes_before = preservation(det_before["nontarget"], specs)
     kept_after, axes_after = preservation(det_after["nontarget"], specs)
@@ -452,14 +470,17 @@ def _pct(value: float | None) -> str:
 def format_results(report: dict[str, Any]) -> str:
     """The printed table: one row per concept (and per layer of a sweep)."""
     header = (f"{'concept':<10} {'axis':<7} {'layer':<22} {'rate before':>11} {'after':>6} {'no words':>8} "
-              f"{'held-out':>8} {'after':>6} {'preserv.':>8} {'after':>6} {'drift':>6} {'clips':>5} {'s':>5}  verdict")
+              f"{'held-out':>8} {'after':>6} {'others':>6} {'after':>6} {'preserv.':>8} {'after':>6} {'drift':>6} "
+              f"{'clips':>5} {'s':>5}  verdict")
     lines = [header]
 
     def row(concept: str, axis: str, layer: str, r: dict[str, Any], verdict: str, seconds: str) -> str:
         return (f"{concept:<10} {axis:<7} {layer:<22} {_pct(r['rate_target_before']['mean']):>11} "
                 f"{_pct(r['rate_target_after']['mean']):>6} "
                 f"{_pct(r.get('rate_words_removed', {}).get('mean')):>8} {_pct(r['rate_heldout_before']['mean']):>8} "
-                f"{_pct(r['rate_heldout_after']['mean']):>6} {_pct(r['preservation_before']['mean']):>8} "
+                f"{_pct(r['rate_heldout_after']['mean']):>6} "
+                f"{_pct(r.get('target_others_before', {}).get('mean')):>6} "
+                f"{_pct(r.get('target_others_after', {}).get('mean')):>6} {_pct(r['preservation_before']['mean']):>8} "
                 f"{_pct(r['preservation_after']['mean']):>6} {r['pixel_drift_nontarget']['mean']:>6.2f} "
                 f"{r['rate_target_before']['clips']:>5} {seconds:>5}  {verdict}")
 
@@ -481,5 +502,7 @@ def format_results(report: dict[str, Any]) -> str:
                  f"targets (rate after <= 10%, preservation drop <= 3 pt); axes: {', '.join(totals['axes_met']) or '-'}")
     lines.append("'no words': the rate from the same target prompts and noise with the concept's words taken out, "
                  "what the generator draws for an unnamed attribute, which a removal cannot be expected to beat")
+    lines.append("'others': on the target clips, the detector's agreement with the caption on the two other axes "
+                 "(a colour's shape and motion): an erasure that breaks the object, not just the concept, lowers it")
     return "\n".join(lines)
 
