@@ -190,8 +190,8 @@ def layers_to_try(profiles: list[LayerProfile], score: str, search_layers: bool)
 
 
 def chosen_step(steps: list[CalibrationStep], cal: CalibrationConfig = CalibrationConfig()) -> CalibrationStep:
-    """The last rung if it met the bars, else, of the rungs that kept non-targets (all, if none did), the one
-    where the judge found the concept least (mildest on ties)."""
+    """The last rung if it met the bars, else, of the rungs that kept the rest (`CalibrationConfig.preserves`;
+    all, if none did), the one where the judge found the concept least (the earliest tried on ties)."""
     return min(steps, key=lambda s: (not cal.preserves(s), s.probe_rate, steps.index(s)))
 
 

@@ -84,7 +84,7 @@ def separability_matrix(library: Any, names: list[str], hook_points: list[str]) 
         lines.append(f"{hook:<22}" + "".join(cells))
     lines.append("(energy = S_spe / (S_spe + S_uni) = exp(-paper loss); * = chosen layer: the argmax, or for a "
                  "calibrated concept the best-scoring layer whose erasure its judge accepted at the mildest strength "
-                 "that had one)")
+                 "that had one, or where none was accepted, the rung where it found the concept least)")
     return "\n".join(lines)
 
 

@@ -41,6 +41,8 @@ from clear_sae.toyworld.render import MOTIONS, SHAPES, ClipSpec
 if TYPE_CHECKING:
     import torch
 
+    from clear_sae.calibrate import Verdict
+
     from clear_sae.library import ConceptLibrary
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
@@ -207,7 +209,7 @@ class GenerationJudge:
         self.before: dict[str, ClipSet] | None = None
         self.negative: "torch.Tensor | None" = None
 
-    def __call__(self, hooks: dict[str, Any]) -> Any:
+    def __call__(self, hooks: dict[str, Any]) -> "Verdict":
         from clear_sae.calibrate import Verdict
 
         if self.before is None:  # sampled at the first rung, once
@@ -236,7 +238,8 @@ class GenerationJudge:
                 "max_found": self.max_found}
 
 
-def judge_from_settings(world: ToyWorld, axis: str, value: str, settings: dict[str, Any] | None) -> GenerationJudge | None:
+def judge_from_settings(world: ToyWorld, axis: str, value: str,
+                        settings: dict[str, Any] | None) -> GenerationJudge | None:
     """The generation judge an entry's calibration recorded (None if it was judged by the probe)."""
     if not settings or settings.get("name") != GenerationJudge.name:
         return None
