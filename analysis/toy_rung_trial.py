@@ -4,9 +4,9 @@ erased at each strength gamma and each layer, judged on clips.
 For each concept the judge (`clear_sae.toyworld.evaluation.GenerationJudge`) samples `--clips` target and
 `--nontarget-clips` non-target captions (training phrasing) from `--seed` once without erasure, then once per
 rung with it, and reports the share of target frames (clips, for a motion) where the detector still finds the
-concept, the fall in non-target attribute agreement, and the fall in the target clips' other attributes. Pick a seed that neither the learning prompts (0), the
-calibration's judge (600) nor an evaluation you report uses; the README's trial used 7000. Writes JSON and
-prints one line per rung.
+concept, the fall in non-target attribute agreement, and the fall in the target clips' other attributes.
+Pick a seed that neither the learning prompts (0), the calibration's judge (600) nor an evaluation you report
+uses; the README's trial used 7000. Writes JSON and prints one line per rung.
 
     python analysis/toy_rung_trial.py --out rungs.json --concepts yellow,purple [--tolerances 0.2,0.4]
         [--strengths 4,8,16] [--layers embed,blocks.2] [--seed 7000] [--clips 24] [--nontarget-clips 12]
@@ -57,8 +57,8 @@ def trial(concepts: list[str], tolerances: list[float], strengths: list[float], 
                                  "latents": len(profile.latents), "found": round(verdict.found, 4),
                                  "preservation_drop": round(verdict.preservation_drop or 0.0, 4),
                                  "others_drop": round(verdict.others_drop or 0.0, 4)})
-                    print(f"{name:<8} tol {tolerance:.1f} gamma {gamma:>4g} {short:<9} latents {len(profile.latents):>2}"
-                          f"  found {100 * verdict.found:5.1f}%  preservation drop "
+                    print(f"{name:<8} tol {tolerance:.1f} gamma {gamma:>4g} {short:<9} "
+                          f"latents {len(profile.latents):>2}  found {100 * verdict.found:5.1f}%  preservation drop "
                           f"{100 * (verdict.preservation_drop or 0.0):4.1f} pt  others drop "
                           f"{100 * (verdict.others_drop or 0.0):4.1f} pt", flush=True)
         results[name] = rows
