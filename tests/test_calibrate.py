@@ -49,7 +49,9 @@ def test_a_judge_passed_to_the_ladder_decides_and_is_recorded(minilm, minilm_dic
 
     class StrictJudge:
         name = "strict"
-        calls: list[tuple[str, float]] = []
+
+        def __init__(self):
+            self.calls: list[tuple[str, float]] = []
 
         def __call__(self, hooks):
             (hook, clamp), = hooks.items()
