@@ -408,9 +408,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=positive_int, default=512, help="training tokens per step")
     p.add_argument("--toy-clips", type=int, default=8, help="toy-world clips per showcased concept (0 skips them)")
     p.add_argument("--generator", default=None, help="toy generator folder (default: the shipped one)")
-    p.add_argument("--judge-clips", type=int, default=24,
-                   help="clips the toy generator samples to judge each calibration rung of a toy concept "
-                        "(0: the text-side probe judges)")
+    p.add_argument("--judge-clips", type=int, default=0,
+                   help="clips the toy generator samples to judge each calibration rung of a toy concept (24 builds "
+                        "the shipped library's toy entries, about 8 more minutes; default 0: the text-side probe "
+                        "judges)")
     p.set_defaults(func=_cmd_demo)
     return parser
 

@@ -50,9 +50,10 @@ class DemoConfig:
     """Cached tokens per layer the report searches for each latent's top corpus prompts."""
     generator: Path | None = None
     """Toy generator folder (default: the shipped weights)."""
-    judge_clips: int = 24
+    judge_clips: int = 0
     """Target and non-target clips the toy generator samples to judge each rung of a toy concept's calibration
-    (`GenerationJudge`); 0, or no toy generator, leaves the judging to the text-side probe."""
+    (`GenerationJudge`; 24 builds the shipped library's toy entries, in about 13 minutes rather than 5); 0, or no
+    toy generator, leaves the judging to the text-side probe."""
 
 
 def shipped_concepts() -> list[str]:
