@@ -229,6 +229,16 @@ def test_console_script_help():
         assert command in out
 
 
+def test_demo_judges_toy_concepts_by_the_probe_unless_asked(monkeypatch):
+    import clear_sae.demo
+    from clear_sae.cli import main
+
+    seen = []
+    monkeypatch.setattr(clear_sae.demo, "run_demo", seen.append)
+    assert main(["demo", "--out", "somewhere"]) == 0 and seen[-1].judge_clips == 0
+    assert main(["demo", "--out", "somewhere", "--judge-clips", "24"]) == 0 and seen[-1].judge_clips == 24
+
+
 def test_ctrl_c_then_resume_matches_an_uninterrupted_run(workdir, tmp_path, capsys):
     """A real interrupt (SIGINT to the running command), then --resume."""
     import os
