@@ -28,8 +28,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Callable
 
-from clear_sae.concepts import (ConceptConfig, LayerProfile, learn_concept, profile_concept_at_rates, select_layer,
-                                split_pairs)
+from clear_sae.concepts import (ConceptConfig, LayerProfile, learn_concept, profile_concept_at_rates, score_of,
+                                select_layer, split_pairs)
 from clear_sae.errors import ClearSaeError
 
 if TYPE_CHECKING:
@@ -186,7 +186,7 @@ def layers_to_try(profiles: list[LayerProfile], score: str, search_layers: bool)
         return []
     if not search_layers:
         return [select_layer(profiles, score)]
-    return sorted(usable, key=lambda p: -(getattr(p, score) if getattr(p, score) is not None else -1.0))
+    return sorted(usable, key=lambda p: -score_of(p, score))
 
 
 def chosen_step(steps: list[CalibrationStep], cal: CalibrationConfig = CalibrationConfig()) -> CalibrationStep:

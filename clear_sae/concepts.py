@@ -182,6 +182,12 @@ def profile_layer(hook: str, target: PromptCodes, nontarget: PromptCodes, cfg: C
                         auroc=score_auroc)
 
 
+def score_of(profile: LayerProfile, score: str) -> float:
+    """The profile's value of `score`, -1 where it was not computed (so such a layer ranks last)."""
+    value = getattr(profile, score)
+    return value if value is not None else -1.0
+
+
 def select_layer(profiles: list[LayerProfile], score: str) -> LayerProfile:
     """The profile with the highest score (the earliest layer on ties); layers without latents never win."""
     if score not in SCORES:
@@ -190,7 +196,7 @@ def select_layer(profiles: list[LayerProfile], score: str) -> LayerProfile:
     if not usable:
         raise ClearSaeError("no layer has concept-specific latents: every latent that fires on the targets also "
                             "fires on the non-targets; add more target prompts or use non-targets closer in context")
-    return max(usable, key=lambda p: (getattr(p, score) if getattr(p, score) is not None else -1.0))
+    return max(usable, key=lambda p: score_of(p, score))
 
 
 def _profile_at(profiles: list[LayerProfile], layer: str) -> LayerProfile:

@@ -208,28 +208,32 @@ class GenerationJudge:
         self.max_found = max_found
         self.before: dict[str, ClipSet] | None = None
         self.negative: "torch.Tensor | None" = None
+        self.others_before = 0.0
+        """Mean agreement of the target clips' other attributes without erasure."""
+        self.kept_before = np.zeros(0)
+        """Per non-target clip, its preservation without erasure."""
 
     def __call__(self, hooks: dict[str, Any]) -> "Verdict":
         from clear_sae.calibrate import Verdict
 
-        if self.before is None:  # sampled at the first rung, once
+        if self.before is None:  # sampled and read at the first rung, once
             self.negative, self.before = sample_before(
                 self.world, training_phrasing_sets(self.axis, self.value, self.cfg), self.cfg)
+            target, nontarget = self.before["target"], self.before["nontarget"]
+            self.others_before = _rounded_mean(
+                _others_per_clip(detect(self.world.detector, target.clips), target.specs, self.axis))
+            self.kept_before, _ = preservation(detect(self.world.detector, nontarget.clips), nontarget.specs)
         assert self.before is not None and self.negative is not None
-        targets = {"target": self.before["target"]}
-        after = sample_after(self.world, hooks, targets, self.negative, self.cfg)
-        det_before, det_after = (detect(self.world.detector, s["target"].clips) for s in (self.before, after))
-        found = float(concept_found(det_after, self.axis, self.value, self.cfg.threshold).mean())
-        specs = self.before["target"].specs
-        others_drop = (other_attributes_kept(det_before, specs, self.axis)["mean"]
-                       - other_attributes_kept(det_after, specs, self.axis)["mean"])
+        target = sample_after(self.world, hooks, {"target": self.before["target"]}, self.negative, self.cfg)["target"]
+        det = detect(self.world.detector, target.clips)
+        found = float(concept_found(det, self.axis, self.value, self.cfg.threshold).mean())
+        others_drop = self.others_before - _rounded_mean(_others_per_clip(det, target.specs, self.axis))
         if self.max_found is not None and round(found, 4) > self.max_found:
             return Verdict(found, others_drop=others_drop)
-        after |= sample_after(self.world, hooks, {"nontarget": self.before["nontarget"]}, self.negative, self.cfg)
-        specs = self.before["nontarget"].specs
-        kept_before, _ = preservation(detect(self.world.detector, self.before["nontarget"].clips), specs)
-        kept_after, _ = preservation(detect(self.world.detector, after["nontarget"].clips), specs)
-        return Verdict(found, float((kept_before - kept_after).mean()), others_drop)
+        nontarget = sample_after(self.world, hooks, {"nontarget": self.before["nontarget"]}, self.negative,
+                                 self.cfg)["nontarget"]
+        kept_after, _ = preservation(detect(self.world.detector, nontarget.clips), nontarget.specs)
+        return Verdict(found, float((self.kept_before - kept_after).mean()), others_drop)
 
     def settings(self) -> dict[str, Any]:
         """What the entry records of this judge (enough to build it again with `judge_from_settings`)."""
@@ -274,10 +278,22 @@ def bootstrap_ci(values: np.ndarray, seed: int = 0, resamples: int = 2000) -> li
     return [round(float(np.quantile(means, 0.025)), 4), round(float(np.quantile(means, 0.975)), 4)]
 
 
+def _rounded_mean(values: np.ndarray) -> float:
+    """The mean as reports store it (4 decimals)."""
+    return round(float(values.mean()), 4)
+
+
 def summary(values: np.ndarray) -> dict[str, Any]:
     """Mean, 95% interval and count."""
-    return {"mean": round(float(values.mean()), 4) if len(values) else None, "ci95": bootstrap_ci(values),
+    return {"mean": _rounded_mean(values) if len(values) else None, "ci95": bootstrap_ci(values),
             "clips": int(len(values))}
+
+
+def _others_per_clip(det: Detections, specs: list[ClipSpec], axis: str,
+                     per_axis: dict[str, np.ndarray] | None = None) -> np.ndarray:
+    """Per clip, the agreement on the two axes other than `axis`, averaged."""
+    per_axis = attribute_agreement(det, specs) if per_axis is None else per_axis
+    return np.mean([v for a, v in per_axis.items() if a != axis], axis=0)
 
 
 def other_attributes_kept(det: Detections, specs: list[ClipSpec], axis: str) -> dict[str, Any]:
@@ -285,9 +301,8 @@ def other_attributes_kept(det: Detections, specs: list[ClipSpec], axis: str) -> 
     not on (a shape's colour and motion), per clip averaged over those axes; an erasure that breaks the object
     rather than changing the one attribute lowers it."""
     per_axis = attribute_agreement(det, specs)
-    others = [a for a in per_axis if a != axis]
-    return summary(np.mean([per_axis[a] for a in others], axis=0)) | {
-        "axes": {a: round(float(per_axis[a].mean()), 4) for a in others}}
+    return summary(_others_per_clip(det, specs, axis, per_axis)) | {
+        "axes": {a: round(float(v.mean()), 4) for a, v in per_axis.items() if a != axis}}
 
 
 def preservation(det: Detections, specs: list[ClipSpec]) -> tuple[np.ndarray, dict[str, float]]:
