@@ -191,8 +191,15 @@ def layers_to_try(profiles: list[LayerProfile], score: str, search_layers: bool)
 
 def chosen_step(steps: list[CalibrationStep], cal: CalibrationConfig = CalibrationConfig()) -> CalibrationStep:
     """The last rung if it met the bars, else, of the rungs that kept the rest (`CalibrationConfig.preserves`;
-    all, if none did), the one where the judge found the concept least (the earliest tried on ties)."""
-    return min(steps, key=lambda s: (not cal.preserves(s), s.probe_rate, steps.index(s)))
+    all, if none did), the one where the judge found the concept least; on ties the one that harmed least
+    (`harm_of`), then the earliest tried."""
+    return min(steps, key=lambda s: (not cal.preserves(s), s.probe_rate, harm_of(s), steps.index(s)))
+
+
+def harm_of(step: CalibrationStep) -> float:
+    """How far a rung lowered what it should keep: the non-targets' agreement plus the targets' other
+    attributes (each 0 where the judge does not measure it)."""
+    return (step.preservation_drop or 0.0) + (step.others_drop or 0.0)
 
 
 def learn_calibrated_concept(backbone: "Backbone", dictionaries: "Dictionaries", name: str, target: list[str],

@@ -41,6 +41,17 @@ def test_a_rung_that_costs_non_targets_too_much_neither_passes_nor_is_kept_over_
     assert cal.passes(CalibrationStep(0.2, 16.0, "a", 3, 0.0, 0.0, 0.1))
 
 
+def test_a_tie_in_what_the_judge_found_goes_to_the_rung_that_harmed_least():
+    cal = CalibrationConfig(max_probe_rate=0.05)
+    earlier_harmful = CalibrationStep(0.2, 8.0, "embed", 3, 0.14, 0.0, 0.091)
+    later_harmless = CalibrationStep(0.2, 8.0, "blocks.1", 3, 0.14, 0.0, 0.0)
+    assert chosen_step([earlier_harmful, later_harmless], cal) is later_harmless
+    assert chosen_step([earlier_harmful, replace(later_harmless, probe_rate=0.15)], cal) is earlier_harmful
+    # Equal harm (e.g. the probe, which measures none): the earliest tried.
+    assert chosen_step([replace(earlier_harmful, others_drop=None), replace(later_harmless, others_drop=None)],
+                       cal).hook_point == "embed"
+
+
 def test_a_judge_passed_to_the_ladder_decides_and_is_recorded(minilm, minilm_dictionaries, tmp_path):
     """A judge other than the probe decides every rung: the ladder climbs until it passes one (found and
     preservation both within their bars), the entry is that rung's, and the judge's settings are recorded."""
