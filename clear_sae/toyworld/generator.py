@@ -59,7 +59,9 @@ class GeneratorConfig:
     """Share of training clips with two objects (fewer than the detector sees: single-object fidelity is what
     the evaluation measures)."""
     neutral_rate: float = 0.1
-    """Chance that each attribute of an object goes unnamed in the caption (and is rendered neutral)."""
+    """Chance that each attribute of an object goes unnamed in the caption (and is rendered neutral). A trial at
+    0.2 (`--neutral-rate 0.2`) drew an unnamed shape as the square in 87.5% of frames rather than 76.6%, but the
+    named shapes in 96.2% rather than 99.4%, and erasing `circle` still failed (README)."""
     uncond_rate: float = 0.1
     """Share of captions dropped to the empty prompt, for classifier-free guidance."""
     train_shift: float = 3.0
@@ -270,9 +272,11 @@ if __name__ == "__main__":
     parser.add_argument("--steps", type=int, default=GeneratorConfig.steps)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--neutral-rate", type=float, default=GeneratorConfig.neutral_rate,
+                        help="chance that each attribute goes unnamed and is drawn neutral (default %(default)s)")
     parser.add_argument("--checkpoint-every", type=int, default=0, help="also save step_N/ every N steps")
     args = parser.parse_args()
-    config = GeneratorConfig(steps=args.steps, seed=args.seed, device=args.device)
+    config = GeneratorConfig(steps=args.steps, seed=args.seed, device=args.device, neutral_rate=args.neutral_rate)
 
     def save_checkpoint(step: int, weights: Any) -> None:
         weights.save_pretrained(Path(args.out) / f"step_{step}" / "transformer", safe_serialization=True)
