@@ -4,7 +4,8 @@ Samples single-object clips from training-phrasing captions (seeded) and reports
 whose detected colour and shape match the caption, and of clips whose detected motion matches, with
 95% Wilson intervals. With `--neutral-clips N` it also samples N captions that leave one attribute
 unnamed (colour, shape and motion in turn) and reports how often the detector finds no class of that
-axis, i.e. how faithfully the neutral value (grey, square, still) is drawn. Writes JSON next to printing it.
+axis, i.e. how faithfully the neutral value (grey, square, still) is drawn, and, for the unnamed shape, which
+shape the detector reads instead and under which motion. Writes JSON next to printing it.
 
     python analysis/toy_generator_fidelity.py --generator runs/gen_trial [--step 2000] --clips 96
 """
@@ -31,7 +32,7 @@ def wilson(successes: int, total: int, z: float = 1.96) -> tuple[float, float]:
     return (max(0.0, centre - half), min(1.0, centre + half))
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     import torch
     from diffusers import WanTransformer3DModel
 
@@ -39,7 +40,7 @@ def main() -> None:
     from clear_sae.toyworld.detector import detect, load_detector
     from clear_sae.toyworld.evaluation import attribute_agreement
     from clear_sae.toyworld.generator import make_pipeline
-    from clear_sae.toyworld.render import NEUTRAL, random_spec
+    from clear_sae.toyworld.render import NEUTRAL, SHAPES, random_spec
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--generator", required=True, help="folder with transformer/ (or step_N/transformer/)")
@@ -50,7 +51,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--neutral-clips", type=int, default=48, help="clips with one attribute unnamed (0: none)")
     parser.add_argument("--out", default=None, help="JSON output (default: beside the weights)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     folder = Path(args.generator) / (f"step_{args.step}" if args.step else "")
     pipe = make_pipeline(WanTransformer3DModel.from_pretrained(folder / "transformer", use_safetensors=True).eval())
@@ -89,10 +90,18 @@ def main() -> None:
             key = f"neutral_{axis}_" + ("clips" if axis == "motion" else "frames")
             result[key] = round(successes / total, 4)
             result[key + "_ci95"] = [round(v, 4) for v in wilson(successes, total)]
+            if axis == "shape":  # where an unnamed shape goes wrong: what is read, and under which motion
+                found = probs > 0.5
+                result["neutral_shape_read_as"] = {name: round(float(found[..., i].mean()), 4)
+                                                   for i, name in enumerate(SHAPES)}
+                motions = np.array([s.main.motion for s, a in zip(unnamed, axes) if a == axis])
+                result["neutral_shape_not_square_by_motion"] = {
+                    m: round(1 - float(none_found[motions == m].mean()), 4) for m in sorted(set(motions))}
     print(json.dumps(result, indent=2))
     out = Path(args.out) if args.out else folder / "fidelity.json"
     out.write_text(json.dumps(result, indent=2))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

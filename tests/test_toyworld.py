@@ -215,3 +215,23 @@ def test_the_generator_reads_frame_row_and_column_as_extra_channels():
     assert torch.equal(row[0, :, 0], torch.linspace(-1, 1, 32)) and torch.equal(column[0, 0], torch.linspace(-1, 1, 32))
     # A generator trained without them (3 input channels) is given the clip alone.
     assert with_coordinates(build_transformer(GeneratorConfig(layers=1, coordinates=False)), x) is x
+
+
+def test_the_fidelity_script_reads_the_shipped_generator_and_breaks_down_the_unnamed_shape(tmp_path):
+    import importlib.util
+    import json
+
+    root = Path(__file__).resolve().parent.parent
+    spec = importlib.util.spec_from_file_location("fidelity", root / "analysis" / "toy_generator_fidelity.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    out = tmp_path / "fidelity.json"
+    assert script.main(["--generator", str(root / "clear_sae" / "toyworld" / "weights" / "generator"),
+                        "--clips", "4", "--neutral-clips", "6", "--steps", "6", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["colour_frames"] >= 0.75 and result["neutral_colour_frames"] >= 0.75
+    # Every frame is either the square (no shape found) or read as some shape: no class can exceed the rest.
+    not_square = 1 - result["neutral_shape_frames"]
+    assert set(result["neutral_shape_read_as"]) == set(SHAPES)
+    assert max(result["neutral_shape_read_as"].values()) <= not_square + 1e-4
+    assert set(result["neutral_shape_not_square_by_motion"]) <= set(MOTIONS)
