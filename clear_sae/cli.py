@@ -12,15 +12,24 @@ from typing import Any
 from clear_sae.errors import ClearSaeError, clear_interrupt, request_interrupt
 
 
-def positive_int(text: str) -> int:
-    """argparse type: an integer of at least 1."""
+def _int_at_least(text: str, minimum: int) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"must be at least {minimum}, not {value}")
     return value
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer of at least 1."""
+    return _int_at_least(text, 1)
+
+
+def count_int(text: str) -> int:
+    """argparse type: an integer of at least 0 (a count where 0 means "none")."""
+    return _int_at_least(text, 0)
 
 
 def _output_file(path: str | Path, what: str) -> Path:
@@ -373,7 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--clips", type=positive_int, help="target prompts in the training phrasing (default 100)")
     p.add_argument("--heldout-clips", type=positive_int, help="target prompts in held-out paraphrases (default 50)")
     p.add_argument("--nontarget-clips", type=positive_int, help="non-target prompts, for preservation (default 50)")
-    p.add_argument("--removed-clips", type=int, help="target prompts sampled again with the concept's words taken "
+    p.add_argument("--removed-clips", type=count_int, help="target prompts sampled again with the concept's words taken "
                    "out, the reference a removal can reach (default 50, 0 skips; at most --clips)")
     p.add_argument("--steps", type=positive_int, help="sampling steps (default: EvalConfig.steps)")
     p.add_argument("--guidance", type=float, help="classifier-free guidance scale (default 4)")
@@ -406,9 +415,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--expansion", type=positive_int, default=4)
     p.add_argument("--k", type=positive_int, default=32)
     p.add_argument("--batch-size", type=positive_int, default=512, help="training tokens per step")
-    p.add_argument("--toy-clips", type=int, default=8, help="toy-world clips per showcased concept (0 skips them)")
+    p.add_argument("--toy-clips", type=count_int, default=8, help="toy-world clips per showcased concept (0 skips them)")
     p.add_argument("--generator", default=None, help="toy generator folder (default: the shipped one)")
-    p.add_argument("--judge-clips", type=int, default=0,
+    p.add_argument("--judge-clips", type=count_int, default=0,
                    help="clips the toy generator samples to judge each calibration rung of a toy concept (24 builds "
                         "the shipped library's toy entries, about 8 more minutes; default 0: the text-side probe "
                         "judges)")

@@ -292,6 +292,13 @@ def test_argument_types_are_checked(capsys):
             main(argv)
         assert exit_info.value.code == 2
         assert "must be at least 1" in capsys.readouterr().err
+    # Counts where 0 means "none" refuse a negative value rather than read it as 0.
+    for argv in (["demo", "--judge-clips", "-1"], ["demo", "--toy-clips", "-8"],
+                 ["evaluate", "--out", "e.json", "--removed-clips", "-2"]):
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        assert exit_info.value.code == 2
+        assert "must be at least 0" in capsys.readouterr().err
 
 
 def test_prompt_files_ignore_a_byte_order_mark_and_split_on_newlines_only(tmp_path):
