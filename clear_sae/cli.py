@@ -382,8 +382,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--clips", type=positive_int, help="target prompts in the training phrasing (default 100)")
     p.add_argument("--heldout-clips", type=positive_int, help="target prompts in held-out paraphrases (default 50)")
     p.add_argument("--nontarget-clips", type=positive_int, help="non-target prompts, for preservation (default 50)")
-    p.add_argument("--removed-clips", type=count_int, help="target prompts sampled again with the concept's words taken "
-                   "out, the reference a removal can reach (default 50, 0 skips; at most --clips)")
+    p.add_argument("--removed-clips", type=count_int, help="target prompts sampled again with the concept's words "
+                   "taken out, the reference a removal can reach (default 50, 0 skips; at most --clips)")
     p.add_argument("--steps", type=positive_int, help="sampling steps (default: EvalConfig.steps)")
     p.add_argument("--guidance", type=float, help="classifier-free guidance scale (default 4)")
     p.add_argument("--seed", type=int, help="seeds the evaluation prompts and noise (default 1000)")
@@ -415,7 +415,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--expansion", type=positive_int, default=4)
     p.add_argument("--k", type=positive_int, default=32)
     p.add_argument("--batch-size", type=positive_int, default=512, help="training tokens per step")
-    p.add_argument("--toy-clips", type=count_int, default=8, help="toy-world clips per showcased concept (0 skips them)")
+    p.add_argument("--toy-clips", type=count_int, default=8,
+                   help="toy-world clips per showcased concept (0 skips them)")
     p.add_argument("--generator", default=None, help="toy generator folder (default: the shipped one)")
     p.add_argument("--judge-clips", type=count_int, default=0,
                    help="clips the toy generator samples to judge each calibration rung of a toy concept (24 builds "
