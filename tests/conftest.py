@@ -139,7 +139,7 @@ def tiny_toy_generator(tmp_path_factory) -> Path:
     """A toy-world generator folder with a one-block DiT trained for 3 steps (its clips are noise)."""
     from clear_sae.toyworld.generator import GeneratorConfig, save_generator, train_generator
 
-    cfg = GeneratorConfig(heads=2, head_dim=8, layers=1, ffn_dim=32, steps=3, batch_clips=4)
+    cfg = GeneratorConfig(heads=2, head_dim=8, layers=1, ffn_dim=32, steps=3, batch_clips=4, polish_steps=0)
     folder = tmp_path_factory.mktemp("toy_generator")
     save_generator(train_generator(cfg, progress=False), cfg, folder)
     return folder

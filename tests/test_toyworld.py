@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from clear_sae.errors import ClearSaeError
 from clear_sae.toyworld.captions import (BACKGROUND_WORDS, COLOUR_WORDS, MOTION_WORDS, SHAPE_WORDS, caption,
                                          heldout_vocabulary)
 from clear_sae.toyworld.render import (BACKGROUNDS, COLOURS, MOTIONS, SHAPES, ClipSpec, RenderConfig, ToyObject,
@@ -110,7 +111,7 @@ def test_generator_trains_samples_and_takes_the_erasure_hook(tmp_path):
     from clear_sae.backbones import hook_module
     from clear_sae.toyworld.generator import GeneratorConfig, load_generator, save_generator, train_generator
 
-    cfg = GeneratorConfig(heads=2, head_dim=8, layers=1, ffn_dim=32, steps=3, batch_clips=4)
+    cfg = GeneratorConfig(heads=2, head_dim=8, layers=1, ffn_dim=32, steps=3, batch_clips=4, polish_steps=2)
     pipe = train_generator(cfg, progress=False)
     video = pipe(["a red circle moves to the right on a dark background"], num_inference_steps=2,
                  generator=torch.Generator().manual_seed(0))
@@ -121,6 +122,38 @@ def test_generator_trains_samples_and_takes_the_erasure_hook(tmp_path):
     assert np.array_equal(video, again)
     # The text encoder sits where a Wan pipeline keeps it, so clear_sae's hooks find its blocks.
     assert hook_module(pipe, "text_encoder.blocks.3") is pipe.text_encoder.encoder.layer[3]
+
+
+def test_second_phase_from_saved_first_phase_gives_the_same_weights(tmp_path):
+    import torch
+
+    from clear_sae.toyworld.generator import GeneratorConfig, load_first_phase, save_generator, train_generator
+
+    tiny = dict(heads=2, head_dim=8, layers=1, ffn_dim=32, steps=3, batch_clips=4)
+    whole = train_generator(GeneratorConfig(**tiny, polish_steps=2), progress=False).transformer
+    first = GeneratorConfig(**tiny, polish_steps=0)
+    save_generator(train_generator(first, progress=False), first, tmp_path)
+    start = load_first_phase(tmp_path, GeneratorConfig(**tiny, polish_steps=2))
+    resumed = train_generator(GeneratorConfig(**tiny, polish_steps=2), progress=False, first_phase=start).transformer
+    pairs = list(zip(whole.state_dict().values(), resumed.state_dict().values()))
+    assert all(torch.equal(a, b) for a, b in pairs)
+    assert not all(torch.equal(a, b) for a, b in zip(whole.state_dict().values(),
+                                                    load_first_phase(tmp_path, first).state_dict().values()))
+    with pytest.raises(ClearSaeError, match="layers differ"):
+        load_first_phase(tmp_path, GeneratorConfig(**{**tiny, "layers": 2}))
+
+
+def test_polish_batch_ends_with_unnamed_shapes_that_grow_or_shrink():
+    from clear_sae.toyworld.generator import GeneratorConfig, polish_batch
+
+    captions, clips = polish_batch(np.random.default_rng(0), 16, RenderConfig(), GeneratorConfig(polish_share=0.25))
+    assert len(captions) == len(clips) == 16 and clips.dtype == np.float32 and clips.shape[1] == 3
+    size_words = MOTION_WORDS["grow"] + MOTION_WORDS["shrink"]
+    shape_words = [w for words in SHAPE_WORDS.values() for w in words]
+    for text in captions[-4:]:
+        assert any(w in text for w in size_words) and not any(w in text for w in shape_words), text
+    named = [t for t in captions[:-4] if any(w in t for w in shape_words)]
+    assert len(named) >= 8  # the rest of the batch keeps the world's own mix
 
 
 def test_shipped_detector_is_accurate_on_fresh_clips():
