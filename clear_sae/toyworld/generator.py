@@ -73,8 +73,9 @@ class GeneratorConfig:
     """A second phase: start again from the EMA weights with a fresh optimizer at `polish_lr`, and make
     `polish_share` of every batch an unnamed shape (the neutral square) that grows or shrinks. After the first
     phase alone the unnamed shape came out as the square in 77.7% of frames, and in under half under grow and
-    shrink, where the largest frames got rounded corners that the detector reads as a circle; that sets a
-    floor under what erasing `circle` can reach. 1,000 steps take about 14 minutes."""
+    shrink, where the largest frames got rounded corners that the detector reads as a circle; that set a
+    floor under what erasing `circle` can reach. After this phase: 92.8%, a circle in 5.1% of frames, the
+    named shapes as before (README). 1,000 steps take about 13 minutes."""
     polish_lr: float = 3e-4
     polish_share: float = 0.25
     seed: int = 0
