@@ -141,6 +141,8 @@ def test_second_phase_from_saved_first_phase_gives_the_same_weights(tmp_path):
                                                     load_first_phase(tmp_path, first).state_dict().values()))
     with pytest.raises(ClearSaeError, match="layers differ"):
         load_first_phase(tmp_path, GeneratorConfig(**{**tiny, "layers": 2}))
+    with pytest.raises(ClearSaeError, match="has no toy_generator.json"):
+        load_first_phase(tmp_path / "missing", first)
 
 
 def test_polish_batch_ends_with_unnamed_shapes_that_grow_or_shrink():

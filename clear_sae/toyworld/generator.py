@@ -359,7 +359,10 @@ if __name__ == "__main__":
                              polish_steps=args.polish_steps)
     start = None
     if args.first_phase is not None:
-        start = load_first_phase(args.first_phase, config)
+        try:
+            start = load_first_phase(args.first_phase, config)
+        except ClearSaeError as error:
+            raise SystemExit(f"error: {error}") from None
 
     def save_checkpoint(step: int, weights: Any) -> None:
         weights.save_pretrained(Path(args.out) / f"step_{step}" / "transformer", safe_serialization=True)
