@@ -143,6 +143,9 @@ def test_second_phase_from_saved_first_phase_gives_the_same_weights(tmp_path):
         load_first_phase(tmp_path, GeneratorConfig(**{**tiny, "layers": 2}))
     with pytest.raises(ClearSaeError, match="has no toy_generator.json"):
         load_first_phase(tmp_path / "missing", first)
+    shipped = Path(__file__).resolve().parent.parent / "clear_sae" / "toyworld" / "weights" / "generator"
+    with pytest.raises(ClearSaeError, match="second phase already"):
+        load_first_phase(shipped, GeneratorConfig())
 
 
 def test_polish_batch_ends_with_unnamed_shapes_that_grow_or_shrink():

@@ -330,6 +330,9 @@ def load_first_phase(folder: str | Path, cfg: GeneratorConfig) -> Any:
         raise ClearSaeError(f"{folder} has no {TRAIN_CONFIG}; pass a folder that "
                             "`python -m clear_sae.toyworld.generator` wrote")
     saved = json.loads(recipe_path.read_text())["config"]
+    if saved.get("polish_steps", 0) > 0:
+        raise ClearSaeError(f"{folder} has been through the second phase already; pass the first phase's weights "
+                            "(a run with --polish-steps 0)")
     wanted = asdict(cfg)
     differing = [k for k, v in saved.items() if not k.startswith("polish") and k != "device"
                  and k in wanted and json.loads(json.dumps(wanted[k])) != v]
