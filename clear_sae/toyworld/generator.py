@@ -59,9 +59,9 @@ class GeneratorConfig:
     """Share of training clips with two objects (fewer than the detector sees: single-object fidelity is what
     the evaluation measures)."""
     neutral_rate: float = 0.1
-    """Chance that each attribute of an object goes unnamed in the caption (and is rendered neutral). A trial at
-    0.2 (`--neutral-rate 0.2`) drew an unnamed shape as the square in 87.5% of frames rather than 76.6%, but the
-    named shapes in 96.2% rather than 99.4%, and erasing `circle` still failed (README)."""
+    """Chance that each attribute of an object goes unnamed in the caption (and is rendered neutral). A first
+    phase at 0.2 (`--neutral-rate 0.2 --polish-steps 0`) drew an unnamed shape as the square in 87.5% of frames
+    rather than 76.6%, but the named shapes in 96.2% rather than 99.4% (README); the second phase does better."""
     uncond_rate: float = 0.1
     """Share of captions dropped to the empty prompt, for classifier-free guidance."""
     train_shift: float = 3.0
