@@ -34,12 +34,11 @@ def wilson(successes: int, total: int, z: float = 1.96) -> tuple[float, float]:
 
 def main(argv: list[str] | None = None) -> int:
     import torch
-    from diffusers import WanTransformer3DModel
 
     from clear_sae.toyworld.captions import caption
     from clear_sae.toyworld.detector import detect, load_detector
     from clear_sae.toyworld.evaluation import attribute_agreement
-    from clear_sae.toyworld.generator import make_pipeline
+    from clear_sae.toyworld.generator import load_transformer, make_pipeline
     from clear_sae.toyworld.render import NEUTRAL, SHAPES, random_spec
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -54,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     folder = Path(args.generator) / (f"step_{args.step}" if args.step else "")
-    pipe = make_pipeline(WanTransformer3DModel.from_pretrained(folder / "transformer", use_safetensors=True).eval())
+    pipe = make_pipeline(load_transformer(folder))
     detector = load_detector(Path(__file__).resolve().parent.parent / "clear_sae" / "toyworld" / "weights" / "detector")
     rng = np.random.default_rng(args.seed)
     specs = [random_spec(rng, second_object_rate=0.0) for _ in range(args.clips)]

@@ -310,16 +310,20 @@ def save_generator(pipe: Any, cfg: GeneratorConfig, folder: str | Path, metrics:
     (folder / TRAIN_CONFIG).write_text(json.dumps({"config": asdict(cfg), "metrics": metrics or {}}, indent=2))
 
 
-def load_generator(folder: str | Path) -> Any:
-    """A `ToyVideoPipeline` with the DiT saved in `folder`."""
+def load_transformer(folder: str | Path) -> Any:
+    """The DiT saved in `folder` (its `transformer/` subfolder), in eval mode."""
     from diffusers import WanTransformer3DModel
 
     folder = Path(folder)
     if not (folder / "transformer").is_dir():
         raise ClearSaeError(f"{folder} holds no transformer/ folder; train one with "
-                            "`python -m clear_sae.toyworld.generator --out {folder}`")
-    transformer = WanTransformer3DModel.from_pretrained(folder / "transformer", use_safetensors=True)
-    return make_pipeline(transformer.eval())
+                            f"`python -m clear_sae.toyworld.generator --out {folder}`")
+    return WanTransformer3DModel.from_pretrained(folder / "transformer", use_safetensors=True).eval()
+
+
+def load_generator(folder: str | Path) -> Any:
+    """A `ToyVideoPipeline` with the DiT saved in `folder`."""
+    return make_pipeline(load_transformer(folder))
 
 
 def load_first_phase(folder: str | Path, cfg: GeneratorConfig) -> Any:
@@ -339,7 +343,7 @@ def load_first_phase(folder: str | Path, cfg: GeneratorConfig) -> Any:
     if differing:
         raise ClearSaeError(f"{folder} was trained with a different first phase ({', '.join(differing)} differ); "
                             "run the whole recipe without --from")
-    return load_generator(folder).transformer
+    return load_transformer(folder)
 
 
 if __name__ == "__main__":
