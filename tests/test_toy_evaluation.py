@@ -147,6 +147,20 @@ def test_bootstrap_interval_and_qualification():
     assert qualifies(result)["reachable_by_removal"] is False
 
 
+def test_rates_by_word_groups_clips_by_the_synonym_their_caption_uses():
+    from clear_sae.toyworld.captions import concept_word
+    from clear_sae.toyworld.evaluation import rates_by_word
+
+    assert concept_word("a lemon bar grows", "colour", "yellow") == "lemon"
+    assert concept_word("an X shape falls", "shape", "cross") == "X shape"
+    assert concept_word("a diagonal cross falls", "shape", "cross") == "diagonal cross"
+    assert concept_word("a red bar grows", "colour", "yellow") is None
+    prompts = ["a yellow bar grows", "a lemon disc falls", "a Lemon cross rises", "a red bar grows"]
+    rates = rates_by_word(prompts, "colour", "yellow", np.array([1.0, 1.0, 0.5, 0.0]), np.array([0.0, 0.5, 1.0, 0.0]))
+    assert rates == {"lemon": {"clips": 2, "before": 0.75, "after": 0.75},
+                     "yellow": {"clips": 1, "before": 1.0, "after": 0.0}}
+
+
 def test_eval_config_refuses_empty_sets():
     from clear_sae.toyworld.evaluation import EvalConfig
 
@@ -177,6 +191,8 @@ def test_evaluate_on_tiny_models(tiny_toy_generator, toy_library):
     assert r["axis"] == "colour" and r["layer"] == library.get("red").hook_point
     assert r["rate_target_before"]["clips"] == 4 and r["rate_heldout_after"]["clips"] == 3
     assert r["preservation_before"]["clips"] == 4
+    by_word = r["rate_target_by_word"]
+    assert set(by_word) <= {"red", "crimson"} and sum(w["clips"] for w in by_word.values()) == 4
     # Non-target clips that were not sampled again are the very same clips: no drift for them.
     assert r["nontarget_unchanged"] >= 4 - r["clips_resampled"]["nontarget"]
     assert r["clips_resampled"]["target"] >= 1  # the concept fires on the targets, so they change
@@ -184,6 +200,10 @@ def test_evaluate_on_tiny_models(tiny_toy_generator, toy_library):
     assert [h for h, s in r["sweep"].items() if s.get("selected")] == [r["layer"]]
     table = format_results(report)
     assert "red" in table and "<- selected by CLEAR" in table and "no words" in table
+    missed = {**report, "concepts": {"red": {**r, "qualification": {**r["qualification"], "erased": False}}}}
+    lines = [line for line in format_results(missed).splitlines() if "rate after by word:" in line]
+    assert len(lines) == 1 and all(f"{w!r} {100 * v['after']:.1f}% of {v['clips']} clips" in lines[0]
+                                   for w, v in by_word.items())
     assert "rate_words_removed" not in evaluate(world, library, ["red"], cfg=replace(cfg, removed_clips=0))[
         "concepts"]["red"]
     # Same seeds, same figures.

@@ -127,6 +127,16 @@ def without_words(prompt: str, axis: str, value: str) -> str:
                   text)
 
 
+def concept_word(prompt: str, axis: str, value: str) -> str | None:
+    """Which synonym of `value` on `axis` the prompt names (the longest that matches; None if none does)."""
+    import re
+
+    for word in sorted(WORDS_BY_AXIS[axis][value], key=len, reverse=True):
+        if re.search(rf"\b{re.escape(word)}\b", prompt, flags=re.IGNORECASE):
+            return word
+    return None
+
+
 def heldout_vocabulary() -> set[str]:
     """Every held-out synonym (these never appear in a training caption)."""
     words: set[str] = set()

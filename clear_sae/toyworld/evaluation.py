@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from clear_sae.errors import ClearSaeError
-from clear_sae.toyworld.captions import without_words
+from clear_sae.toyworld.captions import concept_word, without_words
 from clear_sae.toyworld.concepts import (CALIBRATION_SEED, EVAL_SEED, LEARN_PAIRS, LEARN_SEED, attribute_of,
                                          concept_pairs)
 from clear_sae.toyworld.detector import COLOUR_NAMES, Detections, detect
@@ -347,6 +347,9 @@ def compare(world: ToyWorld, axis: str, value: str, before: dict[str, ClipSet], 
     for name in ("target", "heldout"):
         result[f"rate_{name}_before"] = summary(concept_found(det_before[name], axis, value, cfg.threshold))
         result[f"rate_{name}_after"] = summary(concept_found(det_after[name], axis, value, cfg.threshold))
+    result["rate_target_by_word"] = rates_by_word(
+        before["target"].prompts, axis, value, concept_found(det_before["target"], axis, value, cfg.threshold),
+        concept_found(det_after["target"], axis, value, cfg.threshold))
     if "removed" in det_before:
         result["rate_words_removed"] = summary(concept_found(det_before["removed"], axis, value, cfg.threshold))
     for when, det in (("before", det_before["target"]), ("after", det_after["target"])):
@@ -362,6 +365,19 @@ def compare(world: ToyWorld, axis: str, value: str, before: dict[str, ClipSet], 
     result["nontarget_unchanged"] = int((drift == 0).sum())
     result["clips_resampled"] = {k: s.sampled for k, s in after.items()}
     return result
+
+
+def rates_by_word(prompts: list[str], axis: str, value: str, found_before: np.ndarray,
+                  found_after: np.ndarray) -> dict[str, dict[str, Any]]:
+    """The generation rate before and after erasure for each synonym of the concept the prompts use (a latent
+    set that misses one phrasing shows here: erasure can take out "yellow" and leave "lemon")."""
+    words = np.array([concept_word(p, axis, value) or "" for p in prompts])
+    by_word = {}
+    for word in sorted(set(words) - {""}):
+        rows = words == word
+        by_word[word] = {"clips": int(rows.sum()), "before": _rounded_mean(found_before[rows]),
+                         "after": _rounded_mean(found_after[rows])}
+    return by_word
 
 
 def qualifies(result: dict[str, Any]) -> dict[str, Any]:
@@ -510,6 +526,10 @@ def format_results(report: dict[str, Any]) -> str:
         if not q["erased"] and q.get("reachable_by_removal") is False:
             verdict += " (even without its words: above 10%)"
         lines.append(row(name, r["axis"], r["layer"], r, verdict, f"{r['seconds']:.0f}"))
+        if not q["erased"] and r.get("rate_target_by_word"):
+            lines.append(f"{'':<10} rate after by word: " + ", ".join(
+                f"{word!r} {_pct(w['after']).strip()}% of {w['clips']} clips"
+                for word, w in sorted(r["rate_target_by_word"].items(), key=lambda kv: -kv[1]["after"])))
         for hook, s in r.get("sweep", {}).items():
             if "rate_target_after" not in s:
                 lines.append(f"{'':<10} {'':<7} {hook:<22} {s['note']}")
