@@ -256,6 +256,45 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
     print(f"report -> {out}")
 
 
+def _cmd_toy_concept(args: argparse.Namespace) -> None:
+    import time
+
+    from clear_sae.calibrate import CalibrationStep, recorded_calibration
+    from clear_sae.dictionary import Dictionaries
+    from clear_sae.library import ConceptLibrary
+    from clear_sae.toyworld.concepts import learn_toy_concept, toy_concepts
+    from clear_sae.toyworld.evaluation import TEXT_ENCODER_ID, load_toy_world
+
+    names = args.concept or toy_concepts()
+    unknown = [name for name in names if name not in toy_concepts()]
+    if unknown:  # before anything is loaded
+        raise ClearSaeError(f"--concept {unknown[0]!r} is not a toy-world concept; name one of "
+                            f"{', '.join(toy_concepts())}")
+    dictionaries = Dictionaries(args.dictionaries)
+    library = ConceptLibrary.load(_output_file(args.library, "--library"), missing_ok=True)
+    backbone = _backbone_for(None, dictionaries.manifest.get("model_source") or dictionaries.backbone_id)
+    if backbone.backbone_id != TEXT_ENCODER_ID:
+        raise ClearSaeError(f"{args.dictionaries} was trained on {backbone.backbone_id!r}, but the toy world's text "
+                            f"encoder is {TEXT_ENCODER_ID!r}; pass MiniLM's dictionaries (dictionaries/minilm)")
+    world = load_toy_world(args.generator) if args.judge_clips > 0 else None
+    judge = f"a generation judge on {args.judge_clips} clips" if world else "the text-side probe"
+    print(f"learning {len(names)} toy concepts on {args.dictionaries}, each rung judged by {judge}")
+    for name in names:
+        started = time.perf_counter()
+        entry = learn_toy_concept(backbone, dictionaries, name, library, world=world, judge_clips=args.judge_clips)
+        library.save()  # after every concept, so that an interrupted run keeps what it learned
+        steps = entry.settings["calibration"]["steps"]
+        kept = next(s for s in steps if (s["hook_point"], s["strength"], s["max_nontarget_rate"])
+                    == (entry.hook_point, entry.strength, entry.settings["max_nontarget_rate"]))
+        _, cal = recorded_calibration(entry.settings)
+        verdict = "passed" if cal.passes(CalibrationStep(**kept)) else "no rung passed; kept"
+        print(f"{name:<9} {entry.hook_point:<22} gamma {entry.strength:g}, tolerance "
+              f"{entry.settings['max_nontarget_rate']:g}, {len(entry.latents)} latents: {verdict} at rung "
+              f"{steps.index(kept) + 1} of {len(steps)} tried, judge finds {100 * kept['probe_rate']:.1f}% "
+              f"({time.perf_counter() - started:.0f} s)", flush=True)
+    print(f"library -> {library.path}")
+
+
 def _cmd_inspect(args: argparse.Namespace) -> None:
     from clear_sae.dictionary import Dictionaries
     from clear_sae.library import ConceptLibrary
@@ -394,6 +433,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="overwrite --out even if it is not an earlier evaluation")
     p.set_defaults(func=_cmd_evaluate)
 
+    p = sub.add_parser("toy-concept", help="learn toy-world concepts on existing dictionaries, their layer, "
+                       "strength and tolerance calibrated on generated clips")
+    p.add_argument("--dictionaries", required=True, help="MiniLM dictionary folder (e.g. dictionaries/minilm)")
+    p.add_argument("--library", required=True, help="concept library JSON (created if missing; other entries kept)")
+    p.add_argument("--concept", action="append", help="a toy concept, e.g. yellow (repeatable; default: all 16)")
+    p.add_argument("--judge-clips", type=count_int, default=48,
+                   help="target and non-target clips the generation judge samples per rung (default 48, as the "
+                        "shipped library; 0: the text-side probe judges)")
+    p.add_argument("--generator", default=None, help="toy generator folder (default: the shipped one)")
+    p.set_defaults(func=_cmd_toy_concept)
+
     p = sub.add_parser("inspect", help="one self-contained HTML report: layers, latents, reuse, health, erasure")
     p.add_argument("--library", default=default_library, required=default_library is None,
                    help="concept library JSON (default: the shipped MiniLM library)")
@@ -419,9 +469,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="toy-world clips per showcased concept (0 skips them)")
     p.add_argument("--generator", default=None, help="toy generator folder (default: the shipped one)")
     p.add_argument("--judge-clips", type=count_int, default=0,
-                   help="clips the toy generator samples to judge each calibration rung of a toy concept (24 builds "
-                        "the shipped library's toy entries, about 8 more minutes; default 0: the text-side probe "
-                        "judges)")
+                   help="clips the toy generator samples to judge each calibration rung of a toy concept (48, as the "
+                        "shipped library's, takes about 10 more minutes; default 0: the text-side probe judges)")
     p.set_defaults(func=_cmd_demo)
     return parser
 

@@ -52,8 +52,8 @@ class DemoConfig:
     """Toy generator folder (default: the shipped weights)."""
     judge_clips: int = 0
     """Target and non-target clips the toy generator samples to judge each rung of a toy concept's calibration
-    (`GenerationJudge`; 24 builds the shipped library's toy entries, in about 13 minutes rather than 5); 0, or no
-    toy generator, leaves the judging to the text-side probe."""
+    (`GenerationJudge`; 48, as `clear-sae toy-concept` judges the shipped library's toy entries, makes the demo
+    about 14 minutes rather than 5); 0, or no toy generator, leaves the judging to the text-side probe."""
 
 
 def shipped_concepts() -> list[str]:

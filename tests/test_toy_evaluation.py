@@ -288,3 +288,34 @@ def test_generation_judge_reads_the_shipped_world_and_is_rebuilt_from_its_settin
     assert judge_from_settings(world, "motion", SHIPPED_CONCEPT, {"name": "probe"}) is None
     with pytest.raises(ClearSaeError, match="at least one target and one non-target clip"):
         GenerationJudge(world, "motion", SHIPPED_CONCEPT, clips=0)
+
+
+def test_cli_toy_concept_calibrates_on_clips_and_keeps_other_entries(minilm_dictionaries, minilm_library,
+                                                                     tiny_toy_generator, tmp_path, capsys):
+    import shutil
+
+    from clear_sae.cli import build_parser, main
+    from clear_sae.library import ConceptLibrary
+    from clear_sae.toyworld.concepts import JUDGE_CLIPS
+
+    library = tmp_path / "concepts.json"
+    shutil.copy(minilm_library, library)
+    before = ConceptLibrary.load(library)
+    for entry in before.concepts.values():  # the copy's entries still point at the test dictionaries
+        entry.dictionary = before.relative_dictionary(minilm_dictionaries)
+    before.save()
+    args = ["toy-concept", "--dictionaries", str(minilm_dictionaries), "--library", str(library)]
+    assert main(args + ["--concept", "red", "--judge-clips", "2", "--generator", str(tiny_toy_generator)]) == 0
+    after = ConceptLibrary.load(library)
+    assert set(after.concepts) == {"french_horn", "umbrella", "red"}
+    assert after.get("umbrella") == before.get("umbrella")
+    calibration = after.get("red").settings["calibration"]
+    assert calibration["judge"]["name"] == "generation" and calibration["judge"]["clips"] == 2
+    assert re.search(r"^red .* latents: (passed|no rung passed; kept) at rung \d+ of \d+ tried, judge finds",
+                     capsys.readouterr().out, flags=re.MULTILINE)
+    assert main(args + ["--concept", "left", "--judge-clips", "0"]) == 0  # the text-side probe judges
+    assert ConceptLibrary.load(library).get("left").settings["calibration"]["config"]["judge"] == "probe"
+    assert build_parser().parse_args(args).judge_clips == JUDGE_CLIPS  # the shipped library's judge
+    snapshot = library.read_bytes()
+    assert main(args + ["--concept", "mauve"]) == 2
+    assert "not a toy-world concept" in capsys.readouterr().err and library.read_bytes() == snapshot

@@ -46,8 +46,11 @@ blocks.2); gamma 16 at embed also broke the objects, which the judge's others ch
 clips on seed 7000, `analysis/toy_rung_trial.py`, README)."""
 JUDGED_MAX_RATE = 0.05
 """The generation judge's bar: half the evaluation's 10%, as it reads only `JUDGE_CLIPS` clips."""
-JUDGE_CLIPS = 24
-"""Target clips, and as many non-target clips, a generation judge samples per rung."""
+JUDGE_CLIPS = 48
+"""Target clips, and as many non-target clips, a generation judge samples per rung. The ladder keeps the first
+rung the judge passes, so a judge that reads too few clips passes a rung on a lucky draw: with 24, yellow's
+embed rung at gamma 8 passed at 4.2% and then left 10.9-14.2% at fresh seeds. With 48 the judge found 9.6%
+there and went on to blocks.0 at gamma 16 (README)."""
 
 
 def toy_concepts() -> list[str]:
