@@ -202,7 +202,7 @@ def test_evaluate_on_tiny_models(tiny_toy_generator, toy_library):
     assert "red" in table and "<- selected by CLEAR" in table and "no words" in table
     missed = {**report, "concepts": {"red": {**r, "qualification": {**r["qualification"], "erased": False}}}}
     lines = [line for line in format_results(missed).splitlines() if "rate after by word:" in line]
-    assert len(lines) == 1 and all(f"{w!r} {100 * v['after']:.1f}% of {v['clips']} clips" in lines[0]
+    assert len(lines) == 1 and all(f"{w!r} {100 * v['after']:.1f}% ({v['clips']} clips)" in lines[0]
                                    for w, v in by_word.items())
     assert "rate_words_removed" not in evaluate(world, library, ["red"], cfg=replace(cfg, removed_clips=0))[
         "concepts"]["red"]

@@ -345,11 +345,11 @@ def compare(world: ToyWorld, axis: str, value: str, before: dict[str, ClipSet], 
     det_after = {k: detect(world.detector, s.clips) for k, s in after.items()}
     result: dict[str, Any] = {}
     for name in ("target", "heldout"):
-        result[f"rate_{name}_before"] = summary(concept_found(det_before[name], axis, value, cfg.threshold))
-        result[f"rate_{name}_after"] = summary(concept_found(det_after[name], axis, value, cfg.threshold))
-    result["rate_target_by_word"] = rates_by_word(
-        before["target"].prompts, axis, value, concept_found(det_before["target"], axis, value, cfg.threshold),
-        concept_found(det_after["target"], axis, value, cfg.threshold))
+        found_before = concept_found(det_before[name], axis, value, cfg.threshold)
+        found_after = concept_found(det_after[name], axis, value, cfg.threshold)
+        result[f"rate_{name}_before"], result[f"rate_{name}_after"] = summary(found_before), summary(found_after)
+        if name == "target":
+            result["rate_target_by_word"] = rates_by_word(before[name].prompts, axis, value, found_before, found_after)
     if "removed" in det_before:
         result["rate_words_removed"] = summary(concept_found(det_before["removed"], axis, value, cfg.threshold))
     for when, det in (("before", det_before["target"]), ("after", det_after["target"])):
@@ -528,7 +528,7 @@ def format_results(report: dict[str, Any]) -> str:
         lines.append(row(name, r["axis"], r["layer"], r, verdict, f"{r['seconds']:.0f}"))
         if not q["erased"] and r.get("rate_target_by_word"):
             lines.append(f"{'':<10} rate after by word: " + ", ".join(
-                f"{word!r} {_pct(w['after']).strip()}% of {w['clips']} clips"
+                f"{word!r} {_pct(w['after']).strip()}% ({w['clips']} clips)"
                 for word, w in sorted(r["rate_target_by_word"].items(), key=lambda kv: -kv[1]["after"])))
         for hook, s in r.get("sweep", {}).items():
             if "rate_target_after" not in s:
