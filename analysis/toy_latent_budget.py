@@ -3,8 +3,8 @@
 `clear_sae.concepts.specific_and_shared` takes the candidate latents greedily, most contrastive first, as long
 as together they fire on at most `max_nontarget_rate` of the non-targets. A concept named by two words in its
 learning prompts ("circle" and "disc") can spend that budget on the latents of the more frequent word. This
-script replays the selection at one layer and prints, per candidate, whether it was taken, the union's
-non-target rate, and the share of the prompts of each word of the concept it fires on.
+script runs the selection at one layer and prints, per candidate in the order it considers them, whether it was
+taken, the non-target rate of the union taken so far, and the share of each word's prompts it fires on.
 
     python analysis/toy_latent_budget.py --concept circle --layer blocks.1 [--tolerance 0.2] [--rows 25]
 """
@@ -16,7 +16,7 @@ from pathlib import Path
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Replay the selection and print one line per candidate latent."""
+    """Run the selection and print one line per candidate latent."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--concept", required=True, help="a toy concept, e.g. circle")
     parser.add_argument("--layer", required=True, help="short hook point name: embed, blocks.0, ...")
@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from clear_sae.backbones import load_backbone
-    from clear_sae.concepts import ConceptConfig, encode_prompts
+    from clear_sae.concepts import ConceptConfig, encode_prompts, specific_and_shared
     from clear_sae.dictionary import Dictionaries
     from clear_sae.toyworld.captions import concept_word
     from clear_sae.toyworld.concepts import LEARN_PAIRS, attribute_of, concept_pairs
@@ -40,29 +40,25 @@ def main(argv: list[str] | None = None) -> int:
     codes_t = encode_prompts(backbone, dictionaries, target, [hook])[hook]
     codes_n = encode_prompts(backbone, dictionaries, nontarget, [hook])[hook]
     cfg = ConceptConfig(max_nontarget_rate=args.tolerance)
+    taken, shared = specific_and_shared(codes_t, codes_n, cfg)  # the selection itself, not a replay of it
     fires_t, fires_n = codes_t.peak > 0, codes_n.peak > 0
     target_rate, nontarget_rate = fires_t.float().mean(0), fires_n.float().mean(0)
     words = [concept_word(p, axis, value) for p in target]
     rows_of = {w: torch.tensor([x == w for x in words]) for w in sorted(set(words))}
     print("share of target prompts per word: " + ", ".join(f"{w!r} {float(r.float().mean()):.2f}"
                                                             for w, r in rows_of.items()))
-    # The same candidates, order and budget as `specific_and_shared`.
-    candidates = torch.nonzero((target_rate >= cfg.min_target_rate)
-                               & (nontarget_rate <= cfg.max_nontarget_rate)).squeeze(-1).tolist()
+    # Printed in the order the selection considers them (its docstring: most contrastive first).
     energy = codes_t.energy.sum(0)
+    candidates = torch.nonzero((target_rate >= cfg.min_target_rate) & ~shared).squeeze(-1).tolist()
     candidates.sort(key=lambda j: (-(float(target_rate[j]) - float(nontarget_rate[j])), -float(energy[j])))
     union = torch.zeros(len(nontarget), dtype=torch.bool)
-    taken = 0
-    for rank, latent in enumerate(candidates):
-        widened = union | fires_n[:, latent]
-        take = taken < cfg.max_latents and float(widened.float().mean()) <= cfg.max_nontarget_rate
-        if take:
-            union, taken = widened, taken + 1
-        if rank < args.rows:
-            per_word = ", ".join(f"{w!r} {float(fires_t[r, latent].float().mean()):.2f}" for w, r in rows_of.items())
-            print(f"latent {latent:5d}  {'taken' if take else 'left '}  fires on targets {float(target_rate[latent]):.2f}"
-                  f", non-targets {float(nontarget_rate[latent]):.2f}, union {float(union.float().mean()):.2f}; "
-                  f"energy {float(energy[latent]):7.1f}; by word: {per_word}")
+    for latent in candidates[:args.rows]:
+        if latent in taken:
+            union |= fires_n[:, latent]
+        per_word = ", ".join(f"{w!r} {float(fires_t[r, latent].float().mean()):.2f}" for w, r in rows_of.items())
+        print(f"latent {latent:5d}  {'taken' if latent in taken else 'left '}  fires on targets "
+              f"{float(target_rate[latent]):.2f}, non-targets {float(nontarget_rate[latent]):.2f}, union of those "
+              f"taken so far {float(union.float().mean()):.2f}; energy {float(energy[latent]):7.1f}; by word: {per_word}")
     return 0
 
 

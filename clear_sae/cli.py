@@ -259,7 +259,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
 def _cmd_toy_concept(args: argparse.Namespace) -> None:
     import time
 
-    from clear_sae.calibrate import CalibrationStep, recorded_calibration
+    from clear_sae.calibrate import CalibrationStep, chosen_step, recorded_calibration
     from clear_sae.dictionary import Dictionaries
     from clear_sae.library import ConceptLibrary
     from clear_sae.toyworld.concepts import learn_toy_concept, toy_concepts
@@ -283,14 +283,13 @@ def _cmd_toy_concept(args: argparse.Namespace) -> None:
         started = time.perf_counter()
         entry = learn_toy_concept(backbone, dictionaries, name, library, world=world, judge_clips=args.judge_clips)
         library.save()  # after every concept, so that an interrupted run keeps what it learned
-        steps = entry.settings["calibration"]["steps"]
-        kept = next(s for s in steps if (s["hook_point"], s["strength"], s["max_nontarget_rate"])
-                    == (entry.hook_point, entry.strength, entry.settings["max_nontarget_rate"]))
         _, cal = recorded_calibration(entry.settings)
-        verdict = "passed" if cal.passes(CalibrationStep(**kept)) else "no rung passed; kept"
+        steps = [CalibrationStep(**step) for step in entry.settings["calibration"]["steps"]]
+        kept = chosen_step(steps, cal)
+        verdict = "passed" if cal.passes(kept) else "no rung passed; kept"
         print(f"{name:<9} {entry.hook_point:<22} gamma {entry.strength:g}, tolerance "
               f"{entry.settings['max_nontarget_rate']:g}, {len(entry.latents)} latents: {verdict} at rung "
-              f"{steps.index(kept) + 1} of {len(steps)} tried, judge finds {100 * kept['probe_rate']:.1f}% "
+              f"{steps.index(kept) + 1} of {len(steps)} tried, judge finds {100 * kept.probe_rate:.1f}% "
               f"({time.perf_counter() - started:.0f} s)", flush=True)
     print(f"library -> {library.path}")
 

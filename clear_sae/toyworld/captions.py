@@ -10,6 +10,8 @@ generator have not seen. Which words and templates are held out is fixed here:
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 from clear_sae.toyworld.render import NEUTRAL, ClipSpec, ToyObject
@@ -115,11 +117,7 @@ def caption(spec: ClipSpec, rng: np.random.Generator, split: str = "train") -> s
 def without_words(prompt: str, axis: str, value: str) -> str:
     """`prompt` with every synonym of `value` on `axis` replaced by the axis's neutral word ("a crimson disc
     drifts left" without red is "a disc drifts left", without circle "a crimson shape drifts left")."""
-    import re
-
-    text = prompt
-    for word in sorted(WORDS_BY_AXIS[axis][value], key=len, reverse=True):
-        text = re.sub(rf"\b{re.escape(word)}\b", NEUTRAL_WORDS[axis], text, flags=re.IGNORECASE)
+    text = _synonyms(axis, value).sub(NEUTRAL_WORDS[axis], prompt)
     text = re.sub(r" {2,}", " ", text).strip()
     text = re.sub(r" ([,.;:])", r"\1", text)
     # Re-choose each article for the word that now follows it.
@@ -128,13 +126,17 @@ def without_words(prompt: str, axis: str, value: str) -> str:
 
 
 def concept_word(prompt: str, axis: str, value: str) -> str | None:
-    """Which synonym of `value` on `axis` the prompt names (the longest that matches; None if none does)."""
-    import re
+    """Which synonym of `value` on `axis` the prompt names first (None if none does)."""
+    match = _synonyms(axis, value).search(prompt)
+    if match is None:
+        return None
+    return next(w for w in WORDS_BY_AXIS[axis][value] if w.lower() == match.group(0).lower())
 
-    for word in sorted(WORDS_BY_AXIS[axis][value], key=len, reverse=True):
-        if re.search(rf"\b{re.escape(word)}\b", prompt, flags=re.IGNORECASE):
-            return word
-    return None
+
+def _synonyms(axis: str, value: str) -> re.Pattern[str]:
+    """A case-blind pattern for any whole synonym of `value`, longest first ("diagonal cross" before "cross")."""
+    words = sorted(WORDS_BY_AXIS[axis][value], key=len, reverse=True)
+    return re.compile(r"\b(?:" + "|".join(re.escape(w) for w in words) + r")\b", flags=re.IGNORECASE)
 
 
 def heldout_vocabulary() -> set[str]:
