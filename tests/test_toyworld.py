@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import itertools
+import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -135,6 +137,9 @@ def test_second_phase_from_saved_first_phase_gives_the_same_weights(tmp_path):
     save_generator(train_generator(first, progress=False), first, tmp_path)
     start = load_first_phase(tmp_path, GeneratorConfig(**tiny, polish_steps=2))
     resumed = train_generator(GeneratorConfig(**tiny, polish_steps=2), progress=False, first_phase=start).transformer
+    save_generator(SimpleNamespace(transformer=resumed), GeneratorConfig(**tiny, polish_steps=2), tmp_path / "resumed")
+    saved_config = json.loads((tmp_path / "resumed" / "transformer" / "config.json").read_text())
+    assert "_name_or_path" not in saved_config and saved_config["num_layers"] == 1  # no path of this machine
     pairs = list(zip(whole.state_dict().values(), resumed.state_dict().values()))
     assert all(torch.equal(a, b) for a, b in pairs)
     assert not all(torch.equal(a, b) for a, b in zip(whole.state_dict().values(),

@@ -303,10 +303,24 @@ def _train_phase(pipe: Any, transformer: Any, cfg: GeneratorConfig, steps: int, 
     return ema if ema is not None else transformer
 
 
+def save_transformer(transformer: Any, folder: str | Path) -> None:
+    """Save the DiT to `folder` in diffusers format (safetensors), without the local path it was loaded from.
+
+    Diffusers records `_name_or_path` in config.json when a model comes from `from_pretrained` (as the second
+    phase's starting weights do); that path names a folder on the training machine and nothing reads it back.
+    """
+    folder = Path(folder)
+    transformer.save_pretrained(folder, safe_serialization=True)
+    config_file = folder / "config.json"
+    config = json.loads(config_file.read_text())
+    if config.pop("_name_or_path", None) is not None:
+        config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
 def save_generator(pipe: Any, cfg: GeneratorConfig, folder: str | Path, metrics: dict[str, Any] | None = None) -> None:
     """Save the DiT (diffusers format, safetensors) and the recipe; the text encoder is the packaged MiniLM."""
     folder = Path(folder)
-    pipe.transformer.save_pretrained(folder / "transformer", safe_serialization=True)
+    save_transformer(pipe.transformer, folder / "transformer")
     (folder / TRAIN_CONFIG).write_text(json.dumps({"config": asdict(cfg), "metrics": metrics or {}}, indent=2))
 
 
@@ -372,7 +386,7 @@ if __name__ == "__main__":
             raise SystemExit(f"error: {error}") from None
 
     def save_checkpoint(step: int, weights: Any) -> None:
-        weights.save_pretrained(Path(args.out) / f"step_{step}" / "transformer", safe_serialization=True)
+        save_transformer(weights, Path(args.out) / f"step_{step}" / "transformer")
 
     pipeline = train_generator(config, checkpoint=save_checkpoint, checkpoint_every=args.checkpoint_every,
                                first_phase=start)
