@@ -225,14 +225,15 @@ def _attribute_map(pairs: list[str]) -> dict[str, str]:
 def _cmd_evaluate(args: argparse.Namespace) -> None:
     from clear_sae.library import ConceptLibrary
     from clear_sae.prompts import atomic_write_text
-    from clear_sae.toyworld.concepts import CALIBRATION_SEED, toy_concepts
+    from clear_sae.toyworld.concepts import ATTRIBUTE_SETTING, CALIBRATION_SEED, toy_concepts
     from clear_sae.toyworld.evaluation import EvalConfig, evaluate, format_results, load_toy_world
 
     out = _output_file(args.out, "--out")
     _check_report_path(out, args.force, "clear_sae.toy_evaluation")
     library = ConceptLibrary.load(args.library)
     attributes = _attribute_map(args.attribute or [])
-    names = args.concept or [n for n in library.concepts if n in toy_concepts() or n in attributes]
+    names = args.concept or [n for n, entry in library.concepts.items()
+                             if n in toy_concepts() or n in attributes or ATTRIBUTE_SETTING in entry.settings]
     if not names:
         raise ClearSaeError(f"{args.library} holds no toy-world concept; name one with --concept (and map it with "
                             "--attribute NAME=AXIS=VALUE if its name is not a colour, shape or motion)")
@@ -262,14 +263,25 @@ def _cmd_toy_concept(args: argparse.Namespace) -> None:
     from clear_sae.calibrate import CalibrationStep, chosen_step, recorded_calibration
     from clear_sae.dictionary import Dictionaries
     from clear_sae.library import ConceptLibrary
-    from clear_sae.toyworld.concepts import learn_toy_concept, toy_concepts
+    from clear_sae.prompts import read_prompt_file
+    from clear_sae.toyworld.concepts import attribute_of, learn_toy_concept, toy_concepts
     from clear_sae.toyworld.evaluation import TEXT_ENCODER_ID, load_toy_world
 
     names = args.concept or toy_concepts()
-    unknown = [name for name in names if name not in toy_concepts()]
+    attributes = _attribute_map(args.attribute or [])
+    unknown = [name for name in names if name not in toy_concepts() and name not in attributes]
     if unknown:  # before anything is loaded
         raise ClearSaeError(f"--concept {unknown[0]!r} is not a toy-world concept; name one of "
-                            f"{', '.join(toy_concepts())}")
+                            f"{', '.join(toy_concepts())}, or map it with --attribute {unknown[0]}=AXIS=VALUE")
+    for attribute in attributes.values():
+        attribute_of(attribute)  # a typo in AXIS=VALUE fails here, not after the first concept
+    prompts = None
+    if args.target or args.nontarget:
+        if not (args.target and args.nontarget):
+            raise ClearSaeError("own prompts need both files: pass --target and --nontarget together")
+        if not args.concept or len(args.concept) != 1:
+            raise ClearSaeError("--target and --nontarget learn one concept: name it with a single --concept")
+        prompts = read_prompt_file(args.target), read_prompt_file(args.nontarget)
     dictionaries = Dictionaries(args.dictionaries)
     library = ConceptLibrary.load(_output_file(args.library, "--library"), missing_ok=True)
     backbone = _backbone_for(None, dictionaries.manifest.get("model_source") or dictionaries.backbone_id)
@@ -278,10 +290,13 @@ def _cmd_toy_concept(args: argparse.Namespace) -> None:
                             f"encoder is {TEXT_ENCODER_ID!r}; pass MiniLM's dictionaries (dictionaries/minilm)")
     world = load_toy_world(args.generator) if args.judge_clips > 0 else None
     judge = f"a generation judge on {args.judge_clips} clips" if world else "the text-side probe"
-    print(f"learning {len(names)} toy concepts on {args.dictionaries}, each rung judged by {judge}")
+    source = f"{args.target} against {args.nontarget}" if prompts else "the toy world's learning prompts"
+    print(f"learning {len(names)} toy concept{'' if len(names) == 1 else 's'} on {args.dictionaries} from {source}, "
+          f"each rung judged by {judge}")
     for name in names:
         started = time.perf_counter()
-        entry = learn_toy_concept(backbone, dictionaries, name, library, world=world, judge_clips=args.judge_clips)
+        entry = learn_toy_concept(backbone, dictionaries, name, library, world=world, judge_clips=args.judge_clips,
+                                  attribute=attributes.get(name), prompts=prompts)
         library.save()  # after every concept, so that an interrupted run keeps what it learned
         _, cal = recorded_calibration(entry.settings)
         steps = [CalibrationStep(**step) for step in entry.settings["calibration"]["steps"]]
@@ -437,6 +452,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dictionaries", required=True, help="MiniLM dictionary folder (e.g. dictionaries/minilm)")
     p.add_argument("--library", required=True, help="concept library JSON (created if missing; other entries kept)")
     p.add_argument("--concept", action="append", help="a toy concept, e.g. yellow (repeatable; default: all 16)")
+    p.add_argument("--attribute", action="append",
+                   help="NAME=AXIS=VALUE: what a --concept stands for when its name is not a colour, shape or motion "
+                        "(e.g. crimson_things=colour=red)")
+    p.add_argument("--target", help="your own target prompts for the one --concept (default: the toy world's "
+                                    "learning prompts); the judge still generates the attribute's own captions")
+    p.add_argument("--nontarget", help="your own non-target prompts, with --target")
     p.add_argument("--judge-clips", type=count_int, default=48,
                    help="target and non-target clips the generation judge samples per rung (default 48, as the "
                         "shipped library; 0: the text-side probe judges)")

@@ -319,3 +319,49 @@ def test_cli_toy_concept_calibrates_on_clips_and_keeps_other_entries(minilm_dict
     snapshot = library.read_bytes()
     assert main(args + ["--concept", "mauve"]) == 2
     assert "not a toy-world concept" in capsys.readouterr().err and library.read_bytes() == snapshot
+
+
+def test_cli_toy_concept_learns_from_own_prompt_files_and_evaluate_reads_its_attribute(
+        minilm_dictionaries, tiny_toy_generator, tmp_path, capsys):
+    from clear_sae.cli import main
+    from clear_sae.library import ConceptLibrary
+    from clear_sae.toyworld.concepts import ATTRIBUTE_SETTING
+
+    colours = ["blue", "green", "yellow", "purple"]
+    things = ["ball", "kite", "box", "leaf", "cube", "blob"]
+    target = [f"a scarlet {thing} slides across the frame, shot {i}" for i in range(3) for thing in things]
+    nontarget = [f"a {colours[i % 4]} {thing} slides across the frame, shot {i}" for i in range(3) for thing in things]
+    (tmp_path / "red.txt").write_text("\n".join(target))
+    (tmp_path / "other.txt").write_text("\n".join(nontarget))
+    library = tmp_path / "mine.json"
+    args = ["toy-concept", "--dictionaries", str(minilm_dictionaries), "--library", str(library),
+            "--generator", str(tiny_toy_generator), "--judge-clips", "2", "--concept", "scarlet_things"]
+    own = ["--target", str(tmp_path / "red.txt"), "--nontarget", str(tmp_path / "other.txt")]
+    assert main(args + ["--attribute", "scarlet_things=colour=red"] + own) == 0
+    assert "from " + str(tmp_path / "red.txt") in capsys.readouterr().out
+    entry = ConceptLibrary.load(library).get("scarlet_things")
+    assert entry.target_prompts == target and entry.nontarget_prompts == nontarget  # the files, not the toy prompts
+    assert entry.settings[ATTRIBUTE_SETTING] == "colour=red"
+    assert entry.settings["calibration"]["judge"]["name"] == "generation"
+
+    out = tmp_path / "eval.json"  # no --concept, no --attribute: the entry says what it stands for
+    assert main(["evaluate", "--library", str(library), "--generator", str(tiny_toy_generator), "--out", str(out),
+                 "--clips", "2", "--heldout-clips", "1", "--nontarget-clips", "1", "--removed-clips", "0",
+                 "--steps", "1"]) == 0
+    result = json.loads(out.read_text())["concepts"]["scarlet_things"]
+    assert (result["axis"], result["value"]) == ("colour", "red")
+
+    snapshot = library.read_bytes()
+    bad_runs = [
+        (args + own, "not a toy-world concept"),  # a name that is no attribute, with no --attribute
+        (args + ["--attribute", "scarlet_things=colour=crimson"] + own, "not a toy-world attribute"),
+        (args + ["--attribute", "scarlet_things=colour=red", "--target", str(tmp_path / "red.txt")], "together"),
+        (args + ["--attribute", "scarlet_things=colour=red", "--concept", "red"] + own, "a single --concept"),
+        (args + ["--attribute", "scarlet_things=colour=red", "--target", str(tmp_path / "none.txt"),
+                 "--nontarget", str(tmp_path / "other.txt")], "does not exist"),
+    ]
+    for argv, message in bad_runs:
+        assert main(argv) == 2
+        errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("clear-sae: error")]
+        assert len(errors) == 1 and message in errors[0], (argv, errors)
+    assert library.read_bytes() == snapshot

@@ -53,6 +53,10 @@ embed rung at gamma 8 passed at 4.2% and then left 10.9-14.2% at fresh seeds. Wi
 there and went on to blocks.0 at gamma 16 (README)."""
 
 
+ATTRIBUTE_SETTING = "toy_attribute"
+"""The library entry setting that records the `AXIS=VALUE` of a toy concept learned under another name."""
+
+
 def toy_concepts() -> list[str]:
     """Every toy-world concept name, axis by axis."""
     return [value for values in ATTRIBUTES.values() for value in values]
@@ -106,16 +110,19 @@ def toy_corpus(n: int, seed: int = 7) -> list[str]:
 
 
 def learn_toy_concept(backbone: Any, dictionaries: Any, name: str, library: Any, seed: int = 0, world: Any = None,
-                      judge_clips: int = JUDGE_CLIPS) -> Any:
-    """Learn toy concept `name` from its `LEARN_PAIRS` learning pairs into `library`, its layer, tolerance and
-    strength calibrated (`clear_sae.calibrate`); returns the entry. With a toy `world` (and `judge_clips` > 0)
-    each rung is judged by generating `judge_clips` target and non-target clips (`GenerationJudge`) on the
-    ladder `JUDGED_STRENGTHS`; otherwise by the text-side probe at `TOY_STRENGTH`."""
+                      judge_clips: int = JUDGE_CLIPS, attribute: str | None = None,
+                      prompts: tuple[list[str], list[str]] | None = None) -> Any:
+    """Learn toy concept `name` into `library`, its layer, tolerance and strength calibrated
+    (`clear_sae.calibrate`); returns the entry. `attribute` (default: the name, e.g. `red`) is the colour, shape
+    or motion it stands for, as `AXIS=VALUE`. Its latents come from `prompts` (target, non-target) when given,
+    else from the attribute's `LEARN_PAIRS` learning pairs. With a toy `world` (and `judge_clips` > 0) each rung
+    is judged by generating `judge_clips` target and non-target clips of the attribute (`GenerationJudge`) on
+    the ladder `JUDGED_STRENGTHS`; otherwise by the text-side probe at `TOY_STRENGTH`."""
     from clear_sae.calibrate import CalibrationConfig, learn_calibrated_concept
     from clear_sae.concepts import ConceptConfig
 
-    axis, value = attribute_of(name)
-    target, nontarget, _, _ = concept_pairs(axis, value, LEARN_PAIRS)
+    axis, value = attribute_of(attribute or name)
+    target, nontarget = prompts or concept_pairs(axis, value, LEARN_PAIRS)[:2]
     cal, judge = CalibrationConfig(strengths=(TOY_STRENGTH,)), None
     if world is not None and judge_clips > 0:
         from clear_sae.toyworld.evaluation import GenerationJudge
@@ -125,5 +132,13 @@ def learn_toy_concept(backbone: Any, dictionaries: Any, name: str, library: Any,
     entry, _, _ = learn_calibrated_concept(backbone, dictionaries, name, target, nontarget, library,
                                            ConceptConfig(seed=seed, max_nontarget_rate=MAX_NONTARGET_RATE), cal,
                                            judge=judge)
+    if attribute:  # so that `clear-sae evaluate` knows what the entry stands for without being told again
+        entry.settings[ATTRIBUTE_SETTING] = f"{axis}={value}"
     return entry
+
+
+def entry_attribute(entry: Any, given: str | None = None) -> str:
+    """What a library entry stands for in the toy world: `given` (`AXIS=VALUE`), else the attribute recorded
+    when it was learned with one, else its name (`red`)."""
+    return given or entry.settings.get(ATTRIBUTE_SETTING) or entry.name
 

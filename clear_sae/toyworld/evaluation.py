@@ -34,7 +34,7 @@ import numpy as np
 from clear_sae.errors import ClearSaeError
 from clear_sae.toyworld.captions import concept_word, without_words
 from clear_sae.toyworld.concepts import (CALIBRATION_SEED, EVAL_SEED, LEARN_PAIRS, LEARN_SEED, attribute_of,
-                                         concept_pairs)
+                                         concept_pairs, entry_attribute)
 from clear_sae.toyworld.detector import COLOUR_NAMES, Detections, detect
 from clear_sae.toyworld.render import MOTIONS, SHAPES, ClipSpec
 
@@ -444,7 +444,7 @@ def evaluate_concept(world: ToyWorld, library: "ConceptLibrary", name: str, attr
     which colour, shape or motion it is. With `sweep`, also erase it at every layer in turn; with `strip`,
     save a PNG of a few clips before and after there."""
     entry = library.get(name)
-    axis, value = attribute_of(attribute or name)
+    axis, value = attribute_of(entry_attribute(entry, attribute))
     started = time.perf_counter()
     negative, before = sample_before(world, prompt_sets(axis, value, cfg), cfg)
     after = sample_after(world, clamps_at(library, name, exact=exact), before, negative, cfg)
@@ -477,7 +477,7 @@ def evaluate(world: ToyWorld, library: "ConceptLibrary", names: list[str], attri
     attributes = attributes or {}
     for name in names:  # fail before any sampling on a name the library or the toy world does not know
         entry = library.get(name)
-        attribute_of(attributes.get(name, name))
+        attribute_of(entry_attribute(entry, attributes.get(name)))
         if entry.backbone_id != TEXT_ENCODER_ID:
             raise ClearSaeError(f"concept {name!r} was learned on {entry.backbone_id!r}, but the toy world's text "
                                 f"encoder is {TEXT_ENCODER_ID!r}; learn it with `clear-sae concept` on MiniLM's "
