@@ -52,7 +52,8 @@ class LatentClamp:
         import torch
 
         if not latents:
-            raise ClearSaeError("a latent clamp needs at least one latent id")
+            raise ClearSaeError("a latent clamp needs at least one latent id, and this concept's entry lists none; "
+                                "relearn it with `clear-sae concept`")
         d_sae = int(sae.cfg.d_sae)
         bad = [i for i in latents if not 0 <= int(i) < d_sae]
         if bad:

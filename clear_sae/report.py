@@ -273,6 +273,12 @@ def collect_report(dictionaries: "Dictionaries", library: "ConceptLibrary", cach
     if not entries:
         raise ClearSaeError(f"no concept in {library.path} uses the dictionaries in {dictionaries.root}; pass the "
                             "library built on them (or add a concept with `clear-sae concept`)")
+    # Read the evaluation and open the cache before the slow part, so that a wrong file fails at once.
+    evaluation_data = evaluation_summary(evaluation) if evaluation is not None else None
+    if cache is not None:
+        from clear_sae.cache import open_h5
+
+        open_h5(cache).close()
     concepts = {e.name: concept_summary(e) for e in entries}
     detailed = [e for e in entries if concepts[e.name]["has_prompts"]]
     if detailed and backbone is None:
@@ -294,8 +300,8 @@ def collect_report(dictionaries: "Dictionaries", library: "ConceptLibrary", cach
                 wanted.setdefault(hook, []).extend(r["id"] for r in layer["shown"])
         data["corpus"] = corpus_examples(cache, backbone, dictionaries, wanted, cfg)
         data["cache"] = str(cache)
-    if evaluation is not None:
-        data["evaluation"] = evaluation_summary(evaluation)
+    if evaluation_data is not None:
+        data["evaluation"] = evaluation_data
     return data
 
 

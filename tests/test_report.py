@@ -86,7 +86,8 @@ def test_html_is_self_contained_and_survives_hostile_text(report_data):
     assert json.loads(payload) == data  # the hostile token stayed inside the JSON
 
 
-def test_inspect_cli_writes_json_and_refuses_bad_input(minilm_dictionaries, minilm_library, tmp_path, capsys):
+def test_inspect_cli_writes_json_and_refuses_bad_input(minilm_dictionaries, minilm_library, tmp_path, capsys,
+                                                       monkeypatch):
     out = tmp_path / "report.json"
     base = ["inspect", "--library", str(minilm_library), "--dictionaries", str(minilm_dictionaries)]
     assert main(base + ["--out", str(out), "--format", "json", "--top-latents", "2"]) == 0
@@ -99,7 +100,17 @@ def test_inspect_cli_writes_json_and_refuses_bad_input(minilm_dictionaries, mini
     kept.write_text("keep me")
     not_eval = tmp_path / "other.json"
     not_eval.write_text('{"format": "something else"}')
+    cut_cache = tmp_path / "cut.h5"
+    cut_cache.write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(200))  # an HDF5 signature and nothing after it
+
+    def slow_part(*_: object) -> None:
+        raise AssertionError("a bad --cache or --evaluation must fail before the concepts' latents are read")
+
+    import clear_sae.report
+
+    monkeypatch.setattr(clear_sae.report, "concept_detail", slow_part)
     bad_runs = [
+        (base + ["--out", str(tmp_path / "a.html"), "--cache", str(cut_cache)], "not a readable HDF5 file"),
         (base + ["--out", str(kept)], "not an earlier inspection report"),
         (base + ["--out", str(tmp_path / "a.html"), "--cache", str(tmp_path / "missing.h5")], "--cache"),
         (base + ["--out", str(tmp_path / "a.html"), "--evaluation", str(not_eval)], "not an evaluation report"),

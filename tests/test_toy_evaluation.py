@@ -231,7 +231,18 @@ def test_cli_evaluate_writes_a_report_and_refuses_bad_input(tiny_toy_generator, 
     capsys.readouterr()
     kept = tmp_path / "notes.txt"
     kept.write_text("keep me")
+    import shutil
+
+    from clear_sae.toyworld.evaluation import WEIGHTS_DIR
+
+    cut_detector = shutil.copytree(WEIGHTS_DIR / "detector", tmp_path / "cut_detector")
+    weights = cut_detector / "detector.safetensors"
+    weights.write_bytes(weights.read_bytes()[:5000])  # as an interrupted copy leaves it
+    broken_generator = shutil.copytree(tiny_toy_generator, tmp_path / "broken_generator")
+    (broken_generator / "transformer" / "config.json").write_text("{ not json")
     bad_runs = [
+        (args + ["--concept", "red", "--detector", str(cut_detector)], "cannot load the toy detector"),
+        (args + ["--concept", "red", "--generator", str(broken_generator)], "cannot load the toy generator"),
         (["evaluate", "--library", str(toy_library), "--out", str(kept), "--concept", "red"], "is not a toy evaluation"),
         (args + ["--concept", "nope"], "nope"),
         (args + ["--concept", "red", "--attribute", "red=colour"], "NAME=AXIS=VALUE"),

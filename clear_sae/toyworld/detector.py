@@ -180,9 +180,13 @@ def load_detector(folder: str | Path) -> "torch.nn.Module":
     if not (folder / WEIGHTS).is_file() or not (folder / CONFIG).is_file():
         raise ClearSaeError(f"{folder} holds no {WEIGHTS} and {CONFIG}; train one with "
                             "`python -m clear_sae.toyworld.detector`")
-    cfg = DetectorConfig(**json.loads((folder / CONFIG).read_text())["config"])
-    model = build_detector(cfg)
-    model.load_state_dict(load_file(str(folder / WEIGHTS)))
+    try:
+        cfg = DetectorConfig(**json.loads((folder / CONFIG).read_text())["config"])
+        model = build_detector(cfg)
+        model.load_state_dict(load_file(str(folder / WEIGHTS)))
+    except Exception as err:  # a broken JSON, a truncated file or other shapes: each library raises its own kind
+        raise ClearSaeError(f"cannot load the toy detector in {folder} ({type(err).__name__}: {err}); restore the "
+                            "shipped one or retrain it with `python -m clear_sae.toyworld.detector`") from None
     return model.eval()
 
 

@@ -332,7 +332,11 @@ def load_transformer(folder: str | Path) -> Any:
     if not (folder / "transformer").is_dir():
         raise ClearSaeError(f"{folder} holds no transformer/ folder; train one with "
                             f"`python -m clear_sae.toyworld.generator --out {folder}`")
-    return WanTransformer3DModel.from_pretrained(folder / "transformer", use_safetensors=True).eval()
+    try:
+        return WanTransformer3DModel.from_pretrained(folder / "transformer", use_safetensors=True).eval()
+    except Exception as err:  # diffusers raises OSError, ValueError or a safetensors error for a damaged folder
+        raise ClearSaeError(f"cannot load the toy generator in {folder} ({type(err).__name__}: {err}); restore the "
+                            "shipped one or retrain it with `python -m clear_sae.toyworld.generator`") from None
 
 
 def load_generator(folder: str | Path) -> Any:
