@@ -195,6 +195,8 @@ def open_h5(path: str | Path, mode: str = "r") -> "h5py.File":
     import h5py
 
     path = Path(path)
+    if path.is_dir():
+        raise ClearSaeError(f"cache {path} is a directory; pass the .h5 file that `clear-sae cache` wrote")
     if not path.is_file():
         raise ClearSaeError(f"cache {path} does not exist; create it with `clear-sae cache`")
     try:

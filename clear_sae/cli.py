@@ -32,6 +32,40 @@ def count_int(text: str) -> int:
     return _int_at_least(text, 0)
 
 
+def _finite_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"must be a finite number, not {text}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite number above 0 (a learning rate, a clamp strength)."""
+    value = _finite_float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be above 0, not {value:g}")
+    return value
+
+
+def nonnegative_float(text: str) -> float:
+    """argparse type: a finite number of at least 0 (a guidance scale)."""
+    value = _finite_float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, not {value:g}")
+    return value
+
+
+def rate_float(text: str) -> float:
+    """argparse type: a share between 0 and 1."""
+    value = _finite_float(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be a share between 0 and 1, not {value:g}")
+    return value
+
+
 def _output_file(path: str | Path, what: str) -> Path:
     """A path to write a file to: refuse an existing directory up front, before any work is done."""
     path = Path(path)
@@ -100,6 +134,7 @@ def _cmd_concept(args: argparse.Namespace) -> None:
         raise ClearSaeError("--dictionaries is required (the reused dictionaries); or pass --method clear-joint")
     dictionaries = Dictionaries(args.dictionaries)
     library = ConceptLibrary.load(_output_file(args.library, "--library"), missing_ok=True)
+    previous = library.concepts.get(args.name)
     backbone = _backbone_for(args.model, dictionaries.manifest.get("model_source") or dictionaries.backbone_id)
     layers = backbone.resolve_layers(args.layers) if args.layers else None
     if layers:
@@ -121,8 +156,16 @@ def _cmd_concept(args: argparse.Namespace) -> None:
     if args.calibrate:
         print("calibration (a probe on the final text states, held-out targets):")
         print(format_ladder(steps, cal))
-    print(f"chosen layer: {entry.hook_point} ({len(entry.latents)} latents, strength {entry.strength:g}) -> "
-          f"{library.path}")
+    print(f"{_replaced_note(previous, args.name)}chosen layer: {entry.hook_point} ({len(entry.latents)} latents, "
+          f"strength {entry.strength:g}) -> {library.path}")
+
+
+def _replaced_note(previous: Any, name: str) -> str:
+    """The line that says a library entry of the same name was replaced ('' when there was none)."""
+    if previous is None:
+        return ""
+    return (f"replaced the library's earlier entry {name!r} ({previous.hook_point}, {len(previous.latents)} latents, "
+            f"strength {previous.strength:g}); pick another --name to keep both\n")
 
 
 def _concept_joint(args: argparse.Namespace, target: list[str], nontarget: list[str]) -> None:
@@ -131,6 +174,7 @@ def _concept_joint(args: argparse.Namespace, target: list[str], nontarget: list[
     from clear_sae.library import ConceptLibrary
 
     library = ConceptLibrary.load(_output_file(args.library, "--library"), missing_ok=True)
+    previous = library.concepts.get(args.name)
     recorded = None
     if args.dictionaries:
         from clear_sae.dictionary import Dictionaries
@@ -152,8 +196,8 @@ def _concept_joint(args: argparse.Namespace, target: list[str], nontarget: list[
     for hook, pref in result.preferences.items():
         mark = "  <- chosen" if hook == entry.hook_point else ""
         print(f"{hook:<26} {pref:>10.4f} {result.separability_loss[hook]:>9.4f}{mark}")
-    print(f"chosen layer: {entry.hook_point} ({len(entry.latents)} latents of its own SAE in {folder}) -> "
-          f"{library.path}")
+    print(f"{_replaced_note(previous, args.name)}chosen layer: {entry.hook_point} ({len(entry.latents)} latents of "
+          f"its own SAE in {folder}) -> {library.path}")
 
 
 def _backbone_for(model: str | None, recorded: str | None) -> Any:
@@ -342,7 +386,7 @@ def _cmd_demo(args: argparse.Namespace) -> None:
 
     run_demo(DemoConfig(out=Path(args.out), tokens=args.tokens, expansion=args.expansion, k=args.k,
                         batch_size=args.batch_size, toy_clips=args.toy_clips, judge_clips=args.judge_clips,
-                        generator=Path(args.generator) if args.generator else None))
+                        generator=Path(args.generator) if args.generator else None, force=args.force))
 
 
 def _default_library() -> str | None:
@@ -376,7 +420,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--k", type=positive_int, default=32, help="active latents per token (topk)")
     p.add_argument("--tokens", type=positive_int, default=200_000, help="training tokens per layer")
     p.add_argument("--batch-size", type=positive_int, default=512, help="tokens per step")
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--lr", type=positive_float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--save-dtype", default="float32", choices=["float32", "float16"])
     p.add_argument("--kernel", default="auto", choices=["auto", "sparse", "dense", "autograd"],
@@ -399,13 +443,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, help="defaults to the model the dictionaries were trained on")
     p.add_argument("--layers", default=None, help="restrict the candidate layers")
     p.add_argument("--score", default="energy", choices=["energy", "auroc"])
-    p.add_argument("--strength", type=float, default=1.0, help="gamma of the clamp")
+    p.add_argument("--strength", type=positive_float, default=1.0, help="gamma of the clamp")
     p.add_argument("--calibrate", action="store_true",
                    help="at strength 1, 2, 4 in turn, try the layers best score first, then the same at "
                         "non-target tolerance 0.2 and 0.4, until a probe on the final text states no longer finds "
                         "the concept in held-out targets (overrides --strength)")
-    p.add_argument("--min-target-rate", type=float, default=0.1)
-    p.add_argument("--max-nontarget-rate", type=float, default=0.05)
+    p.add_argument("--min-target-rate", type=rate_float, default=0.1)
+    p.add_argument("--max-nontarget-rate", type=rate_float, default=0.05)
     p.add_argument("--max-latents", type=positive_int, default=32)
     p.set_defaults(func=_cmd_concept)
 
@@ -438,7 +482,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--removed-clips", type=count_int, help="target prompts sampled again with the concept's words "
                    "taken out, the reference a removal can reach (default 50, 0 skips; at most --clips)")
     p.add_argument("--steps", type=positive_int, help="sampling steps (default: EvalConfig.steps)")
-    p.add_argument("--guidance", type=float, help="classifier-free guidance scale (default 4)")
+    p.add_argument("--guidance", type=nonnegative_float, help="classifier-free guidance scale (default 4)")
     p.add_argument("--seed", type=int, help="seeds the evaluation prompts and noise (default 1000)")
     p.add_argument("--sweep", action="store_true", help="also erase at every layer in turn")
     p.add_argument("--single-step", action="store_true", help="the paper's decoder step only (see erase)")
@@ -491,6 +535,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--judge-clips", type=count_int, default=0,
                    help="clips the toy generator samples to judge each calibration rung of a toy concept (48, as the "
                         "shipped library's, takes about 10 more minutes; default 0: the text-side probe judges)")
+    p.add_argument("--force", action="store_true",
+                   help="work in --out even if it holds files that no earlier demo wrote")
     p.set_defaults(func=_cmd_demo)
     return parser
 
@@ -505,7 +551,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.func(args)
     except ClearSaeError as err:
-        print(f"clear-sae: error: {err}", file=sys.stderr)
+        print(f"clear-sae: error: {' '.join(str(err).split())}", file=sys.stderr)  # one line, whatever it quotes
         return 2
     except KeyboardInterrupt:
         hint = "; continue it with the same command and --resume" if args.command == "cache" else ""

@@ -54,6 +54,8 @@ class DemoConfig:
     """Target and non-target clips the toy generator samples to judge each rung of a toy concept's calibration
     (`GenerationJudge`; 48, as `clear-sae toy-concept` judges the shipped library's toy entries, makes the demo
     about 14 minutes rather than 5); 0, or no toy generator, leaves the judging to the text-side probe."""
+    force: bool = False
+    """Work in `out` even if it holds files that no earlier demo wrote (the demo overwrites what it writes)."""
 
 
 def shipped_concepts() -> list[str]:
@@ -145,6 +147,23 @@ def toy_showcase(library: Any, folder: Path, cfg: DemoConfig, world: Any) -> dic
             for name, r in report["concepts"].items()}
 
 
+MARKER = ".clear_sae_demo"
+"""The file that marks a folder as the demo's own, so that a rerun may overwrite it."""
+
+
+def claim_folder(out: Path, force: bool = False) -> None:
+    """Make `out` the demo's working folder, refusing (unless `force`) one that holds files no demo wrote:
+    the demo replaces its cache, dictionaries and library there."""
+    if out.exists() and not out.is_dir():
+        raise ClearSaeError(f"--out {out} is a file; pass a folder for the demo to work in")
+    earlier = (out / MARKER).is_file() or (out / "summary.json").is_file()  # the latter: a demo before the marker
+    if out.is_dir() and any(out.iterdir()) and not earlier and not force:
+        raise ClearSaeError(f"{out} holds files that no earlier demo wrote, and the demo would overwrite its cache, "
+                            "dictionaries and library there; choose another --out or pass --force")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MARKER).write_text("written by `clear-sae demo`; a rerun works here again and overwrites what it wrote\n")
+
+
 def run_demo(cfg: DemoConfig = DemoConfig()) -> dict[str, Any]:
     """Run the demo end to end and return its summary (also written to `out/summary.json`)."""
     from clear_sae.backbones import load_backbone
@@ -162,7 +181,10 @@ def run_demo(cfg: DemoConfig = DemoConfig()) -> dict[str, Any]:
     started = time.perf_counter()
     stage_starts: list[float] = []
     out = cfg.out
-    out.mkdir(parents=True, exist_ok=True)
+    if cfg.generator is not None and not (Path(cfg.generator) / "transformer").is_dir():  # asked for, so not skipped
+        raise ClearSaeError(f"--generator {cfg.generator} holds no transformer/ folder; pass a toy generator folder "
+                            "(`python -m clear_sae.toyworld.generator --out DIR` trains one) or leave --generator out")
+    claim_folder(out, cfg.force)
     corpus = read_prompt_file(PROMPTS_DIR / "corpus.txt")[: cfg.corpus_size] + toy_corpus(cfg.toy_captions)
     names = shipped_concepts()
     if not names:

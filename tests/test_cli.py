@@ -83,6 +83,13 @@ def test_cli_end_to_end(workdir, pipeline_run, capsys):
     usable = [(float(r[1]), r[0]) for r in rows if int(r[4]) > 0]
     assert chosen == max(usable)[1]
     assert json.loads((workdir / "lib.json").read_text())["concepts"]["guitar"]["hook_point"] == chosen
+    assert "replaced" not in pipeline_run  # a new entry
+    library_before = (workdir / "lib.json").read_text()
+    code, out, _ = run_cli(capsys, "concept", "--dictionaries", workdir / "dicts", "--name", "guitar", "--target",
+                           workdir / "guitar.target.txt", "--nontarget", workdir / "guitar.nontarget.txt",
+                           "--library", workdir / "lib.json")
+    assert code == 0 and f"replaced the library's earlier entry 'guitar' ({chosen}," in out
+    assert (workdir / "lib.json").read_text() == library_before  # the same prompts learn the same entry
 
     guitar = (workdir / "guitar.target.txt").read_text().splitlines()[2:]
     write_prompts(workdir / "erase.txt", guitar + ["A calm lake at sunrise, aerial shot", "A fox in the snow"])
@@ -200,6 +207,11 @@ def _bad_inputs(workdir: Path) -> list[tuple[str, list, str, list[Path]]]:
         ("a malformed library", erase[:2] + [d / "malformed.json"] + erase[3:], "malformed concept entry",
          [d / "malformed.json"]),
         ("a file as dictionary folder", ["train", "--cache", cache, "--out", p], "is a file", [p]),
+        ("a directory as cache", ["train", "--cache", d / "dicts", "--out", d / "x"], "is a directory", []),
+        ("demo into a folder it did not write", ["demo", "--out", dicts], "no earlier demo wrote", [weights]),
+        ("demo into a file", ["demo", "--out", p], "is a file", [p]),
+        ("demo with a missing generator", ["demo", "--out", d / "demo_x", "--generator", d / "nogen"],
+         "holds no transformer/ folder", []),
     ]
 
 
@@ -292,6 +304,18 @@ def test_argument_types_are_checked(capsys):
             main(argv)
         assert exit_info.value.code == 2
         assert "must be at least 1" in capsys.readouterr().err
+    # Numbers: a learning rate and a strength above 0, a share between 0 and 1, a guidance scale of 0 or more.
+    for argv, message in ((["train", "--cache", "c.h5", "--out", "d", "--lr", "-1"], "must be above 0"),
+                          (["train", "--cache", "c.h5", "--out", "d", "--lr", "nan"], "must be a finite number"),
+                          (["concept", "--name", "x", "--target", "t", "--nontarget", "n", "--library", "l",
+                            "--strength", "-2"], "must be above 0"),
+                          (["concept", "--name", "x", "--target", "t", "--nontarget", "n", "--library", "l",
+                            "--min-target-rate", "2"], "between 0 and 1"),
+                          (["evaluate", "--out", "e.json", "--guidance", "-3"], "must be at least 0")):
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        assert exit_info.value.code == 2
+        assert message in capsys.readouterr().err
     # Counts where 0 means "none" refuse a negative value rather than read it as 0.
     for argv in (["demo", "--judge-clips", "-1"], ["demo", "--toy-clips", "-8"],
                  ["evaluate", "--out", "e.json", "--removed-clips", "-2"]):
