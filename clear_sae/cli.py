@@ -216,6 +216,7 @@ def _cmd_erase(args: argparse.Namespace) -> None:
 
     prompts = read_prompt_file(args.prompts)
     out = _output_file(args.out, "--out")
+    _check_not_an_input(out, {"--library": args.library, "--prompts": args.prompts})
     _check_report_path(out, args.force)
     library = ConceptLibrary.load(args.library)
     entries = [library.get(name) for name in args.concept]
@@ -236,6 +237,13 @@ def _cmd_erase(args: argparse.Namespace) -> None:
     if s["min_cosine_not_fired"] is not None:
         print(f"lowest cosine where it did not fire: {s['min_cosine_not_fired']:.6f}")
     print(f"report -> {out}")
+
+
+def _check_not_an_input(out: Path, inputs: dict[str, Any]) -> None:
+    """Refuse an --out that is one of the command's own input files, even with --force."""
+    for option, path in inputs.items():
+        if path is not None and Path(path).exists() and Path(path).resolve() == out.resolve():
+            raise ClearSaeError(f"--out {out} is this command's {option} file; pick another --out")
 
 
 def _check_report_path(out: Path, force: bool, fmt: str = "clear_sae.erase_report") -> None:
@@ -273,6 +281,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
     from clear_sae.toyworld.evaluation import EvalConfig, evaluate, format_results, load_toy_world
 
     out = _output_file(args.out, "--out")
+    _check_not_an_input(out, {"--library": args.library})
     _check_report_path(out, args.force, "clear_sae.toy_evaluation")
     library = ConceptLibrary.load(args.library)
     attributes = _attribute_map(args.attribute or [])
@@ -359,6 +368,7 @@ def _cmd_inspect(args: argparse.Namespace) -> None:
     from clear_sae.report import FORMAT, InspectConfig, collect_report, write_report
 
     out = _output_file(args.out, "--out")
+    _check_not_an_input(out, {"--library": args.library, "--cache": args.cache, "--evaluation": args.evaluation})
     if out.exists() and not args.force:
         with out.open("rb") as f:
             earlier_report = FORMAT.encode() in f.read(4096)  # the HTML's meta tag, the JSON's first key

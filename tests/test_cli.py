@@ -197,6 +197,7 @@ def _bad_inputs(workdir: Path) -> list[tuple[str, list, str, list[Path]]]:
         ("overwrite a cache", ["cache", "--model", "minilm", "--prompts", p, "--out", cache],
          "already exists; pass --resume to continue it or --force", [cache]),
         ("erase report over a cache", erase[:-1] + [cache], "exists and is not an erase report", [cache]),
+        ("erase report over its own library", erase[:-1] + [lib, "--force"], "this command's --library file", [lib]),
         ("retrain without force", ["train", "--cache", cache, "--out", dicts], "pass --force", [weights]),
         ("erase with another model", erase + ["--model", d / "t5"], "was learned on backbone 'minilm'", [lib]),
         ("layers that name nothing", ["cache", "--model", "minilm", "--prompts", p, "--out", d / "x.h5", "--layers",
