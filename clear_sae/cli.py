@@ -176,6 +176,8 @@ def _concept_joint(args: argparse.Namespace, target: list[str], nontarget: list[
     library = ConceptLibrary.load(_output_file(args.library, "--library"), missing_ok=True)
     previous = library.concepts.get(args.name)
     recorded = None
+    if not args.dictionaries and not args.model:
+        raise ClearSaeError("--method clear-joint trains its own SAE on a model: name it with --model (e.g. minilm)")
     if args.dictionaries:
         from clear_sae.dictionary import Dictionaries
 

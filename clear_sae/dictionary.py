@@ -293,6 +293,9 @@ def train_dictionaries(cache: "ActivationCache", out: str | Path, hook_points: l
     if cfg.architecture not in ARCHITECTURES:
         raise ClearSaeError(f"unknown SAE architecture {cfg.architecture!r}; choose one of {', '.join(ARCHITECTURES)}")
     _check_device(cfg)
+    if cfg.batch_size > cfg.tokens:
+        raise ClearSaeError(f"--batch-size {cfg.batch_size} is more than --tokens {cfg.tokens}: a single step would "
+                            "train on more tokens than asked; lower --batch-size or raise --tokens")
     manifest = read_manifest(out)
     if manifest is not None:
         if manifest.get("backbone_id") != cache.backbone_id:
