@@ -276,6 +276,14 @@ def _attribute_map(pairs: list[str]) -> dict[str, str]:
     return mapping
 
 
+def _check_attributes_used(attributes: dict[str, str], names: list[str]) -> None:
+    """Refuse an --attribute for a concept this run does not touch: most likely a typo in its NAME."""
+    unused = [name for name in attributes if name not in names]
+    if unused:
+        raise ClearSaeError(f"--attribute {unused[0]}=... names a concept this run does not take ({', '.join(names)}); "
+                            f"check the spelling, or add --concept {unused[0]}")
+
+
 def _cmd_evaluate(args: argparse.Namespace) -> None:
     from clear_sae.library import ConceptLibrary
     from clear_sae.prompts import atomic_write_text
@@ -292,6 +300,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
     if not names:
         raise ClearSaeError(f"{args.library} holds no toy-world concept; name one with --concept (and map it with "
                             "--attribute NAME=AXIS=VALUE if its name is not a colour, shape or motion)")
+    _check_attributes_used(attributes, names)
     if args.seed is not None and args.seed < 0:
         raise ClearSaeError(f"--seed {args.seed} is negative; pass a seed of 0 or more (the default is 1000)")
     if args.seed == 0:
@@ -328,6 +337,7 @@ def _cmd_toy_concept(args: argparse.Namespace) -> None:
     if unknown:  # before anything is loaded
         raise ClearSaeError(f"--concept {unknown[0]!r} is not a toy-world concept; name one of "
                             f"{', '.join(toy_concepts())}, or map it with --attribute {unknown[0]}=AXIS=VALUE")
+    _check_attributes_used(attributes, names)
     for attribute in attributes.values():
         attribute_of(attribute)  # a typo in AXIS=VALUE fails here, not after the first concept
     prompts = None
