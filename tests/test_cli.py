@@ -146,6 +146,10 @@ def _bad_inputs(workdir: Path) -> list[tuple[str, list, str, list[Path]]]:
     moved = json.loads((d / "lib.json").read_text())
     moved["concepts"]["guitar"]["dictionary"] = "no/such/folder"
     (d / "moved.json").write_text(json.dumps(moved))
+    away = json.loads((d / "lib.json").read_text())
+    away["concepts"]["guitar"]["dictionary"] = "."  # as in a library that sat inside its dictionary folder
+    (d / "away").mkdir(exist_ok=True)
+    (d / "away" / "lib.json").write_text(json.dumps(away))
     # A cache from another backbone (a tiny T5 saved to a folder), to train into the MiniLM dictionaries.
     from transformers import T5Config, T5EncoderModel
 
@@ -192,6 +196,8 @@ def _bad_inputs(workdir: Path) -> list[tuple[str, list, str, list[Path]]]:
          [lib]),
         ("library entry with a missing dictionary", erase[:2] + [d / "moved.json"] + erase[3:],
          "points to dictionary .* which does not exist", [d / "moved.json"]),
+        ("library copied away from its dictionaries", erase[:2] + [d / "away" / "lib.json"] + erase[3:],
+         "holds no dictionaries; keep the library beside its dictionaries", [d / "away" / "lib.json"]),
         ("concept not in library", erase[:4] + ["banjo"] + erase[5:], "concept 'banjo' is not in .*it has: guitar",
          [lib]),
         ("overwrite a cache", ["cache", "--model", "minilm", "--prompts", p, "--out", cache],
