@@ -502,7 +502,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--heldout-clips", type=positive_int, help="target prompts in held-out paraphrases (default 50)")
     p.add_argument("--nontarget-clips", type=positive_int, help="non-target prompts, for preservation (default 50)")
     p.add_argument("--removed-clips", type=count_int, help="target prompts sampled again with the concept's words "
-                   "taken out, the reference a removal can reach (default 50, 0 skips; at most --clips)")
+                   "taken out, the reference a removal can reach (default 50, 0 skips; more than --clips reads --clips)")
     p.add_argument("--steps", type=positive_int, help="sampling steps (default: EvalConfig.steps)")
     p.add_argument("--guidance", type=nonnegative_float, help="classifier-free guidance scale (default 4)")
     p.add_argument("--seed", type=int, help="seeds the evaluation prompts and noise (default 1000)")
