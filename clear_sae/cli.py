@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import signal
 import sys
 from pathlib import Path
@@ -394,6 +395,9 @@ def _cmd_inspect(args: argparse.Namespace) -> None:
             raise ClearSaeError(f"{args.library} uses {len(folders)} dictionary folders; pick one with --dictionaries")
         args.dictionaries = folders.pop()
     for path, what in ((args.cache, "--cache"), (args.evaluation, "--evaluation")):
+        if path is not None and Path(path).is_dir():
+            raise ClearSaeError(f"{what} {path} is a directory; pass the file `clear-sae "
+                                f"{'cache' if what == '--cache' else 'evaluate'}` wrote")
         if path is not None and not Path(path).is_file():
             raise ClearSaeError(f"{what} {path} does not exist; pass the file `clear-sae "
                                 f"{'cache' if what == '--cache' else 'evaluate'}` wrote")
@@ -414,6 +418,11 @@ def _cmd_demo(args: argparse.Namespace) -> None:
 def _default_library() -> str | None:
     path = Path(__file__).resolve().parent.parent / "dictionaries" / "minilm" / "concepts.json"
     return str(path) if path.is_file() else None
+
+
+def _one_line(message: str) -> str:
+    """`message` on one line: line breaks (from a quoted library error) become spaces, other spacing is kept."""
+    return re.sub(r"[ \t]*\n\s*", " ", message.strip())
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -494,7 +503,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--library", default=default_library, required=default_library is None,
                    help="concept library JSON (default: the shipped MiniLM library)")
     p.add_argument("--concept", action="append", help="a concept to evaluate (repeatable; default: every toy-world "
-                   "concept in the library)")
+                   "concept in the library, and every entry that records the attribute it stands for)")
     p.add_argument("--attribute", action="append", help="NAME=AXIS=VALUE: what a library concept stands for in the "
                    "toy world when its name is not a colour, shape or motion (e.g. crimson=colour=red)")
     p.add_argument("--out", required=True, help="JSON report")
@@ -502,7 +511,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--heldout-clips", type=positive_int, help="target prompts in held-out paraphrases (default 50)")
     p.add_argument("--nontarget-clips", type=positive_int, help="non-target prompts, for preservation (default 50)")
     p.add_argument("--removed-clips", type=count_int, help="target prompts sampled again with the concept's words "
-                   "taken out, the reference a removal can reach (default 50, 0 skips; more than --clips reads --clips)")
+                   "taken out, the reference a removal can reach (default 50, 0 skips; more than --clips reads "
+                        "--clips)")
     p.add_argument("--steps", type=positive_int, help="sampling steps (default: EvalConfig.steps)")
     p.add_argument("--guidance", type=nonnegative_float, help="classifier-free guidance scale (default 4)")
     p.add_argument("--seed", type=int, help="seeds the evaluation prompts and noise (default 1000)")
@@ -573,7 +583,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.func(args)
     except ClearSaeError as err:
-        print(f"clear-sae: error: {' '.join(str(err).split())}", file=sys.stderr)  # one line, whatever it quotes
+        print(f"clear-sae: error: {_one_line(str(err))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         hint = "; continue it with the same command and --resume" if args.command == "cache" else ""

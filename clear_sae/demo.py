@@ -113,9 +113,10 @@ def load_demo_world(cfg: DemoConfig) -> Any:
     """The toy world the demo generates with (`cfg.generator`, default the shipped one), or None with a note
     when there is no generator there."""
     from clear_sae.toyworld.evaluation import WEIGHTS_DIR, load_toy_world
+    from clear_sae.toyworld.generator import is_generator_folder
 
     generator = cfg.generator or WEIGHTS_DIR / "generator"
-    if not (Path(generator) / "transformer").is_dir():
+    if not is_generator_folder(generator):
         print(f"no toy generator at {generator}; train one with `python -m clear_sae.toyworld.generator`")
         return None
     return load_toy_world(generator)
@@ -170,20 +171,24 @@ def run_demo(cfg: DemoConfig = DemoConfig()) -> dict[str, Any]:
     from clear_sae.cache import ActivationCache, CacheConfig, write_cache
     from clear_sae.concepts import ConceptConfig, learn_concept
     from clear_sae.corpus import concept_prompts
-    from clear_sae.dictionary import Dictionaries, TrainConfig, format_health_table, train_dictionaries
+    from clear_sae.dictionary import (Dictionaries, TrainConfig, check_batch_fits, format_health_table,
+                                      train_dictionaries)
     from clear_sae.evaluate import erase_report
     from clear_sae.library import ConceptLibrary
     from clear_sae.prompts import atomic_write_text, read_prompt_file
     from clear_sae.report import InspectConfig, collect_report, write_report
     from clear_sae.toyworld.concepts import learn_toy_concept, toy_concepts, toy_corpus
+    from clear_sae.toyworld.generator import is_generator_folder
     from tqdm.auto import tqdm
 
     started = time.perf_counter()
     stage_starts: list[float] = []
     out = cfg.out
-    if cfg.generator is not None and not (Path(cfg.generator) / "transformer").is_dir():  # asked for, so not skipped
+    # Settings that would fail a later stage fail here, before anything is written.
+    if cfg.generator is not None and not is_generator_folder(cfg.generator):  # asked for, so not skipped
         raise ClearSaeError(f"--generator {cfg.generator} holds no transformer/ folder; pass a toy generator folder "
                             "(`python -m clear_sae.toyworld.generator --out DIR` trains one) or leave --generator out")
+    check_batch_fits(cfg.batch_size, cfg.tokens)
     claim_folder(out, cfg.force)
     corpus = read_prompt_file(PROMPTS_DIR / "corpus.txt")[: cfg.corpus_size] + toy_corpus(cfg.toy_captions)
     names = shipped_concepts()

@@ -283,6 +283,19 @@ def _check_device(cfg: TrainConfig) -> None:
         raise ClearSaeError(f"only topk SAEs train on {cfg.device}; train {cfg.architecture} with --device cpu")
 
 
+def check_batch_fits(batch_size: int, tokens: int) -> None:
+    """Refuse a training batch larger than the whole training budget of a layer."""
+    if batch_size > tokens:
+        raise ClearSaeError(f"--batch-size {batch_size} is more than --tokens {tokens}: a single step would train on "
+                            "more tokens than asked; lower --batch-size or raise --tokens")
+
+
+def holds_dictionaries(folder: str | Path) -> bool:
+    """Whether `folder` looks like a dictionary folder: a manifest, or sub-folders with an SAE config."""
+    folder = Path(folder)
+    return (folder / MANIFEST).is_file() or any(folder.glob(f"*/{CONFIG}"))
+
+
 def train_dictionaries(cache: "ActivationCache", out: str | Path, hook_points: list[str] | None = None,
                        cfg: TrainConfig = TrainConfig(), force: bool = False, progress: bool = True) -> dict[str, Any]:
     """Train one SAE per hook point of `cache` into the folder `out` and write its manifest."""
@@ -293,9 +306,7 @@ def train_dictionaries(cache: "ActivationCache", out: str | Path, hook_points: l
     if cfg.architecture not in ARCHITECTURES:
         raise ClearSaeError(f"unknown SAE architecture {cfg.architecture!r}; choose one of {', '.join(ARCHITECTURES)}")
     _check_device(cfg)
-    if cfg.batch_size > cfg.tokens:
-        raise ClearSaeError(f"--batch-size {cfg.batch_size} is more than --tokens {cfg.tokens}: a single step would "
-                            "train on more tokens than asked; lower --batch-size or raise --tokens")
+    check_batch_fits(cfg.batch_size, cfg.tokens)
     manifest = read_manifest(out)
     if manifest is not None:
         if manifest.get("backbone_id") != cache.backbone_id:

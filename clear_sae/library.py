@@ -108,7 +108,9 @@ class ConceptLibrary:
         if not folder.is_dir():
             raise ClearSaeError(f"concept {entry.name!r} points to dictionary {folder}, which does not exist; "
                                 "restore that folder or rebuild the concept with `clear-sae concept`")
-        if not (folder / "manifest.json").is_file() and not any(folder.glob("*/cfg.json")):
+        from clear_sae.dictionary import holds_dictionaries
+
+        if not holds_dictionaries(folder):
             # Most often a library copied away from the folder its relative "dictionary" field points into.
             raise ClearSaeError(f"concept {entry.name!r} points to {folder} (its \"dictionary\" field "
                                 f"{entry.dictionary!r}, read from {self.path.parent}), which holds no dictionaries; "

@@ -223,6 +223,8 @@ def _bad_inputs(workdir: Path) -> list[tuple[str, list, str, list[Path]]]:
         ("demo into a file", ["demo", "--out", p], "is a file", [p]),
         ("demo with a missing generator", ["demo", "--out", d / "demo_x", "--generator", d / "nogen"],
          "holds no transformer/ folder", []),
+        ("demo with a batch larger than its tokens", ["demo", "--out", d / "demo_x", "--tokens", "256"],
+         "more than --tokens 256", []),
     ]
 
 
@@ -236,6 +238,8 @@ def test_bad_inputs_give_one_line_errors_and_keep_files(workdir, pipeline_run, c
         assert "Traceback" not in err, case
         for path, content in before.items():
             assert path.read_bytes() == content, f"{case} changed {path}"
+    # The cases that name a new --out fail before they create it.
+    assert not (workdir / "x").exists() and not (workdir / "x.h5").exists() and not (workdir / "demo_x").exists()
 
 
 def test_cli_starts_without_heavy_imports():

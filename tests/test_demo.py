@@ -98,3 +98,24 @@ def test_full_demo_under_eight_minutes(tmp_path):
     start = time.perf_counter()
     run_demo(DemoConfig(out=tmp_path / "demo"))
     assert time.perf_counter() - start < 480
+
+
+def test_demo_claims_only_its_own_folder(tmp_path):
+    from clear_sae.demo import MARKER, claim_folder
+    from clear_sae.errors import ClearSaeError
+
+    fresh = tmp_path / "fresh"
+    claim_folder(fresh)  # a new folder is made and marked
+    assert (fresh / MARKER).is_file()
+    (fresh / "cache.h5").write_bytes(b"left by an interrupted run")
+    claim_folder(fresh)  # the marker is written first, so a rerun after an interruption is accepted
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    with pytest.raises(ClearSaeError, match="no earlier demo wrote"):
+        claim_folder(foreign)
+    assert sorted(p.name for p in foreign.iterdir()) == ["notes.txt"]  # not even marked
+    claim_folder(foreign, force=True)
+    assert (foreign / MARKER).is_file() and (foreign / "notes.txt").read_text() == "mine"
+    with pytest.raises(ClearSaeError, match="is a file"):
+        claim_folder(foreign / "notes.txt")

@@ -370,6 +370,8 @@ def test_cli_toy_concept_learns_from_own_prompt_files_and_evaluate_reads_its_att
         (args + ["--attribute", "scarlet_things=colour=red", "--target", str(tmp_path / "red.txt")], "together"),
         (args + ["--attribute", "scarlet_things=colour=red", "--concept", "red"] + own, "a single --concept"),
         (args + ["--attribute", "scarlet_thing=colour=red"] + own, "not a toy-world concept"),
+        (args + ["--attribute", "scarlet_things=colour=red", "--attribute", "scarlet_thingz=colour=red"] + own,
+         "names a concept this run does not take"),
         (args + ["--attribute", "scarlet_things=colour=red", "--target", str(tmp_path / "none.txt"),
                  "--nontarget", str(tmp_path / "other.txt")], "does not exist"),
     ]
@@ -378,3 +380,15 @@ def test_cli_toy_concept_learns_from_own_prompt_files_and_evaluate_reads_its_att
         errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("clear-sae: error")]
         assert len(errors) == 1 and message in errors[0], (argv, errors)
     assert library.read_bytes() == snapshot
+
+
+def test_entry_attribute_prefers_what_is_given_then_what_the_entry_records_then_its_name():
+    from types import SimpleNamespace
+
+    from clear_sae.toyworld.concepts import ATTRIBUTE_SETTING, entry_attribute
+
+    recorded = SimpleNamespace(name="red_things", settings={ATTRIBUTE_SETTING: "colour=red"})
+    plain = SimpleNamespace(name="blue", settings={})
+    assert entry_attribute(recorded) == "colour=red"
+    assert entry_attribute(recorded, "colour=green") == "colour=green"
+    assert entry_attribute(plain) == "blue"

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from clear_sae.methods import METHODS, build_erasure, check_methods, latents_by_layer
 from clear_sae.toyworld.captions import WORDS_BY_AXIS
-from clear_sae.toyworld.concepts import LEARN_PAIRS, LEARN_SEED, attribute_of, concept_pairs
+from clear_sae.toyworld.concepts import LEARN_PAIRS, LEARN_SEED, attribute_of, concept_pairs, entry_attribute
 from clear_sae.toyworld.detector import detect
 from clear_sae.toyworld.evaluation import (QUALIFYING_RATE, EvalConfig, ToyWorld, compare, concept_found,
                                            judge_from_settings, prompt_sets, sample_after, sample_before)
@@ -38,7 +38,8 @@ def compare_concept(world: ToyWorld, library: "ConceptLibrary", name: str,
     A concept whose generation rate without erasure is below `qualifying_rate` is reported but not erased."""
     from clear_sae.backbones import load_backbone
 
-    axis, value = attribute_of(attribute or name)
+    entry = library.concepts.get(name)  # a concept may be compared by methods that need no entry
+    axis, value = attribute_of(entry_attribute(entry, attribute) if entry is not None else attribute or name)
     check_methods(methods)
     started = time.perf_counter()
     negative, before = sample_before(world, prompt_sets(axis, value, cfg), cfg)

@@ -324,12 +324,17 @@ def save_generator(pipe: Any, cfg: GeneratorConfig, folder: str | Path, metrics:
     (folder / TRAIN_CONFIG).write_text(json.dumps({"config": asdict(cfg), "metrics": metrics or {}}, indent=2))
 
 
+def is_generator_folder(folder: str | Path) -> bool:
+    """Whether `folder` holds a saved toy generator (its `transformer/` subfolder)."""
+    return (Path(folder) / "transformer").is_dir()
+
+
 def load_transformer(folder: str | Path) -> Any:
     """The DiT saved in `folder` (its `transformer/` subfolder), in eval mode."""
     from diffusers import WanTransformer3DModel
 
     folder = Path(folder)
-    if not (folder / "transformer").is_dir():
+    if not is_generator_folder(folder):
         raise ClearSaeError(f"{folder} holds no transformer/ folder; train one with "
                             f"`python -m clear_sae.toyworld.generator --out {folder}`")
     try:
