@@ -111,6 +111,7 @@ def test_inspect_cli_writes_json_and_refuses_bad_input(minilm_dictionaries, mini
     monkeypatch.setattr(clear_sae.report, "concept_detail", slow_part)
     bad_runs = [
         (base + ["--out", str(tmp_path / "a.html"), "--cache", str(cut_cache)], "not a readable HDF5 file"),
+        (base + ["--out", str(tmp_path / "a.html"), "--cache", str(tmp_path)], f"--cache {tmp_path} is a directory"),
         (base + ["--out", str(kept)], "not an earlier inspection report"),
         (base + ["--out", str(tmp_path / "a.html"), "--cache", str(tmp_path / "missing.h5")], "--cache"),
         (base + ["--out", str(tmp_path / "a.html"), "--evaluation", str(not_eval)], "not an evaluation report"),
