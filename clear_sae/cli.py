@@ -395,11 +395,9 @@ def _cmd_inspect(args: argparse.Namespace) -> None:
             raise ClearSaeError(f"{args.library} uses {len(folders)} dictionary folders; pick one with --dictionaries")
         args.dictionaries = folders.pop()
     for path, what in ((args.cache, "--cache"), (args.evaluation, "--evaluation")):
-        if path is not None and Path(path).is_dir():
-            raise ClearSaeError(f"{what} {path} is a directory; pass the file `clear-sae "
-                                f"{'cache' if what == '--cache' else 'evaluate'}` wrote")
         if path is not None and not Path(path).is_file():
-            raise ClearSaeError(f"{what} {path} does not exist; pass the file `clear-sae "
+            state = "is a directory" if Path(path).is_dir() else "does not exist"
+            raise ClearSaeError(f"{what} {path} {state}; pass the file `clear-sae "
                                 f"{'cache' if what == '--cache' else 'evaluate'}` wrote")
     cfg = InspectConfig(top_latents=args.top_latents, cache_tokens=args.cache_tokens)
     data = collect_report(Dictionaries(args.dictionaries), library, args.cache, args.evaluation, cfg=cfg)

@@ -171,8 +171,7 @@ def run_demo(cfg: DemoConfig = DemoConfig()) -> dict[str, Any]:
     from clear_sae.cache import ActivationCache, CacheConfig, write_cache
     from clear_sae.concepts import ConceptConfig, learn_concept
     from clear_sae.corpus import concept_prompts
-    from clear_sae.dictionary import (Dictionaries, TrainConfig, check_batch_fits, format_health_table,
-                                      train_dictionaries)
+    from clear_sae.dictionary import Dictionaries, TrainConfig, format_health_table, train_dictionaries
     from clear_sae.evaluate import erase_report
     from clear_sae.library import ConceptLibrary
     from clear_sae.prompts import atomic_write_text, read_prompt_file
@@ -188,7 +187,8 @@ def run_demo(cfg: DemoConfig = DemoConfig()) -> dict[str, Any]:
     if cfg.generator is not None and not is_generator_folder(cfg.generator):  # asked for, so not skipped
         raise ClearSaeError(f"--generator {cfg.generator} holds no transformer/ folder; pass a toy generator folder "
                             "(`python -m clear_sae.toyworld.generator --out DIR` trains one) or leave --generator out")
-    check_batch_fits(cfg.batch_size, cfg.tokens)
+    train_cfg = TrainConfig(expansion=cfg.expansion, k=cfg.k, tokens=cfg.tokens, seed=cfg.seed,
+                            batch_size=cfg.batch_size, save_dtype="float16")  # its checks run here
     claim_folder(out, cfg.force)
     corpus = read_prompt_file(PROMPTS_DIR / "corpus.txt")[: cfg.corpus_size] + toy_corpus(cfg.toy_captions)
     names = shipped_concepts()
@@ -207,8 +207,6 @@ def run_demo(cfg: DemoConfig = DemoConfig()) -> dict[str, Any]:
     _stage(2, f"training {len(hooks)} TopK SAEs (d_sae {cfg.expansion * 384}, k {cfg.k}, {cfg.tokens} tokens each)",
            stage_starts)
     dict_dir = out / "dictionaries"
-    train_cfg = TrainConfig(expansion=cfg.expansion, k=cfg.k, tokens=cfg.tokens, seed=cfg.seed,
-                            batch_size=cfg.batch_size, save_dtype="float16")
     with ActivationCache(cache_path) as cache:
         manifest = train_dictionaries(cache, dict_dir, hooks, train_cfg, force=True)
     print(format_health_table(manifest, hooks))

@@ -69,6 +69,11 @@ class TrainConfig:
     device: str = "cpu"
     """Where the TopK trainer runs (cpu or cuda); the other architectures train on the CPU."""
 
+    def __post_init__(self) -> None:
+        if self.batch_size > self.tokens:  # a single step would already train on more tokens than asked
+            raise ClearSaeError(f"--batch-size {self.batch_size} is more than --tokens {self.tokens}: a single step "
+                                "would train on more tokens than asked; lower --batch-size or raise --tokens")
+
 
 @dataclass
 class LayerRecord:
@@ -283,13 +288,6 @@ def _check_device(cfg: TrainConfig) -> None:
         raise ClearSaeError(f"only topk SAEs train on {cfg.device}; train {cfg.architecture} with --device cpu")
 
 
-def check_batch_fits(batch_size: int, tokens: int) -> None:
-    """Refuse a training batch larger than the whole training budget of a layer."""
-    if batch_size > tokens:
-        raise ClearSaeError(f"--batch-size {batch_size} is more than --tokens {tokens}: a single step would train on "
-                            "more tokens than asked; lower --batch-size or raise --tokens")
-
-
 def holds_dictionaries(folder: str | Path) -> bool:
     """Whether `folder` looks like a dictionary folder: a manifest, or sub-folders with an SAE config."""
     folder = Path(folder)
@@ -306,7 +304,6 @@ def train_dictionaries(cache: "ActivationCache", out: str | Path, hook_points: l
     if cfg.architecture not in ARCHITECTURES:
         raise ClearSaeError(f"unknown SAE architecture {cfg.architecture!r}; choose one of {', '.join(ARCHITECTURES)}")
     _check_device(cfg)
-    check_batch_fits(cfg.batch_size, cfg.tokens)
     manifest = read_manifest(out)
     if manifest is not None:
         if manifest.get("backbone_id") != cache.backbone_id:
