@@ -166,6 +166,36 @@ def test_polish_batch_ends_with_unnamed_shapes_that_grow_or_shrink():
     assert len(named) >= 8  # the rest of the batch keeps the world's own mix
 
 
+def test_polish_batch_calls_some_unnamed_shapes_by_other_nouns():
+    """The second phase names an unnamed shape "thing", "object"... in about `polish_noun_rate` of captions."""
+    import re
+
+    from clear_sae.toyworld.generator import GeneratorConfig, polish_batch
+
+    def unnamed_shape_names(cfg: GeneratorConfig) -> list[str]:
+        rng = np.random.default_rng(3)
+        focused = [c for _ in range(8) for c in polish_batch(rng, 8, RenderConfig(), cfg)[0][-4:]]
+        pattern = re.compile(r"\b(" + "|".join(("shape",) + cfg.polish_nouns) + r")\b")
+        return [pattern.findall(text)[0] for text in focused]  # every one names its unnamed shape somehow
+
+    names = unnamed_shape_names(GeneratorConfig(polish_share=0.5))
+    assert 12 <= sum(n != "shape" for n in names) <= 30  # 32 captions, 70% expected
+    assert set(names) - {"shape"} <= set(GeneratorConfig.polish_nouns) and len(set(names)) >= 4
+    assert set(unnamed_shape_names(GeneratorConfig(polish_share=0.5, polish_noun_rate=0.0))) == {"shape"}
+
+
+def test_a_named_shape_ignores_the_unnamed_shape_noun():
+    from dataclasses import replace
+
+    from clear_sae.toyworld.render import NEUTRAL
+
+    spec = ClipSpec(ToyObject("circle", "red", "left"), "plain")
+    assert caption(spec, np.random.default_rng(0), unnamed_shape="thing") == caption(spec, np.random.default_rng(0))
+    unnamed = replace(spec, main=replace(spec.main, shape=NEUTRAL["shape"]))
+    text = caption(unnamed, np.random.default_rng(0), unnamed_shape="thing")
+    assert text == caption(unnamed, np.random.default_rng(0)).replace("shape", "thing") and "thing" in text
+
+
 def test_shipped_detector_is_accurate_on_fresh_clips():
     from clear_sae.toyworld.detector import accuracy, load_detector
 

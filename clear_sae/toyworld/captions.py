@@ -84,32 +84,37 @@ def _pick_template(templates: list[str], split: str, rng: np.random.Generator) -
     return str(pool[rng.integers(len(pool))])
 
 
-def _word(axis: str, value: str, split: str, rng: np.random.Generator) -> str:
+def _word(axis: str, value: str, split: str, rng: np.random.Generator, unnamed: str | None = None) -> str:
     if value == NEUTRAL[axis]:
         # Drawn like a named value's synonym (every list has 3), so that a caption with the attribute unnamed is
         # word for word the caption with it named, less its words: what `without_words` makes of it.
-        return _pick_word([NEUTRAL_WORDS[axis]] * 3, split, rng)
+        return _pick_word([NEUTRAL_WORDS[axis] if unnamed is None else unnamed] * 3, split, rng)
     return _pick_word(WORDS_BY_AXIS[axis][value], split, rng)
 
 
-def _object_phrase(obj: ToyObject, split: str, rng: np.random.Generator) -> tuple[str, str]:
+def _object_phrase(obj: ToyObject, split: str, rng: np.random.Generator,
+                   unnamed_shape: str | None = None) -> tuple[str, str]:
     colour = _word("colour", obj.colour, split, rng)
-    shape = _word("shape", obj.shape, split, rng)
+    shape = _word("shape", obj.shape, split, rng, unnamed_shape)
     return _article(f"{colour} {shape}".strip()), _word("motion", obj.motion, split, rng)
 
 
-def caption(spec: ClipSpec, rng: np.random.Generator, split: str = "train") -> str:
-    """A caption for `spec` using only the words and templates of `split` (train or heldout)."""
+def caption(spec: ClipSpec, rng: np.random.Generator, split: str = "train", unnamed_shape: str | None = None) -> str:
+    """A caption for `spec` using only the words and templates of `split` (train or heldout).
+
+    An object whose shape is unnamed (the neutral square) is called `unnamed_shape`, "shape" by default; the
+    generator's second phase also calls it "thing", "object" and the like (`GeneratorConfig.polish_nouns`).
+    """
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; use train or heldout")
-    a_obj, motion = _object_phrase(spec.main, split, rng)
+    a_obj, motion = _object_phrase(spec.main, split, rng, unnamed_shape)
     bg = _pick_word(BACKGROUND_WORDS[spec.background], split, rng)
     fields = {"a_obj": a_obj, "A_obj": a_obj[0].upper() + a_obj[1:], "motion": motion, "bg": bg,
               "bg_cap": bg[0].upper() + bg[1:]}
     if spec.second is None:
         template = _pick_template(ONE_OBJECT_TEMPLATES, split, rng)
     else:
-        fields["a_obj2"], fields["motion2"] = _object_phrase(spec.second, split, rng)
+        fields["a_obj2"], fields["motion2"] = _object_phrase(spec.second, split, rng, unnamed_shape)
         template = _pick_template(TWO_OBJECT_TEMPLATES, split, rng)
     return template.format(**fields)
 
