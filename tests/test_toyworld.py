@@ -308,3 +308,44 @@ def test_the_fidelity_script_reads_the_shipped_generator_and_breaks_down_the_unn
     assert set(result["neutral_shape_read_as"]) == set(SHAPES)
     assert max(result["neutral_shape_read_as"].values()) <= not_square + 1e-4
     assert set(result["neutral_shape_not_square_by_motion"]) <= set(MOTIONS)
+
+
+def test_the_fidelity_script_reads_which_shape_a_noun_that_names_none_gets(tmp_path):
+    import importlib.util
+    import json
+
+    root = Path(__file__).resolve().parent.parent
+    spec = importlib.util.spec_from_file_location("fidelity", root / "analysis" / "toy_generator_fidelity.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    out = tmp_path / "fidelity.json"
+    assert script.main(["--generator", str(root / "clear_sae" / "toyworld" / "weights" / "generator"), "--clips", "2",
+                        "--neutral-clips", "0", "--steps", "6", "--nouns", "thing,zorp", "--noun-clips", "3",
+                        "--out", str(out)]) == 0
+    by_noun = json.loads(out.read_text())["unnamed_shape_by_noun"]
+    assert list(by_noun) == ["thing", "zorp"]
+    for reading in by_noun.values():
+        assert set(reading["read_as"]) == set(SHAPES)
+        assert max(reading["read_as"].values()) <= 1 - reading["square_frames"] + 1e-4
+    assert by_noun["thing"]["square_frames"] >= 0.5  # the shipped generator draws "a red thing" as the square
+
+
+def test_the_token_swap_script_finds_the_concept_on_its_word_and_not_without_it(tmp_path, capsys):
+    import importlib.util
+    import json
+
+    root = Path(__file__).resolve().parent.parent
+    spec = importlib.util.spec_from_file_location("token_swap", root / "analysis" / "toy_token_swap.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    assert script.differing_span([1, 2, 3, 4], [1, 9, 9, 4]) == (1, 3)
+    assert script.differing_span([1, 2, 3], [1, 2]) is None and script.differing_span([1, 2, 3], [9, 2, 9]) is None
+    out = tmp_path / "swap.json"
+    assert script.main(["--concept", "circle", "--clips", "4", "--seed", "3000", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    rates = result["rates"]
+    assert result["captions"] == 4 and len(rates) == 6  # "circle" and "disc" are one token, as is "shape"
+    assert rates["original"]["rate"] >= 75 and rates["no words"]["rate"] <= 25
+    # The original caption with the neutral word's states on the word's tokens is no longer mostly a circle.
+    assert rates["original context + neutral word"]["rate"] < rates["original"]["rate"]
+    assert "4 of 4 captions" in capsys.readouterr().out
