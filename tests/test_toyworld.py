@@ -19,6 +19,19 @@ from clear_sae.toyworld.render import (BACKGROUNDS, COLOURS, MOTIONS, SHAPES, Cl
 EXACT = RenderConfig(noise=0.0)
 
 
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _analysis_script(name: str):
+    """The module `analysis/<name>.py`, loaded from its file (the folder is not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, ROOT / "analysis" / f"{name}.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    return script
+
+
 def _object_pixels(clip: np.ndarray, colour: str) -> np.ndarray:
     """Per frame, the mask of pixels close to the object's colour."""
     target = np.array(COLOURS[colour], dtype=np.float32)
@@ -291,15 +304,11 @@ def test_the_generator_reads_frame_row_and_column_as_extra_channels():
 
 
 def test_the_fidelity_script_reads_the_shipped_generator_and_breaks_down_the_unnamed_shape(tmp_path):
-    import importlib.util
     import json
 
-    root = Path(__file__).resolve().parent.parent
-    spec = importlib.util.spec_from_file_location("fidelity", root / "analysis" / "toy_generator_fidelity.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = _analysis_script("toy_generator_fidelity")
     out = tmp_path / "fidelity.json"
-    assert script.main(["--generator", str(root / "clear_sae" / "toyworld" / "weights" / "generator"),
+    assert script.main(["--generator", str(ROOT / "clear_sae" / "toyworld" / "weights" / "generator"),
                         "--clips", "4", "--neutral-clips", "6", "--steps", "6", "--out", str(out)]) == 0
     result = json.loads(out.read_text())
     assert result["colour_frames"] >= 0.75 and result["neutral_colour_frames"] >= 0.75
@@ -311,15 +320,11 @@ def test_the_fidelity_script_reads_the_shipped_generator_and_breaks_down_the_unn
 
 
 def test_the_fidelity_script_reads_which_shape_a_noun_that_names_none_gets(tmp_path):
-    import importlib.util
     import json
 
-    root = Path(__file__).resolve().parent.parent
-    spec = importlib.util.spec_from_file_location("fidelity", root / "analysis" / "toy_generator_fidelity.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = _analysis_script("toy_generator_fidelity")
     out = tmp_path / "fidelity.json"
-    assert script.main(["--generator", str(root / "clear_sae" / "toyworld" / "weights" / "generator"), "--clips", "2",
+    assert script.main(["--generator", str(ROOT / "clear_sae" / "toyworld" / "weights" / "generator"), "--clips", "2",
                         "--neutral-clips", "0", "--steps", "6", "--nouns", "thing,zorp", "--noun-clips", "3",
                         "--out", str(out)]) == 0
     by_noun = json.loads(out.read_text())["unnamed_shape_by_noun"]
@@ -331,13 +336,9 @@ def test_the_fidelity_script_reads_which_shape_a_noun_that_names_none_gets(tmp_p
 
 
 def test_the_token_swap_script_finds_the_concept_on_its_word_and_not_without_it(tmp_path, capsys):
-    import importlib.util
     import json
 
-    root = Path(__file__).resolve().parent.parent
-    spec = importlib.util.spec_from_file_location("token_swap", root / "analysis" / "toy_token_swap.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = _analysis_script("toy_token_swap")
     assert script.differing_span([1, 2, 3, 4], [1, 9, 9, 4]) == (1, 3)
     assert script.differing_span([1, 2, 3], [1, 2]) is None and script.differing_span([1, 2, 3], [9, 2, 9]) is None
     out = tmp_path / "swap.json"
