@@ -350,3 +350,15 @@ def test_the_token_swap_script_finds_the_concept_on_its_word_and_not_without_it(
     # The original caption with the neutral word's states on the word's tokens is no longer mostly a circle.
     assert rates["original context + neutral word"]["rate"] < rates["original"]["rate"]
     assert "4 of 4 captions" in capsys.readouterr().out
+
+
+def test_the_latent_budget_script_prints_the_selection_in_its_own_order(capsys):
+    script = _analysis_script("toy_latent_budget")
+    assert script.main(["--concept", "circle", "--layer", "blocks.1", "--rows", "12"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("share of target prompts per word: 'circle'")
+    rows = [line for line in lines if line.startswith("latent ")]
+    assert len(rows) == 12 and any(" taken " in r for r in rows) and any(" left " in r for r in rows)
+    # The union of the latents taken never exceeds the selection's non-target budget (0.2 by default).
+    unions = [float(r.split("taken so far ")[1].split(";")[0]) for r in rows]
+    assert unions == sorted(unions) and unions[-1] <= 0.2
