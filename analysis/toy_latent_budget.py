@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from clear_sae.backbones import load_backbone
-    from clear_sae.concepts import ConceptConfig, encode_prompts, specific_and_shared
+    from clear_sae.concepts import ConceptConfig, encode_prompts, ranked_candidates, specific_and_shared
     from clear_sae.dictionary import Dictionaries
     from clear_sae.toyworld.captions import concept_word
     from clear_sae.toyworld.concepts import LEARN_PAIRS, attribute_of, concept_pairs
@@ -40,17 +40,15 @@ def main(argv: list[str] | None = None) -> int:
     codes_t = encode_prompts(backbone, dictionaries, target, [hook])[hook]
     codes_n = encode_prompts(backbone, dictionaries, nontarget, [hook])[hook]
     cfg = ConceptConfig(max_nontarget_rate=args.tolerance)
-    taken, shared = specific_and_shared(codes_t, codes_n, cfg)  # the selection itself, not a replay of it
+    taken, _ = specific_and_shared(codes_t, codes_n, cfg)  # the selection itself, not a replay of it
+    candidates, _ = ranked_candidates(codes_t, codes_n, cfg)  # in the order it considers them
     fires_t, fires_n = codes_t.peak > 0, codes_n.peak > 0
     target_rate, nontarget_rate = fires_t.float().mean(0), fires_n.float().mean(0)
     words = [concept_word(p, axis, value) for p in target]
     rows_of = {w: torch.tensor([x == w for x in words]) for w in sorted(set(words))}
     print("share of target prompts per word: " + ", ".join(f"{w!r} {float(r.float().mean()):.2f}"
                                                             for w, r in rows_of.items()))
-    # Printed in the order the selection considers them (its docstring: most contrastive first).
     energy = codes_t.energy.sum(0)
-    candidates = torch.nonzero((target_rate >= cfg.min_target_rate) & ~shared).squeeze(-1).tolist()
-    candidates.sort(key=lambda j: (-(float(target_rate[j]) - float(nontarget_rate[j])), -float(energy[j])))
     union = torch.zeros(len(nontarget), dtype=torch.bool)
     for latent in candidates[:args.rows]:
         if latent in taken:

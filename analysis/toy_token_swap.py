@@ -84,13 +84,13 @@ def main(argv: list[str] | None = None) -> int:
             mixed[row, start:stop] = word_states[row, start:stop]
         return mixed
 
-    variants = {"original": original, "no words": neutral, "erased": erased,
-                "erased context + neutral word": on_word(erased, neutral),
-                "neutral context + erased word": on_word(neutral, erased),
-                "original context + neutral word": on_word(original, neutral)}
+    # Each variant with the negative prompt's states of its run: erased ones with the erased negative.
+    variants = {"original": (original, negative), "no words": (neutral, negative), "erased": (erased, erased_negative),
+                "erased context + neutral word": (on_word(erased, neutral), erased_negative),
+                "neutral context + erased word": (on_word(neutral, erased), erased_negative),
+                "original context + neutral word": (on_word(original, neutral), negative)}
     results = {}
-    for name, states in variants.items():
-        negative_states = erased_negative if "erased" in name else negative
+    for name, (states, negative_states) in variants.items():
         clips = sample(pipe, states, negative_states, seeds, cfg, name)
         found = concept_found(detect(world.detector, clips), axis, value, cfg.threshold)
         by_word = {w: round(100 * float(found[[k for k, x in enumerate(words) if x == w]].mean()), 1)

@@ -110,23 +110,36 @@ def auroc(positive: "torch.Tensor", negative: "torch.Tensor") -> float:
     return float(greater + 0.5 * ties)
 
 
-def specific_and_shared(target: PromptCodes, nontarget: PromptCodes,
-                        cfg: ConceptConfig) -> tuple[list[int], "torch.Tensor"]:
-    """Concept-specific latent ids (sorted, at most `max_latents`) and the boolean shared mask.
+def ranked_candidates(target: PromptCodes, nontarget: PromptCodes,
+                      cfg: ConceptConfig) -> tuple[list[int], "torch.Tensor"]:
+    """The candidate latent ids in the order the selection considers them, and the boolean shared mask.
 
-    Candidates fire on at least `min_target_rate` of targets and are not shared. They are taken
-    greedily, most contrastive first (target rate minus non-target rate, then target energy), skipping
-    any that would make the chosen latents together fire on more than `max_nontarget_rate` of the
-    non-target prompts: a set of individually rare latents must not add up to a common one.
+    Candidates fire on at least `min_target_rate` of targets and are not shared (they fire on at most
+    `max_nontarget_rate` of non-targets); the most contrastive come first (target rate minus non-target rate,
+    then target energy).
     """
     import torch
 
-    fires_t, fires_n = target.peak > 0, nontarget.peak > 0
-    target_rate, nontarget_rate = fires_t.float().mean(0), fires_n.float().mean(0)
+    target_rate, nontarget_rate = (target.peak > 0).float().mean(0), (nontarget.peak > 0).float().mean(0)
     shared = nontarget_rate > cfg.max_nontarget_rate
     candidates = torch.nonzero((target_rate >= cfg.min_target_rate) & ~shared).squeeze(-1).tolist()
     energy = target.energy.sum(0)
     candidates.sort(key=lambda j: (-(float(target_rate[j]) - float(nontarget_rate[j])), -float(energy[j])))
+    return candidates, shared
+
+
+def specific_and_shared(target: PromptCodes, nontarget: PromptCodes,
+                        cfg: ConceptConfig) -> tuple[list[int], "torch.Tensor"]:
+    """Concept-specific latent ids (sorted, at most `max_latents`) and the boolean shared mask.
+
+    The `ranked_candidates` are taken greedily in their order, skipping any that would make the chosen latents
+    together fire on more than `max_nontarget_rate` of the non-target prompts: a set of individually rare
+    latents must not add up to a common one.
+    """
+    import torch
+
+    candidates, shared = ranked_candidates(target, nontarget, cfg)
+    fires_n = nontarget.peak > 0
     chosen: list[int] = []
     union = torch.zeros(fires_n.shape[0], dtype=torch.bool)
     for latent in candidates:

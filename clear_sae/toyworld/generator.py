@@ -204,14 +204,15 @@ def polish_batch(rng: np.random.Generator, n: int, render: RenderConfig, cfg: Ge
     unnamed shape is called by one of `polish_nouns` rather than "shape" in `polish_noun_rate` of captions."""
     focused = round(n * cfg.polish_share)
     specs, clips = random_clips(rng, n - focused, render, cfg.second_object_rate, cfg.neutral_rate)
+    extra = []
     for _ in range(focused):
         spec = random_spec(rng, 0.0, cfg.neutral_rate)
         motion = str(rng.choice(("grow", "shrink")))
         spec = replace(spec, main=replace(spec.main, shape=NEUTRAL["shape"], motion=motion))
         specs.append(spec)
-        clips = np.concatenate([clips, render_clip(spec, render, seed=int(rng.integers(1 << 31)))[None]])
+        extra.append(render_clip(spec, render, seed=int(rng.integers(1 << 31))))
     captions = [caption(s, rng, "train", _unnamed_shape_noun(rng, cfg)) for s in specs]
-    return captions, as_model_input(clips)
+    return captions, as_model_input(np.concatenate([clips, np.stack(extra)]) if extra else clips)
 
 
 def _unnamed_shape_noun(rng: np.random.Generator, cfg: GeneratorConfig) -> str | None:
