@@ -4,8 +4,8 @@ For each toy concept the clips before erasure are sampled once (prompts and nois
 which neither the learning prompts, seed 0, nor `clear-sae evaluate`, seed 1000, use), then the concept is
 erased five ways and the same figures as `clear-sae evaluate` are read:
 
-- `base`, `gamma2`, `gamma4`: the concept's latents at tolerance 0.2 (the toy world's first rung), at their layer,
-  with gamma 1, 2 and 4;
+- `base`, `gamma2`, `gamma4`: the concept's latents at tolerance 0.2 (the toy world's first rung when this table
+  was made; it is now 0.1), at their layer, with gamma 1, 2 and 4;
 - `nt0.4_g2`, `nt0.4_g4`: the latents found at tolerance 0.4 and the layer chosen there, gamma 2 and 4.
 
 The latents are learned here from the concept's learning pairs, so the result does not depend on how the

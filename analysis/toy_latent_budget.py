@@ -6,7 +6,7 @@ learning prompts ("circle" and "disc") can spend that budget on the latents of t
 script runs the selection at one layer and prints, per candidate in the order it considers them, whether it was
 taken, the non-target rate of the union taken so far, and the share of each word's prompts it fires on.
 
-    python analysis/toy_latent_budget.py --concept circle --layer blocks.1 [--tolerance 0.2] [--rows 25]
+    python analysis/toy_latent_budget.py --concept circle --layer blocks.1 [--tolerance 0.1] [--rows 25]
 """
 
 from __future__ import annotations
@@ -17,10 +17,13 @@ from pathlib import Path
 
 def main(argv: list[str] | None = None) -> int:
     """Run the selection and print one line per candidate latent."""
+    from clear_sae.toyworld.concepts import MAX_NONTARGET_RATE
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--concept", required=True, help="a toy concept, e.g. circle")
     parser.add_argument("--layer", required=True, help="short hook point name: embed, blocks.0, ...")
-    parser.add_argument("--tolerance", type=float, default=0.2, help="max_nontarget_rate (the toy world's: 0.2)")
+    parser.add_argument("--tolerance", type=float, default=MAX_NONTARGET_RATE,
+                        help=f"max_nontarget_rate (default: the toy world's first rung, {MAX_NONTARGET_RATE})")
     parser.add_argument("--rows", type=int, default=25, help="candidates printed, best first")
     args = parser.parse_args(argv)
 

@@ -124,12 +124,12 @@ def toy_library(tmp_path_factory, minilm, minilm_dictionaries):
     """A library with two toy concepts learned (and calibrated) on the test dictionaries."""
     from clear_sae.dictionary import Dictionaries
     from clear_sae.library import ConceptLibrary
-    from clear_sae.toyworld.concepts import learn_toy_concept
+    from clear_sae.toyworld.concepts import MAX_NONTARGET_RATE, learn_toy_concept
 
     library = ConceptLibrary(tmp_path_factory.mktemp("toy_library") / "concepts.json")
     for name in ("red", "circle"):
         entry = learn_toy_concept(minilm, Dictionaries(minilm_dictionaries), name, library)
-        assert entry.settings["calibration"]["steps"][0]["max_nontarget_rate"] == 0.2  # the toy world's first rung
+        assert entry.settings["calibration"]["steps"][0]["max_nontarget_rate"] == MAX_NONTARGET_RATE
     library.save()
     return library.path
 

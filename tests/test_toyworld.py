@@ -13,6 +13,7 @@ import pytest
 from clear_sae.errors import ClearSaeError
 from clear_sae.toyworld.captions import (BACKGROUND_WORDS, COLOUR_WORDS, MOTION_WORDS, SHAPE_WORDS, caption,
                                          heldout_vocabulary)
+from clear_sae.toyworld.concepts import MAX_NONTARGET_RATE
 from clear_sae.toyworld.render import (BACKGROUNDS, COLOURS, MOTIONS, SHAPES, ClipSpec, RenderConfig, ToyObject,
                                        random_spec, render_clip, shape_mask)
 
@@ -359,6 +360,6 @@ def test_the_latent_budget_script_prints_the_selection_in_its_own_order(capsys):
     assert lines[0].startswith("share of target prompts per word: 'circle'")
     rows = [line for line in lines if line.startswith("latent ")]
     assert len(rows) == 12 and any(" taken " in r for r in rows) and any(" left " in r for r in rows)
-    # The union of the latents taken never exceeds the selection's non-target budget (0.2 by default).
+    # The union of the latents taken never exceeds the selection's non-target budget (the toy world's by default).
     unions = [float(r.split("taken so far ")[1].split(";")[0]) for r in rows]
-    assert unions == sorted(unions) and unions[-1] <= 0.2
+    assert unions == sorted(unions) and unions[-1] <= MAX_NONTARGET_RATE
