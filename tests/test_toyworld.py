@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -363,3 +364,36 @@ def test_the_latent_budget_script_prints_the_selection_in_its_own_order(capsys):
     # The union of the latents taken never exceeds the selection's non-target budget (the toy world's by default).
     unions = [float(r.split("taken so far ")[1].split(";")[0]) for r in rows]
     assert unions == sorted(unions) and unions[-1] <= MAX_NONTARGET_RATE
+
+
+def test_shipped_purple_entry_leaves_the_word_blue_alone():
+    """When the toy ladder started at tolerance 0.2, purple's entry took a latent that fires on nearly every
+    caption naming "blue" (a fifth of purple's non-targets are blue, so 0.2 admits it), and erasing it cost
+    blue clips their colour: it fired on every one of these "blue" captions. The shipped entry fires on every
+    purple caption and on few that say "blue" (4 of 42 when this test was written)."""
+    from clear_sae.backbones import load_backbone
+    from clear_sae.library import ConceptLibrary
+    from clear_sae.toyworld.concepts import EVAL_SEED, concept_pairs
+
+    script = _analysis_script("toy_neighbour_firing")
+    library, backbone = ConceptLibrary.load(script.SHIPPED_LIBRARY), load_backbone("minilm")
+    purple = concept_pairs("colour", "purple", 40, seed=EVAL_SEED)[0]
+    blue = [p for p in concept_pairs("colour", "blue", 80, seed=EVAL_SEED)[0] if "blue" in p.lower().split()]
+    assert len(blue) >= 20
+    assert np.mean(script.prompts_clamped(backbone, library, "purple", purple)) >= 0.95
+    assert np.mean(script.prompts_clamped(backbone, library, "purple", blue)) <= 0.25
+
+
+def test_the_neighbour_firing_script_groups_nontargets_by_the_value_swapped_in(capsys):
+    script = _analysis_script("toy_neighbour_firing")
+    assert script.main(["--concepts", "purple,circle", "--pairs", "40"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [line.split()[0] for line in lines] == ["purple", "circle"]
+    groups = {line.split()[0]: re.findall(r"  ([a-z]+) (\d+)%", line.split(":", 1)[1]) for line in lines}
+    assert [g for g, _ in groups["purple"]] == ["blue", "green", "orange", "red", "yellow"]
+    assert [g for g, _ in groups["circle"]] == ["bar", "cross", "triangle"]
+    # The overall share is the per-group shares weighted by group size, so it lies between their extremes.
+    for name, line in zip(("purple", "circle"), lines):
+        overall = float(re.search(r"clamped ([\d.]+)%", line).group(1))
+        shares = [int(v) for _, v in groups[name]]
+        assert min(shares) - 0.5 <= overall <= max(shares) + 0.5
