@@ -34,7 +34,7 @@ def prompts_clamped(backbone: Any, library: Any, name: str, prompts: list[str]) 
 def neighbour_firing(backbone: Any, library: Any, name: str, pairs: int, seed: int) -> dict[str, float]:
     """Share of the concept's non-target captions clamped, per value that replaced the concept (`all` for every
     non-target)."""
-    from clear_sae.toyworld.concepts import concept_pairs, entry_attribute, attribute_of
+    from clear_sae.toyworld.concepts import attribute_of, concept_pairs, entry_attribute
 
     axis, value = attribute_of(entry_attribute(library.get(name)))
     _, nontarget, _, specs = concept_pairs(axis, value, pairs, seed=seed)
@@ -69,9 +69,9 @@ def main(argv: list[str] | None = None) -> int:
         shares = neighbour_firing(backbone, library, name, args.pairs, args.seed)
         worst = max((g for g in shares if g != "all"), key=lambda g: shares[g])
         groups = "  ".join(f"{g} {100 * v:.0f}%" for g, v in shares.items() if g != "all")
-        print(f"{name:<9} {entry.hook_point.removeprefix('text_encoder.'):<9} tol {entry.settings.get('max_nontarget_rate')}"
-              f"  clamped {100 * shares['all']:.1f}% of non-targets, most on {worst} ({100 * shares[worst]:.0f}%):"
-              f"  {groups}", flush=True)
+        layer, tolerance = entry.hook_point.removeprefix("text_encoder."), entry.settings.get("max_nontarget_rate")
+        print(f"{name:<9} {layer:<9} tol {tolerance}  clamped {100 * shares['all']:.1f}% of non-targets, most on "
+              f"{worst} ({100 * shares[worst]:.0f}%):  {groups}", flush=True)
     return 0
 
 

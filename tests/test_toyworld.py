@@ -368,8 +368,8 @@ def test_the_latent_budget_script_prints_the_selection_in_its_own_order(capsys):
 
 def test_shipped_purple_entry_leaves_the_word_blue_alone():
     """When the toy ladder started at tolerance 0.2, purple's entry took a latent that fires on nearly every
-    caption naming "blue" (a fifth of purple's non-targets are blue, so 0.2 admits it), and erasing it cost
-    blue clips their colour: it fired on every one of these "blue" captions. The shipped entry fires on every
+    caption naming "blue" (a fifth of purple's non-targets are blue, so 0.2 admits it), and erasing it changed
+    blue non-target clips: it fired on every one of these "blue" captions. The shipped entry fires on every
     purple caption and on few that say "blue" (4 of 42 when this test was written)."""
     from clear_sae.backbones import load_backbone
     from clear_sae.library import ConceptLibrary

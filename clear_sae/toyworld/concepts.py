@@ -34,10 +34,11 @@ MAX_NONTARGET_RATE = 0.1
 of a colour's neighbourhood fires on a good share of them; at the default 0.05 blue kept 89% of its generation
 rate after erasure, at 0.2 it kept 25% (a trial of 8 clips each on an early generator). The ladder started at
 0.2 until purple's entry there took latent 1053 of blocks.4, which fires on every purple caption and on 54% of
-the blue non-targets (the word "blue", not "cobalt"): a fifth of the non-targets are blue, so 0.2 admits a
-latent shared with one whole neighbour. Erased, it cost 3.5-3.9 points of preservation at fresh seeds, 7 of
-the 9 non-target clips it changed at seed 16000 being blue. At 0.1 it stays out, and purple at blocks.2, gamma 16, still left 0.0% at the
-judge's seed with nothing lost (`analysis/toy_rung_trial.py`, README)."""
+the blue non-targets (nearly all that say "blue", almost none that say "cobalt"): a fifth of the non-targets
+are blue, so 0.2 admits a latent shared with one whole neighbour. That entry cost 3.5-3.9 points of
+preservation at fresh seeds, and 7 of the 9 non-target clips it changed at seed 16000 were blue. At 0.1 the
+latent stays out, and purple at blocks.2, gamma 16, still left 0.0% at the judge's seed with nothing lost
+(`analysis/toy_rung_trial.py`, README)."""
 TOY_STRENGTH = 4.0
 """gamma of a toy concept calibrated without a generator (the probe judges; see `JUDGED_STRENGTHS` for the
 generation judge's ladder). With the full ladder (gamma 1, 2, 4) the probe on pooled text states passed gamma 1
