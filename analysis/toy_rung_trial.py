@@ -8,7 +8,7 @@ concept, the fall in non-target attribute agreement, and the fall in the target 
 Pick a seed that neither the learning prompts (0), the calibration's judge (600) nor an evaluation you report
 uses; the README's trial used 7000. Writes JSON and prints one line per rung.
 
-    python analysis/toy_rung_trial.py --out rungs.json --concepts yellow,purple [--tolerances 0.2,0.4]
+    python analysis/toy_rung_trial.py --out rungs.json --concepts yellow,purple [--tolerances 0.1,0.2,0.4]
         [--strengths 4,8,16] [--layers embed,blocks.2] [--seed 7000] [--clips 24] [--nontarget-clips 12]
 """
 
@@ -67,10 +67,16 @@ def trial(concepts: list[str], tolerances: list[float], strengths: list[float], 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the trial and write its JSON."""
+    from clear_sae.calibrate import CalibrationConfig, nontarget_rate_ladder
+    from clear_sae.concepts import ConceptConfig
+    from clear_sae.toyworld.concepts import MAX_NONTARGET_RATE
+
+    toy_ladder = nontarget_rate_ladder(ConceptConfig(max_nontarget_rate=MAX_NONTARGET_RATE), CalibrationConfig())
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--concepts", required=True, help="comma-separated toy concepts")
-    parser.add_argument("--tolerances", type=floats, default=[0.2, 0.4])
+    parser.add_argument("--tolerances", type=floats, default=toy_ladder,
+                        help=f"comma-separated max_nontarget_rate values (default: the toy ladder's, {toy_ladder})")
     parser.add_argument("--strengths", type=floats, default=[4.0, 8.0, 16.0])
     parser.add_argument("--layers", default=None, help="comma-separated short names (embed, blocks.2); default all")
     parser.add_argument("--seed", type=int, default=7000)
