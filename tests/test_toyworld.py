@@ -366,22 +366,21 @@ def test_the_latent_budget_script_prints_the_selection_in_its_own_order(capsys):
     assert unions == sorted(unions) and unions[-1] <= MAX_NONTARGET_RATE
 
 
-def test_shipped_purple_entry_leaves_the_word_blue_alone():
+def test_shipped_purple_entry_leaves_the_word_blue_alone(minilm):
     """When the toy ladder started at tolerance 0.2, purple's entry took a latent that fires on nearly every
     caption naming "blue" (a fifth of purple's non-targets are blue, so 0.2 admits it), and erasing it changed
     blue non-target clips: it fired on every one of these "blue" captions. The shipped entry fires on every
     purple caption and on few that say "blue" (4 of 42 when this test was written)."""
-    from clear_sae.backbones import load_backbone
     from clear_sae.library import ConceptLibrary
     from clear_sae.toyworld.concepts import EVAL_SEED, concept_pairs
 
     script = _analysis_script("toy_neighbour_firing")
-    library, backbone = ConceptLibrary.load(script.SHIPPED_LIBRARY), load_backbone("minilm")
+    library = ConceptLibrary.load(script.SHIPPED_LIBRARY)
     purple = concept_pairs("colour", "purple", 40, seed=EVAL_SEED)[0]
     blue = [p for p in concept_pairs("colour", "blue", 80, seed=EVAL_SEED)[0] if "blue" in p.lower().split()]
     assert len(blue) >= 20
-    assert np.mean(script.prompts_clamped(backbone, library, "purple", purple)) >= 0.95
-    assert np.mean(script.prompts_clamped(backbone, library, "purple", blue)) <= 0.25
+    assert np.mean(script.prompts_clamped(minilm, library, "purple", purple)) >= 0.95
+    assert np.mean(script.prompts_clamped(minilm, library, "purple", blue)) <= 0.25
 
 
 def test_the_neighbour_firing_script_groups_nontargets_by_the_value_swapped_in(capsys):
