@@ -23,12 +23,11 @@ SHIPPED_LIBRARY = Path(__file__).resolve().parent.parent / "dictionaries" / "min
 
 def prompts_clamped(backbone: Any, library: Any, name: str, prompts: list[str]) -> list[bool]:
     """Per prompt: whether any latent of library entry `name` fires on one of its tokens at the entry's layer."""
+    from clear_sae.evaluate import peak_concept_activation
     from clear_sae.toyworld.evaluation import clamps_at
 
     ((hook, clamp),) = clamps_at(library, name).items()
-    run = backbone.run(prompts, [hook])[hook]
-    codes = clamp.concept_codes(run.acts) * run.mask.unsqueeze(-1)
-    return (codes > 0).flatten(1).any(1).tolist()
+    return (peak_concept_activation(clamp, backbone.run(prompts, [hook])[hook]) > 0).tolist()
 
 
 def neighbour_firing(backbone: Any, library: Any, name: str, pairs: int, seed: int) -> dict[str, float]:

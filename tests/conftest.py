@@ -34,6 +34,20 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip_gpu)
 
 
+@pytest.fixture(scope="session")
+def analysis_script():
+    """A loader of `analysis/<name>.py` as a module (the folder is not a package): `analysis_script("x")`."""
+    import importlib.util
+
+    def load(name: str):
+        spec = importlib.util.spec_from_file_location(name, REPO / "analysis" / f"{name}.py")
+        script = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(script)
+        return script
+
+    return load
+
+
 def seed_everything(seed: int = 0) -> None:
     """Seed every RNG a test may touch."""
     random.seed(seed)

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
@@ -57,10 +53,9 @@ def test_a_concept_below_the_qualifying_rate_is_listed_not_erased(tiny_setup):
     assert not result["qualifies"] and result["methods"] == {}
 
 
-def test_the_analysis_script_writes_json_markdown_and_a_plot(tiny_toy_generator, toy_library, tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location("compare_methods", ROOT / "analysis" / "compare_methods.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+def test_the_analysis_script_writes_json_markdown_and_a_plot(analysis_script, tiny_toy_generator, toy_library,
+                                                             tmp_path, capsys):
+    script = analysis_script("compare_methods")
     assert script.main(["--out", str(tmp_path), "--concepts", "red", "--methods", "clear,negative-prompt",
                         "--library", str(toy_library), "--generator", str(tiny_toy_generator), "--clips", "2",
                         "--heldout-clips", "1", "--nontarget-clips", "2", "--steps", "1", "--demo-concepts", "",
@@ -141,10 +136,9 @@ def test_text_side_comparison_of_a_minilm_concept(minilm, minilm_library):
     assert rows["sae-all"]["probe_rate_after"] <= rows["sae-all"]["probe_rate_before"]
 
 
-def test_the_levers_script_erases_every_variant_and_counts_them(tiny_toy_generator, toy_library, tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location("toy_erasure_levers", ROOT / "analysis" / "toy_erasure_levers.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+def test_the_levers_script_erases_every_variant_and_counts_them(analysis_script, tiny_toy_generator, toy_library,
+                                                                tmp_path, capsys):
+    script = analysis_script("toy_erasure_levers")
     out = tmp_path / "levers.json"
     assert script.main(["--out", str(out), "--concepts", "circle", "--library", str(toy_library), "--generator",
                         str(tiny_toy_generator), "--clips", "2", "--steps", "1"]) == 0
@@ -159,10 +153,8 @@ def test_the_levers_script_erases_every_variant_and_counts_them(tiny_toy_generat
     assert "| circle |" in table and "**at most 10%, preservation kept**" in table
 
 
-def test_the_rung_trial_judges_each_rung_on_the_shipped_world(tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location("toy_rung_trial", ROOT / "analysis" / "toy_rung_trial.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+def test_the_rung_trial_judges_each_rung_on_the_shipped_world(analysis_script, tmp_path, capsys):
+    script = analysis_script("toy_rung_trial")
     out = tmp_path / "rungs.json"
     assert script.main(["--out", str(out), "--concepts", "fall", "--tolerances", "0.2", "--strengths", "0.5,4",
                         "--layers", "blocks.4", "--clips", "3", "--nontarget-clips", "2"]) == 0

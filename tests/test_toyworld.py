@@ -24,16 +24,6 @@ EXACT = RenderConfig(noise=0.0)
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _analysis_script(name: str):
-    """The module `analysis/<name>.py`, loaded from its file (the folder is not a package)."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(name, ROOT / "analysis" / f"{name}.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    return script
-
-
 def _object_pixels(clip: np.ndarray, colour: str) -> np.ndarray:
     """Per frame, the mask of pixels close to the object's colour."""
     target = np.array(COLOURS[colour], dtype=np.float32)
@@ -305,10 +295,10 @@ def test_the_generator_reads_frame_row_and_column_as_extra_channels():
     assert with_coordinates(build_transformer(GeneratorConfig(layers=1, coordinates=False)), x) is x
 
 
-def test_the_fidelity_script_reads_the_shipped_generator_and_breaks_down_the_unnamed_shape(tmp_path):
+def test_the_fidelity_script_reads_the_shipped_generator_and_breaks_down_the_unnamed_shape(analysis_script, tmp_path):
     import json
 
-    script = _analysis_script("toy_generator_fidelity")
+    script = analysis_script("toy_generator_fidelity")
     out = tmp_path / "fidelity.json"
     assert script.main(["--generator", str(ROOT / "clear_sae" / "toyworld" / "weights" / "generator"),
                         "--clips", "4", "--neutral-clips", "6", "--steps", "6", "--out", str(out)]) == 0
@@ -321,10 +311,10 @@ def test_the_fidelity_script_reads_the_shipped_generator_and_breaks_down_the_unn
     assert set(result["neutral_shape_not_square_by_motion"]) <= set(MOTIONS)
 
 
-def test_the_fidelity_script_reads_which_shape_a_noun_that_names_none_gets(tmp_path):
+def test_the_fidelity_script_reads_which_shape_a_noun_that_names_none_gets(analysis_script, tmp_path):
     import json
 
-    script = _analysis_script("toy_generator_fidelity")
+    script = analysis_script("toy_generator_fidelity")
     out = tmp_path / "fidelity.json"
     assert script.main(["--generator", str(ROOT / "clear_sae" / "toyworld" / "weights" / "generator"), "--clips", "2",
                         "--neutral-clips", "0", "--steps", "6", "--nouns", "thing,zorp", "--noun-clips", "3",
@@ -337,10 +327,11 @@ def test_the_fidelity_script_reads_which_shape_a_noun_that_names_none_gets(tmp_p
     assert by_noun["thing"]["square_frames"] >= 0.5  # the shipped generator draws "a red thing" as the square
 
 
-def test_the_token_swap_script_finds_the_concept_on_its_word_and_not_without_it(tmp_path, capsys):
+def test_the_token_swap_script_finds_the_concept_on_its_word_and_not_without_it(analysis_script, tmp_path,
+                                                                                 capsys):
     import json
 
-    script = _analysis_script("toy_token_swap")
+    script = analysis_script("toy_token_swap")
     assert script.differing_span([1, 2, 3, 4], [1, 9, 9, 4]) == (1, 3)
     assert script.differing_span([1, 2, 3], [1, 2]) is None and script.differing_span([1, 2, 3], [9, 2, 9]) is None
     out = tmp_path / "swap.json"
@@ -354,8 +345,8 @@ def test_the_token_swap_script_finds_the_concept_on_its_word_and_not_without_it(
     assert "4 of 4 captions" in capsys.readouterr().out
 
 
-def test_the_latent_budget_script_prints_the_selection_in_its_own_order(capsys):
-    script = _analysis_script("toy_latent_budget")
+def test_the_latent_budget_script_prints_the_selection_in_its_own_order(analysis_script, capsys):
+    script = analysis_script("toy_latent_budget")
     assert script.main(["--concept", "circle", "--layer", "blocks.1", "--rows", "12"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[0].startswith("share of target prompts per word: 'circle'")
@@ -366,7 +357,7 @@ def test_the_latent_budget_script_prints_the_selection_in_its_own_order(capsys):
     assert unions == sorted(unions) and unions[-1] <= MAX_NONTARGET_RATE
 
 
-def test_shipped_purple_entry_leaves_the_word_blue_alone(minilm):
+def test_shipped_purple_entry_leaves_the_word_blue_alone(analysis_script, minilm):
     """When the toy ladder started at tolerance 0.2, purple's entry took a latent that fires on nearly every
     caption naming "blue" (a fifth of purple's non-targets are blue, so 0.2 admits it), and erasing it changed
     blue non-target clips: it fired on every one of these "blue" captions. The shipped entry fires on every
@@ -374,7 +365,7 @@ def test_shipped_purple_entry_leaves_the_word_blue_alone(minilm):
     from clear_sae.library import ConceptLibrary
     from clear_sae.toyworld.concepts import EVAL_SEED, concept_pairs
 
-    script = _analysis_script("toy_neighbour_firing")
+    script = analysis_script("toy_neighbour_firing")
     library = ConceptLibrary.load(script.SHIPPED_LIBRARY)
     purple = concept_pairs("colour", "purple", 40, seed=EVAL_SEED)[0]
     blue = [p for p in concept_pairs("colour", "blue", 80, seed=EVAL_SEED)[0] if "blue" in p.lower().split()]
@@ -383,8 +374,8 @@ def test_shipped_purple_entry_leaves_the_word_blue_alone(minilm):
     assert np.mean(script.prompts_clamped(minilm, library, "purple", blue)) <= 0.25
 
 
-def test_the_neighbour_firing_script_groups_nontargets_by_the_value_swapped_in(capsys):
-    script = _analysis_script("toy_neighbour_firing")
+def test_the_neighbour_firing_script_groups_nontargets_by_the_value_swapped_in(analysis_script, capsys):
+    script = analysis_script("toy_neighbour_firing")
     assert script.main(["--concepts", "purple,circle", "--pairs", "40"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert [line.split()[0] for line in lines] == ["purple", "circle"]
