@@ -35,8 +35,18 @@ def _pct(value: float | None) -> str:
 
 
 # Options that change the figures: a report can only be extended by a run that shares them.
-_SHARED_OPTIONS = ("library", "generator", "clips", "heldout_clips", "nontarget_clips", "steps",
-                   "batch_size", "seed", "joint_rounds", "fresh_pairs")
+_SHARED_OPTIONS = (
+    "library",
+    "generator",
+    "clips",
+    "heldout_clips",
+    "nontarget_clips",
+    "steps",
+    "batch_size",
+    "seed",
+    "joint_rounds",
+    "fresh_pairs",
+)
 
 
 def _relative_to(path: Path, root: Path) -> str:
@@ -51,15 +61,22 @@ def start_report(out: Path, options: dict[str, Any], append: bool) -> dict[str, 
     """A new report, or with `append` the one already in `out` after checking it was made with the same options."""
     path = out / "comparison.json"
     if not append or not path.exists():
-        return {"format": "clear_sae.method_comparison", "config": options, "invocations": [options],
-                "concepts": {}, "seconds": 0.0}
+        return {
+            "format": "clear_sae.method_comparison",
+            "config": options,
+            "invocations": [options],
+            "concepts": {},
+            "seconds": 0.0,
+        }
     report = json.loads(path.read_text())
     if report.get("format") != "clear_sae.method_comparison":
         raise SystemExit(f"error: {path} is not a method comparison; choose another --out or drop --append")
     differing = [k for k in _SHARED_OPTIONS if report["config"].get(k) != options.get(k)]
     if differing:
-        raise SystemExit(f"error: {path} was made with different {', '.join(differing)}; rerun with the same "
-                         f"options or write to a new --out")
+        raise SystemExit(
+            f"error: {path} was made with different {', '.join(differing)}; rerun with the same "
+            f"options or write to a new --out"
+        )
     report.setdefault("invocations", [report["config"]]).append(options)
     report.setdefault("seconds", 0.0)
     return report
@@ -73,16 +90,21 @@ def add_result(section: dict[str, Any], name: str, result: dict[str, Any]) -> No
         return
     known = section[name]
     if known.get("rate_target_before") != result.get("rate_target_before"):
-        raise SystemExit(f"error: {name}'s clips before erasure differ from the report's (rate "
-                         f"{result.get('rate_target_before')} against {known.get('rate_target_before')}); the "
-                         f"generator or the evaluation changed, so write to a new --out")
+        raise SystemExit(
+            f"error: {name}'s clips before erasure differ from the report's (rate "
+            f"{result.get('rate_target_before')} against {known.get('rate_target_before')}); the "
+            f"generator or the evaluation changed, so write to a new --out"
+        )
     known["methods"].update(result["methods"])
 
 
 def markdown_table(report: dict[str, Any]) -> str:
     """One row per concept and method; concepts that do not qualify in one line each."""
-    lines = ["| concept | method | layer | rate before | rate after | held-out before → after | preservation drop (pt) "
-             "| drift | build s |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| concept | method | layer | rate before | rate after | held-out before → after | preservation drop (pt) "
+        "| drift | build s |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     skipped = []
     for name, r in report["concepts"].items():
         if not r["qualifies"]:
@@ -90,30 +112,38 @@ def markdown_table(report: dict[str, Any]) -> str:
             continue
         for method, m in r["methods"].items():
             if "note" in m:
-                lines.append(f"| {name} | {method} | {m['layer']} | {_pct(r['rate_target_before'])} | {m['note']} "
-                             f"| | | | {m['seconds_build']} |")
+                lines.append(
+                    f"| {name} | {method} | {m['layer']} | {_pct(r['rate_target_before'])} | {m['note']} "
+                    f"| | | | {m['seconds_build']} |"
+                )
                 continue
             lines.append(
                 f"| {name} | {method} | {m['layer'] or '-'} | {_pct(m['rate_target_before']['mean'])} | "
                 f"**{_pct(m['rate_target_after']['mean'])}** | {_pct(m['rate_heldout_before']['mean'])} → "
                 f"{_pct(m['rate_heldout_after']['mean'])} | {_pct(m['preservation_drop']['mean'])} | "
-                f"{m['pixel_drift_nontarget']['mean']:.2f} | {m['seconds_build']} |")
+                f"{m['pixel_drift_nontarget']['mean']:.2f} | {m['seconds_build']} |"
+            )
     if skipped:
         lines.append("")
         lines.append("Not qualifying (rate without erasure below 70%): " + ", ".join(skipped))
     if report.get("text_concepts"):
-        lines += ["", "| concept (MiniLM, no generator) | method | layer | probe rate before | after | non-target "
-                  "false alarms | non-target cosine | non-targets untouched | build s |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            "| concept (MiniLM, no generator) | method | layer | probe rate before | after | non-target "
+            "false alarms | non-target cosine | non-targets untouched | build s |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
         for name, r in report["text_concepts"].items():
             for method, m in r["methods"].items():
                 if "note" in m:
                     lines.append(f"| {name} | {method} | {m['layer'] or '-'} | {m['note']} | | | | | |")
                     continue
-                lines.append(f"| {name} | {method} | {m['layer']} | {_pct(m['probe_rate_before'])} | "
-                             f"**{_pct(m['probe_rate_after'])}** | {_pct(m['nontarget_probe_rate_after'])} | "
-                             f"{m['nontarget_cosine']:.4f} | {m['nontarget_unchanged']}/{m['prompts']['nontarget']} | "
-                             f"{m['seconds_build']} |")
+                lines.append(
+                    f"| {name} | {method} | {m['layer']} | {_pct(m['probe_rate_before'])} | "
+                    f"**{_pct(m['probe_rate_after'])}** | {_pct(m['nontarget_probe_rate_after'])} | "
+                    f"{m['nontarget_cosine']:.4f} | {m['nontarget_unchanged']}/{m['prompts']['nontarget']} | "
+                    f"{m['seconds_build']} |"
+                )
     return "\n".join(lines)
 
 
@@ -121,12 +151,11 @@ def summary_table(report: dict[str, Any]) -> str:
     """One row per method, one column per qualifying concept: the rate after erasure in %, the preservation
     drop in brackets where it is over 3 points, bold where the target is met (`evaluation.qualifies`); then the
     count met and the mean build time."""
-    from clear_sae.toyworld.evaluation import qualifies
+    from clear_sae.toyworld.metrics import qualifies
 
     concepts = [name for name, r in report["concepts"].items() if r["qualifies"]]
     methods = list(dict.fromkeys(m for name in concepts for m in report["concepts"][name]["methods"]))
-    lines = ["| method | " + " | ".join(concepts) + " | met | build s (mean) |",
-             "|---" * (len(concepts) + 3) + "|"]
+    lines = ["| method | " + " | ".join(concepts) + " | met | build s (mean) |", "|---" * (len(concepts) + 3) + "|"]
     for method in methods:
         cells, met, seconds = [], 0, []
         for name in concepts:
@@ -161,27 +190,35 @@ def plot(report: dict[str, Any], path: Path) -> None:
             if "note" not in m:
                 by_method.setdefault(method, []).append((name, m))
     for method, rows in by_method.items():
-        fig.add_trace(go.Scatter(
-            x=[100 * m["preservation_drop"]["mean"] for _, m in rows],
-            y=[100 * m["rate_target_after"]["mean"] for _, m in rows], mode="markers", name=method,
-            text=[name for name, _ in rows], hovertemplate="%{text}: rate %{y:.1f}%, drop %{x:.1f} pt"))
+        fig.add_trace(
+            go.Scatter(
+                x=[100 * m["preservation_drop"]["mean"] for _, m in rows],
+                y=[100 * m["rate_target_after"]["mean"] for _, m in rows],
+                mode="markers",
+                name=method,
+                text=[name for name, _ in rows],
+                hovertemplate="%{text}: rate %{y:.1f}%, drop %{x:.1f} pt",
+            )
+        )
     fig.add_hline(y=10, line_dash="dot", annotation_text="10% target")
     fig.add_vline(x=3, line_dash="dot", annotation_text="3 pt")
-    fig.update_layout(title="Toy world: generation rate after erasure vs. preservation drop",
-                      xaxis_title="preservation drop on non-targets (points)",
-                      yaxis_title="generation rate on targets after erasure (%)")
+    fig.update_layout(
+        title="Toy world: generation rate after erasure vs. preservation drop",
+        xaxis_title="preservation drop on non-targets (points)",
+        yaxis_title="generation rate on targets after erasure (%)",
+    )
     path.write_text(fig.to_html(include_plotlyjs=True, full_html=True))
 
 
 def main(argv: list[str] | None = None) -> int:
     from clear_sae.backbones import load_backbone
+    from clear_sae.cli.demo import shipped_concepts
+    from clear_sae.compare.text import compare_text_concept
     from clear_sae.corpus import CONCEPTS, concept_prompts
-    from clear_sae.demo import shipped_concepts
-    from clear_sae.evaluate import compare_text_concept
     from clear_sae.library import ConceptLibrary
     from clear_sae.toyworld.comparison import METHODS, compare_concept
     from clear_sae.toyworld.concepts import toy_concepts
-    from clear_sae.toyworld.evaluation import EvalConfig, load_toy_world
+    from clear_sae.toyworld.sampling import EvalConfig, load_toy_world
 
     root = Path(__file__).resolve().parent.parent
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -197,26 +234,43 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=25)
     parser.add_argument("--seed", type=int, default=0, help="draws the random layer of sae-random")
     parser.add_argument("--joint-rounds", type=int, default=None, help="clear-joint training rounds (default: its own)")
-    parser.add_argument("--demo-concepts", default=None,
-                        help="MiniLM concepts measured on the text side (default: the shipped ones; '' for none)")
+    parser.add_argument(
+        "--demo-concepts",
+        default=None,
+        help="MiniLM concepts measured on the text side (default: the shipped ones; '' for none)",
+    )
     parser.add_argument("--fresh-pairs", type=int, default=20, help="fresh prompt pairs per MiniLM concept")
-    parser.add_argument("--append", action="store_true",
-                        help="add to the comparison.json already in --out (same options) instead of replacing it")
-    parser.add_argument("--render", action="store_true",
-                        help="only rewrite comparison.md and .html from the comparison.json in --out; run nothing")
+    parser.add_argument(
+        "--append",
+        action="store_true",
+        help="add to the comparison.json already in --out (same options) instead of replacing it",
+    )
+    parser.add_argument(
+        "--render",
+        action="store_true",
+        help="only rewrite comparison.md and .html from the comparison.json in --out; run nothing",
+    )
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
     if args.render:
         return render(Path(args.out))
 
-    cfg = EvalConfig(clips=args.clips, heldout_clips=args.heldout_clips, nontarget_clips=args.nontarget_clips,
-                     removed_clips=0, steps=args.steps, batch_size=args.batch_size, progress=not args.quiet)
+    cfg = EvalConfig(
+        clips=args.clips,
+        heldout_clips=args.heldout_clips,
+        nontarget_clips=args.nontarget_clips,
+        removed_clips=0,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        progress=not args.quiet,
+    )
     joint_cfg = None
     if args.joint_rounds:
-        from clear_sae.joint import JointConfig
+        from clear_sae.compare.joint import JointConfig
 
-        joint_cfg = JointConfig(rounds=args.joint_rounds,
-                                warmup_rounds=min(JointConfig.warmup_rounds, args.joint_rounds - 1))
+        joint_cfg = JointConfig(
+            rounds=args.joint_rounds, warmup_rounds=min(JointConfig.warmup_rounds, args.joint_rounds - 1)
+        )
     world = load_toy_world(args.generator)
     library = ConceptLibrary.load(args.library)
     methods = [m for m in args.methods.split(",") if m]
@@ -231,8 +285,11 @@ def main(argv: list[str] | None = None) -> int:
     for name in [c for c in args.concepts.split(",") if c]:
         if not args.quiet:
             print(f"[{name}]", flush=True)
-        add_result(report["concepts"], name, compare_concept(world, library, name, methods, cfg, seed=args.seed,
-                                                             joint_cfg=joint_cfg))
+        add_result(
+            report["concepts"],
+            name,
+            compare_concept(world, library, name, methods, cfg, seed=args.seed, joint_cfg=joint_cfg),
+        )
         (out / "comparison.json").write_text(json.dumps(report, indent=2))  # kept up to date as it goes
     demo = shipped_concepts() if args.demo_concepts is None else [c for c in args.demo_concepts.split(",") if c]
     if demo:
@@ -244,9 +301,23 @@ def main(argv: list[str] | None = None) -> int:
             entry = library.get(name)
             fresh_target, fresh_nontarget = concept_prompts(name, n=args.fresh_pairs, seed=1000)
             keywords = CONCEPTS[name].phrases if name in CONCEPTS else [name.replace("_", " ")]
-            add_result(report["text_concepts"], name, compare_text_concept(
-                backbone, library, name, methods, entry.target_prompts, entry.nontarget_prompts, fresh_target,
-                fresh_nontarget, keywords, args.seed, joint_cfg))
+            add_result(
+                report["text_concepts"],
+                name,
+                compare_text_concept(
+                    backbone,
+                    library,
+                    name,
+                    methods,
+                    entry.target_prompts,
+                    entry.nontarget_prompts,
+                    fresh_target,
+                    fresh_nontarget,
+                    keywords,
+                    args.seed,
+                    joint_cfg,
+                ),
+            )
             (out / "comparison.json").write_text(json.dumps(report, indent=2))
     # Milliseconds, so that a part too quick to show at a tenth of a second still adds to the total.
     report["seconds"] = round(seconds_before + time.perf_counter() - started, 3)
@@ -262,9 +333,10 @@ def render(out: Path) -> int:
     report = json.loads(path.read_text())
     table = markdown_table(report)
     if any(r["qualifies"] for r in report["concepts"].values()):
-        table = ("Rate after erasure (%) on training-phrasing targets; preservation drop over 3 points in brackets; "
-                 "**bold**: at most 10% with preservation within 3 points.\n\n" + summary_table(report)
-                 + "\n\n" + table)
+        table = (
+            "Rate after erasure (%) on training-phrasing targets; preservation drop over 3 points in brackets; "
+            "**bold**: at most 10% with preservation within 3 points.\n\n" + summary_table(report) + "\n\n" + table
+        )
     (out / "comparison.md").write_text(table + "\n")
     plot(report, out / "comparison.html")
     print(table)

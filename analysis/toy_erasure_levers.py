@@ -23,8 +23,13 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-VARIANTS = {"base": (0.2, 1.0), "gamma2": (0.2, 2.0), "gamma4": (0.2, 4.0), "nt0.4_g2": (0.4, 2.0),
-            "nt0.4_g4": (0.4, 4.0)}
+VARIANTS = {
+    "base": (0.2, 1.0),
+    "gamma2": (0.2, 2.0),
+    "gamma4": (0.2, 4.0),
+    "nt0.4_g2": (0.4, 2.0),
+    "nt0.4_g4": (0.4, 4.0),
+}
 """Variant name: (max_nontarget_rate, gamma)."""
 
 
@@ -51,8 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     from clear_sae.backbones import load_backbone
     from clear_sae.concepts import ConceptConfig, profile_concept_at_rates, select_layer
     from clear_sae.dictionary import Dictionaries
+    from clear_sae.erase import concept_clamps
     from clear_sae.library import ConceptLibrary
-    from clear_sae.methods import concept_clamps
     from clear_sae.toyworld import evaluation as ev
     from clear_sae.toyworld.concepts import LEARN_PAIRS, attribute_of, concept_pairs, toy_concepts
 
@@ -69,8 +74,15 @@ def main(argv: list[str] | None = None) -> int:
 
     world = ev.load_toy_world(args.generator)
     library = ConceptLibrary.load(args.library)
-    cfg = ev.EvalConfig(clips=args.clips, heldout_clips=1, nontarget_clips=args.clips, removed_clips=0,
-                        seed=args.seed, steps=args.steps or ev.EvalConfig.steps, progress=False)
+    cfg = ev.EvalConfig(
+        clips=args.clips,
+        heldout_clips=1,
+        nontarget_clips=args.clips,
+        removed_clips=0,
+        seed=args.seed,
+        steps=args.steps or ev.EvalConfig.steps,
+        progress=False,
+    )
     backbone = load_backbone("minilm")
     results: dict[str, Any] = {"config": vars(args), "concepts": {}}
     for name in [c for c in args.concepts.split(",") if c]:
@@ -79,19 +91,23 @@ def main(argv: list[str] | None = None) -> int:
         negative, before = ev.sample_before(world, ev.prompt_sets(axis, value, cfg), cfg)
         target, nontarget, _, _ = concept_pairs(axis, value, LEARN_PAIRS)
         rates = sorted({rate for rate, _ in VARIANTS.values()})
-        profiles = profile_concept_at_rates(backbone, Dictionaries(library.dictionary_path(entry)), target, nontarget,
-                                            ConceptConfig(), rates)
+        profiles = profile_concept_at_rates(
+            backbone, Dictionaries(library.dictionary_path(entry)), target, nontarget, ConceptConfig(), rates
+        )
         row = {}
         for variant, (rate, gamma) in VARIANTS.items():
             chosen = select_layer(profiles[rate], "energy")
             moved = replace(entry, hook_point=chosen.hook_point, latents=chosen.latents, strength=gamma)
             after = ev.sample_after(world, concept_clamps(library, moved), before, negative, cfg)
             r = ev.compare(world, axis, value, before, after, cfg)
-            row[variant] = {"layer": chosen.hook_point, "latents": len(chosen.latents),
-                            "rate_before": r["rate_target_before"]["mean"],
-                            "rate_after": r["rate_target_after"]["mean"],
-                            "preservation_drop": r["preservation_drop"]["mean"],
-                            "drift": r["pixel_drift_nontarget"]["mean"]}
+            row[variant] = {
+                "layer": chosen.hook_point,
+                "latents": len(chosen.latents),
+                "rate_before": r["rate_target_before"]["mean"],
+                "rate_after": r["rate_target_after"]["mean"],
+                "preservation_drop": r["preservation_drop"]["mean"],
+                "drift": r["pixel_drift_nontarget"]["mean"],
+            }
         results["concepts"][name] = row
         print(name, {v: round(100 * row[v]["rate_after"], 1) for v in VARIANTS}, flush=True)
         Path(args.out).write_text(json.dumps(results, indent=2))  # kept up to date as it goes

@@ -52,12 +52,17 @@ def shapes_read_by_noun(sample: Any, detector: Any, nouns: list[str], clips: int
         texts = [caption(s, np.random.default_rng([seed, 3, i]), "train", noun) for i, s in enumerate(unnamed)]
         probs = detect(detector, sample(texts)).shape
         found = probs > 0.5
-        square = (probs.max(-1) <= 0.5)
-        out[noun] = {"square_frames": round(float(square.mean()), 4),
-                     "square_frames_ci95": [round(v, 4) for v in wilson(int(square.sum()), square.size)],
-                     "read_as": {name: round(float(found[..., i].mean()), 4) for i, name in enumerate(SHAPES)}}
-        print(f"{noun:<10} square {100 * out[noun]['square_frames']:5.1f}%  read as "
-              + ", ".join(f"{k} {100 * v:.1f}%" for k, v in out[noun]["read_as"].items()), flush=True)
+        square = probs.max(-1) <= 0.5
+        out[noun] = {
+            "square_frames": round(float(square.mean()), 4),
+            "square_frames_ci95": [round(v, 4) for v in wilson(int(square.sum()), square.size)],
+            "read_as": {name: round(float(found[..., i].mean()), 4) for i, name in enumerate(SHAPES)},
+        }
+        print(
+            f"{noun:<10} square {100 * out[noun]['square_frames']:5.1f}%  read as "
+            + ", ".join(f"{k} {100 * v:.1f}%" for k, v in out[noun]["read_as"].items()),
+            flush=True,
+        )
     return out
 
 
@@ -66,8 +71,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from clear_sae.toyworld.captions import caption
     from clear_sae.toyworld.detector import detect, load_detector
-    from clear_sae.toyworld.evaluation import attribute_agreement
     from clear_sae.toyworld.generator import load_transformer, make_pipeline
+    from clear_sae.toyworld.metrics import attribute_agreement
     from clear_sae.toyworld.render import NEUTRAL, SHAPES, random_spec
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -78,9 +83,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--guidance", type=float, default=4.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--neutral-clips", type=int, default=48, help="clips with one attribute unnamed (0: none)")
-    parser.add_argument("--nouns", default="",
-                        help="comma-separated nouns that name no shape (e.g. thing,item,zorp): for each, unnamed-shape "
-                             "captions calling the object by that noun, and which shape the detector reads")
+    parser.add_argument(
+        "--nouns",
+        default="",
+        help="comma-separated nouns that name no shape (e.g. thing,item,zorp): for each, unnamed-shape "
+        "captions calling the object by that noun, and which shape the detector reads",
+    )
     parser.add_argument("--noun-clips", type=int, default=96, help="clips per noun (the same captions and noise)")
     parser.add_argument("--out", default=None, help="JSON output (default: beside the weights)")
     args = parser.parse_args(argv)
@@ -91,20 +99,37 @@ def main(argv: list[str] | None = None) -> int:
     rng = np.random.default_rng(args.seed)
     specs = [random_spec(rng, second_object_rate=0.0) for _ in range(args.clips)]
     prompts = [caption(s, rng, "train") for s in specs]
+
     def sample(texts: list[str]) -> np.ndarray:
-        return np.concatenate([pipe(texts[i:i + 16], num_inference_steps=args.steps, guidance_scale=args.guidance,
-                                    generator=torch.Generator().manual_seed(args.seed + i))
-                               for i in range(0, len(texts), 16)])
+        return np.concatenate(
+            [
+                pipe(
+                    texts[i : i + 16],
+                    num_inference_steps=args.steps,
+                    guidance_scale=args.guidance,
+                    generator=torch.Generator().manual_seed(args.seed + i),
+                )
+                for i in range(0, len(texts), 16)
+            ]
+        )
 
     start = time.perf_counter()
     clips = sample(prompts)
     seconds = time.perf_counter() - start
     agreement = attribute_agreement(detect(detector, clips), specs)  # per clip: share of frames (0/1 for motion)
     frames = clips.shape[1]
-    per_clip = {"colour_frames": (agreement["colour"], frames), "shape_frames": (agreement["shape"], frames),
-                "motion_clips": (agreement["motion"], 1)}
-    result = {"weights": str(folder), "clips": len(specs), "sampling_steps": args.steps, "guidance": args.guidance,
-              "seconds_per_clip": round(seconds / len(specs), 3)}
+    per_clip = {
+        "colour_frames": (agreement["colour"], frames),
+        "shape_frames": (agreement["shape"], frames),
+        "motion_clips": (agreement["motion"], 1),
+    }
+    result = {
+        "weights": str(folder),
+        "clips": len(specs),
+        "sampling_steps": args.steps,
+        "guidance": args.guidance,
+        "seconds_per_clip": round(seconds / len(specs), 3),
+    }
     for name, (shares, units) in per_clip.items():
         successes, total = int(round(float(shares.sum()) * units)), len(shares) * units
         result[name] = round(successes / total, 4)
@@ -124,14 +149,17 @@ def main(argv: list[str] | None = None) -> int:
             result[key + "_ci95"] = [round(v, 4) for v in wilson(successes, total)]
             if axis == "shape":  # where an unnamed shape goes wrong: what is read, and under which motion
                 found = probs > 0.5
-                result["neutral_shape_read_as"] = {name: round(float(found[..., i].mean()), 4)
-                                                   for i, name in enumerate(SHAPES)}
+                result["neutral_shape_read_as"] = {
+                    name: round(float(found[..., i].mean()), 4) for i, name in enumerate(SHAPES)
+                }
                 motions = np.array([s.main.motion for s, a in zip(unnamed, axes) if a == axis])
                 result["neutral_shape_not_square_by_motion"] = {
-                    m: round(1 - float(none_found[motions == m].mean()), 4) for m in sorted(set(motions))}
+                    m: round(1 - float(none_found[motions == m].mean()), 4) for m in sorted(set(motions))
+                }
     if args.nouns:
-        result["unnamed_shape_by_noun"] = shapes_read_by_noun(sample, detector, args.nouns.split(","), args.noun_clips,
-                                                              args.seed)
+        result["unnamed_shape_by_noun"] = shapes_read_by_noun(
+            sample, detector, args.nouns.split(","), args.noun_clips, args.seed
+        )
     print(json.dumps(result, indent=2))
     out = Path(args.out) if args.out else folder / "fidelity.json"
     out.write_text(json.dumps(result, indent=2))

@@ -22,8 +22,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--concept", required=True, help="a toy concept, e.g. circle")
     parser.add_argument("--layer", required=True, help="short hook point name: embed, blocks.0, ...")
-    parser.add_argument("--tolerance", type=float, default=MAX_NONTARGET_RATE,
-                        help=f"max_nontarget_rate (default: the toy world's first rung, {MAX_NONTARGET_RATE})")
+    parser.add_argument(
+        "--tolerance",
+        type=float,
+        default=MAX_NONTARGET_RATE,
+        help=f"max_nontarget_rate (default: the toy world's first rung, {MAX_NONTARGET_RATE})",
+    )
     parser.add_argument("--rows", type=int, default=25, help="candidates printed, best first")
     args = parser.parse_args(argv)
 
@@ -49,17 +53,21 @@ def main(argv: list[str] | None = None) -> int:
     target_rate, nontarget_rate = fires_t.float().mean(0), fires_n.float().mean(0)
     words = [concept_word(p, axis, value) for p in target]
     rows_of = {w: torch.tensor([x == w for x in words]) for w in sorted(set(words))}
-    print("share of target prompts per word: " + ", ".join(f"{w!r} {float(r.float().mean()):.2f}"
-                                                            for w, r in rows_of.items()))
+    print(
+        "share of target prompts per word: "
+        + ", ".join(f"{w!r} {float(r.float().mean()):.2f}" for w, r in rows_of.items())
+    )
     energy = codes_t.energy.sum(0)
     union = torch.zeros(len(nontarget), dtype=torch.bool)
-    for latent in candidates[:args.rows]:
+    for latent in candidates[: args.rows]:
         if latent in taken:
             union |= fires_n[:, latent]
         per_word = ", ".join(f"{w!r} {float(fires_t[r, latent].float().mean()):.2f}" for w, r in rows_of.items())
-        print(f"latent {latent:5d}  {'taken' if latent in taken else 'left '}  fires on targets "
-              f"{float(target_rate[latent]):.2f}, non-targets {float(nontarget_rate[latent]):.2f}, union of those "
-              f"taken so far {float(union.float().mean()):.2f}; energy {float(energy[latent]):7.1f}; by word: {per_word}")
+        print(
+            f"latent {latent:5d}  {'taken' if latent in taken else 'left '}  fires on targets "
+            f"{float(target_rate[latent]):.2f}, non-targets {float(nontarget_rate[latent]):.2f}, union of those "
+            f"taken so far {float(union.float().mean()):.2f}; energy {float(energy[latent]):7.1f}; by word: {per_word}"
+        )
     return 0
 
 

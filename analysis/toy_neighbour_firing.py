@@ -23,7 +23,7 @@ SHIPPED_LIBRARY = Path(__file__).resolve().parent.parent / "dictionaries" / "min
 
 def prompts_clamped(backbone: Any, library: Any, name: str, prompts: list[str]) -> list[bool]:
     """Per prompt: whether any latent of library entry `name` fires on one of its tokens at the entry's layer."""
-    from clear_sae.evaluate import peak_concept_activation
+    from clear_sae.measure import peak_concept_activation
     from clear_sae.toyworld.evaluation import clamps_at
 
     ((hook, clamp),) = clamps_at(library, name).items()
@@ -69,8 +69,11 @@ def main(argv: list[str] | None = None) -> int:
         worst = max((g for g in shares if g != "all"), key=lambda g: shares[g])
         groups = "  ".join(f"{g} {100 * v:.0f}%" for g, v in shares.items() if g != "all")
         layer, tolerance = entry.hook_point.removeprefix("text_encoder."), entry.settings.get("max_nontarget_rate")
-        print(f"{name:<9} {layer:<9} tol {tolerance}  clamped {100 * shares['all']:.1f}% of non-targets, most on "
-              f"{worst} ({100 * shares[worst]:.0f}%):  {groups}", flush=True)
+        print(
+            f"{name:<9} {layer:<9} tol {tolerance}  clamped {100 * shares['all']:.1f}% of non-targets, most on "
+            f"{worst} ({100 * shares[worst]:.0f}%):  {groups}",
+            flush=True,
+        )
     return 0
 
 

@@ -25,15 +25,23 @@ def floats(text: str) -> list[float]:
     return [float(part) for part in text.split(",") if part]
 
 
-def trial(concepts: list[str], tolerances: list[float], strengths: list[float], layers: list[str] | None,
-          seed: int, clips: int, nontarget_clips: int) -> dict[str, Any]:
+def trial(
+    concepts: list[str],
+    tolerances: list[float],
+    strengths: list[float],
+    layers: list[str] | None,
+    seed: int,
+    clips: int,
+    nontarget_clips: int,
+) -> dict[str, Any]:
     """Judge every rung of every concept; returns {concept: [rung, ...]}."""
     from clear_sae.backbones import load_backbone
     from clear_sae.concepts import ConceptConfig, profile_concept_at_rates
     from clear_sae.dictionary import Dictionaries
     from clear_sae.erase import LatentClamp
     from clear_sae.toyworld.concepts import LEARN_PAIRS, attribute_of, concept_pairs
-    from clear_sae.toyworld.evaluation import GenerationJudge, load_toy_world
+    from clear_sae.toyworld.judge import GenerationJudge
+    from clear_sae.toyworld.sampling import load_toy_world
 
     repo = Path(__file__).resolve().parent.parent
     backbone, world = load_backbone("minilm"), load_toy_world()
@@ -53,21 +61,31 @@ def trial(concepts: list[str], tolerances: list[float], strengths: list[float], 
                 for gamma in strengths:
                     clamp = LatentClamp(dictionaries.sae(profile.hook_point), profile.latents, gamma)
                     verdict = judge({profile.hook_point: clamp})
-                    rows.append({"tolerance": tolerance, "gamma": gamma, "layer": profile.hook_point,
-                                 "latents": len(profile.latents), "found": round(verdict.found, 4),
-                                 "preservation_drop": round(verdict.preservation_drop or 0.0, 4),
-                                 "others_drop": round(verdict.others_drop or 0.0, 4)})
-                    print(f"{name:<8} tol {tolerance:.1f} gamma {gamma:>4g} {short:<9} "
-                          f"latents {len(profile.latents):>2}  found {100 * verdict.found:5.1f}%  preservation drop "
-                          f"{100 * (verdict.preservation_drop or 0.0):4.1f} pt  others drop "
-                          f"{100 * (verdict.others_drop or 0.0):4.1f} pt", flush=True)
+                    rows.append(
+                        {
+                            "tolerance": tolerance,
+                            "gamma": gamma,
+                            "layer": profile.hook_point,
+                            "latents": len(profile.latents),
+                            "found": round(verdict.found, 4),
+                            "preservation_drop": round(verdict.preservation_drop or 0.0, 4),
+                            "others_drop": round(verdict.others_drop or 0.0, 4),
+                        }
+                    )
+                    print(
+                        f"{name:<8} tol {tolerance:.1f} gamma {gamma:>4g} {short:<9} "
+                        f"latents {len(profile.latents):>2}  found {100 * verdict.found:5.1f}%  preservation drop "
+                        f"{100 * (verdict.preservation_drop or 0.0):4.1f} pt  others drop "
+                        f"{100 * (verdict.others_drop or 0.0):4.1f} pt",
+                        flush=True,
+                    )
         results[name] = rows
     return results
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the trial and write its JSON."""
-    from clear_sae.calibrate import CalibrationConfig, nontarget_rate_ladder
+    from clear_sae.calibration.ladder import CalibrationConfig, nontarget_rate_ladder
     from clear_sae.concepts import ConceptConfig
     from clear_sae.toyworld.concepts import MAX_NONTARGET_RATE
 
@@ -75,8 +93,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--concepts", required=True, help="comma-separated toy concepts")
-    parser.add_argument("--tolerances", type=floats, default=toy_ladder,
-                        help=f"comma-separated max_nontarget_rate values (default: the toy ladder's, {toy_ladder})")
+    parser.add_argument(
+        "--tolerances",
+        type=floats,
+        default=toy_ladder,
+        help=f"comma-separated max_nontarget_rate values (default: the toy ladder's, {toy_ladder})",
+    )
     parser.add_argument("--strengths", type=floats, default=[4.0, 8.0, 16.0])
     parser.add_argument("--layers", default=None, help="comma-separated short names (embed, blocks.2); default all")
     parser.add_argument("--seed", type=int, default=7000)
@@ -84,8 +106,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nontarget-clips", type=int, default=12)
     args = parser.parse_args(argv)
     config = {k: v for k, v in vars(args).items() if k != "out"}
-    results = trial(args.concepts.split(","), args.tolerances, args.strengths,
-                    args.layers.split(",") if args.layers else None, args.seed, args.clips, args.nontarget_clips)
+    results = trial(
+        args.concepts.split(","),
+        args.tolerances,
+        args.strengths,
+        args.layers.split(",") if args.layers else None,
+        args.seed,
+        args.clips,
+        args.nontarget_clips,
+    )
     args.out.write_text(json.dumps({"config": config, "concepts": results}, indent=1))
     return 0
 

@@ -52,8 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     from clear_sae.toyworld.captions import concept_word, without_words
     from clear_sae.toyworld.concepts import attribute_of
     from clear_sae.toyworld.detector import detect
-    from clear_sae.toyworld.evaluation import (EvalConfig, clamps_at, concept_found, encode, load_toy_world, sample,
-                                               training_phrasing_sets)
+    from clear_sae.toyworld.evaluation import clamps_at
+    from clear_sae.toyworld.metrics import concept_found
+    from clear_sae.toyworld.sampling import EvalConfig, encode, load_toy_world, sample, training_phrasing_sets
 
     repo = Path(__file__).resolve().parent.parent
     library = ConceptLibrary.load(args.library or repo / "dictionaries" / "minilm" / "concepts.json")
@@ -64,8 +65,9 @@ def main(argv: list[str] | None = None) -> int:
     target = training_phrasing_sets(axis, value, cfg)["target"]
     kept, spans = [], []
     for i, prompt in enumerate(target.prompts):
-        span = differing_span(pipe.tokenizer(prompt)["input_ids"],
-                              pipe.tokenizer(without_words(prompt, axis, value))["input_ids"])
+        span = differing_span(
+            pipe.tokenizer(prompt)["input_ids"], pipe.tokenizer(without_words(prompt, axis, value))["input_ids"]
+        )
         if span is not None:
             kept.append(i)
             spans.append(span)
@@ -85,22 +87,32 @@ def main(argv: list[str] | None = None) -> int:
         return mixed
 
     # Each variant with the negative prompt's states of its run: erased ones with the erased negative.
-    variants = {"original": (original, negative), "no words": (neutral, negative), "erased": (erased, erased_negative),
-                "erased context + neutral word": (on_word(erased, neutral), erased_negative),
-                "neutral context + erased word": (on_word(neutral, erased), erased_negative),
-                "original context + neutral word": (on_word(original, neutral), negative)}
+    variants = {
+        "original": (original, negative),
+        "no words": (neutral, negative),
+        "erased": (erased, erased_negative),
+        "erased context + neutral word": (on_word(erased, neutral), erased_negative),
+        "neutral context + erased word": (on_word(neutral, erased), erased_negative),
+        "original context + neutral word": (on_word(original, neutral), negative),
+    }
     results = {}
     for name, (states, negative_states) in variants.items():
         clips = sample(pipe, states, negative_states, seeds, cfg, name)
         found = concept_found(detect(world.detector, clips), axis, value, cfg.threshold)
-        by_word = {w: round(100 * float(found[[k for k, x in enumerate(words) if x == w]].mean()), 1)
-                   for w in sorted(set(words))}
+        by_word = {
+            w: round(100 * float(found[[k for k, x in enumerate(words) if x == w]].mean()), 1)
+            for w in sorted(set(words))
+        }
         results[name] = {"rate": round(100 * float(found.mean()), 1), "by_word": by_word}
-        print(f"{name:<32} {results[name]['rate']:5.1f}%   by word: "
-              + ", ".join(f"{w} {r}%" for w, r in by_word.items()), flush=True)
+        print(
+            f"{name:<32} {results[name]['rate']:5.1f}%   by word: "
+            + ", ".join(f"{w} {r}%" for w, r in by_word.items()),
+            flush=True,
+        )
     if args.out:
-        Path(args.out).write_text(json.dumps({"concept": args.concept, "seed": args.seed, "captions": len(kept),
-                                              "rates": results}, indent=2))
+        Path(args.out).write_text(
+            json.dumps({"concept": args.concept, "seed": args.seed, "captions": len(kept), "rates": results}, indent=2)
+        )
     return 0
 
 

@@ -32,8 +32,13 @@ def machine() -> dict[str, Any]:
     """What the numbers were measured on."""
     import torch
 
-    info = {"python": platform.python_version(), "torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
-            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads()}
+    info = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cpu": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+    }
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
     return info
@@ -41,6 +46,7 @@ def machine() -> dict[str, Any]:
 
 def table(rows: list[dict[str, Any]], columns: list[str]) -> str:
     """`rows` as a fixed-width text table of `columns` (floats to 3 significant digits)."""
+
     def cell(value: Any) -> str:
         if isinstance(value, float):
             return f"{value:.3g}" if abs(value) < 1e3 else f"{value:,.0f}"

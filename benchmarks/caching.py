@@ -30,7 +30,7 @@ def time_forward(backbone: Any, prompts: list[str], hooks: list[str], batch: int
     """Seconds for the backbone's forward pass over `prompts`, hooks attached, nothing stored."""
     start = time.perf_counter()
     for i in range(0, len(prompts), batch):
-        backbone.run(prompts[i:i + batch], hooks)
+        backbone.run(prompts[i : i + batch], hooks)
     return time.perf_counter() - start
 
 
@@ -53,12 +53,15 @@ def reader_tokens_per_s(cache: Any, hook: str, tokens: int) -> float:
 def trainer_tokens_per_s(cache: Any, hook: str, d_sae: int, steps: int, source: str) -> float:
     """Tokens/s of the TopK trainer (sparse kernel) fed the same batches from `memory` (read beforehand, not
     timed), straight from the cache (`direct`, what `feed` does on a CPU) or through a `prefetch` thread."""
-    from clear_sae.trainer import TopKTrainConfig, prefetch, train_topk
+    from clear_sae.sae.trainer import TopKTrainConfig, prefetch, train_topk
 
     stream = cache.iter_minibatches(hook, 512, steps * 512, seed=0)
-    batches = {"memory": lambda: iter(list(stream)), "direct": lambda: stream, "prefetch": lambda: prefetch(stream)}[source]()
-    result = train_topk(batches, cache.widths[hook], d_sae, steps, TopKTrainConfig(k=32, kernel="sparse"),
-                        dead_after=10**9)
+    batches = {"memory": lambda: iter(list(stream)), "direct": lambda: stream, "prefetch": lambda: prefetch(stream)}[
+        source
+    ]()
+    result = train_topk(
+        batches, cache.widths[hook], d_sae, steps, TopKTrainConfig(k=32, kernel="sparse"), dead_after=10**9
+    )
     return result.tokens / result.seconds
 
 
@@ -67,20 +70,27 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=3000, help="shipped corpus captions to cache")
     parser.add_argument("--pairs", type=int, default=5, help="forward / cache runs, back to back")
     parser.add_argument("--batch", type=int, default=64, help="prompts per forward pass")
-    parser.add_argument("--scaling", type=int, nargs="+", default=[500, 1000, 2000, 4000],
-                        help="prompt counts for the caching-time curve")
-    parser.add_argument("--train-steps", type=int, default=390, help="steps per trainer run (390 = the demo's 200k tokens)")
+    parser.add_argument(
+        "--scaling",
+        type=int,
+        nargs="+",
+        default=[500, 1000, 2000, 4000],
+        help="prompt counts for the caching-time curve",
+    )
+    parser.add_argument(
+        "--train-steps", type=int, default=390, help="steps per trainer run (390 = the demo's 200k tokens)"
+    )
     parser.add_argument("--out", default=str(ROOT / "benchmarks/caching.json"))
     args = parser.parse_args()
 
     from clear_sae.backbones import load_backbone
     from clear_sae.cache import ActivationCache
-    from clear_sae.prompts import read_prompt_file
+    from clear_sae.io import read_prompt_file
 
     backbone = load_backbone("minilm")
     hooks = backbone.hook_points
-    prompts = read_prompt_file(ROOT / "clear_sae/data/prompts/corpus.txt")[:args.prompts]
-    time_forward(backbone, prompts[:args.batch], hooks, args.batch)  # warm-up
+    prompts = read_prompt_file(ROOT / "clear_sae/data/prompts/corpus.txt")[: args.prompts]
+    time_forward(backbone, prompts[: args.batch], hooks, args.batch)  # warm-up
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "cache.h5"
         # Run the two back to back, `--pairs` times, so that drift in the machine's speed hits both alike, and
@@ -96,24 +106,42 @@ def main() -> None:
                 forward = time_forward(backbone, prompts, hooks, args.batch)
             pairs.append((forward, cached))
         ratios = sorted(cache / forward for forward, cache in pairs)
-        caching = {"prompts": len(prompts), "hook_points": len(hooks),
-                   "forward_s": statistics.median(f for f, _ in pairs), "cache_s": statistics.median(c for _, c in pairs),
-                   "overhead": ratios[len(ratios) // 2] - 1, "overhead_min": ratios[0] - 1, "overhead_max": ratios[-1] - 1,
-                   "file_mb": path.stat().st_size / 2**20}
+        caching = {
+            "prompts": len(prompts),
+            "hook_points": len(hooks),
+            "forward_s": statistics.median(f for f, _ in pairs),
+            "cache_s": statistics.median(c for _, c in pairs),
+            "overhead": ratios[len(ratios) // 2] - 1,
+            "overhead_min": ratios[0] - 1,
+            "overhead_max": ratios[-1] - 1,
+            "file_mb": path.stat().st_size / 2**20,
+        }
         print(table([caching], list(caching)))
 
         with ActivationCache(path) as cache:
             hook = hooks[3]
             tokens = min(cache.n_rows(hook) * 2, 400_000)
-            reading = [{"what": "reader (shuffled 512-token batches)",
-                        "tokens_per_s": reader_tokens_per_s(cache, hook, tokens)}]
+            reading = [
+                {
+                    "what": "reader (shuffled 512-token batches)",
+                    "tokens_per_s": reader_tokens_per_s(cache, hook, tokens),
+                }
+            ]
             for d_sae in (1536, 6144):
                 memory = trainer_tokens_per_s(cache, hook, d_sae, args.train_steps, "memory")
                 reading.append({"what": f"trainer d_sae {d_sae}, from memory", "tokens_per_s": memory})
-                for source, label in (("direct", "read directly (the CPU default)"), ("prefetch", "via a prefetch thread")):
+                for source, label in (
+                    ("direct", "read directly (the CPU default)"),
+                    ("prefetch", "via a prefetch thread"),
+                ):
                     fed = trainer_tokens_per_s(cache, hook, d_sae, args.train_steps, source)
-                    reading.append({"what": f"trainer d_sae {d_sae}, from the cache, {label}", "tokens_per_s": fed,
-                                    "vs_memory": fed / memory})
+                    reading.append(
+                        {
+                            "what": f"trainer d_sae {d_sae}, from the cache, {label}",
+                            "tokens_per_s": fed,
+                            "vs_memory": fed / memory,
+                        }
+                    )
             for row in reading[1:]:
                 row["reader_headroom"] = reading[0]["tokens_per_s"] / row["tokens_per_s"]
         print(table(reading, ["what", "tokens_per_s", "reader_headroom", "vs_memory"]))
@@ -123,8 +151,15 @@ def main() -> None:
             seconds = time_cache(backbone, prompts[:n], hooks, args.batch, Path(tmp) / f"c{n}.h5")
             growth.append({"prompts": n, "seconds": seconds, "prompts_per_s": n / seconds})
         print(table(growth, ["prompts", "seconds", "prompts_per_s"]))
-    save(args.out, {"config": {k: v for k, v in vars(args).items() if k != "out"}, "caching": caching,
-                    "reading": reading, "growth": growth})
+    save(
+        args.out,
+        {
+            "config": {k: v for k, v in vars(args).items() if k != "out"},
+            "caching": caching,
+            "reading": reading,
+            "growth": growth,
+        },
+    )
 
 
 if __name__ == "__main__":

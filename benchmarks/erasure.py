@@ -37,7 +37,7 @@ def generation_overhead(clips: int, repeats: int) -> dict[str, Any]:
     from clear_sae.erase import erase_concepts
     from clear_sae.library import ConceptLibrary
     from clear_sae.toyworld.concepts import concept_pairs
-    from clear_sae.toyworld.evaluation import clip_noise, load_toy_world
+    from clear_sae.toyworld.sampling import clip_noise, load_toy_world
 
     world = load_toy_world()
     library = ConceptLibrary.load(ROOT / "dictionaries/minilm/concepts.json")
@@ -51,7 +51,7 @@ def generation_overhead(clips: int, repeats: int) -> dict[str, Any]:
     generate()  # warm-up
     plain, clamped, edited = [], [], 0
     for i in range(repeats):
-        for with_clamp in ((False, True) if i % 2 == 0 else (True, False)):  # alternate which goes first
+        for with_clamp in (False, True) if i % 2 == 0 else (True, False):  # alternate which goes first
             if not with_clamp:
                 start = time.perf_counter()
                 generate()
@@ -68,10 +68,18 @@ def generation_overhead(clips: int, repeats: int) -> dict[str, Any]:
             encode_clamped = median_seconds(lambda: pipe.encode_prompt(prompts), repeats=10)
     plain_s, clamped_s = statistics.median(plain), statistics.median(clamped)
     clamp_cost = max(encode_clamped - encode_plain, 0.0)
-    return {"concept": CONCEPT, "clips": clips, "generate_s": plain_s, "generate_with_clamp_s": clamped_s,
-            "overhead_end_to_end": clamped_s / plain_s - 1, "encode_s": encode_plain,
-            "encode_with_clamp_s": encode_clamped, "clamp_s": clamp_cost,
-            "clamp_share_of_generation": clamp_cost / plain_s, "tokens_edited_last_run": edited}
+    return {
+        "concept": CONCEPT,
+        "clips": clips,
+        "generate_s": plain_s,
+        "generate_with_clamp_s": clamped_s,
+        "overhead_end_to_end": clamped_s / plain_s - 1,
+        "encode_s": encode_plain,
+        "encode_with_clamp_s": encode_clamped,
+        "clamp_s": clamp_cost,
+        "clamp_share_of_generation": clamp_cost / plain_s,
+        "tokens_edited_last_run": edited,
+    }
 
 
 def new_concept_seconds() -> dict[str, Any]:
@@ -82,10 +90,18 @@ def new_concept_seconds() -> dict[str, Any]:
     from clear_sae.library import ConceptLibrary
 
     name, target_word, nontarget_word = NEW_CONCEPT
-    scenes = ["{} playing on a quiet street at dusk", "a close-up of {} on a wooden table",
-              "a musician holds {} in a sunny park", "{} in a shop window, slow pan", "a child looks at {} at a fair",
-              "an old photo of {} on a stage", "{} under soft studio light", "a band plays {} by the sea",
-              "a street performer with {} in the rain", "{} lying on a bed, morning light"] * 4
+    scenes = [
+        "{} playing on a quiet street at dusk",
+        "a close-up of {} on a wooden table",
+        "a musician holds {} in a sunny park",
+        "{} in a shop window, slow pan",
+        "a child looks at {} at a fair",
+        "an old photo of {} on a stage",
+        "{} under soft studio light",
+        "a band plays {} by the sea",
+        "a street performer with {} in the rain",
+        "{} lying on a bed, morning light",
+    ] * 4
     target = [s.format(target_word) for s in scenes]
     nontarget = [s.format(nontarget_word) for s in scenes]
     backbone = load_backbone("minilm")
@@ -101,14 +117,33 @@ def new_concept_seconds() -> dict[str, Any]:
         files = Path(tmp)
         (files / "t.txt").write_text("\n".join(target))
         (files / "n.txt").write_text("\n".join(nontarget))
-        command = [sys.executable, "-m", "clear_sae.cli", "concept", "--dictionaries", str(ROOT / "dictionaries/minilm"),
-                   "--name", name, "--target", str(files / "t.txt"), "--nontarget", str(files / "n.txt"),
-                   "--library", str(files / "cli.json")]
+        command = [
+            sys.executable,
+            "-m",
+            "clear_sae.cli",
+            "concept",
+            "--dictionaries",
+            str(ROOT / "dictionaries/minilm"),
+            "--name",
+            name,
+            "--target",
+            str(files / "t.txt"),
+            "--nontarget",
+            str(files / "n.txt"),
+            "--library",
+            str(files / "cli.json"),
+        ]
         start = time.perf_counter()
         subprocess.run(command, check=True, capture_output=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
         cli = time.perf_counter() - start
-    return {"concept": name, "prompt_pairs": len(target), "layer": entry.hook_point, "latents": len(entry.latents),
-            "learn_concept_s": in_process, "cli_command_s": cli}
+    return {
+        "concept": name,
+        "prompt_pairs": len(target),
+        "layer": entry.hook_point,
+        "latents": len(entry.latents),
+        "learn_concept_s": in_process,
+        "cli_command_s": cli,
+    }
 
 
 def main() -> None:
@@ -119,12 +154,30 @@ def main() -> None:
     args = parser.parse_args()
 
     generation = generation_overhead(args.clips, args.repeats)
-    print(table([generation], ["concept", "clips", "generate_s", "generate_with_clamp_s", "overhead_end_to_end",
-                               "clamp_s", "clamp_share_of_generation"]))
+    print(
+        table(
+            [generation],
+            [
+                "concept",
+                "clips",
+                "generate_s",
+                "generate_with_clamp_s",
+                "overhead_end_to_end",
+                "clamp_s",
+                "clamp_share_of_generation",
+            ],
+        )
+    )
     concept = new_concept_seconds()
     print(table([concept], list(concept)))
-    save(args.out, {"config": {k: v for k, v in vars(args).items() if k != "out"}, "generation": generation,
-                    "new_concept": concept})
+    save(
+        args.out,
+        {
+            "config": {k: v for k, v in vars(args).items() if k != "out"},
+            "generation": generation,
+            "new_concept": concept,
+        },
+    )
 
 
 if __name__ == "__main__":

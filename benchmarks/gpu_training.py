@@ -48,7 +48,7 @@ def step_seconds(kernel: str, args: argparse.Namespace, dtype: Any) -> float:
     """Median seconds of one full training step with `kernel`."""
     import torch
 
-    from clear_sae.trainer import TopKParams, TopKTrainConfig, apply_update, make_optimizer, step_grads
+    from clear_sae.sae.trainer import TopKParams, TopKTrainConfig, apply_update, make_optimizer, step_grads
 
     p = TopKParams(args.d_in, args.d_sae, seed=0, device=args.device)
     optimizer = make_optimizer(p, 1e-4)
@@ -78,10 +78,12 @@ def main() -> None:
 
     import torch
 
-    from clear_sae.trainer import resolve_matmul_dtype
+    from clear_sae.sae.trainer import resolve_matmul_dtype
 
     if args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise SystemExit("no CUDA GPU here; run on a GPU machine, or pass --device cpu with small sizes for a smoke run")
+        raise SystemExit(
+            "no CUDA GPU here; run on a GPU machine, or pass --device cpu with small sizes for a smoke run"
+        )
     dtype = resolve_matmul_dtype("auto", args.device)
     square = matmul_rate(8192, 8192, 8192, dtype, args.device) if args.device.startswith("cuda") else None
     encoder = matmul_rate(args.batch, args.d_in, args.d_sae, dtype, args.device)
@@ -94,19 +96,31 @@ def main() -> None:
         except (RuntimeError, NotImplementedError) as err:  # a sparse kernel this torch build lacks on the device
             rows.append({"kernel": kernel, "error": f"{type(err).__name__}: {str(err).splitlines()[0]}"})
             continue
-        rows.append({"kernel": kernel, "step_ms": seconds * 1e3, "tokens_per_s": args.batch / seconds,
-                     "fraction_of_matmul_peak": counted_flops / seconds / peak})
+        rows.append(
+            {
+                "kernel": kernel,
+                "step_ms": seconds * 1e3,
+                "tokens_per_s": args.batch / seconds,
+                "fraction_of_matmul_peak": counted_flops / seconds / peak,
+            }
+        )
         if args.device.startswith("cuda"):
             torch.cuda.empty_cache()
-    rates = {"matmul_dtype": str(dtype).removeprefix("torch."), "square_gemm_tflops": square and square / 1e12,
-             "encoder_gemm_tflops": encoder / 1e12, "peak_tflops_used": peak / 1e12}
+    rates = {
+        "matmul_dtype": str(dtype).removeprefix("torch."),
+        "square_gemm_tflops": square and square / 1e12,
+        "encoder_gemm_tflops": encoder / 1e12,
+        "peak_tflops_used": peak / 1e12,
+    }
     print(table([rates], list(rates)))
     print(table(rows, ["kernel", "step_ms", "tokens_per_s", "fraction_of_matmul_peak", "error"]))
     timed_rows = [r for r in rows if "step_ms" in r]
     if timed_rows:
         best = min(timed_rows, key=lambda r: r["step_ms"])
-        print(f"fastest here: --kernel {best['kernel']} ({best['fraction_of_matmul_peak']:.0%} of the measured "
-              "matmul rate, counting the encoder's forward and weight-gradient GEMMs)")
+        print(
+            f"fastest here: --kernel {best['kernel']} ({best['fraction_of_matmul_peak']:.0%} of the measured "
+            "matmul rate, counting the encoder's forward and weight-gradient GEMMs)"
+        )
     save(args.out, {"config": {k: v for k, v in vars(args).items() if k != "out"}, "rates": rates, "kernels": rows})
 
 

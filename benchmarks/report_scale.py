@@ -29,11 +29,21 @@ def synthetic_layer(rng: np.random.Generator, top_latents: int, top_prompts: int
     latents = sorted(int(x) for x in rng.choice(6144, size=int(rng.integers(4, 30)), replace=False))
     shown = latents[:top_latents]
     prompts = [synthetic_prompt(rng, str(j)) for j in shown for _ in range(top_prompts)]
-    rows = [{"id": j, "target_rate": 0.9, "nontarget_rate": 0.05, "energy_share": 0.1,
-             "histogram": {"edges": [round(float(x), 3) for x in np.linspace(0, 3, bins + 1)],
-                           "target": rng.integers(0, 40, bins).tolist(),
-                           "nontarget": rng.integers(0, 5, bins).tolist()},
-             "top": [[i * top_prompts + k, "target", 2.5] for k in range(top_prompts)]} for i, j in enumerate(shown)]
+    rows = [
+        {
+            "id": j,
+            "target_rate": 0.9,
+            "nontarget_rate": 0.05,
+            "energy_share": 0.1,
+            "histogram": {
+                "edges": [round(float(x), 3) for x in np.linspace(0, 3, bins + 1)],
+                "target": rng.integers(0, 40, bins).tolist(),
+                "nontarget": rng.integers(0, 5, bins).tolist(),
+            },
+            "top": [[i * top_prompts + k, "target", 2.5] for k in range(top_prompts)],
+        }
+        for i, j in enumerate(shown)
+    ]
     return {"latents": latents, "shown": rows, "prompts": prompts}
 
 
@@ -54,8 +64,9 @@ def synthetic_corpus(rng: np.random.Generator, concepts: dict, hooks: list[str],
     return corpus
 
 
-def synthetic_report(n_concepts: int, n_layers: int, top_latents: int = 8, top_prompts: int = 3, bins: int = 16,
-                     seed: int = 0) -> dict:
+def synthetic_report(
+    n_concepts: int, n_layers: int, top_latents: int = 8, top_prompts: int = 3, bins: int = 16, seed: int = 0
+) -> dict:
     """Report data with the structure `collect_report` produces, filled with seeded random values."""
     rng = np.random.default_rng(seed)
     hooks = ["text_encoder.embed"] + [f"text_encoder.blocks.{i}" for i in range(n_layers - 1)]
@@ -63,29 +74,80 @@ def synthetic_report(n_concepts: int, n_layers: int, top_latents: int = 8, top_p
     concepts = {}
     for name in names:
         chosen = hooks[int(rng.integers(n_layers))]
-        scores = {h: {"n_specific": int(rng.integers(1, 30)), "n_shared": int(rng.integers(100, 900)),
-                      "energy": round(float(rng.random()), 6), "loss": round(float(rng.random() * 3), 6),
-                      "auroc": round(float(rng.random()), 5)} for h in hooks}
+        scores = {
+            h: {
+                "n_specific": int(rng.integers(1, 30)),
+                "n_shared": int(rng.integers(100, 900)),
+                "energy": round(float(rng.random()), 6),
+                "loss": round(float(rng.random() * 3), 6),
+                "auroc": round(float(rng.random()), 5),
+            }
+            for h in hooks
+        }
         layers = {h: synthetic_layer(rng, top_latents, top_prompts, bins) for h in hooks}
-        concepts[name] = {"hook_point": chosen, "latents": layers[chosen]["latents"], "strength": 1.0,
-                          "score": "energy", "scores": scores, "n_target": 200, "n_nontarget": 200,
-                          "has_prompts": True, "layers": layers}
-    overlap = {h: {"concepts": names, "sizes": [len(concepts[n]["layers"][h]["latents"]) for n in names],
-                   "shared": rng.integers(0, 4, (n_concepts, n_concepts)).tolist()} for h in hooks}
-    health = [{"hook_point": h, "explained_variance": 0.9, "l0": 64.0, "dead_fraction": 0.01,
-               "training_tokens": 1_000_000, "d_sae": 65536, "architecture": "topk"} for h in hooks]
-    return {"format": "clear_sae.inspect_report", "package_version": "synthetic", "dictionaries": "(synthetic)",
-            "backbone_id": "synthetic", "library": "(synthetic)", "settings": {}, "health": health,
-            "hook_points": hooks, "concepts": concepts, "overlap": overlap,
-            "corpus": synthetic_corpus(rng, concepts, hooks, top_prompts), "cache": "(synthetic)"}
+        concepts[name] = {
+            "hook_point": chosen,
+            "latents": layers[chosen]["latents"],
+            "strength": 1.0,
+            "score": "energy",
+            "scores": scores,
+            "n_target": 200,
+            "n_nontarget": 200,
+            "has_prompts": True,
+            "layers": layers,
+        }
+    overlap = {
+        h: {
+            "concepts": names,
+            "sizes": [len(concepts[n]["layers"][h]["latents"]) for n in names],
+            "shared": rng.integers(0, 4, (n_concepts, n_concepts)).tolist(),
+        }
+        for h in hooks
+    }
+    health = [
+        {
+            "hook_point": h,
+            "explained_variance": 0.9,
+            "l0": 64.0,
+            "dead_fraction": 0.01,
+            "training_tokens": 1_000_000,
+            "d_sae": 65536,
+            "architecture": "topk",
+        }
+        for h in hooks
+    ]
+    return {
+        "format": "clear_sae.inspect_report",
+        "package_version": "synthetic",
+        "dictionaries": "(synthetic)",
+        "backbone_id": "synthetic",
+        "library": "(synthetic)",
+        "settings": {},
+        "health": health,
+        "hook_points": hooks,
+        "concepts": concepts,
+        "overlap": overlap,
+        "corpus": synthetic_corpus(rng, concepts, hooks, top_prompts),
+        "cache": "(synthetic)",
+    }
 
 
 def load_seconds(chromium: str, page: Path) -> tuple[float, bool]:
     """Wall time of headless Chromium loading `page` until its DOM is dumped, and whether the script finished."""
     with tempfile.TemporaryDirectory() as profile:
-        args = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                f"--user-data-dir={profile}", "--dump-dom", page.as_uri()]
+        args = [
+            chromium,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={profile}",
+            "--dump-dom",
+            page.as_uri(),
+        ]
         start = time.perf_counter()
         dom = subprocess.run(args, capture_output=True, text=True, timeout=300).stdout
         return time.perf_counter() - start, 'data-ready="1"' in dom
@@ -93,7 +155,7 @@ def load_seconds(chromium: str, page: Path) -> tuple[float, bool]:
 
 def measure(chromium: str, n_concepts: int, n_layers: int, repeats: int) -> dict:
     """Size, write time and median load time of one synthetic report."""
-    from clear_sae.report import render_html
+    from clear_sae.cli.report import render_html
 
     with tempfile.TemporaryDirectory() as tmp:
         page = Path(tmp) / "report.html"
@@ -101,10 +163,14 @@ def measure(chromium: str, n_concepts: int, n_layers: int, repeats: int) -> dict
         page.write_text(render_html(synthetic_report(n_concepts, n_layers)), encoding="utf-8")
         written = time.perf_counter() - started
         loads = [load_seconds(chromium, page) for _ in range(repeats)]
-        return {"concepts": n_concepts, "layers": n_layers, "html_mb": round(page.stat().st_size / 2**20, 2),
-                "write_seconds": round(written, 2),
-                "load_seconds_median": round(sorted(s for s, _ in loads)[len(loads) // 2], 2),
-                "script_finished": all(ok for _, ok in loads)}
+        return {
+            "concepts": n_concepts,
+            "layers": n_layers,
+            "html_mb": round(page.stat().st_size / 2**20, 2),
+            "write_seconds": round(written, 2),
+            "load_seconds_median": round(sorted(s for s, _ in loads)[len(loads) // 2], 2),
+            "script_finished": all(ok for _, ok in loads),
+        }
 
 
 def main() -> None:
@@ -119,13 +185,17 @@ def main() -> None:
         raise SystemExit("needs chromium (apt-get install chromium)")
     rows = [measure(chromium, 2, 7, args.repeats), measure(chromium, args.concepts, args.layers, args.repeats)]
     for r in rows:
-        print(f"{r['concepts']:>3} concepts x {r['layers']:>2} layers: {r['html_mb']:6.2f} MB, written in "
-              f"{r['write_seconds']:.2f} s, loaded and drawn in {r['load_seconds_median']:.2f} s "
-              f"(median of {args.repeats}; script finished: {r['script_finished']})")
+        print(
+            f"{r['concepts']:>3} concepts x {r['layers']:>2} layers: {r['html_mb']:6.2f} MB, written in "
+            f"{r['write_seconds']:.2f} s, loaded and drawn in {r['load_seconds_median']:.2f} s "
+            f"(median of {args.repeats}; script finished: {r['script_finished']})"
+        )
     small, large = rows
-    print(f"ratio {large['concepts']}x{large['layers']} / {small['concepts']}x{small['layers']}: size "
-          f"{large['html_mb'] / small['html_mb']:.1f}x, load time "
-          f"{large['load_seconds_median'] / small['load_seconds_median']:.1f}x")
+    print(
+        f"ratio {large['concepts']}x{large['layers']} / {small['concepts']}x{small['layers']}: size "
+        f"{large['html_mb'] / small['html_mb']:.1f}x, load time "
+        f"{large['load_seconds_median'] / small['load_seconds_median']:.1f}x"
+    )
     Path(args.out).write_text(json.dumps({"rows": rows}, indent=2) + "\n")
 
 

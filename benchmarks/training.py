@@ -33,7 +33,7 @@ def cached_layer(n_prompts: int, folder: Path) -> Any:
     """An activation cache of MiniLM's block 3 on the first `n_prompts` shipped corpus captions."""
     from clear_sae.backbones import load_backbone
     from clear_sae.cache import ActivationCache, write_cache
-    from clear_sae.prompts import read_prompt_file
+    from clear_sae.io import read_prompt_file
 
     prompts = read_prompt_file(ROOT / "clear_sae/data/prompts/corpus.txt")[:n_prompts]
     path = write_cache(load_backbone("minilm"), prompts, folder / "cache.h5", [HOOK])
@@ -55,16 +55,27 @@ def quality(sae: Any, sample: Any) -> dict[str, float]:
 
 def run_clear_sae(cache: Any, scale: float, args: argparse.Namespace, kernel: str, sample: Any) -> dict[str, Any]:
     """Train with clear_sae's trainer (its data path included: the cache's shuffle buffer, read as `feed` does)."""
-    from clear_sae.trainer import TopKTrainConfig, feed, to_sae_lens, train_topk
+    from clear_sae.sae.trainer import TopKTrainConfig, feed, to_sae_lens, train_topk
 
     n_steps = args.tokens // args.batch
     start = time.perf_counter()
-    result = train_topk(feed(batches(cache, args.batch, args.tokens, scale), "cpu"), 384, args.d_sae, n_steps,
-                        TopKTrainConfig(k=args.k, kernel=kernel), b_dec_init=sample.mean(0),
-                        dead_after=max(args.tokens // 10, 4 * args.batch))
+    result = train_topk(
+        feed(batches(cache, args.batch, args.tokens, scale), "cpu"),
+        384,
+        args.d_sae,
+        n_steps,
+        TopKTrainConfig(k=args.k, kernel=kernel),
+        b_dec_init=sample.mean(0),
+        dead_after=max(args.tokens // 10, 4 * args.batch),
+    )
     seconds = time.perf_counter() - start
-    return {"trainer": f"clear_sae ({kernel})", "seconds": seconds, "tokens_per_s": result.tokens / seconds,
-            "dead_fraction": result.dead_fraction, **quality(to_sae_lens(result.params, args.k, HOOK, "minilm"), sample)}
+    return {
+        "trainer": f"clear_sae ({kernel})",
+        "seconds": seconds,
+        "tokens_per_s": result.tokens / seconds,
+        "dead_fraction": result.dead_fraction,
+        **quality(to_sae_lens(result.params, args.k, HOOK, "minilm"), sample),
+    }
 
 
 def run_sae_lens(cache: Any, scale: float, args: argparse.Namespace, sample: Any) -> dict[str, Any]:
@@ -79,15 +90,26 @@ def run_sae_lens(cache: Any, scale: float, args: argparse.Namespace, sample: Any
     sae = TopKTrainingSAE(TopKTrainingSAEConfig(d_in=384, d_sae=args.d_sae, k=args.k, dtype="float32", device="cpu"))
     with torch.no_grad():
         sae.b_dec.copy_(sample.mean(0))
-    cfg = SAETrainerConfig(total_training_samples=n_steps * args.batch, train_batch_size_samples=args.batch,
-                           lr=1e-3, lr_end=1e-3, lr_decay_steps=int(0.3 * n_steps), device="cpu",
-                           dead_feature_window=max(args.tokens // 10, 4 * args.batch) // args.batch)
+    cfg = SAETrainerConfig(
+        total_training_samples=n_steps * args.batch,
+        train_batch_size_samples=args.batch,
+        lr=1e-3,
+        lr_end=1e-3,
+        lr_decay_steps=int(0.3 * n_steps),
+        device="cpu",
+        dead_feature_window=max(args.tokens // 10, 4 * args.batch) // args.batch,
+    )
     start = time.perf_counter()
     trainer = SAETrainer(cfg, sae, batches(cache, args.batch, args.tokens, scale))
     trainer.fit()
     seconds = time.perf_counter() - start
-    return {"trainer": "sae-lens SAETrainer", "seconds": seconds, "tokens_per_s": n_steps * args.batch / seconds,
-            "dead_fraction": float(trainer.dead_neurons.float().mean()), **quality(sae.eval(), sample)}
+    return {
+        "trainer": "sae-lens SAETrainer",
+        "seconds": seconds,
+        "tokens_per_s": n_steps * args.batch / seconds,
+        "dead_fraction": float(trainer.dead_neurons.float().mean()),
+        **quality(sae.eval(), sample),
+    }
 
 
 def matmul_roofline(batch: int, d_in: int, d_sae: int) -> dict[str, float]:
@@ -96,9 +118,12 @@ def matmul_roofline(batch: int, d_in: int, d_sae: int) -> dict[str, float]:
 
     x, w, b = torch.randn(batch, d_in), torch.randn(d_sae, d_in), torch.zeros(d_sae)
     seconds = median_seconds(lambda: torch.addmm(b, x, w.T), repeats=20, warmup=3)
-    return {"gemm_ms": seconds * 1e3, "gflops": 2 * batch * d_in * d_sae / seconds / 1e9,
-            "tokens_per_s_encoder_gemm_only": batch / seconds,
-            "tokens_per_s_six_dense_gemms": batch / (6 * seconds)}
+    return {
+        "gemm_ms": seconds * 1e3,
+        "gflops": 2 * batch * d_in * d_sae / seconds / 1e9,
+        "tokens_per_s_encoder_gemm_only": batch / seconds,
+        "tokens_per_s_six_dense_gemms": batch / (6 * seconds),
+    }
 
 
 def step_scaling(sample: Any, args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -108,7 +133,7 @@ def step_scaling(sample: Any, args: argparse.Namespace) -> list[dict[str, Any]]:
     from sae_lens import TopKTrainingSAE, TopKTrainingSAEConfig
     from sae_lens.saes.sae import TrainStepInput
 
-    from clear_sae.trainer import TopKParams, TopKTrainConfig, apply_update, make_optimizer, step_grads
+    from clear_sae.sae.trainer import TopKParams, TopKTrainConfig, apply_update, make_optimizer, step_grads
 
     x = sample[: args.batch]
     rows = []
@@ -128,8 +153,11 @@ def step_scaling(sample: Any, args: argparse.Namespace) -> list[dict[str, Any]]:
         optimizer = torch.optim.Adam(sae.parameters(), lr=1e-3)
 
         def sae_lens_step() -> None:
-            out = sae.training_forward_pass(TrainStepInput(sae_in=x, coefficients={}, dead_neuron_mask=None,
-                                                           n_training_steps=0, is_logging_step=False))
+            out = sae.training_forward_pass(
+                TrainStepInput(
+                    sae_in=x, coefficients={}, dead_neuron_mask=None, n_training_steps=0, is_logging_step=False
+                )
+            )
             optimizer.zero_grad()
             out.loss.backward()
             optimizer.step()
@@ -164,24 +192,51 @@ def main() -> None:
         raw = torch.from_numpy(cache.sample(HOOK, 8192))
         scale = input_scale(raw)
         sample = raw * scale
-        print(f"{cache.n_rows(HOOK)} cached tokens at {HOOK}; training {args.tokens} tokens per trainer "
-              f"(d_sae {args.d_sae}, k {args.k}, batch {args.batch})", flush=True)
-        runs = [run_sae_lens(cache, scale, args, sample),
-                run_clear_sae(cache, scale, args, "sparse", sample),
-                run_clear_sae(cache, scale, args, "autograd", sample)]
+        print(
+            f"{cache.n_rows(HOOK)} cached tokens at {HOOK}; training {args.tokens} tokens per trainer "
+            f"(d_sae {args.d_sae}, k {args.k}, batch {args.batch})",
+            flush=True,
+        )
+        runs = [
+            run_sae_lens(cache, scale, args, sample),
+            run_clear_sae(cache, scale, args, "sparse", sample),
+            run_clear_sae(cache, scale, args, "autograd", sample),
+        ]
         reference = runs[0]["tokens_per_s"]
         roofline = matmul_roofline(args.batch, 384, args.d_sae)
         for run in runs:
             run["vs_sae_lens"] = run["tokens_per_s"] / reference
             run["of_encoder_gemm_roofline"] = run["tokens_per_s"] / roofline["tokens_per_s_encoder_gemm_only"]
-        print(table(runs, ["trainer", "tokens_per_s", "vs_sae_lens", "of_encoder_gemm_roofline",
-                           "explained_variance", "l0", "dead_fraction", "seconds"]))
-        print(f"float32 matmul on the encoder's shape: {roofline['gflops']:.1f} GFLOP/s "
-              f"({roofline['tokens_per_s_encoder_gemm_only']:,.0f} tokens/s if a step were that one GEMM)")
+        print(
+            table(
+                runs,
+                [
+                    "trainer",
+                    "tokens_per_s",
+                    "vs_sae_lens",
+                    "of_encoder_gemm_roofline",
+                    "explained_variance",
+                    "l0",
+                    "dead_fraction",
+                    "seconds",
+                ],
+            )
+        )
+        print(
+            f"float32 matmul on the encoder's shape: {roofline['gflops']:.1f} GFLOP/s "
+            f"({roofline['tokens_per_s_encoder_gemm_only']:,.0f} tokens/s if a step were that one GEMM)"
+        )
         scaling = step_scaling(sample, args) if args.scaling else []
         cache.close()
-    save(args.out, {"config": {k: v for k, v in vars(args).items() if k != "out"}, "runs": runs,
-                    "roofline": roofline, "scaling": scaling})
+    save(
+        args.out,
+        {
+            "config": {k: v for k, v in vars(args).items() if k != "out"},
+            "runs": runs,
+            "roofline": roofline,
+            "scaling": scaling,
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -21,9 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
+import numpy as np
+
 from clear_sae import __version__
 from clear_sae.errors import ClearSaeError, check_interrupt
-from clear_sae.prompts import prompts_hash
+from clear_sae.io import prompts_hash
 
 if TYPE_CHECKING:
     import h5py
@@ -51,10 +53,15 @@ def _progress(f: "h5py.File") -> dict:
     return json.loads(f.attrs["progress"])
 
 
-def _check_resumable(f: "h5py.File", path: Path, backbone: "Backbone", hook_points: list[str], phash: str,
-                     dtype: str) -> None:
-    expected = {"backbone_id": backbone.backbone_id, "hook_points": json.dumps(hook_points),
-                "prompts_hash": phash, "dtype": dtype}
+def _check_resumable(
+    f: "h5py.File", path: Path, backbone: "Backbone", hook_points: list[str], phash: str, dtype: str
+) -> None:
+    expected = {
+        "backbone_id": backbone.backbone_id,
+        "hook_points": json.dumps(hook_points),
+        "prompts_hash": phash,
+        "dtype": dtype,
+    }
     for key, value in expected.items():
         found = f.attrs.get(key)
         if found != value:
@@ -66,34 +73,35 @@ def _check_resumable(f: "h5py.File", path: Path, backbone: "Backbone", hook_poin
 
 def _chunk_rows(cfg: CacheConfig, d: int) -> int:
     """Rows per HDF5 chunk: `cfg.chunk_rows`, capped so one chunk stays near 4 MiB for wide models."""
-    import numpy as np
 
     return max(64, min(cfg.chunk_rows, (4 << 20) // (d * np.dtype(cfg.dtype).itemsize)))
 
 
-def _create_layout(f: "h5py.File", backbone: "Backbone", hook_points: list[str], prompts: list[str],
-                   cfg: CacheConfig) -> None:
+def _create_layout(
+    f: "h5py.File", backbone: "Backbone", hook_points: list[str], prompts: list[str], cfg: CacheConfig
+) -> None:
     import h5py
 
-    f.attrs.update({
-        "format": FORMAT,
-        "backbone_id": backbone.backbone_id,
-        "model_source": backbone.source or backbone.backbone_id,
-        "hook_points": json.dumps(hook_points),
-        "d_model": json.dumps({h: backbone.d_model(h) for h in hook_points}),
-        "dtype": cfg.dtype,
-        "prompts_hash": prompts_hash(prompts),
-        "package_version": __version__,
-        "batch_size": cfg.batch_size,
-        "complete": False,
-        "progress": json.dumps({"n_prompts_done": 0, "rows": {h: 0 for h in hook_points}}),
-    })
+    f.attrs.update(
+        {
+            "format": FORMAT,
+            "backbone_id": backbone.backbone_id,
+            "model_source": backbone.source or backbone.backbone_id,
+            "hook_points": json.dumps(hook_points),
+            "d_model": json.dumps({h: backbone.d_model(h) for h in hook_points}),
+            "dtype": cfg.dtype,
+            "prompts_hash": prompts_hash(prompts),
+            "package_version": __version__,
+            "batch_size": cfg.batch_size,
+            "complete": False,
+            "progress": json.dumps({"n_prompts_done": 0, "rows": {h: 0 for h in hook_points}}),
+        }
+    )
     f.create_dataset("prompts", data=prompts, dtype=h5py.string_dtype("utf-8"))
     for hook in hook_points:
         group = f.create_group(hook)
         d = backbone.d_model(hook)
-        group.create_dataset("acts", shape=(0, d), maxshape=(None, d), dtype=cfg.dtype,
-                             chunks=(_chunk_rows(cfg, d), d))
+        group.create_dataset("acts", shape=(0, d), maxshape=(None, d), dtype=cfg.dtype, chunks=(_chunk_rows(cfg, d), d))
         for name in ("prompt_index", "position"):
             group.create_dataset(name, shape=(0,), maxshape=(None,), dtype="int32", chunks=(cfg.chunk_rows,))
     first = f[hook_points[0]]
@@ -101,8 +109,9 @@ def _create_layout(f: "h5py.File", backbone: "Backbone", hook_points: list[str],
     f["position"] = first["position"]
 
 
-def _append(group: "h5py.Group", start: int, acts: "np.ndarray", prompt_index: "np.ndarray",
-            position: "np.ndarray") -> int:
+def _append(
+    group: "h5py.Group", start: int, acts: "np.ndarray", prompt_index: "np.ndarray", position: "np.ndarray"
+) -> int:
     end = start + len(acts)
     for name, values in (("acts", acts), ("prompt_index", prompt_index), ("position", position)):
         group[name].resize(end, axis=0)
@@ -117,9 +126,17 @@ def _truncate(f: "h5py.File", rows: dict[str, int]) -> None:
             f[hook][name].resize(n, axis=0)
 
 
-def write_cache(backbone: "Backbone", prompts: list[str], out: str | Path, hook_points: list[str],
-                cfg: CacheConfig = CacheConfig(), resume: bool = False, force: bool = False,
-                stop_after_batches: int | None = None, progress: bool = True) -> Path:
+def write_cache(
+    backbone: "Backbone",
+    prompts: list[str],
+    out: str | Path,
+    hook_points: list[str],
+    cfg: CacheConfig = CacheConfig(),
+    resume: bool = False,
+    force: bool = False,
+    stop_after_batches: int | None = None,
+    progress: bool = True,
+) -> Path:
     """Stream `prompts` through `backbone` and store the residual stream at `hook_points` in an HDF5 file.
 
     Each batch is committed with one attribute write, so an interrupted run resumed with `resume=True`
@@ -168,7 +185,7 @@ def write_cache(backbone: "Backbone", prompts: list[str], out: str | Path, hook_
             check_interrupt()
             if stop_after_batches is not None and n_batches >= stop_after_batches:
                 break
-            batch = prompts[start:start + batch_size]
+            batch = prompts[start : start + batch_size]
             outputs = backbone.run(batch, hook_points)
             for hook in hook_points:
                 act = outputs[hook]
@@ -209,8 +226,9 @@ def open_h5(path: str | Path, mode: str = "r") -> "h5py.File":
         ) from None
     if f.attrs.get("format") != FORMAT or "progress" not in f.attrs:
         f.close()
-        raise ClearSaeError(f"{path} is an HDF5 file but not a clear_sae activation cache; "
-                            "create one with `clear-sae cache`")
+        raise ClearSaeError(
+            f"{path} is an HDF5 file but not a clear_sae activation cache; create one with `clear-sae cache`"
+        )
     return f
 
 
@@ -232,8 +250,10 @@ class ActivationCache:
             done = _progress(self.file)["n_prompts_done"]
             total = len(self.file["prompts"])
             self.file.close()
-            raise ClearSaeError(f"cache {self.path} is incomplete ({done} of {total} prompts); "
-                                "finish it with `clear-sae cache ... --resume`")
+            raise ClearSaeError(
+                f"cache {self.path} is incomplete ({done} of {total} prompts); "
+                "finish it with `clear-sae cache ... --resume`"
+            )
 
     def close(self) -> None:
         """Close the underlying HDF5 file."""
@@ -264,14 +284,14 @@ class ActivationCache:
         self.check_hook_point(hook)
         return self.file[hook]["acts"][start:stop]
 
-    def iter_minibatches(self, hook: str, batch_size: int, n_tokens: int, seed: int = 0,
-                         buffer_rows: int = 65536) -> Iterator["torch.Tensor"]:
+    def iter_minibatches(
+        self, hook: str, batch_size: int, n_tokens: int, seed: int = 0, buffer_rows: int = 65536
+    ) -> Iterator["torch.Tensor"]:
         """Yield float32 `[batch_size, d]` minibatches until `n_tokens` rows have been served.
 
         Reads whole HDF5 chunks in a random order into a shuffle buffer of about `buffer_rows` rows, so
         memory stays bounded whatever the file size; passes over the data again as often as needed.
         """
-        import numpy as np
         import torch
 
         dataset = self.file[hook]["acts"]
@@ -286,7 +306,9 @@ class ActivationCache:
         while served < n_tokens:
             order = rng.permutation(starts)
             for i in range(0, len(order), chunks_per_fill):
-                buffer = np.concatenate([carry] + [dataset[s:s + chunk] for s in np.sort(order[i:i + chunks_per_fill])])
+                buffer = np.concatenate(
+                    [carry] + [dataset[s : s + chunk] for s in np.sort(order[i : i + chunks_per_fill])]
+                )
                 # The buffer stays in the stored dtype and is shuffled by index: each batch is gathered once and
                 # converted to float32 by torch, which costs the trainer's CPU far less than shuffling floats.
                 shuffled = rng.permutation(len(buffer))
@@ -294,13 +316,12 @@ class ActivationCache:
                 for b in range(n_full):
                     if served >= n_tokens:
                         return
-                    yield torch.from_numpy(buffer[shuffled[b * batch_size:(b + 1) * batch_size]]).float()
+                    yield torch.from_numpy(buffer[shuffled[b * batch_size : (b + 1) * batch_size]]).float()
                     served += batch_size
-                carry = buffer[shuffled[n_full * batch_size:]]
+                carry = buffer[shuffled[n_full * batch_size :]]
 
     def sample(self, hook: str, n: int, seed: int = 0) -> "np.ndarray":
         """Up to `n` rows at `hook` drawn evenly across the file (for statistics such as the mean norm)."""
-        import numpy as np
 
         total = self.n_rows(hook)
         index = np.unique(np.linspace(0, total - 1, num=min(n, total)).astype(np.int64))

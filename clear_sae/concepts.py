@@ -18,13 +18,16 @@ import math
 from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Any
 
+from clear_sae.dictionary import Dictionaries
 from clear_sae.errors import ClearSaeError
+from clear_sae.io import prompts_hash
+from clear_sae.library import ConceptEntry
 
 if TYPE_CHECKING:
     import torch
 
     from clear_sae.backbones import Backbone
-    from clear_sae.dictionary import Dictionaries
+    from clear_sae.library import ConceptLibrary
 
 SCORES = ("energy", "auroc")
 EPS = 1e-8
@@ -82,15 +85,15 @@ class LayerProfile:
         return data
 
 
-def encode_prompts(backbone: "Backbone", dictionaries: "Dictionaries", prompts: list[str], hook_points: list[str],
-                   batch_size: int = 64) -> dict[str, PromptCodes]:
+def encode_prompts(
+    backbone: "Backbone", dictionaries: "Dictionaries", prompts: list[str], hook_points: list[str], batch_size: int = 64
+) -> dict[str, PromptCodes]:
     """Run `prompts` once through the backbone and encode every layer with its dictionary."""
     import torch
 
     peaks: dict[str, list[torch.Tensor]] = {h: [] for h in hook_points}
     energies: dict[str, list[torch.Tensor]] = {h: [] for h in hook_points}
-    for start in range(0, len(prompts), batch_size):
-        outputs = backbone.run(prompts[start:start + batch_size], hook_points)
+    for _, outputs in backbone.run_batched(prompts, hook_points, batch_size):
         for hook in hook_points:
             sae = dictionaries.sae(hook)
             act = outputs[hook]
@@ -110,8 +113,9 @@ def auroc(positive: "torch.Tensor", negative: "torch.Tensor") -> float:
     return float(greater + 0.5 * ties)
 
 
-def ranked_candidates(target: PromptCodes, nontarget: PromptCodes,
-                      cfg: ConceptConfig) -> tuple[list[int], "torch.Tensor"]:
+def ranked_candidates(
+    target: PromptCodes, nontarget: PromptCodes, cfg: ConceptConfig
+) -> tuple[list[int], "torch.Tensor"]:
     """The candidate latent ids in the order the selection considers them, and the boolean shared mask.
 
     Candidates fire on at least `min_target_rate` of targets and are not shared (they fire on at most
@@ -128,8 +132,9 @@ def ranked_candidates(target: PromptCodes, nontarget: PromptCodes,
     return candidates, shared
 
 
-def specific_and_shared(target: PromptCodes, nontarget: PromptCodes,
-                        cfg: ConceptConfig) -> tuple[list[int], "torch.Tensor"]:
+def specific_and_shared(
+    target: PromptCodes, nontarget: PromptCodes, cfg: ConceptConfig
+) -> tuple[list[int], "torch.Tensor"]:
     """Concept-specific latent ids (sorted, at most `max_latents`) and the boolean shared mask.
 
     The `ranked_candidates` are taken greedily in their order, skipping any that would make the chosen latents
@@ -153,8 +158,9 @@ def specific_and_shared(target: PromptCodes, nontarget: PromptCodes,
     return sorted(chosen), shared
 
 
-def split_pairs(n_target: int, n_nontarget: int, holdout: float, seed: int
-                ) -> tuple[list[int], list[int], list[int], list[int]]:
+def split_pairs(
+    n_target: int, n_nontarget: int, holdout: float, seed: int
+) -> tuple[list[int], list[int], list[int], list[int]]:
     """Fit and held-out row indices (targets, non-targets, held-out targets, held-out non-targets); equal-sized
     lists are treated as context-matched pairs and split together."""
     import torch
@@ -190,9 +196,15 @@ def profile_layer(hook: str, target: PromptCodes, nontarget: PromptCodes, cfg: C
             pos = target.peak[held_t][:, fit_latents].sum(-1)
             neg = nontarget.peak[held_n][:, fit_latents].sum(-1)
             score_auroc = round(auroc(pos, neg), 5)
-    return LayerProfile(hook_point=hook, latents=latents, n_specific=len(latents), n_shared=int(shared.sum()),
-                        energy=round(math.exp(-loss), 6) if latents else 0.0, loss=round(loss, 6),
-                        auroc=score_auroc)
+    return LayerProfile(
+        hook_point=hook,
+        latents=latents,
+        n_specific=len(latents),
+        n_shared=int(shared.sum()),
+        energy=round(math.exp(-loss), 6) if latents else 0.0,
+        loss=round(loss, 6),
+        auroc=score_auroc,
+    )
 
 
 def score_of(profile: LayerProfile, score: str) -> float:
@@ -207,8 +219,10 @@ def select_layer(profiles: list[LayerProfile], score: str) -> LayerProfile:
         raise ClearSaeError(f"unknown score {score!r}; choose one of {', '.join(SCORES)}")
     usable = [p for p in profiles if p.latents]
     if not usable:
-        raise ClearSaeError("no layer has concept-specific latents: every latent that fires on the targets also "
-                            "fires on the non-targets; add more target prompts or use non-targets closer in context")
+        raise ClearSaeError(
+            "no layer has concept-specific latents: every latent that fires on the targets also "
+            "fires on the non-targets; add more target prompts or use non-targets closer in context"
+        )
     return max(usable, key=lambda p: score_of(p, score))
 
 
@@ -217,20 +231,35 @@ def _profile_at(profiles: list[LayerProfile], layer: str) -> LayerProfile:
     for p in profiles:
         if p.hook_point == layer and p.latents:
             return p
-    raise ClearSaeError(f"layer {layer!r} has no concept-specific latents here; choose one of "
-                        f"{', '.join(p.hook_point for p in profiles if p.latents)}")
+    raise ClearSaeError(
+        f"layer {layer!r} has no concept-specific latents here; choose one of "
+        f"{', '.join(p.hook_point for p in profiles if p.latents)}"
+    )
 
 
-def profile_concept(backbone: "Backbone", dictionaries: "Dictionaries", target: list[str], nontarget: list[str],
-                    cfg: ConceptConfig = ConceptConfig(), hook_points: list[str] | None = None) -> list[LayerProfile]:
+def profile_concept(
+    backbone: "Backbone",
+    dictionaries: "Dictionaries",
+    target: list[str],
+    nontarget: list[str],
+    cfg: ConceptConfig = ConceptConfig(),
+    hook_points: list[str] | None = None,
+) -> list[LayerProfile]:
     """Profile a concept at every hook point that has a dictionary."""
-    return profile_concept_at_rates(backbone, dictionaries, target, nontarget, cfg, [cfg.max_nontarget_rate],
-                                    hook_points)[cfg.max_nontarget_rate]
+    return profile_concept_at_rates(
+        backbone, dictionaries, target, nontarget, cfg, [cfg.max_nontarget_rate], hook_points
+    )[cfg.max_nontarget_rate]
 
 
-def profile_concept_at_rates(backbone: "Backbone", dictionaries: "Dictionaries", target: list[str],
-                             nontarget: list[str], cfg: ConceptConfig, max_nontarget_rates: list[float],
-                             hook_points: list[str] | None = None) -> dict[float, list[LayerProfile]]:
+def profile_concept_at_rates(
+    backbone: "Backbone",
+    dictionaries: "Dictionaries",
+    target: list[str],
+    nontarget: list[str],
+    cfg: ConceptConfig,
+    max_nontarget_rates: list[float],
+    hook_points: list[str] | None = None,
+) -> dict[float, list[LayerProfile]]:
     """`profile_concept` at several `max_nontarget_rate` values, the prompts encoded once."""
     if not target:
         raise ClearSaeError("the target prompt list is empty; pass prompts that contain the concept")
@@ -242,8 +271,13 @@ def profile_concept_at_rates(backbone: "Backbone", dictionaries: "Dictionaries",
     dictionaries.check_backbone(backbone.backbone_id, {h: backbone.d_model(h) for h in hook_points})
     target_codes = encode_prompts(backbone, dictionaries, target, hook_points, cfg.batch_size)
     nontarget_codes = encode_prompts(backbone, dictionaries, nontarget, hook_points, cfg.batch_size)
-    return {rate: [profile_layer(h, target_codes[h], nontarget_codes[h], replace(cfg, max_nontarget_rate=rate))
-                   for h in hook_points] for rate in max_nontarget_rates}
+    return {
+        rate: [
+            profile_layer(h, target_codes[h], nontarget_codes[h], replace(cfg, max_nontarget_rate=rate))
+            for h in hook_points
+        ]
+        for rate in max_nontarget_rates
+    }
 
 
 def format_table(profiles: list[LayerProfile], chosen: str, score: str) -> str:
@@ -257,24 +291,31 @@ def format_table(profiles: list[LayerProfile], chosen: str, score: str) -> str:
     for p in profiles:
         mark = f"  <- chosen ({why})" if p.hook_point == chosen else ""
         auroc_text = f"{p.auroc:.5f}" if p.auroc is not None else "-"
-        lines.append(f"{p.hook_point:<26} {p.energy:>9.6f} {p.loss:>9.4f} {auroc_text:>7} {p.n_specific:>8} "
-                     f"{p.n_shared:>7}{mark}")
+        lines.append(
+            f"{p.hook_point:<26} {p.energy:>9.6f} {p.loss:>9.4f} {auroc_text:>7} {p.n_specific:>8} "
+            f"{p.n_shared:>7}{mark}"
+        )
     return "\n".join(lines)
 
 
-def learn_concept(backbone: "Backbone", dictionaries: "Dictionaries", name: str, target: list[str],
-                  nontarget: list[str], library: Any, cfg: ConceptConfig = ConceptConfig(),
-                  hook_points: list[str] | None = None,
-                  profiles: list[LayerProfile] | None = None,
-                  layer: str | None = None) -> tuple[Any, list[LayerProfile]]:
+def learn_concept(
+    backbone: "Backbone",
+    dictionaries: "Dictionaries",
+    name: str,
+    target: list[str],
+    nontarget: list[str],
+    library: Any,
+    cfg: ConceptConfig = ConceptConfig(),
+    hook_points: list[str] | None = None,
+    profiles: list[LayerProfile] | None = None,
+    layer: str | None = None,
+) -> tuple[Any, list[LayerProfile]]:
     """Profile a concept at every layer, pick the layer, and add the entry to `library` (not saved).
 
     Trains nothing: the dictionaries are reused as they are. `profiles`, if given, are this concept's
     profiles under `cfg`, already computed. `layer`, if given, is used instead of the best-scoring one
     (calibration passes the layer its judge accepted).
     """
-    from clear_sae.library import ConceptEntry
-    from clear_sae.prompts import prompts_hash
 
     if not name.strip():
         raise ClearSaeError("the concept name is empty; pass --name NAME")
@@ -285,11 +326,39 @@ def learn_concept(backbone: "Backbone", dictionaries: "Dictionaries", name: str,
     chosen = select_layer(profiles, cfg.score) if layer is None else _profile_at(profiles, layer)
     settings = {k: v for k, v in asdict(cfg).items() if k not in ("batch_size", "strength")}
     entry = ConceptEntry(
-        name=name, hook_point=chosen.hook_point, latents=chosen.latents, strength=cfg.strength,
-        dictionary=library.relative_dictionary(dictionaries.root), backbone_id=backbone.backbone_id,
-        model_source=backbone.source or backbone.backbone_id, score=cfg.score,
-        layer_scores={p.hook_point: p.scores() for p in profiles}, target_hash=prompts_hash(target),
-        nontarget_hash=prompts_hash(nontarget), n_target=len(target), n_nontarget=len(nontarget),
-        settings=settings, target_prompts=list(target), nontarget_prompts=list(nontarget))
+        name=name,
+        hook_point=chosen.hook_point,
+        latents=chosen.latents,
+        strength=cfg.strength,
+        dictionary=library.relative_dictionary(dictionaries.root),
+        backbone_id=backbone.backbone_id,
+        model_source=backbone.source or backbone.backbone_id,
+        score=cfg.score,
+        layer_scores={p.hook_point: p.scores() for p in profiles},
+        target_hash=prompts_hash(target),
+        nontarget_hash=prompts_hash(nontarget),
+        n_target=len(target),
+        n_nontarget=len(nontarget),
+        settings=settings,
+        target_prompts=list(target),
+        nontarget_prompts=list(nontarget),
+    )
     library.add(entry)
     return entry, profiles
+
+
+def concept_settings(library: "ConceptLibrary", name: str) -> Any:
+    """The `ConceptConfig` the library's entry was learned with."""
+
+    settings = library.get(name).settings
+    return ConceptConfig(**{k: v for k, v in settings.items() if k in ConceptConfig.__dataclass_fields__})
+
+
+def latents_by_layer(
+    backbone: "Backbone", library: "ConceptLibrary", name: str, target: list[str], nontarget: list[str]
+) -> dict[str, list[int]]:
+    """The concept's specific latents at every layer of its dictionaries, from these prompts and its settings."""
+
+    dictionaries = Dictionaries(library.dictionary_path(library.get(name)))
+    profiles = profile_concept(backbone, dictionaries, target, nontarget, concept_settings(library, name))
+    return {p.hook_point: p.latents for p in profiles}

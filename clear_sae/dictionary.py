@@ -12,15 +12,17 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shutil
+import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from clear_sae import __version__
 from clear_sae.errors import ClearSaeError
-from clear_sae.prompts import atomic_write_text
-from clear_sae.trainer import lr_factor
+from clear_sae.io import atomic_write_text
+from clear_sae.sae.trainer import TopKTrainConfig, feed, lr_factor, resolve_kernel, to_sae_lens, train_topk
 
 if TYPE_CHECKING:
     import torch
@@ -71,8 +73,10 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if self.batch_size > self.tokens:  # a single step would already train on more tokens than asked
-            raise ClearSaeError(f"--batch-size {self.batch_size} is more than --tokens {self.tokens}: a single step "
-                                "would train on more tokens than asked; lower --batch-size or raise --tokens")
+            raise ClearSaeError(
+                f"--batch-size {self.batch_size} is more than --tokens {self.tokens}: a single step "
+                "would train on more tokens than asked; lower --batch-size or raise --tokens"
+            )
 
 
 @dataclass
@@ -93,7 +97,7 @@ class LayerRecord:
 
 
 def _training_sae(cfg: TrainConfig, d_in: int, hook: str, backbone_id: str) -> Any:
-    """A sae-lens training SAE for the architectures sae-lens trains here (TopK uses clear_sae.trainer)."""
+    """A sae-lens training SAE for the architectures sae-lens trains here (TopK uses clear_sae.sae.trainer)."""
     from sae_lens import JumpReLUTrainingSAE, JumpReLUTrainingSAEConfig, StandardTrainingSAE, StandardTrainingSAEConfig
 
     common = dict(d_in=d_in, d_sae=cfg.expansion * d_in, dtype="float32", device="cpu")
@@ -128,29 +132,51 @@ def explained_variance(x: "torch.Tensor", recon: "torch.Tensor") -> float:
     return float(1.0 - residual / total.clamp_min(1e-12))
 
 
-def _train_topk_layer(cache: "ActivationCache", hook: str, cfg: TrainConfig, scale: float, b_dec_init: "torch.Tensor",
-                      n_steps: int, dead_after: int, progress: bool) -> tuple[Any, float]:
+def _train_topk_layer(
+    cache: "ActivationCache",
+    hook: str,
+    cfg: TrainConfig,
+    scale: float,
+    b_dec_init: "torch.Tensor",
+    n_steps: int,
+    dead_after: int,
+    progress: bool,
+) -> tuple[Any, float]:
     """Train a TopK SAE with clear_sae's trainer; returns the sae-lens inference SAE and the dead fraction."""
     from tqdm.auto import tqdm
 
-    from clear_sae.trainer import TopKTrainConfig, feed, to_sae_lens, train_topk
-
-    topk_cfg = TopKTrainConfig(k=cfg.k, lr=cfg.lr, aux_coefficient=cfg.aux_coefficient, kernel=cfg.kernel,
-                               seed=cfg.seed)
+    topk_cfg = TopKTrainConfig(
+        k=cfg.k, lr=cfg.lr, aux_coefficient=cfg.aux_coefficient, kernel=cfg.kernel, seed=cfg.seed
+    )
     batches = cache.iter_minibatches(hook, cfg.batch_size, n_steps * cfg.batch_size, seed=cfg.seed)
     bar = tqdm(total=n_steps, desc=f"training {hook}", unit="step", disable=not progress, leave=False)
-    result = train_topk(feed((batch * scale for batch in batches), cfg.device), cache.widths[hook],
-                        cfg.expansion * cache.widths[hook],
-                        n_steps, topk_cfg, b_dec_init=b_dec_init, dead_after=dead_after, dead_window=cfg.dead_window,
-                        device=cfg.device, on_step=lambda step, out: bar.update())
+    result = train_topk(
+        feed((batch * scale for batch in batches), cfg.device),
+        cache.widths[hook],
+        cfg.expansion * cache.widths[hook],
+        n_steps,
+        topk_cfg,
+        b_dec_init=b_dec_init,
+        dead_after=dead_after,
+        dead_window=cfg.dead_window,
+        device=cfg.device,
+        on_step=lambda step, out: bar.update(),
+    )
     bar.close()
     return to_sae_lens(result.params, cfg.k, hook, cache.backbone_id), result.dead_fraction
 
 
-def _train_sae_lens_layer(cache: "ActivationCache", hook: str, cfg: TrainConfig, scale: float,
-                          b_dec_init: "torch.Tensor", n_steps: int, dead_after: int, progress: bool) -> tuple[Any, float]:
+def _train_sae_lens_layer(
+    cache: "ActivationCache",
+    hook: str,
+    cfg: TrainConfig,
+    scale: float,
+    b_dec_init: "torch.Tensor",
+    n_steps: int,
+    dead_after: int,
+    progress: bool,
+) -> tuple[Any, float]:
     """Train a standard or JumpReLU SAE with sae-lens's training SAE classes; returns (inference SAE, dead fraction)."""
-    import tempfile
 
     import torch
     from sae_lens import SAE
@@ -171,9 +197,15 @@ def _train_sae_lens_layer(cache: "ActivationCache", hook: str, cfg: TrainConfig,
     bar = tqdm(batches, total=n_steps, desc=f"training {hook}", unit="step", disable=not progress, leave=False)
     sae.train()
     for step, batch in enumerate(bar):
-        output = sae.training_forward_pass(TrainStepInput(
-            sae_in=batch * scale, coefficients=_coefficients(sae, step),
-            dead_neuron_mask=tokens_since_fired > dead_after, n_training_steps=step, is_logging_step=False))
+        output = sae.training_forward_pass(
+            TrainStepInput(
+                sae_in=batch * scale,
+                coefficients=_coefficients(sae, step),
+                dead_neuron_mask=tokens_since_fired > dead_after,
+                n_training_steps=step,
+                is_logging_step=False,
+            )
+        )
         optimizer.zero_grad(set_to_none=True)
         output.loss.backward()
         torch.nn.utils.clip_grad_norm_(sae.parameters(), 1.0)
@@ -206,8 +238,9 @@ def input_scale(sample: "torch.Tensor") -> float:
     return math.sqrt(sample.shape[-1] / float(sample.pow(2).sum(-1).mean().clamp_min(1e-12)))
 
 
-def train_layer(cache: "ActivationCache", hook: str, cfg: TrainConfig, out_folder: Path,
-                progress: bool = True) -> LayerRecord:
+def train_layer(
+    cache: "ActivationCache", hook: str, cfg: TrainConfig, out_folder: Path, progress: bool = True
+) -> LayerRecord:
     """Train one SAE on the cached activations at `hook`, save it to `out_folder`, and return its record."""
     import torch
 
@@ -231,11 +264,20 @@ def train_layer(cache: "ActivationCache", hook: str, cfg: TrainConfig, out_folde
     tmp.replace(out_folder)
     extra: dict[str, Any] = {}
     if cfg.architecture == "topk":
-        extra = {"k": cfg.k, "trainer": "clear_sae.trainer", "kernel": cfg.kernel}
-    return LayerRecord(hook_point=hook, folder=out_folder.name, d_in=d_in, d_sae=cfg.expansion * d_in,
-                       architecture=cfg.architecture, training_tokens=n_steps * cfg.batch_size,
-                       explained_variance=round(ev, 5), l0=round(l0, 3),
-                       dead_fraction=round(dead_fraction, 5), input_scale=scale, extra=extra)
+        extra = {"k": cfg.k, "trainer": "clear_sae.sae.trainer", "kernel": cfg.kernel}
+    return LayerRecord(
+        hook_point=hook,
+        folder=out_folder.name,
+        d_in=d_in,
+        d_sae=cfg.expansion * d_in,
+        architecture=cfg.architecture,
+        training_tokens=n_steps * cfg.batch_size,
+        explained_variance=round(ev, 5),
+        l0=round(l0, 3),
+        dead_fraction=round(dead_fraction, 5),
+        input_scale=scale,
+        extra=extra,
+    )
 
 
 def format_health_table(manifest: dict[str, Any], layers: list[str]) -> str:
@@ -243,14 +285,15 @@ def format_health_table(manifest: dict[str, Any], layers: list[str]) -> str:
     lines = [f"{'layer':<26} {'d_sae':>6} {'expl.var':>8} {'L0':>6} {'dead':>6} {'tokens':>8}"]
     for hook in layers:
         r = manifest["layers"][hook]
-        lines.append(f"{hook:<26} {r['d_sae']:>6} {r['explained_variance']:>8.3f} {r['l0']:>6.1f} "
-                     f"{r['dead_fraction']:>6.3f} {r['training_tokens']:>8}")
+        lines.append(
+            f"{hook:<26} {r['d_sae']:>6} {r['explained_variance']:>8.3f} {r['l0']:>6.1f} "
+            f"{r['dead_fraction']:>6.3f} {r['training_tokens']:>8}"
+        )
     return "\n".join(lines)
 
 
 def hook_point_order(name: str) -> tuple:
     """Sort key putting hook points in model order: embeddings first, then blocks by number (2 before 10)."""
-    import re
 
     first = 0 if name.endswith("embed") or name.endswith("hook_resid_pre") else 1
     parts = tuple(int(p) if p.isdigit() else p for p in re.split(r"(\d+)", name))
@@ -275,8 +318,6 @@ def _check_device(cfg: TrainConfig) -> None:
     """Raise a one-line error for a training device this machine or architecture cannot use."""
     import torch
 
-    from clear_sae.trainer import resolve_kernel
-
     resolve_kernel(cfg.kernel, "cpu")
     try:
         device = torch.device(cfg.device)
@@ -294,8 +335,14 @@ def holds_dictionaries(folder: str | Path) -> bool:
     return (folder / MANIFEST).is_file() or any(folder.glob(f"*/{CONFIG}"))
 
 
-def train_dictionaries(cache: "ActivationCache", out: str | Path, hook_points: list[str] | None = None,
-                       cfg: TrainConfig = TrainConfig(), force: bool = False, progress: bool = True) -> dict[str, Any]:
+def train_dictionaries(
+    cache: "ActivationCache",
+    out: str | Path,
+    hook_points: list[str] | None = None,
+    cfg: TrainConfig = TrainConfig(),
+    force: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
     """Train one SAE per hook point of `cache` into the folder `out` and write its manifest."""
     out = Path(out)
     hook_points = hook_points or cache.hook_points
@@ -307,20 +354,32 @@ def train_dictionaries(cache: "ActivationCache", out: str | Path, hook_points: l
     manifest = read_manifest(out)
     if manifest is not None:
         if manifest.get("backbone_id") != cache.backbone_id:
-            raise ClearSaeError(f"{out} holds dictionaries of backbone {manifest.get('backbone_id')!r} but cache "
-                                f"{cache.path} is from {cache.backbone_id!r}; choose another --out")
+            raise ClearSaeError(
+                f"{out} holds dictionaries of backbone {manifest.get('backbone_id')!r} but cache "
+                f"{cache.path} is from {cache.backbone_id!r}; choose another --out"
+            )
         for hook in hook_points:
             old = manifest["layers"].get(hook)
             if old is not None and int(old["d_in"]) != cache.widths[hook]:
-                raise ClearSaeError(f"dimension mismatch at {hook}: {out} reads width {old['d_in']}, the cache "
-                                    f"holds width {cache.widths[hook]}; choose another --out")
+                raise ClearSaeError(
+                    f"dimension mismatch at {hook}: {out} reads width {old['d_in']}, the cache "
+                    f"holds width {cache.widths[hook]}; choose another --out"
+                )
         if not force:
-            raise ClearSaeError(f"{out} already holds dictionaries; pass --force to retrain the chosen layers, "
-                                "or choose another --out")
+            raise ClearSaeError(
+                f"{out} already holds dictionaries; pass --force to retrain the chosen layers, or choose another --out"
+            )
     else:
         manifest = {"format": "clear_sae.dictionaries", "backbone_id": cache.backbone_id, "layers": {}}
-    manifest.update({"model_source": cache.model_source, "cache_prompts_hash": cache.prompts_hash, "cache": str(cache.path),
-                     "package_version": __version__, "train_config": asdict(cfg)})
+    manifest.update(
+        {
+            "model_source": cache.model_source,
+            "cache_prompts_hash": cache.prompts_hash,
+            "cache": str(cache.path),
+            "package_version": __version__,
+            "train_config": asdict(cfg),
+        }
+    )
     out.mkdir(parents=True, exist_ok=True)
     for hook in hook_points:
         record = train_layer(cache, hook, cfg, out / hook, progress=progress)
@@ -334,7 +393,7 @@ def train_dictionaries(cache: "ActivationCache", out: str | Path, hook_points: l
 def load_sae(folder: str | Path) -> "SAE":
     """Load one SAE folder (ours or any sae-lens SAE saved with `save_model`) as float32 on CPU.
 
-    Plain TopK, ReLU and JumpReLU folders load as `clear_sae.plain_sae.PlainSAE` (same arithmetic, no sae-lens
+    Plain TopK, ReLU and JumpReLU folders load as `clear_sae.sae.plain.PlainSAE` (same arithmetic, no sae-lens
     import); anything else through `sae_lens.SAE.load_from_disk`.
     """
     folder = Path(folder)
@@ -345,7 +404,7 @@ def load_sae(folder: str | Path) -> "SAE":
     if not (folder / CONFIG).is_file():
         raise ClearSaeError(f"dictionary folder {folder} has no {CONFIG}; retrain it with `clear-sae train`")
     try:
-        from clear_sae.plain_sae import load_plain_sae
+        from clear_sae.sae.plain import load_plain_sae
 
         cfg = json.loads((folder / CONFIG).read_text())
         plain = load_plain_sae(folder, cfg) if isinstance(cfg, dict) else None
@@ -355,8 +414,9 @@ def load_sae(folder: str | Path) -> "SAE":
 
         sae = SAE.load_from_disk(folder, device="cpu", dtype="float32")
     except Exception as err:  # sae-lens raises many kinds for a malformed folder
-        raise ClearSaeError(f"cannot load the SAE in {folder} ({type(err).__name__}: {err}); "
-                            "retrain it with `clear-sae train`") from None
+        raise ClearSaeError(
+            f"cannot load the SAE in {folder} ({type(err).__name__}: {err}); retrain it with `clear-sae train`"
+        ) from None
     return sae.eval()
 
 
@@ -384,15 +444,26 @@ class Dictionaries:
             cfg = json.loads(cfg_path.read_text())
             metadata = cfg.get("metadata") or {}
             hook = metadata.get("hook_name") or cfg.get("hook_name") or cfg_path.parent.name
-            layers[hook] = {"hook_point": hook, "folder": cfg_path.parent.name, "d_in": cfg["d_in"],
-                            "d_sae": cfg["d_sae"], "architecture": cfg.get("architecture")}
+            layers[hook] = {
+                "hook_point": hook,
+                "folder": cfg_path.parent.name,
+                "d_in": cfg["d_in"],
+                "d_sae": cfg["d_sae"],
+                "architecture": cfg.get("architecture"),
+            }
             model = metadata.get("model_name") or model
         if not layers:
-            raise ClearSaeError(f"{self.root} holds no {MANIFEST} and no SAE folders with {CONFIG}; "
-                                "train dictionaries with `clear-sae train`")
+            raise ClearSaeError(
+                f"{self.root} holds no {MANIFEST} and no SAE folders with {CONFIG}; "
+                "train dictionaries with `clear-sae train`"
+            )
         # Foreign SAEs name their model their own way: record it, but check only widths against ours.
-        return {"backbone_id": None, "model_name": model, "layers": layers,
-                "hook_points": sorted(layers, key=hook_point_order)}
+        return {
+            "backbone_id": None,
+            "model_name": model,
+            "layers": layers,
+            "hook_points": sorted(layers, key=hook_point_order),
+        }
 
     @property
     def hook_points(self) -> list[str]:
@@ -419,9 +490,13 @@ class Dictionaries:
         """Raise a one-line error if these dictionaries were not trained on this backbone and width."""
         if self.backbone_id and self.backbone_id != backbone_id:
             source = self.manifest.get("model_source") or self.backbone_id
-            raise ClearSaeError(f"dictionaries in {self.root} were trained on backbone {self.backbone_id!r}, not "
-                                f"{backbone_id!r}; use --model {source} or train dictionaries for this model")
+            raise ClearSaeError(
+                f"dictionaries in {self.root} were trained on backbone {self.backbone_id!r}, not "
+                f"{backbone_id!r}; use --model {source} or train dictionaries for this model"
+            )
         for hook, width in widths.items():
             if hook in self.layers and int(self.layers[hook]["d_in"]) != int(width):
-                raise ClearSaeError(f"dimension mismatch at {hook}: the dictionary reads width "
-                                    f"{self.layers[hook]['d_in']}, the model gives {width}; retrain for this model")
+                raise ClearSaeError(
+                    f"dimension mismatch at {hook}: the dictionary reads width "
+                    f"{self.layers[hook]['d_in']}, the model gives {width}; retrain for this model"
+                )

@@ -39,26 +39,33 @@ def _linear_preacts(sae: "SAE") -> bool:
     """Whether the SAE's pre-activations are `(x - b_dec) W_enc + b_enc` (TopK, standard, JumpReLU)."""
     import torch
 
-    return (isinstance(getattr(sae, "b_enc", None), torch.Tensor)
-            and getattr(sae.cfg, "normalize_activations", "none") == "none"
-            and getattr(sae.cfg, "reshape_activations", "none") == "none")
+    return (
+        isinstance(getattr(sae, "b_enc", None), torch.Tensor)
+        and getattr(sae.cfg, "normalize_activations", "none") == "none"
+        and getattr(sae.cfg, "reshape_activations", "none") == "none"
+    )
 
 
 class LatentClamp:
     """A forward hook that removes the chosen SAE latents from a residual stream."""
 
-    def __init__(self, sae: "SAE", latents: list[int], strengths: list[float] | float = 1.0,
-                 exact: bool = True) -> None:
+    def __init__(
+        self, sae: "SAE", latents: list[int], strengths: list[float] | float = 1.0, exact: bool = True
+    ) -> None:
         import torch
 
         if not latents:
-            raise ClearSaeError("a latent clamp needs at least one latent id, and this concept's entry lists none; "
-                                "relearn it with `clear-sae concept`")
+            raise ClearSaeError(
+                "a latent clamp needs at least one latent id, and this concept's entry lists none; "
+                "relearn it with `clear-sae concept`"
+            )
         d_sae = int(sae.cfg.d_sae)
         bad = [i for i in latents if not 0 <= int(i) < d_sae]
         if bad:
-            raise ClearSaeError(f"latent id {bad[0]} is out of range for a dictionary of {d_sae} latents; the library "
-                                "entry does not match this dictionary: rebuild it with `clear-sae concept`")
+            raise ClearSaeError(
+                f"latent id {bad[0]} is out of range for a dictionary of {d_sae} latents; the library "
+                "entry does not match this dictionary: rebuild it with `clear-sae concept`"
+            )
         self.sae = sae
         self.latents = torch.tensor([int(i) for i in latents], dtype=torch.long)
         gammas = [float(strengths)] * len(latents) if isinstance(strengths, float | int) else list(strengths)
@@ -112,8 +119,10 @@ class LatentClamp:
 
         width = h.shape[-1]
         if width != self._w_dec.shape[-1]:
-            raise ClearSaeError(f"dimension mismatch: the dictionary reads width {self._w_dec.shape[-1]}, the hooked "
-                                f"module gives {width}; erase with the model the concept was learned on")
+            raise ClearSaeError(
+                f"dimension mismatch: the dictionary reads width {self._w_dec.shape[-1]}, the hooked "
+                f"module gives {width}; erase with the model the concept was learned on"
+            )
         flat = h.reshape(-1, width)
         self.tokens_seen += flat.shape[0]
         with torch.no_grad():  # not inference_mode: the edited tensor may flow on into a graph
@@ -150,8 +159,10 @@ def merge_clamps(concepts: list[ConceptClamp], exact: bool = True) -> dict[str, 
     clamps = {}
     for hook, group in by_hook.items():
         if len({id(c.sae) for c in group}) > 1:
-            raise ClearSaeError(f"concepts {', '.join(c.entry.name for c in group)} use different dictionaries "
-                                f"at {hook}; erase them in separate runs or rebuild them on one dictionary")
+            raise ClearSaeError(
+                f"concepts {', '.join(c.entry.name for c in group)} use different dictionaries "
+                f"at {hook}; erase them in separate runs or rebuild them on one dictionary"
+            )
         strengths: dict[int, float] = {}
         for c in group:
             for latent in c.entry.latents:
@@ -192,9 +203,17 @@ def resolve_concepts(library: "ConceptLibrary", names: list[str]) -> list[Concep
 
 
 @contextmanager
-def erase_concepts(target: Any, library: "ConceptLibrary", names: list[str],
-                   exact: bool = True) -> Iterator[dict[str, LatentClamp]]:
+def erase_concepts(
+    target: Any, library: "ConceptLibrary", names: list[str], exact: bool = True
+) -> Iterator[dict[str, LatentClamp]]:
     """Erase the named concepts of `library` from `target` while the context is open."""
     clamps = merge_clamps(resolve_concepts(library, names), exact)
     with attach(target, clamps) as attached:
         yield attached
+
+
+def concept_clamps(library: "ConceptLibrary", entry: Any, exact: bool = True) -> dict[str, Any]:
+    """The clamp of one library entry (possibly edited: another layer, other latents) on its dictionary."""
+
+    sae = Dictionaries(library.dictionary_path(entry)).sae(entry.hook_point)
+    return merge_clamps([ConceptClamp(entry, sae)], exact)

@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from clear_sae import __version__
+from clear_sae.dictionary import holds_dictionaries
 from clear_sae.errors import ClearSaeError
-from clear_sae.prompts import atomic_write_text
+from clear_sae.io import atomic_write_text
 
 FORMAT = "clear_sae.concept_library"
 
@@ -71,23 +72,31 @@ class ConceptLibrary:
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise ClearSaeError(f"{path} is not a valid concept library ({err}); rebuild it with `clear-sae concept`") from None
+            raise ClearSaeError(
+                f"{path} is not a valid concept library ({err}); rebuild it with `clear-sae concept`"
+            ) from None
         if not isinstance(data, dict) or data.get("format") != FORMAT:
-            raise ClearSaeError(f"{path} is JSON but not a clear_sae concept library; build one with `clear-sae concept`")
+            raise ClearSaeError(
+                f"{path} is JSON but not a clear_sae concept library; build one with `clear-sae concept`"
+            )
         concepts = data.get("concepts", {})
         try:
             if not isinstance(concepts, dict):
                 raise TypeError("'concepts' must map names to entries")
             entries = {name: ConceptEntry.from_dict(entry) for name, entry in concepts.items()}
         except (TypeError, AttributeError) as err:
-            raise ClearSaeError(f"{path} holds a malformed concept entry ({err}); rebuild it with "
-                                "`clear-sae concept`") from None
+            raise ClearSaeError(
+                f"{path} holds a malformed concept entry ({err}); rebuild it with `clear-sae concept`"
+            ) from None
         return cls(path, entries)
 
     def save(self) -> None:
         """Write the library atomically."""
-        data = {"format": FORMAT, "package_version": __version__,
-                "concepts": {name: asdict(entry) for name, entry in sorted(self.concepts.items())}}
+        data = {
+            "format": FORMAT,
+            "package_version": __version__,
+            "concepts": {name: asdict(entry) for name, entry in sorted(self.concepts.items())},
+        }
         atomic_write_text(self.path, json.dumps(data, indent=2))
 
     def add(self, entry: ConceptEntry) -> None:
@@ -98,23 +107,27 @@ class ConceptLibrary:
         """The entry for `name`, or a one-line error listing the concepts there are."""
         if name not in self.concepts:
             have = ", ".join(sorted(self.concepts)) or "none"
-            raise ClearSaeError(f"concept {name!r} is not in {self.path} (it has: {have}); "
-                                "add it with `clear-sae concept --name ...`")
+            raise ClearSaeError(
+                f"concept {name!r} is not in {self.path} (it has: {have}); add it with `clear-sae concept --name ...`"
+            )
         return self.concepts[name]
 
     def dictionary_path(self, entry: ConceptEntry) -> Path:
         """The dictionary folder an entry points to, checked to exist."""
         folder = (self.path.parent / entry.dictionary).resolve()
         if not folder.is_dir():
-            raise ClearSaeError(f"concept {entry.name!r} points to dictionary {folder}, which does not exist; "
-                                "restore that folder or rebuild the concept with `clear-sae concept`")
-        from clear_sae.dictionary import holds_dictionaries
+            raise ClearSaeError(
+                f"concept {entry.name!r} points to dictionary {folder}, which does not exist; "
+                "restore that folder or rebuild the concept with `clear-sae concept`"
+            )
 
         if not holds_dictionaries(folder):
             # Most often a library copied away from the folder its relative "dictionary" field points into.
-            raise ClearSaeError(f"concept {entry.name!r} points to {folder} (its \"dictionary\" field "
-                                f"{entry.dictionary!r}, read from {self.path.parent}), which holds no dictionaries; "
-                                "keep the library beside its dictionaries or correct that field")
+            raise ClearSaeError(
+                f'concept {entry.name!r} points to {folder} (its "dictionary" field '
+                f"{entry.dictionary!r}, read from {self.path.parent}), which holds no dictionaries; "
+                "keep the library beside its dictionaries or correct that field"
+            )
         return folder
 
     def relative_dictionary(self, folder: str | Path) -> str:

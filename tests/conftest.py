@@ -62,7 +62,7 @@ def _seeded() -> None:
 
 def read_lines(path: Path) -> list[str]:
     """Prompts of a shipped prompt file."""
-    from clear_sae.prompts import read_prompt_file
+    from clear_sae.io import read_prompt_file
 
     return read_prompt_file(path)
 
@@ -111,8 +111,9 @@ def minilm_dictionaries(tmp_path_factory, minilm_cache) -> Path:
 
     out = tmp_path_factory.mktemp("dicts") / "minilm"
     with ActivationCache(minilm_cache) as cache:
-        train_dictionaries(cache, out, cfg=TrainConfig(expansion=2, k=16, tokens=40_960, batch_size=512),
-                           progress=False)
+        train_dictionaries(
+            cache, out, cfg=TrainConfig(expansion=2, k=16, tokens=40_960, batch_size=512), progress=False
+        )
     return out
 
 
@@ -127,8 +128,14 @@ def minilm_library(tmp_path_factory, minilm, minilm_dictionaries) -> Path:
     library = ConceptLibrary(path)
     dictionaries = Dictionaries(minilm_dictionaries)
     for name in ("french_horn", "umbrella"):
-        learn_concept(minilm, dictionaries, name, read_lines(PROMPTS / "concepts" / f"{name}.target.txt"),
-                      read_lines(PROMPTS / "concepts" / f"{name}.nontarget.txt"), library)
+        learn_concept(
+            minilm,
+            dictionaries,
+            name,
+            read_lines(PROMPTS / "concepts" / f"{name}.target.txt"),
+            read_lines(PROMPTS / "concepts" / f"{name}.nontarget.txt"),
+            library,
+        )
     library.save()
     return path
 
@@ -138,7 +145,8 @@ def toy_library(tmp_path_factory, minilm, minilm_dictionaries):
     """A library with two toy concepts learned (and calibrated) on the test dictionaries."""
     from clear_sae.dictionary import Dictionaries
     from clear_sae.library import ConceptLibrary
-    from clear_sae.toyworld.concepts import MAX_NONTARGET_RATE, learn_toy_concept
+    from clear_sae.toyworld.concepts import MAX_NONTARGET_RATE
+    from clear_sae.toyworld.learn import learn_toy_concept
 
     library = ConceptLibrary(tmp_path_factory.mktemp("toy_library") / "concepts.json")
     for name in ("red", "circle"):
@@ -165,16 +173,41 @@ def tiny_wan_pipeline(tokenizer):
     from transformers import UMT5Config, UMT5EncoderModel
 
     seed_everything(0)
-    vae = AutoencoderKLWan(base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
-                           temperal_downsample=[False, True, True])
-    text_encoder = UMT5EncoderModel(UMT5Config(vocab_size=tokenizer.vocab_size, d_model=32, d_kv=8, d_ff=64,
-                                               num_layers=2, num_heads=4, relative_attention_num_buckets=8))
-    transformer = WanTransformer3DModel(patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12,
-                                        in_channels=16, out_channels=16, text_dim=32, freq_dim=256, ffn_dim=32,
-                                        num_layers=2, cross_attn_norm=True, qk_norm="rms_norm_across_heads",
-                                        rope_max_seq_len=32)
-    return WanPipeline(transformer=transformer, vae=vae, scheduler=FlowMatchEulerDiscreteScheduler(shift=7.0),
-                       text_encoder=text_encoder, tokenizer=tokenizer)
+    vae = AutoencoderKLWan(
+        base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1, temperal_downsample=[False, True, True]
+    )
+    text_encoder = UMT5EncoderModel(
+        UMT5Config(
+            vocab_size=tokenizer.vocab_size,
+            d_model=32,
+            d_kv=8,
+            d_ff=64,
+            num_layers=2,
+            num_heads=4,
+            relative_attention_num_buckets=8,
+        )
+    )
+    transformer = WanTransformer3DModel(
+        patch_size=(1, 2, 2),
+        num_attention_heads=2,
+        attention_head_dim=12,
+        in_channels=16,
+        out_channels=16,
+        text_dim=32,
+        freq_dim=256,
+        ffn_dim=32,
+        num_layers=2,
+        cross_attn_norm=True,
+        qk_norm="rms_norm_across_heads",
+        rope_max_seq_len=32,
+    )
+    return WanPipeline(
+        transformer=transformer,
+        vae=vae,
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=7.0),
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+    )
 
 
 def tiny_hooked_transformer():
@@ -182,6 +215,16 @@ def tiny_hooked_transformer():
     from transformer_lens import HookedTransformer, HookedTransformerConfig
 
     seed_everything(0)
-    cfg = HookedTransformerConfig(n_layers=2, d_model=32, n_ctx=64, d_head=8, n_heads=4, d_mlp=64, d_vocab=30522,
-                                  act_fn="gelu", normalization_type="LN", seed=0)
+    cfg = HookedTransformerConfig(
+        n_layers=2,
+        d_model=32,
+        n_ctx=64,
+        d_head=8,
+        n_heads=4,
+        d_mlp=64,
+        d_vocab=30522,
+        act_fn="gelu",
+        normalization_type="LN",
+        seed=0,
+    )
     return HookedTransformer(cfg)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import tiny_hooked_transformer, tiny_wan_pipeline
 
 from clear_sae.backbones import hook_module, load_backbone
 from clear_sae.errors import ClearSaeError
-from conftest import tiny_hooked_transformer, tiny_wan_pipeline
 
 
 def test_minilm_hook_points_match_hidden_states(minilm):
@@ -27,14 +27,20 @@ def test_minilm_hook_points_match_hidden_states(minilm):
     assert mask[1].sum() < mask[0].sum()  # the short prompt is padded
     for row, prompt in enumerate(prompts):  # one token string per real position, special tokens included
         tokens = minilm.token_strings(prompt, "text_encoder.blocks.3")
-        assert len(tokens) == int(mask[row].sum()) and tokens[0] == "[CLS]" and "horn" in minilm.token_strings(
-            prompts[0], "text_encoder.embed")
+        assert (
+            len(tokens) == int(mask[row].sum())
+            and tokens[0] == "[CLS]"
+            and "horn" in minilm.token_strings(prompts[0], "text_encoder.embed")
+        )
 
 
 def test_resolve_layers_accepts_names_and_indices(minilm):
     assert minilm.resolve_layers("all") == minilm.hook_points
     assert minilm.resolve_layers("0,text_encoder.blocks.3,-1") == [
-        "text_encoder.embed", "text_encoder.blocks.3", "text_encoder.blocks.5"]
+        "text_encoder.embed",
+        "text_encoder.blocks.3",
+        "text_encoder.blocks.5",
+    ]
     with pytest.raises(ClearSaeError, match="unknown layer 'text_encoder.blocks.9'.*choose from"):
         minilm.resolve_layers("text_encoder.blocks.9")
     with pytest.raises(ClearSaeError, match="unknown layer index 7"):
@@ -50,8 +56,7 @@ def test_unknown_model_is_a_one_line_error(tmp_path):
 
 @pytest.mark.parametrize("family", ["t5", "umt5", "clip"])
 def test_tiny_text_encoders_load_from_a_folder(tmp_path, minilm_tokenizer, family):
-    from transformers import (CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel, UMT5Config,
-                              UMT5EncoderModel)
+    from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel, UMT5Config, UMT5EncoderModel
 
     vocab = minilm_tokenizer.vocab_size
     if family == "t5":
@@ -59,8 +64,16 @@ def test_tiny_text_encoders_load_from_a_folder(tmp_path, minilm_tokenizer, famil
     elif family == "umt5":
         model = UMT5EncoderModel(UMT5Config(vocab_size=vocab, d_model=32, d_kv=8, d_ff=64, num_layers=3, num_heads=4))
     else:
-        model = CLIPTextModel(CLIPTextConfig(vocab_size=vocab, hidden_size=32, intermediate_size=64,
-                                             num_hidden_layers=3, num_attention_heads=4, max_position_embeddings=64))
+        model = CLIPTextModel(
+            CLIPTextConfig(
+                vocab_size=vocab,
+                hidden_size=32,
+                intermediate_size=64,
+                num_hidden_layers=3,
+                num_attention_heads=4,
+                max_position_embeddings=64,
+            )
+        )
     model.save_pretrained(tmp_path)
     minilm_tokenizer.save_pretrained(tmp_path)
     backbone = load_backbone(tmp_path)
@@ -90,18 +103,32 @@ def test_pipeline_with_two_text_encoders_names_both(minilm_tokenizer):
     from clear_sae.backbones.diffusers_pipeline import PipelineTextEncoders
 
     class TwoEncoderPipeline:  # the attribute layout of Flux and SD3 pipelines
-        text_encoder = CLIPTextModel(CLIPTextConfig(vocab_size=minilm_tokenizer.vocab_size, hidden_size=16,
-                                                    intermediate_size=32, num_hidden_layers=2,
-                                                    num_attention_heads=2, max_position_embeddings=64))
-        text_encoder_2 = T5EncoderModel(T5Config(vocab_size=minilm_tokenizer.vocab_size, d_model=24, d_kv=6,
-                                                 d_ff=48, num_layers=3, num_heads=4))
+        text_encoder = CLIPTextModel(
+            CLIPTextConfig(
+                vocab_size=minilm_tokenizer.vocab_size,
+                hidden_size=16,
+                intermediate_size=32,
+                num_hidden_layers=2,
+                num_attention_heads=2,
+                max_position_embeddings=64,
+            )
+        )
+        text_encoder_2 = T5EncoderModel(
+            T5Config(vocab_size=minilm_tokenizer.vocab_size, d_model=24, d_kv=6, d_ff=48, num_layers=3, num_heads=4)
+        )
         tokenizer = minilm_tokenizer
         tokenizer_2 = minilm_tokenizer
 
     backbone = PipelineTextEncoders.from_pipeline(TwoEncoderPipeline(), "two")
-    assert backbone.hook_points == ["text_encoder.embed", "text_encoder.blocks.0", "text_encoder.blocks.1",
-                                    "text_encoder_2.embed", "text_encoder_2.blocks.0", "text_encoder_2.blocks.1",
-                                    "text_encoder_2.blocks.2"]
+    assert backbone.hook_points == [
+        "text_encoder.embed",
+        "text_encoder.blocks.0",
+        "text_encoder.blocks.1",
+        "text_encoder_2.embed",
+        "text_encoder_2.blocks.0",
+        "text_encoder_2.blocks.1",
+        "text_encoder_2.blocks.2",
+    ]
     out = backbone.run(["a dog"], ["text_encoder.blocks.1", "text_encoder_2.blocks.2"])
     assert out["text_encoder.blocks.1"].acts.shape[-1] == 16
     assert out["text_encoder_2.blocks.2"].acts.shape[-1] == 24
@@ -115,8 +142,7 @@ def test_transformer_lens_model(tmp_path, minilm_tokenizer):
 
     model = tiny_hooked_transformer()
     backbone = TransformerLensBackbone(model, minilm_tokenizer)
-    assert backbone.hook_points == ["blocks.0.hook_resid_pre", "blocks.0.hook_resid_post",
-                                    "blocks.1.hook_resid_post"]
+    assert backbone.hook_points == ["blocks.0.hook_resid_pre", "blocks.0.hook_resid_post", "blocks.1.hook_resid_post"]
     out = backbone.run(["a dog runs", "hi"], backbone.hook_points)
     tokens = minilm_tokenizer(["a dog runs", "hi"], padding=True, return_tensors="pt")["input_ids"]
     _, cache = model.run_with_cache(tokens)
@@ -136,8 +162,9 @@ def test_same_folder_name_different_weights_means_a_different_backbone(tmp_path,
     for seed, where in ((0, "a"), (1, "b"), (0, "c")):
         torch.manual_seed(seed)
         folder = tmp_path / where / "text_encoder"
-        T5EncoderModel(T5Config(vocab_size=minilm_tokenizer.vocab_size, d_model=16, d_kv=4, d_ff=32, num_layers=2,
-                                num_heads=4)).save_pretrained(folder)
+        T5EncoderModel(
+            T5Config(vocab_size=minilm_tokenizer.vocab_size, d_model=16, d_kv=4, d_ff=32, num_layers=2, num_heads=4)
+        ).save_pretrained(folder)
         minilm_tokenizer.save_pretrained(folder)
         ids.append(load_backbone(folder).backbone_id)
     assert ids[0].startswith("hf:text_encoder:")

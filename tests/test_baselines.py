@@ -5,15 +5,16 @@ from __future__ import annotations
 import pytest
 import torch
 
-from clear_sae.baselines import DirectionClamp, SubspaceProjection, direction_clamp, subspace_projection
+from clear_sae.compare.baselines import DirectionClamp, SubspaceProjection, direction_clamp, subspace_projection
 from clear_sae.erase import attach
 from clear_sae.errors import ClearSaeError
 
 COLOURS = ("red", "green", "yellow", "purple", "orange")
 OBJECTS = ("car", "kite", "umbrella", "door", "boat", "balloon", "bicycle", "house")
 TARGET = [f"a blue {o} in the {p}" for o in OBJECTS for p in ("park", "street", "rain")]
-NONTARGET = [f"a {c} {o} in the {p}" for o, c in zip(OBJECTS * 3, COLOURS * 5)
-             for p in ("park",)] + [f"a {c} {o} in the street" for o, c in zip(OBJECTS, reversed(COLOURS * 2))]
+NONTARGET = [f"a {c} {o} in the {p}" for o, c in zip(OBJECTS * 3, COLOURS * 5) for p in ("park",)] + [
+    f"a {c} {o} in the street" for o, c in zip(OBJECTS, reversed(COLOURS * 2))
+]
 FINAL = "text_encoder.blocks.5"
 
 
@@ -32,8 +33,9 @@ def test_direction_clamp_caps_the_concept_direction_and_leaves_most_non_target_t
     assert proj_after.max() <= clamp.ceiling + 1e-4
     # Only the direction's component changed.
     delta = (after - before)[mask]
-    assert torch.allclose(delta - (delta @ clamp.direction)[:, None] * clamp.direction, torch.zeros_like(delta),
-                          atol=1e-4)
+    assert torch.allclose(
+        delta - (delta @ clamp.direction)[:, None] * clamp.direction, torch.zeros_like(delta), atol=1e-4
+    )
     kept_n, mask_n = _final_states(minilm, NONTARGET)
     edited_n, _ = _final_states(minilm, NONTARGET, {FINAL: clamp})
     unchanged = (kept_n == edited_n).all(-1)[mask_n].float().mean()

@@ -15,9 +15,13 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def run_benchmark(script: str, tmp_path: Path, *args: str) -> dict:
     out = tmp_path / f"{script}.json"
-    result = subprocess.run([sys.executable, "-W", "ignore", str(ROOT / "benchmarks" / f"{script}.py"), *args,
-                             "--out", str(out)], capture_output=True, text=True, timeout=600,
-                            env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    result = subprocess.run(
+        [sys.executable, "-W", "ignore", str(ROOT / "benchmarks" / f"{script}.py"), *args, "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     record = json.loads(out.read_text())
     assert record["machine"]["torch_threads"] >= 1
@@ -25,8 +29,22 @@ def run_benchmark(script: str, tmp_path: Path, *args: str) -> dict:
 
 
 def test_training_benchmark_compares_three_trainers_in_one_run(tmp_path):
-    record = run_benchmark("training", tmp_path, "--tokens", "4096", "--prompts", "200", "--d-sae", "768",
-                           "--scaling", "--expansions", "1", "2", "--scaling-repeats", "1")
+    record = run_benchmark(
+        "training",
+        tmp_path,
+        "--tokens",
+        "4096",
+        "--prompts",
+        "200",
+        "--d-sae",
+        "768",
+        "--scaling",
+        "--expansions",
+        "1",
+        "2",
+        "--scaling-repeats",
+        "1",
+    )
     runs = {r["trainer"]: r for r in record["runs"]}
     assert set(runs) == {"sae-lens SAETrainer", "clear_sae (sparse)", "clear_sae (autograd)"}
     reference = runs["sae-lens SAETrainer"]["tokens_per_s"]
@@ -36,7 +54,8 @@ def test_training_benchmark_compares_three_trainers_in_one_run(tmp_path):
         assert run["l0"] == pytest.approx(32.0)
     # The two clear_sae kernels train the same model on the same stream: same quality.
     assert runs["clear_sae (sparse)"]["explained_variance"] == pytest.approx(
-        runs["clear_sae (autograd)"]["explained_variance"], abs=1e-3)
+        runs["clear_sae (autograd)"]["explained_variance"], abs=1e-3
+    )
     assert record["roofline"]["gflops"] > 0
     assert [r["d_sae"] for r in record["scaling"]] == [384, 768]
     for row in record["scaling"]:
@@ -44,8 +63,9 @@ def test_training_benchmark_compares_three_trainers_in_one_run(tmp_path):
 
 
 def test_caching_benchmark_reports_overhead_and_reader_headroom(tmp_path):
-    record = run_benchmark("caching", tmp_path, "--prompts", "128", "--pairs", "3", "--scaling", "32", "64",
-                           "--train-steps", "3")
+    record = run_benchmark(
+        "caching", tmp_path, "--prompts", "128", "--pairs", "3", "--scaling", "32", "64", "--train-steps", "3"
+    )
     caching = record["caching"]
     assert caching["overhead_min"] <= caching["overhead"] <= caching["overhead_max"]
     assert caching["file_mb"] > 0
@@ -56,8 +76,22 @@ def test_caching_benchmark_reports_overhead_and_reader_headroom(tmp_path):
 
 
 def test_gpu_benchmark_smoke_run_on_cpu(tmp_path):
-    record = run_benchmark("gpu_training", tmp_path, "--device", "cpu", "--d-in", "64", "--d-sae", "512", "--k", "8",
-                           "--batch", "256", "--steps", "2")
+    record = run_benchmark(
+        "gpu_training",
+        tmp_path,
+        "--device",
+        "cpu",
+        "--d-in",
+        "64",
+        "--d-sae",
+        "512",
+        "--k",
+        "8",
+        "--batch",
+        "256",
+        "--steps",
+        "2",
+    )
     assert [r["kernel"] for r in record["kernels"]] == ["dense", "sparse", "autograd"]
     counted = 4 * 256 * 64 * 512
     for row in record["kernels"]:
@@ -70,7 +104,8 @@ def test_erasure_benchmark_times_the_clamp_and_a_new_concept(tmp_path):
     generation = record["generation"]
     assert generation["tokens_edited_last_run"] > 0  # the clamp really acted on the prompts
     assert generation["overhead_end_to_end"] == pytest.approx(
-        generation["generate_with_clamp_s"] / generation["generate_s"] - 1)
+        generation["generate_with_clamp_s"] / generation["generate_s"] - 1
+    )
     concept = record["new_concept"]
     assert concept["layer"].startswith("text_encoder.") and concept["latents"] > 0
     assert 0 < concept["learn_concept_s"] < concept["cli_command_s"]

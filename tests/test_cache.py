@@ -12,9 +12,15 @@ import torch
 from clear_sae.cache import ActivationCache, CacheConfig, write_cache
 from clear_sae.errors import ClearSaeError
 
-PROMPTS = [f"a {c} {a} {v} near the river at dusk, shot {i}" for i, (c, a, v) in enumerate(
-    (c, a, v) for c in ("red", "blue", "green") for a in ("dog", "cat", "horse", "French horn player")
-    for v in ("running", "sleeping", "jumping", "dancing slowly"))]
+PROMPTS = [
+    f"a {c} {a} {v} near the river at dusk, shot {i}"
+    for i, (c, a, v) in enumerate(
+        (c, a, v)
+        for c in ("red", "blue", "green")
+        for a in ("dog", "cat", "horse", "French horn player")
+        for v in ("running", "sleeping", "jumping", "dancing slowly")
+    )
+]
 
 
 def _write(backbone, path, **kwargs):
@@ -67,8 +73,15 @@ def test_resume_refuses_other_prompts_and_overwrite_needs_force(minilm, tmp_path
     path = _write(minilm, tmp_path / "c.h5", stop_after_batches=1)
     before = path.read_bytes()
     with pytest.raises(ClearSaeError, match="cannot resume.*prompts_hash"):
-        write_cache(minilm, PROMPTS[::-1], path, minilm.hook_points, CacheConfig(batch_size=8, dtype="float32"),
-                    resume=True, progress=False)
+        write_cache(
+            minilm,
+            PROMPTS[::-1],
+            path,
+            minilm.hook_points,
+            CacheConfig(batch_size=8, dtype="float32"),
+            resume=True,
+            progress=False,
+        )
     with pytest.raises(ClearSaeError, match="already exists; pass --resume.*--force"):
         _write(minilm, path)
     assert path.read_bytes() == before

@@ -7,8 +7,16 @@ from dataclasses import replace
 
 import pytest
 
-from clear_sae.calibrate import (CalibrationConfig, CalibrationStep, calibration_ladder, chosen_step,
-                                 layers_to_try, learn_calibrated_concept, nontarget_rate_ladder, recorded_calibration)
+from clear_sae.calibration.ladder import (
+    CalibrationConfig,
+    CalibrationStep,
+    calibration_ladder,
+    chosen_step,
+    layers_to_try,
+    learn_calibrated_concept,
+    nontarget_rate_ladder,
+    recorded_calibration,
+)
 from clear_sae.concepts import ConceptConfig, LayerProfile, split_pairs
 from clear_sae.dictionary import Dictionaries
 from clear_sae.library import ConceptLibrary
@@ -23,8 +31,12 @@ def test_the_ladder_starts_at_the_concepts_own_tolerance():
 
 
 def test_chosen_step_is_the_least_found_and_the_mildest_on_ties():
-    steps = [CalibrationStep(0.2, 1.0, "a", 3, 0.5), CalibrationStep(0.2, 2.0, "a", 3, 0.3),
-             CalibrationStep(0.4, 1.0, "b", 5, 0.3), CalibrationStep(0.4, 2.0, "b", 5, 0.4)]
+    steps = [
+        CalibrationStep(0.2, 1.0, "a", 3, 0.5),
+        CalibrationStep(0.2, 2.0, "a", 3, 0.3),
+        CalibrationStep(0.4, 1.0, "b", 5, 0.3),
+        CalibrationStep(0.4, 2.0, "b", 5, 0.4),
+    ]
     assert chosen_step(steps) is steps[1]
 
 
@@ -34,8 +46,10 @@ def test_a_rung_that_costs_non_targets_too_much_neither_passes_nor_is_kept_over_
     assert not cal.passes(harmful) and not cal.passes(mild)
     assert cal.passes(CalibrationStep(0.2, 4.0, "a", 3, 0.05, None))  # the probe does not measure preservation
     assert chosen_step([harmful, mild], cal) is mild
-    assert chosen_step([replace(harmful, preservation_drop=0.04), replace(mild, preservation_drop=0.05)],
-                       cal).strength == 8.0  # none preserved: the least found
+    assert (
+        chosen_step([replace(harmful, preservation_drop=0.04), replace(mild, preservation_drop=0.05)], cal).strength
+        == 8.0
+    )  # none preserved: the least found
     # Breaking the target object (its other attributes fall by more than 10 points) fails too.
     assert not cal.passes(CalibrationStep(0.2, 16.0, "a", 3, 0.0, 0.0, 0.26))
     assert cal.passes(CalibrationStep(0.2, 16.0, "a", 3, 0.0, 0.0, 0.1))
@@ -48,14 +62,18 @@ def test_a_tie_in_what_the_judge_found_goes_to_the_rung_that_harmed_least():
     assert chosen_step([earlier_harmful, later_harmless], cal) is later_harmless
     assert chosen_step([earlier_harmful, replace(later_harmless, probe_rate=0.15)], cal) is earlier_harmful
     # Equal harm (e.g. the probe, which measures none): the earliest tried.
-    assert chosen_step([replace(earlier_harmful, others_drop=None), replace(later_harmless, others_drop=None)],
-                       cal).hook_point == "embed"
+    assert (
+        chosen_step(
+            [replace(earlier_harmful, others_drop=None), replace(later_harmless, others_drop=None)], cal
+        ).hook_point
+        == "embed"
+    )
 
 
 def test_a_judge_passed_to_the_ladder_decides_and_is_recorded(minilm, minilm_dictionaries, tmp_path):
     """A judge other than the probe decides every rung: the ladder climbs until it passes one (found and
     preservation both within their bars), the entry is that rung's, and the judge's settings are recorded."""
-    from clear_sae.calibrate import Verdict
+    from clear_sae.calibration.judge import Verdict
     from clear_sae.errors import ClearSaeError
 
     class StrictJudge:
@@ -65,7 +83,7 @@ def test_a_judge_passed_to_the_ladder_decides_and_is_recorded(minilm, minilm_dic
             self.calls: list[tuple[str, float]] = []
 
         def __call__(self, hooks):
-            (hook, clamp), = hooks.items()
+            ((hook, clamp),) = hooks.items()
             gamma = float(clamp.gamma[0])
             self.calls.append((hook, gamma))
             # Erases only at gamma 8; the first layer tried at gamma 8 harms the non-targets.
@@ -80,8 +98,9 @@ def test_a_judge_passed_to_the_ladder_decides_and_is_recorded(minilm, minilm_dic
     library = ConceptLibrary(tmp_path / "lib.json")
     dictionaries = Dictionaries(minilm_dictionaries)
     judge = StrictJudge()
-    entry, _, steps = learn_calibrated_concept(minilm, dictionaries, "bar", target, nontarget, library, cfg, cal,
-                                               judge=judge)
+    entry, _, steps = learn_calibrated_concept(
+        minilm, dictionaries, "bar", target, nontarget, library, cfg, cal, judge=judge
+    )
     assert [s.strength for s in steps if s.strength == 4.0] and all(s.probe_rate == 0.5 for s in steps[:-2])
     assert (steps[-2].strength, steps[-2].preservation_drop) == (8.0, 0.1) and steps[-1].preservation_drop == 0.0
     assert (entry.hook_point, entry.strength) == (steps[-1].hook_point, 8.0) != (steps[-2].hook_point, 8.0)
@@ -111,19 +130,25 @@ def test_layers_are_tried_best_score_first_and_only_the_best_without_the_search(
 
 def test_entries_calibrated_before_the_layer_search_keep_the_best_layer_rule():
     steps = [CalibrationStep(0.2, 4.0, "a", 3, 0.0).summary()]
-    old = {"calibration": {"config": {"strengths": [4.0], "wider_nontarget_rates": [0.2, 0.4],
-                                      "max_probe_rate": 0.1}, "steps": steps}}
+    old = {
+        "calibration": {
+            "config": {"strengths": [4.0], "wider_nontarget_rates": [0.2, 0.4], "max_probe_rate": 0.1},
+            "steps": steps,
+        }
+    }
     assert recorded_calibration(old)[1].search_layers is False
     new = {"calibration": {"config": {**old["calibration"]["config"], "search_layers": True}, "steps": steps}}
     assert recorded_calibration(new) == (0.2, CalibrationConfig(strengths=(4.0,), search_layers=True))
 
 
-def test_calibration_stops_at_the_first_rung_the_probe_clears_and_saves_that_rung(minilm, minilm_dictionaries,
-                                                                                  tmp_path, capsys):
+def test_calibration_stops_at_the_first_rung_the_probe_clears_and_saves_that_rung(
+    minilm, minilm_dictionaries, tmp_path, capsys
+):
     """On the test dictionaries, 'bar' needs more than gamma 1: every rung before the chosen one left the concept
     in more than the bar's share of held-out targets, and the saved entry is the chosen rung's."""
+    from clear_sae.calibration.probe import train_concept_probe
     from clear_sae.erase import LatentClamp
-    from clear_sae.evaluate import pooled_final_states, train_concept_probe
+    from clear_sae.measure import pooled_final_states
 
     target, nontarget, _, _ = concept_pairs("shape", "bar", 60)
     cfg = ConceptConfig(max_nontarget_rate=0.2)
@@ -143,15 +168,17 @@ def test_calibration_stops_at_the_first_rung_the_probe_clears_and_saves_that_run
         assert [s.strength for s in at_rate] == sorted(s.strength for s in at_rate)
         for strength in {s.strength for s in at_rate}:
             tried = [s.hook_point for s in at_rate if s.strength == strength]
-            assert tried == [p.hook_point for p in layers_to_try(profiles, cfg.score, True)][:len(tried)]
+            assert tried == [p.hook_point for p in layers_to_try(profiles, cfg.score, True)][: len(tried)]
     chosen = chosen_step(steps)
     assert (entry.strength, entry.settings["max_nontarget_rate"]) == (chosen.strength, chosen.max_nontarget_rate)
     assert (entry.hook_point, len(entry.latents)) == (chosen.hook_point, chosen.n_latents)
 
     # The probe that judged the rungs does find the concept without erasure.
     fit_t, fit_n, held_t, _ = split_pairs(len(target), len(nontarget), cfg.holdout, cfg.seed)
-    probe = train_concept_probe(pooled_final_states(minilm, [target[i] for i in fit_t]),
-                                pooled_final_states(minilm, [nontarget[i] for i in fit_n]))
+    probe = train_concept_probe(
+        pooled_final_states(minilm, [target[i] for i in fit_t]),
+        pooled_final_states(minilm, [nontarget[i] for i in fit_n]),
+    )
     held = [target[i] for i in held_t]
     assert float((probe(pooled_final_states(minilm, held)) > 0.5).float().mean()) >= 0.9
     clamp = LatentClamp(dictionaries.sae(entry.hook_point), entry.latents, entry.strength)
@@ -169,8 +196,20 @@ def test_cli_calibrate_prints_the_ladder_and_refuses_clear_joint(minilm_dictiona
     target, nontarget, _, _ = concept_pairs("motion", "fall", 40)
     (tmp_path / "t.txt").write_text("\n".join(target))
     (tmp_path / "n.txt").write_text("\n".join(nontarget))
-    args = ["concept", "--name", "fall", "--target", str(tmp_path / "t.txt"), "--nontarget", str(tmp_path / "n.txt"),
-            "--library", str(tmp_path / "lib.json"), "--calibrate", "--max-nontarget-rate", "0.2"]
+    args = [
+        "concept",
+        "--name",
+        "fall",
+        "--target",
+        str(tmp_path / "t.txt"),
+        "--nontarget",
+        str(tmp_path / "n.txt"),
+        "--library",
+        str(tmp_path / "lib.json"),
+        "--calibrate",
+        "--max-nontarget-rate",
+        "0.2",
+    ]
     assert main(args + ["--dictionaries", str(minilm_dictionaries)]) == 0
     out = capsys.readouterr().out
     entry = ConceptLibrary.load(tmp_path / "lib.json").get("fall")
@@ -184,5 +223,11 @@ def test_calibration_needs_held_out_targets(minilm, minilm_dictionaries):
     from clear_sae.errors import ClearSaeError
 
     with pytest.raises(ClearSaeError, match="needs held-out targets"):
-        calibration_ladder(minilm, Dictionaries(minilm_dictionaries), ["a red bar"] * 3, ["a red disc"] * 3,
-                           ConceptConfig(), CalibrationConfig())
+        calibration_ladder(
+            minilm,
+            Dictionaries(minilm_dictionaries),
+            ["a red bar"] * 3,
+            ["a red disc"] * 3,
+            ConceptConfig(),
+            CalibrationConfig(),
+        )

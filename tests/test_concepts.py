@@ -8,13 +8,20 @@ import math
 
 import pytest
 import torch
+from conftest import PROMPTS, read_lines
 
-from clear_sae.concepts import (ConceptConfig, PromptCodes, auroc, learn_concept, profile_layer, select_layer,
-                                specific_and_shared)
+from clear_sae.concepts import (
+    ConceptConfig,
+    PromptCodes,
+    auroc,
+    learn_concept,
+    profile_layer,
+    select_layer,
+    specific_and_shared,
+)
 from clear_sae.dictionary import Dictionaries
 from clear_sae.errors import ClearSaeError
 from clear_sae.library import ConceptLibrary
-from conftest import PROMPTS, read_lines
 
 
 def _codes(peak: list[list[float]]) -> PromptCodes:
@@ -90,8 +97,14 @@ def test_adding_a_concept_trains_nothing(minilm, minilm_dictionaries, minilm_lib
     library = ConceptLibrary.load(minilm_library)
     copy = ConceptLibrary(tmp_path / "lib.json", dict(library.concepts))
     entry, profiles = learn_concept(
-        minilm, Dictionaries(minilm_dictionaries), "snow", read_lines(PROMPTS / "concepts" / "snow.target.txt"),
-        read_lines(PROMPTS / "concepts" / "snow.nontarget.txt"), copy, ConceptConfig(score="auroc"))
+        minilm,
+        Dictionaries(minilm_dictionaries),
+        "snow",
+        read_lines(PROMPTS / "concepts" / "snow.target.txt"),
+        read_lines(PROMPTS / "concepts" / "snow.nontarget.txt"),
+        copy,
+        ConceptConfig(score="auroc"),
+    )
     copy.save()
     assert digest() == before
     reloaded = ConceptLibrary.load(tmp_path / "lib.json")

@@ -77,7 +77,7 @@ def _split_on_phrase(text: str, phrases: list[str]) -> tuple[str, str, str]:
         if hits:
             assert len(hits) == 1, (text, phrase)
             start = hits[0]
-            return text[:start], phrase, text[start + len(phrase):]
+            return text[:start], phrase, text[start + len(phrase) :]
     raise AssertionError(f"no concept phrase in {text!r}")
 
 
@@ -133,10 +133,16 @@ def test_written_files_follow_the_prompt_file_format(tmp_path: Path) -> None:
     for path in tmp_path.rglob("*.txt"):
         lines = path.read_text(encoding="utf-8").splitlines()
         assert lines[0].startswith("# ") and any("python -m clear_sae.corpus" in l for l in lines if l.startswith("#"))
-    prompts = [l for l in (tmp_path / "corpus.txt").read_text(encoding="utf-8").splitlines()
-               if l.strip() and not l.startswith("#")]
+    prompts = [
+        l
+        for l in (tmp_path / "corpus.txt").read_text(encoding="utf-8").splitlines()
+        if l.strip() and not l.startswith("#")
+    ]
     assert prompts == generate_captions()
     for name in CONCEPTS:
-        read = lambda suffix: [l for l in (tmp_path / "concepts" / f"{name}.{suffix}.txt")
-                               .read_text(encoding="utf-8").splitlines() if l and not l.startswith("#")]
+        read = lambda suffix: [
+            l
+            for l in (tmp_path / "concepts" / f"{name}.{suffix}.txt").read_text(encoding="utf-8").splitlines()
+            if l and not l.startswith("#")
+        ]
         assert (read("target"), read("nontarget")) == concept_prompts(name)

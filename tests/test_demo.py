@@ -9,18 +9,29 @@ import pytest
 import torch
 from sae_lens import SAE
 
-from clear_sae.calibrate import CalibrationConfig, CalibrationStep, chosen_step
+from clear_sae.calibration.ladder import CalibrationConfig, CalibrationStep, chosen_step
 from clear_sae.cli import main
-from clear_sae.demo import DemoConfig, run_demo, shipped_concepts
+from clear_sae.cli.demo import DemoConfig, run_demo, shipped_concepts
 from clear_sae.toyworld.concepts import toy_concepts
 
 SHIPPED = Path(__file__).resolve().parent.parent / "dictionaries" / "minilm"
 
 
 def test_demo_runs_end_to_end_on_a_slice(tmp_path, capsys, tiny_toy_generator):
-    summary = run_demo(DemoConfig(out=tmp_path / "demo", tokens=8192, expansion=2, k=16, corpus_size=600,
-                                  heldout_prompts=6, toy_captions=300, toy_clips=2, judge_clips=2,
-                                  generator=tiny_toy_generator))
+    summary = run_demo(
+        DemoConfig(
+            out=tmp_path / "demo",
+            tokens=8192,
+            expansion=2,
+            k=16,
+            corpus_size=600,
+            heldout_prompts=6,
+            toy_captions=300,
+            toy_clips=2,
+            judge_clips=2,
+            generator=tiny_toy_generator,
+        )
+    )
     out = capsys.readouterr().out
     for stage in ("1/6", "2/6", "3/6", "4/6", "5/6", "6/6", "demo finished"):
         assert stage in out
@@ -38,13 +49,21 @@ def test_demo_runs_end_to_end_on_a_slice(tmp_path, capsys, tiny_toy_generator):
         cal = CalibrationConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in calibration["config"].items()})
         assert cal.judge == "generation" and calibration["judge"]["clips"] == 2
         steps = [CalibrationStep(**s) for s in calibration["steps"]]
-        kept = [s for s in steps if (s.hook_point, s.max_nontarget_rate, s.strength)
-                == (entry["hook_point"], entry["settings"]["max_nontarget_rate"], entry["strength"])]
+        kept = [
+            s
+            for s in steps
+            if (s.hook_point, s.max_nontarget_rate, s.strength)
+            == (entry["hook_point"], entry["settings"]["max_nontarget_rate"], entry["strength"])
+        ]
         assert kept and kept[-1] is chosen_step(steps, cal)
         if cal.passes(kept[-1]):
             better = [h for h, v in scores.items() if v > scores[entry["hook_point"]]]
-            failed = {s.hook_point for s in steps if (s.max_nontarget_rate, s.strength)
-                      == (kept[-1].max_nontarget_rate, kept[-1].strength) and not cal.passes(s)}
+            failed = {
+                s.hook_point
+                for s in steps
+                if (s.max_nontarget_rate, s.strength) == (kept[-1].max_nontarget_rate, kept[-1].strength)
+                and not cal.passes(s)
+            }
             assert set(better) <= failed, name
     for name, erasure in summary["erasure"].items():
         assert erasure["target_cleared"] == erasure["target_fired"]
@@ -79,8 +98,19 @@ def test_erase_works_with_the_shipped_library_by_default(tmp_path, capsys):
 
     target, nontarget = concept_prompts("van_gogh", n=8, seed=31337)
     (tmp_path / "p.txt").write_text("\n".join(target + nontarget), encoding="utf-8")
-    code = main(["erase", "--concept", "van_gogh", "--concept", "french_horn", "--prompts", str(tmp_path / "p.txt"),
-                 "--out", str(tmp_path / "r.json")])
+    code = main(
+        [
+            "erase",
+            "--concept",
+            "van_gogh",
+            "--concept",
+            "french_horn",
+            "--prompts",
+            str(tmp_path / "p.txt"),
+            "--out",
+            str(tmp_path / "r.json"),
+        ]
+    )
     assert code == 0
     report = json.loads((tmp_path / "r.json").read_text())
     rows = report["prompts"]
@@ -101,7 +131,7 @@ def test_full_demo_under_eight_minutes(tmp_path):
 
 
 def test_demo_claims_only_its_own_folder(tmp_path):
-    from clear_sae.demo import MARKER, claim_folder
+    from clear_sae.cli.demo import MARKER, claim_folder
     from clear_sae.errors import ClearSaeError
 
     fresh = tmp_path / "fresh"

@@ -42,8 +42,13 @@ def test_architectures_train_deterministically(minilm_cache, tmp_path, arch):
     with ActivationCache(minilm_cache) as cache:
         train_dictionaries(cache, tmp_path / "a", ["text_encoder.blocks.1"], cfg, progress=False)
         train_dictionaries(cache, tmp_path / "b", ["text_encoder.blocks.1"], cfg, progress=False)
-        train_dictionaries(cache, tmp_path / "c", ["text_encoder.blocks.1"], TrainConfig(architecture=arch, seed=1,
-                           **QUICK), progress=False)
+        train_dictionaries(
+            cache,
+            tmp_path / "c",
+            ["text_encoder.blocks.1"],
+            TrainConfig(architecture=arch, seed=1, **QUICK),
+            progress=False,
+        )
     a, b, c = (load_sae(tmp_path / x / "text_encoder.blocks.1") for x in "abc")
     assert a.cfg.architecture() == arch
     assert torch.equal(a.W_enc, b.W_enc) and torch.equal(a.W_dec, b.W_dec)
@@ -108,11 +113,12 @@ def test_folders_without_manifest_are_in_model_order_and_checked_by_width_only(t
 
 @pytest.mark.parametrize("arch", ["topk", "standard", "jumprelu"])
 def test_plain_loader_encodes_and_decodes_like_sae_lens_bit_for_bit(minilm_cache, tmp_path, arch):
-    from clear_sae.plain_sae import PlainSAE
+    from clear_sae.sae.plain import PlainSAE
 
     with ActivationCache(minilm_cache) as cache:
-        train_dictionaries(cache, tmp_path / "d", ["text_encoder.blocks.2"], TrainConfig(architecture=arch, **QUICK),
-                           progress=False)
+        train_dictionaries(
+            cache, tmp_path / "d", ["text_encoder.blocks.2"], TrainConfig(architecture=arch, **QUICK), progress=False
+        )
         x = torch.from_numpy(cache.sample("text_encoder.blocks.2", 2048))
     folder = tmp_path / "d" / "text_encoder.blocks.2"
     plain, reference = load_sae(folder), SAE.load_from_disk(folder, device="cpu", dtype="float32")
@@ -130,20 +136,28 @@ def test_concept_learning_on_shipped_dictionaries_does_not_import_sae_lens():
     import subprocess
     import sys
 
-    script = ("import sys\n"
-              "from clear_sae.backbones import load_backbone\n"
-              "from clear_sae.concepts import learn_concept\n"
-              "from clear_sae.dictionary import Dictionaries\n"
-              "from clear_sae.library import ConceptLibrary\n"
-              "d = Dictionaries('dictionaries/minilm')\n"
-              "entry, _ = learn_concept(load_backbone('minilm'), d, 'lute', ['a lute on a table', 'he plays a lute'],\n"
-              "                         ['a harp on a table', 'he plays a harp'], ConceptLibrary('unused.json'))\n"
-              "print(entry.hook_point, 'sae_lens' in sys.modules)\n")
+    script = (
+        "import sys\n"
+        "from clear_sae.backbones import load_backbone\n"
+        "from clear_sae.concepts import learn_concept\n"
+        "from clear_sae.dictionary import Dictionaries\n"
+        "from clear_sae.library import ConceptLibrary\n"
+        "d = Dictionaries('dictionaries/minilm')\n"
+        "entry, _ = learn_concept(load_backbone('minilm'), d, 'lute', ['a lute on a table', 'he plays a lute'],\n"
+        "                         ['a harp on a table', 'he plays a harp'], ConceptLibrary('unused.json'))\n"
+        "print(entry.hook_point, 'sae_lens' in sys.modules)\n"
+    )
     from pathlib import Path
 
     root = Path(__file__).resolve().parent.parent
-    out = subprocess.run([sys.executable, "-c", script], cwd=root, capture_output=True, text=True, timeout=300,
-                         env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"})
+    out = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"},
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     hook, imported = out.stdout.split()
     assert hook.startswith("text_encoder.") and imported == "False"

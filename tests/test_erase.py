@@ -4,19 +4,22 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import PROMPTS, read_lines, tiny_hooked_transformer, tiny_wan_pipeline
 
 from clear_sae.cache import ActivationCache, CacheConfig, write_cache
 from clear_sae.concepts import ConceptConfig, learn_concept
 from clear_sae.dictionary import Dictionaries, TrainConfig, train_dictionaries
 from clear_sae.erase import LatentClamp, attach, erase_concepts, merge_clamps, resolve_concepts
-from clear_sae.evaluate import erase_report
 from clear_sae.library import ConceptLibrary
-from conftest import PROMPTS, read_lines, tiny_hooked_transformer, tiny_wan_pipeline
+from clear_sae.measure import erase_report
 
 HORN_T = read_lines(PROMPTS / "concepts" / "french_horn.target.txt")
 HORN_N = read_lines(PROMPTS / "concepts" / "french_horn.nontarget.txt")
-UNRELATED = ["A quiet harbor at dawn with fishing boats, slow pan", "Two kids building a sandcastle, close-up",
-             "Traffic on a rainy city street at night, film noir"]
+UNRELATED = [
+    "A quiet harbor at dawn with fishing boats, slow pan",
+    "Two kids building a sandcastle, close-up",
+    "Traffic on a rainy city street at night, film noir",
+]
 
 
 def _final(backbone, prompts):
@@ -91,11 +94,20 @@ def test_two_concepts_are_erased_together(minilm, minilm_library):
 def _train_and_learn(backbone, corpus, tmp_path, layers=None):
     write_cache(backbone, corpus, tmp_path / "c.h5", backbone.hook_points, CacheConfig(batch_size=64), progress=False)
     with ActivationCache(tmp_path / "c.h5") as cache:
-        train_dictionaries(cache, tmp_path / "d", cfg=TrainConfig(expansion=4, k=8, tokens=20_480, batch_size=256),
-                           progress=False)
+        train_dictionaries(
+            cache, tmp_path / "d", cfg=TrainConfig(expansion=4, k=8, tokens=20_480, batch_size=256), progress=False
+        )
     library = ConceptLibrary(tmp_path / "lib.json")
-    learn_concept(backbone, Dictionaries(tmp_path / "d"), "french_horn", HORN_T, HORN_N, library,
-                  ConceptConfig(), hook_points=layers)
+    learn_concept(
+        backbone,
+        Dictionaries(tmp_path / "d"),
+        "french_horn",
+        HORN_T,
+        HORN_N,
+        library,
+        ConceptConfig(),
+        hook_points=layers,
+    )
     library.save()
     return library
 
@@ -143,16 +155,34 @@ def test_wan_pipeline_clamp_changes_prompt_embeddings_and_generates(minilm_token
 
     with erase_concepts(pipe, library, ["french_horn"]) as clamps:
         erased_fired, erased_quiet = embeds(fired[0]), embeds(quiet[0])
-        frames = pipe(prompt=fired[0], negative_prompt="", height=16, width=16, num_frames=9,
-                      num_inference_steps=2, guidance_scale=4.0, max_sequence_length=32, output_type="np",
-                      generator=torch.Generator().manual_seed(0)).frames
+        frames = pipe(
+            prompt=fired[0],
+            negative_prompt="",
+            height=16,
+            width=16,
+            num_frames=9,
+            num_inference_steps=2,
+            guidance_scale=4.0,
+            max_sequence_length=32,
+            output_type="np",
+            generator=torch.Generator().manual_seed(0),
+        ).frames
         assert clamps[entry.hook_point].tokens_edited > 0
     assert not torch.equal(embeds(fired[0]), erased_fired)
     assert torch.equal(embeds(quiet[0]), erased_quiet)
     assert frames.shape == (1, 9, 16, 16, 3) and frames.std() > 0
-    clean = pipe(prompt=fired[0], negative_prompt="", height=16, width=16, num_frames=9, num_inference_steps=2,
-                 guidance_scale=4.0, max_sequence_length=32, output_type="np",
-                 generator=torch.Generator().manual_seed(0)).frames
+    clean = pipe(
+        prompt=fired[0],
+        negative_prompt="",
+        height=16,
+        width=16,
+        num_frames=9,
+        num_inference_steps=2,
+        guidance_scale=4.0,
+        max_sequence_length=32,
+        output_type="np",
+        generator=torch.Generator().manual_seed(0),
+    ).frames
     assert not (clean == frames).all()
 
 
@@ -170,8 +200,7 @@ def test_merge_clamps_unions_latents_at_one_hook(minilm_library):
 
 @pytest.mark.parametrize("arch", ["topk", "topk-rescaled", "standard", "jumprelu"])
 def test_exact_clamp_zeroes_concept_latents_even_on_untrained_saes(arch):
-    from sae_lens import (JumpReLUSAE, JumpReLUSAEConfig, StandardSAE, StandardSAEConfig, TopKSAE,
-                          TopKSAEConfig)
+    from sae_lens import JumpReLUSAE, JumpReLUSAEConfig, StandardSAE, StandardSAEConfig, TopKSAE, TopKSAEConfig
 
     torch.manual_seed(0)
     if arch.startswith("topk"):

@@ -5,14 +5,16 @@ from __future__ import annotations
 import pytest
 import torch
 
-from clear_sae.joint import JointConfig, LayerActivations, train_joint
+from clear_sae.compare.joint import JointConfig, LayerActivations, train_joint
 
-SMALL = JointConfig(expansion=2, rounds=12, warmup_rounds=5, sae_steps=25, preference_steps=5, batch_tokens=128,
-                    sae_lr=3e-3)
+SMALL = JointConfig(
+    expansion=2, rounds=12, warmup_rounds=5, sae_steps=25, preference_steps=5, batch_tokens=128, sae_lr=3e-3
+)
 
 
-def planted_layers(good: int, n_layers: int = 4, d: int = 16, n: int = 40, tokens: int = 6, seed: int = 0
-                   ) -> dict[str, LayerActivations]:
+def planted_layers(
+    good: int, n_layers: int = 4, d: int = 16, n: int = 40, tokens: int = 6, seed: int = 0
+) -> dict[str, LayerActivations]:
     """Layers of a residual stream of sparse context features; a concept direction rides on the first two tokens
     of every target prompt. Only at layer `good` is it absent from the non-targets (elsewhere the model has
     mixed it into every prompt), so only there can a latent be specific."""
@@ -21,6 +23,7 @@ def planted_layers(good: int, n_layers: int = 4, d: int = 16, n: int = 40, token
     concept = torch.randn(d, generator=gen)
     layers = {}
     for layer in range(n_layers):
+
         def prompts(with_concept: bool) -> torch.Tensor:
             coeff = torch.relu(torch.randn(n, tokens, 10, generator=gen) - 0.8)
             x = coeff @ basis
@@ -70,8 +73,12 @@ def test_layers_of_different_widths_or_without_tokens_are_refused():
     narrow = planted_layers(0, n_layers=1, d=8)["layer.0"]
     with pytest.raises(ClearSaeError, match="share a width"):
         train_joint({**layers, "narrow": narrow}, SMALL, progress=False)
-    empty = LayerActivations(layers["layer.0"].target, torch.zeros_like(layers["layer.0"].target_mask),
-                             layers["layer.0"].nontarget, torch.zeros_like(layers["layer.0"].nontarget_mask))
+    empty = LayerActivations(
+        layers["layer.0"].target,
+        torch.zeros_like(layers["layer.0"].target_mask),
+        layers["layer.0"].nontarget,
+        torch.zeros_like(layers["layer.0"].nontarget_mask),
+    )
     with pytest.raises(ClearSaeError, match="no tokens"):
         train_joint({"layer.0": empty}, SMALL, progress=False)
 
@@ -82,16 +89,42 @@ def test_cli_learns_a_new_concept_the_published_way_and_erases_it(minilm, tmp_pa
     from clear_sae.erase import erase_concepts
     from clear_sae.library import ConceptLibrary
 
-    scenes = ["{} on a quiet street at dusk", "a close-up of {} on a wooden table", "a musician holds {} in a park",
-              "{} in a shop window, slow pan", "a child looks at {} at a fair", "an old photo of {} on a stage",
-              "{} under soft studio light", "a band plays {} by the sea", "a street performer with {} in the rain",
-              "{} lying on a bed, morning light", "a woman tunes {} backstage", "{} resting on a piano"]
+    scenes = [
+        "{} on a quiet street at dusk",
+        "a close-up of {} on a wooden table",
+        "a musician holds {} in a park",
+        "{} in a shop window, slow pan",
+        "a child looks at {} at a fair",
+        "an old photo of {} on a stage",
+        "{} under soft studio light",
+        "a band plays {} by the sea",
+        "a street performer with {} in the rain",
+        "{} lying on a bed, morning light",
+        "a woman tunes {} backstage",
+        "{} resting on a piano",
+    ]
     (tmp_path / "t.txt").write_text("\n".join(s.format("an accordion") for s in scenes))
     (tmp_path / "n.txt").write_text("\n".join(s.format("a violin") for s in scenes))
     library_path = tmp_path / "lib.json"
-    code = main(["concept", "--method", "clear-joint", "--model", "minilm", "--name", "accordion", "--target",
-                 str(tmp_path / "t.txt"), "--nontarget", str(tmp_path / "n.txt"), "--library", str(library_path),
-                 "--joint-rounds", "3"])
+    code = main(
+        [
+            "concept",
+            "--method",
+            "clear-joint",
+            "--model",
+            "minilm",
+            "--name",
+            "accordion",
+            "--target",
+            str(tmp_path / "t.txt"),
+            "--nontarget",
+            str(tmp_path / "n.txt"),
+            "--library",
+            str(library_path),
+            "--joint-rounds",
+            "3",
+        ]
+    )
     assert code == 0
     out = capsys.readouterr().out
     entry = ConceptLibrary.load(library_path).get("accordion")
@@ -104,6 +137,20 @@ def test_cli_learns_a_new_concept_the_published_way_and_erases_it(minilm, tmp_pa
         erased = minilm.run(prompt, [hook])[hook].acts
     assert clamps[hook].tokens_edited > 0 and not torch.equal(clean, erased)
     # Without dictionaries the reuse method has nothing to reuse.
-    assert main(["concept", "--name", "x", "--target", str(tmp_path / "t.txt"), "--nontarget",
-                 str(tmp_path / "n.txt"), "--library", str(library_path)]) == 2
+    assert (
+        main(
+            [
+                "concept",
+                "--name",
+                "x",
+                "--target",
+                str(tmp_path / "t.txt"),
+                "--nontarget",
+                str(tmp_path / "n.txt"),
+                "--library",
+                str(library_path),
+            ]
+        )
+        == 2
+    )
     assert "--dictionaries is required" in capsys.readouterr().err

@@ -18,12 +18,18 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 @pytest.fixture(scope="module")
 def report_data(minilm, minilm_dictionaries, minilm_library, minilm_cache):
+    from clear_sae.cli.report import InspectConfig, collect_report
     from clear_sae.dictionary import Dictionaries
     from clear_sae.library import ConceptLibrary
-    from clear_sae.report import InspectConfig, collect_report
 
-    return collect_report(Dictionaries(minilm_dictionaries), ConceptLibrary.load(minilm_library), cache=minilm_cache,
-                          backbone=minilm, cfg=InspectConfig(top_latents=4, cache_tokens=5000), progress=False)
+    return collect_report(
+        Dictionaries(minilm_dictionaries),
+        ConceptLibrary.load(minilm_library),
+        cache=minilm_cache,
+        backbone=minilm,
+        cfg=InspectConfig(top_latents=4, cache_tokens=5000),
+        progress=False,
+    )
 
 
 def test_report_data_matches_the_library_and_dictionaries(report_data, minilm_dictionaries, minilm_library):
@@ -69,25 +75,30 @@ def test_corpus_examples_and_overlap(report_data):
     for hook, o in report_data["overlap"].items():
         n = len(o["concepts"])
         assert [o["shared"][i][i] for i in range(n)] == o["sizes"]
-        assert all(o["shared"][i][j] == o["shared"][j][i] <= min(o["sizes"][i], o["sizes"][j])
-                   for i in range(n) for j in range(n))
+        assert all(
+            o["shared"][i][j] == o["shared"][j][i] <= min(o["sizes"][i], o["sizes"][j])
+            for i in range(n)
+            for j in range(n)
+        )
 
 
 def test_html_is_self_contained_and_survives_hostile_text(report_data):
-    from clear_sae.report import render_html
+    from clear_sae.cli.report import render_html
 
     data = json.loads(json.dumps(report_data))
     layer = next(iter(data["concepts"]["umbrella"]["layers"].values()))
-    layer["prompts"].append({"tokens": ["</script><script>alert(1)</script>", "<!--<script>", "<!--TITLE-->"],
-                             "acts": {}})
+    layer["prompts"].append(
+        {"tokens": ["</script><script>alert(1)</script>", "<!--<script>", "<!--TITLE-->"], "acts": {}}
+    )
     html = render_html(data)
     assert not re.search(r"<script[^>]+src=", html) and "<link" not in html  # nothing to fetch
     payload = re.search(r'<script id="report-data" type="application/json">(.*?)</script>', html, re.S).group(1)
     assert json.loads(payload) == data  # the hostile token stayed inside the JSON
 
 
-def test_inspect_cli_writes_json_and_refuses_bad_input(minilm_dictionaries, minilm_library, tmp_path, capsys,
-                                                       monkeypatch):
+def test_inspect_cli_writes_json_and_refuses_bad_input(
+    minilm_dictionaries, minilm_library, tmp_path, capsys, monkeypatch
+):
     out = tmp_path / "report.json"
     base = ["inspect", "--library", str(minilm_library), "--dictionaries", str(minilm_dictionaries)]
     assert main(base + ["--out", str(out), "--format", "json", "--top-latents", "2"]) == 0
@@ -106,9 +117,9 @@ def test_inspect_cli_writes_json_and_refuses_bad_input(minilm_dictionaries, mini
     def slow_part(*_: object) -> None:
         raise AssertionError("a bad --cache or --evaluation must fail before the concepts' latents are read")
 
-    import clear_sae.report
+    import clear_sae.cli.report
 
-    monkeypatch.setattr(clear_sae.report, "concept_detail", slow_part)
+    monkeypatch.setattr(clear_sae.cli.report, "concept_detail", slow_part)
     bad_runs = [
         (base + ["--out", str(tmp_path / "a.html"), "--cache", str(cut_cache)], "not a readable HDF5 file"),
         (base + ["--out", str(tmp_path / "a.html"), "--cache", str(tmp_path)], f"--cache {tmp_path} is a directory"),
@@ -127,25 +138,73 @@ def test_inspect_cli_writes_json_and_refuses_bad_input(minilm_dictionaries, mini
 
 def _chromium(*args: str) -> subprocess.CompletedProcess:
     profile = Path(os.environ.get("TMPDIR", "/tmp")) / f"clear_sae_chromium_{os.getpid()}"
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-             "--disable-component-update", "--disable-sync", f"--user-data-dir={profile}",
-             "--virtual-time-budget=20000"]
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={profile}",
+        "--virtual-time-budget=20000",
+    ]
     return subprocess.run([CHROMIUM, *flags, *args], capture_output=True, text=True, timeout=180)
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (the README's test command installs it)")
-def test_report_opens_in_headless_chromium(tiny_toy_generator, toy_library, minilm_dictionaries, minilm_cache,
-                                           tmp_path):
+def test_report_opens_in_headless_chromium(
+    tiny_toy_generator, toy_library, minilm_dictionaries, minilm_cache, tmp_path
+):
     """The page as a user opens it: every plot drawn and non-empty, no script or console error, and a screenshot
     kept in test-artifacts/ (or $CLEAR_SAE_ARTIFACTS)."""
     evaluation = tmp_path / "eval.json"
-    assert main(["evaluate", "--library", str(toy_library), "--generator", str(tiny_toy_generator), "--out",
-                 str(evaluation), "--clips", "2", "--heldout-clips", "1", "--nontarget-clips", "2", "--steps", "1",
-                 "--concept", "red", "--sweep"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--library",
+                str(toy_library),
+                "--generator",
+                str(tiny_toy_generator),
+                "--out",
+                str(evaluation),
+                "--clips",
+                "2",
+                "--heldout-clips",
+                "1",
+                "--nontarget-clips",
+                "2",
+                "--steps",
+                "1",
+                "--concept",
+                "red",
+                "--sweep",
+            ]
+        )
+        == 0
+    )
     report = tmp_path / "report.html"
-    assert main(["inspect", "--library", str(toy_library), "--dictionaries", str(minilm_dictionaries), "--cache",
-                 str(minilm_cache), "--cache-tokens", "3000", "--evaluation", str(evaluation), "--out",
-                 str(report)]) == 0
+    assert (
+        main(
+            [
+                "inspect",
+                "--library",
+                str(toy_library),
+                "--dictionaries",
+                str(minilm_dictionaries),
+                "--cache",
+                str(minilm_cache),
+                "--cache-tokens",
+                "3000",
+                "--evaluation",
+                str(evaluation),
+                "--out",
+                str(report),
+            ]
+        )
+        == 0
+    )
     dom = _chromium("--dump-dom", report.as_uri()).stdout
     assert 'data-ready="1"' in dom, "the page's script did not finish"
     assert re.search(r'<div id="errors">\s*</div>', dom), re.search(r'<div id="errors">(.*?)</div>', dom, re.S)

@@ -14,9 +14,16 @@ from clear_sae.errors import ClearSaeError
 from clear_sae.toyworld.captions import COLOUR_WORDS, WORDS_BY_AXIS, heldout_vocabulary, without_words
 from clear_sae.toyworld.concepts import attribute_of, concept_pairs, toy_concepts, toy_corpus
 from clear_sae.toyworld.detector import COLOUR_NAMES, Detections
-from clear_sae.toyworld.evaluation import (attribute_agreement, bootstrap_ci, clip_noise, concept_found,
-                                           other_attributes_kept, qualifies, summary)
+from clear_sae.toyworld.metrics import (
+    attribute_agreement,
+    bootstrap_ci,
+    concept_found,
+    other_attributes_kept,
+    qualifies,
+    summary,
+)
 from clear_sae.toyworld.render import MOTIONS, SHAPES, ClipSpec, ToyObject
+from clear_sae.toyworld.sampling import clip_noise
 
 
 def _names(text: str, words: list[str]) -> bool:
@@ -90,15 +97,16 @@ def test_attribute_names():
 
 
 def _detections(n: int = 2, frames: int = 4) -> Detections:
-    return Detections(np.zeros((n, frames, len(SHAPES))), np.zeros((n, frames, len(COLOUR_NAMES))),
-                      np.zeros((n, len(MOTIONS))))
+    return Detections(
+        np.zeros((n, frames, len(SHAPES))), np.zeros((n, frames, len(COLOUR_NAMES))), np.zeros((n, len(MOTIONS)))
+    )
 
 
 def test_generation_rate_counts_frames_and_motion_per_clip():
     det = _detections()
     red = COLOUR_NAMES.index("red")
     det.colour[0, :3, red] = 0.9  # 3 of 4 frames
-    det.colour[1, 0, red] = 0.5   # at the threshold: not found
+    det.colour[1, 0, red] = 0.5  # at the threshold: not found
     assert concept_found(det, "colour", "red", 0.5).tolist() == [0.75, 0.0]
     det.motion[1, MOTIONS.index("fall")] = 0.8
     assert concept_found(det, "motion", "fall", 0.5).tolist() == [0.0, 1.0]
@@ -137,10 +145,18 @@ def test_bootstrap_interval_and_qualification():
     assert low < values.mean() < high and high - low < 0.12
     narrow = bootstrap_ci(np.repeat(values, 10))
     assert narrow[1] - narrow[0] < high - low
-    result = {"rate_target_before": summary(np.full(10, 0.9)), "rate_target_after": summary(np.full(10, 0.05)),
-              "preservation_drop": summary(np.full(10, 0.02))}
-    assert qualifies(result) == {"counted": True, "erased": True, "preserved": True, "met": True,
-                                 "reachable_by_removal": None}
+    result = {
+        "rate_target_before": summary(np.full(10, 0.9)),
+        "rate_target_after": summary(np.full(10, 0.05)),
+        "preservation_drop": summary(np.full(10, 0.02)),
+    }
+    assert qualifies(result) == {
+        "counted": True,
+        "erased": True,
+        "preserved": True,
+        "met": True,
+        "reachable_by_removal": None,
+    }
     result["preservation_drop"] = summary(np.full(10, 0.05))
     assert not qualifies(result)["met"] and not qualifies(result)["preserved"]
     result["rate_words_removed"] = summary(np.full(10, 0.4))
@@ -149,7 +165,7 @@ def test_bootstrap_interval_and_qualification():
 
 def test_rates_by_word_groups_clips_by_the_synonym_their_caption_uses():
     from clear_sae.toyworld.captions import concept_word
-    from clear_sae.toyworld.evaluation import rates_by_word
+    from clear_sae.toyworld.metrics import rates_by_word
 
     assert concept_word("a lemon bar grows", "colour", "yellow") == "lemon"
     assert concept_word("an X shape falls", "shape", "cross") == "X shape"
@@ -157,12 +173,14 @@ def test_rates_by_word_groups_clips_by_the_synonym_their_caption_uses():
     assert concept_word("a red bar grows", "colour", "yellow") is None
     prompts = ["a yellow bar grows", "a lemon disc falls", "a Lemon cross rises", "a red bar grows"]
     rates = rates_by_word(prompts, "colour", "yellow", np.array([1.0, 1.0, 0.5, 0.0]), np.array([0.0, 0.5, 1.0, 0.0]))
-    assert rates == {"lemon": {"clips": 2, "before": 0.75, "after": 0.75},
-                     "yellow": {"clips": 1, "before": 1.0, "after": 0.0}}
+    assert rates == {
+        "lemon": {"clips": 2, "before": 0.75, "after": 0.75},
+        "yellow": {"clips": 1, "before": 1.0, "after": 0.0},
+    }
 
 
 def test_eval_config_refuses_empty_sets():
-    from clear_sae.toyworld.evaluation import EvalConfig
+    from clear_sae.toyworld.sampling import EvalConfig
 
     with pytest.raises(ClearSaeError, match="heldout_clips must be at least 1"):
         EvalConfig(heldout_clips=0)
@@ -178,12 +196,15 @@ def test_clip_noise_does_not_depend_on_batching():
 
 def test_evaluate_on_tiny_models(tiny_toy_generator, toy_library):
     from clear_sae.library import ConceptLibrary
-    from clear_sae.toyworld.evaluation import EvalConfig, evaluate, format_results, load_toy_world
+    from clear_sae.toyworld.evaluation import evaluate
+    from clear_sae.toyworld.report import format_results
+    from clear_sae.toyworld.sampling import EvalConfig, load_toy_world
 
     world = load_toy_world(tiny_toy_generator)
     library = ConceptLibrary.load(toy_library)
-    cfg = EvalConfig(clips=4, heldout_clips=3, nontarget_clips=4, removed_clips=2, steps=2, batch_size=3,
-                     progress=False)
+    cfg = EvalConfig(
+        clips=4, heldout_clips=3, nontarget_clips=4, removed_clips=2, steps=2, batch_size=3, progress=False
+    )
     report = evaluate(world, library, ["red"], cfg=cfg, sweep=True)
     r = report["concepts"]["red"]
     assert r["rate_words_removed"]["clips"] == 2 and "removed" not in r["clips_resampled"]
@@ -202,10 +223,13 @@ def test_evaluate_on_tiny_models(tiny_toy_generator, toy_library):
     assert "red" in table and "<- selected by CLEAR" in table and "no words" in table
     missed = {**report, "concepts": {"red": {**r, "qualification": {**r["qualification"], "erased": False}}}}
     lines = [line for line in format_results(missed).splitlines() if "rate after by word:" in line]
-    assert len(lines) == 1 and all(f"{w!r} {100 * v['after']:.1f}% ({v['clips']} clips)" in lines[0]
-                                   for w, v in by_word.items())
-    assert "rate_words_removed" not in evaluate(world, library, ["red"], cfg=replace(cfg, removed_clips=0))[
-        "concepts"]["red"]
+    assert len(lines) == 1 and all(
+        f"{w!r} {100 * v['after']:.1f}% ({v['clips']} clips)" in lines[0] for w, v in by_word.items()
+    )
+    assert (
+        "rate_words_removed"
+        not in evaluate(world, library, ["red"], cfg=replace(cfg, removed_clips=0))["concepts"]["red"]
+    )
     # Same seeds, same figures.
     again = evaluate(world, library, ["red"], cfg=cfg)
     assert again["concepts"]["red"]["rate_target_after"] == r["rate_target_after"]
@@ -215,8 +239,25 @@ def test_cli_evaluate_writes_a_report_and_refuses_bad_input(tiny_toy_generator, 
     from clear_sae.cli import main
 
     out = tmp_path / "eval.json"
-    args = ["evaluate", "--library", str(toy_library), "--generator", str(tiny_toy_generator), "--out", str(out),
-            "--clips", "2", "--heldout-clips", "1", "--nontarget-clips", "2", "--removed-clips", "1", "--steps", "1"]
+    args = [
+        "evaluate",
+        "--library",
+        str(toy_library),
+        "--generator",
+        str(tiny_toy_generator),
+        "--out",
+        str(out),
+        "--clips",
+        "2",
+        "--heldout-clips",
+        "1",
+        "--nontarget-clips",
+        "2",
+        "--removed-clips",
+        "1",
+        "--steps",
+        "1",
+    ]
     assert main(args + ["--concept", "circle"]) == 0
     report = json.loads(out.read_text())
     assert report["format"] == "clear_sae.toy_evaluation" and list(report["concepts"]) == ["circle"]
@@ -233,7 +274,7 @@ def test_cli_evaluate_writes_a_report_and_refuses_bad_input(tiny_toy_generator, 
     kept.write_text("keep me")
     import shutil
 
-    from clear_sae.toyworld.evaluation import WEIGHTS_DIR
+    from clear_sae.toyworld.sampling import WEIGHTS_DIR
 
     cut_detector = shutil.copytree(WEIGHTS_DIR / "detector", tmp_path / "cut_detector")
     weights = cut_detector / "detector.safetensors"
@@ -243,7 +284,10 @@ def test_cli_evaluate_writes_a_report_and_refuses_bad_input(tiny_toy_generator, 
     bad_runs = [
         (args + ["--concept", "red", "--detector", str(cut_detector)], "cannot load the toy detector"),
         (args + ["--concept", "red", "--generator", str(broken_generator)], "cannot load the toy generator"),
-        (["evaluate", "--library", str(toy_library), "--out", str(kept), "--concept", "red"], "is not a toy evaluation"),
+        (
+            ["evaluate", "--library", str(toy_library), "--out", str(kept), "--concept", "red"],
+            "is not a toy evaluation",
+        ),
         (args + ["--concept", "nope"], "nope"),
         (args + ["--concept", "red", "--attribute", "red=colour"], "NAME=AXIS=VALUE"),
         (args + ["--concept", "red", "--attribute", "red=colour=dog"], "not a toy-world attribute"),
@@ -269,7 +313,8 @@ def test_shipped_world_erasure_lowers_the_rate_and_keeps_nontarget_clips():
     """The real generator, detector and library entry: on a fixed seed set, erasing the concept lowers its
     detected rate, and a non-target prompt on which no concept latent fires gives the very same clip."""
     from clear_sae.library import ConceptLibrary
-    from clear_sae.toyworld.evaluation import EvalConfig, evaluate, load_toy_world
+    from clear_sae.toyworld.evaluation import evaluate
+    from clear_sae.toyworld.sampling import EvalConfig, load_toy_world
 
     library = ConceptLibrary.load(SHIPPED_LIBRARY)
     cfg = EvalConfig(clips=6, heldout_clips=2, nontarget_clips=6, progress=False)
@@ -284,7 +329,9 @@ def test_generation_judge_reads_the_shipped_world_and_is_rebuilt_from_its_settin
     preservation change; with the shipped entry's clamp the concept mostly goes; an entry's recorded settings
     build the same judge again."""
     from clear_sae.library import ConceptLibrary
-    from clear_sae.toyworld.evaluation import GenerationJudge, clamps_at, judge_from_settings, load_toy_world
+    from clear_sae.toyworld.evaluation import clamps_at
+    from clear_sae.toyworld.judge import GenerationJudge, judge_from_settings
+    from clear_sae.toyworld.sampling import load_toy_world
 
     world = load_toy_world()
     judge = GenerationJudge(world, "motion", SHIPPED_CONCEPT, clips=4, nontarget_clips=4)
@@ -302,8 +349,9 @@ def test_generation_judge_reads_the_shipped_world_and_is_rebuilt_from_its_settin
         GenerationJudge(world, "motion", SHIPPED_CONCEPT, clips=0)
 
 
-def test_cli_toy_concept_calibrates_on_clips_and_keeps_other_entries(minilm_dictionaries, minilm_library,
-                                                                     tiny_toy_generator, tmp_path, capsys):
+def test_cli_toy_concept_calibrates_on_clips_and_keeps_other_entries(
+    minilm_dictionaries, minilm_library, tiny_toy_generator, tmp_path, capsys
+):
     import shutil
 
     from clear_sae.cli import build_parser, main
@@ -323,8 +371,11 @@ def test_cli_toy_concept_calibrates_on_clips_and_keeps_other_entries(minilm_dict
     assert after.get("umbrella") == before.get("umbrella")
     calibration = after.get("red").settings["calibration"]
     assert calibration["judge"]["name"] == "generation" and calibration["judge"]["clips"] == 2
-    assert re.search(r"^red .* latents: (passed|no rung passed; kept) at rung \d+ of \d+ tried, judge finds",
-                     capsys.readouterr().out, flags=re.MULTILINE)
+    assert re.search(
+        r"^red .* latents: (passed|no rung passed; kept) at rung \d+ of \d+ tried, judge finds",
+        capsys.readouterr().out,
+        flags=re.MULTILINE,
+    )
     assert main(args + ["--concept", "left", "--judge-clips", "0"]) == 0  # the text-side probe judges
     assert ConceptLibrary.load(library).get("left").settings["calibration"]["config"]["judge"] == "probe"
     assert build_parser().parse_args(args).judge_clips == JUDGE_CLIPS  # the shipped library's judge
@@ -334,7 +385,8 @@ def test_cli_toy_concept_calibrates_on_clips_and_keeps_other_entries(minilm_dict
 
 
 def test_cli_toy_concept_learns_from_own_prompt_files_and_evaluate_reads_its_attribute(
-        minilm_dictionaries, tiny_toy_generator, tmp_path, capsys):
+    minilm_dictionaries, tiny_toy_generator, tmp_path, capsys
+):
     from clear_sae.cli import main
     from clear_sae.library import ConceptLibrary
     from clear_sae.toyworld.concepts import ATTRIBUTE_SETTING
@@ -346,8 +398,19 @@ def test_cli_toy_concept_learns_from_own_prompt_files_and_evaluate_reads_its_att
     (tmp_path / "red.txt").write_text("\n".join(target))
     (tmp_path / "other.txt").write_text("\n".join(nontarget))
     library = tmp_path / "mine.json"
-    args = ["toy-concept", "--dictionaries", str(minilm_dictionaries), "--library", str(library),
-            "--generator", str(tiny_toy_generator), "--judge-clips", "2", "--concept", "scarlet_things"]
+    args = [
+        "toy-concept",
+        "--dictionaries",
+        str(minilm_dictionaries),
+        "--library",
+        str(library),
+        "--generator",
+        str(tiny_toy_generator),
+        "--judge-clips",
+        "2",
+        "--concept",
+        "scarlet_things",
+    ]
     own = ["--target", str(tmp_path / "red.txt"), "--nontarget", str(tmp_path / "other.txt")]
     assert main(args + ["--attribute", "scarlet_things=colour=red"] + own) == 0
     assert "from " + str(tmp_path / "red.txt") in capsys.readouterr().out
@@ -357,9 +420,30 @@ def test_cli_toy_concept_learns_from_own_prompt_files_and_evaluate_reads_its_att
     assert entry.settings["calibration"]["judge"]["name"] == "generation"
 
     out = tmp_path / "eval.json"  # no --concept, no --attribute: the entry says what it stands for
-    assert main(["evaluate", "--library", str(library), "--generator", str(tiny_toy_generator), "--out", str(out),
-                 "--clips", "2", "--heldout-clips", "1", "--nontarget-clips", "1", "--removed-clips", "0",
-                 "--steps", "1"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--library",
+                str(library),
+                "--generator",
+                str(tiny_toy_generator),
+                "--out",
+                str(out),
+                "--clips",
+                "2",
+                "--heldout-clips",
+                "1",
+                "--nontarget-clips",
+                "1",
+                "--removed-clips",
+                "0",
+                "--steps",
+                "1",
+            ]
+        )
+        == 0
+    )
     result = json.loads(out.read_text())["concepts"]["scarlet_things"]
     assert (result["axis"], result["value"]) == ("colour", "red")
 
@@ -370,10 +454,22 @@ def test_cli_toy_concept_learns_from_own_prompt_files_and_evaluate_reads_its_att
         (args + ["--attribute", "scarlet_things=colour=red", "--target", str(tmp_path / "red.txt")], "together"),
         (args + ["--attribute", "scarlet_things=colour=red", "--concept", "red"] + own, "a single --concept"),
         (args + ["--attribute", "scarlet_thing=colour=red"] + own, "not a toy-world concept"),
-        (args + ["--attribute", "scarlet_things=colour=red", "--attribute", "scarlet_thingz=colour=red"] + own,
-         "names a concept this run does not take"),
-        (args + ["--attribute", "scarlet_things=colour=red", "--target", str(tmp_path / "none.txt"),
-                 "--nontarget", str(tmp_path / "other.txt")], "does not exist"),
+        (
+            args + ["--attribute", "scarlet_things=colour=red", "--attribute", "scarlet_thingz=colour=red"] + own,
+            "names a concept this run does not take",
+        ),
+        (
+            args
+            + [
+                "--attribute",
+                "scarlet_things=colour=red",
+                "--target",
+                str(tmp_path / "none.txt"),
+                "--nontarget",
+                str(tmp_path / "other.txt"),
+            ],
+            "does not exist",
+        ),
     ]
     for argv, message in bad_runs:
         assert main(argv) == 2

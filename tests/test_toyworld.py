@@ -12,11 +12,27 @@ import numpy as np
 import pytest
 
 from clear_sae.errors import ClearSaeError
-from clear_sae.toyworld.captions import (BACKGROUND_WORDS, COLOUR_WORDS, MOTION_WORDS, SHAPE_WORDS, caption,
-                                         heldout_vocabulary)
+from clear_sae.toyworld.captions import (
+    BACKGROUND_WORDS,
+    COLOUR_WORDS,
+    MOTION_WORDS,
+    SHAPE_WORDS,
+    caption,
+    heldout_vocabulary,
+)
 from clear_sae.toyworld.concepts import MAX_NONTARGET_RATE
-from clear_sae.toyworld.render import (BACKGROUNDS, COLOURS, MOTIONS, SHAPES, ClipSpec, RenderConfig, ToyObject,
-                                       random_spec, render_clip, shape_mask)
+from clear_sae.toyworld.render import (
+    BACKGROUNDS,
+    COLOURS,
+    MOTIONS,
+    SHAPES,
+    ClipSpec,
+    RenderConfig,
+    ToyObject,
+    random_spec,
+    render_clip,
+    shape_mask,
+)
 
 EXACT = RenderConfig(noise=0.0)
 
@@ -52,8 +68,14 @@ def test_motions_move_the_object_the_right_way(motion):
     pixels = _object_pixels(clip, "yellow")
     ys, xs = zip(*[np.nonzero(p) for p in (pixels[0], pixels[-1])])
     first, last = (xs[0].mean(), ys[0].mean(), len(xs[0])), (xs[1].mean(), ys[1].mean(), len(xs[1]))
-    expected = {"left": first[0] - last[0], "right": last[0] - first[0], "rise": first[1] - last[1],
-                "fall": last[1] - first[1], "grow": last[2] - first[2], "shrink": first[2] - last[2]}
+    expected = {
+        "left": first[0] - last[0],
+        "right": last[0] - first[0],
+        "rise": first[1] - last[1],
+        "fall": last[1] - first[1],
+        "grow": last[2] - first[2],
+        "shrink": first[2] - last[2],
+    }
     assert expected[motion] > 5
 
 
@@ -76,8 +98,12 @@ def test_two_objects_are_both_visible():
 def test_heldout_words_never_appear_in_training_captions():
     rng = np.random.default_rng(0)
     heldout = heldout_vocabulary()
-    train_words = {w for table in (COLOUR_WORDS, SHAPE_WORDS, MOTION_WORDS, BACKGROUND_WORDS)
-                   for values in table.values() for w in values[:-1]}
+    train_words = {
+        w
+        for table in (COLOUR_WORDS, SHAPE_WORDS, MOTION_WORDS, BACKGROUND_WORDS)
+        for values in table.values()
+        for w in values[:-1]
+    }
     specs = [random_spec(rng) for _ in range(600)]
     train = [caption(s, rng, "train") for s in specs]
     held = [caption(s, rng, "heldout") for s in specs]
@@ -120,12 +146,18 @@ def test_generator_trains_samples_and_takes_the_erasure_hook(tmp_path):
 
     cfg = GeneratorConfig(heads=2, head_dim=8, layers=1, ffn_dim=32, steps=3, batch_clips=4, polish_steps=2)
     pipe = train_generator(cfg, progress=False)
-    video = pipe(["a red circle moves to the right on a dark background"], num_inference_steps=2,
-                 generator=torch.Generator().manual_seed(0))
+    video = pipe(
+        ["a red circle moves to the right on a dark background"],
+        num_inference_steps=2,
+        generator=torch.Generator().manual_seed(0),
+    )
     assert video.shape == (1, 8, 32, 32, 3) and video.dtype == np.uint8
     save_generator(pipe, cfg, tmp_path)
-    again = load_generator(tmp_path)(["a red circle moves to the right on a dark background"], num_inference_steps=2,
-                                     generator=torch.Generator().manual_seed(0))
+    again = load_generator(tmp_path)(
+        ["a red circle moves to the right on a dark background"],
+        num_inference_steps=2,
+        generator=torch.Generator().manual_seed(0),
+    )
     assert np.array_equal(video, again)
     # The text encoder sits where a Wan pipeline keeps it, so clear_sae's hooks find its blocks.
     assert hook_module(pipe, "text_encoder.blocks.3") is pipe.text_encoder.encoder.layer[3]
@@ -147,8 +179,10 @@ def test_second_phase_from_saved_first_phase_gives_the_same_weights(tmp_path):
     assert "_name_or_path" not in saved_config and saved_config["num_layers"] == 1  # no path of this machine
     pairs = list(zip(whole.state_dict().values(), resumed.state_dict().values()))
     assert all(torch.equal(a, b) for a, b in pairs)
-    assert not all(torch.equal(a, b) for a, b in zip(whole.state_dict().values(),
-                                                    load_first_phase(tmp_path, first).state_dict().values()))
+    assert not all(
+        torch.equal(a, b)
+        for a, b in zip(whole.state_dict().values(), load_first_phase(tmp_path, first).state_dict().values())
+    )
     with pytest.raises(ClearSaeError, match="layers differ"):
         load_first_phase(tmp_path, GeneratorConfig(**{**tiny, "layers": 2}))
     with pytest.raises(ClearSaeError, match="has no toy_generator.json"):
@@ -250,18 +284,18 @@ def test_a_caption_with_an_attribute_unnamed_is_the_full_caption_without_its_wor
         axis = ("colour", "shape", "motion")[i % 3]
         split = ("train", "heldout")[i % 2]
         named = caption(spec, np.random.default_rng(i), split)
-        unnamed = caption(replace(spec, main=replace(spec.main, **{axis: NEUTRAL[axis]})), np.random.default_rng(i),
-                          split)
+        unnamed = caption(
+            replace(spec, main=replace(spec.main, **{axis: NEUTRAL[axis]})), np.random.default_rng(i), split
+        )
         assert unnamed == without_words(named, axis, getattr(spec.main, axis)), (named, unnamed)
         assert unnamed != named and NEUTRAL_WORDS[axis] in unnamed
 
 
 def test_neutral_values_are_drawn_only_when_asked_and_carry_no_detector_label():
-    from clear_sae.toyworld.detector import _labels
-    from clear_sae.toyworld.render import NEUTRAL
-
     from clear_sae.library import ConceptLibrary
     from clear_sae.toyworld.concepts import attribute_of, concept_pairs
+    from clear_sae.toyworld.detector import _labels
+    from clear_sae.toyworld.render import NEUTRAL
 
     # Without neutral values the random stream is the old one: the shipped library's toy concepts were learned
     # from exactly the prompts concept_pairs still draws.
@@ -274,8 +308,9 @@ def test_neutral_values_are_drawn_only_when_asked_and_carry_no_detector_label():
     for axis, value in NEUTRAL.items():
         share = np.mean([getattr(o, axis) == value for o in objects])
         assert 0.2 < share < 0.4, (axis, share)
-    shape, colour, motion = _labels(ClipSpec(ToyObject("square", "grey", "left"), "plain",
-                                             ToyObject("circle", "grey", "still")))
+    shape, colour, motion = _labels(
+        ClipSpec(ToyObject("square", "grey", "left"), "plain", ToyObject("circle", "grey", "still"))
+    )
     assert shape.tolist() == [float(s == "circle") for s in SHAPES]
     assert not colour.any() and motion.tolist() == [float(m == "left") for m in MOTIONS]
 
@@ -300,8 +335,23 @@ def test_the_fidelity_script_reads_the_shipped_generator_and_breaks_down_the_unn
 
     script = analysis_script("toy_generator_fidelity")
     out = tmp_path / "fidelity.json"
-    assert script.main(["--generator", str(ROOT / "clear_sae" / "toyworld" / "weights" / "generator"),
-                        "--clips", "4", "--neutral-clips", "6", "--steps", "6", "--out", str(out)]) == 0
+    assert (
+        script.main(
+            [
+                "--generator",
+                str(ROOT / "clear_sae" / "toyworld" / "weights" / "generator"),
+                "--clips",
+                "4",
+                "--neutral-clips",
+                "6",
+                "--steps",
+                "6",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     result = json.loads(out.read_text())
     assert result["colour_frames"] >= 0.75 and result["neutral_colour_frames"] >= 0.75
     # Every frame is either the square (no shape found) or read as some shape: no class can exceed the rest.
@@ -316,9 +366,27 @@ def test_the_fidelity_script_reads_which_shape_a_noun_that_names_none_gets(analy
 
     script = analysis_script("toy_generator_fidelity")
     out = tmp_path / "fidelity.json"
-    assert script.main(["--generator", str(ROOT / "clear_sae" / "toyworld" / "weights" / "generator"), "--clips", "2",
-                        "--neutral-clips", "0", "--steps", "6", "--nouns", "thing,zorp", "--noun-clips", "3",
-                        "--out", str(out)]) == 0
+    assert (
+        script.main(
+            [
+                "--generator",
+                str(ROOT / "clear_sae" / "toyworld" / "weights" / "generator"),
+                "--clips",
+                "2",
+                "--neutral-clips",
+                "0",
+                "--steps",
+                "6",
+                "--nouns",
+                "thing,zorp",
+                "--noun-clips",
+                "3",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     by_noun = json.loads(out.read_text())["unnamed_shape_by_noun"]
     assert list(by_noun) == ["thing", "zorp"]
     for reading in by_noun.values():
@@ -327,8 +395,7 @@ def test_the_fidelity_script_reads_which_shape_a_noun_that_names_none_gets(analy
     assert by_noun["thing"]["square_frames"] >= 0.5  # the shipped generator draws "a red thing" as the square
 
 
-def test_the_token_swap_script_finds_the_concept_on_its_word_and_not_without_it(analysis_script, tmp_path,
-                                                                                 capsys):
+def test_the_token_swap_script_finds_the_concept_on_its_word_and_not_without_it(analysis_script, tmp_path, capsys):
     import json
 
     script = analysis_script("toy_token_swap")

@@ -9,8 +9,15 @@ import pytest
 import torch
 
 from clear_sae.errors import ClearSaeError
-from clear_sae.trainer import (TopKParams, TopKTrainConfig, prefetch, resolve_kernel, step_grads, to_sae_lens,
-                               train_topk)
+from clear_sae.sae.trainer import (
+    TopKParams,
+    TopKTrainConfig,
+    prefetch,
+    resolve_kernel,
+    step_grads,
+    to_sae_lens,
+    train_topk,
+)
 
 D_IN, D_SAE, K, BATCH = 48, 384, 8, 200
 
@@ -81,8 +88,15 @@ def _planted_batches(n_steps: int, seed: int = 0):
 def test_training_recovers_a_planted_dictionary():
     steps = 300
     losses = []
-    result = train_topk(_planted_batches(steps + 50), D_IN, 192, steps, TopKTrainConfig(k=6, lr=3e-3),
-                        dead_after=20 * BATCH, on_step=lambda s, out: losses.append(out.mse))
+    result = train_topk(
+        _planted_batches(steps + 50),
+        D_IN,
+        192,
+        steps,
+        TopKTrainConfig(k=6, lr=3e-3),
+        dead_after=20 * BATCH,
+        on_step=lambda s, out: losses.append(out.mse),
+    )
     assert result.steps == steps and result.tokens == steps * BATCH
     assert sum(losses[-20:]) / 20 < 0.2 * sum(losses[:5]) / 5
     x = next(_planted_batches(1, seed=99))
@@ -158,7 +172,7 @@ def test_prefetch_abandoned_early_stops_its_thread():
 
 
 def test_feed_reads_directly_on_cpu_and_through_a_thread_for_a_gpu():
-    from clear_sae.trainer import feed
+    from clear_sae.sae.trainer import feed
 
     source = iter(range(5))
     assert feed(source, "cpu") is source

@@ -10,17 +10,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from clear_sae.backbones.base import Activations, Backbone, first_tensor, replace_first_tensor
+from clear_sae.backbones.diffusers_pipeline import load_pipeline_text_encoders
+from clear_sae.backbones.hf_text import load_hf_text_encoder, load_minilm, text_encoder_module
+from clear_sae.backbones.transformer_lens import CONFIG_FILE, load_transformer_lens
 from clear_sae.errors import ClearSaeError
 
 if TYPE_CHECKING:
     from torch import nn
 
-__all__ = ["Activations", "Backbone", "BUILTIN", "first_tensor", "hook_module", "load_backbone",
-           "replace_first_tensor"]
+__all__ = ["Activations", "Backbone", "BUILTIN", "first_tensor", "hook_module", "load_backbone", "replace_first_tensor"]
 
 
 def _minilm() -> Backbone:
-    from clear_sae.backbones.hf_text import load_minilm
 
     return load_minilm()
 
@@ -47,16 +48,11 @@ def _load(name: str) -> Backbone:
             "pass minilm or a local folder saved with save_pretrained"
         )
     if (folder / "model_index.json").is_file():
-        from clear_sae.backbones.diffusers_pipeline import load_pipeline_text_encoders
-
         return load_pipeline_text_encoders(folder)
-    from clear_sae.backbones.transformer_lens import CONFIG_FILE, load_transformer_lens
 
     if (folder / CONFIG_FILE).is_file():
         return load_transformer_lens(folder)
     if (folder / "config.json").is_file():
-        from clear_sae.backbones.hf_text import load_hf_text_encoder
-
         return load_hf_text_encoder(folder)
     raise ClearSaeError(
         f"{folder} is not a model folder: it has no config.json (text encoder), model_index.json (diffusers "
@@ -76,8 +72,6 @@ def hook_module(target: Any, hook_point: str) -> "nn.Module":
     if owner is None and prefix == "text_encoder":
         owner = target  # a bare text encoder
     if owner is not None and hasattr(owner, "config"):
-        from clear_sae.backbones.hf_text import text_encoder_module
-
         return text_encoder_module(owner, local)
     raise ClearSaeError(
         f"cannot find hook point {hook_point!r} on {type(target).__name__}; pass a clear_sae Backbone, a diffusers "

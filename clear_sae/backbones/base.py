@@ -6,7 +6,7 @@ import hashlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterator
 
 from clear_sae.errors import ClearSaeError
 
@@ -125,6 +125,18 @@ class Backbone(ABC):
                 handle.remove()
         return {name: Activations(captured[name], masks[name]) for name in hook_points}
 
+    def run_batched(
+        self, prompts: list[str], hook_points: list[str], batch_size: int = 32, desc: str | None = None
+    ) -> Iterator[tuple[list[str], dict[str, Activations]]]:
+        """Run `prompts` in batches of `batch_size`, yielding each batch with its residual stream at `hook_points`
+        (as `run` returns it); with `desc`, a progress bar of that name counts the batches."""
+        from tqdm.auto import tqdm
+
+        starts = range(0, len(prompts), batch_size)
+        for start in tqdm(starts, desc=desc, unit="batch", disable=desc is None, leave=False):
+            batch = prompts[start : start + batch_size]
+            yield batch, self.run(batch, hook_points)
+
     def resolve_layers(self, spec: str | None) -> list[str]:
         """Turn a `--layers` value (`all`, or comma-separated names or indices) into hook point names."""
         return select_hook_points(spec, self.hook_points, f"backbone {self.backbone_id}")
@@ -132,8 +144,10 @@ class Backbone(ABC):
 
 def unknown_layer(name: str, available: list[str], owner: str) -> ClearSaeError:
     """The one-line error for a layer name that `owner` does not have."""
-    return ClearSaeError(f"unknown layer {name!r} for {owner}; choose from {', '.join(available)} "
-                         f"(or their indices 0..{len(available) - 1})")
+    return ClearSaeError(
+        f"unknown layer {name!r} for {owner}; choose from {', '.join(available)} "
+        f"(or their indices 0..{len(available) - 1})"
+    )
 
 
 def select_hook_points(spec: str | None, available: list[str], owner: str) -> list[str]:
@@ -148,8 +162,10 @@ def select_hook_points(spec: str | None, available: list[str], owner: str) -> li
         if item.lstrip("-").isdigit():
             index = int(item)
             if not -len(available) <= index < len(available):
-                raise ClearSaeError(f"unknown layer index {index} for {owner}; it has hook points "
-                                    f"0..{len(available) - 1}: {', '.join(available)}")
+                raise ClearSaeError(
+                    f"unknown layer index {index} for {owner}; it has hook points "
+                    f"0..{len(available) - 1}: {', '.join(available)}"
+                )
             item = available[index]
         elif item not in available:
             raise unknown_layer(item, available, owner)

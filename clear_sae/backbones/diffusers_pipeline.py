@@ -84,6 +84,8 @@ def load_pipeline_text_encoders(folder: str | Path) -> PipelineTextEncoders:
     if not names:
         raise ClearSaeError(f"pipeline folder {folder} lists no text encoder in model_index.json")
     backbone_id = f"pipeline:{folder.resolve().name}:{folder_fingerprint(*(folder / n for n in names))}"
-    encoders = {name: load_hf_text_encoder(folder / name, folder / _tokenizer_name(name), prefix=name,
-                                           backbone_id=backbone_id) for name in names}
+    encoders = {
+        name: load_hf_text_encoder(folder / name, folder / _tokenizer_name(name), prefix=name, backbone_id=backbone_id)
+        for name in names
+    }
     return PipelineTextEncoders(encoders, backbone_id)

@@ -64,8 +64,15 @@ def text_encoder_module(model: "nn.Module", local_name: str) -> "nn.Module":
 class HFTextEncoder(Backbone):
     """A Hugging Face text encoder and its tokenizer."""
 
-    def __init__(self, model: "nn.Module", tokenizer: Any, backbone_id: str, prefix: str = "text_encoder",
-                 max_length: int | None = None, batch_device: str = "cpu") -> None:
+    def __init__(
+        self,
+        model: "nn.Module",
+        tokenizer: Any,
+        backbone_id: str,
+        prefix: str = "text_encoder",
+        max_length: int | None = None,
+        batch_device: str = "cpu",
+    ) -> None:
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.backbone_id = backbone_id
@@ -98,10 +105,11 @@ class HFTextEncoder(Backbone):
 
     def tokenize(self, prompts: list[str]) -> dict[str, "torch.Tensor"]:
         """Token ids and attention mask, padded to the longest prompt in the batch."""
-        batch = self.tokenizer(prompts, padding=True, truncation=True, max_length=self.max_length,
-                               return_tensors="pt")
-        return {"input_ids": batch["input_ids"].to(self.device),
-                "attention_mask": batch["attention_mask"].to(self.device)}
+        batch = self.tokenizer(prompts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
+        return {
+            "input_ids": batch["input_ids"].to(self.device),
+            "attention_mask": batch["attention_mask"].to(self.device),
+        }
 
     def _forward(self, prompts: list[str], hook_points: list[str]) -> dict[str, "torch.Tensor"]:
         batch = self.tokenize(prompts)
@@ -121,8 +129,12 @@ def _model_class(folder: Path) -> Any:
     return transformers.AutoModel
 
 
-def load_hf_text_encoder(folder: str | Path, tokenizer_folder: str | Path | None = None,
-                         prefix: str = "text_encoder", backbone_id: str | None = None) -> HFTextEncoder:
+def load_hf_text_encoder(
+    folder: str | Path,
+    tokenizer_folder: str | Path | None = None,
+    prefix: str = "text_encoder",
+    backbone_id: str | None = None,
+) -> HFTextEncoder:
     """Load a text encoder saved with `save_pretrained` (safetensors weights only) from a local folder."""
     from transformers import AutoTokenizer
 
@@ -135,8 +147,10 @@ def load_hf_text_encoder(folder: str | Path, tokenizer_folder: str | Path | None
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_folder))
     except (OSError, ValueError) as err:
-        raise ClearSaeError(f"cannot load a tokenizer from {tokenizer_folder} ({type(err).__name__}); "
-                            "save the tokenizer next to the model") from None
+        raise ClearSaeError(
+            f"cannot load a tokenizer from {tokenizer_folder} ({type(err).__name__}); "
+            "save the tokenizer next to the model"
+        ) from None
     model = _model_class(folder).from_pretrained(str(folder), use_safetensors=True)
     backbone_id = backbone_id or f"hf:{folder.resolve().name}:{folder_fingerprint(folder)}"
     return HFTextEncoder(model, tokenizer, backbone_id, prefix=prefix)

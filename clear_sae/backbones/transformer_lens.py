@@ -51,8 +51,9 @@ class TransformerLensBackbone(Backbone):
         return int(self.model.cfg.d_model)
 
     def _forward(self, prompts: list[str], hook_points: list[str]) -> dict[str, "torch.Tensor"]:
-        batch = self.tokenizer(prompts, padding=True, truncation=True, max_length=self.model.cfg.n_ctx,
-                               return_tensors="pt")
+        batch = self.tokenizer(
+            prompts, padding=True, truncation=True, max_length=self.model.cfg.n_ctx, return_tensors="pt"
+        )
         device = next(self.model.parameters()).device
         # Prompts are right-padded and the model is causal, so real tokens never see padding.
         self.model(batch["input_ids"].to(device), return_type=None)
@@ -89,8 +90,9 @@ def load_transformer_lens(folder: str | Path) -> TransformerLensBackbone:
         model.load_state_dict(load_file(str(weights)), strict=True)
     except RuntimeError as err:
         first = str(err).splitlines()[1].strip() if len(str(err).splitlines()) > 1 else str(err)
-        raise ClearSaeError(f"{weights} does not match {CONFIG_FILE} ({first}); save the model again with "
-                            "save_transformer_lens") from None
+        raise ClearSaeError(
+            f"{weights} does not match {CONFIG_FILE} ({first}); save the model again with save_transformer_lens"
+        ) from None
     tokenizer = AutoTokenizer.from_pretrained(str(folder))
     fingerprint = folder_fingerprint(folder)
     return TransformerLensBackbone(model, tokenizer, backbone_id=f"tl:{folder.resolve().name}:{fingerprint}")

@@ -92,8 +92,9 @@ def _word(axis: str, value: str, split: str, rng: np.random.Generator, unnamed: 
     return _pick_word(WORDS_BY_AXIS[axis][value], split, rng)
 
 
-def _object_phrase(obj: ToyObject, split: str, rng: np.random.Generator,
-                   unnamed_shape: str | None = None) -> tuple[str, str]:
+def _object_phrase(
+    obj: ToyObject, split: str, rng: np.random.Generator, unnamed_shape: str | None = None
+) -> tuple[str, str]:
     colour = _word("colour", obj.colour, split, rng)
     shape = _word("shape", obj.shape, split, rng, unnamed_shape)
     return _article(f"{colour} {shape}".strip()), _word("motion", obj.motion, split, rng)
@@ -109,8 +110,13 @@ def caption(spec: ClipSpec, rng: np.random.Generator, split: str = "train", unna
         raise ValueError(f"unknown split {split!r}; use train or heldout")
     a_obj, motion = _object_phrase(spec.main, split, rng, unnamed_shape)
     bg = _pick_word(BACKGROUND_WORDS[spec.background], split, rng)
-    fields = {"a_obj": a_obj, "A_obj": a_obj[0].upper() + a_obj[1:], "motion": motion, "bg": bg,
-              "bg_cap": bg[0].upper() + bg[1:]}
+    fields = {
+        "a_obj": a_obj,
+        "A_obj": a_obj[0].upper() + a_obj[1:],
+        "motion": motion,
+        "bg": bg,
+        "bg_cap": bg[0].upper() + bg[1:],
+    }
     if spec.second is None:
         template = _pick_template(ONE_OBJECT_TEMPLATES, split, rng)
     else:
@@ -126,8 +132,7 @@ def without_words(prompt: str, axis: str, value: str) -> str:
     text = re.sub(r" {2,}", " ", text).strip()
     text = re.sub(r" ([,.;:])", r"\1", text)
     # Re-choose each article for the word that now follows it.
-    return re.sub(r"\b([Aa])n? (?=(\w))", lambda m: m.group(1) + ("n " if m.group(2)[0] in "aeiouAEIOU" else " "),
-                  text)
+    return re.sub(r"\b([Aa])n? (?=(\w))", lambda m: m.group(1) + ("n " if m.group(2)[0] in "aeiouAEIOU" else " "), text)
 
 
 def concept_word(prompt: str, axis: str, value: str) -> str | None:

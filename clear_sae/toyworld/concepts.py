@@ -78,8 +78,10 @@ def attribute_of(name: str) -> tuple[str, str]:
         if name in values:
             return axis, name
     known = "; ".join(f"{axis}: {', '.join(values)}" for axis, values in ATTRIBUTES.items())
-    raise ClearSaeError(f"{name!r} is not a toy-world attribute; name one of {known} (or map a library concept to "
-                        "one with --attribute NAME=AXIS=VALUE)")
+    raise ClearSaeError(
+        f"{name!r} is not a toy-world attribute; name one of {known} (or map a library concept to "
+        "one with --attribute NAME=AXIS=VALUE)"
+    )
 
 
 def with_value(spec: ClipSpec, axis: str, value: str) -> ClipSpec:
@@ -87,8 +89,9 @@ def with_value(spec: ClipSpec, axis: str, value: str) -> ClipSpec:
     return replace(spec, main=replace(spec.main, **{axis: value}))
 
 
-def concept_pairs(axis: str, value: str, n: int, split: str = "train", seed: int = LEARN_SEED
-                  ) -> tuple[list[str], list[str], list[ClipSpec], list[ClipSpec]]:
+def concept_pairs(
+    axis: str, value: str, n: int, split: str = "train", seed: int = LEARN_SEED
+) -> tuple[list[str], list[str], list[ClipSpec], list[ClipSpec]]:
     """`n` context-matched pairs: target captions, non-target captions, and the clip specs behind them.
 
     Both captions of a pair are drawn with the same random stream, so they use the same template and the
@@ -115,36 +118,7 @@ def toy_corpus(n: int, seed: int = 7) -> list[str]:
     return [caption(random_spec(rng), rng, "train") for _ in range(n)]
 
 
-def learn_toy_concept(backbone: Any, dictionaries: Any, name: str, library: Any, seed: int = 0, world: Any = None,
-                      judge_clips: int = JUDGE_CLIPS, attribute: str | None = None,
-                      prompts: tuple[list[str], list[str]] | None = None) -> Any:
-    """Learn toy concept `name` into `library`, its layer, tolerance and strength calibrated
-    (`clear_sae.calibrate`); returns the entry. `attribute` (default: the name, e.g. `red`) is the colour, shape
-    or motion it stands for, as `AXIS=VALUE`. Its latents come from `prompts` (target, non-target) when given,
-    else from the attribute's `LEARN_PAIRS` learning pairs. With a toy `world` (and `judge_clips` > 0) each rung
-    is judged by generating `judge_clips` target and non-target clips of the attribute (`GenerationJudge`) on
-    the ladder `JUDGED_STRENGTHS`; otherwise by the text-side probe at `TOY_STRENGTH`."""
-    from clear_sae.calibrate import CalibrationConfig, learn_calibrated_concept
-    from clear_sae.concepts import ConceptConfig
-
-    axis, value = attribute_of(attribute or name)
-    target, nontarget = prompts or concept_pairs(axis, value, LEARN_PAIRS)[:2]
-    cal, judge = CalibrationConfig(strengths=(TOY_STRENGTH,)), None
-    if world is not None and judge_clips > 0:
-        from clear_sae.toyworld.evaluation import GenerationJudge
-
-        judge = GenerationJudge(world, axis, value, judge_clips, judge_clips, max_found=JUDGED_MAX_RATE)
-        cal = CalibrationConfig(strengths=JUDGED_STRENGTHS, max_probe_rate=JUDGED_MAX_RATE, judge=judge.name)
-    entry, _, _ = learn_calibrated_concept(backbone, dictionaries, name, target, nontarget, library,
-                                           ConceptConfig(seed=seed, max_nontarget_rate=MAX_NONTARGET_RATE), cal,
-                                           judge=judge)
-    if attribute:  # so that `clear-sae evaluate` knows what the entry stands for without being told again
-        entry.settings[ATTRIBUTE_SETTING] = f"{axis}={value}"
-    return entry
-
-
 def entry_attribute(entry: Any, given: str | None = None) -> str:
     """What a library entry stands for in the toy world: `given` (`AXIS=VALUE`), else the attribute recorded
     when it was learned with one, else its name (`red`)."""
     return given or entry.settings.get(ATTRIBUTE_SETTING) or entry.name
-

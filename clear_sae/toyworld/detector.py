@@ -8,6 +8,7 @@ accuracy is measured on clips it has never seen. Weights are saved as safetensor
 
 from __future__ import annotations
 
+import argparse
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -59,8 +60,9 @@ def _labels(spec: ClipSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return shape, colour, motion
 
 
-def render_batch(rng: np.random.Generator, n: int, render: RenderConfig, second_object_rate: float,
-                 neutral_rate: float = 0.0) -> tuple[list[ClipSpec], np.ndarray]:
+def render_batch(
+    rng: np.random.Generator, n: int, render: RenderConfig, second_object_rate: float, neutral_rate: float = 0.0
+) -> tuple[list[ClipSpec], np.ndarray]:
     """`n` random specs and their clips as float32 `[n, frames, 3, size, size]` in [0, 1]."""
     specs, clips = random_clips(rng, n, render, second_object_rate, neutral_rate)
     return specs, clips.transpose(0, 1, 4, 2, 3).astype(np.float32) / 255.0
@@ -68,7 +70,6 @@ def render_batch(rng: np.random.Generator, n: int, render: RenderConfig, second_
 
 def build_detector(cfg: DetectorConfig) -> "torch.nn.Module":
     """The detector network: a frame CNN with shape and colour heads, and a temporal motion head."""
-    import torch
     from torch import nn
 
     class Detector(nn.Module):
@@ -76,14 +77,28 @@ def build_detector(cfg: DetectorConfig) -> "torch.nn.Module":
             super().__init__()
             w = cfg.width
             self.frames = nn.Sequential(
-                nn.Conv2d(3, w, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-                nn.Conv2d(w, 2 * w, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-                nn.Conv2d(2 * w, 4 * w, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-                nn.Flatten(), nn.Linear(4 * w * 16, 128), nn.ReLU())
+                nn.Conv2d(3, w, 3, padding=1),
+                nn.ReLU(),
+                nn.MaxPool2d(2),
+                nn.Conv2d(w, 2 * w, 3, padding=1),
+                nn.ReLU(),
+                nn.MaxPool2d(2),
+                nn.Conv2d(2 * w, 4 * w, 3, padding=1),
+                nn.ReLU(),
+                nn.MaxPool2d(2),
+                nn.Flatten(),
+                nn.Linear(4 * w * 16, 128),
+                nn.ReLU(),
+            )
             self.shape = nn.Linear(128, len(SHAPES))
             self.colour = nn.Linear(128, len(COLOUR_NAMES))
-            self.motion = nn.Sequential(nn.Conv1d(128, 64, 3, padding=1), nn.ReLU(),
-                                        nn.AdaptiveMaxPool1d(1), nn.Flatten(), nn.Linear(64, len(MOTIONS)))
+            self.motion = nn.Sequential(
+                nn.Conv1d(128, 64, 3, padding=1),
+                nn.ReLU(),
+                nn.AdaptiveMaxPool1d(1),
+                nn.Flatten(),
+                nn.Linear(64, len(MOTIONS)),
+            )
 
         def forward(self, clips: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
             b, t = clips.shape[:2]
@@ -94,8 +109,12 @@ def build_detector(cfg: DetectorConfig) -> "torch.nn.Module":
     return Detector()
 
 
-def train_detector(cfg: DetectorConfig = DetectorConfig(), render: RenderConfig = RenderConfig(),
-                   progress: bool = True, losses: list[float] | None = None) -> "torch.nn.Module":
+def train_detector(
+    cfg: DetectorConfig = DetectorConfig(),
+    render: RenderConfig = RenderConfig(),
+    progress: bool = True,
+    losses: list[float] | None = None,
+) -> "torch.nn.Module":
     """Train a detector on freshly rendered clips (a new batch every step); `losses` collects the loss per step."""
     import torch
     from torch.nn.functional import binary_cross_entropy_with_logits as bce
@@ -111,8 +130,11 @@ def train_detector(cfg: DetectorConfig = DetectorConfig(), render: RenderConfig 
         labels = [torch.from_numpy(np.stack(x)) for x in zip(*map(_labels, specs))]
         shape, colour, motion = model(torch.from_numpy(clips))
         frames = clips.shape[1]
-        loss = (bce(shape, labels[0][:, None].expand(-1, frames, -1))
-                + bce(colour, labels[1][:, None].expand(-1, frames, -1)) + bce(motion, labels[2]))
+        loss = (
+            bce(shape, labels[0][:, None].expand(-1, frames, -1))
+            + bce(colour, labels[1][:, None].expand(-1, frames, -1))
+            + bce(motion, labels[2])
+        )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -141,14 +163,20 @@ def detect(model: "torch.nn.Module", clips: np.ndarray, batch: int = 64) -> Dete
     outs: list[list[np.ndarray]] = [[], [], []]
     with torch.no_grad():
         for i in range(0, len(clips), batch):
-            x = torch.from_numpy(clips[i:i + batch].transpose(0, 1, 4, 2, 3).astype(np.float32) / 255.0)
+            x = torch.from_numpy(clips[i : i + batch].transpose(0, 1, 4, 2, 3).astype(np.float32) / 255.0)
             for store, logits in zip(outs, model(x)):
                 store.append(torch.sigmoid(logits).numpy())
     return Detections(*(np.concatenate(o) for o in outs))
 
 
-def accuracy(model: "torch.nn.Module", n_clips: int = 500, seed: int = 12345, render: RenderConfig = RenderConfig(),
-             second_object_rate: float = 0.3, neutral_rate: float = 0.15) -> dict[str, float]:
+def accuracy(
+    model: "torch.nn.Module",
+    n_clips: int = 500,
+    seed: int = 12345,
+    render: RenderConfig = RenderConfig(),
+    second_object_rate: float = 0.3,
+    neutral_rate: float = 0.15,
+) -> dict[str, float]:
     """Exact-match accuracy on freshly rendered clips: the set of shapes / colours per frame, motions per clip
     (a neutral value must give the empty set)."""
     specs, clips = random_clips(np.random.default_rng(seed), n_clips, render, second_object_rate, neutral_rate)
@@ -157,12 +185,17 @@ def accuracy(model: "torch.nn.Module", n_clips: int = 500, seed: int = 12345, re
     shape_ok = ((det.shape > 0.5) == (labels[0][:, None] > 0.5)).all(-1)
     colour_ok = ((det.colour > 0.5) == (labels[1][:, None] > 0.5)).all(-1)
     motion_ok = ((det.motion > 0.5) == (labels[2] > 0.5)).all(-1)
-    return {"shape_frames": float(shape_ok.mean()), "colour_frames": float(colour_ok.mean()),
-            "motion_clips": float(motion_ok.mean()), "clips": n_clips}
+    return {
+        "shape_frames": float(shape_ok.mean()),
+        "colour_frames": float(colour_ok.mean()),
+        "motion_clips": float(motion_ok.mean()),
+        "clips": n_clips,
+    }
 
 
-def save_detector(model: "torch.nn.Module", cfg: DetectorConfig, folder: str | Path,
-                  metrics: dict[str, float] | None = None) -> None:
+def save_detector(
+    model: "torch.nn.Module", cfg: DetectorConfig, folder: str | Path, metrics: dict[str, float] | None = None
+) -> None:
     """Write `detector.safetensors` and `detector.json` (config and measured accuracy)."""
     from safetensors.torch import save_file
 
@@ -178,20 +211,22 @@ def load_detector(folder: str | Path) -> "torch.nn.Module":
 
     folder = Path(folder)
     if not (folder / WEIGHTS).is_file() or not (folder / CONFIG).is_file():
-        raise ClearSaeError(f"{folder} holds no {WEIGHTS} and {CONFIG}; train one with "
-                            "`python -m clear_sae.toyworld.detector`")
+        raise ClearSaeError(
+            f"{folder} holds no {WEIGHTS} and {CONFIG}; train one with `python -m clear_sae.toyworld.detector`"
+        )
     try:
         cfg = DetectorConfig(**json.loads((folder / CONFIG).read_text())["config"])
         model = build_detector(cfg)
         model.load_state_dict(load_file(str(folder / WEIGHTS)))
     except Exception as err:  # a broken JSON, a truncated file or other shapes: each library raises its own kind
-        raise ClearSaeError(f"cannot load the toy detector in {folder} ({type(err).__name__}: {err}); restore the "
-                            "shipped one or retrain it with `python -m clear_sae.toyworld.detector`") from None
+        raise ClearSaeError(
+            f"cannot load the toy detector in {folder} ({type(err).__name__}: {err}); restore the "
+            "shipped one or retrain it with `python -m clear_sae.toyworld.detector`"
+        ) from None
     return model.eval()
 
 
 if __name__ == "__main__":
-    import argparse
 
     parser = argparse.ArgumentParser(description="Train the toy-world detector and report its accuracy.")
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "weights"))

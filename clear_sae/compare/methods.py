@@ -3,11 +3,11 @@
 - `clear`: the library's concept on its reused dictionaries, learned afresh from the same prompts so that
   its time is the concept's own cost (with the library's settings, and its calibration ladder if it was
   calibrated, this reproduces the entry);
-- `clear-joint`: the paper's own per-concept SAE and layer preferences (`clear_sae.joint`), trained here,
+- `clear-joint`: the paper's own per-concept SAE and layer preferences (`clear_sae.compare.joint`), trained here,
   with the concept's rule for specific latents before any calibration, and gamma 1;
 - `negative-prompt`: the concept's words as the negative prompt under classifier-free guidance (no hook;
   only a generator can use it);
-- `safree`: the SAFREE-style projection of the text encoder's output (`clear_sae.baselines`);
+- `safree`: the SAFREE-style projection of the text encoder's output (`clear_sae.compare.baselines`);
 - `sae-first`, `sae-middle`, `sae-last`, `sae-random`: the SAE clamp at a fixed layer (random: drawn with
   the comparison's seed) with the concept's latents at that layer; `sae-all`: at every layer at once;
 - `diff-means`: a difference-of-means direction clamped at the layer CLEAR selects, no SAE.
@@ -26,14 +26,30 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from clear_sae.calibration.ladder import learn_calibrated_concept, recorded_calibration
+from clear_sae.compare.baselines import direction_clamp, subspace_projection
+from clear_sae.compare.joint import JointConfig, learn_concept_joint
+from clear_sae.concepts import concept_settings, learn_concept
+from clear_sae.dictionary import Dictionaries
+from clear_sae.erase import concept_clamps, merge_clamps, resolve_concepts
 from clear_sae.errors import ClearSaeError
+from clear_sae.library import ConceptLibrary
 
 if TYPE_CHECKING:
     from clear_sae.backbones import Backbone
-    from clear_sae.library import ConceptLibrary
 
-METHODS = ("clear", "clear-joint", "negative-prompt", "safree", "sae-first", "sae-middle", "sae-last", "sae-random",
-           "sae-all", "diff-means")
+METHODS = (
+    "clear",
+    "clear-joint",
+    "negative-prompt",
+    "safree",
+    "sae-first",
+    "sae-middle",
+    "sae-last",
+    "sae-random",
+    "sae-all",
+    "diff-means",
+)
 
 
 @dataclass
@@ -50,46 +66,23 @@ class Erasure:
     """Why the method could not be built for this concept (then nothing is erased)."""
 
 
-def concept_settings(library: "ConceptLibrary", name: str) -> Any:
-    """The `ConceptConfig` the library's entry was learned with."""
-    from clear_sae.concepts import ConceptConfig
-
-    settings = library.get(name).settings
-    return ConceptConfig(**{k: v for k, v in settings.items() if k in ConceptConfig.__dataclass_fields__})
-
-
-def latents_by_layer(backbone: "Backbone", library: "ConceptLibrary", name: str, target: list[str],
-                     nontarget: list[str]) -> dict[str, list[int]]:
-    """The concept's specific latents at every layer of its dictionaries, from these prompts and its settings."""
-    from clear_sae.concepts import profile_concept
-    from clear_sae.dictionary import Dictionaries
-
-    dictionaries = Dictionaries(library.dictionary_path(library.get(name)))
-    profiles = profile_concept(backbone, dictionaries, target, nontarget, concept_settings(library, name))
-    return {p.hook_point: p.latents for p in profiles}
-
-
-def concept_clamps(library: "ConceptLibrary", entry: Any, exact: bool = True) -> dict[str, Any]:
-    """The clamp of one library entry (possibly edited: another layer, other latents) on its dictionary."""
-    from clear_sae.dictionary import Dictionaries
-    from clear_sae.erase import ConceptClamp, merge_clamps
-
-    sae = Dictionaries(library.dictionary_path(entry)).sae(entry.hook_point)
-    return merge_clamps([ConceptClamp(entry, sae)], exact)
-
-
-def build_erasure(method: str, backbone: "Backbone", library: "ConceptLibrary", name: str, target: list[str],
-                  nontarget: list[str], keywords: list[str], layers: dict[str, list[int]], seed: int = 0,
-                  joint_cfg: Any = None, judge: Any = None) -> Erasure:
+def build_erasure(
+    method: str,
+    backbone: "Backbone",
+    library: "ConceptLibrary",
+    name: str,
+    target: list[str],
+    nontarget: list[str],
+    keywords: list[str],
+    layers: dict[str, list[int]],
+    seed: int = 0,
+    joint_cfg: Any = None,
+    judge: Any = None,
+) -> Erasure:
     """Build `method` for library concept `name` from its learning prompts; `keywords` are the concept's words
     (for the negative prompt and the SAFREE subspace) and `layers` its latents at every layer
     (`latents_by_layer`), in the backbone's order. `judge` climbs `clear`'s calibration again for an entry
-    calibrated with a judge other than the probe (`clear_sae.calibrate`)."""
-    from clear_sae.baselines import direction_clamp, subspace_projection
-    from clear_sae.calibrate import learn_calibrated_concept, recorded_calibration
-    from clear_sae.concepts import learn_concept
-    from clear_sae.dictionary import Dictionaries
-    from clear_sae.library import ConceptLibrary
+    calibrated with a judge other than the probe (`clear_sae.calibration.ladder`)."""
 
     started = time.perf_counter()
     entry = library.get(name)
@@ -101,16 +94,21 @@ def build_erasure(method: str, backbone: "Backbone", library: "ConceptLibrary", 
         calibration = recorded_calibration(entry.settings)
         if calibration:  # climb the ladder again, so that its cost is counted
             first_rate, cal = calibration
-            fresh, _, _ = learn_calibrated_concept(backbone, dictionaries, name, target, nontarget, scratch,
-                                                   replace(settings, max_nontarget_rate=first_rate), cal,
-                                                   judge=judge)
+            fresh, _, _ = learn_calibrated_concept(
+                backbone,
+                dictionaries,
+                name,
+                target,
+                nontarget,
+                scratch,
+                replace(settings, max_nontarget_rate=first_rate),
+                cal,
+                judge=judge,
+            )
         else:
             fresh, _ = learn_concept(backbone, dictionaries, name, target, nontarget, scratch, settings)
         erasure = Erasure(concept_clamps(scratch, fresh), layer=fresh.hook_point)
     elif method == "clear-joint":
-        from clear_sae.erase import merge_clamps, resolve_concepts
-        from clear_sae.joint import JointConfig, learn_concept_joint
-
         # The concept's own rule for specific and shared latents, whatever training schedule `joint_cfg` sets;
         # as published, so without the calibration of the reused-dictionary entry (gamma 1, the first tolerance).
         rule = concept_settings(library, name)
@@ -120,16 +118,21 @@ def build_erasure(method: str, backbone: "Backbone", library: "ConceptLibrary", 
         cfg = replace(joint_cfg or JointConfig(), concept=rule)
         with tempfile.TemporaryDirectory(prefix="clear_joint_") as scratch_dir:  # the SAE is loaded before it goes
             joint_library = ConceptLibrary(Path(scratch_dir) / "concepts.json")
-            joint_entry, _ = learn_concept_joint(backbone, name, target, nontarget, joint_library,
-                                                 Path(scratch_dir) / "sae", cfg, hooks, progress=False)
+            joint_entry, _ = learn_concept_joint(
+                backbone, name, target, nontarget, joint_library, Path(scratch_dir) / "sae", cfg, hooks, progress=False
+            )
             erasure = Erasure(merge_clamps(resolve_concepts(joint_library, [name])), layer=joint_entry.hook_point)
     elif method == "negative-prompt":
         erasure = Erasure(negative_prompt=", ".join(keywords))
     elif method == "safree":
         erasure = Erasure({hooks[-1]: subspace_projection(backbone, hooks[-1], keywords, nontarget)}, layer=hooks[-1])
     elif method in ("sae-first", "sae-middle", "sae-last", "sae-random"):
-        index = {"sae-first": 0, "sae-middle": len(hooks) // 2, "sae-last": len(hooks) - 1,
-                 "sae-random": int(np.random.default_rng(seed).integers(len(hooks)))}[method]
+        index = {
+            "sae-first": 0,
+            "sae-middle": len(hooks) // 2,
+            "sae-last": len(hooks) - 1,
+            "sae-random": int(np.random.default_rng(seed).integers(len(hooks))),
+        }[method]
         hook = hooks[index]
         if layers[hook]:
             moved = replace(entry, hook_point=hook, latents=layers[hook])
@@ -143,8 +146,9 @@ def build_erasure(method: str, backbone: "Backbone", library: "ConceptLibrary", 
                 all_hooks.update(concept_clamps(library, replace(entry, hook_point=hook, latents=latents)))
         erasure = Erasure(all_hooks, layer="all")
     elif method == "diff-means":
-        erasure = Erasure({entry.hook_point: direction_clamp(backbone, entry.hook_point, target, nontarget)},
-                          layer=entry.hook_point)
+        erasure = Erasure(
+            {entry.hook_point: direction_clamp(backbone, entry.hook_point, target, nontarget)}, layer=entry.hook_point
+        )
     else:
         raise ClearSaeError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
     erasure.seconds = round(time.perf_counter() - started, 2)

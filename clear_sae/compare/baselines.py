@@ -45,8 +45,10 @@ class _TokenEdit:
 
         width = h.shape[-1]
         if width != self.width:
-            raise ClearSaeError(f"dimension mismatch: the baseline was built for width {self.width}, the hooked module "
-                                f"gives {width}; build it on the model it is applied to")
+            raise ClearSaeError(
+                f"dimension mismatch: the baseline was built for width {self.width}, the hooked module "
+                f"gives {width}; build it on the model it is applied to"
+            )
         flat = h.reshape(-1, width)
         with torch.no_grad():
             rows = torch.nonzero(self.rows_to_edit(flat.float())).squeeze(-1)
@@ -67,8 +69,10 @@ class DirectionClamp(_TokenEdit):
     def __init__(self, direction: "torch.Tensor", ceiling: float) -> None:
         norm = float(direction.norm())
         if norm == 0:
-            raise ClearSaeError("the concept direction is zero: the target and non-target prompts give the same mean "
-                                "activation; use non-targets that differ in the concept")
+            raise ClearSaeError(
+                "the concept direction is zero: the target and non-target prompts give the same mean "
+                "activation; use non-targets that differ in the concept"
+            )
         self.direction = (direction / norm).float()
         self.ceiling = float(ceiling)
         self.width = int(direction.shape[-1])
@@ -112,14 +116,15 @@ def _tokens(backbone: "Backbone", prompts: list[str], hook: str, batch_size: int
     import torch
 
     parts = []
-    for start in range(0, len(prompts), batch_size):
-        act = backbone.run(prompts[start:start + batch_size], [hook])[hook]
+    for _, outputs in backbone.run_batched(prompts, [hook], batch_size):
+        act = outputs[hook]
         parts.append(act.acts[act.mask].float())
     return torch.cat(parts)
 
 
-def direction_clamp(backbone: "Backbone", hook: str, target: list[str], nontarget: list[str],
-                    quantile: float = QUANTILE) -> DirectionClamp:
+def direction_clamp(
+    backbone: "Backbone", hook: str, target: list[str], nontarget: list[str], quantile: float = QUANTILE
+) -> DirectionClamp:
     """The difference-of-means baseline at `hook`, built from target and non-target prompts."""
     import torch
 
@@ -131,8 +136,9 @@ def direction_clamp(backbone: "Backbone", hook: str, target: list[str], nontarge
     return DirectionClamp(direction, float(ceiling))
 
 
-def subspace_projection(backbone: "Backbone", hook: str, keywords: list[str], nontarget: list[str],
-                        quantile: float = QUANTILE) -> SubspaceProjection:
+def subspace_projection(
+    backbone: "Backbone", hook: str, keywords: list[str], nontarget: list[str], quantile: float = QUANTILE
+) -> SubspaceProjection:
     """The SAFREE-style baseline at `hook` (the text encoder's output): the subspace of the keywords' mean token
     states, the trigger level set on the non-target prompts' tokens."""
     import torch
@@ -142,6 +148,7 @@ def subspace_projection(backbone: "Backbone", hook: str, keywords: list[str], no
         raise ClearSaeError("the concept subspace needs at least one keyword; pass the concept's words")
     states = torch.stack([_tokens(backbone, [k], hook).mean(0) for k in keywords])
     projection = SubspaceProjection(states, 1.0)
-    projection.trigger = float(torch.quantile(projection.share_in_subspace(_tokens(backbone, nontarget, hook)),
-                                              quantile))
+    projection.trigger = float(
+        torch.quantile(projection.share_in_subspace(_tokens(backbone, nontarget, hook)), quantile)
+    )
     return projection

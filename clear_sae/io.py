@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +49,6 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 def read_json_file(path: str | Path, what: str, fix: str) -> Any:
     """Parse a JSON file, or raise a one-line error naming `what` it should be and how to `fix` it."""
-    import json
 
     path = Path(path)
     if not path.is_file():

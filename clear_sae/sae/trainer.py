@@ -31,8 +31,10 @@ sae-lens.
 
 from __future__ import annotations
 
+import itertools
 import queue
 import threading
+import time
 import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, NamedTuple
@@ -102,8 +104,15 @@ class TopKParams:
     """The trainable tensors of a TopK SAE, latent-major: `enc`, `dec` are `[d_sae, d_in]` (sae-lens's W_enc
     transposed, and its W_dec)."""
 
-    def __init__(self, d_in: int, d_sae: int, b_dec_init: "torch.Tensor | None" = None, seed: int = 0,
-                 device: "torch.device | str" = "cpu", decoder_init_norm: float = 0.1) -> None:
+    def __init__(
+        self,
+        d_in: int,
+        d_sae: int,
+        b_dec_init: "torch.Tensor | None" = None,
+        seed: int = 0,
+        device: "torch.device | str" = "cpu",
+        decoder_init_norm: float = 0.1,
+    ) -> None:
         import torch
 
         # sae-lens's initialisation: Kaiming-uniform decoder rows scaled to norm 0.1, the encoder its transpose.
@@ -173,8 +182,9 @@ def _csr(crow: "torch.Tensor", cols: "torch.Tensor", values: "torch.Tensor", sha
 class _Codes:
     """A `[rows, d_sae]` matrix with k non-zeros per row, in the layout the chosen kernel multiplies fastest."""
 
-    def __init__(self, ids: "torch.Tensor", values: "torch.Tensor", d_sae: int, kernel: str,
-                 dtype: "torch.dtype | None" = None) -> None:
+    def __init__(
+        self, ids: "torch.Tensor", values: "torch.Tensor", d_sae: int, kernel: str, dtype: "torch.dtype | None" = None
+    ) -> None:
         import torch
 
         self.ids, self.values, self.d_sae, self.kernel = ids, values, d_sae, kernel
@@ -201,7 +211,9 @@ class _Codes:
         import torch
 
         if self.kernel == "sparse":
-            pattern = _csr(self.crow, self.ids.reshape(-1), torch.zeros_like(self.values).reshape(-1), self.matrix.shape)
+            pattern = _csr(
+                self.crow, self.ids.reshape(-1), torch.zeros_like(self.values).reshape(-1), self.matrix.shape
+            )
             return torch.sparse.sampled_addmm(pattern, grad, weights.T, beta=0.0).values().reshape(self.ids.shape)
         return (grad.to(self.dtype) @ weights.T.to(self.dtype)).float().gather(1, self.ids)
 
@@ -210,9 +222,16 @@ class _Codes:
         return _Codes(self.ids, values, self.d_sae, self.kernel, self.dtype)
 
 
-def _backprop_codes(codes: _Codes, top: "torch.Tensor", grad_out: "torch.Tensor", unit: "torch.Tensor",
-                    norms: "torch.Tensor", centred: "torch.Tensor", grads: dict[str, "torch.Tensor"],
-                    gate: bool = True) -> None:
+def _backprop_codes(
+    codes: _Codes,
+    top: "torch.Tensor",
+    grad_out: "torch.Tensor",
+    unit: "torch.Tensor",
+    norms: "torch.Tensor",
+    centred: "torch.Tensor",
+    grads: dict[str, "torch.Tensor"],
+    gate: bool = True,
+) -> None:
     """Accumulate into `grads` what flows from `grad_out` (d loss / d decoded output) back through `codes`.
 
     `grads["unit"]` collects d loss / d u and `grads["norm"]` d loss / d n through the pre-activations; the
@@ -230,8 +249,15 @@ def _backprop_codes(codes: _Codes, top: "torch.Tensor", grad_out: "torch.Tensor"
     grads["b_enc"].index_add_(0, flat_ids, grad_z.reshape(-1))
 
 
-def fast_step_grads(p: TopKParams, x: "torch.Tensor", k: int, dead: "torch.Tensor | None", aux_coefficient: float,
-                    kernel: str, matmul_dtype: "torch.dtype | None" = None) -> StepOutput:
+def fast_step_grads(
+    p: TopKParams,
+    x: "torch.Tensor",
+    k: int,
+    dead: "torch.Tensor | None",
+    aux_coefficient: float,
+    kernel: str,
+    matmul_dtype: "torch.dtype | None" = None,
+) -> StepOutput:
     """Loss and gradients of one batch with hand-written sparse backprop; sets `.grad` of every parameter."""
     import torch
 
@@ -248,8 +274,12 @@ def fast_step_grads(p: TopKParams, x: "torch.Tensor", k: int, dead: "torch.Tenso
         error = codes.times(unit) + p.b_dec.detach() - x
         mse = error.pow(2).sum(1).mean()
         grad_out = error * (2.0 / batch)
-        grads = {"enc": torch.zeros_like(enc), "unit": torch.zeros_like(dec), "norm": torch.zeros_like(norms),
-                 "b_enc": torch.zeros_like(p.b_enc)}
+        grads = {
+            "enc": torch.zeros_like(enc),
+            "unit": torch.zeros_like(dec),
+            "norm": torch.zeros_like(norms),
+            "b_enc": torch.zeros_like(p.b_enc),
+        }
         _backprop_codes(codes, top, grad_out, unit, norms, centred, grads)
         aux = torch.zeros(())
         if dead is not None and aux_coefficient > 0:
@@ -259,12 +289,22 @@ def fast_step_grads(p: TopKParams, x: "torch.Tensor", k: int, dead: "torch.Tenso
                 # The dead latents chase the residual the live ones left (-error), which carries no gradient.
                 aux_error = aux_codes.times(unit) + error
                 aux = aux_coefficient * scale * aux_error.pow(2).sum(1).mean()
-                _backprop_codes(aux_codes, aux_top, aux_error * (2.0 * aux_coefficient * scale / batch), unit, norms,
-                                centred, grads, gate=False)
+                _backprop_codes(
+                    aux_codes,
+                    aux_top,
+                    aux_error * (2.0 * aux_coefficient * scale / batch),
+                    unit,
+                    norms,
+                    centred,
+                    grads,
+                    gate=False,
+                )
         grad_norm = grads["norm"] / norms
         grad_unit = grads["unit"]
         # u = dec / |dec|: project out the radial part, divide by the norm; n = |dec| adds a radial part.
-        grad_dec = (grad_unit - (grad_unit * unit).sum(1, keepdim=True) * unit) / norms[:, None] + grad_norm[:, None] * unit
+        grad_dec = (grad_unit - (grad_unit * unit).sum(1, keepdim=True) * unit) / norms[:, None] + grad_norm[
+            :, None
+        ] * unit
         # b_dec enters the decoder directly and the encoder through x - b_dec.
         grad_b_dec = grad_out.sum(0) - grads["b_enc"] @ enc
         for tensor, grad in zip(p.tensors(), (grads["enc"], grad_dec, grads["b_enc"], grad_b_dec)):
@@ -272,8 +312,9 @@ def fast_step_grads(p: TopKParams, x: "torch.Tensor", k: int, dead: "torch.Tenso
     return StepOutput(float(mse), float(aux), ids, codes.values)
 
 
-def autograd_step_grads(p: TopKParams, x: "torch.Tensor", k: int, dead: "torch.Tensor | None",
-                        aux_coefficient: float) -> StepOutput:
+def autograd_step_grads(
+    p: TopKParams, x: "torch.Tensor", k: int, dead: "torch.Tensor | None", aux_coefficient: float
+) -> StepOutput:
     """The plain reference: the same loss written densely, gradients from autograd; sets `.grad`."""
     import torch
 
@@ -297,8 +338,14 @@ def autograd_step_grads(p: TopKParams, x: "torch.Tensor", k: int, dead: "torch.T
     return StepOutput(float(mse.detach()), float(aux.detach()), ids.detach(), top.detach().relu())
 
 
-def step_grads(p: TopKParams, x: "torch.Tensor", cfg: TopKTrainConfig, dead: "torch.Tensor | None" = None,
-               kernel: str | None = None, matmul_dtype: "torch.dtype | None" = None) -> StepOutput:
+def step_grads(
+    p: TopKParams,
+    x: "torch.Tensor",
+    cfg: TopKTrainConfig,
+    dead: "torch.Tensor | None" = None,
+    kernel: str | None = None,
+    matmul_dtype: "torch.dtype | None" = None,
+) -> StepOutput:
     """Loss and gradients of one batch with the configured kernel (fast or autograd)."""
     kernel = kernel or resolve_kernel(cfg.kernel, x.device)
     if kernel == "autograd":
@@ -345,12 +392,19 @@ class TrainResult:
     seconds: float
 
 
-def train_topk(batches: Iterable["torch.Tensor"], d_in: int, d_sae: int, n_steps: int, cfg: TopKTrainConfig,
-               b_dec_init: "torch.Tensor | None" = None, dead_after: int | None = None, dead_window: float = 0.25,
-               device: str = "cpu", on_step: Callable[[int, StepOutput], None] | None = None) -> TrainResult:
+def train_topk(
+    batches: Iterable["torch.Tensor"],
+    d_in: int,
+    d_sae: int,
+    n_steps: int,
+    cfg: TopKTrainConfig,
+    b_dec_init: "torch.Tensor | None" = None,
+    dead_after: int | None = None,
+    dead_window: float = 0.25,
+    device: str = "cpu",
+    on_step: Callable[[int, StepOutput], None] | None = None,
+) -> TrainResult:
     """Train a TopK SAE on `n_steps` minibatches `[batch, d_in]` from `batches` (already normalised)."""
-    import itertools
-    import time
 
     import torch
 
@@ -392,8 +446,9 @@ def to_sae_lens(p: TopKParams, k: int, hook: str, model_name: str) -> Any:
     import torch
     from sae_lens import TopKSAE, TopKSAEConfig
 
-    cfg = TopKSAEConfig(d_in=p.d_in, d_sae=p.d_sae, k=k, dtype="float32", device="cpu",
-                        rescale_acts_by_decoder_norm=False)
+    cfg = TopKSAEConfig(
+        d_in=p.d_in, d_sae=p.d_sae, k=k, dtype="float32", device="cpu", rescale_acts_by_decoder_norm=False
+    )
     cfg.metadata.hook_name = hook
     cfg.metadata.model_name = model_name
     sae = TopKSAE(cfg)

@@ -14,7 +14,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from clear_sae.backbones import load_backbone
+from clear_sae.cache import ActivationCache, CacheConfig, write_cache
+from clear_sae.cli.report import InspectConfig, collect_report, write_report
+from clear_sae.concepts import ConceptConfig, learn_concept
+from clear_sae.corpus import concept_prompts
+from clear_sae.dictionary import Dictionaries, TrainConfig, format_health_table, train_dictionaries
 from clear_sae.errors import ClearSaeError
+from clear_sae.io import atomic_write_text, read_prompt_file
+from clear_sae.library import ConceptLibrary
+from clear_sae.measure import erase_report
+from clear_sae.toyworld.concepts import toy_concepts, toy_corpus
+from clear_sae.toyworld.evaluation import evaluate
+from clear_sae.toyworld.generator import is_generator_folder
+from clear_sae.toyworld.learn import learn_toy_concept
+from clear_sae.toyworld.report import format_results
+from clear_sae.toyworld.sampling import WEIGHTS_DIR, EvalConfig, load_toy_world
 
 PROMPTS_DIR = Path(__file__).resolve().parent / "data" / "prompts"
 STAGES = 6
@@ -85,9 +100,11 @@ def separability_matrix(library: Any, names: list[str], hook_points: list[str]) 
             value = entry.layer_scores[hook]["energy"]
             cells.append(f"{value:.4f}{'*' if entry.hook_point == hook else ' '}".rjust(width))
         lines.append(f"{hook:<22}" + "".join(cells))
-    lines.append("(energy = S_spe / (S_spe + S_uni) = exp(-paper loss); * = chosen layer: the argmax, or for a "
-                 "calibrated concept the best-scoring layer whose erasure its judge accepted at the mildest strength "
-                 "that had one, or where none was accepted, the rung where it found the concept least)")
+    lines.append(
+        "(energy = S_spe / (S_spe + S_uni) = exp(-paper loss); * = chosen layer: the argmax, or for a "
+        "calibrated concept the best-scoring layer whose erasure its judge accepted at the mildest strength "
+        "that had one, or where none was accepted, the rung where it found the concept least)"
+    )
     return "\n".join(lines)
 
 
@@ -101,10 +118,12 @@ def erasure_summary(report: dict[str, Any], name: str, n_target: int) -> dict[st
 
     fired = [r for r in target if r["concepts"][name]["fired"]]
     return {
-        "target_fired": len(fired), "target_total": len(target),
+        "target_fired": len(fired),
+        "target_total": len(target),
         "target_cleared": sum(r["concepts"][name]["activation_after"] <= 0 for r in fired),
         "target_cosine": mean([r["cosine_final"] for r in target]),
-        "nontarget_fired": sum(r["fired"] for r in nontarget), "nontarget_total": len(nontarget),
+        "nontarget_fired": sum(r["fired"] for r in nontarget),
+        "nontarget_total": len(nontarget),
         "nontarget_cosine": mean([r["cosine_final"] for r in nontarget]),
     }
 
@@ -112,8 +131,6 @@ def erasure_summary(report: dict[str, Any], name: str, n_target: int) -> dict[st
 def load_demo_world(cfg: DemoConfig) -> Any:
     """The toy world the demo generates with (`cfg.generator`, default the shipped one), or None with a note
     when there is no generator there."""
-    from clear_sae.toyworld.evaluation import WEIGHTS_DIR, load_toy_world
-    from clear_sae.toyworld.generator import is_generator_folder
 
     generator = cfg.generator or WEIGHTS_DIR / "generator"
     if not is_generator_folder(generator):
@@ -126,8 +143,6 @@ def toy_showcase(library: Any, folder: Path, cfg: DemoConfig, world: Any) -> dic
     """Evaluate the showcased concepts on a few clips each (`cfg.toy_clips` target prompts) with the same code as
     `clear-sae evaluate`: writes `folder/evaluation.json` and, per concept, a PNG strip (rows alternate before /
     after erasure) and a GIF (before | after) in `folder/evaluation_strips/`; returns each concept's figures."""
-    from clear_sae.prompts import atomic_write_text
-    from clear_sae.toyworld.evaluation import EvalConfig, evaluate, format_results
 
     if world is None:
         return {}
@@ -136,16 +151,24 @@ def toy_showcase(library: Any, folder: Path, cfg: DemoConfig, world: Any) -> dic
         return {}
     folder.mkdir(parents=True, exist_ok=True)
     n = cfg.toy_clips
-    eval_cfg = EvalConfig(clips=n, heldout_clips=max(1, n // 4), nontarget_clips=max(2, n // 2), removed_clips=n,
-                          progress=False)
+    eval_cfg = EvalConfig(
+        clips=n, heldout_clips=max(1, n // 4), nontarget_clips=max(2, n // 2), removed_clips=n, progress=False
+    )
     report = evaluate(world, library, names, cfg=eval_cfg, strips=folder / "evaluation_strips")
     atomic_write_text(folder / "evaluation.json", json.dumps(report, indent=2))
     print(format_results(report))
-    return {name: {"layer": r["layer"], "rate_before": r["rate_target_before"]["mean"],
-                   "rate_after": r["rate_target_after"]["mean"],
-                   "rate_words_removed": r.get("rate_words_removed", {}).get("mean"), "clips": n,
-                   "strip": str(folder / r["strip"]), "gif": str(folder / r["gif"])}
-            for name, r in report["concepts"].items()}
+    return {
+        name: {
+            "layer": r["layer"],
+            "rate_before": r["rate_target_before"]["mean"],
+            "rate_after": r["rate_target_after"]["mean"],
+            "rate_words_removed": r.get("rate_words_removed", {}).get("mean"),
+            "clips": n,
+            "strip": str(folder / r["strip"]),
+            "gif": str(folder / r["gif"]),
+        }
+        for name, r in report["concepts"].items()
+    }
 
 
 MARKER = ".clear_sae_demo"
@@ -159,25 +182,16 @@ def claim_folder(out: Path, force: bool = False) -> None:
         raise ClearSaeError(f"--out {out} is a file; pass a folder for the demo to work in")
     earlier = (out / MARKER).is_file() or (out / "summary.json").is_file()  # the latter: a demo before the marker
     if out.is_dir() and any(out.iterdir()) and not earlier and not force:
-        raise ClearSaeError(f"{out} holds files that no earlier demo wrote, and the demo would overwrite its cache, "
-                            "dictionaries and library there; choose another --out or pass --force")
+        raise ClearSaeError(
+            f"{out} holds files that no earlier demo wrote, and the demo would overwrite its cache, "
+            "dictionaries and library there; choose another --out or pass --force"
+        )
     out.mkdir(parents=True, exist_ok=True)
     (out / MARKER).write_text("written by `clear-sae demo`; a rerun works here again and overwrites what it wrote\n")
 
 
 def run_demo(cfg: DemoConfig = DemoConfig()) -> dict[str, Any]:
     """Run the demo end to end and return its summary (also written to `out/summary.json`)."""
-    from clear_sae.backbones import load_backbone
-    from clear_sae.cache import ActivationCache, CacheConfig, write_cache
-    from clear_sae.concepts import ConceptConfig, learn_concept
-    from clear_sae.corpus import concept_prompts
-    from clear_sae.dictionary import Dictionaries, TrainConfig, format_health_table, train_dictionaries
-    from clear_sae.evaluate import erase_report
-    from clear_sae.library import ConceptLibrary
-    from clear_sae.prompts import atomic_write_text, read_prompt_file
-    from clear_sae.report import InspectConfig, collect_report, write_report
-    from clear_sae.toyworld.concepts import learn_toy_concept, toy_concepts, toy_corpus
-    from clear_sae.toyworld.generator import is_generator_folder
     from tqdm.auto import tqdm
 
     started = time.perf_counter()
@@ -185,10 +199,18 @@ def run_demo(cfg: DemoConfig = DemoConfig()) -> dict[str, Any]:
     out = cfg.out
     # Settings that would fail a later stage fail here, before anything is written.
     if cfg.generator is not None and not is_generator_folder(cfg.generator):  # asked for, so not skipped
-        raise ClearSaeError(f"--generator {cfg.generator} holds no transformer/ folder; pass a toy generator folder "
-                            "(`python -m clear_sae.toyworld.generator --out DIR` trains one) or leave --generator out")
-    train_cfg = TrainConfig(expansion=cfg.expansion, k=cfg.k, tokens=cfg.tokens, seed=cfg.seed,
-                            batch_size=cfg.batch_size, save_dtype="float16")  # its checks run here
+        raise ClearSaeError(
+            f"--generator {cfg.generator} holds no transformer/ folder; pass a toy generator folder "
+            "(`python -m clear_sae.toyworld.generator --out DIR` trains one) or leave --generator out"
+        )
+    train_cfg = TrainConfig(
+        expansion=cfg.expansion,
+        k=cfg.k,
+        tokens=cfg.tokens,
+        seed=cfg.seed,
+        batch_size=cfg.batch_size,
+        save_dtype="float16",
+    )  # its checks run here
     claim_folder(out, cfg.force)
     corpus = read_prompt_file(PROMPTS_DIR / "corpus.txt")[: cfg.corpus_size] + toy_corpus(cfg.toy_captions)
     names = shipped_concepts()
@@ -204,8 +226,11 @@ def run_demo(cfg: DemoConfig = DemoConfig()) -> dict[str, Any]:
     except ClearSaeError:  # an old cache from other settings: this folder is the demo's own
         write_cache(backbone, corpus, cache_path, hooks, CacheConfig(batch_size=64), force=True)
 
-    _stage(2, f"training {len(hooks)} TopK SAEs (d_sae {cfg.expansion * 384}, k {cfg.k}, {cfg.tokens} tokens each)",
-           stage_starts)
+    _stage(
+        2,
+        f"training {len(hooks)} TopK SAEs (d_sae {cfg.expansion * 384}, k {cfg.k}, {cfg.tokens} tokens each)",
+        stage_starts,
+    )
     dict_dir = out / "dictionaries"
     with ActivationCache(cache_path) as cache:
         manifest = train_dictionaries(cache, dict_dir, hooks, train_cfg, force=True)
@@ -228,8 +253,11 @@ def run_demo(cfg: DemoConfig = DemoConfig()) -> dict[str, Any]:
         concept_seconds[name] = round(time.perf_counter() - t0, 2)
     world = load_demo_world(cfg) if cfg.toy_clips > 0 or cfg.judge_clips > 0 else None
     toy_names = []
-    for name in tqdm(toy_concepts(), desc="toy concepts" + (", judged by generation" if world and cfg.judge_clips
-                                                             else ""), unit="concept"):
+    for name in tqdm(
+        toy_concepts(),
+        desc="toy concepts" + (", judged by generation" if world and cfg.judge_clips else ""),
+        unit="concept",
+    ):
         t0 = time.perf_counter()
         try:
             learn_toy_concept(backbone, dictionaries, name, library, cfg.seed, world, cfg.judge_clips)
@@ -243,10 +271,15 @@ def run_demo(cfg: DemoConfig = DemoConfig()) -> dict[str, Any]:
     print(separability_matrix(library, names, hooks))
     print(separability_matrix(library, toy_names, hooks))
 
-    _stage(4, f"erasing each concept on {cfg.heldout_prompts} fresh target/non-target pairs (not in the library's "
-              "prompts)", stage_starts)
-    print(f"{'concept':<15} {'layer':<22} {'latents':>7} {'target fired':>12} {'cleared':>7} {'target cos':>10} "
-          f"{'non-t fired':>11} {'non-t cos':>9}")
+    _stage(
+        4,
+        f"erasing each concept on {cfg.heldout_prompts} fresh target/non-target pairs (not in the library's prompts)",
+        stage_starts,
+    )
+    print(
+        f"{'concept':<15} {'layer':<22} {'latents':>7} {'target fired':>12} {'cleared':>7} {'target cos':>10} "
+        f"{'non-t fired':>11} {'non-t cos':>9}"
+    )
     erasure = {}
     reports = {}
     for name in names:
@@ -255,9 +288,11 @@ def run_demo(cfg: DemoConfig = DemoConfig()) -> dict[str, Any]:
         reports[name] = report
         s = erasure[name] = erasure_summary(report, name, len(target))
         entry = library.get(name)
-        print(f"{name:<15} {entry.hook_point:<22} {len(entry.latents):>7} "
-              f"{s['target_fired']:>6}/{s['target_total']:<5} {s['target_cleared']:>7} {s['target_cosine']:>10.4f} "
-              f"{s['nontarget_fired']:>5}/{s['nontarget_total']:<5} {s['nontarget_cosine']:>9.4f}")
+        print(
+            f"{name:<15} {entry.hook_point:<22} {len(entry.latents):>7} "
+            f"{s['target_fired']:>6}/{s['target_total']:<5} {s['target_cleared']:>7} {s['target_cosine']:>10.4f} "
+            f"{s['nontarget_fired']:>5}/{s['nontarget_total']:<5} {s['nontarget_cosine']:>9.4f}"
+        )
     atomic_write_text(out / "erase_report.json", json.dumps(reports, indent=1))
 
     _stage(5, "toy video world: clips generated with and without erasure", stage_starts)
@@ -266,14 +301,25 @@ def run_demo(cfg: DemoConfig = DemoConfig()) -> dict[str, Any]:
     _stage(6, "inspection report", stage_starts)
     report_path = out / "report.html"
     evaluation = out / "toy" / "evaluation.json" if toy else None
-    data = collect_report(dictionaries, library, cache=cache_path, evaluation=evaluation, backbone=backbone,
-                          cfg=InspectConfig(cache_tokens=cfg.report_cache_tokens))
+    data = collect_report(
+        dictionaries,
+        library,
+        cache=cache_path,
+        evaluation=evaluation,
+        backbone=backbone,
+        cfg=InspectConfig(cache_tokens=cfg.report_cache_tokens),
+    )
     write_report(data, report_path)
     elapsed = time.perf_counter() - started
-    summary = {"seconds": round(elapsed, 1), "stage_seconds": stage_seconds(stage_starts, time.perf_counter()),
-               "concept_seconds": concept_seconds, "erasure": erasure,
-               "chosen_layers": {n: library.get(n).hook_point for n in names + toy_names}, "toy_world": toy,
-               "dictionaries": {h: manifest["layers"][h] for h in hooks}}
+    summary = {
+        "seconds": round(elapsed, 1),
+        "stage_seconds": stage_seconds(stage_starts, time.perf_counter()),
+        "concept_seconds": concept_seconds,
+        "erasure": erasure,
+        "chosen_layers": {n: library.get(n).hook_point for n in names + toy_names},
+        "toy_world": toy,
+        "dictionaries": {h: manifest["layers"][h] for h in hooks},
+    }
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
     print(f"inspection report -> {report_path} (open it in a browser; it needs no network)")
     print(f"library -> {library_path}; dictionaries -> {dict_dir}; erase report -> {out / 'erase_report.json'}")

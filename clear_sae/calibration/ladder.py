@@ -26,10 +26,19 @@ kept their attributes (`Verdict.preservation_drop`) and whether the target clips
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
-from clear_sae.concepts import (ConceptConfig, LayerProfile, learn_concept, profile_concept_at_rates, score_of,
-                                select_layer, split_pairs)
+from clear_sae.calibration.judge import Judge, ProbeJudge
+from clear_sae.concepts import (
+    ConceptConfig,
+    LayerProfile,
+    learn_concept,
+    profile_concept_at_rates,
+    score_of,
+    select_layer,
+    split_pairs,
+)
+from clear_sae.erase import LatentClamp
 from clear_sae.errors import ClearSaeError
 
 if TYPE_CHECKING:
@@ -67,25 +76,9 @@ class CalibrationConfig:
     def preserves(self, step: "CalibrationStep") -> bool:
         """Whether a rung kept non-targets within `max_preservation_drop` and the targets' other attributes
         within `max_others_drop` (each True where the judge did not measure it)."""
-        return ((step.preservation_drop is None or step.preservation_drop <= self.max_preservation_drop)
-                and (step.others_drop is None or step.others_drop <= self.max_others_drop))
-
-
-@dataclass
-class Verdict:
-    """What a judge found after one rung's erasure."""
-
-    found: float
-    """Share of the judge's targets in which the concept is still found."""
-    preservation_drop: float | None = None
-    """How far the erasure lowered non-target agreement (None: not measured)."""
-    others_drop: float | None = None
-    """How far it lowered the target clips' other attributes (None: not measured)."""
-
-
-Judge = Callable[[dict[str, Any]], Verdict]
-"""A rung's judge: given the rung's forward hooks by hook point, say what is left of the concept. It has a
-`name` (recorded as `CalibrationConfig.judge`) and a `settings()` dict recorded in the entry."""
+        return (step.preservation_drop is None or step.preservation_drop <= self.max_preservation_drop) and (
+            step.others_drop is None or step.others_drop <= self.max_others_drop
+        )
 
 
 @dataclass
@@ -108,56 +101,44 @@ class CalibrationStep:
         return {k: v for k, v in asdict(self).items() if k != "profiles"}
 
 
-class ProbeJudge:
-    """The default judge: a logistic probe trained on the fit split of the learning pairs reads the held-out
-    targets' pooled final states with the rung's hooks attached."""
-
-    name = "probe"
-
-    def __init__(self, backbone: "Backbone", fit_target: list[str], fit_nontarget: list[str], held_target: list[str],
-                 seed: int = 0) -> None:
-        from clear_sae.evaluate import pooled_final_states, train_concept_probe
-
-        self.backbone, self.held_target = backbone, held_target
-        self.probe = train_concept_probe(pooled_final_states(backbone, fit_target),
-                                         pooled_final_states(backbone, fit_nontarget), seed=seed)
-
-    def __call__(self, hooks: dict[str, Any]) -> Verdict:
-        from clear_sae.evaluate import pooled_final_states
-
-        states = pooled_final_states(self.backbone, self.held_target, hooks)
-        return Verdict(float((self.probe(states) > 0.5).float().mean()))
-
-    def settings(self) -> dict[str, Any]:
-        """What the entry records of this judge."""
-        return {"name": self.name, "held_out_targets": len(self.held_target)}
-
-
 def nontarget_rate_ladder(cfg: ConceptConfig, cal: CalibrationConfig) -> list[float]:
     """The concept's own `max_nontarget_rate`, then the calibration's wider ones."""
     return [cfg.max_nontarget_rate] + sorted(r for r in cal.wider_nontarget_rates if r > cfg.max_nontarget_rate)
 
 
-def calibration_ladder(backbone: "Backbone", dictionaries: "Dictionaries", target: list[str], nontarget: list[str],
-                       cfg: ConceptConfig, cal: CalibrationConfig, hook_points: list[str] | None = None,
-                       judge: Judge | None = None) -> list[CalibrationStep]:
+def calibration_ladder(
+    backbone: "Backbone",
+    dictionaries: "Dictionaries",
+    target: list[str],
+    nontarget: list[str],
+    cfg: ConceptConfig,
+    cal: CalibrationConfig,
+    hook_points: list[str] | None = None,
+    judge: Judge | None = None,
+) -> list[CalibrationStep]:
     """Climb the ladder until a rung passes `judge` (default: a probe trained on the fit split of the learning
     pairs, reading the held-out targets). Returns every rung tried."""
-    from clear_sae.erase import LatentClamp
 
     fit_t, fit_n, held_t, _ = split_pairs(len(target), len(nontarget), cfg.holdout, cfg.seed)
     if judge is None:
         if cal.judge != ProbeJudge.name:
-            raise ClearSaeError(f"this calibration is judged by {cal.judge!r}, which needs its generator: pass "
-                                "judge= (the toy world's GenerationJudge), or calibrate with the probe")
+            raise ClearSaeError(
+                f"this calibration is judged by {cal.judge!r}, which needs its generator: pass "
+                "judge= (the toy world's GenerationJudge), or calibrate with the probe"
+            )
         if not held_t:
-            raise ClearSaeError(f"calibration needs held-out targets: pass at least 4 target prompts "
-                                f"(got {len(target)}), or leave out --calibrate")
-        judge = ProbeJudge(backbone, [target[i] for i in fit_t], [nontarget[i] for i in fit_n],
-                           [target[i] for i in held_t], cfg.seed)
+            raise ClearSaeError(
+                f"calibration needs held-out targets: pass at least 4 target prompts "
+                f"(got {len(target)}), or leave out --calibrate"
+            )
+        judge = ProbeJudge(
+            backbone, [target[i] for i in fit_t], [nontarget[i] for i in fit_n], [target[i] for i in held_t], cfg.seed
+        )
     elif getattr(judge, "name", None) != cal.judge:
-        raise ClearSaeError(f"the judge passed is {getattr(judge, 'name', judge)!r} but the calibration config names "
-                            f"{cal.judge!r}; set CalibrationConfig(judge=...) to match")
+        raise ClearSaeError(
+            f"the judge passed is {getattr(judge, 'name', judge)!r} but the calibration config names "
+            f"{cal.judge!r}; set CalibrationConfig(judge=...) to match"
+        )
     rates = nontarget_rate_ladder(cfg, cal)
     # All pairs, as `learn_concept` uses them, so the rung chosen is the entry saved. The held-out targets thus
     # helped pick the latents; only the probe has never seen them.
@@ -169,10 +150,21 @@ def calibration_ladder(backbone: "Backbone", dictionaries: "Dictionaries", targe
                 clamp = LatentClamp(dictionaries.sae(layer.hook_point), layer.latents, float(strength))
                 verdict = judge({layer.hook_point: clamp})
                 # Rounded as stored, so that 6 of 60 (0.1 in float32 is a hair above 0.1) meets a 10% bar.
-                drop, others = (None if v is None else round(v, 4)
-                                for v in (verdict.preservation_drop, verdict.others_drop))
-                steps.append(CalibrationStep(rate, float(strength), layer.hook_point, len(layer.latents),
-                                             round(verdict.found, 4), drop, others, profiles[rate]))
+                drop, others = (
+                    None if v is None else round(v, 4) for v in (verdict.preservation_drop, verdict.others_drop)
+                )
+                steps.append(
+                    CalibrationStep(
+                        rate,
+                        float(strength),
+                        layer.hook_point,
+                        len(layer.latents),
+                        round(verdict.found, 4),
+                        drop,
+                        others,
+                        profiles[rate],
+                    )
+                )
                 if cal.passes(steps[-1]):
                     return steps
     return steps
@@ -202,22 +194,41 @@ def harm_of(step: CalibrationStep) -> float:
     return (step.preservation_drop or 0.0) + (step.others_drop or 0.0)
 
 
-def learn_calibrated_concept(backbone: "Backbone", dictionaries: "Dictionaries", name: str, target: list[str],
-                             nontarget: list[str], library: Any, cfg: ConceptConfig = ConceptConfig(),
-                             cal: CalibrationConfig = CalibrationConfig(),
-                             hook_points: list[str] | None = None, judge: Judge | None = None
-                             ) -> tuple[Any, list[LayerProfile], list[CalibrationStep]]:
+def learn_calibrated_concept(
+    backbone: "Backbone",
+    dictionaries: "Dictionaries",
+    name: str,
+    target: list[str],
+    nontarget: list[str],
+    library: Any,
+    cfg: ConceptConfig = ConceptConfig(),
+    cal: CalibrationConfig = CalibrationConfig(),
+    hook_points: list[str] | None = None,
+    judge: Judge | None = None,
+) -> tuple[Any, list[LayerProfile], list[CalibrationStep]]:
     """`learn_concept` with the tolerance and strength the calibration ladder chose, learned from all pairs;
     the ladder (and the judge's settings, when one is passed) is recorded in the entry's settings under
     `calibration`."""
     steps = calibration_ladder(backbone, dictionaries, target, nontarget, cfg, cal, hook_points, judge)
     if not steps:
-        raise ClearSaeError("no layer has concept-specific latents at any tolerance of the calibration ladder; add "
-                            "more target prompts or use non-targets closer in context")
+        raise ClearSaeError(
+            "no layer has concept-specific latents at any tolerance of the calibration ladder; add "
+            "more target prompts or use non-targets closer in context"
+        )
     step = chosen_step(steps, cal)
     chosen_cfg = replace(cfg, max_nontarget_rate=step.max_nontarget_rate, strength=step.strength)
-    entry, profiles = learn_concept(backbone, dictionaries, name, target, nontarget, library, chosen_cfg, hook_points,
-                                    step.profiles, layer=step.hook_point)
+    entry, profiles = learn_concept(
+        backbone,
+        dictionaries,
+        name,
+        target,
+        nontarget,
+        library,
+        chosen_cfg,
+        hook_points,
+        step.profiles,
+        layer=step.hook_point,
+    )
     entry.settings["calibration"] = {"config": asdict(cal), "steps": [s.summary() for s in steps]}
     if judge is not None:
         entry.settings["calibration"]["judge"] = judge.settings()  # type: ignore[attr-defined]
@@ -237,18 +248,27 @@ def recorded_calibration(settings: dict[str, Any]) -> tuple[float, CalibrationCo
 def format_ladder(steps: list[CalibrationStep], cal: CalibrationConfig) -> str:
     """The ladder as a table, the chosen rung marked."""
     chosen = chosen_step(steps, cal)
-    columns = [(name, label) for name, label in (("preservation_drop", "non-target drop"),
-                                                 ("others_drop", "others drop"))
-               if any(getattr(s, name) is not None for s in steps)]
-    lines = [f"{'max non-target rate':>19} {'gamma':>6} {'layer':<26} {'latents':>7} {cal.judge + ' finds':>16}"
-             + "".join(f" {label:>15}" for _, label in columns)]
+    columns = [
+        (name, label)
+        for name, label in (("preservation_drop", "non-target drop"), ("others_drop", "others drop"))
+        if any(getattr(s, name) is not None for s in steps)
+    ]
+    lines = [
+        f"{'max non-target rate':>19} {'gamma':>6} {'layer':<26} {'latents':>7} {cal.judge + ' finds':>16}"
+        + "".join(f" {label:>15}" for _, label in columns)
+    ]
     for s in steps:
         mark = "  <- chosen" if s is chosen else ""
-        extra = "".join(f" {'-':>15}" if getattr(s, name) is None else f" {100 * getattr(s, name):>12.1f} pt"
-                        for name, _ in columns)
-        lines.append(f"{s.max_nontarget_rate:>19.2f} {s.strength:>6g} {s.hook_point:<26} {s.n_latents:>7} "
-                     f"{100 * s.probe_rate:>15.1f}%{extra}{mark}")
+        extra = "".join(
+            f" {'-':>15}" if getattr(s, name) is None else f" {100 * getattr(s, name):>12.1f} pt" for name, _ in columns
+        )
+        lines.append(
+            f"{s.max_nontarget_rate:>19.2f} {s.strength:>6g} {s.hook_point:<26} {s.n_latents:>7} "
+            f"{100 * s.probe_rate:>15.1f}%{extra}{mark}"
+        )
     if not cal.passes(chosen):
-        lines.append(f"no rung met the bars (the {cal.judge} finding the concept in at most "
-                     f"{100 * cal.max_probe_rate:g}%, the rest kept); kept the one it found least")
+        lines.append(
+            f"no rung met the bars (the {cal.judge} finding the concept in at most "
+            f"{100 * cal.max_probe_rate:g}%, the rest kept); kept the one it found least"
+        )
     return "\n".join(lines)

@@ -34,7 +34,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from clear_sae.concepts import EPS, ConceptConfig, PromptCodes, specific_and_shared
+from clear_sae.dictionary import CONFIG, MANIFEST, WEIGHTS, input_scale
 from clear_sae.errors import ClearSaeError
+from clear_sae.io import atomic_write_text, prompts_hash
+from clear_sae.library import ConceptEntry
 
 if TYPE_CHECKING:
     import torch
@@ -122,8 +125,9 @@ def _encode(p: dict[str, "torch.Tensor"], x: "torch.Tensor") -> "torch.Tensor":
     return torch.relu((x - p["b_dec"]) @ p["W_enc"] + p["b_enc"])
 
 
-def _prompt_codes(p: dict[str, "torch.Tensor"], acts: "torch.Tensor", mask: "torch.Tensor",
-                  scale: float) -> PromptCodes:
+def _prompt_codes(
+    p: dict[str, "torch.Tensor"], acts: "torch.Tensor", mask: "torch.Tensor", scale: float
+) -> PromptCodes:
     """Peak activation and decoded energy per prompt and latent, as `concepts.encode_prompts` computes them."""
     import torch
 
@@ -139,8 +143,9 @@ differences between such layers only reflect their total energy; one constant ke
 preferences (and an SAE that is silent on a layer, S_uni = S_spe = 0, from scoring a perfect 0 there)."""
 
 
-def layer_separability(p: dict[str, "torch.Tensor"], acts: LayerActivations, scale: float,
-                       cfg: ConceptConfig) -> tuple[float, list[int]]:
+def layer_separability(
+    p: dict[str, "torch.Tensor"], acts: LayerActivations, scale: float, cfg: ConceptConfig
+) -> tuple[float, list[int]]:
     """The paper's loss `log(1 + S_uni / (S_spe + eps))` at one layer for the SAE `p` (lower separates better),
     and the concept's specific latents there."""
     target = _prompt_codes(p, acts.target, acts.target_mask, scale)
@@ -152,14 +157,13 @@ def layer_separability(p: dict[str, "torch.Tensor"], acts: LayerActivations, sca
     return math.log1p(float(energy[shared].sum()) / (float(energy[latents].sum()) + EPS)), latents
 
 
-def train_joint(layers: dict[str, LayerActivations], cfg: JointConfig = JointConfig(),
-                progress: bool = True) -> JointResult:
+def train_joint(
+    layers: dict[str, LayerActivations], cfg: JointConfig = JointConfig(), progress: bool = True
+) -> JointResult:
     """Train one SAE and the layer preferences for one concept on `layers` (hook point -> activations)."""
     import torch
     import torch.nn.functional as F
     from tqdm.auto import tqdm
-
-    from clear_sae.dictionary import input_scale
 
     if not layers:
         raise ClearSaeError("clear-joint needs at least one layer")
@@ -169,8 +173,9 @@ def train_joint(layers: dict[str, LayerActivations], cfg: JointConfig = JointCon
     tokens = {h: layers[h].tokens().float() for h in hooks}
     widths = {t.shape[-1] for t in tokens.values()}
     if len(widths) != 1:
-        raise ClearSaeError("clear-joint trains one SAE over all layers, so they must share a width; "
-                            f"got {sorted(widths)}")
+        raise ClearSaeError(
+            f"clear-joint trains one SAE over all layers, so they must share a width; got {sorted(widths)}"
+        )
     if any(len(t) == 0 for t in tokens.values()):
         raise ClearSaeError("a layer has no tokens; pass non-empty target and non-target prompts")
     scales = {h: input_scale(tokens[h]) for h in hooks}
@@ -218,39 +223,50 @@ def train_joint(layers: dict[str, LayerActivations], cfg: JointConfig = JointCon
     prefs = F.softmax(logits.detach(), dim=0)
     usable = [i for i, h in enumerate(hooks) if final[h][1]]
     if not usable:
-        raise ClearSaeError("clear-joint found no concept-specific latents at any layer: every latent that fires on "
-                            "the targets also fires on the non-targets; add more target prompts, use non-targets "
-                            "closer in context, or train longer (--joint-rounds)")
+        raise ClearSaeError(
+            "clear-joint found no concept-specific latents at any layer: every latent that fires on "
+            "the targets also fires on the non-targets; add more target prompts, use non-targets "
+            "closer in context, or train longer (--joint-rounds)"
+        )
     chosen = hooks[max(usable, key=lambda i: float(prefs[i]))]  # the argmax, among layers that can erase anything
-    return JointResult(hook_point=chosen, latents=final[chosen][1],
-                       preferences={h: round(float(v), 5) for h, v in zip(hooks, prefs)},
-                       separability_loss={h: round(final[h][0], 6) for h in hooks}, history=history,
-                       sae=_export(params, scales[chosen]), seconds=time.perf_counter() - start)
+    return JointResult(
+        hook_point=chosen,
+        latents=final[chosen][1],
+        preferences={h: round(float(v), 5) for h, v in zip(hooks, prefs)},
+        separability_loss={h: round(final[h][0], 6) for h in hooks},
+        history=history,
+        sae=_export(params, scales[chosen]),
+        seconds=time.perf_counter() - start,
+    )
 
 
 def _export(p: dict[str, "torch.Tensor"], scale: float) -> Any:
     """The SAE as a standard ReLU SAE on raw activations: the layer's input scale folded into its weights."""
     import torch
 
-    from clear_sae.plain_sae import PlainConfig, PlainSAE
+    from clear_sae.sae.plain import PlainConfig, PlainSAE
 
     with torch.no_grad():
-        tensors = {"W_enc": p["W_enc"] * scale, "b_enc": p["b_enc"].clone(), "W_dec": p["W_dec"] / scale,
-                   "b_dec": p["b_dec"] / scale}
+        tensors = {
+            "W_enc": p["W_enc"] * scale,
+            "b_enc": p["b_enc"].clone(),
+            "W_dec": p["W_dec"] / scale,
+            "b_dec": p["b_dec"] / scale,
+        }
     d_sae, d_in = tensors["W_dec"].shape
     config = PlainConfig(d_in=d_in, d_sae=d_sae, arch="standard")
     return PlainSAE(config, {k: v.contiguous() for k, v in tensors.items()})
 
 
-def collect_activations(backbone: "Backbone", target: list[str], nontarget: list[str], hook_points: list[str],
-                        batch_size: int = 64) -> dict[str, LayerActivations]:
+def collect_activations(
+    backbone: "Backbone", target: list[str], nontarget: list[str], hook_points: list[str], batch_size: int = 64
+) -> dict[str, LayerActivations]:
     """Run both prompt sets once through `backbone` and keep every layer's token activations."""
     import torch
 
     def run(prompts: list[str]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         parts: dict[str, list[Any]] = {h: [] for h in hook_points}
-        for start in range(0, len(prompts), batch_size):
-            outputs = backbone.run(prompts[start:start + batch_size], hook_points)
+        for _, outputs in backbone.run_batched(prompts, hook_points, batch_size):
             for hook in hook_points:
                 parts[hook].append((outputs[hook].acts.float(), outputs[hook].mask))
         joined = {}
@@ -269,35 +285,58 @@ def save_joint_sae(result: JointResult, folder: str | Path, backbone_id: str, cf
     """Write the concept's SAE as a one-layer dictionary folder (`cfg.json` + safetensors + manifest)."""
     from safetensors.torch import save_file
 
-    from clear_sae.dictionary import CONFIG, MANIFEST, WEIGHTS
-    from clear_sae.prompts import atomic_write_text
-
     folder = Path(folder)
     layer = folder / result.hook_point
     layer.mkdir(parents=True, exist_ok=True)
     sae = result.sae
-    save_file({k: getattr(sae, k).detach().contiguous() for k in ("W_enc", "W_dec", "b_enc", "b_dec")},
-              str(layer / WEIGHTS))
-    sae_cfg = {"architecture": "standard", "d_in": sae.cfg.d_in, "d_sae": sae.cfg.d_sae, "dtype": "float32",
-               "device": "cpu", "apply_b_dec_to_input": True, "normalize_activations": "none",
-               "reshape_activations": "none", "metadata": {"hook_name": result.hook_point, "model_name": backbone_id}}
+    save_file(
+        {k: getattr(sae, k).detach().contiguous() for k in ("W_enc", "W_dec", "b_enc", "b_dec")}, str(layer / WEIGHTS)
+    )
+    sae_cfg = {
+        "architecture": "standard",
+        "d_in": sae.cfg.d_in,
+        "d_sae": sae.cfg.d_sae,
+        "dtype": "float32",
+        "device": "cpu",
+        "apply_b_dec_to_input": True,
+        "normalize_activations": "none",
+        "reshape_activations": "none",
+        "metadata": {"hook_name": result.hook_point, "model_name": backbone_id},
+    }
     atomic_write_text(layer / CONFIG, json.dumps(sae_cfg, indent=2))
-    manifest = {"format": "clear_sae.dictionaries", "backbone_id": backbone_id, "method": METHOD,
-                "hook_points": [result.hook_point], "train_config": asdict(cfg),
-                "layers": {result.hook_point: {"hook_point": result.hook_point, "folder": result.hook_point,
-                                               "d_in": sae.cfg.d_in, "d_sae": sae.cfg.d_sae,
-                                               "architecture": "standard"}}}
+    manifest = {
+        "format": "clear_sae.dictionaries",
+        "backbone_id": backbone_id,
+        "method": METHOD,
+        "hook_points": [result.hook_point],
+        "train_config": asdict(cfg),
+        "layers": {
+            result.hook_point: {
+                "hook_point": result.hook_point,
+                "folder": result.hook_point,
+                "d_in": sae.cfg.d_in,
+                "d_sae": sae.cfg.d_sae,
+                "architecture": "standard",
+            }
+        },
+    }
     atomic_write_text(folder / MANIFEST, json.dumps(manifest, indent=2))
     return folder
 
 
-def learn_concept_joint(backbone: "Backbone", name: str, target: list[str], nontarget: list[str], library: Any,
-                        sae_folder: str | Path, cfg: JointConfig = JointConfig(), hook_points: list[str] | None = None,
-                        progress: bool = True) -> tuple[Any, JointResult]:
+def learn_concept_joint(
+    backbone: "Backbone",
+    name: str,
+    target: list[str],
+    nontarget: list[str],
+    library: Any,
+    sae_folder: str | Path,
+    cfg: JointConfig = JointConfig(),
+    hook_points: list[str] | None = None,
+    progress: bool = True,
+) -> tuple[Any, JointResult]:
     """Learn concept `name` the published way and add its entry to `library` (not saved); its SAE goes to
     `sae_folder`, which the entry references as its dictionary."""
-    from clear_sae.library import ConceptEntry
-    from clear_sae.prompts import prompts_hash
 
     if not name.strip():
         raise ClearSaeError("the concept name is empty; pass --name NAME")
@@ -312,11 +351,22 @@ def learn_concept_joint(backbone: "Backbone", name: str, target: list[str], nont
     save_joint_sae(result, sae_folder, backbone.backbone_id, cfg)
     layer_scores = {h: {"loss": result.separability_loss[h], "preference": result.preferences[h]} for h in hook_points}
     entry = ConceptEntry(
-        name=name, hook_point=result.hook_point, latents=result.latents, strength=cfg.concept.strength,
-        dictionary=library.relative_dictionary(sae_folder), backbone_id=backbone.backbone_id,
-        model_source=backbone.source or backbone.backbone_id, score=METHOD, layer_scores=layer_scores,
-        target_hash=prompts_hash(target), nontarget_hash=prompts_hash(nontarget), n_target=len(target),
-        n_nontarget=len(nontarget), settings={"method": METHOD, **asdict(cfg)}, target_prompts=list(target),
-        nontarget_prompts=list(nontarget))
+        name=name,
+        hook_point=result.hook_point,
+        latents=result.latents,
+        strength=cfg.concept.strength,
+        dictionary=library.relative_dictionary(sae_folder),
+        backbone_id=backbone.backbone_id,
+        model_source=backbone.source or backbone.backbone_id,
+        score=METHOD,
+        layer_scores=layer_scores,
+        target_hash=prompts_hash(target),
+        nontarget_hash=prompts_hash(nontarget),
+        n_target=len(target),
+        n_nontarget=len(nontarget),
+        settings={"method": METHOD, **asdict(cfg)},
+        target_prompts=list(target),
+        nontarget_prompts=list(nontarget),
+    )
     library.add(entry)
     return entry, result

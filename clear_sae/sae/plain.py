@@ -17,8 +17,11 @@ from typing import Any
 import torch
 
 ARCHITECTURES = ("topk", "standard", "jumprelu")
-PARAMETERS = {"topk": {"W_enc", "W_dec", "b_enc", "b_dec"}, "standard": {"W_enc", "W_dec", "b_enc", "b_dec"},
-              "jumprelu": {"W_enc", "W_dec", "b_enc", "b_dec", "threshold"}}
+PARAMETERS = {
+    "topk": {"W_enc", "W_dec", "b_enc", "b_dec"},
+    "standard": {"W_enc", "W_dec", "b_enc", "b_dec"},
+    "jumprelu": {"W_enc", "W_dec", "b_enc", "b_dec", "threshold"},
+}
 
 
 @dataclass
@@ -52,9 +55,14 @@ def plain_config(cfg: dict[str, Any]) -> PlainConfig | None:
         return None
     if cfg.get("hook_head_index") is not None or (cfg.get("metadata") or {}).get("hook_head_index") is not None:
         return None
-    return PlainConfig(d_in=int(cfg["d_in"]), d_sae=int(cfg["d_sae"]), arch=arch, k=cfg.get("k"),
-                       apply_b_dec_to_input=bool(cfg.get("apply_b_dec_to_input", True)),
-                       metadata=dict(cfg.get("metadata") or {}))
+    return PlainConfig(
+        d_in=int(cfg["d_in"]),
+        d_sae=int(cfg["d_sae"]),
+        arch=arch,
+        k=cfg.get("k"),
+        apply_b_dec_to_input=bool(cfg.get("apply_b_dec_to_input", True)),
+        metadata=dict(cfg.get("metadata") or {}),
+    )
 
 
 class PlainSAE(torch.nn.Module):
@@ -97,8 +105,13 @@ def load_plain_sae(folder: Path, cfg: dict[str, Any]) -> PlainSAE | None:
     tensors = load_file(str(folder / "sae_weights.safetensors"), device="cpu")
     if set(tensors) != PARAMETERS[plain.arch]:
         return None
-    shapes = {"W_enc": (plain.d_in, plain.d_sae), "W_dec": (plain.d_sae, plain.d_in), "b_enc": (plain.d_sae,),
-              "b_dec": (plain.d_in,), "threshold": (plain.d_sae,)}
+    shapes = {
+        "W_enc": (plain.d_in, plain.d_sae),
+        "W_dec": (plain.d_sae, plain.d_in),
+        "b_enc": (plain.d_sae,),
+        "b_dec": (plain.d_in,),
+        "threshold": (plain.d_sae,),
+    }
     if any(tuple(t.shape) != shapes[name] for name, t in tensors.items()):
         return None
     return PlainSAE(plain, tensors).eval()

@@ -7,10 +7,35 @@ import json
 import re
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
+from clear_sae.backbones import load_backbone
+from clear_sae.backbones.base import select_hook_points
+from clear_sae.cache import ActivationCache, CacheConfig, write_cache
+from clear_sae.calibration.ladder import (
+    CalibrationConfig,
+    CalibrationStep,
+    chosen_step,
+    format_ladder,
+    learn_calibrated_concept,
+    recorded_calibration,
+)
+from clear_sae.cli.demo import DemoConfig, run_demo
+from clear_sae.cli.report import FORMAT, InspectConfig, collect_report, write_report
+from clear_sae.compare.joint import JointConfig, learn_concept_joint
+from clear_sae.concepts import ConceptConfig, format_table, learn_concept
+from clear_sae.dictionary import Dictionaries, TrainConfig, format_health_table, train_dictionaries
 from clear_sae.errors import ClearSaeError, clear_interrupt, request_interrupt
+from clear_sae.io import atomic_write_text, read_prompt_file
+from clear_sae.library import ConceptLibrary
+from clear_sae.measure import erase_report
+from clear_sae.toyworld.concepts import ATTRIBUTE_SETTING, CALIBRATION_SEED, attribute_of, toy_concepts
+from clear_sae.toyworld.evaluation import evaluate
+from clear_sae.toyworld.learn import learn_toy_concept
+from clear_sae.toyworld.report import format_results
+from clear_sae.toyworld.sampling import TEXT_ENCODER_ID, EvalConfig, load_toy_world
 
 
 def _int_at_least(text: str, minimum: int) -> int:
@@ -76,9 +101,6 @@ def _output_file(path: str | Path, what: str) -> Path:
 
 
 def _cmd_cache(args: argparse.Namespace) -> None:
-    from clear_sae.backbones import load_backbone
-    from clear_sae.cache import CacheConfig, write_cache
-    from clear_sae.prompts import read_prompt_file
 
     prompts = read_prompt_file(args.prompts)
     out = _output_file(args.out, "--out")
@@ -86,9 +108,16 @@ def _cmd_cache(args: argparse.Namespace) -> None:
         raise ClearSaeError(f"{out} already exists; pass --resume to continue it or --force to overwrite it")
     backbone = load_backbone(args.model)
     layers = backbone.resolve_layers(args.layers)
-    write_cache(backbone, prompts, out, layers, CacheConfig(batch_size=args.batch_size, dtype=args.dtype),
-                resume=args.resume, force=args.force, stop_after_batches=args.stop_after_batches)
-    from clear_sae.cache import ActivationCache
+    write_cache(
+        backbone,
+        prompts,
+        out,
+        layers,
+        CacheConfig(batch_size=args.batch_size, dtype=args.dtype),
+        resume=args.resume,
+        force=args.force,
+        stop_after_batches=args.stop_after_batches,
+    )
 
     with ActivationCache(out, allow_incomplete=True) as cache:
         state = "complete" if cache.complete else "incomplete (continue with --resume)"
@@ -96,39 +125,43 @@ def _cmd_cache(args: argparse.Namespace) -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
-    from clear_sae.cache import ActivationCache
-    from clear_sae.dictionary import TrainConfig, format_health_table, train_dictionaries
 
     if Path(args.out).exists() and not Path(args.out).is_dir():
         raise ClearSaeError(f"--out {args.out} is a file; pass a folder for the dictionaries")
     with ActivationCache(args.cache) as cache:
         layers = _cache_layers(cache, args.layers)
-        cfg = TrainConfig(architecture=args.arch, expansion=args.expansion, k=args.k, tokens=args.tokens,
-                          seed=args.seed, batch_size=args.batch_size, lr=args.lr, save_dtype=args.save_dtype,
-                          kernel=args.kernel, device=args.device)
+        cfg = TrainConfig(
+            architecture=args.arch,
+            expansion=args.expansion,
+            k=args.k,
+            tokens=args.tokens,
+            seed=args.seed,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            save_dtype=args.save_dtype,
+            kernel=args.kernel,
+            device=args.device,
+        )
         manifest = train_dictionaries(cache, args.out, layers, cfg, force=args.force)
     print(format_health_table(manifest, layers))
     print(f"dictionaries -> {args.out}")
 
 
 def _cache_layers(cache: Any, spec: str | None) -> list[str]:
-    from clear_sae.backbones.base import select_hook_points
 
     return select_hook_points(spec, cache.hook_points, f"cache {cache.path}")
 
 
 def _cmd_concept(args: argparse.Namespace) -> None:
-    from clear_sae.concepts import ConceptConfig, format_table, learn_concept
-    from clear_sae.dictionary import Dictionaries
-    from clear_sae.library import ConceptLibrary
-    from clear_sae.prompts import read_prompt_file
 
     target = read_prompt_file(args.target)
     nontarget = read_prompt_file(args.nontarget)
     if args.method == "clear-joint":
         if args.calibrate:
-            raise ClearSaeError("--calibrate tunes an entry on the reused dictionaries; leave it out with "
-                                "--method clear-joint (or pass --strength)")
+            raise ClearSaeError(
+                "--calibrate tunes an entry on the reused dictionaries; leave it out with "
+                "--method clear-joint (or pass --strength)"
+            )
         _concept_joint(args, target, nontarget)
         return
     if not args.dictionaries:
@@ -141,14 +174,18 @@ def _cmd_concept(args: argparse.Namespace) -> None:
     if layers:
         for hook in layers:
             dictionaries.check_hook_point(hook)
-    cfg = ConceptConfig(score=args.score, strength=args.strength, min_target_rate=args.min_target_rate,
-                        max_nontarget_rate=args.max_nontarget_rate, max_latents=args.max_latents)
+    cfg = ConceptConfig(
+        score=args.score,
+        strength=args.strength,
+        min_target_rate=args.min_target_rate,
+        max_nontarget_rate=args.max_nontarget_rate,
+        max_latents=args.max_latents,
+    )
     if args.calibrate:
-        from clear_sae.calibrate import CalibrationConfig, format_ladder, learn_calibrated_concept
-
         cal = CalibrationConfig()
-        entry, profiles, steps = learn_calibrated_concept(backbone, dictionaries, args.name, target, nontarget,
-                                                          library, cfg, cal, layers)
+        entry, profiles, steps = learn_calibrated_concept(
+            backbone, dictionaries, args.name, target, nontarget, library, cfg, cal, layers
+        )
     else:
         entry, profiles = learn_concept(backbone, dictionaries, args.name, target, nontarget, library, cfg, layers)
     library.save()
@@ -157,22 +194,23 @@ def _cmd_concept(args: argparse.Namespace) -> None:
     if args.calibrate:
         print("calibration (a probe on the final text states, held-out targets):")
         print(format_ladder(steps, cal))
-    print(f"{_replaced_note(previous, args.name)}chosen layer: {entry.hook_point} ({len(entry.latents)} latents, "
-          f"strength {entry.strength:g}) -> {library.path}")
+    print(
+        f"{_replaced_note(previous, args.name)}chosen layer: {entry.hook_point} ({len(entry.latents)} latents, "
+        f"strength {entry.strength:g}) -> {library.path}"
+    )
 
 
 def _replaced_note(previous: Any, name: str) -> str:
     """The line that says a library entry of the same name was replaced ('' when there was none)."""
     if previous is None:
         return ""
-    return (f"replaced the library's earlier entry {name!r} ({previous.hook_point}, {len(previous.latents)} latents, "
-            f"strength {previous.strength:g}); pick another --name to keep both\n")
+    return (
+        f"replaced the library's earlier entry {name!r} ({previous.hook_point}, {len(previous.latents)} latents, "
+        f"strength {previous.strength:g}); pick another --name to keep both\n"
+    )
 
 
 def _concept_joint(args: argparse.Namespace, target: list[str], nontarget: list[str]) -> None:
-    from clear_sae.concepts import ConceptConfig
-    from clear_sae.joint import JointConfig, learn_concept_joint
-    from clear_sae.library import ConceptLibrary
 
     library = ConceptLibrary.load(_output_file(args.library, "--library"), missing_ok=True)
     previous = library.concepts.get(args.name)
@@ -180,31 +218,37 @@ def _concept_joint(args: argparse.Namespace, target: list[str], nontarget: list[
     if not args.dictionaries and not args.model:
         raise ClearSaeError("--method clear-joint trains its own SAE on a model: name it with --model (e.g. minilm)")
     if args.dictionaries:
-        from clear_sae.dictionary import Dictionaries
-
         dictionaries = Dictionaries(args.dictionaries)
         recorded = dictionaries.manifest.get("model_source") or dictionaries.backbone_id
     backbone = _backbone_for(args.model, recorded)
     layers = backbone.resolve_layers(args.layers) if args.layers else None
-    concept = ConceptConfig(strength=args.strength, min_target_rate=args.min_target_rate,
-                            max_nontarget_rate=args.max_nontarget_rate, max_latents=args.max_latents)
-    cfg = JointConfig(rounds=args.joint_rounds, warmup_rounds=min(JointConfig.warmup_rounds, args.joint_rounds - 1),
-                      concept=concept)
+    concept = ConceptConfig(
+        strength=args.strength,
+        min_target_rate=args.min_target_rate,
+        max_nontarget_rate=args.max_nontarget_rate,
+        max_latents=args.max_latents,
+    )
+    cfg = JointConfig(
+        rounds=args.joint_rounds, warmup_rounds=min(JointConfig.warmup_rounds, args.joint_rounds - 1), concept=concept
+    )
     folder = Path(args.library).parent / f"{Path(args.library).stem}_joint" / args.name
     entry, result = learn_concept_joint(backbone, args.name, target, nontarget, library, folder, cfg, layers)
     library.save()
-    print(f"concept {entry.name!r} (clear-joint): {len(target)} target, {len(nontarget)} non-target prompts, "
-          f"{result.seconds:.1f} s")
+    print(
+        f"concept {entry.name!r} (clear-joint): {len(target)} target, {len(nontarget)} non-target prompts, "
+        f"{result.seconds:.1f} s"
+    )
     print(f"{'layer':<26} {'preference':>10} {'loss':>9}")
     for hook, pref in result.preferences.items():
         mark = "  <- chosen" if hook == entry.hook_point else ""
         print(f"{hook:<26} {pref:>10.4f} {result.separability_loss[hook]:>9.4f}{mark}")
-    print(f"{_replaced_note(previous, args.name)}chosen layer: {entry.hook_point} ({len(entry.latents)} latents of "
-          f"its own SAE in {folder}) -> {library.path}")
+    print(
+        f"{_replaced_note(previous, args.name)}chosen layer: {entry.hook_point} ({len(entry.latents)} latents of "
+        f"its own SAE in {folder}) -> {library.path}"
+    )
 
 
 def _backbone_for(model: str | None, recorded: str | None) -> Any:
-    from clear_sae.backbones import load_backbone
 
     source = model or recorded
     if not source:
@@ -213,9 +257,6 @@ def _backbone_for(model: str | None, recorded: str | None) -> Any:
 
 
 def _cmd_erase(args: argparse.Namespace) -> None:
-    from clear_sae.evaluate import erase_report
-    from clear_sae.library import ConceptLibrary
-    from clear_sae.prompts import atomic_write_text, read_prompt_file
 
     prompts = read_prompt_file(args.prompts)
     out = _output_file(args.out, "--out")
@@ -229,12 +270,15 @@ def _cmd_erase(args: argparse.Namespace) -> None:
     if args.model is None and len(sources) > 1:
         raise ClearSaeError("the concepts come from different models; erase them separately or pass --model")
     backbone = _backbone_for(args.model, sources.pop())
-    report = erase_report(backbone, library, args.concept, prompts, batch_size=args.batch_size,
-                          exact=not args.single_step)
+    report = erase_report(
+        backbone, library, args.concept, prompts, batch_size=args.batch_size, exact=not args.single_step
+    )
     atomic_write_text(out, json.dumps(report, indent=2))
     s = report["summary"]
-    print(f"{s['n_prompts']} prompts; a concept latent fired on {s['n_fired']}, brought to zero on "
-          f"{s['n_fired_cleared']} of them")
+    print(
+        f"{s['n_prompts']} prompts; a concept latent fired on {s['n_fired']}, brought to zero on "
+        f"{s['n_fired_cleared']} of them"
+    )
     if s["mean_cosine_fired"] is not None:
         print(f"mean cosine of final embeddings where it fired: {s['mean_cosine_fired']:.4f}")
     if s["min_cosine_not_fired"] is not None:
@@ -281,63 +325,72 @@ def _check_attributes_used(attributes: dict[str, str], names: list[str]) -> None
     """Refuse an --attribute for a concept this run does not touch: most likely a typo in its NAME."""
     unused = [name for name in attributes if name not in names]
     if unused:
-        raise ClearSaeError(f"--attribute {unused[0]}=... names a concept this run does not take ({', '.join(names)}); "
-                            f"check the spelling, or add --concept {unused[0]}")
+        raise ClearSaeError(
+            f"--attribute {unused[0]}=... names a concept this run does not take ({', '.join(names)}); "
+            f"check the spelling, or add --concept {unused[0]}"
+        )
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> None:
-    from clear_sae.library import ConceptLibrary
-    from clear_sae.prompts import atomic_write_text
-    from clear_sae.toyworld.concepts import ATTRIBUTE_SETTING, CALIBRATION_SEED, toy_concepts
-    from clear_sae.toyworld.evaluation import EvalConfig, evaluate, format_results, load_toy_world
 
     out = _output_file(args.out, "--out")
     _check_not_an_input(out, {"--library": args.library})
     _check_report_path(out, args.force, "clear_sae.toy_evaluation")
     library = ConceptLibrary.load(args.library)
     attributes = _attribute_map(args.attribute or [])
-    names = args.concept or [n for n, entry in library.concepts.items()
-                             if n in toy_concepts() or n in attributes or ATTRIBUTE_SETTING in entry.settings]
+    names = args.concept or [
+        n
+        for n, entry in library.concepts.items()
+        if n in toy_concepts() or n in attributes or ATTRIBUTE_SETTING in entry.settings
+    ]
     if not names:
-        raise ClearSaeError(f"{args.library} holds no toy-world concept; name one with --concept (and map it with "
-                            "--attribute NAME=AXIS=VALUE if its name is not a colour, shape or motion)")
+        raise ClearSaeError(
+            f"{args.library} holds no toy-world concept; name one with --concept (and map it with "
+            "--attribute NAME=AXIS=VALUE if its name is not a colour, shape or motion)"
+        )
     _check_attributes_used(attributes, names)
     if args.seed is not None and args.seed < 0:
         raise ClearSaeError(f"--seed {args.seed} is negative; pass a seed of 0 or more (the default is 1000)")
     if args.seed == 0:
-        raise ClearSaeError("--seed 0 would evaluate on the very prompts toy concepts are learned from; pick another "
-                            "seed (the default is 1000)")
+        raise ClearSaeError(
+            "--seed 0 would evaluate on the very prompts toy concepts are learned from; pick another "
+            "seed (the default is 1000)"
+        )
     if args.seed == CALIBRATION_SEED:
-        raise ClearSaeError(f"--seed {CALIBRATION_SEED} would evaluate on the very prompts and noise the toy "
-                            "concepts' calibration judged its rungs on; pick another seed (the default is 1000)")
-    given = {"clips": args.clips, "heldout_clips": args.heldout_clips, "nontarget_clips": args.nontarget_clips,
-             "removed_clips": args.removed_clips, "steps": args.steps, "guidance": args.guidance, "seed": args.seed}
+        raise ClearSaeError(
+            f"--seed {CALIBRATION_SEED} would evaluate on the very prompts and noise the toy "
+            "concepts' calibration judged its rungs on; pick another seed (the default is 1000)"
+        )
+    given = {
+        "clips": args.clips,
+        "heldout_clips": args.heldout_clips,
+        "nontarget_clips": args.nontarget_clips,
+        "removed_clips": args.removed_clips,
+        "steps": args.steps,
+        "guidance": args.guidance,
+        "seed": args.seed,
+    }
     cfg = EvalConfig(**{k: v for k, v in given.items() if v is not None})
     world = load_toy_world(args.generator, args.detector)
     strips = out.parent / f"{out.stem}_strips"
-    report = evaluate(world, library, names, attributes, cfg, sweep=args.sweep, exact=not args.single_step,
-                      strips=strips)
+    report = evaluate(
+        world, library, names, attributes, cfg, sweep=args.sweep, exact=not args.single_step, strips=strips
+    )
     atomic_write_text(out, json.dumps(report, indent=2))
     print(format_results(report))
     print(f"report -> {out}")
 
 
 def _cmd_toy_concept(args: argparse.Namespace) -> None:
-    import time
-
-    from clear_sae.calibrate import CalibrationStep, chosen_step, recorded_calibration
-    from clear_sae.dictionary import Dictionaries
-    from clear_sae.library import ConceptLibrary
-    from clear_sae.prompts import read_prompt_file
-    from clear_sae.toyworld.concepts import attribute_of, learn_toy_concept, toy_concepts
-    from clear_sae.toyworld.evaluation import TEXT_ENCODER_ID, load_toy_world
 
     names = args.concept or toy_concepts()
     attributes = _attribute_map(args.attribute or [])
     unknown = [name for name in names if name not in toy_concepts() and name not in attributes]
     if unknown:  # before anything is loaded
-        raise ClearSaeError(f"--concept {unknown[0]!r} is not a toy-world concept; name one of "
-                            f"{', '.join(toy_concepts())}, or map it with --attribute {unknown[0]}=AXIS=VALUE")
+        raise ClearSaeError(
+            f"--concept {unknown[0]!r} is not a toy-world concept; name one of "
+            f"{', '.join(toy_concepts())}, or map it with --attribute {unknown[0]}=AXIS=VALUE"
+        )
     _check_attributes_used(attributes, names)
     for attribute in attributes.values():
         attribute_of(attribute)  # a typo in AXIS=VALUE fails here, not after the first concept
@@ -352,33 +405,45 @@ def _cmd_toy_concept(args: argparse.Namespace) -> None:
     library = ConceptLibrary.load(_output_file(args.library, "--library"), missing_ok=True)
     backbone = _backbone_for(None, dictionaries.manifest.get("model_source") or dictionaries.backbone_id)
     if backbone.backbone_id != TEXT_ENCODER_ID:
-        raise ClearSaeError(f"{args.dictionaries} was trained on {backbone.backbone_id!r}, but the toy world's text "
-                            f"encoder is {TEXT_ENCODER_ID!r}; pass MiniLM's dictionaries (dictionaries/minilm)")
+        raise ClearSaeError(
+            f"{args.dictionaries} was trained on {backbone.backbone_id!r}, but the toy world's text "
+            f"encoder is {TEXT_ENCODER_ID!r}; pass MiniLM's dictionaries (dictionaries/minilm)"
+        )
     world = load_toy_world(args.generator) if args.judge_clips > 0 else None
     judge = f"a generation judge on {args.judge_clips} clips" if world else "the text-side probe"
     source = f"{args.target} against {args.nontarget}" if prompts else "the toy world's learning prompts"
-    print(f"learning {len(names)} toy concept{'' if len(names) == 1 else 's'} on {args.dictionaries} from {source}, "
-          f"each rung judged by {judge}")
+    print(
+        f"learning {len(names)} toy concept{'' if len(names) == 1 else 's'} on {args.dictionaries} from {source}, "
+        f"each rung judged by {judge}"
+    )
     for name in names:
         started = time.perf_counter()
-        entry = learn_toy_concept(backbone, dictionaries, name, library, world=world, judge_clips=args.judge_clips,
-                                  attribute=attributes.get(name), prompts=prompts)
+        entry = learn_toy_concept(
+            backbone,
+            dictionaries,
+            name,
+            library,
+            world=world,
+            judge_clips=args.judge_clips,
+            attribute=attributes.get(name),
+            prompts=prompts,
+        )
         library.save()  # after every concept, so that an interrupted run keeps what it learned
         _, cal = recorded_calibration(entry.settings)
         steps = [CalibrationStep(**step) for step in entry.settings["calibration"]["steps"]]
         kept = chosen_step(steps, cal)
         verdict = "passed" if cal.passes(kept) else "no rung passed; kept"
-        print(f"{name:<9} {entry.hook_point:<22} gamma {entry.strength:g}, tolerance "
-              f"{entry.settings['max_nontarget_rate']:g}, {len(entry.latents)} latents: {verdict} at rung "
-              f"{steps.index(kept) + 1} of {len(steps)} tried, judge finds {100 * kept.probe_rate:.1f}% "
-              f"({time.perf_counter() - started:.0f} s)", flush=True)
+        print(
+            f"{name:<9} {entry.hook_point:<22} gamma {entry.strength:g}, tolerance "
+            f"{entry.settings['max_nontarget_rate']:g}, {len(entry.latents)} latents: {verdict} at rung "
+            f"{steps.index(kept) + 1} of {len(steps)} tried, judge finds {100 * kept.probe_rate:.1f}% "
+            f"({time.perf_counter() - started:.0f} s)",
+            flush=True,
+        )
     print(f"library -> {library.path}")
 
 
 def _cmd_inspect(args: argparse.Namespace) -> None:
-    from clear_sae.dictionary import Dictionaries
-    from clear_sae.library import ConceptLibrary
-    from clear_sae.report import FORMAT, InspectConfig, collect_report, write_report
 
     out = _output_file(args.out, "--out")
     _check_not_an_input(out, {"--library": args.library, "--cache": args.cache, "--evaluation": args.evaluation})
@@ -386,8 +451,9 @@ def _cmd_inspect(args: argparse.Namespace) -> None:
         with out.open("rb") as f:
             earlier_report = FORMAT.encode() in f.read(4096)  # the HTML's meta tag, the JSON's first key
         if not earlier_report:
-            raise ClearSaeError(f"{out} exists and is not an earlier inspection report; pick another --out or "
-                                "pass --force")
+            raise ClearSaeError(
+                f"{out} exists and is not an earlier inspection report; pick another --out or pass --force"
+            )
     library = ConceptLibrary.load(args.library)
     if args.dictionaries is None:
         folders = {library.dictionary_path(e).resolve() for e in library.concepts.values()}
@@ -397,8 +463,9 @@ def _cmd_inspect(args: argparse.Namespace) -> None:
     for path, what in ((args.cache, "--cache"), (args.evaluation, "--evaluation")):
         if path is not None and not Path(path).is_file():
             state = "is a directory" if Path(path).is_dir() else "does not exist"
-            raise ClearSaeError(f"{what} {path} {state}; pass the file `clear-sae "
-                                f"{'cache' if what == '--cache' else 'evaluate'}` wrote")
+            raise ClearSaeError(
+                f"{what} {path} {state}; pass the file `clear-sae {'cache' if what == '--cache' else 'evaluate'}` wrote"
+            )
     cfg = InspectConfig(top_latents=args.top_latents, cache_tokens=args.cache_tokens)
     data = collect_report(Dictionaries(args.dictionaries), library, args.cache, args.evaluation, cfg=cfg)
     write_report(data, out, args.format)
@@ -406,11 +473,20 @@ def _cmd_inspect(args: argparse.Namespace) -> None:
 
 
 def _cmd_demo(args: argparse.Namespace) -> None:
-    from clear_sae.demo import DemoConfig, run_demo
 
-    run_demo(DemoConfig(out=Path(args.out), tokens=args.tokens, expansion=args.expansion, k=args.k,
-                        batch_size=args.batch_size, toy_clips=args.toy_clips, judge_clips=args.judge_clips,
-                        generator=Path(args.generator) if args.generator else None, force=args.force))
+    run_demo(
+        DemoConfig(
+            out=Path(args.out),
+            tokens=args.tokens,
+            expansion=args.expansion,
+            k=args.k,
+            batch_size=args.batch_size,
+            toy_clips=args.toy_clips,
+            judge_clips=args.judge_clips,
+            generator=Path(args.generator) if args.generator else None,
+            force=args.force,
+        )
+    )
 
 
 def _default_library() -> str | None:
@@ -452,18 +528,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=positive_float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--save-dtype", default="float32", choices=["float32", "float16"])
-    p.add_argument("--kernel", default="auto", choices=["auto", "sparse", "dense", "autograd"],
-                   help="topk training step: sparse (CPU default), dense (GPU default) or autograd (plain reference)")
+    p.add_argument(
+        "--kernel",
+        default="auto",
+        choices=["auto", "sparse", "dense", "autograd"],
+        help="topk training step: sparse (CPU default), dense (GPU default) or autograd (plain reference)",
+    )
     p.add_argument("--device", default="cpu", help="where topk training runs: cpu or cuda (bf16 GEMMs on a GPU)")
     p.add_argument("--force", action="store_true", help="retrain into a folder that already holds dictionaries")
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("concept", help="find a concept's latents per layer, choose its layer, add it to a library")
-    p.add_argument("--dictionaries", default=None,
-                   help="the per-layer dictionaries to reuse (required unless --method clear-joint)")
-    p.add_argument("--method", default="reuse", choices=["reuse", "clear-joint"],
-                   help="reuse: one shared dictionary per layer (fast, the default); clear-joint: the paper's own "
-                        "per-concept SAE trained with layer preferences (its SAE is saved beside the library)")
+    p.add_argument(
+        "--dictionaries",
+        default=None,
+        help="the per-layer dictionaries to reuse (required unless --method clear-joint)",
+    )
+    p.add_argument(
+        "--method",
+        default="reuse",
+        choices=["reuse", "clear-joint"],
+        help="reuse: one shared dictionary per layer (fast, the default); clear-joint: the paper's own "
+        "per-concept SAE trained with layer preferences (its SAE is saved beside the library)",
+    )
     p.add_argument("--joint-rounds", type=positive_int, default=20, help="clear-joint: training rounds")
     p.add_argument("--name", required=True)
     p.add_argument("--target", required=True, help="prompts containing the concept")
@@ -473,10 +560,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layers", default=None, help="restrict the candidate layers")
     p.add_argument("--score", default="energy", choices=["energy", "auroc"])
     p.add_argument("--strength", type=positive_float, default=1.0, help="gamma of the clamp")
-    p.add_argument("--calibrate", action="store_true",
-                   help="at strength 1, 2, 4 in turn, try the layers best score first, then the same at "
-                        "non-target tolerance 0.2 and 0.4, until a probe on the final text states no longer finds "
-                        "the concept in held-out targets (overrides --strength)")
+    p.add_argument(
+        "--calibrate",
+        action="store_true",
+        help="at strength 1, 2, 4 in turn, try the layers best score first, then the same at "
+        "non-target tolerance 0.2 and 0.4, until a probe on the final text states no longer finds "
+        "the concept in held-out targets (overrides --strength)",
+    )
     p.add_argument("--min-target-rate", type=rate_float, default=0.1)
     p.add_argument("--max-nontarget-rate", type=rate_float, default=0.05)
     p.add_argument("--max-latents", type=positive_int, default=32)
@@ -484,33 +574,56 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("erase", help="erase concepts from prompts and report what changed")
     default_library = _default_library()
-    p.add_argument("--library", default=default_library, required=default_library is None,
-                   help="concept library JSON (default: the shipped MiniLM library)")
+    p.add_argument(
+        "--library",
+        default=default_library,
+        required=default_library is None,
+        help="concept library JSON (default: the shipped MiniLM library)",
+    )
     p.add_argument("--concept", action="append", required=True, help="a concept to erase (repeatable)")
     p.add_argument("--prompts", required=True)
     p.add_argument("--out", required=True, help="JSON report")
     p.add_argument("--model", default=None, help="defaults to the model recorded in the library")
-    p.add_argument("--single-step", action="store_true",
-                   help="only the paper's decoder step h - gamma W_dec (f(h) m); the SAE may still read some "
-                        "concept activation afterwards (default: also push the concept pre-activations below zero)")
+    p.add_argument(
+        "--single-step",
+        action="store_true",
+        help="only the paper's decoder step h - gamma W_dec (f(h) m); the SAE may still read some "
+        "concept activation afterwards (default: also push the concept pre-activations below zero)",
+    )
     p.add_argument("--batch-size", type=positive_int, default=32)
     p.add_argument("--force", action="store_true", help="overwrite --out even if it is not an earlier report")
     p.set_defaults(func=_cmd_erase)
 
     p = sub.add_parser("evaluate", help="generation rate before/after erasure in the toy video world")
-    p.add_argument("--library", default=default_library, required=default_library is None,
-                   help="concept library JSON (default: the shipped MiniLM library)")
-    p.add_argument("--concept", action="append", help="a concept to evaluate (repeatable; default: every toy-world "
-                   "concept in the library, and every entry that records the attribute it stands for)")
-    p.add_argument("--attribute", action="append", help="NAME=AXIS=VALUE: what a library concept stands for in the "
-                   "toy world when its name is not a colour, shape or motion (e.g. crimson=colour=red)")
+    p.add_argument(
+        "--library",
+        default=default_library,
+        required=default_library is None,
+        help="concept library JSON (default: the shipped MiniLM library)",
+    )
+    p.add_argument(
+        "--concept",
+        action="append",
+        help="a concept to evaluate (repeatable; default: every toy-world "
+        "concept in the library, and every entry that records the attribute it stands for)",
+    )
+    p.add_argument(
+        "--attribute",
+        action="append",
+        help="NAME=AXIS=VALUE: what a library concept stands for in the "
+        "toy world when its name is not a colour, shape or motion (e.g. crimson=colour=red)",
+    )
     p.add_argument("--out", required=True, help="JSON report")
     p.add_argument("--clips", type=positive_int, help="target prompts in the training phrasing (default 100)")
     p.add_argument("--heldout-clips", type=positive_int, help="target prompts in held-out paraphrases (default 50)")
     p.add_argument("--nontarget-clips", type=positive_int, help="non-target prompts, for preservation (default 50)")
-    p.add_argument("--removed-clips", type=count_int, help="target prompts sampled again with the concept's words "
-                   "taken out, the reference a removal can reach (default 50, 0 skips; more than --clips reads "
-                        "--clips)")
+    p.add_argument(
+        "--removed-clips",
+        type=count_int,
+        help="target prompts sampled again with the concept's words "
+        "taken out, the reference a removal can reach (default 50, 0 skips; more than --clips reads "
+        "--clips)",
+    )
     p.add_argument("--steps", type=positive_int, help="sampling steps (default: EvalConfig.steps)")
     p.add_argument("--guidance", type=nonnegative_float, help="classifier-free guidance scale (default 4)")
     p.add_argument("--seed", type=int, help="seeds the evaluation prompts and noise (default 1000)")
@@ -521,35 +634,54 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="overwrite --out even if it is not an earlier evaluation")
     p.set_defaults(func=_cmd_evaluate)
 
-    p = sub.add_parser("toy-concept", help="learn toy-world concepts on existing dictionaries, their layer, "
-                       "strength and tolerance calibrated on generated clips")
+    p = sub.add_parser(
+        "toy-concept",
+        help="learn toy-world concepts on existing dictionaries, their layer, "
+        "strength and tolerance calibrated on generated clips",
+    )
     p.add_argument("--dictionaries", required=True, help="MiniLM dictionary folder (e.g. dictionaries/minilm)")
     p.add_argument("--library", required=True, help="concept library JSON (created if missing; other entries kept)")
     p.add_argument("--concept", action="append", help="a toy concept, e.g. yellow (repeatable; default: all 16)")
-    p.add_argument("--attribute", action="append",
-                   help="NAME=AXIS=VALUE: what a --concept stands for when its name is not a colour, shape or motion "
-                        "(e.g. crimson_things=colour=red)")
-    p.add_argument("--target", help="your own target prompts for the one --concept (default: the toy world's "
-                                    "learning prompts); the judge still generates the attribute's own captions")
+    p.add_argument(
+        "--attribute",
+        action="append",
+        help="NAME=AXIS=VALUE: what a --concept stands for when its name is not a colour, shape or motion "
+        "(e.g. crimson_things=colour=red)",
+    )
+    p.add_argument(
+        "--target",
+        help="your own target prompts for the one --concept (default: the toy world's "
+        "learning prompts); the judge still generates the attribute's own captions",
+    )
     p.add_argument("--nontarget", help="your own non-target prompts, with --target")
-    p.add_argument("--judge-clips", type=count_int, default=48,
-                   help="target and non-target clips the generation judge samples per rung (default 48, as the "
-                        "shipped library; 0: the text-side probe judges)")
+    p.add_argument(
+        "--judge-clips",
+        type=count_int,
+        default=48,
+        help="target and non-target clips the generation judge samples per rung (default 48, as the "
+        "shipped library; 0: the text-side probe judges)",
+    )
     p.add_argument("--generator", default=None, help="toy generator folder (default: the shipped one)")
     p.set_defaults(func=_cmd_toy_concept)
 
     p = sub.add_parser("inspect", help="one self-contained HTML report: layers, latents, reuse, health, erasure")
-    p.add_argument("--library", default=default_library, required=default_library is None,
-                   help="concept library JSON (default: the shipped MiniLM library)")
+    p.add_argument(
+        "--library",
+        default=default_library,
+        required=default_library is None,
+        help="concept library JSON (default: the shipped MiniLM library)",
+    )
     p.add_argument("--dictionaries", default=None, help="dictionary folder (default: the one the library uses)")
-    p.add_argument("--cache", default=None, help="activation cache: also show the corpus prompts that excite each "
-                   "latent most")
+    p.add_argument(
+        "--cache", default=None, help="activation cache: also show the corpus prompts that excite each latent most"
+    )
     p.add_argument("--evaluation", default=None, help="a `clear-sae evaluate` report: show generation rates and clips")
     p.add_argument("--out", required=True, help="report.html (or .json with --format json)")
     p.add_argument("--format", choices=("html", "json"), default="html")
     p.add_argument("--top-latents", type=positive_int, default=8, help="latents shown per concept and layer")
-    p.add_argument("--cache-tokens", type=positive_int, default=50_000,
-                   help="cached tokens read per layer for corpus examples")
+    p.add_argument(
+        "--cache-tokens", type=positive_int, default=50_000, help="cached tokens read per layer for corpus examples"
+    )
     p.add_argument("--force", action="store_true", help="overwrite --out even if it is not an earlier report")
     p.set_defaults(func=_cmd_inspect)
 
@@ -559,14 +691,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--expansion", type=positive_int, default=4)
     p.add_argument("--k", type=positive_int, default=32)
     p.add_argument("--batch-size", type=positive_int, default=512, help="training tokens per step")
-    p.add_argument("--toy-clips", type=count_int, default=8,
-                   help="toy-world clips per showcased concept (0 skips them)")
+    p.add_argument(
+        "--toy-clips", type=count_int, default=8, help="toy-world clips per showcased concept (0 skips them)"
+    )
     p.add_argument("--generator", default=None, help="toy generator folder (default: the shipped one)")
-    p.add_argument("--judge-clips", type=count_int, default=0,
-                   help="clips the toy generator samples to judge each calibration rung of a toy concept (48, as the "
-                        "shipped library's, takes about 10 more minutes; default 0: the text-side probe judges)")
-    p.add_argument("--force", action="store_true",
-                   help="work in --out even if it holds files that no earlier demo wrote")
+    p.add_argument(
+        "--judge-clips",
+        type=count_int,
+        default=0,
+        help="clips the toy generator samples to judge each calibration rung of a toy concept (48, as the "
+        "shipped library's, takes about 10 more minutes; default 0: the text-side probe judges)",
+    )
+    p.add_argument(
+        "--force", action="store_true", help="work in --out even if it holds files that no earlier demo wrote"
+    )
     p.set_defaults(func=_cmd_demo)
     return parser
 

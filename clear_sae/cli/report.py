@@ -15,8 +15,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from clear_sae import __version__
+from clear_sae.backbones import load_backbone
+from clear_sae.cache import ActivationCache, open_h5
+from clear_sae.concepts import ConceptConfig, encode_prompts, specific_and_shared
 from clear_sae.errors import ClearSaeError
+from clear_sae.io import atomic_write_text, read_json_file
 
 if TYPE_CHECKING:
     import torch
@@ -54,18 +60,32 @@ def dictionary_health(dictionaries: "Dictionaries") -> list[dict[str, Any]]:
     rows = []
     for hook in dictionaries.hook_points:
         layer = dictionaries.layers[hook]
-        rows.append({"hook_point": hook, "explained_variance": layer.get("explained_variance"),
-                     "l0": layer.get("l0"), "dead_fraction": layer.get("dead_fraction"),
-                     "training_tokens": layer.get("training_tokens"), "d_sae": layer.get("d_sae"),
-                     "architecture": layer.get("architecture")})
+        rows.append(
+            {
+                "hook_point": hook,
+                "explained_variance": layer.get("explained_variance"),
+                "l0": layer.get("l0"),
+                "dead_fraction": layer.get("dead_fraction"),
+                "training_tokens": layer.get("training_tokens"),
+                "d_sae": layer.get("d_sae"),
+                "architecture": layer.get("architecture"),
+            }
+        )
     return rows
 
 
 def concept_summary(entry: "ConceptEntry") -> dict[str, Any]:
     """What the library says of a concept: chosen layer, latents, and every stored score per layer."""
-    return {"hook_point": entry.hook_point, "latents": list(entry.latents), "strength": entry.strength,
-            "score": entry.score, "scores": entry.layer_scores, "n_target": entry.n_target,
-            "n_nontarget": entry.n_nontarget, "has_prompts": bool(entry.target_prompts and entry.nontarget_prompts)}
+    return {
+        "hook_point": entry.hook_point,
+        "latents": list(entry.latents),
+        "strength": entry.strength,
+        "score": entry.score,
+        "scores": entry.layer_scores,
+        "n_target": entry.n_target,
+        "n_nontarget": entry.n_nontarget,
+        "has_prompts": bool(entry.target_prompts and entry.nontarget_prompts),
+    }
 
 
 def _histogram(target: "torch.Tensor", nontarget: "torch.Tensor", bins: int) -> dict[str, Any]:
@@ -75,31 +95,45 @@ def _histogram(target: "torch.Tensor", nontarget: "torch.Tensor", bins: int) -> 
     fired_t, fired_n = target[target > 0], nontarget[nontarget > 0]
     top = float(torch.cat([fired_t, fired_n]).max()) if len(fired_t) + len(fired_n) else 1.0
     edges = torch.linspace(0, top, bins + 1)
-    return {"edges": _round(edges), "target": torch.histc(fired_t, bins, 0, top).int().tolist(),
-            "nontarget": torch.histc(fired_n, bins, 0, top).int().tolist()}
+    return {
+        "edges": _round(edges),
+        "target": torch.histc(fired_t, bins, 0, top).int().tolist(),
+        "nontarget": torch.histc(fired_n, bins, 0, top).int().tolist(),
+    }
 
 
 def _latent_rows(latents: list[int], target: Any, nontarget: Any, cfg: InspectConfig) -> list[dict[str, Any]]:
     """The `top_latents` of `latents` by target energy, with rates, energy share, histograms and top prompts."""
     energy = target.energy.sum(0)
     total = float(energy.sum()) or 1.0
-    shown = sorted(latents, key=lambda j: -float(energy[j]))[:cfg.top_latents]
+    shown = sorted(latents, key=lambda j: -float(energy[j]))[: cfg.top_latents]
     rows = []
     for j in shown:
         peak_t, peak_n = target.peak[:, j], nontarget.peak[:, j]
-        ranked = sorted([("target", i, float(v)) for i, v in enumerate(peak_t)] +
-                        [("nontarget", i, float(v)) for i, v in enumerate(peak_n)], key=lambda r: -r[2])
-        rows.append({"id": int(j), "target_rate": round(float((peak_t > 0).float().mean()), 4),
-                     "nontarget_rate": round(float((peak_n > 0).float().mean()), 4),
-                     "energy_share": round(float(energy[j]) / total, 4),
-                     "histogram": _histogram(peak_t, peak_n, cfg.bins),
-                     "top": [[source, i, round(v, 3)] for source, i, v in ranked[:cfg.top_prompts] if v > 0]})
+        ranked = sorted(
+            [("target", i, float(v)) for i, v in enumerate(peak_t)]
+            + [("nontarget", i, float(v)) for i, v in enumerate(peak_n)],
+            key=lambda r: -r[2],
+        )
+        rows.append(
+            {
+                "id": int(j),
+                "target_rate": round(float((peak_t > 0).float().mean()), 4),
+                "nontarget_rate": round(float((peak_n > 0).float().mean()), 4),
+                "energy_share": round(float(energy[j]) / total, 4),
+                "histogram": _histogram(peak_t, peak_n, cfg.bins),
+                "top": [[source, i, round(v, 3)] for source, i, v in ranked[: cfg.top_prompts] if v > 0],
+            }
+        )
     return rows
 
 
-def token_activations(backbone: "Backbone", dictionaries: "Dictionaries",
-                      wanted: dict[str, tuple[list[str], list[int]]], batch_size: int = 64
-                      ) -> dict[str, list[dict[str, Any]]]:
+def token_activations(
+    backbone: "Backbone",
+    dictionaries: "Dictionaries",
+    wanted: dict[str, tuple[list[str], list[int]]],
+    batch_size: int = 64,
+) -> dict[str, list[dict[str, Any]]]:
     """For each hook point's (prompts, latents): per prompt, its tokens and each latent's activation on every
     token (for highlighting). All prompts go through the backbone together, once."""
     import torch
@@ -107,17 +141,17 @@ def token_activations(backbone: "Backbone", dictionaries: "Dictionaries",
     texts = sorted({t for prompts, _ in wanted.values() for t in prompts})
     hooks = [h for h, (prompts, latents) in wanted.items() if prompts and latents]
     found: dict[str, dict[str, dict[str, Any]]] = {h: {} for h in hooks}
-    for start in range(0, len(texts), batch_size) if hooks else []:
-        chunk = texts[start:start + batch_size]
-        outputs = backbone.run(chunk, hooks)
+    for chunk, outputs in backbone.run_batched(texts, hooks, batch_size) if hooks else []:
         for hook in hooks:
             latents = wanted[hook][1]
             with torch.inference_mode():
                 codes = dictionaries.sae(hook).encode(outputs[hook].acts.float())[..., torch.tensor(latents)]
             for row, text in enumerate(chunk):
                 n = int(outputs[hook].mask[row].sum())
-                found[hook][text] = {"tokens": backbone.token_strings(text, hook)[:n],
-                                     "acts": {str(j): _round(v, 2) for j, v in zip(latents, codes[row, :n].T)}}
+                found[hook][text] = {
+                    "tokens": backbone.token_strings(text, hook)[:n],
+                    "acts": {str(j): _round(v, 2) for j, v in zip(latents, codes[row, :n].T)},
+                }
     return {h: [found[h][t] for t in wanted[h][0]] if h in found else [] for h in wanted}
 
 
@@ -132,11 +166,11 @@ def _keep_shown(prompts: list[dict[str, Any]], tops: dict[str, list[int]]) -> li
     return prompts
 
 
-def concept_detail(backbone: "Backbone", dictionaries: "Dictionaries", entry: "ConceptEntry",
-                   cfg: InspectConfig) -> dict[str, dict[str, Any]]:
+def concept_detail(
+    backbone: "Backbone", dictionaries: "Dictionaries", entry: "ConceptEntry", cfg: InspectConfig
+) -> dict[str, dict[str, Any]]:
     """Per layer: the concept's latents there (the library's at the chosen layer, recomputed with the entry's
     settings elsewhere) and the detail of the top ones, from the prompts the concept was learned from."""
-    from clear_sae.concepts import ConceptConfig, encode_prompts, specific_and_shared
 
     hooks = [h for h in dictionaries.hook_points if h in entry.layer_scores] or [entry.hook_point]
     settings = {k: v for k, v in entry.settings.items() if k in ConceptConfig.__dataclass_fields__}
@@ -163,47 +197,56 @@ def concept_detail(backbone: "Backbone", dictionaries: "Dictionaries", entry: "C
     return layers
 
 
-def corpus_examples(cache_path: str | Path, backbone: "Backbone", dictionaries: "Dictionaries",
-                    wanted: dict[str, list[int]], cfg: InspectConfig) -> dict[str, dict[str, Any]]:
+def corpus_examples(
+    cache_path: str | Path,
+    backbone: "Backbone",
+    dictionaries: "Dictionaries",
+    wanted: dict[str, list[int]],
+    cfg: InspectConfig,
+) -> dict[str, dict[str, Any]]:
     """Per layer, the cached corpus prompts that excite each wanted latent most (first `cache_tokens` rows)."""
-    import numpy as np
     import torch
     from tqdm.auto import tqdm
-
-    from clear_sae.cache import ActivationCache
 
     out: dict[str, dict[str, Any]] = {}
     texts: dict[str, tuple[list[str], list[int]]] = {}
     with ActivationCache(cache_path) as cache:
         if dictionaries.backbone_id and cache.backbone_id != dictionaries.backbone_id:
-            raise ClearSaeError(f"cache {cache_path} holds activations of {cache.backbone_id!r}, but the dictionaries "
-                                f"were trained on {dictionaries.backbone_id!r}; pass the cache they were trained on")
+            raise ClearSaeError(
+                f"cache {cache_path} holds activations of {cache.backbone_id!r}, but the dictionaries "
+                f"were trained on {dictionaries.backbone_id!r}; pass the cache they were trained on"
+            )
         corpus = cache.prompts()
-        for hook in tqdm([h for h in wanted if h in cache.hook_points and wanted[h]], desc="corpus examples",
-                         unit="layer"):
+        for hook in tqdm(
+            [h for h in wanted if h in cache.hook_points and wanted[h]], desc="corpus examples", unit="layer"
+        ):
             n = min(cache.n_rows(hook), cfg.cache_tokens)
             acts = torch.from_numpy(cache.rows(hook, 0, n).astype(np.float32))
             owner = cache.file[hook]["prompt_index"][:n].astype(np.int64)
             if acts.shape[1] != int(dictionaries.layers[hook]["d_in"]):
-                raise ClearSaeError(f"dimension mismatch at {hook}: cache {cache_path} holds width {acts.shape[1]}, "
-                                    f"the dictionary reads {dictionaries.layers[hook]['d_in']}; pass the cache the "
-                                    "dictionaries were trained on")
+                raise ClearSaeError(
+                    f"dimension mismatch at {hook}: cache {cache_path} holds width {acts.shape[1]}, "
+                    f"the dictionary reads {dictionaries.layers[hook]['d_in']}; pass the cache the "
+                    "dictionaries were trained on"
+                )
             latents = sorted(set(wanted[hook]))
             index = torch.tensor(latents, dtype=torch.long)
             sae = dictionaries.sae(hook)
             with torch.inference_mode():
-                codes = torch.cat([sae.encode(acts[i:i + 4096])[:, index] for i in range(0, n, 4096)]).numpy()
+                codes = torch.cat([sae.encode(acts[i : i + 4096])[:, index] for i in range(0, n, 4096)]).numpy()
             best: dict[int, list[tuple[int, float]]] = {}
             for col, latent in enumerate(latents):
                 peak = np.zeros(len(corpus), np.float32)
                 np.maximum.at(peak, owner, codes[:, col])
-                order = np.argsort(-peak)[:cfg.top_prompts]
+                order = np.argsort(-peak)[: cfg.top_prompts]
                 best[latent] = [(int(p), float(peak[p])) for p in order if peak[p] > 0]
             chosen = sorted({p for pairs in best.values() for p, _ in pairs})
             position = {p: k for k, p in enumerate(chosen)}
             texts[hook] = ([corpus[p] for p in chosen], latents)
-            out[hook] = {"tokens_scanned": n,
-                         "top": {str(j): [[position[p], round(v, 3)] for p, v in pairs] for j, pairs in best.items()}}
+            out[hook] = {
+                "tokens_scanned": n,
+                "top": {str(j): [[position[p], round(v, 3)] for p, v in pairs] for j, pairs in best.items()},
+            }
     for hook, prompts in token_activations(backbone, dictionaries, texts, cfg.batch_size).items():
         tops = {latent: [k for k, _ in pairs] for latent, pairs in out[hook]["top"].items()}
         out[hook]["prompts"] = _keep_shown(prompts, tops)
@@ -224,22 +267,32 @@ def latent_overlap(concepts: dict[str, dict[str, Any]], hooks: list[str]) -> dic
         names = [n for n in sets if sets[n]]
         if not names:
             continue
-        overlap[hook] = {"concepts": names, "sizes": [len(sets[n]) for n in names],
-                         "shared": [[len(sets[a] & sets[b]) for b in names] for a in names]}
+        overlap[hook] = {
+            "concepts": names,
+            "sizes": [len(sets[n]) for n in names],
+            "shared": [[len(sets[a] & sets[b]) for b in names] for a in names],
+        }
     return overlap
 
 
 def evaluation_summary(path: str | Path) -> dict[str, Any]:
     """The figures of a `clear-sae evaluate` report, per concept and method, with its image strips inlined."""
-    from clear_sae.prompts import read_json_file
 
     path = Path(path)
     fix = "pass the JSON that `clear-sae evaluate` wrote"
     report = read_json_file(path, "evaluation report", fix)
     if not isinstance(report, dict) or report.get("format") != "clear_sae.toy_evaluation":
         raise ClearSaeError(f"{path} is JSON but not an evaluation report; {fix}")
-    keys = ("rate_target_before", "rate_target_after", "rate_heldout_before", "rate_heldout_after",
-            "rate_words_removed", "preservation_before", "preservation_after", "pixel_drift_nontarget")
+    keys = (
+        "rate_target_before",
+        "rate_target_after",
+        "rate_heldout_before",
+        "rate_heldout_after",
+        "rate_words_removed",
+        "preservation_before",
+        "preservation_after",
+        "pixel_drift_nontarget",
+    )
 
     def figures(r: dict[str, Any]) -> dict[str, Any]:
         return {k: (r.get(k) or {}).get("mean") for k in keys} | {"clips": r["rate_target_before"]["clips"]}
@@ -250,8 +303,12 @@ def evaluation_summary(path: str | Path) -> dict[str, Any]:
         for hook, s in r.get("sweep", {}).items():
             if "rate_target_after" in s and hook != r["layer"]:
                 methods.append({"method": f"clamp at {hook}", "layer": hook, "selected": False} | figures(s))
-        item: dict[str, Any] = {"axis": r.get("axis"), "layer": r["layer"], "methods": methods,
-                                "qualification": r.get("qualification", {})}
+        item: dict[str, Any] = {
+            "axis": r.get("axis"),
+            "layer": r["layer"],
+            "methods": methods,
+            "qualification": r.get("qualification", {}),
+        }
         strip = path.parent / r["strip"] if r.get("strip") else None
         if strip is not None and strip.is_file():
             item["strip"] = "data:image/png;base64," + base64.b64encode(strip.read_bytes()).decode("ascii")
@@ -260,24 +317,28 @@ def evaluation_summary(path: str | Path) -> dict[str, Any]:
     return {"source": str(path), "config": report.get("config", {}), "concepts": concepts}
 
 
-def collect_report(dictionaries: "Dictionaries", library: "ConceptLibrary", cache: str | Path | None = None,
-                   evaluation: str | Path | None = None, backbone: "Backbone | None" = None,
-                   cfg: InspectConfig = InspectConfig(), progress: bool = True) -> dict[str, Any]:
+def collect_report(
+    dictionaries: "Dictionaries",
+    library: "ConceptLibrary",
+    cache: str | Path | None = None,
+    evaluation: str | Path | None = None,
+    backbone: "Backbone | None" = None,
+    cfg: InspectConfig = InspectConfig(),
+    progress: bool = True,
+) -> dict[str, Any]:
     """Everything the report shows, as plain JSON-ready data."""
     from tqdm.auto import tqdm
-
-    from clear_sae.backbones import load_backbone
 
     root = dictionaries.root.resolve()
     entries = [e for e in library.concepts.values() if library.dictionary_path(e).resolve() == root]
     if not entries:
-        raise ClearSaeError(f"no concept in {library.path} uses the dictionaries in {dictionaries.root}; pass the "
-                            "library built on them (or add a concept with `clear-sae concept`)")
+        raise ClearSaeError(
+            f"no concept in {library.path} uses the dictionaries in {dictionaries.root}; pass the "
+            "library built on them (or add a concept with `clear-sae concept`)"
+        )
     # Read the evaluation and open the cache before the slow part, so that a wrong file fails at once.
     evaluation_data = evaluation_summary(evaluation) if evaluation is not None else None
     if cache is not None:
-        from clear_sae.cache import open_h5
-
         open_h5(cache).close()
     concepts = {e.name: concept_summary(e) for e in entries}
     detailed = [e for e in entries if concepts[e.name]["has_prompts"]]
@@ -289,10 +350,17 @@ def collect_report(dictionaries: "Dictionaries", library: "ConceptLibrary", cach
     for entry in tqdm(detailed, desc="concept latents", unit="concept", disable=not progress):
         concepts[entry.name]["layers"] = concept_detail(backbone, dictionaries, entry, cfg)
     data: dict[str, Any] = {
-        "format": FORMAT, "package_version": __version__, "dictionaries": str(dictionaries.root),
-        "backbone_id": dictionaries.backbone_id, "library": str(library.path), "settings": asdict(cfg),
-        "health": dictionary_health(dictionaries), "hook_points": dictionaries.hook_points,
-        "concepts": concepts, "overlap": latent_overlap(concepts, dictionaries.hook_points)}
+        "format": FORMAT,
+        "package_version": __version__,
+        "dictionaries": str(dictionaries.root),
+        "backbone_id": dictionaries.backbone_id,
+        "library": str(library.path),
+        "settings": asdict(cfg),
+        "health": dictionary_health(dictionaries),
+        "hook_points": dictionaries.hook_points,
+        "concepts": concepts,
+        "overlap": latent_overlap(concepts, dictionaries.hook_points),
+    }
     if cache is not None and detailed:
         wanted: dict[str, list[int]] = {}
         for c in concepts.values():
@@ -318,7 +386,6 @@ def render_html(data: dict[str, Any]) -> str:
 
 def write_report(data: dict[str, Any], out: str | Path, fmt: str = "html") -> Path:
     """Write the report as HTML or JSON (atomically, so an existing file survives a failure)."""
-    from clear_sae.prompts import atomic_write_text
 
     if fmt not in ("html", "json"):
         raise ClearSaeError(f"unknown report format {fmt!r}; use html or json")

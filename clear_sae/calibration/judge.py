@@ -1,0 +1,59 @@
+"""What a calibration judge is: it reads a rung's erasure and says what is left of the concept."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable
+
+from clear_sae.calibration.probe import train_concept_probe
+from clear_sae.measure import pooled_final_states
+
+if TYPE_CHECKING:
+    from clear_sae.backbones import Backbone
+
+
+@dataclass
+class Verdict:
+    """What a judge found after one rung's erasure."""
+
+    found: float
+    """Share of the judge's targets in which the concept is still found."""
+    preservation_drop: float | None = None
+    """How far the erasure lowered non-target agreement (None: not measured)."""
+    others_drop: float | None = None
+    """How far it lowered the target clips' other attributes (None: not measured)."""
+
+
+Judge = Callable[[dict[str, Any]], Verdict]
+"""A rung's judge: given the rung's forward hooks by hook point, say what is left of the concept. It has a
+`name` (recorded as `CalibrationConfig.judge`) and a `settings()` dict recorded in the entry."""
+
+
+class ProbeJudge:
+    """The default judge: a logistic probe trained on the fit split of the learning pairs reads the held-out
+    targets' pooled final states with the rung's hooks attached."""
+
+    name = "probe"
+
+    def __init__(
+        self,
+        backbone: "Backbone",
+        fit_target: list[str],
+        fit_nontarget: list[str],
+        held_target: list[str],
+        seed: int = 0,
+    ) -> None:
+
+        self.backbone, self.held_target = backbone, held_target
+        self.probe = train_concept_probe(
+            pooled_final_states(backbone, fit_target), pooled_final_states(backbone, fit_nontarget), seed=seed
+        )
+
+    def __call__(self, hooks: dict[str, Any]) -> Verdict:
+
+        states = pooled_final_states(self.backbone, self.held_target, hooks)
+        return Verdict(float((self.probe(states) > 0.5).float().mean()))
+
+    def settings(self) -> dict[str, Any]:
+        """What the entry records of this judge."""
+        return {"name": self.name, "held_out_targets": len(self.held_target)}

@@ -1,0 +1,61 @@
+"""Learning a toy concept: its latents from the toy world's learning pairs, its layer, tolerance and strength from the
+calibration ladder, judged by generated clips or by the text probe."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from clear_sae.calibration.ladder import CalibrationConfig, learn_calibrated_concept
+from clear_sae.concepts import ConceptConfig
+from clear_sae.toyworld.concepts import (
+    ATTRIBUTE_SETTING,
+    JUDGE_CLIPS,
+    JUDGED_MAX_RATE,
+    JUDGED_STRENGTHS,
+    LEARN_PAIRS,
+    MAX_NONTARGET_RATE,
+    TOY_STRENGTH,
+    attribute_of,
+    concept_pairs,
+)
+from clear_sae.toyworld.judge import GenerationJudge
+
+
+def learn_toy_concept(
+    backbone: Any,
+    dictionaries: Any,
+    name: str,
+    library: Any,
+    seed: int = 0,
+    world: Any = None,
+    judge_clips: int = JUDGE_CLIPS,
+    attribute: str | None = None,
+    prompts: tuple[list[str], list[str]] | None = None,
+) -> Any:
+    """Learn toy concept `name` into `library`, its layer, tolerance and strength calibrated
+    (`clear_sae.calibrate`); returns the entry. `attribute` (default: the name, e.g. `red`) is the colour, shape
+    or motion it stands for, as `AXIS=VALUE`. Its latents come from `prompts` (target, non-target) when given,
+    else from the attribute's `LEARN_PAIRS` learning pairs. With a toy `world` (and `judge_clips` > 0) each rung
+    is judged by generating `judge_clips` target and non-target clips of the attribute (`GenerationJudge`) on
+    the ladder `JUDGED_STRENGTHS`; otherwise by the text-side probe at `TOY_STRENGTH`."""
+
+    axis, value = attribute_of(attribute or name)
+    target, nontarget = prompts or concept_pairs(axis, value, LEARN_PAIRS)[:2]
+    cal, judge = CalibrationConfig(strengths=(TOY_STRENGTH,)), None
+    if world is not None and judge_clips > 0:
+        judge = GenerationJudge(world, axis, value, judge_clips, judge_clips, max_found=JUDGED_MAX_RATE)
+        cal = CalibrationConfig(strengths=JUDGED_STRENGTHS, max_probe_rate=JUDGED_MAX_RATE, judge=judge.name)
+    entry, _, _ = learn_calibrated_concept(
+        backbone,
+        dictionaries,
+        name,
+        target,
+        nontarget,
+        library,
+        ConceptConfig(seed=seed, max_nontarget_rate=MAX_NONTARGET_RATE),
+        cal,
+        judge=judge,
+    )
+    if attribute:  # so that `clear-sae evaluate` knows what the entry stands for without being told again
+        entry.settings[ATTRIBUTE_SETTING] = f"{axis}={value}"
+    return entry

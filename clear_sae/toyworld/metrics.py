@@ -1,0 +1,148 @@
+"""What the detector reads off clips: generation rates, preservation, drift, intervals, and whether a concept met
+the targets."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from clear_sae.toyworld.captions import concept_word
+from clear_sae.toyworld.detector import COLOUR_NAMES, Detections, detect
+from clear_sae.toyworld.render import MOTIONS, SHAPES, ClipSpec
+from clear_sae.toyworld.sampling import ClipSet, EvalConfig, ToyWorld
+
+QUALIFYING_RATE = 0.7
+"""A concept counts for the targets when its generation rate without erasure is at least this."""
+
+
+def concept_found(det: Detections, axis: str, value: str, threshold: float) -> np.ndarray:
+    """Per clip: the share of frames in which the detector finds the colour or shape (1/0 for a motion)."""
+    if axis == "motion":
+        return (det.motion[:, MOTIONS.index(value)] > threshold).astype(np.float64)
+    probs = det.colour[..., COLOUR_NAMES.index(value)] if axis == "colour" else det.shape[..., SHAPES.index(value)]
+    return (probs > threshold).mean(axis=1)
+
+
+def attribute_agreement(det: Detections, specs: list[ClipSpec]) -> dict[str, np.ndarray]:
+    """Per clip and axis: the share of frames whose strongest colour / shape is the caption's, and whether the
+    strongest motion is the caption's (single-object captions)."""
+    colour = np.array([COLOUR_NAMES.index(s.main.colour) for s in specs])
+    shape = np.array([SHAPES.index(s.main.shape) for s in specs])
+    motion = np.array([MOTIONS.index(s.main.motion) for s in specs])
+    return {
+        "colour": (det.colour.argmax(-1) == colour[:, None]).mean(1),
+        "shape": (det.shape.argmax(-1) == shape[:, None]).mean(1),
+        "motion": (det.motion.argmax(-1) == motion).astype(np.float64),
+    }
+
+
+def bootstrap_ci(values: np.ndarray, seed: int = 0, resamples: int = 2000) -> list[float]:
+    """95% percentile bootstrap interval of the mean, resampling clips."""
+    if len(values) == 0:
+        return [float("nan"), float("nan")]
+    rng = np.random.default_rng(seed)
+    means = values[rng.integers(0, len(values), size=(resamples, len(values)))].mean(1)
+    return [round(float(np.quantile(means, 0.025)), 4), round(float(np.quantile(means, 0.975)), 4)]
+
+
+def rounded_mean(values: np.ndarray) -> float:
+    """The mean as reports store it (4 decimals)."""
+    return round(float(values.mean()), 4)
+
+
+def summary(values: np.ndarray) -> dict[str, Any]:
+    """Mean, 95% interval and count."""
+    return {
+        "mean": rounded_mean(values) if len(values) else None,
+        "ci95": bootstrap_ci(values),
+        "clips": int(len(values)),
+    }
+
+
+def others_per_clip(
+    det: Detections, specs: list[ClipSpec], axis: str, per_axis: dict[str, np.ndarray] | None = None
+) -> np.ndarray:
+    """Per clip, the agreement on the two axes other than `axis`, averaged."""
+    per_axis = attribute_agreement(det, specs) if per_axis is None else per_axis
+    return np.mean([v for a, v in per_axis.items() if a != axis], axis=0)
+
+
+def other_attributes_kept(det: Detections, specs: list[ClipSpec], axis: str) -> dict[str, Any]:
+    """On target clips: how far the detector still reads the caption's attributes on the two axes the concept is
+    not on (a shape's colour and motion), per clip averaged over those axes; an erasure that breaks the object
+    rather than changing the one attribute lowers it."""
+    per_axis = attribute_agreement(det, specs)
+    return summary(others_per_clip(det, specs, axis, per_axis)) | {
+        "axes": {a: round(float(v.mean()), 4) for a, v in per_axis.items() if a != axis}
+    }
+
+
+def preservation(det: Detections, specs: list[ClipSpec]) -> tuple[np.ndarray, dict[str, float]]:
+    """Per clip the mean agreement over the three axes, and each axis's mean."""
+    per_axis = attribute_agreement(det, specs)
+    return np.mean(list(per_axis.values()), axis=0), {k: round(float(v.mean()), 4) for k, v in per_axis.items()}
+
+
+def compare(
+    world: ToyWorld, axis: str, value: str, before: dict[str, ClipSet], after: dict[str, ClipSet], cfg: EvalConfig
+) -> dict[str, Any]:
+    """The figures for one erasure: generation rates, preservation and drift, with intervals."""
+    det_before = {k: detect(world.detector, s.clips) for k, s in before.items()}
+    det_after = {k: detect(world.detector, s.clips) for k, s in after.items()}
+    result: dict[str, Any] = {}
+    for name in ("target", "heldout"):
+        found_before = concept_found(det_before[name], axis, value, cfg.threshold)
+        found_after = concept_found(det_after[name], axis, value, cfg.threshold)
+        result[f"rate_{name}_before"], result[f"rate_{name}_after"] = summary(found_before), summary(found_after)
+        if name == "target":
+            result["rate_target_by_word"] = rates_by_word(before[name].prompts, axis, value, found_before, found_after)
+    if "removed" in det_before:
+        result["rate_words_removed"] = summary(concept_found(det_before["removed"], axis, value, cfg.threshold))
+    for when, det in (("before", det_before["target"]), ("after", det_after["target"])):
+        result[f"target_others_{when}"] = other_attributes_kept(det, before["target"].specs, axis)
+    specs = before["nontarget"].specs
+    kept_before, axes_before = preservation(det_before["nontarget"], specs)
+    kept_after, axes_after = preservation(det_after["nontarget"], specs)
+    result["preservation_before"] = summary(kept_before) | {"axes": axes_before}
+    result["preservation_after"] = summary(kept_after) | {"axes": axes_after}
+    result["preservation_drop"] = summary(kept_before - kept_after)
+    drift = np.abs(after["nontarget"].clips.astype(np.float64) - before["nontarget"].clips).mean(axis=(1, 2, 3, 4))
+    result["pixel_drift_nontarget"] = summary(drift)
+    result["nontarget_unchanged"] = int((drift == 0).sum())
+    result["clips_resampled"] = {k: s.sampled for k, s in after.items()}
+    return result
+
+
+def rates_by_word(
+    prompts: list[str], axis: str, value: str, found_before: np.ndarray, found_after: np.ndarray
+) -> dict[str, dict[str, Any]]:
+    """The generation rate before and after erasure for each synonym of the concept the prompts use (a latent
+    set that misses one phrasing shows here: erasure can take out "yellow" and leave "lemon")."""
+    words = np.array([concept_word(p, axis, value) or "" for p in prompts])
+    by_word = {}
+    for word in sorted(set(words) - {""}):
+        rows = words == word
+        by_word[word] = {
+            "clips": int(rows.sum()),
+            "before": rounded_mean(found_before[rows]),
+            "after": rounded_mean(found_after[rows]),
+        }
+    return by_word
+
+
+def qualifies(result: dict[str, Any]) -> dict[str, Any]:
+    """Whether the concept counts (rate before at least 70%), whether erasure met the targets, and whether
+    removing the concept's words from the prompts would itself reach the 10% target (None if not measured)."""
+    rate_before = result["rate_target_before"]["mean"]
+    counted = rate_before is not None and rate_before >= QUALIFYING_RATE
+    erased = result["rate_target_after"]["mean"] <= 0.10
+    kept = result["preservation_drop"]["mean"] <= 0.03
+    removed = result.get("rate_words_removed", {}).get("mean")
+    return {
+        "counted": counted,
+        "erased": bool(erased),
+        "preserved": bool(kept),
+        "met": bool(counted and erased and kept),
+        "reachable_by_removal": None if removed is None else bool(removed <= 0.10),
+    }

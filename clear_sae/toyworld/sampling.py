@@ -1,0 +1,212 @@
+"""Sampling clips in the toy world: the evaluation config, the prompt sets and their noise, and sampling
+before and after erasure (a prompt whose text states come out of the erased encoder unchanged is not sampled twice)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from clear_sae.erase import attach
+from clear_sae.errors import ClearSaeError
+from clear_sae.toyworld.captions import without_words
+from clear_sae.toyworld.concepts import EVAL_SEED, concept_pairs
+from clear_sae.toyworld.detector import load_detector
+from clear_sae.toyworld.generator import load_generator
+from clear_sae.toyworld.render import ClipSpec
+
+if TYPE_CHECKING:
+    import torch
+
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+
+
+REFERENCE_SETS = ("removed",)
+"""Sets sampled only once, without erasure."""
+
+
+TEXT_ENCODER_ID = "minilm"
+"""The backbone id of the toy generator's text encoder (the embedded MiniLM)."""
+
+
+@dataclass
+class EvalConfig:
+    """How many clips, and how they are sampled."""
+
+    clips: int = 100
+    """Target prompts in the training phrasing (each sampled before and after erasure)."""
+    heldout_clips: int = 50
+    """Target prompts in the held-out paraphrases."""
+    nontarget_clips: int = 50
+    """Context-matched non-target prompts, for preservation and pixel drift."""
+    removed_clips: int = 50
+    """Target prompts sampled again with the concept's words removed, the reference a removal can reach (0 skips;
+    at most `clips` are used)."""
+    steps: int = 6
+    """Euler sampling steps: fidelity at 6 steps is that at 10 and 20 (README), with 6 of 10's transformer passes."""
+    guidance: float = 4.0
+    """Classifier-free guidance scale."""
+    batch_size: int = 25
+    """Clips sampled together."""
+    threshold: float = 0.5
+    """Detector probability above which a concept counts as found."""
+    seed: int = EVAL_SEED
+    """Seeds the evaluation prompts and the noise."""
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("clips", "heldout_clips", "nontarget_clips", "steps", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ClearSaeError(f"EvalConfig.{name} must be at least 1, not {getattr(self, name)}")
+        if self.removed_clips < 0:
+            raise ClearSaeError(f"EvalConfig.removed_clips must be 0 (skip) or more, not {self.removed_clips}")
+
+
+@dataclass
+class ToyWorld:
+    """A toy-world generator pipeline and the detector that reads its clips."""
+
+    pipe: Any
+    detector: Any
+
+
+def load_toy_world(generator: str | Path | None = None, detector: str | Path | None = None) -> ToyWorld:
+    """The shipped generator and detector, or those in the given folders."""
+
+    detector_model = load_detector(detector or WEIGHTS_DIR / "detector")  # the cheaper check first
+    return ToyWorld(load_generator(generator or WEIGHTS_DIR / "generator"), detector_model)
+
+
+@dataclass
+class ClipSet:
+    """Prompts, what each should show, their text states, and the clips sampled from them."""
+
+    prompts: list[str]
+    specs: list[ClipSpec]
+    noise_seeds: list[int]
+    embeds: "torch.Tensor | None" = None
+    clips: np.ndarray | None = None
+    sampled: int = 0
+    """How many clips were actually sampled (the rest were reused unchanged)."""
+
+
+def clip_noise(seeds: list[int], frames: int = 8, size: int = 32) -> "torch.Tensor":
+    """One initial noise tensor per seed, `[n, 3, frames, size, size]`, independent of batching."""
+    import torch
+
+    return torch.stack(
+        [torch.randn((3, frames, size, size), generator=torch.Generator().manual_seed(s)) for s in seeds]
+    )
+
+
+def encode(pipe: Any, prompts: list[str], batch_size: int = 64) -> "torch.Tensor":
+    """The pipeline's text states for `prompts` (with whatever hooks are attached to its text encoder)."""
+    import torch
+
+    with torch.no_grad():
+        return torch.cat([pipe.encode_prompt(prompts[i : i + batch_size]) for i in range(0, len(prompts), batch_size)])
+
+
+def sample(
+    pipe: Any, embeds: "torch.Tensor", negative: "torch.Tensor", seeds: list[int], cfg: EvalConfig, desc: str
+) -> np.ndarray:
+    """Clips for the given text states, each from its own seeded noise; uint8 `[n, frames, size, size, 3]`."""
+    from tqdm.auto import tqdm
+
+    out = []
+    for i in tqdm(range(0, len(seeds), cfg.batch_size), desc=desc, unit="batch", disable=not cfg.progress, leave=False):
+        rows = slice(i, i + cfg.batch_size)
+        n = len(seeds[rows])
+        out.append(
+            pipe(
+                prompt_embeds=embeds[rows],
+                negative_prompt_embeds=negative.expand(n, -1, -1),
+                latents=clip_noise(seeds[rows]),
+                num_inference_steps=cfg.steps,
+                guidance_scale=cfg.guidance,
+            )
+        )
+    return np.concatenate(out) if out else np.zeros((0, 8, 32, 32, 3), np.uint8)
+
+
+def sample_before(
+    world: ToyWorld, sets: dict[str, ClipSet], cfg: EvalConfig
+) -> tuple["torch.Tensor", dict[str, ClipSet]]:
+    """Sample every set without erasure; returns the negative prompt's text states and the sets, filled in."""
+    negative = encode(world.pipe, [""])
+    for name, clip_set in sets.items():
+        clip_set.embeds = encode(world.pipe, clip_set.prompts)
+        clip_set.clips = sample(world.pipe, clip_set.embeds, negative, clip_set.noise_seeds, cfg, f"{name} before")
+        clip_set.sampled = len(clip_set.prompts)
+    return negative, sets
+
+
+def sample_after(
+    world: ToyWorld,
+    clamps: dict[str, Any],
+    before: dict[str, ClipSet],
+    negative_before: "torch.Tensor",
+    cfg: EvalConfig,
+    negative_prompt: str = "",
+) -> dict[str, ClipSet]:
+    """Sample every set with the clamps (forward hooks by hook point) attached and `negative_prompt` as the
+    negative prompt, re-sampling only prompts whose text states (or the negative prompt's) changed."""
+    import torch
+
+    after = {}
+    with attach(world.pipe, clamps):
+        negative = encode(world.pipe, [negative_prompt])
+        negative_same = negative.shape == negative_before.shape and torch.equal(negative, negative_before)
+        for name, old in before.items():
+            if name in REFERENCE_SETS:
+                continue
+            embeds = encode(world.pipe, old.prompts)
+            changed = [
+                i for i in range(len(old.prompts)) if not (negative_same and torch.equal(embeds[i], old.embeds[i]))
+            ]
+            clips = old.clips.copy()
+            if changed:
+                clips[changed] = sample(
+                    world.pipe, embeds[changed], negative, [old.noise_seeds[i] for i in changed], cfg, f"{name} after"
+                )
+            after[name] = ClipSet(old.prompts, old.specs, old.noise_seeds, embeds, clips, len(changed))
+    return after
+
+
+def training_phrasing_sets(axis: str, value: str, cfg: EvalConfig) -> dict[str, ClipSet]:
+    """The `cfg.clips` target and `cfg.nontarget_clips` context-matched non-target captions of a concept in the
+    training phrasing, from `cfg.seed`, each with its own noise seed."""
+    targets, nontargets, target_specs, nontarget_specs = concept_pairs(
+        axis, value, max(cfg.clips, cfg.nontarget_clips), "train", cfg.seed
+    )
+    base = cfg.seed * 1_000_003
+    return {
+        "target": ClipSet(targets[: cfg.clips], target_specs[: cfg.clips], [base + i for i in range(cfg.clips)]),
+        "nontarget": ClipSet(
+            nontargets[: cfg.nontarget_clips],
+            nontarget_specs[: cfg.nontarget_clips],
+            [base + 400_000 + i for i in range(cfg.nontarget_clips)],
+        ),
+    }
+
+
+def prompt_sets(axis: str, value: str, cfg: EvalConfig) -> dict[str, ClipSet]:
+    """The evaluation sets of a concept, from the evaluation seed (never the learning prompts): target,
+    heldout, nontarget, and (unless `removed_clips` is 0) the word-removed reference."""
+    sets = training_phrasing_sets(axis, value, cfg)
+    heldout, _, heldout_specs, _ = concept_pairs(axis, value, cfg.heldout_clips, "heldout", cfg.seed + 1)
+    base = cfg.seed * 1_000_003
+    sets["heldout"] = ClipSet(heldout, heldout_specs, [base + 200_000 + i for i in range(cfg.heldout_clips)])
+    if cfg.removed_clips:
+        # Paired with the first target clips: the same caption bar the words, the same noise.
+        target = sets["target"]
+        kept = range(min(cfg.removed_clips, cfg.clips))
+        sets["removed"] = ClipSet(
+            [without_words(target.prompts[i], axis, value) for i in kept],
+            [target.specs[i] for i in kept],
+            [target.noise_seeds[i] for i in kept],
+        )
+    return {k: sets[k] for k in ("target", "heldout", "nontarget", "removed") if k in sets}
