@@ -490,7 +490,7 @@ def _cmd_demo(args: argparse.Namespace) -> None:
 
 
 def _default_library() -> str | None:
-    path = Path(__file__).resolve().parent.parent / "dictionaries" / "minilm" / "concepts.json"
+    path = Path(__file__).resolve().parents[2] / "dictionaries" / "minilm" / "concepts.json"
     return str(path) if path.is_file() else None
 
 

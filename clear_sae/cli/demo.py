@@ -31,7 +31,7 @@ from clear_sae.toyworld.learn import learn_toy_concept
 from clear_sae.toyworld.report import format_results
 from clear_sae.toyworld.sampling import WEIGHTS_DIR, EvalConfig, load_toy_world
 
-PROMPTS_DIR = Path(__file__).resolve().parent / "data" / "prompts"
+PROMPTS_DIR = Path(__file__).resolve().parents[1] / "data" / "prompts"
 STAGES = 6
 TOY_SHOWCASE = ("blue", "cross", "red")
 """Toy concepts whose clips the demo shows before and after erasure: the two the evaluation shows erasing best

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from clear_sae.library import ConceptEntry, ConceptLibrary
 
 FORMAT = "clear_sae.inspect_report"
-TEMPLATE = Path(__file__).resolve().parent / "data" / "report_template.html"
+TEMPLATE = Path(__file__).resolve().parents[1] / "data" / "report_template.html"
 
 
 @dataclass
