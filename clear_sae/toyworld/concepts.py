@@ -25,38 +25,27 @@ EVAL_SEED = 1_000
 """Seed of the evaluation prompts, so they never coincide with the learning prompts."""
 CALIBRATION_SEED = 600
 """Seed of the prompts and noise a `GenerationJudge` generates from while a toy concept is calibrated: neither
-the learning prompts nor any seed the README's evaluations use."""
+the learning prompts' seed nor an evaluation seed."""
 LEARN_PAIRS = 200
 """Prompt pairs a toy concept is learned from."""
 MAX_NONTARGET_RATE = 0.1
-"""`ConceptConfig.max_nontarget_rate` for toy concepts, the first rung of their calibration (then 0.2 and 0.4,
-`CalibrationConfig.wider_nontarget_rates`). Non-targets here differ from targets in one word only, so a latent
-of a colour's neighbourhood fires on a good share of them; at the default 0.05 blue kept 89% of its generation
-rate after erasure, at 0.2 it kept 25% (a trial of 8 clips each on an early generator). The ladder started at
-0.2 until purple's entry there took latent 1053 of blocks.4, which fires on every purple caption and on 54% of
-the blue non-targets (nearly all that say "blue", almost none that say "cobalt"): a fifth of the non-targets
-are blue, so 0.2 admits a latent shared with one whole neighbour. That entry cost 3.5-3.9 points of
-preservation at fresh seeds, and 7 of the 9 non-target clips it changed at seed 16000 were blue. At 0.1 the
-latent stays out, and purple at blocks.2, gamma 16, still left 0.0% at the judge's seed with nothing lost
-(`analysis/toy_rung_trial.py`, README)."""
+"""`ConceptConfig.max_nontarget_rate` for toy concepts, the first rung of their calibration (then the wider
+`CalibrationConfig.wider_nontarget_rates`). Non-targets here differ from targets in one word only, so a latent of
+a neighbouring value fires on a good share of them; a narrow first tolerance keeps such shared latents out, and
+the ladder widens only where no rung passes (docs/decisions/0004-calibration-judge.md)."""
 TOY_STRENGTH = 4.0
-"""gamma of a toy concept calibrated without a generator (the probe judges; see `JUDGED_STRENGTHS` for the
-generation judge's ladder). With the full ladder (gamma 1, 2, 4) the probe on pooled text states passed gamma 1
-for blue, orange and yellow whose clips still showed the concept in 26%, 25% and 13% of frames. In a trial on a
-seed of its own (5000, 20 clips per concept) at tolerance 0.2, gamma 4 brought 10 of 16 concepts to 10% or
-below, gamma 1 brought 4 (README)."""
+"""gamma of a toy concept calibrated without a generator (the probe judges; `JUDGED_STRENGTHS` is the
+generation judge's ladder). The probe reads pooled text states and accepts weaker erasures than the clips
+need, so the probe-judged ladder starts at this single, stronger gamma."""
 JUDGED_STRENGTHS = (4.0, 8.0, 16.0)
-"""gamma values a generation-judged calibration tries, each at every layer. Where gamma 4 left purple and yellow
-in the clips at every layer of their first tolerance, gamma 8 and 16 took yellow out (3.1% at embed, 1.6% at
-blocks.2); gamma 16 at embed also broke the objects, which the judge's others check rejects (a trial of 24
-clips on seed 7000, `analysis/toy_rung_trial.py`, README)."""
+"""gamma values a generation-judged calibration tries, each at every layer; the judge's check of the targets'
+other attributes rejects a rung strong enough to break the objects (docs/decisions/0004-calibration-judge.md)."""
 JUDGED_MAX_RATE = 0.05
 """The generation judge's bar: half the evaluation's 10%, as it reads only `JUDGE_CLIPS` clips."""
 JUDGE_CLIPS = 48
 """Target clips, and as many non-target clips, a generation judge samples per rung. The ladder keeps the first
-rung the judge passes, so a judge that reads too few clips passes a rung on a lucky draw: with 24, yellow's
-embed rung at gamma 8 passed at 4.2% and then left 10.9-14.2% at fresh seeds. With 48 the judge found 9.6%
-there and went on to blocks.0 at gamma 16 (README)."""
+rung the judge passes, so a judge that reads few clips passes rungs on lucky draws; this many keeps that rare
+at the judge's bar `JUDGED_MAX_RATE`."""
 
 
 ATTRIBUTE_SETTING = "toy_attribute"

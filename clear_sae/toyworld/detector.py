@@ -227,7 +227,6 @@ def load_detector(folder: str | Path) -> "torch.nn.Module":
 
 
 if __name__ == "__main__":
-
     parser = argparse.ArgumentParser(description="Train the toy-world detector and report its accuracy.")
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "weights"))
     parser.add_argument("--steps", type=int, default=DetectorConfig.steps)

@@ -48,11 +48,10 @@ class GeneratorConfig:
     max_tokens: int = 32
     """Text tokens per caption (MiniLM tokenizer)."""
     steps: int = 4000
-    """At about 0.8 s a step on an otherwise idle 2-core CPU this takes about 55 minutes."""
+    """Optimizer steps of the first phase."""
     batch_clips: int = 16
     lr: float = 1e-3
-    """A trial at 3e-4 (with an EMA lacking warm-up) still sampled noise after 1,000 steps; 1e-3 without EMA
-    reached 93% colour / 40% shape agreement after 800 steps."""
+    """Learning rate of the first phase (no EMA warm-up is needed at this rate)."""
     ema: float = 0.999
     """Decay of the exponential moving average of the weights that is saved (0 disables it)."""
     decay_fraction: float = 0.2
@@ -61,9 +60,7 @@ class GeneratorConfig:
     """Share of training clips with two objects (fewer than the detector sees: single-object fidelity is what
     the evaluation measures)."""
     neutral_rate: float = 0.1
-    """Chance that each attribute of an object goes unnamed in the caption (and is rendered neutral). A first
-    phase at 0.2 (`--neutral-rate 0.2 --polish-steps 0`) drew an unnamed shape as the square in 87.5% of frames
-    rather than 76.6%, but the named shapes in 96.2% rather than 99.4% (README); the second phase does better."""
+    """Chance that each attribute of an object goes unnamed in the caption (and is rendered neutral)."""
     uncond_rate: float = 0.1
     """Share of captions dropped to the empty prompt, for classifier-free guidance."""
     train_shift: float = 3.0
@@ -73,18 +70,14 @@ class GeneratorConfig:
     generators kept each noise seed's trajectory whatever motion the caption named."""
     polish_steps: int = 1000
     """A second phase: start again from the EMA weights with a fresh optimizer at `polish_lr`, and make
-    `polish_share` of every batch an unnamed shape (the neutral square) that grows or shrinks. After the first
-    phase alone the unnamed shape came out as the square in 77.7% of frames, and in under half under grow and
-    shrink, where the largest frames got rounded corners that the detector reads as a circle; that set a
-    floor under what erasing `circle` can reach. After this phase: 92.8% (93.5% with `polish_nouns`), a circle
-    in 5.1% (4.3%) of frames, the named shapes as before (README). 1,000 steps take about 13 minutes."""
+`polish_share` of every batch an unnamed shape (the neutral square) that grows or shrinks, so that an unnamed
+shape is drawn as the square at every size; this sets how low erasing a shape can go
+(docs/decisions/0003-toy-world-neutral-values.md)."""
     polish_lr: float = 3e-4
     polish_share: float = 0.25
     polish_nouns: tuple[str, ...] = ("thing", "object", "figure", "form", "sprite", "piece", "mark")
     """Other names the second phase gives an unnamed shape, in `polish_noun_rate` of its captions ("a red thing
-    rises"). A noun that names no shape is no shape named: the neutral square. After the two phases without
-    these nouns, "thing", "object", "item", "blob", "widget" and an invented "zorp" were drawn as circles in
-    9-28% of frames against 5.7% for "shape", and erasing circle leaves its word such a noun (README)."""
+rises"). A noun that names no shape is no shape named: the neutral square, not a circle."""
     polish_noun_rate: float = 0.7
     seed: int = 0
     device: str = "cpu"
@@ -464,7 +457,6 @@ def load_first_phase(folder: str | Path, cfg: GeneratorConfig) -> Any:
 
 
 if __name__ == "__main__":
-
     parser = argparse.ArgumentParser(description="Train the toy-world generator (seeded).")
     parser.add_argument("--out", required=True, help="folder for transformer/ and the recipe")
     parser.add_argument("--steps", type=int, default=GeneratorConfig.steps)

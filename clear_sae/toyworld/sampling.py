@@ -46,7 +46,7 @@ class EvalConfig:
     """Target prompts sampled again with the concept's words removed, the reference a removal can reach (0 skips;
     at most `clips` are used)."""
     steps: int = 6
-    """Euler sampling steps: fidelity at 6 steps is that at 10 and 20 (README), with 6 of 10's transformer passes."""
+    """Euler sampling steps (`analysis/toy_generator_fidelity.py` measures fidelity per step count)."""
     guidance: float = 4.0
     """Classifier-free guidance scale."""
     batch_size: int = 25
