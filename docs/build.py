@@ -6,8 +6,8 @@
 
 Every number on a generated page is read from a JSON file of the repository; each page starts by naming its
 JSON files and the command that wrote each (the command recorded in the JSON where it records one, else the
-one its script documents). Pure standard library, so it runs without the package installed. One function per
-page; `build(out_dir)` writes them all and returns their paths.
+one its script documents). It needs only the standard library and the package's light toy-world metrics module
+(numpy). One function per page; `build(out_dir)` writes them all and returns their paths.
 """
 
 from __future__ import annotations
@@ -22,12 +22,9 @@ ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 BUILD = "python docs/build.py"
 
-# The toy world's definition of "met" (clear_sae's toy-world metrics): a concept counts when its rate without
-# erasure is at least QUALIFYING_RATE; erasure meets the target when the rate after is at most TARGET_RATE and
-# preservation falls by at most MAX_PRESERVATION_DROP. Criteria, not measurements.
-QUALIFYING_RATE = 0.7
-TARGET_RATE = 0.10
-MAX_PRESERVATION_DROP = 0.03
+# The toy world's definition of "met" is the package's own (criteria, not measurements).
+sys.path.insert(0, str(ROOT))
+from clear_sae.toyworld.metrics import MAX_PRESERVATION_DROP, QUALIFYING_RATE, TARGET_RATE  # noqa: E402
 
 
 # ---------------------------------------------------------------------------------------------- helpers

@@ -14,6 +14,10 @@ from clear_sae.toyworld.sampling import ClipSet, EvalConfig, ToyWorld
 
 QUALIFYING_RATE = 0.7
 """A concept counts for the targets when its generation rate without erasure is at least this."""
+TARGET_RATE = 0.10
+"""Erasure meets the target when the generation rate after it is at most this."""
+MAX_PRESERVATION_DROP = 0.03
+"""... and non-target preservation falls by at most this."""
 
 
 def concept_found(det: Detections, axis: str, value: str, threshold: float) -> np.ndarray:
@@ -136,13 +140,13 @@ def qualifies(result: dict[str, Any]) -> dict[str, Any]:
     removing the concept's words from the prompts would itself reach the 10% target (None if not measured)."""
     rate_before = result["rate_target_before"]["mean"]
     counted = rate_before is not None and rate_before >= QUALIFYING_RATE
-    erased = result["rate_target_after"]["mean"] <= 0.10
-    kept = result["preservation_drop"]["mean"] <= 0.03
+    erased = result["rate_target_after"]["mean"] <= TARGET_RATE
+    kept = result["preservation_drop"]["mean"] <= MAX_PRESERVATION_DROP
     removed = result.get("rate_words_removed", {}).get("mean")
     return {
         "counted": counted,
         "erased": bool(erased),
         "preserved": bool(kept),
         "met": bool(counted and erased and kept),
-        "reachable_by_removal": None if removed is None else bool(removed <= 0.10),
+        "reachable_by_removal": None if removed is None else bool(removed <= TARGET_RATE),
     }

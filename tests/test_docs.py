@@ -1,0 +1,54 @@
+"""The docs pages are generated from the repository's JSON, and the README is a newcomer's page."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def load_build():
+    spec = importlib.util.spec_from_file_location("docs_build", REPO / "docs" / "build.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_generated_pages_match_what_the_json_gives(tmp_path):
+    build = load_build()
+    written = build.build(tmp_path)
+    assert written, "docs/build.py wrote no page"
+    for path in written:
+        committed = REPO / "docs" / path.name
+        assert committed.read_text(encoding="utf-8") == path.read_text(encoding="utf-8"), (
+            f"docs/{path.name} is stale: run `python docs/build.py`"
+        )
+
+
+def test_a_generated_page_changes_when_its_json_does(tmp_path, monkeypatch):
+    """The pages are read from the JSON, not typed: a changed figure in the JSON shows on the page."""
+    build = load_build()
+    original = build.load
+
+    def altered(rel: str):
+        data = original(rel)
+        if rel.endswith("manifest.json"):
+            first = sorted(data["layers"])[0]
+            data["layers"][first]["explained_variance"] = 0.123456
+        return data
+
+    monkeypatch.setattr(build, "load", altered)
+    page = build.page_dictionaries()
+    assert "| 0.123 |" in page
+
+
+def test_the_readme_is_a_newcomers_page():
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    assert len(text.encode()) <= 16_000
+    assert not re.search(r"\b[0-9a-f]{7,40}\b(?<![0-9]{7})", text), "a commit hash in the README"
+    assert "this machine" not in text.lower() and "my machine" not in text.lower()
+    for link in re.findall(r"\]\(([^)#]+)", text):
+        if not link.startswith("http"):
+            assert (REPO / link).exists(), f"the README links {link}, which is not in the repository"
