@@ -9,7 +9,7 @@ evaluating it come from different seeds, and evaluation can also use the held-ou
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
+from typing import Any, Container
 
 import numpy as np
 
@@ -57,10 +57,6 @@ JUDGE_CLIPS = 48
 rung the judge passes, so a judge that reads too few clips passes a rung on a lucky draw: with 24, yellow's
 embed rung at gamma 8 passed at 4.2% and then left 10.9-14.2% at fresh seeds. With 48 the judge found 9.6%
 there and went on to blocks.0 at gamma 16 (README)."""
-
-
-ATTRIBUTE_SETTING = "toy_attribute"
-"""The library entry setting that records the `AXIS=VALUE` of a toy concept learned under another name."""
 
 
 def toy_concepts() -> list[str]:
@@ -120,5 +116,11 @@ def toy_corpus(n: int, seed: int = 7) -> list[str]:
 
 def entry_attribute(entry: Any, given: str | None = None) -> str:
     """What a library entry stands for in the toy world: `given` (`AXIS=VALUE`), else the attribute recorded
-    when it was learned with one, else its name (`red`)."""
-    return given or entry.settings.get(ATTRIBUTE_SETTING) or entry.name
+    when it was learned with one (`toy_attribute`), else its name (`red`)."""
+    return given or entry.toy_attribute or entry.name
+
+
+def is_toy_entry(entry: Any, attributes: Container[str] = ()) -> bool:
+    """Whether a library entry is a toy-world concept: named after a toy attribute (`red`), named in
+    `attributes` (the names a user mapped to one), or learned with a recorded `toy_attribute`."""
+    return entry.name in toy_concepts() or entry.name in attributes or entry.toy_attribute is not None
