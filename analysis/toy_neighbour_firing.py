@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         shares = neighbour_firing(backbone, library, name, args.pairs, args.seed)
         worst = max((g for g in shares if g != "all"), key=lambda g: shares[g])
         groups = "  ".join(f"{g} {100 * v:.0f}%" for g, v in shares.items() if g != "all")
-        layer, tolerance = entry.hook_point.removeprefix("text_encoder."), entry.settings.get("max_nontarget_rate")
+        layer, tolerance = entry.hook_point.removeprefix("text_encoder."), entry.selection.max_nontarget_rate
         print(
             f"{name:<9} {layer:<9} tol {tolerance}  clamped {100 * shares['all']:.1f}% of non-targets, most on "
             f"{worst} ({100 * shares[worst]:.0f}%):  {groups}",

@@ -110,9 +110,10 @@ def new_concept_seconds() -> dict[str, Any]:
         dictionaries.sae(hook)
     with tempfile.TemporaryDirectory() as tmp:
         library = ConceptLibrary(Path(tmp) / "lib.json")
-        learn_concept(backbone, dictionaries, "warmup", target[:4], nontarget[:4], library, ConceptConfig())
+        learn_concept(backbone, dictionaries, "warmup", target[:4], nontarget[:4], ConceptConfig())
         start = time.perf_counter()
-        entry, _ = learn_concept(backbone, dictionaries, name, target, nontarget, library, ConceptConfig())
+        entry, _ = learn_concept(backbone, dictionaries, name, target, nontarget, ConceptConfig())
+        library.add(entry)
         in_process = time.perf_counter() - start
         files = Path(tmp)
         (files / "t.txt").write_text("\n".join(target))

@@ -15,13 +15,14 @@ together they still fire on (almost) no non-target. Scores:
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from clear_sae.dictionary import Dictionaries
 from clear_sae.errors import ClearSaeError
 from clear_sae.io import prompts_hash
-from clear_sae.library import ConceptEntry
+from clear_sae.library import ConceptEntry, SelectionSettings
 
 if TYPE_CHECKING:
     import torch
@@ -304,13 +305,13 @@ def learn_concept(
     name: str,
     target: list[str],
     nontarget: list[str],
-    library: Any,
     cfg: ConceptConfig = ConceptConfig(),
     hook_points: list[str] | None = None,
     profiles: list[LayerProfile] | None = None,
     layer: str | None = None,
-) -> tuple[Any, list[LayerProfile]]:
-    """Profile a concept at every layer, pick the layer, and add the entry to `library` (not saved).
+) -> tuple[ConceptEntry, list[LayerProfile]]:
+    """Profile a concept at every layer and pick the layer; returns the entry (its `dictionary` the
+    dictionaries' absolute folder, for `ConceptLibrary.add`) and the profiles.
 
     Trains nothing: the dictionaries are reused as they are. `profiles`, if given, are this concept's
     profiles under `cfg`, already computed. `layer`, if given, is used instead of the best-scoring one
@@ -324,13 +325,12 @@ def learn_concept(
     if profiles is None:
         profiles = profile_concept(backbone, dictionaries, target, nontarget, cfg, hook_points)
     chosen = select_layer(profiles, cfg.score) if layer is None else _profile_at(profiles, layer)
-    settings = {k: v for k, v in asdict(cfg).items() if k not in ("batch_size", "strength")}
     entry = ConceptEntry(
         name=name,
         hook_point=chosen.hook_point,
         latents=chosen.latents,
         strength=cfg.strength,
-        dictionary=library.relative_dictionary(dictionaries.root),
+        dictionary=str(Path(dictionaries.root).resolve()),
         backbone_id=backbone.backbone_id,
         model_source=backbone.source or backbone.backbone_id,
         score=cfg.score,
@@ -339,19 +339,27 @@ def learn_concept(
         nontarget_hash=prompts_hash(nontarget),
         n_target=len(target),
         n_nontarget=len(nontarget),
-        settings=settings,
+        selection=selection_settings(cfg),
         target_prompts=list(target),
         nontarget_prompts=list(nontarget),
     )
-    library.add(entry)
     return entry, profiles
 
 
-def concept_settings(library: "ConceptLibrary", name: str) -> Any:
-    """The `ConceptConfig` the library's entry was learned with."""
+def selection_settings(cfg: ConceptConfig) -> SelectionSettings:
+    """What an entry records of the `ConceptConfig` it was learned with."""
+    recorded = asdict(cfg)
+    return SelectionSettings(**{f.name: recorded[f.name] for f in fields(SelectionSettings)})
 
-    settings = library.get(name).settings
-    return ConceptConfig(**{k: v for k, v in settings.items() if k in ConceptConfig.__dataclass_fields__})
+
+def entry_config(entry: ConceptEntry) -> ConceptConfig:
+    """The `ConceptConfig` an entry was learned with (strength and batch size at their defaults)."""
+    return ConceptConfig(**asdict(entry.selection))
+
+
+def concept_settings(library: "ConceptLibrary", name: str) -> ConceptConfig:
+    """The `ConceptConfig` the library's entry was learned with."""
+    return entry_config(library.get(name))
 
 
 def latents_by_layer(

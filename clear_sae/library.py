@@ -14,6 +14,64 @@ from clear_sae.errors import ClearSaeError
 from clear_sae.io import atomic_write_text
 
 FORMAT = "clear_sae.concept_library"
+FORMAT_VERSION = 2
+"""The library file's layout. 1: no `format_version` field; each entry's selection settings, calibration record,
+toy attribute and joint training settings in one free `settings` dict. 2: each of those in a typed field."""
+METHOD = "clear"
+"""The `method` of an entry learned from reused per-layer dictionaries (`clear_sae.concepts.learn_concept`)."""
+
+
+@dataclass
+class SelectionSettings:
+    """How an entry's latents and layer were selected: the `clear_sae.concepts.ConceptConfig` it was learned
+    with, less the strength (the entry's own field) and the batch size (which changes no result)."""
+
+    min_target_rate: float
+    """A specific latent fires on at least this share of target prompts."""
+    max_nontarget_rate: float
+    """A latent firing on more than this share of non-target prompts is shared, never specific."""
+    max_latents: int
+    """At most this many specific latents were kept."""
+    score: str
+    """The separability score the layer was chosen by (energy or auroc)."""
+    holdout: float
+    """Share of prompt pairs held out for the AUROC score."""
+    seed: int
+    """Seed of the fit/held-out split."""
+
+
+@dataclass
+class CalibrationRung:
+    """One rung of a recorded calibration ladder (`clear_sae.calibration.ladder.CalibrationStep` without its
+    per-layer profiles)."""
+
+    max_nontarget_rate: float
+    """The tolerance the rung selected latents at."""
+    strength: float
+    """The rung's gamma."""
+    hook_point: str
+    """The layer the rung erased at."""
+    n_latents: int
+    """How many latents the rung clamped."""
+    probe_rate: float
+    """The share of targets in which the judge still found the concept after the rung's erasure."""
+    preservation_drop: float | None = None
+    """How far the rung lowered non-target attribute agreement (None where the judge does not measure it)."""
+    others_drop: float | None = None
+    """How far the rung lowered the targets' other attributes (None where the judge does not measure it)."""
+
+
+@dataclass
+class CalibrationRecord:
+    """The calibration ladder an entry's tolerance, layer and strength were chosen by."""
+
+    config: dict[str, Any]
+    """The `clear_sae.calibration.ladder.CalibrationConfig` fields, as JSON (tuples as lists)."""
+    steps: list[CalibrationRung]
+    """Every rung tried, in order; the entry is the chosen one's."""
+    judge: dict[str, Any] | None = None
+    """The settings of the judge passed to the ladder (its `settings()`), enough to build it again; None when
+    the ladder built its own probe."""
 
 
 @dataclass
@@ -25,31 +83,106 @@ class ConceptEntry:
     latents: list[int]
     strength: float
     dictionary: str
-    """Path of the dictionary folder, relative to the library file."""
+    """Path of the dictionary folder: relative to the library file once the entry is in a library; absolute in
+    an entry a learning function returns (`ConceptLibrary.add` makes it relative)."""
     backbone_id: str
     model_source: str
     """What `--model` loads the backbone from (a built-in name or a folder)."""
     score: str
     """The separability score the layer was chosen by."""
+    selection: SelectionSettings
+    """The rule the latents were selected by."""
     layer_scores: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Per hook point: energy, loss, auroc, and counts of specific and shared latents."""
     target_hash: str = ""
     nontarget_hash: str = ""
     n_target: int = 0
     n_nontarget: int = 0
-    settings: dict[str, Any] = field(default_factory=dict)
+    method: str = METHOD
+    """How the entry was learned: `clear` (reused per-layer dictionaries) or `clear-joint` (its own SAE and
+    layer preferences, trained the published way)."""
+    calibration: CalibrationRecord | None = None
+    """The calibration ladder, for an entry whose tolerance, layer and strength it chose."""
+    toy_attribute: str | None = None
+    """The toy-world attribute (`AXIS=VALUE`, e.g. `colour=red`) of a toy concept learned under another name."""
+    joint: dict[str, Any] | None = None
+    """For a `clear-joint` entry: the `clear_sae.compare.joint.JointConfig` fields it was trained with."""
     target_prompts: list[str] = field(default_factory=list)
     """The prompts the concept was learned from, kept so that `clear-sae inspect` can show its latents at work."""
     nontarget_prompts: list[str] = field(default_factory=list)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ConceptEntry":
-        """Build an entry from its JSON form, ignoring keys this version does not know."""
+        """Build an entry from its current JSON form (`migrate` first for an older one), ignoring top-level keys
+        this version does not know."""
         known = {f.name for f in fields(cls)}
-        entry = cls(**{k: v for k, v in data.items() if k in known})
+        values = {k: v for k, v in data.items() if k in known}
+        if not isinstance(values.get("selection"), dict):
+            raise TypeError("selection must map the selection settings to their values")
+        values["selection"] = SelectionSettings(**values["selection"])
+        if values.get("calibration") is not None:
+            recorded = dict(values["calibration"])
+            recorded["steps"] = [CalibrationRung(**step) for step in recorded.get("steps", [])]
+            values["calibration"] = CalibrationRecord(**recorded)
+        entry = cls(**values)
         if not isinstance(entry.latents, list) or not all(isinstance(i, int) for i in entry.latents):
             raise TypeError("latents must be a list of integers")
         return entry
+
+    def to_dict(self) -> dict[str, Any]:
+        """The entry's JSON form."""
+        return asdict(self)
+
+
+_SELECTION_FIELDS = tuple(f.name for f in fields(SelectionSettings))
+
+
+def _migrate_entry_v1(entry: dict[str, Any]) -> dict[str, Any]:
+    """A version-1 entry (a free `settings` dict) in the version-2 form."""
+    entry = dict(entry)
+    settings = dict(entry.pop("settings", None) or {})
+    method = settings.pop("method", METHOD)
+    entry["method"] = method
+    if method == METHOD:
+        selection = {k: settings[k] for k in _SELECTION_FIELDS if k in settings}
+        entry["selection"] = selection or None
+        calibration = settings.get("calibration")
+        entry["calibration"] = (
+            {"config": calibration["config"], "steps": calibration["steps"], "judge": calibration.get("judge")}
+            if calibration
+            else None
+        )
+        entry["toy_attribute"] = settings.get("toy_attribute")
+        entry["joint"] = None
+    else:  # a clear-joint entry recorded its JointConfig, whose `concept` holds its selection rule
+        concept = settings.get("concept") or {}
+        entry["selection"] = {k: concept[k] for k in _SELECTION_FIELDS if k in concept} or None
+        entry["calibration"] = None
+        entry["toy_attribute"] = None
+        entry["joint"] = settings
+    return entry
+
+
+def migrate(data: dict[str, Any]) -> dict[str, Any]:
+    """A concept library's JSON, of any version this package has written, in the current form
+    (`FORMAT_VERSION`); `data` itself is left as it is. A version newer than this package's is refused."""
+    version = data.get("format_version", 1)
+    if not isinstance(version, int) or version < 1:
+        raise ClearSaeError(f"format_version {version!r} is not a concept-library version")
+    if version > FORMAT_VERSION:
+        raise ClearSaeError(
+            f"this concept library is format_version {version}, newer than this clear_sae reads "
+            f"({FORMAT_VERSION}); upgrade clear_sae"
+        )
+    data = dict(data)
+    if version == 1:
+        concepts = data.get("concepts", {})
+        if isinstance(concepts, dict):
+            data["concepts"] = {
+                name: _migrate_entry_v1(entry) if isinstance(entry, dict) else entry for name, entry in concepts.items()
+            }
+    data["format_version"] = FORMAT_VERSION
+    return data
 
 
 class ConceptLibrary:
@@ -79,6 +212,10 @@ class ConceptLibrary:
             raise ClearSaeError(
                 f"{path} is JSON but not a clear_sae concept library; build one with `clear-sae concept`"
             )
+        try:
+            data = migrate(data)
+        except ClearSaeError as err:
+            raise ClearSaeError(f"{path}: {err}") from None
         concepts = data.get("concepts", {})
         try:
             if not isinstance(concepts, dict):
@@ -94,14 +231,19 @@ class ConceptLibrary:
         """Write the library atomically."""
         data = {
             "format": FORMAT,
+            "format_version": FORMAT_VERSION,
             "package_version": __version__,
-            "concepts": {name: asdict(entry) for name, entry in sorted(self.concepts.items())},
+            "concepts": {name: entry.to_dict() for name, entry in sorted(self.concepts.items())},
         }
         atomic_write_text(self.path, json.dumps(data, indent=2))
 
-    def add(self, entry: ConceptEntry) -> None:
-        """Add or replace a concept."""
+    def add(self, entry: ConceptEntry) -> ConceptEntry:
+        """Add or replace a concept (not saved) and return it. An entry whose `dictionary` is an absolute folder,
+        as learning functions return it, is changed in place to refer to that folder relative to this library."""
+        if Path(entry.dictionary).is_absolute():
+            entry.dictionary = self.relative_dictionary(entry.dictionary)
         self.concepts[entry.name] = entry
+        return entry
 
     def get(self, name: str) -> ConceptEntry:
         """The entry for `name`, or a one-line error listing the concepts there are."""

@@ -128,14 +128,14 @@ def minilm_library(tmp_path_factory, minilm, minilm_dictionaries) -> Path:
     library = ConceptLibrary(path)
     dictionaries = Dictionaries(minilm_dictionaries)
     for name in ("french_horn", "umbrella"):
-        learn_concept(
+        entry, _ = learn_concept(
             minilm,
             dictionaries,
             name,
             read_lines(PROMPTS / "concepts" / f"{name}.target.txt"),
             read_lines(PROMPTS / "concepts" / f"{name}.nontarget.txt"),
-            library,
         )
+        library.add(entry)
     library.save()
     return path
 
@@ -150,8 +150,8 @@ def toy_library(tmp_path_factory, minilm, minilm_dictionaries):
 
     library = ConceptLibrary(tmp_path_factory.mktemp("toy_library") / "concepts.json")
     for name in ("red", "circle"):
-        entry = learn_toy_concept(minilm, Dictionaries(minilm_dictionaries), name, library)
-        assert entry.settings["calibration"]["steps"][0]["max_nontarget_rate"] == MAX_NONTARGET_RATE
+        entry = library.add(learn_toy_concept(minilm, Dictionaries(minilm_dictionaries), name))
+        assert entry.calibration.steps[0].max_nontarget_rate == MAX_NONTARGET_RATE
     library.save()
     return library.path
 

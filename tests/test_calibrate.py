@@ -19,7 +19,7 @@ from clear_sae.calibration.ladder import (
 )
 from clear_sae.concepts import ConceptConfig, LayerProfile, split_pairs
 from clear_sae.dictionary import Dictionaries
-from clear_sae.library import ConceptLibrary
+from clear_sae.library import CalibrationRecord, ConceptLibrary
 from clear_sae.toyworld.concepts import concept_pairs
 
 
@@ -98,14 +98,13 @@ def test_a_judge_passed_to_the_ladder_decides_and_is_recorded(minilm, minilm_dic
     library = ConceptLibrary(tmp_path / "lib.json")
     dictionaries = Dictionaries(minilm_dictionaries)
     judge = StrictJudge()
-    entry, _, steps = learn_calibrated_concept(
-        minilm, dictionaries, "bar", target, nontarget, library, cfg, cal, judge=judge
-    )
+    entry, _, steps = learn_calibrated_concept(minilm, dictionaries, "bar", target, nontarget, cfg, cal, judge=judge)
+    library.add(entry)
     assert [s.strength for s in steps if s.strength == 4.0] and all(s.probe_rate == 0.5 for s in steps[:-2])
     assert (steps[-2].strength, steps[-2].preservation_drop) == (8.0, 0.1) and steps[-1].preservation_drop == 0.0
     assert (entry.hook_point, entry.strength) == (steps[-1].hook_point, 8.0) != (steps[-2].hook_point, 8.0)
-    assert entry.settings["calibration"]["judge"] == {"name": "strict", "clips": 3}
-    assert entry.settings["calibration"]["config"]["judge"] == "strict"
+    assert entry.calibration.judge == {"name": "strict", "clips": 3}
+    assert entry.calibration.config["judge"] == "strict"
     with pytest.raises(ClearSaeError, match="needs its generator: pass judge="):
         calibration_ladder(minilm, dictionaries, target, nontarget, cfg, cal)
     with pytest.raises(ClearSaeError, match="the judge passed is 'strict' but the calibration config names 'probe'"):
@@ -125,20 +124,16 @@ def test_layers_are_tried_best_score_first_and_only_the_best_without_the_search(
     from clear_sae.errors import ClearSaeError
 
     with pytest.raises(ClearSaeError, match="'b0' has no concept-specific latents here; choose one of embed, b1, b2"):
-        learn_concept(None, None, "x", ["a"], ["b"], None, profiles=profiles, layer="b0")
+        learn_concept(None, None, "x", ["a"], ["b"], profiles=profiles, layer="b0")
 
 
 def test_entries_calibrated_before_the_layer_search_keep_the_best_layer_rule():
-    steps = [CalibrationStep(0.2, 4.0, "a", 3, 0.0).summary()]
-    old = {
-        "calibration": {
-            "config": {"strengths": [4.0], "wider_nontarget_rates": [0.2, 0.4], "max_probe_rate": 0.1},
-            "steps": steps,
-        }
-    }
+    steps = [CalibrationStep(0.2, 4.0, "a", 3, 0.0).record()]
+    old = CalibrationRecord({"strengths": [4.0], "wider_nontarget_rates": [0.2, 0.4], "max_probe_rate": 0.1}, steps)
     assert recorded_calibration(old)[1].search_layers is False
-    new = {"calibration": {"config": {**old["calibration"]["config"], "search_layers": True}, "steps": steps}}
+    new = CalibrationRecord({**old.config, "search_layers": True}, steps)
     assert recorded_calibration(new) == (0.2, CalibrationConfig(strengths=(4.0,), search_layers=True))
+    assert recorded_calibration(None) is None
 
 
 def test_calibration_stops_at_the_first_rung_the_probe_clears_and_saves_that_rung(
@@ -155,7 +150,8 @@ def test_calibration_stops_at_the_first_rung_the_probe_clears_and_saves_that_run
     cal = CalibrationConfig()
     dictionaries = Dictionaries(minilm_dictionaries)
     library = ConceptLibrary(tmp_path / "lib.json")
-    entry, _, steps = learn_calibrated_concept(minilm, dictionaries, "bar", target, nontarget, library, cfg, cal)
+    entry, _, steps = learn_calibrated_concept(minilm, dictionaries, "bar", target, nontarget, cfg, cal)
+    library.add(entry)
     assert len(steps) >= 2, "gamma 1 already cleared the probe: the ladder was not exercised"
     assert all(s.probe_rate > cal.max_probe_rate for s in steps[:-1])
     last = steps[-1]
@@ -170,7 +166,7 @@ def test_calibration_stops_at_the_first_rung_the_probe_clears_and_saves_that_run
             tried = [s.hook_point for s in at_rate if s.strength == strength]
             assert tried == [p.hook_point for p in layers_to_try(profiles, cfg.score, True)][: len(tried)]
     chosen = chosen_step(steps)
-    assert (entry.strength, entry.settings["max_nontarget_rate"]) == (chosen.strength, chosen.max_nontarget_rate)
+    assert (entry.strength, entry.selection.max_nontarget_rate) == (chosen.strength, chosen.max_nontarget_rate)
     assert (entry.hook_point, len(entry.latents)) == (chosen.hook_point, chosen.n_latents)
 
     # The probe that judged the rungs does find the concept without erasure.
@@ -186,7 +182,7 @@ def test_calibration_stops_at_the_first_rung_the_probe_clears_and_saves_that_run
     assert after == pytest.approx(chosen.probe_rate, abs=1e-6)
 
     library.save()
-    saved = json.loads((tmp_path / "lib.json").read_text())["concepts"]["bar"]["settings"]["calibration"]
+    saved = json.loads((tmp_path / "lib.json").read_text())["concepts"]["bar"]["calibration"]
     assert [s["probe_rate"] for s in saved["steps"]] == [s.probe_rate for s in steps]
 
 
@@ -214,7 +210,7 @@ def test_cli_calibrate_prints_the_ladder_and_refuses_clear_joint(minilm_dictiona
     out = capsys.readouterr().out
     entry = ConceptLibrary.load(tmp_path / "lib.json").get("fall")
     assert "probe finds" in out and "<- chosen" in out and f"strength {entry.strength:g}" in out
-    assert "calibration" in entry.settings
+    assert entry.calibration is not None
     assert main(args + ["--method", "clear-joint", "--model", "minilm"]) == 2
     assert "--calibrate tunes an entry on the reused dictionaries" in capsys.readouterr().err
 

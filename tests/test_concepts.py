@@ -102,9 +102,9 @@ def test_adding_a_concept_trains_nothing(minilm, minilm_dictionaries, minilm_lib
         "snow",
         read_lines(PROMPTS / "concepts" / "snow.target.txt"),
         read_lines(PROMPTS / "concepts" / "snow.nontarget.txt"),
-        copy,
         ConceptConfig(score="auroc"),
     )
+    copy.add(entry)
     copy.save()
     assert digest() == before
     reloaded = ConceptLibrary.load(tmp_path / "lib.json")
@@ -114,9 +114,8 @@ def test_adding_a_concept_trains_nothing(minilm, minilm_dictionaries, minilm_lib
     assert entry.score == "auroc"
 
 
-def test_empty_prompt_lists_are_refused(minilm, minilm_dictionaries, tmp_path):
-    library = ConceptLibrary(tmp_path / "lib.json")
+def test_empty_prompt_lists_are_refused(minilm, minilm_dictionaries):
     with pytest.raises(ClearSaeError, match="target prompt list is empty"):
-        learn_concept(minilm, Dictionaries(minilm_dictionaries), "x", [], ["a"], library)
+        learn_concept(minilm, Dictionaries(minilm_dictionaries), "x", [], ["a"])
     with pytest.raises(ClearSaeError, match="non-target prompt list is empty"):
-        learn_concept(minilm, Dictionaries(minilm_dictionaries), "x", ["a"], [], library)
+        learn_concept(minilm, Dictionaries(minilm_dictionaries), "x", ["a"], [])

@@ -39,7 +39,7 @@ def test_demo_runs_end_to_end_on_a_slice(tmp_path, capsys, tiny_toy_generator):
     assert set(summary["chosen_layers"]) == set(library["concepts"])
     for name, entry in library["concepts"].items():
         scores = {h: s["energy"] for h, s in entry["layer_scores"].items() if s["n_specific"] > 0}
-        calibration = entry["settings"].get("calibration")
+        calibration = entry["calibration"]
         if calibration is None:
             assert entry["hook_point"] == max(scores, key=scores.get)
             continue
@@ -53,7 +53,7 @@ def test_demo_runs_end_to_end_on_a_slice(tmp_path, capsys, tiny_toy_generator):
             s
             for s in steps
             if (s.hook_point, s.max_nontarget_rate, s.strength)
-            == (entry["hook_point"], entry["settings"]["max_nontarget_rate"], entry["strength"])
+            == (entry["hook_point"], entry["selection"]["max_nontarget_rate"], entry["strength"])
         ]
         assert kept and kept[-1] is chosen_step(steps, cal)
         if cal.passes(kept[-1]):

@@ -141,10 +141,9 @@ def test_concept_learning_on_shipped_dictionaries_does_not_import_sae_lens():
         "from clear_sae.backbones import load_backbone\n"
         "from clear_sae.concepts import learn_concept\n"
         "from clear_sae.dictionary import Dictionaries\n"
-        "from clear_sae.library import ConceptLibrary\n"
         "d = Dictionaries('dictionaries/minilm')\n"
         "entry, _ = learn_concept(load_backbone('minilm'), d, 'lute', ['a lute on a table', 'he plays a lute'],\n"
-        "                         ['a harp on a table', 'he plays a harp'], ConceptLibrary('unused.json'))\n"
+        "                         ['a harp on a table', 'he plays a harp'])\n"
         "print(entry.hook_point, 'sae_lens' in sys.modules)\n"
     )
     from pathlib import Path

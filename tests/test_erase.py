@@ -98,16 +98,10 @@ def _train_and_learn(backbone, corpus, tmp_path, layers=None):
             cache, tmp_path / "d", cfg=TrainConfig(expansion=4, k=8, tokens=20_480, batch_size=256), progress=False
         )
     library = ConceptLibrary(tmp_path / "lib.json")
-    learn_concept(
-        backbone,
-        Dictionaries(tmp_path / "d"),
-        "french_horn",
-        HORN_T,
-        HORN_N,
-        library,
-        ConceptConfig(),
-        hook_points=layers,
+    entry, _ = learn_concept(
+        backbone, Dictionaries(tmp_path / "d"), "french_horn", HORN_T, HORN_N, ConceptConfig(), hook_points=layers
     )
+    library.add(entry)
     library.save()
     return library
 

@@ -129,7 +129,7 @@ def test_cli_learns_a_new_concept_the_published_way_and_erases_it(minilm, tmp_pa
     out = capsys.readouterr().out
     entry = ConceptLibrary.load(library_path).get("accordion")
     assert "<- chosen" in out and entry.hook_point in out and entry.latents
-    assert entry.settings["method"] == "clear-joint" and (tmp_path / "lib_joint" / "accordion").is_dir()
+    assert entry.method == "clear-joint" and (tmp_path / "lib_joint" / "accordion").is_dir()
     prompt = ["a sailor plays an accordion on the deck of a ship"]
     hook = entry.hook_point
     clean = minilm.run(prompt, [hook])[hook].acts

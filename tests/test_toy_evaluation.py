@@ -369,15 +369,15 @@ def test_cli_toy_concept_calibrates_on_clips_and_keeps_other_entries(
     after = ConceptLibrary.load(library)
     assert set(after.concepts) == {"french_horn", "umbrella", "red"}
     assert after.get("umbrella") == before.get("umbrella")
-    calibration = after.get("red").settings["calibration"]
-    assert calibration["judge"]["name"] == "generation" and calibration["judge"]["clips"] == 2
+    calibration = after.get("red").calibration
+    assert calibration.judge["name"] == "generation" and calibration.judge["clips"] == 2
     assert re.search(
         r"^red .* latents: (passed|no rung passed; kept) at rung \d+ of \d+ tried, judge finds",
         capsys.readouterr().out,
         flags=re.MULTILINE,
     )
     assert main(args + ["--concept", "left", "--judge-clips", "0"]) == 0  # the text-side probe judges
-    assert ConceptLibrary.load(library).get("left").settings["calibration"]["config"]["judge"] == "probe"
+    assert ConceptLibrary.load(library).get("left").calibration.config["judge"] == "probe"
     assert build_parser().parse_args(args).judge_clips == JUDGE_CLIPS  # the shipped library's judge
     snapshot = library.read_bytes()
     assert main(args + ["--concept", "mauve"]) == 2
@@ -389,7 +389,6 @@ def test_cli_toy_concept_learns_from_own_prompt_files_and_evaluate_reads_its_att
 ):
     from clear_sae.cli import main
     from clear_sae.library import ConceptLibrary
-    from clear_sae.toyworld.concepts import ATTRIBUTE_SETTING
 
     colours = ["blue", "green", "yellow", "purple"]
     things = ["ball", "kite", "box", "leaf", "cube", "blob"]
@@ -416,8 +415,8 @@ def test_cli_toy_concept_learns_from_own_prompt_files_and_evaluate_reads_its_att
     assert "from " + str(tmp_path / "red.txt") in capsys.readouterr().out
     entry = ConceptLibrary.load(library).get("scarlet_things")
     assert entry.target_prompts == target and entry.nontarget_prompts == nontarget  # the files, not the toy prompts
-    assert entry.settings[ATTRIBUTE_SETTING] == "colour=red"
-    assert entry.settings["calibration"]["judge"]["name"] == "generation"
+    assert entry.toy_attribute == "colour=red"
+    assert entry.calibration.judge["name"] == "generation"
 
     out = tmp_path / "eval.json"  # no --concept, no --attribute: the entry says what it stands for
     assert (
@@ -481,10 +480,10 @@ def test_cli_toy_concept_learns_from_own_prompt_files_and_evaluate_reads_its_att
 def test_entry_attribute_prefers_what_is_given_then_what_the_entry_records_then_its_name():
     from types import SimpleNamespace
 
-    from clear_sae.toyworld.concepts import ATTRIBUTE_SETTING, entry_attribute
+    from clear_sae.toyworld.concepts import entry_attribute
 
-    recorded = SimpleNamespace(name="red_things", settings={ATTRIBUTE_SETTING: "colour=red"})
-    plain = SimpleNamespace(name="blue", settings={})
+    recorded = SimpleNamespace(name="red_things", toy_attribute="colour=red")
+    plain = SimpleNamespace(name="blue", toy_attribute=None)
     assert entry_attribute(recorded) == "colour=red"
     assert entry_attribute(recorded, "colour=green") == "colour=green"
     assert entry_attribute(plain) == "blue"

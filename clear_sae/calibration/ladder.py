@@ -40,6 +40,7 @@ from clear_sae.concepts import (
 )
 from clear_sae.erase import LatentClamp
 from clear_sae.errors import ClearSaeError
+from clear_sae.library import CalibrationRecord, CalibrationRung, ConceptEntry
 
 if TYPE_CHECKING:
     from clear_sae.backbones import Backbone
@@ -99,6 +100,10 @@ class CalibrationStep:
     def summary(self) -> dict[str, Any]:
         """The JSON form stored in the library's entry (profiles left out)."""
         return {k: v for k, v in asdict(self).items() if k != "profiles"}
+
+    def record(self) -> CalibrationRung:
+        """The rung as the library's entry records it (profiles left out)."""
+        return CalibrationRung(**self.summary())
 
 
 def nontarget_rate_ladder(cfg: ConceptConfig, cal: CalibrationConfig) -> list[float]:
@@ -200,15 +205,13 @@ def learn_calibrated_concept(
     name: str,
     target: list[str],
     nontarget: list[str],
-    library: Any,
     cfg: ConceptConfig = ConceptConfig(),
     cal: CalibrationConfig = CalibrationConfig(),
     hook_points: list[str] | None = None,
     judge: Judge | None = None,
-) -> tuple[Any, list[LayerProfile], list[CalibrationStep]]:
+) -> tuple[ConceptEntry, list[LayerProfile], list[CalibrationStep]]:
     """`learn_concept` with the tolerance and strength the calibration ladder chose, learned from all pairs;
-    the ladder (and the judge's settings, when one is passed) is recorded in the entry's settings under
-    `calibration`."""
+    the ladder (and the judge's settings, when one is passed) is recorded in the entry's `calibration`."""
     steps = calibration_ladder(backbone, dictionaries, target, nontarget, cfg, cal, hook_points, judge)
     if not steps:
         raise ClearSaeError(
@@ -223,26 +226,29 @@ def learn_calibrated_concept(
         name,
         target,
         nontarget,
-        library,
         chosen_cfg,
         hook_points,
         step.profiles,
         layer=step.hook_point,
     )
-    entry.settings["calibration"] = {"config": asdict(cal), "steps": [s.summary() for s in steps]}
-    if judge is not None:
-        entry.settings["calibration"]["judge"] = judge.settings()  # type: ignore[attr-defined]
+    judged_by = judge.settings() if judge is not None else None  # type: ignore[attr-defined]
+    entry.calibration = CalibrationRecord(asdict(cal), [s.record() for s in steps], judged_by)
     return entry, profiles, steps
 
 
-def recorded_calibration(settings: dict[str, Any]) -> tuple[float, CalibrationConfig] | None:
-    """The first tolerance and the ladder a library entry was calibrated with (None if it was not)."""
-    recorded = settings.get("calibration")
+def recorded_calibration(recorded: CalibrationRecord | None) -> tuple[float, CalibrationConfig] | None:
+    """The first tolerance and the ladder a library entry was calibrated with, from its `calibration` (None if
+    it was not calibrated)."""
     if not recorded:
         return None
-    config = {"search_layers": False, **recorded["config"]}  # entries calibrated before the layer search
+    config = {"search_layers": False, **recorded.config}  # entries calibrated before the layer search
     cal = CalibrationConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in config.items()})
-    return recorded["steps"][0]["max_nontarget_rate"], cal
+    return recorded.steps[0].max_nontarget_rate, cal
+
+
+def recorded_steps(recorded: CalibrationRecord) -> list[CalibrationStep]:
+    """The rungs a library entry's calibration tried, in order (without their profiles)."""
+    return [CalibrationStep(**asdict(rung)) for rung in recorded.steps]
 
 
 def format_ladder(steps: list[CalibrationStep], cal: CalibrationConfig) -> str:

@@ -16,22 +16,22 @@ from clear_sae.backbones.base import select_hook_points
 from clear_sae.cache import ActivationCache, CacheConfig, write_cache
 from clear_sae.calibration.ladder import (
     CalibrationConfig,
-    CalibrationStep,
     chosen_step,
     format_ladder,
     learn_calibrated_concept,
     recorded_calibration,
+    recorded_steps,
 )
 from clear_sae.cli.demo import DemoConfig, run_demo
 from clear_sae.cli.report import FORMAT, InspectConfig, collect_report, write_report
-from clear_sae.compare.joint import JointConfig, learn_concept_joint
+from clear_sae.compare.joint import JointConfig, joint_folder, learn_concept_joint
 from clear_sae.concepts import ConceptConfig, format_table, learn_concept
 from clear_sae.dictionary import Dictionaries, TrainConfig, format_health_table, train_dictionaries
 from clear_sae.errors import ClearSaeError, clear_interrupt, request_interrupt
 from clear_sae.io import atomic_write_text, read_prompt_file
 from clear_sae.library import ConceptLibrary
 from clear_sae.measure import erase_report
-from clear_sae.toyworld.concepts import ATTRIBUTE_SETTING, CALIBRATION_SEED, attribute_of, toy_concepts
+from clear_sae.toyworld.concepts import CALIBRATION_SEED, attribute_of, is_toy_entry, toy_concepts
 from clear_sae.toyworld.evaluation import evaluate
 from clear_sae.toyworld.learn import learn_toy_concept
 from clear_sae.toyworld.report import format_results
@@ -184,10 +184,11 @@ def _cmd_concept(args: argparse.Namespace) -> None:
     if args.calibrate:
         cal = CalibrationConfig()
         entry, profiles, steps = learn_calibrated_concept(
-            backbone, dictionaries, args.name, target, nontarget, library, cfg, cal, layers
+            backbone, dictionaries, args.name, target, nontarget, cfg, cal, layers
         )
     else:
-        entry, profiles = learn_concept(backbone, dictionaries, args.name, target, nontarget, library, cfg, layers)
+        entry, profiles = learn_concept(backbone, dictionaries, args.name, target, nontarget, cfg, layers)
+    library.add(entry)
     library.save()
     print(f"concept {entry.name!r}: {len(target)} target, {len(nontarget)} non-target prompts")
     print(format_table(profiles, entry.hook_point, cfg.score))
@@ -231,8 +232,9 @@ def _concept_joint(args: argparse.Namespace, target: list[str], nontarget: list[
     cfg = JointConfig(
         rounds=args.joint_rounds, warmup_rounds=min(JointConfig.warmup_rounds, args.joint_rounds - 1), concept=concept
     )
-    folder = Path(args.library).parent / f"{Path(args.library).stem}_joint" / args.name
-    entry, result = learn_concept_joint(backbone, args.name, target, nontarget, library, folder, cfg, layers)
+    folder = joint_folder(args.library, args.name)
+    entry, result = learn_concept_joint(backbone, args.name, target, nontarget, folder, cfg, layers)
+    library.add(entry)
     library.save()
     print(
         f"concept {entry.name!r} (clear-joint): {len(target)} target, {len(nontarget)} non-target prompts, "
@@ -338,11 +340,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
     _check_report_path(out, args.force, "clear_sae.toy_evaluation")
     library = ConceptLibrary.load(args.library)
     attributes = _attribute_map(args.attribute or [])
-    names = args.concept or [
-        n
-        for n, entry in library.concepts.items()
-        if n in toy_concepts() or n in attributes or ATTRIBUTE_SETTING in entry.settings
-    ]
+    names = args.concept or [n for n, entry in library.concepts.items() if is_toy_entry(entry, attributes)]
     if not names:
         raise ClearSaeError(
             f"{args.library} holds no toy-world concept; name one with --concept (and map it with "
@@ -422,20 +420,20 @@ def _cmd_toy_concept(args: argparse.Namespace) -> None:
             backbone,
             dictionaries,
             name,
-            library,
             world=world,
             judge_clips=args.judge_clips,
             attribute=attributes.get(name),
             prompts=prompts,
         )
+        library.add(entry)
         library.save()  # after every concept, so that an interrupted run keeps what it learned
-        _, cal = recorded_calibration(entry.settings)
-        steps = [CalibrationStep(**step) for step in entry.settings["calibration"]["steps"]]
+        _, cal = recorded_calibration(entry.calibration)
+        steps = recorded_steps(entry.calibration)
         kept = chosen_step(steps, cal)
         verdict = "passed" if cal.passes(kept) else "no rung passed; kept"
         print(
             f"{name:<9} {entry.hook_point:<22} gamma {entry.strength:g}, tolerance "
-            f"{entry.settings['max_nontarget_rate']:g}, {len(entry.latents)} latents: {verdict} at rung "
+            f"{entry.selection.max_nontarget_rate:g}, {len(entry.latents)} latents: {verdict} at rung "
             f"{steps.index(kept) + 1} of {len(steps)} tried, judge finds {100 * kept.probe_rate:.1f}% "
             f"({time.perf_counter() - started:.0f} s)",
             flush=True,

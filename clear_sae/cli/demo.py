@@ -246,7 +246,7 @@ def run_demo(cfg: DemoConfig = DemoConfig()) -> dict[str, Any]:
         target = read_prompt_file(PROMPTS_DIR / "concepts" / f"{name}.target.txt")
         nontarget = read_prompt_file(PROMPTS_DIR / "concepts" / f"{name}.nontarget.txt")
         try:
-            learn_concept(backbone, dictionaries, name, target, nontarget, library, ConceptConfig(seed=cfg.seed))
+            library.add(learn_concept(backbone, dictionaries, name, target, nontarget, ConceptConfig(seed=cfg.seed))[0])
         except ClearSaeError as err:
             print(f"skipping {name}: {err}")
             continue
@@ -260,7 +260,7 @@ def run_demo(cfg: DemoConfig = DemoConfig()) -> dict[str, Any]:
     ):
         t0 = time.perf_counter()
         try:
-            learn_toy_concept(backbone, dictionaries, name, library, cfg.seed, world, cfg.judge_clips)
+            library.add(learn_toy_concept(backbone, dictionaries, name, cfg.seed, world, cfg.judge_clips))
         except ClearSaeError as err:
             print(f"skipping toy concept {name}: {err}")
             continue

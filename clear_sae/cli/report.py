@@ -20,7 +20,7 @@ import numpy as np
 from clear_sae import __version__
 from clear_sae.backbones import load_backbone
 from clear_sae.cache import ActivationCache, open_h5
-from clear_sae.concepts import ConceptConfig, encode_prompts, specific_and_shared
+from clear_sae.concepts import encode_prompts, entry_config, specific_and_shared
 from clear_sae.errors import ClearSaeError
 from clear_sae.io import atomic_write_text, read_json_file
 
@@ -173,8 +173,7 @@ def concept_detail(
     settings elsewhere) and the detail of the top ones, from the prompts the concept was learned from."""
 
     hooks = [h for h in dictionaries.hook_points if h in entry.layer_scores] or [entry.hook_point]
-    settings = {k: v for k, v in entry.settings.items() if k in ConceptConfig.__dataclass_fields__}
-    concept_cfg = ConceptConfig(**settings)
+    concept_cfg = entry_config(entry)
     target = encode_prompts(backbone, dictionaries, entry.target_prompts, hooks, cfg.batch_size)
     nontarget = encode_prompts(backbone, dictionaries, entry.nontarget_prompts, hooks, cfg.batch_size)
     layers, wanted = {}, {}

@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from clear_sae.concepts import EPS, ConceptConfig, PromptCodes, specific_and_shared
+from clear_sae.concepts import EPS, ConceptConfig, PromptCodes, selection_settings, specific_and_shared
 from clear_sae.dictionary import CONFIG, MANIFEST, WEIGHTS, input_scale
 from clear_sae.errors import ClearSaeError
 from clear_sae.io import atomic_write_text, prompts_hash
@@ -329,14 +329,13 @@ def learn_concept_joint(
     name: str,
     target: list[str],
     nontarget: list[str],
-    library: Any,
     sae_folder: str | Path,
     cfg: JointConfig = JointConfig(),
     hook_points: list[str] | None = None,
     progress: bool = True,
-) -> tuple[Any, JointResult]:
-    """Learn concept `name` the published way and add its entry to `library` (not saved); its SAE goes to
-    `sae_folder`, which the entry references as its dictionary."""
+) -> tuple[ConceptEntry, JointResult]:
+    """Learn concept `name` the published way; its SAE goes to `sae_folder`, which the entry returned references
+    (as an absolute folder, for `ConceptLibrary.add`) as its dictionary."""
 
     if not name.strip():
         raise ClearSaeError("the concept name is empty; pass --name NAME")
@@ -355,7 +354,7 @@ def learn_concept_joint(
         hook_point=result.hook_point,
         latents=result.latents,
         strength=cfg.concept.strength,
-        dictionary=library.relative_dictionary(sae_folder),
+        dictionary=str(Path(sae_folder).resolve()),
         backbone_id=backbone.backbone_id,
         model_source=backbone.source or backbone.backbone_id,
         score=METHOD,
@@ -364,9 +363,17 @@ def learn_concept_joint(
         nontarget_hash=prompts_hash(nontarget),
         n_target=len(target),
         n_nontarget=len(nontarget),
-        settings={"method": METHOD, **asdict(cfg)},
+        method=METHOD,
+        selection=selection_settings(cfg.concept),
+        joint=asdict(cfg),
         target_prompts=list(target),
         nontarget_prompts=list(nontarget),
     )
-    library.add(entry)
     return entry, result
+
+
+def joint_folder(library_path: str | Path, name: str) -> Path:
+    """Where the `clear-joint` SAE of concept `name` goes for the library at `library_path`: a folder per concept
+    in `<library stem>_joint/` beside the library file."""
+    library_path = Path(library_path)
+    return library_path.parent / f"{library_path.stem}_joint" / name

@@ -91,7 +91,7 @@ def build_erasure(
         scratch = ConceptLibrary(library.path)  # never saved; only resolves the dictionary's relative path
         dictionaries = Dictionaries(library.dictionary_path(entry))
         settings = replace(concept_settings(library, name), strength=entry.strength)
-        calibration = recorded_calibration(entry.settings)
+        calibration = recorded_calibration(entry.calibration)
         if calibration:  # climb the ladder again, so that its cost is counted
             first_rate, cal = calibration
             fresh, _, _ = learn_calibrated_concept(
@@ -100,27 +100,27 @@ def build_erasure(
                 name,
                 target,
                 nontarget,
-                scratch,
                 replace(settings, max_nontarget_rate=first_rate),
                 cal,
                 judge=judge,
             )
         else:
-            fresh, _ = learn_concept(backbone, dictionaries, name, target, nontarget, scratch, settings)
-        erasure = Erasure(concept_clamps(scratch, fresh), layer=fresh.hook_point)
+            fresh, _ = learn_concept(backbone, dictionaries, name, target, nontarget, settings)
+        erasure = Erasure(concept_clamps(scratch, scratch.add(fresh)), layer=fresh.hook_point)
     elif method == "clear-joint":
         # The concept's own rule for specific and shared latents, whatever training schedule `joint_cfg` sets;
         # as published, so without the calibration of the reused-dictionary entry (gamma 1, the first tolerance).
         rule = concept_settings(library, name)
-        calibration = recorded_calibration(entry.settings)
+        calibration = recorded_calibration(entry.calibration)
         if calibration:
             rule = replace(rule, max_nontarget_rate=calibration[0])
         cfg = replace(joint_cfg or JointConfig(), concept=rule)
         with tempfile.TemporaryDirectory(prefix="clear_joint_") as scratch_dir:  # the SAE is loaded before it goes
             joint_library = ConceptLibrary(Path(scratch_dir) / "concepts.json")
             joint_entry, _ = learn_concept_joint(
-                backbone, name, target, nontarget, joint_library, Path(scratch_dir) / "sae", cfg, hooks, progress=False
+                backbone, name, target, nontarget, Path(scratch_dir) / "sae", cfg, hooks, progress=False
             )
+            joint_library.add(joint_entry)
             erasure = Erasure(merge_clamps(resolve_concepts(joint_library, [name])), layer=joint_entry.hook_point)
     elif method == "negative-prompt":
         erasure = Erasure(negative_prompt=", ".join(keywords))

@@ -69,7 +69,8 @@ def compare_concept(
     backbone = load_backbone(library.get(name).model_source)
     target, nontarget, _, _ = concept_pairs(axis, value, LEARN_PAIRS, "train", LEARN_SEED)
     layers = latents_by_layer(backbone, library, name, target, nontarget)
-    judge = judge_from_settings(world, axis, value, library.get(name).settings.get("calibration", {}).get("judge"))
+    calibration = library.get(name).calibration
+    judge = judge_from_settings(world, axis, value, calibration.judge if calibration else None)
     for method in methods:
         erasure = build_erasure(
             method,

@@ -9,7 +9,7 @@ evaluating it come from different seeds, and evaluation can also use the held-ou
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
+from typing import Any, Container
 
 import numpy as np
 
@@ -46,10 +46,6 @@ JUDGE_CLIPS = 48
 """Target clips, and as many non-target clips, a generation judge samples per rung. The ladder keeps the first
 rung the judge passes, so a judge that reads few clips passes rungs on lucky draws; this many keeps that rare
 at the judge's bar `JUDGED_MAX_RATE`."""
-
-
-ATTRIBUTE_SETTING = "toy_attribute"
-"""The library entry setting that records the `AXIS=VALUE` of a toy concept learned under another name."""
 
 
 def toy_concepts() -> list[str]:
@@ -109,5 +105,11 @@ def toy_corpus(n: int, seed: int = 7) -> list[str]:
 
 def entry_attribute(entry: Any, given: str | None = None) -> str:
     """What a library entry stands for in the toy world: `given` (`AXIS=VALUE`), else the attribute recorded
-    when it was learned with one, else its name (`red`)."""
-    return given or entry.settings.get(ATTRIBUTE_SETTING) or entry.name
+    when it was learned with one (`toy_attribute`), else its name (`red`)."""
+    return given or entry.toy_attribute or entry.name
+
+
+def is_toy_entry(entry: Any, attributes: Container[str] = ()) -> bool:
+    """Whether a library entry is a toy-world concept: named after a toy attribute (`red`), named in
+    `attributes` (the names a user mapped to one), or learned with a recorded `toy_attribute`."""
+    return entry.name in toy_concepts() or entry.name in attributes or entry.toy_attribute is not None

@@ -8,7 +8,6 @@ from typing import Any
 from clear_sae.calibration.ladder import CalibrationConfig, learn_calibrated_concept
 from clear_sae.concepts import ConceptConfig
 from clear_sae.toyworld.concepts import (
-    ATTRIBUTE_SETTING,
     JUDGE_CLIPS,
     JUDGED_MAX_RATE,
     JUDGED_STRENGTHS,
@@ -25,15 +24,14 @@ def learn_toy_concept(
     backbone: Any,
     dictionaries: Any,
     name: str,
-    library: Any,
     seed: int = 0,
     world: Any = None,
     judge_clips: int = JUDGE_CLIPS,
     attribute: str | None = None,
     prompts: tuple[list[str], list[str]] | None = None,
 ) -> Any:
-    """Learn toy concept `name` into `library`, its layer, tolerance and strength calibrated
-    (`clear_sae.calibrate`); returns the entry. `attribute` (default: the name, e.g. `red`) is the colour, shape
+    """Learn toy concept `name`, its layer, tolerance and strength calibrated (`clear_sae.calibration.ladder`);
+    returns the entry, for `ConceptLibrary.add`. `attribute` (default: the name, e.g. `red`) is the colour, shape
     or motion it stands for, as `AXIS=VALUE`. Its latents come from `prompts` (target, non-target) when given,
     else from the attribute's `LEARN_PAIRS` learning pairs. With a toy `world` (and `judge_clips` > 0) each rung
     is judged by generating `judge_clips` target and non-target clips of the attribute (`GenerationJudge`) on
@@ -51,11 +49,10 @@ def learn_toy_concept(
         name,
         target,
         nontarget,
-        library,
         ConceptConfig(seed=seed, max_nontarget_rate=MAX_NONTARGET_RATE),
         cal,
         judge=judge,
     )
     if attribute:  # so that `clear-sae evaluate` knows what the entry stands for without being told again
-        entry.settings[ATTRIBUTE_SETTING] = f"{axis}={value}"
+        entry.toy_attribute = f"{axis}={value}"
     return entry
