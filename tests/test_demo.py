@@ -35,6 +35,13 @@ def test_demo_runs_end_to_end_on_a_slice(tmp_path, capsys, tiny_toy_generator):
     out = capsys.readouterr().out
     for stage in ("1/6", "2/6", "3/6", "4/6", "5/6", "6/6", "demo finished"):
         assert stage in out
+    import torch
+
+    assert f"on {torch.get_num_threads()} CPU threads" in out  # the header says what the run uses
+    text = [n for n in summary["chosen_layers"] if n not in toy_concepts()]
+    toys = [n for n in summary["chosen_layers"] if n in toy_concepts()]
+    # Stage 3 announces what it builds: every shipped text concept and every toy concept.
+    assert f"3/6 learning {len(text) + len(toys)} concepts ({len(text)} text, {len(toys)} toy)" in out
     library = json.loads((tmp_path / "demo" / "dictionaries" / "concepts.json").read_text())
     assert set(summary["chosen_layers"]) == set(library["concepts"])
     for name, entry in library["concepts"].items():
@@ -149,3 +156,21 @@ def test_demo_claims_only_its_own_folder(tmp_path):
     assert (foreign / MARKER).is_file() and (foreign / "notes.txt").read_text() == "mine"
     with pytest.raises(ClearSaeError, match="is a file"):
         claim_folder(foreign / "notes.txt")
+
+
+def test_stage_headers_announce_what_each_stage_builds():
+    from clear_sae.cli.demo import TOY_SHOWCASE, stage_titles
+
+    text, toys = shipped_concepts(), toy_concepts()
+    cfg = DemoConfig(toy_clips=8, judge_clips=0)
+    titles = stage_titles(cfg, 7, 1234, text, toys)
+    assert len(titles) == 6
+    assert titles[0] == "caching MiniLM's 7 hook points on 1234 captions"
+    # Stage 3 learns the shipped text concepts and the toy concepts, and says both counts.
+    assert titles[2].startswith(f"learning {len(text) + len(toys)} concepts ({len(text)} text, {len(toys)} toy)")
+    assert f"{len(text)} text concepts on {cfg.heldout_prompts} fresh" in titles[3]  # only text ones are erased
+    assert all(name in titles[4] for name in TOY_SHOWCASE) and "8 target clips" in titles[4]
+    assert f"latents of {len(text) + len(toys)} concepts" in titles[5]
+    assert "judged on 4 generated clips" in stage_titles(DemoConfig(judge_clips=4), 7, 1, text, toys)[2]
+    assert stage_titles(DemoConfig(toy_clips=0), 7, 1, text, toys)[4] == "toy video world: skipped (--toy-clips 0)"
+    assert stage_titles(cfg, 7, 1, text, [])[4] == "toy video world: skipped (no toy concept learned)"

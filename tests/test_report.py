@@ -220,3 +220,31 @@ def test_report_opens_in_headless_chromium(
     shot = artifacts / "inspect_report.png"
     _chromium(f"--screenshot={shot}", "--window-size=1300,3000", report.as_uri())
     assert shot.stat().st_size > 50_000
+
+
+def test_heatmap_colours_each_concept_by_its_own_best_layer_and_keeps_raw_values():
+    from clear_sae.cli.report import relative_scores
+
+    concepts = {
+        "text": {"scores": {"a": {"energy": 0.0001, "n_specific": 3}, "b": {"energy": 0.03}}},
+        "toy": {"scores": {"a": {"energy": 0.14}, "b": {"energy": 0.07}}},
+        "none": {"scores": {"a": {"energy": 0.0}}},
+    }
+    relative = relative_scores(concepts, ["a", "b"])
+    assert set(relative) == {"energy"}  # counts (n_*) are not scores
+    assert relative["energy"]["text"] == [pytest.approx(0.0001 / 0.03, abs=1e-4), 1.0]
+    assert relative["energy"]["toy"] == [1.0, 0.5]
+    assert relative["energy"]["none"] == [0.0, None]  # no score at a layer stays empty
+    assert concepts["text"]["scores"]["a"]["energy"] == 0.0001  # the raw values are left as they are
+
+
+def test_html_states_its_colour_scale_and_holds_no_debug_text(report_data):
+    from clear_sae.cli.report import render_html
+
+    assert set(report_data["relative_scores"]) >= {"energy"}
+    for name, row in report_data["relative_scores"]["energy"].items():
+        assert max(v for v in row if v is not None) == 1.0, name
+    html = render_html(report_data)
+    assert 'const SCALE = "per-concept"' in html and "colour scaled per concept (row / its max)" in html
+    assert "plots drawn" not in html and 'id="status"' not in html
+    assert 'displayModeBar: "hover"' in html and "automargin: true" in html and "standoff" in html

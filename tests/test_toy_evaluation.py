@@ -487,3 +487,33 @@ def test_entry_attribute_prefers_what_is_given_then_what_the_entry_records_then_
     assert entry_attribute(recorded) == "colour=red"
     assert entry_attribute(recorded, "colour=green") == "colour=green"
     assert entry_attribute(plain) == "blue"
+
+
+def test_strip_carries_each_rows_label_beside_unchanged_clips(tmp_path):
+    from PIL import Image
+
+    from clear_sae.toyworld.media import fit_lines, save_strip
+
+    rng = np.random.default_rng(0)
+    clips = [rng.integers(0, 256, (3, 8, 8, 3), dtype=np.uint8) for _ in range(4)]
+    prompt = "a crimson horizontal bar drifts slowly to the left against a sunset gradient " * 3
+    labels = [f"target {i // 2}: {'before' if i % 2 == 0 else 'after erasure'}\n{prompt}" for i in range(4)]
+    bare = np.asarray(Image.open(save_strip(clips, tmp_path / "bare.png", scale=3)))
+    shown = np.asarray(Image.open(save_strip(clips, tmp_path / "shown.png", scale=3, labels=labels, label_width=150)))
+    assert shown.shape == (bare.shape[0], bare.shape[1] + 150, 3)  # larger by the label column only
+    assert np.array_equal(shown[:, 150:], bare)  # the clips' pixels as they were
+    row = bare.shape[0] // 4 + 1  # each clip's row, with its gap
+    for k in range(4):
+        column = shown[k * row : k * row + 8 * 3, :150]
+        assert (column < 128).any(), k  # a label was drawn beside every row
+    with pytest.raises(ValueError, match="3 labels for 4 clips"):
+        save_strip(clips, tmp_path / "x.png", labels=labels[:3])
+
+    def width(text: str) -> float:
+        return len(text)  # one unit per character
+
+    lines = fit_lines("before\n" + "word " * 40, 20, 3, width)
+    assert lines[0] == "before" and len(lines) == 3 and all(len(line) <= 20 for line in lines)
+    assert lines[-1].endswith("...")  # the rest of the prompt did not fit
+    assert fit_lines("after erasure\nshort", 20, 3, width) == ["after erasure", "short"]
+    assert fit_lines("x" * 30, 10, 2, width) == ["x" * 7 + "..."]  # a word wider than the line is cut

@@ -84,6 +84,32 @@ def _stage(number: int, text: str, starts: list[float]) -> None:
     print(f"\n== {number}/{STAGES} {text}", flush=True)
 
 
+def stage_titles(
+    cfg: DemoConfig, n_hooks: int, n_captions: int, text_names: list[str], toy_names: list[str]
+) -> list[str]:
+    """What each of the demo's stages does, with the counts it works on, as its header announces it."""
+    n = len(text_names) + len(toy_names)
+    showcase = [name for name in TOY_SHOWCASE if name in toy_names]
+    judged = f", each toy concept's layer judged on {cfg.judge_clips} generated clips" if cfg.judge_clips else ""
+    toy = (
+        f"toy video world: evaluating the erasure of {', '.join(showcase)} on {cfg.toy_clips} target clips each, "
+        "sampled with and without erasure (PNG strips and GIFs)"
+        if cfg.toy_clips > 0 and showcase
+        else "toy video world: skipped" + (" (--toy-clips 0)" if cfg.toy_clips <= 0 else " (no toy concept learned)")
+    )
+    return [
+        f"caching MiniLM's {n_hooks} hook points on {n_captions} captions",
+        f"training {n_hooks} TopK SAEs (d_sae {cfg.expansion * 384}, k {cfg.k}, {cfg.tokens} tokens each)",
+        f"learning {n} concepts ({len(text_names)} text, {len(toy_names)} toy): per concept, its latents and "
+        f"separability at every layer, one dictionary per layer reused by all{judged}",
+        f"erasing each of the {len(text_names)} text concepts on {cfg.heldout_prompts} fresh target/non-target "
+        "pairs (not in the library's prompts)",
+        toy,
+        f"writing the inspection report: latents of {n} concepts at every layer, top corpus prompts from "
+        f"{cfg.report_cache_tokens} cached tokens per layer",
+    ]
+
+
 def stage_seconds(starts: list[float], end: float) -> dict[str, float]:
     """Seconds spent in each stage, numbered from 1, the last one ending at `end`."""
     return {str(n): round(stop - start, 1) for n, (start, stop) in enumerate(zip(starts, starts[1:] + [end]), 1)}
@@ -152,7 +178,7 @@ def toy_showcase(library: Any, folder: Path, cfg: DemoConfig, world: Any) -> dic
     folder.mkdir(parents=True, exist_ok=True)
     n = cfg.toy_clips
     eval_cfg = EvalConfig(
-        clips=n, heldout_clips=max(1, n // 4), nontarget_clips=max(2, n // 2), removed_clips=n, progress=False
+        clips=n, heldout_clips=max(1, n // 4), nontarget_clips=max(2, n // 2), removed_clips=n, progress=True
     )
     report = evaluate(world, library, names, cfg=eval_cfg, strips=folder / "evaluation_strips")
     atomic_write_text(folder / "evaluation.json", json.dumps(report, indent=2))
@@ -192,6 +218,7 @@ def claim_folder(out: Path, force: bool = False) -> None:
 
 def run_demo(cfg: DemoConfig = DemoConfig()) -> dict[str, Any]:
     """Run the demo end to end and return its summary (also written to `out/summary.json`)."""
+    import torch
     from tqdm.auto import tqdm
 
     started = time.perf_counter()
@@ -218,87 +245,94 @@ def run_demo(cfg: DemoConfig = DemoConfig()) -> dict[str, Any]:
         raise ClearSaeError(f"no concept prompt files under {PROMPTS_DIR}; reinstall clear_sae")
     backbone = load_backbone("minilm")
     hooks = backbone.hook_points
+    print(
+        f"clear-sae demo in {out}: torch {torch.__version__} on {torch.get_num_threads()} CPU threads "
+        "(OMP_NUM_THREADS sets them)",
+        flush=True,
+    )
+    toys = toy_concepts()
+    titles = stage_titles(cfg, len(hooks), len(corpus), names, toys)
 
-    _stage(1, f"caching MiniLM's {len(hooks)} hook points on {len(corpus)} captions", stage_starts)
+    _stage(1, titles[0], stage_starts)
     cache_path = out / "cache.h5"
     try:
         write_cache(backbone, corpus, cache_path, hooks, CacheConfig(batch_size=64), resume=cache_path.exists())
     except ClearSaeError:  # an old cache from other settings: this folder is the demo's own
         write_cache(backbone, corpus, cache_path, hooks, CacheConfig(batch_size=64), force=True)
 
-    _stage(
-        2,
-        f"training {len(hooks)} TopK SAEs (d_sae {cfg.expansion * 384}, k {cfg.k}, {cfg.tokens} tokens each)",
-        stage_starts,
-    )
+    _stage(2, titles[1], stage_starts)
     dict_dir = out / "dictionaries"
     with ActivationCache(cache_path) as cache:
         manifest = train_dictionaries(cache, dict_dir, hooks, train_cfg, force=True)
     print(format_health_table(manifest, hooks))
 
-    _stage(3, f"concept library: {len(names)} concepts, one dictionary per layer reused by all", stage_starts)
+    _stage(3, titles[2], stage_starts)
     library_path = dict_dir / "concepts.json"
     library = ConceptLibrary(library_path)
     dictionaries = Dictionaries(dict_dir)
     concept_seconds = {}
+    world = load_demo_world(cfg) if cfg.toy_clips > 0 or cfg.judge_clips > 0 else None
+    bar = tqdm(total=len(names) + len(toys), desc="learning concepts", unit="concept")
     for name in names:
+        bar.set_postfix_str(name)
         t0 = time.perf_counter()
         target = read_prompt_file(PROMPTS_DIR / "concepts" / f"{name}.target.txt")
         nontarget = read_prompt_file(PROMPTS_DIR / "concepts" / f"{name}.nontarget.txt")
         try:
             library.add(learn_concept(backbone, dictionaries, name, target, nontarget, ConceptConfig(seed=cfg.seed))[0])
         except ClearSaeError as err:
-            print(f"skipping {name}: {err}")
+            tqdm.write(f"skipping {name}: {err}")
             continue
+        finally:
+            bar.update()
         concept_seconds[name] = round(time.perf_counter() - t0, 2)
-    world = load_demo_world(cfg) if cfg.toy_clips > 0 or cfg.judge_clips > 0 else None
     toy_names = []
-    for name in tqdm(
-        toy_concepts(),
-        desc="toy concepts" + (", judged by generation" if world and cfg.judge_clips else ""),
-        unit="concept",
-    ):
+    for name in toys:
+        bar.set_postfix_str(f"toy {name}" + (", judged by generation" if world and cfg.judge_clips else ""))
         t0 = time.perf_counter()
         try:
             library.add(learn_toy_concept(backbone, dictionaries, name, cfg.seed, world, cfg.judge_clips))
         except ClearSaeError as err:
-            print(f"skipping toy concept {name}: {err}")
+            tqdm.write(f"skipping toy concept {name}: {err}")
             continue
+        finally:
+            bar.update()
         concept_seconds[name] = round(time.perf_counter() - t0, 2)
         toy_names.append(name)
+    bar.close()
     library.save()
     names = [n for n in names if n in library.concepts]
     print(separability_matrix(library, names, hooks))
     print(separability_matrix(library, toy_names, hooks))
+    titles = stage_titles(cfg, len(hooks), len(corpus), names, toy_names)  # the concepts actually learned
 
-    _stage(
-        4,
-        f"erasing each concept on {cfg.heldout_prompts} fresh target/non-target pairs (not in the library's prompts)",
-        stage_starts,
-    )
+    _stage(4, titles[3], stage_starts)
     print(
         f"{'concept':<15} {'layer':<22} {'latents':>7} {'target fired':>12} {'cleared':>7} {'target cos':>10} "
         f"{'non-t fired':>11} {'non-t cos':>9}"
     )
     erasure = {}
     reports = {}
-    for name in names:
+    bar = tqdm(names, desc="erasing", unit="concept")
+    for name in bar:
+        bar.set_postfix_str(name)
         target, nontarget = concept_prompts(name, n=cfg.heldout_prompts, seed=cfg.seed + 1000)
+        # One bar for the stage (this one), not one per concept: the table's rows print between its updates.
         report = erase_report(backbone, library, [name], target + nontarget, progress=False)
         reports[name] = report
         s = erasure[name] = erasure_summary(report, name, len(target))
         entry = library.get(name)
-        print(
+        tqdm.write(
             f"{name:<15} {entry.hook_point:<22} {len(entry.latents):>7} "
             f"{s['target_fired']:>6}/{s['target_total']:<5} {s['target_cleared']:>7} {s['target_cosine']:>10.4f} "
             f"{s['nontarget_fired']:>5}/{s['nontarget_total']:<5} {s['nontarget_cosine']:>9.4f}"
         )
     atomic_write_text(out / "erase_report.json", json.dumps(reports, indent=1))
 
-    _stage(5, "toy video world: clips generated with and without erasure", stage_starts)
+    _stage(5, titles[4], stage_starts)
     toy = toy_showcase(library, out / "toy", cfg, world) if cfg.toy_clips > 0 else {}
 
-    _stage(6, "inspection report", stage_starts)
+    _stage(6, titles[5], stage_starts)
     report_path = out / "report.html"
     evaluation = out / "toy" / "evaluation.json" if toy else None
     data = collect_report(

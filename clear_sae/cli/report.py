@@ -133,15 +133,20 @@ def token_activations(
     dictionaries: "Dictionaries",
     wanted: dict[str, tuple[list[str], list[int]]],
     batch_size: int = 64,
+    progress: bool = False,
 ) -> dict[str, list[dict[str, Any]]]:
     """For each hook point's (prompts, latents): per prompt, its tokens and each latent's activation on every
-    token (for highlighting). All prompts go through the backbone together, once."""
+    token (for highlighting). All prompts go through the backbone together, once (with `progress`, under a bar
+    counting them)."""
     import torch
+    from tqdm.auto import tqdm
 
     texts = sorted({t for prompts, _ in wanted.values() for t in prompts})
     hooks = [h for h, (prompts, latents) in wanted.items() if prompts and latents]
     found: dict[str, dict[str, dict[str, Any]]] = {h: {} for h in hooks}
+    bar = tqdm(total=len(texts) if hooks else 0, desc="highlighting tokens", unit="prompt", disable=not progress)
     for chunk, outputs in backbone.run_batched(texts, hooks, batch_size) if hooks else []:
+        bar.update(len(chunk))
         for hook in hooks:
             latents = wanted[hook][1]
             with torch.inference_mode():
@@ -152,6 +157,7 @@ def token_activations(
                     "tokens": backbone.token_strings(text, hook)[:n],
                     "acts": {str(j): _round(v, 2) for j, v in zip(latents, codes[row, :n].T)},
                 }
+    bar.close()
     return {h: [found[h][t] for t in wanted[h][0]] if h in found else [] for h in wanted}
 
 
@@ -202,8 +208,10 @@ def corpus_examples(
     dictionaries: "Dictionaries",
     wanted: dict[str, list[int]],
     cfg: InspectConfig,
+    progress: bool = True,
 ) -> dict[str, dict[str, Any]]:
-    """Per layer, the cached corpus prompts that excite each wanted latent most (first `cache_tokens` rows)."""
+    """Per layer, the cached corpus prompts that excite each wanted latent most (first `cache_tokens` rows); with
+    `progress`, bars over the layers and the prompts' tokens."""
     import torch
     from tqdm.auto import tqdm
 
@@ -217,7 +225,10 @@ def corpus_examples(
             )
         corpus = cache.prompts()
         for hook in tqdm(
-            [h for h in wanted if h in cache.hook_points and wanted[h]], desc="corpus examples", unit="layer"
+            [h for h in wanted if h in cache.hook_points and wanted[h]],
+            desc="corpus examples",
+            unit="layer",
+            disable=not progress,
         ):
             n = min(cache.n_rows(hook), cfg.cache_tokens)
             acts = torch.from_numpy(cache.rows(hook, 0, n).astype(np.float32))
@@ -246,7 +257,7 @@ def corpus_examples(
                 "tokens_scanned": n,
                 "top": {str(j): [[position[p], round(v, 3)] for p, v in pairs] for j, pairs in best.items()},
             }
-    for hook, prompts in token_activations(backbone, dictionaries, texts, cfg.batch_size).items():
+    for hook, prompts in token_activations(backbone, dictionaries, texts, cfg.batch_size, progress).items():
         tops = {latent: [k for k, _ in pairs] for latent, pairs in out[hook]["top"].items()}
         out[hook]["prompts"] = _keep_shown(prompts, tops)
     return out
@@ -272,6 +283,21 @@ def latent_overlap(concepts: dict[str, dict[str, Any]], hooks: list[str]) -> dic
             "shared": [[len(sets[a] & sets[b]) for b in names] for a in names],
         }
     return overlap
+
+
+def relative_scores(concepts: dict[str, dict[str, Any]], hooks: list[str]) -> dict[str, dict[str, list[Any]]]:
+    """Per score and concept, its value at each layer divided by the concept's largest value of that score (None
+    where a layer has no score): the heatmap's colours, so that a concept scoring 0.0001-0.03 is told apart
+    layer by layer beside one scoring 0.14. The raw values stay in `concepts[name]["scores"]`."""
+    names = sorted({k for c in concepts.values() for s in c["scores"].values() for k in s if not k.startswith("n_")})
+    out: dict[str, dict[str, list[Any]]] = {}
+    for score in names:
+        out[score] = {}
+        for name, c in concepts.items():
+            row = [(c["scores"].get(h) or {}).get(score) for h in hooks]
+            top = max((abs(v) for v in row if v is not None), default=0.0)
+            out[score][name] = [None if v is None else round(v / top, 4) if top > 0 else 0.0 for v in row]
+    return out
 
 
 def evaluation_summary(path: str | Path) -> dict[str, Any]:
@@ -359,13 +385,14 @@ def collect_report(
         "hook_points": dictionaries.hook_points,
         "concepts": concepts,
         "overlap": latent_overlap(concepts, dictionaries.hook_points),
+        "relative_scores": relative_scores(concepts, dictionaries.hook_points),
     }
     if cache is not None and detailed:
         wanted: dict[str, list[int]] = {}
         for c in concepts.values():
             for hook, layer in c.get("layers", {}).items():
                 wanted.setdefault(hook, []).extend(r["id"] for r in layer["shown"])
-        data["corpus"] = corpus_examples(cache, backbone, dictionaries, wanted, cfg)
+        data["corpus"] = corpus_examples(cache, backbone, dictionaries, wanted, cfg, progress)
         data["cache"] = str(cache)
     if evaluation_data is not None:
         data["evaluation"] = evaluation_data

@@ -133,10 +133,12 @@ def evaluate(
                 f"encoder is {TEXT_ENCODER_ID!r}; learn it with `clear-sae concept` on MiniLM's "
                 "dictionaries"
             )
+    from tqdm.auto import tqdm
+
     results = {}
-    for i, name in enumerate(names, 1):
-        if cfg.progress:
-            print(f"[{i}/{len(names)}] {name}", flush=True)
+    bar = tqdm(names, desc="toy concepts evaluated", unit="concept", disable=not cfg.progress)
+    for name in bar:
+        bar.set_postfix_str(name)  # the sampling batches show their own bar below this one
         safe_name = re.sub(r"[^A-Za-z0-9_.-]", "_", name).lstrip(".") or "concept"  # never outside the folder
         strip = None if strips is None else Path(strips) / f"{safe_name}.png"
         results[name] = evaluate_concept(world, library, name, attributes.get(name), cfg, sweep, exact, strip)

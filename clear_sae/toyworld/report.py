@@ -13,16 +13,18 @@ STRIP_PAIRS = {"target": 4, "nontarget": 2}
 
 
 def save_concept_strip(before: dict[str, ClipSet], after: dict[str, ClipSet], path: Path) -> list[str]:
-    """A PNG of a few clips before and after erasure (rows alternate) and a GIF of the first target clip
-    (before | after) beside it; returns the PNG rows' labels."""
+    """A PNG of a few clips before and after erasure (rows alternate, each labelled in the image with before /
+    after erasure and its prompt) and a GIF of the first target clip (before | after) beside it; returns the PNG
+    rows' labels."""
 
-    clips, labels = [], []
+    clips, labels, drawn = [], [], []
     for name, n in STRIP_PAIRS.items():
         for i in range(min(n, len(before[name].prompts))):
             clips += [before[name].clips[i], after[name].clips[i]]
             labels += [f"{name} {i}: {before[name].prompts[i]} | before", f"{name} {i}: after erasure"]
+            drawn += [f"{name} {i}: {when}\n{before[name].prompts[i]}" for when in ("before", "after erasure")]
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_strip(clips, path)
+    save_strip(clips, path, labels=drawn)
     save_gif([before["target"].clips[0], after["target"].clips[0]], path.with_suffix(".gif"))
     return labels
 
