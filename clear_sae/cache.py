@@ -17,13 +17,14 @@ carries its own row index; for a single encoder all groups share the same one.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 
 from clear_sae import __version__
+from clear_sae.config import POSITIVE, check_fields
 from clear_sae.errors import ClearSaeError, check_interrupt
 from clear_sae.io import prompts_hash
 
@@ -35,18 +36,23 @@ if TYPE_CHECKING:
     from clear_sae.backbones import Backbone
 
 FORMAT = "clear_sae.activation_cache"
+DTYPES = ("float16", "float32")
+"""Storage dtypes a cache may hold its activations in."""
 
 
 @dataclass
 class CacheConfig:
     """How to write an activation cache."""
 
-    batch_size: int = 64
+    batch_size: int = field(default=64, metadata=POSITIVE)
     """Prompts per forward pass."""
     dtype: str = "float16"
     """Storage dtype of the activations (float16 or float32)."""
-    chunk_rows: int = 4096
+    chunk_rows: int = field(default=4096, metadata=POSITIVE)
     """HDF5 chunk height: rows read together by the shuffling reader."""
+
+    def __post_init__(self) -> None:
+        check_fields(self)
 
 
 def _progress(f: "h5py.File") -> dict:
@@ -152,8 +158,8 @@ def write_cache(
         raise ClearSaeError("no prompts to cache; pass a prompt file with at least one prompt")
     if cfg.batch_size < 1:
         raise ClearSaeError(f"--batch-size must be at least 1, not {cfg.batch_size}")
-    if cfg.dtype not in ("float16", "float32"):
-        raise ClearSaeError(f"unsupported cache dtype {cfg.dtype!r}; use float16 or float32")
+    if cfg.dtype not in DTYPES:
+        raise ClearSaeError(f"unsupported cache dtype {cfg.dtype!r}; use {' or '.join(DTYPES)}")
     backbone.check_hook_points(hook_points)
     phash = prompts_hash(prompts)
     if out.exists() and not (resume or force):

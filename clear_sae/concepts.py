@@ -15,10 +15,11 @@ together they still fire on (almost) no non-target. Scores:
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from clear_sae.config import ABOVE_ZERO, POSITIVE, SHARE, check_fields
 from clear_sae.dictionary import Dictionaries
 from clear_sae.errors import ClearSaeError
 from clear_sae.io import prompts_hash
@@ -38,24 +39,27 @@ EPS = 1e-8
 class ConceptConfig:
     """How concept latents are found and the layer chosen."""
 
-    min_target_rate: float = 0.1
+    min_target_rate: float = field(default=0.1, metadata=SHARE)
     """A specific latent fires on at least this share of target prompts."""
-    max_nontarget_rate: float = 0.05
+    max_nontarget_rate: float = field(default=0.05, metadata=SHARE)
     """A latent firing on more than this share of non-target prompts is shared, never specific. The
     paper's description counts any firing on a non-target; a small tolerance keeps one stray prompt
     from vetoing a latent that fires on nearly every target."""
-    max_latents: int = 32
+    max_latents: int = field(default=32, metadata=POSITIVE)
     """Keep at most this many specific latents."""
     score: str = "energy"
     """The score the layer is chosen by: energy (the paper's) or auroc."""
-    holdout: float = 0.3
+    holdout: float = field(default=0.3, metadata=SHARE)
     """Share of prompt pairs held out for the AUROC score."""
-    strength: float = 1.0
+    strength: float = field(default=1.0, metadata=ABOVE_ZERO)
     """gamma in h' = h - gamma * W_dec (f(h) * mask)."""
     seed: int = 0
     """Seeds the fit/held-out split."""
-    batch_size: int = 64
+    batch_size: int = field(default=64, metadata=POSITIVE)
     """Prompts per forward pass."""
+
+    def __post_init__(self) -> None:
+        check_fields(self)
 
 
 @dataclass

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from clear_sae import __version__
+from clear_sae.config import ABOVE_ZERO, AT_LEAST_ZERO, POSITIVE, SHARE, check_fields
 from clear_sae.errors import ClearSaeError
 from clear_sae.io import atomic_write_text
 from clear_sae.sae.trainer import TopKTrainConfig, feed, lr_factor, resolve_kernel, to_sae_lens, train_topk
@@ -34,6 +35,8 @@ MANIFEST = "manifest.json"
 WEIGHTS = "sae_weights.safetensors"
 CONFIG = "cfg.json"
 ARCHITECTURES = ("topk", "standard", "jumprelu")
+SAVE_DTYPES = ("float32", "float16")
+"""dtypes a dictionary's weights may be saved in."""
 
 
 @dataclass
@@ -42,36 +45,37 @@ class TrainConfig:
 
     architecture: str = "topk"
     """topk (default), standard (ReLU + L1) or jumprelu."""
-    expansion: int = 4
+    expansion: int = field(default=4, metadata=POSITIVE)
     """d_sae = expansion * d_in."""
-    k: int = 32
+    k: int = field(default=32, metadata=POSITIVE)
     """Active latents per token (topk only)."""
-    l1_coefficient: float = 2.0
+    l1_coefficient: float = field(default=2.0, metadata=AT_LEAST_ZERO)
     """Sparsity penalty of the standard (ReLU) SAE, on normalised activations."""
-    l0_coefficient: float = 0.5
+    l0_coefficient: float = field(default=0.5, metadata=AT_LEAST_ZERO)
     """Sparsity penalty of the JumpReLU SAE."""
-    tokens: int = 200_000
+    tokens: int = field(default=200_000, metadata=POSITIVE)
     """Training tokens per layer (the cache is passed over again when it holds fewer)."""
-    batch_size: int = 512
+    batch_size: int = field(default=512, metadata=POSITIVE)
     """Tokens per optimiser step."""
-    lr: float = 1e-3
+    lr: float = field(default=1e-3, metadata=ABOVE_ZERO)
     """Adam learning rate; decays linearly to lr/10 over the last 30% of steps."""
     seed: int = 0
     """Seeds the weights and the data order; training is deterministic on CPU."""
-    dead_window: float = 0.25
+    dead_window: float = field(default=0.25, metadata=SHARE)
     """A latent that fires on no token in this final share of training counts as dead."""
     save_dtype: str = "float32"
     """dtype of the saved weights (float16 halves the size)."""
-    eval_tokens: int = 8192
+    eval_tokens: int = field(default=8192, metadata=POSITIVE)
     """Tokens drawn across the cache to measure explained variance and L0."""
     kernel: str = "auto"
     """TopK training step: sparse, dense, autograd (the plain reference) or auto (sparse on CPU, dense on GPU)."""
-    aux_coefficient: float = 1.0
+    aux_coefficient: float = field(default=1.0, metadata=AT_LEAST_ZERO)
     """Weight of the TopK trainer's AuxK loss, which revives dead latents (sae-lens's default)."""
     device: str = "cpu"
     """Where the TopK trainer runs (cpu or cuda); the other architectures train on the CPU."""
 
     def __post_init__(self) -> None:
+        check_fields(self)
         if self.batch_size > self.tokens:  # a single step would already train on more tokens than asked
             raise ClearSaeError(
                 f"--batch-size {self.batch_size} is more than --tokens {self.tokens}: a single step "

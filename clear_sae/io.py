@@ -57,3 +57,45 @@ def read_json_file(path: str | Path, what: str, fix: str) -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ClearSaeError(f"{path} is not a valid {what} ({err}); {fix}") from None
+
+
+def output_file(path: str | Path, what: str) -> Path:
+    """A path to write a file to: an existing directory is refused up front, before any work is done."""
+    path = Path(path)
+    if path.is_dir():
+        raise ClearSaeError(f"{what} {path} is a directory; pass a file path")
+    return path
+
+
+def check_not_an_input(out: Path, inputs: dict[str, Any]) -> None:
+    """Refuse an output path that is one of the command's own input files (named by option), even when forced."""
+    for option, path in inputs.items():
+        if path is not None and Path(path).exists() and Path(path).resolve() == out.resolve():
+            raise ClearSaeError(f"--out {out} is this command's {option} file; pick another --out")
+
+
+def is_earlier_output(path: Path, fmt: str) -> bool:
+    """Whether the file at `path` is a report of format `fmt` that clear_sae wrote: a JSON object whose `format`
+    is `fmt`, or a page that names `fmt` in its first 4 KB (the HTML report's meta tag)."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(4096)
+        if head[:1] == b"{":
+            try:
+                return json.loads(path.read_text(encoding="utf-8")).get("format") == fmt
+            except (UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+                return False
+        return fmt.encode() in head
+    except OSError:
+        return False
+
+
+def check_overwrite(out: Path, fmt: str, force: bool, what: str | None = None) -> None:
+    """Refuse to overwrite anything but an earlier report of format `fmt` (a cache, say) unless `force`; `what`
+    names such a report in the message (default: from the format, "an erase report")."""
+    if not out.exists() or force or is_earlier_output(out, fmt):
+        return
+    if what is None:
+        kind = fmt.removeprefix("clear_sae.").replace("_", " ")
+        what = f"{'an' if kind[0] in 'aeiou' else 'a'} {kind}"
+    raise ClearSaeError(f"{out} exists and is not {what}; choose another --out or pass --force")

@@ -275,3 +275,9 @@ class ConceptLibrary:
     def relative_dictionary(self, folder: str | Path) -> str:
         """How an entry refers to `folder`: relative to this library's folder."""
         return os.path.relpath(Path(folder).resolve(), self.path.parent.resolve())
+
+
+def shipped_library() -> Path | None:
+    """The MiniLM concept library that ships beside the package in a source checkout (None where it is absent)."""
+    path = Path(__file__).resolve().parents[1] / "dictionaries" / "minilm" / "concepts.json"
+    return path if path.is_file() else None

@@ -14,6 +14,10 @@ if TYPE_CHECKING:
     from clear_sae.library import ConceptLibrary
 
 
+REPORT_FORMAT = "clear_sae.erase_report"
+"""The `format` of the JSON report `erase_report` returns."""
+
+
 def mean_pooled(act: "Activations") -> "torch.Tensor":
     """Mean over real tokens, in float64: `[batch, d]`."""
     mask = act.mask.unsqueeze(-1).double()
@@ -98,7 +102,7 @@ def erase_report(
         "min_cosine_not_fired": min((r["cosine_final"] for r in quiet), default=None),
     }
     return {
-        "format": "clear_sae.erase_report",
+        "format": REPORT_FORMAT,
         "concepts": {
             c.entry.name: {"hook_point": c.entry.hook_point, "latents": c.entry.latents, "strength": c.entry.strength}
             for c in concepts

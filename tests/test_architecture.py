@@ -39,6 +39,8 @@ def module_name(path: Path) -> str:
 def layer_of(module: str) -> str:
     """The layer a package module belongs to."""
     parts = module.split(".")
+    if module == "clear_sae.__main__":  # `python -m clear_sae` is the command line
+        return "cli"
     return parts[1] if len(parts) > 1 and parts[1] in LAYERS and parts[1] != "core" else "core"
 
 

@@ -211,7 +211,7 @@ def test_cli_calibrate_prints_the_ladder_and_refuses_clear_joint(minilm_dictiona
     entry = ConceptLibrary.load(tmp_path / "lib.json").get("fall")
     assert "probe finds" in out and "<- chosen" in out and f"strength {entry.strength:g}" in out
     assert entry.calibration is not None
-    assert main(args + ["--method", "clear-joint", "--model", "minilm"]) == 2
+    assert main(args + ["--method", "clear-joint", "--model", "minilm"]) == 3
     assert "--calibrate tunes an entry on the reused dictionaries" in capsys.readouterr().err
 
 

@@ -417,7 +417,7 @@ def test_bad_inputs_give_one_line_errors_and_keep_files(workdir, pipeline_run, c
         before = {path: path.read_bytes() for path in keep}
         code, _, err = run_cli(capsys, *argv)
         lines = [line for line in err.splitlines() if line.startswith("clear-sae: error:")]
-        assert code == 2, case
+        assert code == 3, case
         assert len(lines) == 1 and re.search(expected, lines[0]), (case, err)
         assert "Traceback" not in err, case
         for path, content in before.items():
@@ -442,14 +442,14 @@ def test_console_script_help():
         assert command in out
 
 
-def test_demo_judges_toy_concepts_by_the_probe_unless_asked(monkeypatch):
+def test_demo_judges_toy_concepts_by_the_probe_unless_asked(monkeypatch, tmp_path):
     import clear_sae.cli.demo
     from clear_sae.cli import main
 
     seen = []
     monkeypatch.setattr(clear_sae.cli.demo, "run_demo", seen.append)
-    assert main(["demo", "--out", "somewhere"]) == 0 and seen[-1].judge_clips == 0
-    assert main(["demo", "--out", "somewhere", "--judge-clips", "24"]) == 0 and seen[-1].judge_clips == 24
+    assert main(["demo", "--out", str(tmp_path / "somewhere")]) == 0 and seen[-1].judge_clips == 0
+    assert main(["demo", "--out", str(tmp_path / "somewhere"), "--judge-clips", "24"]) == 0 and seen[-1].judge_clips == 24
 
 
 def test_ctrl_c_then_resume_matches_an_uninterrupted_run(workdir, tmp_path, capsys):

@@ -151,6 +151,6 @@ def test_cli_learns_a_new_concept_the_published_way_and_erases_it(minilm, tmp_pa
                 str(library_path),
             ]
         )
-        == 2
+        == 3
     )
     assert "--dictionaries is required" in capsys.readouterr().err

@@ -130,7 +130,7 @@ def test_inspect_cli_writes_json_and_refuses_bad_input(
         (base[:3] + ["--dictionaries", str(tmp_path), "--out", str(tmp_path / "a.html")], "holds no"),
     ]
     for argv, message in bad_runs:
-        assert main(argv) == 2
+        assert main(argv) == 3
         errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("clear-sae: error")]
         assert len(errors) == 1 and message in errors[0], (message, errors)
     assert kept.read_text() == "keep me" and not (tmp_path / "a.html").exists()

@@ -184,7 +184,7 @@ def test_eval_config_refuses_empty_sets():
 
     with pytest.raises(ClearSaeError, match="heldout_clips must be at least 1"):
         EvalConfig(heldout_clips=0)
-    with pytest.raises(ClearSaeError, match="removed_clips must be 0"):
+    with pytest.raises(ClearSaeError, match="removed_clips must be at least 0"):
         EvalConfig(removed_clips=-1)
 
 
@@ -298,7 +298,7 @@ def test_cli_evaluate_writes_a_report_and_refuses_bad_input(tiny_toy_generator, 
         (args + ["--concept", "red", "--seed", "-3"], "negative"),
     ]
     for argv, message in bad_runs:
-        assert main(argv) == 2
+        assert main(argv) == 3
         errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("clear-sae: error")]
         assert len(errors) == 1 and message in errors[0]
     assert kept.read_text() == "keep me"
@@ -380,7 +380,7 @@ def test_cli_toy_concept_calibrates_on_clips_and_keeps_other_entries(
     assert ConceptLibrary.load(library).get("left").calibration.config["judge"] == "probe"
     assert build_parser().parse_args(args).judge_clips == JUDGE_CLIPS  # the shipped library's judge
     snapshot = library.read_bytes()
-    assert main(args + ["--concept", "mauve"]) == 2
+    assert main(args + ["--concept", "mauve"]) == 3
     assert "not a toy-world concept" in capsys.readouterr().err and library.read_bytes() == snapshot
 
 
@@ -471,7 +471,7 @@ def test_cli_toy_concept_learns_from_own_prompt_files_and_evaluate_reads_its_att
         ),
     ]
     for argv, message in bad_runs:
-        assert main(argv) == 2
+        assert main(argv) == 3
         errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("clear-sae: error")]
         assert len(errors) == 1 and message in errors[0], (argv, errors)
     assert library.read_bytes() == snapshot

@@ -31,11 +31,20 @@ BUILTIN: dict[str, Callable[[], Backbone]] = {"minilm": _minilm}
 
 
 def load_backbone(model: str | Path) -> Backbone:
-    """Load a backbone by registered name or from a local folder (HF text encoder, diffusers pipeline, TransformerLens)."""
+    """Load a backbone by registered name or from a local folder (HF text encoder, diffusers pipeline,
+    TransformerLens)."""
     name = str(model)
     backbone = _load(name)
     backbone.source = name if name in BUILTIN else str(Path(name).resolve())
     return backbone
+
+
+def load_backbone_for(model: str | Path | None, recorded: str | None) -> Backbone:
+    """The backbone `model` names, else the one a dictionary or library recorded (`recorded`)."""
+    source = model or recorded
+    if not source:
+        raise ClearSaeError("cannot tell which model these dictionaries belong to; pass --model")
+    return load_backbone(source)
 
 
 def _load(name: str) -> Backbone:

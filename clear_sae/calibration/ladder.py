@@ -38,6 +38,7 @@ from clear_sae.concepts import (
     select_layer,
     split_pairs,
 )
+from clear_sae.config import SHARE, check_fields
 from clear_sae.erase import LatentClamp
 from clear_sae.errors import ClearSaeError
 from clear_sae.library import CalibrationRecord, CalibrationRung, ConceptEntry
@@ -55,7 +56,7 @@ class CalibrationConfig:
     """gamma values tried at each tolerance."""
     wider_nontarget_rates: tuple[float, ...] = (0.2, 0.4)
     """`max_nontarget_rate` values tried after the concept's own, those above it, in this order."""
-    max_probe_rate: float = 0.1
+    max_probe_rate: float = field(default=0.1, metadata=SHARE)
     """Stop at the first erasure after which the judge finds the concept in at most this share of its targets
     (the probe: held-out learning targets; a generation judge: frames of generated target clips)."""
     search_layers: bool = True
@@ -64,9 +65,9 @@ class CalibrationConfig:
     judge: str = "probe"
     """Who judges each rung: `probe` (built from the learning prompts) or the name of the judge passed to the
     ladder (the toy world's `generation`)."""
-    max_preservation_drop: float = 0.03
+    max_preservation_drop: float = field(default=0.03, metadata=SHARE)
     """For a judge that measures preservation: the most a rung may lower non-target attribute agreement."""
-    max_others_drop: float = 0.10
+    max_others_drop: float = field(default=0.10, metadata=SHARE)
     """For a judge that reads the target clips' other attributes: the most a rung may lower them (an erasure
     that breaks the object, not just the concept, fails here)."""
 
@@ -80,6 +81,9 @@ class CalibrationConfig:
         return (step.preservation_drop is None or step.preservation_drop <= self.max_preservation_drop) and (
             step.others_drop is None or step.others_drop <= self.max_others_drop
         )
+
+    def __post_init__(self) -> None:
+        check_fields(self)
 
 
 @dataclass

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ from clear_sae.backbones import load_backbone
 from clear_sae.cache import ActivationCache, CacheConfig, write_cache
 from clear_sae.cli.report import InspectConfig, collect_report, write_report
 from clear_sae.concepts import ConceptConfig, learn_concept
+from clear_sae.config import COUNT, POSITIVE, check_fields
 from clear_sae.corpus import concept_prompts
 from clear_sae.dictionary import Dictionaries, TrainConfig, format_health_table, train_dictionaries
 from clear_sae.errors import ClearSaeError
@@ -44,33 +45,37 @@ class DemoConfig:
 
     out: Path = Path("clear_sae_demo")
     """Working folder: cache.h5, dictionaries/ (with concepts.json), erase_report.json, toy/, report.html."""
-    tokens: int = 200_000
+    tokens: int = field(default=200_000, metadata=POSITIVE)
     """Training tokens per layer."""
-    expansion: int = 4
+    expansion: int = field(default=4, metadata=POSITIVE)
     """d_sae = expansion * 384."""
-    k: int = 32
+    k: int = field(default=32, metadata=POSITIVE)
     """Active latents per token."""
-    batch_size: int = 512
+    batch_size: int = field(default=512, metadata=POSITIVE)
     """Training tokens per step."""
-    heldout_prompts: int = 20
+    heldout_prompts: int = field(default=20, metadata=POSITIVE)
     """Fresh prompt pairs per concept (another seed than the library's) for the erasure check."""
     seed: int = 0
+    """Seeds dictionary training, concept learning and (offset by 1000) the fresh prompt pairs."""
     corpus_size: int | None = None
     """Use only the first N captions (for quick checks); None uses the whole corpus."""
-    toy_captions: int = 3000
+    toy_captions: int = field(default=3000, metadata=COUNT)
     """Toy-world captions mixed into the corpus, so the dictionaries also know the toy world's words."""
-    toy_clips: int = 8
+    toy_clips: int = field(default=8, metadata=COUNT)
     """Target clips per showcased toy concept, sampled before and after erasure (0 skips the toy world)."""
-    report_cache_tokens: int = 20_000
+    report_cache_tokens: int = field(default=20_000, metadata=POSITIVE)
     """Cached tokens per layer the report searches for each latent's top corpus prompts."""
     generator: Path | None = None
     """Toy generator folder (default: the shipped weights)."""
-    judge_clips: int = 0
+    judge_clips: int = field(default=0, metadata=COUNT)
     """Target and non-target clips the toy generator samples to judge each rung of a toy concept's calibration
     (`GenerationJudge`; 48, as `clear-sae toy-concept` judges the shipped library's toy entries, makes the demo
     about 14 minutes rather than 5); 0, or no toy generator, leaves the judging to the text-side probe."""
     force: bool = False
     """Work in `out` even if it holds files that no earlier demo wrote (the demo overwrites what it writes)."""
+
+    def __post_init__(self) -> None:
+        check_fields(self)
 
 
 def shipped_concepts() -> list[str]:

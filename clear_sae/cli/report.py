@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +21,7 @@ from clear_sae import __version__
 from clear_sae.backbones import load_backbone
 from clear_sae.cache import ActivationCache, open_h5
 from clear_sae.concepts import encode_prompts, entry_config, specific_and_shared
+from clear_sae.config import POSITIVE, check_fields
 from clear_sae.errors import ClearSaeError
 from clear_sae.io import atomic_write_text, read_json_file
 
@@ -39,16 +40,19 @@ TEMPLATE = Path(__file__).resolve().parents[1] / "data" / "report_template.html"
 class InspectConfig:
     """How much detail the report holds."""
 
-    top_latents: int = 8
+    top_latents: int = field(default=8, metadata=POSITIVE)
     """Concept latents shown per concept and layer: those carrying the most target energy."""
-    top_prompts: int = 3
+    top_prompts: int = field(default=3, metadata=POSITIVE)
     """Highest-activating prompts shown per latent (from the concept's prompts, and from the cache if given)."""
-    bins: int = 16
+    bins: int = field(default=16, metadata=POSITIVE)
     """Bins of the activation histograms."""
-    cache_tokens: int = 50_000
+    cache_tokens: int = field(default=50_000, metadata=POSITIVE)
     """With a cache: tokens read per layer when looking for the corpus prompts that excite a latent most."""
-    batch_size: int = 64
+    batch_size: int = field(default=64, metadata=POSITIVE)
     """Prompts per forward pass."""
+
+    def __post_init__(self) -> None:
+        check_fields(self)
 
 
 def _round(values: Any, digits: int = 3) -> list[float]:

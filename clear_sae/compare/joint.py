@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from clear_sae.concepts import EPS, ConceptConfig, PromptCodes, selection_settings, specific_and_shared
+from clear_sae.config import ABOVE_ZERO, AT_LEAST_ZERO, COUNT, POSITIVE, check_fields
 from clear_sae.dictionary import CONFIG, MANIFEST, WEIGHTS, input_scale
 from clear_sae.errors import ClearSaeError
 from clear_sae.io import atomic_write_text, prompts_hash
@@ -51,30 +52,37 @@ METHOD = "clear-joint"
 class JointConfig:
     """The joint SAE and layer-preference training of one concept."""
 
-    expansion: int = 4
+    expansion: int = field(default=4, metadata=POSITIVE)
     """SAE width as a multiple of the layer width."""
-    l1_coefficient: float = 5.0
+    l1_coefficient: float = field(default=5.0, metadata=AT_LEAST_ZERO)
     """Weight of the L1 penalty (codes times decoder norms, summed over latents, averaged over tokens), relative
     to the mean squared error summed over the d_in dimensions of scaled activations."""
-    rounds: int = 20
+    rounds: int = field(default=20, metadata=POSITIVE)
     """Alternations of phase (a) and phase (b)."""
-    warmup_rounds: int = 8
+    warmup_rounds: int = field(default=8, metadata=COUNT)
     """Rounds of phase (a) alone, with uniform preferences, before the first phase (b): the separability of an
     SAE fresh from its random initialisation says nothing about the layers."""
-    sae_steps: int = 40
+    sae_steps: int = field(default=40, metadata=POSITIVE)
     """Adam steps on the SAE per round."""
-    preference_steps: int = 5
+    preference_steps: int = field(default=5, metadata=POSITIVE)
     """Adam steps on the layer logits per round."""
-    batch_tokens: int = 256
+    batch_tokens: int = field(default=256, metadata=POSITIVE)
     """Tokens per layer in each SAE step."""
-    sae_lr: float = 1e-3
-    preference_lr: float = 0.5
+    sae_lr: float = field(default=1e-3, metadata=ABOVE_ZERO)
+    """Adam learning rate of the SAE."""
+    preference_lr: float = field(default=0.5, metadata=ABOVE_ZERO)
     """Step size of plain gradient descent on the layer logits."""
-    tau_start: float = 1.0
-    tau_end: float = 0.1
+    tau_start: float = field(default=1.0, metadata=ABOVE_ZERO)
+    """Gumbel-softmax temperature of the layer preferences at the first round; it falls geometrically."""
+    tau_end: float = field(default=0.1, metadata=ABOVE_ZERO)
+    """... annealed to this at the last round."""
     concept: ConceptConfig = field(default_factory=lambda: ConceptConfig(max_nontarget_rate=0.05))
     """How specific and shared latents are told apart (the same rule as for the reused dictionaries)."""
     seed: int = 0
+    """Seeds the SAE's initial weights, the token batches and the Gumbel noise."""
+
+    def __post_init__(self) -> None:
+        check_fields(self)
 
 
 @dataclass

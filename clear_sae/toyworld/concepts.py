@@ -113,3 +113,54 @@ def is_toy_entry(entry: Any, attributes: Container[str] = ()) -> bool:
     """Whether a library entry is a toy-world concept: named after a toy attribute (`red`), named in
     `attributes` (the names a user mapped to one), or learned with a recorded `toy_attribute`."""
     return entry.name in toy_concepts() or entry.name in attributes or entry.toy_attribute is not None
+
+
+def attribute_map(pairs: list[str]) -> dict[str, str]:
+    """`NAME=AXIS=VALUE` mappings (what a concept named otherwise stands for) as {name: "AXIS=VALUE"}."""
+    mapping = {}
+    for pair in pairs:
+        name, sep, attribute = pair.partition("=")
+        if not sep or "=" not in attribute:
+            raise ClearSaeError(f"--attribute {pair!r} should read NAME=AXIS=VALUE, e.g. crimson=colour=red")
+        mapping[name] = attribute
+    return mapping
+
+
+def check_attributes_used(attributes: dict[str, str], names: list[str]) -> None:
+    """Refuse a mapping for a concept this run does not take: most likely a typo in its NAME."""
+    unused = [name for name in attributes if name not in names]
+    if unused:
+        raise ClearSaeError(
+            f"--attribute {unused[0]}=... names a concept this run does not take ({', '.join(names)}); "
+            f"check the spelling, or add --concept {unused[0]}"
+        )
+
+
+def check_toy_names(names: list[str], attributes: dict[str, str]) -> None:
+    """Refuse, before anything is loaded, a concept that is no toy attribute and is not mapped to one, a mapping
+    for a concept not taken, and a mapping to an attribute that does not exist."""
+    unknown = [name for name in names if name not in toy_concepts() and name not in attributes]
+    if unknown:
+        raise ClearSaeError(
+            f"--concept {unknown[0]!r} is not a toy-world concept; name one of "
+            f"{', '.join(toy_concepts())}, or map it with --attribute {unknown[0]}=AXIS=VALUE"
+        )
+    check_attributes_used(attributes, names)
+    for attribute in attributes.values():
+        attribute_of(attribute)
+
+
+def check_evaluation_seed(seed: int) -> None:
+    """Refuse an evaluation seed that would read prompts a toy concept was learned or calibrated on."""
+    if seed < 0:
+        raise ClearSaeError(f"--seed {seed} is negative; pass a seed of 0 or more (the default is {EVAL_SEED})")
+    if seed == LEARN_SEED:
+        raise ClearSaeError(
+            f"--seed {seed} would evaluate on the very prompts toy concepts are learned from; pick another "
+            f"seed (the default is {EVAL_SEED})"
+        )
+    if seed == CALIBRATION_SEED:
+        raise ClearSaeError(
+            f"--seed {seed} would evaluate on the very prompts and noise the toy concepts' calibration judged its "
+            f"rungs on; pick another seed (the default is {EVAL_SEED})"
+        )

@@ -42,6 +42,10 @@ if TYPE_CHECKING:
     from clear_sae.library import ConceptLibrary
 
 
+REPORT_FORMAT = "clear_sae.toy_evaluation"
+"""The `format` of the JSON report `evaluate` returns."""
+
+
 def clamps_at(
     library: "ConceptLibrary",
     name: str,
@@ -145,7 +149,7 @@ def evaluate(
     met = [n for n, r in results.items() if r["qualification"]["met"]]
     counted = [n for n, r in results.items() if r["qualification"]["counted"]]
     return {
-        "format": "clear_sae.toy_evaluation",
+        "format": REPORT_FORMAT,
         "config": {k: v for k, v in asdict(cfg).items() if k != "progress"},
         "exact": exact,
         "library": str(library.path),

@@ -3,14 +3,14 @@ before and after erasure (a prompt whose text states come out of the erased enco
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from clear_sae.config import AT_LEAST_ZERO, COUNT, POSITIVE, SHARE, check_fields
 from clear_sae.erase import attach
-from clear_sae.errors import ClearSaeError
 from clear_sae.toyworld.captions import without_words
 from clear_sae.toyworld.concepts import EVAL_SEED, concept_pairs
 from clear_sae.toyworld.detector import load_detector
@@ -36,33 +36,29 @@ TEXT_ENCODER_ID = "minilm"
 class EvalConfig:
     """How many clips, and how they are sampled."""
 
-    clips: int = 100
+    clips: int = field(default=100, metadata=POSITIVE)
     """Target prompts in the training phrasing (each sampled before and after erasure)."""
-    heldout_clips: int = 50
+    heldout_clips: int = field(default=50, metadata=POSITIVE)
     """Target prompts in the held-out paraphrases."""
-    nontarget_clips: int = 50
+    nontarget_clips: int = field(default=50, metadata=POSITIVE)
     """Context-matched non-target prompts, for preservation and pixel drift."""
-    removed_clips: int = 50
+    removed_clips: int = field(default=50, metadata=COUNT)
     """Target prompts sampled again with the concept's words removed, the reference a removal can reach (0 skips;
     at most `clips` are used)."""
-    steps: int = 6
+    steps: int = field(default=6, metadata=POSITIVE)
     """Euler sampling steps (`analysis/toy_generator_fidelity.py` measures fidelity per step count)."""
-    guidance: float = 4.0
+    guidance: float = field(default=4.0, metadata=AT_LEAST_ZERO)
     """Classifier-free guidance scale."""
-    batch_size: int = 25
+    batch_size: int = field(default=25, metadata=POSITIVE)
     """Clips sampled together."""
-    threshold: float = 0.5
+    threshold: float = field(default=0.5, metadata=SHARE)
     """Detector probability above which a concept counts as found."""
     seed: int = EVAL_SEED
     """Seeds the evaluation prompts and the noise."""
     progress: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("clips", "heldout_clips", "nontarget_clips", "steps", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ClearSaeError(f"EvalConfig.{name} must be at least 1, not {getattr(self, name)}")
-        if self.removed_clips < 0:
-            raise ClearSaeError(f"EvalConfig.removed_clips must be 0 (skip) or more, not {self.removed_clips}")
+        check_fields(self)
 
 
 @dataclass

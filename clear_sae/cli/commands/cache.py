@@ -1,0 +1,53 @@
+"""`clear-sae cache`: run prompts through a model and store its residual stream in HDF5."""
+
+from __future__ import annotations
+
+import argparse
+
+from clear_sae.backbones import load_backbone
+from clear_sae.cache import DTYPES, ActivationCache, CacheConfig, write_cache
+from clear_sae.cli.options import add_fields, config_from, log
+from clear_sae.errors import ClearSaeError
+from clear_sae.io import output_file, read_prompt_file
+
+NAME = "cache"
+HELP = "run prompts through a model and store its residual stream in HDF5"
+FIELDS = ["batch_size", "dtype", "chunk_rows"]
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The cache command's options."""
+    p.add_argument("--model", required=True, help="minilm, or a local folder (HF text encoder, diffusers pipeline)")
+    p.add_argument("--prompts", required=True, help="UTF-8 file, one prompt per line")
+    p.add_argument("--out", required=True, help="the .h5 cache to write")
+    p.add_argument("--layers", default="all", help="all, or comma-separated hook point names or indices")
+    add_fields(p, CacheConfig, FIELDS, choices={"dtype": DTYPES})
+    p.add_argument("--resume", action="store_true", help="continue an interrupted cache")
+    p.add_argument("--force", action="store_true", help="overwrite an existing file")
+    p.add_argument("--stop-after-batches", type=int, default=None, help=argparse.SUPPRESS)
+
+
+def run(args: argparse.Namespace) -> None:
+    """Write the cache, or continue it with --resume."""
+    prompts = read_prompt_file(args.prompts)
+    out = output_file(args.out, "--out")
+    if out.exists() and not (args.resume or args.force):
+        raise ClearSaeError(f"{out} already exists; pass --resume to continue it or --force to overwrite it")
+    cfg = config_from(CacheConfig, args, FIELDS)
+    backbone = load_backbone(args.model)
+    layers = backbone.resolve_layers(args.layers)
+    write_cache(
+        backbone,
+        prompts,
+        out,
+        layers,
+        cfg,
+        resume=args.resume,
+        force=args.force,
+        stop_after_batches=args.stop_after_batches,
+    )
+    with ActivationCache(out, allow_incomplete=True) as cache:
+        state = "complete" if cache.complete else "incomplete (continue with --resume)"
+        log.info(
+            f"cached {len(layers)} hook points, {cache.n_rows(layers[0])} tokens at {layers[0]} -> {out} [{state}]"
+        )

@@ -1,0 +1,60 @@
+"""`clear-sae train`: train one SAE per hook point of a cache."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from clear_sae.backbones.base import select_hook_points
+from clear_sae.cache import ActivationCache
+from clear_sae.cli.options import add_fields, config_from, log
+from clear_sae.dictionary import ARCHITECTURES, SAVE_DTYPES, TrainConfig, format_health_table, train_dictionaries
+from clear_sae.errors import ClearSaeError
+from clear_sae.sae.trainer import KERNELS
+
+NAME = "train"
+HELP = "train one SAE per hook point of a cache"
+FIELDS = [
+    "architecture",
+    "expansion",
+    "k",
+    "tokens",
+    "batch_size",
+    "lr",
+    "seed",
+    "l1_coefficient",
+    "l0_coefficient",
+    "dead_window",
+    "aux_coefficient",
+    "eval_tokens",
+    "save_dtype",
+    "kernel",
+    "device",
+]
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The train command's options."""
+    p.add_argument("--cache", required=True, help="the activation cache (.h5) to train on")
+    p.add_argument("--out", required=True, help="dictionary folder (one sub-folder per hook point)")
+    p.add_argument("--layers", default="all", help="all, or comma-separated hook point names or indices")
+    add_fields(
+        p,
+        TrainConfig,
+        FIELDS,
+        flags={"architecture": "--arch"},
+        choices={"architecture": ARCHITECTURES, "save_dtype": SAVE_DTYPES, "kernel": KERNELS},
+    )
+    p.add_argument("--force", action="store_true", help="retrain into a folder that already holds dictionaries")
+
+
+def run(args: argparse.Namespace) -> None:
+    """Train the dictionaries and print their health."""
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise ClearSaeError(f"--out {args.out} is a file; pass a folder for the dictionaries")
+    with ActivationCache(args.cache) as cache:
+        layers = select_hook_points(args.layers, cache.hook_points, f"cache {cache.path}")
+        cfg = config_from(TrainConfig, args, FIELDS)
+        manifest = train_dictionaries(cache, args.out, layers, cfg, force=args.force)
+    log.info(format_health_table(manifest, layers))
+    log.info(f"dictionaries -> {args.out}")

@@ -1,0 +1,123 @@
+"""Field ranges and docstrings of the config dataclasses, and the rules the CLI calls (overwrite, seeds, names)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+import pytest
+
+from clear_sae.config import COUNT, POSITIVE, SHARE, check_fields, check_value, field_docs
+from clear_sae.errors import ClearSaeError
+from clear_sae.io import check_overwrite, is_earlier_output
+from clear_sae.toyworld.concepts import CALIBRATION_SEED, EVAL_SEED, LEARN_SEED, check_evaluation_seed, check_toy_names
+
+
+@pytest.mark.parametrize(
+    "value,check,message",
+    [
+        (0, "positive", "at least 1"),
+        (-1, "count", "at least 0"),
+        (1.5, "share", "between 0 and 1"),
+        (0.0, "above_zero", "above 0"),
+        (-0.5, "at_least_zero", "at least 0"),
+        (float("nan"), "share", "finite"),
+        (float("inf"), "above_zero", "finite"),
+        (2.5, "positive", "not an integer"),
+        (True, "count", "not an integer"),
+    ],
+    ids=[
+        "positive-0",
+        "count-negative",
+        "share-above-1",
+        "above-zero-0",
+        "at-least-zero-negative",
+        "nan",
+        "inf",
+        "float-for-int",
+        "bool-for-int",
+    ],
+)
+def test_a_value_out_of_range_is_refused(value, check, message):
+    with pytest.raises(ClearSaeError, match=message):
+        check_value(value, check)
+
+
+@pytest.mark.parametrize(
+    "value,check", [(1, "positive"), (0, "count"), (0.0, "share"), (1.0, "share"), (3, "above_zero")]
+)
+def test_a_value_in_range_passes_unchanged(value, check):
+    assert check_value(value, check) == value
+
+
+@dataclass
+class Example:
+    size: int = field(default=1, metadata=POSITIVE)
+    """How many."""
+    spare: int = field(default=0, metadata=COUNT)
+    rate: float = field(default=0.5, metadata=SHARE)
+    """A share,
+    over two lines."""
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+
+
+def test_check_fields_names_the_field():
+    with pytest.raises(ClearSaeError, match=r"Example.rate must be a share"):
+        Example(rate=2.0)
+    assert Example(size=3).size == 3
+
+
+def test_field_docs_reads_the_docstring_under_each_field():
+    assert field_docs(Example) == {"size": "How many.", "rate": "A share, over two lines."}
+
+
+@pytest.mark.parametrize(
+    "content,same_kind",
+    [
+        (json.dumps({"format": "clear_sae.erase_report", "x": 1}), True),
+        (json.dumps({"format": "clear_sae.toy_evaluation"}), False),
+        ('<html><meta name="clear_sae.erase_report">', True),
+        ("prompt one\nprompt two\n", False),
+        ("{broken json", False),
+    ],
+    ids=["same-json", "other-json", "html-meta", "text", "broken-json"],
+)
+def test_only_an_earlier_report_of_the_same_kind_is_overwritten(tmp_path, content, same_kind):
+    out = tmp_path / "out.json"
+    out.write_text(content)
+    assert is_earlier_output(out, "clear_sae.erase_report") is same_kind
+    if same_kind:
+        check_overwrite(out, "clear_sae.erase_report", force=False)
+    else:
+        with pytest.raises(ClearSaeError, match="exists and is not an erase report"):
+            check_overwrite(out, "clear_sae.erase_report", force=False)
+        check_overwrite(out, "clear_sae.erase_report", force=True)
+    assert out.read_text() == content
+
+
+@pytest.mark.parametrize(
+    "seed,message",
+    [(LEARN_SEED, "learned from"), (CALIBRATION_SEED, "calibration judged"), (-3, "negative")],
+    ids=["learning", "calibration", "negative"],
+)
+def test_an_evaluation_never_reads_learning_or_calibration_seeds(seed, message):
+    with pytest.raises(ClearSaeError, match=message):
+        check_evaluation_seed(seed)
+    check_evaluation_seed(EVAL_SEED)
+
+
+@pytest.mark.parametrize(
+    "names,attributes,message",
+    [
+        (["mauve"], {}, "is not a toy-world concept"),
+        (["red"], {"crimson": "colour=red"}, "names a concept this run does not take"),
+        (["crimson"], {"crimson": "colour=mauve"}, "is not a toy-world attribute"),
+    ],
+    ids=["unknown-name", "unused-mapping", "unknown-attribute"],
+)
+def test_toy_names_are_checked_before_anything_loads(names, attributes, message):
+    with pytest.raises(ClearSaeError, match=message):
+        check_toy_names(names, attributes)
+    check_toy_names(["red", "crimson"], {"crimson": "colour=red"})
