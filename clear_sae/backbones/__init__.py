@@ -31,7 +31,8 @@ BUILTIN: dict[str, Callable[[], Backbone]] = {"minilm": _minilm}
 
 
 def load_backbone(model: str | Path) -> Backbone:
-    """Load a backbone by registered name or from a local folder (HF text encoder, diffusers pipeline, TransformerLens)."""
+    """Load a backbone by registered name or from a local folder (HF text encoder, diffusers pipeline,
+    TransformerLens)."""
     name = str(model)
     backbone = _load(name)
     backbone.source = name if name in BUILTIN else str(Path(name).resolve())

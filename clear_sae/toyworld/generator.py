@@ -464,7 +464,6 @@ def load_first_phase(folder: str | Path, cfg: GeneratorConfig) -> Any:
 
 
 if __name__ == "__main__":
-
     parser = argparse.ArgumentParser(description="Train the toy-world generator (seeded).")
     parser.add_argument("--out", required=True, help="folder for transformer/ and the recipe")
     parser.add_argument("--steps", type=int, default=GeneratorConfig.steps)
