@@ -864,8 +864,9 @@ class ConceptSpec:
     phrases: list[str]
     swaps: list[str]
     # Corpus injections: each dict names a subject category ("category"), allowed mode tags
-    # ("modes"), optionally the place groups to draw from ("groups") and field overrides ("subject", "action", "place", "time", "style", "media"),
-    # whose strings may hold {X} (the phrase) and {aX} (the phrase with its article).
+    # ("modes"), optionally the place groups to draw from ("groups") and field overrides ("subject",
+    # "action", "place", "time", "style", "media"), whose strings may hold {X} (the phrase) and {aX}
+    # (the phrase with its article).
     corpus_uses: list[dict] = field(default_factory=list, repr=False, compare=False)
     # Templates for concept_prompts; {X}/{aX}/{aX_} is the concept slot.
     templates: list[str] = field(default_factory=list, repr=False, compare=False)

@@ -7,6 +7,7 @@ from dataclasses import replace
 
 import pytest
 
+from clear_sae.calibration.judge import Verdict
 from clear_sae.calibration.ladder import (
     CalibrationConfig,
     CalibrationStep,
@@ -102,7 +103,11 @@ def test_a_judge_passed_to_the_ladder_decides_and_is_recorded(minilm, minilm_dic
     library.add(entry)
     assert [s.strength for s in steps if s.strength == 4.0] and all(s.probe_rate == 0.5 for s in steps[:-2])
     assert (steps[-2].strength, steps[-2].preservation_drop) == (8.0, 0.1) and steps[-1].preservation_drop == 0.0
-    assert (entry.hook_point, entry.strength) == (steps[-1].hook_point, 8.0) != (steps[-2].hook_point, 8.0)
+    assert (entry.hook_point, entry.strength) == (steps[-1].hook_point, 8.0)
+    # The entry is the rung after the harmful one (another layer, or the same at a wider tolerance).
+    last, harmful = steps[-1], steps[-2]
+    assert (entry.selection.max_nontarget_rate, entry.hook_point) == (last.max_nontarget_rate, last.hook_point)
+    assert (last.max_nontarget_rate, last.hook_point) != (harmful.max_nontarget_rate, harmful.hook_point)
     assert entry.calibration.judge == {"name": "strict", "clips": 3}
     assert entry.calibration.config["judge"] == "strict"
     with pytest.raises(ClearSaeError, match="needs its generator: pass judge="):
@@ -136,11 +141,75 @@ def test_entries_calibrated_before_the_layer_search_keep_the_best_layer_rule():
     assert recorded_calibration(None) is None
 
 
-def test_calibration_stops_at_the_first_rung_the_probe_clears_and_saves_that_rung(
-    minilm, minilm_dictionaries, tmp_path, capsys
+class ClimbingJudge:
+    """A judge that builds a ladder which must climb: it finds the concept in `found` of the targets at every
+    rung milder than `clears_at`, and in none from that strength on. It records the rungs it judged."""
+
+    name = "climbing"
+
+    def __init__(self, clears_at: float, found: float = 1 / 3):
+        self.clears_at, self.found = clears_at, found
+        self.judged: list[tuple[str, float]] = []
+
+    def __call__(self, hooks):
+        ((hook, clamp),) = hooks.items()
+        gamma = float(clamp.gamma[0])
+        self.judged.append((hook, gamma))
+        return Verdict(0.0 if gamma >= self.clears_at else self.found)
+
+    def settings(self):
+        return {"name": self.name, "clears_at": self.clears_at}
+
+
+def test_calibration_stops_at_the_first_rung_the_judge_clears_and_saves_that_rung(
+    minilm, minilm_dictionaries, tmp_path
 ):
-    """On the test dictionaries, 'bar' needs more than gamma 1: every rung before the chosen one left the concept
-    in more than the bar's share of held-out targets, and the saved entry is the chosen rung's."""
+    """A judge that clears only gamma 4 makes 'bar' climb: every rung tried at gamma 1 and 2 (each layer with
+    latents, best score first) fails, the first rung at gamma 4 passes and ends the ladder, and the saved entry
+    and its recorded ladder are that rung's."""
+    target, nontarget, _, _ = concept_pairs("shape", "bar", 60)
+    cfg = ConceptConfig(max_nontarget_rate=0.2)
+    cal = CalibrationConfig(judge=ClimbingJudge.name)
+    assert cal.strengths == (1.0, 2.0, 4.0)
+    dictionaries = Dictionaries(minilm_dictionaries)
+    library = ConceptLibrary(tmp_path / "lib.json")
+    judge = ClimbingJudge(clears_at=4.0)
+    entry, _, steps = learn_calibrated_concept(minilm, dictionaries, "bar", target, nontarget, cfg, cal, judge=judge)
+    library.add(entry)
+    # The rungs, in the order the ladder must try them: at each tolerance, each strength from the mildest, and
+    # at each strength the layers best score first; it stops at the first the judge clears.
+    profiles = {s.max_nontarget_rate: s.profiles for s in steps}
+    order = [
+        (rate, strength, layer.hook_point)
+        for rate in nontarget_rate_ladder(cfg, cal)
+        if rate in profiles
+        for strength in cal.strengths
+        for layer in layers_to_try(profiles[rate], cfg.score, True)
+    ]
+    first_cleared = next(i for i, (_, strength, _) in enumerate(order) if strength >= 4.0)
+    assert [(s.max_nontarget_rate, s.strength, s.hook_point) for s in steps] == order[: first_cleared + 1]
+    assert judge.judged == [(hook, strength) for _, strength, hook in order[: first_cleared + 1]]
+    assert len(steps) >= 3, "the ladder climbed through gamma 1 and 2 before it cleared"
+    # Every rung before the chosen one left the concept in more than the bar's share; the last cleared it.
+    assert all(s.probe_rate == round(1 / 3, 4) > cal.max_probe_rate for s in steps[:-1])
+    assert steps[-1].probe_rate == 0.0 and cal.passes(steps[-1]) and not any(cal.passes(s) for s in steps[:-1])
+    chosen = chosen_step(steps, cal)
+    assert chosen is steps[-1]
+    assert (entry.strength, entry.selection.max_nontarget_rate) == (chosen.strength, chosen.max_nontarget_rate)
+    assert (entry.hook_point, len(entry.latents)) == (chosen.hook_point, chosen.n_latents)
+    assert entry.strength == 4.0
+
+    library.save()
+    saved = json.loads((tmp_path / "lib.json").read_text())["concepts"]["bar"]["calibration"]
+    assert [s["probe_rate"] for s in saved["steps"]] == [s.probe_rate for s in steps]
+    assert [(s["strength"], s["hook_point"]) for s in saved["steps"]] == [(s.strength, s.hook_point) for s in steps]
+    assert saved["judge"] == {"name": "climbing", "clears_at": 4.0} and saved["config"]["judge"] == "climbing"
+
+
+def test_the_probe_judges_the_ladder_and_reads_the_chosen_rung_as_recorded(minilm, minilm_dictionaries, tmp_path):
+    """The default judge, the probe: it finds 'bar' in the held-out targets without erasure; the ladder it
+    judges stops at the first rung it clears (or tries them all); and with the saved entry's clamp it finds the
+    concept in the share recorded for the chosen rung (rounded as stored)."""
     from clear_sae.calibration.probe import train_concept_probe
     from clear_sae.erase import LatentClamp
     from clear_sae.measure import pooled_final_states
@@ -152,19 +221,10 @@ def test_calibration_stops_at_the_first_rung_the_probe_clears_and_saves_that_run
     library = ConceptLibrary(tmp_path / "lib.json")
     entry, _, steps = learn_calibrated_concept(minilm, dictionaries, "bar", target, nontarget, cfg, cal)
     library.add(entry)
-    assert len(steps) >= 2, "gamma 1 already cleared the probe: the ladder was not exercised"
-    assert all(s.probe_rate > cal.max_probe_rate for s in steps[:-1])
-    last = steps[-1]
+    assert steps and all(s.probe_rate > cal.max_probe_rate for s in steps[:-1])
     rates = {s.max_nontarget_rate: s.profiles for s in steps}
     every_rung = sum(len([p for p in profiles if p.latents]) for profiles in rates.values()) * len(cal.strengths)
-    assert last.probe_rate <= cal.max_probe_rate or len(steps) == every_rung
-    # At each tolerance, each strength from the mildest, and at each strength the layers best score first.
-    for rate, profiles in rates.items():
-        at_rate = [s for s in steps if s.max_nontarget_rate == rate]
-        assert [s.strength for s in at_rate] == sorted(s.strength for s in at_rate)
-        for strength in {s.strength for s in at_rate}:
-            tried = [s.hook_point for s in at_rate if s.strength == strength]
-            assert tried == [p.hook_point for p in layers_to_try(profiles, cfg.score, True)][: len(tried)]
+    assert steps[-1].probe_rate <= cal.max_probe_rate or len(steps) == every_rung
     chosen = chosen_step(steps)
     assert (entry.strength, entry.selection.max_nontarget_rate) == (chosen.strength, chosen.max_nontarget_rate)
     assert (entry.hook_point, len(entry.latents)) == (chosen.hook_point, chosen.n_latents)
@@ -179,7 +239,7 @@ def test_calibration_stops_at_the_first_rung_the_probe_clears_and_saves_that_run
     assert float((probe(pooled_final_states(minilm, held)) > 0.5).float().mean()) >= 0.9
     clamp = LatentClamp(dictionaries.sae(entry.hook_point), entry.latents, entry.strength)
     after = float((probe(pooled_final_states(minilm, held, {entry.hook_point: clamp})) > 0.5).float().mean())
-    assert after == pytest.approx(chosen.probe_rate, abs=1e-6)
+    assert round(after, 4) == chosen.probe_rate  # the ladder stores the probe's share rounded to 4 places
 
     library.save()
     saved = json.loads((tmp_path / "lib.json").read_text())["concepts"]["bar"]["calibration"]

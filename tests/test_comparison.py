@@ -237,6 +237,7 @@ def test_the_levers_script_erases_every_variant_and_counts_them(
     assert "| circle |" in table and "**at most 10%, preservation kept**" in table
 
 
+@pytest.mark.artifacts
 def test_the_rung_trial_judges_each_rung_on_the_shipped_world(analysis_script, tmp_path, capsys):
     script = analysis_script("toy_rung_trial")
     out = tmp_path / "rungs.json"

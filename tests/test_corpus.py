@@ -132,17 +132,19 @@ def test_written_files_follow_the_prompt_file_format(tmp_path: Path) -> None:
     write_demo_prompts(tmp_path)
     for path in tmp_path.rglob("*.txt"):
         lines = path.read_text(encoding="utf-8").splitlines()
-        assert lines[0].startswith("# ") and any("python -m clear_sae.corpus" in l for l in lines if l.startswith("#"))
+        assert lines[0].startswith("# ") and any(
+            "python -m clear_sae.corpus" in line for line in lines if line.startswith("#")
+        )
     prompts = [
-        l
-        for l in (tmp_path / "corpus.txt").read_text(encoding="utf-8").splitlines()
-        if l.strip() and not l.startswith("#")
+        line
+        for line in (tmp_path / "corpus.txt").read_text(encoding="utf-8").splitlines()
+        if line.strip() and not line.startswith("#")
     ]
     assert prompts == generate_captions()
+
+    def read(name: str, suffix: str) -> list[str]:
+        text = (tmp_path / "concepts" / f"{name}.{suffix}.txt").read_text(encoding="utf-8")
+        return [line for line in text.splitlines() if line and not line.startswith("#")]
+
     for name in CONCEPTS:
-        read = lambda suffix: [
-            l
-            for l in (tmp_path / "concepts" / f"{name}.{suffix}.txt").read_text(encoding="utf-8").splitlines()
-            if l and not l.startswith("#")
-        ]
-        assert (read("target"), read("nontarget")) == concept_prompts(name)
+        assert (read(name, "target"), read(name, "nontarget")) == concept_prompts(name)

@@ -86,6 +86,7 @@ def test_demo_runs_end_to_end_on_a_slice(tmp_path, capsys, tiny_toy_generator):
     assert "inspection report ->" in out and "data:image/png;base64," in html  # the toy clips are in the page
 
 
+@pytest.mark.artifacts
 def test_shipped_dictionaries_load_and_are_small():
     manifest = json.loads((SHIPPED / "manifest.json").read_text())
     assert manifest["backbone_id"] == "minilm" and len(manifest["hook_points"]) == 7
@@ -100,6 +101,7 @@ def test_shipped_dictionaries_load_and_are_small():
     assert set(library["concepts"]) <= set(shipped_concepts()) | set(toy_concepts())
 
 
+@pytest.mark.artifacts
 def test_erase_works_with_the_shipped_library_by_default(tmp_path, capsys):
     from clear_sae.corpus import concept_prompts
 

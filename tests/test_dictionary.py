@@ -132,6 +132,7 @@ def test_plain_loader_encodes_and_decodes_like_sae_lens_bit_for_bit(minilm_cache
         assert torch.equal(getattr(plain, name), getattr(reference, name))
 
 
+@pytest.mark.artifacts
 def test_concept_learning_on_shipped_dictionaries_does_not_import_sae_lens():
     import subprocess
     import sys

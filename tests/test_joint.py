@@ -59,7 +59,10 @@ def test_the_exported_sae_reads_raw_activations_and_its_latents_mark_the_concept
     recon = sae.decode(sae.encode(x))
     explained = 1 - (recon - x).pow(2).sum() / (x - x.mean(0)).pow(2).sum()
     assert explained > 0.5
-    fires = lambda a, m: (sae.encode(a)[..., result.latents] > 0).any(-1)[m]  # noqa: E731
+
+    def fires(a: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+        return (sae.encode(a)[..., result.latents] > 0).any(-1)[m]
+
     on_concept_tokens = fires(acts.target, acts.target_mask).view(-1).float()
     assert fires(acts.target[:, :2], acts.target_mask[:, :2]).float().mean() > 0.9
     assert fires(acts.nontarget, acts.nontarget_mask).float().mean() < 0.05

@@ -309,6 +309,7 @@ SHIPPED_CONCEPT = "fall"
 """A shipped toy concept that the README's evaluation shows CLEAR erasing."""
 
 
+@pytest.mark.artifacts
 def test_shipped_world_erasure_lowers_the_rate_and_keeps_nontarget_clips():
     """The real generator, detector and library entry: on a fixed seed set, erasing the concept lowers its
     detected rate, and a non-target prompt on which no concept latent fires gives the very same clip."""
@@ -324,6 +325,7 @@ def test_shipped_world_erasure_lowers_the_rate_and_keeps_nontarget_clips():
     assert r["nontarget_unchanged"] >= 1
 
 
+@pytest.mark.artifacts
 def test_generation_judge_reads_the_shipped_world_and_is_rebuilt_from_its_settings():
     """The judge a toy concept's calibration uses: without hooks it finds the concept in the clips and no
     preservation change; with the shipped entry's clamp the concept mostly goes; an entry's recorded settings

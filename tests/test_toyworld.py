@@ -163,6 +163,7 @@ def test_generator_trains_samples_and_takes_the_erasure_hook(tmp_path):
     assert hook_module(pipe, "text_encoder.blocks.3") is pipe.text_encoder.encoder.layer[3]
 
 
+@pytest.mark.artifacts
 def test_second_phase_from_saved_first_phase_gives_the_same_weights(tmp_path):
     import torch
 
@@ -235,6 +236,7 @@ def test_a_named_shape_ignores_the_unnamed_shape_noun():
     assert text == caption(unnamed, np.random.default_rng(0)).replace("shape", "thing") and "thing" in text
 
 
+@pytest.mark.artifacts
 def test_shipped_detector_is_accurate_on_fresh_clips():
     from clear_sae.toyworld.detector import accuracy, load_detector
 
@@ -291,6 +293,7 @@ def test_a_caption_with_an_attribute_unnamed_is_the_full_caption_without_its_wor
         assert unnamed != named and NEUTRAL_WORDS[axis] in unnamed
 
 
+@pytest.mark.artifacts
 def test_neutral_values_are_drawn_only_when_asked_and_carry_no_detector_label():
     from clear_sae.library import ConceptLibrary
     from clear_sae.toyworld.concepts import attribute_of, concept_pairs
@@ -330,6 +333,7 @@ def test_the_generator_reads_frame_row_and_column_as_extra_channels():
     assert with_coordinates(build_transformer(GeneratorConfig(layers=1, coordinates=False)), x) is x
 
 
+@pytest.mark.artifacts
 def test_the_fidelity_script_reads_the_shipped_generator_and_breaks_down_the_unnamed_shape(analysis_script, tmp_path):
     import json
 
@@ -361,6 +365,7 @@ def test_the_fidelity_script_reads_the_shipped_generator_and_breaks_down_the_unn
     assert set(result["neutral_shape_not_square_by_motion"]) <= set(MOTIONS)
 
 
+@pytest.mark.artifacts
 def test_the_fidelity_script_reads_which_shape_a_noun_that_names_none_gets(analysis_script, tmp_path):
     import json
 
@@ -395,6 +400,7 @@ def test_the_fidelity_script_reads_which_shape_a_noun_that_names_none_gets(analy
     assert by_noun["thing"]["square_frames"] >= 0.5  # the shipped generator draws "a red thing" as the square
 
 
+@pytest.mark.artifacts
 def test_the_token_swap_script_finds_the_concept_on_its_word_and_not_without_it(analysis_script, tmp_path, capsys):
     import json
 
@@ -412,6 +418,7 @@ def test_the_token_swap_script_finds_the_concept_on_its_word_and_not_without_it(
     assert "4 of 4 captions" in capsys.readouterr().out
 
 
+@pytest.mark.artifacts
 def test_the_latent_budget_script_prints_the_selection_in_its_own_order(analysis_script, capsys):
     script = analysis_script("toy_latent_budget")
     assert script.main(["--concept", "circle", "--layer", "blocks.1", "--rows", "12"]) == 0
@@ -424,6 +431,7 @@ def test_the_latent_budget_script_prints_the_selection_in_its_own_order(analysis
     assert unions == sorted(unions) and unions[-1] <= MAX_NONTARGET_RATE
 
 
+@pytest.mark.artifacts
 def test_shipped_purple_entry_leaves_the_word_blue_alone(analysis_script, minilm):
     """When the toy ladder started at tolerance 0.2, purple's entry took a latent that fires on nearly every
     caption naming "blue" (a fifth of purple's non-targets are blue, so 0.2 admits it), and erasing it changed
@@ -441,6 +449,7 @@ def test_shipped_purple_entry_leaves_the_word_blue_alone(analysis_script, minilm
     assert np.mean(script.prompts_clamped(minilm, library, "purple", blue)) <= 0.25
 
 
+@pytest.mark.artifacts
 def test_the_neighbour_firing_script_groups_nontargets_by_the_value_swapped_in(analysis_script, capsys):
     script = analysis_script("toy_neighbour_firing")
     assert script.main(["--concepts", "purple,circle", "--pairs", "40"]) == 0

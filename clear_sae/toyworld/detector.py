@@ -2,8 +2,8 @@
 
 Multi-label (a clip may hold two objects): per frame, a sigmoid per shape and per colour; per clip, a
 sigmoid per motion from the frames' features over time. An object's neutral values (grey, square, still)
-have no class: the detector learns to report none of the axis's classes for them. Trained on freshly rendered clips, so its
-accuracy is measured on clips it has never seen. Weights are saved as safetensors.
+have no class: the detector learns to report none of the axis's classes for them. Trained on freshly rendered
+clips, so its accuracy is measured on clips it has never seen. Weights are saved as safetensors.
 """
 
 from __future__ import annotations
