@@ -24,7 +24,7 @@ BUILD = "python docs/build.py"
 
 # The toy world's definition of "met" is the package's own (criteria, not measurements).
 sys.path.insert(0, str(ROOT))
-from clear_sae.toyworld.metrics import MAX_PRESERVATION_DROP, QUALIFYING_RATE, TARGET_RATE  # noqa: E402
+from clear_sae.toyworld.metrics import MAX_PRESERVATION_DROP, QUALIFYING_RATE, TARGET_RATE  # noqa: E402, I001
 
 
 # ---------------------------------------------------------------------------------------------- helpers

@@ -448,8 +448,9 @@ def test_demo_judges_toy_concepts_by_the_probe_unless_asked(monkeypatch, tmp_pat
 
     seen = []
     monkeypatch.setattr(clear_sae.cli.demo, "run_demo", seen.append)
-    assert main(["demo", "--out", str(tmp_path / "somewhere")]) == 0 and seen[-1].judge_clips == 0
-    assert main(["demo", "--out", str(tmp_path / "somewhere"), "--judge-clips", "24"]) == 0 and seen[-1].judge_clips == 24
+    out = str(tmp_path / "somewhere")
+    assert main(["demo", "--out", out]) == 0 and seen[-1].judge_clips == 0
+    assert main(["demo", "--out", out, "--judge-clips", "24"]) == 0 and seen[-1].judge_clips == 24
 
 
 def test_ctrl_c_then_resume_matches_an_uninterrupted_run(workdir, tmp_path, capsys):

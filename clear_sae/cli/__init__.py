@@ -27,7 +27,6 @@ EPILOG = (
 )
 
 
-
 class DefaultsShown(argparse.ArgumentDefaultsHelpFormatter):
     """Help that ends each option with its default, where it has one (not for a required or off-by-default one)."""
 
