@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Any, Iterator, cast
 
 import numpy as np
 
@@ -55,8 +55,20 @@ class CacheConfig:
         check_fields(self)
 
 
+def _attr(node: Any, key: str) -> Any:
+    """An attribute as stored (h5py types attribute values as a union of array kinds)."""
+    return node.attrs[key]
+
+
+def _dataset(node: Any, *path: str) -> "h5py.Dataset":
+    """The dataset at `path` below `node`, one name per level (h5py types a lookup as any kind of node)."""
+    for name in path:
+        node = node[name]
+    return cast("h5py.Dataset", node)
+
+
 def _progress(f: "h5py.File") -> dict:
-    return json.loads(f.attrs["progress"])
+    return json.loads(_attr(f, "progress"))
 
 
 def _check_resumable(
@@ -110,9 +122,8 @@ def _create_layout(
         group.create_dataset("acts", shape=(0, d), maxshape=(None, d), dtype=cfg.dtype, chunks=(_chunk_rows(cfg, d), d))
         for name in ("prompt_index", "position"):
             group.create_dataset(name, shape=(0,), maxshape=(None,), dtype="int32", chunks=(cfg.chunk_rows,))
-    first = f[hook_points[0]]
-    f["prompt_index"] = first["prompt_index"]
-    f["position"] = first["position"]
+    f["prompt_index"] = _dataset(f, hook_points[0], "prompt_index")
+    f["position"] = _dataset(f, hook_points[0], "position")
 
 
 def _append(
@@ -120,8 +131,9 @@ def _append(
 ) -> int:
     end = start + len(acts)
     for name, values in (("acts", acts), ("prompt_index", prompt_index), ("position", position)):
-        group[name].resize(end, axis=0)
-        group[name][start:end] = values
+        dataset = _dataset(group, name)
+        dataset.resize(end, axis=0)
+        dataset[start:end] = values
     return end
 
 
@@ -129,7 +141,7 @@ def _truncate(f: "h5py.File", rows: dict[str, int]) -> None:
     """Drop rows written after the last committed batch (an interrupted write)."""
     for hook, n in rows.items():
         for name in ("acts", "prompt_index", "position"):
-            f[hook][name].resize(n, axis=0)
+            _dataset(f, hook, name).resize(n, axis=0)
 
 
 def write_cache(
@@ -183,7 +195,7 @@ def write_cache(
         rows = {h: int(state["rows"][h]) for h in hook_points}
         _truncate(f, rows)
         done = int(state["n_prompts_done"])
-        batch_size = int(f.attrs["batch_size"])  # a resumed run keeps the original batching
+        batch_size = int(_attr(f, "batch_size"))  # a resumed run keeps the original batching
         starts = range(done, len(prompts), batch_size)
         store_dtype = getattr(torch, cfg.dtype)
         bar = tqdm(total=len(prompts), initial=done, desc="caching", unit="prompt", disable=not progress)
@@ -201,7 +213,9 @@ def write_cache(
                 # forward pass small; so does writing here rather than in a thread, which on 2 cores slowed the
                 # forward pass more than it hid (benchmarks/caching.py).
                 values = act.acts.cpu()[mask].to(store_dtype).numpy()
-                rows[hook] = _append(f[hook], rows[hook], values, (where[:, 0] + start).numpy(), where[:, 1].numpy())
+                rows[hook] = _append(
+                    cast("h5py.Group", f[hook]), rows[hook], values, (where[:, 0] + start).numpy(), where[:, 1].numpy()
+                )
             done = start + len(batch)
             f.attrs["progress"] = json.dumps({"n_prompts_done": done, "rows": rows})
             f.flush()
@@ -247,14 +261,14 @@ class ActivationCache:
         attrs = self.file.attrs
         self.backbone_id: str = str(attrs["backbone_id"])
         self.model_source = str(attrs.get("model_source", self.backbone_id))
-        self.hook_points: list[str] = json.loads(attrs["hook_points"])
-        self.widths: dict[str, int] = json.loads(attrs["d_model"])
+        self.hook_points: list[str] = json.loads(_attr(self.file, "hook_points"))
+        self.widths: dict[str, int] = json.loads(_attr(self.file, "d_model"))
         self.prompts_hash: str = str(attrs["prompts_hash"])
         self.dtype: str = str(attrs["dtype"])
         self.complete = bool(attrs["complete"])
         if not self.complete and not allow_incomplete:
             done = _progress(self.file)["n_prompts_done"]
-            total = len(self.file["prompts"])
+            total = len(_dataset(self.file, "prompts"))
             self.file.close()
             raise ClearSaeError(
                 f"cache {self.path} is incomplete ({done} of {total} prompts); "
@@ -279,16 +293,16 @@ class ActivationCache:
     def n_rows(self, hook: str) -> int:
         """Number of stored tokens at `hook`."""
         self.check_hook_point(hook)
-        return int(self.file[hook]["acts"].shape[0])
+        return int(_dataset(self.file, hook, "acts").shape[0])
 
     def prompts(self) -> list[str]:
         """The cached prompts, in order."""
-        return [p.decode("utf-8") if isinstance(p, bytes) else p for p in self.file["prompts"][:]]
+        return [p.decode("utf-8") if isinstance(p, bytes) else p for p in _dataset(self.file, "prompts")[:]]
 
     def rows(self, hook: str, start: int = 0, stop: int | None = None) -> "np.ndarray":
         """A contiguous block of rows at `hook`, as stored."""
         self.check_hook_point(hook)
-        return self.file[hook]["acts"][start:stop]
+        return _dataset(self.file, hook, "acts")[start:stop]
 
     def iter_minibatches(
         self, hook: str, batch_size: int, n_tokens: int, seed: int = 0, buffer_rows: int = 65536
@@ -300,7 +314,7 @@ class ActivationCache:
         """
         import torch
 
-        dataset = self.file[hook]["acts"]
+        dataset = _dataset(self.file, hook, "acts")
         total = dataset.shape[0]
         if total == 0:
             raise ClearSaeError(f"cache {self.path} holds no tokens at {hook}")
@@ -331,4 +345,4 @@ class ActivationCache:
 
         total = self.n_rows(hook)
         index = np.unique(np.linspace(0, total - 1, num=min(n, total)).astype(np.int64))
-        return self.file[hook]["acts"][index].astype(np.float32)
+        return _dataset(self.file, hook, "acts")[index].astype(np.float32)

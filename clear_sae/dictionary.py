@@ -104,7 +104,7 @@ def _training_sae(cfg: TrainConfig, d_in: int, hook: str, backbone_id: str) -> A
     """A sae-lens training SAE for the architectures sae-lens trains here (TopK uses clear_sae.sae.trainer)."""
     from sae_lens import JumpReLUTrainingSAE, JumpReLUTrainingSAEConfig, StandardTrainingSAE, StandardTrainingSAEConfig
 
-    common = dict(d_in=d_in, d_sae=cfg.expansion * d_in, dtype="float32", device="cpu")
+    common: dict[str, Any] = dict(d_in=d_in, d_sae=cfg.expansion * d_in, dtype="float32", device="cpu")
     if cfg.architecture == "standard":
         sae_cfg: Any = StandardTrainingSAEConfig(l1_coefficient=cfg.l1_coefficient, **common)
         sae: Any = StandardTrainingSAE(sae_cfg)
@@ -154,6 +154,10 @@ def _train_topk_layer(
     )
     batches = cache.iter_minibatches(hook, cfg.batch_size, n_steps * cfg.batch_size, seed=cfg.seed)
     bar = tqdm(total=n_steps, desc=f"training {hook}", unit="step", disable=not progress, leave=False)
+
+    def advance(step: int, out: Any) -> None:
+        bar.update()
+
     result = train_topk(
         feed((batch * scale for batch in batches), cfg.device),
         cache.widths[hook],
@@ -164,7 +168,7 @@ def _train_topk_layer(
         dead_after=dead_after,
         dead_window=cfg.dead_window,
         device=cfg.device,
-        on_step=lambda step, out: bar.update(),
+        on_step=advance,
     )
     bar.close()
     return to_sae_lens(result.params, cfg.k, hook, cache.backbone_id), result.dead_fraction
@@ -413,7 +417,7 @@ def load_sae(folder: str | Path) -> "SAE":
         cfg = json.loads((folder / CONFIG).read_text())
         plain = load_plain_sae(folder, cfg) if isinstance(cfg, dict) else None
         if plain is not None:
-            return plain
+            return plain  # pyright: ignore[reportReturnType]  (PlainSAE reads like a sae-lens SAE)
         from sae_lens import SAE
 
         sae = SAE.load_from_disk(folder, device="cpu", dtype="float32")

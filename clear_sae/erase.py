@@ -82,7 +82,9 @@ class LatentClamp:
                 # Pre-activation of the concept latents = h @ enc.T + offset (a linear map of h).
                 self._enc = sae.W_enc[:, self.latents].T.float() * scale[:, None]
                 b_dec = sae.b_dec.float() * float(getattr(sae.cfg, "apply_b_dec_to_input", True))
-                self._offset = sae.b_enc[self.latents].float() * scale - (self._enc @ b_dec)
+                # sae-lens's base SAE does not declare b_enc (each architecture registers it).
+                b_enc = sae.b_enc[self.latents]  # pyright: ignore[reportIndexIssue]
+                self._offset = b_enc.float() * scale - (self._enc @ b_dec)
                 self._enc_pinv = torch.linalg.pinv(self._enc)
                 self._hard = self.gamma >= 1.0
 

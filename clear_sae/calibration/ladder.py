@@ -246,7 +246,8 @@ def recorded_calibration(recorded: CalibrationRecord | None) -> tuple[float, Cal
     if not recorded:
         return None
     config = {"search_layers": False, **recorded.config}  # entries calibrated before the layer search
-    cal = CalibrationConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in config.items()})
+    fields: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}
+    cal = CalibrationConfig(**fields)
     return recorded.steps[0].max_nontarget_rate, cal
 
 

@@ -81,7 +81,7 @@ def field_default(f: dataclasses.Field) -> Any:
 
 
 def add_fields(
-    parser: argparse.ArgumentParser,
+    parser: argparse.ArgumentParser | argparse._ArgumentGroup,
     cls: type,
     names: list[str],
     *,
@@ -160,15 +160,16 @@ def apply_config_file(command: argparse.ArgumentParser, name: str, path: str | P
 
 def _converted(action: argparse.Action, value: Any) -> Any:
     """A config file's value as the option's own parser would give it."""
+    convert = action.type if callable(action.type) else str
     if isinstance(action, argparse._AppendAction):
-        return [action.type(str(v)) if action.type else str(v) for v in (value if isinstance(value, list) else [value])]
+        return [convert(str(v)) for v in (value if isinstance(value, list) else [value])]
     if isinstance(action, (argparse.BooleanOptionalAction, argparse._StoreTrueAction)):
         if not isinstance(value, bool):
             raise TypeError(f"{value!r} is not true or false")
         return value
     if isinstance(value, list):
         value = ",".join(str(v) for v in value)
-    return action.type(str(value)) if action.type and value is not None else value
+    return convert(str(value)) if value is not None else value
 
 
 def configure_logging(verbosity: int) -> None:

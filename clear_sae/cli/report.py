@@ -236,7 +236,7 @@ def corpus_examples(
         ):
             n = min(cache.n_rows(hook), cfg.cache_tokens)
             acts = torch.from_numpy(cache.rows(hook, 0, n).astype(np.float32))
-            owner = cache.file[hook]["prompt_index"][:n].astype(np.int64)
+            owner = np.asarray(cache.file[hook]["prompt_index"][:n], dtype=np.int64)  # type: ignore[index]
             if acts.shape[1] != int(dictionaries.layers[hook]["d_in"]):
                 raise ClearSaeError(
                     f"dimension mismatch at {hook}: cache {cache_path} holds width {acts.shape[1]}, "
@@ -374,9 +374,11 @@ def collect_report(
     if detailed and backbone is None:
         backbone = load_backbone(detailed[0].model_source)
     if detailed:
+        assert backbone is not None
         widths = {h: backbone.d_model(h) for h in dictionaries.hook_points if h in backbone.hook_points}
         dictionaries.check_backbone(backbone.backbone_id, widths)
     for entry in tqdm(detailed, desc="concept latents", unit="concept", disable=not progress):
+        assert backbone is not None
         concepts[entry.name]["layers"] = concept_detail(backbone, dictionaries, entry, cfg)
     data: dict[str, Any] = {
         "format": FORMAT,
@@ -391,7 +393,7 @@ def collect_report(
         "overlap": latent_overlap(concepts, dictionaries.hook_points),
         "relative_scores": relative_scores(concepts, dictionaries.hook_points),
     }
-    if cache is not None and detailed:
+    if cache is not None and detailed and backbone is not None:
         wanted: dict[str, list[int]] = {}
         for c in concepts.values():
             for hook, layer in c.get("layers", {}).items():

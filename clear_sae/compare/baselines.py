@@ -33,6 +33,9 @@ QUANTILE = 0.95
 class _TokenEdit:
     """A forward hook that edits some token rows of a module's output and leaves the others bit for bit."""
 
+    width: int
+    """The width of the module output it was built for."""
+
     def rows_to_edit(self, flat: "torch.Tensor") -> "torch.Tensor":
         raise NotImplementedError
 

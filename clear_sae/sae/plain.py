@@ -68,6 +68,13 @@ def plain_config(cfg: dict[str, Any]) -> PlainConfig | None:
 class PlainSAE(torch.nn.Module):
     """The inference forward pass of a sae-lens TopK, ReLU or JumpReLU SAE, in float32."""
 
+    # Registered as parameters in __init__, by name (`threshold` for JumpReLU only).
+    W_enc: torch.Tensor
+    W_dec: torch.Tensor
+    b_enc: torch.Tensor
+    b_dec: torch.Tensor
+    threshold: torch.Tensor
+
     def __init__(self, cfg: PlainConfig, tensors: dict[str, torch.Tensor]) -> None:
         super().__init__()
         self.cfg = cfg
@@ -79,6 +86,7 @@ class PlainSAE(torch.nn.Module):
         sae_in = x.to(torch.float32) - self.b_dec * self.cfg.apply_b_dec_to_input
         hidden_pre = sae_in @ self.W_enc + self.b_enc
         if self.cfg.arch == "topk":
+            assert self.cfg.k is not None, "a TopK SAE's config has k"
             values, ids = torch.topk(hidden_pre, k=self.cfg.k, dim=-1, sorted=False)
             return torch.zeros_like(hidden_pre).scatter_(-1, ids, values.relu())
         acts = hidden_pre.relu()

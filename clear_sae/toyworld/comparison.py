@@ -53,7 +53,7 @@ def compare_concept(
     started = time.perf_counter()
     negative, before = sample_before(world, prompt_sets(axis, value, cfg), cfg)
     rate_before = float(
-        concept_found(detect(world.detector, before["target"].clips), axis, value, cfg.threshold).mean()
+        concept_found(detect(world.detector, before["target"].sampled_clips()), axis, value, cfg.threshold).mean()
     )
     result: dict[str, Any] = {
         "concept": name,

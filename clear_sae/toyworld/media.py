@@ -75,7 +75,7 @@ def save_strip(
         tops.append(y)
         y += r.shape[0] + gap
     image = Image.fromarray(sheet)
-    image = image.resize((image.width * scale, image.height * scale), Image.NEAREST)
+    image = image.resize((image.width * scale, image.height * scale), Image.Resampling.NEAREST)
     if labels is not None:
         if len(labels) != len(clips):
             raise ValueError(f"{len(labels)} labels for {len(clips)} clips")
@@ -107,7 +107,7 @@ def save_gif(clips: list[np.ndarray], path: str | Path, scale: int = 4, frame_ms
     for f in range(clips[0].shape[0]):
         tile = np.concatenate([np.pad(c[f], ((0, 0), (0, 2), (0, 0)), constant_values=255) for c in clips], axis=1)
         image = Image.fromarray(tile)
-        frames.append(image.resize((image.width * scale, image.height * scale), Image.NEAREST))
+        frames.append(image.resize((image.width * scale, image.height * scale), Image.Resampling.NEAREST))
     path = Path(path)
     frames[0].save(path, save_all=True, append_images=frames[1:], duration=frame_ms, loop=0)
     return path

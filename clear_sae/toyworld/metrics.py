@@ -92,8 +92,8 @@ def compare(
     world: ToyWorld, axis: str, value: str, before: dict[str, ClipSet], after: dict[str, ClipSet], cfg: EvalConfig
 ) -> dict[str, Any]:
     """The figures for one erasure: generation rates, preservation and drift, with intervals."""
-    det_before = {k: detect(world.detector, s.clips) for k, s in before.items()}
-    det_after = {k: detect(world.detector, s.clips) for k, s in after.items()}
+    det_before = {k: detect(world.detector, s.sampled_clips()) for k, s in before.items()}
+    det_after = {k: detect(world.detector, s.sampled_clips()) for k, s in after.items()}
     result: dict[str, Any] = {}
     for name in ("target", "heldout"):
         found_before = concept_found(det_before[name], axis, value, cfg.threshold)
@@ -111,7 +111,9 @@ def compare(
     result["preservation_before"] = summary(kept_before) | {"axes": axes_before}
     result["preservation_after"] = summary(kept_after) | {"axes": axes_after}
     result["preservation_drop"] = summary(kept_before - kept_after)
-    drift = np.abs(after["nontarget"].clips.astype(np.float64) - before["nontarget"].clips).mean(axis=(1, 2, 3, 4))
+    drift = np.abs(after["nontarget"].sampled_clips().astype(np.float64) - before["nontarget"].sampled_clips()).mean(
+        axis=(1, 2, 3, 4)
+    )
     result["pixel_drift_nontarget"] = summary(drift)
     result["nontarget_unchanged"] = int((drift == 0).sum())
     result["clips_resampled"] = {k: s.sampled for k, s in after.items()}

@@ -20,12 +20,12 @@ def save_concept_strip(before: dict[str, ClipSet], after: dict[str, ClipSet], pa
     clips, labels, drawn = [], [], []
     for name, n in STRIP_PAIRS.items():
         for i in range(min(n, len(before[name].prompts))):
-            clips += [before[name].clips[i], after[name].clips[i]]
+            clips += [before[name].sampled_clips()[i], after[name].sampled_clips()[i]]
             labels += [f"{name} {i}: {before[name].prompts[i]} | before", f"{name} {i}: after erasure"]
             drawn += [f"{name} {i}: {when}\n{before[name].prompts[i]}" for when in ("before", "after erasure")]
     path.parent.mkdir(parents=True, exist_ok=True)
     save_strip(clips, path, labels=drawn)
-    save_gif([before["target"].clips[0], after["target"].clips[0]], path.with_suffix(".gif"))
+    save_gif([before["target"].sampled_clips()[0], after["target"].sampled_clips()[0]], path.with_suffix(".gif"))
     return labels
 
 

@@ -88,6 +88,11 @@ class ClipSet:
     sampled: int = 0
     """How many clips were actually sampled (the rest were reused unchanged)."""
 
+    def sampled_clips(self) -> np.ndarray:
+        """The clips, `[n, frames, size, size, 3]` uint8; the set must have been sampled."""
+        assert self.clips is not None, "this clip set has not been sampled yet"
+        return self.clips
+
 
 def clip_noise(seeds: list[int], frames: int = 8, size: int = 32) -> "torch.Tensor":
     """One initial noise tensor per seed, `[n, 3, frames, size, size]`, independent of batching."""
@@ -159,11 +164,12 @@ def sample_after(
         for name, old in before.items():
             if name in REFERENCE_SETS:
                 continue
-            embeds = encode(world.pipe, old.prompts)
+            embeds, embeds_before = encode(world.pipe, old.prompts), old.embeds
+            assert embeds_before is not None, "a set is encoded when it is first sampled"
             changed = [
-                i for i in range(len(old.prompts)) if not (negative_same and torch.equal(embeds[i], old.embeds[i]))
+                i for i in range(len(old.prompts)) if not (negative_same and torch.equal(embeds[i], embeds_before[i]))
             ]
-            clips = old.clips.copy()
+            clips = old.sampled_clips().copy()
             if changed:
                 clips[changed] = sample(
                     world.pipe, embeds[changed], negative, [old.noise_seeds[i] for i in changed], cfg, f"{name} after"

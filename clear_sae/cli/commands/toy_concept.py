@@ -83,7 +83,9 @@ def run(args: argparse.Namespace) -> None:
         )
         library.add(entry)
         library.save()  # after every concept, so that an interrupted run keeps what it learned
-        _, cal = recorded_calibration(entry.calibration)
+        recorded = recorded_calibration(entry.calibration)
+        assert recorded is not None and entry.calibration is not None  # a toy concept is always calibrated
+        _, cal = recorded
         steps = recorded_steps(entry.calibration)
         kept = chosen_step(steps, cal)
         verdict = "passed" if cal.passes(kept) else "no rung passed; kept"
