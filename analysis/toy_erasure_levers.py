@@ -58,8 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     from clear_sae.dictionary import Dictionaries
     from clear_sae.erase import concept_clamps
     from clear_sae.library import ConceptLibrary
-    from clear_sae.toyworld import evaluation as ev
     from clear_sae.toyworld.concepts import LEARN_PAIRS, attribute_of, concept_pairs, toy_concepts
+    from clear_sae.toyworld.metrics import compare
+    from clear_sae.toyworld.sampling import EvalConfig, load_toy_world, prompt_sets, sample_after, sample_before
 
     root = Path(__file__).resolve().parent.parent
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -72,15 +73,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=None, help="sampling steps (default: EvalConfig.steps)")
     args = parser.parse_args(argv)
 
-    world = ev.load_toy_world(args.generator)
+    world = load_toy_world(args.generator)
     library = ConceptLibrary.load(args.library)
-    cfg = ev.EvalConfig(
+    cfg = EvalConfig(
         clips=args.clips,
         heldout_clips=1,
         nontarget_clips=args.clips,
         removed_clips=0,
         seed=args.seed,
-        steps=args.steps or ev.EvalConfig.steps,
+        steps=args.steps or EvalConfig.steps,
         progress=False,
     )
     backbone = load_backbone("minilm")
@@ -88,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in [c for c in args.concepts.split(",") if c]:
         entry = library.get(name)
         axis, value = attribute_of(name)
-        negative, before = ev.sample_before(world, ev.prompt_sets(axis, value, cfg), cfg)
+        negative, before = sample_before(world, prompt_sets(axis, value, cfg), cfg)
         target, nontarget, _, _ = concept_pairs(axis, value, LEARN_PAIRS)
         rates = sorted({rate for rate, _ in VARIANTS.values()})
         profiles = profile_concept_at_rates(
@@ -98,8 +99,8 @@ def main(argv: list[str] | None = None) -> int:
         for variant, (rate, gamma) in VARIANTS.items():
             chosen = select_layer(profiles[rate], "energy")
             moved = replace(entry, hook_point=chosen.hook_point, latents=chosen.latents, strength=gamma)
-            after = ev.sample_after(world, concept_clamps(library, moved), before, negative, cfg)
-            r = ev.compare(world, axis, value, before, after, cfg)
+            after = sample_after(world, concept_clamps(library, moved), before, negative, cfg)
+            r = compare(world, axis, value, before, after, cfg)
             row[variant] = {
                 "layer": chosen.hook_point,
                 "latents": len(chosen.latents),

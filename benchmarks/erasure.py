@@ -121,7 +121,7 @@ def new_concept_seconds() -> dict[str, Any]:
         command = [
             sys.executable,
             "-m",
-            "clear_sae.cli",
+            "clear_sae",
             "concept",
             "--dictionaries",
             str(ROOT / "dictionaries/minilm"),

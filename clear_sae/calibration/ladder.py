@@ -87,17 +87,10 @@ class CalibrationConfig:
 
 
 @dataclass
-class CalibrationStep:
-    """One rung of the ladder: where and how it erased, and what the probe still found."""
+class CalibrationStep(CalibrationRung):
+    """One rung of the ladder as it is climbed: the rung the library records, with the concept's profiles at every
+    layer under the rung's tolerance."""
 
-    max_nontarget_rate: float
-    strength: float
-    hook_point: str
-    n_latents: int
-    probe_rate: float
-    """What the judge still found (the name predates other judges than the probe)."""
-    preservation_drop: float | None = None
-    others_drop: float | None = None
     profiles: list[LayerProfile] = field(default_factory=list, repr=False)
     """The concept's profiles at every layer under this rung's tolerance."""
 

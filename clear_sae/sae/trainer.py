@@ -171,7 +171,7 @@ def _dead_topk(pre: "torch.Tensor", dead: "torch.Tensor", d_in: int) -> tuple[An
 
 def _csr(crow: "torch.Tensor", cols: "torch.Tensor", values: "torch.Tensor", shape: Any) -> "torch.Tensor":
     """A CSR matrix, without torch's warning that CSR support is beta (these kernels are checked against
-    autograd in tests/test_trainer.py)."""
+    autograd in tests/sae/test_trainer.py)."""
     import torch
 
     with warnings.catch_warnings():

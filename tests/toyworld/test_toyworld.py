@@ -37,7 +37,7 @@ from clear_sae.toyworld.render import (
 EXACT = RenderConfig(noise=0.0)
 
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _object_pixels(clip: np.ndarray, colour: str) -> np.ndarray:
@@ -188,7 +188,7 @@ def test_second_phase_from_saved_first_phase_gives_the_same_weights(tmp_path):
         load_first_phase(tmp_path, GeneratorConfig(**{**tiny, "layers": 2}))
     with pytest.raises(ClearSaeError, match="has no toy_generator.json"):
         load_first_phase(tmp_path / "missing", first)
-    shipped = Path(__file__).resolve().parent.parent / "clear_sae" / "toyworld" / "weights" / "generator"
+    shipped = Path(__file__).resolve().parents[2] / "clear_sae" / "toyworld" / "weights" / "generator"
     with pytest.raises(ClearSaeError, match="second phase already"):
         load_first_phase(shipped, GeneratorConfig())
 
@@ -240,7 +240,7 @@ def test_a_named_shape_ignores_the_unnamed_shape_noun():
 def test_shipped_detector_is_accurate_on_fresh_clips():
     from clear_sae.toyworld.detector import accuracy, load_detector
 
-    folder = Path(__file__).resolve().parent.parent / "clear_sae" / "toyworld" / "weights" / "detector"
+    folder = Path(__file__).resolve().parents[2] / "clear_sae" / "toyworld" / "weights" / "detector"
     measured = accuracy(load_detector(folder), n_clips=200, seed=2024)
     assert measured["shape_frames"] >= 0.97
     assert measured["colour_frames"] >= 0.97
@@ -302,7 +302,7 @@ def test_neutral_values_are_drawn_only_when_asked_and_carry_no_detector_label():
 
     # Without neutral values the random stream is the old one: the shipped library's toy concepts were learned
     # from exactly the prompts concept_pairs still draws.
-    shipped = ConceptLibrary.load(Path(__file__).resolve().parent.parent / "dictionaries" / "minilm" / "concepts.json")
+    shipped = ConceptLibrary.load(Path(__file__).resolve().parents[2] / "dictionaries" / "minilm" / "concepts.json")
     for name in ("red", "bar", "shrink"):
         targets, nontargets, _, _ = concept_pairs(*attribute_of(name), len(shipped.get(name).target_prompts))
         assert (targets, nontargets) == (shipped.get(name).target_prompts, shipped.get(name).nontarget_prompts)

@@ -17,7 +17,7 @@ from sae_lens import SAE
 from clear_sae.cli import main
 from clear_sae.corpus import concept_prompts
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def run_cli(capsys, *args: str) -> tuple[int, str, str]:

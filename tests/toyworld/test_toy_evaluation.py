@@ -304,7 +304,7 @@ def test_cli_evaluate_writes_a_report_and_refuses_bad_input(tiny_toy_generator, 
     assert kept.read_text() == "keep me"
 
 
-SHIPPED_LIBRARY = Path(__file__).resolve().parent.parent / "dictionaries" / "minilm" / "concepts.json"
+SHIPPED_LIBRARY = Path(__file__).resolve().parents[2] / "dictionaries" / "minilm" / "concepts.json"
 SHIPPED_CONCEPT = "fall"
 """A shipped toy concept that the README's evaluation shows CLEAR erasing."""
 

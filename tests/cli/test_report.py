@@ -215,7 +215,7 @@ def test_report_opens_in_headless_chromium(
     assert all(int(traces) > 0 for _, traces in plots), plots
     assert dom.count("main-svg") >= len(plots)  # plotly drew an SVG for each
     assert 'class="strip"' in dom and "data:image/png;base64," in dom
-    artifacts = Path(os.environ.get("CLEAR_SAE_ARTIFACTS", Path(__file__).resolve().parent.parent / "test-artifacts"))
+    artifacts = Path(os.environ.get("CLEAR_SAE_ARTIFACTS", Path(__file__).resolve().parents[2] / "test-artifacts"))
     artifacts.mkdir(parents=True, exist_ok=True)
     shot = artifacts / "inspect_report.png"
     _chromium(f"--screenshot={shot}", "--window-size=1300,3000", report.as_uri())

@@ -14,7 +14,7 @@ from clear_sae.cli import main
 from clear_sae.cli.demo import DemoConfig, run_demo, shipped_concepts
 from clear_sae.toyworld.concepts import toy_concepts
 
-SHIPPED = Path(__file__).resolve().parent.parent / "dictionaries" / "minilm"
+SHIPPED = Path(__file__).resolve().parents[2] / "dictionaries" / "minilm"
 
 
 def test_demo_runs_end_to_end_on_a_slice(tmp_path, capsys, tiny_toy_generator):
