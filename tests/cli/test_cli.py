@@ -218,8 +218,9 @@ def test_cli_resume_gives_the_rows_of_an_uninterrupted_run(workdir, capsys):
         assert b.attrs["complete"]
 
 
-def _bad_inputs(workdir: Path) -> list[tuple[str, list, str, list[Path]]]:
-    """(case, argv, expected message, files that must stay intact)."""
+def _write_bad_input_files(workdir: Path) -> None:
+    """The malformed files the bad-input cases read: an empty prompt file, truncated and foreign HDF5, a dictionary
+    without safetensors, malformed and moved libraries, and a cache of another backbone."""
     d = workdir
     (d / "empty.txt").write_text("# only a comment\n\n")
     (d / "truncated.h5").write_bytes((d / "cache.h5").read_bytes()[:4096])
@@ -260,6 +261,12 @@ def _bad_inputs(workdir: Path) -> list[tuple[str, list, str, list[Path]]]:
         tok.save_pretrained(d / "t5")
         t5 = load_backbone(d / "t5")
         write_cache(t5, ["a dog", "a cat"], d / "t5.h5", t5.hook_points, CacheConfig(), progress=False)
+
+
+def _bad_inputs(workdir: Path) -> list[tuple[str, list, str, list[Path]]]:
+    """(case, argv, expected message, files that must stay intact); paths only, nothing is read or written."""
+    d = workdir
+    nosafe = d / "nosafe"
     p, t, n, lib, dicts, cache = (
         d / "eval.txt",
         d / "guitar.target.txt",
@@ -412,18 +419,29 @@ def _bad_inputs(workdir: Path) -> list[tuple[str, list, str, list[Path]]]:
     ]
 
 
-def test_bad_inputs_give_one_line_errors_and_keep_files(workdir, pipeline_run, capsys):
-    for case, argv, expected, keep in _bad_inputs(workdir):
-        before = {path: path.read_bytes() for path in keep}
-        code, _, err = run_cli(capsys, *argv)
-        lines = [line for line in err.splitlines() if line.startswith("clear-sae: error:")]
-        assert code == 3, case
-        assert len(lines) == 1 and re.search(expected, lines[0]), (case, err)
-        assert "Traceback" not in err, case
-        for path, content in before.items():
-            assert path.read_bytes() == content, f"{case} changed {path}"
-    # The cases that name a new --out fail before they create it.
-    assert not (workdir / "x").exists() and not (workdir / "x.h5").exists() and not (workdir / "demo_x").exists()
+@pytest.fixture(scope="module")
+def bad_input_dir(workdir, pipeline_run) -> Path:
+    _write_bad_input_files(workdir)
+    return workdir
+
+
+BAD_INPUT_CASES = [case for case, *_ in _bad_inputs(Path("workdir"))]
+
+
+@pytest.mark.parametrize("case", BAD_INPUT_CASES)
+def test_bad_inputs_give_one_line_errors_and_keep_files(bad_input_dir, case, capsys):
+    argv, expected, keep = next(rest for name, *rest in _bad_inputs(bad_input_dir) if name == case)
+    before = {path: path.read_bytes() for path in keep}
+    code, _, err = run_cli(capsys, *argv)
+    lines = [line for line in err.splitlines() if line.startswith("clear-sae: error:")]
+    assert code == 3, case
+    assert len(lines) == 1 and re.search(expected, lines[0]), (case, err)
+    assert "Traceback" not in err, case
+    for path, content in before.items():
+        assert path.read_bytes() == content, f"{case} changed {path}"
+    # A case that names a new --out fails before it creates it.
+    for new in ("x", "x.h5", "demo_x"):
+        assert not (bad_input_dir / new).exists(), f"{case} created {new}"
 
 
 def test_cli_starts_without_heavy_imports():
