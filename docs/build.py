@@ -904,11 +904,41 @@ def page_dictionaries() -> str:
 # ---------------------------------------------------------------------------------------------- build
 
 
+def page_stability() -> str:
+    """Which layer each shipped text concept is erased at, across dictionaries retrained with other seeds."""
+    rel = "analysis/layer_stability.json"
+    data = load(rel)
+    lines = header(
+        "Stability of the chosen layer across training seeds",
+        [(rel, command_of(data, "python analysis/layer_stability.py --out analysis/layer_stability.json"), "")],
+    )
+    if data is None:
+        return "\n".join(lines + ["Not measured yet.", ""])
+    settings = data["settings"]
+    seeds = [str(seed) for seed in settings["seeds"]]
+    concepts = data["concepts"]
+    lines += [
+        f"The demo's dictionaries (expansion {settings['expansion']}, k {settings['k']}, "
+        f"{settings['tokens']:,} tokens per layer, {settings['corpus_prompts']:,} corpus prompts) trained once per "
+        f"seed, and each shipped text concept learned on them with that seed. **{len(data['stable'])} of "
+        f"{len(concepts)}** concepts chose the same layer at every seed; the others moved.",
+        "",
+    ]
+    rows = []
+    for name, concept in sorted(concepts.items()):
+        runs = concept["seeds"]
+        cells = [f"{short(runs[s]['layer'])} ({runs[s]['latents']})" for s in seeds]
+        rows.append([name, *cells, "yes" if concept["same_layer"] else "**no**"])
+    lines += table(["concept", *[f"seed {s}: layer (latents)" for s in seeds], "same layer"], rows)
+    return "\n".join(lines)
+
+
 PAGES: dict[str, Callable[[], str]] = {
     "performance.md": page_performance,
     "comparison.md": page_comparison,
     "toyworld.md": page_toyworld,
     "dictionaries.md": page_dictionaries,
+    "stability.md": page_stability,
 }
 
 

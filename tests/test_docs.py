@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import re
 from pathlib import Path
 
@@ -52,3 +53,24 @@ def test_the_readme_is_a_newcomers_page():
     for link in re.findall(r"\]\(([^)#]+)", text):
         if not link.startswith("http"):
             assert (REPO / link).exists(), f"the README links {link}, which is not in the repository"
+
+
+def test_the_stability_script_writes_the_json_its_page_reads(analysis_script, tmp_path, monkeypatch):
+    """Two seeds on a small slice of the demo's corpus: every shipped text concept gets a layer per seed, and the
+    generated page shows each concept's row."""
+    out = tmp_path / "stability.json"
+    analysis_script("layer_stability").main(
+        ["--out", str(out), "--seeds", "0", "1", "--tokens", "512", "--corpus-size", "40", "--toy-captions", "40"]
+    )
+    data = json.loads(out.read_text())
+    assert data["settings"]["seeds"] == [0, 1] and data["concepts"]
+    for name, concept in data["concepts"].items():
+        layers = {run["layer"] for run in concept["seeds"].values()}
+        assert set(concept["seeds"]) == {"0", "1"} and concept["same_layer"] == (len(layers) == 1)
+    assert data["stable"] == sorted(n for n, c in data["concepts"].items() if c["same_layer"])
+    build = load_build()
+    monkeypatch.setattr(build, "load", lambda rel: data if rel.endswith("layer_stability.json") else None)
+    page = build.page_stability()
+    for name in data["concepts"]:
+        assert f"| {name} |" in page
+    assert f"**{len(data['stable'])} of {len(data['concepts'])}**" in page
