@@ -235,16 +235,14 @@ def test_evaluate_on_tiny_models(tiny_toy_generator, toy_library):
     assert again["concepts"]["red"]["rate_target_after"] == r["rate_target_after"]
 
 
-def test_cli_evaluate_writes_a_report_and_refuses_bad_input(tiny_toy_generator, toy_library, tmp_path, capsys):
-    from clear_sae.cli import main
-
-    out = tmp_path / "eval.json"
-    args = [
+def _evaluate_args(library, generator, out) -> list[str]:
+    """`clear-sae evaluate` on the tiny world, with the fewest clips each part takes."""
+    return [
         "evaluate",
         "--library",
-        str(toy_library),
+        str(library),
         "--generator",
-        str(tiny_toy_generator),
+        str(generator),
         "--out",
         str(out),
         "--clips",
@@ -258,6 +256,13 @@ def test_cli_evaluate_writes_a_report_and_refuses_bad_input(tiny_toy_generator, 
         "--steps",
         "1",
     ]
+
+
+def test_cli_evaluate_writes_a_report(tiny_toy_generator, toy_library, tmp_path, capsys):
+    from clear_sae.cli import main
+
+    out = tmp_path / "eval.json"
+    args = _evaluate_args(toy_library, tiny_toy_generator, out)
     assert main(args + ["--concept", "circle"]) == 0
     report = json.loads(out.read_text())
     assert report["format"] == "clear_sae.toy_evaluation" and list(report["concepts"]) == ["circle"]
@@ -269,38 +274,52 @@ def test_cli_evaluate_writes_a_report_and_refuses_bad_input(tiny_toy_generator, 
     assert "report ->" in capsys.readouterr().out
     assert main(args + ["--concept", "circle"]) == 0  # an earlier evaluation may be overwritten
 
-    capsys.readouterr()
-    kept = tmp_path / "notes.txt"
-    kept.write_text("keep me")
+
+BAD_EVALUATE_RUNS = {
+    "cut detector": (["--concept", "red", "--detector", "{cut_detector}"], "cannot load the toy detector"),
+    "broken generator": (["--concept", "red", "--generator", "{broken_generator}"], "cannot load the toy generator"),
+    "out is not a report": (None, "is not a toy evaluation"),
+    "unknown concept": (["--concept", "nope"], "nope"),
+    "attribute without value": (["--concept", "red", "--attribute", "red=colour"], "NAME=AXIS=VALUE"),
+    "attribute not of the world": (["--concept", "red", "--attribute", "red=colour=dog"], "not a toy-world attribute"),
+    "attribute of another concept": (
+        ["--concept", "red", "--attribute", "rde=colour=red"],
+        "names a concept this run does not take",
+    ),
+    "missing detector": (["--concept", "red", "--detector", "{tmp}/missing"], "detector"),
+    "learning seed": (["--concept", "red", "--seed", "0"], "learned from"),
+    "calibration seed": (["--concept", "red", "--seed", "600"], "calibration judged its rungs on"),
+    "negative seed": (["--concept", "red", "--seed", "-3"], "negative"),
+}
+"""Bad `evaluate` runs and what their one-line error names; {placeholders} are folders the test makes."""
+
+
+@pytest.mark.parametrize("case", list(BAD_EVALUATE_RUNS))
+def test_cli_evaluate_refuses_bad_input_in_one_line_and_keeps_files(
+    case, tiny_toy_generator, toy_library, tmp_path, capsys
+):
     import shutil
 
+    from clear_sae.cli import main
     from clear_sae.toyworld.sampling import WEIGHTS_DIR
 
+    kept = tmp_path / "notes.txt"
+    kept.write_text("keep me")
     cut_detector = shutil.copytree(WEIGHTS_DIR / "detector", tmp_path / "cut_detector")
     weights = cut_detector / "detector.safetensors"
     weights.write_bytes(weights.read_bytes()[:5000])  # as an interrupted copy leaves it
     broken_generator = shutil.copytree(tiny_toy_generator, tmp_path / "broken_generator")
     (broken_generator / "transformer" / "config.json").write_text("{ not json")
-    bad_runs = [
-        (args + ["--concept", "red", "--detector", str(cut_detector)], "cannot load the toy detector"),
-        (args + ["--concept", "red", "--generator", str(broken_generator)], "cannot load the toy generator"),
-        (
-            ["evaluate", "--library", str(toy_library), "--out", str(kept), "--concept", "red"],
-            "is not a toy evaluation",
-        ),
-        (args + ["--concept", "nope"], "nope"),
-        (args + ["--concept", "red", "--attribute", "red=colour"], "NAME=AXIS=VALUE"),
-        (args + ["--concept", "red", "--attribute", "red=colour=dog"], "not a toy-world attribute"),
-        (args + ["--concept", "red", "--attribute", "rde=colour=red"], "names a concept this run does not take"),
-        (args + ["--concept", "red", "--detector", str(tmp_path / "missing")], "detector"),
-        (args + ["--concept", "red", "--seed", "0"], "learned from"),
-        (args + ["--concept", "red", "--seed", "600"], "calibration judged its rungs on"),
-        (args + ["--concept", "red", "--seed", "-3"], "negative"),
-    ]
-    for argv, message in bad_runs:
-        assert main(argv) == 3
-        errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("clear-sae: error")]
-        assert len(errors) == 1 and message in errors[0]
+    extra, message = BAD_EVALUATE_RUNS[case]
+    if extra is None:
+        argv = ["evaluate", "--library", str(toy_library), "--out", str(kept), "--concept", "red"]
+    else:
+        folders = {"cut_detector": cut_detector, "broken_generator": broken_generator, "tmp": tmp_path}
+        argv = _evaluate_args(toy_library, tiny_toy_generator, tmp_path / "eval.json")
+        argv += [a.format(**folders) for a in extra]
+    assert main(argv) == 3
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("clear-sae: error")]
+    assert len(errors) == 1 and message in errors[0]
     assert kept.read_text() == "keep me"
 
 
