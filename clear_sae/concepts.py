@@ -71,6 +71,27 @@ class PromptCodes:
 
 
 @dataclass
+class ConceptCodes:
+    """A concept's target and non-target prompts encoded at every hook point: computed once, read by learning,
+    calibration and the report's detail alike."""
+
+    target: dict[str, PromptCodes]
+    nontarget: dict[str, PromptCodes]
+
+    def check(self, hook_points: list[str], n_target: int, n_nontarget: int) -> None:
+        """Raise a one-line error unless these codes cover `hook_points` for this many prompts."""
+        for hook in hook_points:
+            if hook not in self.target or hook not in self.nontarget:
+                raise ClearSaeError(f"the concept's codes hold no layer {hook!r}; encode it with encode_concept")
+            if len(self.target[hook].peak) != n_target or len(self.nontarget[hook].peak) != n_nontarget:
+                raise ClearSaeError(
+                    f"the concept's codes at {hook} are of {len(self.target[hook].peak)} target and "
+                    f"{len(self.nontarget[hook].peak)} non-target prompts, not {n_target} and {n_nontarget}; "
+                    "encode these prompts with encode_concept"
+                )
+
+
+@dataclass
 class LayerProfile:
     """A concept at one hook point."""
 
@@ -242,6 +263,30 @@ def _profile_at(profiles: list[LayerProfile], layer: str) -> LayerProfile:
     )
 
 
+def encode_concept(
+    backbone: "Backbone",
+    dictionaries: "Dictionaries",
+    target: list[str],
+    nontarget: list[str],
+    hook_points: list[str] | None = None,
+    batch_size: int = 64,
+) -> ConceptCodes:
+    """Check a concept's prompts, backbone and layers, and encode both prompt lists at every hook point (default:
+    every layer with a dictionary)."""
+    if not target:
+        raise ClearSaeError("the target prompt list is empty; pass prompts that contain the concept")
+    if not nontarget:
+        raise ClearSaeError("the non-target prompt list is empty; pass the same prompts with the concept swapped out")
+    hook_points = hook_points or dictionaries.hook_points
+    dictionaries.check_backbone(backbone.backbone_id, {})
+    backbone.check_hook_points(hook_points)
+    dictionaries.check_backbone(backbone.backbone_id, {h: backbone.d_model(h) for h in hook_points})
+    return ConceptCodes(
+        encode_prompts(backbone, dictionaries, target, hook_points, batch_size),
+        encode_prompts(backbone, dictionaries, nontarget, hook_points, batch_size),
+    )
+
+
 def profile_concept(
     backbone: "Backbone",
     dictionaries: "Dictionaries",
@@ -249,10 +294,11 @@ def profile_concept(
     nontarget: list[str],
     cfg: ConceptConfig = ConceptConfig(),
     hook_points: list[str] | None = None,
+    codes: ConceptCodes | None = None,
 ) -> list[LayerProfile]:
-    """Profile a concept at every hook point that has a dictionary."""
+    """Profile a concept at every hook point that has a dictionary (`codes`: the prompts already encoded)."""
     return profile_concept_at_rates(
-        backbone, dictionaries, target, nontarget, cfg, [cfg.max_nontarget_rate], hook_points
+        backbone, dictionaries, target, nontarget, cfg, [cfg.max_nontarget_rate], hook_points, codes
     )[cfg.max_nontarget_rate]
 
 
@@ -264,21 +310,17 @@ def profile_concept_at_rates(
     cfg: ConceptConfig,
     max_nontarget_rates: list[float],
     hook_points: list[str] | None = None,
+    codes: ConceptCodes | None = None,
 ) -> dict[float, list[LayerProfile]]:
-    """`profile_concept` at several `max_nontarget_rate` values, the prompts encoded once."""
-    if not target:
-        raise ClearSaeError("the target prompt list is empty; pass prompts that contain the concept")
-    if not nontarget:
-        raise ClearSaeError("the non-target prompt list is empty; pass the same prompts with the concept swapped out")
+    """`profile_concept` at several `max_nontarget_rate` values, the prompts encoded once (or `codes`, if given,
+    read: `encode_concept` of these prompts)."""
     hook_points = hook_points or dictionaries.hook_points
-    dictionaries.check_backbone(backbone.backbone_id, {})
-    backbone.check_hook_points(hook_points)
-    dictionaries.check_backbone(backbone.backbone_id, {h: backbone.d_model(h) for h in hook_points})
-    target_codes = encode_prompts(backbone, dictionaries, target, hook_points, cfg.batch_size)
-    nontarget_codes = encode_prompts(backbone, dictionaries, nontarget, hook_points, cfg.batch_size)
+    if codes is None:
+        codes = encode_concept(backbone, dictionaries, target, nontarget, hook_points, cfg.batch_size)
+    codes.check(hook_points, len(target), len(nontarget))
     return {
         rate: [
-            profile_layer(h, target_codes[h], nontarget_codes[h], replace(cfg, max_nontarget_rate=rate))
+            profile_layer(h, codes.target[h], codes.nontarget[h], replace(cfg, max_nontarget_rate=rate))
             for h in hook_points
         ]
         for rate in max_nontarget_rates
@@ -313,13 +355,14 @@ def learn_concept(
     hook_points: list[str] | None = None,
     profiles: list[LayerProfile] | None = None,
     layer: str | None = None,
+    codes: ConceptCodes | None = None,
 ) -> tuple[ConceptEntry, list[LayerProfile]]:
     """Profile a concept at every layer and pick the layer; returns the entry (its `dictionary` the
     dictionaries' absolute folder, for `ConceptLibrary.add`) and the profiles.
 
     Trains nothing: the dictionaries are reused as they are. `profiles`, if given, are this concept's
-    profiles under `cfg`, already computed. `layer`, if given, is used instead of the best-scoring one
-    (calibration passes the layer its judge accepted).
+    profiles under `cfg`, already computed; `codes`, if given, the prompts already encoded (`encode_concept`).
+    `layer`, if given, is used instead of the best-scoring one (calibration passes the layer its judge accepted).
     """
 
     if not name.strip():
@@ -327,7 +370,7 @@ def learn_concept(
     if cfg.score not in SCORES:
         raise ClearSaeError(f"unknown score {cfg.score!r}; choose one of {', '.join(SCORES)}")
     if profiles is None:
-        profiles = profile_concept(backbone, dictionaries, target, nontarget, cfg, hook_points)
+        profiles = profile_concept(backbone, dictionaries, target, nontarget, cfg, hook_points, codes)
     chosen = select_layer(profiles, cfg.score) if layer is None else _profile_at(profiles, layer)
     entry = ConceptEntry(
         name=name,

@@ -10,6 +10,7 @@ layer) and folds that scale back into the weights before saving: the saved SAE r
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
@@ -444,6 +445,7 @@ class Dictionaries:
         self.backbone_id: str | None = manifest.get("backbone_id")
         self.layers: dict[str, dict[str, Any]] = manifest["layers"]
         self._loaded: dict[str, SAE] = {}
+        self._fingerprints: dict[str, str] = {}
 
     def _manifest_from_folders(self) -> dict[str, Any]:
         """Describe a folder of sae-lens SAEs that has no manifest (SAEs trained elsewhere)."""
@@ -493,6 +495,18 @@ class Dictionaries:
         if hook not in self._loaded:
             self._loaded[hook] = load_sae(self.folder(hook))
         return self._loaded[hook]
+
+    def fingerprint(self, hook: str) -> str:
+        """A short hash of the SAE weights of `hook` (read once): it changes whenever the layer is retrained."""
+        if hook not in self._fingerprints:
+            if not (self.folder(hook) / WEIGHTS).is_file():
+                raise ClearSaeError(f"{self.folder(hook)} has no {WEIGHTS}; retrain it with `clear-sae train`")
+            digest = hashlib.sha256()
+            with open(self.folder(hook) / WEIGHTS, "rb") as weights:
+                for block in iter(lambda: weights.read(1 << 20), b""):
+                    digest.update(block)
+            self._fingerprints[hook] = digest.hexdigest()[:16]
+        return self._fingerprints[hook]
 
     def check_backbone(self, backbone_id: str, widths: dict[str, int]) -> None:
         """Raise a one-line error if these dictionaries were not trained on this backbone and width."""

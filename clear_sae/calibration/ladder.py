@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from clear_sae.calibration.judge import Judge, ProbeJudge
 from clear_sae.concepts import (
+    ConceptCodes,
     ConceptConfig,
     LayerProfile,
     learn_concept,
@@ -117,9 +118,10 @@ def calibration_ladder(
     cal: CalibrationConfig,
     hook_points: list[str] | None = None,
     judge: Judge | None = None,
+    codes: ConceptCodes | None = None,
 ) -> list[CalibrationStep]:
     """Climb the ladder until a rung passes `judge` (default: a probe trained on the fit split of the learning
-    pairs, reading the held-out targets). Returns every rung tried."""
+    pairs, reading the held-out targets). Returns every rung tried. `codes`: the prompts already encoded."""
 
     fit_t, fit_n, held_t, _ = split_pairs(len(target), len(nontarget), cfg.holdout, cfg.seed)
     if judge is None:
@@ -144,7 +146,7 @@ def calibration_ladder(
     rates = nontarget_rate_ladder(cfg, cal)
     # All pairs, as `learn_concept` uses them, so the rung chosen is the entry saved. The held-out targets thus
     # helped pick the latents; only the probe has never seen them.
-    profiles = profile_concept_at_rates(backbone, dictionaries, target, nontarget, cfg, rates, hook_points)
+    profiles = profile_concept_at_rates(backbone, dictionaries, target, nontarget, cfg, rates, hook_points, codes)
     steps = []
     for rate in rates:
         for strength in cal.strengths:
@@ -206,10 +208,12 @@ def learn_calibrated_concept(
     cal: CalibrationConfig = CalibrationConfig(),
     hook_points: list[str] | None = None,
     judge: Judge | None = None,
+    codes: ConceptCodes | None = None,
 ) -> tuple[ConceptEntry, list[LayerProfile], list[CalibrationStep]]:
     """`learn_concept` with the tolerance and strength the calibration ladder chose, learned from all pairs;
-    the ladder (and the judge's settings, when one is passed) is recorded in the entry's `calibration`."""
-    steps = calibration_ladder(backbone, dictionaries, target, nontarget, cfg, cal, hook_points, judge)
+    the ladder (and the judge's settings, when one is passed) is recorded in the entry's `calibration`.
+    `codes`: the prompts already encoded (`encode_concept`)."""
+    steps = calibration_ladder(backbone, dictionaries, target, nontarget, cfg, cal, hook_points, judge, codes)
     if not steps:
         raise ClearSaeError(
             "no layer has concept-specific latents at any tolerance of the calibration ladder; add "

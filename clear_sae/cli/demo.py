@@ -17,9 +17,10 @@ from typing import Any
 from clear_sae.backbones import load_backbone
 from clear_sae.cache import ActivationCache, CacheConfig, write_cache
 from clear_sae.cli.report import InspectConfig, collect_report, write_report
-from clear_sae.concepts import ConceptConfig, learn_concept
+from clear_sae.concepts import ConceptConfig, encode_concept, learn_concept
 from clear_sae.config import COUNT, POSITIVE, check_fields
 from clear_sae.corpus import concept_prompts
+from clear_sae.details import stored_concept_detail
 from clear_sae.dictionary import Dictionaries, TrainConfig, format_health_table, train_dictionaries
 from clear_sae.errors import ClearSaeError
 from clear_sae.io import atomic_write_text, read_prompt_file
@@ -28,7 +29,7 @@ from clear_sae.measure import erase_report
 from clear_sae.toyworld.concepts import toy_concepts, toy_corpus
 from clear_sae.toyworld.evaluation import evaluate
 from clear_sae.toyworld.generator import is_generator_folder
-from clear_sae.toyworld.learn import learn_toy_concept
+from clear_sae.toyworld.learn import learn_toy_concept, learning_prompts
 from clear_sae.toyworld.report import format_results
 from clear_sae.toyworld.sampling import WEIGHTS_DIR, EvalConfig, load_toy_world
 
@@ -275,35 +276,42 @@ def run_demo(cfg: DemoConfig = DemoConfig()) -> dict[str, Any]:
     library_path = dict_dir / "concepts.json"
     library = ConceptLibrary(library_path)
     dictionaries = Dictionaries(dict_dir)
+    report_cfg = InspectConfig(cache_tokens=cfg.report_cache_tokens)
     concept_seconds = {}
     world = load_demo_world(cfg) if cfg.toy_clips > 0 or cfg.judge_clips > 0 else None
     bar = tqdm(total=len(names) + len(toys), desc="learning concepts", unit="concept")
-    for name in names:
-        bar.set_postfix_str(name)
+
+    def learn(name: str, target: list[str], nontarget: list[str], toy: bool) -> bool:
+        """Learn one concept into the library and store what the report shows of it, the prompts encoded once."""
         t0 = time.perf_counter()
-        target = read_prompt_file(PROMPTS_DIR / "concepts" / f"{name}.target.txt")
-        nontarget = read_prompt_file(PROMPTS_DIR / "concepts" / f"{name}.nontarget.txt")
         try:
-            library.add(learn_concept(backbone, dictionaries, name, target, nontarget, ConceptConfig(seed=cfg.seed))[0])
+            codes = encode_concept(backbone, dictionaries, target, nontarget, hooks, ConceptConfig.batch_size)
+            if toy:
+                entry = learn_toy_concept(backbone, dictionaries, name, cfg.seed, world, cfg.judge_clips, codes=codes)
+            else:
+                entry = learn_concept(
+                    backbone, dictionaries, name, target, nontarget, ConceptConfig(seed=cfg.seed), codes=codes
+                )[0]
         except ClearSaeError as err:
-            tqdm.write(f"skipping {name}: {err}")
-            continue
+            tqdm.write(f"skipping {'toy concept ' if toy else ''}{name}: {err}")
+            return False
         finally:
             bar.update()
+        library.add(entry)
+        stored_concept_detail(backbone, dictionaries, entry, report_cfg, codes)
         concept_seconds[name] = round(time.perf_counter() - t0, 2)
+        return True
+
+    for name in names:
+        bar.set_postfix_str(name)
+        target = read_prompt_file(PROMPTS_DIR / "concepts" / f"{name}.target.txt")
+        nontarget = read_prompt_file(PROMPTS_DIR / "concepts" / f"{name}.nontarget.txt")
+        learn(name, target, nontarget, toy=False)
     toy_names = []
     for name in toys:
         bar.set_postfix_str(f"toy {name}" + (", judged by generation" if world and cfg.judge_clips else ""))
-        t0 = time.perf_counter()
-        try:
-            library.add(learn_toy_concept(backbone, dictionaries, name, cfg.seed, world, cfg.judge_clips))
-        except ClearSaeError as err:
-            tqdm.write(f"skipping toy concept {name}: {err}")
-            continue
-        finally:
-            bar.update()
-        concept_seconds[name] = round(time.perf_counter() - t0, 2)
-        toy_names.append(name)
+        if learn(name, *learning_prompts(name), toy=True):
+            toy_names.append(name)
     bar.close()
     library.save()
     names = [n for n in names if n in library.concepts]
@@ -346,7 +354,7 @@ def run_demo(cfg: DemoConfig = DemoConfig()) -> dict[str, Any]:
         cache=cache_path,
         evaluation=evaluation,
         backbone=backbone,
-        cfg=InspectConfig(cache_tokens=cfg.report_cache_tokens),
+        cfg=report_cfg,
     )
     write_report(data, report_path)
     elapsed = time.perf_counter() - started

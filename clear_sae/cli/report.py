@@ -4,7 +4,8 @@ and what erasure changed; one self-contained HTML page (plotly.js inlined, no ne
 `collect_report` gathers the data; `render_html` puts it into the page template, whose script draws every
 plot in the browser from that data, so the HTML stays small enough for 50 concepts x 24 layers. Latent
 detail (histograms, top prompts) needs the prompts a concept was learned from, which the library keeps;
-entries from older libraries show their scores only.
+entries from older libraries show their scores only. The detail is computed once and kept beside the
+dictionaries (`clear_sae.details`), so a report on an unchanged library reads it instead of recomputing.
 """
 
 from __future__ import annotations
@@ -20,14 +21,12 @@ import numpy as np
 from clear_sae import __version__
 from clear_sae.backbones import load_backbone
 from clear_sae.cache import ActivationCache, open_h5
-from clear_sae.concepts import encode_prompts, entry_config, specific_and_shared
 from clear_sae.config import POSITIVE, check_fields
+from clear_sae.details import DetailConfig, shown_per_prompt, stored_concept_detail, token_activations
 from clear_sae.errors import ClearSaeError
 from clear_sae.io import atomic_write_text, read_json_file
 
 if TYPE_CHECKING:
-    import torch
-
     from clear_sae.backbones import Backbone
     from clear_sae.dictionary import Dictionaries
     from clear_sae.library import ConceptEntry, ConceptLibrary
@@ -37,26 +36,14 @@ TEMPLATE = Path(__file__).resolve().parents[1] / "data" / "report_template.html"
 
 
 @dataclass
-class InspectConfig:
+class InspectConfig(DetailConfig):
     """How much detail the report holds."""
 
-    top_latents: int = field(default=8, metadata=POSITIVE)
-    """Concept latents shown per concept and layer: those carrying the most target energy."""
-    top_prompts: int = field(default=3, metadata=POSITIVE)
-    """Highest-activating prompts shown per latent (from the concept's prompts, and from the cache if given)."""
-    bins: int = field(default=16, metadata=POSITIVE)
-    """Bins of the activation histograms."""
     cache_tokens: int = field(default=50_000, metadata=POSITIVE)
     """With a cache: tokens read per layer when looking for the corpus prompts that excite a latent most."""
-    batch_size: int = field(default=64, metadata=POSITIVE)
-    """Prompts per forward pass."""
 
     def __post_init__(self) -> None:
         check_fields(self)
-
-
-def _round(values: Any, digits: int = 3) -> list[float]:
-    return [round(float(v), digits) for v in values]
 
 
 def dictionary_health(dictionaries: "Dictionaries") -> list[dict[str, Any]]:
@@ -92,120 +79,6 @@ def concept_summary(entry: "ConceptEntry") -> dict[str, Any]:
     }
 
 
-def _histogram(target: "torch.Tensor", nontarget: "torch.Tensor", bins: int) -> dict[str, Any]:
-    """Counts of the non-zero peak activations on target and non-target prompts over shared bin edges."""
-    import torch
-
-    fired_t, fired_n = target[target > 0], nontarget[nontarget > 0]
-    top = float(torch.cat([fired_t, fired_n]).max()) if len(fired_t) + len(fired_n) else 1.0
-    edges = torch.linspace(0, top, bins + 1)
-    return {
-        "edges": _round(edges),
-        "target": torch.histc(fired_t, bins, 0, top).int().tolist(),
-        "nontarget": torch.histc(fired_n, bins, 0, top).int().tolist(),
-    }
-
-
-def _latent_rows(latents: list[int], target: Any, nontarget: Any, cfg: InspectConfig) -> list[dict[str, Any]]:
-    """The `top_latents` of `latents` by target energy, with rates, energy share, histograms and top prompts."""
-    energy = target.energy.sum(0)
-    total = float(energy.sum()) or 1.0
-    shown = sorted(latents, key=lambda j: -float(energy[j]))[: cfg.top_latents]
-    rows = []
-    for j in shown:
-        peak_t, peak_n = target.peak[:, j], nontarget.peak[:, j]
-        ranked = sorted(
-            [("target", i, float(v)) for i, v in enumerate(peak_t)]
-            + [("nontarget", i, float(v)) for i, v in enumerate(peak_n)],
-            key=lambda r: -r[2],
-        )
-        rows.append(
-            {
-                "id": int(j),
-                "target_rate": round(float((peak_t > 0).float().mean()), 4),
-                "nontarget_rate": round(float((peak_n > 0).float().mean()), 4),
-                "energy_share": round(float(energy[j]) / total, 4),
-                "histogram": _histogram(peak_t, peak_n, cfg.bins),
-                "top": [[source, i, round(v, 3)] for source, i, v in ranked[: cfg.top_prompts] if v > 0],
-            }
-        )
-    return rows
-
-
-def token_activations(
-    backbone: "Backbone",
-    dictionaries: "Dictionaries",
-    wanted: dict[str, tuple[list[str], list[int]]],
-    batch_size: int = 64,
-    progress: bool = False,
-) -> dict[str, list[dict[str, Any]]]:
-    """For each hook point's (prompts, latents): per prompt, its tokens and each latent's activation on every
-    token (for highlighting). All prompts go through the backbone together, once (with `progress`, under a bar
-    counting them)."""
-    import torch
-    from tqdm.auto import tqdm
-
-    texts = sorted({t for prompts, _ in wanted.values() for t in prompts})
-    hooks = [h for h, (prompts, latents) in wanted.items() if prompts and latents]
-    found: dict[str, dict[str, dict[str, Any]]] = {h: {} for h in hooks}
-    bar = tqdm(total=len(texts) if hooks else 0, desc="highlighting tokens", unit="prompt", disable=not progress)
-    for chunk, outputs in backbone.run_batched(texts, hooks, batch_size) if hooks else []:
-        bar.update(len(chunk))
-        for hook in hooks:
-            latents = wanted[hook][1]
-            with torch.inference_mode():
-                codes = dictionaries.sae(hook).encode(outputs[hook].acts.float())[..., torch.tensor(latents)]
-            for row, text in enumerate(chunk):
-                n = int(outputs[hook].mask[row].sum())
-                found[hook][text] = {
-                    "tokens": backbone.token_strings(text, hook)[:n],
-                    "acts": {str(j): _round(v, 2) for j, v in zip(latents, codes[row, :n].T)},
-                }
-    bar.close()
-    return {h: [found[h][t] for t in wanted[h][0]] if h in found else [] for h in wanted}
-
-
-def _keep_shown(prompts: list[dict[str, Any]], tops: dict[str, list[int]]) -> list[dict[str, Any]]:
-    """Keep, for each prompt, only the activations of the latents it is shown for (the file stays small)."""
-    shown_for: dict[int, set[str]] = {}
-    for latent, indices in tops.items():
-        for k in indices:
-            shown_for.setdefault(k, set()).add(latent)
-    for k, prompt in enumerate(prompts):
-        prompt["acts"] = {j: v for j, v in prompt["acts"].items() if j in shown_for.get(k, set())}
-    return prompts
-
-
-def concept_detail(
-    backbone: "Backbone", dictionaries: "Dictionaries", entry: "ConceptEntry", cfg: InspectConfig
-) -> dict[str, dict[str, Any]]:
-    """Per layer: the concept's latents there (the library's at the chosen layer, recomputed with the entry's
-    settings elsewhere) and the detail of the top ones, from the prompts the concept was learned from."""
-
-    hooks = [h for h in dictionaries.hook_points if h in entry.layer_scores] or [entry.hook_point]
-    concept_cfg = entry_config(entry)
-    target = encode_prompts(backbone, dictionaries, entry.target_prompts, hooks, cfg.batch_size)
-    nontarget = encode_prompts(backbone, dictionaries, entry.nontarget_prompts, hooks, cfg.batch_size)
-    layers, wanted = {}, {}
-    for hook in hooks:
-        if hook == entry.hook_point:
-            latents = list(entry.latents)
-        else:
-            latents, _ = specific_and_shared(target[hook], nontarget[hook], concept_cfg)
-        rows = _latent_rows(latents, target[hook], nontarget[hook], cfg)
-        tops = sorted({(source, i) for r in rows for source, i, _ in r["top"]})
-        position = {key: k for k, key in enumerate(tops)}
-        for r in rows:
-            r["top"] = [[position[(source, i)], source, value] for source, i, value in r["top"]]
-        texts = [(entry.target_prompts if source == "target" else entry.nontarget_prompts)[i] for source, i in tops]
-        wanted[hook] = (texts, [r["id"] for r in rows])
-        layers[hook] = {"latents": latents, "shown": rows}
-    for hook, prompts in token_activations(backbone, dictionaries, wanted, cfg.batch_size).items():
-        tops = {str(r["id"]): [k for k, _, _ in r["top"]] for r in layers[hook]["shown"]}
-        layers[hook]["prompts"] = _keep_shown(prompts, tops)
-    return layers
-
-
 def corpus_examples(
     cache_path: str | Path,
     backbone: "Backbone",
@@ -220,7 +93,7 @@ def corpus_examples(
     from tqdm.auto import tqdm
 
     out: dict[str, dict[str, Any]] = {}
-    texts: dict[str, tuple[list[str], list[int]]] = {}
+    texts: dict[str, list[tuple[str, list[int]]]] = {}
     with ActivationCache(cache_path) as cache:
         if dictionaries.backbone_id and cache.backbone_id != dictionaries.backbone_id:
             raise ClearSaeError(
@@ -256,14 +129,14 @@ def corpus_examples(
                 best[latent] = [(int(p), float(peak[p])) for p in order if peak[p] > 0]
             chosen = sorted({p for pairs in best.values() for p, _ in pairs})
             position = {p: k for k, p in enumerate(chosen)}
-            texts[hook] = ([corpus[p] for p in chosen], latents)
+            shown = shown_per_prompt(len(chosen), [(j, [position[p] for p, _ in best[j]]) for j in latents])
+            texts[hook] = list(zip([corpus[p] for p in chosen], shown))
             out[hook] = {
                 "tokens_scanned": n,
                 "top": {str(j): [[position[p], round(v, 3)] for p, v in pairs] for j, pairs in best.items()},
             }
     for hook, prompts in token_activations(backbone, dictionaries, texts, cfg.batch_size, progress).items():
-        tops = {latent: [k for k, _ in pairs] for latent, pairs in out[hook]["top"].items()}
-        out[hook]["prompts"] = _keep_shown(prompts, tops)
+        out[hook]["prompts"] = prompts
     return out
 
 
@@ -379,7 +252,7 @@ def collect_report(
         dictionaries.check_backbone(backbone.backbone_id, widths)
     for entry in tqdm(detailed, desc="concept latents", unit="concept", disable=not progress):
         assert backbone is not None
-        concepts[entry.name]["layers"] = concept_detail(backbone, dictionaries, entry, cfg)
+        concepts[entry.name]["layers"] = stored_concept_detail(backbone, dictionaries, entry, cfg)
     data: dict[str, Any] = {
         "format": FORMAT,
         "package_version": __version__,

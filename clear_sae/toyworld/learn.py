@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from clear_sae.calibration.ladder import CalibrationConfig, learn_calibrated_concept
-from clear_sae.concepts import ConceptConfig
+from clear_sae.concepts import ConceptCodes, ConceptConfig
 from clear_sae.toyworld.concepts import (
     JUDGE_CLIPS,
     JUDGED_MAX_RATE,
@@ -20,6 +20,14 @@ from clear_sae.toyworld.concepts import (
 from clear_sae.toyworld.judge import GenerationJudge
 
 
+def learning_prompts(name: str, attribute: str | None = None) -> tuple[list[str], list[str]]:
+    """The target and non-target prompts toy concept `name` (standing for `attribute`, default the name) is
+    learned from: the attribute's `LEARN_PAIRS` learning pairs."""
+    axis, value = attribute_of(attribute or name)
+    target, nontarget = concept_pairs(axis, value, LEARN_PAIRS)[:2]
+    return target, nontarget
+
+
 def learn_toy_concept(
     backbone: Any,
     dictionaries: Any,
@@ -29,16 +37,18 @@ def learn_toy_concept(
     judge_clips: int = JUDGE_CLIPS,
     attribute: str | None = None,
     prompts: tuple[list[str], list[str]] | None = None,
+    codes: ConceptCodes | None = None,
 ) -> Any:
     """Learn toy concept `name`, its layer, tolerance and strength calibrated (`clear_sae.calibration.ladder`);
     returns the entry, for `ConceptLibrary.add`. `attribute` (default: the name, e.g. `red`) is the colour, shape
     or motion it stands for, as `AXIS=VALUE`. Its latents come from `prompts` (target, non-target) when given,
     else from the attribute's `LEARN_PAIRS` learning pairs. With a toy `world` (and `judge_clips` > 0) each rung
     is judged by generating `judge_clips` target and non-target clips of the attribute (`GenerationJudge`) on
-    the ladder `JUDGED_STRENGTHS`; otherwise by the text-side probe at `TOY_STRENGTH`."""
+    the ladder `JUDGED_STRENGTHS`; otherwise by the text-side probe at `TOY_STRENGTH`. `codes`: those prompts
+    already encoded (`encode_concept`)."""
 
     axis, value = attribute_of(attribute or name)
-    target, nontarget = prompts or concept_pairs(axis, value, LEARN_PAIRS)[:2]
+    target, nontarget = prompts or learning_prompts(name, attribute)
     cal, judge = CalibrationConfig(strengths=(TOY_STRENGTH,)), None
     if world is not None and judge_clips > 0:
         judge = GenerationJudge(world, axis, value, judge_clips, judge_clips, max_found=JUDGED_MAX_RATE)
@@ -52,6 +62,7 @@ def learn_toy_concept(
         ConceptConfig(seed=seed, max_nontarget_rate=MAX_NONTARGET_RATE),
         cal,
         judge=judge,
+        codes=codes,
     )
     if attribute:  # so that `clear-sae evaluate` knows what the entry stands for without being told again
         entry.toy_attribute = f"{axis}={value}"

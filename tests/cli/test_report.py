@@ -119,7 +119,7 @@ def test_inspect_cli_writes_json_and_refuses_bad_input(
 
     import clear_sae.cli.report
 
-    monkeypatch.setattr(clear_sae.cli.report, "concept_detail", slow_part)
+    monkeypatch.setattr(clear_sae.cli.report, "stored_concept_detail", slow_part)
     bad_runs = [
         (base + ["--out", str(tmp_path / "a.html"), "--cache", str(cut_cache)], "not a readable HDF5 file"),
         (base + ["--out", str(tmp_path / "a.html"), "--cache", str(tmp_path)], f"--cache {tmp_path} is a directory"),
