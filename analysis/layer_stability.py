@@ -34,13 +34,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tokens", type=int, default=DemoConfig.tokens, help="training tokens per layer")
     parser.add_argument("--corpus-size", type=int, default=None, help="first N corpus captions (default: all)")
     parser.add_argument("--toy-captions", type=int, default=DemoConfig.toy_captions, help="toy captions mixed in")
+    parser.add_argument("--concepts", nargs="+", default=None, help="shipped text concepts (default: all)")
     args = parser.parse_args(argv)
+    names = args.concepts or shipped_concepts()
+    unknown = sorted(set(names) - set(shipped_concepts()))
+    if unknown:
+        parser.error(f"no shipped text concept {', '.join(unknown)}; choose from {', '.join(shipped_concepts())}")
 
     demo = DemoConfig(tokens=args.tokens, corpus_size=args.corpus_size, toy_captions=args.toy_captions)
     started = time.perf_counter()
     corpus = read_prompt_file(PROMPTS_DIR / "corpus.txt")[: demo.corpus_size] + toy_corpus(demo.toy_captions)
     backbone = load_backbone("minilm")
-    names = shipped_concepts()
     prompts = {
         name: (
             read_prompt_file(PROMPTS_DIR / "concepts" / f"{name}.target.txt"),
@@ -88,6 +92,7 @@ def main(argv: list[str] | None = None) -> None:
             "k": demo.k,
             "batch_size": demo.batch_size,
             "corpus_prompts": len(corpus),
+            "concepts": names,
         },
         "concepts": concepts,
         "stable": sorted(n for n, c in concepts.items() if c["same_layer"]),

@@ -1,4 +1,7 @@
-"""The benchmark scripts run end to end at tiny sizes and write ratios that agree with their own measurements."""
+"""The benchmark scripts run end to end at tiny sizes and write ratios that agree with their own measurements.
+
+Benchmarks are the `slow` tier (`pytest --runslow`); the GPU script's CPU smoke run is quick and stays in the
+default run."""
 
 from __future__ import annotations
 
@@ -28,6 +31,7 @@ def run_benchmark(script: str, tmp_path: Path, *args: str) -> dict:
     return record
 
 
+@pytest.mark.slow  # a benchmark: the `slow` tier
 def test_training_benchmark_compares_three_trainers_in_one_run(tmp_path):
     record = run_benchmark(
         "training",
@@ -62,6 +66,7 @@ def test_training_benchmark_compares_three_trainers_in_one_run(tmp_path):
         assert row["speedup_vs_sae_lens"] == pytest.approx(row["sae_lens_ms"] / row["sparse_ms"])
 
 
+@pytest.mark.slow  # a benchmark: the `slow` tier
 def test_caching_benchmark_reports_overhead_and_reader_headroom(tmp_path):
     record = run_benchmark(
         "caching", tmp_path, "--prompts", "128", "--pairs", "3", "--scaling", "32", "64", "--train-steps", "3"
@@ -99,6 +104,7 @@ def test_gpu_benchmark_smoke_run_on_cpu(tmp_path):
         assert row["fraction_of_matmul_peak"] == pytest.approx(fraction, rel=1e-6)
 
 
+@pytest.mark.slow  # a benchmark: the `slow` tier
 def test_erasure_benchmark_times_the_clamp_and_a_new_concept(tmp_path):
     record = run_benchmark("erasure", tmp_path, "--clips", "2", "--repeats", "1")
     generation = record["generation"]

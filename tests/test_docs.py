@@ -7,6 +7,8 @@ import json
 import re
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -56,14 +58,14 @@ def test_the_readme_is_a_newcomers_page():
 
 
 def test_the_stability_script_writes_the_json_its_page_reads(analysis_script, tmp_path, monkeypatch):
-    """Two seeds on a small slice of the demo's corpus: every shipped text concept gets a layer per seed, and the
+    """Two seeds on a small slice of the demo's corpus: every concept asked for gets a layer per seed, and the
     generated page shows each concept's row."""
     out = tmp_path / "stability.json"
-    analysis_script("layer_stability").main(
-        ["--out", str(out), "--seeds", "0", "1", "--tokens", "512", "--corpus-size", "40", "--toy-captions", "40"]
-    )
+    script = analysis_script("layer_stability")
+    slice_ = ["--seeds", "0", "1", "--tokens", "512", "--corpus-size", "40", "--toy-captions", "40"]
+    script.main(["--out", str(out), *slice_, "--concepts", "dog", "umbrella", "van_gogh"])
     data = json.loads(out.read_text())
-    assert data["settings"]["seeds"] == [0, 1] and data["concepts"]
+    assert data["settings"]["seeds"] == [0, 1] and sorted(data["concepts"]) == ["dog", "umbrella", "van_gogh"]
     for name, concept in data["concepts"].items():
         layers = {run["layer"] for run in concept["seeds"].values()}
         assert set(concept["seeds"]) == {"0", "1"} and concept["same_layer"] == (len(layers) == 1)
@@ -74,3 +76,6 @@ def test_the_stability_script_writes_the_json_its_page_reads(analysis_script, tm
     for name in data["concepts"]:
         assert f"| {name} |" in page
     assert f"**{len(data['stable'])} of {len(data['concepts'])}**" in page
+    with pytest.raises(SystemExit):  # an unknown concept is refused before any work
+        script.main(["--out", str(tmp_path / "other.json"), *slice_, "--concepts", "guitar"])
+    assert not (tmp_path / "other.json").exists()

@@ -74,6 +74,8 @@ class DemoConfig:
     about 14 minutes rather than 5); 0, or no toy generator, leaves the judging to the text-side probe."""
     force: bool = False
     """Work in `out` even if it holds files that no earlier demo wrote (the demo overwrites what it writes)."""
+    concepts: tuple[str, ...] | None = None
+    """Learn only these concepts (shipped text concepts and toy-world names); None learns every one."""
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -82,6 +84,21 @@ class DemoConfig:
 def shipped_concepts() -> list[str]:
     """Names of the concepts whose prompt files ship with the package."""
     return sorted(p.name[: -len(".target.txt")] for p in (PROMPTS_DIR / "concepts").glob("*.target.txt"))
+
+
+def chosen_concepts(cfg: DemoConfig) -> tuple[list[str], list[str]]:
+    """The shipped text concepts and toy concepts the demo learns: all, or those `cfg.concepts` names (a
+    one-line error for a name that is neither)."""
+    text, toys = shipped_concepts(), toy_concepts()
+    if cfg.concepts is None:
+        return text, toys
+    unknown = sorted(set(cfg.concepts) - set(text) - set(toys))
+    if unknown or not cfg.concepts:
+        raise ClearSaeError(
+            f"--concepts names {', '.join(unknown) or 'nothing'}: choose from the shipped text concepts "
+            f"({', '.join(text)}) and the toy concepts ({', '.join(toys)}), or leave --concepts out"
+        )
+    return [n for n in text if n in cfg.concepts], [n for n in toys if n in cfg.concepts]
 
 
 def _stage(number: int, text: str, starts: list[float]) -> None:
@@ -244,11 +261,11 @@ def run_demo(cfg: DemoConfig = DemoConfig()) -> dict[str, Any]:
         batch_size=cfg.batch_size,
         save_dtype="float16",
     )  # its checks run here
+    names, toys = chosen_concepts(cfg)
+    if not shipped_concepts():
+        raise ClearSaeError(f"no concept prompt files under {PROMPTS_DIR}; reinstall clear_sae")
     claim_folder(out, cfg.force)
     corpus = read_prompt_file(PROMPTS_DIR / "corpus.txt")[: cfg.corpus_size] + toy_corpus(cfg.toy_captions)
-    names = shipped_concepts()
-    if not names:
-        raise ClearSaeError(f"no concept prompt files under {PROMPTS_DIR}; reinstall clear_sae")
     backbone = load_backbone("minilm")
     hooks = backbone.hook_points
     print(
@@ -256,7 +273,6 @@ def run_demo(cfg: DemoConfig = DemoConfig()) -> dict[str, Any]:
         "(OMP_NUM_THREADS sets them)",
         flush=True,
     )
-    toys = toy_concepts()
     titles = stage_titles(cfg, len(hooks), len(corpus), names, toys)
 
     _stage(1, titles[0], stage_starts)

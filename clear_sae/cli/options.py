@@ -57,7 +57,7 @@ def list_type(base: type) -> Callable[[str], tuple[Any, ...]]:
         try:
             return tuple(base(part) for part in text.split(",") if part.strip())
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of numbers") from None
+            raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of {base.__name__}") from None
 
     parse.__name__ = "list"
     return parse
@@ -106,7 +106,10 @@ def add_fields(
         elif typing.get_origin(annotation) is tuple:
             kwargs["type"] = list_type(typing.get_args(annotation)[0])
             kwargs["default"] = default
-            kwargs["help"] = f"{doc} Comma-separated. (default: {','.join(f'{v:g}' for v in default)})"
+            shown = (
+                "none" if default is None else ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in default)
+            )
+            kwargs["help"] = f"{doc} Comma-separated. (default: {shown})"
         elif annotation in (int, float):
             kwargs["type"] = number_type(annotation, f.metadata.get(CHECK))
         elif annotation is Path:

@@ -479,7 +479,7 @@ def test_ctrl_c_then_resume_matches_an_uninterrupted_run(workdir, tmp_path, caps
 
     from clear_sae.corpus import generate_captions
 
-    N = 2000  # enough prompts that the child is still caching when the interrupt arrives
+    N = 600  # enough prompts that the child is still caching when the interrupt arrives
     prompts = write_prompts(tmp_path / "p.txt", generate_captions(N, seed=5))
     exe = Path(sys.executable).parent / "clear-sae"
     args = ["cache", "--model", "minilm", "--prompts", str(prompts), "--batch-size", "4", "--layers", "2,5"]

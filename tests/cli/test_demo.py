@@ -17,22 +17,16 @@ from clear_sae.toyworld.concepts import toy_concepts
 SHIPPED = Path(__file__).resolve().parents[2] / "dictionaries" / "minilm"
 
 
-def test_demo_runs_end_to_end_on_a_slice(tmp_path, capsys, tiny_toy_generator):
-    summary = run_demo(
-        DemoConfig(
-            out=tmp_path / "demo",
-            tokens=8192,
-            expansion=2,
-            k=16,
-            corpus_size=600,
-            heldout_prompts=6,
-            toy_captions=300,
-            toy_clips=2,
-            judge_clips=2,
-            generator=tiny_toy_generator,
-        )
-    )
-    out = capsys.readouterr().out
+SLICE = dict(tokens=8192, expansion=2, k=16, corpus_size=600, heldout_prompts=6, toy_clips=2, judge_clips=2)
+"""A small demo: a slice of the corpus, small dictionaries, two clips per toy showcase and per judged rung."""
+FEW = ("dog", "umbrella", "red", "blue", "cross", "rise")
+"""Text and toy concepts, the toy showcase among them, for the demo run of the default tier."""
+
+
+def check_demo_run(summary: dict, folder: Path, out: str) -> dict:
+    """Assert what every demo run must show: each stage announced, the library it wrote, chosen layers that are
+    the argmax (text) or the calibration's kept rung (toy, judged on 2 generated clips), erasure that clears
+    what fired, the toy showcase's strips and GIFs, and the report with the clips in it. Returns the library."""
     for stage in ("1/6", "2/6", "3/6", "4/6", "5/6", "6/6", "demo finished"):
         assert stage in out
     import torch
@@ -40,9 +34,9 @@ def test_demo_runs_end_to_end_on_a_slice(tmp_path, capsys, tiny_toy_generator):
     assert f"on {torch.get_num_threads()} CPU threads" in out  # the header says what the run uses
     text = [n for n in summary["chosen_layers"] if n not in toy_concepts()]
     toys = [n for n in summary["chosen_layers"] if n in toy_concepts()]
-    # Stage 3 announces what it builds: every shipped text concept and every toy concept.
+    # Stage 3 announces what it builds: every text concept and every toy concept asked for.
     assert f"3/6 learning {len(text) + len(toys)} concepts ({len(text)} text, {len(toys)} toy)" in out
-    library = json.loads((tmp_path / "demo" / "dictionaries" / "concepts.json").read_text())
+    library = json.loads((folder / "dictionaries" / "concepts.json").read_text())
     assert set(summary["chosen_layers"]) == set(library["concepts"])
     for name, entry in library["concepts"].items():
         scores = {h: s["energy"] for h, s in entry["layer_scores"].items() if s["n_specific"] > 0}
@@ -75,15 +69,44 @@ def test_demo_runs_end_to_end_on_a_slice(tmp_path, capsys, tiny_toy_generator):
     for name, erasure in summary["erasure"].items():
         assert erasure["target_cleared"] == erasure["target_fired"]
     toy = set(library["concepts"]) & set(toy_concepts())
-    assert len(toy) >= 8  # most toy concepts have specific latents even on these small dictionaries
     for name, shown in summary["toy_world"].items():
         assert name in toy and shown["clips"] == 2
         assert Path(shown["strip"]).stat().st_size > 0 and Path(shown["gif"]).read_bytes()[:3] == b"GIF"
-    evaluation = json.loads((tmp_path / "demo" / "toy" / "evaluation.json").read_text())
+    evaluation = json.loads((folder / "toy" / "evaluation.json").read_text())
     assert set(evaluation["concepts"]) == set(summary["toy_world"])
-    html = (tmp_path / "demo" / "report.html").read_text()
+    html = (folder / "report.html").read_text()
     assert "clear_sae.inspect_report" in html and len(html) > 1_000_000  # plotly.js inlined: opens offline
     assert "inspection report ->" in out and "data:image/png;base64," in html  # the toy clips are in the page
+    return library
+
+
+def test_demo_runs_every_stage_on_a_few_concepts(tmp_path, capsys, tiny_toy_generator):
+    folder = tmp_path / "demo"
+    cfg = DemoConfig(out=folder, toy_captions=300, generator=tiny_toy_generator, concepts=FEW, **SLICE)
+    summary = run_demo(cfg)
+    library = check_demo_run(summary, folder, capsys.readouterr().out)
+    assert set(library["concepts"]) <= set(FEW) and {"dog", "umbrella"} <= set(library["concepts"])
+    assert set(summary["toy_world"]) == {"blue", "cross", "red"} & set(library["concepts"])
+    # The report reads the detail that learning stored beside the dictionaries: one file per concept.
+    assert len(list((folder / "dictionaries" / "details").glob("*.json"))) == len(library["concepts"])
+
+
+@pytest.mark.slow  # every concept the demo learns, on a slice of the corpus: most of the demo's work
+def test_demo_runs_end_to_end_on_a_slice(tmp_path, capsys, tiny_toy_generator):
+    folder = tmp_path / "demo"
+    summary = run_demo(DemoConfig(out=folder, toy_captions=300, generator=tiny_toy_generator, **SLICE))
+    library = check_demo_run(summary, folder, capsys.readouterr().out)
+    toy = set(library["concepts"]) & set(toy_concepts())
+    assert len(toy) >= 8  # most toy concepts have specific latents even on these small dictionaries
+
+
+@pytest.mark.parametrize("concepts", [("guitar",), ("dog", "magenta"), ()])
+def test_demo_refuses_unknown_concepts_before_writing(tmp_path, concepts):
+    from clear_sae.errors import ClearSaeError
+
+    with pytest.raises(ClearSaeError, match="choose from the shipped text concepts"):
+        run_demo(DemoConfig(out=tmp_path / "demo", concepts=concepts))
+    assert not (tmp_path / "demo").exists()
 
 
 @pytest.mark.artifacts
