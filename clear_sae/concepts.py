@@ -23,7 +23,7 @@ from clear_sae.config import ABOVE_ZERO, POSITIVE, SHARE, check_fields
 from clear_sae.dictionary import Dictionaries
 from clear_sae.errors import ClearSaeError
 from clear_sae.io import prompts_hash
-from clear_sae.library import ConceptEntry, SelectionSettings
+from clear_sae.library import ConceptEntry, SelectionSettings, check_concept_name
 
 if TYPE_CHECKING:
     import torch
@@ -367,6 +367,7 @@ def learn_concept(
 
     if not name.strip():
         raise ClearSaeError("the concept name is empty; pass --name NAME")
+    check_concept_name(name)
     if cfg.score not in SCORES:
         raise ClearSaeError(f"unknown score {cfg.score!r}; choose one of {', '.join(SCORES)}")
     if profiles is None:

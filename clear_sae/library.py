@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -17,8 +18,21 @@ FORMAT = "clear_sae.concept_library"
 FORMAT_VERSION = 2
 """The library file's layout. 1: no `format_version` field; each entry's selection settings, calibration record,
 toy attribute and joint training settings in one free `settings` dict. 2: each of those in a typed field."""
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9 _.+-]{0,99}")
+"""A concept name: letters, digits, spaces and `_ . + -`, starting with a letter or digit, at most 100
+characters. Names become folder names (the joint method's SAE), so no separator, `..` or hidden name."""
 METHOD = "clear"
 """The `method` of an entry learned from reused per-layer dictionaries (`clear_sae.concepts.learn_concept`)."""
+
+
+def check_concept_name(name: str) -> str:
+    """Return `name` if it is a valid concept name (`NAME_PATTERN`), else raise a one-line error."""
+    if not NAME_PATTERN.fullmatch(name):
+        raise ClearSaeError(
+            f"concept name {name!r} is not allowed: use letters, digits, spaces and _ . + - (starting with a "
+            "letter or digit, at most 100 characters), e.g. --name french_horn"
+        )
+    return name
 
 
 @dataclass
@@ -240,6 +254,7 @@ class ConceptLibrary:
     def add(self, entry: ConceptEntry) -> ConceptEntry:
         """Add or replace a concept (not saved) and return it. An entry whose `dictionary` is an absolute folder,
         as learning functions return it, is changed in place to refer to that folder relative to this library."""
+        check_concept_name(entry.name)
         if Path(entry.dictionary).is_absolute():
             entry.dictionary = self.relative_dictionary(entry.dictionary)
         self.concepts[entry.name] = entry

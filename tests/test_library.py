@@ -19,6 +19,7 @@ from clear_sae.library import (
     ConceptEntry,
     ConceptLibrary,
     SelectionSettings,
+    check_concept_name,
     migrate,
 )
 from clear_sae.toyworld.concepts import is_toy_entry
@@ -197,3 +198,17 @@ def test_which_entries_are_toy_concepts_and_where_a_joint_sae_goes(tmp_path):
     assert is_toy_entry(entry(name="dog"), {"dog": "colour=red"})
     assert is_toy_entry(entry(name="dog", toy_attribute="motion=fall"))
     assert joint_folder(tmp_path / "mine.json", "accordion") == tmp_path / "mine_joint" / "accordion"
+
+
+@pytest.mark.parametrize("name", ["../dicts", "/abs/path", "a/b", "a\\b", "..", ".hidden", "", "x\x00y", "n" * 101])
+def test_a_concept_name_that_could_be_a_path_is_refused(tmp_path, name):
+    with pytest.raises(ClearSaeError, match="is not allowed"):
+        check_concept_name(name)
+    with pytest.raises(ClearSaeError, match="is not allowed"):
+        joint_folder(tmp_path / "concepts.json", name)
+
+
+@pytest.mark.parametrize("name", ["french_horn", "Van Gogh", "c++", "t-rex", "v2.1"])
+def test_ordinary_concept_names_are_accepted(tmp_path, name):
+    assert check_concept_name(name) == name
+    assert joint_folder(tmp_path / "concepts.json", name).parent == tmp_path / "concepts_joint"

@@ -177,6 +177,30 @@ def relative_scores(concepts: dict[str, dict[str, Any]], hooks: list[str]) -> di
     return out
 
 
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def contained_strip(report: Path, strip: Any) -> bytes | None:
+    """The bytes of an evaluation report's PNG strip, named relative to the report's folder; None where there is
+    none. A strip path that leaves that folder, or a file that is not a PNG, is refused with a one-line error:
+    the report embeds the file, so it must never embed another one."""
+    if not strip:
+        return None
+    folder = report.parent.resolve()
+    file = (folder / str(strip)).resolve()
+    if not file.is_relative_to(folder):
+        raise ClearSaeError(
+            f"{report} names the strip {strip!r}, outside its own folder; pass the evaluation report as "
+            "`clear-sae evaluate` wrote it, beside its evaluation_strips/"
+        )
+    if not file.is_file():
+        return None
+    data = file.read_bytes()
+    if not data.startswith(PNG_SIGNATURE):
+        raise ClearSaeError(f"{report} names the strip {strip!r}, which is not a PNG; rerun `clear-sae evaluate`")
+    return data
+
+
 def evaluation_summary(path: str | Path) -> dict[str, Any]:
     """The figures of a `clear-sae evaluate` report, per concept and method, with its image strips inlined."""
 
@@ -211,10 +235,10 @@ def evaluation_summary(path: str | Path) -> dict[str, Any]:
             "methods": methods,
             "qualification": r.get("qualification", {}),
         }
-        strip = path.parent / r["strip"] if r.get("strip") else None
-        if strip is not None and strip.is_file():
-            item["strip"] = "data:image/png;base64," + base64.b64encode(strip.read_bytes()).decode("ascii")
-            item["strip_rows"] = r.get("strip_rows", [])
+        strip = contained_strip(path, r.get("strip"))
+        if strip is not None:
+            item["strip"] = "data:image/png;base64," + base64.b64encode(strip).decode("ascii")
+            item["strip_rows"] = [str(row) for row in r.get("strip_rows", [])]
         concepts[name] = item
     return {"source": str(path), "config": report.get("config", {}), "concepts": concepts}
 

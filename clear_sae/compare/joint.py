@@ -38,7 +38,7 @@ from clear_sae.config import ABOVE_ZERO, AT_LEAST_ZERO, COUNT, POSITIVE, check_f
 from clear_sae.dictionary import CONFIG, MANIFEST, WEIGHTS, input_scale
 from clear_sae.errors import ClearSaeError
 from clear_sae.io import atomic_write_text, prompts_hash
-from clear_sae.library import ConceptEntry
+from clear_sae.library import ConceptEntry, check_concept_name
 
 if TYPE_CHECKING:
     import torch
@@ -384,4 +384,4 @@ def joint_folder(library_path: str | Path, name: str) -> Path:
     """Where the `clear-joint` SAE of concept `name` goes for the library at `library_path`: a folder per concept
     in `<library stem>_joint/` beside the library file."""
     library_path = Path(library_path)
-    return library_path.parent / f"{library_path.stem}_joint" / name
+    return library_path.parent / f"{library_path.stem}_joint" / check_concept_name(name)

@@ -402,6 +402,24 @@ def _bad_inputs(workdir: Path) -> list[tuple[str, list, str, list[Path]]]:
             [lib],
         ),
         ("a directory as cache", ["train", "--cache", d / "dicts", "--out", d / "x"], "is a directory", []),
+        *[
+            (
+                f"concept name {label}",
+                concept[:4]
+                + [name]
+                + concept[5:]
+                + (["--method", "clear-joint", "--model", "minilm"] if joint else []),
+                "concept name .* is not allowed",
+                [lib, weights, dicts / "manifest.json"],
+            )
+            for label, name, joint in (
+                ("../dicts (clear-joint would write into the dictionaries)", "../dicts", True),
+                ("an absolute path (clear-joint)", str(d / "elsewhere"), True),
+                ("a/b", "a/b", False),
+                ("..", "..", False),
+                (".hidden", ".hidden", False),
+            )
+        ],
         ("demo into a folder it did not write", ["demo", "--out", dicts], "no earlier demo wrote", [weights]),
         ("demo into a file", ["demo", "--out", p], "is a file", [p]),
         (

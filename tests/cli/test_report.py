@@ -248,3 +248,73 @@ def test_html_states_its_colour_scale_and_holds_no_debug_text(report_data):
     assert 'const SCALE = "per-concept"' in html and "colour scaled per concept (row / its max)" in html
     assert "plots drawn" not in html and 'id="status"' not in html
     assert 'displayModeBar: "hover"' in html and "automargin: true" in html and "standoff" in html
+
+
+HOSTILE = '<img id="pwned" src=x onerror="document.title=1">'
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (the README's test command installs it)")
+def test_hostile_strings_in_every_shown_field_stay_text(report_data, tmp_path):
+    """Every field the page shows, forged: hook names, counts, latent ids, tokens, an evaluation's method, axis,
+    clip count, strip rows and a strip that is not a PNG. The page draws, and none of it becomes an element."""
+    from clear_sae.cli.report import render_html
+
+    data = json.loads(json.dumps(report_data))
+    for row in data["health"]:
+        row.update(hook_point=HOSTILE, training_tokens=HOSTILE, d_sae=HOSTILE)
+    concept = data["concepts"]["umbrella"]
+    layer = concept["layers"][concept["hook_point"]]
+    layer["shown"][0]["id"] = HOSTILE
+    layer["prompts"][0]["tokens"] = [HOSTILE]
+    method = {"method": HOSTILE, "layer": concept["hook_point"], "selected": True, "clips": HOSTILE}
+    data["evaluation"] = {
+        "source": HOSTILE,
+        "config": {},
+        "concepts": {
+            "umbrella": {
+                "axis": HOSTILE,
+                "layer": concept["hook_point"],
+                "methods": [method | {"rate_target_before": 0.5, "rate_target_after": 0.1}],
+                "qualification": {},
+                "strip": 'javascript:alert(1)" onerror="document.title=1',
+                "strip_rows": [HOSTILE],
+            }
+        },
+    }
+    page = tmp_path / "hostile.html"
+    page.write_text(render_html(data), encoding="utf-8")
+    dom = _chromium("--dump-dom", page.as_uri() + "#concept=umbrella").stdout
+    assert 'data-ready="1"' in dom, "the page's script did not finish"
+    shown = re.sub(r"<script.*?</script>", "", dom, flags=re.S)  # the page, less the data and code it carries
+    # A text node escapes "<" (an attribute value keeps it, but escapes the quote): only an element made of the
+    # hostile string would serialize as `<img id="pwned"`, and only its handler running would retitle the page.
+    assert '<img id="pwned"' not in shown and "<title>1</title>" not in shown
+    assert shown.count('&lt;img id="pwned"') >= 5  # it is shown, as text
+    assert "javascript:" not in shown and 'class="strip"' not in shown  # a strip that is not a PNG is not shown
+
+
+@pytest.mark.parametrize(
+    "strip, message",
+    [
+        ("../outside.png", "outside its own folder"),
+        ("/etc/passwd", "outside its own folder"),
+        ("evaluation_strips/notes.png", "not a PNG"),
+    ],
+)
+def test_an_evaluation_strip_outside_its_folder_or_not_a_png_is_refused(tmp_path, strip, message):
+    from clear_sae.cli.report import evaluation_summary
+    from clear_sae.errors import ClearSaeError
+
+    folder = tmp_path / "eval"
+    (folder / "evaluation_strips").mkdir(parents=True)
+    (folder / "evaluation_strips" / "notes.png").write_text("not an image")
+    (tmp_path / "outside.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"secret")
+    report = folder / "evaluation.json"
+    concept = {"layer": "text_encoder.blocks.1", "rate_target_before": {"mean": 0.5, "clips": 2}, "strip": strip}
+    report.write_text(json.dumps({"format": "clear_sae.toy_evaluation", "concepts": {"red": concept}}))
+    with pytest.raises(ClearSaeError, match=message):
+        evaluation_summary(report)
+    concept["strip"] = "evaluation_strips/red.png"
+    (folder / "evaluation_strips" / "red.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"pixels")
+    report.write_text(json.dumps({"format": "clear_sae.toy_evaluation", "concepts": {"red": concept}}))
+    assert evaluation_summary(report)["concepts"]["red"]["strip"].startswith("data:image/png;base64,")

@@ -13,7 +13,7 @@ from clear_sae.concepts import SCORES, ConceptConfig, format_table, learn_concep
 from clear_sae.dictionary import Dictionaries
 from clear_sae.errors import ClearSaeError
 from clear_sae.io import output_file, read_prompt_file
-from clear_sae.library import ConceptLibrary
+from clear_sae.library import ConceptLibrary, check_concept_name
 
 NAME = "concept"
 HELP = "find a concept's latents per layer, choose its layer, add it to a library"
@@ -56,6 +56,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> None:
     """Learn the concept into the library and print its per-layer table."""
+    check_concept_name(args.name)
     target = read_prompt_file(args.target)
     nontarget = read_prompt_file(args.nontarget)
     if args.method == "clear-joint":
