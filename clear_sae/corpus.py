@@ -25,6 +25,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from clear_sae.io import atomic_write_text
+
 __all__ = [
     "CONCEPTS",
     "ConceptSpec",
@@ -1440,11 +1442,7 @@ _GENERATOR = "python -m clear_sae.corpus"
 
 
 def _write_lines(path: Path, header: list[str], lines: list[str]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = "".join(f"# {h}\n" for h in header) + "".join(f"{line}\n" for line in lines)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
+    atomic_write_text(path, "".join(f"# {h}\n" for h in header) + "".join(f"{line}\n" for line in lines))
 
 
 def write_demo_prompts(out_dir: Path) -> None:

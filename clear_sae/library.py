@@ -12,7 +12,7 @@ from typing import Any
 from clear_sae import __version__
 from clear_sae.dictionary import holds_dictionaries
 from clear_sae.errors import ClearSaeError
-from clear_sae.io import atomic_write_text
+from clear_sae.io import atomic_write_text, file_lock
 
 FORMAT = "clear_sae.concept_library"
 FORMAT_VERSION = 2
@@ -205,6 +205,8 @@ class ConceptLibrary:
     def __init__(self, path: str | Path, concepts: dict[str, ConceptEntry] | None = None) -> None:
         self.path = Path(path)
         self.concepts: dict[str, ConceptEntry] = concepts or {}
+        self._changed: set[str] = set()
+        """Names added or replaced since loading: the entries a save writes over what is on disk."""
 
     @classmethod
     def load(cls, path: str | Path, missing_ok: bool = False) -> "ConceptLibrary":
@@ -242,7 +244,19 @@ class ConceptLibrary:
         return cls(path, entries)
 
     def save(self) -> None:
-        """Write the library atomically."""
+        """Write the library atomically, holding its lock: entries that another process saved since this one was
+        loaded are kept, and for any name this one added or replaced, this one's entry is written."""
+        with file_lock(self.path):
+            if self.path.is_file():
+                try:
+                    on_disk = ConceptLibrary.load(self.path).concepts
+                except ClearSaeError:  # not a library (an earlier check refused to overwrite what must be kept)
+                    on_disk = {}
+                self.concepts.update({name: e for name, e in on_disk.items() if name not in self._changed})
+            self._write()
+
+    def _write(self) -> None:
+        """Write the entries held here as the whole file."""
         data = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
@@ -258,6 +272,7 @@ class ConceptLibrary:
         if Path(entry.dictionary).is_absolute():
             entry.dictionary = self.relative_dictionary(entry.dictionary)
         self.concepts[entry.name] = entry
+        self._changed.add(entry.name)
         return entry
 
     def get(self, name: str) -> ConceptEntry:

@@ -212,3 +212,41 @@ def test_a_concept_name_that_could_be_a_path_is_refused(tmp_path, name):
 def test_ordinary_concept_names_are_accepted(tmp_path, name):
     assert check_concept_name(name) == name
     assert joint_folder(tmp_path / "concepts.json", name).parent == tmp_path / "concepts_joint"
+
+
+def test_two_libraries_loaded_before_either_saves_keep_both_entries(tmp_path):
+    path = tmp_path / "concepts.json"
+    first, second = ConceptLibrary.load(path, missing_ok=True), ConceptLibrary.load(path, missing_ok=True)
+    first.add(entry(name="dog"))
+    second.add(entry(name="cat"))
+    first.save()
+    second.save()  # a plain rewrite would lose "dog"
+    assert set(ConceptLibrary.load(path).concepts) == {"dog", "cat"}
+    third = ConceptLibrary.load(path)
+    first.add(entry(name="dog", strength=2.0))  # an entry replaced here wins over what is on disk
+    first.save()
+    third.save()  # third did not touch "dog": the newer one on disk stays
+    assert ConceptLibrary.load(path).get("dog").strength == 2.0
+
+
+def _save_entries(path: str, prefix: str, n: int) -> None:
+    """Add and save `n` entries one at a time, each through a freshly loaded library (as `clear-sae concept` does)."""
+    for i in range(n):
+        library = ConceptLibrary.load(path, missing_ok=True)
+        library.add(entry(name=f"{prefix}{i}"))
+        library.save()
+
+
+def test_concurrent_writers_on_one_library_lose_no_entry(tmp_path):
+    import multiprocessing
+
+    path = str(tmp_path / "concepts.json")
+    context = multiprocessing.get_context("spawn")
+    writers = [context.Process(target=_save_entries, args=(path, prefix, 12)) for prefix in ("a", "b", "c")]
+    for w in writers:
+        w.start()
+    for w in writers:
+        w.join(120)
+    assert [w.exitcode for w in writers] == [0, 0, 0]
+    assert set(ConceptLibrary.load(path).concepts) == {f"{p}{i}" for p in "abc" for i in range(12)}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["concepts.json", "concepts.json.lock"]  # no temp left

@@ -290,6 +290,7 @@ def run_demo(cfg: DemoConfig = DemoConfig()) -> dict[str, Any]:
 
     _stage(3, titles[2], stage_starts)
     library_path = dict_dir / "concepts.json"
+    library_path.unlink(missing_ok=True)  # an earlier run's entries name latents of the dictionaries just replaced
     library = ConceptLibrary(library_path)
     dictionaries = Dictionaries(dict_dir)
     report_cfg = InspectConfig(cache_tokens=cfg.report_cache_tokens)
