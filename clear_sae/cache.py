@@ -26,7 +26,7 @@ import numpy as np
 from clear_sae import __version__
 from clear_sae.config import POSITIVE, check_fields
 from clear_sae.errors import ClearSaeError, check_interrupt
-from clear_sae.io import prompts_hash
+from clear_sae.io import file_lock, is_locked, prompts_hash
 
 if TYPE_CHECKING:
     import h5py
@@ -160,11 +160,8 @@ def write_cache(
     Each batch is committed with one attribute write, so an interrupted run resumed with `resume=True`
     yields exactly the rows of an uninterrupted one. An existing file is never overwritten unless
     `force`; with `resume` its arguments must match. `stop_after_batches` ends early (for testing resume).
+    One run writes a cache at a time: a second, started while the first holds the cache's lock, is refused.
     """
-    import h5py
-    import torch
-    from tqdm.auto import tqdm
-
     out = Path(out)
     if not prompts:
         raise ClearSaeError("no prompts to cache; pass a prompt file with at least one prompt")
@@ -173,6 +170,30 @@ def write_cache(
     if cfg.dtype not in DTYPES:
         raise ClearSaeError(f"unsupported cache dtype {cfg.dtype!r}; use {' or '.join(DTYPES)}")
     backbone.check_hook_points(hook_points)
+    if out.is_dir():
+        raise ClearSaeError(f"{out} is a directory; pass a file path for the cache, such as {out / 'cache.h5'}")
+    with file_lock(out, busy=f"{out} is being written by another `clear-sae cache` run; wait for it to finish"):
+        return _write_cache_locked(
+            backbone, prompts, out, hook_points, cfg, resume, force, stop_after_batches, progress
+        )
+
+
+def _write_cache_locked(
+    backbone: "Backbone",
+    prompts: list[str],
+    out: Path,
+    hook_points: list[str],
+    cfg: CacheConfig,
+    resume: bool,
+    force: bool,
+    stop_after_batches: int | None,
+    progress: bool,
+) -> Path:
+    """`write_cache`'s work, done while holding the cache's lock."""
+    import h5py
+    import torch
+    from tqdm.auto import tqdm
+
     phash = prompts_hash(prompts)
     if out.exists() and not (resume or force):
         raise ClearSaeError(f"{out} already exists; pass --resume to continue it or --force to overwrite it")
@@ -180,8 +201,6 @@ def write_cache(
         f = open_h5(out, "r+")
         _check_resumable(f, out, backbone, hook_points, phash, cfg.dtype)
     else:
-        if out.is_dir():
-            raise ClearSaeError(f"{out} is a directory; pass a file path for the cache, such as {out / 'cache.h5'}")
         out.parent.mkdir(parents=True, exist_ok=True)
         # The layout is built aside and renamed into place, so an interrupt at any moment leaves either no
         # file or one that --resume continues (and --force replaces the old file only once the new one exists).
@@ -239,6 +258,10 @@ def open_h5(path: str | Path, mode: str = "r") -> "h5py.File":
     try:
         f = h5py.File(path, mode)
     except OSError as err:
+        if is_locked(path):
+            raise ClearSaeError(
+                f"{path} is being written by another `clear-sae cache` run; wait for it to finish"
+            ) from None
         reason = str(err).split("(")[-1].rstrip(")") if "(" in str(err) else str(err)
         raise ClearSaeError(
             f"{path} is not a readable HDF5 file ({reason}); it may be truncated or corrupt: "

@@ -64,21 +64,45 @@ def _umask() -> int:
     return mask
 
 
+def lock_path(path: str | Path) -> Path:
+    """The lock file of `path`: `<path>.lock` beside it (links followed)."""
+    real = Path(os.path.realpath(path))
+    return real.with_name(real.name + ".lock")
+
+
 @contextmanager
-def file_lock(path: str | Path) -> Iterator[None]:
-    """Hold an exclusive advisory lock for `path` (on `<path>.lock` beside it, which stays): a second process
-    asking for it waits until the first is done."""
+def file_lock(path: str | Path, busy: str | None = None) -> Iterator[None]:
+    """Hold an exclusive advisory lock for `path` (on `lock_path(path)`, which stays). A second process asking for
+    it waits until the first is done; with `busy`, it does not wait but gets that one-line error."""
     import fcntl
 
-    lock = Path(os.path.realpath(path))
-    lock = lock.with_name(lock.name + ".lock")
+    lock = lock_path(path)
     lock.parent.mkdir(parents=True, exist_ok=True)
     with open(lock, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | (fcntl.LOCK_NB if busy else 0))
+        except BlockingIOError:
+            raise ClearSaeError(busy) from None
         try:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def is_locked(path: str | Path) -> bool:
+    """Whether another holder has `path`'s lock (`file_lock`) right now."""
+    import fcntl
+
+    lock = lock_path(path)
+    if not lock.is_file():
+        return False
+    with open(lock, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    return False
 
 
 def read_json_file(path: str | Path, what: str, fix: str) -> Any:

@@ -166,3 +166,31 @@ def test_an_interrupt_swallowed_on_its_way_still_stops_the_cache_at_the_next_bat
     _write(minilm, tmp_path / "c.h5", resume=True)
     with ActivationCache(tmp_path / "c.h5") as cache:
         assert cache.complete
+
+
+def test_a_cache_being_written_is_neither_written_again_nor_called_corrupt(minilm, tmp_path):
+    """While one run holds a cache (its lock), a second `cache` run, with --resume or --force, is refused without
+    touching the file, and a reader is told to wait rather than to recreate it."""
+    import subprocess
+    import sys
+
+    from clear_sae.cache import open_h5
+    from clear_sae.io import file_lock
+
+    path = tmp_path / "c.h5"
+    write_cache(minilm, ["a dog", "a cat", "a red bus"], path, ["text_encoder.blocks.1"], progress=False)
+    before = path.read_bytes()
+    with file_lock(path), h5py.File(path, "r+"):  # as the first run holds it, mid-write
+        for resume, force in ((True, False), (False, True)):
+            with pytest.raises(ClearSaeError, match="being written by another `clear-sae cache` run"):
+                write_cache(
+                    minilm, ["a dog"], path, ["text_encoder.blocks.1"], resume=resume, force=force, progress=False
+                )
+        # Another process cannot open it (HDF5 locks the file too); it is told why, and not to recreate it.
+        code = f"from clear_sae.cache import open_h5; open_h5({str(path)!r})"
+        reader = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        error = reader.stderr.strip().splitlines()[-1]
+        assert "being written by another `clear-sae cache` run" in error and "--force" not in error
+    assert path.read_bytes() == before
+    write_cache(minilm, ["a dog"], path, ["text_encoder.blocks.1"], force=True, progress=False)  # free again
+    assert open_h5(path).attrs["complete"]
