@@ -388,6 +388,7 @@ def learn_concept(
         n_target=len(target),
         n_nontarget=len(nontarget),
         selection=selection_settings(cfg),
+        dictionary_fingerprint=dictionaries.fingerprint(chosen.hook_point),
         target_prompts=list(target),
         nontarget_prompts=list(nontarget),
     )

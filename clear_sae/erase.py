@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 from clear_sae.backbones import first_tensor, hook_module, replace_first_tensor
 from clear_sae.dictionary import Dictionaries
 from clear_sae.errors import ClearSaeError
+from clear_sae.library import check_learned_on
 
 if TYPE_CHECKING:
     import torch
@@ -200,6 +201,7 @@ def resolve_concepts(library: "ConceptLibrary", names: list[str]) -> list[Concep
         key = str(folder)
         if key not in loaded:
             loaded[key] = Dictionaries(folder)
+        check_learned_on(entry, loaded[key])
         resolved.append(ConceptClamp(entry, loaded[key].sae(entry.hook_point)))
     return resolved
 
@@ -217,5 +219,6 @@ def erase_concepts(
 def concept_clamps(library: "ConceptLibrary", entry: Any, exact: bool = True) -> dict[str, Any]:
     """The clamp of one library entry (possibly edited: another layer, other latents) on its dictionary."""
 
-    sae = Dictionaries(library.dictionary_path(entry)).sae(entry.hook_point)
-    return merge_clamps([ConceptClamp(entry, sae)], exact)
+    dictionaries = Dictionaries(library.dictionary_path(entry))
+    check_learned_on(library.concepts.get(entry.name) or entry, dictionaries)  # the entry as learned, not the edit
+    return merge_clamps([ConceptClamp(entry, dictionaries.sae(entry.hook_point))], exact)

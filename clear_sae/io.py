@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -74,8 +75,6 @@ def lock_path(path: str | Path) -> Path:
 def file_lock(path: str | Path, busy: str | None = None) -> Iterator[None]:
     """Hold an exclusive advisory lock for `path` (on `lock_path(path)`, which stays). A second process asking for
     it waits until the first is done; with `busy`, it does not wait but gets that one-line error."""
-    import fcntl
-
     lock = lock_path(path)
     lock.parent.mkdir(parents=True, exist_ok=True)
     with open(lock, "a") as handle:
@@ -91,8 +90,6 @@ def file_lock(path: str | Path, busy: str | None = None) -> Iterator[None]:
 
 def is_locked(path: str | Path) -> bool:
     """Whether another holder has `path`'s lock (`file_lock`) right now."""
-    import fcntl
-
     lock = lock_path(path)
     if not lock.is_file():
         return False

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from clear_sae import __version__
-from clear_sae.dictionary import holds_dictionaries
+from clear_sae.dictionary import Dictionaries, holds_dictionaries
 from clear_sae.errors import ClearSaeError
 from clear_sae.io import atomic_write_text, file_lock
 
@@ -23,6 +23,17 @@ NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9 _.+-]{0,99}")
 characters. Names become folder names (the joint method's SAE), so no separator, `..` or hidden name."""
 METHOD = "clear"
 """The `method` of an entry learned from reused per-layer dictionaries (`clear_sae.concepts.learn_concept`)."""
+
+
+def check_learned_on(entry: "ConceptEntry", dictionaries: Dictionaries) -> None:
+    """Raise a one-line error if `entry` was learned on another SAE than the one `dictionaries` now hold at its
+    layer (the layer was retrained since, so its latent ids mean other things)."""
+    if entry.dictionary_fingerprint and dictionaries.fingerprint(entry.hook_point) != entry.dictionary_fingerprint:
+        raise ClearSaeError(
+            f"entry {entry.name!r} was learned on a different {entry.hook_point} dictionary than the one now in "
+            f"{dictionaries.root} (retrained since?): its latent ids no longer mean the concept; relearn it with "
+            f"`clear-sae concept --name {entry.name}` on these dictionaries"
+        )
 
 
 def check_concept_name(name: str) -> str:
@@ -121,6 +132,9 @@ class ConceptEntry:
     """The toy-world attribute (`AXIS=VALUE`, e.g. `colour=red`) of a toy concept learned under another name."""
     joint: dict[str, Any] | None = None
     """For a `clear-joint` entry: the `clear_sae.compare.joint.JointConfig` fields it was trained with."""
+    dictionary_fingerprint: str | None = None
+    """`Dictionaries.fingerprint` of the layer's SAE the entry was learned on; using the entry on a retrained
+    layer is refused. None in entries learned before fingerprints were recorded (not checked)."""
     target_prompts: list[str] = field(default_factory=list)
     """The prompts the concept was learned from, kept so that `clear-sae inspect` can show its latents at work."""
     nontarget_prompts: list[str] = field(default_factory=list)

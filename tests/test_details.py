@@ -107,3 +107,16 @@ def test_codes_of_other_prompts_or_layers_are_refused(minilm, dictionaries, entr
     else:
         with pytest.raises(ClearSaeError, match="hold no layer"):
             learn_concept(minilm, dictionaries, "umbrella", target[:4], nontarget[:4], ConceptConfig(), codes=codes)
+
+
+@pytest.mark.artifacts
+def test_the_shipped_library_has_its_details_stored():
+    """`clear-sae inspect` on the shipped library reads what the report shows instead of recomputing it."""
+    from clear_sae.details import read_stored_detail
+    from clear_sae.library import shipped_library
+
+    library = ConceptLibrary.load(shipped_library())
+    for entry in library.concepts.values():
+        dictionaries = Dictionaries(library.dictionary_path(entry))
+        detail = read_stored_detail(dictionaries, entry, DetailConfig())
+        assert detail is not None and detail[entry.hook_point]["latents"] == entry.latents, entry.name

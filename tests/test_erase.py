@@ -227,3 +227,33 @@ def test_clamp_refuses_a_module_of_another_width(minilm_library):
     clamp = LatentClamp(concept.sae, concept.entry.latents)
     with pytest.raises(ClearSaeError, match="dimension mismatch"):
         clamp.edit(torch.zeros(2, 3, 32))
+
+
+def test_an_entry_is_refused_on_a_retrained_layer_and_kept_on_its_own(minilm, minilm_library, tmp_path):
+    """Retraining the entry's layer (`train --force --layers`) changes what its latent ids mean: erasure refuses,
+    naming the entry and what to do; on the dictionaries it was learned on it erases as before."""
+    import shutil
+    from pathlib import Path
+
+    from clear_sae.dictionary import WEIGHTS, Dictionaries
+    from clear_sae.erase import concept_clamps, resolve_concepts
+    from clear_sae.errors import ClearSaeError
+    from clear_sae.library import ConceptLibrary
+
+    shutil.copytree(Path(minilm_library).parent, tmp_path / "library")
+    original = ConceptLibrary.load(minilm_library)
+    source = original.dictionary_path(original.get("umbrella"))
+    shutil.copytree(source, tmp_path / "dicts")
+    library = ConceptLibrary.load(tmp_path / "library" / "concepts.json")
+    for entry in library.concepts.values():
+        entry.dictionary = str(Path("..") / "dicts")
+    entry = library.get("umbrella")
+    assert entry.dictionary_fingerprint == Dictionaries(source).fingerprint(entry.hook_point)
+    assert resolve_concepts(library, ["umbrella"]) and concept_clamps(library, entry)
+    weights = Dictionaries(tmp_path / "dicts").folder(entry.hook_point) / WEIGHTS
+    weights.write_bytes(weights.read_bytes()[:-2] + b"\x00\x01")  # another SAE at that layer
+    for use in (lambda: resolve_concepts(library, ["umbrella"]), lambda: concept_clamps(library, entry)):
+        with pytest.raises(ClearSaeError, match="entry 'umbrella' was learned on a different .* relearn it"):
+            use()
+    entry.dictionary_fingerprint = None  # an entry from before fingerprints: not checked
+    assert resolve_concepts(library, ["umbrella"])

@@ -11,6 +11,7 @@ import pytest
 
 from clear_sae.compare.joint import JointConfig, joint_folder
 from clear_sae.concepts import ConceptConfig, entry_config, selection_settings
+from clear_sae.dictionary import Dictionaries
 from clear_sae.errors import ClearSaeError
 from clear_sae.library import (
     FORMAT_VERSION,
@@ -93,10 +94,13 @@ def test_the_shipped_library_is_the_current_version_and_the_v1_library_migrated(
     for name, new in shipped.concepts.items():
         old = migrated.get(name)
         assert all(getattr(old, k) in ([], {}) for k in NOT_IN_V1_COPY)
-        assert {k: v for k, v in asdict(new).items() if k not in NOT_IN_V1_COPY} == {
-            k: v for k, v in asdict(old).items() if k not in NOT_IN_V1_COPY
+        unrecorded = (*NOT_IN_V1_COPY, "dictionary_fingerprint")  # fingerprints came after version 1
+        assert {k: v for k, v in asdict(new).items() if k not in unrecorded} == {
+            k: v for k, v in asdict(old).items() if k not in unrecorded
         }, name
         assert new.target_prompts and len(new.target_prompts) == new.n_target and new.layer_scores
+        # Each entry names the SAE it was learned on: the shipped one at its layer.
+        assert new.dictionary_fingerprint == Dictionaries(shipped.dictionary_path(new)).fingerprint(new.hook_point)
 
 
 def test_save_writes_the_current_version_and_reads_back_the_same_entries(tmp_path):
