@@ -390,11 +390,17 @@ def train_dictionaries(
         }
     )
     out.mkdir(parents=True, exist_ok=True)
+    # Marked unfinished before the first layer and finished after the last, so that an interrupted run never loads.
+    manifest["complete"] = False
+    manifest["training"] = list(hook_points)
+    atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=2))
     for hook in hook_points:
         record = train_layer(cache, hook, cfg, out / hook, progress=progress)
         manifest["layers"][hook] = asdict(record)
         atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=2))
     manifest["hook_points"] = [h for h in cache.hook_points if h in manifest["layers"]]
+    manifest["complete"] = True
+    del manifest["training"]
     atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=2))
     return manifest
 
@@ -441,6 +447,12 @@ class Dictionaries:
             manifest = self._manifest_from_folders()
         if not isinstance(manifest.get("layers"), dict):
             raise ClearSaeError(f"{self.root / MANIFEST} lists no layers; retrain with `clear-sae train --force`")
+        if manifest.get("complete") is False:  # manifests from before the marker have none: they were finished
+            layers = ", ".join(manifest.get("training", [])) or "its layers"
+            raise ClearSaeError(
+                f"{self.root} holds an unfinished training run (of {layers}): it was interrupted; rerun the "
+                "same `clear-sae train ... --force` to finish it"
+            )
         self.manifest = manifest
         self.backbone_id: str | None = manifest.get("backbone_id")
         self.layers: dict[str, dict[str, Any]] = manifest["layers"]
@@ -486,9 +498,15 @@ class Dictionaries:
             raise ClearSaeError(f"no dictionary for layer {hook!r} in {self.root}; it has {', '.join(self.layers)}")
 
     def folder(self, hook: str) -> Path:
-        """The SAE folder of `hook`."""
+        """The SAE folder of `hook`, which must lie inside the dictionary folder."""
         self.check_hook_point(hook)
-        return self.root / self.layers[hook]["folder"]
+        folder = self.root / str(self.layers[hook].get("folder"))
+        if not folder.resolve().is_relative_to(self.root.resolve()) or folder.resolve() == self.root.resolve():
+            raise ClearSaeError(
+                f"{self.root / MANIFEST} places layer {hook!r} in {self.layers[hook].get('folder')!r}, outside its "
+                "own folder; retrain with `clear-sae train --force`"
+            )
+        return folder
 
     def sae(self, hook: str) -> "SAE":
         """The SAE of `hook`, loaded once."""

@@ -161,3 +161,50 @@ def test_concept_learning_on_shipped_dictionaries_does_not_import_sae_lens():
     assert out.returncode == 0, out.stderr[-2000:]
     hook, imported = out.stdout.split()
     assert hook.startswith("text_encoder.") and imported == "False"
+
+
+def test_an_interrupted_training_run_never_loads_and_a_rerun_finishes_it(minilm_cache, tmp_path, monkeypatch):
+    """Killed after the first of two layers, the folder is refused (not searched on the layer that finished);
+    the same command rerun with --force finishes it."""
+    import clear_sae.dictionary
+    from clear_sae.cache import ActivationCache
+    from clear_sae.dictionary import Dictionaries, TrainConfig, train_dictionaries
+    from clear_sae.errors import ClearSaeError
+
+    layers = ["text_encoder.blocks.1", "text_encoder.blocks.2"]
+    cfg = TrainConfig(expansion=2, k=8, tokens=2048, batch_size=256)
+    real_train_layer = clear_sae.dictionary.train_layer
+
+    def killed_at_the_second_layer(cache, hook, *args, **kwargs):
+        if hook == layers[1]:
+            raise KeyboardInterrupt
+        return real_train_layer(cache, hook, *args, **kwargs)
+
+    monkeypatch.setattr(clear_sae.dictionary, "train_layer", killed_at_the_second_layer)
+    with ActivationCache(minilm_cache) as cache:
+        with pytest.raises(KeyboardInterrupt):
+            train_dictionaries(cache, tmp_path / "d", layers, cfg, progress=False)
+        with pytest.raises(ClearSaeError, match="unfinished training run .*rerun the same `clear-sae train"):
+            Dictionaries(tmp_path / "d")
+        monkeypatch.setattr(clear_sae.dictionary, "train_layer", real_train_layer)
+        train_dictionaries(cache, tmp_path / "d", layers, cfg, force=True, progress=False)
+    assert Dictionaries(tmp_path / "d").hook_points == layers
+
+
+@pytest.mark.parametrize("folder", ["../other", "/tmp", ".", "text_encoder.blocks.1/../../x"])
+def test_a_manifest_cannot_place_a_layer_outside_its_folder(minilm_dictionaries, tmp_path, folder):
+    import json
+    import shutil
+
+    from clear_sae.dictionary import Dictionaries
+    from clear_sae.errors import ClearSaeError
+
+    root = tmp_path / "d"
+    shutil.copytree(minilm_dictionaries, root, ignore=shutil.ignore_patterns("details"))
+    manifest = json.loads((root / "manifest.json").read_text())
+    manifest["layers"]["text_encoder.blocks.2"]["folder"] = folder
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    dictionaries = Dictionaries(root)
+    with pytest.raises(ClearSaeError, match="outside its own folder"):
+        dictionaries.sae("text_encoder.blocks.2")
+    assert dictionaries.sae("text_encoder.blocks.1").cfg.d_in == 384  # the other layers load as before
