@@ -17,6 +17,7 @@ import hashlib
 import json
 import logging
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from clear_sae.concepts import ConceptCodes, PromptCodes, encode_concept, entry_config, specific_and_shared
@@ -208,12 +209,16 @@ def detail_key(dictionaries: Dictionaries, entry: ConceptEntry, cfg: DetailConfi
     return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode("utf-8")).hexdigest()[:24]
 
 
+def detail_path(dictionaries: Dictionaries, entry: ConceptEntry, cfg: DetailConfig) -> Path:
+    """Where the detail of this entry, on these dictionaries and with these settings, is stored."""
+    return dictionaries.root / DETAILS / f"{detail_key(dictionaries, entry, cfg)}.json"
+
+
 def read_stored_detail(dictionaries: Dictionaries, entry: ConceptEntry, cfg: DetailConfig) -> dict[str, Any] | None:
     """The detail stored for this entry, dictionaries and settings, or None if there is none (or it is
     unreadable: it is then recomputed and rewritten)."""
-    path = dictionaries.root / DETAILS / f"{detail_key(dictionaries, entry, cfg)}.json"
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(detail_path(dictionaries, entry, cfg).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return None
     return data if isinstance(data, dict) else None
@@ -232,7 +237,7 @@ def stored_concept_detail(
     if found is not None:
         return found
     detail = concept_detail(backbone, dictionaries, entry, cfg, codes)
-    path = dictionaries.root / DETAILS / f"{detail_key(dictionaries, entry, cfg)}.json"
+    path = detail_path(dictionaries, entry, cfg)
     try:
         atomic_write_text(path, json.dumps(detail, separators=(",", ":")))
     except OSError as err:

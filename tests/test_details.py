@@ -10,7 +10,14 @@ from dataclasses import replace
 import pytest
 
 from clear_sae.concepts import ConceptConfig, encode_concept, learn_concept
-from clear_sae.details import DETAILS, DetailConfig, concept_detail, detail_key, stored_concept_detail
+from clear_sae.details import (
+    DETAILS,
+    DetailConfig,
+    concept_detail,
+    detail_key,
+    detail_path,
+    stored_concept_detail,
+)
 from clear_sae.dictionary import WEIGHTS, Dictionaries
 from clear_sae.errors import ClearSaeError
 from clear_sae.library import ConceptLibrary
@@ -85,7 +92,7 @@ def test_the_key_changes_with_everything_the_detail_depends_on(dictionaries, ent
 
 
 def test_an_unreadable_stored_detail_is_recomputed_and_an_unwritable_folder_only_read(minilm, dictionaries, entry):
-    path = dictionaries.root / DETAILS / f"{detail_key(dictionaries, entry, CFG)}.json"
+    path = detail_path(dictionaries, entry, CFG)
     path.parent.mkdir()
     path.write_text('{"cut')
     detail = stored_concept_detail(minilm, dictionaries, entry, CFG)
