@@ -25,7 +25,7 @@ import numpy as np
 
 from clear_sae import __version__
 from clear_sae.config import POSITIVE, check_fields
-from clear_sae.errors import ClearSaeError, check_interrupt
+from clear_sae.errors import ClearSaeError, all_finite, check_interrupt
 from clear_sae.io import file_lock, is_locked, prompts_hash
 
 if TYPE_CHECKING:
@@ -144,6 +144,30 @@ def _truncate(f: "h5py.File", rows: dict[str, int]) -> None:
             _dataset(f, hook, name).resize(n, axis=0)
 
 
+FLOAT16_MAX = 65504.0
+"""The largest finite float16 value: a larger activation is stored as infinity."""
+
+
+def _non_finite_message(
+    hook: str, computed: "torch.Tensor", prompt_of_row: "torch.Tensor", batch: list[str], start: int, dtype: str
+) -> str:
+    """Why a batch's activations at `hook` cannot be stored: the model gave NaN or infinity, or a value beyond
+    the storage dtype's range (a float16 cache cannot hold T5-family activations above 65,504)."""
+    bad_rows = ~computed.isfinite().all(-1)
+    if bool(bad_rows.any()):
+        i = int(prompt_of_row[bad_rows.nonzero()[0, 0]])
+        return (
+            f"the model gave NaN or infinite activations at {hook} on prompt {start + i + 1} ({batch[i][:60]!r}); "
+            "check the model's weights and dtype, or leave this hook point out"
+        )
+    peaks = computed.abs().amax(-1)
+    i = int(prompt_of_row[int(peaks.argmax())])
+    return (
+        f"activations at {hook} reach {float(peaks.max()):.4g} on prompt {start + i + 1} ({batch[i][:60]!r}), beyond "
+        f"{dtype}'s largest value ({FLOAT16_MAX:,.0f}); cache with --dtype float32 --force"
+    )
+
+
 def write_cache(
     backbone: "Backbone",
     prompts: list[str],
@@ -231,7 +255,11 @@ def _write_cache_locked(
                 # Converting in torch (vectorised) rather than numpy keeps the cache's overhead over the bare
                 # forward pass small; so does writing here rather than in a thread, which on 2 cores slowed the
                 # forward pass more than it hid (benchmarks/caching.py).
-                values = act.acts.cpu()[mask].to(store_dtype).numpy()
+                computed = act.acts.cpu()[mask]
+                stored = computed.to(store_dtype)
+                if not all_finite(stored):
+                    raise ClearSaeError(_non_finite_message(hook, computed, where[:, 0], batch, start, cfg.dtype))
+                values = stored.numpy()
                 rows[hook] = _append(
                     cast("h5py.Group", f[hook]), rows[hook], values, (where[:, 0] + start).numpy(), where[:, 1].numpy()
                 )

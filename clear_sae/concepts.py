@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from clear_sae.config import ABOVE_ZERO, POSITIVE, SHARE, check_fields
+from clear_sae.config import COUNT, POSITIVE, SHARE, STRENGTH, check_fields
 from clear_sae.dictionary import Dictionaries
 from clear_sae.errors import ClearSaeError
 from clear_sae.io import prompts_hash
@@ -51,9 +51,9 @@ class ConceptConfig:
     """The score the layer is chosen by: energy (the paper's) or auroc."""
     holdout: float = field(default=0.3, metadata=SHARE)
     """Share of prompt pairs held out for the AUROC score."""
-    strength: float = field(default=1.0, metadata=ABOVE_ZERO)
+    strength: float = field(default=1.0, metadata=STRENGTH)
     """gamma in h' = h - gamma * W_dec (f(h) * mask)."""
-    seed: int = 0
+    seed: int = field(default=0, metadata=COUNT)
     """Seeds the fit/held-out split."""
     batch_size: int = field(default=64, metadata=POSITIVE)
     """Prompts per forward pass."""

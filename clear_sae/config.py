@@ -1,8 +1,8 @@
 """What the config dataclasses say about their fields: the docstring under each field and the range it must lie in.
 
 A field's range is declared once, in its dataclass, as `field(default=..., metadata=POSITIVE)` (or `COUNT`,
-`SHARE`, `ABOVE_ZERO`, `AT_LEAST_ZERO`); `check_fields` enforces it when the config is built, and the CLI, whose
-flags are generated from the same fields, refuses a value out of range before any work starts.
+`SHARE`, `ABOVE_ZERO`, `AT_LEAST_ZERO`, `STRENGTH`); `check_fields` enforces it when the config is built, and the
+CLI, whose flags are generated from the same fields, refuses a value out of range before any work starts.
 """
 
 from __future__ import annotations
@@ -29,6 +29,12 @@ AT_LEAST_ZERO = {CHECK: "at_least_zero"}
 """A finite number of at least 0 (a guidance scale)."""
 SHARE = {CHECK: "share"}
 """A finite number between 0 and 1."""
+STRENGTH = {CHECK: "strength"}
+"""A clamp strength gamma: above 0 and at most `MAX_STRENGTH`."""
+MAX_STRENGTH = 100.0
+"""The largest clamp strength: gamma 1 removes the concept latents' decoded contribution once, and the calibration
+ladder climbs to 4; far larger values push the residual stream to magnitudes no model produces, and in float32
+to infinity."""
 
 
 def check_value(value: Any, check: str) -> Any:
@@ -50,6 +56,8 @@ def check_value(value: Any, check: str) -> Any:
         raise ClearSaeError(f"must be at least 0, not {value:g}")
     if check == "share" and not 0 <= value <= 1:
         raise ClearSaeError(f"must be a share between 0 and 1, not {value:g}")
+    if check == "strength" and not 0 < value <= MAX_STRENGTH:
+        raise ClearSaeError(f"must be a strength above 0 and at most {MAX_STRENGTH:g}, not {value:g}")
     return value
 
 

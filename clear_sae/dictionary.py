@@ -21,10 +21,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from clear_sae import __version__
-from clear_sae.config import ABOVE_ZERO, AT_LEAST_ZERO, POSITIVE, SHARE, check_fields
-from clear_sae.errors import ClearSaeError
+from clear_sae.config import ABOVE_ZERO, AT_LEAST_ZERO, COUNT, POSITIVE, SHARE, check_fields
+from clear_sae.errors import ClearSaeError, check_finite
 from clear_sae.io import atomic_write_text
-from clear_sae.sae.trainer import TopKTrainConfig, feed, lr_factor, resolve_kernel, to_sae_lens, train_topk
+from clear_sae.sae.trainer import (
+    TopKTrainConfig,
+    check_step_loss,
+    feed,
+    lr_factor,
+    resolve_kernel,
+    to_sae_lens,
+    train_topk,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -60,7 +68,7 @@ class TrainConfig:
     """Tokens per optimiser step."""
     lr: float = field(default=1e-3, metadata=ABOVE_ZERO)
     """Adam learning rate; decays linearly to lr/10 over the last 30% of steps."""
-    seed: int = 0
+    seed: int = field(default=0, metadata=COUNT)
     """Seeds the weights and the data order; training is deterministic on CPU."""
     dead_window: float = field(default=0.25, metadata=SHARE)
     """A latent that fires on no token in this final share of training counts as dead."""
@@ -215,6 +223,7 @@ def _train_sae_lens_layer(
                 is_logging_step=False,
             )
         )
+        check_step_loss(step, float(output.loss.detach()), batch)
         optimizer.zero_grad(set_to_none=True)
         output.loss.backward()
         torch.nn.utils.clip_grad_norm_(sae.parameters(), 1.0)
@@ -247,6 +256,19 @@ def input_scale(sample: "torch.Tensor") -> float:
     return math.sqrt(sample.shape[-1] / float(sample.pow(2).sum(-1).mean().clamp_min(1e-12)))
 
 
+def check_training_sample(sample: "torch.Tensor", cache: "ActivationCache", hook: str) -> None:
+    """Raise a one-line error for cached activations no SAE can learn from: non-finite ones (a float16 cache
+    that overflowed), or one activation repeated in every row (a constant layer, whose variance is zero)."""
+    check_finite(
+        sample, f"cache {cache.path} at {hook}", "recreate it with `clear-sae cache ... --dtype float32 --force`"
+    )
+    if len(sample) < 2 or not bool((sample != sample[0]).any()):
+        raise ClearSaeError(
+            f"cache {cache.path} holds the same activation in every row at {hook}: there is nothing to learn; "
+            "leave this hook point out of --layers"
+        )
+
+
 def train_layer(
     cache: "ActivationCache", hook: str, cfg: TrainConfig, out_folder: Path, progress: bool = True
 ) -> LayerRecord:
@@ -255,13 +277,21 @@ def train_layer(
 
     d_in = cache.widths[hook]
     sample = torch.from_numpy(cache.sample(hook, cfg.eval_tokens))
+    check_training_sample(sample, cache, hook)
     scale = input_scale(sample)
     n_steps = max(1, cfg.tokens // cfg.batch_size)
     dead_after = max(cfg.tokens // 10, 4 * cfg.batch_size)
     train = _train_topk_layer if cfg.architecture == "topk" else _train_sae_lens_layer
-    inference, dead_fraction = train(cache, hook, cfg, scale, (sample * scale).mean(0), n_steps, dead_after, progress)
+    try:
+        inference, dead_fraction = train(
+            cache, hook, cfg, scale, (sample * scale).mean(0), n_steps, dead_after, progress
+        )
+    except ClearSaeError as err:
+        raise ClearSaeError(f"training the SAE at {hook} on {cache.path}: {err}") from None
 
     inference.fold_activation_norm_scaling_factor(scale)
+    for name, tensor in inference.state_dict().items():
+        check_finite(tensor, f"the SAE trained at {hook} ({name})", "lower --lr and retrain")
     ev, l0 = reconstruction_quality(inference, sample)
     inference.cfg.dtype = cfg.save_dtype
     inference.to(dtype=getattr(torch, cfg.save_dtype))
@@ -422,17 +452,36 @@ def load_sae(folder: str | Path) -> "SAE":
         from clear_sae.sae.plain import load_plain_sae
 
         cfg = json.loads((folder / CONFIG).read_text())
-        plain = load_plain_sae(folder, cfg) if isinstance(cfg, dict) else None
-        if plain is not None:
-            return plain  # pyright: ignore[reportReturnType]  (PlainSAE reads like a sae-lens SAE)
-        from sae_lens import SAE
+        _check_sae_config(cfg)
+        sae = load_plain_sae(folder, cfg) if isinstance(cfg, dict) else None
+        if sae is None:
+            from sae_lens import SAE
 
-        sae = SAE.load_from_disk(folder, device="cpu", dtype="float32")
+            sae = SAE.load_from_disk(folder, device="cpu", dtype="float32")
     except Exception as err:  # sae-lens raises many kinds for a malformed folder
         raise ClearSaeError(
             f"cannot load the SAE in {folder} ({type(err).__name__}: {err}); retrain it with `clear-sae train`"
         ) from None
-    return sae.eval()
+    for name, tensor in sae.state_dict().items():
+        check_finite(tensor, f"the SAE in {folder} ({name})", "retrain it with `clear-sae train ... --force`")
+    return sae.eval()  # pyright: ignore[reportReturnType]  (a PlainSAE reads like a sae-lens SAE)
+
+
+def _check_sae_config(cfg: Any) -> None:
+    """Raise ValueError for a `cfg.json` whose sizes cannot describe an SAE (the caller makes it one line)."""
+    if not isinstance(cfg, dict):
+        raise ValueError(f"{CONFIG} is not a JSON object")
+    for key in ("d_in", "d_sae"):
+        if not _is_count(cfg.get(key), 1):
+            raise ValueError(f"{key} must be a positive integer, not {cfg.get(key)!r}")
+    k, d_sae = cfg.get("k"), cfg["d_sae"]
+    if cfg.get("architecture") == "topk" and not (_is_count(k, 1) and k <= d_sae):
+        raise ValueError(f"k must be an integer between 1 and d_sae ({d_sae}), not {k!r}")
+
+
+def _is_count(value: Any, minimum: int) -> bool:
+    """Whether `value` is an integer (not a bool) of at least `minimum`."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
 
 
 class Dictionaries:

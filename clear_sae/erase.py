@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterator
 
 from clear_sae.backbones import first_tensor, hook_module, replace_first_tensor
+from clear_sae.config import check_value
 from clear_sae.dictionary import Dictionaries
 from clear_sae.errors import ClearSaeError
 from clear_sae.library import check_learned_on
@@ -70,6 +71,11 @@ class LatentClamp:
         self.sae = sae
         self.latents = torch.tensor([int(i) for i in latents], dtype=torch.long)
         gammas = [float(strengths)] * len(latents) if isinstance(strengths, float | int) else list(strengths)
+        for gamma in gammas:
+            try:
+                check_value(gamma, "strength")
+            except ClearSaeError as err:
+                raise ClearSaeError(f"clamp strength {err}; pass a strength such as 1") from None
         self.gamma = torch.tensor(gammas, dtype=torch.float32)
         self.exact = exact and _linear_preacts(sae) and bool((self.gamma >= 1.0).any())
         self.tokens_seen = 0
@@ -137,6 +143,11 @@ class LatentClamp:
             edited = flat[rows].float() - (codes[rows] * self.gamma) @ self._w_dec
             if self.exact:
                 edited = self._push_below_zero(edited)
+            if bool((~edited.isfinite().all(-1) & flat[rows].isfinite().all(-1)).any()):
+                raise ClearSaeError(
+                    "the clamp turned finite activations into NaN or infinity (a strength too large for this "
+                    "dictionary, or a dictionary with extreme weights); lower the strength or retrain the layer"
+                )
             out = flat.clone()
             out[rows] = edited.to(h.dtype)
         return out.reshape(h.shape)

@@ -1,10 +1,26 @@
-"""The one exception type the CLI turns into a one-line message, and the CLI's record of an interrupt."""
+"""The one exception type the CLI turns into a one-line message, the finite-value checks that raise it, and the
+CLI's record of an interrupt."""
 
 from typing import Any
+
+import numpy as np
 
 
 class ClearSaeError(Exception):
     """A problem with the user's input: the message says what is wrong and how to fix it."""
+
+
+def all_finite(values: Any) -> bool:
+    """Whether a torch tensor or numpy array holds no NaN and no infinity."""
+    if hasattr(values, "isfinite"):  # a torch tensor
+        return bool(values.isfinite().all())
+    return bool(np.isfinite(values).all())
+
+
+def check_finite(values: Any, what: str, fix: str) -> None:
+    """Raise a one-line error if `values` (a tensor or array) holds NaN or infinity: `what` holds them; `fix`."""
+    if not all_finite(values):
+        raise ClearSaeError(f"{what} holds NaN or infinite values; {fix}")
 
 
 _interrupt_requested = False

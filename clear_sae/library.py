@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from clear_sae import __version__
+from clear_sae.config import check_value
 from clear_sae.dictionary import Dictionaries, holds_dictionaries
 from clear_sae.errors import ClearSaeError
 from clear_sae.io import atomic_write_text, file_lock
@@ -153,8 +154,21 @@ class ConceptEntry:
             recorded["steps"] = [CalibrationRung(**step) for step in recorded.get("steps", [])]
             values["calibration"] = CalibrationRecord(**recorded)
         entry = cls(**values)
-        if not isinstance(entry.latents, list) or not all(isinstance(i, int) for i in entry.latents):
-            raise TypeError("latents must be a list of integers")
+        if not isinstance(entry.latents, list) or not all(
+            isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in entry.latents
+        ):
+            raise TypeError("latents must be a list of latent ids (integers of at least 0)")
+        try:
+            check_value(entry.strength, "strength")
+        except ClearSaeError as err:
+            raise TypeError(f"strength {err}") from None
+        if not isinstance(entry.hook_point, str) or not isinstance(entry.dictionary, str):
+            raise TypeError("hook_point and dictionary must be strings")
+        if Path(entry.dictionary).is_absolute():
+            raise TypeError(
+                f"dictionary {entry.dictionary!r} is an absolute path; a library names its dictionaries relative to "
+                "its own folder"
+            )
         return entry
 
     def to_dict(self) -> dict[str, Any]:

@@ -194,3 +194,41 @@ def test_a_cache_being_written_is_neither_written_again_nor_called_corrupt(minil
     assert path.read_bytes() == before
     write_cache(minilm, ["a dog"], path, ["text_encoder.blocks.1"], force=True, progress=False)  # free again
     assert open_h5(path).attrs["complete"]
+
+
+@pytest.mark.parametrize(
+    "factor, dtype, message",
+    [
+        (
+            1e6,
+            "float16",
+            r"activations at text_encoder.blocks.1 reach .* beyond float16's largest value \(65,504\); "
+            r"cache with --dtype float32 --force",
+        ),
+        (float("nan"), "float32", r"the model gave NaN or infinite activations at text_encoder.blocks.1 on prompt 1 "),
+    ],
+    ids=["float16-overflow", "nan"],
+)
+def test_activations_a_cache_cannot_hold_are_refused_before_they_are_stored(minilm, tmp_path, factor, dtype, message):
+    """A float16 cache would store activations above 65,504 as infinity, and NaN from the model as NaN; both are
+    refused by name, with nothing stored (the run can start again with the advice)."""
+    from clear_sae.backbones import first_tensor, replace_first_tensor
+
+    def scaled(module, inputs, output):
+        return replace_first_tensor(output, first_tensor(output) * factor)
+
+    handle = minilm.module("text_encoder.blocks.1").register_forward_hook(scaled)
+    try:
+        with pytest.raises(ClearSaeError, match=message):
+            _write(minilm, tmp_path / "c.h5", cfg=CacheConfig(batch_size=8, dtype=dtype))
+        if dtype == "float16":  # the advice works: float32 holds these values
+            _write(minilm, tmp_path / "c.h5", cfg=CacheConfig(batch_size=8, dtype="float32"), force=True)
+            with ActivationCache(tmp_path / "c.h5") as cache:
+                assert np.isfinite(cache.rows("text_encoder.blocks.1")).all()
+                assert np.abs(cache.rows("text_encoder.blocks.1")).max() > 65504
+            return
+    finally:
+        handle.remove()
+    with h5py.File(tmp_path / "c.h5") as f:
+        assert not f.attrs["complete"] and json.loads(f.attrs["progress"])["n_prompts_done"] == 0
+        assert f["text_encoder.blocks.1"]["acts"].shape[0] == 0

@@ -9,7 +9,16 @@ import torch
 from sae_lens import SAE
 
 from clear_sae.cache import ActivationCache
-from clear_sae.dictionary import Dictionaries, TrainConfig, explained_variance, load_sae, train_dictionaries
+from clear_sae.dictionary import (
+    CONFIG,
+    MANIFEST,
+    WEIGHTS,
+    Dictionaries,
+    TrainConfig,
+    explained_variance,
+    load_sae,
+    train_dictionaries,
+)
 from clear_sae.errors import ClearSaeError
 
 QUICK = dict(expansion=2, k=8, tokens=4096, batch_size=256)
@@ -208,3 +217,87 @@ def test_a_manifest_cannot_place_a_layer_outside_its_folder(minilm_dictionaries,
     with pytest.raises(ClearSaeError, match="outside its own folder"):
         dictionaries.sae("text_encoder.blocks.2")
     assert dictionaries.sae("text_encoder.blocks.1").cfg.d_in == 384  # the other layers load as before
+
+
+def _small_cache(minilm, path, prompts=("a red dog running", "a blue cat sleeping", "a horse near the river")):
+    from clear_sae.cache import CacheConfig, write_cache
+
+    return write_cache(
+        minilm, list(prompts) * 20, path, ["text_encoder.blocks.1"], CacheConfig(dtype="float32"), progress=False
+    )
+
+
+@pytest.mark.parametrize(
+    "fill, message",
+    [
+        (float("inf"), r"at text_encoder.blocks.1 holds NaN or infinite values; recreate it .*--dtype float32 --force"),
+        (float("nan"), r"at text_encoder.blocks.1 holds NaN or infinite values"),
+        (0.0, r"holds the same activation in every row at text_encoder.blocks.1: there is nothing to learn"),
+    ],
+    ids=["inf", "nan", "constant"],
+)
+def test_activations_no_sae_can_learn_from_are_refused_and_no_manifest_claims_a_result(minilm, tmp_path, fill, message):
+    """A cache with non-finite rows (a float16 cache of a T5-family encoder, written before caches refused them)
+    or a constant layer (whose explained variance is undefined) trains nothing, and the manifest stays valid
+    JSON that says the run did not finish."""
+    import h5py
+
+    path = _small_cache(minilm, tmp_path / "c.h5")
+    with h5py.File(path, "r+") as f:
+        acts = f["text_encoder.blocks.1"]["acts"]
+        if fill == 0.0:
+            acts[...] = 0.0
+        else:
+            acts[0, 7] = fill
+    with ActivationCache(path) as cache, pytest.raises(ClearSaeError, match=message):
+        train_dictionaries(cache, tmp_path / "d", cfg=TrainConfig(expansion=2, k=8, tokens=1024, batch_size=256))
+    manifest = json.loads((tmp_path / "d" / MANIFEST).read_text())  # valid JSON: no bare NaN
+    assert manifest["complete"] is False and manifest["layers"] == {}
+    with pytest.raises(ClearSaeError, match="unfinished training run"):
+        Dictionaries(tmp_path / "d")
+
+
+def _copied_dictionaries(source, root):
+    import shutil
+
+    shutil.copytree(source, root, ignore=shutil.ignore_patterns("details"))
+    return root
+
+
+@pytest.mark.parametrize(
+    "tensor, value",
+    [("W_dec", float("nan")), ("b_enc", float("inf")), ("W_enc", float("-inf"))],
+)
+def test_an_sae_with_non_finite_weights_is_refused_on_load(minilm_dictionaries, tmp_path, tensor, value):
+    from safetensors.torch import load_file, save_file
+
+    root = _copied_dictionaries(minilm_dictionaries, tmp_path / "d")
+    weights = root / "text_encoder.blocks.2" / WEIGHTS
+    tensors = load_file(str(weights))
+    tensors[tensor].view(-1)[3] = value
+    save_file(tensors, str(weights))
+    dictionaries = Dictionaries(root)
+    with pytest.raises(ClearSaeError, match=rf"the SAE in .*text_encoder.blocks.2 \({tensor}\) holds NaN or infinite"):
+        dictionaries.sae("text_encoder.blocks.2")
+    assert dictionaries.sae("text_encoder.blocks.1").cfg.d_in == 384
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"k": 0}, r"k must be an integer between 1 and d_sae \(768\), not 0"),
+        ({"k": -3}, r"k must be an integer between 1 and d_sae \(768\), not -3"),
+        ({"k": 769}, r"k must be an integer between 1 and d_sae \(768\), not 769"),
+        ({"k": "16"}, r"k must be an integer"),
+        ({"d_sae": 0}, r"d_sae must be a positive integer, not 0"),
+        ({"d_in": None}, r"d_in must be a positive integer, not None"),
+    ],
+    ids=["k-zero", "k-negative", "k-above-d_sae", "k-string", "d_sae-zero", "d_in-null"],
+)
+def test_an_sae_config_whose_sizes_describe_no_sae_is_a_one_line_error(minilm_dictionaries, tmp_path, change, message):
+
+    root = _copied_dictionaries(minilm_dictionaries, tmp_path / "d")
+    cfg_path = root / "text_encoder.blocks.2" / CONFIG
+    cfg_path.write_text(json.dumps({**json.loads(cfg_path.read_text()), **change}))
+    with pytest.raises(ClearSaeError, match=rf"cannot load the SAE in .*{message}.*retrain it"):
+        Dictionaries(root).sae("text_encoder.blocks.2")

@@ -257,3 +257,36 @@ def test_an_entry_is_refused_on_a_retrained_layer_and_kept_on_its_own(minilm, mi
             use()
     entry.dictionary_fingerprint = None  # an entry from before fingerprints: not checked
     assert resolve_concepts(library, ["umbrella"])
+
+
+@pytest.mark.parametrize("strength", [float("nan"), float("inf"), 1e30, 0.0, -1.0])
+def test_a_clamp_strength_that_erases_nothing_or_everything_is_refused(minilm_library, strength):
+    from clear_sae.errors import ClearSaeError
+
+    (concept,) = resolve_concepts(ConceptLibrary.load(minilm_library), ["french_horn"])
+    with pytest.raises(ClearSaeError, match="clamp strength must be .*; pass a strength such as 1"):
+        LatentClamp(concept.sae, concept.entry.latents, strength)
+
+
+def test_a_clamp_that_would_turn_finite_activations_infinite_says_so():
+    """A dictionary with extreme decoder weights overflows float32 at any strength: an error, not NaN embeddings
+    reported as an erasure."""
+    from clear_sae.errors import ClearSaeError
+    from clear_sae.sae.plain import PlainConfig, PlainSAE
+
+    g = torch.Generator().manual_seed(0)
+    tensors = {
+        "W_enc": torch.randn(16, 64, generator=g),
+        "W_dec": torch.randn(64, 16, generator=g) * 1e37,
+        "b_enc": torch.zeros(64),
+        "b_dec": torch.zeros(16),
+    }
+    sae = PlainSAE(PlainConfig(d_in=16, d_sae=64, arch="standard"), tensors)
+    clamp = LatentClamp(sae, list(range(64)), 100.0, exact=False)
+    with pytest.raises(ClearSaeError, match="turned finite activations into NaN or infinity"):
+        clamp.edit(torch.randn(2, 5, 16, generator=g))
+    ordinary = PlainSAE(PlainConfig(d_in=16, d_sae=64, arch="standard"), {**tensors, "W_dec": tensors["W_dec"] / 1e37})
+    h = torch.randn(1, 5, 16, generator=g)
+    h[0, 0, 0] = float("inf")  # what the model already made non-finite is not the clamp's doing
+    edited = LatentClamp(ordinary, list(range(64)), 1.0, exact=False).edit(h)
+    assert edited is not None and edited[0, 1:].isfinite().all()

@@ -39,7 +39,7 @@ from clear_sae.concepts import (
     select_layer,
     split_pairs,
 )
-from clear_sae.config import SHARE, check_fields
+from clear_sae.config import SHARE, check_fields, check_value
 from clear_sae.erase import LatentClamp
 from clear_sae.errors import ClearSaeError
 from clear_sae.library import CalibrationRecord, CalibrationRung, ConceptEntry
@@ -85,6 +85,11 @@ class CalibrationConfig:
 
     def __post_init__(self) -> None:
         check_fields(self)
+        for strength in self.strengths:
+            try:
+                check_value(strength, "strength")
+            except ClearSaeError as err:
+                raise ClearSaeError(f"CalibrationConfig.strengths {err}") from None
 
 
 @dataclass

@@ -56,7 +56,7 @@ class DemoConfig:
     """Training tokens per step."""
     heldout_prompts: int = field(default=20, metadata=POSITIVE)
     """Fresh prompt pairs per concept (another seed than the library's) for the erasure check."""
-    seed: int = 0
+    seed: int = field(default=0, metadata=COUNT)
     """Seeds dictionary training, concept learning and (offset by 1000) the fresh prompt pairs."""
     corpus_size: int | None = None
     """Use only the first N captions (for quick checks); None uses the whole corpus."""

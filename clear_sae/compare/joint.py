@@ -78,7 +78,7 @@ class JointConfig:
     """... annealed to this at the last round."""
     concept: ConceptConfig = field(default_factory=lambda: ConceptConfig(max_nontarget_rate=0.05))
     """How specific and shared latents are told apart (the same rule as for the reused dictionaries)."""
-    seed: int = 0
+    seed: int = field(default=0, metadata=COUNT)
     """Seeds the SAE's initial weights, the token batches and the Gumbel noise."""
 
     def __post_init__(self) -> None:

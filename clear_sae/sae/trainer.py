@@ -32,6 +32,7 @@ sae-lens.
 from __future__ import annotations
 
 import itertools
+import math
 import queue
 import threading
 import time
@@ -39,7 +40,7 @@ import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, NamedTuple
 
-from clear_sae.errors import ClearSaeError
+from clear_sae.errors import ClearSaeError, all_finite
 
 if TYPE_CHECKING:
     import torch
@@ -392,6 +393,19 @@ class TrainResult:
     seconds: float
 
 
+def check_step_loss(step: int, loss: float, batch: "torch.Tensor") -> None:
+    """Raise a one-line error when a training step's loss is NaN or infinite: the batch held such values (a
+    float16 cache that overflowed), or training diverged."""
+    if math.isfinite(loss):
+        return
+    if not all_finite(batch):
+        raise ClearSaeError(
+            f"training batch {step + 1} holds NaN or infinite activations; recreate the cache with "
+            "`clear-sae cache ... --dtype float32 --force`"
+        )
+    raise ClearSaeError(f"training diverged at step {step + 1} (the loss became {loss}); lower --lr")
+
+
 def train_topk(
     batches: Iterable["torch.Tensor"],
     d_in: int,
@@ -423,6 +437,7 @@ def train_topk(
         batch = batch.to(device, non_blocking=True).float()
         dead = tokens_since_fired > dead_after if dead_after is not None else None
         out = step_grads(p, batch, cfg, dead, kernel, dtype)
+        check_step_loss(step, out.mse + out.aux, batch)
         for group in optimizer.param_groups:
             group["lr"] = cfg.lr * lr_factor(step, n_steps)
         apply_update(p, optimizer, cfg.clip_grad_norm)

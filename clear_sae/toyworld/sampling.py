@@ -53,7 +53,7 @@ class EvalConfig:
     """Clips sampled together."""
     threshold: float = field(default=0.5, metadata=SHARE)
     """Detector probability above which a concept counts as found."""
-    seed: int = EVAL_SEED
+    seed: int = field(default=EVAL_SEED, metadata=COUNT)
     """Seeds the evaluation prompts and the noise."""
     progress: bool = True
 

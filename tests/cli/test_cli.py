@@ -551,14 +551,20 @@ def test_argument_types_are_checked(capsys):
             main(argv)
         assert exit_info.value.code == 2
         assert "must be at least 1" in capsys.readouterr().err
-    # Numbers: a learning rate and a strength above 0, a share between 0 and 1, a guidance scale of 0 or more.
+    # Numbers: a learning rate above 0, a strength in (0, 100], a share between 0 and 1, a guidance scale of 0
+    # or more, a seed of 0 or more.
     for argv, message in (
         (["train", "--cache", "c.h5", "--out", "d", "--lr", "-1"], "must be above 0"),
         (["train", "--cache", "c.h5", "--out", "d", "--lr", "nan"], "must be a finite number"),
         (
             ["concept", "--name", "x", "--target", "t", "--nontarget", "n", "--library", "l", "--strength", "-2"],
-            "must be above 0",
+            "must be a strength above 0 and at most 100, not -2",
         ),
+        (
+            ["concept", "--name", "x", "--target", "t", "--nontarget", "n", "--library", "l", "--strength", "1e30"],
+            "must be a strength above 0 and at most 100, not 1e+30",
+        ),
+        (["train", "--cache", "c.h5", "--out", "d", "--seed", "-1"], "must be at least 0"),
         (
             ["concept", "--name", "x", "--target", "t", "--nontarget", "n", "--library", "l", "--min-target-rate", "2"],
             "between 0 and 1",

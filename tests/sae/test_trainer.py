@@ -178,3 +178,16 @@ def test_feed_reads_directly_on_cpu_and_through_a_thread_for_a_gpu():
     assert feed(source, "cpu") is source
     threaded = feed(iter(range(5)), "cuda")
     assert threaded is not source and list(threaded) == [0, 1, 2, 3, 4]
+
+
+@pytest.mark.parametrize(
+    "fill, message",
+    [(float("inf"), "training batch 2 holds NaN or infinite activations"), (1e30, "training diverged at step 2")],
+    ids=["infinite-batch", "diverged"],
+)
+def test_a_step_whose_loss_is_not_finite_stops_training_with_the_reason(fill, message):
+    """A non-finite batch (a float16 cache that overflowed) and a finite one whose loss overflows are told apart."""
+    bad = _batch(1).clone()
+    bad[3, 5] = fill
+    with pytest.raises(ClearSaeError, match=message):
+        train_topk(iter([_batch(0), bad, _batch(2)]), D_IN, D_SAE, 3, TopKTrainConfig(k=K))
