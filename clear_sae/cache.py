@@ -300,7 +300,53 @@ def open_h5(path: str | Path, mode: str = "r") -> "h5py.File":
         raise ClearSaeError(
             f"{path} is an HDF5 file but not a clear_sae activation cache; create one with `clear-sae cache`"
         )
+    problem = metadata_problem(f)
+    if problem:
+        f.close()
+        raise ClearSaeError(
+            f"cache {path} has inconsistent metadata ({problem}); recreate it with `clear-sae cache ... --force`"
+        )
     return f
+
+
+def metadata_problem(f: "h5py.File") -> str | None:
+    """What is wrong with a cache's attributes and layout, or None: every attribute present and of its type, a
+    width and rows for each hook point, and progress that claims no more prompts or rows than the file holds."""
+    try:
+        for key in ("backbone_id", "prompts_hash", "dtype"):
+            if not isinstance(_attr(f, key), str):
+                return f"{key} is not a string"
+        if not isinstance(_attr(f, "complete"), (bool, np.bool_)):
+            return "complete is neither true nor false"
+        if not _is_count(_attr(f, "batch_size")) or _attr(f, "batch_size") < 1:
+            return f"batch_size {_attr(f, 'batch_size')} is not a positive integer"
+        hook_points = json.loads(_attr(f, "hook_points"))
+        widths = json.loads(_attr(f, "d_model"))
+        progress = json.loads(_attr(f, "progress"))
+        if not (isinstance(hook_points, list) and hook_points and all(isinstance(h, str) for h in hook_points)):
+            return "hook_points is not a list of names"
+        n_prompts = len(_dataset(f, "prompts"))
+        done, rows = progress["n_prompts_done"], progress["rows"]
+        if not _is_count(done) or done > n_prompts:
+            return f"progress claims {done!r} prompts done of {n_prompts}"
+        if bool(_attr(f, "complete")) and done != n_prompts:
+            return f"marked complete after {done} of {n_prompts} prompts"
+        for hook in hook_points:
+            width, acts = widths[hook], _dataset(f, hook, "acts")
+            if not _is_count(width) or acts.ndim != 2 or acts.shape[1] != width:
+                return f"{hook} holds rows of width {acts.shape[1:]}, the metadata says {width!r}"
+            if not _is_count(rows[hook]) or rows[hook] > acts.shape[0]:
+                return f"progress claims {rows[hook]!r} rows at {hook}, the file holds {acts.shape[0]}"
+            if any(_dataset(f, hook, name).shape[0] < rows[hook] for name in ("prompt_index", "position")):
+                return f"{hook} has fewer row indices than rows"
+    except (KeyError, ValueError, TypeError, IndexError, AttributeError) as err:
+        return f"{type(err).__name__}: {err}"
+    return None
+
+
+def _is_count(value: Any) -> bool:
+    """Whether `value` is an integer of at least 0 (not a bool)."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= 0
 
 
 class ActivationCache:

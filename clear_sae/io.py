@@ -6,6 +6,7 @@ import fcntl
 import hashlib
 import json
 import os
+import stat
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,7 +27,11 @@ def read_prompt_file(path: str | Path) -> list[str]:
     except UnicodeDecodeError as err:
         raise ClearSaeError(f"prompt file {path} is not UTF-8 text ({err.reason}); re-save it as UTF-8") from None
     # Only newlines separate prompts (str.splitlines would also split on form feeds and the like).
-    prompts = [line.strip() for line in text.replace("\r\n", "\n").split("\n")]
+    lines = text.replace("\r\n", "\n").split("\n")
+    for number, line in enumerate(lines, start=1):
+        if "\x00" in line:  # HDF5 strings end at a NUL; such a file is binary, not prompts
+            raise ClearSaeError(f"prompt file {path} line {number} holds a NUL byte; prompts must be plain text")
+    prompts = [line.strip() for line in lines]
     prompts = [p for p in prompts if p and not p.startswith("#")]
     if not prompts:
         raise ClearSaeError(f"prompt file {path} holds no prompts; write one prompt per line (# starts a comment)")
@@ -46,6 +51,14 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     """Write `text` to `path` through a temporary file of its own (so a crash never leaves half a file behind,
     and two writers never share one); a symbolic link is followed, so the file it points to is replaced."""
     path = Path(os.path.realpath(path))
+    try:
+        found = os.stat(path)
+    except FileNotFoundError:
+        found = None
+    except OSError as err:
+        raise ClearSaeError(f"cannot write {path} ({err.strerror}); pass another path") from None
+    if found is not None and not stat.S_ISREG(found.st_mode):  # never replace a device (/dev/null), pipe or folder
+        raise ClearSaeError(f"{path} is not a regular file; pass a file path")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -115,11 +128,53 @@ def read_json_file(path: str | Path, what: str, fix: str) -> Any:
 
 
 def output_file(path: str | Path, what: str) -> Path:
-    """A path to write a file to: an existing directory is refused up front, before any work is done."""
+    """A path to write a file to, checked up front, before any work is done: an existing directory, device, pipe
+    or link loop is refused, and so is a place this process cannot write in (a parent that is a file, a read-only
+    folder, /proc)."""
     path = Path(path)
-    if path.is_dir():
+    try:
+        found = os.stat(path)  # follows a link: what a write would replace
+    except FileNotFoundError:
+        found = None
+    except NotADirectoryError:
+        found = None  # a parent is a file: said below, by name
+    except OSError as err:  # a link loop, a name too long, a folder it may not look in
+        raise ClearSaeError(f"{what} {path} cannot be written ({err.strerror}); pass another path") from None
+    if found is not None and stat.S_ISDIR(found.st_mode):
         raise ClearSaeError(f"{what} {path} is a directory; pass a file path")
+    if found is not None and not stat.S_ISREG(found.st_mode):
+        raise ClearSaeError(f"{what} {path} is not a regular file (a device, pipe or socket); pass a file path")
+    check_can_create_in(Path(os.path.realpath(path)).parent, what, path)
     return path
+
+
+def output_folder(path: str | Path, what: str) -> Path:
+    """A folder to write into, checked up front like `output_file`: an existing file is refused, and so is a place
+    this process cannot write in."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ClearSaeError(f"{what} {path} is a file; pass a folder")
+    check_can_create_in(Path(os.path.realpath(path)), what, path)
+    return path
+
+
+def check_can_create_in(folder: Path, what: str, path: Path) -> None:
+    """Raise a one-line error unless a file can be created in `folder` or, where it does not exist yet, in its
+    nearest existing parent (which must be a folder): found by creating and removing an empty file, the one test
+    that also holds for root and for /proc."""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ClearSaeError(f"{what} {path} cannot be written: {existing} is a file, not a folder; pass another path")
+    try:
+        fd, probe = tempfile.mkstemp(dir=existing, prefix=".clear_sae-write-check-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise ClearSaeError(
+            f"{what} {path} cannot be written: {existing} is not writable ({err.strerror}); pass another path"
+        ) from None
 
 
 def check_not_an_input(out: Path, inputs: dict[str, Any]) -> None:

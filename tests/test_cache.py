@@ -232,3 +232,63 @@ def test_activations_a_cache_cannot_hold_are_refused_before_they_are_stored(mini
     with h5py.File(tmp_path / "c.h5") as f:
         assert not f.attrs["complete"] and json.loads(f.attrs["progress"])["n_prompts_done"] == 0
         assert f["text_encoder.blocks.1"]["acts"].shape[0] == 0
+
+
+def _forge(f, change: str) -> None:
+    """Edit a finished cache's attributes the way a damaged or hand-made file could have them."""
+    progress = json.loads(f.attrs["progress"])
+    if change == "hook-points-not-json":
+        f.attrs["hook_points"] = "text_encoder.blocks.1"
+    elif change == "no-hook-points":
+        f.attrs["hook_points"] = "[]"
+    elif change == "no-widths":
+        del f.attrs["d_model"]
+    elif change == "wrong-width":
+        f.attrs["d_model"] = json.dumps({"text_encoder.blocks.1": 512})
+    elif change == "complete-as-text":
+        f.attrs["complete"] = "false"
+    elif change == "more-rows-than-stored":
+        progress["rows"]["text_encoder.blocks.1"] += 500
+        f.attrs["progress"] = json.dumps(progress)
+    elif change == "more-prompts-than-stored":
+        progress["n_prompts_done"] = 10**6
+        f.attrs["progress"] = json.dumps(progress)
+    elif change == "progress-not-json":
+        f.attrs["progress"] = "{"
+    elif change == "no-batch-size":
+        f.attrs["batch_size"] = 0
+    elif change == "complete-too-early":
+        f.attrs["complete"] = True
+        progress["n_prompts_done"] = 2
+        f.attrs["progress"] = json.dumps(progress)
+
+
+FORGED = {
+    "hook-points-not-json": "JSONDecodeError",
+    "no-hook-points": "hook_points is not a list of names",
+    "no-widths": "KeyError",
+    "wrong-width": r"text_encoder.blocks.1 holds rows of width \(384,\), the metadata says 512",
+    "complete-as-text": "complete is neither true nor false",
+    "more-rows-than-stored": r"progress claims \d+ rows at text_encoder.blocks.1, the file holds \d+",
+    "more-prompts-than-stored": "progress claims 1000000 prompts done of 3",
+    "progress-not-json": "JSONDecodeError",
+    "no-batch-size": "batch_size 0 is not a positive integer",
+    "complete-too-early": "marked complete after 2 of 3 prompts",
+}
+
+
+@pytest.mark.parametrize("change", list(FORGED))
+def test_a_cache_whose_metadata_contradicts_its_contents_is_refused_for_reading_and_resuming(minilm, tmp_path, change):
+    """Forged or damaged attributes give one line, not a KeyError, and --resume never pads the file with rows
+    that were never written (a progress claiming more rows than exist)."""
+    prompts = ["a red dog", "a cat on a wall", "a blue bus in the rain"]
+    path = write_cache(minilm, prompts, tmp_path / "c.h5", ["text_encoder.blocks.1"], progress=False)
+    with h5py.File(path, "r+") as f:
+        _forge(f, change)
+    before = path.read_bytes()
+    with pytest.raises(ClearSaeError, match=rf"inconsistent metadata \(({FORGED[change]})") as err:
+        ActivationCache(path)
+    assert "\n" not in str(err.value) and "--force" in str(err.value)
+    with pytest.raises(ClearSaeError, match="inconsistent metadata"):
+        write_cache(minilm, prompts, path, ["text_encoder.blocks.1"], resume=True, progress=False)
+    assert path.read_bytes() == before

@@ -44,3 +44,35 @@ def test_a_failed_write_keeps_the_old_file_whole(tmp_path):
     with pytest.raises(UnicodeEncodeError):
         atomic_write_text(path, "a lone surrogate \udc80 cannot be encoded")
     assert path.read_text() == "kept" and [p.name for p in tmp_path.iterdir()] == ["out.json"]
+
+
+@pytest.mark.parametrize("kind", ["pipe", "loop", "folder"])
+def test_a_write_never_replaces_what_is_not_a_regular_file(tmp_path, kind):
+    """`/dev/null` given as an output was once replaced by a regular file: devices, pipes, folders and link loops
+    are refused, by the up-front check and by the write itself."""
+    from clear_sae.errors import ClearSaeError
+    from clear_sae.io import output_file
+
+    path = tmp_path / "out.json"
+    if kind == "pipe":
+        os.mkfifo(path)
+    elif kind == "loop":
+        path.symlink_to(path.name)
+    else:
+        path.mkdir()
+    with pytest.raises(ClearSaeError, match="not a regular file|cannot be written|is a directory"):
+        output_file(path, "--out")
+    with pytest.raises(ClearSaeError, match="not a regular file|cannot write"):
+        atomic_write_text(path, "{}")
+    assert path.is_symlink() if kind == "loop" else (path.is_fifo() if kind == "pipe" else path.is_dir())
+    assert [p.name for p in tmp_path.iterdir()] == ["out.json"]  # no temporary file left either
+
+
+def test_a_prompt_file_with_a_nul_byte_is_refused_by_line(tmp_path):
+    from clear_sae.errors import ClearSaeError
+    from clear_sae.io import read_prompt_file
+
+    path = tmp_path / "p.txt"
+    path.write_bytes(b"# prompts\na dog\na c\x00t\n")
+    with pytest.raises(ClearSaeError, match=r"line 3 holds a NUL byte"):
+        read_prompt_file(path)

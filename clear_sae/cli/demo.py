@@ -23,7 +23,7 @@ from clear_sae.corpus import concept_prompts
 from clear_sae.details import stored_concept_detail
 from clear_sae.dictionary import Dictionaries, TrainConfig, format_health_table, train_dictionaries
 from clear_sae.errors import ClearSaeError
-from clear_sae.io import atomic_write_text, read_prompt_file
+from clear_sae.io import atomic_write_text, output_folder, read_prompt_file
 from clear_sae.library import ConceptLibrary
 from clear_sae.measure import erase_report
 from clear_sae.toyworld.concepts import toy_concepts, toy_corpus
@@ -227,8 +227,7 @@ MARKER = ".clear_sae_demo"
 def claim_folder(out: Path, force: bool = False) -> None:
     """Make `out` the demo's working folder, refusing (unless `force`) one that holds files no demo wrote:
     the demo replaces its cache, dictionaries and library there."""
-    if out.exists() and not out.is_dir():
-        raise ClearSaeError(f"--out {out} is a file; pass a folder for the demo to work in")
+    output_folder(out, "--out")
     earlier = (out / MARKER).is_file() or (out / "summary.json").is_file()  # the latter: a demo before the marker
     if out.is_dir() and any(out.iterdir()) and not earlier and not force:
         raise ClearSaeError(

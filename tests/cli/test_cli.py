@@ -4,6 +4,7 @@ bad input of the contract: a one-line error that says what to do, and existing f
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -223,6 +224,11 @@ def _write_bad_input_files(workdir: Path) -> None:
     without safetensors, malformed and moved libraries, and a cache of another backbone."""
     d = workdir
     (d / "empty.txt").write_text("# only a comment\n\n")
+    (d / "nul.txt").write_bytes(b"a dog on a beach\na c\x00at on a wall\n")
+    if not (d / "loop.json").is_symlink():
+        (d / "loop.json").symlink_to("loop.json")
+    if not (d / "fifo.json").exists():
+        os.mkfifo(d / "fifo.json")  # a device-like output that a write must never replace (as /dev/null)
     (d / "truncated.h5").write_bytes((d / "cache.h5").read_bytes()[:4096])
     with h5py.File(d / "foreign.h5", "w") as f:
         f["data"] = np.arange(3)
@@ -420,6 +426,28 @@ def _bad_inputs(workdir: Path) -> list[tuple[str, list, str, list[Path]]]:
                 (".hidden", ".hidden", False),
             )
         ],
+        (
+            "a NUL byte in a prompt",
+            ["cache", "--model", "minilm", "--prompts", d / "nul.txt", "--out", d / "x.h5"],
+            "nul.txt line 2 holds a NUL byte",
+            [],
+        ),
+        (
+            "a cache under a file",
+            ["cache", "--model", "minilm", "--prompts", p, "--out", p / "x.h5"],
+            "cannot be written: .*eval.txt is a file, not a folder",
+            [p],
+        ),
+        ("dictionaries under a file", ["train", "--cache", cache, "--out", p / "d"], "is a file, not a folder", [p]),
+        ("an erase report under a file", erase[:-1] + [p / "r.json"], "is a file, not a folder", [p, lib]),
+        (
+            "an inspection report in /proc",
+            ["inspect", "--library", lib, "--out", "/proc/clear_sae_report.html"],
+            "cannot be written: /proc is not writable",
+            [lib],
+        ),
+        ("a library that is a link loop", concept[:-1] + [d / "loop.json"], "loop.json cannot be written", []),
+        ("a library that is a pipe", concept[:-1] + [d / "fifo.json"], "is not a regular file", []),
         ("demo into a folder it did not write", ["demo", "--out", dicts], "no earlier demo wrote", [weights]),
         ("demo into a file", ["demo", "--out", p], "is a file", [p]),
         (

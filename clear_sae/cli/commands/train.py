@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from clear_sae.backbones.base import select_hook_points
 from clear_sae.cache import ActivationCache
 from clear_sae.cli.options import add_fields, config_from, log
 from clear_sae.dictionary import ARCHITECTURES, SAVE_DTYPES, TrainConfig, format_health_table, train_dictionaries
-from clear_sae.errors import ClearSaeError
+from clear_sae.io import output_folder
 from clear_sae.sae.trainer import KERNELS
 
 NAME = "train"
@@ -50,8 +49,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> None:
     """Train the dictionaries and print their health."""
-    if Path(args.out).exists() and not Path(args.out).is_dir():
-        raise ClearSaeError(f"--out {args.out} is a file; pass a folder for the dictionaries")
+    output_folder(args.out, "--out")
     with ActivationCache(args.cache) as cache:
         layers = select_hook_points(args.layers, cache.hook_points, f"cache {cache.path}")
         cfg = config_from(TrainConfig, args, FIELDS)
