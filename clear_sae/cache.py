@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Iterator, cast
 import numpy as np
 
 from clear_sae import __version__
-from clear_sae.config import POSITIVE, check_fields
+from clear_sae.config import MAX_PROMPT_BATCH, POSITIVE, at_most, check_fields
 from clear_sae.errors import ClearSaeError, all_finite, check_interrupt
 from clear_sae.io import file_lock, is_locked, prompts_hash
 
@@ -44,11 +44,11 @@ DTYPES = ("float16", "float32")
 class CacheConfig:
     """How to write an activation cache."""
 
-    batch_size: int = field(default=64, metadata=POSITIVE)
+    batch_size: int = field(default=64, metadata=at_most(MAX_PROMPT_BATCH, POSITIVE))
     """Prompts per forward pass."""
     dtype: str = "float16"
     """Storage dtype of the activations (float16 or float32)."""
-    chunk_rows: int = field(default=4096, metadata=POSITIVE)
+    chunk_rows: int = field(default=4096, metadata=at_most(1 << 20, POSITIVE))
     """HDF5 chunk height: rows read together by the shuffling reader."""
 
     def __post_init__(self) -> None:

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from clear_sae.config import COUNT, POSITIVE, SHARE, STRENGTH, check_fields
+from clear_sae.config import COUNT, MAX_PROMPT_BATCH, POSITIVE, SHARE, STRENGTH, at_most, check_fields
 from clear_sae.dictionary import Dictionaries
 from clear_sae.errors import ClearSaeError
 from clear_sae.io import prompts_hash
@@ -55,7 +55,7 @@ class ConceptConfig:
     """gamma in h' = h - gamma * W_dec (f(h) * mask)."""
     seed: int = field(default=0, metadata=COUNT)
     """Seeds the fit/held-out split."""
-    batch_size: int = field(default=64, metadata=POSITIVE)
+    batch_size: int = field(default=64, metadata=at_most(MAX_PROMPT_BATCH, POSITIVE))
     """Prompts per forward pass."""
 
     def __post_init__(self) -> None:

@@ -11,8 +11,10 @@ import ast
 import dataclasses
 import inspect
 import math
+import os
 import textwrap
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 from clear_sae.errors import ClearSaeError
@@ -29,6 +31,16 @@ AT_LEAST_ZERO = {CHECK: "at_least_zero"}
 """A finite number of at least 0 (a guidance scale)."""
 SHARE = {CHECK: "share"}
 """A finite number between 0 and 1."""
+MAXIMUM = "maximum"
+"""The metadata key of a field's largest value: a limit that keeps one run within a machine's reach (a billion
+sampling steps would allocate tens of GB before the first one ran)."""
+MAX_PROMPT_BATCH = 4096
+"""The most prompts one forward pass may take (a batch of 4,096 prompts of 128 tokens through a 4,096-wide model
+is 8 GiB per hook point)."""
+MAX_CLIPS = 10_000
+"""The most clips one toy-world prompt set may hold (each keeps its noise and frames in memory, about 120 KB)."""
+MAX_SAMPLING_STEPS = 1000
+"""The most denoising steps per clip (the toy world samples with 6; the scheduler allocates every step up front)."""
 STRENGTH = {CHECK: "strength"}
 """A clamp strength gamma: above 0 and at most `MAX_STRENGTH`."""
 MAX_STRENGTH = 100.0
@@ -37,8 +49,22 @@ ladder climbs to 4; far larger values push the residual stream to magnitudes no 
 to infinity."""
 
 
-def check_value(value: Any, check: str) -> Any:
-    """`value` if it lies in the range named by `check`; otherwise a `ClearSaeError` saying what it must be."""
+def at_most(limit: int | float, check: dict[str, str]) -> dict[str, Any]:
+    """Field metadata: the range `check` (e.g. `POSITIVE`) and at most `limit`."""
+    return {**check, MAXIMUM: limit}
+
+
+def check_value(value: Any, check: str, maximum: int | float | None = None) -> Any:
+    """`value` if it lies in the range named by `check` and is at most `maximum`; otherwise a `ClearSaeError`
+    saying what it must be."""
+    value = _check_range(value, check)
+    if maximum is not None and value > maximum:
+        raise ClearSaeError(f"must be at most {maximum:,}, not {value:,}")
+    return value
+
+
+def _check_range(value: Any, check: str) -> Any:
+    """`value` if it lies in the range named by `check`."""
     if check in ("positive", "count"):
         if isinstance(value, bool) or not isinstance(value, int):
             raise ClearSaeError(f"{value!r} is not an integer")
@@ -69,9 +95,36 @@ def check_fields(config: Any) -> None:
         if check is None or value is None:
             continue
         try:
-            check_value(value, check)
+            check_value(value, check, f.metadata.get(MAXIMUM))
         except ClearSaeError as err:
             raise ClearSaeError(f"{type(config).__name__}.{f.name} {err}") from None
+
+
+def available_memory() -> int | None:
+    """Bytes of memory this machine can give a new allocation now (MemAvailable), or None where it cannot tell."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_memory(needed: int, what: str, fix: str) -> None:
+    """Raise a one-line error, before the work starts, when `what` needs more memory (`needed` bytes, an estimate)
+    than the machine has available; `fix` says which setting to lower."""
+    available = available_memory()
+    if available is not None and needed > available:
+        raise ClearSaeError(f"{what} needs about {_gib(needed)} of memory and {_gib(available)} is available; {fix}")
+
+
+def _gib(n: int) -> str:
+    """`n` bytes in GiB, rounded for a message."""
+    return f"{n / 2**30:,.1f} GiB"
 
 
 @cache

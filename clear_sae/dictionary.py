@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from clear_sae import __version__
-from clear_sae.config import ABOVE_ZERO, AT_LEAST_ZERO, COUNT, POSITIVE, SHARE, check_fields
+from clear_sae.config import ABOVE_ZERO, AT_LEAST_ZERO, COUNT, POSITIVE, SHARE, check_fields, check_memory
 from clear_sae.errors import ClearSaeError, check_finite
 from clear_sae.io import atomic_write_text
 from clear_sae.sae.trainer import (
@@ -368,6 +368,15 @@ def _check_device(cfg: TrainConfig) -> None:
         raise ClearSaeError(f"only topk SAEs train on {cfg.device}; train {cfg.architecture} with --device cpu")
 
 
+def training_memory(cfg: TrainConfig, d_in: int) -> int:
+    """Bytes that training one SAE on width `d_in` holds at its peak, roughly: the encoder and decoder with their
+    gradients and Adam's two moments, a batch's pre-activations, codes and their gradients, and the shuffle buffer,
+    batches and evaluation sample of activations."""
+    d_sae = cfg.expansion * d_in
+    floats = 8 * d_sae * d_in + 4 * cfg.batch_size * d_sae + (65536 + 2 * cfg.batch_size + 3 * cfg.eval_tokens) * d_in
+    return 4 * floats
+
+
 def holds_dictionaries(folder: str | Path) -> bool:
     """Whether `folder` looks like a dictionary folder: a manifest, or sub-folders with an SAE config."""
     folder = Path(folder)
@@ -390,6 +399,14 @@ def train_dictionaries(
     if cfg.architecture not in ARCHITECTURES:
         raise ClearSaeError(f"unknown SAE architecture {cfg.architecture!r}; choose one of {', '.join(ARCHITECTURES)}")
     _check_device(cfg)
+    widest = max(hook_points, key=lambda hook: cache.widths[hook])
+    if cfg.device == "cpu":
+        check_memory(
+            training_memory(cfg, cache.widths[widest]),
+            f"training an SAE of {cfg.expansion * cache.widths[widest]:,} latents at {widest} in batches of "
+            f"{cfg.batch_size:,}",
+            "lower --expansion or --batch-size",
+        )
     manifest = read_manifest(out)
     if manifest is not None:
         if manifest.get("backbone_id") != cache.backbone_id:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from clear_sae.config import COUNT, POSITIVE, SHARE, check_fields, check_value, field_docs
+from clear_sae.config import COUNT, POSITIVE, SHARE, at_most, check_fields, check_memory, check_value, field_docs
 from clear_sae.errors import ClearSaeError
 from clear_sae.io import check_overwrite, is_earlier_output
 from clear_sae.toyworld.concepts import CALIBRATION_SEED, EVAL_SEED, LEARN_SEED, check_evaluation_seed, check_toy_names
@@ -25,6 +25,8 @@ from clear_sae.toyworld.concepts import CALIBRATION_SEED, EVAL_SEED, LEARN_SEED,
         (float("inf"), "above_zero", "finite"),
         (2.5, "positive", "not an integer"),
         (True, "count", "not an integer"),
+        (0.0, "strength", "above 0 and at most 100"),
+        (100.5, "strength", "above 0 and at most 100"),
     ],
     ids=[
         "positive-0",
@@ -36,6 +38,8 @@ from clear_sae.toyworld.concepts import CALIBRATION_SEED, EVAL_SEED, LEARN_SEED,
         "inf",
         "float-for-int",
         "bool-for-int",
+        "strength-0",
+        "strength-above-100",
     ],
 )
 def test_a_value_out_of_range_is_refused(value, check, message):
@@ -44,7 +48,8 @@ def test_a_value_out_of_range_is_refused(value, check, message):
 
 
 @pytest.mark.parametrize(
-    "value,check", [(1, "positive"), (0, "count"), (0.0, "share"), (1.0, "share"), (3, "above_zero")]
+    "value,check",
+    [(1, "positive"), (0, "count"), (0.0, "share"), (1.0, "share"), (3, "above_zero"), (100.0, "strength")],
 )
 def test_a_value_in_range_passes_unchanged(value, check):
     assert check_value(value, check) == value
@@ -54,7 +59,7 @@ def test_a_value_in_range_passes_unchanged(value, check):
 class Example:
     size: int = field(default=1, metadata=POSITIVE)
     """How many."""
-    spare: int = field(default=0, metadata=COUNT)
+    spare: int = field(default=0, metadata=at_most(10, COUNT))
     rate: float = field(default=0.5, metadata=SHARE)
     """A share,
     over two lines."""
@@ -66,7 +71,20 @@ class Example:
 def test_check_fields_names_the_field():
     with pytest.raises(ClearSaeError, match=r"Example.rate must be a share"):
         Example(rate=2.0)
-    assert Example(size=3).size == 3
+    with pytest.raises(ClearSaeError, match=r"Example.spare must be at most 10, not 11"):
+        Example(spare=11)
+    assert Example(size=3, spare=10).size == 3
+
+
+def test_work_beyond_the_memory_available_is_refused_with_the_estimate(monkeypatch):
+    import clear_sae.config
+
+    monkeypatch.setattr(clear_sae.config, "available_memory", lambda: 2 * 2**30)
+    with pytest.raises(ClearSaeError, match=r"the job needs about 3.0 GiB of memory and 2.0 GiB is available; lower"):
+        check_memory(3 * 2**30, "the job", "lower --size")
+    check_memory(2 * 2**30, "the job", "lower --size")
+    monkeypatch.setattr(clear_sae.config, "available_memory", lambda: None)  # a machine that cannot tell
+    check_memory(2**60, "the job", "lower --size")
 
 
 def test_field_docs_reads_the_docstring_under_each_field():

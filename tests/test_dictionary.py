@@ -301,3 +301,32 @@ def test_an_sae_config_whose_sizes_describe_no_sae_is_a_one_line_error(minilm_di
     cfg_path.write_text(json.dumps({**json.loads(cfg_path.read_text()), **change}))
     with pytest.raises(ClearSaeError, match=rf"cannot load the SAE in .*{message}.*retrain it"):
         Dictionaries(root).sae("text_encoder.blocks.2")
+
+
+@pytest.mark.parametrize(
+    "sizes, message",
+    [
+        (
+            dict(expansion=1_000_000),
+            r"training an SAE of 384,000,000 latents at text_encoder.blocks.2 in batches of 256",
+        ),
+        (dict(batch_size=10**9, tokens=10**9), r"of 768 latents at text_encoder.blocks.2 in batches of 1,000,000,000"),
+    ],
+    ids=["expansion", "batch"],
+)
+def test_training_larger_than_memory_is_refused_before_anything_is_written(minilm_cache, tmp_path, sizes, message):
+    """Sizes whose training could not fit (it used to allocate until the kernel killed it, or hang) are refused
+    with the estimate, before the folder or its manifest exists."""
+    cfg = TrainConfig(**{**dict(expansion=2, k=8, tokens=4096, batch_size=256), **sizes})
+    with ActivationCache(minilm_cache) as cache, pytest.raises(ClearSaeError, match=rf"{message} needs about .* GiB"):
+        train_dictionaries(cache, tmp_path / "d", ["text_encoder.blocks.2"], cfg, progress=False)
+    assert not (tmp_path / "d").exists()
+
+
+def test_the_memory_estimate_grows_with_every_size_it_depends_on():
+    from clear_sae.dictionary import training_memory
+
+    base = TrainConfig(expansion=4, batch_size=512, eval_tokens=8192)
+    for bigger in (dict(expansion=8), dict(batch_size=1024), dict(eval_tokens=16384)):
+        assert training_memory(TrainConfig(**{**vars(base), **bigger}), 384) > training_memory(base, 384)
+    assert training_memory(base, 768) > training_memory(base, 384)

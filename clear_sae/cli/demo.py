@@ -18,7 +18,7 @@ from clear_sae.backbones import load_backbone
 from clear_sae.cache import ActivationCache, CacheConfig, write_cache
 from clear_sae.cli.report import InspectConfig, collect_report, write_report
 from clear_sae.concepts import ConceptConfig, encode_concept, learn_concept
-from clear_sae.config import COUNT, POSITIVE, check_fields
+from clear_sae.config import COUNT, MAX_CLIPS, POSITIVE, at_most, check_fields
 from clear_sae.corpus import concept_prompts
 from clear_sae.details import stored_concept_detail
 from clear_sae.dictionary import Dictionaries, TrainConfig, format_health_table, train_dictionaries
@@ -62,13 +62,13 @@ class DemoConfig:
     """Use only the first N captions (for quick checks); None uses the whole corpus."""
     toy_captions: int = field(default=3000, metadata=COUNT)
     """Toy-world captions mixed into the corpus, so the dictionaries also know the toy world's words."""
-    toy_clips: int = field(default=8, metadata=COUNT)
+    toy_clips: int = field(default=8, metadata=at_most(MAX_CLIPS, COUNT))
     """Target clips per showcased toy concept, sampled before and after erasure (0 skips the toy world)."""
     report_cache_tokens: int = field(default=20_000, metadata=POSITIVE)
     """Cached tokens per layer the report searches for each latent's top corpus prompts."""
     generator: Path | None = None
     """Toy generator folder (default: the shipped weights)."""
-    judge_clips: int = field(default=0, metadata=COUNT)
+    judge_clips: int = field(default=0, metadata=at_most(MAX_CLIPS, COUNT))
     """Target and non-target clips the toy generator samples to judge each rung of a toy concept's calibration
     (`GenerationJudge`; 48, as `clear-sae toy-concept` judges the shipped library's toy entries, makes the demo
     about 14 minutes rather than 5); 0, or no toy generator, leaves the judging to the text-side probe."""

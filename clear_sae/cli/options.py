@@ -20,7 +20,7 @@ from typing import Any, Callable, Union
 
 import yaml
 
-from clear_sae.config import CHECK, check_value, field_docs
+from clear_sae.config import CHECK, MAXIMUM, check_value, field_docs
 from clear_sae.errors import ClearSaeError
 
 log = logging.getLogger("clear_sae")
@@ -31,8 +31,8 @@ def flag_of(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def number_type(base: type, check: str | None) -> Callable[[str], Any]:
-    """An argparse type reading an int or float and checking it against the field's range."""
+def number_type(base: type, check: str | None, maximum: int | float | None = None) -> Callable[[str], Any]:
+    """An argparse type reading an int or float and checking it against the field's range and largest value."""
 
     def parse(text: str) -> Any:
         try:
@@ -42,7 +42,7 @@ def number_type(base: type, check: str | None) -> Callable[[str], Any]:
         if check is None:
             return value
         try:
-            return check_value(value, check)
+            return check_value(value, check, maximum)
         except ClearSaeError as err:
             raise argparse.ArgumentTypeError(str(err)) from None
 
@@ -100,7 +100,8 @@ def add_fields(
         annotation = _plain(hints[name])
         default = (defaults or {}).get(name, field_default(f))
         doc = docs.get(name, "").replace("%", "%%")
-        kwargs: dict[str, Any] = {"dest": name, "default": default, "help": f"{doc} (default: %(default)s)".strip()}
+        limit = f"at most {f.metadata[MAXIMUM]:,}; " if MAXIMUM in f.metadata else ""
+        kwargs: dict[str, Any] = {"dest": name, "default": default, "help": f"{doc} ({limit}default: %(default)s)"}
         if annotation is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
         elif typing.get_origin(annotation) is tuple:
@@ -111,7 +112,7 @@ def add_fields(
             )
             kwargs["help"] = f"{doc} Comma-separated. (default: {shown})"
         elif annotation in (int, float):
-            kwargs["type"] = number_type(annotation, f.metadata.get(CHECK))
+            kwargs["type"] = number_type(annotation, f.metadata.get(CHECK), f.metadata.get(MAXIMUM))
         elif annotation is Path:
             kwargs["type"] = Path
         if choices and name in choices:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from clear_sae.config import AT_LEAST_ZERO, COUNT, POSITIVE, SHARE, check_fields
+from clear_sae.config import AT_LEAST_ZERO, COUNT, MAX_CLIPS, MAX_SAMPLING_STEPS, POSITIVE, SHARE, at_most, check_fields
 from clear_sae.erase import attach
 from clear_sae.toyworld.captions import without_words
 from clear_sae.toyworld.concepts import EVAL_SEED, concept_pairs
@@ -36,25 +36,25 @@ TEXT_ENCODER_ID = "minilm"
 class EvalConfig:
     """How many clips, and how they are sampled."""
 
-    clips: int = field(default=100, metadata=POSITIVE)
+    clips: int = field(default=100, metadata=at_most(MAX_CLIPS, POSITIVE))
     """Target prompts in the training phrasing (each sampled before and after erasure)."""
-    heldout_clips: int = field(default=50, metadata=POSITIVE)
+    heldout_clips: int = field(default=50, metadata=at_most(MAX_CLIPS, POSITIVE))
     """Target prompts in the held-out paraphrases."""
-    nontarget_clips: int = field(default=50, metadata=POSITIVE)
+    nontarget_clips: int = field(default=50, metadata=at_most(MAX_CLIPS, POSITIVE))
     """Context-matched non-target prompts, for preservation and pixel drift."""
-    removed_clips: int = field(default=50, metadata=COUNT)
+    removed_clips: int = field(default=50, metadata=at_most(MAX_CLIPS, COUNT))
     """Target prompts sampled again with the concept's words removed, the reference a removal can reach (0 skips;
     at most `clips` are used)."""
-    steps: int = field(default=6, metadata=POSITIVE)
+    steps: int = field(default=6, metadata=at_most(MAX_SAMPLING_STEPS, POSITIVE))
     """Euler sampling steps (`analysis/toy_generator_fidelity.py` measures fidelity per step count)."""
     guidance: float = field(default=4.0, metadata=AT_LEAST_ZERO)
     """Classifier-free guidance scale."""
-    batch_size: int = field(default=25, metadata=POSITIVE)
+    batch_size: int = field(default=25, metadata=at_most(MAX_CLIPS, POSITIVE))
     """Clips sampled together."""
     threshold: float = field(default=0.5, metadata=SHARE)
     """Detector probability above which a concept counts as found."""
-    seed: int = field(default=EVAL_SEED, metadata=COUNT)
-    """Seeds the evaluation prompts and the noise."""
+    seed: int = EVAL_SEED
+    """Seeds the evaluation prompts and the noise (`check_evaluation_seed` says which seeds a run may use)."""
     progress: bool = True
 
     def __post_init__(self) -> None:

@@ -593,6 +593,9 @@ def test_argument_types_are_checked(capsys):
             "must be a strength above 0 and at most 100, not 1e+30",
         ),
         (["train", "--cache", "c.h5", "--out", "d", "--seed", "-1"], "must be at least 0"),
+        (["evaluate", "--out", "e.json", "--steps", "1000000000"], "must be at most 1,000, not 1,000,000,000"),
+        (["evaluate", "--out", "e.json", "--clips", "20000"], "must be at most 10,000"),
+        (["cache", "--model", "m", "--prompts", "p", "--out", "x.h5", "--batch-size", "100000"], "at most 4,096"),
         (
             ["concept", "--name", "x", "--target", "t", "--nontarget", "n", "--library", "l", "--min-target-rate", "2"],
             "between 0 and 1",
