@@ -144,15 +144,18 @@ def ranked_candidates(
 ) -> tuple[list[int], "torch.Tensor"]:
     """The candidate latent ids in the order the selection considers them, and the boolean shared mask.
 
-    Candidates fire on at least `min_target_rate` of targets and are not shared (they fire on at most
-    `max_nontarget_rate` of non-targets); the most contrastive come first (target rate minus non-target rate,
-    then target energy).
+    Candidates fire on at least `min_target_rate` of targets (and on one at least) and are not shared (they fire
+    on at most `max_nontarget_rate` of non-targets); the most contrastive come first (target rate minus non-target
+    rate, then target energy).
     """
     import torch
 
     target_rate, nontarget_rate = (target.peak > 0).float().mean(0), (nontarget.peak > 0).float().mean(0)
     shared = nontarget_rate > cfg.max_nontarget_rate
-    candidates = torch.nonzero((target_rate >= cfg.min_target_rate) & ~shared).squeeze(-1).tolist()
+    # Firing on at least one target is required even at min_target_rate 0: a latent silent on every target is
+    # no concept latent at all.
+    fires = (target_rate >= cfg.min_target_rate) & (target_rate > 0)
+    candidates = torch.nonzero(fires & ~shared).squeeze(-1).tolist()
     energy = target.energy.sum(0)
     candidates.sort(key=lambda j: (-(float(target_rate[j]) - float(nontarget_rate[j])), -float(energy[j])))
     return candidates, shared

@@ -184,9 +184,14 @@ def check_not_an_input(out: Path, inputs: dict[str, Any]) -> None:
             raise ClearSaeError(f"--out {out} is this command's {option} file; pick another --out")
 
 
+def report_tag(fmt: str) -> str:
+    """The tag in the head of an HTML report of format `fmt`, which marks the page as clear_sae's own."""
+    return f'<meta name="generator" content="{fmt}">'
+
+
 def is_earlier_output(path: Path, fmt: str) -> bool:
     """Whether the file at `path` is a report of format `fmt` that clear_sae wrote: a JSON object whose `format`
-    is `fmt`, or a page that names `fmt` in its first 4 KB (the HTML report's meta tag)."""
+    is `fmt`, or an HTML page whose head carries `report_tag(fmt)` (not merely a file that mentions `fmt`)."""
     try:
         with path.open("rb") as f:
             head = f.read(4096)
@@ -195,7 +200,10 @@ def is_earlier_output(path: Path, fmt: str) -> bool:
                 return json.loads(path.read_text(encoding="utf-8")).get("format") == fmt
             except (UnicodeDecodeError, json.JSONDecodeError, AttributeError):
                 return False
-        return fmt.encode() in head
+        page = head.decode("utf-8", errors="replace")
+        if not page.lstrip().lower().startswith("<!doctype html>"):
+            return False
+        return report_tag(fmt) in page.split("</head>", 1)[0]
     except OSError:
         return False
 

@@ -119,3 +119,17 @@ def test_empty_prompt_lists_are_refused(minilm, minilm_dictionaries):
         learn_concept(minilm, Dictionaries(minilm_dictionaries), "x", [], ["a"])
     with pytest.raises(ClearSaeError, match="non-target prompt list is empty"):
         learn_concept(minilm, Dictionaries(minilm_dictionaries), "x", ["a"], [])
+
+
+def test_at_min_target_rate_zero_a_latent_silent_on_every_target_is_never_chosen():
+    """`--min-target-rate 0` once admitted latents that fire on no target (and on no non-target): now a latent must
+    fire on at least one target whatever the rate."""
+    peak_t = torch.zeros(4, 6)
+    peak_t[:, 0] = 1.0  # fires on every target
+    peak_t[1, 3] = 0.5  # on one target
+    peak_n = torch.zeros(4, 6)
+    target, nontarget = PromptCodes(peak_t, peak_t.clone()), PromptCodes(peak_n, peak_n.clone())
+    chosen, shared = specific_and_shared(target, nontarget, ConceptConfig(min_target_rate=0.0, max_nontarget_rate=0.0))
+    assert chosen == [0, 3] and not shared.any()
+    chosen, _ = specific_and_shared(target, nontarget, ConceptConfig(min_target_rate=0.5, max_nontarget_rate=0.0))
+    assert chosen == [0]

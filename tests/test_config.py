@@ -96,11 +96,23 @@ def test_field_docs_reads_the_docstring_under_each_field():
     [
         (json.dumps({"format": "clear_sae.erase_report", "x": 1}), True),
         (json.dumps({"format": "clear_sae.toy_evaluation"}), False),
-        ('<html><meta name="clear_sae.erase_report">', True),
+        ('<!DOCTYPE html>\n<html><head><meta name="generator" content="clear_sae.erase_report"></head>', True),
+        ('<html><meta name="clear_sae.erase_report">', False),
+        ("notes: clear_sae.erase_report is the format string of erase reports\n", False),
+        ("<!DOCTYPE html><html><head></head><body>clear_sae.erase_report</body>", False),
         ("prompt one\nprompt two\n", False),
         ("{broken json", False),
     ],
-    ids=["same-json", "other-json", "html-meta", "text", "broken-json"],
+    ids=[
+        "same-json",
+        "other-json",
+        "same-html",
+        "html-naming-the-format",
+        "text-naming-the-format",
+        "html-body-naming-it",
+        "text",
+        "broken-json",
+    ],
 )
 def test_only_an_earlier_report_of_the_same_kind_is_overwritten(tmp_path, content, same_kind):
     out = tmp_path / "out.json"

@@ -8,11 +8,14 @@ after block i); the prefix is `text_encoder` for a lone encoder and the pipeline
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from clear_sae.backbones.base import Backbone, folder_fingerprint
 from clear_sae.errors import ClearSaeError
+
+log = logging.getLogger("clear_sae")
 
 if TYPE_CHECKING:
     import torch
@@ -78,6 +81,8 @@ class HFTextEncoder(Backbone):
         self.backbone_id = backbone_id
         self.prefix = prefix
         self.device = batch_device
+        self.reported_cut = False
+        """Whether a prompt longer than `max_length` has been reported (`_warn_if_cut` warns once)."""
         limit = getattr(tokenizer, "model_max_length", None) or 512
         self.max_length = max_length or (limit if limit < 100_000 else 512)
         _, blocks = locate_layers(model)
@@ -106,10 +111,26 @@ class HFTextEncoder(Backbone):
     def tokenize(self, prompts: list[str]) -> dict[str, "torch.Tensor"]:
         """Token ids and attention mask, padded to the longest prompt in the batch."""
         batch = self.tokenizer(prompts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
+        self._warn_if_cut(prompts, batch["attention_mask"])
         return {
             "input_ids": batch["input_ids"].to(self.device),
             "attention_mask": batch["attention_mask"].to(self.device),
         }
+
+    def _warn_if_cut(self, prompts: list[str], mask: "torch.Tensor") -> None:
+        """Warn (once per encoder) when prompts are longer than the encoder reads: only their first `max_length`
+        tokens reach the model, so words past the cut are neither cached, learned from nor erased."""
+        if self.reported_cut:
+            return
+        at_limit = [p for p, n in zip(prompts, mask.sum(-1).tolist()) if n >= self.max_length]
+        cut = [p for p in at_limit if len(self.tokenizer(p, verbose=False)["input_ids"]) > self.max_length]
+        if cut:
+            self.reported_cut = True
+            log.warning(
+                f"{len(cut)} prompt(s) of a batch are longer than the {self.max_length} tokens {self.prefix} reads "
+                f"and are cut there, e.g. {cut[0][:60]!r}...; words past the cut play no part (later cuts are not "
+                "reported)"
+            )
 
     def _forward(self, prompts: list[str], hook_points: list[str]) -> dict[str, "torch.Tensor"]:
         batch = self.tokenize(prompts)

@@ -169,3 +169,21 @@ def test_same_folder_name_different_weights_means_a_different_backbone(tmp_path,
         ids.append(load_backbone(folder).backbone_id)
     assert ids[0].startswith("hf:text_encoder:")
     assert ids[0] != ids[1] and ids[0] == ids[2]
+
+
+def test_a_prompt_longer_than_the_encoder_reads_is_reported_once(minilm, caplog):
+    """MiniLM reads 128 tokens: a longer prompt is cut there, and the user is told (once), not left to wonder why
+    a concept named at its end is neither learned nor erased."""
+    import logging
+
+    minilm.reported_cut = False
+    long_prompt = "a dog " * 100 + "and a French horn at the very end"
+    exactly = " ".join(["word"] * 126)  # 126 words, [CLS] and [SEP]: exactly 128 tokens, not cut
+    with caplog.at_level(logging.WARNING, logger="clear_sae"):
+        minilm.run([exactly, "a cat"], ["text_encoder.embed"])
+        assert not caplog.records
+        minilm.run(["a cat", long_prompt], ["text_encoder.embed"])
+        minilm.run([long_prompt], ["text_encoder.embed"])
+    assert len(caplog.records) == 1
+    assert "1 prompt(s) of a batch are longer than the 128 tokens text_encoder reads" in caplog.records[0].message
+    minilm.reported_cut = False

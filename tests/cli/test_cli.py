@@ -427,6 +427,12 @@ def _bad_inputs(workdir: Path) -> list[tuple[str, list, str, list[Path]]]:
             )
         ],
         (
+            "a cache forced over its own prompt file",
+            ["cache", "--model", "minilm", "--prompts", p, "--out", p, "--force"],
+            "is this command's --prompts file",
+            [p],
+        ),
+        (
             "a NUL byte in a prompt",
             ["cache", "--model", "minilm", "--prompts", d / "nul.txt", "--out", d / "x.h5"],
             "nul.txt line 2 holds a NUL byte",

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from clear_sae.cli import main
+from clear_sae.errors import ClearSaeError
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -236,6 +237,21 @@ def test_heatmap_colours_each_concept_by_its_own_best_layer_and_keeps_raw_values
     assert relative["energy"]["toy"] == [1.0, 0.5]
     assert relative["energy"]["none"] == [0.0, None]  # no score at a layer stays empty
     assert concepts["text"]["scores"]["a"]["energy"] == 0.0001  # the raw values are left as they are
+
+
+def test_an_html_report_is_recognised_as_one_and_a_page_that_only_names_the_format_is_not(report_data, tmp_path):
+    """A rerun of `inspect` may replace its own page; a page or note that merely mentions the format string (a user's
+    notes on clear_sae, say) is not overwritten without --force."""
+    from clear_sae.cli.report import FORMAT, write_report
+    from clear_sae.io import check_overwrite, is_earlier_output
+
+    page = write_report(report_data, tmp_path / "report.html")
+    assert is_earlier_output(page, FORMAT)
+    check_overwrite(page, FORMAT, force=False)
+    notes = tmp_path / "notes.html"
+    notes.write_text(f"<!DOCTYPE html><html><head><title>my notes</title></head><body>{FORMAT}</body></html>")
+    with pytest.raises(ClearSaeError, match="not an earlier inspection report"):
+        check_overwrite(notes, FORMAT, force=False, what="an earlier inspection report")
 
 
 def test_html_states_its_colour_scale_and_holds_no_debug_text(report_data):

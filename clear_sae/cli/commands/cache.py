@@ -8,7 +8,7 @@ from clear_sae.backbones import load_backbone
 from clear_sae.cache import DTYPES, ActivationCache, CacheConfig, write_cache
 from clear_sae.cli.options import add_fields, config_from, log
 from clear_sae.errors import ClearSaeError
-from clear_sae.io import output_file, read_prompt_file
+from clear_sae.io import check_not_an_input, output_file, read_prompt_file
 
 NAME = "cache"
 HELP = "run prompts through a model and store its residual stream in HDF5"
@@ -31,6 +31,7 @@ def run(args: argparse.Namespace) -> None:
     """Write the cache, or continue it with --resume."""
     prompts = read_prompt_file(args.prompts)
     out = output_file(args.out, "--out")
+    check_not_an_input(out, {"--prompts": args.prompts})
     if out.exists() and not (args.resume or args.force):
         raise ClearSaeError(f"{out} already exists; pass --resume to continue it or --force to overwrite it")
     cfg = config_from(CacheConfig, args, FIELDS)
