@@ -346,7 +346,7 @@ def metadata_problem(f: "h5py.File") -> str | None:
 
 def _is_count(value: Any) -> bool:
     """Whether `value` is an integer of at least 0 (not a bool)."""
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= 0
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and bool(value >= 0)
 
 
 class ActivationCache:

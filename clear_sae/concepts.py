@@ -15,6 +15,7 @@ together they still fire on (almost) no non-target. Scores:
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from clear_sae.config import COUNT, MAX_PROMPT_BATCH, POSITIVE, SHARE, STRENGTH, at_most, check_fields
 from clear_sae.dictionary import Dictionaries
 from clear_sae.errors import ClearSaeError
-from clear_sae.io import prompts_hash
+from clear_sae.io import prompts_hash, words_of
 from clear_sae.library import ConceptEntry, SelectionSettings, check_concept_name
 
 if TYPE_CHECKING:
@@ -33,6 +34,13 @@ if TYPE_CHECKING:
 
 SCORES = ("energy", "auroc")
 EPS = 1e-8
+MIN_HELDOUT_AUROC = 0.9
+"""The held-out AUROC at the chosen layer below which a concept is reported as not separating: its latents then
+tell held-out targets from their non-targets no better than 9 times in 10, so erasure misses targets and fires on
+non-targets."""
+RARE_WORD_CAPTIONS = 5
+"""A concept word in fewer of the dictionaries' training captions than this is reported as rare: the dictionaries
+can hardly hold a latent for it."""
 
 
 @dataclass
@@ -330,13 +338,13 @@ def profile_concept_at_rates(
     }
 
 
-def format_table(profiles: list[LayerProfile], chosen: str, score: str) -> str:
+def format_table(profiles: list[LayerProfile], chosen: str, score: str, why: str | None = None) -> str:
     """The per-layer scores as a small text table, the chosen layer marked; scores are printed at the
-    precision they are stored and compared at, so a mark "max" is the argmax of what is shown. A layer chosen
-    by calibration over a better-scoring one is marked as such."""
+    precision they are stored and compared at, so a mark "max" is the argmax of what is shown. `why` says why
+    a layer other than the best-scoring one was chosen (default: "chosen by calibration")."""
     usable = [p for p in profiles if p.latents]
     best = select_layer(profiles, score).hook_point if usable else None
-    why = f"max {score}" if chosen == best else "confirmed by calibration"
+    why = f"max {score}" if chosen == best else (why or "chosen by calibration")
     lines = [f"{'layer':<26} {'energy':>9} {'loss':>9} {'auroc':>7} {'specific':>8} {'shared':>7}"]
     for p in profiles:
         mark = f"  <- chosen ({why})" if p.hook_point == chosen else ""
@@ -422,3 +430,48 @@ def latents_by_layer(
     dictionaries = Dictionaries(library.dictionary_path(library.get(name)))
     profiles = profile_concept(backbone, dictionaries, target, nontarget, concept_settings(library, name))
     return {p.hook_point: p.latents for p in profiles}
+
+
+def concept_words(target: list[str], nontarget: list[str]) -> list[str]:
+    """The words that mark the concept: in at least a fifth of the targets and at most a twentieth of the
+    non-targets (for context-matched pairs, the swapped words), most frequent in the targets first."""
+    in_target = Counter(w for p in target for w in words_of(p))
+    in_nontarget = Counter(w for p in nontarget for w in words_of(p))
+    marked = [w for w, n in in_target.items() if n >= 0.2 * len(target) and in_nontarget[w] <= 0.05 * len(nontarget)]
+    return sorted(marked, key=lambda w: (-in_target[w], w))
+
+
+def quality_warnings(entry: ConceptEntry, dictionaries: Dictionaries) -> list[str]:
+    """What makes a learned concept unreliable, one line each (none for a concept that separates well): a
+    held-out AUROC at the chosen layer below `MIN_HELDOUT_AUROC` (or none measured), and concept words that the
+    dictionaries' training corpus hardly holds (where the manifest records its vocabulary)."""
+    warnings = []
+    auroc_at = entry.layer_scores.get(entry.hook_point, {}).get("auroc")
+    if auroc_at is None:
+        warnings.append(
+            f"concept {entry.name!r}: too few prompt pairs to hold any out (at least 4 of each are needed), so how "
+            "well it separates is not measured; add prompts"
+        )
+    elif auroc_at < MIN_HELDOUT_AUROC:
+        warnings.append(
+            f"concept {entry.name!r} separates poorly at its chosen layer {entry.hook_point}: held-out AUROC "
+            f"{auroc_at:.2f}, below {MIN_HELDOUT_AUROC}, so erasure will miss targets and fire on non-targets; "
+            "use non-targets that differ from the targets only in the concept, more prompts, or dictionaries "
+            "trained on a corpus that holds the concept"
+        )
+    corpus = dictionaries.manifest.get("corpus")
+    if isinstance(corpus, dict) and isinstance(corpus.get("word_counts"), dict):
+        counts = corpus["word_counts"]
+        rare = [
+            w
+            for w in concept_words(entry.target_prompts, entry.nontarget_prompts)
+            if counts.get(w, 0) < RARE_WORD_CAPTIONS
+        ]
+        if rare:
+            shown = ", ".join(f"{w!r} ({counts.get(w, 0)})" for w in rare[:5])
+            warnings.append(
+                f"concept {entry.name!r}: its words {shown} are in fewer than {RARE_WORD_CAPTIONS} of the "
+                f"{corpus.get('captions', '?')} captions the dictionaries were trained on, which can hardly hold a "
+                "latent for them; train dictionaries on a corpus that holds the concept"
+            )
+    return warnings

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from clear_sae import __version__
 from clear_sae.config import ABOVE_ZERO, AT_LEAST_ZERO, COUNT, POSITIVE, SHARE, check_fields, check_memory
 from clear_sae.errors import ClearSaeError, check_finite
-from clear_sae.io import atomic_write_text
+from clear_sae.io import atomic_write_text, corpus_vocabulary
 from clear_sae.sae.trainer import (
     TopKTrainConfig,
     check_step_loss,
@@ -377,6 +377,13 @@ def training_memory(cfg: TrainConfig, d_in: int) -> int:
     return 4 * floats
 
 
+def corpus_record(cache: "ActivationCache") -> dict[str, Any]:
+    """What the manifest records of the training corpus: its size and, per word, how many captions hold it
+    (so that learning a concept can say when its words are rare in what the dictionaries saw)."""
+    prompts = cache.prompts()
+    return {"captions": len(prompts), "word_counts": corpus_vocabulary(prompts)}
+
+
 def holds_dictionaries(folder: str | Path) -> bool:
     """Whether `folder` looks like a dictionary folder: a manifest, or sub-folders with an SAE config."""
     folder = Path(folder)
@@ -434,6 +441,7 @@ def train_dictionaries(
             "cache": str(cache.path),
             "package_version": __version__,
             "train_config": asdict(cfg),
+            "corpus": corpus_record(cache),
         }
     )
     out.mkdir(parents=True, exist_ok=True)

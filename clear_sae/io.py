@@ -6,8 +6,10 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import stat
 import tempfile
+from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -45,6 +47,19 @@ def prompts_hash(prompts: list[str]) -> str:
         digest.update(prompt.encode("utf-8"))
         digest.update(b"\n")
     return digest.hexdigest()[:16]
+
+
+def words_of(prompt: str) -> set[str]:
+    """The lower-case words of a prompt (letters, with inner apostrophes or hyphens)."""
+    return set(re.findall(r"[a-z]+(?:['-][a-z]+)*", prompt.lower()))
+
+
+def corpus_vocabulary(prompts: list[str]) -> dict[str, int]:
+    """For each word of a corpus, the number of its prompts that contain it (sorted by word)."""
+    counts: Counter[str] = Counter()
+    for prompt in prompts:
+        counts.update(words_of(prompt))
+    return dict(sorted(counts.items()))
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

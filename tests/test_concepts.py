@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 
 import pytest
 import torch
@@ -133,3 +134,63 @@ def test_at_min_target_rate_zero_a_latent_silent_on_every_target_is_never_chosen
     assert chosen == [0, 3] and not shared.any()
     chosen, _ = specific_and_shared(target, nontarget, ConceptConfig(min_target_rate=0.5, max_nontarget_rate=0.0))
     assert chosen == [0]
+
+
+def _learned(auroc_at_chosen, target, nontarget):
+    from clear_sae.concepts import selection_settings
+    from clear_sae.library import ConceptEntry
+
+    return ConceptEntry(
+        name="guitar",
+        hook_point="text_encoder.blocks.1",
+        latents=[1],
+        strength=1.0,
+        dictionary=".",
+        backbone_id="minilm",
+        model_source="minilm",
+        score="energy",
+        selection=selection_settings(ConceptConfig()),
+        layer_scores={"text_encoder.blocks.1": {"auroc": auroc_at_chosen}, "text_encoder.blocks.2": {"auroc": 0.99}},
+        target_prompts=target,
+        nontarget_prompts=nontarget,
+    )
+
+
+class _Manifest:
+    """Dictionaries as `quality_warnings` reads them: only the manifest."""
+
+    def __init__(self, manifest: dict) -> None:
+        self.manifest = manifest
+
+
+def test_the_words_that_mark_a_concept_are_those_its_targets_share_and_its_non_targets_lack():
+    from clear_sae.concepts import concept_words
+
+    target = [f"a man playing a guitar on stage {i}" for i in range(10)] + ["a guitar-shaped cake"]
+    nontarget = [f"a man playing a violin on stage {i}" for i in range(10)] + ["a cake"]
+    assert concept_words(target, nontarget) == ["guitar"]
+
+
+@pytest.mark.parametrize(
+    "auroc_at_chosen, counts, expected",
+    [
+        (0.95, {"guitar": 40}, []),
+        (0.64, {"guitar": 40}, ["separates poorly at its chosen layer text_encoder.blocks.1: held-out AUROC 0.64"]),
+        (None, {"guitar": 40}, ["too few prompt pairs to hold any out"]),
+        (0.95, {"guitar": 4}, [r"its words 'guitar' \(4\) are in fewer than 5 of the 6000 captions"]),
+        (0.95, {}, [r"its words 'guitar' \(0\)"]),
+        (0.5, {}, ["separates poorly", r"'guitar' \(0\)"]),
+        (0.95, None, []),  # dictionaries trained before the manifest recorded their corpus: not checked
+    ],
+    ids=["good", "poor-auroc", "unmeasured", "rare-word", "absent-word", "both", "no-vocabulary"],
+)
+def test_a_concept_that_does_not_separate_or_whose_words_are_rare_is_reported(auroc_at_chosen, counts, expected):
+    from clear_sae.concepts import quality_warnings
+
+    target = [f"a man playing a guitar on stage {i}" for i in range(10)]
+    nontarget = [f"a man playing a violin on stage {i}" for i in range(10)]
+    manifest = {} if counts is None else {"corpus": {"captions": 6000, "word_counts": counts}}
+    warnings = quality_warnings(_learned(auroc_at_chosen, target, nontarget), _Manifest(manifest))  # type: ignore[arg-type]
+    assert len(warnings) == len(expected)
+    for warning, pattern in zip(warnings, expected):
+        assert re.search(pattern, warning) and warning.startswith("concept 'guitar'")

@@ -330,3 +330,42 @@ def test_the_memory_estimate_grows_with_every_size_it_depends_on():
     for bigger in (dict(expansion=8), dict(batch_size=1024), dict(eval_tokens=16384)):
         assert training_memory(TrainConfig(**{**vars(base), **bigger}), 384) > training_memory(base, 384)
     assert training_memory(base, 768) > training_memory(base, 384)
+
+
+def test_the_manifest_records_how_many_captions_hold_each_word_of_the_training_corpus(
+    minilm_dictionaries, minilm_cache
+):
+    from clear_sae.io import corpus_vocabulary
+
+    corpus = json.loads((minilm_dictionaries / MANIFEST).read_text())["corpus"]
+    with ActivationCache(minilm_cache) as cache:
+        prompts = cache.prompts()
+    assert corpus["captions"] == len(prompts)
+    assert corpus["word_counts"] == corpus_vocabulary(prompts)
+    horn = sum("horn" in p.lower().replace(",", " ").split() for p in prompts)
+    assert horn > 0 and corpus["word_counts"]["horn"] == horn
+    assert corpus_vocabulary(["A dog, a DOG.", "the dog's toy", "a well-known x"]) == {
+        "a": 2,
+        "dog": 1,
+        "dog's": 1,
+        "the": 1,
+        "toy": 1,
+        "well-known": 1,
+        "x": 1,
+    }
+
+
+@pytest.mark.artifacts
+def test_the_shipped_manifest_records_the_vocabulary_of_the_corpus_it_was_trained_on():
+    """The shipped dictionaries' corpus record is the demo corpus's vocabulary: the same prompts (by the hash the
+    manifest recorded when training) counted the way `clear-sae train` counts them."""
+    from pathlib import Path
+
+    from clear_sae.cli.demo import PROMPTS_DIR, DemoConfig
+    from clear_sae.io import corpus_vocabulary, prompts_hash, read_prompt_file
+    from clear_sae.toyworld.concepts import toy_corpus
+
+    manifest = json.loads((Path(__file__).resolve().parents[1] / "dictionaries" / "minilm" / MANIFEST).read_text())
+    prompts = read_prompt_file(PROMPTS_DIR / "corpus.txt") + toy_corpus(DemoConfig().toy_captions)
+    assert prompts_hash(prompts) == manifest["cache_prompts_hash"]
+    assert manifest["corpus"] == {"captions": len(prompts), "word_counts": corpus_vocabulary(prompts)}

@@ -630,3 +630,24 @@ def test_prompt_files_ignore_a_byte_order_mark_and_split_on_newlines_only(tmp_pa
     path = tmp_path / "p.txt"
     path.write_bytes("\ufeff# header\r\na dog\x0cwith a hat\r\n\n  # note\nsnow  \n".encode("utf-8"))
     assert read_prompt_file(path) == ["a dog\x0cwith a hat", "snow"]
+
+
+@pytest.mark.artifacts
+def test_a_concept_the_dictionaries_hardly_know_is_a_warning_and_under_strict_a_refusal(tmp_path, capsys):
+    """`ukulele` is in none of the shipped dictionaries' 9,000 captions (their manifest records the vocabulary):
+    `concept` says so and adds the entry; with --strict it refuses and leaves the library as it was."""
+    shipped = Path(__file__).resolve().parents[2] / "dictionaries" / "minilm"
+    target, nontarget, library = tmp_path / "t.txt", tmp_path / "n.txt", tmp_path / "lib.json"
+    target.write_text("".join(f"a man playing a ukulele on a stage, shot {i}\n" for i in range(12)))
+    nontarget.write_text("".join(f"a man playing a violin on a stage, shot {i}\n" for i in range(12)))
+    argv = ["concept", "--name", "ukulele", "--target", target, "--nontarget", nontarget, "--library", library]
+    argv += ["--dictionaries", shipped]
+    code, out, err = run_cli(capsys, *argv, "--strict")
+    assert code == 3 and not library.exists()
+    assert re.search(r"warning: concept 'ukulele': its words 'ukulele' \(0\) are in fewer than 5 of the 9000", out)
+    assert "--strict: concept 'ukulele' was not added" in err
+    code, out, _ = run_cli(capsys, *argv)
+    assert code == 0 and "warning: concept 'ukulele'" in out
+    assert list(json.loads(library.read_text())["concepts"]) == ["ukulele"]
+    code, _, err = run_cli(capsys, *argv, "--strict", "--method", "clear-joint")
+    assert code == 3 and "--strict checks an entry on the reused dictionaries" in err

@@ -6,10 +6,10 @@ import argparse
 from typing import Any
 
 from clear_sae.backbones import load_backbone_for
-from clear_sae.calibration.ladder import CalibrationConfig, format_ladder, learn_calibrated_concept
+from clear_sae.calibration.ladder import CalibrationConfig, chosen_step, format_ladder, learn_calibrated_concept
 from clear_sae.cli.options import add_fields, config_from, log
 from clear_sae.compare.joint import JointConfig, joint_folder, learn_concept_joint
-from clear_sae.concepts import SCORES, ConceptConfig, format_table, learn_concept
+from clear_sae.concepts import MIN_HELDOUT_AUROC, SCORES, ConceptConfig, format_table, learn_concept, quality_warnings
 from clear_sae.dictionary import Dictionaries
 from clear_sae.errors import ClearSaeError
 from clear_sae.io import output_file, read_prompt_file
@@ -43,6 +43,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--layers", default=None, help="restrict the candidate layers (names or indices)")
     add_fields(p, ConceptConfig, CONCEPT_FIELDS, choices={"score": SCORES})
     p.add_argument(
+        "--strict",
+        action="store_true",
+        help="refuse (exit 3, library untouched) a concept that separates poorly at its chosen layer (held-out AUROC "
+        f"below {MIN_HELDOUT_AUROC}, or unmeasured), whose words the dictionaries' corpus hardly holds, or whose "
+        "calibration confirmed no erasure; without it these are warnings",
+    )
+    p.add_argument(
         "--calibrate",
         action="store_true",
         help="climb the calibration ladder (below) until a probe on the final text states no longer finds the "
@@ -60,6 +67,10 @@ def run(args: argparse.Namespace) -> None:
     target = read_prompt_file(args.target)
     nontarget = read_prompt_file(args.nontarget)
     if args.method == "clear-joint":
+        if args.strict:
+            raise ClearSaeError(
+                "--strict checks an entry on the reused dictionaries; leave it out with --method clear-joint"
+            )
         if args.calibrate:
             raise ClearSaeError(
                 "--calibrate tunes an entry on the reused dictionaries; leave it out with "
@@ -84,13 +95,29 @@ def run(args: argparse.Namespace) -> None:
         )
     else:
         entry, profiles = learn_concept(backbone, dictionaries, args.name, target, nontarget, cfg, layers)
-    library.add(entry)
-    library.save()
+    warnings = quality_warnings(entry, dictionaries)
+    why = None
+    if args.calibrate:
+        chosen = chosen_step(steps, cal)
+        why = "confirmed by calibration" if cal.passes(chosen) else "calibration's best, not confirmed"
+        if not cal.passes(chosen):
+            warnings.append(
+                f"concept {entry.name!r}: no calibration rung met the bars; the kept one leaves the concept in "
+                f"{chosen.probe_rate:.0%} of held-out targets (the bar is {cal.max_probe_rate:.0%})"
+            )
     log.info(f"concept {entry.name!r}: {len(target)} target, {len(nontarget)} non-target prompts")
-    log.info(format_table(profiles, entry.hook_point, cfg.score))
+    log.info(format_table(profiles, entry.hook_point, cfg.score, why))
     if args.calibrate:
         log.info("calibration (a probe on the final text states, held-out targets):")
         log.info(format_ladder(steps, cal))
+    for warning in warnings:
+        log.warning(f"warning: {warning}")
+    if warnings and args.strict:
+        raise ClearSaeError(
+            f"--strict: concept {entry.name!r} was not added to {library.path} ({len(warnings)} warning(s) above)"
+        )
+    library.add(entry)
+    library.save()
     log.info(
         f"{replaced_note(previous, args.name)}chosen layer: {entry.hook_point} ({len(entry.latents)} latents, "
         f"strength {entry.strength:g}) -> {library.path}"
