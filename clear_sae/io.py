@@ -68,7 +68,7 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     path = Path(os.path.realpath(path))
     try:
         found = os.stat(path)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # nothing to replace (creating the folder raises OSError)
         found = None
     except OSError as err:
         raise ClearSaeError(f"cannot write {path} ({err.strerror}); pass another path") from None
