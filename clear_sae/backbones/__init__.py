@@ -40,11 +40,19 @@ def load_backbone(model: str | Path) -> Backbone:
 
 
 def load_backbone_for(model: str | Path | None, recorded: str | None) -> Backbone:
-    """The backbone `model` names, else the one a dictionary or library recorded (`recorded`)."""
-    source = model or recorded
-    if not source:
+    """The backbone `model` names, else the one a cache, dictionary or library recorded (`recorded`): a built-in
+    name or the absolute folder `load_backbone` wrote there; a relative path in a file (which would resolve
+    against wherever the command runs) is refused."""
+    if model:
+        return load_backbone(model)
+    if not recorded:
         raise ClearSaeError("cannot tell which model these dictionaries belong to; pass --model")
-    return load_backbone(source)
+    if recorded not in BUILTIN and not Path(recorded).is_absolute():
+        raise ClearSaeError(
+            f"the recorded model {recorded!r} is neither a built-in name ({', '.join(BUILTIN)}) nor an absolute "
+            "folder; pass the model with --model"
+        )
+    return load_backbone(recorded)
 
 
 def _load(name: str) -> Backbone:

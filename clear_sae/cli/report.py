@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from clear_sae import __version__
-from clear_sae.backbones import load_backbone
+from clear_sae.backbones import load_backbone_for
 from clear_sae.cache import ActivationCache, open_h5
 from clear_sae.config import POSITIVE, check_fields
 from clear_sae.details import DetailConfig, shown_per_prompt, stored_concept_detail, token_activations
@@ -269,7 +269,7 @@ def collect_report(
     concepts = {e.name: concept_summary(e) for e in entries}
     detailed = [e for e in entries if concepts[e.name]["has_prompts"]]
     if detailed and backbone is None:
-        backbone = load_backbone(detailed[0].model_source)
+        backbone = load_backbone_for(None, detailed[0].model_source)
     if detailed:
         assert backbone is not None
         widths = {h: backbone.d_model(h) for h in dictionaries.hook_points if h in backbone.hook_points}

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from clear_sae.backbones import load_backbone
+from clear_sae.backbones import load_backbone_for
 from clear_sae.compare.methods import METHODS, build_erasure, check_methods
 from clear_sae.concepts import latents_by_layer
 from clear_sae.toyworld.captions import WORDS_BY_AXIS
@@ -66,7 +66,7 @@ def compare_concept(
     }
     if not result["qualifies"]:
         return result
-    backbone = load_backbone(library.get(name).model_source)
+    backbone = load_backbone_for(None, library.get(name).model_source)
     target, nontarget, _, _ = concept_pairs(axis, value, LEARN_PAIRS, "train", LEARN_SEED)
     layers = latents_by_layer(backbone, library, name, target, nontarget)
     calibration = library.get(name).calibration

@@ -29,7 +29,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from clear_sae.backbones import load_backbone
+from clear_sae.backbones import load_backbone_for
 from clear_sae.concepts import latents_by_layer
 from clear_sae.erase import concept_clamps
 from clear_sae.errors import ClearSaeError
@@ -66,7 +66,7 @@ def sweep_latents(library: "ConceptLibrary", name: str, axis: str, value: str) -
 
     entry = library.get(name)
     target, nontarget, _, _ = concept_pairs(axis, value, LEARN_PAIRS, "train", LEARN_SEED)
-    layers = latents_by_layer(load_backbone(entry.model_source), library, name, target, nontarget)
+    layers = latents_by_layer(load_backbone_for(None, entry.model_source), library, name, target, nontarget)
     return {hook: (entry.latents if hook == entry.hook_point else latents) for hook, latents in layers.items()}
 
 

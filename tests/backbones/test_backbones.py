@@ -187,3 +187,16 @@ def test_a_prompt_longer_than_the_encoder_reads_is_reported_once(minilm, caplog)
     assert len(caplog.records) == 1
     assert "1 prompt(s) of a batch are longer than the 128 tokens text_encoder reads" in caplog.records[0].message
     minilm.reported_cut = False
+
+
+@pytest.mark.parametrize("recorded", ["models/my_encoder", "../elsewhere", "bert-huge"])
+def test_a_recorded_model_must_be_a_built_in_name_or_an_absolute_folder(recorded):
+    """A model source read from a cache, manifest or library is never resolved against wherever the command runs;
+    `--model` still chooses freely."""
+    from clear_sae.backbones import load_backbone_for
+    from clear_sae.errors import ClearSaeError
+
+    with pytest.raises(ClearSaeError, match="is neither a built-in name .* nor an absolute folder; pass the model"):
+        load_backbone_for(None, recorded)
+    with pytest.raises(ClearSaeError, match="unknown model"):
+        load_backbone_for(recorded, "minilm")  # what --model names is loaded (and here does not exist)
