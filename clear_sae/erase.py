@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterator
 
-from clear_sae.backbones import first_tensor, hook_module, replace_first_tensor
+from clear_sae.backbones import attention_mask_of, encoder_of, first_tensor, hook_module, replace_first_tensor
 from clear_sae.config import check_value
 from clear_sae.dictionary import Dictionaries
 from clear_sae.errors import ClearSaeError
@@ -80,6 +80,9 @@ class LatentClamp:
         self.exact = exact and _linear_preacts(sae) and bool((self.gamma >= 1.0).any())
         self.tokens_seen = 0
         self.tokens_edited = 0
+        self.mask: "torch.Tensor | None" = None
+        """The attention mask of the forward pass under way (set by `attach` from the encoder's call): padding
+        positions are never edited. None where the model takes no mask, and every position is then edited."""
         with torch.no_grad():
             self._w_dec = sae.W_dec[self.latents].float()
             if self.exact:
@@ -133,10 +136,12 @@ class LatentClamp:
                 f"module gives {width}; erase with the model the concept was learned on"
             )
         flat = h.reshape(-1, width)
-        self.tokens_seen += flat.shape[0]
+        real = self._real_positions(h)
+        self.tokens_seen += flat.shape[0] if real is None else int(real.sum())
         with torch.no_grad():  # not inference_mode: the edited tensor may flow on into a graph
             codes = self.concept_codes(flat)
-            rows = torch.nonzero((codes > 0).any(-1)).squeeze(-1)
+            fired = (codes > 0).any(-1)
+            rows = torch.nonzero(fired if real is None else fired & real).squeeze(-1)
             if rows.numel() == 0:
                 return None
             self.tokens_edited += rows.numel()
@@ -151,6 +156,20 @@ class LatentClamp:
             out = flat.clone()
             out[rows] = edited.to(h.dtype)
         return out.reshape(h.shape)
+
+    def _real_positions(self, h: "torch.Tensor") -> "torch.Tensor | None":
+        """Per row of `h` flattened, whether it is a real token (None: no mask, or one of another shape)."""
+        if self.mask is None or tuple(self.mask.shape) != tuple(h.shape[:-1]):
+            return None
+        return self.mask.reshape(-1).to(h.device).bool()
+
+    def read_mask(self, module: Any, args: tuple, kwargs: dict[str, Any]) -> None:
+        """Forward pre-hook on the text encoder: remember the attention mask of the call."""
+        self.mask = attention_mask_of(args, kwargs)
+
+    def forget_mask(self, module: Any, args: Any, output: Any) -> None:
+        """Forward hook on the text encoder: the call is over."""
+        self.mask = None
 
     def __call__(self, module: Any, inputs: Any, output: Any) -> Any:
         new = self.edit(first_tensor(output))
@@ -189,11 +208,16 @@ def merge_clamps(concepts: list[ConceptClamp], exact: bool = True) -> dict[str, 
 @contextmanager
 def attach(target: Any, clamps: dict[str, LatentClamp]) -> Iterator[dict[str, LatentClamp]]:
     """Register each clamp at its hook point on `target` (backbone, pipeline, text encoder or
-    HookedTransformer) and remove every hook on exit, also on error."""
+    HookedTransformer), and on the text encoder a hook that shows the clamp the call's attention mask (so padding
+    positions are never edited); remove every hook on exit, also on error."""
     handles = []
     try:
         for hook, clamp in clamps.items():
             handles.append(hook_module(target, hook).register_forward_hook(clamp))
+            encoder = encoder_of(target, hook)
+            if encoder is not None:  # padding positions are left alone where the encoder's call says which they are
+                handles.append(encoder.register_forward_pre_hook(clamp.read_mask, with_kwargs=True))
+                handles.append(encoder.register_forward_hook(clamp.forget_mask))
         yield clamps
     finally:
         for handle in handles:

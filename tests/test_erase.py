@@ -290,3 +290,22 @@ def test_a_clamp_that_would_turn_finite_activations_infinite_says_so():
     h[0, 0, 0] = float("inf")  # what the model already made non-finite is not the clamp's doing
     edited = LatentClamp(ordinary, list(range(64)), 1.0, exact=False).edit(h)
     assert edited is not None and edited[0, 1:].isfinite().all()
+
+
+def test_padding_positions_are_never_edited_and_real_tokens_are(minilm, minilm_dictionaries):
+    """A clamp on every latent fires on every position: the attention mask of the encoder's call keeps it off the
+    padding of a short prompt batched with a long one (a pipeline that reads padded positions gets them as the
+    encoder made them), while every real token is edited."""
+    from clear_sae.dictionary import Dictionaries
+
+    hook = "text_encoder.blocks.2"
+    sae = Dictionaries(minilm_dictionaries).sae(hook)
+    prompts = ["a cat", "a dog running along the beach at dusk while the waves roll in"]
+    before = minilm.run(prompts, [hook])[hook]
+    clamp = LatentClamp(sae, list(range(int(sae.cfg.d_sae))), 1.0)
+    with attach(minilm, {hook: clamp}):
+        after = minilm.run(prompts, [hook])[hook]
+    padding = ~before.mask
+    assert padding.any() and torch.equal(after.acts[padding], before.acts[padding])
+    assert (after.acts[before.mask] != before.acts[before.mask]).any(-1).all()
+    assert clamp.tokens_seen == int(before.mask.sum()) and clamp.mask is None  # forgotten once the call is over

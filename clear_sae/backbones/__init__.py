@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from clear_sae.backbones.base import Activations, Backbone, first_tensor, replace_first_tensor
+from clear_sae.backbones.base import Activations, Backbone, attention_mask_of, first_tensor, replace_first_tensor
 from clear_sae.backbones.diffusers_pipeline import load_pipeline_text_encoders
 from clear_sae.backbones.hf_text import load_hf_text_encoder, load_minilm, text_encoder_module
 from clear_sae.backbones.transformer_lens import CONFIG_FILE, load_transformer_lens
@@ -18,7 +18,17 @@ from clear_sae.errors import ClearSaeError
 if TYPE_CHECKING:
     from torch import nn
 
-__all__ = ["Activations", "Backbone", "BUILTIN", "first_tensor", "hook_module", "load_backbone", "replace_first_tensor"]
+__all__ = [
+    "Activations",
+    "Backbone",
+    "BUILTIN",
+    "attention_mask_of",
+    "encoder_of",
+    "first_tensor",
+    "hook_module",
+    "load_backbone",
+    "replace_first_tensor",
+]
 
 
 def _minilm() -> Backbone:
@@ -75,6 +85,20 @@ def _load(name: str) -> Backbone:
         f"{folder} is not a model folder: it has no config.json (text encoder), model_index.json (diffusers "
         f"pipeline) or {CONFIG_FILE} (TransformerLens); save the model with save_pretrained"
     )
+
+
+def encoder_of(target: Any, hook_point: str) -> "nn.Module | None":
+    """The text encoder behind `hook_point` whose forward call carries the attention mask (see `hook_module` for the
+    targets); None for a HookedTransformer, which takes no mask."""
+    if isinstance(target, Backbone):
+        return target.encoder_model(hook_point)
+    if isinstance(getattr(target, "hook_dict", None), dict):
+        return None
+    prefix = hook_point.partition(".")[0]
+    owner = getattr(target, prefix, None)
+    if owner is None and prefix == "text_encoder":
+        owner = target  # a bare text encoder
+    return owner if owner is not None and hasattr(owner, "config") else None
 
 
 def hook_module(target: Any, hook_point: str) -> "nn.Module":

@@ -48,6 +48,15 @@ def first_tensor(output: Any) -> "torch.Tensor":
     return output[0] if isinstance(output, (tuple, list)) else output
 
 
+def attention_mask_of(args: tuple, kwargs: dict[str, Any]) -> "torch.Tensor | None":
+    """The attention mask in a Hugging Face model's forward call: the `attention_mask` keyword, or the second
+    positional argument (`model(input_ids, attention_mask)`, as Wan's pipeline calls its encoder); None if absent."""
+    mask = kwargs.get("attention_mask")
+    if mask is None and len(args) >= 2 and hasattr(args[1], "shape"):
+        mask = args[1]
+    return mask
+
+
 def replace_first_tensor(output: Any, new: "torch.Tensor") -> Any:
     """`output` with its residual-stream tensor replaced by `new`, keeping its container type."""
     if isinstance(output, tuple):
@@ -77,6 +86,11 @@ class Backbone(ABC):
     @abstractmethod
     def d_model(self, hook_point: str) -> int:
         """Width of the residual stream at `hook_point`."""
+
+    def encoder_model(self, hook_point: str) -> "nn.Module | None":
+        """The model whose forward call receives the attention mask of `hook_point`'s positions (None where the
+        model takes none, as a HookedTransformer)."""
+        return None
 
     @abstractmethod
     def _forward(self, prompts: list[str], hook_points: list[str]) -> dict[str, "torch.Tensor"]:

@@ -67,6 +67,10 @@ class PipelineTextEncoders(Backbone):
         """Width of the text encoder that owns `hook_point`."""
         return self._encoder_for(hook_point).d_model(hook_point)
 
+    def encoder_model(self, hook_point: str) -> "nn.Module":
+        """The text encoder that owns `hook_point`."""
+        return self._encoder_for(hook_point).encoder_model(hook_point)
+
     def _forward(self, prompts: list[str], hook_points: list[str]) -> dict[str, "torch.Tensor"]:
         masks: dict[str, torch.Tensor] = {}
         for prefix, encoder in self.encoders.items():

@@ -108,6 +108,11 @@ class HFTextEncoder(Backbone):
     def _tokenizer_for(self, hook_point: str) -> tuple[Any, int]:
         return self.tokenizer, self.max_length
 
+    def encoder_model(self, hook_point: str) -> "nn.Module":
+        """The encoder itself: `run` passes it the attention mask."""
+        self.check_hook_points([hook_point])
+        return self.model
+
     def tokenize(self, prompts: list[str]) -> dict[str, "torch.Tensor"]:
         """Token ids and attention mask, padded to the longest prompt in the batch."""
         batch = self.tokenizer(prompts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
