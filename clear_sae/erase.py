@@ -208,13 +208,14 @@ def merge_clamps(concepts: list[ConceptClamp], exact: bool = True) -> dict[str, 
 @contextmanager
 def attach(target: Any, clamps: dict[str, LatentClamp]) -> Iterator[dict[str, LatentClamp]]:
     """Register each clamp at its hook point on `target` (backbone, pipeline, text encoder or
-    HookedTransformer), and on the text encoder a hook that shows the clamp the call's attention mask (so padding
-    positions are never edited); remove every hook on exit, also on error."""
+    HookedTransformer), and on the text encoder a hook that shows a `LatentClamp` the call's attention mask (so
+    padding positions are never edited; the baselines' edits keep their published form); remove every hook on exit,
+    also on error."""
     handles = []
     try:
         for hook, clamp in clamps.items():
             handles.append(hook_module(target, hook).register_forward_hook(clamp))
-            encoder = encoder_of(target, hook)
+            encoder = encoder_of(target, hook) if isinstance(clamp, LatentClamp) else None
             if encoder is not None:  # padding positions are left alone where the encoder's call says which they are
                 handles.append(encoder.register_forward_pre_hook(clamp.read_mask, with_kwargs=True))
                 handles.append(encoder.register_forward_hook(clamp.forget_mask))
