@@ -228,3 +228,23 @@ def tiny_hooked_transformer():
         seed=0,
     )
     return HookedTransformer(cfg)
+
+
+def make_entry(**changes):
+    """A library entry with made-up values (name `x`, one latent), `changes` applied: for tests of what holds and
+    reads entries, which need no learning."""
+    from clear_sae.concepts import ConceptConfig, selection_settings
+    from clear_sae.library import ConceptEntry
+
+    values = dict(
+        name="x",
+        hook_point="h",
+        latents=[1],
+        strength=1.0,
+        dictionary=".",
+        backbone_id="b",
+        model_source="b",
+        score="e",
+        selection=selection_settings(ConceptConfig()),
+    )
+    return ConceptEntry(**{**values, **changes})

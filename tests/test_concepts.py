@@ -9,7 +9,7 @@ import re
 
 import pytest
 import torch
-from conftest import PROMPTS, read_lines
+from conftest import PROMPTS, make_entry, read_lines
 
 from clear_sae.concepts import (
     ConceptConfig,
@@ -137,19 +137,9 @@ def test_at_min_target_rate_zero_a_latent_silent_on_every_target_is_never_chosen
 
 
 def _learned(auroc_at_chosen, target, nontarget):
-    from clear_sae.concepts import selection_settings
-    from clear_sae.library import ConceptEntry
-
-    return ConceptEntry(
+    return make_entry(
         name="guitar",
         hook_point="text_encoder.blocks.1",
-        latents=[1],
-        strength=1.0,
-        dictionary=".",
-        backbone_id="minilm",
-        model_source="minilm",
-        score="energy",
-        selection=selection_settings(ConceptConfig()),
         layer_scores={"text_encoder.blocks.1": {"auroc": auroc_at_chosen}, "text_encoder.blocks.2": {"auroc": 0.99}},
         target_prompts=target,
         nontarget_prompts=nontarget,

@@ -8,6 +8,7 @@ from dataclasses import asdict, fields
 from pathlib import Path
 
 import pytest
+from conftest import make_entry as entry
 
 from clear_sae.compare.joint import JointConfig, joint_folder
 from clear_sae.concepts import ConceptConfig, entry_config, selection_settings
@@ -31,21 +32,6 @@ V1 = Path(__file__).resolve().parent / "data" / "concepts_v1.json"
 """The shipped library as it was in format version 1 (no `format_version`, a `settings` dict per entry), every
 entry kept, its prompts and per-layer scores left out (migration copies those as they are)."""
 NOT_IN_V1_COPY = ("target_prompts", "nontarget_prompts", "layer_scores")
-
-
-def entry(**changes) -> ConceptEntry:
-    values = dict(
-        name="x",
-        hook_point="h",
-        latents=[1],
-        strength=1.0,
-        dictionary=".",
-        backbone_id="b",
-        model_source="b",
-        score="e",
-        selection=selection_settings(ConceptConfig()),
-    )
-    return ConceptEntry(**{**values, **changes})
 
 
 def test_the_v1_library_loads_with_every_entrys_erasure_and_settings_as_recorded():
