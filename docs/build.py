@@ -933,12 +933,78 @@ def page_stability() -> str:
     return "\n".join(lines)
 
 
+def page_heldout() -> str:
+    """Concepts no file of the project names, learned on the shipped dictionaries, and where their erasure fires."""
+    rel = "analysis/heldout_concepts.json"
+    data = load(rel)
+    lines = header(
+        "Concepts the project has never seen",
+        [(rel, command_of(data, "python analysis/heldout_concepts.py --out analysis/heldout_concepts.json"), "")],
+    )
+    if data is None:
+        return "\n".join(lines + ["Not measured yet.", ""])
+    settings, concepts = data["settings"], data["concepts"]
+    met_count = sum(c["meets_target"] for c in concepts.values())
+    warned = sum(bool(c["warnings"]) for c in concepts.values())
+    lines += [
+        f"Each concept is a word that neither the dictionaries' training corpus ({settings['corpus_captions']:,} "
+        "captions), the shipped prompt files nor the prompt generators name. Each is learned on "
+        f"`{data['dictionaries']}` from {settings['learning_pairs']} prompt pairs (the word against a neighbour: one "
+        "of the same kind for the fine-grained concepts, an unrelated object for the coarse ones), then checked on "
+        f"{settings['fresh_pairs']} fresh pairs in other templates: the share of fresh prompts on which a concept "
+        "latent fires on a real token at the chosen layer, which is where the clamp edits. The target: held-out "
+        f"AUROC at least {settings['min_heldout_auroc']}, firing on at least 90% of fresh targets and at most 10% "
+        f"of fresh non-targets. **{met_count} of {len(concepts)}** concepts meet it; `clear-sae concept` warns "
+        f"about {warned} of {len(concepts)}.",
+        "",
+    ]
+    aurocs = [c["heldout_auroc"] for c in concepts.values() if c["heldout_auroc"] is not None]
+    off = [c["fires_on_fresh_nontargets"] for c in concepts.values()]
+    lines += [
+        f"Held-out AUROC ranges from {num(min(aurocs, default=None), 2)} to {num(max(aurocs, default=None), 2)}: "
+        "the held-out pairs come from the learning templates, so it says how well the concept separates there. "
+        f"On the fresh templates the concept latents fire on {pct(min(off, default=None), 0)}% to "
+        f"{pct(max(off, default=None), 0)}% of the non-targets, so an erasure would edit those prompts too.",
+        "",
+    ]
+    rows = [
+        [
+            name,
+            c["kind"],
+            ", ".join(c["neighbours"]),
+            short(c["layer"]),
+            c["latents"],
+            num(c["heldout_auroc"], 2),
+            pct(c["fires_on_fresh_targets"], 0),
+            pct(c["fires_on_fresh_nontargets"], 0),
+            "yes" if c["meets_target"] else "**no**",
+            "yes" if c["warnings"] else "no",
+        ]
+        for name, c in concepts.items()
+    ]
+    columns = [
+        "concept",
+        "kind",
+        "against",
+        "layer",
+        "latents",
+        "held-out AUROC",
+        "fires: fresh targets (%)",
+        "fires: fresh non-targets (%)",
+        "meets target",
+        "warned",
+    ]
+    lines += table(columns, rows)
+    return "\n".join(lines)
+
+
 PAGES: dict[str, Callable[[], str]] = {
     "performance.md": page_performance,
     "comparison.md": page_comparison,
     "toyworld.md": page_toyworld,
     "dictionaries.md": page_dictionaries,
     "stability.md": page_stability,
+    "heldout.md": page_heldout,
 }
 
 

@@ -79,3 +79,40 @@ def test_the_stability_script_writes_the_json_its_page_reads(analysis_script, tm
     with pytest.raises(SystemExit):  # an unknown concept is refused before any work
         script.main(["--out", str(tmp_path / "other.json"), *slice_, "--concepts", "guitar"])
     assert not (tmp_path / "other.json").exists()
+
+
+@pytest.mark.artifacts
+def test_the_heldout_script_measures_unseen_concepts_and_its_page_reads_the_json(
+    analysis_script, tmp_path, monkeypatch
+):
+    """Two concepts on the shipped dictionaries: each gets its layer, scores, firing shares and the warnings a user
+    would see, and the page shows every concept's row and a count of those meeting the target computed from the
+    JSON. A word the project's files name is refused as a held-out concept."""
+    script = analysis_script("heldout_concepts")
+    out = tmp_path / "heldout.json"
+    script.main(["--out", str(out), "--concepts", "mandolin", "snowman"])
+    data = json.loads(out.read_text())
+    assert list(data["concepts"]) == ["mandolin", "snowman"] and data["dictionaries"] == "dictionaries/minilm"
+    for concept in data["concepts"].values():
+        assert concept["layer"].startswith("text_encoder.") and 1 <= concept["latents"] <= 32
+        for share in ("fires_on_fresh_targets", "fires_on_fresh_nontargets"):
+            assert 0 <= concept[share] <= 1
+        assert concept["meets_target"] == (
+            concept["heldout_auroc"] is not None
+            and concept["heldout_auroc"] >= 0.9
+            and concept["fires_on_fresh_targets"] >= 0.9
+            and concept["fires_on_fresh_nontargets"] <= 0.1
+        )
+        assert any("are in fewer than 5 of the 9000 captions" in w for w in concept["warnings"])  # unseen words
+    build = load_build()
+    monkeypatch.setattr(build, "load", lambda rel: data if rel.endswith("heldout_concepts.json") else None)
+    page = build.page_heldout()
+    for name in data["concepts"]:
+        assert f"| {name} |" in page
+    met = sum(c["meets_target"] for c in data["concepts"].values())
+    assert f"**{met} of 2** concepts meet it" in page
+    assert script.named_by_the_project("dog", {}) and script.named_by_the_project("mandolin", {"mandolin": 3})
+    assert not script.named_by_the_project("mandolin", {})
+    with pytest.raises(SystemExit):
+        script.main(["--out", str(tmp_path / "other.json"), "--concepts", "guitar"])
+    assert not (tmp_path / "other.json").exists()

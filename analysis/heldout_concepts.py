@@ -1,0 +1,177 @@
+"""How well do concepts the project has never seen separate on the shipped dictionaries, and where does erasure fire?
+
+    python analysis/heldout_concepts.py --out analysis/heldout_concepts.json
+
+Each concept is a word that no file of the project names: not the dictionaries' training corpus (the shipped
+manifest's vocabulary), the shipped prompt files, nor the corpus and caption generators (the script refuses a word
+they name). Each is learned, as a user would with `clear-sae concept`, from 40 target prompts and their 40 twins
+with the word swapped for a neighbour: a same-kind neighbour for the fine-grained concepts (a mandolin against a
+guitar, a violin...), an unrelated object for the coarse ones. The erasure is then checked on 20 fresh prompt pairs
+in other templates: the share of fresh targets on which a concept latent fires on a real token at the chosen layer
+(the clamp edits them) and the share of fresh non-targets on which one fires (it edits those too). The target the
+issue sets: held-out AUROC >= 0.9, firing on >= 90% of fresh targets and <= 10% of fresh non-targets.
+`docs/build.py` turns the JSON into docs/heldout.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import time
+from pathlib import Path
+
+from clear_sae.backbones import load_backbone
+from clear_sae.concepts import MIN_HELDOUT_AUROC, ConceptConfig, learn_concept, quality_warnings
+from clear_sae.dictionary import Dictionaries
+from clear_sae.io import atomic_write_text
+
+ROOT = Path(__file__).resolve().parents[1]
+SHIPPED = ROOT / "dictionaries" / "minilm"
+PROJECT_TEXT = [
+    ROOT / "clear_sae" / "data" / "prompts",
+    ROOT / "clear_sae" / "corpus.py",
+    ROOT / "clear_sae" / "toyworld" / "captions.py",
+]
+
+CONCEPTS = {
+    # word: (kind, the neighbours its non-target twins name)
+    "mandolin": ("fine", ["guitar", "violin", "cello", "harp"]),
+    "harmonica": ("fine", ["flute", "trumpet", "clarinet", "saxophone"]),
+    "beaver": ("fine", ["otter", "squirrel", "rabbit", "fox"]),
+    "walrus": ("fine", ["seal", "dolphin", "penguin", "whale"]),
+    "toucan": ("fine", ["parrot", "peacock", "flamingo", "pigeon"]),
+    "forklift": ("fine", ["tractor", "truck", "bus", "van"]),
+    "croissant": ("fine", ["donut", "muffin", "sandwich", "cookie"]),
+    "tornado": ("fine", ["rainbow", "sunset", "fog", "snowfall"]),
+    "kettle": ("coarse", ["bicycle", "horse", "tree", "umbrella"]),
+    "telescope": ("coarse", ["dog", "car", "chair", "flower"]),
+    "snowman": ("coarse", ["bus", "cat", "table", "lamp"]),
+}
+LEARNING_TEMPLATES = [
+    "{a} in the middle of a quiet street",
+    "a close-up shot of {a}",
+    "{a} seen from far away at sunset",
+    "a slow pan across {a} in soft light",
+    "{a} on display in a small museum",
+    "a cartoon drawing of {a}",
+    "{a} beside a wooden fence",
+    "a blurry video of {a} in the rain",
+    "a child pointing at {a}",
+    "{a} in a snowy landscape",
+]
+FRESH_TEMPLATES = [
+    "an old film reel showing {a}",
+    "{a} next to a red door",
+    "a wide shot of {a} under a grey sky",
+    "a painting of {a} hanging in a hallway",
+    "a handheld video of {a} at dawn",
+]
+
+
+def with_article(word: str) -> str:
+    """`word` after "a" or "an"."""
+    return f"{'an' if word[0] in 'aeiou' else 'a'} {word}"
+
+
+def prompt_pairs(word: str, neighbours: list[str], templates: list[str]) -> tuple[list[str], list[str]]:
+    """Targets naming `word` in every template, and their twins naming each neighbour in turn."""
+    target, nontarget = [], []
+    for template in templates:
+        for neighbour in neighbours:
+            target.append(template.format(a=with_article(word)))
+            nontarget.append(template.format(a=with_article(neighbour)))
+    return target, nontarget
+
+
+def named_by_the_project(word: str, vocabulary: dict[str, int]) -> bool:
+    """Whether the dictionaries' training corpus, a shipped prompt file or a prompt generator names `word`."""
+    if vocabulary.get(word, 0) > 0:
+        return True
+    pattern = re.compile(rf"\b{re.escape(word)}\b", re.IGNORECASE)
+    files = [p for root in PROJECT_TEXT for p in ([root] if root.is_file() else sorted(root.rglob("*.txt")))]
+    return any(pattern.search(p.read_text(encoding="utf-8")) for p in files)
+
+
+def firing_rate(backbone, sae, hook: str, latents: list[int], prompts: list[str]) -> float:
+    """Share of `prompts` on which one of `latents` fires on a real token at `hook`."""
+    import torch
+
+    fired = 0
+    with torch.no_grad():
+        for _, outputs in backbone.run_batched(prompts, [hook], batch_size=64):
+            act = outputs[hook]
+            codes = sae.encode(act.acts.float())[..., latents]
+            fired += int((((codes > 0).any(-1)) & act.mask).any(-1).sum())
+    return fired / len(prompts)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the measurement and write its JSON."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", required=True, help="JSON output")
+    parser.add_argument("--dictionaries", default=str(SHIPPED), help="dictionary folder (default: the shipped one)")
+    parser.add_argument("--concepts", nargs="+", default=None, help=f"a subset of {', '.join(CONCEPTS)}")
+    args = parser.parse_args(argv)
+    names = args.concepts or list(CONCEPTS)
+    unknown = sorted(set(names) - set(CONCEPTS))
+    if unknown:
+        parser.error(f"no held-out concept {', '.join(unknown)}; choose from {', '.join(CONCEPTS)}")
+    dictionaries = Dictionaries(args.dictionaries)
+    vocabulary = (dictionaries.manifest.get("corpus") or {}).get("word_counts") or {}
+    named = [name for name in names if named_by_the_project(name, vocabulary)]
+    if named:
+        parser.error(f"{', '.join(named)} is named by the project's own files: not a held-out concept")
+
+    started = time.perf_counter()
+    backbone = load_backbone("minilm")
+    results = {}
+    for name in names:
+        kind, neighbours = CONCEPTS[name]
+        target, nontarget = prompt_pairs(name, neighbours, LEARNING_TEMPLATES)
+        entry, _ = learn_concept(backbone, dictionaries, name, target, nontarget, ConceptConfig())
+        fresh_target, fresh_nontarget = prompt_pairs(name, neighbours, FRESH_TEMPLATES)
+        sae = dictionaries.sae(entry.hook_point)
+        auroc = entry.layer_scores[entry.hook_point]["auroc"]
+        fires_target = firing_rate(backbone, sae, entry.hook_point, entry.latents, fresh_target)
+        fires_nontarget = firing_rate(backbone, sae, entry.hook_point, entry.latents, fresh_nontarget)
+        results[name] = {
+            "kind": kind,
+            "neighbours": neighbours,
+            "layer": entry.hook_point,
+            "latents": len(entry.latents),
+            "heldout_auroc": auroc,
+            "fires_on_fresh_targets": round(fires_target, 4),
+            "fires_on_fresh_nontargets": round(fires_nontarget, 4),
+            "meets_target": auroc is not None
+            and auroc >= MIN_HELDOUT_AUROC
+            and fires_target >= 0.9
+            and fires_nontarget <= 0.1,
+            "warnings": quality_warnings(entry, dictionaries),
+        }
+        print(
+            f"{name:<10} {kind:<6} {entry.hook_point:<22} auroc {auroc} fresh targets {fires_target:.0%} "
+            f"fresh non-targets {fires_nontarget:.0%}",
+            file=sys.stderr,
+        )
+    data = {
+        "command": "python analysis/heldout_concepts.py --out analysis/heldout_concepts.json"
+        + ("" if args.concepts is None else " --concepts " + " ".join(names)),
+        "dictionaries": str(Path(args.dictionaries).resolve().relative_to(ROOT))
+        if Path(args.dictionaries).resolve().is_relative_to(ROOT)
+        else str(args.dictionaries),
+        "settings": {
+            "learning_pairs": len(LEARNING_TEMPLATES) * 4,
+            "fresh_pairs": len(FRESH_TEMPLATES) * 4,
+            "min_heldout_auroc": MIN_HELDOUT_AUROC,
+            "corpus_captions": (dictionaries.manifest.get("corpus") or {}).get("captions"),
+        },
+        "concepts": results,
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    atomic_write_text(args.out, json.dumps(data, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
