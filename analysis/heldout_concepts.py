@@ -10,6 +10,7 @@ guitar, a violin...), an unrelated object for the coarse ones. The erasure is th
 in other templates: the share of fresh targets on which a concept latent fires on a real token at the chosen layer
 (the clamp edits them) and the share of fresh non-targets on which one fires (it edits those too). The target the
 issue sets: held-out AUROC >= 0.9, firing on >= 90% of fresh targets and <= 10% of fresh non-targets.
+Three concepts the corpus does hold (guitar, dog, umbrella) are measured the same way, as controls.
 `docs/build.py` turns the JSON into docs/heldout.md.
 """
 
@@ -48,6 +49,12 @@ CONCEPTS = {
     "kettle": ("coarse", ["bicycle", "horse", "tree", "umbrella"]),
     "telescope": ("coarse", ["dog", "car", "chair", "flower"]),
     "snowman": ("coarse", ["bus", "cat", "table", "lamp"]),
+}
+CONTROLS = {
+    # words the project does name (the corpus holds them), measured the same way for comparison
+    "guitar": ("seen", ["violin", "cello", "harp", "flute"]),
+    "dog": ("seen", ["cat", "horse", "rabbit", "fox"]),
+    "umbrella": ("seen", ["bicycle", "chair", "lamp", "tree"]),
 }
 LEARNING_TEMPLATES = [
     "{a} in the middle of a quiet street",
@@ -114,13 +121,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dictionaries", default=str(SHIPPED), help="dictionary folder (default: the shipped one)")
     parser.add_argument("--concepts", nargs="+", default=None, help=f"a subset of {', '.join(CONCEPTS)}")
     args = parser.parse_args(argv)
-    names = args.concepts or list(CONCEPTS)
-    unknown = sorted(set(names) - set(CONCEPTS))
+    names = args.concepts or [*CONCEPTS, *CONTROLS]
+    measured = {**CONCEPTS, **CONTROLS}
+    unknown = sorted(set(names) - set(measured))
     if unknown:
-        parser.error(f"no held-out concept {', '.join(unknown)}; choose from {', '.join(CONCEPTS)}")
+        parser.error(f"no such concept {', '.join(unknown)}; choose from {', '.join(measured)}")
     dictionaries = Dictionaries(args.dictionaries)
     vocabulary = (dictionaries.manifest.get("corpus") or {}).get("word_counts") or {}
-    named = [name for name in names if named_by_the_project(name, vocabulary)]
+    named = [name for name in names if name in CONCEPTS and named_by_the_project(name, vocabulary)]
     if named:
         parser.error(f"{', '.join(named)} is named by the project's own files: not a held-out concept")
 
@@ -128,7 +136,7 @@ def main(argv: list[str] | None = None) -> None:
     backbone = load_backbone("minilm")
     results = {}
     for name in names:
-        kind, neighbours = CONCEPTS[name]
+        kind, neighbours = measured[name]
         target, nontarget = prompt_pairs(name, neighbours, LEARNING_TEMPLATES)
         entry, _ = learn_concept(backbone, dictionaries, name, target, nontarget, ConceptConfig())
         fresh_target, fresh_nontarget = prompt_pairs(name, neighbours, FRESH_TEMPLATES)

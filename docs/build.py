@@ -943,7 +943,9 @@ def page_heldout() -> str:
     )
     if data is None:
         return "\n".join(lines + ["Not measured yet.", ""])
-    settings, concepts = data["settings"], data["concepts"]
+    settings, measured = data["settings"], data["concepts"]
+    concepts = {name: c for name, c in measured.items() if c["kind"] != "seen"}
+    controls = {name: c for name, c in measured.items() if c["kind"] == "seen"}
     met_count = sum(c["meets_target"] for c in concepts.values())
     warned = sum(bool(c["warnings"]) for c in concepts.values())
     lines += [
@@ -967,6 +969,19 @@ def page_heldout() -> str:
         f"{pct(max(off, default=None), 0)}% of the non-targets, so an erasure would edit those prompts too.",
         "",
     ]
+    if controls:
+        control_off = [c["fires_on_fresh_nontargets"] for c in controls.values()]
+        lines += [
+            f"The controls, {len(controls)} concepts the corpus does hold ({', '.join(controls)}), measured the same "
+            f"way: {sum(c['meets_target'] for c in controls.values())} of {len(controls)} meet the target, and their "
+            f"latents fire on {pct(min(control_off), 0)}% to {pct(max(control_off), 0)}% of the fresh non-targets"
+            + (
+                ": firing on other prompts is not only a matter of unseen words."
+                if max(control_off) > 0.1
+                else ", within the target: what fails above is the unseen words."
+            ),
+            "",
+        ]
     rows = [
         [
             name,
@@ -980,7 +995,7 @@ def page_heldout() -> str:
             "yes" if c["meets_target"] else "**no**",
             "yes" if c["warnings"] else "no",
         ]
-        for name, c in concepts.items()
+        for name, c in measured.items()
     ]
     columns = [
         "concept",

@@ -90,9 +90,10 @@ def test_the_heldout_script_measures_unseen_concepts_and_its_page_reads_the_json
     JSON. A word the project's files name is refused as a held-out concept."""
     script = analysis_script("heldout_concepts")
     out = tmp_path / "heldout.json"
-    script.main(["--out", str(out), "--concepts", "mandolin", "snowman"])
+    script.main(["--out", str(out), "--concepts", "mandolin", "snowman", "dog"])  # dog: a control the corpus holds
     data = json.loads(out.read_text())
-    assert list(data["concepts"]) == ["mandolin", "snowman"] and data["dictionaries"] == "dictionaries/minilm"
+    assert list(data["concepts"]) == ["mandolin", "snowman", "dog"] and data["dictionaries"] == "dictionaries/minilm"
+    assert [c["kind"] for c in data["concepts"].values()] == ["fine", "coarse", "seen"]
     for concept in data["concepts"].values():
         assert concept["layer"].startswith("text_encoder.") and 1 <= concept["latents"] <= 32
         for share in ("fires_on_fresh_targets", "fires_on_fresh_nontargets"):
@@ -103,16 +104,20 @@ def test_the_heldout_script_measures_unseen_concepts_and_its_page_reads_the_json
             and concept["fires_on_fresh_targets"] >= 0.9
             and concept["fires_on_fresh_nontargets"] <= 0.1
         )
-        assert any("are in fewer than 5 of the 9000 captions" in w for w in concept["warnings"])  # unseen words
+        unseen_word = any("are in fewer than 5 of the 9000 captions" in w for w in concept["warnings"])
+        assert unseen_word == (concept["kind"] != "seen")
     build = load_build()
     monkeypatch.setattr(build, "load", lambda rel: data if rel.endswith("heldout_concepts.json") else None)
     page = build.page_heldout()
     for name in data["concepts"]:
         assert f"| {name} |" in page
-    met = sum(c["meets_target"] for c in data["concepts"].values())
-    assert f"**{met} of 2** concepts meet it" in page
+    met = sum(c["meets_target"] for c in data["concepts"].values() if c["kind"] != "seen")
+    assert f"**{met} of 2** concepts meet it" in page and "The controls, 1 concepts the corpus does hold (dog)" in page
     assert script.named_by_the_project("dog", {}) and script.named_by_the_project("mandolin", {"mandolin": 3})
     assert not script.named_by_the_project("mandolin", {})
-    with pytest.raises(SystemExit):
-        script.main(["--out", str(tmp_path / "other.json"), "--concepts", "guitar"])
+    with pytest.raises(SystemExit):  # not a concept the script knows
+        script.main(["--out", str(tmp_path / "other.json"), "--concepts", "ukulele"])
+    monkeypatch.setitem(script.CONCEPTS, "horse", ("fine", ["donkey"]))
+    with pytest.raises(SystemExit):  # listed as held out, but the corpus names it
+        script.main(["--out", str(tmp_path / "other.json"), "--concepts", "horse"])
     assert not (tmp_path / "other.json").exists()
