@@ -120,7 +120,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", required=True, help="JSON output")
     parser.add_argument("--dictionaries", default=str(SHIPPED), help="dictionary folder (default: the shipped one)")
     parser.add_argument("--concepts", nargs="+", default=None, help=f"a subset of {', '.join(CONCEPTS)}")
+    parser.add_argument(
+        "--min-target-rate", type=float, default=ConceptConfig.min_target_rate, help="ConceptConfig.min_target_rate"
+    )
     args = parser.parse_args(argv)
+    cfg = ConceptConfig(min_target_rate=args.min_target_rate)
     names = args.concepts or [*CONCEPTS, *CONTROLS]
     measured = {**CONCEPTS, **CONTROLS}
     unknown = sorted(set(names) - set(measured))
@@ -138,7 +142,7 @@ def main(argv: list[str] | None = None) -> None:
     for name in names:
         kind, neighbours = measured[name]
         target, nontarget = prompt_pairs(name, neighbours, LEARNING_TEMPLATES)
-        entry, _ = learn_concept(backbone, dictionaries, name, target, nontarget, ConceptConfig())
+        entry, _ = learn_concept(backbone, dictionaries, name, target, nontarget, cfg)
         fresh_target, fresh_nontarget = prompt_pairs(name, neighbours, FRESH_TEMPLATES)
         sae = dictionaries.sae(entry.hook_point)
         auroc = entry.layer_scores[entry.hook_point]["auroc"]
@@ -165,7 +169,8 @@ def main(argv: list[str] | None = None) -> None:
         )
     data = {
         "command": "python analysis/heldout_concepts.py --out analysis/heldout_concepts.json"
-        + ("" if args.concepts is None else " --concepts " + " ".join(names)),
+        + ("" if args.concepts is None else " --concepts " + " ".join(names))
+        + ("" if cfg == ConceptConfig() else f" --min-target-rate {cfg.min_target_rate:g}"),
         "dictionaries": str(Path(args.dictionaries).resolve().relative_to(ROOT))
         if Path(args.dictionaries).resolve().is_relative_to(ROOT)
         else str(args.dictionaries),
@@ -173,6 +178,8 @@ def main(argv: list[str] | None = None) -> None:
             "learning_pairs": len(LEARNING_TEMPLATES) * 4,
             "fresh_pairs": len(FRESH_TEMPLATES) * 4,
             "min_heldout_auroc": MIN_HELDOUT_AUROC,
+            "min_target_rate": cfg.min_target_rate,
+            "max_nontarget_rate": cfg.max_nontarget_rate,
             "corpus_captions": (dictionaries.manifest.get("corpus") or {}).get("captions"),
         },
         "concepts": results,
