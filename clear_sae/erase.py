@@ -218,7 +218,7 @@ def attach(target: Any, clamps: dict[str, LatentClamp]) -> Iterator[dict[str, La
             encoder = encoder_of(target, hook) if isinstance(clamp, LatentClamp) else None
             if encoder is not None:  # padding positions are left alone where the encoder's call says which they are
                 handles.append(encoder.register_forward_pre_hook(clamp.read_mask, with_kwargs=True))
-                handles.append(encoder.register_forward_hook(clamp.forget_mask))
+                handles.append(encoder.register_forward_hook(clamp.forget_mask, always_call=True))
         yield clamps
     finally:
         for handle in handles:
