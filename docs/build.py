@@ -904,14 +904,16 @@ def page_dictionaries() -> str:
 # ---------------------------------------------------------------------------------------------- build
 
 
+def script_page(title: str, script: str) -> tuple[Any, list[str]]:
+    """The JSON that `script` (a path without `.py`) writes beside itself, and the preamble of the page made of it."""
+    rel = f"{script}.json"
+    data = load(rel)
+    return data, header(title, [(rel, command_of(data, f"python {script}.py --out {rel}"), "")])
+
+
 def page_stability() -> str:
     """Which layer each shipped text concept is erased at, across dictionaries retrained with other seeds."""
-    rel = "analysis/layer_stability.json"
-    data = load(rel)
-    lines = header(
-        "Stability of the chosen layer across training seeds",
-        [(rel, command_of(data, "python analysis/layer_stability.py --out analysis/layer_stability.json"), "")],
-    )
+    data, lines = script_page("Stability of the chosen layer across training seeds", "analysis/layer_stability")
     if data is None:
         return "\n".join(lines + ["Not measured yet.", ""])
     settings = data["settings"]
@@ -935,12 +937,7 @@ def page_stability() -> str:
 
 def page_heldout() -> str:
     """Concepts no file of the project names, learned on the shipped dictionaries, and where their erasure fires."""
-    rel = "analysis/heldout_concepts.json"
-    data = load(rel)
-    lines = header(
-        "Concepts the project has never seen",
-        [(rel, command_of(data, "python analysis/heldout_concepts.py --out analysis/heldout_concepts.json"), "")],
-    )
+    data, lines = script_page("Concepts the project has never seen", "analysis/heldout_concepts")
     if data is None:
         return "\n".join(lines + ["Not measured yet.", ""])
     settings, measured = data["settings"], data["concepts"]
