@@ -167,6 +167,8 @@ def output_folder(path: str | Path, what: str) -> Path:
     """A folder to write into, checked up front like `output_file`: an existing file is refused, and so is a place
     this process cannot write in."""
     path = Path(path)
+    if path.is_symlink() and not path.exists():  # a loop, or a link to nothing: no folder can be made there
+        raise ClearSaeError(f"{what} {path} is a link that leads to no folder; remove it or pass another path")
     if path.exists() and not path.is_dir():
         raise ClearSaeError(f"{what} {path} is a file; pass a folder")
     check_can_create_in(Path(os.path.realpath(path)), what, path)

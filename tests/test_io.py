@@ -76,3 +76,24 @@ def test_a_prompt_file_with_a_nul_byte_is_refused_by_line(tmp_path):
     path.write_bytes(b"# prompts\na dog\na c\x00t\n")
     with pytest.raises(ClearSaeError, match=r"line 3 holds a NUL byte"):
         read_prompt_file(path)
+
+
+@pytest.mark.parametrize("kind", ["file", "loop", "dangling", "under-a-file"])
+def test_an_output_folder_that_cannot_be_made_is_refused_up_front(tmp_path, kind):
+    from clear_sae.errors import ClearSaeError
+    from clear_sae.io import output_folder
+
+    path = tmp_path / "out"
+    if kind == "file":
+        path.write_text("keep")
+    elif kind == "loop":
+        path.symlink_to(path.name)
+    elif kind == "dangling":
+        path.symlink_to(tmp_path / "missing")
+    else:
+        (tmp_path / "f").write_text("keep")
+        path = tmp_path / "f" / "out"
+    with pytest.raises(ClearSaeError, match="is a file|leads to no folder|is a file, not a folder"):
+        output_folder(path, "--out")
+    assert output_folder(tmp_path / "new" / "dicts", "--out") == tmp_path / "new" / "dicts"
+    assert not (tmp_path / "new").exists()  # checked, not created
