@@ -128,7 +128,7 @@ def matmul_roofline(batch: int, d_in: int, d_sae: int) -> dict[str, float]:
 
 def step_scaling(sample: Any, args: argparse.Namespace) -> list[dict[str, Any]]:
     """Seconds per training step at expansion 1x..32x for each kernel and for sae-lens's step: which kernel is
-    fastest on this machine is what `--kernel auto` should pick here."""
+    fastest where the benchmark runs is what `--kernel auto` should pick there."""
     import torch
     from sae_lens import TopKTrainingSAE, TopKTrainingSAEConfig
     from sae_lens.saes.sae import TrainStepInput

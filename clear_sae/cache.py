@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Iterator, cast
 import numpy as np
 
 from clear_sae import __version__
-from clear_sae.config import MAX_PROMPT_BATCH, POSITIVE, at_most, check_fields
+from clear_sae.config import MAX_PROMPT_BATCH, POSITIVE, at_most, check_fields, is_count
 from clear_sae.errors import ClearSaeError, all_finite, check_interrupt
 from clear_sae.io import file_lock, is_locked, prompts_hash
 
@@ -318,7 +318,7 @@ def metadata_problem(f: "h5py.File") -> str | None:
                 return f"{key} is not a string"
         if not isinstance(_attr(f, "complete"), (bool, np.bool_)):
             return "complete is neither true nor false"
-        if not _is_count(_attr(f, "batch_size")) or _attr(f, "batch_size") < 1:
+        if not is_count(_attr(f, "batch_size"), 1):
             return f"batch_size {_attr(f, 'batch_size')} is not a positive integer"
         hook_points = json.loads(_attr(f, "hook_points"))
         widths = json.loads(_attr(f, "d_model"))
@@ -327,26 +327,21 @@ def metadata_problem(f: "h5py.File") -> str | None:
             return "hook_points is not a list of names"
         n_prompts = len(_dataset(f, "prompts"))
         done, rows = progress["n_prompts_done"], progress["rows"]
-        if not _is_count(done) or done > n_prompts:
+        if not is_count(done) or done > n_prompts:
             return f"progress claims {done!r} prompts done of {n_prompts}"
         if bool(_attr(f, "complete")) and done != n_prompts:
             return f"marked complete after {done} of {n_prompts} prompts"
         for hook in hook_points:
             width, acts = widths[hook], _dataset(f, hook, "acts")
-            if not _is_count(width) or acts.ndim != 2 or acts.shape[1] != width:
+            if not is_count(width) or acts.ndim != 2 or acts.shape[1] != width:
                 return f"{hook} holds rows of width {acts.shape[1:]}, the metadata says {width!r}"
-            if not _is_count(rows[hook]) or rows[hook] > acts.shape[0]:
+            if not is_count(rows[hook]) or rows[hook] > acts.shape[0]:
                 return f"progress claims {rows[hook]!r} rows at {hook}, the file holds {acts.shape[0]}"
             if any(_dataset(f, hook, name).shape[0] < rows[hook] for name in ("prompt_index", "position")):
                 return f"{hook} has fewer row indices than rows"
     except (KeyError, ValueError, TypeError, IndexError, AttributeError) as err:
         return f"{type(err).__name__}: {err}"
     return None
-
-
-def _is_count(value: Any) -> bool:
-    """Whether `value` is an integer of at least 0 (not a bool)."""
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and bool(value >= 0)
 
 
 class ActivationCache:

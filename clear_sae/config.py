@@ -11,6 +11,7 @@ import ast
 import dataclasses
 import inspect
 import math
+import numbers
 import os
 import textwrap
 from functools import cache
@@ -47,6 +48,12 @@ MAX_STRENGTH = 100.0
 """The largest clamp strength: gamma 1 removes the concept latents' decoded contribution once, and the calibration
 ladder climbs to 4; far larger values push the residual stream to magnitudes no model produces, and in float32
 to infinity."""
+
+
+def is_count(value: Any, minimum: int = 0) -> bool:
+    """Whether `value` is an integer (a Python or numpy one, not a bool) of at least `minimum`: for numbers read
+    from files, where a check must answer rather than raise."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and int(value) >= minimum
 
 
 def at_most(limit: int | float, check: dict[str, str]) -> dict[str, Any]:

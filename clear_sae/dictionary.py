@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from clear_sae import __version__
-from clear_sae.config import ABOVE_ZERO, AT_LEAST_ZERO, COUNT, POSITIVE, SHARE, check_fields, check_memory
+from clear_sae.config import ABOVE_ZERO, AT_LEAST_ZERO, COUNT, POSITIVE, SHARE, check_fields, check_memory, is_count
 from clear_sae.errors import ClearSaeError, check_finite
 from clear_sae.io import atomic_write_text, corpus_vocabulary
 from clear_sae.sae.trainer import (
@@ -497,16 +497,11 @@ def _check_sae_config(cfg: Any) -> None:
     if not isinstance(cfg, dict):
         raise ValueError(f"{CONFIG} is not a JSON object")
     for key in ("d_in", "d_sae"):
-        if not _is_count(cfg.get(key), 1):
+        if not is_count(cfg.get(key), 1):
             raise ValueError(f"{key} must be a positive integer, not {cfg.get(key)!r}")
     k, d_sae = cfg.get("k"), cfg["d_sae"]
-    if cfg.get("architecture") == "topk" and not (_is_count(k, 1) and k <= d_sae):
+    if cfg.get("architecture") == "topk" and not (is_count(k, 1) and k <= d_sae):
         raise ValueError(f"k must be an integer between 1 and d_sae ({d_sae}), not {k!r}")
-
-
-def _is_count(value: Any, minimum: int) -> bool:
-    """Whether `value` is an integer (not a bool) of at least `minimum`."""
-    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
 
 
 class Dictionaries:

@@ -88,8 +88,10 @@ def shipped_concepts() -> list[str]:
 
 def chosen_concepts(cfg: DemoConfig) -> tuple[list[str], list[str]]:
     """The shipped text concepts and toy concepts the demo learns: all, or those `cfg.concepts` names (a
-    one-line error for a name that is neither)."""
+    one-line error for a name that is neither, or when no prompt files ship)."""
     text, toys = shipped_concepts(), toy_concepts()
+    if not text:
+        raise ClearSaeError(f"no concept prompt files under {PROMPTS_DIR}; reinstall clear_sae")
     if cfg.concepts is None:
         return text, toys
     unknown = sorted(set(cfg.concepts) - set(text) - set(toys))
@@ -261,8 +263,6 @@ def run_demo(cfg: DemoConfig = DemoConfig()) -> dict[str, Any]:
         save_dtype="float16",
     )  # its checks run here
     names, toys = chosen_concepts(cfg)
-    if not shipped_concepts():
-        raise ClearSaeError(f"no concept prompt files under {PROMPTS_DIR}; reinstall clear_sae")
     claim_folder(out, cfg.force)
     corpus = read_prompt_file(PROMPTS_DIR / "corpus.txt")[: cfg.corpus_size] + toy_corpus(cfg.toy_captions)
     backbone = load_backbone("minilm")
