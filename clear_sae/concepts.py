@@ -24,7 +24,7 @@ from clear_sae.config import COUNT, MAX_PROMPT_BATCH, POSITIVE, SHARE, STRENGTH,
 from clear_sae.dictionary import Dictionaries
 from clear_sae.errors import ClearSaeError
 from clear_sae.io import prompts_hash, words_of
-from clear_sae.library import ConceptEntry, SelectionSettings, check_concept_name
+from clear_sae.library import METHOD, ConceptEntry, SelectionSettings, check_concept_name
 
 if TYPE_CHECKING:
     import torch
@@ -38,6 +38,12 @@ MIN_HELDOUT_AUROC = 0.9
 """The held-out AUROC at the chosen layer below which a concept is reported as not separating: its latents then
 tell held-out targets from their non-targets no better than 9 times in 10, so erasure misses targets and fires on
 non-targets."""
+MIN_COVERAGE = 0.9
+"""The share of target prompts the chosen latents must fire on: below it, a concept is reported as covered
+poorly, since erasure then leaves it in the targets on which none fires."""
+MAX_BACKGROUND_FIRING = 0.1
+"""The share of the background captions the chosen latents may fire on before a concept is reported as erasing
+beyond itself: erasure edits those unrelated prompts too."""
 RARE_WORD_CAPTIONS = 5
 """A concept word in fewer of the dictionaries' training captions than this is reported as rare: the dictionaries
 can hardly hold a latent for it."""
@@ -55,6 +61,14 @@ class ConceptConfig:
     from vetoing a latent that fires on nearly every target."""
     max_latents: int = field(default=32, metadata=POSITIVE)
     """Keep at most this many specific latents."""
+    background: int = field(default=256, metadata=COUNT)
+    """Captions of the dictionaries' training corpus (the sample their manifest records, less those naming the
+    concept's words) on which concept latents must stay quiet: the learning prompts share a few contexts, and a
+    latent of one of those contexts would otherwise be taken for the concept's. 0 (or dictionaries whose
+    manifest records no sample) skips this check."""
+    max_background_rate: float = field(default=0.05, metadata=SHARE)
+    """A latent firing on more than this share of the background captions is not specific, and the chosen
+    latents together fire on at most this share of them."""
     score: str = "energy"
     """The score the layer is chosen by: energy (the paper's) or auroc."""
     holdout: float = field(default=0.3, metadata=SHARE)
@@ -85,12 +99,25 @@ class ConceptCodes:
 
     target: dict[str, PromptCodes]
     nontarget: dict[str, PromptCodes]
+    background: dict[str, PromptCodes] | None = None
+    """The background captions (`background_prompts`), where any were encoded."""
 
-    def check(self, hook_points: list[str], n_target: int, n_nontarget: int) -> None:
-        """Raise a one-line error unless these codes cover `hook_points` for this many prompts."""
+    def check(self, hook_points: list[str], n_target: int, n_nontarget: int, n_background: int = 0) -> None:
+        """Raise a one-line error unless these codes cover `hook_points` for this many prompts (and, where any
+        background captions were encoded, `n_background` of them)."""
+        background = self.background if n_background > 0 else None
         for hook in hook_points:
-            if hook not in self.target or hook not in self.nontarget:
+            if (
+                hook not in self.target
+                or hook not in self.nontarget
+                or (background is not None and hook not in background)
+            ):
                 raise ClearSaeError(f"the concept's codes hold no layer {hook!r}; encode it with encode_concept")
+            if background is not None and len(background[hook].peak) != n_background:
+                raise ClearSaeError(
+                    f"the concept's codes at {hook} hold {len(background[hook].peak)} background captions, "
+                    f"not {n_background}; encode these prompts with encode_concept"
+                )
             if len(self.target[hook].peak) != n_target or len(self.nontarget[hook].peak) != n_nontarget:
                 raise ClearSaeError(
                     f"the concept's codes at {hook} are of {len(self.target[hook].peak)} target and "
@@ -110,6 +137,10 @@ class LayerProfile:
     energy: float
     loss: float
     auroc: float | None
+    coverage: float
+    """Share of the target prompts on which a chosen latent fires: the targets erasure reaches."""
+    background_rate: float | None = None
+    """Share of the background captions on which a chosen latent fires (None where none were encoded)."""
 
     def scores(self) -> dict[str, Any]:
         """The JSON form stored in the library (latent ids left out)."""
@@ -148,13 +179,13 @@ def auroc(positive: "torch.Tensor", negative: "torch.Tensor") -> float:
 
 
 def ranked_candidates(
-    target: PromptCodes, nontarget: PromptCodes, cfg: ConceptConfig
+    target: PromptCodes, nontarget: PromptCodes, cfg: ConceptConfig, background: PromptCodes | None = None
 ) -> tuple[list[int], "torch.Tensor"]:
     """The candidate latent ids in the order the selection considers them, and the boolean shared mask.
 
-    Candidates fire on at least `min_target_rate` of targets (and on one at least) and are not shared (they fire
-    on at most `max_nontarget_rate` of non-targets); the most contrastive come first (target rate minus non-target
-    rate, then target energy).
+    Candidates fire on at least `min_target_rate` of targets (and on one at least), are not shared (they fire
+    on at most `max_nontarget_rate` of non-targets) and fire on at most `max_background_rate` of the `background`
+    captions, if given; the most contrastive come first (target rate minus non-target rate, then target energy).
     """
     import torch
 
@@ -163,33 +194,39 @@ def ranked_candidates(
     # Firing on at least one target is required even at min_target_rate 0: a latent silent on every target is
     # no concept latent at all.
     fires = (target_rate >= cfg.min_target_rate) & (target_rate > 0)
-    candidates = torch.nonzero(fires & ~shared).squeeze(-1).tolist()
+    quiet = torch.ones_like(fires)
+    if background is not None and len(background.peak):
+        quiet = (background.peak > 0).float().mean(0) <= cfg.max_background_rate
+    candidates = torch.nonzero(fires & ~shared & quiet).squeeze(-1).tolist()
     energy = target.energy.sum(0)
     candidates.sort(key=lambda j: (-(float(target_rate[j]) - float(nontarget_rate[j])), -float(energy[j])))
     return candidates, shared
 
 
 def specific_and_shared(
-    target: PromptCodes, nontarget: PromptCodes, cfg: ConceptConfig
+    target: PromptCodes, nontarget: PromptCodes, cfg: ConceptConfig, background: PromptCodes | None = None
 ) -> tuple[list[int], "torch.Tensor"]:
     """Concept-specific latent ids (sorted, at most `max_latents`) and the boolean shared mask.
 
     The `ranked_candidates` are taken greedily in their order, skipping any that would make the chosen latents
-    together fire on more than `max_nontarget_rate` of the non-target prompts: a set of individually rare
-    latents must not add up to a common one.
+    together fire on more than `max_nontarget_rate` of the non-target prompts (or more than `max_background_rate`
+    of the `background` captions): a set of individually rare latents must not add up to a common one.
     """
     import torch
 
-    candidates, shared = ranked_candidates(target, nontarget, cfg)
-    fires_n = nontarget.peak > 0
+    candidates, shared = ranked_candidates(target, nontarget, cfg, background)
+    limits = [(nontarget.peak > 0, cfg.max_nontarget_rate)]
+    if background is not None and len(background.peak):
+        limits.append((background.peak > 0, cfg.max_background_rate))
+    # per limit: the prompts on which a chosen latent fires so far
+    unions = [torch.zeros(len(fires), dtype=torch.bool) for fires, _ in limits]
     chosen: list[int] = []
-    union = torch.zeros(fires_n.shape[0], dtype=torch.bool)
     for latent in candidates:
-        widened = union | fires_n[:, latent]
-        if float(widened.float().mean()) > cfg.max_nontarget_rate:
+        widened = [union | fires[:, latent] for union, (fires, _) in zip(unions, limits)]
+        if any(float(w.float().mean()) > rate for w, (_, rate) in zip(widened, limits)):
             continue
         chosen.append(latent)
-        union = widened
+        unions = widened
         if len(chosen) == cfg.max_latents:
             break
     return sorted(chosen), shared
@@ -218,9 +255,16 @@ def _subset(codes: PromptCodes, rows: list[int]) -> PromptCodes:
     return PromptCodes(codes.peak[rows], codes.energy[rows])
 
 
-def profile_layer(hook: str, target: PromptCodes, nontarget: PromptCodes, cfg: ConceptConfig) -> LayerProfile:
-    """Specific and shared latents of one layer and its separability scores."""
-    latents, shared = specific_and_shared(target, nontarget, cfg)
+def profile_layer(
+    hook: str,
+    target: PromptCodes,
+    nontarget: PromptCodes,
+    cfg: ConceptConfig,
+    background: PromptCodes | None = None,
+) -> LayerProfile:
+    """Specific and shared latents of one layer (quiet on the `background` captions, if given) and its
+    separability scores."""
+    latents, shared = specific_and_shared(target, nontarget, cfg, background)
     energy = target.energy.sum(0)
     s_spe = float(energy[latents].sum()) if latents else 0.0
     s_uni = float(energy[shared].sum())
@@ -228,7 +272,7 @@ def profile_layer(hook: str, target: PromptCodes, nontarget: PromptCodes, cfg: C
     fit_t, fit_n, held_t, held_n = split_pairs(len(target.peak), len(nontarget.peak), cfg.holdout, cfg.seed)
     score_auroc = None  # a layer without concept latents has no AUROC to speak of (and is never chosen)
     if held_t and held_n and latents:
-        fit_latents, _ = specific_and_shared(_subset(target, fit_t), _subset(nontarget, fit_n), cfg)
+        fit_latents, _ = specific_and_shared(_subset(target, fit_t), _subset(nontarget, fit_n), cfg, background)
         if fit_latents:
             pos = target.peak[held_t][:, fit_latents].sum(-1)
             neg = nontarget.peak[held_n][:, fit_latents].sum(-1)
@@ -241,6 +285,10 @@ def profile_layer(hook: str, target: PromptCodes, nontarget: PromptCodes, cfg: C
         energy=round(math.exp(-loss), 6) if latents else 0.0,
         loss=round(loss, 6),
         auroc=score_auroc,
+        coverage=round(float((target.peak[:, latents] > 0).any(-1).float().mean()), 4) if latents else 0.0,
+        background_rate=None
+        if background is None or not len(background.peak)
+        else round(float((background.peak[:, latents] > 0).any(-1).float().mean()), 4),
     )
 
 
@@ -257,8 +305,9 @@ def select_layer(profiles: list[LayerProfile], score: str) -> LayerProfile:
     usable = [p for p in profiles if p.latents]
     if not usable:
         raise ClearSaeError(
-            "no layer has concept-specific latents: every latent that fires on the targets also "
-            "fires on the non-targets; add more target prompts or use non-targets closer in context"
+            "no layer has concept-specific latents: every latent that fires on the targets also fires on the "
+            "non-targets or on the background captions; add more target prompts, use non-targets closer in context, "
+            "or use dictionaries trained on a corpus that holds the concept"
         )
     return max(usable, key=lambda p: score_of(p, score))
 
@@ -274,6 +323,15 @@ def _profile_at(profiles: list[LayerProfile], layer: str) -> LayerProfile:
     )
 
 
+def background_prompts(dictionaries: "Dictionaries", target: list[str], nontarget: list[str], n: int) -> list[str]:
+    """Up to `n` captions of the dictionaries' recorded corpus sample that name none of the concept's words (nor a
+    word starting with one, such as a plural): the background its latents must stay quiet on."""
+    marks = tuple(concept_words(target, nontarget))
+    if n == 0 or not marks:
+        return []
+    return [c for c in dictionaries.corpus_sample() if not any(w.startswith(marks) for w in words_of(c))][:n]
+
+
 def encode_concept(
     backbone: "Backbone",
     dictionaries: "Dictionaries",
@@ -281,9 +339,10 @@ def encode_concept(
     nontarget: list[str],
     hook_points: list[str] | None = None,
     batch_size: int = 64,
+    background: list[str] | None = None,
 ) -> ConceptCodes:
-    """Check a concept's prompts, backbone and layers, and encode both prompt lists at every hook point (default:
-    every layer with a dictionary)."""
+    """Check a concept's prompts, backbone and layers, and encode both prompt lists (and the `background`
+    captions, if any) at every hook point (default: every layer with a dictionary)."""
     if not target:
         raise ClearSaeError("the target prompt list is empty; pass prompts that contain the concept")
     if not nontarget:
@@ -295,7 +354,34 @@ def encode_concept(
     return ConceptCodes(
         encode_prompts(backbone, dictionaries, target, hook_points, batch_size),
         encode_prompts(backbone, dictionaries, nontarget, hook_points, batch_size),
+        encode_prompts(backbone, dictionaries, background, hook_points, batch_size) if background else None,
     )
+
+
+def concept_codes(
+    backbone: "Backbone",
+    dictionaries: "Dictionaries",
+    target: list[str],
+    nontarget: list[str],
+    cfg: ConceptConfig,
+    hook_points: list[str],
+    codes: ConceptCodes | None = None,
+) -> ConceptCodes:
+    """The concept's prompts and its background captions under `cfg` encoded at `hook_points`: `codes` where
+    given (their background encoded here if they lack it), else encoded here."""
+    background = background_prompts(dictionaries, target, nontarget, cfg.background)
+    if codes is None:
+        codes = encode_concept(backbone, dictionaries, target, nontarget, hook_points, cfg.batch_size, background)
+    elif background and codes.background is None:
+        encoded = encode_prompts(backbone, dictionaries, background, hook_points, cfg.batch_size)
+        codes = replace(codes, background=encoded)
+    codes.check(hook_points, len(target), len(nontarget), len(background))
+    return codes if background else replace(codes, background=None)
+
+
+def background_at(codes: ConceptCodes, hook: str) -> PromptCodes | None:
+    """The background captions' codes at `hook`, or None where none were encoded."""
+    return None if codes.background is None else codes.background[hook]
 
 
 def profile_concept(
@@ -324,14 +410,14 @@ def profile_concept_at_rates(
     codes: ConceptCodes | None = None,
 ) -> dict[float, list[LayerProfile]]:
     """`profile_concept` at several `max_nontarget_rate` values, the prompts encoded once (or `codes`, if given,
-    read: `encode_concept` of these prompts)."""
+    read: `encode_concept` of these prompts; their background captions are encoded here if they lack them)."""
     hook_points = hook_points or dictionaries.hook_points
-    if codes is None:
-        codes = encode_concept(backbone, dictionaries, target, nontarget, hook_points, cfg.batch_size)
-    codes.check(hook_points, len(target), len(nontarget))
+    codes = concept_codes(backbone, dictionaries, target, nontarget, cfg, hook_points, codes)
     return {
         rate: [
-            profile_layer(h, codes.target[h], codes.nontarget[h], replace(cfg, max_nontarget_rate=rate))
+            profile_layer(
+                h, codes.target[h], codes.nontarget[h], replace(cfg, max_nontarget_rate=rate), background_at(codes, h)
+            )
             for h in hook_points
         ]
         for rate in max_nontarget_rates
@@ -345,15 +431,40 @@ def format_table(profiles: list[LayerProfile], chosen: str, score: str, why: str
     usable = [p for p in profiles if p.latents]
     best = select_layer(profiles, score).hook_point if usable else None
     why = f"max {score}" if chosen == best else (why or "chosen by calibration")
-    lines = [f"{'layer':<26} {'energy':>9} {'loss':>9} {'auroc':>7} {'specific':>8} {'shared':>7}"]
+    lines = [f"{'layer':<26} {'energy':>9} {'loss':>9} {'auroc':>7} {'specific':>8} {'shared':>7} {'covers':>6}"]
     for p in profiles:
         mark = f"  <- chosen ({why})" if p.hook_point == chosen else ""
         auroc_text = f"{p.auroc:.5f}" if p.auroc is not None else "-"
         lines.append(
             f"{p.hook_point:<26} {p.energy:>9.6f} {p.loss:>9.4f} {auroc_text:>7} {p.n_specific:>8} "
-            f"{p.n_shared:>7}{mark}"
+            f"{p.n_shared:>7} {p.coverage:>6.0%}{mark}"
         )
     return "\n".join(lines)
+
+
+def profiles_with_fallback(
+    backbone: "Backbone",
+    dictionaries: "Dictionaries",
+    target: list[str],
+    nontarget: list[str],
+    cfg: ConceptConfig,
+    hook_points: list[str] | None = None,
+    codes: ConceptCodes | None = None,
+) -> tuple[ConceptConfig, list[LayerProfile]]:
+    """The concept's profiles under `cfg`, and `cfg` itself; but where the background check leaves no layer whose
+    latents reach `MIN_COVERAGE` of the targets, the profiles without the check (`max_background_rate` 1: the
+    background is still measured, nothing is vetoed by it) and that config. Erasure then reaches the targets as
+    before the check, and `quality_warnings` reports how much of the background it also edits."""
+    hook_points = hook_points or dictionaries.hook_points
+    codes = concept_codes(backbone, dictionaries, target, nontarget, cfg, hook_points, codes)
+    profiles = profile_concept(backbone, dictionaries, target, nontarget, cfg, hook_points, codes)
+    usable = [p for p in profiles if p.latents]
+    if codes.background is None or cfg.max_background_rate >= 1:
+        return cfg, profiles
+    if usable and select_layer(profiles, cfg.score).coverage >= MIN_COVERAGE:
+        return cfg, profiles
+    unchecked = replace(cfg, max_background_rate=1.0)
+    return unchecked, profile_concept(backbone, dictionaries, target, nontarget, unchecked, hook_points, codes)
 
 
 def learn_concept(
@@ -374,6 +485,8 @@ def learn_concept(
     Trains nothing: the dictionaries are reused as they are. `profiles`, if given, are this concept's
     profiles under `cfg`, already computed; `codes`, if given, the prompts already encoded (`encode_concept`).
     `layer`, if given, is used instead of the best-scoring one (calibration passes the layer its judge accepted).
+    Without `profiles` and `layer`, a concept that the background check leaves covered poorly is learned without
+    the check (`profiles_with_fallback`); the entry's selection settings say which.
     """
 
     if not name.strip():
@@ -381,7 +494,9 @@ def learn_concept(
     check_concept_name(name)
     if cfg.score not in SCORES:
         raise ClearSaeError(f"unknown score {cfg.score!r}; choose one of {', '.join(SCORES)}")
-    if profiles is None:
+    if profiles is None and layer is None:
+        cfg, profiles = profiles_with_fallback(backbone, dictionaries, target, nontarget, cfg, hook_points, codes)
+    elif profiles is None:
         profiles = profile_concept(backbone, dictionaries, target, nontarget, cfg, hook_points, codes)
     chosen = select_layer(profiles, cfg.score) if layer is None else _profile_at(profiles, layer)
     entry = ConceptEntry(
@@ -398,7 +513,9 @@ def learn_concept(
         nontarget_hash=prompts_hash(nontarget),
         n_target=len(target),
         n_nontarget=len(nontarget),
-        selection=selection_settings(cfg),
+        selection=selection_settings(
+            replace(cfg, background=len(background_prompts(dictionaries, target, nontarget, cfg.background)))
+        ),
         dictionary_fingerprint=dictionaries.fingerprint(chosen.hook_point),
         target_prompts=list(target),
         nontarget_prompts=list(nontarget),
@@ -443,10 +560,12 @@ def concept_words(target: list[str], nontarget: list[str]) -> list[str]:
 
 def quality_warnings(entry: ConceptEntry, dictionaries: Dictionaries) -> list[str]:
     """What makes a learned concept unreliable, one line each (none for a concept that separates well): a
-    held-out AUROC at the chosen layer below `MIN_HELDOUT_AUROC` (or none measured), and concept words that the
-    dictionaries' training corpus hardly holds (where the manifest records its vocabulary)."""
+    held-out AUROC at the chosen layer below `MIN_HELDOUT_AUROC` (or none measured), latents that fire on fewer
+    than `MIN_COVERAGE` of the targets, no background captions to check the latents against, and concept words
+    that the dictionaries' training corpus hardly holds (where the manifest records its vocabulary)."""
     warnings = []
-    auroc_at = entry.layer_scores.get(entry.hook_point, {}).get("auroc")
+    scores = entry.layer_scores.get(entry.hook_point, {})
+    auroc_at, coverage, background_rate = scores.get("auroc"), scores.get("coverage"), scores.get("background_rate")
     if auroc_at is None:
         warnings.append(
             f"concept {entry.name!r}: too few prompt pairs to hold any out (at least 4 of each are needed), so how "
@@ -458,6 +577,26 @@ def quality_warnings(entry: ConceptEntry, dictionaries: Dictionaries) -> list[st
             f"{auroc_at:.2f}, below {MIN_HELDOUT_AUROC}, so erasure will miss targets and fire on non-targets; "
             "use non-targets that differ from the targets only in the concept, more prompts, or dictionaries "
             "trained on a corpus that holds the concept"
+        )
+    if isinstance(coverage, (int, float)) and coverage < MIN_COVERAGE:
+        warnings.append(
+            f"concept {entry.name!r}: its latents at {entry.hook_point} fire on only {coverage:.0%} of the target "
+            f"prompts (below {MIN_COVERAGE:.0%}), so erasure leaves the concept in the others; pass --layers with a "
+            "layer the table shows covering more, or use dictionaries trained on a corpus that holds the concept"
+        )
+    if isinstance(background_rate, (int, float)) and background_rate > MAX_BACKGROUND_FIRING:
+        warnings.append(
+            f"concept {entry.name!r}: its latents at {entry.hook_point} also fire on {background_rate:.0%} of the "
+            f"{entry.selection.background} background captions that do not name it (above "
+            f"{MAX_BACKGROUND_FIRING:.0%}), so erasure will also edit unrelated prompts; no layer holds latents "
+            "that reach the targets and stay quiet there: use dictionaries trained on a corpus that holds the concept"
+        )
+    if entry.method == METHOD and entry.selection.background == 0 and entry.selection.max_background_rate < 1:
+        warnings.append(
+            f"concept {entry.name!r}: no background captions were checked (--background 0, a manifest that "
+            "records no corpus sample, or prompts in which no word marks the concept), so latents of the prompts' "
+            "shared contexts may be taken for the concept's and erasure may fire on unrelated prompts; retrain the "
+            "dictionaries with `clear-sae train`, or use non-targets that differ from the targets in the concept"
         )
     corpus = dictionaries.manifest.get("corpus")
     if isinstance(corpus, dict) and isinstance(corpus.get("word_counts"), dict):

@@ -16,11 +16,18 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from clear_sae.concepts import ConceptCodes, PromptCodes, encode_concept, entry_config, specific_and_shared
+from clear_sae.concepts import (
+    ConceptCodes,
+    PromptCodes,
+    background_at,
+    concept_codes,
+    entry_config,
+    specific_and_shared,
+)
 from clear_sae.config import POSITIVE, check_fields
 from clear_sae.dictionary import Dictionaries
 from clear_sae.io import atomic_write_text, prompts_hash
@@ -166,18 +173,19 @@ def concept_detail(
     learned from. `codes`, if given, are those prompts already encoded (as learning encoded them); otherwise
     they are encoded here."""
     hooks = detail_hooks(dictionaries, entry)
-    if codes is None or not all(h in codes.target and h in codes.nontarget for h in hooks):
-        codes = encode_concept(
-            backbone, dictionaries, entry.target_prompts, entry.nontarget_prompts, hooks, cfg.batch_size
-        )
-    concept_cfg = entry_config(entry)
+    concept_cfg = replace(entry_config(entry), batch_size=cfg.batch_size)
+    if codes is not None and not all(h in codes.target and h in codes.nontarget for h in hooks):
+        codes = None
+    codes = concept_codes(
+        backbone, dictionaries, entry.target_prompts, entry.nontarget_prompts, concept_cfg, hooks, codes
+    )
     layers, wanted = {}, {}
     for hook in hooks:
         target, nontarget = codes.target[hook], codes.nontarget[hook]
         if hook == entry.hook_point:
             latents = list(entry.latents)
         else:
-            latents, _ = specific_and_shared(target, nontarget, concept_cfg)
+            latents, _ = specific_and_shared(target, nontarget, concept_cfg, background_at(codes, hook))
         rows = latent_rows(latents, target, nontarget, cfg)
         tops = sorted({(source, i) for r in rows for source, i, _ in r["top"]})
         position = {key: k for k, key in enumerate(tops)}

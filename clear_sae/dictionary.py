@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import random
 import re
 import shutil
 import tempfile
@@ -45,6 +46,9 @@ WEIGHTS = "sae_weights.safetensors"
 CONFIG = "cfg.json"
 ARCHITECTURES = ("topk", "standard", "jumprelu")
 SAVE_DTYPES = ("float32", "float16")
+BACKGROUND_SAMPLE = 512
+"""Training captions the manifest keeps as a sample: the background against which concept latents are checked
+(more than `ConceptConfig.background`, so that enough remain once the captions naming a concept are left out)."""
 """dtypes a dictionary's weights may be saved in."""
 
 
@@ -377,11 +381,13 @@ def training_memory(cfg: TrainConfig, d_in: int) -> int:
     return 4 * floats
 
 
-def corpus_record(cache: "ActivationCache") -> dict[str, Any]:
-    """What the manifest records of the training corpus: its size and, per word, how many captions hold it
-    (so that learning a concept can say when its words are rare in what the dictionaries saw)."""
-    prompts = cache.prompts()
-    return {"captions": len(prompts), "word_counts": corpus_vocabulary(prompts)}
+def corpus_record(prompts: list[str]) -> dict[str, Any]:
+    """What the manifest records of the training corpus `prompts`: its size; per word, how many captions hold it
+    (so that learning a concept can say when its words are rare in what the dictionaries saw); and a seeded
+    sample of its captions, the background a concept's latents must stay quiet on
+    (`clear_sae.concepts.background_prompts`)."""
+    sample = random.Random(0).sample(prompts, min(BACKGROUND_SAMPLE, len(prompts)))
+    return {"captions": len(prompts), "word_counts": corpus_vocabulary(prompts), "sample": sample}
 
 
 def holds_dictionaries(folder: str | Path) -> bool:
@@ -441,7 +447,7 @@ def train_dictionaries(
             "cache": str(cache.path),
             "package_version": __version__,
             "train_config": asdict(cfg),
-            "corpus": corpus_record(cache),
+            "corpus": corpus_record(cache.prompts()),
         }
     )
     out.mkdir(parents=True, exist_ok=True)
@@ -560,6 +566,18 @@ class Dictionaries:
     def hook_points(self) -> list[str]:
         """Hook points with a trained SAE, in backbone order where the manifest records it."""
         return list(self.manifest.get("hook_points") or self.layers)
+
+    def corpus_sample(self) -> list[str]:
+        """The sample of training captions the manifest records (`corpus_record`); empty for dictionaries trained
+        before it was recorded or elsewhere. A malformed sample is a one-line error."""
+        corpus = self.manifest.get("corpus")
+        sample = corpus.get("sample", []) if isinstance(corpus, dict) else []
+        if not isinstance(sample, list) or not all(isinstance(c, str) for c in sample):
+            raise ClearSaeError(
+                f"{self.root / MANIFEST} records a corpus sample that is not a list of captions; retrain with "
+                "`clear-sae train --force`"
+            )
+        return sample
 
     def check_hook_point(self, hook: str) -> None:
         """Raise a one-line error if there is no SAE for `hook`."""

@@ -16,9 +16,11 @@ from clear_sae.errors import ClearSaeError
 from clear_sae.io import atomic_write_text, file_lock
 
 FORMAT = "clear_sae.concept_library"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 """The library file's layout. 1: no `format_version` field; each entry's selection settings, calibration record,
-toy attribute and joint training settings in one free `settings` dict. 2: each of those in a typed field."""
+toy attribute and joint training settings in one free `settings` dict. 2: each of those in a typed field.
+3: the selection settings record the background check (`background`, `max_background_rate`); entries of
+earlier versions read as learned without one."""
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9 _.+-]{0,99}")
 """A concept name: letters, digits, spaces and `_ . + -`, starting with a letter or digit, at most 100
 characters. Names become folder names (the joint method's SAE), so no separator, `..` or hidden name."""
@@ -64,6 +66,11 @@ class SelectionSettings:
     """Share of prompt pairs held out for the AUROC score."""
     seed: int
     """Seed of the fit/held-out split."""
+    background: int = 0
+    """Background captions the latents were checked against (0 in entries learned before the check, or without
+    a corpus sample)."""
+    max_background_rate: float = 1.0
+    """A latent firing on more than this share of the background captions was not specific (1: none vetoed)."""
 
 
 @dataclass

@@ -6,6 +6,7 @@ import hashlib
 import json
 import math
 import re
+from dataclasses import replace
 
 import pytest
 import torch
@@ -15,6 +16,9 @@ from clear_sae.concepts import (
     ConceptConfig,
     PromptCodes,
     auroc,
+    background_prompts,
+    encode_prompts,
+    format_table,
     learn_concept,
     profile_layer,
     select_layer,
@@ -162,25 +166,169 @@ def test_the_words_that_mark_a_concept_are_those_its_targets_share_and_its_non_t
 
 
 @pytest.mark.parametrize(
-    "auroc_at_chosen, counts, expected",
+    "auroc_at_chosen, counts, expected, learned",
     [
-        (0.95, {"guitar": 40}, []),
-        (0.64, {"guitar": 40}, ["separates poorly at its chosen layer text_encoder.blocks.1: held-out AUROC 0.64"]),
-        (None, {"guitar": 40}, ["too few prompt pairs to hold any out"]),
-        (0.95, {"guitar": 4}, [r"its words 'guitar' \(4\) are in fewer than 5 of the 6000 captions"]),
-        (0.95, {}, [r"its words 'guitar' \(0\)"]),
-        (0.5, {}, ["separates poorly", r"'guitar' \(0\)"]),
-        (0.95, None, []),  # dictionaries trained before the manifest recorded their corpus: not checked
+        (0.95, {"guitar": 40}, [], {}),
+        (0.64, {"guitar": 40}, ["separates poorly at its chosen layer text_encoder.blocks.1: held-out AUROC 0.64"], {}),
+        (None, {"guitar": 40}, ["too few prompt pairs to hold any out"], {}),
+        (0.95, {"guitar": 4}, [r"its words 'guitar' \(4\) are in fewer than 5 of the 6000 captions"], {}),
+        (0.95, {}, [r"its words 'guitar' \(0\)"], {}),
+        (0.5, {}, ["separates poorly", r"'guitar' \(0\)"], {}),
+        (0.95, None, [], {}),  # dictionaries trained before the manifest recorded their corpus: not checked
+        (0.95, {"guitar": 40}, ["fire on only 40% of the target prompts"], {"coverage": 0.4}),
+        (0.95, {"guitar": 40}, [], {"coverage": 0.9}),
+        (0.95, {"guitar": 40}, ["no background captions were checked"], {"background": 0}),
+        (0.95, {"guitar": 40}, [], {"background": 0, "max_background_rate": 1.0}),  # learned before the check
     ],
-    ids=["good", "poor-auroc", "unmeasured", "rare-word", "absent-word", "both", "no-vocabulary"],
+    ids=[
+        "good",
+        "poor-auroc",
+        "unmeasured",
+        "rare-word",
+        "absent-word",
+        "both",
+        "no-vocabulary",
+        "poor-coverage",
+        "coverage-at-the-bar",
+        "no-background",
+        "learned-before-the-background-check",
+    ],
 )
-def test_a_concept_that_does_not_separate_or_whose_words_are_rare_is_reported(auroc_at_chosen, counts, expected):
+def test_a_concept_that_does_not_separate_or_whose_words_are_rare_is_reported(
+    auroc_at_chosen, counts, expected, learned
+):
     from clear_sae.concepts import quality_warnings
 
     target = [f"a man playing a guitar on stage {i}" for i in range(10)]
     nontarget = [f"a man playing a violin on stage {i}" for i in range(10)]
     manifest = {} if counts is None else {"corpus": {"captions": 6000, "word_counts": counts}}
-    warnings = quality_warnings(_learned(auroc_at_chosen, target, nontarget), _Manifest(manifest))  # type: ignore[arg-type]
+    entry = _learned(auroc_at_chosen, target, nontarget)
+    if "coverage" in learned:
+        entry.layer_scores[entry.hook_point]["coverage"] = learned["coverage"]
+    selection = {k: v for k, v in learned.items() if k != "coverage"}
+    entry.selection = replace(entry.selection, **selection)
+    warnings = quality_warnings(entry, _Manifest(manifest))  # type: ignore[arg-type]
     assert len(warnings) == len(expected)
     for warning, pattern in zip(warnings, expected):
         assert re.search(pattern, warning) and warning.startswith("concept 'guitar'")
+
+
+def test_a_latent_that_fires_on_the_background_captions_is_not_taken_for_the_concept():
+    """Latent 0 fires on every target and no non-target, like latent 1, but also on half of the background
+    captions (a latent of the learning prompts' shared context): only latent 1 is the concept's."""
+    target = _codes([[2.0, 1.0, 0.0]] * 4)
+    nontarget = _codes([[0.0, 0.0, 0.0]] * 4)
+    background = _codes([[1.0, 0.0, 0.0], [0.0, 0.0, 0.0]] * 10)
+    cfg = ConceptConfig(max_nontarget_rate=0.0, max_background_rate=0.05)
+    assert specific_and_shared(target, nontarget, cfg)[0] == [0, 1]  # no background: both taken
+    assert specific_and_shared(target, nontarget, cfg, background)[0] == [1]
+    assert specific_and_shared(target, nontarget, replace(cfg, max_background_rate=0.5), background)[0] == [0, 1]
+
+
+def test_latents_quiet_on_the_background_one_by_one_must_be_quiet_together():
+    """Each of latents 0..3 fires on a distinct 2% of the background (within a 5% tolerance); two together fire on
+    4%, three on 6%, so the selection stops at two."""
+    target = _codes([[1.0, 1.0, 1.0, 1.0]] * 4)
+    nontarget = _codes([[0.0] * 4] * 4)
+    background = _codes([[1.0 if i == j else 0.0 for j in range(4)] for i in range(4)] + [[0.0] * 4] * 46)
+    cfg = ConceptConfig(max_nontarget_rate=0.0, max_background_rate=0.05)
+    assert len(specific_and_shared(target, nontarget, cfg, background)[0]) == 2
+
+
+def test_a_layer_profile_says_what_share_of_the_targets_its_latents_reach():
+    target = _codes([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0], [0.0, 0.0]])
+    nontarget = _codes([[0.0, 0.0]] * 4)
+    profile = profile_layer("h", target, nontarget, ConceptConfig(min_target_rate=0.25, max_nontarget_rate=0.0))
+    assert profile.latents == [0, 1] and profile.coverage == 0.5
+    assert "covers" in format_table([profile], "h", "energy") and " 50%" in format_table([profile], "h", "energy")
+
+
+class _Sample:
+    """Dictionaries as `background_prompts` reads them: only the corpus sample."""
+
+    def __init__(self, sample: list[str]) -> None:
+        self.sample = sample
+
+    def corpus_sample(self) -> list[str]:
+        return self.sample
+
+
+def test_the_background_leaves_out_every_caption_naming_the_concept_and_keeps_the_first_n_others():
+    target = [f"a guitar on stage {i}" for i in range(10)]
+    nontarget = [f"a violin on stage {i}" for i in range(10)]
+    sample = ["two guitars by a fire", "a Guitar.", "a violin at night", "a red car", "a guitarist", "a dog"]
+    dictionaries = _Sample(sample)
+    assert background_prompts(dictionaries, target, nontarget, 10) == ["a violin at night", "a red car", "a dog"]
+    assert background_prompts(dictionaries, target, nontarget, 2) == ["a violin at night", "a red car"]
+    assert background_prompts(dictionaries, target, nontarget, 0) == []
+    assert background_prompts(_Sample([]), target, nontarget, 10) == []
+    # prompts in which no word marks the concept give no background rather than one that may hold the concept
+    assert background_prompts(dictionaries, target, target, 10) == []
+
+
+def test_learning_records_the_background_it_checked_and_its_latents_stay_quiet_on_it(minilm, minilm_dictionaries):
+    dictionaries = Dictionaries(minilm_dictionaries)
+    concept = PROMPTS / "concepts"
+    target = read_lines(concept / "french_horn.target.txt")
+    nontarget = read_lines(concept / "french_horn.nontarget.txt")
+    background = background_prompts(dictionaries, target, nontarget, ConceptConfig().background)
+    assert background and not any("horn" in c.lower() for c in background)
+    entry, profiles = learn_concept(minilm, dictionaries, "french_horn", target, nontarget)
+    assert entry.selection.background == len(background) and entry.selection.max_background_rate == 0.05
+    codes = encode_prompts(minilm, dictionaries, background, [entry.hook_point])[entry.hook_point]
+    fired = (codes.peak[:, entry.latents] > 0).any(-1).float().mean()
+    assert fired <= entry.selection.max_background_rate
+    chosen = next(p for p in profiles if p.hook_point == entry.hook_point)
+    assert entry.layer_scores[entry.hook_point]["coverage"] == chosen.coverage > 0
+    unchecked, _ = learn_concept(minilm, dictionaries, "french_horn", target, nontarget, ConceptConfig(background=0))
+    assert unchecked.selection.background == 0
+
+
+class _Folder:
+    """Dictionaries as `profiles_with_fallback` reads them, for codes given: hook points and the corpus sample."""
+
+    hook_points = ["h"]
+
+    def corpus_sample(self) -> list[str]:
+        return [f"a quiet street {i}" for i in range(20)]
+
+
+@pytest.mark.parametrize("reach", [1, 4], ids=["check-covers-poorly", "check-covers-all"])
+def test_a_concept_the_background_check_leaves_covered_poorly_is_learned_without_it(reach):
+    """Latent 0 fires on every target and half the background (a context latent); latent 1 is quiet on the
+    background and fires on `reach` of the 4 targets. With the check only latent 1 is the concept's: when it reaches
+    every target the check stays, when it reaches one the concept is learned without the check, and its latents'
+    firing on the background is measured for the warning."""
+    from clear_sae.concepts import ConceptCodes, profiles_with_fallback
+
+    target = [f"a guitar on a stage {i}" for i in range(4)]
+    nontarget = [f"a violin on a stage {i}" for i in range(4)]
+    peak_t = torch.tensor([[1.0, 1.0 if i < reach else 0.0] for i in range(4)])
+    codes = ConceptCodes(
+        {"h": PromptCodes(peak_t, peak_t.clone())},
+        {"h": _codes([[0.0, 0.0]] * 4)},
+        {"h": _codes([[1.0, 0.0], [0.0, 0.0]] * 10)},
+    )
+    cfg = ConceptConfig(max_nontarget_rate=0.0, holdout=0.5)
+    used, profiles = profiles_with_fallback(None, _Folder(), target, nontarget, cfg, codes=codes)  # type: ignore[arg-type]
+    (profile,) = profiles
+    if reach == 4:
+        assert used == cfg and profile.latents == [1] and profile.coverage == 1.0 and profile.background_rate == 0.0
+    else:
+        assert used == replace(cfg, max_background_rate=1.0)
+        assert profile.latents == [0, 1] and profile.coverage == 1.0 and profile.background_rate == 0.5
+
+
+def test_latents_that_also_fire_on_the_background_are_reported():
+    from clear_sae.concepts import quality_warnings
+
+    target = [f"a man playing a guitar on stage {i}" for i in range(10)]
+    nontarget = [f"a man playing a violin on stage {i}" for i in range(10)]
+    manifest = _Manifest({"corpus": {"captions": 6000, "word_counts": {"guitar": 40}}})
+    for rate, warned in ((0.5, True), (0.1, False), (None, False)):
+        entry = _learned(0.95, target, nontarget)
+        entry.layer_scores[entry.hook_point]["background_rate"] = rate
+        warnings = quality_warnings(entry, manifest)  # type: ignore[arg-type]
+        assert [bool(re.search("also fire on 50% of the 256 background captions", w)) for w in warnings] == (
+            [True] if warned else []
+        )

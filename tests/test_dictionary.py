@@ -10,11 +10,13 @@ from sae_lens import SAE
 
 from clear_sae.cache import ActivationCache
 from clear_sae.dictionary import (
+    BACKGROUND_SAMPLE,
     CONFIG,
     MANIFEST,
     WEIGHTS,
     Dictionaries,
     TrainConfig,
+    corpus_record,
     explained_variance,
     load_sae,
     train_dictionaries,
@@ -342,6 +344,10 @@ def test_the_manifest_records_how_many_captions_hold_each_word_of_the_training_c
         prompts = cache.prompts()
     assert corpus["captions"] == len(prompts)
     assert corpus["word_counts"] == corpus_vocabulary(prompts)
+    # a seeded sample of the captions themselves: the background concept latents are checked against
+    assert len(corpus["sample"]) == min(BACKGROUND_SAMPLE, len(prompts)) == len(set(corpus["sample"]))
+    assert set(corpus["sample"]) <= set(prompts) and corpus["sample"] != prompts[: len(corpus["sample"])]
+    assert Dictionaries(minilm_dictionaries).corpus_sample() == corpus["sample"] == corpus_record(prompts)["sample"]
     horn = sum("horn" in p.lower().replace(",", " ").split() for p in prompts)
     assert horn > 0 and corpus["word_counts"]["horn"] == horn
     assert corpus_vocabulary(["A dog, a DOG.", "the dog's toy", "a well-known x"]) == {
@@ -362,10 +368,23 @@ def test_the_shipped_manifest_records_the_vocabulary_of_the_corpus_it_was_traine
     from pathlib import Path
 
     from clear_sae.cli.demo import PROMPTS_DIR, DemoConfig
-    from clear_sae.io import corpus_vocabulary, prompts_hash, read_prompt_file
+    from clear_sae.io import prompts_hash, read_prompt_file
     from clear_sae.toyworld.concepts import toy_corpus
 
     manifest = json.loads((Path(__file__).resolve().parents[1] / "dictionaries" / "minilm" / MANIFEST).read_text())
     prompts = read_prompt_file(PROMPTS_DIR / "corpus.txt") + toy_corpus(DemoConfig().toy_captions)
     assert prompts_hash(prompts) == manifest["cache_prompts_hash"]
-    assert manifest["corpus"] == {"captions": len(prompts), "word_counts": corpus_vocabulary(prompts)}
+    assert manifest["corpus"] == corpus_record(prompts)
+
+
+@pytest.mark.parametrize("sample", ["not a list", [1, 2], {"a": 1}], ids=["string", "numbers", "mapping"])
+def test_a_malformed_corpus_sample_in_the_manifest_is_a_one_line_error(tmp_path, minilm_dictionaries, sample):
+    import shutil
+
+    folder = tmp_path / "dicts"
+    shutil.copytree(minilm_dictionaries, folder)
+    manifest = json.loads((folder / MANIFEST).read_text())
+    manifest["corpus"]["sample"] = sample
+    (folder / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(ClearSaeError, match="corpus sample that is not a list of captions; retrain"):
+        Dictionaries(folder).corpus_sample()

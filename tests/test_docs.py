@@ -85,34 +85,44 @@ def test_the_stability_script_writes_the_json_its_page_reads(analysis_script, tm
 def test_the_heldout_script_measures_unseen_concepts_and_its_page_reads_the_json(
     analysis_script, tmp_path, monkeypatch
 ):
-    """Two concepts on the shipped dictionaries: each gets its layer, scores, firing shares and the warnings a user
-    would see, and the page shows every concept's row and a count of those meeting the target computed from the
-    JSON. A word the project's files name is refused as a held-out concept."""
+    """Two concepts on the shipped dictionaries, each learned with the background check and without it: each
+    selection gets its layer, scores, firing shares and the warnings a user would see, and the page shows every
+    concept's row and a count of those meeting the target computed from the JSON. A word the project's files name
+    is refused as a held-out concept."""
     script = analysis_script("heldout_concepts")
     out = tmp_path / "heldout.json"
     script.main(["--out", str(out), "--concepts", "mandolin", "snowman", "dog"])  # dog: a control the corpus holds
     data = json.loads(out.read_text())
     assert list(data["concepts"]) == ["mandolin", "snowman", "dog"] and data["dictionaries"] == "dictionaries/minilm"
     assert [c["kind"] for c in data["concepts"].values()] == ["fine", "coarse", "seen"]
+    assert [c["group"] for c in data["concepts"].values()] == ["heldout", "heldout", "seen"]
     for concept in data["concepts"].values():
-        assert concept["layer"].startswith("text_encoder.") and 1 <= concept["latents"] <= 32
-        for share in ("fires_on_fresh_targets", "fires_on_fresh_nontargets"):
-            assert 0 <= concept[share] <= 1
-        assert concept["meets_target"] == (
-            concept["heldout_auroc"] is not None
-            and concept["heldout_auroc"] >= 0.9
-            and concept["fires_on_fresh_targets"] >= 0.9
-            and concept["fires_on_fresh_nontargets"] <= 0.1
-        )
-        unseen_word = any("are in fewer than 5 of the 9000 captions" in w for w in concept["warnings"])
-        assert unseen_word == (concept["kind"] != "seen")
+        for label in ("with_check", "without_check"):
+            learned = concept[label]
+            assert learned["layer"].startswith("text_encoder.") and 1 <= learned["latents"] <= 32
+            assert (learned["background_captions"] > 0) == (label == "with_check")
+            for share in ("coverage", "fires_on_fresh_targets", "fires_on_fresh_nontargets"):
+                assert 0 <= learned[share] <= 1
+            assert learned["meets_target"] == (
+                learned["heldout_auroc"] is not None
+                and learned["heldout_auroc"] >= 0.9
+                and learned["fires_on_fresh_targets"] >= 0.9
+                and learned["fires_on_fresh_nontargets"] <= 0.1
+            )
+            unseen_word = any("are in fewer than 5 of the 9000 captions" in w for w in learned["warnings"])
+            assert unseen_word == (concept["kind"] != "seen")
+            poor_coverage = any("of the target prompts (below 90%)" in w for w in learned["warnings"])
+            assert poor_coverage == (learned["coverage"] < 0.9)
     build = load_build()
     monkeypatch.setattr(build, "load", lambda rel: data if rel.endswith("heldout_concepts.json") else None)
     page = build.page_heldout()
     for name in data["concepts"]:
         assert f"| {name} |" in page
-    met = sum(c["meets_target"] for c in data["concepts"].values() if c["kind"] != "seen")
-    assert f"**{met} of 2** concepts meet it" in page and "The controls, 1 concepts the corpus does hold (dog)" in page
+    heldout = [c for c in data["concepts"].values() if c["group"] == "heldout"]
+    met = sum(c["with_check"]["meets_target"] for c in heldout)
+    met_before = sum(c["without_check"]["meets_target"] for c in heldout)
+    assert f"| Held-out concepts | 2 | **{met}** |" in page and "| Controls | 1 | " in page
+    assert re.search(rf"\| Held-out concepts \| 2 \| \*\*{met}\*\* \| \d \| \d \| {met_before} \|", page)
     assert script.named_by_the_project("dog", {}) and script.named_by_the_project("mandolin", {"mandolin": 3})
     assert not script.named_by_the_project("mandolin", {})
     with pytest.raises(SystemExit):  # not a concept the script knows

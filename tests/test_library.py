@@ -56,7 +56,9 @@ def test_the_v1_library_loads_with_every_entrys_erasure_and_settings_as_recorded
             old["n_target"],
             old["n_nontarget"],
         )
-        assert isinstance(new.selection, SelectionSettings) and asdict(new.selection) == settings
+        # version 1 predates the background check: its entries read as learned without one
+        unchecked = {"background": 0, "max_background_rate": 1.0}
+        assert isinstance(new.selection, SelectionSettings) and asdict(new.selection) == {**settings, **unchecked}
         assert new.method == "clear" and new.joint is None
         assert new.toy_attribute == settings.get("toy_attribute") is None
         if calibration is None:
@@ -94,7 +96,7 @@ def test_save_writes_the_current_version_and_reads_back_the_same_entries(tmp_pat
     library.path = tmp_path / "concepts.json"
     library.save()
     raw = json.loads(library.path.read_text())
-    assert raw["format_version"] == FORMAT_VERSION == 2
+    assert raw["format_version"] == FORMAT_VERSION == 3
     bar = raw["concepts"]["bar"]
     assert "settings" not in bar and bar["method"] == "clear" and bar["selection"]["max_nontarget_rate"] == 0.1
     assert bar["calibration"]["steps"][0]["hook_point"] == "text_encoder.embed" and bar["toy_attribute"] is None

@@ -17,7 +17,7 @@ from typing import Any
 from clear_sae.backbones import load_backbone
 from clear_sae.cache import ActivationCache, CacheConfig, write_cache
 from clear_sae.cli.report import InspectConfig, collect_report, write_report
-from clear_sae.concepts import ConceptConfig, encode_concept, learn_concept
+from clear_sae.concepts import ConceptConfig, concept_codes, learn_concept
 from clear_sae.config import COUNT, MAX_CLIPS, POSITIVE, at_most, check_fields
 from clear_sae.corpus import concept_prompts
 from clear_sae.details import stored_concept_detail
@@ -26,7 +26,7 @@ from clear_sae.errors import ClearSaeError
 from clear_sae.io import atomic_write_text, output_folder, read_prompt_file
 from clear_sae.library import ConceptLibrary
 from clear_sae.measure import erase_report
-from clear_sae.toyworld.concepts import toy_concepts, toy_corpus
+from clear_sae.toyworld.concepts import TOY_BACKGROUND, toy_concepts, toy_corpus
 from clear_sae.toyworld.evaluation import evaluate
 from clear_sae.toyworld.generator import is_generator_folder
 from clear_sae.toyworld.learn import learn_toy_concept, learning_prompts
@@ -301,13 +301,12 @@ def run_demo(cfg: DemoConfig = DemoConfig()) -> dict[str, Any]:
         """Learn one concept into the library and store what the report shows of it, the prompts encoded once."""
         t0 = time.perf_counter()
         try:
-            codes = encode_concept(backbone, dictionaries, target, nontarget, hooks, ConceptConfig.batch_size)
+            selection = ConceptConfig(seed=cfg.seed, background=TOY_BACKGROUND if toy else ConceptConfig.background)
+            codes = concept_codes(backbone, dictionaries, target, nontarget, selection, hooks)
             if toy:
                 entry = learn_toy_concept(backbone, dictionaries, name, cfg.seed, world, cfg.judge_clips, codes=codes)
             else:
-                entry = learn_concept(
-                    backbone, dictionaries, name, target, nontarget, ConceptConfig(seed=cfg.seed), codes=codes
-                )[0]
+                entry = learn_concept(backbone, dictionaries, name, target, nontarget, selection, codes=codes)[0]
         except ClearSaeError as err:
             tqdm.write(f"skipping {'toy concept ' if toy else ''}{name}: {err}")
             return False

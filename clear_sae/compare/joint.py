@@ -76,8 +76,9 @@ class JointConfig:
     """Gumbel-softmax temperature of the layer preferences at the first round; it falls geometrically."""
     tau_end: float = field(default=0.1, metadata=ABOVE_ZERO)
     """... annealed to this at the last round."""
-    concept: ConceptConfig = field(default_factory=lambda: ConceptConfig(max_nontarget_rate=0.05))
-    """How specific and shared latents are told apart (the same rule as for the reused dictionaries)."""
+    concept: ConceptConfig = field(default_factory=lambda: ConceptConfig(max_nontarget_rate=0.05, background=0))
+    """How specific and shared latents are told apart: the same rule as for the reused dictionaries, less the
+    background check (the paper has none, and the joint SAE is trained on the concept's prompts alone)."""
     seed: int = field(default=0, metadata=COUNT)
     """Seeds the SAE's initial weights, the token batches and the Gumbel noise."""
 

@@ -33,6 +33,11 @@ MAX_NONTARGET_RATE = 0.1
 `CalibrationConfig.wider_nontarget_rates`). Non-targets here differ from targets in one word only, so a latent of
 a neighbouring value fires on a good share of them; a narrow first tolerance keeps such shared latents out, and
 the ladder widens only where no rung passes (docs/decisions/0004-calibration-judge.md)."""
+TOY_BACKGROUND = 0
+"""`ConceptConfig.background` for toy concepts: none, the background check is left off. Its settings were chosen
+on text concepts measured on fresh prompt templates (docs/heldout.md); toy concepts are calibrated on generated
+clips by the judge instead, and the toy world's figures were measured without the check, which would need its own
+trial there."""
 TOY_STRENGTH = 4.0
 """gamma of a toy concept calibrated without a generator (the probe judges; `JUDGED_STRENGTHS` is the
 generation judge's ladder). The probe reads pooled text states and accepts weaker erasures than the clips

@@ -118,7 +118,7 @@ def test_a_judge_passed_to_the_ladder_decides_and_is_recorded(minilm, minilm_dic
 
 def test_layers_are_tried_best_score_first_and_only_the_best_without_the_search():
     def profile(hook: str, energy: float, latents: list[int]) -> LayerProfile:
-        return LayerProfile(hook, latents, len(latents), 0, energy, 0.0, None)
+        return LayerProfile(hook, latents, len(latents), 0, energy, 0.0, None, 1.0)
 
     profiles = [profile("embed", 0.2, [1]), profile("b0", 0.5, []), profile("b1", 0.3, [2]), profile("b2", 0.3, [3])]
     assert [p.hook_point for p in layers_to_try(profiles, "energy", True)] == ["b1", "b2", "embed"]

@@ -9,7 +9,15 @@ from clear_sae.backbones import load_backbone_for
 from clear_sae.calibration.ladder import CalibrationConfig, chosen_step, format_ladder, learn_calibrated_concept
 from clear_sae.cli.options import add_fields, config_from, log
 from clear_sae.compare.joint import JointConfig, joint_folder, learn_concept_joint
-from clear_sae.concepts import MIN_HELDOUT_AUROC, SCORES, ConceptConfig, format_table, learn_concept, quality_warnings
+from clear_sae.concepts import (
+    MIN_COVERAGE,
+    MIN_HELDOUT_AUROC,
+    SCORES,
+    ConceptConfig,
+    format_table,
+    learn_concept,
+    quality_warnings,
+)
 from clear_sae.dictionary import Dictionaries
 from clear_sae.errors import ClearSaeError
 from clear_sae.io import output_file, read_prompt_file
@@ -17,7 +25,17 @@ from clear_sae.library import ConceptLibrary, check_concept_name
 
 NAME = "concept"
 HELP = "find a concept's latents per layer, choose its layer, add it to a library"
-CONCEPT_FIELDS = ["score", "strength", "min_target_rate", "max_nontarget_rate", "max_latents", "holdout", "seed"]
+CONCEPT_FIELDS = [
+    "score",
+    "strength",
+    "min_target_rate",
+    "max_nontarget_rate",
+    "max_latents",
+    "background",
+    "max_background_rate",
+    "holdout",
+    "seed",
+]
 CALIBRATION_FIELDS = ["strengths", "wider_nontarget_rates", "max_probe_rate", "search_layers"]
 
 
@@ -46,8 +64,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--strict",
         action="store_true",
         help="refuse (exit 3, library untouched) a concept that separates poorly at its chosen layer (held-out AUROC "
-        f"below {MIN_HELDOUT_AUROC}, or unmeasured), whose words the dictionaries' corpus hardly holds, or whose "
-        "calibration confirmed no erasure; without it these are warnings",
+        f"below {MIN_HELDOUT_AUROC}, or unmeasured), whose latents fire on fewer than {MIN_COVERAGE:.0%}% of the "
+        "targets or were checked against no background captions, whose words the dictionaries' corpus hardly "
+        "holds, or whose calibration confirmed no erasure; without it these are warnings",
     )
     p.add_argument(
         "--calibrate",
