@@ -1,6 +1,7 @@
 """How well do concepts the project has never seen separate on the shipped dictionaries, and where does erasure fire?
 
     python analysis/heldout_concepts.py --out analysis/heldout_concepts.json
+    python analysis/heldout_concepts.py --out dev.json --group dev     # the development concepts only
 
 Each concept is a word that no file of the project names: not the dictionaries' training corpus (the shipped
 manifest's vocabulary), the shipped prompt files, nor the corpus and caption generators (the script refuses a word
@@ -11,7 +12,13 @@ in other templates: the share of fresh targets on which a concept latent fires o
 (the clamp edits them) and the share of fresh non-targets on which one fires (it edits those too). The target the
 issue sets: held-out AUROC >= 0.9, firing on >= 90% of fresh targets and <= 10% of fresh non-targets.
 Three concepts the corpus does hold (guitar, dog, umbrella) are measured the same way, as controls.
-`docs/build.py` turns the JSON into docs/heldout.md.
+
+Every concept is learned twice: as `clear-sae concept` learns it by default, with the selection's background check
+(`ConceptConfig.background`), which falls back to no check where the check leaves the targets covered poorly; and
+without the check (`--background 0`, the selection before it existed), so the JSON shows the check's effect.
+The concepts come in two groups of unseen words: `dev`, on which the check's settings were chosen, and `heldout`,
+measured with the chosen settings and left out of the choice. `docs/build.py` turns the JSON into
+docs/heldout.md.
 """
 
 from __future__ import annotations
@@ -21,10 +28,11 @@ import json
 import re
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from clear_sae.backbones import load_backbone
-from clear_sae.concepts import MIN_HELDOUT_AUROC, ConceptConfig, learn_concept, quality_warnings
+from clear_sae.concepts import MIN_COVERAGE, MIN_HELDOUT_AUROC, ConceptConfig, learn_concept, quality_warnings
 from clear_sae.dictionary import Dictionaries
 from clear_sae.io import atomic_write_text
 
@@ -49,6 +57,29 @@ CONCEPTS = {
     "kettle": ("coarse", ["bicycle", "horse", "tree", "umbrella"]),
     "telescope": ("coarse", ["dog", "car", "chair", "flower"]),
     "snowman": ("coarse", ["bus", "cat", "table", "lamp"]),
+}
+DEV = {
+    # development concepts: unseen words too, on which the selection's settings were chosen
+    "tambourine": ("fine", ["piano", "drum", "trumpet", "violin"]),
+    "ostrich": ("fine", ["parrot", "owl", "eagle", "swan"]),
+    "hamster": ("fine", ["hedgehog", "squirrel", "rabbit", "koala"]),
+    "lobster": ("fine", ["dolphin", "whale", "seal", "otter"]),
+    "ambulance": ("fine", ["truck", "bus", "van", "taxi"]),
+    "skateboard": ("fine", ["motorcycle", "bicycle", "tractor", "taxi"]),
+    "blizzard": ("fine", ["snowfall", "sunset", "rain", "storm"]),
+    "pelican": ("fine", ["swan", "duck", "eagle", "owl"]),
+    "gorilla": ("fine", ["lion", "tiger", "elephant", "bear"]),
+    "submarine": ("fine", ["boat", "sailboat", "yacht", "kayak"]),
+    "hurricane": ("fine", ["snowfall", "sunset", "rain", "fog"]),
+    "limousine": ("fine", ["jeep", "taxi", "bus", "van"]),
+    "rhino": ("fine", ["elephant", "giraffe", "zebra", "lion"]),
+    "crocodile": ("fine", ["otter", "seal", "dolphin", "swan"]),
+    "microscope": ("coarse", ["dog", "car", "tree", "chair"]),
+    "anchor": ("coarse", ["horse", "bus", "lamp", "flower"]),
+    "pumpkin": ("coarse", ["bicycle", "cat", "table", "umbrella"]),
+    "cupcake": ("coarse", ["dog", "car", "lamp", "horse"]),
+    "ladder": ("coarse", ["cat", "car", "horse", "lamp"]),
+    "vase": ("coarse", ["dog", "bus", "tree", "bicycle"]),
 }
 CONTROLS = {
     # words the project does name (the corpus holds them), measured the same way for comparison
@@ -114,63 +145,99 @@ def firing_rate(backbone, sae, hook: str, latents: list[int], prompts: list[str]
     return fired / len(prompts)
 
 
+GROUPS = {"heldout": CONCEPTS, "seen": CONTROLS, "dev": DEV}
+"""The concept groups, in the order they are measured and shown."""
+
+
+def measure_concept(backbone, dictionaries, name: str, neighbours: list[str], cfg: ConceptConfig) -> dict:
+    """Learn `name` against `neighbours` under `cfg` and measure where its latents fire on fresh prompts."""
+    target, nontarget = prompt_pairs(name, neighbours, LEARNING_TEMPLATES)
+    entry, _ = learn_concept(backbone, dictionaries, name, target, nontarget, cfg)
+    fresh_target, fresh_nontarget = prompt_pairs(name, neighbours, FRESH_TEMPLATES)
+    sae = dictionaries.sae(entry.hook_point)
+    scores = entry.layer_scores[entry.hook_point]
+    auroc = scores["auroc"]
+    fires_target = firing_rate(backbone, sae, entry.hook_point, entry.latents, fresh_target)
+    fires_nontarget = firing_rate(backbone, sae, entry.hook_point, entry.latents, fresh_nontarget)
+    return {
+        "layer": entry.hook_point,
+        "latents": len(entry.latents),
+        "background_captions": entry.selection.background,
+        "check_kept": entry.selection.background > 0 and entry.selection.max_background_rate < 1,
+        "fires_on_background": scores.get("background_rate"),
+        "heldout_auroc": auroc,
+        "coverage": scores["coverage"],
+        "fires_on_fresh_targets": round(fires_target, 4),
+        "fires_on_fresh_nontargets": round(fires_nontarget, 4),
+        "meets_target": auroc is not None
+        and auroc >= MIN_HELDOUT_AUROC
+        and fires_target >= 0.9
+        and fires_nontarget <= 0.1,
+        "warnings": quality_warnings(entry, dictionaries),
+    }
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the measurement and write its JSON."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, help="JSON output")
     parser.add_argument("--dictionaries", default=str(SHIPPED), help="dictionary folder (default: the shipped one)")
-    parser.add_argument("--concepts", nargs="+", default=None, help=f"a subset of {', '.join(CONCEPTS)}")
+    parser.add_argument(
+        "--group", choices=[*GROUPS, "all"], default="all", help="the concepts to measure (default: all groups)"
+    )
+    parser.add_argument("--concepts", nargs="+", default=None, help="only these concepts (of any group)")
     parser.add_argument(
         "--min-target-rate", type=float, default=ConceptConfig.min_target_rate, help="ConceptConfig.min_target_rate"
     )
+    parser.add_argument(
+        "--max-background-rate",
+        type=float,
+        default=ConceptConfig.max_background_rate,
+        help="ConceptConfig.max_background_rate",
+    )
     args = parser.parse_args(argv)
-    cfg = ConceptConfig(min_target_rate=args.min_target_rate)
-    names = args.concepts or [*CONCEPTS, *CONTROLS]
-    measured = {**CONCEPTS, **CONTROLS}
-    unknown = sorted(set(names) - set(measured))
+    cfg = ConceptConfig(min_target_rate=args.min_target_rate, max_background_rate=args.max_background_rate)
+    without_check = replace(cfg, background=0)
+    groups = list(GROUPS) if args.group == "all" else [args.group]
+    known = {name: group for group, concepts in GROUPS.items() for name in concepts}
+    unknown = sorted(set(args.concepts or []) - set(known))
     if unknown:
-        parser.error(f"no such concept {', '.join(unknown)}; choose from {', '.join(measured)}")
+        parser.error(f"no such concept {', '.join(unknown)}; choose from {', '.join(known)}")
+    chosen = (
+        [(known[name], name) for name in args.concepts]
+        if args.concepts
+        else [(group, name) for group in groups for name in GROUPS[group]]
+    )
     dictionaries = Dictionaries(args.dictionaries)
     vocabulary = (dictionaries.manifest.get("corpus") or {}).get("word_counts") or {}
-    named = [name for name in names if name in CONCEPTS and named_by_the_project(name, vocabulary)]
+    unseen = [name for group in ("heldout", "dev") for name in GROUPS[group]]
+    named = [name for name in unseen if named_by_the_project(name, vocabulary)]
     if named:
         parser.error(f"{', '.join(named)} is named by the project's own files: not a held-out concept")
 
     started = time.perf_counter()
     backbone = load_backbone("minilm")
     results = {}
-    for name in names:
-        kind, neighbours = measured[name]
-        target, nontarget = prompt_pairs(name, neighbours, LEARNING_TEMPLATES)
-        entry, _ = learn_concept(backbone, dictionaries, name, target, nontarget, cfg)
-        fresh_target, fresh_nontarget = prompt_pairs(name, neighbours, FRESH_TEMPLATES)
-        sae = dictionaries.sae(entry.hook_point)
-        auroc = entry.layer_scores[entry.hook_point]["auroc"]
-        fires_target = firing_rate(backbone, sae, entry.hook_point, entry.latents, fresh_target)
-        fires_nontarget = firing_rate(backbone, sae, entry.hook_point, entry.latents, fresh_nontarget)
-        results[name] = {
-            "kind": kind,
-            "neighbours": neighbours,
-            "layer": entry.hook_point,
-            "latents": len(entry.latents),
-            "heldout_auroc": auroc,
-            "fires_on_fresh_targets": round(fires_target, 4),
-            "fires_on_fresh_nontargets": round(fires_nontarget, 4),
-            "meets_target": auroc is not None
-            and auroc >= MIN_HELDOUT_AUROC
-            and fires_target >= 0.9
-            and fires_nontarget <= 0.1,
-            "warnings": quality_warnings(entry, dictionaries),
-        }
-        print(
-            f"{name:<10} {kind:<6} {entry.hook_point:<22} auroc {auroc} fresh targets {fires_target:.0%} "
-            f"fresh non-targets {fires_nontarget:.0%}",
-            file=sys.stderr,
-        )
+    for group, name in chosen:
+        kind, neighbours = GROUPS[group][name]
+        results[name] = {"group": group, "kind": kind, "neighbours": neighbours}
+        for label, settings in (("with_check", cfg), ("without_check", without_check)):
+            measured = measure_concept(backbone, dictionaries, name, neighbours, settings)
+            results[name][label] = measured
+            print(
+                f"{group:<8} {name:<10} {label:<14} {measured['layer']:<22} auroc {measured['heldout_auroc']} "
+                f"covers {measured['coverage']:.0%} fresh targets {measured['fires_on_fresh_targets']:.0%} "
+                f"fresh non-targets {measured['fires_on_fresh_nontargets']:.0%}",
+                file=sys.stderr,
+            )
+    flags = "" if args.group == "all" else f" --group {args.group}"
+    flags += "" if args.concepts is None else " --concepts " + " ".join(args.concepts)
+    if cfg.min_target_rate != ConceptConfig.min_target_rate:
+        flags += f" --min-target-rate {cfg.min_target_rate:g}"
+    if cfg.max_background_rate != ConceptConfig.max_background_rate:
+        flags += f" --max-background-rate {cfg.max_background_rate:g}"
     data = {
-        "command": "python analysis/heldout_concepts.py --out analysis/heldout_concepts.json"
-        + ("" if args.concepts is None else " --concepts " + " ".join(names))
-        + ("" if cfg == ConceptConfig() else f" --min-target-rate {cfg.min_target_rate:g}"),
+        "command": "python analysis/heldout_concepts.py --out analysis/heldout_concepts.json" + flags,
         "dictionaries": str(Path(args.dictionaries).resolve().relative_to(ROOT))
         if Path(args.dictionaries).resolve().is_relative_to(ROOT)
         else str(args.dictionaries),
@@ -178,8 +245,11 @@ def main(argv: list[str] | None = None) -> None:
             "learning_pairs": len(LEARNING_TEMPLATES) * 4,
             "fresh_pairs": len(FRESH_TEMPLATES) * 4,
             "min_heldout_auroc": MIN_HELDOUT_AUROC,
+            "min_coverage": MIN_COVERAGE,
             "min_target_rate": cfg.min_target_rate,
             "max_nontarget_rate": cfg.max_nontarget_rate,
+            "background": cfg.background,
+            "max_background_rate": cfg.max_background_rate,
             "corpus_captions": (dictionaries.manifest.get("corpus") or {}).get("captions"),
         },
         "concepts": results,

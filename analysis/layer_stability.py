@@ -4,8 +4,10 @@
 
 Caches MiniLM's hook points once on the demo's corpus, then for each seed trains the demo's dictionaries (the
 demo's settings: `DemoConfig`) and learns every shipped text concept on them (`ConceptConfig` defaults with that
-seed), and records the layer chosen, its score and the number of latents. The JSON lists, per concept, the layer
-at each seed and whether every seed chose the same one; `docs/build.py` turns it into docs/stability.md.
+seed, the background check included), and records the layer chosen, its score and the number of latents (a
+concept for which no layer holds latents that pass the selection is recorded with no layer). The JSON lists, per
+concept, the layer at each seed and whether every seed chose the same one; `docs/build.py` turns it into
+docs/stability.md.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from clear_sae.cache import ActivationCache, CacheConfig, write_cache
 from clear_sae.cli.demo import PROMPTS_DIR, DemoConfig, shipped_concepts
 from clear_sae.concepts import ConceptConfig, learn_concept
 from clear_sae.dictionary import Dictionaries, TrainConfig, train_dictionaries
+from clear_sae.errors import ClearSaeError
 from clear_sae.io import atomic_write_text, read_prompt_file
 from clear_sae.toyworld.concepts import toy_corpus
 
@@ -71,7 +74,11 @@ def main(argv: list[str] | None = None) -> None:
             dictionaries = Dictionaries(folder)
             for name in names:
                 target, nontarget = prompts[name]
-                entry, _ = learn_concept(backbone, dictionaries, name, target, nontarget, ConceptConfig(seed=seed))
+                try:
+                    entry, _ = learn_concept(backbone, dictionaries, name, target, nontarget, ConceptConfig(seed=seed))
+                except ClearSaeError as err:  # no layer holds latents specific to it: recorded, not chosen
+                    runs[name][str(seed)] = {"layer": None, "latents": 0, "energy": None, "error": str(err)}
+                    continue
                 runs[name][str(seed)] = {
                     "layer": entry.hook_point,
                     "latents": len(entry.latents),
@@ -92,6 +99,8 @@ def main(argv: list[str] | None = None) -> None:
             "k": demo.k,
             "batch_size": demo.batch_size,
             "corpus_prompts": len(corpus),
+            "background": ConceptConfig.background,
+            "max_background_rate": ConceptConfig.max_background_rate,
             "concepts": names,
         },
         "concepts": concepts,

@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     from clear_sae.dictionary import Dictionaries
     from clear_sae.erase import concept_clamps
     from clear_sae.library import ConceptLibrary
-    from clear_sae.toyworld.concepts import LEARN_PAIRS, attribute_of, concept_pairs, toy_concepts
+    from clear_sae.toyworld.concepts import LEARN_PAIRS, TOY_BACKGROUND, attribute_of, concept_pairs, toy_concepts
     from clear_sae.toyworld.metrics import compare
     from clear_sae.toyworld.sampling import EvalConfig, load_toy_world, prompt_sets, sample_after, sample_before
 
@@ -93,7 +93,12 @@ def main(argv: list[str] | None = None) -> int:
         target, nontarget, _, _ = concept_pairs(axis, value, LEARN_PAIRS)
         rates = sorted({rate for rate, _ in VARIANTS.values()})
         profiles = profile_concept_at_rates(
-            backbone, Dictionaries(library.dictionary_path(entry)), target, nontarget, ConceptConfig(), rates
+            backbone,
+            Dictionaries(library.dictionary_path(entry)),
+            target,
+            nontarget,
+            ConceptConfig(background=TOY_BACKGROUND),
+            rates,
         )
         row = {}
         for variant, (rate, gamma) in VARIANTS.items():

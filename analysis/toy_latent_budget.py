@@ -17,7 +17,7 @@ from pathlib import Path
 
 def main(argv: list[str] | None = None) -> int:
     """Run the selection and print one line per candidate latent."""
-    from clear_sae.toyworld.concepts import MAX_NONTARGET_RATE
+    from clear_sae.toyworld.concepts import MAX_NONTARGET_RATE, TOY_BACKGROUND
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--concept", required=True, help="a toy concept, e.g. circle")
@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     dictionaries = Dictionaries(Path(__file__).resolve().parent.parent / "dictionaries" / "minilm")
     codes_t = encode_prompts(backbone, dictionaries, target, [hook])[hook]
     codes_n = encode_prompts(backbone, dictionaries, nontarget, [hook])[hook]
-    cfg = ConceptConfig(max_nontarget_rate=args.tolerance)
+    cfg = ConceptConfig(max_nontarget_rate=args.tolerance, background=TOY_BACKGROUND)
     taken, _ = specific_and_shared(codes_t, codes_n, cfg)  # the selection itself, not a replay of it
     candidates, _ = ranked_candidates(codes_t, codes_n, cfg)  # in the order it considers them
     fires_t, fires_n = codes_t.peak > 0, codes_n.peak > 0

@@ -39,7 +39,7 @@ def trial(
     from clear_sae.concepts import ConceptConfig, profile_concept_at_rates
     from clear_sae.dictionary import Dictionaries
     from clear_sae.erase import LatentClamp
-    from clear_sae.toyworld.concepts import LEARN_PAIRS, attribute_of, concept_pairs
+    from clear_sae.toyworld.concepts import LEARN_PAIRS, TOY_BACKGROUND, attribute_of, concept_pairs
     from clear_sae.toyworld.judge import GenerationJudge
     from clear_sae.toyworld.sampling import load_toy_world
 
@@ -51,7 +51,9 @@ def trial(
         axis, value = attribute_of(name)
         target, nontarget, _, _ = concept_pairs(axis, value, LEARN_PAIRS)
         judge = GenerationJudge(world, axis, value, clips, nontarget_clips, seed=seed)
-        profiles = profile_concept_at_rates(backbone, dictionaries, target, nontarget, ConceptConfig(), tolerances)
+        profiles = profile_concept_at_rates(
+            backbone, dictionaries, target, nontarget, ConceptConfig(background=TOY_BACKGROUND), tolerances
+        )
         rows = []
         for tolerance, at_tolerance in profiles.items():
             for profile in at_tolerance:
@@ -87,9 +89,11 @@ def main(argv: list[str] | None = None) -> int:
     """Run the trial and write its JSON."""
     from clear_sae.calibration.ladder import CalibrationConfig, nontarget_rate_ladder
     from clear_sae.concepts import ConceptConfig
-    from clear_sae.toyworld.concepts import MAX_NONTARGET_RATE
+    from clear_sae.toyworld.concepts import MAX_NONTARGET_RATE, TOY_BACKGROUND
 
-    toy_ladder = nontarget_rate_ladder(ConceptConfig(max_nontarget_rate=MAX_NONTARGET_RATE), CalibrationConfig())
+    toy_ladder = nontarget_rate_ladder(
+        ConceptConfig(max_nontarget_rate=MAX_NONTARGET_RATE, background=TOY_BACKGROUND), CalibrationConfig()
+    )
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--concepts", required=True, help="comma-separated toy concepts")

@@ -922,8 +922,15 @@ def page_stability() -> str:
     lines += [
         f"The demo's dictionaries (expansion {settings['expansion']}, k {settings['k']}, "
         f"{settings['tokens']:,} tokens per layer, {settings['corpus_prompts']:,} corpus prompts) trained once per "
-        f"seed, and each shipped text concept learned on them with that seed. **{len(data['stable'])} of "
-        f"{len(concepts)}** concepts chose the same layer at every seed; the others moved.",
+        f"seed, and each shipped text concept learned on them with that seed"
+        + (
+            f" and the default selection, the background check included ({settings['background']} captions, "
+            f"{pct(settings['max_background_rate'], 0)}%)"
+            if settings.get("background")
+            else ""
+        )
+        + f". **{len(data['stable'])} of {len(concepts)}** concepts chose the same layer at every seed; the others "
+        "moved.",
         "",
     ]
     rows = []
@@ -935,78 +942,140 @@ def page_stability() -> str:
     return "\n".join(lines)
 
 
+GROUP_TITLES = {
+    "heldout": "Held-out concepts",
+    "seen": "Controls: concepts the corpus holds",
+    "dev": "Development concepts",
+}
+
+
+def heldout_counts(concepts: dict[str, Any], selection: str) -> tuple[int, int, int]:
+    """How many of `concepts` meet the target under `selection`, how many are warned about, and how many fail
+    with no warning."""
+    results = [c[selection] for c in concepts.values()]
+    met = sum(r["meets_target"] for r in results)
+    warned = sum(bool(r["warnings"]) for r in results)
+    silent = sum(not r["meets_target"] and not r["warnings"] for r in results)
+    return met, warned, silent
+
+
+def heldout_rows(concepts: dict[str, Any]) -> list[list[Any]]:
+    """One table row per concept: where its latents fire with the background check and without it."""
+    rows = []
+    for name, c in concepts.items():
+        on, off = c["with_check"], c["without_check"]
+        rows.append(
+            [
+                name,
+                c["kind"],
+                ", ".join(c["neighbours"]),
+                f"{short(on['layer'])} ({on['latents']})" + ("" if on["check_kept"] else ", no check"),
+                num(on["heldout_auroc"], 2),
+                pct(on["coverage"], 0),
+                f"{pct(on['fires_on_fresh_targets'], 0)} / {pct(on['fires_on_fresh_nontargets'], 0)}",
+                pct(on["fires_on_background"], 0),
+                "yes" if on["meets_target"] else "**no**",
+                "yes" if on["warnings"] else "no",
+                f"{short(off['layer'])} ({off['latents']})",
+                f"{pct(off['fires_on_fresh_targets'], 0)} / {pct(off['fires_on_fresh_nontargets'], 0)}",
+                "yes" if off["meets_target"] else "**no**",
+            ]
+        )
+    return rows
+
+
 def page_heldout() -> str:
     """Concepts no file of the project names, learned on the shipped dictionaries, and where their erasure fires."""
     data, lines = script_page("Concepts the project has never seen", "analysis/heldout_concepts")
     if data is None:
         return "\n".join(lines + ["Not measured yet.", ""])
     settings, measured = data["settings"], data["concepts"]
-    concepts = {name: c for name, c in measured.items() if c["kind"] != "seen"}
-    controls = {name: c for name, c in measured.items() if c["kind"] == "seen"}
-    met_count = sum(c["meets_target"] for c in concepts.values())
-    warned = sum(bool(c["warnings"]) for c in concepts.values())
+    groups = {g: {n: c for n, c in measured.items() if c["group"] == g} for g in GROUP_TITLES}
     lines += [
-        f"Each concept is a word that neither the dictionaries' training corpus ({settings['corpus_captions']:,} "
-        "captions), the shipped prompt files nor the prompt generators name. Each is learned on "
-        f"`{data['dictionaries']}` from {settings['learning_pairs']} prompt pairs (the word against a neighbour: one "
-        "of the same kind for the fine-grained concepts, an unrelated object for the coarse ones), then checked on "
-        f"{settings['fresh_pairs']} fresh pairs in other templates: the share of fresh prompts on which a concept "
-        "latent fires on a real token at the chosen layer, which is where the clamp edits. The target: held-out "
-        f"AUROC at least {settings['min_heldout_auroc']}, firing on at least 90% of fresh targets and at most 10% "
-        f"of fresh non-targets. **{met_count} of {len(concepts)}** concepts meet it; `clear-sae concept` warns "
-        f"about {warned} of {len(concepts)}.",
+        "Each concept is a word that neither the dictionaries' training corpus "
+        f"({settings['corpus_captions']:,} captions), the shipped prompt files nor the prompt generators name. Each "
+        f"is learned on `{data['dictionaries']}` from {settings['learning_pairs']} prompt pairs (the word against a "
+        "neighbour: one of the same kind for the fine-grained concepts, an unrelated object for the coarse ones), "
+        f"then checked on {settings['fresh_pairs']} fresh pairs in other templates: the share of fresh prompts on "
+        "which a concept latent fires on a real token at the chosen layer, which is where the clamp edits. The "
+        f"target: held-out AUROC at least {settings['min_heldout_auroc']}, firing on at least 90% of fresh targets "
+        "and at most 10% of fresh non-targets.",
+        "",
+        "Each concept is learned twice: as `clear-sae concept` learns it by default, with the background check "
+        f"(latents must stay quiet on up to {settings['background']} of the dictionaries' training captions that do "
+        f"not name the concept, together on at most {pct(settings['max_background_rate'], 0)}% of them), falling "
+        f"back to no check where the check leaves no layer covering {pct(settings['min_coverage'], 0)}% of the "
+        "targets (see [method.md](method.md#concept-latents)); and without the check (`--background 0`, the "
+        "selection before it existed). The check's settings were chosen on the development concepts; the held-out "
+        "concepts were left out of that choice ([decision 0005](decisions/0005-background-check.md)).",
         "",
     ]
-    aurocs = [c["heldout_auroc"] for c in concepts.values() if c["heldout_auroc"] is not None]
-    off = [c["fires_on_fresh_nontargets"] for c in concepts.values()]
-    lines += [
-        f"Held-out AUROC ranges from {num(min(aurocs, default=None), 2)} to {num(max(aurocs, default=None), 2)}: "
-        "the held-out pairs come from the learning templates, so it says how well the concept separates there. "
-        f"On the fresh templates the concept latents fire on {pct(min(off, default=None), 0)}% to "
-        f"{pct(max(off, default=None), 0)}% of the non-targets, so an erasure would edit those prompts too.",
-        "",
-    ]
-    if controls:
-        control_off = [c["fires_on_fresh_nontargets"] for c in controls.values()]
-        lines += [
-            f"The controls, {len(controls)} concepts the corpus does hold ({', '.join(controls)}), measured the same "
-            f"way: {sum(c['meets_target'] for c in controls.values())} of {len(controls)} meet the target, and their "
-            f"latents fire on {pct(min(control_off), 0)}% to {pct(max(control_off), 0)}% of the fresh non-targets"
-            + (
-                ": firing on other prompts is not only a matter of unseen words."
-                if max(control_off) > 0.1
-                else ", within the target: what fails above is the unseen words."
-            ),
-            "",
-        ]
-    rows = [
+    summary = []
+    for group, concepts in groups.items():
+        if not concepts:
+            continue
+        met, warned, silent = heldout_counts(concepts, "with_check")
+        met_before, _, _ = heldout_counts(concepts, "without_check")
+        summary.append(
+            [
+                GROUP_TITLES[group].split(":")[0],
+                len(concepts),
+                f"**{met}**",
+                warned,
+                silent,
+                met_before,
+            ]
+        )
+    lines += table(
         [
-            name,
-            c["kind"],
-            ", ".join(c["neighbours"]),
-            short(c["layer"]),
-            c["latents"],
-            num(c["heldout_auroc"], 2),
-            pct(c["fires_on_fresh_targets"], 0),
-            pct(c["fires_on_fresh_nontargets"], 0),
-            "yes" if c["meets_target"] else "**no**",
-            "yes" if c["warnings"] else "no",
-        ]
-        for name, c in measured.items()
+            "concepts",
+            "count",
+            "meet the target, with the check",
+            "warned about",
+            "fail without a warning",
+            "meet the target, without the check",
+        ],
+        summary,
+    )
+    everything = list(measured.values())
+    kept = [c["with_check"] for c in everything if c["with_check"]["check_kept"]]
+    fell_back = [c["with_check"] for c in everything if not c["with_check"]["check_kept"]]
+    before_off = [c["without_check"]["fires_on_fresh_nontargets"] for c in everything]
+    kept_off = [r["fires_on_fresh_nontargets"] for r in kept]
+    fell_back_bg = [r["fires_on_background"] for r in fell_back if r["fires_on_background"] is not None]
+    lines += [
+        f"Without the check, the concept latents fire on {pct(min(before_off, default=None), 0)}% to "
+        f"{pct(max(before_off, default=None), 0)}% of the fresh non-targets: latents of the learning templates' "
+        f"contexts pass as the concept's. With the default selection, the check is kept for {len(kept)} of "
+        f"{len(everything)} concepts, whose latents fire on {pct(min(kept_off, default=None), 0)}% to "
+        f"{pct(max(kept_off, default=None), 0)}% of the fresh non-targets; {sum(r['meets_target'] for r in kept)} "
+        f"of them meet the target. The other {len(fell_back)} fall back: with the check no layer's latents reached "
+        f"{pct(settings['min_coverage'], 0)}% of their targets, since the dictionaries hold no latent for them that "
+        "their own training captions leave quiet. They are erased as without the check: their latents fire on "
+        f"{pct(min(fell_back_bg, default=None), 0)}% to {pct(max(fell_back_bg, default=None), 0)}% of the "
+        "background captions, so erasure at that layer edits most prompts, and `clear-sae concept` warns about "
+        f"{sum(bool(r['warnings']) for r in fell_back)} of them. Supplying such latents is what a "
+        "broader training corpus and wider dictionaries would have to do; they are not built yet.",
+        "",
     ]
     columns = [
         "concept",
         "kind",
         "against",
-        "layer",
-        "latents",
+        "layer (latents)",
         "held-out AUROC",
-        "fires: fresh targets (%)",
-        "fires: fresh non-targets (%)",
+        "covers (%)",
+        "fires: fresh targets / non-targets (%)",
+        "fires: background (%)",
         "meets target",
         "warned",
+        "without the check: layer (latents)",
+        "fires (%)",
+        "meets target",
     ]
-    lines += table(columns, rows)
+    for group, concepts in groups.items():
+        if concepts:
+            lines += [f"## {GROUP_TITLES[group]}", ""] + table(columns, heldout_rows(concepts))
     return "\n".join(lines)
 
 
