@@ -99,8 +99,9 @@ class ConceptCodes:
 
     target: dict[str, PromptCodes]
     nontarget: dict[str, PromptCodes]
-    background: dict[str, PromptCodes] | None = None
-    """The background captions (`background_prompts`), where any were encoded."""
+    background: dict[str, "torch.Tensor"] | None = None
+    """Whether each latent fires on each background caption (`background_prompts`; boolean, caption by latent),
+    where there are any."""
 
     def check(self, hook_points: list[str], n_target: int, n_nontarget: int, n_background: int = 0) -> None:
         """Raise a one-line error unless these codes cover `hook_points` for this many prompts (and, where any
@@ -113,10 +114,10 @@ class ConceptCodes:
                 or (background is not None and hook not in background)
             ):
                 raise ClearSaeError(f"the concept's codes hold no layer {hook!r}; encode it with encode_concept")
-            if background is not None and len(background[hook].peak) != n_background:
+            if background is not None and len(background[hook]) != n_background:
                 raise ClearSaeError(
-                    f"the concept's codes at {hook} hold {len(background[hook].peak)} background captions, "
-                    f"not {n_background}; encode these prompts with encode_concept"
+                    f"the concept's codes at {hook} hold {len(background[hook])} background captions, "
+                    f"not {n_background}; encode these prompts with concept_codes"
                 )
             if len(self.target[hook].peak) != n_target or len(self.nontarget[hook].peak) != n_nontarget:
                 raise ClearSaeError(
@@ -179,13 +180,14 @@ def auroc(positive: "torch.Tensor", negative: "torch.Tensor") -> float:
 
 
 def ranked_candidates(
-    target: PromptCodes, nontarget: PromptCodes, cfg: ConceptConfig, background: PromptCodes | None = None
+    target: PromptCodes, nontarget: PromptCodes, cfg: ConceptConfig, background: "torch.Tensor | None" = None
 ) -> tuple[list[int], "torch.Tensor"]:
     """The candidate latent ids in the order the selection considers them, and the boolean shared mask.
 
     Candidates fire on at least `min_target_rate` of targets (and on one at least), are not shared (they fire
-    on at most `max_nontarget_rate` of non-targets) and fire on at most `max_background_rate` of the `background`
-    captions, if given; the most contrastive come first (target rate minus non-target rate, then target energy).
+    on at most `max_nontarget_rate` of non-targets) and fire on at most `max_background_rate` of the background
+    captions (`background`: whether each latent fires on each), if given; the most contrastive come first (target
+    rate minus non-target rate, then target energy).
     """
     import torch
 
@@ -195,8 +197,8 @@ def ranked_candidates(
     # no concept latent at all.
     fires = (target_rate >= cfg.min_target_rate) & (target_rate > 0)
     quiet = torch.ones_like(fires)
-    if background is not None and len(background.peak):
-        quiet = (background.peak > 0).float().mean(0) <= cfg.max_background_rate
+    if background is not None and len(background):
+        quiet = background.float().mean(0) <= cfg.max_background_rate
     candidates = torch.nonzero(fires & ~shared & quiet).squeeze(-1).tolist()
     energy = target.energy.sum(0)
     candidates.sort(key=lambda j: (-(float(target_rate[j]) - float(nontarget_rate[j])), -float(energy[j])))
@@ -204,7 +206,7 @@ def ranked_candidates(
 
 
 def specific_and_shared(
-    target: PromptCodes, nontarget: PromptCodes, cfg: ConceptConfig, background: PromptCodes | None = None
+    target: PromptCodes, nontarget: PromptCodes, cfg: ConceptConfig, background: "torch.Tensor | None" = None
 ) -> tuple[list[int], "torch.Tensor"]:
     """Concept-specific latent ids (sorted, at most `max_latents`) and the boolean shared mask.
 
@@ -216,8 +218,8 @@ def specific_and_shared(
 
     candidates, shared = ranked_candidates(target, nontarget, cfg, background)
     limits = [(nontarget.peak > 0, cfg.max_nontarget_rate)]
-    if background is not None and len(background.peak):
-        limits.append((background.peak > 0, cfg.max_background_rate))
+    if background is not None and len(background):
+        limits.append((background, cfg.max_background_rate))
     # per limit: the prompts on which a chosen latent fires so far
     unions = [torch.zeros(len(fires), dtype=torch.bool) for fires, _ in limits]
     chosen: list[int] = []
@@ -260,7 +262,7 @@ def profile_layer(
     target: PromptCodes,
     nontarget: PromptCodes,
     cfg: ConceptConfig,
-    background: PromptCodes | None = None,
+    background: "torch.Tensor | None" = None,
 ) -> LayerProfile:
     """Specific and shared latents of one layer (quiet on the `background` captions, if given) and its
     separability scores."""
@@ -287,8 +289,8 @@ def profile_layer(
         auroc=score_auroc,
         coverage=round(float((target.peak[:, latents] > 0).any(-1).float().mean()), 4) if latents else 0.0,
         background_rate=None
-        if background is None or not len(background.peak)
-        else round(float((background.peak[:, latents] > 0).any(-1).float().mean()), 4),
+        if background is None or not len(background)
+        else round(float(background[:, latents].any(-1).float().mean()), 4),
     )
 
 
@@ -323,13 +325,56 @@ def _profile_at(profiles: list[LayerProfile], layer: str) -> LayerProfile:
     )
 
 
-def background_prompts(dictionaries: "Dictionaries", target: list[str], nontarget: list[str], n: int) -> list[str]:
-    """Up to `n` captions of the dictionaries' recorded corpus sample that name none of the concept's words (nor a
-    word starting with one, such as a plural): the background its latents must stay quiet on."""
+def background_rows(dictionaries: "Dictionaries", target: list[str], nontarget: list[str], n: int) -> list[int]:
+    """Positions in the dictionaries' recorded corpus sample of up to `n` captions that name none of the concept's
+    words (nor a word starting with one, such as a plural): the background its latents must stay quiet on."""
     marks = tuple(concept_words(target, nontarget))
     if n == 0 or not marks:
         return []
-    return [c for c in dictionaries.corpus_sample() if not any(w.startswith(marks) for w in words_of(c))][:n]
+    sample = dictionaries.corpus_sample()
+    return [i for i, c in enumerate(sample) if not any(w.startswith(marks) for w in words_of(c))][:n]
+
+
+def background_prompts(dictionaries: "Dictionaries", target: list[str], nontarget: list[str], n: int) -> list[str]:
+    """The captions at `background_rows`."""
+    sample = dictionaries.corpus_sample()
+    return [sample[i] for i in background_rows(dictionaries, target, nontarget, n)]
+
+
+SAMPLE_BATCH = 64
+"""Captions per forward pass when the corpus sample is encoded: always the same batches of the sample, so that its
+codes never depend on the batch size a caller chose nor on which captions a concept needs."""
+_SAMPLE_FIRES: dict[tuple[Any, ...], dict[int, dict[str, "torch.Tensor"]]] = {}
+SAMPLE_CACHE = 8
+"""Encoded corpus samples kept per process (one per backbone, dictionaries and layers)."""
+
+
+def sample_fires(
+    backbone: "Backbone", dictionaries: "Dictionaries", hook_points: list[str], rows: list[int]
+) -> dict[str, "torch.Tensor"]:
+    """Per hook point, whether each latent fires on the captions at `rows` of the dictionaries' corpus sample
+    (boolean, caption by latent). The sample is encoded in fixed batches of `SAMPLE_BATCH`, each batch once per
+    process for a backbone, these dictionaries' weights and these layers, and only when a row in it is asked for:
+    every concept reads the same codes, whichever came first."""
+    import torch
+
+    sample = dictionaries.corpus_sample()
+    key = (
+        backbone.backbone_id,
+        backbone.source,
+        prompts_hash(sample),
+        tuple((h, dictionaries.fingerprint(h)) for h in hook_points),
+    )
+    if key not in _SAMPLE_FIRES:
+        while len(_SAMPLE_FIRES) >= SAMPLE_CACHE:
+            _SAMPLE_FIRES.pop(next(iter(_SAMPLE_FIRES)))
+        _SAMPLE_FIRES[key] = {}
+    batches = _SAMPLE_FIRES[key]
+    for batch in sorted({row // SAMPLE_BATCH for row in rows} - set(batches)):
+        captions = sample[batch * SAMPLE_BATCH : (batch + 1) * SAMPLE_BATCH]
+        codes = encode_prompts(backbone, dictionaries, captions, hook_points, SAMPLE_BATCH)
+        batches[batch] = {h: codes[h].peak > 0 for h in hook_points}
+    return {h: torch.stack([batches[row // SAMPLE_BATCH][h][row % SAMPLE_BATCH] for row in rows]) for h in hook_points}
 
 
 def encode_concept(
@@ -339,10 +384,9 @@ def encode_concept(
     nontarget: list[str],
     hook_points: list[str] | None = None,
     batch_size: int = 64,
-    background: list[str] | None = None,
 ) -> ConceptCodes:
-    """Check a concept's prompts, backbone and layers, and encode both prompt lists (and the `background`
-    captions, if any) at every hook point (default: every layer with a dictionary)."""
+    """Check a concept's prompts, backbone and layers, and encode both prompt lists at every hook point (default:
+    every layer with a dictionary)."""
     if not target:
         raise ClearSaeError("the target prompt list is empty; pass prompts that contain the concept")
     if not nontarget:
@@ -354,7 +398,6 @@ def encode_concept(
     return ConceptCodes(
         encode_prompts(backbone, dictionaries, target, hook_points, batch_size),
         encode_prompts(backbone, dictionaries, nontarget, hook_points, batch_size),
-        encode_prompts(backbone, dictionaries, background, hook_points, batch_size) if background else None,
     )
 
 
@@ -367,20 +410,24 @@ def concept_codes(
     hook_points: list[str],
     codes: ConceptCodes | None = None,
 ) -> ConceptCodes:
-    """The concept's prompts and its background captions under `cfg` encoded at `hook_points`: `codes` where
-    given (their background encoded here if they lack it), else encoded here."""
-    background = background_prompts(dictionaries, target, nontarget, cfg.background)
+    """The concept's prompts encoded at `hook_points` (`codes` where given, else encoded here) with its background
+    under `cfg` (`background_rows` of `sample_fires`; kept from `codes` where they hold one of that size)."""
     if codes is None:
-        codes = encode_concept(backbone, dictionaries, target, nontarget, hook_points, cfg.batch_size, background)
-    elif background and codes.background is None:
-        encoded = encode_prompts(backbone, dictionaries, background, hook_points, cfg.batch_size)
-        codes = replace(codes, background=encoded)
-    codes.check(hook_points, len(target), len(nontarget), len(background))
-    return codes if background else replace(codes, background=None)
+        codes = encode_concept(backbone, dictionaries, target, nontarget, hook_points, cfg.batch_size)
+    rows = background_rows(dictionaries, target, nontarget, cfg.background)
+    background = None
+    given = codes.background
+    if rows and given is not None and all(len(given.get(h, ())) == len(rows) for h in hook_points):
+        background = given  # as an earlier call of this function gave them
+    elif rows:
+        background = sample_fires(backbone, dictionaries, hook_points, rows)
+    codes = replace(codes, background=background)
+    codes.check(hook_points, len(target), len(nontarget), len(rows))
+    return codes
 
 
-def background_at(codes: ConceptCodes, hook: str) -> PromptCodes | None:
-    """The background captions' codes at `hook`, or None where none were encoded."""
+def background_at(codes: ConceptCodes, hook: str) -> "torch.Tensor | None":
+    """Whether each latent fires on each background caption at `hook`, or None where there is no background."""
     return None if codes.background is None else codes.background[hook]
 
 
@@ -410,7 +457,7 @@ def profile_concept_at_rates(
     codes: ConceptCodes | None = None,
 ) -> dict[float, list[LayerProfile]]:
     """`profile_concept` at several `max_nontarget_rate` values, the prompts encoded once (or `codes`, if given,
-    read: `encode_concept` of these prompts; their background captions are encoded here if they lack them)."""
+    read: `encode_concept` of these prompts; their background is added here)."""
     hook_points = hook_points or dictionaries.hook_points
     codes = concept_codes(backbone, dictionaries, target, nontarget, cfg, hook_points, codes)
     return {
@@ -514,7 +561,7 @@ def learn_concept(
         n_target=len(target),
         n_nontarget=len(nontarget),
         selection=selection_settings(
-            replace(cfg, background=len(background_prompts(dictionaries, target, nontarget, cfg.background)))
+            replace(cfg, background=len(background_rows(dictionaries, target, nontarget, cfg.background)))
         ),
         dictionary_fingerprint=dictionaries.fingerprint(chosen.hook_point),
         target_prompts=list(target),

@@ -13,6 +13,7 @@ import torch
 from conftest import PROMPTS, make_entry, read_lines
 
 from clear_sae.concepts import (
+    SAMPLE_BATCH,
     ConceptConfig,
     PromptCodes,
     auroc,
@@ -21,6 +22,7 @@ from clear_sae.concepts import (
     format_table,
     learn_concept,
     profile_layer,
+    sample_fires,
     select_layer,
     specific_and_shared,
 )
@@ -218,7 +220,7 @@ def test_a_latent_that_fires_on_the_background_captions_is_not_taken_for_the_con
     captions (a latent of the learning prompts' shared context): only latent 1 is the concept's."""
     target = _codes([[2.0, 1.0, 0.0]] * 4)
     nontarget = _codes([[0.0, 0.0, 0.0]] * 4)
-    background = _codes([[1.0, 0.0, 0.0], [0.0, 0.0, 0.0]] * 10)
+    background = torch.tensor([[True, False, False], [False, False, False]] * 10)
     cfg = ConceptConfig(max_nontarget_rate=0.0, max_background_rate=0.05)
     assert specific_and_shared(target, nontarget, cfg)[0] == [0, 1]  # no background: both taken
     assert specific_and_shared(target, nontarget, cfg, background)[0] == [1]
@@ -230,7 +232,7 @@ def test_latents_quiet_on_the_background_one_by_one_must_be_quiet_together():
     4%, three on 6%, so the selection stops at two."""
     target = _codes([[1.0, 1.0, 1.0, 1.0]] * 4)
     nontarget = _codes([[0.0] * 4] * 4)
-    background = _codes([[1.0 if i == j else 0.0 for j in range(4)] for i in range(4)] + [[0.0] * 4] * 46)
+    background = torch.tensor([[i == j for j in range(4)] for i in range(4)] + [[False] * 4] * 46)
     cfg = ConceptConfig(max_nontarget_rate=0.0, max_background_rate=0.05)
     assert len(specific_and_shared(target, nontarget, cfg, background)[0]) == 2
 
@@ -274,10 +276,21 @@ def test_learning_records_the_background_it_checked_and_its_latents_stay_quiet_o
     background = background_prompts(dictionaries, target, nontarget, ConceptConfig().background)
     assert background and not any("horn" in c.lower() for c in background)
     entry, profiles = learn_concept(minilm, dictionaries, "french_horn", target, nontarget)
-    assert entry.selection.background == len(background) and entry.selection.max_background_rate == 0.05
-    codes = encode_prompts(minilm, dictionaries, background, [entry.hook_point])[entry.hook_point]
-    fired = (codes.peak[:, entry.latents] > 0).any(-1).float().mean()
-    assert fired <= entry.selection.max_background_rate
+    assert entry.selection.background == len(background)
+    # The sample is encoded in fixed batches: the same codes as encoding it afresh, whichever rows are asked for.
+    sample = dictionaries.corpus_sample()
+    hook = entry.hook_point
+    everything = sample_fires(minilm, dictionaries, dictionaries.hook_points, list(range(len(sample))))[hook]
+    fresh = encode_prompts(minilm, dictionaries, sample, [hook], SAMPLE_BATCH)[hook]
+    assert torch.equal(everything, fresh.peak > 0)
+    rows = [sample.index(c) for c in background]
+    assert torch.equal(
+        sample_fires(minilm, dictionaries, dictionaries.hook_points, rows[::-1])[hook], everything[rows[::-1]]
+    )
+    fired = everything[rows][:, entry.latents].any(-1).float().mean()
+    kept = entry.selection.max_background_rate < 1  # the check kept, or the fallback taken and its firing recorded
+    recorded = entry.layer_scores[entry.hook_point]["background_rate"]
+    assert round(float(fired), 4) == recorded and (recorded <= 0.05 or not kept)
     chosen = next(p for p in profiles if p.hook_point == entry.hook_point)
     assert entry.layer_scores[entry.hook_point]["coverage"] == chosen.coverage > 0
     unchecked, _ = learn_concept(minilm, dictionaries, "french_horn", target, nontarget, ConceptConfig(background=0))
@@ -307,7 +320,7 @@ def test_a_concept_the_background_check_leaves_covered_poorly_is_learned_without
     codes = ConceptCodes(
         {"h": PromptCodes(peak_t, peak_t.clone())},
         {"h": _codes([[0.0, 0.0]] * 4)},
-        {"h": _codes([[1.0, 0.0], [0.0, 0.0]] * 10)},
+        {"h": torch.tensor([[True, False], [False, False]] * 10)},
     )
     cfg = ConceptConfig(max_nontarget_rate=0.0, holdout=0.5)
     used, profiles = profiles_with_fallback(None, _Folder(), target, nontarget, cfg, codes=codes)  # type: ignore[arg-type]
