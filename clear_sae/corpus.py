@@ -32,6 +32,8 @@ __all__ = [
     "ConceptSpec",
     "KINDS",
     "TEMPLATES",
+    "Vocabulary",
+    "broad_vocabulary",
     "concept_prompts",
     "generate_captions",
     "mentions_concept",
@@ -1215,20 +1217,60 @@ def _fill_x(text: str, x: str) -> str:
     return text.replace("{aX}", _with_article(x)).replace("{X}", x)
 
 
-def _places_for(category: str, groups: list[str]) -> list[tuple[str, str]]:
+@dataclass(frozen=True)
+class Vocabulary:
+    """The word lists a generic caption draws from (see `CATEGORIES` for the shape of `categories`)."""
+
+    categories: dict[str, tuple[list[str], float, list[tuple[str, list[str], list[str]]]]]
+    places: dict[str, list[tuple[str, str]]]
+    times: list[str]
+    styles: list[str]
+
+    @property
+    def instruments(self) -> list[str]:
+        """What a person may be playing in an action."""
+        return self.categories["instrument"][0]
+
+
+DEMO_VOCABULARY = Vocabulary(CATEGORIES, PLACES, TIMES, STYLES)
+"""The corpus's own word lists (about 800 distinct words)."""
+
+FOOD_WEIGHT = 0.06
+"""Sampling weight of the broad vocabulary's food category, beside the weights in `CATEGORIES`."""
+
+
+def broad_vocabulary() -> Vocabulary:
+    """The corpus's word lists extended by `clear_sae.vocabulary`: more subjects, actions, places, weather and
+    styles in every category, and a food category."""
+    from clear_sae import vocabulary as extra
+
+    categories = {}
+    for name, (nouns, weight, modes) in CATEGORIES.items():
+        more = extra.EXTRA_ACTIONS.get(name, {})
+        categories[name] = (
+            nouns + extra.EXTRA_NOUNS.get(name, []),
+            weight,
+            [(tag, actions + more.get(tag, []), groups) for tag, actions, groups in modes],
+        )
+    categories["food"] = (extra.FOODS, FOOD_WEIGHT, [("still", extra.FOOD_ACTIONS, ["tabletop"])])
+    places = {group: pairs + extra.EXTRA_PLACES.get(group, []) for group, pairs in PLACES.items()}
+    return Vocabulary(categories, places, TIMES + extra.EXTRA_TIMES, STYLES + extra.EXTRA_STYLES)
+
+
+def _places_for(category: str, groups: list[str], vocab: Vocabulary = DEMO_VOCABULARY) -> list[tuple[str, str]]:
     places: list[tuple[str, str]] = []
     for group in groups:
         if group == "landmark":
             for prep in LANDMARK_PREPOSITIONS.get(category, ["near"]):
                 places.extend((prep, landmark) for landmark in LANDMARKS)
         else:
-            places.extend(PLACES[group])
+            places.extend(vocab.places[group])
     return places
 
 
-def _base_fields(rng: random.Random) -> dict[str, str]:
+def _base_fields(rng: random.Random, vocab: Vocabulary = DEMO_VOCABULARY) -> dict[str, str]:
     """Slots that do not depend on the subject: time, camera, style, lighting, mood."""
-    time = rng.choice(TIMES)
+    time = rng.choice(vocab.times)
     shot = rng.choice(CAMERA_SHOTS)
     medium = rng.choice(STYLE_MEDIA)
     mood = rng.choice(MOODS)
@@ -1240,7 +1282,7 @@ def _base_fields(rng: random.Random) -> dict[str, str]:
         "aC": _with_article(shot),
         "aC_": _cap(_with_article(shot)),
         "M": rng.choice(CAMERA_MOVES),
-        "St": rng.choice(STYLES),
+        "St": rng.choice(vocab.styles),
         "Sa": medium,
         "aSa_": _cap(_with_article(medium)),
         "L": rng.choice(LIGHTING),
@@ -1249,16 +1291,18 @@ def _base_fields(rng: random.Random) -> dict[str, str]:
     }
 
 
-def _scene(rng: random.Random, use: dict | None = None, x: str = "") -> dict[str, str]:
-    """Draw every corpus field; `use` (a concept injection) overrides some of them with `x`."""
+def _scene(
+    rng: random.Random, use: dict | None = None, x: str = "", vocab: Vocabulary = DEMO_VOCABULARY
+) -> dict[str, str]:
+    """Draw every corpus field from `vocab`; `use` (a concept injection) overrides some of them with `x`."""
     use = use or {}
-    fields = _base_fields(rng)
+    fields = _base_fields(rng, vocab)
     if "category" in use:
         category = use["category"]
     else:
-        names = list(CATEGORIES)
-        category = rng.choices(names, weights=[CATEGORIES[n][1] for n in names])[0]
-    nouns, _, modes = CATEGORIES[category]
+        names = list(vocab.categories)
+        category = rng.choices(names, weights=[vocab.categories[n][1] for n in names])[0]
+    nouns, _, modes = vocab.categories[category]
     allowed = [m for m in modes if "modes" not in use or m[0] in use["modes"]]
     _, actions, groups = rng.choice(allowed)
     groups = use.get("groups", groups)
@@ -1266,12 +1310,12 @@ def _scene(rng: random.Random, use: dict | None = None, x: str = "") -> dict[str
     subject = _fill_x(rng.choice(use["subject"]), x) if "subject" in use else rng.choice(nouns)
     action = _fill_x(rng.choice(use["action"]), x) if "action" in use else rng.choice(actions)
     if "{instrument}" in action:
-        action = action.replace("{instrument}", rng.choice(INSTRUMENTS))
+        action = action.replace("{instrument}", rng.choice(vocab.instruments))
     if "place" in use:
         prep, noun = rng.choice(use["place"])
         noun = _fill_x(noun, x)
     else:
-        prep, noun = rng.choice(_places_for(category, groups))
+        prep, noun = rng.choice(_places_for(category, groups, vocab))
     if "time" in use:
         fields["T"] = _fill_x(rng.choice(use["time"]), x)
         fields["T_"] = _cap(fields["T"])
@@ -1300,15 +1344,17 @@ def _override_groups(use: dict) -> set[str]:
     return {key for key in ("subject", "action", "place", "time", "style", "media") if key in use}
 
 
-def _caption(rng: random.Random, use: dict | None = None, x: str = "") -> tuple[str, int]:
+def _caption(
+    rng: random.Random, use: dict | None = None, x: str = "", vocab: Vocabulary = DEMO_VOCABULARY
+) -> tuple[str, int]:
     """One caption and the index of its template."""
     needed = _override_groups(use or {})
     candidates = [i for i, groups in enumerate(_TEMPLATE_GROUPS) if needed <= groups]
     index = rng.choice(candidates)
-    return TEMPLATES[index].format(**_scene(rng, use, x)), index
+    return TEMPLATES[index].format(**_scene(rng, use, x, vocab)), index
 
 
-def _generate(n: int, seed: int) -> list[tuple[str, int, str | None]]:
+def _generate(n: int, seed: int, vocab: Vocabulary = DEMO_VOCABULARY) -> list[tuple[str, int, str | None]]:
     """Captions with their template index and injected concept name (None when generic)."""
     if n < 0:
         raise ValueError(f"n must be non-negative, got {n}")
@@ -1325,10 +1371,10 @@ def _generate(n: int, seed: int) -> list[tuple[str, int, str | None]]:
     for label in labels:
         for _ in range(1000):
             if label is None:
-                text, index = _caption(rng)
+                text, index = _caption(rng, vocab=vocab)
             else:
                 spec = CONCEPTS[label]
-                text, index = _caption(rng, rng.choice(spec.corpus_uses), rng.choice(spec.phrases))
+                text, index = _caption(rng, rng.choice(spec.corpus_uses), rng.choice(spec.phrases), vocab)
             if text not in seen:
                 break
         else:
@@ -1338,13 +1384,14 @@ def _generate(n: int, seed: int) -> list[tuple[str, int, str | None]]:
     return out
 
 
-def generate_captions(n: int = 6000, seed: int = 0) -> list[str]:
+def generate_captions(n: int = 6000, seed: int = 0, broad: bool = False) -> list[str]:
     """Return `n` distinct synthetic text-to-video captions, the same list for the same seed.
 
     Most captions are generic; every concept in `CONCEPTS` is woven into roughly 2.5-3.5%
     of them (one concept per caption) so that a dictionary trained on the corpus sees it.
+    `broad` draws the generic words from `broad_vocabulary()` instead of the corpus's own lists.
     """
-    return [text for text, _, _ in _generate(n, seed)]
+    return [text for text, _, _ in _generate(n, seed, broad_vocabulary() if broad else DEMO_VOCABULARY)]
 
 
 # ---------------------------------------------------------------------------

@@ -60,6 +60,40 @@ def test_every_concept_in_corpus_in_a_small_share(captions: list[str]) -> None:
     assert len(generic) > len(captions) // 2
 
 
+@pytest.fixture(scope="module")
+def broad_captions() -> list[str]:
+    return generate_captions(3000, broad=True)
+
+
+def _words(captions: list[str]) -> set[str]:
+    return {word for caption in captions for word in re.findall(r"[a-z']+", caption.lower())}
+
+
+def test_the_broad_corpus_reads_cleanly_and_names_many_more_words(broad_captions: list[str]) -> None:
+    assert broad_captions == generate_captions(3000, broad=True)
+    assert len(set(broad_captions)) == len(broad_captions) == 3000
+    bad = [(c, _grammar_problems(c)) for c in broad_captions if _grammar_problems(c)]
+    assert not bad, bad[:5]
+    assert len(_words(broad_captions)) > 1.5 * len(_words(generate_captions(3000)))
+    assert any("pizza" in caption or "pancake" in caption for caption in broad_captions)
+
+
+def test_the_broad_vocabulary_never_names_a_concept_and_only_adds_to_the_demo_lists() -> None:
+    broad, demo = corpus.broad_vocabulary(), corpus.DEMO_VOCABULARY
+    added = [
+        word
+        for name, (nouns, _, modes) in broad.categories.items()
+        for word in nouns + [action for _, actions, _ in modes for action in actions]
+    ]
+    added += [noun for pairs in broad.places.values() for _, noun in pairs] + broad.times + broad.styles
+    named = [(word, name) for word in added for name in CONCEPTS if corpus.mentions_concept(word, name)]
+    assert not named
+    for name, (nouns, weight, modes) in demo.categories.items():
+        assert broad.categories[name][0][: len(nouns)] == nouns and broad.categories[name][1] == weight
+        assert [tag for tag, _, _ in broad.categories[name][2]] == [tag for tag, _, _ in modes]
+    assert set(broad.categories) == set(demo.categories) | {"food"}
+
+
 def test_concept_specs_are_well_formed() -> None:
     assert {spec.kind for spec in CONCEPTS.values()} >= {"object", "animal", "style", "place", "action"}
     for name, spec in CONCEPTS.items():
