@@ -41,6 +41,7 @@ SHIPPED = ROOT / "dictionaries" / "minilm"
 PROJECT_TEXT = [
     ROOT / "clear_sae" / "data" / "prompts",
     ROOT / "clear_sae" / "corpus.py",
+    ROOT / "clear_sae" / "vocabulary.py",
     ROOT / "clear_sae" / "toyworld" / "captions.py",
 ]
 

@@ -131,3 +131,40 @@ def test_the_heldout_script_measures_unseen_concepts_and_its_page_reads_the_json
     with pytest.raises(SystemExit):  # listed as held out, but the corpus names it
         script.main(["--out", str(tmp_path / "other.json"), "--concepts", "horse"])
     assert not (tmp_path / "other.json").exists()
+
+
+def test_the_breadth_script_compares_settings_chooses_within_budget_and_its_page_reads_the_json(
+    analysis_script, tmp_path, monkeypatch
+):
+    """Two settings on a slice of each corpus, one of them over a (small) training budget: every setting gets its
+    development concepts measured, the one chosen for the held-out read is within budget, and the page shows every
+    setting and concept. A malformed setting is refused before any work."""
+    monkeypatch.syspath_prepend(str(REPO / "analysis"))
+    script = analysis_script("corpus_breadth")
+    monkeypatch.setattr(script, "work_budget", lambda: {"captions": 6000, "expansion_x_tokens": 1024})
+    out = tmp_path / "breadth.json"
+    slice_ = ["--corpus-size", "60", "--toy-captions", "40", "--concepts", "ostrich", "toucan"]
+    script.main(["--out", str(out), "--settings", "demo:1:512", "broad:4:512", *slice_])
+    data = json.loads(out.read_text())
+    assert [(r["corpus"], r["expansion"], r["tokens"]) for r in data["runs"]] == [
+        ("demo", 1, 512),
+        ("broad", 4, 512),
+    ]
+    assert [r["within_budget"] for r in data["runs"]] == [True, False]
+    for run in data["runs"]:
+        assert list(run["concepts"]) == ["ostrich"] and run["captions"] == 60
+        met = sum(c["meets_target"] for c in run["concepts"].values())
+        assert run["summary"]["meet_target"] == met and run["summary"]["concepts"] == 1
+    assert all(run["distinct_words"] > 100 and run["train_seconds"] > 0 for run in data["runs"])
+    chosen = data["chosen"]
+    assert chosen["setting"] == "demo:1:512" and list(chosen["concepts"]) == ["toucan"]
+    assert chosen["heldout"]["concepts"] == 1 and chosen["seen"]["concepts"] == 0
+    build = load_build()
+    monkeypatch.setattr(build, "load", lambda rel: data if rel.endswith("corpus_breadth.json") else None)
+    page = build.page_breadth()
+    assert "| `demo:1:512` (chosen) |" in page and "| `broad:4:512` |" in page
+    for name in ("ostrich", "toucan"):
+        assert f"| {name} |" in page
+    with pytest.raises(SystemExit):
+        script.main(["--out", str(tmp_path / "other.json"), "--settings", "wide:8"])
+    assert not (tmp_path / "other.json").exists()
