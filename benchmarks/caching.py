@@ -6,7 +6,7 @@ In one run, on the shipped corpus and MiniLM's 7 hook points:
   `write_cache` on the same prompts with the same batch size, back to back (alternating which goes first),
   5 times: the median ratio is the overhead of storing fp16 rows in HDF5;
 - the shuffling minibatch reader (`ActivationCache.iter_minibatches`, 512-token batches) against the rate at
-  which the TopK trainer consumes tokens at the demo's size (1,536 latents) and at 6,144 latents; and the
+  which the TopK trainer consumes tokens at 1,536 latents (expansion 4) and at 6,144 latents; and the
   trainer fed from the cache, directly and through a `prefetch` thread, against the same trainer fed the same
   batches from memory, which is what the data path costs;
 - caching time against the number of prompts.
@@ -78,7 +78,7 @@ def main() -> None:
         help="prompt counts for the caching-time curve",
     )
     parser.add_argument(
-        "--train-steps", type=int, default=390, help="steps per trainer run (390 = the demo's 200k tokens)"
+        "--train-steps", type=int, default=390, help="steps per trainer run (390 steps of 512 = 200k tokens)"
     )
     parser.add_argument("--out", default=str(ROOT / "benchmarks/caching.json"))
     args = parser.parse_args()

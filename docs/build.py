@@ -1103,7 +1103,7 @@ def page_breadth() -> str:
         "",
         f"The demo has a time budget, so a setting *within budget* caches no more than {budget['captions']:,} "
         f"captions (the shipped corpus) and trains no more than expansion x tokens = "
-        f"{budget['expansion_x_tokens']:,} (the demo's 4 x 200,000; training time grows with both). The setting "
+        f"{budget['expansion_x_tokens']:,} (the demo's own; training time grows with both). The setting "
         "within budget whose development concepts meet the target most often is chosen, and only on it are the "
         "held-out concepts and the controls measured, once.",
         "",
