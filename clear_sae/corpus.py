@@ -11,6 +11,8 @@ The corpus is mostly generic captions (people, animals, vehicles, objects, instr
 cities, landscapes and rooms, with camera and style cues).  Each concept in `CONCEPTS`
 is woven into a small share of captions (about 2.5-3.5% each) so that a dictionary
 trained on the corpus has seen it, while the generic word lists never mention any concept.
+`generate_captions(n, broad=True)` draws the generic words from `broad_vocabulary()`, these lists extended by
+`clear_sae.vocabulary` (about twice the distinct words), for dictionaries meant to know a larger world.
 
 For concept erasure, `concept_prompts` gives matched pairs: a target prompt that names
 the concept and a non-target prompt that is the same sentence with the concept phrase
