@@ -27,6 +27,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from clear_sae import vocabulary as extra
 from clear_sae.io import atomic_write_text
 
 __all__ = [
@@ -1244,8 +1245,6 @@ FOOD_WEIGHT = 0.06
 def broad_vocabulary() -> Vocabulary:
     """The corpus's word lists extended by `clear_sae.vocabulary`: more subjects, actions, places, weather and
     styles in every category, and a food category."""
-    from clear_sae import vocabulary as extra
-
     categories = {}
     for name, (nouns, weight, modes) in CATEGORIES.items():
         more = extra.EXTRA_ACTIONS.get(name, {})
