@@ -44,11 +44,11 @@ from clear_sae.dictionary import Dictionaries, TrainConfig, train_dictionaries
 from clear_sae.io import atomic_write_text, read_prompt_file
 from clear_sae.toyworld.concepts import toy_corpus
 
-DEFAULT_SETTINGS = [
-    "demo:4",
-    "demo:8",
-    "broad:4",
-    "broad:8",
+DEFAULT_SETTINGS = [  # tokens spelled out, so that the run stays the same when the demo's defaults change
+    "demo:4:200000",
+    "demo:8:200000",
+    "broad:4:200000",
+    "broad:8:200000",
     "demo:8:100000",
     "broad6000:8:100000",
     "broad6000:16:50000",
