@@ -76,6 +76,11 @@ def captions_for(corpus: str, size: int | None = None) -> list[str]:
     return generate_captions(int(corpus.removeprefix("broad") or BROAD_CAPTIONS), broad=True)[:size]
 
 
+def setting_label(run: dict) -> str:
+    """`broad:8:200000`: a run's setting written in full, as `--settings` takes it."""
+    return f"{run['corpus']}:{run['expansion']}:{run['tokens']}"
+
+
 def summarise(results: dict[str, dict]) -> dict[str, object]:
     """Counts over a setting's concepts: how many meet the target, keep the background check, and how far
     their latents fire on fresh non-targets."""
@@ -156,9 +161,7 @@ def train_setting(
         manifest = train_dictionaries(cache, folder, hooks, train_cfg, force=True)
     run["train_seconds"] = round(time.perf_counter() - t0, 1)
     run["explained_variance"] = {hook: manifest["layers"][hook]["explained_variance"] for hook in hooks}
-    words = (manifest.get("corpus") or {}).get("word_counts") or {}
     run["captions"] = len(captions)
-    run["distinct_words"] = len(words)
     run["folder"] = folder
     return run
 
@@ -197,10 +200,11 @@ def main(argv: list[str] | None = None) -> None:
             run = train_setting(backbone, Path(scratch), cached, setting, demo)
             dictionaries = Dictionaries(run["folder"])
             words = (dictionaries.manifest.get("corpus") or {}).get("word_counts") or {}
+            run["distinct_words"] = len(words)
             named = [name for name in unseen if named_by_the_project(name, words)]
             if named:
                 parser.error(f"{', '.join(named)} is named by the {setting[0]} corpus: not a held-out concept")
-            label = ":".join(str(part) for part in setting)
+            label = setting_label(run)
             t0 = time.perf_counter()
             run["concepts"] = measure_concepts(backbone, dictionaries, development, label)
             run["measure_seconds"] = round(time.perf_counter() - t0, 1)
@@ -212,7 +216,7 @@ def main(argv: list[str] | None = None) -> None:
         heldout = None
         if chosen is not None:
             # read once, on the setting the development concepts chose
-            label = f"{chosen['corpus']}:{chosen['expansion']}:{chosen['tokens']}"
+            label = setting_label(chosen)
             concepts = measure_concepts(backbone, Dictionaries(chosen["folder"]), final, label)
             heldout = {"setting": label, "concepts": concepts}
             for group in ("heldout", "seen"):
