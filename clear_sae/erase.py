@@ -15,6 +15,7 @@ strengths keep the single step, as does `exact=False`.
 
 from __future__ import annotations
 
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterator
@@ -22,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 from clear_sae.backbones import attention_mask_of, encoder_of, first_tensor, hook_module, replace_first_tensor
 from clear_sae.config import check_value
 from clear_sae.dictionary import Dictionaries
-from clear_sae.errors import ClearSaeError
+from clear_sae.errors import ClearSaeError, ErasureNotAppliedWarning
 from clear_sae.library import check_learned_on
 
 if TYPE_CHECKING:
@@ -244,12 +245,32 @@ def resolve_concepts(library: "ConceptLibrary", names: list[str]) -> list[Concep
 
 @contextmanager
 def erase_concepts(
-    target: Any, library: "ConceptLibrary", names: list[str], exact: bool = True
+    target: Any, library: "ConceptLibrary", names: list[str], exact: bool = True, strict: bool = False
 ) -> Iterator[dict[str, LatentClamp]]:
-    """Erase the named concepts of `library` from `target` while the context is open."""
+    """Erase the named concepts of `library` from `target` while the context is open.
+
+    Erasure acts where the text is encoded, so a context in which the text encoder never ran (a pipeline called
+    with precomputed `prompt_embeds`) erases nothing: leaving it then warns with `ErasureNotAppliedWarning`, or
+    raises `ClearSaeError` with `strict=True`."""
     clamps = merge_clamps(resolve_concepts(library, names), exact)
     with attach(target, clamps) as attached:
         yield attached
+    check_clamps_ran(attached, strict)
+
+
+def check_clamps_ran(clamps: dict[str, LatentClamp], strict: bool = False) -> None:
+    """Warn (or with `strict` raise) when a clamp saw no token: its hook point never ran while it was attached."""
+    idle = [hook for hook, clamp in clamps.items() if clamp.tokens_seen == 0]
+    if not idle:
+        return
+    message = (
+        f"erasure had no effect: no text passed through {', '.join(idle)} while the concepts were attached "
+        "(was the pipeline given precomputed prompt_embeds?); encode the prompt inside the erase_concepts "
+        "context, e.g. with pipe.encode_prompt, and pass those embeddings on"
+    )
+    if strict:
+        raise ClearSaeError(message)
+    warnings.warn(message, ErasureNotAppliedWarning, stacklevel=4)
 
 
 def concept_clamps(library: "ConceptLibrary", entry: Any, exact: bool = True) -> dict[str, Any]:

@@ -10,6 +10,10 @@ class ClearSaeError(Exception):
     """A problem with the user's input: the message says what is wrong and how to fix it."""
 
 
+class ErasureNotAppliedWarning(UserWarning):
+    """An erasure context closed without its clamps seeing a token: nothing was erased."""
+
+
 def all_finite(values: Any) -> bool:
     """Whether a torch tensor or numpy array holds no NaN and no infinity."""
     if hasattr(values, "isfinite"):  # a torch tensor

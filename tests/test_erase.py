@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 from conftest import PROMPTS, read_lines, tiny_hooked_transformer, tiny_wan_pipeline
@@ -10,6 +12,7 @@ from clear_sae.cache import ActivationCache, CacheConfig, write_cache
 from clear_sae.concepts import ConceptConfig, learn_concept
 from clear_sae.dictionary import Dictionaries, TrainConfig, train_dictionaries
 from clear_sae.erase import LatentClamp, attach, erase_concepts, merge_clamps, resolve_concepts
+from clear_sae.errors import ClearSaeError, ErasureNotAppliedWarning
 from clear_sae.library import ConceptLibrary
 from clear_sae.measure import erase_report
 
@@ -181,6 +184,23 @@ def test_wan_pipeline_clamp_changes_prompt_embeddings_and_generates(minilm_token
     ).frames
     assert not (clean == frames).all()
 
+    # Precomputed embeddings skip the text encoder, so the clamp never runs: warned about, or refused when strict.
+    clean_embeds = embeds(fired[0])
+    blank = embeds("")
+    generate = dict(height=16, width=16, num_frames=9, num_inference_steps=2, output_type="np")
+    with pytest.warns(ErasureNotAppliedWarning, match=entry.hook_point):
+        with erase_concepts(pipe, library, ["french_horn"]):
+            pipe(prompt_embeds=clean_embeds, negative_prompt_embeds=blank, **generate)
+    with pytest.raises(ClearSaeError, match="prompt_embeds"):
+        with erase_concepts(pipe, library, ["french_horn"], strict=True):
+            pipe(prompt_embeds=clean_embeds, negative_prompt_embeds=blank, **generate)
+    # The README's way: encode inside the context and pass the erased embeddings on.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ErasureNotAppliedWarning)
+        with erase_concepts(pipe, library, ["french_horn"], strict=True):
+            inside = embeds(fired[0])
+    assert torch.equal(inside, erased_fired)
+
 
 def test_merge_clamps_unions_latents_at_one_hook(minilm_library):
     library = ConceptLibrary.load(minilm_library)
@@ -223,8 +243,6 @@ def test_exact_clamp_zeroes_concept_latents_even_on_untrained_saes(arch):
 
 
 def test_clamp_refuses_a_module_of_another_width(minilm_library):
-    from clear_sae.errors import ClearSaeError
-
     (concept,) = resolve_concepts(ConceptLibrary.load(minilm_library), ["french_horn"])
     clamp = LatentClamp(concept.sae, concept.entry.latents)
     with pytest.raises(ClearSaeError, match="dimension mismatch"):
@@ -239,7 +257,6 @@ def test_an_entry_is_refused_on_a_retrained_layer_and_kept_on_its_own(minilm, mi
 
     from clear_sae.dictionary import WEIGHTS, Dictionaries
     from clear_sae.erase import concept_clamps, resolve_concepts
-    from clear_sae.errors import ClearSaeError
     from clear_sae.library import ConceptLibrary
 
     shutil.copytree(Path(minilm_library).parent, tmp_path / "library")
@@ -263,8 +280,6 @@ def test_an_entry_is_refused_on_a_retrained_layer_and_kept_on_its_own(minilm, mi
 
 @pytest.mark.parametrize("strength", [float("nan"), float("inf"), 1e30, 0.0, -1.0])
 def test_a_clamp_strength_that_erases_nothing_or_everything_is_refused(minilm_library, strength):
-    from clear_sae.errors import ClearSaeError
-
     (concept,) = resolve_concepts(ConceptLibrary.load(minilm_library), ["french_horn"])
     with pytest.raises(ClearSaeError, match="clamp strength must be .*; pass a strength such as 1"):
         LatentClamp(concept.sae, concept.entry.latents, strength)
@@ -273,7 +288,6 @@ def test_a_clamp_strength_that_erases_nothing_or_everything_is_refused(minilm_li
 def test_a_clamp_that_would_turn_finite_activations_infinite_says_so():
     """A dictionary with extreme decoder weights overflows float32 at any strength: an error, not NaN embeddings
     reported as an erasure."""
-    from clear_sae.errors import ClearSaeError
     from clear_sae.sae.plain import PlainConfig, PlainSAE
 
     g = torch.Generator().manual_seed(0)
