@@ -10,6 +10,9 @@ Layout (one group per hook point; padding tokens are never stored):
     attributes: format, backbone_id, hook_points, d_model, dtype, prompts_hash, package_version,
                 batch_size, progress (JSON: prompts done and committed rows per hook point), complete
 
+HDF5 has no bfloat16, so a bfloat16 cache keeps each value's 16 bits in a uint16 dataset (attribute dtype
+"bfloat16"); the reader turns them back into numbers.
+
 Hook points of different text encoders (Flux, SD3) tokenize differently, which is why every group
 carries its own row index; for a single encoder all groups share the same one.
 """
@@ -36,8 +39,13 @@ if TYPE_CHECKING:
     from clear_sae.backbones import Backbone
 
 FORMAT = "clear_sae.activation_cache"
-DTYPES = ("float16", "float32")
+DTYPES = ("float16", "bfloat16", "float32")
 """Storage dtypes a cache may hold its activations in."""
+
+
+def stored_dtype(dtype: str) -> str:
+    """The HDF5 dataset dtype that holds activations of storage dtype `dtype` (bfloat16's bits go in uint16)."""
+    return "uint16" if dtype == "bfloat16" else dtype
 
 
 @dataclass
@@ -47,7 +55,8 @@ class CacheConfig:
     batch_size: int = field(default=64, metadata=at_most(MAX_PROMPT_BATCH, POSITIVE))
     """Prompts per forward pass."""
     dtype: str = "float16"
-    """Storage dtype of the activations (float16 or float32)."""
+    """Storage dtype of the activations: float16, bfloat16 (the range of float32 at half its size, for models
+    whose activations overflow float16, such as T5) or float32."""
     chunk_rows: int = field(default=4096, metadata=at_most(1 << 20, POSITIVE))
     """HDF5 chunk height: rows read together by the shuffling reader."""
 
@@ -92,7 +101,7 @@ def _check_resumable(
 def _chunk_rows(cfg: CacheConfig, d: int) -> int:
     """Rows per HDF5 chunk: `cfg.chunk_rows`, capped so one chunk stays near 4 MiB for wide models."""
 
-    return max(64, min(cfg.chunk_rows, (4 << 20) // (d * np.dtype(cfg.dtype).itemsize)))
+    return max(64, min(cfg.chunk_rows, (4 << 20) // (d * np.dtype(stored_dtype(cfg.dtype)).itemsize)))
 
 
 def _create_layout(
@@ -119,7 +128,9 @@ def _create_layout(
     for hook in hook_points:
         group = f.create_group(hook)
         d = backbone.d_model(hook)
-        group.create_dataset("acts", shape=(0, d), maxshape=(None, d), dtype=cfg.dtype, chunks=(_chunk_rows(cfg, d), d))
+        group.create_dataset(
+            "acts", shape=(0, d), maxshape=(None, d), dtype=stored_dtype(cfg.dtype), chunks=(_chunk_rows(cfg, d), d)
+        )
         for name in ("prompt_index", "position"):
             group.create_dataset(name, shape=(0,), maxshape=(None,), dtype="int32", chunks=(cfg.chunk_rows,))
     f["prompt_index"] = _dataset(f, hook_points[0], "prompt_index")
@@ -164,7 +175,7 @@ def _non_finite_message(
     i = int(prompt_of_row[int(peaks.argmax())])
     return (
         f"activations at {hook} reach {float(peaks.max()):.4g} on prompt {start + i + 1} ({batch[i][:60]!r}), beyond "
-        f"{dtype}'s largest value ({FLOAT16_MAX:,.0f}); cache with --dtype float32 --force"
+        f"{dtype}'s largest value ({FLOAT16_MAX:,.0f}); cache with --dtype bfloat16 (or float32) --force"
     )
 
 
@@ -259,7 +270,7 @@ def _write_cache_locked(
                 stored = computed.to(store_dtype)
                 if not all_finite(stored):
                     raise ClearSaeError(_non_finite_message(hook, computed, where[:, 0], batch, start, cfg.dtype))
-                values = stored.numpy()
+                values = stored.view(torch.int16).numpy().view(np.uint16) if cfg.dtype == "bfloat16" else stored.numpy()
                 rows[hook] = _append(
                     cast("h5py.Group", f[hook]), rows[hook], values, (where[:, 0] + start).numpy(), where[:, 1].numpy()
                 )
@@ -392,9 +403,17 @@ class ActivationCache:
         return [p.decode("utf-8") if isinstance(p, bytes) else p for p in _dataset(self.file, "prompts")[:]]
 
     def rows(self, hook: str, start: int = 0, stop: int | None = None) -> "np.ndarray":
-        """A contiguous block of rows at `hook`, as stored."""
+        """A contiguous block of rows at `hook`, as float32."""
         self.check_hook_point(hook)
-        return _dataset(self.file, hook, "acts")[start:stop]
+        return self._float32(_dataset(self.file, hook, "acts")[start:stop]).numpy()
+
+    def _float32(self, block: "np.ndarray") -> "torch.Tensor":
+        """Stored rows as a float32 tensor (a bfloat16 cache's uint16 rows are read as the bits they are)."""
+        import torch
+
+        if self.dtype == "bfloat16":
+            return torch.from_numpy(block.view(np.int16)).view(torch.bfloat16).float()
+        return torch.from_numpy(block).float()
 
     def iter_minibatches(
         self, hook: str, batch_size: int, n_tokens: int, seed: int = 0, buffer_rows: int = 65536
@@ -404,7 +423,6 @@ class ActivationCache:
         Reads whole HDF5 chunks in a random order into a shuffle buffer of about `buffer_rows` rows, so
         memory stays bounded whatever the file size; passes over the data again as often as needed.
         """
-        import torch
 
         dataset = _dataset(self.file, hook, "acts")
         total = dataset.shape[0]
@@ -428,7 +446,7 @@ class ActivationCache:
                 for b in range(n_full):
                     if served >= n_tokens:
                         return
-                    yield torch.from_numpy(buffer[shuffled[b * batch_size : (b + 1) * batch_size]]).float()
+                    yield self._float32(buffer[shuffled[b * batch_size : (b + 1) * batch_size]])
                     served += batch_size
                 carry = buffer[shuffled[n_full * batch_size :]]
 
@@ -437,4 +455,4 @@ class ActivationCache:
 
         total = self.n_rows(hook)
         index = np.unique(np.linspace(0, total - 1, num=min(n, total)).astype(np.int64))
-        return _dataset(self.file, hook, "acts")[index].astype(np.float32)
+        return self._float32(_dataset(self.file, hook, "acts")[index]).numpy()

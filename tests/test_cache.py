@@ -196,6 +196,24 @@ def test_a_cache_being_written_is_neither_written_again_nor_called_corrupt(minil
     assert open_h5(path).attrs["complete"]
 
 
+def test_a_bfloat16_cache_holds_float32_rows_rounded_to_bfloat16(minilm, tmp_path):
+    full = _write(minilm, tmp_path / "f32.h5")
+    half = _write(minilm, tmp_path / "bf16.h5", cfg=CacheConfig(batch_size=8, dtype="bfloat16"))
+    hook = "text_encoder.blocks.3"
+    with ActivationCache(full) as exact, ActivationCache(half) as rounded:
+        assert rounded.dtype == "bfloat16" and rounded.n_rows(hook) == exact.n_rows(hook)
+        want = torch.from_numpy(exact.rows(hook)).to(torch.bfloat16).float().numpy()
+        got = rounded.rows(hook)
+        assert got.dtype == np.float32 and np.array_equal(got, want)
+        assert not np.array_equal(got, exact.rows(hook))  # it is rounded, not a float32 copy
+        assert np.array_equal(rounded.sample(hook, 50), want[np.unique(np.linspace(0, len(want) - 1, 50).astype(int))])
+        batches = list(rounded.iter_minibatches(hook, 16, n_tokens=64, seed=0))
+        assert all(b.dtype == torch.float32 for b in batches)
+        assert np.isin(torch.cat(batches)[:, 0].numpy(), want[:, 0]).all()
+    with h5py.File(half) as f:
+        assert f[hook]["acts"].dtype == np.uint16  # the bits, half the bytes of float32
+
+
 @pytest.mark.parametrize(
     "factor, dtype, message",
     [
@@ -203,7 +221,7 @@ def test_a_cache_being_written_is_neither_written_again_nor_called_corrupt(minil
             1e6,
             "float16",
             r"activations at text_encoder.blocks.1 reach .* beyond float16's largest value \(65,504\); "
-            r"cache with --dtype float32 --force",
+            r"cache with --dtype bfloat16 \(or float32\) --force",
         ),
         (float("nan"), "float32", r"the model gave NaN or infinite activations at text_encoder.blocks.1 on prompt 1 "),
     ],
@@ -221,8 +239,8 @@ def test_activations_a_cache_cannot_hold_are_refused_before_they_are_stored(mini
     try:
         with pytest.raises(ClearSaeError, match=message):
             _write(minilm, tmp_path / "c.h5", cfg=CacheConfig(batch_size=8, dtype=dtype))
-        if dtype == "float16":  # the advice works: float32 holds these values
-            _write(minilm, tmp_path / "c.h5", cfg=CacheConfig(batch_size=8, dtype="float32"), force=True)
+        if dtype == "float16":  # the advice works: bfloat16 holds these values
+            _write(minilm, tmp_path / "c.h5", cfg=CacheConfig(batch_size=8, dtype="bfloat16"), force=True)
             with ActivationCache(tmp_path / "c.h5") as cache:
                 assert np.isfinite(cache.rows("text_encoder.blocks.1")).all()
                 assert np.abs(cache.rows("text_encoder.blocks.1")).max() > 65504
