@@ -161,14 +161,14 @@ def encode_prompts(
     energies: dict[str, list[torch.Tensor]] = {h: [] for h in hook_points}
     for _, outputs in backbone.run_batched(prompts, hook_points, batch_size):
         for hook in hook_points:
-            sae = dictionaries.sae(hook)
             act = outputs[hook]
+            sae = dictionaries.sae(hook).to(act.acts.device)  # encode where the model ran; keep the results on the CPU
             with torch.inference_mode():
                 codes = sae.encode(act.acts.float())  # [b, t, d_sae]
                 codes = codes * act.mask.unsqueeze(-1)
                 dec_norm = sae.W_dec.norm(dim=-1)
-                peaks[hook].append(codes.amax(dim=1))
-                energies[hook].append((codes * dec_norm).pow(2).sum(dim=1))
+                peaks[hook].append(codes.amax(dim=1).cpu())
+                energies[hook].append((codes * dec_norm).pow(2).sum(dim=1).cpu())
     return {h: PromptCodes(torch.cat(peaks[h]), torch.cat(energies[h])) for h in hook_points}
 
 

@@ -132,7 +132,9 @@ def token_activations(
         bar.update(len(chunk))
         for hook in hooks:
             with torch.inference_mode():
-                codes = dictionaries.sae(hook).encode(outputs[hook].acts.float())[..., torch.tensor(columns[hook])]
+                acts = outputs[hook].acts
+                codes = dictionaries.sae(hook).to(acts.device).encode(acts.float())[..., torch.tensor(columns[hook])]
+                codes = codes.cpu()
             for row, text in enumerate(chunk):
                 n = int(outputs[hook].mask[row].sum())
                 found[hook][text] = (backbone.token_strings(text, hook)[:n], codes[row, :n].T.tolist())

@@ -9,7 +9,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from clear_sae.backbones.base import Activations, Backbone, attention_mask_of, first_tensor, replace_first_tensor
+from clear_sae.backbones.base import (
+    MODEL_DTYPES,
+    Activations,
+    Backbone,
+    Placement,
+    attention_mask_of,
+    first_tensor,
+    replace_first_tensor,
+)
 from clear_sae.backbones.diffusers_pipeline import load_pipeline_text_encoders
 from clear_sae.backbones.hf_text import load_hf_text_encoder, load_minilm, text_encoder_module
 from clear_sae.backbones.transformer_lens import CONFIG_FILE, load_transformer_lens
@@ -27,6 +35,8 @@ __all__ = [
     "first_tensor",
     "hook_module",
     "load_backbone",
+    "MODEL_DTYPES",
+    "Placement",
     "replace_first_tensor",
 ]
 
@@ -40,21 +50,25 @@ BUILTIN: dict[str, Callable[[], Backbone]] = {"minilm": _minilm}
 """Backbones available by name, with no folder: the embedded default."""
 
 
-def load_backbone(model: str | Path) -> Backbone:
+def load_backbone(model: str | Path, placement: Placement | None = None) -> Backbone:
     """Load a backbone by registered name or from a local folder (HF text encoder, diffusers pipeline,
-    TransformerLens)."""
+    TransformerLens), on `placement`'s device and in its precision (default: the CPU in float32)."""
     name = str(model)
+    if placement is not None:  # a bad device or dtype is refused before the model is read
+        placement.check()
     backbone = _load(name)
     backbone.source = name if name in BUILTIN else str(Path(name).resolve())
+    if placement is not None and placement != Placement():
+        backbone.place(placement)
     return backbone
 
 
-def load_backbone_for(model: str | Path | None, recorded: str | None) -> Backbone:
+def load_backbone_for(model: str | Path | None, recorded: str | None, placement: Placement | None = None) -> Backbone:
     """The backbone `model` names, else the one a cache, dictionary or library recorded (`recorded`): a built-in
     name or the absolute folder `load_backbone` wrote there; a relative path in a file (which would resolve
     against wherever the command runs) is refused."""
     if model:
-        return load_backbone(model)
+        return load_backbone(model, placement)
     if not recorded:
         raise ClearSaeError("cannot tell which model these dictionaries belong to; pass --model")
     if recorded not in BUILTIN and not Path(recorded).is_absolute():
@@ -62,7 +76,7 @@ def load_backbone_for(model: str | Path | None, recorded: str | None) -> Backbon
             f"the recorded model {recorded!r} is neither a built-in name ({', '.join(BUILTIN)}) nor an absolute "
             "folder; pass the model with --model"
         )
-    return load_backbone(recorded)
+    return load_backbone(recorded, placement)
 
 
 def _load(name: str) -> Backbone:

@@ -25,6 +25,52 @@ class Activations:
     """`[batch, seq]` bool, True on real tokens; padding is never to be used."""
 
 
+MODEL_DTYPES = ("float32", "bfloat16", "float16")
+"""Precisions a backbone's models can run in."""
+
+
+@dataclass
+class Placement:
+    """Where a backbone's models run and in which precision (`Backbone.place`)."""
+
+    device: str = "cpu"
+    """Device the model runs on: cpu, cuda, cuda:N or mps."""
+    model_dtype: str = "float32"
+    """Precision of the model's weights and activations: float32, bfloat16 or float16."""
+
+    def check(self) -> None:
+        """Raise a one-line error if the dtype is not one of MODEL_DTYPES or the device is not present."""
+        if self.model_dtype not in MODEL_DTYPES:
+            raise ClearSaeError(f"unsupported model dtype {self.model_dtype!r}; pass one of {', '.join(MODEL_DTYPES)}")
+        resolve_device(self.device)
+
+
+def resolve_device(name: str) -> "torch.device":
+    """The torch device `name` names, refused with a one-line error when it is malformed or not present."""
+    import torch
+
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise ClearSaeError(f"unknown device {name!r}; pass cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ClearSaeError(f"device {name!r} asked for, but CUDA is not available here; pass --device cpu")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ClearSaeError(f"device {name!r} does not exist: {torch.cuda.device_count()} CUDA device(s) here")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ClearSaeError(f"device {name!r} asked for, but MPS is not available here; pass --device cpu")
+    return device
+
+
+def model_device(model: "nn.Module") -> "torch.device":
+    """The device of a model's first parameter: where its inputs go (cpu for a model without parameters; a model
+    offloaded by accelerate moves its inputs on to the execution device itself)."""
+    import torch
+
+    first = next(iter(model.parameters()), None)
+    return torch.device("cpu") if first is None else first.device
+
+
 def folder_fingerprint(*folders: str | Path) -> str:
     """A short hash of the config files and weights in `folders`: two models saved in folders of the same
     name get different ids unless their weights are the same. Reads at most 2 MiB per weight file."""
@@ -86,6 +132,19 @@ class Backbone(ABC):
     @abstractmethod
     def d_model(self, hook_point: str) -> int:
         """Width of the residual stream at `hook_point`."""
+
+    def models(self) -> list["nn.Module"]:
+        """Every model the backbone runs (what `place` moves)."""
+        raise NotImplementedError(f"{type(self).__name__} does not list its models")
+
+    def place(self, placement: Placement) -> None:
+        """Move the models to `placement`'s device and precision; each batch of tokens follows its model."""
+        import torch
+
+        placement.check()
+        device, dtype = resolve_device(placement.device), getattr(torch, placement.model_dtype)
+        for model in self.models():
+            model.to(device=device, dtype=dtype)
 
     def encoder_model(self, hook_point: str) -> "nn.Module | None":
         """The model whose forward call receives the attention mask of `hook_point`'s positions (None where the

@@ -67,6 +67,10 @@ class PipelineTextEncoders(Backbone):
         """Width of the text encoder that owns `hook_point`."""
         return self._encoder_for(hook_point).d_model(hook_point)
 
+    def models(self) -> list["nn.Module"]:
+        """Every text encoder of the pipeline."""
+        return [encoder.model for encoder in self.encoders.values()]
+
     def encoder_model(self, hook_point: str) -> "nn.Module":
         """The text encoder that owns `hook_point`."""
         return self._encoder_for(hook_point).encoder_model(hook_point)

@@ -12,7 +12,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from clear_sae.backbones.base import Backbone, folder_fingerprint
+from clear_sae.backbones.base import Backbone, folder_fingerprint, model_device
 from clear_sae.errors import ClearSaeError
 
 log = logging.getLogger("clear_sae")
@@ -74,13 +74,11 @@ class HFTextEncoder(Backbone):
         backbone_id: str,
         prefix: str = "text_encoder",
         max_length: int | None = None,
-        batch_device: str = "cpu",
     ) -> None:
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.backbone_id = backbone_id
         self.prefix = prefix
-        self.device = batch_device
         self.reported_cut = False
         """Whether a prompt longer than `max_length` has been reported (`_warn_if_cut` warns once)."""
         limit = getattr(tokenizer, "model_max_length", None) or 512
@@ -108,19 +106,21 @@ class HFTextEncoder(Backbone):
     def _tokenizer_for(self, hook_point: str) -> tuple[Any, int]:
         return self.tokenizer, self.max_length
 
+    def models(self) -> list["nn.Module"]:
+        """The encoder."""
+        return [self.model]
+
     def encoder_model(self, hook_point: str) -> "nn.Module":
         """The encoder itself: `run` passes it the attention mask."""
         self.check_hook_points([hook_point])
         return self.model
 
     def tokenize(self, prompts: list[str]) -> dict[str, "torch.Tensor"]:
-        """Token ids and attention mask, padded to the longest prompt in the batch."""
+        """Token ids and attention mask, padded to the longest prompt in the batch, on the encoder's device."""
         batch = self.tokenizer(prompts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
         self._warn_if_cut(prompts, batch["attention_mask"])
-        return {
-            "input_ids": batch["input_ids"].to(self.device),
-            "attention_mask": batch["attention_mask"].to(self.device),
-        }
+        device = model_device(self.model)
+        return {"input_ids": batch["input_ids"].to(device), "attention_mask": batch["attention_mask"].to(device)}
 
     def _warn_if_cut(self, prompts: list[str], mask: "torch.Tensor") -> None:
         """Warn (once per encoder) when prompts are longer than the encoder reads: only their first `max_length`

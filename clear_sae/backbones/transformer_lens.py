@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from clear_sae.backbones.base import Backbone, folder_fingerprint
+from clear_sae.backbones.base import Backbone, folder_fingerprint, model_device
 from clear_sae.errors import ClearSaeError
 
 if TYPE_CHECKING:
@@ -45,6 +45,10 @@ class TransformerLensBackbone(Backbone):
     def _tokenizer_for(self, hook_point: str) -> tuple[Any, int]:
         return self.tokenizer, int(self.model.cfg.n_ctx)
 
+    def models(self) -> list["nn.Module"]:
+        """The HookedTransformer."""
+        return [self.model]
+
     def d_model(self, hook_point: str) -> int:
         """The model's `d_model`."""
         self.check_hook_points([hook_point])
@@ -54,7 +58,7 @@ class TransformerLensBackbone(Backbone):
         batch = self.tokenizer(
             prompts, padding=True, truncation=True, max_length=self.model.cfg.n_ctx, return_tensors="pt"
         )
-        device = next(self.model.parameters()).device
+        device = model_device(self.model)
         # Prompts are right-padded and the model is causal, so real tokens never see padding.
         self.model(batch["input_ids"].to(device), return_type=None)
         mask = batch["attention_mask"].bool()

@@ -120,6 +120,23 @@ def add_fields(
         parser.add_argument((flags or {}).get(name, flag_of(name)), **kwargs)
 
 
+def add_placement_options(parser: argparse.ArgumentParser) -> None:
+    """`--device` and `--model-dtype`: where the command runs the model, in which precision."""
+    from clear_sae.backbones import MODEL_DTYPES, Placement
+
+    add_fields(parser, Placement, PLACEMENT_FIELDS, choices={"model_dtype": MODEL_DTYPES})
+
+
+def placement_from(args: argparse.Namespace) -> Any:
+    """The `Placement` of `--device` and `--model-dtype`."""
+    from clear_sae.backbones import Placement
+
+    return config_from(Placement, args, PLACEMENT_FIELDS)
+
+
+PLACEMENT_FIELDS = ["device", "model_dtype"]
+
+
 def config_from(cls: type, args: argparse.Namespace, names: list[str], **given: Any) -> Any:
     """The config `cls` built from the parsed options of `names`, plus `given` values."""
     return cls(**{name: getattr(args, name) for name in names}, **given)

@@ -277,7 +277,8 @@ def collect_activations(
         parts: dict[str, list[Any]] = {h: [] for h in hook_points}
         for _, outputs in backbone.run_batched(prompts, hook_points, batch_size):
             for hook in hook_points:
-                parts[hook].append((outputs[hook].acts.float(), outputs[hook].mask))
+                # The joint SAE trains on the CPU, wherever the model ran.
+                parts[hook].append((outputs[hook].acts.float().cpu(), outputs[hook].mask.cpu()))
         joined = {}
         for hook, chunks in parts.items():
             length = max(a.shape[1] for a, _ in chunks)

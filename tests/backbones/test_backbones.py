@@ -200,3 +200,41 @@ def test_a_recorded_model_must_be_a_built_in_name_or_an_absolute_folder(recorded
         load_backbone_for(None, recorded)
     with pytest.raises(ClearSaeError, match="unknown model"):
         load_backbone_for(recorded, "minilm")  # what --model names is loaded (and here does not exist)
+
+
+def test_a_backbone_placed_in_bfloat16_runs_there_and_its_pipeline_encoders_all_move(minilm, minilm_tokenizer):
+    from clear_sae.backbones import Placement
+    from clear_sae.backbones.diffusers_pipeline import PipelineTextEncoders
+
+    half = load_backbone("minilm", Placement(model_dtype="bfloat16"))
+    assert {p.dtype for p in half.model.parameters()} == {torch.bfloat16}
+    prompts = ["a dog running on the beach", "a French horn player on stage"]
+    hook = "text_encoder.blocks.3"
+    got, want = half.run(prompts, [hook])[hook], minilm.run(prompts, [hook])[hook]
+    assert got.acts.dtype == torch.bfloat16 and torch.equal(got.mask, want.mask)
+    cosine = torch.nn.functional.cosine_similarity(got.acts.float()[got.mask], want.acts[want.mask], dim=-1)
+    assert cosine.min() > 0.95  # the same model, rounded; a wrong or unmoved model would be far off
+
+    backbone = PipelineTextEncoders.from_pipeline(tiny_wan_pipeline(minilm_tokenizer), "tiny")
+    backbone.place(Placement(model_dtype="float16"))
+    assert {p.dtype for model in backbone.models() for p in model.parameters()} == {torch.float16}
+    assert backbone.run(["a dog"], ["text_encoder.blocks.1"])["text_encoder.blocks.1"].acts.dtype == torch.float16
+
+
+@pytest.mark.parametrize(
+    "device, dtype, message",
+    [
+        ("cuda", "float32", r"device 'cuda' asked for, but CUDA is not available here; pass --device cpu"),
+        ("gpu0", "float32", r"unknown device 'gpu0'; pass cpu, cuda, cuda:N or mps"),
+        ("cpu", "int8", r"unsupported model dtype 'int8'; pass one of float32, bfloat16, float16"),
+    ],
+)
+def test_a_placement_that_cannot_be_had_is_refused_before_the_model_loads(monkeypatch, device, dtype, message):
+    from clear_sae.backbones import Placement
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # as on a machine without a GPU
+    loaded = []
+    monkeypatch.setattr("clear_sae.backbones._load", lambda name: loaded.append(name))
+    with pytest.raises(ClearSaeError, match=message):
+        load_backbone("minilm", Placement(device=device, model_dtype=dtype))
+    assert loaded == []

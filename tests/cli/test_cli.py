@@ -192,6 +192,36 @@ def test_cli_end_to_end(workdir, pipeline_run, capsys):
             assert c["activation_before"] > 0 and r["cosine_final"] < 1.0
 
 
+def test_cli_runs_the_model_in_bfloat16_where_asked(workdir, pipeline_run, capsys):
+    """cache, concept and erase with `--model-dtype bfloat16`: the model runs rounded, the results still hold."""
+    from clear_sae.cache import ActivationCache
+
+    half = ["--model-dtype", "bfloat16"]
+    code, _, _ = run_cli(
+        capsys, "cache", "--model", "minilm", "--prompts", workdir / "guitar.target.txt", "--out",
+        workdir / "bf16.h5", "--dtype", "bfloat16", *half,
+    )  # fmt: skip
+    assert code == 0
+    with ActivationCache(workdir / "bf16.h5") as cache, ActivationCache(workdir / "cache.h5") as full:
+        assert cache.dtype == "bfloat16" and cache.complete
+        assert cache.rows("text_encoder.blocks.2").shape[1] == full.rows("text_encoder.blocks.2", 0, 1).shape[1]
+    code, _, _ = run_cli(
+        capsys, "concept", "--dictionaries", workdir / "dicts", "--name", "guitar", "--target",
+        workdir / "guitar.target.txt", "--nontarget", workdir / "guitar.nontarget.txt", "--library",
+        workdir / "lib16.json", *half,
+    )  # fmt: skip
+    assert code == 0 and json.loads((workdir / "lib16.json").read_text())["concepts"]["guitar"]["latents"]
+    code, _, _ = run_cli(
+        capsys, "erase", "--library", workdir / "lib.json", "--concept", "guitar", "--prompts",
+        workdir / "guitar.target.txt", "--out", workdir / "report16.json", *half,
+    )  # fmt: skip
+    rows = json.loads((workdir / "report16.json").read_text())["prompts"]
+    fired = [r["concepts"]["guitar"] for r in rows if r["fired"]]
+    assert code == 0 and len(fired) >= len(rows) - 2
+    # The clamp works in float32 and hands back bfloat16: what the SAE still reads is a rounding's worth at most.
+    assert all(c["activation_after"] <= 0.05 * c["activation_before"] for c in fired)
+
+
 def test_cli_resume_gives_the_rows_of_an_uninterrupted_run(workdir, capsys):
     args = [
         "cache",

@@ -6,7 +6,7 @@ import argparse
 
 from clear_sae.backbones import load_backbone
 from clear_sae.cache import DTYPES, ActivationCache, CacheConfig, write_cache
-from clear_sae.cli.options import add_fields, config_from, log
+from clear_sae.cli.options import add_fields, add_placement_options, config_from, log, placement_from
 from clear_sae.errors import ClearSaeError
 from clear_sae.io import check_not_an_input, output_file, read_prompt_file
 
@@ -22,6 +22,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="the .h5 cache to write")
     p.add_argument("--layers", default="all", help="all, or comma-separated hook point names or indices")
     add_fields(p, CacheConfig, FIELDS, choices={"dtype": DTYPES})
+    add_placement_options(p)
     p.add_argument("--resume", action="store_true", help="continue an interrupted cache")
     p.add_argument("--force", action="store_true", help="overwrite an existing file")
     p.add_argument("--stop-after-batches", type=int, default=None, help=argparse.SUPPRESS)
@@ -35,7 +36,7 @@ def run(args: argparse.Namespace) -> None:
     if out.exists() and not (args.resume or args.force):
         raise ClearSaeError(f"{out} already exists; pass --resume to continue it or --force to overwrite it")
     cfg = config_from(CacheConfig, args, FIELDS)
-    backbone = load_backbone(args.model)
+    backbone = load_backbone(args.model, placement_from(args))
     layers = backbone.resolve_layers(args.layers)
     write_cache(
         backbone,

@@ -7,7 +7,7 @@ from typing import Any
 
 from clear_sae.backbones import load_backbone_for
 from clear_sae.calibration.ladder import CalibrationConfig, chosen_step, format_ladder, learn_calibrated_concept
-from clear_sae.cli.options import add_fields, config_from, log
+from clear_sae.cli.options import add_fields, add_placement_options, config_from, log, placement_from
 from clear_sae.compare.joint import JointConfig, joint_folder, learn_concept_joint
 from clear_sae.concepts import (
     MIN_COVERAGE,
@@ -58,6 +58,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "with layer preferences, saved beside the library (default: %(default)s)",
     )
     p.add_argument("--model", default=None, help="defaults to the model the dictionaries were trained on")
+    add_placement_options(p)
     p.add_argument("--layers", default=None, help="restrict the candidate layers (names or indices)")
     add_fields(p, ConceptConfig, CONCEPT_FIELDS, choices={"score": SCORES})
     p.add_argument(
@@ -102,7 +103,8 @@ def run(args: argparse.Namespace) -> None:
     dictionaries = Dictionaries(args.dictionaries)
     library = ConceptLibrary.load(output_file(args.library, "--library"), missing_ok=True)
     previous = library.concepts.get(args.name)
-    backbone = load_backbone_for(args.model, dictionaries.manifest.get("model_source") or dictionaries.backbone_id)
+    recorded = dictionaries.manifest.get("model_source") or dictionaries.backbone_id
+    backbone = load_backbone_for(args.model, recorded, placement_from(args))
     layers = backbone.resolve_layers(args.layers) if args.layers else None
     for hook in layers or []:
         dictionaries.check_hook_point(hook)
@@ -153,7 +155,7 @@ def run_joint(args: argparse.Namespace, target: list[str], nontarget: list[str])
     if args.dictionaries:
         dictionaries = Dictionaries(args.dictionaries)
         recorded = dictionaries.manifest.get("model_source") or dictionaries.backbone_id
-    backbone = load_backbone_for(args.model, recorded)
+    backbone = load_backbone_for(args.model, recorded, placement_from(args))
     layers = backbone.resolve_layers(args.layers) if args.layers else None
     concept = config_from(ConceptConfig, args, [f for f in CONCEPT_FIELDS if f != "score"])
     cfg = JointConfig(

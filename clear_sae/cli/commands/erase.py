@@ -6,7 +6,7 @@ import argparse
 import json
 
 from clear_sae.backbones import load_backbone_for
-from clear_sae.cli.options import log, number_type
+from clear_sae.cli.options import add_placement_options, log, number_type, placement_from
 from clear_sae.errors import ClearSaeError
 from clear_sae.io import atomic_write_text, check_not_an_input, check_overwrite, output_file, read_prompt_file
 from clear_sae.library import ConceptLibrary, shipped_library
@@ -34,6 +34,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prompts", required=True, help="UTF-8 file, one prompt per line")
     p.add_argument("--out", required=True, help="JSON report")
     p.add_argument("--model", default=None, help="defaults to the model recorded in the library")
+    add_placement_options(p)
     p.add_argument(
         "--single-step",
         action="store_true",
@@ -62,7 +63,7 @@ def run(args: argparse.Namespace) -> None:
     sources = {e.model_source for e in entries}
     if args.model is None and len(sources) > 1:
         raise ClearSaeError("the concepts come from different models; erase them separately or pass --model")
-    backbone = load_backbone_for(args.model, sources.pop())
+    backbone = load_backbone_for(args.model, sources.pop(), placement_from(args))
     report = erase_report(
         backbone, library, args.concept, prompts, batch_size=args.batch_size, exact=not args.single_step
     )
