@@ -29,7 +29,7 @@ from clear_sae.library import METHOD, ConceptEntry, SelectionSettings, check_con
 if TYPE_CHECKING:
     import torch
 
-    from clear_sae.backbones import Backbone
+    from clear_sae.backbones import Activations, Backbone
     from clear_sae.library import ConceptLibrary
 
 SCORES = ("energy", "auroc")
@@ -151,25 +151,47 @@ class LayerProfile:
         return data
 
 
+SCORE_CHUNK_ROWS = 2048
+"""Real tokens encoded together when scoring prompts: the dense codes of one chunk are 2,048 x d_sae floats (512 MiB
+at 65,536 latents), whatever the batch and its padding."""
+
+
+def batch_codes(sae: Any, act: "Activations") -> PromptCodes:
+    """Peak activation and decoded energy per prompt and latent of one batch's activations at one hook point: only
+    the real tokens are encoded, a chunk of rows at a time, on the device the activations are on; the result is on
+    the CPU."""
+    import torch
+
+    real = act.mask.bool()
+    rows, prompt_of_row = act.acts[real], real.nonzero()[:, 0]
+    sae = sae.to(rows.device)
+    with torch.inference_mode():
+        peak = torch.zeros(real.shape[0], int(sae.cfg.d_sae), device=rows.device)
+        energy = torch.zeros_like(peak)
+        dec_norm = sae.W_dec.norm(dim=-1).float()
+        for start in range(0, rows.shape[0], SCORE_CHUNK_ROWS):
+            codes = sae.encode(rows[start : start + SCORE_CHUNK_ROWS].float())
+            which = prompt_of_row[start : start + SCORE_CHUNK_ROWS]
+            # Codes are never negative, so the zeros the peaks start from change nothing.
+            peak.scatter_reduce_(0, which[:, None].expand_as(codes), codes, "amax")
+            energy.index_add_(0, which, (codes * dec_norm).pow(2))
+    return PromptCodes(peak.cpu(), energy.cpu())
+
+
 def encode_prompts(
     backbone: "Backbone", dictionaries: "Dictionaries", prompts: list[str], hook_points: list[str], batch_size: int = 64
 ) -> dict[str, PromptCodes]:
     """Run `prompts` once through the backbone and encode every layer with its dictionary."""
     import torch
 
-    peaks: dict[str, list[torch.Tensor]] = {h: [] for h in hook_points}
-    energies: dict[str, list[torch.Tensor]] = {h: [] for h in hook_points}
+    parts: dict[str, list[PromptCodes]] = {h: [] for h in hook_points}
     for _, outputs in backbone.run_batched(prompts, hook_points, batch_size):
         for hook in hook_points:
-            act = outputs[hook]
-            sae = dictionaries.sae(hook).to(act.acts.device)  # encode where the model ran; keep the results on the CPU
-            with torch.inference_mode():
-                codes = sae.encode(act.acts.float())  # [b, t, d_sae]
-                codes = codes * act.mask.unsqueeze(-1)
-                dec_norm = sae.W_dec.norm(dim=-1)
-                peaks[hook].append(codes.amax(dim=1).cpu())
-                energies[hook].append((codes * dec_norm).pow(2).sum(dim=1).cpu())
-    return {h: PromptCodes(torch.cat(peaks[h]), torch.cat(energies[h])) for h in hook_points}
+            parts[hook].append(batch_codes(dictionaries.sae(hook), outputs[hook]))
+    return {
+        h: PromptCodes(torch.cat([p.peak for p in parts[h]]), torch.cat([p.energy for p in parts[h]]))
+        for h in hook_points
+    }
 
 
 def auroc(positive: "torch.Tensor", negative: "torch.Tensor") -> float:

@@ -18,6 +18,7 @@ from clear_sae.concepts import (
     PromptCodes,
     auroc,
     background_prompts,
+    batch_codes,
     encode_prompts,
     format_table,
     learn_concept,
@@ -345,3 +346,31 @@ def test_latents_that_also_fire_on_the_background_are_reported():
         assert [bool(re.search("also fire on 50% of the 256 background captions", w)) for w in warnings] == (
             [True] if warned else []
         )
+
+
+@pytest.mark.parametrize("arch", ["topk", "standard"])
+def test_prompt_codes_read_real_tokens_only_a_chunk_at_a_time(monkeypatch, arch):
+    """Peaks and energies per prompt equal those of the whole dense `[batch, tokens, d_sae]` codes with padding
+    masked out, whether a chunk of rows holds many prompts or splits one; padding is never encoded."""
+    from sae_lens import StandardSAE, StandardSAEConfig, TopKSAE, TopKSAEConfig
+
+    from clear_sae.backbones import Activations
+
+    torch.manual_seed(0)
+    sae = TopKSAE(TopKSAEConfig(d_in=16, d_sae=64, k=6)) if arch == "topk" else StandardSAE(StandardSAEConfig(16, 64))
+    with torch.no_grad():
+        for p in sae.parameters():
+            p.normal_(0, 0.3)
+    lengths = [7, 3, 10, 1]
+    mask = torch.arange(10)[None, :] < torch.tensor(lengths)[:, None]
+    acts = torch.randn(4, 10, 16)
+    dense = sae.encode(acts) * mask.unsqueeze(-1)
+    want_peak = dense.amax(dim=1)
+    want_energy = (dense * sae.W_dec.norm(dim=-1)).pow(2).sum(dim=1)
+    acts[~mask] = 1e6  # padding the model filled with anything: it must play no part
+    for chunk in (2048, 4, 1):
+        monkeypatch.setattr("clear_sae.concepts.SCORE_CHUNK_ROWS", chunk)
+        got = batch_codes(sae, Activations(acts, mask))
+        # A chunk of another height may round the matrix product differently in the last bits, nothing more.
+        assert torch.allclose(got.peak, want_peak, rtol=1e-5, atol=1e-6)
+        assert torch.allclose(got.energy, want_energy, rtol=1e-5, atol=1e-6)
