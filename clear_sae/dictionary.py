@@ -466,25 +466,39 @@ def train_dictionaries(
     return manifest
 
 
-def load_sae(folder: str | Path) -> "SAE":
-    """Load one SAE folder (ours or any sae-lens SAE saved with `save_model`) as float32 on CPU.
+def weights_file(folder: Path) -> Path:
+    """The weights of an SAE folder: sae-lens's `sae_weights.safetensors`, or a sparsify folder's `sae.safetensors`."""
+    from clear_sae.sae.plain import SPARSIFY_WEIGHTS
 
-    Plain TopK, ReLU and JumpReLU folders load as `clear_sae.sae.plain.PlainSAE` (same arithmetic, no sae-lens
-    import); anything else through `sae_lens.SAE.load_from_disk`.
+    if not (folder / WEIGHTS).is_file() and (folder / SPARSIFY_WEIGHTS).is_file():
+        return folder / SPARSIFY_WEIGHTS
+    if not (folder / WEIGHTS).is_file():
+        raise ClearSaeError(f"dictionary folder {folder} has no {WEIGHTS}; retrain it with `clear-sae train`")
+    return folder / WEIGHTS
+
+
+def load_sae(folder: str | Path) -> "SAE":
+    """Load one SAE folder (ours, any sae-lens SAE saved with `save_model`, or a sparsify TopK SAE saved with
+    `save_to_disk`) as float32 on CPU.
+
+    Plain TopK, ReLU and JumpReLU folders and sparsify folders load as `clear_sae.sae.plain.PlainSAE` (same
+    arithmetic, no sae-lens import); anything else through `sae_lens.SAE.load_from_disk`.
     """
     folder = Path(folder)
     if not folder.is_dir():
         raise ClearSaeError(f"dictionary folder {folder} does not exist; train it with `clear-sae train`")
-    if not (folder / WEIGHTS).is_file():
-        raise ClearSaeError(f"dictionary folder {folder} has no {WEIGHTS}; retrain it with `clear-sae train`")
+    weights = weights_file(folder)
     if not (folder / CONFIG).is_file():
         raise ClearSaeError(f"dictionary folder {folder} has no {CONFIG}; retrain it with `clear-sae train`")
     try:
-        from clear_sae.sae.plain import load_plain_sae
+        from clear_sae.sae.plain import load_plain_sae, load_sparsify_sae
 
         cfg = json.loads((folder / CONFIG).read_text())
-        _check_sae_config(cfg)
-        sae = load_plain_sae(folder, cfg) if isinstance(cfg, dict) else None
+        if weights.name != WEIGHTS:
+            sae = load_sparsify_sae(folder, cfg)
+        else:
+            _check_sae_config(cfg)
+            sae = load_plain_sae(folder, cfg) if isinstance(cfg, dict) else None
         if sae is None:
             from sae_lens import SAE
 
@@ -537,16 +551,19 @@ class Dictionaries:
     def _manifest_from_folders(self) -> dict[str, Any]:
         """Describe a folder of sae-lens SAEs that has no manifest (SAEs trained elsewhere)."""
         layers, model = {}, None
+        from clear_sae.sae.plain import SPARSIFY_WEIGHTS, sparsify_width
+
         for cfg_path in sorted(self.root.glob(f"*/{CONFIG}")):
             cfg = json.loads(cfg_path.read_text())
             metadata = cfg.get("metadata") or {}
             hook = metadata.get("hook_name") or cfg.get("hook_name") or cfg_path.parent.name
+            sparsify = not (cfg_path.parent / WEIGHTS).is_file() and (cfg_path.parent / SPARSIFY_WEIGHTS).is_file()
             layers[hook] = {
                 "hook_point": hook,
                 "folder": cfg_path.parent.name,
                 "d_in": cfg["d_in"],
-                "d_sae": cfg["d_sae"],
-                "architecture": cfg.get("architecture"),
+                "d_sae": sparsify_width(cfg) if sparsify else cfg["d_sae"],
+                "architecture": "topk" if sparsify else cfg.get("architecture"),
             }
             model = metadata.get("model_name") or model
         if not layers:
@@ -604,10 +621,8 @@ class Dictionaries:
     def fingerprint(self, hook: str) -> str:
         """A short hash of the SAE weights of `hook` (read once): it changes whenever the layer is retrained."""
         if hook not in self._fingerprints:
-            if not (self.folder(hook) / WEIGHTS).is_file():
-                raise ClearSaeError(f"{self.folder(hook)} has no {WEIGHTS}; retrain it with `clear-sae train`")
             digest = hashlib.sha256()
-            with open(self.folder(hook) / WEIGHTS, "rb") as weights:
+            with open(weights_file(self.folder(hook)), "rb") as weights:
                 for block in iter(lambda: weights.read(1 << 20), b""):
                     digest.update(block)
             self._fingerprints[hook] = digest.hexdigest()[:16]

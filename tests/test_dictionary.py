@@ -388,3 +388,59 @@ def test_a_malformed_corpus_sample_in_the_manifest_is_a_one_line_error(tmp_path,
     (folder / MANIFEST).write_text(json.dumps(manifest))
     with pytest.raises(ClearSaeError, match="corpus sample that is not a list of captions; retrain"):
         Dictionaries(folder).corpus_sample()
+
+
+def _sparsify_folder(root, hook, d_in=24, num_latents=96, k=5, dtype=torch.bfloat16, **cfg):
+    """A folder as sparsify's `SparseCoder.save_to_disk` writes one: `cfg.json` + `sae.safetensors`."""
+    from safetensors.torch import save_file
+
+    folder = root / hook
+    folder.mkdir(parents=True)
+    config = {"activation": "topk", "expansion_factor": 32, "normalize_decoder": True, "num_latents": num_latents}
+    config |= {"k": k, "multi_topk": False, "skip_connection": False, "transcode": False, "d_in": d_in} | cfg
+    (folder / "cfg.json").write_text(json.dumps(config))
+    generator = torch.Generator().manual_seed(3)
+    tensors = {
+        "encoder.weight": torch.randn(num_latents, d_in, generator=generator) * 0.3,
+        "encoder.bias": torch.randn(num_latents, generator=generator) * 0.1,
+        "W_dec": torch.randn(num_latents, d_in, generator=generator) * 0.3,
+        "b_dec": torch.randn(d_in, generator=generator) * 0.1,
+    }
+    save_file({name: t.to(dtype) for name, t in tensors.items()}, str(folder / "sae.safetensors"))
+    return {name: t.to(dtype).float() for name, t in tensors.items()}
+
+
+def test_a_sparsify_folder_loads_as_a_dictionary_and_encodes_by_sparsify_formula(tmp_path):
+    hook = "text_encoder.blocks.2"
+    weights = _sparsify_folder(tmp_path / "dicts", hook)
+    dictionaries = Dictionaries(tmp_path / "dicts")
+    assert dictionaries.hook_points == [hook] and dictionaries.layers[hook]["d_sae"] == 96
+    sae = dictionaries.sae(hook)
+    assert (sae.cfg.d_in, sae.cfg.d_sae, sae.cfg.k) == (24, 96, 5)
+    assert len(dictionaries.fingerprint(hook)) == 16
+    x = torch.randn(40, 24, generator=torch.Generator().manual_seed(4))
+    # sparsify's encoder: ReLU of the affine map of the centred input, then the k largest per row.
+    encoder = weights["encoder.weight"], weights["encoder.bias"]
+    pre = torch.relu(torch.nn.functional.linear(x - weights["b_dec"], *encoder))
+    values, ids = pre.topk(5, dim=-1)
+    want = torch.zeros_like(pre).scatter_(-1, ids, values)
+    codes = sae.encode(x)
+    assert torch.allclose(codes, want, atol=1e-5) and ((codes > 0).sum(-1) <= 5).all()
+    assert torch.allclose(sae.decode(codes), want @ weights["W_dec"] + weights["b_dec"], atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "cfg, message",
+    [
+        ({"transcode": True}, "it is a transcoder"),
+        ({"skip_connection": True}, "skip connection"),
+        ({"activation": "groupmax"}, "only topk sparse coders load"),
+        ({"k": 500}, "k must be an integer between 1 and the 96 latents"),
+    ],
+    ids=["transcoder", "skip", "groupmax", "k"],
+)
+def test_a_sparse_coder_that_is_not_a_plain_topk_sae_is_a_one_line_error(tmp_path, cfg, message):
+    _sparsify_folder(tmp_path / "dicts", "text_encoder.blocks.2", **cfg)
+    with pytest.raises(ClearSaeError, match=message) as err:
+        Dictionaries(tmp_path / "dicts").sae("text_encoder.blocks.2")
+    assert "\n" not in str(err.value)

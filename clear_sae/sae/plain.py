@@ -123,3 +123,48 @@ def load_plain_sae(folder: Path, cfg: dict[str, Any]) -> PlainSAE | None:
     if any(tuple(t.shape) != shapes[name] for name, t in tensors.items()):
         return None
     return PlainSAE(plain, tensors).eval()
+
+
+SPARSIFY_WEIGHTS = "sae.safetensors"
+"""The weights file of a sparsify SAE folder (beside its `cfg.json`)."""
+SPARSIFY_TENSORS = {"encoder.weight", "encoder.bias", "W_dec", "b_dec"}
+
+
+def sparsify_width(cfg: dict[str, Any]) -> int:
+    """The number of latents a sparsify `cfg.json` describes: `num_latents`, or `expansion_factor` x `d_in`."""
+    return int(cfg.get("num_latents") or 0) or int(cfg.get("expansion_factor", 32)) * int(cfg["d_in"])
+
+
+def load_sparsify_sae(folder: Path, cfg: dict[str, Any]) -> PlainSAE:
+    """A sparsify SAE folder (`cfg.json` + `sae.safetensors`, as `SparseCoder.save_to_disk` writes them) as the
+    TopK SAE it is. sparsify encodes `topk(relu((x - b_dec) @ encoder.weight.T + encoder.bias))` and decodes
+    `acts @ W_dec + b_dec`: sae-lens's TopK arithmetic with `W_enc = encoder.weight.T`. Raises ValueError for a
+    sparse coder that is not such an SAE (a transcoder, a skip connection, another activation, other tensors)."""
+    from safetensors.torch import load_file
+
+    if not isinstance(cfg, dict) or not (isinstance(cfg.get("d_in"), int) and cfg["d_in"] >= 1):
+        raise ValueError(f"{folder / 'cfg.json'} does not give d_in as a positive integer")
+    if cfg.get("transcode"):
+        raise ValueError("it is a transcoder, which predicts another module's output, not an SAE of its input")
+    if cfg.get("skip_connection"):
+        raise ValueError("it has a skip connection, which a latent clamp cannot account for")
+    if cfg.get("activation", "topk") != "topk":
+        raise ValueError(f"its activation is {cfg.get('activation')!r}; only topk sparse coders load")
+    d_in, d_sae, k = int(cfg["d_in"]), sparsify_width(cfg), cfg.get("k")
+    if not isinstance(k, int) or not 1 <= k <= d_sae:
+        raise ValueError(f"k must be an integer between 1 and the {d_sae} latents, not {k!r}")
+    tensors = load_file(str(folder / SPARSIFY_WEIGHTS), device="cpu")
+    if set(tensors) != SPARSIFY_TENSORS:
+        raise ValueError(f"{SPARSIFY_WEIGHTS} holds {sorted(tensors)}, not a sparsify SAE's {sorted(SPARSIFY_TENSORS)}")
+    shapes = {"encoder.weight": (d_sae, d_in), "encoder.bias": (d_sae,), "W_dec": (d_sae, d_in), "b_dec": (d_in,)}
+    for name, shape in shapes.items():
+        if tuple(tensors[name].shape) != shape:
+            raise ValueError(f"{name} has shape {tuple(tensors[name].shape)}, the config says {shape}")
+    plain = PlainConfig(d_in=d_in, d_sae=d_sae, arch="topk", k=k, metadata={"format": "sparsify"})
+    weights = {
+        "W_enc": tensors["encoder.weight"].T.contiguous(),
+        "b_enc": tensors["encoder.bias"],
+        "W_dec": tensors["W_dec"],
+        "b_dec": tensors["b_dec"],
+    }
+    return PlainSAE(plain, weights).eval()
