@@ -20,6 +20,7 @@ from clear_sae.backbones.base import (
 )
 from clear_sae.backbones.diffusers_pipeline import load_pipeline_text_encoders
 from clear_sae.backbones.hf_text import load_hf_text_encoder, load_minilm, text_encoder_module
+from clear_sae.backbones.hub import PREFIX, download_text_side, hub_source, parse_hub_name
 from clear_sae.backbones.transformer_lens import CONFIG_FILE, load_transformer_lens
 from clear_sae.errors import ClearSaeError
 
@@ -56,8 +57,14 @@ def load_backbone(model: str | Path, placement: Placement | None = None) -> Back
     name = str(model)
     if placement is not None:  # a bad device or dtype is refused before the model is read
         placement.check()
-    backbone = _load(name)
-    backbone.source = name if name in BUILTIN else str(Path(name).resolve())
+    hub = parse_hub_name(name) if name not in BUILTIN else None
+    if hub is not None:
+        folder, commit = download_text_side(*hub)
+        backbone = _load(str(folder))
+        backbone.source = hub_source(hub[0], commit)
+    else:
+        backbone = _load(name)
+        backbone.source = name if name in BUILTIN else str(Path(name).resolve())
     if placement is not None and placement != Placement():
         backbone.place(placement)
     return backbone
@@ -71,10 +78,10 @@ def load_backbone_for(model: str | Path | None, recorded: str | None, placement:
         return load_backbone(model, placement)
     if not recorded:
         raise ClearSaeError("cannot tell which model these dictionaries belong to; pass --model")
-    if recorded not in BUILTIN and not Path(recorded).is_absolute():
+    if recorded not in BUILTIN and not Path(recorded).is_absolute() and not recorded.startswith(PREFIX):
         raise ClearSaeError(
-            f"the recorded model {recorded!r} is neither a built-in name ({', '.join(BUILTIN)}) nor an absolute "
-            "folder; pass the model with --model"
+            f"the recorded model {recorded!r} is neither a built-in name ({', '.join(BUILTIN)}), an absolute "
+            "folder nor a Hub id; pass the model with --model"
         )
     return load_backbone(recorded, placement)
 
@@ -85,8 +92,8 @@ def _load(name: str) -> Backbone:
     folder = Path(name)
     if not folder.is_dir():
         raise ClearSaeError(
-            f"unknown model {name!r}: not a built-in name ({', '.join(BUILTIN)}) nor an existing folder; "
-            "pass minilm or a local folder saved with save_pretrained"
+            f"unknown model {name!r}: not a built-in name ({', '.join(BUILTIN)}), an existing folder nor a Hub "
+            "id; pass minilm, a local folder saved with save_pretrained, or owner/name"
         )
     if (folder / "model_index.json").is_file():
         return load_pipeline_text_encoders(folder)

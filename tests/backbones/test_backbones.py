@@ -196,9 +196,9 @@ def test_a_recorded_model_must_be_a_built_in_name_or_an_absolute_folder(recorded
     from clear_sae.backbones import load_backbone_for
     from clear_sae.errors import ClearSaeError
 
-    with pytest.raises(ClearSaeError, match="is neither a built-in name .* nor an absolute folder; pass the model"):
+    with pytest.raises(ClearSaeError, match="is neither a built-in name .* an absolute folder nor a Hub id; pass the"):
         load_backbone_for(None, recorded)
-    with pytest.raises(ClearSaeError, match="unknown model"):
+    with pytest.raises(ClearSaeError, match="unknown model|cannot get Hub model"):
         load_backbone_for(recorded, "minilm")  # what --model names is loaded (and here does not exist)
 
 
@@ -238,3 +238,59 @@ def test_a_placement_that_cannot_be_had_is_refused_before_the_model_loads(monkey
     with pytest.raises(ClearSaeError, match=message):
         load_backbone("minilm", Placement(device=device, model_dtype=dtype))
     assert loaded == []
+
+
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+def _hub_cache(root, repo, saved):
+    """A Hub cache holding `saved` as the snapshot of `repo`'s main branch, laid out as huggingface_hub lays it."""
+    import shutil
+
+    storage = root / ("models--" + repo.replace("/", "--"))
+    (storage / "refs").mkdir(parents=True)
+    (storage / "refs" / "main").write_text(COMMIT)
+    shutil.copytree(saved, storage / "snapshots" / COMMIT)
+
+
+def test_a_hub_id_loads_the_pipeline_text_side_from_the_hub_cache(tmp_path, minilm_tokenizer, monkeypatch):
+    from huggingface_hub import constants
+
+    from clear_sae.backbones import load_backbone_for
+
+    tiny_wan_pipeline(minilm_tokenizer).save_pretrained(tmp_path / "saved")
+    _hub_cache(tmp_path / "hub", "someone/tiny-wan", tmp_path / "saved")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    backbone = load_backbone("someone/tiny-wan")
+    assert backbone.source == f"hf://someone/tiny-wan@{COMMIT}"  # what caches and libraries record
+    local = load_backbone(tmp_path / "saved")
+    assert backbone.hook_points == local.hook_points
+    hook = "text_encoder.blocks.1"
+    assert torch.equal(backbone.run(["a dog"], [hook])[hook].acts, local.run(["a dog"], [hook])[hook].acts)
+    again = load_backbone_for(None, backbone.source)  # a recorded Hub source loads again, at its commit
+    assert again.source == backbone.source and again.backbone_id == backbone.backbone_id
+    with pytest.raises(ClearSaeError, match=r"cannot get Hub model someone/absent \(LocalEntryNotFoundError"):
+        load_backbone("someone/absent")
+    with pytest.raises(ClearSaeError, match="is not a Hub model id"):
+        load_backbone("hf://not a repo")
+
+
+def test_only_the_text_side_of_a_hub_repository_is_fetched():
+    from clear_sae.backbones.hub import wanted_files
+
+    pipeline = [
+        "model_index.json",
+        "text_encoder/config.json",
+        "text_encoder/model-00001-of-00002.safetensors",
+        "text_encoder_2/model.safetensors",
+        "tokenizer/tokenizer.json",
+        "tokenizer_2/spiece.model",
+        "transformer/diffusion_pytorch_model.safetensors",
+        "vae/config.json",
+        "scheduler/scheduler_config.json",
+        "README.md",
+    ]
+    assert wanted_files(pipeline) == [pipeline[i] for i in (0, 1, 2, 3, 4, 5)]
+    encoder = ["config.json", "model.safetensors", "tokenizer.json", "vocab.txt", "pytorch_model.bin"]
+    encoder += ["onnx/model.safetensors", "README.md"]
+    assert wanted_files(encoder) == ["config.json", "model.safetensors", "tokenizer.json", "vocab.txt"]
