@@ -24,7 +24,7 @@ from clear_sae.config import COUNT, MAX_PROMPT_BATCH, POSITIVE, SHARE, STRENGTH,
 from clear_sae.dictionary import Dictionaries
 from clear_sae.errors import ClearSaeError
 from clear_sae.io import prompts_hash, words_of
-from clear_sae.library import METHOD, ConceptEntry, SelectionSettings, check_concept_name
+from clear_sae.library import METHOD, ConceptEntry, SelectionSettings, check_concept_name, part_name
 
 if TYPE_CHECKING:
     import torch
@@ -590,6 +590,49 @@ def learn_concept(
         nontarget_prompts=list(nontarget),
     )
     return entry, profiles
+
+
+def encoder_groups(hook_points: list[str]) -> dict[str, list[str]]:
+    """Hook points grouped by the text encoder they belong to (the name before the first dot), in order."""
+    groups: dict[str, list[str]] = {}
+    for hook in hook_points:
+        groups.setdefault(hook.split(".", 1)[0], []).append(hook)
+    return groups
+
+
+def learn_concept_per_encoder(
+    backbone: "Backbone",
+    dictionaries: "Dictionaries",
+    name: str,
+    target: list[str],
+    nontarget: list[str],
+    cfg: ConceptConfig = ConceptConfig(),
+    hook_points: list[str] | None = None,
+) -> list[tuple[ConceptEntry, list[LayerProfile]]]:
+    """`learn_concept` within each text encoder: with several (Flux, SD3), one entry per encoder whose dictionaries
+    hold latents for the concept, named `name@encoder` and with its layer chosen among that encoder's hook points,
+    so that erasure reaches every path the prompt takes; with one encoder, the single entry `learn_concept` gives.
+    Encoders without concept latents are left out; none at all is a one-line error."""
+    groups = encoder_groups(hook_points or dictionaries.hook_points)
+    if len(groups) < 2:
+        return [learn_concept(backbone, dictionaries, name, target, nontarget, cfg, hook_points)]
+    learned, missing = [], []
+    for encoder, group in groups.items():
+        try:
+            entry, profiles = learn_concept(backbone, dictionaries, name, target, nontarget, cfg, group)
+        except ClearSaeError as err:
+            if "no layer has concept-specific latents" not in str(err):
+                raise
+            missing.append(encoder)
+            continue
+        entry.name = part_name(name, encoder)
+        learned.append((entry, profiles))
+    if not learned:
+        raise ClearSaeError(
+            f"no text encoder ({', '.join(missing)}) has concept-specific latents for {name!r}; add more target "
+            "prompts, use non-targets closer in context, or use dictionaries trained on a corpus that holds the concept"
+        )
+    return learned
 
 
 def selection_settings(cfg: ConceptConfig) -> SelectionSettings:

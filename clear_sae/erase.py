@@ -227,13 +227,13 @@ def attach(target: Any, clamps: dict[str, LatentClamp]) -> Iterator[dict[str, La
 
 
 def resolve_concepts(library: "ConceptLibrary", names: list[str]) -> list[ConceptClamp]:
-    """Load the SAE behind each named concept (dictionaries shared between concepts are loaded once)."""
+    """Load the SAE behind each named concept, or behind each of its per-encoder parts (dictionaries shared between
+    concepts are loaded once)."""
     if not names:
         raise ClearSaeError("no concept to erase; name at least one with --concept")
     loaded: dict[str, Dictionaries] = {}
     resolved = []
-    for name in names:
-        entry = library.get(name)
+    for entry in [part for name in names for part in library.parts(name)]:
         folder = library.dictionary_path(entry)
         key = str(folder)
         if key not in loaded:

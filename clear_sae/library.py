@@ -24,6 +24,10 @@ earlier versions read as learned without one."""
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9 _.+-]{0,99}")
 """A concept name: letters, digits, spaces and `_ . + -`, starting with a letter or digit, at most 100
 characters. Names become folder names (the joint method's SAE), so no separator, `..` or hidden name."""
+PART_SEPARATOR = "@"
+"""Joins a concept's name and a text encoder's in the entry of one encoder (`french_horn@text_encoder_2`): a
+concept learned on a pipeline with several text encoders has one entry per encoder that carries it."""
+_ENCODER_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 METHOD = "clear"
 """The `method` of an entry learned from reused per-layer dictionaries (`clear_sae.concepts.learn_concept`)."""
 
@@ -39,9 +43,16 @@ def check_learned_on(entry: "ConceptEntry", dictionaries: Dictionaries) -> None:
         )
 
 
+def part_name(name: str, encoder: str) -> str:
+    """The entry name of concept `name`'s part in text encoder `encoder`."""
+    return f"{name}{PART_SEPARATOR}{encoder}"
+
+
 def check_concept_name(name: str) -> str:
-    """Return `name` if it is a valid concept name (`NAME_PATTERN`), else raise a one-line error."""
-    if not NAME_PATTERN.fullmatch(name):
+    """Return `name` if it is a valid concept name (`NAME_PATTERN`, optionally followed by `@encoder`, the part
+    of a concept in one text encoder), else raise a one-line error."""
+    base, separator, encoder = name.partition(PART_SEPARATOR)
+    if not NAME_PATTERN.fullmatch(base) or (separator and not _ENCODER_NAME.fullmatch(encoder)):
         raise ClearSaeError(
             f"concept name {name!r} is not allowed: use letters, digits, spaces and _ . + - (starting with a "
             "letter or digit, at most 100 characters), e.g. --name french_horn"
@@ -318,6 +329,21 @@ class ConceptLibrary:
                 f"concept {name!r} is not in {self.path} (it has: {have}); add it with `clear-sae concept --name ...`"
             )
         return self.concepts[name]
+
+    def parts(self, name: str) -> list[ConceptEntry]:
+        """The entries that erase concept `name`: its own, or one per text encoder (`name@encoder`) for a concept
+        learned on several; a one-line error where there is none."""
+        found = [e for key, e in sorted(self.concepts.items()) if key.partition(PART_SEPARATOR)[0] == name]
+        return found if found else [self.get(name)]
+
+    def replace_parts(self, name: str, entries: list[ConceptEntry]) -> None:
+        """Put `entries` in place of every entry of concept `name` (its own and its per-encoder parts), so that a
+        concept relearned on fewer encoders leaves no stale part behind (not saved)."""
+        for key in [k for k in self.concepts if k.partition(PART_SEPARATOR)[0] == name]:
+            del self.concepts[key]
+            self._changed.add(key)  # removed: `save` must not bring it back from the file
+        for entry in entries:
+            self.add(entry)
 
     def dictionary_path(self, entry: ConceptEntry) -> Path:
         """The dictionary folder an entry points to, checked to exist."""

@@ -167,6 +167,33 @@ def tiny_toy_generator(tmp_path_factory) -> Path:
     return folder
 
 
+def tiny_two_encoder_pipeline(tokenizer):
+    """An object with the text side of a Flux or SD3 pipeline: a tiny random CLIP text model as `text_encoder` and
+    a tiny random T5 encoder as `text_encoder_2`, each with `tokenizer`."""
+    from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
+
+    seed_everything(0)
+
+    class TwoEncoderPipeline:
+        text_encoder = CLIPTextModel(
+            CLIPTextConfig(
+                vocab_size=tokenizer.vocab_size,
+                hidden_size=32,
+                intermediate_size=64,
+                num_hidden_layers=2,
+                num_attention_heads=2,
+                max_position_embeddings=64,
+            )
+        ).eval()
+        text_encoder_2 = T5EncoderModel(
+            T5Config(vocab_size=tokenizer.vocab_size, d_model=24, d_kv=6, d_ff=48, num_layers=3, num_heads=4)
+        ).eval()
+        tokenizer_2 = tokenizer
+
+    TwoEncoderPipeline.tokenizer = tokenizer
+    return TwoEncoderPipeline()
+
+
 def tiny_wan_pipeline(tokenizer):
     """A Wan 2.1 pipeline with random tiny components (UMT5 text encoder, 2 layers, width 32)."""
     from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanPipeline, WanTransformer3DModel

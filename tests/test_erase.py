@@ -6,7 +6,7 @@ import warnings
 
 import pytest
 import torch
-from conftest import PROMPTS, read_lines, tiny_hooked_transformer, tiny_wan_pipeline
+from conftest import PROMPTS, read_lines, tiny_hooked_transformer, tiny_two_encoder_pipeline, tiny_wan_pipeline
 
 from clear_sae.cache import ActivationCache, CacheConfig, write_cache
 from clear_sae.concepts import ConceptConfig, learn_concept
@@ -200,6 +200,54 @@ def test_wan_pipeline_clamp_changes_prompt_embeddings_and_generates(minilm_token
         with erase_concepts(pipe, library, ["french_horn"], strict=True):
             inside = embeds(fired[0])
     assert torch.equal(inside, erased_fired)
+
+
+def test_a_concept_on_two_text_encoders_gets_an_entry_in_each_and_erasure_reaches_both(
+    minilm_tokenizer, small_corpus, tmp_path
+):
+    """Flux and SD3 read a prompt through two encoders: one layer for the whole pipeline would leave the concept in
+    the other encoder's path, so each encoder gets its own entry (its layer chosen among its own hook points) and
+    erasing the concept clamps them all."""
+    from clear_sae.backbones.diffusers_pipeline import PipelineTextEncoders
+    from clear_sae.concepts import learn_concept_per_encoder
+
+    pipe = tiny_two_encoder_pipeline(minilm_tokenizer)
+    backbone = PipelineTextEncoders.from_pipeline(pipe, "tiny-two")
+    write_cache(backbone, small_corpus, tmp_path / "c.h5", backbone.hook_points, CacheConfig(64), progress=False)
+    with ActivationCache(tmp_path / "c.h5") as cache:
+        config = TrainConfig(expansion=8, k=8, tokens=40_960, batch_size=256)
+        train_dictionaries(cache, tmp_path / "d", cfg=config, progress=False)
+    dictionaries = Dictionaries(tmp_path / "d")
+    # Tiny random encoders and dictionaries hold few concept latents: the bars are low so that both encoders have
+    # some (this test is about the entries and the clamps, not about how well the latents separate).
+    cfg = ConceptConfig(background=0, min_target_rate=0.3, max_nontarget_rate=0.3)
+    learned = learn_concept_per_encoder(backbone, dictionaries, "french_horn", HORN_T, HORN_N, cfg)
+    names = [entry.name for entry, _ in learned]
+    assert names == ["french_horn@text_encoder", "french_horn@text_encoder_2"]
+    for entry, profiles in learned:
+        encoder = entry.name.split("@")[1]
+        assert entry.hook_point.split(".")[0] == encoder
+        assert {p.hook_point.split(".")[0] for p in profiles} == {encoder}  # chosen within its own encoder
+    library = ConceptLibrary(tmp_path / "lib.json")
+    library.add(make_single_entry(learned[0][0], "french_horn"))  # an earlier single-layer entry...
+    library.save()
+    library.replace_parts("french_horn", [entry for entry, _ in learned])
+    library.save()
+    library = ConceptLibrary.load(tmp_path / "lib.json")
+    assert sorted(library.concepts) == names  # ...replaced by the parts, not kept beside them
+    with erase_concepts(pipe, library, ["french_horn"]) as clamps:
+        assert sorted(clamps) == sorted(entry.hook_point for entry, _ in learned)
+        backbone.run(HORN_T[:6], [entry.hook_point for entry, _ in learned])
+        assert all(clamp.tokens_edited > 0 for clamp in clamps.values())  # both encoders' paths are clamped
+    report = erase_report(backbone, library, ["french_horn"], HORN_T[:6], progress=False)
+    assert set(report["prompts"][0]["concepts"]) == set(names)
+
+
+def make_single_entry(entry, name):
+    """A copy of `entry` under the plain concept name, as a single-encoder learning would have stored it."""
+    from dataclasses import replace
+
+    return replace(entry, name=name)
 
 
 def test_merge_clamps_unions_latents_at_one_hook(minilm_library):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import tiny_hooked_transformer, tiny_wan_pipeline
+from conftest import tiny_hooked_transformer, tiny_two_encoder_pipeline, tiny_wan_pipeline
 
 from clear_sae.backbones import hook_module, load_backbone
 from clear_sae.errors import ClearSaeError
@@ -98,28 +98,9 @@ def test_diffusers_pipeline_exposes_its_text_encoder(tmp_path, minilm_tokenizer)
 
 
 def test_pipeline_with_two_text_encoders_names_both(minilm_tokenizer):
-    from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
-
     from clear_sae.backbones.diffusers_pipeline import PipelineTextEncoders
 
-    class TwoEncoderPipeline:  # the attribute layout of Flux and SD3 pipelines
-        text_encoder = CLIPTextModel(
-            CLIPTextConfig(
-                vocab_size=minilm_tokenizer.vocab_size,
-                hidden_size=16,
-                intermediate_size=32,
-                num_hidden_layers=2,
-                num_attention_heads=2,
-                max_position_embeddings=64,
-            )
-        )
-        text_encoder_2 = T5EncoderModel(
-            T5Config(vocab_size=minilm_tokenizer.vocab_size, d_model=24, d_kv=6, d_ff=48, num_layers=3, num_heads=4)
-        )
-        tokenizer = minilm_tokenizer
-        tokenizer_2 = minilm_tokenizer
-
-    backbone = PipelineTextEncoders.from_pipeline(TwoEncoderPipeline(), "two")
+    backbone = PipelineTextEncoders.from_pipeline(tiny_two_encoder_pipeline(minilm_tokenizer), "two")
     assert backbone.hook_points == [
         "text_encoder.embed",
         "text_encoder.blocks.0",
@@ -130,7 +111,7 @@ def test_pipeline_with_two_text_encoders_names_both(minilm_tokenizer):
         "text_encoder_2.blocks.2",
     ]
     out = backbone.run(["a dog"], ["text_encoder.blocks.1", "text_encoder_2.blocks.2"])
-    assert out["text_encoder.blocks.1"].acts.shape[-1] == 16
+    assert out["text_encoder.blocks.1"].acts.shape[-1] == 32
     assert out["text_encoder_2.blocks.2"].acts.shape[-1] == 24
     assert backbone.d_model("text_encoder_2.embed") == 24
     hook = "text_encoder_2.blocks.2"

@@ -15,7 +15,7 @@ from clear_sae.concepts import (
     SCORES,
     ConceptConfig,
     format_table,
-    learn_concept,
+    learn_concept_per_encoder,
     quality_warnings,
 )
 from clear_sae.dictionary import Dictionaries
@@ -109,40 +109,45 @@ def run(args: argparse.Namespace) -> None:
     for hook in layers or []:
         dictionaries.check_hook_point(hook)
     cfg = config_from(ConceptConfig, args, CONCEPT_FIELDS)
+    steps, cal, why = None, None, None
     if args.calibrate:
         cal = config_from(CalibrationConfig, args, CALIBRATION_FIELDS)
         entry, profiles, steps = learn_calibrated_concept(
             backbone, dictionaries, args.name, target, nontarget, cfg, cal, layers
         )
+        learned = [(entry, profiles)]
     else:
-        entry, profiles = learn_concept(backbone, dictionaries, args.name, target, nontarget, cfg, layers)
-    warnings = quality_warnings(entry, dictionaries)
-    why = None
-    if args.calibrate:
+        learned = learn_concept_per_encoder(backbone, dictionaries, args.name, target, nontarget, cfg, layers)
+    warnings = [w for entry, _ in learned for w in quality_warnings(entry, dictionaries)]
+    if steps is not None and cal is not None:
         chosen = chosen_step(steps, cal)
         why = "confirmed by calibration" if cal.passes(chosen) else "calibration's best, not confirmed"
         if not cal.passes(chosen):
             warnings.append(
-                f"concept {entry.name!r}: no calibration rung met the bars; the kept one leaves the concept in "
+                f"concept {args.name!r}: no calibration rung met the bars; the kept one leaves the concept in "
                 f"{chosen.probe_rate:.0%} of held-out targets (the bar is {cal.max_probe_rate:.0%})"
             )
-    log.info(f"concept {entry.name!r}: {len(target)} target, {len(nontarget)} non-target prompts")
-    log.info(format_table(profiles, entry.hook_point, cfg.score, why))
-    if args.calibrate:
+    log.info(f"concept {args.name!r}: {len(target)} target, {len(nontarget)} non-target prompts")
+    for entry, profiles in learned:
+        if len(learned) > 1:
+            log.info(f"{entry.name}: its own layer within {entry.hook_point.split('.', 1)[0]}")
+        log.info(format_table(profiles, entry.hook_point, cfg.score, why))
+    if steps is not None and cal is not None:
         log.info("calibration (a probe on the final text states, held-out targets):")
         log.info(format_ladder(steps, cal))
     for warning in warnings:
         log.warning(f"warning: {warning}")
     if warnings and args.strict:
         raise ClearSaeError(
-            f"--strict: concept {entry.name!r} was not added to {library.path} ({len(warnings)} warning(s) above)"
+            f"--strict: concept {args.name!r} was not added to {library.path} ({len(warnings)} warning(s) above)"
         )
-    library.add(entry)
+    library.replace_parts(args.name, [entry for entry, _ in learned])
     library.save()
-    log.info(
-        f"{replaced_note(previous, args.name)}chosen layer: {entry.hook_point} ({len(entry.latents)} latents, "
-        f"strength {entry.strength:g}) -> {library.path}"
-    )
+    for entry, _ in learned:
+        log.info(
+            f"{replaced_note(previous, args.name)}chosen layer: {entry.hook_point} ({len(entry.latents)} latents, "
+            f"strength {entry.strength:g}) -> {library.path}"
+        )
 
 
 def run_joint(args: argparse.Namespace, target: list[str], nontarget: list[str]) -> None:

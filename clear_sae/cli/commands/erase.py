@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> None:
     check_not_an_input(out, {"--library": args.library, "--prompts": args.prompts})
     check_overwrite(out, REPORT_FORMAT, args.force)
     library = ConceptLibrary.load(args.library)
-    entries = [library.get(name) for name in args.concept]
+    entries = [entry for name in args.concept for entry in library.parts(name)]
     for entry in entries:
         library.dictionary_path(entry)
     sources = {e.model_source for e in entries}
