@@ -3,15 +3,22 @@
 Every text encoder the pipeline holds (`text_encoder`, `text_encoder_2`, `text_encoder_3`) contributes
 its hook points under its own attribute name, so Flux and SD3 expose both/all encoders with distinct
 names. Only the text encoders are loaded from a folder; the DiT and the VAE are never touched.
+
+`PipelineTextEncoders` runs each encoder on its own, padded to the batch's longest prompt and masked.
+`PipelineEncoding` wraps a live pipeline and runs its own `encode_prompt`, so that what is cached, learned from
+and measured is what the pipeline's transformer reads at inference: its tokenization, its
+`max_sequence_length`, its padding and its mask, or the absence of one (CogVideoX, LTX-Video, SD3 and Flux pad T5's
+input to the full length and pass no mask, so every real token also attends to the padding).
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from clear_sae.backbones.base import Backbone, folder_fingerprint
+from clear_sae.backbones.base import Backbone, attention_mask_of, folder_fingerprint
 from clear_sae.backbones.hf_text import HFTextEncoder, load_hf_text_encoder
 from clear_sae.errors import ClearSaeError
 
@@ -97,3 +104,80 @@ def load_pipeline_text_encoders(folder: str | Path) -> PipelineTextEncoders:
         for name in names
     }
     return PipelineTextEncoders(encoders, backbone_id)
+
+
+def real_positions(args: tuple, kwargs: dict[str, Any], pad_token_id: int | None) -> "torch.Tensor":
+    """Which positions of a text encoder's call are real tokens: its attention mask where it is given one, else
+    every position before the trailing run of padding ids (a pipeline that passes no mask still pads on the
+    right). Where padding and end-of-text share an id, the end-of-text token counts as padding."""
+    import torch
+
+    mask = attention_mask_of(args, kwargs)
+    if mask is not None:
+        return mask.bool()
+    ids = kwargs.get("input_ids", args[0] if args else None)
+    if not isinstance(ids, torch.Tensor):
+        raise ClearSaeError("the pipeline called its text encoder without input ids; clear_sae cannot tell its tokens")
+    if pad_token_id is None:
+        return torch.ones_like(ids, dtype=torch.bool)
+    position = torch.arange(ids.shape[-1], device=ids.device)
+    last_real = torch.where(ids != pad_token_id, position, -1).amax(dim=-1, keepdim=True)
+    return position <= last_real
+
+
+class PipelineEncoding(PipelineTextEncoders):
+    """The text encoders of a live diffusers pipeline, run through the pipeline's own `encode_prompt` (one batch of
+    prompts, no classifier-free guidance), so every hook point sees the activations of inference.
+
+    The positions a hook point's rows belong to are the real tokens of the encoder's call (`real_positions`):
+    caches, dictionaries and concept statistics read only those, while at inference the clamp also edits padding
+    positions on which concept latents fire wherever the pipeline passes its encoder no mask."""
+
+    def __init__(self, pipeline: Any, backbone_id: str = "pipeline", max_sequence_length: int | None = None) -> None:
+        encoders = PipelineTextEncoders.from_pipeline(pipeline, backbone_id).encoders
+        super().__init__(encoders, backbone_id)
+        if not callable(getattr(pipeline, "encode_prompt", None)):
+            raise ClearSaeError(
+                f"{type(pipeline).__name__} has no encode_prompt method; use PipelineTextEncoders to run its text "
+                "encoders on their own"
+            )
+        self.pipeline = pipeline
+        self.max_sequence_length = max_sequence_length
+
+    def encode_kwargs(self, prompts: list[str]) -> dict[str, Any]:
+        """The arguments `encode_prompt` is called with: the prompts, no classifier-free guidance, and the
+        `max_sequence_length` given (else the pipeline's default), each only where the pipeline takes it."""
+        accepted = inspect.signature(self.pipeline.encode_prompt).parameters
+        kwargs: dict[str, Any] = {"prompt": prompts}
+        if "do_classifier_free_guidance" in accepted:
+            kwargs["do_classifier_free_guidance"] = False
+        if self.max_sequence_length is not None and "max_sequence_length" in accepted:
+            kwargs["max_sequence_length"] = self.max_sequence_length
+        return kwargs
+
+    def _forward(self, prompts: list[str], hook_points: list[str]) -> dict[str, "torch.Tensor"]:
+        calls: dict[str, list[torch.Tensor]] = {}
+        handles = []
+        for prefix, encoder in self.encoders.items():
+            pad = getattr(encoder.tokenizer, "pad_token_id", None)
+
+            def remember(_module: Any, args: tuple, kwargs: dict[str, Any], prefix: str = prefix, pad: Any = pad):
+                calls.setdefault(prefix, []).append(real_positions(args, kwargs, pad))
+
+            handles.append(encoder.model.register_forward_pre_hook(remember, with_kwargs=True))
+        try:
+            self.pipeline.encode_prompt(**self.encode_kwargs(prompts))
+        finally:
+            for handle in handles:
+                handle.remove()
+        masks = {}
+        for hook in hook_points:
+            prefix = hook.split(".", 1)[0]
+            found = calls.get(prefix, [])
+            if len(found) != 1:
+                raise ClearSaeError(
+                    f"{type(self.pipeline).__name__}.encode_prompt ran {prefix} {len(found)} times for one batch; "
+                    "clear_sae reads one call per encoder: use PipelineTextEncoders for this pipeline"
+                )
+            masks[hook] = found[0]
+        return masks

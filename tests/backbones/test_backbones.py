@@ -275,3 +275,72 @@ def test_only_the_text_side_of_a_hub_repository_is_fetched():
     encoder = ["config.json", "model.safetensors", "tokenizer.json", "vocab.txt", "pytorch_model.bin"]
     encoder += ["onnx/model.safetensors", "README.md"]
     assert wanted_files(encoder) == ["config.json", "model.safetensors", "tokenizer.json", "vocab.txt"]
+
+
+def _capture(module, store):
+    """A forward hook keeping every output of `module` (the residual stream), call by call."""
+    from clear_sae.backbones import first_tensor
+
+    return module.register_forward_hook(lambda _m, _i, output: store.append(first_tensor(output).detach().clone()))
+
+
+def test_the_pipeline_encoding_caches_what_wan_generates_with(minilm_tokenizer):
+    """Through Wan's own encode_prompt, the real tokens' activations at a hook point are those the encoder gives
+    while `pipe(...)` generates, bit for bit, and the mask is the one Wan passes."""
+    from clear_sae.backbones.diffusers_pipeline import PipelineEncoding
+
+    pipe = tiny_wan_pipeline(minilm_tokenizer)
+    backbone = PipelineEncoding(pipe, "tiny-wan", max_sequence_length=32)
+    prompt, hook = "a French horn player on a quiet stage at dusk", "text_encoder.blocks.1"
+    learned = backbone.run([prompt], [hook])[hook]
+    assert learned.acts.shape[1] == 32  # Wan pads to max_sequence_length
+    seen = []
+    handle = _capture(backbone.module(hook), seen)
+    try:
+        pipe(prompt=prompt, negative_prompt="", height=16, width=16, num_frames=9, num_inference_steps=1,
+             max_sequence_length=32, output_type="np")  # fmt: skip
+    finally:
+        handle.remove()
+    real = learned.mask[0]
+    assert int(real.sum()) == len(minilm_tokenizer(prompt)["input_ids"])
+    assert torch.equal(seen[0][0][real], learned.acts[0][real])  # the positive prompt's call, first of two
+
+
+def test_the_pipeline_encoding_reads_cogvideox_as_it_runs_without_a_mask(minilm_tokenizer, tmp_path):
+    """CogVideoX pads T5's input to max_sequence_length and passes no mask: real tokens attend to the padding, so
+    their states differ from an encoding padded to the longest prompt; the pipeline's own encoding reproduces them,
+    and its real positions are those before the padding."""
+    from diffusers import CogVideoXPipeline
+    from transformers import T5Config, T5EncoderModel
+
+    from clear_sae.backbones.diffusers_pipeline import PipelineEncoding, PipelineTextEncoders
+
+    torch.manual_seed(0)
+    encoder = T5EncoderModel(T5Config(vocab_size=minilm_tokenizer.vocab_size, d_model=24, d_kv=6, d_ff=48,
+                                      num_layers=2, num_heads=4)).eval()  # fmt: skip
+    pipe = CogVideoXPipeline(tokenizer=minilm_tokenizer, text_encoder=encoder, vae=None, transformer=None,
+                             scheduler=None)  # fmt: skip
+    own = PipelineEncoding(pipe, "tiny-cog", max_sequence_length=16)
+    prompts, hook = ["a dog", "a French horn player on a quiet stage"], "text_encoder.blocks.1"
+    learned = own.run(prompts, [hook])[hook]
+    lengths = [len(minilm_tokenizer(p)["input_ids"]) for p in prompts]
+    assert learned.acts.shape[1] == 16 and learned.mask.sum(-1).tolist() == lengths
+    seen = []
+    handle = _capture(own.module(hook), seen)
+    try:  # as pipe(prompt=prompts) encodes (without gradients): the prompts as one batch, then the negatives
+        with torch.no_grad():
+            pipe.encode_prompt(prompt=prompts, negative_prompt="", do_classifier_free_guidance=True,
+                               max_sequence_length=16)  # fmt: skip
+    finally:
+        handle.remove()
+    for row, n in enumerate(lengths):
+        assert torch.equal(seen[0][row][:n], learned.acts[row][:n])
+    masked = PipelineTextEncoders.from_pipeline(pipe, "tiny-cog").run(prompts, [hook])[hook]
+    assert not torch.allclose(masked.acts[0][: lengths[0]], learned.acts[0][: lengths[0]], atol=1e-4)
+    # A cache written through it holds the real tokens only, each row the pipeline's own.
+    from clear_sae.cache import ActivationCache, CacheConfig, write_cache
+
+    write_cache(own, prompts, tmp_path / "c.h5", [hook], CacheConfig(batch_size=2, dtype="float32"), progress=False)
+    with ActivationCache(tmp_path / "c.h5") as cache:
+        rows = torch.from_numpy(cache.rows(hook))
+    assert torch.equal(rows, learned.acts[learned.mask])
