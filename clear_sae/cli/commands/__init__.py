@@ -1,6 +1,17 @@
 """One module per `clear-sae` subcommand: each has `NAME`, `HELP`, `add_arguments(parser)` and `run(args)`."""
 
-from clear_sae.cli.commands import cache, concept, demo, erase, evaluate, inspect, toy_concept, train
+from clear_sae.cli.commands import (
+    cache,
+    concept,
+    demo,
+    erase,
+    evaluate,
+    inspect,
+    pull,
+    push,
+    toy_concept,
+    train,
+)
 
-ALL = (cache, train, concept, erase, evaluate, toy_concept, inspect, demo)
+ALL = (cache, train, concept, erase, evaluate, toy_concept, inspect, push, pull, demo)
 """The subcommands, in the order a user runs them."""
