@@ -266,7 +266,7 @@ def _write_cache_locked(
                 # Converting in torch (vectorised) rather than numpy keeps the cache's overhead over the bare
                 # forward pass small; so does writing here rather than in a thread, which on 2 cores slowed the
                 # forward pass more than it hid (benchmarks/caching.py).
-                computed = act.acts.cpu()[mask]
+                computed = act.acts[mask.to(act.acts.device)].cpu()  # only real tokens leave the device
                 stored = computed.to(store_dtype)
                 if not all_finite(stored):
                     raise ClearSaeError(_non_finite_message(hook, computed, where[:, 0], batch, start, cfg.dtype))

@@ -104,6 +104,23 @@ def test_gpu_benchmark_smoke_run_on_cpu(tmp_path):
         assert row["fraction_of_matmul_peak"] == pytest.approx(fraction, rel=1e-6)
 
 
+def test_real_size_benchmark_smoke_run_on_cpu(tmp_path):
+    """The GPU check at real size, run at its tiny scale: every stage runs and its figures agree with each other."""
+    record = run_benchmark("real_size", tmp_path, "--scale", "tiny", "--device", "cpu")
+    caching, training, clamp = record["caching"], record["training"], record["clamp"]
+    assert caching["cache_over_encode_ratio"] == pytest.approx(
+        caching["cache_prompts_per_s"] / caching["encode_prompt_prompts_per_s"], rel=1e-9
+    )
+    assert training["d_sae"] == 4 * 32 and training["tokens_per_s"] == pytest.approx(
+        training["tokens"] / training["seconds"], rel=1e-9
+    )
+    assert record["learning"]["pairs"] == 20 and record["learning"]["seconds"] > 0
+    assert clamp["clamp_share_of_generation"] == pytest.approx(
+        max(0.0, clamp["encode_prompt_erased_s"] - clamp["encode_prompt_s"]) / clamp["generation_s"], rel=1e-9
+    )
+    assert record["hook_point"] == "text_encoder.blocks.1"
+
+
 @pytest.mark.slow  # a benchmark: the `slow` tier
 def test_erasure_benchmark_times_the_clamp_and_a_new_concept(tmp_path):
     record = run_benchmark("erasure", tmp_path, "--clips", "2", "--repeats", "1")
