@@ -27,6 +27,9 @@ _LAYOUTS = (
     ("encoder.embed_tokens", "encoder.block"),  # T5 / UMT5 encoders
     ("embeddings", "encoder.layers"),  # CLIP text models (transformers 5)
     ("text_model.embeddings", "text_model.encoder.layers"),  # CLIP text models (transformers 4)
+    ("embed_tokens", "layers"),  # decoder-only models used as text encoders (Llama, Qwen, Gemma)
+    ("model.embed_tokens", "model.layers"),  # the same inside a causal-LM wrapper
+    ("language_model.embed_tokens", "language_model.layers"),  # the text part of a vision-language model
 )
 
 
@@ -46,7 +49,8 @@ def locate_layers(model: "nn.Module") -> tuple["nn.Module", list["nn.Module"]]:
             return embed, list(blocks)
     raise ClearSaeError(
         f"cannot find the transformer blocks of {type(model).__name__}; "
-        "supported text encoders are BERT-family, T5/UMT5 encoders and CLIP text models"
+        "supported text encoders are BERT-family, T5/UMT5 encoders, CLIP text models and decoder-only models "
+        "(model.layers)"
     )
 
 

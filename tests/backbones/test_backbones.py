@@ -54,12 +54,28 @@ def test_unknown_model_is_a_one_line_error(tmp_path):
         load_backbone(tmp_path)
 
 
-@pytest.mark.parametrize("family", ["t5", "umt5", "clip"])
+@pytest.mark.parametrize("family", ["t5", "umt5", "clip", "llama", "qwen2"])
 def test_tiny_text_encoders_load_from_a_folder(tmp_path, minilm_tokenizer, family):
-    from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel, UMT5Config, UMT5EncoderModel
+    from transformers import (
+        CLIPTextConfig,
+        CLIPTextModel,
+        LlamaConfig,
+        LlamaModel,
+        Qwen2Config,
+        Qwen2Model,
+        T5Config,
+        T5EncoderModel,
+        UMT5Config,
+        UMT5EncoderModel,
+    )
 
     vocab = minilm_tokenizer.vocab_size
-    if family == "t5":
+    decoder = dict(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4)
+    if family == "llama":  # decoder-only encoders: HunyuanVideo's LLM, SANA's Gemma, Qwen-Image's Qwen
+        model = LlamaModel(LlamaConfig(num_key_value_heads=2, **decoder))
+    elif family == "qwen2":
+        model = Qwen2Model(Qwen2Config(num_key_value_heads=2, **decoder))
+    elif family == "t5":
         model = T5EncoderModel(T5Config(vocab_size=vocab, d_model=32, d_kv=8, d_ff=64, num_layers=3, num_heads=4))
     elif family == "umt5":
         model = UMT5EncoderModel(UMT5Config(vocab_size=vocab, d_model=32, d_kv=8, d_ff=64, num_layers=3, num_heads=4))
@@ -83,6 +99,12 @@ def test_tiny_text_encoders_load_from_a_folder(tmp_path, minilm_tokenizer, famil
     assert last.acts.shape[:2] == last.mask.shape and last.acts.shape[-1] == 32
     # A block's output is the residual stream: it differs from the embedding and from the previous block.
     assert not torch.equal(out["text_encoder.blocks.1"].acts, last.acts)
+    if family in ("llama", "qwen2"):  # the hook points are the model's own hidden states (before its final norm)
+        batch = backbone.tokenize(["a dog", "a horse on the beach at dawn"])
+        with torch.no_grad():
+            states = backbone.model(**batch, output_hidden_states=True).hidden_states
+        real = last.mask
+        assert torch.allclose(out["text_encoder.blocks.1"].acts[real], states[2][real], atol=1e-5)
 
 
 def test_diffusers_pipeline_exposes_its_text_encoder(tmp_path, minilm_tokenizer):
