@@ -366,3 +366,40 @@ def test_the_pipeline_encoding_reads_cogvideox_as_it_runs_without_a_mask(minilm_
     with ActivationCache(tmp_path / "c.h5") as cache:
         rows = torch.from_numpy(cache.rows(hook))
     assert torch.equal(rows, learned.acts[learned.mask])
+
+
+def test_the_pipeline_encoding_reads_both_flux_encoders_as_flux_calls_them(minilm_tokenizer):
+    """Flux reads CLIP (padded to the tokenizer's length, no mask) and T5 (padded to max_sequence_length, no mask):
+    the pipeline's own encoding captures both encoders in one call each, with their real positions."""
+    from diffusers import FluxPipeline
+    from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
+
+    from clear_sae.backbones.diffusers_pipeline import PipelineEncoding
+
+    torch.manual_seed(0)
+    clip = CLIPTextModel(CLIPTextConfig(vocab_size=minilm_tokenizer.vocab_size, hidden_size=32, intermediate_size=64,
+                                        num_hidden_layers=2, num_attention_heads=2,
+                                        max_position_embeddings=minilm_tokenizer.model_max_length)).eval()  # fmt: skip
+    t5 = T5EncoderModel(T5Config(vocab_size=minilm_tokenizer.vocab_size, d_model=24, d_kv=6, d_ff=48, num_layers=2,
+                                 num_heads=4)).eval()  # fmt: skip
+    pipe = FluxPipeline(scheduler=None, vae=None, text_encoder=clip, tokenizer=minilm_tokenizer, text_encoder_2=t5,
+                        tokenizer_2=minilm_tokenizer, transformer=None)  # fmt: skip
+    own = PipelineEncoding(pipe, "tiny-flux", max_sequence_length=16)
+    prompts = ["a dog", "a French horn player on a quiet stage"]
+    hooks = ["text_encoder.blocks.1", "text_encoder_2.blocks.1"]
+    out = own.run(prompts, hooks)
+    lengths = [len(minilm_tokenizer(p)["input_ids"]) for p in prompts]
+    assert out[hooks[0]].acts.shape[1] == minilm_tokenizer.model_max_length and out[hooks[1]].acts.shape[1] == 16
+    # The tokenizer pads with an id of its own, so every token up to the last real one counts as real.
+    assert out[hooks[0]].mask.sum(-1).tolist() == lengths == out[hooks[1]].mask.sum(-1).tolist()
+    seen: dict[str, list] = {hook: [] for hook in hooks}
+    handles = [_capture(own.module(hook), seen[hook]) for hook in hooks]
+    try:
+        with torch.no_grad():
+            pipe.encode_prompt(prompt=prompts, prompt_2=None, max_sequence_length=16)
+    finally:
+        for handle in handles:
+            handle.remove()
+    for hook in hooks:
+        real = out[hook].mask
+        assert torch.equal(seen[hook][0][real], out[hook].acts[real])
