@@ -15,12 +15,15 @@ from __future__ import annotations
 
 import inspect
 import json
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from clear_sae.backbones.base import Backbone, attention_mask_of, folder_fingerprint
 from clear_sae.backbones.hf_text import HFTextEncoder, load_hf_text_encoder
 from clear_sae.errors import ClearSaeError
+
+log = logging.getLogger("clear_sae")
 
 if TYPE_CHECKING:
     import torch
@@ -92,18 +95,56 @@ class PipelineTextEncoders(Backbone):
 
 
 def load_pipeline_text_encoders(folder: str | Path) -> PipelineTextEncoders:
-    """Load only the text encoders and tokenizers of a pipeline saved with `save_pretrained`."""
+    """Load only the text encoders and tokenizers of a pipeline saved with `save_pretrained`, and run them through
+    the pipeline's own `encode_prompt` (`PipelineEncoding`; its transformer, VAE and scheduler are not loaded).
+    Where diffusers cannot build the pipeline class from its text side alone, each encoder runs on its own, and
+    a warning says so."""
     folder = Path(folder)
     index = json.loads((folder / "model_index.json").read_text())
     names = [name for name in ENCODER_NAMES if index.get(name) and index[name][0] is not None]
     if not names:
         raise ClearSaeError(f"pipeline folder {folder} lists no text encoder in model_index.json")
-    backbone_id = f"pipeline:{folder.resolve().name}:{folder_fingerprint(*(folder / n for n in names))}"
+    fingerprint = folder_fingerprint(*(folder / n for n in names))
+    backbone_id = f"pipeline:{folder.resolve().name}:{fingerprint}"
     encoders = {
         name: load_hf_text_encoder(folder / name, folder / _tokenizer_name(name), prefix=name, backbone_id=backbone_id)
         for name in names
     }
-    return PipelineTextEncoders(encoders, backbone_id)
+    pipeline = text_side_pipeline(str(index.get("_class_name", "")), encoders)
+    if pipeline is None:
+        log.warning(
+            f"diffusers cannot build {index.get('_class_name')!r} from its text encoders alone: each encoder of "
+            f"{folder} runs on its own, padded to the batch's longest prompt, which may not be how the pipeline pads"
+        )
+        return PipelineTextEncoders(encoders, backbone_id)
+    # Another id than the encoders-alone reading: its activations differ wherever the pipeline pads differently.
+    return PipelineEncoding(pipeline, f"pipeline-encoding:{folder.resolve().name}:{fingerprint}")
+
+
+def text_side_pipeline(class_name: str, encoders: dict[str, HFTextEncoder]) -> Any | None:
+    """The diffusers pipeline class `class_name` built from these text encoders and their tokenizers, every other
+    component None (enough for `encode_prompt`); None where diffusers has no such class or it will not build."""
+    import diffusers
+
+    cls = getattr(diffusers, class_name, None)
+    if not isinstance(cls, type):
+        return None
+    components: dict[str, Any] = {}
+    for name, parameter in inspect.signature(cls.__init__).parameters.items():
+        if name == "self" or parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
+            continue
+        encoder = encoders.get(name.replace("tokenizer", "text_encoder"))
+        if name in encoders:
+            components[name] = encoders[name].model
+        elif name.startswith("tokenizer") and encoder is not None:
+            components[name] = encoder.tokenizer
+        elif parameter.default is inspect.Parameter.empty:
+            components[name] = None
+    try:
+        pipeline = cls(**components)
+    except Exception:  # a pipeline whose constructor reads a component it was not given
+        return None
+    return pipeline if callable(getattr(pipeline, "encode_prompt", None)) else None
 
 
 def real_positions(args: tuple, kwargs: dict[str, Any], pad_token_id: int | None) -> "torch.Tensor":

@@ -111,10 +111,19 @@ def test_diffusers_pipeline_exposes_its_text_encoder(tmp_path, minilm_tokenizer)
     pipe = tiny_wan_pipeline(minilm_tokenizer)
     pipe.save_pretrained(tmp_path / "wan")
     backbone = load_backbone(tmp_path / "wan")
-    assert backbone.backbone_id.startswith("pipeline:wan:")
+    # Read through Wan's own encode_prompt (its padding to max_sequence_length, and its mask), with no transformer
+    # or VAE loaded.
+    import inspect
+
+    from clear_sae.backbones.diffusers_pipeline import PipelineEncoding
+
+    assert isinstance(backbone, PipelineEncoding) and backbone.pipeline.transformer is None
+    assert backbone.backbone_id.startswith("pipeline-encoding:wan:")
     assert backbone.hook_points == ["text_encoder.embed", "text_encoder.blocks.0", "text_encoder.blocks.1"]
     out = backbone.run(["a French horn"], backbone.hook_points)
-    assert out["text_encoder.blocks.1"].acts.shape[-1] == 32
+    length = inspect.signature(backbone.pipeline.encode_prompt).parameters["max_sequence_length"].default
+    assert out["text_encoder.blocks.1"].acts.shape[1:] == (length, 32)
+    assert int(out["text_encoder.blocks.1"].mask.sum()) == len(minilm_tokenizer("a French horn")["input_ids"])
     # The same names find the same blocks on the live pipeline object.
     assert hook_module(pipe, "text_encoder.blocks.1") is pipe.text_encoder.encoder.block[1]
 
