@@ -48,10 +48,10 @@ def part_name(name: str, encoder: str) -> str:
     return f"{name}{PART_SEPARATOR}{encoder}"
 
 
-def check_concept_name(name: str) -> str:
-    """Return `name` if it is a valid concept name (`NAME_PATTERN`, optionally followed by `@encoder`, the part
-    of a concept in one text encoder), else raise a one-line error."""
-    base, separator, encoder = name.partition(PART_SEPARATOR)
+def check_concept_name(name: str, part: bool = False) -> str:
+    """Return `name` if it is a valid concept name (`NAME_PATTERN`; with `part`, optionally followed by `@encoder`,
+    the entry of a concept's part in one text encoder), else raise a one-line error."""
+    base, separator, encoder = name.partition(PART_SEPARATOR) if part else (name, "", "")
     if not NAME_PATTERN.fullmatch(base) or (separator and not _ENCODER_NAME.fullmatch(encoder)):
         raise ClearSaeError(
             f"concept name {name!r} is not allowed: use letters, digits, spaces and _ . + - (starting with a "
@@ -314,7 +314,7 @@ class ConceptLibrary:
     def add(self, entry: ConceptEntry) -> ConceptEntry:
         """Add or replace a concept (not saved) and return it. An entry whose `dictionary` is an absolute folder,
         as learning functions return it, is changed in place to refer to that folder relative to this library."""
-        check_concept_name(entry.name)
+        check_concept_name(entry.name, part=True)
         if Path(entry.dictionary).is_absolute():
             entry.dictionary = self.relative_dictionary(entry.dictionary)
         self.concepts[entry.name] = entry

@@ -229,6 +229,30 @@ def test_ordinary_concept_names_are_accepted(tmp_path, name):
     assert joint_folder(tmp_path / "concepts.json", name).parent == tmp_path / "concepts_joint"
 
 
+def test_a_per_encoder_part_name_is_an_entry_name_only(tmp_path):
+    """`dog@text_encoder_2` names a part of concept `dog` in a library; a user's --name cannot take that form."""
+    assert check_concept_name("dog@text_encoder_2", part=True) == "dog@text_encoder_2"
+    for name in ("dog@text_encoder_2", "dog@"):
+        with pytest.raises(ClearSaeError, match="is not allowed"):
+            check_concept_name(name)
+    with pytest.raises(ClearSaeError, match="is not allowed"):
+        check_concept_name("dog@../x", part=True)
+    library = ConceptLibrary(tmp_path / "concepts.json")
+    library.add(entry(name="dog"))
+    library.add(entry(name="cat"))
+    library.save()
+    library = ConceptLibrary.load(tmp_path / "concepts.json")
+    library.replace_parts("dog", [entry(name="dog@text_encoder"), entry(name="dog@text_encoder_2")])
+    library.save()
+    library = ConceptLibrary.load(tmp_path / "concepts.json")
+    assert sorted(library.concepts) == ["cat", "dog@text_encoder", "dog@text_encoder_2"]
+    assert [e.name for e in library.parts("dog")] == ["dog@text_encoder", "dog@text_encoder_2"]
+    assert [e.name for e in library.parts("dog@text_encoder_2")] == ["dog@text_encoder_2"]
+    assert [e.name for e in library.parts("cat")] == ["cat"]
+    with pytest.raises(ClearSaeError, match="'horse' is not in"):
+        library.parts("horse")
+
+
 def test_two_libraries_loaded_before_either_saves_keep_both_entries(tmp_path):
     path = tmp_path / "concepts.json"
     first, second = ConceptLibrary.load(path, missing_ok=True), ConceptLibrary.load(path, missing_ok=True)
