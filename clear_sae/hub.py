@@ -11,6 +11,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from clear_sae.backbones.hub import hub_snapshot
 from clear_sae.dictionary import CONFIG, MANIFEST, WEIGHTS, Dictionaries, holds_dictionaries
 from clear_sae.errors import ClearSaeError
 from clear_sae.io import output_folder
@@ -43,22 +44,13 @@ def push_dictionaries(folder: str | Path, repo: str, private: bool = False, mess
 def pull_dictionaries(repo: str, out: str | Path, revision: str | None = None, force: bool = False) -> Path:
     """Download the dictionary folder in Hub repository `repo` into `out` (refused if `out` exists, unless `force`
     and it holds dictionaries), check that it loads, and return `out`."""
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import LocalEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
-
     out = output_folder(out, "--out")
     if out.exists() and any(out.iterdir()):
         if not force:
             raise ClearSaeError(f"{out} already exists; pass --force to replace it with the pulled dictionaries")
         if not holds_dictionaries(out):
             raise ClearSaeError(f"{out} holds no dictionaries, and --force replaces only those; pass another --out")
-    try:
-        snapshot = Path(snapshot_download(repo, revision=revision, allow_patterns=DICTIONARY_PATTERNS))
-    except (LocalEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError) as err:
-        raise ClearSaeError(
-            f"cannot get dictionaries {repo} ({type(err).__name__}: {str(err).splitlines()[0]}); check the id, "
-            "or download them once with network access (HF_HUB_OFFLINE unset)"
-        ) from None
+    snapshot = hub_snapshot(repo, revision, DICTIONARY_PATTERNS, what="dictionaries")
     Dictionaries(snapshot)  # a repository without a loadable manifest or SAE folders is refused here
     partial = out.with_name(out.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)

@@ -51,9 +51,11 @@ def wanted_files(repo_files: list[str]) -> list[str]:
     return list(filter_repo_objects(repo_files, allow_patterns=allow, ignore_patterns=ignore))
 
 
-def download_text_side(repo: str, revision: str | None = None) -> tuple[Path, str]:
-    """The snapshot folder holding the text side of Hub model `repo`, and its commit; downloads what is missing
-    (nothing with `HF_HUB_OFFLINE=1`, which reads the cache only)."""
+def hub_snapshot(
+    repo: str, revision: str | None, allow: list[str], ignore: list[str] | None = None, what: str = "Hub model"
+) -> Path:
+    """The snapshot folder of `repo` holding the files `allow` (less `ignore`) names, downloading what is missing
+    (nothing with `HF_HUB_OFFLINE=1`, which reads the cache only); a one-line error where it cannot be had."""
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import (
         IncompleteSnapshotError,
@@ -63,15 +65,20 @@ def download_text_side(repo: str, revision: str | None = None) -> tuple[Path, st
     )
 
     try:
-        index = Path(snapshot_download(repo, revision=revision, allow_patterns=["model_index.json", "config.json"]))
-        allow, ignore = text_side_patterns((index / "model_index.json").is_file())
-        folder = Path(snapshot_download(repo, revision=revision, allow_patterns=allow, ignore_patterns=ignore))
+        return Path(snapshot_download(repo, revision=revision, allow_patterns=allow, ignore_patterns=ignore))
     except (IncompleteSnapshotError, LocalEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError) as err:
-        reason = str(err).splitlines()[0]
         raise ClearSaeError(
-            f"cannot get Hub model {repo}{'@' + revision if revision else ''} ({type(err).__name__}: {reason}); "
-            "check the id, or download it once with network access (HF_HUB_OFFLINE unset)"
+            f"cannot get {what} {repo}{'@' + revision if revision else ''} ({type(err).__name__}: "
+            f"{str(err).splitlines()[0]}); check the id, or download it once with network access (HF_HUB_OFFLINE "
+            "unset)"
         ) from None
+
+
+def download_text_side(repo: str, revision: str | None = None) -> tuple[Path, str]:
+    """The snapshot folder holding the text side of Hub model `repo`, and its commit."""
+    index = hub_snapshot(repo, revision, ["model_index.json", "config.json"])
+    allow, ignore = text_side_patterns((index / "model_index.json").is_file())
+    folder = hub_snapshot(repo, revision, allow, ignore)
     return folder, folder.name
 
 
