@@ -920,8 +920,8 @@ def page_stability() -> str:
     seeds = [str(seed) for seed in settings["seeds"]]
     concepts = data["concepts"]
     lines += [
-        f"The demo's dictionaries (expansion {settings['expansion']}, k {settings['k']}, "
-        f"{settings['tokens']:,} tokens per layer, {settings['corpus_prompts']:,} corpus prompts) trained once per "
+        f"Dictionaries trained by the demo's recipe at expansion {settings['expansion']}, k {settings['k']}, "
+        f"{settings['tokens']:,} tokens per layer on {settings['corpus_prompts']:,} corpus prompts, once per "
         f"seed, and each shipped text concept learned on them with that seed"
         + (
             f" and the default selection, the background check included ({settings['background']} captions, "
