@@ -72,7 +72,9 @@ def test_the_v1_library_loads_with_every_entrys_erasure_and_settings_as_recorded
     assert sum(e.calibration is not None for e in library.concepts.values()) == 16
 
 
-def test_the_shipped_library_is_the_current_version_and_the_v1_library_migrated():
+def test_the_shipped_library_is_the_current_version_and_holds_the_concepts_of_the_v1_copy():
+    """The v1 copy is an earlier shipped library (its migration is checked above); the shipped one has been
+    relearned since, on the current dictionaries, so only its concepts, format and records are compared."""
     raw = json.loads(SHIPPED.read_text())
     assert raw["format_version"] == FORMAT_VERSION
     assert not any("settings" in e for e in raw["concepts"].values())
@@ -82,10 +84,8 @@ def test_the_shipped_library_is_the_current_version_and_the_v1_library_migrated(
     for name, new in shipped.concepts.items():
         old = migrated.get(name)
         assert all(getattr(old, k) in ([], {}) for k in NOT_IN_V1_COPY)
-        unrecorded = (*NOT_IN_V1_COPY, "dictionary_fingerprint")  # fingerprints came after version 1
-        assert {k: v for k, v in asdict(new).items() if k not in unrecorded} == {
-            k: v for k, v in asdict(old).items() if k not in unrecorded
-        }, name
+        assert (new.target_hash, new.nontarget_hash) == (old.target_hash, old.nontarget_hash), name  # same prompts
+        assert (new.calibration is None) == (old.calibration is None), name
         assert new.target_prompts and len(new.target_prompts) == new.n_target and new.layer_scores
         # Each entry names the SAE it was learned on: the shipped one at its layer.
         assert new.dictionary_fingerprint == Dictionaries(shipped.dictionary_path(new)).fingerprint(new.hook_point)
