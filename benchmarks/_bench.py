@@ -28,6 +28,20 @@ def median_seconds(fn: Callable[[], Any], repeats: int = 5, warmup: int = 1) -> 
     return statistics.median(times)
 
 
+def synchronise(device: str) -> None:
+    """Wait for the device's queued work (a no-op on the CPU)."""
+    import torch
+
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def device_median(fn: Callable[[], Any], device: str, repeats: int, warmup: int = 1) -> float:
+    """Median seconds of `fn()` on `device` over `repeats` calls after `warmup` untimed ones, each call waited
+    for."""
+    return median_seconds(lambda: (fn(), synchronise(device)), repeats=repeats, warmup=warmup)
+
+
 def machine() -> dict[str, Any]:
     """What the numbers were measured on."""
     import torch

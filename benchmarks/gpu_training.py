@@ -20,20 +20,12 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from _bench import ROOT, median_seconds, save, table
-
-
-def synchronise(device: str) -> None:
-    """Wait for the device's queued work (a no-op on the CPU)."""
-    import torch
-
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
+from _bench import ROOT, device_median, save, table
 
 
 def timed(fn: Any, device: str, repeats: int) -> float:
     """Median seconds of `fn()` on `device`, each call waited for (2 untimed calls first)."""
-    return median_seconds(lambda: (fn(), synchronise(device)), repeats=repeats, warmup=2)
+    return device_median(fn, device, repeats, warmup=2)
 
 
 def matmul_rate(m: int, k: int, n: int, dtype: Any, device: str, repeats: int = 10) -> float:

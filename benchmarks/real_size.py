@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _bench import median_seconds, save, table
+from _bench import device_median, save, synchronise, table
 
 SCALES: dict[str, dict[str, Any]] = {
     "real": {
@@ -55,14 +55,6 @@ SCALES: dict[str, dict[str, Any]] = {
 }
 
 
-def synchronise(device: str) -> None:
-    """Wait for the device's queued work (a no-op on the CPU)."""
-    import torch
-
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
 def seconds(fn: Any, device: str) -> float:
     """Wall time of one call of `fn()`, the device's work included."""
     synchronise(device)
@@ -70,11 +62,6 @@ def seconds(fn: Any, device: str) -> float:
     fn()
     synchronise(device)
     return time.perf_counter() - start
-
-
-def median_of(fn: Any, device: str, repeats: int) -> float:
-    """Median wall time of `fn()` over `repeats` calls after one untimed call, the device's work included."""
-    return median_seconds(lambda: (fn(), synchronise(device)), repeats=repeats, warmup=1)
 
 
 def build_pipeline(scale: dict[str, Any], device: str) -> Any:
@@ -212,8 +199,8 @@ def main() -> None:
         with erase_concepts(pipe, library, ["french_horn"]):
             encode()
 
-    plain_s, erased_s = median_of(generate, device, 2), median_of(generate_erased, device, 2)
-    encode_s, encode_erased_s = median_of(encode, device, 7), median_of(encode_erased, device, 7)
+    plain_s, erased_s = device_median(generate, device, 2), device_median(generate_erased, device, 2)
+    encode_s, encode_erased_s = device_median(encode, device, 7), device_median(encode_erased, device, 7)
     clamp = {
         "video": scale["video"],
         "generation_s": plain_s,

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from clear_sae.config import COUNT, MAX_PROMPT_BATCH, POSITIVE, SHARE, STRENGTH, at_most, check_fields
 from clear_sae.dictionary import Dictionaries
-from clear_sae.errors import ClearSaeError
+from clear_sae.errors import ClearSaeError, NoConceptLatentsError
 from clear_sae.io import prompts_hash, words_of
 from clear_sae.library import METHOD, ConceptEntry, SelectionSettings, check_concept_name, part_name
 
@@ -328,7 +328,7 @@ def select_layer(profiles: list[LayerProfile], score: str) -> LayerProfile:
         raise ClearSaeError(f"unknown score {score!r}; choose one of {', '.join(SCORES)}")
     usable = [p for p in profiles if p.latents]
     if not usable:
-        raise ClearSaeError(
+        raise NoConceptLatentsError(
             "no layer has concept-specific latents: every latent that fires on the targets also fires on the "
             "non-targets or on the background captions; add more target prompts, use non-targets closer in context, "
             "or use dictionaries trained on a corpus that holds the concept"
@@ -620,9 +620,7 @@ def learn_concept_per_encoder(
     for encoder, group in groups.items():
         try:
             entry, profiles = learn_concept(backbone, dictionaries, name, target, nontarget, cfg, group)
-        except ClearSaeError as err:
-            if "no layer has concept-specific latents" not in str(err):
-                raise
+        except NoConceptLatentsError:
             missing.append(encoder)
             continue
         entry.name = part_name(name, encoder)

@@ -10,6 +10,10 @@ class ClearSaeError(Exception):
     """A problem with the user's input: the message says what is wrong and how to fix it."""
 
 
+class NoConceptLatentsError(ClearSaeError):
+    """No candidate layer has latents specific to the concept (a per-encoder learning skips such an encoder)."""
+
+
 class ErasureNotAppliedWarning(UserWarning):
     """An erasure context closed without its clamps seeing a token: nothing was erased."""
 
