@@ -136,8 +136,9 @@ def token_activations(
                 codes = dictionaries.sae(hook).to(acts.device).encode(acts.float())[..., torch.tensor(columns[hook])]
                 codes = codes.cpu()
             for row, text in enumerate(chunk):
-                n = int(outputs[hook].mask[row].sum())
-                found[hook][text] = (backbone.token_strings(text, hook)[:n], codes[row, :n].T.tolist())
+                real = outputs[hook].mask[row].cpu()
+                tokens = backbone.token_strings(text, hook)[: int(real.sum())]
+                found[hook][text] = (tokens, codes[row][real].T.tolist())
     bar.close()
     out: dict[str, list[dict[str, Any]]] = {}
     for hook, pairs in wanted.items():

@@ -215,7 +215,10 @@ def attach(target: Any, clamps: dict[str, LatentClamp]) -> Iterator[dict[str, La
     handles = []
     try:
         for hook, clamp in clamps.items():
-            handles.append(hook_module(target, hook).register_forward_hook(clamp))
+            # First among the module's hooks: transformers records `hidden_states` with forward hooks of its own,
+            # installed at a model's first call, and a pipeline that reads one (SD3, HunyuanVideo) must read it
+            # clamped whichever hook came first.
+            handles.append(hook_module(target, hook).register_forward_hook(clamp, prepend=True))
             encoder = encoder_of(target, hook) if isinstance(clamp, LatentClamp) else None
             if encoder is not None:  # padding positions are left alone where the encoder's call says which they are
                 handles.append(encoder.register_forward_pre_hook(clamp.read_mask, with_kwargs=True))

@@ -237,6 +237,98 @@ def tiny_wan_pipeline(tokenizer):
     )
 
 
+def _tiny_clip(tokenizer, projection: bool = False):
+    """A random CLIP text model, 2 layers of width 32 (with a text projection, as SD3's CLIP-L and CLIP-G), pooling at
+    the tokenizer's end-of-text token."""
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    config = CLIPTextConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        max_position_embeddings=tokenizer.model_max_length,
+        projection_dim=32,
+        # CLIP pools at its end-of-text token: here MiniLM's [SEP], which closes every prompt.
+        bos_token_id=tokenizer.cls_token_id,
+        eos_token_id=tokenizer.sep_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    return (CLIPTextModelWithProjection if projection else CLIPTextModel)(config).eval()
+
+
+def _tiny_t5(tokenizer):
+    """A random T5 encoder, 2 layers of width 24."""
+    from transformers import T5Config, T5EncoderModel
+
+    return T5EncoderModel(
+        T5Config(vocab_size=tokenizer.vocab_size, d_model=24, d_kv=6, d_ff=48, num_layers=2, num_heads=4)
+    ).eval()
+
+
+def tiny_sd3_pipeline(tokenizer):
+    """The text side of Stable Diffusion 3: two CLIP text models (penultimate layer and pooled output read) and a
+    T5 encoder padded to max_sequence_length without a mask."""
+    from diffusers import StableDiffusion3Pipeline
+
+    seed_everything(0)
+    return StableDiffusion3Pipeline(
+        transformer=None,
+        scheduler=None,
+        vae=None,
+        text_encoder=_tiny_clip(tokenizer, projection=True),
+        tokenizer=tokenizer,
+        text_encoder_2=_tiny_clip(tokenizer, projection=True),
+        tokenizer_2=tokenizer,
+        text_encoder_3=_tiny_t5(tokenizer),
+        tokenizer_3=tokenizer,
+    )
+
+
+def tiny_ltx_pipeline(tokenizer):
+    """The text side of LTX-Video: one T5 encoder."""
+    from diffusers import LTXPipeline
+
+    seed_everything(0)
+    return LTXPipeline(
+        scheduler=None, vae=None, text_encoder=_tiny_t5(tokenizer), tokenizer=tokenizer, transformer=None
+    )
+
+
+TINY_HUNYUAN_TEMPLATE = {"template": "describe the video : {}", "crop_start": 5}
+"""A HunyuanVideo prompt template short enough for the tiny pipeline: with MiniLM's tokenizer its first five
+tokens ([CLS] and four words) come before the prompt."""
+
+
+def tiny_hunyuan_pipeline(tokenizer):
+    """The text side of HunyuanVideo: a random 4-layer Llama (the pipeline reads its third-last hidden state, the
+    prompt inside a template) and a CLIP text model (its pooled output read)."""
+    from diffusers import HunyuanVideoPipeline
+    from transformers import LlamaConfig, LlamaModel
+
+    seed_everything(0)
+    llama = LlamaModel(
+        LlamaConfig(
+            vocab_size=tokenizer.vocab_size,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=4,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+        )
+    ).eval()
+    return HunyuanVideoPipeline(
+        text_encoder=llama,
+        tokenizer=tokenizer,
+        transformer=None,
+        vae=None,
+        scheduler=None,
+        text_encoder_2=_tiny_clip(tokenizer),
+        tokenizer_2=tokenizer,
+    )
+
+
 def tiny_hooked_transformer():
     """A 2-layer HookedTransformer built from config, with MiniLM's vocabulary size."""
     from transformer_lens import HookedTransformer, HookedTransformerConfig

@@ -373,3 +373,43 @@ def test_padding_positions_are_never_edited_and_real_tokens_are(minilm, minilm_d
     assert padding.any() and torch.equal(after.acts[padding], before.acts[padding])
     assert (after.acts[before.mask] != before.acts[before.mask]).any(-1).all()
     assert clamp.tokens_seen == int(before.mask.sum()) and clamp.mask is None  # forgotten once the call is over
+
+
+def test_a_concept_learned_through_hunyuans_encoding_is_erased_in_both_encoders(
+    minilm_tokenizer, small_corpus, tmp_path
+):
+    """HunyuanVideo reads a hidden state its Llama records with hooks of its own: a clamp at that very block
+    (learning has run the model, so those hooks came first) still changes the embeddings the pipeline returns, and
+    the CLIP part changes the pooled embedding."""
+    from conftest import TINY_HUNYUAN_TEMPLATE, tiny_hunyuan_pipeline
+
+    from clear_sae.backbones.diffusers_pipeline import PipelineEncoding
+    from clear_sae.concepts import learn_concept_per_encoder
+
+    pipe = tiny_hunyuan_pipeline(minilm_tokenizer)
+    options = {"prompt_template": TINY_HUNYUAN_TEMPLATE}
+    backbone = PipelineEncoding(pipe, "tiny-hunyuan", max_sequence_length=16, encode_options=options)
+    # The Llama block whose output the pipeline reads; a CLIP block before the last, whose edits reach the
+    # end-of-text token that CLIP pools (an edit of the last block reaches it only where a latent fires there).
+    read = ["text_encoder.blocks.1", "text_encoder_2.blocks.0"]
+    write_cache(backbone, small_corpus, tmp_path / "c.h5", read, CacheConfig(64), progress=False)
+    with ActivationCache(tmp_path / "c.h5") as cache:
+        train_dictionaries(cache, tmp_path / "d", cfg=TrainConfig(expansion=8, k=8, tokens=20_480), progress=False)
+    cfg = ConceptConfig(background=0, min_target_rate=0.3, max_nontarget_rate=0.3)  # low bars: tiny random encoders
+    learned = learn_concept_per_encoder(
+        backbone, Dictionaries(tmp_path / "d"), "french_horn", HORN_T, HORN_N, cfg, read
+    )
+    library = ConceptLibrary(tmp_path / "lib.json")
+    library.replace_parts("french_horn", [entry for entry, _ in learned])
+    assert sorted(entry.hook_point for entry, _ in learned) == read
+
+    def encode():
+        with torch.no_grad():
+            return pipe.encode_prompt(prompt=HORN_T[:6], max_sequence_length=16, **options)
+
+    plain = encode()
+    with erase_concepts(pipe, library, ["french_horn"], strict=True) as clamps:
+        erased = encode()
+    assert all(clamp.tokens_edited > 0 for clamp in clamps.values())
+    embeds, pooled = (0, 1)
+    assert not torch.equal(erased[embeds], plain[embeds]) and not torch.equal(erased[pooled], plain[pooled])

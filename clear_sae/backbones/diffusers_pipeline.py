@@ -19,7 +19,13 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from clear_sae.backbones.base import Backbone, attention_mask_of, folder_fingerprint
+from clear_sae.backbones.base import (
+    Backbone,
+    attention_mask_of,
+    first_tensor,
+    folder_fingerprint,
+    replace_first_tensor,
+)
 from clear_sae.backbones.hf_text import HFTextEncoder, load_hf_text_encoder
 from clear_sae.errors import ClearSaeError
 
@@ -174,7 +180,13 @@ class PipelineEncoding(PipelineTextEncoders):
     caches, dictionaries and concept statistics read only those, while at inference the clamp also edits padding
     positions on which concept latents fire wherever the pipeline passes its encoder no mask."""
 
-    def __init__(self, pipeline: Any, backbone_id: str = "pipeline", max_sequence_length: int | None = None) -> None:
+    def __init__(
+        self,
+        pipeline: Any,
+        backbone_id: str = "pipeline",
+        max_sequence_length: int | None = None,
+        encode_options: dict[str, Any] | None = None,
+    ) -> None:
         encoders = PipelineTextEncoders.from_pipeline(pipeline, backbone_id).encoders
         super().__init__(encoders, backbone_id)
         if not callable(getattr(pipeline, "encode_prompt", None)):
@@ -184,17 +196,107 @@ class PipelineEncoding(PipelineTextEncoders):
             )
         self.pipeline = pipeline
         self.max_sequence_length = max_sequence_length
+        self.encode_options = dict(encode_options or {})
+        """Further `encode_prompt` arguments, as the user passes them to `pipe(...)` (e.g. `prompt_template`)."""
+        self._unread: list[str] | None = None
 
     def encode_kwargs(self, prompts: list[str]) -> dict[str, Any]:
-        """The arguments `encode_prompt` is called with: the prompts, no classifier-free guidance, and the
-        `max_sequence_length` given (else the pipeline's default), each only where the pipeline takes it."""
-        accepted = inspect.signature(self.pipeline.encode_prompt).parameters
+        """The arguments `encode_prompt` is called with: the prompts, no classifier-free guidance, the
+        `max_sequence_length` given (else the pipeline's default), each only where the pipeline takes it, and the
+        `encode_options`. A second or third prompt that the pipeline requires (SD3's `prompt_2`, `prompt_3`) is
+        None, which makes the pipeline reuse the first."""
+        parameters = inspect.signature(self.pipeline.encode_prompt).parameters
         kwargs: dict[str, Any] = {"prompt": prompts}
-        if "do_classifier_free_guidance" in accepted:
+        for name, parameter in parameters.items():
+            if name.startswith("prompt_") and name[7:].isdigit() and parameter.default is inspect.Parameter.empty:
+                kwargs[name] = None
+        if "do_classifier_free_guidance" in parameters:
             kwargs["do_classifier_free_guidance"] = False
-        if self.max_sequence_length is not None and "max_sequence_length" in accepted:
+        if self.max_sequence_length is not None and "max_sequence_length" in parameters:
             kwargs["max_sequence_length"] = self.max_sequence_length
-        return kwargs
+        return {**kwargs, **self.encode_options}
+
+    def template_prefix(self, prefix: str) -> int:
+        """How many leading positions of encoder `prefix`'s input are the pipeline's prompt template rather than
+        the prompt (HunyuanVideo wraps each prompt in a system template for its LLM and crops the template's
+        positions before the transformer reads the states); 0 for a pipeline without a template."""
+        parameters = inspect.signature(self.pipeline.encode_prompt).parameters
+        if prefix != "text_encoder" or "prompt_template" not in parameters:
+            return 0
+        template = self.encode_options.get("prompt_template", parameters["prompt_template"].default)
+        if not isinstance(template, dict) or "template" not in template:
+            return 0
+        if template.get("crop_start") is not None:
+            return int(template["crop_start"])
+        # As HunyuanVideo measures it: the template tokenized alone, less its placeholder and end-of-turn token.
+        tokenizer = self.encoders[prefix].tokenizer
+        return (
+            int(tokenizer(template["template"], padding="max_length", return_tensors="pt")["input_ids"].shape[-1]) - 2
+        )
+
+    def token_strings(self, prompt: str, hook_point: str) -> list[str]:
+        """The prompt's tokens at `hook_point`'s real positions: inside the pipeline's template where it has one."""
+        prefix = hook_point.split(".", 1)[0]
+        skip = self.template_prefix(prefix)
+        if not skip:
+            return super().token_strings(prompt, hook_point)
+        template = self.encode_options.get(
+            "prompt_template", inspect.signature(self.pipeline.encode_prompt).parameters["prompt_template"].default
+        )
+        tokenizer = self.encoders[prefix].tokenizer
+        ids = tokenizer([template["template"].format(prompt)])["input_ids"][0][skip:]
+        return [str(t) for t in tokenizer.convert_ids_to_tokens(ids)]
+
+    @property
+    def hook_points(self) -> list[str]:
+        """Hook points of every text encoder whose output reaches what the pipeline reads."""
+        unread = set(self.unread_hook_points)
+        return [name for name in super().hook_points if name not in unread]
+
+    @property
+    def unread_hook_points(self) -> list[str]:
+        """The blocks past the hidden state the pipeline reads from each encoder (HunyuanVideo reads its LLM's
+        third-last layer; SD3 reads CLIP's penultimate one but also its pooled output, so all of CLIP counts).
+        Clamping there would change nothing the transformer sees, so they are no hook points of this backbone.
+        Found once: each encoder's blocks, from the last, are shifted until `encode_prompt`'s output changes."""
+        if self._unread is None:
+            self._unread = self._find_unread()
+        return self._unread
+
+    def _find_unread(self) -> list[str]:
+        import torch
+
+        kwargs = self.encode_kwargs(["a"])
+        unread = []
+        with torch.inference_mode():
+            baseline = _tensors_in(self.pipeline.encode_prompt(**kwargs))
+            for encoder in self.encoders.values():
+                found = []
+                for hook in reversed(encoder.hook_points[1:]):  # the embedding is always read
+                    shift = encoder.module(hook).register_forward_hook(
+                        lambda _m, _i, output: replace_first_tensor(output, first_tensor(output) + 1), prepend=True
+                    )  # ahead of transformers' own hidden-state recording, as a clamp is
+                    try:
+                        shifted = _tensors_in(self.pipeline.encode_prompt(**kwargs))
+                    finally:
+                        shift.remove()
+                    if any(not torch.equal(a, b) for a, b in zip(baseline, shifted)):
+                        break
+                    found.append(hook)
+                unread.extend(reversed(found))
+        return unread
+
+    def check_hook_points(self, hook_points: list[str]) -> None:
+        """As `Backbone.check_hook_points`, and a block past the hidden state the pipeline reads is named as such."""
+        unread = [h for h in hook_points if h in set(self.unread_hook_points)]
+        if unread:
+            encoder = unread[0].split(".", 1)[0]
+            last = [h for h in self.hook_points if h.startswith(f"{encoder}.")][-1]
+            raise ClearSaeError(
+                f"{unread[0]} lies past the hidden state {type(self.pipeline).__name__} reads from {encoder} (its "
+                f"last read hook point is {last}): clamping there would change nothing; choose up to {last}"
+            )
+        super().check_hook_points(hook_points)
 
     def _forward(self, prompts: list[str], hook_points: list[str]) -> dict[str, "torch.Tensor"]:
         calls: dict[str, list[torch.Tensor]] = {}
@@ -220,5 +322,13 @@ class PipelineEncoding(PipelineTextEncoders):
                     f"{type(self.pipeline).__name__}.encode_prompt ran {prefix} {len(found)} times for one batch; "
                     "clear_sae reads one call per encoder: use PipelineTextEncoders for this pipeline"
                 )
-            masks[hook] = found[0]
+            masks[hook] = found[0].clone()
+            masks[hook][:, : self.template_prefix(prefix)] = False
         return masks
+
+
+def _tensors_in(output: Any) -> list["torch.Tensor"]:
+    """Every tensor in `encode_prompt`'s output (a tensor, or nested tuples and lists holding tensors and None)."""
+    if isinstance(output, (tuple, list)):
+        return [t for item in output for t in _tensors_in(item)]
+    return [output] if hasattr(output, "shape") else []

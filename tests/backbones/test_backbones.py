@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import tiny_hooked_transformer, tiny_two_encoder_pipeline, tiny_wan_pipeline
+from conftest import (
+    TINY_HUNYUAN_TEMPLATE,
+    tiny_hooked_transformer,
+    tiny_hunyuan_pipeline,
+    tiny_ltx_pipeline,
+    tiny_sd3_pipeline,
+    tiny_two_encoder_pipeline,
+    tiny_wan_pipeline,
+)
 
 from clear_sae.backbones import hook_module, load_backbone
 from clear_sae.errors import ClearSaeError
@@ -412,3 +420,59 @@ def test_the_pipeline_encoding_reads_both_flux_encoders_as_flux_calls_them(minil
     for hook in hooks:
         real = out[hook].mask
         assert torch.equal(seen[hook][0][real], out[hook].acts[real])
+
+
+PIPE_CALLS = {  # the encode_prompt arguments each pipeline's __call__ passes (its prompts, then its negatives)
+    "sd3": {"prompt_2": None, "prompt_3": None, "negative_prompt": "", "do_classifier_free_guidance": True},
+    "ltx": {"negative_prompt": "", "do_classifier_free_guidance": True},
+    "hunyuan": {"prompt_2": None, "prompt_template": TINY_HUNYUAN_TEMPLATE},
+}
+BUILDERS = {"sd3": tiny_sd3_pipeline, "ltx": tiny_ltx_pipeline, "hunyuan": tiny_hunyuan_pipeline}
+
+
+@pytest.mark.parametrize("family", sorted(PIPE_CALLS))
+def test_the_pipeline_encoding_reads_sd3_ltx_and_hunyuan_as_they_run(minilm_tokenizer, family):
+    """SD3 (two CLIPs and T5), LTX-Video (T5 without a mask) and HunyuanVideo (a Llama reading the prompt inside a
+    template, and CLIP): every encoder's real tokens hold, bit for bit, the states its pipeline's encoding computes;
+    the template's positions are not real tokens of the prompt."""
+    from clear_sae.backbones.diffusers_pipeline import PipelineEncoding
+
+    pipe = BUILDERS[family](minilm_tokenizer)
+    options = {"prompt_template": TINY_HUNYUAN_TEMPLATE} if family == "hunyuan" else {}
+    own = PipelineEncoding(pipe, f"tiny-{family}", max_sequence_length=16, encode_options=options)
+    prompts = ["a dog", "a French horn player on a quiet stage"]
+    out = own.run(prompts, own.hook_points)
+    assert {hook.split(".", 1)[0] for hook in own.hook_points} == set(own.encoders)
+    seen: dict[str, list] = {hook: [] for hook in own.hook_points}
+    handles = [_capture(own.module(hook), seen[hook]) for hook in own.hook_points]
+    try:
+        with torch.no_grad():
+            pipe.encode_prompt(prompt=prompts, max_sequence_length=16, **PIPE_CALLS[family])
+    finally:
+        for handle in handles:
+            handle.remove()
+    lengths = [len(minilm_tokenizer(p)["input_ids"]) for p in prompts]
+    for hook in own.hook_points:
+        real = out[hook].mask
+        crop = TINY_HUNYUAN_TEMPLATE["crop_start"] if family == "hunyuan" and hook.startswith("text_encoder.") else 0
+        assert not real[:, :crop].any()
+        assert real.sum(-1).tolist() == [n - (1 if crop else 0) for n in lengths]  # [CLS] opens the template
+        assert torch.equal(seen[hook][0][real], out[hook].acts[real])
+    if family == "hunyuan":
+        assert own.token_strings("a dog", "text_encoder.blocks.0") == ["a", "dog", "[SEP]"]
+
+
+def test_blocks_past_the_hidden_state_a_pipeline_reads_are_no_hook_points(minilm_tokenizer):
+    """HunyuanVideo reads its Llama's third-last hidden state: the last two blocks change nothing it generates
+    from, so they are left out of the hook points and refused by name. SD3 reads CLIP's penultimate layer but
+    also its pooled output, so every CLIP block stays."""
+    from clear_sae.backbones.diffusers_pipeline import PipelineEncoding
+
+    options = {"prompt_template": TINY_HUNYUAN_TEMPLATE}
+    hunyuan = PipelineEncoding(tiny_hunyuan_pipeline(minilm_tokenizer), "tiny-hy", 16, options)
+    assert hunyuan.unread_hook_points == ["text_encoder.blocks.2", "text_encoder.blocks.3"]
+    assert hunyuan.hook_points[:3] == ["text_encoder.embed", "text_encoder.blocks.0", "text_encoder.blocks.1"]
+    with pytest.raises(ClearSaeError, match="past the hidden state HunyuanVideoPipeline reads from text_encoder"):
+        hunyuan.run(["a dog"], ["text_encoder.blocks.2"])
+    sd3 = PipelineEncoding(tiny_sd3_pipeline(minilm_tokenizer), "tiny-sd3", 16)
+    assert sd3.unread_hook_points == []
