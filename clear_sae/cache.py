@@ -104,6 +104,12 @@ def _chunk_rows(cfg: CacheConfig, d: int) -> int:
     return max(64, min(cfg.chunk_rows, (4 << 20) // (d * np.dtype(stored_dtype(cfg.dtype)).itemsize)))
 
 
+def hook_module_record(backbone: "Backbone", hook_point: str) -> dict[str, str | None]:
+    """Where `hook_point` lives in the model: the pipeline subfolder of its model (None for a model on its own)
+    and the dotted module name inside that model."""
+    return {"subfolder": backbone.subfolder(hook_point), "module": backbone.module_path(hook_point)}
+
+
 def _create_layout(
     f: "h5py.File", backbone: "Backbone", hook_points: list[str], prompts: list[str], cfg: CacheConfig
 ) -> None:
@@ -116,6 +122,7 @@ def _create_layout(
             "model_source": backbone.source or backbone.backbone_id,
             "hook_points": json.dumps(hook_points),
             "d_model": json.dumps({h: backbone.d_model(h) for h in hook_points}),
+            "hook_modules": json.dumps({h: hook_module_record(backbone, h) for h in hook_points}),
             "dtype": cfg.dtype,
             "prompts_hash": prompts_hash(prompts),
             "package_version": __version__,
@@ -366,6 +373,8 @@ class ActivationCache:
         self.model_source = str(attrs.get("model_source", self.backbone_id))
         self.hook_points: list[str] = json.loads(_attr(self.file, "hook_points"))
         self.widths: dict[str, int] = json.loads(_attr(self.file, "d_model"))
+        self.hook_modules: dict[str, dict[str, str | None]] = json.loads(str(attrs.get("hook_modules", "{}")))
+        """Each hook point's subfolder and module name (`hook_module_record`); empty for an older cache."""
         self.prompts_hash: str = str(attrs["prompts_hash"])
         self.dtype: str = str(attrs["dtype"])
         self.complete = bool(attrs["complete"])

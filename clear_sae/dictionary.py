@@ -443,6 +443,11 @@ def train_dictionaries(
     manifest.update(
         {
             "model_source": cache.model_source,
+            "hub_model": hub_model_record(cache.model_source),
+            "hook_modules": {
+                **manifest.get("hook_modules", {}),
+                **{h: cache.hook_modules[h] for h in hook_points if h in cache.hook_modules},
+            },
             "cache_prompts_hash": cache.prompts_hash,
             "cache": str(cache.path),
             "package_version": __version__,
@@ -464,6 +469,14 @@ def train_dictionaries(
     del manifest["training"]
     atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=2))
     return manifest
+
+
+def hub_model_record(source: str) -> dict[str, str | None] | None:
+    """The Hub id and revision of a model recorded as `hf://owner/name@revision`; None for any other source."""
+    from clear_sae.backbones.hub import PREFIX, parse_hub_name
+
+    parsed = parse_hub_name(source) if source.startswith(PREFIX) else None
+    return None if parsed is None else {"repo_id": parsed[0], "revision": parsed[1]}
 
 
 def weights_file(folder: Path) -> Path:

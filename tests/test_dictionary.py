@@ -444,3 +444,35 @@ def test_a_sparse_coder_that_is_not_a_plain_topk_sae_is_a_one_line_error(tmp_pat
     with pytest.raises(ClearSaeError, match=message) as err:
         Dictionaries(tmp_path / "dicts").sae("text_encoder.blocks.2")
     assert "\n" not in str(err.value)
+
+
+def test_the_manifest_says_where_each_hook_point_lives_and_which_hub_model(tmp_path, minilm_tokenizer, small_corpus):
+    """A dictionary folder names, per hook point, the pipeline subfolder and the module inside that model (enough
+    for another tool to hook the same module), and the Hub id and revision the model was loaded from."""
+    from conftest import tiny_two_encoder_pipeline
+
+    from clear_sae.backbones.diffusers_pipeline import PipelineTextEncoders
+    from clear_sae.cache import CacheConfig, write_cache
+
+    pipe = tiny_two_encoder_pipeline(minilm_tokenizer)
+    backbone = PipelineTextEncoders.from_pipeline(pipe, "tiny-two")
+    backbone.source = "hf://someone/tiny-flux@0123abcd"
+    hooks = ["text_encoder.blocks.1", "text_encoder_2.blocks.2"]
+    write_cache(backbone, small_corpus[:64], tmp_path / "c.h5", hooks, CacheConfig(64), progress=False)
+    with ActivationCache(tmp_path / "c.h5") as cache:
+        manifest = train_dictionaries(
+            cache, tmp_path / "d", ["text_encoder_2.blocks.2"], TrainConfig(**QUICK), progress=False
+        )
+    assert manifest["hub_model"] == {"repo_id": "someone/tiny-flux", "revision": "0123abcd"}
+    where = manifest["hook_modules"]
+    assert list(where) == ["text_encoder_2.blocks.2"]  # the layers trained, not every layer cached
+    assert where["text_encoder_2.blocks.2"] == {"subfolder": "text_encoder_2", "module": "encoder.block.2"}
+    assert pipe.text_encoder_2.get_submodule("encoder.block.2") is backbone.module("text_encoder_2.blocks.2")
+    assert json.loads((tmp_path / "d" / "manifest.json").read_text())["hook_modules"] == where
+
+
+def test_a_bare_encoders_hook_points_name_modules_of_the_model_itself(minilm):
+    assert minilm.subfolder("text_encoder.blocks.3") is None
+    assert minilm.model.get_submodule(minilm.module_path("text_encoder.blocks.3")) is minilm.module(
+        "text_encoder.blocks.3"
+    )

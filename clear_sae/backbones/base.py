@@ -146,6 +146,20 @@ class Backbone(ABC):
         for model in self.models():
             model.to(device=device, dtype=dtype)
 
+    def module_path(self, hook_point: str) -> str:
+        """The dotted name of `hook_point`'s module inside its model as saved (`encoder.block.3` for a T5 encoder),
+        so that other tools can hook the same module."""
+        target = self.module(hook_point)
+        for model in self.models():
+            for name, module in model.named_modules():
+                if module is target:
+                    return name
+        raise ClearSaeError(f"the module of {hook_point} is in none of {self.backbone_id}'s models")
+
+    def subfolder(self, hook_point: str) -> str | None:
+        """The pipeline subfolder holding `hook_point`'s model (`text_encoder_2`); None for a model on its own."""
+        return None
+
     def encoder_model(self, hook_point: str) -> "nn.Module | None":
         """The model whose forward call receives the attention mask of `hook_point`'s positions (None where the
         model takes none, as a HookedTransformer)."""

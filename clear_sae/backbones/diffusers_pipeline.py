@@ -83,6 +83,11 @@ class PipelineTextEncoders(Backbone):
         """Width of the text encoder that owns `hook_point`."""
         return self._encoder_for(hook_point).d_model(hook_point)
 
+    def subfolder(self, hook_point: str) -> str | None:
+        """The pipeline's component (and subfolder) that holds `hook_point`: `text_encoder`, `text_encoder_2`..."""
+        self._encoder_for(hook_point)
+        return hook_point.split(".", 1)[0]
+
     def models(self) -> list["nn.Module"]:
         """Every text encoder of the pipeline."""
         return [encoder.model for encoder in self.encoders.values()]
