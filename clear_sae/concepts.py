@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -613,18 +614,31 @@ def learn_concept_per_encoder(
     hold latents for the concept, named `name@encoder` and with its layer chosen among that encoder's hook points,
     so that erasure reaches every path the prompt takes; with one encoder, the single entry `learn_concept` gives.
     Encoders without concept latents are left out; none at all is a one-line error."""
-    groups = encoder_groups(hook_points or dictionaries.hook_points)
+
+    def learn(group: list[str] | None) -> tuple[ConceptEntry, list[LayerProfile]]:
+        return learn_concept(backbone, dictionaries, name, target, nontarget, cfg, group)
+
+    return for_each_encoder(name, hook_points or dictionaries.hook_points, learn, hook_points)
+
+
+def for_each_encoder(
+    name: str, candidates: list[str], learn: Callable[[list[str] | None], tuple[Any, ...]], asked: list[str] | None
+) -> list[Any]:
+    """Run `learn` on each text encoder's share of `candidates` and name each result's entry (its first item)
+    `name@encoder`; with one encoder, `learn(asked)` alone, the entry keeping `name`. An encoder without concept
+    latents is left out; none at all is a one-line error."""
+    groups = encoder_groups(candidates)
     if len(groups) < 2:
-        return [learn_concept(backbone, dictionaries, name, target, nontarget, cfg, hook_points)]
+        return [learn(asked)]
     learned, missing = [], []
     for encoder, group in groups.items():
         try:
-            entry, profiles = learn_concept(backbone, dictionaries, name, target, nontarget, cfg, group)
+            result = learn(group)
         except NoConceptLatentsError:
             missing.append(encoder)
             continue
-        entry.name = part_name(name, encoder)
-        learned.append((entry, profiles))
+        result[0].name = part_name(name, encoder)
+        learned.append(result)
     if not learned:
         raise ClearSaeError(
             f"no text encoder ({', '.join(missing)}) has concept-specific latents for {name!r}; add more target "

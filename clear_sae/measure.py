@@ -116,13 +116,19 @@ def erase_report(
 
 
 def pooled_final_states(
-    backbone: "Backbone", prompts: list[str], hooks: dict[str, Any] | None = None, batch_size: int = 32
+    backbone: "Backbone",
+    prompts: list[str],
+    hooks: dict[str, Any] | None = None,
+    batch_size: int = 32,
+    final_hook: str | None = None,
 ) -> "torch.Tensor":
-    """Mean-pooled final-layer states `[n, d]` (float64) of `prompts`, with `hooks` attached while they run."""
+    """Mean-pooled final-layer states `[n, d]` (float64) of `prompts`, with `hooks` attached while they run;
+    `final_hook`: the state read (default: the backbone's final hook point)."""
     import torch
 
+    final_hook = final_hook or backbone.final_hook_point
     parts = []
     with attach(backbone, hooks or {}):
-        for _, out in backbone.run_batched(prompts, [backbone.final_hook_point], batch_size):
-            parts.append(mean_pooled(out[backbone.final_hook_point]))
+        for _, out in backbone.run_batched(prompts, [final_hook], batch_size):
+            parts.append(mean_pooled(out[final_hook]))
     return torch.cat(parts)

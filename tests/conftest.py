@@ -237,7 +237,7 @@ def tiny_wan_pipeline(tokenizer):
     )
 
 
-def _tiny_clip(tokenizer, projection: bool = False):
+def tiny_clip(tokenizer, projection: bool = False):
     """A random CLIP text model, 2 layers of width 32 (with a text projection, as SD3's CLIP-L and CLIP-G), pooling at
     the tokenizer's end-of-text token."""
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
@@ -258,7 +258,7 @@ def _tiny_clip(tokenizer, projection: bool = False):
     return (CLIPTextModelWithProjection if projection else CLIPTextModel)(config).eval()
 
 
-def _tiny_t5(tokenizer):
+def tiny_t5(tokenizer):
     """A random T5 encoder, 2 layers of width 24."""
     from transformers import T5Config, T5EncoderModel
 
@@ -277,11 +277,11 @@ def tiny_sd3_pipeline(tokenizer):
         transformer=None,
         scheduler=None,
         vae=None,
-        text_encoder=_tiny_clip(tokenizer, projection=True),
+        text_encoder=tiny_clip(tokenizer, projection=True),
         tokenizer=tokenizer,
-        text_encoder_2=_tiny_clip(tokenizer, projection=True),
+        text_encoder_2=tiny_clip(tokenizer, projection=True),
         tokenizer_2=tokenizer,
-        text_encoder_3=_tiny_t5(tokenizer),
+        text_encoder_3=tiny_t5(tokenizer),
         tokenizer_3=tokenizer,
     )
 
@@ -291,9 +291,7 @@ def tiny_ltx_pipeline(tokenizer):
     from diffusers import LTXPipeline
 
     seed_everything(0)
-    return LTXPipeline(
-        scheduler=None, vae=None, text_encoder=_tiny_t5(tokenizer), tokenizer=tokenizer, transformer=None
-    )
+    return LTXPipeline(scheduler=None, vae=None, text_encoder=tiny_t5(tokenizer), tokenizer=tokenizer, transformer=None)
 
 
 TINY_HUNYUAN_TEMPLATE = {"template": "describe the video : {}", "crop_start": 5}
@@ -324,7 +322,7 @@ def tiny_hunyuan_pipeline(tokenizer):
         transformer=None,
         vae=None,
         scheduler=None,
-        text_encoder_2=_tiny_clip(tokenizer),
+        text_encoder_2=tiny_clip(tokenizer),
         tokenizer_2=tokenizer,
     )
 

@@ -42,18 +42,21 @@ class ProbeJudge:
         fit_nontarget: list[str],
         held_target: list[str],
         seed: int = 0,
+        final_hook: str | None = None,
     ) -> None:
-
+        """`final_hook`: the state the probe reads (default: the backbone's final hook point; on a pipeline with
+        several text encoders, the last of the encoder being calibrated)."""
         self.backbone, self.held_target = backbone, held_target
-        self.probe = train_concept_probe(
-            pooled_final_states(backbone, fit_target), pooled_final_states(backbone, fit_nontarget), seed=seed
-        )
+        self.final_hook = final_hook or backbone.final_hook_point
+        positive = pooled_final_states(backbone, fit_target, final_hook=self.final_hook)
+        negative = pooled_final_states(backbone, fit_nontarget, final_hook=self.final_hook)
+        self.probe = train_concept_probe(positive, negative, seed=seed)
 
     def __call__(self, hooks: dict[str, Any]) -> Verdict:
 
-        states = pooled_final_states(self.backbone, self.held_target, hooks)
+        states = pooled_final_states(self.backbone, self.held_target, hooks, final_hook=self.final_hook)
         return Verdict(float((self.probe(states) > 0.5).float().mean()))
 
     def settings(self) -> dict[str, Any]:
         """What the entry records of this judge."""
-        return {"name": self.name, "held_out_targets": len(self.held_target)}
+        return {"name": self.name, "held_out_targets": len(self.held_target), "reads": self.final_hook}

@@ -33,6 +33,7 @@ from clear_sae.concepts import (
     ConceptCodes,
     ConceptConfig,
     LayerProfile,
+    for_each_encoder,
     learn_concept,
     profile_concept_at_rates,
     score_of,
@@ -41,7 +42,7 @@ from clear_sae.concepts import (
 )
 from clear_sae.config import SHARE, check_fields, check_value
 from clear_sae.erase import LatentClamp
-from clear_sae.errors import ClearSaeError
+from clear_sae.errors import ClearSaeError, NoConceptLatentsError
 from clear_sae.library import CalibrationRecord, CalibrationRung, ConceptEntry
 
 if TYPE_CHECKING:
@@ -141,7 +142,12 @@ def calibration_ladder(
                 f"(got {len(target)}), or leave out --calibrate"
             )
         judge = ProbeJudge(
-            backbone, [target[i] for i in fit_t], [nontarget[i] for i in fit_n], [target[i] for i in held_t], cfg.seed
+            backbone,
+            [target[i] for i in fit_t],
+            [nontarget[i] for i in fit_n],
+            [target[i] for i in held_t],
+            cfg.seed,
+            encoder_final_hook(backbone, hook_points),
         )
     elif getattr(judge, "name", None) != cal.judge:
         raise ClearSaeError(
@@ -177,6 +183,17 @@ def calibration_ladder(
                 if cal.passes(steps[-1]):
                     return steps
     return steps
+
+
+def encoder_final_hook(backbone: "Backbone", hook_points: list[str] | None) -> str:
+    """The state a probe reads to judge an erasure at `hook_points`: the last hook point of their text encoder
+    when they lie in one encoder of several (each encoder of Flux or SD3 is calibrated on its own output), else the
+    backbone's final hook point."""
+    encoders = {hook.split(".", 1)[0] for hook in hook_points or []}
+    if len(encoders) != 1:
+        return backbone.final_hook_point
+    own = [hook for hook in backbone.hook_points if hook.split(".", 1)[0] in encoders]
+    return own[-1] if own else backbone.final_hook_point
 
 
 def layers_to_try(profiles: list[LayerProfile], score: str, search_layers: bool) -> list[LayerProfile]:
@@ -220,7 +237,7 @@ def learn_calibrated_concept(
     `codes`: the prompts already encoded (`encode_concept`)."""
     steps = calibration_ladder(backbone, dictionaries, target, nontarget, cfg, cal, hook_points, judge, codes)
     if not steps:
-        raise ClearSaeError(
+        raise NoConceptLatentsError(
             "no layer has concept-specific latents at any tolerance of the calibration ladder; add "
             "more target prompts or use non-targets closer in context"
         )
@@ -240,6 +257,25 @@ def learn_calibrated_concept(
     judged_by = judge.settings() if judge is not None else None  # type: ignore[attr-defined]
     entry.calibration = CalibrationRecord(asdict(cal), [s.record() for s in steps], judged_by)
     return entry, profiles, steps
+
+
+def learn_calibrated_concept_per_encoder(
+    backbone: "Backbone",
+    dictionaries: "Dictionaries",
+    name: str,
+    target: list[str],
+    nontarget: list[str],
+    cfg: ConceptConfig = ConceptConfig(),
+    cal: CalibrationConfig = CalibrationConfig(),
+    hook_points: list[str] | None = None,
+) -> list[tuple[ConceptEntry, list[LayerProfile], list[CalibrationStep]]]:
+    """`learn_calibrated_concept` within each text encoder (as `learn_concept_per_encoder` learns): on Flux or SD3
+    each encoder's entry climbs its own ladder, its probe reading that encoder's last hook point."""
+
+    def learn(group: list[str] | None) -> tuple[ConceptEntry, list[LayerProfile], list[CalibrationStep]]:
+        return learn_calibrated_concept(backbone, dictionaries, name, target, nontarget, cfg, cal, group)
+
+    return for_each_encoder(name, hook_points or dictionaries.hook_points, learn, hook_points)
 
 
 def recorded_calibration(recorded: CalibrationRecord | None) -> tuple[float, CalibrationConfig] | None:

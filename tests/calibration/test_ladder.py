@@ -287,3 +287,42 @@ def test_calibration_needs_held_out_targets(minilm, minilm_dictionaries):
             ConceptConfig(),
             CalibrationConfig(),
         )
+
+
+def test_each_text_encoder_of_a_pipeline_climbs_its_own_ladder(minilm_tokenizer, small_corpus, tmp_path, monkeypatch):
+    """On a pipeline with two text encoders, calibration gives one entry per encoder, each ladder trying only its
+    encoder's layers and judged by a probe on that encoder's own output (not on the other encoder's)."""
+    from conftest import PROMPTS, read_lines, tiny_two_encoder_pipeline
+
+    from clear_sae.backbones.diffusers_pipeline import PipelineTextEncoders
+    from clear_sae.cache import ActivationCache, CacheConfig, write_cache
+    from clear_sae.calibration import ladder
+    from clear_sae.calibration.ladder import learn_calibrated_concept_per_encoder
+    from clear_sae.dictionary import TrainConfig, train_dictionaries
+
+    backbone = PipelineTextEncoders.from_pipeline(tiny_two_encoder_pipeline(minilm_tokenizer), "tiny-two")
+    write_cache(backbone, small_corpus, tmp_path / "c.h5", backbone.hook_points, CacheConfig(64), progress=False)
+    with ActivationCache(tmp_path / "c.h5") as cache:
+        config = TrainConfig(expansion=8, k=8, tokens=20_480, batch_size=256)
+        train_dictionaries(cache, tmp_path / "d", cfg=config, progress=False)
+    read: list[str] = []
+
+    class RecordingProbe(ladder.ProbeJudge):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            read.append(self.final_hook)
+
+    monkeypatch.setattr(ladder, "ProbeJudge", RecordingProbe)
+    target = read_lines(PROMPTS / "concepts" / "french_horn.target.txt")
+    nontarget = read_lines(PROMPTS / "concepts" / "french_horn.nontarget.txt")
+    cfg = ConceptConfig(background=0, min_target_rate=0.3, max_nontarget_rate=0.3)  # tiny random encoders
+    cal = ladder.CalibrationConfig(strengths=(1.0,), wider_nontarget_rates=())
+    learned = learn_calibrated_concept_per_encoder(
+        backbone, Dictionaries(tmp_path / "d"), "french_horn", target, nontarget, cfg, cal
+    )
+    assert [entry.name for entry, _, _ in learned] == ["french_horn@text_encoder", "french_horn@text_encoder_2"]
+    assert read == ["text_encoder.blocks.1", "text_encoder_2.blocks.2"]  # each encoder's own last block
+    for entry, _, steps in learned:
+        encoder = entry.name.split("@")[1]
+        assert {step.hook_point.split(".")[0] for step in steps} == {encoder}
+        assert entry.calibration is not None and len(entry.calibration.steps) == len(steps)

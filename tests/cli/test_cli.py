@@ -681,3 +681,42 @@ def test_a_concept_the_dictionaries_hardly_know_is_a_warning_and_under_strict_a_
     assert list(json.loads(library.read_text())["concepts"]) == ["ukulele"]
     code, _, err = run_cli(capsys, *argv, "--strict", "--method", "clear-joint")
     assert code == 3 and "--strict checks an entry on the reused dictionaries" in err
+
+
+def test_a_flux_pipeline_folder_is_cached_through_its_own_encoding_and_calibrated_per_encoder(
+    tmp_path, minilm_tokenizer, small_corpus, capsys
+):
+    """A saved pipeline folder (the text side of Flux: CLIP and T5) goes through the command line as through the
+    API: caching runs the pipeline's encode_prompt, and `concept --calibrate` gives one calibrated entry per text
+    encoder, each printed with its own ladder."""
+    from conftest import PROMPTS, tiny_clip, tiny_t5
+    from diffusers import FluxPipeline
+
+    pipe = FluxPipeline(scheduler=None, vae=None, transformer=None, text_encoder=tiny_clip(minilm_tokenizer),
+                        tokenizer=minilm_tokenizer, text_encoder_2=tiny_t5(minilm_tokenizer),
+                        tokenizer_2=minilm_tokenizer)  # fmt: skip
+    pipe.save_pretrained(tmp_path / "flux")
+    corpus = write_prompts(tmp_path / "corpus.txt", small_corpus)
+    assert run_cli(capsys, "cache", "--model", tmp_path / "flux", "--prompts", corpus, "--out", tmp_path / "c.h5",
+                   "--layers", "1,2,4,5", "--dtype", "float32")[0] == 0  # fmt: skip
+    assert run_cli(capsys, "train", "--cache", tmp_path / "c.h5", "--out", tmp_path / "d", "--expansion", 8,
+                   "--k", 8, "--tokens", 20480)[0] == 0  # fmt: skip
+    manifest = json.loads((tmp_path / "d" / "manifest.json").read_text())
+    assert manifest["backbone_id"].startswith("pipeline-encoding:flux:")
+    assert manifest["hook_modules"]["text_encoder_2.blocks.1"] == {
+        "subfolder": "text_encoder_2",
+        "module": "encoder.block.1",
+    }
+    code, out, err = run_cli(
+        capsys, "concept", "--dictionaries", tmp_path / "d", "--name", "french_horn",
+        "--target", PROMPTS / "concepts" / "french_horn.target.txt",
+        "--nontarget", PROMPTS / "concepts" / "french_horn.nontarget.txt", "--library", tmp_path / "lib.json",
+        "--calibrate", "--strengths", "1", "--wider-nontarget-rates", "", "--background", 0,
+        "--min-target-rate", 0.3, "--max-nontarget-rate", 0.3,
+    )  # fmt: skip
+    assert code == 0, err
+    parts = json.loads((tmp_path / "lib.json").read_text())["concepts"]
+    assert sorted(parts) == ["french_horn@text_encoder", "french_horn@text_encoder_2"]
+    for name, entry in parts.items():
+        assert entry["hook_point"].split(".")[0] == name.split("@")[1] and entry["calibration"]["steps"]
+    assert (out + err).count("calibration (a probe on the final text states") == 2

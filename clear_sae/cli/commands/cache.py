@@ -17,7 +17,11 @@ FIELDS = ["batch_size", "dtype", "chunk_rows"]
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The cache command's options."""
-    p.add_argument("--model", required=True, help="minilm, or a local folder (HF text encoder, diffusers pipeline)")
+    p.add_argument(
+        "--model",
+        required=True,
+        help="minilm, a local folder (HF text encoder, diffusers pipeline) or a Hub id (owner/name[@revision])",
+    )
     p.add_argument("--prompts", required=True, help="UTF-8 file, one prompt per line")
     p.add_argument("--out", required=True, help="the .h5 cache to write")
     p.add_argument("--layers", default="all", help="all, or comma-separated hook point names or indices")

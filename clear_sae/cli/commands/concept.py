@@ -6,7 +6,12 @@ import argparse
 from typing import Any
 
 from clear_sae.backbones import load_backbone_for
-from clear_sae.calibration.ladder import CalibrationConfig, chosen_step, format_ladder, learn_calibrated_concept
+from clear_sae.calibration.ladder import (
+    CalibrationConfig,
+    chosen_step,
+    format_ladder,
+    learn_calibrated_concept_per_encoder,
+)
 from clear_sae.cli.options import add_fields, add_placement_options, config_from, log, placement_from
 from clear_sae.compare.joint import JointConfig, joint_folder, learn_concept_joint
 from clear_sae.concepts import (
@@ -109,41 +114,45 @@ def run(args: argparse.Namespace) -> None:
     for hook in layers or []:
         dictionaries.check_hook_point(hook)
     cfg = config_from(ConceptConfig, args, CONCEPT_FIELDS)
-    steps, cal, why = None, None, None
-    if args.calibrate:
-        cal = config_from(CalibrationConfig, args, CALIBRATION_FIELDS)
-        entry, profiles, steps = learn_calibrated_concept(
+    cal = config_from(CalibrationConfig, args, CALIBRATION_FIELDS) if args.calibrate else None
+    if cal is not None:
+        learned = learn_calibrated_concept_per_encoder(
             backbone, dictionaries, args.name, target, nontarget, cfg, cal, layers
         )
-        learned = [(entry, profiles)]
     else:
-        learned = learn_concept_per_encoder(backbone, dictionaries, args.name, target, nontarget, cfg, layers)
-    warnings = [w for entry, _ in learned for w in quality_warnings(entry, dictionaries)]
-    if steps is not None and cal is not None:
-        chosen = chosen_step(steps, cal)
-        why = "confirmed by calibration" if cal.passes(chosen) else "calibration's best, not confirmed"
-        if not cal.passes(chosen):
-            warnings.append(
-                f"concept {args.name!r}: no calibration rung met the bars; the kept one leaves the concept in "
-                f"{chosen.probe_rate:.0%} of held-out targets (the bar is {cal.max_probe_rate:.0%})"
+        learned = [
+            (entry, profiles, None)
+            for entry, profiles in learn_concept_per_encoder(
+                backbone, dictionaries, args.name, target, nontarget, cfg, layers
             )
+        ]
+    warnings = [w for entry, _, _ in learned for w in quality_warnings(entry, dictionaries)]
     log.info(f"concept {args.name!r}: {len(target)} target, {len(nontarget)} non-target prompts")
-    for entry, profiles in learned:
+    for entry, profiles, steps in learned:
         if len(learned) > 1:
             log.info(f"{entry.name}: its own layer within {entry.hook_point.split('.', 1)[0]}")
+        why = None
+        if steps is not None and cal is not None:
+            chosen = chosen_step(steps, cal)
+            why = "confirmed by calibration" if cal.passes(chosen) else "calibration's best, not confirmed"
+            if not cal.passes(chosen):
+                warnings.append(
+                    f"concept {entry.name!r}: no calibration rung met the bars; the kept one leaves the concept in "
+                    f"{chosen.probe_rate:.0%} of held-out targets (the bar is {cal.max_probe_rate:.0%})"
+                )
         log.info(format_table(profiles, entry.hook_point, cfg.score, why))
-    if steps is not None and cal is not None:
-        log.info("calibration (a probe on the final text states, held-out targets):")
-        log.info(format_ladder(steps, cal))
+        if steps is not None and cal is not None:
+            log.info("calibration (a probe on the final text states, held-out targets):")
+            log.info(format_ladder(steps, cal))
     for warning in warnings:
         log.warning(f"warning: {warning}")
     if warnings and args.strict:
         raise ClearSaeError(
             f"--strict: concept {args.name!r} was not added to {library.path} ({len(warnings)} warning(s) above)"
         )
-    library.replace_parts(args.name, [entry for entry, _ in learned])
+    library.replace_parts(args.name, [entry for entry, _, _ in learned])
     library.save()
-    for entry, _ in learned:
+    for entry, _, _ in learned:
         log.info(
             f"{replaced_note(previous, args.name)}chosen layer: {entry.hook_point} ({len(entry.latents)} latents, "
             f"strength {entry.strength:g}) -> {library.path}"
