@@ -1,11 +1,13 @@
 """The HDF5 activation cache: a streaming, resumable writer and a shuffling minibatch reader.
 
-Layout (one group per hook point; padding tokens are never stored):
+Layout (one group per hook point; real tokens only, and apart from them the padding a pipeline reads):
 
     /prompts                      [n_prompts] UTF-8 strings
     /<hook point>/acts            [n_tokens, d]
     /<hook point>/prompt_index    [n_tokens] int32   (row's prompt)
     /<hook point>/position        [n_tokens] int32   (row's token position in that prompt)
+    /<hook point>/padding/...     acts, prompt_index, position of the padding positions that the pipeline's
+                                  transformer reads (`Activations.padding`: CogVideoX, Flux, SD3); empty elsewhere
     /prompt_index, /position      hard links to the first hook point's datasets
     attributes: format, backbone_id, hook_points, d_model, dtype, prompts_hash, package_version,
                 batch_size, progress (JSON: prompts done and committed rows per hook point), complete
@@ -39,6 +41,8 @@ if TYPE_CHECKING:
     from clear_sae.backbones import Backbone
 
 FORMAT = "clear_sae.activation_cache"
+PADDING = "padding"
+"""The sub-group of a hook point's group that holds the padding rows a pipeline reads."""
 DTYPES = ("float16", "bfloat16", "float32")
 """Storage dtypes a cache may hold its activations in."""
 
@@ -59,6 +63,10 @@ class CacheConfig:
     whose activations overflow float16, such as T5) or float32."""
     chunk_rows: int = field(default=4096, metadata=at_most(1 << 20, POSITIVE))
     """HDF5 chunk height: rows read together by the shuffling reader."""
+    padding: bool = False
+    """Also store, apart, the padding positions a pipeline's transformer reads (CogVideoX, Flux, SD3 pad T5 to
+    its full length unmasked). Off by default: dictionaries train on real tokens only, and on Flux the padding is
+    some 25 times the real tokens."""
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -81,16 +89,18 @@ def _progress(f: "h5py.File") -> dict:
 
 
 def _check_resumable(
-    f: "h5py.File", path: Path, backbone: "Backbone", hook_points: list[str], phash: str, dtype: str
+    f: "h5py.File", path: Path, backbone: "Backbone", hook_points: list[str], phash: str, cfg: CacheConfig
 ) -> None:
     expected = {
         "backbone_id": backbone.backbone_id,
         "hook_points": json.dumps(hook_points),
         "prompts_hash": phash,
-        "dtype": dtype,
+        "dtype": cfg.dtype,
+        "padding": cfg.padding,
     }
     for key, value in expected.items():
-        found = f.attrs.get(key)
+        found = f.attrs.get(key, False if key == "padding" else None)
+        found = bool(found) if isinstance(found, np.bool_) else found
         if found != value:
             raise ClearSaeError(
                 f"cannot resume {path}: it was written with {key}={found!r}, this run has {value!r}; "
@@ -124,6 +134,7 @@ def _create_layout(
             "d_model": json.dumps({h: backbone.d_model(h) for h in hook_points}),
             "hook_modules": json.dumps({h: hook_module_record(backbone, h) for h in hook_points}),
             "dtype": cfg.dtype,
+            "padding": cfg.padding,
             "prompts_hash": prompts_hash(prompts),
             "package_version": __version__,
             "batch_size": cfg.batch_size,
@@ -135,13 +146,19 @@ def _create_layout(
     for hook in hook_points:
         group = f.create_group(hook)
         d = backbone.d_model(hook)
-        group.create_dataset(
-            "acts", shape=(0, d), maxshape=(None, d), dtype=stored_dtype(cfg.dtype), chunks=(_chunk_rows(cfg, d), d)
-        )
-        for name in ("prompt_index", "position"):
-            group.create_dataset(name, shape=(0,), maxshape=(None,), dtype="int32", chunks=(cfg.chunk_rows,))
+        _create_rows(group, d, cfg)
+        _create_rows(group.create_group(PADDING), d, cfg)
     f["prompt_index"] = _dataset(f, hook_points[0], "prompt_index")
     f["position"] = _dataset(f, hook_points[0], "position")
+
+
+def _create_rows(group: "h5py.Group", d: int, cfg: CacheConfig) -> None:
+    """Empty, growable `acts`, `prompt_index` and `position` datasets in `group`."""
+    group.create_dataset(
+        "acts", shape=(0, d), maxshape=(None, d), dtype=stored_dtype(cfg.dtype), chunks=(_chunk_rows(cfg, d), d)
+    )
+    for name in ("prompt_index", "position"):
+        group.create_dataset(name, shape=(0,), maxshape=(None,), dtype="int32", chunks=(cfg.chunk_rows,))
 
 
 def _append(
@@ -155,11 +172,13 @@ def _append(
     return end
 
 
-def _truncate(f: "h5py.File", rows: dict[str, int]) -> None:
+def _truncate(f: "h5py.File", rows: dict[str, int], padding_rows: dict[str, int]) -> None:
     """Drop rows written after the last committed batch (an interrupted write)."""
     for hook, n in rows.items():
         for name in ("acts", "prompt_index", "position"):
             _dataset(f, hook, name).resize(n, axis=0)
+            if PADDING in cast("h5py.Group", f[hook]):
+                _dataset(f, hook, PADDING, name).resize(padding_rows[hook], axis=0)
 
 
 FLOAT16_MAX = 65504.0
@@ -233,7 +252,6 @@ def _write_cache_locked(
 ) -> Path:
     """`write_cache`'s work, done while holding the cache's lock."""
     import h5py
-    import torch
     from tqdm.auto import tqdm
 
     phash = prompts_hash(prompts)
@@ -241,7 +259,7 @@ def _write_cache_locked(
         raise ClearSaeError(f"{out} already exists; pass --resume to continue it or --force to overwrite it")
     if resume and out.exists():
         f = open_h5(out, "r+")
-        _check_resumable(f, out, backbone, hook_points, phash, cfg.dtype)
+        _check_resumable(f, out, backbone, hook_points, phash, cfg)
     else:
         out.parent.mkdir(parents=True, exist_ok=True)
         # The layout is built aside and renamed into place, so an interrupt at any moment leaves either no
@@ -254,11 +272,11 @@ def _write_cache_locked(
     try:
         state = _progress(f)
         rows = {h: int(state["rows"][h]) for h in hook_points}
-        _truncate(f, rows)
+        padding_rows = {h: int(state.get("padding_rows", {}).get(h, 0)) for h in hook_points}
+        _truncate(f, rows, padding_rows)
         done = int(state["n_prompts_done"])
         batch_size = int(_attr(f, "batch_size"))  # a resumed run keeps the original batching
         starts = range(done, len(prompts), batch_size)
-        store_dtype = getattr(torch, cfg.dtype)
         bar = tqdm(total=len(prompts), initial=done, desc="caching", unit="prompt", disable=not progress)
         for n_batches, start in enumerate(starts):
             check_interrupt()
@@ -268,21 +286,17 @@ def _write_cache_locked(
             outputs = backbone.run(batch, hook_points)
             for hook in hook_points:
                 act = outputs[hook]
-                mask = act.mask.cpu()
-                where = torch.nonzero(mask, as_tuple=False).to(torch.int32)
-                # Converting in torch (vectorised) rather than numpy keeps the cache's overhead over the bare
-                # forward pass small; so does writing here rather than in a thread, which on 2 cores slowed the
-                # forward pass more than it hid (benchmarks/caching.py).
-                computed = act.acts[mask.to(act.acts.device)].cpu()  # only real tokens leave the device
-                stored = computed.to(store_dtype)
-                if not all_finite(stored):
-                    raise ClearSaeError(_non_finite_message(hook, computed, where[:, 0], batch, start, cfg.dtype))
-                values = stored.view(torch.int16).numpy().view(np.uint16) if cfg.dtype == "bfloat16" else stored.numpy()
-                rows[hook] = _append(
-                    cast("h5py.Group", f[hook]), rows[hook], values, (where[:, 0] + start).numpy(), where[:, 1].numpy()
-                )
+                group = cast("h5py.Group", f[hook])
+                rows[hook] = _store(group, rows[hook], act.acts, act.mask, (hook, batch, start, cfg.dtype))
+                if cfg.padding and act.padding is not None:
+                    if PADDING not in group:  # a cache begun before padding was kept
+                        _create_rows(group.create_group(PADDING), act.acts.shape[-1], cfg)
+                    padded = cast("h5py.Group", group[PADDING])
+                    padding_rows[hook] = _store(
+                        padded, padding_rows[hook], act.acts, act.padding, (hook, batch, start, cfg.dtype)
+                    )
             done = start + len(batch)
-            f.attrs["progress"] = json.dumps({"n_prompts_done": done, "rows": rows})
+            f.attrs["progress"] = json.dumps({"n_prompts_done": done, "rows": rows, "padding_rows": padding_rows})
             f.flush()
             bar.update(len(batch))
         bar.close()
@@ -290,6 +304,31 @@ def _write_cache_locked(
     finally:
         f.close()
     return out
+
+
+def _store(
+    group: "h5py.Group",
+    start: int,
+    acts: "torch.Tensor",
+    positions: "torch.Tensor",
+    context: tuple[str, list[str], int, str],
+) -> int:
+    """Append the rows of `acts` at `positions` (`[batch, seq]` bool) to `group`, converted to the cache's dtype;
+    returns the new row count. A value the dtype cannot hold is refused, naming the hook point and prompt
+    (`context`: hook point, the batch's prompts, its first prompt's index, the storage dtype)."""
+    import torch
+
+    hook, batch, first, dtype = context
+    where = torch.nonzero(positions.cpu(), as_tuple=False).to(torch.int32)
+    # Converting in torch (vectorised) rather than numpy keeps the cache's overhead over the bare forward pass
+    # small; so does writing here rather than in a thread, which on 2 cores slowed the forward pass more than it
+    # hid (benchmarks/caching.py).
+    computed = acts[positions.to(acts.device)].cpu()  # only the rows kept leave the device
+    stored = computed.to(getattr(torch, dtype))
+    if not all_finite(stored):
+        raise ClearSaeError(_non_finite_message(hook, computed, where[:, 0], batch, first, dtype))
+    values = stored.view(torch.int16).numpy().view(np.uint16) if dtype == "bfloat16" else stored.numpy()
+    return _append(group, start, values, (where[:, 0] + first).numpy(), where[:, 1].numpy())
 
 
 def open_h5(path: str | Path, mode: str = "r") -> "h5py.File":
@@ -357,6 +396,9 @@ def metadata_problem(f: "h5py.File") -> str | None:
                 return f"progress claims {rows[hook]!r} rows at {hook}, the file holds {acts.shape[0]}"
             if any(_dataset(f, hook, name).shape[0] < rows[hook] for name in ("prompt_index", "position")):
                 return f"{hook} has fewer row indices than rows"
+            padded = progress.get("padding_rows", {}).get(hook, 0)
+            if padded and (not is_count(padded) or _dataset(f, hook, PADDING, "acts").shape[0] < padded):
+                return f"progress claims {padded!r} padding rows at {hook}, more than the file holds"
     except (KeyError, ValueError, TypeError, IndexError, AttributeError) as err:
         return f"{type(err).__name__}: {err}"
     return None
@@ -415,6 +457,22 @@ class ActivationCache:
         """A contiguous block of rows at `hook`, as float32."""
         self.check_hook_point(hook)
         return self._float32(_dataset(self.file, hook, "acts")[start:stop]).numpy()
+
+    def n_padding_rows(self, hook: str) -> int:
+        """How many padding rows `padding_rows` gives at `hook`."""
+        self.check_hook_point(hook)
+        group = cast("h5py.Group", self.file[hook])
+        return _dataset(group, PADDING, "acts").shape[0] if PADDING in group else 0
+
+    def padding_rows(self, hook: str) -> tuple["np.ndarray", "np.ndarray"]:
+        """The padding rows at `hook` that the pipeline's transformer reads, as float32, with each row's prompt
+        index; empty where the pipeline reads no padding (or the cache predates padding rows)."""
+        self.check_hook_point(hook)
+        group = cast("h5py.Group", self.file[hook])
+        if PADDING not in group:
+            return np.zeros((0, self.widths[hook]), np.float32), np.zeros(0, np.int32)
+        acts = self._float32(_dataset(group, PADDING, "acts")[:]).numpy()
+        return acts, _dataset(group, PADDING, "prompt_index")[:]
 
     def _float32(self, block: "np.ndarray") -> "torch.Tensor":
         """Stored rows as a float32 tensor (a bfloat16 cache's uint16 rows are read as the bits they are)."""

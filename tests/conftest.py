@@ -258,18 +258,21 @@ def tiny_clip(tokenizer, projection: bool = False):
     return (CLIPTextModelWithProjection if projection else CLIPTextModel)(config).eval()
 
 
-def tiny_t5(tokenizer):
-    """A random T5 encoder, 2 layers of width 24."""
+def tiny_t5(tokenizer, width: int = 24):
+    """A random T5 encoder, 2 layers of width `width`."""
     from transformers import T5Config, T5EncoderModel
 
     return T5EncoderModel(
-        T5Config(vocab_size=tokenizer.vocab_size, d_model=24, d_kv=6, d_ff=48, num_layers=2, num_heads=4)
+        T5Config(
+            vocab_size=tokenizer.vocab_size, d_model=width, d_kv=width // 4, d_ff=2 * width, num_layers=2, num_heads=4
+        )  # fmt: skip
     ).eval()
 
 
 def tiny_sd3_pipeline(tokenizer):
     """The text side of Stable Diffusion 3: two CLIP text models (penultimate layer and pooled output read) and a
-    T5 encoder padded to max_sequence_length without a mask."""
+    T5 encoder padded to max_sequence_length without a mask. SD3 pads the CLIPs' joint states to T5's width, so T5
+    is the widest, as in the real model."""
     from diffusers import StableDiffusion3Pipeline
 
     seed_everything(0)
@@ -281,7 +284,7 @@ def tiny_sd3_pipeline(tokenizer):
         tokenizer=tokenizer,
         text_encoder_2=tiny_clip(tokenizer, projection=True),
         tokenizer_2=tokenizer,
-        text_encoder_3=tiny_t5(tokenizer),
+        text_encoder_3=tiny_t5(tokenizer, width=96),  # wider than both CLIPs together, as in SD3
         tokenizer_3=tokenizer,
     )
 
@@ -292,6 +295,24 @@ def tiny_ltx_pipeline(tokenizer):
 
     seed_everything(0)
     return LTXPipeline(scheduler=None, vae=None, text_encoder=tiny_t5(tokenizer), tokenizer=tokenizer, transformer=None)
+
+
+def tiny_cogvideox_pipeline(tokenizer):
+    """The text side of CogVideoX: one T5 encoder, fed the prompt padded to max_sequence_length without a mask."""
+    from diffusers import CogVideoXPipeline
+
+    seed_everything(0)
+    return CogVideoXPipeline(tokenizer=tokenizer, text_encoder=tiny_t5(tokenizer), vae=None, transformer=None,
+                             scheduler=None)  # fmt: skip
+
+
+def tiny_flux_pipeline(tokenizer):
+    """The text side of Flux: CLIP (its pooled output read) and T5 (padded to max_sequence_length, no mask)."""
+    from diffusers import FluxPipeline
+
+    seed_everything(0)
+    return FluxPipeline(scheduler=None, vae=None, transformer=None, text_encoder=tiny_clip(tokenizer),
+                        tokenizer=tokenizer, text_encoder_2=tiny_t5(tokenizer), tokenizer_2=tokenizer)  # fmt: skip
 
 
 TINY_HUNYUAN_TEMPLATE = {"template": "describe the video : {}", "crop_start": 5}

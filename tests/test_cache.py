@@ -310,3 +310,30 @@ def test_a_cache_whose_metadata_contradicts_its_contents_is_refused_for_reading_
     with pytest.raises(ClearSaeError, match="inconsistent metadata"):
         write_cache(minilm, prompts, path, ["text_encoder.blocks.1"], resume=True, progress=False)
     assert path.read_bytes() == before
+
+
+def test_the_padding_a_pipeline_reads_is_stored_apart_when_asked(tmp_path, minilm_tokenizer):
+    """CogVideoX hands its transformer T5's padded states: with `padding=True` the cache keeps them apart from the
+    real tokens (which alone train dictionaries), each row its prompt's; without it, and on MiniLM, none are
+    kept; a resume that asks otherwise than the cache was begun with is refused."""
+    from conftest import tiny_cogvideox_pipeline
+
+    from clear_sae.backbones.diffusers_pipeline import PipelineEncoding
+
+    own = PipelineEncoding(tiny_cogvideox_pipeline(minilm_tokenizer), "tiny-cog", max_sequence_length=16)
+    prompts, hook = ["a dog", "a French horn player on a quiet stage", "rain"], "text_encoder.blocks.1"
+    expected = own.run(prompts, [hook])[hook]
+    write_cache(own, prompts, tmp_path / "p.h5", [hook], CacheConfig(batch_size=2, dtype="float32", padding=True),
+                progress=False)  # fmt: skip
+    with ActivationCache(tmp_path / "p.h5") as cache:
+        rows, prompt_index = cache.padding_rows(hook)
+        assert cache.n_padding_rows(hook) == len(rows) == int(expected.padding.sum()) > 0
+        assert np.array_equal(rows, expected.acts[expected.padding].numpy())
+        assert prompt_index.tolist() == expected.padding.nonzero()[:, 0].tolist()
+        assert np.array_equal(cache.rows(hook), expected.acts[expected.mask].numpy())  # the real tokens, as before
+    write_cache(own, prompts, tmp_path / "r.h5", [hook], CacheConfig(batch_size=2, dtype="float32"), progress=False)
+    with ActivationCache(tmp_path / "r.h5") as cache:
+        assert len(cache.padding_rows(hook)[0]) == cache.n_padding_rows(hook) == 0
+    with pytest.raises(ClearSaeError, match="written with padding=False, this run has True"):
+        padded = CacheConfig(batch_size=2, dtype="float32", padding=True)
+        write_cache(own, prompts, tmp_path / "r.h5", [hook], padded, resume=True, progress=False)

@@ -23,6 +23,9 @@ class Activations:
     """`[batch, seq, d]` activations, padding positions included."""
     mask: "torch.Tensor"
     """`[batch, seq]` bool, True on real tokens; padding is never to be used."""
+    padding: "torch.Tensor | None" = None
+    """`[batch, seq]` bool, True on padding positions that the pipeline's transformer reads (an encoder run
+    without a mask, its padded states handed on: CogVideoX, Flux, SD3); None where no padding is read."""
 
 
 MODEL_DTYPES = ("float32", "bfloat16", "float16")

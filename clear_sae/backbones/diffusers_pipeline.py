@@ -16,10 +16,12 @@ from __future__ import annotations
 import inspect
 import json
 import logging
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterator
 
 from clear_sae.backbones.base import (
+    Activations,
     Backbone,
     attention_mask_of,
     first_tensor,
@@ -204,6 +206,7 @@ class PipelineEncoding(PipelineTextEncoders):
         self.encode_options = dict(encode_options or {})
         """Further `encode_prompt` arguments, as the user passes them to `pipe(...)` (e.g. `prompt_template`)."""
         self._unread: list[str] | None = None
+        self._padding_read: dict[str, bool] | None = None
 
     def encode_kwargs(self, prompts: list[str]) -> dict[str, Any]:
         """The arguments `encode_prompt` is called with: the prompts, no classifier-free guidance, the
@@ -278,18 +281,90 @@ class PipelineEncoding(PipelineTextEncoders):
             for encoder in self.encoders.values():
                 found = []
                 for hook in reversed(encoder.hook_points[1:]):  # the embedding is always read
-                    shift = encoder.module(hook).register_forward_hook(
-                        lambda _m, _i, output: replace_first_tensor(output, first_tensor(output) + 1), prepend=True
-                    )  # ahead of transformers' own hidden-state recording, as a clamp is
-                    try:
-                        shifted = _tensors_in(self.pipeline.encode_prompt(**kwargs))
-                    finally:
-                        shift.remove()
-                    if any(not torch.equal(a, b) for a, b in zip(baseline, shifted)):
+                    if self._output_changes(encoder.module(hook), kwargs, baseline):
                         break
                     found.append(hook)
                 unread.extend(reversed(found))
         return unread
+
+    def _output_changes(
+        self, module: "nn.Module", kwargs: dict[str, Any], baseline: list["torch.Tensor"], where: Any = None
+    ) -> bool:
+        """Whether `encode_prompt(**kwargs)` returns anything else than `baseline` once `module`'s output is
+        shifted by one (at the `[batch, seq]` positions `where`, else everywhere)."""
+        import torch
+
+        def shift(_module: Any, _inputs: Any, output: Any) -> Any:
+            states = first_tensor(output)
+            step = torch.ones_like(states) if where is None else where[..., None].to(states.device, states.dtype)
+            return replace_first_tensor(output, states + step)
+
+        handle = module.register_forward_hook(shift, prepend=True)  # ahead of transformers' recording, as a clamp
+        try:
+            shifted = _tensors_in(self.pipeline.encode_prompt(**kwargs))
+        finally:
+            handle.remove()
+        return any(not torch.equal(a, b) for a, b in zip(baseline, shifted))
+
+    @property
+    def padding_read(self) -> dict[str, bool]:
+        """Per text encoder, whether the pipeline's transformer reads the states at its padding positions: the
+        encoder runs without an attention mask (so those states depend on the prompt), `encode_prompt` hands on
+        no mask of the encoder's length, and shifting the padding positions of one of the encoder's blocks changes
+        what `encode_prompt` returns. True for CogVideoX's and Flux's T5 and SD3's encoders; False for Wan (it
+        masks the encoder and zeroes the padding), LTX-Video (it hands its transformer the mask) and a CLIP read
+        only through its pooled end-of-text state (Flux, HunyuanVideo). Found once, on a one-word prompt."""
+        if self._padding_read is None:
+            self._padding_read = self._find_padding_read()
+        return self._padding_read
+
+    def _find_padding_read(self) -> dict[str, bool]:
+        import torch
+
+        kwargs = self.encode_kwargs(["a"])
+        calls: dict[str, tuple[torch.Tensor, bool]] = {}
+        read = {}
+        with torch.inference_mode():
+            with self._recording(calls):
+                baseline = _tensors_in(self.pipeline.encode_prompt(**kwargs))
+            for prefix, encoder in self.encoders.items():
+                real, masked = calls[prefix]
+                blocks = [h for h in self.hook_points if h.split(".", 1)[0] == prefix][1:]
+                read[prefix] = not (masked or bool(real.all()) or _hands_on_a_mask(baseline, real.shape)) and any(
+                    self._output_changes(encoder.module(hook), kwargs, baseline, ~real) for hook in reversed(blocks)
+                )
+        return read
+
+    def run(self, prompts: list[str], hook_points: list[str]) -> dict[str, Activations]:
+        """As `Backbone.run`; where the pipeline reads an encoder's padding (`padding_read`), its activations also
+        flag those positions (`Activations.padding`)."""
+        out = super().run(prompts, hook_points)
+        for hook, acts in out.items():
+            if self.padding_read[hook.split(".", 1)[0]]:
+                acts.padding = ~acts.mask
+        return out
+
+    @contextmanager
+    def _recording(self, calls: dict[str, tuple["torch.Tensor", bool]]) -> Iterator[None]:
+        """While open, each encoder's call is recorded in `calls`: its real positions and whether it had a mask."""
+        handles = []
+        for prefix, encoder in self.encoders.items():
+            pad = getattr(encoder.tokenizer, "pad_token_id", None)
+
+            def remember(_module: Any, args: tuple, kwargs: dict[str, Any], prefix: str = prefix, pad: Any = pad):
+                if prefix in calls:
+                    raise ClearSaeError(
+                        f"{type(self.pipeline).__name__}.encode_prompt ran {prefix} more than once for one batch; "
+                        "clear_sae reads one call per encoder: use PipelineTextEncoders for this pipeline"
+                    )
+                calls[prefix] = (real_positions(args, kwargs, pad), attention_mask_of(args, kwargs) is not None)
+
+            handles.append(encoder.model.register_forward_pre_hook(remember, with_kwargs=True))
+        try:
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()
 
     def check_hook_points(self, hook_points: list[str]) -> None:
         """As `Backbone.check_hook_points`, and a block past the hidden state the pipeline reads is named as such."""
@@ -304,32 +379,26 @@ class PipelineEncoding(PipelineTextEncoders):
         super().check_hook_points(hook_points)
 
     def _forward(self, prompts: list[str], hook_points: list[str]) -> dict[str, "torch.Tensor"]:
-        calls: dict[str, list[torch.Tensor]] = {}
-        handles = []
-        for prefix, encoder in self.encoders.items():
-            pad = getattr(encoder.tokenizer, "pad_token_id", None)
-
-            def remember(_module: Any, args: tuple, kwargs: dict[str, Any], prefix: str = prefix, pad: Any = pad):
-                calls.setdefault(prefix, []).append(real_positions(args, kwargs, pad))
-
-            handles.append(encoder.model.register_forward_pre_hook(remember, with_kwargs=True))
-        try:
+        calls: dict[str, tuple[torch.Tensor, bool]] = {}
+        with self._recording(calls):
             self.pipeline.encode_prompt(**self.encode_kwargs(prompts))
-        finally:
-            for handle in handles:
-                handle.remove()
         masks = {}
         for hook in hook_points:
             prefix = hook.split(".", 1)[0]
-            found = calls.get(prefix, [])
-            if len(found) != 1:
+            if prefix not in calls:
                 raise ClearSaeError(
-                    f"{type(self.pipeline).__name__}.encode_prompt ran {prefix} {len(found)} times for one batch; "
-                    "clear_sae reads one call per encoder: use PipelineTextEncoders for this pipeline"
+                    f"{type(self.pipeline).__name__}.encode_prompt did not run {prefix}; clear_sae cannot read its "
+                    "hook points through this pipeline's encoding: use PipelineTextEncoders"
                 )
-            masks[hook] = found[0].clone()
+            masks[hook] = calls[prefix][0].clone()
             masks[hook][:, : self.template_prefix(prefix)] = False
         return masks
+
+
+def _hands_on_a_mask(outputs: list["torch.Tensor"], shape: tuple[int, ...]) -> bool:
+    """Whether `encode_prompt` returned an attention mask of an encoder call's `[batch, seq]` shape (a pipeline
+    that passes its transformer the mask, as LTX-Video does, keeps the transformer off the padding)."""
+    return any(t.dim() == 2 and tuple(t.shape) == tuple(shape) and not t.is_floating_point() for t in outputs)
 
 
 def _tensors_in(output: Any) -> list["torch.Tensor"]:

@@ -6,6 +6,8 @@ import pytest
 import torch
 from conftest import (
     TINY_HUNYUAN_TEMPLATE,
+    tiny_cogvideox_pipeline,
+    tiny_flux_pipeline,
     tiny_hooked_transformer,
     tiny_hunyuan_pipeline,
     tiny_ltx_pipeline,
@@ -349,16 +351,9 @@ def test_the_pipeline_encoding_reads_cogvideox_as_it_runs_without_a_mask(minilm_
     """CogVideoX pads T5's input to max_sequence_length and passes no mask: real tokens attend to the padding, so
     their states differ from an encoding padded to the longest prompt; the pipeline's own encoding reproduces them,
     and its real positions are those before the padding."""
-    from diffusers import CogVideoXPipeline
-    from transformers import T5Config, T5EncoderModel
-
     from clear_sae.backbones.diffusers_pipeline import PipelineEncoding, PipelineTextEncoders
 
-    torch.manual_seed(0)
-    encoder = T5EncoderModel(T5Config(vocab_size=minilm_tokenizer.vocab_size, d_model=24, d_kv=6, d_ff=48,
-                                      num_layers=2, num_heads=4)).eval()  # fmt: skip
-    pipe = CogVideoXPipeline(tokenizer=minilm_tokenizer, text_encoder=encoder, vae=None, transformer=None,
-                             scheduler=None)  # fmt: skip
+    pipe = tiny_cogvideox_pipeline(minilm_tokenizer)
     own = PipelineEncoding(pipe, "tiny-cog", max_sequence_length=16)
     prompts, hook = ["a dog", "a French horn player on a quiet stage"], "text_encoder.blocks.1"
     learned = own.run(prompts, [hook])[hook]
@@ -388,19 +383,9 @@ def test_the_pipeline_encoding_reads_cogvideox_as_it_runs_without_a_mask(minilm_
 def test_the_pipeline_encoding_reads_both_flux_encoders_as_flux_calls_them(minilm_tokenizer):
     """Flux reads CLIP (padded to the tokenizer's length, no mask) and T5 (padded to max_sequence_length, no mask):
     the pipeline's own encoding captures both encoders in one call each, with their real positions."""
-    from diffusers import FluxPipeline
-    from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
-
     from clear_sae.backbones.diffusers_pipeline import PipelineEncoding
 
-    torch.manual_seed(0)
-    clip = CLIPTextModel(CLIPTextConfig(vocab_size=minilm_tokenizer.vocab_size, hidden_size=32, intermediate_size=64,
-                                        num_hidden_layers=2, num_attention_heads=2,
-                                        max_position_embeddings=minilm_tokenizer.model_max_length)).eval()  # fmt: skip
-    t5 = T5EncoderModel(T5Config(vocab_size=minilm_tokenizer.vocab_size, d_model=24, d_kv=6, d_ff=48, num_layers=2,
-                                 num_heads=4)).eval()  # fmt: skip
-    pipe = FluxPipeline(scheduler=None, vae=None, text_encoder=clip, tokenizer=minilm_tokenizer, text_encoder_2=t5,
-                        tokenizer_2=minilm_tokenizer, transformer=None)  # fmt: skip
+    pipe = tiny_flux_pipeline(minilm_tokenizer)
     own = PipelineEncoding(pipe, "tiny-flux", max_sequence_length=16)
     prompts = ["a dog", "a French horn player on a quiet stage"]
     hooks = ["text_encoder.blocks.1", "text_encoder_2.blocks.1"]
@@ -476,3 +461,32 @@ def test_blocks_past_the_hidden_state_a_pipeline_reads_are_no_hook_points(minilm
         hunyuan.run(["a dog"], ["text_encoder.blocks.2"])
     sd3 = PipelineEncoding(tiny_sd3_pipeline(minilm_tokenizer), "tiny-sd3", 16)
     assert sd3.unread_hook_points == []
+
+
+PADDING_READ = {  # from each pipeline's encode_prompt: is the encoder unmasked, and are its padded states handed on?
+    "wan": {"text_encoder": False},  # masked, and the padding zeroed
+    "cogvideox": {"text_encoder": True},
+    "ltx": {"text_encoder": False},  # unmasked, but the transformer gets the mask
+    "flux": {"text_encoder": False, "text_encoder_2": True},  # CLIP: only the pooled end-of-text state
+    "sd3": {"text_encoder": True, "text_encoder_2": True, "text_encoder_3": True},
+    "hunyuan": {"text_encoder": False, "text_encoder_2": False},
+}
+
+
+@pytest.mark.parametrize("family", sorted(PADDING_READ))
+def test_the_padding_a_pipeline_hands_its_transformer_is_flagged(minilm_tokenizer, family):
+    """Where a pipeline feeds its transformer an encoder's padded states, the activations flag those positions as
+    padding; where it masks or drops them, they carry no flag."""
+    from clear_sae.backbones.diffusers_pipeline import PipelineEncoding
+
+    builders = {**BUILDERS, "wan": tiny_wan_pipeline, "cogvideox": tiny_cogvideox_pipeline, "flux": tiny_flux_pipeline}
+    options = {"prompt_template": TINY_HUNYUAN_TEMPLATE} if family == "hunyuan" else {}
+    own = PipelineEncoding(builders[family](minilm_tokenizer), family, max_sequence_length=16, encode_options=options)
+    assert own.padding_read == PADDING_READ[family]
+    out = own.run(["a dog", "a French horn player"], own.hook_points)
+    for hook, acts in out.items():
+        if PADDING_READ[family][hook.split(".", 1)[0]]:
+            assert acts.padding is not None and torch.equal(acts.padding, ~acts.mask)
+            assert acts.padding.sum(-1).tolist() == [acts.mask.shape[1] - n for n in acts.mask.sum(-1).tolist()]
+        else:
+            assert acts.padding is None

@@ -689,12 +689,9 @@ def test_a_flux_pipeline_folder_is_cached_through_its_own_encoding_and_calibrate
     """A saved pipeline folder (the text side of Flux: CLIP and T5) goes through the command line as through the
     API: caching runs the pipeline's encode_prompt, and `concept --calibrate` gives one calibrated entry per text
     encoder, each printed with its own ladder."""
-    from conftest import PROMPTS, tiny_clip, tiny_t5
-    from diffusers import FluxPipeline
+    from conftest import PROMPTS, tiny_flux_pipeline
 
-    pipe = FluxPipeline(scheduler=None, vae=None, transformer=None, text_encoder=tiny_clip(minilm_tokenizer),
-                        tokenizer=minilm_tokenizer, text_encoder_2=tiny_t5(minilm_tokenizer),
-                        tokenizer_2=minilm_tokenizer)  # fmt: skip
+    pipe = tiny_flux_pipeline(minilm_tokenizer)
     pipe.save_pretrained(tmp_path / "flux")
     corpus = write_prompts(tmp_path / "corpus.txt", small_corpus)
     assert run_cli(capsys, "cache", "--model", tmp_path / "flux", "--prompts", corpus, "--out", tmp_path / "c.h5",

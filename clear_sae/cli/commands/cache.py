@@ -12,7 +12,7 @@ from clear_sae.io import check_not_an_input, output_file, read_prompt_file
 
 NAME = "cache"
 HELP = "run prompts through a model and store its residual stream in HDF5"
-FIELDS = ["batch_size", "dtype", "chunk_rows"]
+FIELDS = ["batch_size", "dtype", "chunk_rows", "padding"]
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -54,6 +54,8 @@ def run(args: argparse.Namespace) -> None:
     )
     with ActivationCache(out, allow_incomplete=True) as cache:
         state = "complete" if cache.complete else "incomplete (continue with --resume)"
+        padded = f" and {cache.n_padding_rows(layers[0])} padding positions it reads" if cfg.padding else ""
         log.info(
-            f"cached {len(layers)} hook points, {cache.n_rows(layers[0])} tokens at {layers[0]} -> {out} [{state}]"
+            f"cached {len(layers)} hook points, {cache.n_rows(layers[0])} tokens at {layers[0]}{padded} -> {out} "
+            f"[{state}]"
         )
