@@ -11,7 +11,8 @@ if TYPE_CHECKING:
     import torch
 
     from clear_sae.backbones import Activations, Backbone
-    from clear_sae.library import ConceptLibrary
+    from clear_sae.dictionary import Dictionaries
+    from clear_sae.library import ConceptEntry, ConceptLibrary
 
 
 REPORT_FORMAT = "clear_sae.erase_report"
@@ -132,3 +133,50 @@ def pooled_final_states(
         for _, out in backbone.run_batched(prompts, [final_hook], batch_size):
             parts.append(mean_pooled(out[final_hook]))
     return torch.cat(parts)
+
+
+def padding_firing(
+    backbone: "Backbone", dictionaries: "Dictionaries", entry: "ConceptEntry", prompts: list[str], batch_size: int = 32
+) -> dict[str, float | int | None]:
+    """Where a concept's latents fire on `prompts` at its hook point: on real tokens, and on the padding positions
+    the pipeline's transformer reads (`Activations.padding`), which an erasure edits too wherever a latent fires.
+    Gives the share of prompts with a latent firing on a real token (`fires_on_real`), on the padding
+    (`fires_on_padding`), the padding positions seen, and the share of them on which a latent fires."""
+    import torch
+
+    hook = entry.hook_point
+    sae = dictionaries.sae(hook)
+    prompts_firing = {"real": 0, "padding": 0}
+    positions = firing = 0
+    for _, out in backbone.run_batched(prompts, [hook], batch_size):
+        act = out[hook]
+        for kind, where in (("real", act.mask), ("padding", act.padding)):
+            if where is None:
+                continue
+            fires = rows_firing(sae, act.acts[where.to(act.acts.device)], entry.latents)
+            prompts_firing[kind] += len(torch.unique(where.nonzero()[:, 0].cpu()[fires]))
+            if kind == "padding":
+                positions, firing = positions + len(fires), firing + int(fires.sum())
+    return {
+        "prompts": len(prompts),
+        "fires_on_real": prompts_firing["real"] / len(prompts),
+        "fires_on_padding": prompts_firing["padding"] / len(prompts),
+        "padding_positions": positions,
+        "padding_positions_firing": firing / positions if positions else None,
+    }
+
+
+def rows_firing(sae: Any, rows: "torch.Tensor", latents: list[int]) -> "torch.Tensor":
+    """`[n]` bool on the CPU: whether any of `latents` fires on each of `rows` (encoded a chunk at a time)."""
+    import torch
+
+    from clear_sae.concepts import SCORE_CHUNK_ROWS
+
+    sae = sae.to(rows.device)
+    chosen = torch.tensor(latents, dtype=torch.long, device=rows.device)
+    fires = torch.zeros(len(rows), dtype=torch.bool)
+    with torch.inference_mode():
+        for start in range(0, len(rows), SCORE_CHUNK_ROWS):
+            codes = sae.encode(rows[start : start + SCORE_CHUNK_ROWS].float())[:, chosen]
+            fires[start : start + len(codes)] = (codes > 0).any(-1).cpu()
+    return fires

@@ -212,6 +212,42 @@ def caching_section(data: dict[str, Any] | None) -> list[str]:
     return lines
 
 
+def pipeline_caching_section(data: dict[str, Any] | None) -> list[str]:
+    """Caching through a pipeline's own encoding against its `encode_prompt` alone."""
+    title = "## Caching through a pipeline's own encoding"
+    if data is None:
+        return [
+            title,
+            "",
+            "`benchmarks/pipeline_caching.json` is missing: run `python benchmarks/pipeline_caching.py`.",
+            "",
+        ]
+    cfg, enc = data["config"], data["encoder"]
+    lines = [
+        title,
+        "",
+        machine_line(data),
+        "",
+        f"A Wan pipeline's text side (a random UMT5 encoder, {enc['num_layers']} layers of width {enc['d_model']}) "
+        f"encodes {num(cfg['prompts'])} prompts padded to {cfg['max_sequence_length']} positions, in batches of "
+        f"{cfg['batch']}: `encode_prompt` alone against `write_cache` through `PipelineEncoding` (float16 rows), "
+        f"back to back, {cfg['pairs']} times. The target is at most 10% at one hook point.",
+        "",
+    ]
+    rows = [
+        [r["hook_points"], f"{r['encode_prompt_s']:.2f}", f"{r['cache_s']:.2f}", f"**{pct(r['overhead'])}%**",
+         f"{pct(r['overhead_min'])}% to {pct(r['overhead_max'])}%"]
+        for r in data["caching"]
+    ]  # fmt: skip
+    lines += table(["hook points cached", "encode_prompt s", "cache s", "overhead (median)", "range"], rows)
+    lines += [
+        f"The probes a `PipelineEncoding` makes once, when first asked for its hook points (which blocks the "
+        f"pipeline reads, and whether it reads the padding), took {data['probe_s']:.2f} s.",
+        "",
+    ]
+    return lines
+
+
 def erasure_section(data: dict[str, Any] | None) -> list[str]:
     if data is None:
         return ["## Erasure", "", "`benchmarks/erasure.json` is missing: run `python benchmarks/erasure.py`.", ""]
@@ -288,6 +324,7 @@ def page_performance() -> str:
         load("benchmarks/erasure.json"),
     )
     scale, gpu = load("benchmarks/report_scale.json"), load("benchmarks/gpu_training.json")
+    pipeline = load("benchmarks/pipeline_caching.json")
     sources = []
     if training:
         flags = f" --tokens {training['config']['tokens']}" + (
@@ -300,6 +337,16 @@ def page_performance() -> str:
             (
                 "benchmarks/caching.json",
                 command_of(caching, f"python benchmarks/caching.py --prompts {cfg['prompts']} --pairs {cfg['pairs']}"),
+                "",
+            )
+        )
+    if pipeline:
+        cfg = pipeline["config"]
+        flags = f" --prompts {cfg['prompts']} --pairs {cfg['pairs']}"
+        sources.append(
+            (
+                "benchmarks/pipeline_caching.json",
+                command_of(pipeline, "python benchmarks/pipeline_caching.py" + flags),
                 "",
             )
         )
@@ -334,6 +381,7 @@ def page_performance() -> str:
     for section in (
         training_section(training),
         caching_section(caching),
+        pipeline_caching_section(pipeline),
         erasure_section(erasure),
         report_section(scale),
         gpu_section(gpu),
@@ -942,6 +990,70 @@ def page_stability() -> str:
     return "\n".join(lines)
 
 
+def page_padding() -> str:
+    """Whether concept latents fire on the padding a pipeline's transformer reads, and so where erasure edits it."""
+    data, lines = script_page("Concept latents on the padding a pipeline reads", "analysis/padding_firing")
+    if data is None:
+        return "\n".join(lines + ["Not measured yet.", ""])
+    settings, concepts = data["settings"], data["concepts"]
+    measured = {name: c for name, c in concepts.items() if c["layer"]}
+    on_targets = sum(c["target"]["fires_on_padding"] > 0 for c in measured.values())
+    on_nontargets = sum(c["nontarget"]["fires_on_padding"] > 0 for c in measured.values())
+    at_embed = sum(c["layer"].endswith(".embed") for c in measured.values())
+    lines += [
+        "CogVideoX, Flux (its T5) and SD3 (all three encoders) pad the prompt to `max_sequence_length` and run the "
+        "encoder without a mask: each padding position's state depends on the prompt, and the transformer reads "
+        "it. Wan masks the encoder and zeroes the padding; LTX-Video hands its transformer the mask; HunyuanVideo "
+        "masks its LLM; a CLIP read only through its pooled output (Flux, HunyuanVideo) never passes its padding "
+        "on. `PipelineEncoding.padding_read` finds which case an encoder is in by shifting its padding states and "
+        "watching `encode_prompt`'s output.",
+        "",
+        "**How clear_sae treats that padding.** Dictionaries train on real tokens only, and a concept's latents "
+        "are chosen on real tokens only: the padding is many times the real tokens (about 25 times on Flux) and "
+        "much alike from prompt to prompt. `clear-sae cache --padding` keeps the padding rows apart, for "
+        "inspection. At inference the clamp edits every position where a concept latent fires, padding included "
+        "where the encoder runs unmasked, as the transformer reads it.",
+        "",
+        "**The measurement.** No T5 ships with clear_sae, so MiniLM stands in, read as CogVideoX reads T5: "
+        f"padded to {settings['max_sequence_length']} positions, no mask. The demo's corpus "
+        f"({settings['corpus_prompts']:,} prompts) is "
+        f"cached through that encoding, dictionaries are trained on it by the demo's recipe (expansion "
+        f"{settings['expansion']}, k {settings['k']}, {settings['tokens']:,} tokens per layer), and each shipped "
+        "text concept is learned through it. For its targets and non-targets the table gives the share of prompts "
+        "whose concept latents fire on a real token, the share whose latents fire on the padding, and the share of "
+        "padding positions on which one fires.",
+        "",
+        f"**Result.** The latents of **{on_targets} of {len(measured)}** concepts fire on the padding of some of "
+        f"their targets, so erasing them edits padding the transformer reads. Those of **{on_nontargets}** fire "
+        "on the padding of some non-target prompts too, where the erasure then edits prompts that never named the "
+        f"concept. {at_embed} of the {len(measured)} chose the embedding layer, where a padding position's state is "
+        "the same for every prompt, so their latents cannot single out a target's padding there.",
+        "",
+    ]
+    rows = []
+    for name, c in sorted(concepts.items()):
+        if not c["layer"]:
+            rows.append([name, "none", "-", "-", "-", "-", "-", "-", "-"])
+            continue
+        t, n = c["target"], c["nontarget"]
+        rows.append(
+            [name, short(c["layer"]), c["latents"], pct(t["fires_on_real"], 0), pct(t["fires_on_padding"], 0),
+             pct(t["padding_positions_firing"]), pct(n["fires_on_real"], 0), pct(n["fires_on_padding"], 0),
+             pct(n["padding_positions_firing"])]
+        )  # fmt: skip
+    columns = ["concept", "layer", "latents", "targets: real %", "targets: padding %", "target padding positions %"]
+    columns += ["non-targets: real %", "non-targets: padding %", "non-target padding positions %"]
+    lines += table(columns, rows)
+    lines += [
+        "",
+        "MiniLM is a stand-in: a real T5 may spread a prompt into its padding more or less than MiniLM does, so the "
+        "shares above describe this encoding, not CogVideoX's. Rerun the command on a real pipeline's encoding "
+        "(`minilm_as_cogvideox` in the script shows how one is built) to measure it there.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
 GROUP_TITLES = {
     "heldout": "Held-out concepts",
     "seen": "Controls: concepts the corpus holds",
@@ -1211,6 +1323,7 @@ PAGES: dict[str, Callable[[], str]] = {
     "stability.md": page_stability,
     "heldout.md": page_heldout,
     "breadth.md": page_breadth,
+    "padding.md": page_padding,
 }
 
 

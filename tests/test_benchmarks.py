@@ -121,6 +121,18 @@ def test_real_size_benchmark_smoke_run_on_cpu(tmp_path):
     assert record["hook_point"] == "text_encoder.blocks.1"
 
 
+def test_pipeline_caching_benchmark_smoke_run(tmp_path):
+    """Caching through a pipeline's encoding against encode_prompt alone, at a tiny size: one hook point and
+    every hook point of the encoder, each with its median ratio inside the pairs' range."""
+    record = run_benchmark(
+        "pipeline_caching", tmp_path, "--prompts", "64", "--pairs", "3", "--layers", "2", "--max-sequence-length", "16"
+    )
+    assert [row["hook_points"] for row in record["caching"]] == [1, 3]  # the embedding and two blocks
+    for row in record["caching"]:
+        assert row["overhead_min"] <= row["overhead"] <= row["overhead_max"]
+    assert record["encoder"]["num_layers"] == 2 and record["probe_s"] > 0
+
+
 @pytest.mark.slow  # a benchmark: the `slow` tier
 def test_erasure_benchmark_times_the_clamp_and_a_new_concept(tmp_path):
     record = run_benchmark("erasure", tmp_path, "--clips", "2", "--repeats", "1")

@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 import pytest
+from conftest import PROMPTS, read_lines
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -168,3 +169,35 @@ def test_the_breadth_script_compares_settings_chooses_within_budget_and_its_page
     with pytest.raises(SystemExit):
         script.main(["--out", str(tmp_path / "other.json"), "--settings", "wide:8"])
     assert not (tmp_path / "other.json").exists()
+
+
+def test_the_padding_script_writes_the_json_its_page_reads(analysis_script, tmp_path, monkeypatch, minilm_tokenizer):
+    """MiniLM read as CogVideoX reads T5, on a small slice of the demo's corpus: its padding is found to be read,
+    each concept's padding positions are those past its prompts' tokens, and the page shows each concept's row
+    and a count computed from the JSON."""
+    out = tmp_path / "padding.json"
+    script = analysis_script("padding_firing")
+    slice_ = ["--tokens", "4096", "--corpus-size", "300", "--toy-captions", "0", "--max-sequence-length", "48"]
+    script.main(["--out", str(out), *slice_, "--concepts", "french_horn", "dog"])
+    data = json.loads(out.read_text())
+    assert data["settings"]["padding_read"] == {"text_encoder": True} and sorted(data["concepts"]) == [
+        "dog",
+        "french_horn",
+    ]
+    measured = {name: c for name, c in data["concepts"].items() if c["layer"]}
+    assert measured, "a concept as plain as a dog should find latents on these dictionaries"
+    for name, concept in measured.items():
+        target = read_lines(PROMPTS / "concepts" / f"{name}.target.txt")
+        padding = sum(48 - min(48, len(minilm_tokenizer(p)["input_ids"])) for p in target)
+        assert concept["target"]["padding_positions"] == padding and concept["target"]["prompts"] == len(target)
+        for side in ("target", "nontarget"):
+            shares = concept[side]
+            assert all(0 <= shares[k] <= 1 for k in ("fires_on_real", "fires_on_padding", "padding_positions_firing"))
+            assert (shares["fires_on_padding"] > 0) == (shares["padding_positions_firing"] > 0)
+    build = load_build()
+    monkeypatch.setattr(build, "load", lambda rel: data if rel.endswith("padding_firing.json") else None)
+    page = build.page_padding()
+    for name in data["concepts"]:
+        assert f"| {name} |" in page
+    firing = sum(c["target"]["fires_on_padding"] > 0 for c in measured.values())
+    assert f"**{firing} of {len(measured)}**" in page

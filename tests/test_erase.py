@@ -413,3 +413,44 @@ def test_a_concept_learned_through_hunyuans_encoding_is_erased_in_both_encoders(
     assert all(clamp.tokens_edited > 0 for clamp in clamps.values())
     embeds, pooled = (0, 1)
     assert not torch.equal(erased[embeds], plain[embeds]) and not torch.equal(erased[pooled], plain[pooled])
+
+
+def test_padding_firing_counts_the_prompts_and_padding_positions_a_concepts_latents_fire_on(
+    minilm_tokenizer, small_corpus, tmp_path
+):
+    """On CogVideoX's unmasked T5, `padding_firing` counts, for the chosen latents, the prompts firing on a real
+    token, those firing on the padding the transformer reads, and the share of padding positions firing, as the
+    dense codes of every position say."""
+    from conftest import make_entry, tiny_cogvideox_pipeline
+
+    from clear_sae.backbones.diffusers_pipeline import PipelineEncoding
+    from clear_sae.measure import padding_firing
+
+    own = PipelineEncoding(tiny_cogvideox_pipeline(minilm_tokenizer), "tiny-cog", max_sequence_length=24)
+    hook = "text_encoder.blocks.1"
+    write_cache(own, small_corpus, tmp_path / "c.h5", [hook], CacheConfig(64), progress=False)
+    with ActivationCache(tmp_path / "c.h5") as cache:
+        train_dictionaries(cache, tmp_path / "d", cfg=TrainConfig(expansion=4, k=4, tokens=8192), progress=False)
+    dictionaries = Dictionaries(tmp_path / "d")
+    prompts = HORN_T[:10] + UNRELATED
+    act = own.run(prompts, [hook])[hook]
+    sae = dictionaries.sae(hook)
+    with torch.no_grad():  # encoded as rows, as the measurement encodes them (one batch, one chunk)
+        real_codes, padding_codes = (sae.encode(act.acts[where].float()) > 0 for where in (act.mask, act.padding))
+    latents = padding_codes.sum(0).argsort(descending=True)[:3].tolist()  # the latents busiest on the padding
+    real_fires, padding_fires = (codes[:, latents].any(-1) for codes in (real_codes, padding_codes))
+
+    def prompts_with(fires, where):
+        return len(set(where.nonzero()[:, 0][fires].tolist()))
+
+    found = padding_firing(own, dictionaries, make_entry(hook_point=hook, latents=latents), prompts, len(prompts))
+    assert found == {
+        "prompts": len(prompts),
+        "fires_on_real": prompts_with(real_fires, act.mask) / len(prompts),
+        "fires_on_padding": prompts_with(padding_fires, act.padding) / len(prompts),
+        "padding_positions": int(act.padding.sum()),
+        "padding_positions_firing": int(padding_fires.sum()) / int(act.padding.sum()),
+    }
+    assert found["fires_on_padding"] > 0
+    none = padding_firing(own, dictionaries, make_entry(hook_point=hook, latents=[]), prompts)
+    assert none["fires_on_real"] == none["fires_on_padding"] == none["padding_positions_firing"] == 0
