@@ -48,7 +48,8 @@ def neighbour_firing(backbone: Any, library: Any, name: str, pairs: int, seed: i
 
 def main(argv: list[str] | None = None) -> int:
     """Print, per toy concept of the library, the share of its non-targets clamped, overall and per neighbour."""
-    from clear_sae.toyworld.concepts import LEARN_PAIRS, LEARN_SEED, toy_concepts
+    from clear_sae.toyworld.concepts import LEARN_PAIRS, toy_concepts
+    from clear_sae.toyworld.protocol import LEARN_SEED
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--library", type=Path, default=SHIPPED_LIBRARY)

@@ -10,7 +10,8 @@ import pytest
 from clear_sae.config import COUNT, POSITIVE, SHARE, at_most, check_fields, check_memory, check_value, field_docs
 from clear_sae.errors import ClearSaeError
 from clear_sae.io import check_overwrite, is_earlier_output
-from clear_sae.toyworld.concepts import CALIBRATION_SEED, EVAL_SEED, LEARN_SEED, check_evaluation_seed, check_toy_names
+from clear_sae.toyworld.concepts import check_toy_names
+from clear_sae.toyworld.protocol import CALIBRATION_SEED, EVAL_SEED, LEARN_SEED, check_evaluation_seed
 
 
 @pytest.mark.parametrize(
@@ -151,3 +152,23 @@ def test_toy_names_are_checked_before_anything_loads(names, attributes, message)
     with pytest.raises(ClearSaeError, match=message):
         check_toy_names(names, attributes)
     check_toy_names(["red", "crimson"], {"crimson": "colour=red"})
+
+
+def test_the_sealed_protocols_test_seeds_are_read_by_the_final_run_only(monkeypatch):
+    """A test seed is refused to any run but the final one, which reads nothing else; the digest names the
+    protocol: equal for the same declaration, different once a held-out template changes."""
+    from clear_sae.toyworld import captions, protocol
+
+    test_seed = protocol.TEST_SEEDS[0]
+    with pytest.raises(ClearSaeError, match="test seed of the sealed protocol"):
+        check_evaluation_seed(test_seed)
+    check_evaluation_seed(test_seed, final=True)
+    for seed in (EVAL_SEED, 5):  # a development seed, or any seed outside the declared sets
+        assert protocol.seed_split(seed) == "development"
+        with pytest.raises(ClearSaeError, match="--final reads the sealed test seeds only"):
+            check_evaluation_seed(seed, final=True)
+    assert protocol.protocol_record(test_seed, True)["split"] == "test"
+    digest = protocol.protocol_digest()
+    assert digest == protocol.protocol_digest() and len(digest) == 16
+    monkeypatch.setattr(captions, "ONE_OBJECT_TEMPLATES", [*captions.ONE_OBJECT_TEMPLATES[:-1], "{a_obj} {motion}"])
+    assert protocol.protocol_digest() != digest

@@ -15,10 +15,11 @@ from clear_sae.backbones import load_backbone_for
 from clear_sae.compare.methods import METHODS, build_erasure, check_methods
 from clear_sae.concepts import latents_by_layer
 from clear_sae.toyworld.captions import WORDS_BY_AXIS
-from clear_sae.toyworld.concepts import LEARN_PAIRS, LEARN_SEED, attribute_of, concept_pairs, entry_attribute
+from clear_sae.toyworld.concepts import LEARN_PAIRS, attribute_of, concept_pairs, entry_attribute
 from clear_sae.toyworld.detector import detect
 from clear_sae.toyworld.judge import judge_from_settings
 from clear_sae.toyworld.metrics import QUALIFYING_RATE, compare, concept_found
+from clear_sae.toyworld.protocol import LEARN_SEED
 from clear_sae.toyworld.sampling import EvalConfig, ToyWorld, prompt_sets, sample_after, sample_before
 
 if TYPE_CHECKING:

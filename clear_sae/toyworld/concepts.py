@@ -15,17 +15,11 @@ import numpy as np
 
 from clear_sae.errors import ClearSaeError
 from clear_sae.toyworld.captions import caption
+from clear_sae.toyworld.protocol import LEARN_SEED
 from clear_sae.toyworld.render import COLOURS, MOTIONS, SHAPES, ClipSpec, random_spec
 
 ATTRIBUTES: dict[str, tuple[str, ...]] = {"colour": tuple(COLOURS), "shape": SHAPES, "motion": MOTIONS}
 """The axes the detector reads, and their values; every value is a concept of the same name."""
-LEARN_SEED = 0
-"""Seed of the prompts a concept is learned from (the library's)."""
-EVAL_SEED = 1_000
-"""Seed of the evaluation prompts, so they never coincide with the learning prompts."""
-CALIBRATION_SEED = 600
-"""Seed of the prompts and noise a `GenerationJudge` generates from while a toy concept is calibrated: neither
-the learning prompts' seed nor an evaluation seed."""
 LEARN_PAIRS = 200
 """Prompt pairs a toy concept is learned from."""
 MAX_NONTARGET_RATE = 0.1
@@ -153,19 +147,3 @@ def check_toy_names(names: list[str], attributes: dict[str, str]) -> None:
     check_attributes_used(attributes, names)
     for attribute in attributes.values():
         attribute_of(attribute)
-
-
-def check_evaluation_seed(seed: int) -> None:
-    """Refuse an evaluation seed that would read prompts a toy concept was learned or calibrated on."""
-    if seed < 0:
-        raise ClearSaeError(f"--seed {seed} is negative; pass a seed of 0 or more (the default is {EVAL_SEED})")
-    if seed == LEARN_SEED:
-        raise ClearSaeError(
-            f"--seed {seed} would evaluate on the very prompts toy concepts are learned from; pick another "
-            f"seed (the default is {EVAL_SEED})"
-        )
-    if seed == CALIBRATION_SEED:
-        raise ClearSaeError(
-            f"--seed {seed} would evaluate on the very prompts and noise the toy concepts' calibration judged its "
-            f"rungs on; pick another seed (the default is {EVAL_SEED})"
-        )

@@ -33,8 +33,9 @@ from clear_sae.backbones import load_backbone_for
 from clear_sae.concepts import latents_by_layer
 from clear_sae.erase import concept_clamps
 from clear_sae.errors import ClearSaeError
-from clear_sae.toyworld.concepts import LEARN_PAIRS, LEARN_SEED, attribute_of, concept_pairs, entry_attribute
+from clear_sae.toyworld.concepts import LEARN_PAIRS, attribute_of, concept_pairs, entry_attribute
 from clear_sae.toyworld.metrics import compare, qualifies
+from clear_sae.toyworld.protocol import LEARN_SEED
 from clear_sae.toyworld.report import save_concept_strip
 from clear_sae.toyworld.sampling import TEXT_ENCODER_ID, EvalConfig, ToyWorld, prompt_sets, sample_after, sample_before
 

@@ -9,9 +9,9 @@ import numpy as np
 
 from clear_sae.calibration.judge import Verdict
 from clear_sae.errors import ClearSaeError
-from clear_sae.toyworld.concepts import CALIBRATION_SEED
 from clear_sae.toyworld.detector import detect
 from clear_sae.toyworld.metrics import concept_found, others_per_clip, preservation, rounded_mean
+from clear_sae.toyworld.protocol import CALIBRATION_SEED
 from clear_sae.toyworld.sampling import (
     ClipSet,
     EvalConfig,

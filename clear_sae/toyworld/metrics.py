@@ -3,7 +3,7 @@ the targets."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -91,9 +91,34 @@ def preservation(det: Detections, specs: list[ClipSpec]) -> tuple[np.ndarray, di
 def compare(
     world: ToyWorld, axis: str, value: str, before: dict[str, ClipSet], after: dict[str, ClipSet], cfg: EvalConfig
 ) -> dict[str, Any]:
-    """The figures for one erasure: generation rates, preservation and drift, with intervals."""
-    det_before = {k: detect(world.detector, s.sampled_clips()) for k, s in before.items()}
-    det_after = {k: detect(world.detector, s.sampled_clips()) for k, s in after.items()}
+    """The figures for one erasure: generation rates, preservation and drift, with intervals, read by the learned
+    detector; under `geometry`, the same rates and preservation read by the rule-based judge (`geometry.py`),
+    which shares nothing with the detector that calibration reads."""
+    from clear_sae.toyworld.geometry import judge_clips
+
+    result = judged_figures(lambda clips: detect(world.detector, clips), axis, value, before, after, cfg)
+    result["geometry"] = judged_figures(judge_clips, axis, value, before, after, cfg)
+    drift = np.abs(after["nontarget"].sampled_clips().astype(np.float64) - before["nontarget"].sampled_clips()).mean(
+        axis=(1, 2, 3, 4)
+    )
+    result["pixel_drift_nontarget"] = summary(drift)
+    result["nontarget_unchanged"] = int((drift == 0).sum())
+    result["clips_resampled"] = {k: s.sampled for k, s in after.items()}
+    return result
+
+
+def judged_figures(
+    read: Callable[[np.ndarray], Detections],
+    axis: str,
+    value: str,
+    before: dict[str, ClipSet],
+    after: dict[str, ClipSet],
+    cfg: EvalConfig,
+) -> dict[str, Any]:
+    """The figures one judge (`read`: clips to `Detections`) gives an erasure: the generation rates before and
+    after, per word, with the words removed, the targets' other attributes, and non-target preservation."""
+    det_before = {k: read(s.sampled_clips()) for k, s in before.items()}
+    det_after = {k: read(s.sampled_clips()) for k, s in after.items()}
     result: dict[str, Any] = {}
     for name in ("target", "heldout"):
         found_before = concept_found(det_before[name], axis, value, cfg.threshold)
@@ -111,12 +136,6 @@ def compare(
     result["preservation_before"] = summary(kept_before) | {"axes": axes_before}
     result["preservation_after"] = summary(kept_after) | {"axes": axes_after}
     result["preservation_drop"] = summary(kept_before - kept_after)
-    drift = np.abs(after["nontarget"].sampled_clips().astype(np.float64) - before["nontarget"].sampled_clips()).mean(
-        axis=(1, 2, 3, 4)
-    )
-    result["pixel_drift_nontarget"] = summary(drift)
-    result["nontarget_unchanged"] = int((drift == 0).sum())
-    result["clips_resampled"] = {k: s.sampled for k, s in after.items()}
     return result
 
 
@@ -139,16 +158,31 @@ def rates_by_word(
 
 def qualifies(result: dict[str, Any]) -> dict[str, Any]:
     """Whether the concept counts (rate before at least 70%), whether erasure met the targets, and whether
-    removing the concept's words from the prompts would itself reach the 10% target (None if not measured)."""
-    rate_before = result["rate_target_before"]["mean"]
-    counted = rate_before is not None and rate_before >= QUALIFYING_RATE
-    erased = result["rate_target_after"]["mean"] <= TARGET_RATE
-    kept = result["preservation_drop"]["mean"] <= MAX_PRESERVATION_DROP
+    removing the concept's words from the prompts would itself reach the 10% target (None if not measured). Where
+    the rule-based judge read the clips too (`geometry`), each verdict needs both judges, and `by_judge` gives
+    each judge's own."""
+    own = judge_verdict(result)
+    second = judge_verdict(result["geometry"]) if "geometry" in result else None
+    verdict: dict[str, Any] = {
+        key: bool(own[key] and (second is None or second[key])) for key in ("counted", "erased", "preserved")
+    }
+    verdict["met"] = verdict["counted"] and verdict["erased"] and verdict["preserved"]
     removed = result.get("rate_words_removed", {}).get("mean")
+    verdict["reachable_by_removal"] = None if removed is None else bool(removed <= TARGET_RATE)
+    if second is not None:
+        verdict["by_judge"] = {"detector": own, "geometry": second}
+    return verdict
+
+
+def judge_verdict(figures: dict[str, Any]) -> dict[str, bool]:
+    """One judge's verdict on its figures: counted, erased, preserved, met."""
+    rate_before = figures["rate_target_before"]["mean"]
+    counted = rate_before is not None and rate_before >= QUALIFYING_RATE
+    erased = figures["rate_target_after"]["mean"] <= TARGET_RATE
+    kept = figures["preservation_drop"]["mean"] <= MAX_PRESERVATION_DROP
     return {
         "counted": counted,
         "erased": bool(erased),
         "preserved": bool(kept),
         "met": bool(counted and erased and kept),
-        "reachable_by_removal": None if removed is None else bool(removed <= TARGET_RATE),
     }

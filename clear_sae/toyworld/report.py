@@ -72,6 +72,7 @@ def format_results(report: dict[str, Any]) -> str:
         )
         if not q["erased"] and q.get("reachable_by_removal") is False:
             verdict += " (even without its words: above 10%)"
+        verdict += judges_line(r)
         lines.append(row(name, r["axis"], r["layer"], r, verdict, f"{r['seconds']:.0f}"))
         if not q["erased"] and r.get("rate_target_by_word"):
             lines.append(
@@ -99,4 +100,20 @@ def format_results(report: dict[str, Any]) -> str:
         "'others': on the target clips, the detector's agreement with the caption on the two other axes "
         "(a colour's shape and motion): an erasure that breaks the object, not just the concept, lowers it"
     )
+    lines.append(
+        "The rates shown are the learned detector's; a verdict needs the rule-based judge too, whose rates follow "
+        "it ('rules: before -> after, met or not')"
+    )
     return "\n".join(lines)
+
+
+def judges_line(result: dict[str, Any]) -> str:
+    """The rule-based judge's rate before and after and its own verdict, for a concept's row ('' if absent)."""
+    second = result.get("geometry")
+    verdicts = result["qualification"].get("by_judge")
+    if second is None or verdicts is None:
+        return ""
+    rates = (
+        f"{_pct(second['rate_target_before']['mean']).strip()}% -> {_pct(second['rate_target_after']['mean']).strip()}%"
+    )
+    return f"; rules: {rates}, {'met' if verdicts['geometry']['met'] else 'not met'}"

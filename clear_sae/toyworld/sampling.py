@@ -12,9 +12,10 @@ import numpy as np
 from clear_sae.config import AT_LEAST_ZERO, COUNT, MAX_CLIPS, MAX_SAMPLING_STEPS, POSITIVE, SHARE, at_most, check_fields
 from clear_sae.erase import attach
 from clear_sae.toyworld.captions import without_words
-from clear_sae.toyworld.concepts import EVAL_SEED, concept_pairs
+from clear_sae.toyworld.concepts import concept_pairs
 from clear_sae.toyworld.detector import load_detector
 from clear_sae.toyworld.generator import load_generator
+from clear_sae.toyworld.protocol import EVAL_SEED
 from clear_sae.toyworld.render import ClipSpec
 
 if TYPE_CHECKING:

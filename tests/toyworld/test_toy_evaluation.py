@@ -22,6 +22,7 @@ from clear_sae.toyworld.metrics import (
     qualifies,
     summary,
 )
+from clear_sae.toyworld.protocol import protocol_digest
 from clear_sae.toyworld.render import MOTIONS, SHAPES, ClipSpec, ToyObject
 from clear_sae.toyworld.sampling import clip_noise
 
@@ -163,6 +164,22 @@ def test_bootstrap_interval_and_qualification():
     assert qualifies(result)["reachable_by_removal"] is False
 
 
+def test_a_verdict_needs_both_judges():
+    """Where the rule-based judge read the clips too, erasure meets the targets only if both judges say so; each
+    judge's own verdict is kept."""
+    met = {
+        "rate_target_before": summary(np.full(10, 0.9)),
+        "rate_target_after": summary(np.full(10, 0.05)),
+        "preservation_drop": summary(np.full(10, 0.0)),
+    }
+    missed = met | {"rate_target_after": summary(np.full(10, 0.3))}
+    assert qualifies(met | {"geometry": dict(met)})["met"]
+    verdict = qualifies(met | {"geometry": missed})
+    assert not verdict["met"] and not verdict["erased"] and verdict["counted"] and verdict["preserved"]
+    assert verdict["by_judge"]["detector"]["met"] and not verdict["by_judge"]["geometry"]["met"]
+    assert not qualifies(missed | {"geometry": dict(met)})["met"]
+
+
 def test_rates_by_word_groups_clips_by_the_synonym_their_caption_uses():
     from clear_sae.toyworld.captions import concept_word
     from clear_sae.toyworld.metrics import rates_by_word
@@ -272,7 +289,13 @@ def test_cli_evaluate_writes_a_report(tiny_toy_generator, toy_library, tmp_path,
     assert circle["strip"] == "eval_strips/circle.png" and (tmp_path / circle["strip"]).stat().st_size > 0
     assert len(circle["strip_rows"]) == 2 * (2 + 2)  # two target and two non-target clips, before and after
     assert "report ->" in capsys.readouterr().out
-    assert main(args + ["--concept", "circle"]) == 0  # an earlier evaluation may be overwritten
+    protocol = report["protocol"]
+    assert protocol == {"seed": 1000, "split": "development", "final": False, "digest": protocol_digest()}
+    for judge in ("detector", "geometry"):  # every verdict needs both judges, each judge's own is kept
+        assert set(circle["qualification"]["by_judge"][judge]) == {"counted", "erased", "preserved", "met"}
+    assert circle["geometry"]["rate_target_before"]["clips"] == circle["rate_target_before"]["clips"]
+    assert main(args + ["--concept", "circle", "--seed", "90001", "--final"]) == 0  # an earlier one may be overwritten
+    assert json.loads(out.read_text())["protocol"]["split"] == "test"
 
 
 BAD_EVALUATE_RUNS = {
@@ -290,6 +313,8 @@ BAD_EVALUATE_RUNS = {
     "learning seed": (["--concept", "red", "--seed", "0"], "learned from"),
     "calibration seed": (["--concept", "red", "--seed", "600"], "calibration judged its rungs on"),
     "negative seed": (["--concept", "red", "--seed", "-3"], "negative"),
+    "test seed outside the final run": (["--concept", "red", "--seed", "90000"], "test seed of the sealed protocol"),
+    "final run on a development seed": (["--concept", "red", "--final"], "--final reads the sealed test seeds only"),
 }
 """Bad `evaluate` runs and what their one-line error names; {placeholders} are folders the test makes."""
 

@@ -438,7 +438,8 @@ def test_shipped_purple_entry_leaves_the_word_blue_alone(analysis_script, minilm
     blue non-target clips: it fired on every one of these "blue" captions. The shipped entry fires on every
     purple caption and on few that say "blue" (4 of 42 when this test was written)."""
     from clear_sae.library import ConceptLibrary
-    from clear_sae.toyworld.concepts import EVAL_SEED, concept_pairs
+    from clear_sae.toyworld.concepts import concept_pairs
+    from clear_sae.toyworld.protocol import EVAL_SEED
 
     script = analysis_script("toy_neighbour_firing")
     library = ConceptLibrary.load(script.SHIPPED_LIBRARY)
@@ -463,3 +464,35 @@ def test_the_neighbour_firing_script_groups_nontargets_by_the_value_swapped_in(a
         overall = float(re.search(r"clamped ([\d.]+)%", line).group(1))
         shares = [int(v) for _, v in groups[name]]
         assert min(shares) - 0.5 <= overall <= max(shares) + 0.5
+
+
+def test_the_rule_based_judge_reads_fresh_renders_as_they_were_drawn():
+    """The second judge learns nothing: on freshly rendered clips (two objects in 30%, neutral values in 15%) it
+    names the shapes and colours of most frames and the motions of most clips exactly, neutral values as none."""
+    from clear_sae.toyworld.geometry import accuracy
+
+    measured = accuracy(n_clips=120)
+    assert measured["shape_frames"] >= 0.9 and measured["colour_frames"] >= 0.9 and measured["motion_clips"] >= 0.85
+
+
+@pytest.mark.parametrize(
+    "obj, found",
+    [
+        (ToyObject("circle", "red", "right"), ("circle", "red", "right")),
+        (ToyObject("cross", "blue", "rise"), ("cross", "blue", "rise")),
+        (ToyObject("bar", "yellow", "fall"), ("bar", "yellow", "fall")),
+        (ToyObject("triangle", "purple", "grow"), ("triangle", "purple", "grow")),
+        (ToyObject("square", "grey", "still"), (None, None, None)),  # the neutral values are no class
+    ],
+)
+def test_the_rule_based_judge_names_one_objects_shape_colour_and_motion(obj, found):
+    from clear_sae.toyworld.detector import COLOUR_NAMES
+    from clear_sae.toyworld.geometry import judge_clips
+
+    clip = render_clip(ClipSpec(obj, background="gradient"), seed=3)
+    det = judge_clips(clip[None])
+    shape, colour, motion = found
+    middle = det.shape.shape[1] // 2
+    assert [SHAPES[i] for i in np.nonzero(det.shape[0, middle])[0]] == ([shape] if shape else [])
+    assert [COLOUR_NAMES[i] for i in np.nonzero(det.colour[0, middle])[0]] == ([colour] if colour else [])
+    assert [MOTIONS[i] for i in np.nonzero(det.motion[0])[0]] == ([motion] if motion else [])

@@ -10,8 +10,9 @@ from clear_sae.cli.options import add_fields, config_from, log
 from clear_sae.errors import ClearSaeError
 from clear_sae.io import atomic_write_text, check_not_an_input, check_overwrite, output_file
 from clear_sae.library import ConceptLibrary
-from clear_sae.toyworld.concepts import attribute_map, check_attributes_used, check_evaluation_seed, is_toy_entry
+from clear_sae.toyworld.concepts import attribute_map, check_attributes_used, is_toy_entry
 from clear_sae.toyworld.evaluation import REPORT_FORMAT, evaluate
+from clear_sae.toyworld.protocol import check_evaluation_seed, protocol_record
 from clear_sae.toyworld.report import format_results
 from clear_sae.toyworld.sampling import EvalConfig, load_toy_world
 
@@ -57,6 +58,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--generator", default=None, help="generator folder (default: the shipped one)")
     p.add_argument("--detector", default=None, help="detector folder (default: the shipped one)")
     p.add_argument("--force", action="store_true", help="overwrite --out even if it is not an earlier evaluation")
+    p.add_argument(
+        "--final",
+        action="store_true",
+        help="the sealed protocol's final run: reads a test seed (which any other run is refused) and records the "
+        "protocol's digest in the report",
+    )
 
 
 def run(args: argparse.Namespace) -> None:
@@ -73,13 +80,14 @@ def run(args: argparse.Namespace) -> None:
             "--attribute NAME=AXIS=VALUE if its name is not a colour, shape or motion)"
         )
     check_attributes_used(attributes, names)
-    check_evaluation_seed(args.seed)
+    check_evaluation_seed(args.seed, final=args.final)
     cfg = config_from(EvalConfig, args, FIELDS)
     world = load_toy_world(args.generator, args.detector)
     strips = out.parent / f"{out.stem}_strips"
     report = evaluate(
         world, library, names, attributes, cfg, sweep=args.sweep, exact=not args.single_step, strips=strips
     )
+    report["protocol"] = protocol_record(args.seed, args.final)
     atomic_write_text(out, json.dumps(report, indent=2))
     log.info(format_results(report))
     log.info(f"report -> {out}")

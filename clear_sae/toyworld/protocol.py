@@ -1,0 +1,111 @@
+"""The toy world's sealed protocol: which seeds each kind of run may read, and a digest that names the protocol.
+
+A figure is honest only if nothing that shaped it read the clips it is measured on. The toy world's prompts and
+noise are drawn from seeds, so the protocol is a partition of the seeds:
+
+- **learning** (`LEARN_SEED`): the prompt pairs a toy concept is learned from;
+- **calibration** (`CALIBRATION_SEED`): the prompts and noise a judged calibration generates from;
+- **development** (`DEVELOPMENT_SEEDS`, `EVAL_SEED` the default): every evaluation made while the method, its
+  settings or a page is being worked on; any seed outside the other sets counts as development too;
+- **test** (`TEST_SEEDS`): read once, by a final run (`--final`) after every choice is fixed; any other run that
+  asks for one is refused.
+
+The caption split is part of the protocol: training captions use every template and synonym but the last ones
+of each list, which are held out (`captions.py`). A final run writes `protocol_record(...)` into its JSON: the
+split it read and the digest of this declaration, so two final runs can be told to share a protocol or not.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from clear_sae.errors import ClearSaeError
+
+LEARN_SEED = 0
+"""Seed of the prompts a concept is learned from (the library's)."""
+CALIBRATION_SEED = 600
+"""Seed of the prompts and noise a `GenerationJudge` generates from while a toy concept is calibrated."""
+DEVELOPMENT_SEEDS = range(1_000, 1_100)
+"""Seeds of the evaluations made while developing; the shipped comparison and the demo read `EVAL_SEED`."""
+EVAL_SEED = DEVELOPMENT_SEEDS[0]
+"""The default evaluation seed: a development seed."""
+TEST_SEEDS = range(90_000, 90_100)
+"""Seeds only a final run reads (`--final`)."""
+VERSION = 1
+"""Raised whenever the declaration changes in a way the digest does not see."""
+
+
+def seed_split(seed: int) -> str:
+    """Which part of the protocol `seed` belongs to: learning, calibration, test or development."""
+    if seed == LEARN_SEED:
+        return "learning"
+    if seed == CALIBRATION_SEED:
+        return "calibration"
+    return "test" if seed in TEST_SEEDS else "development"
+
+
+def check_evaluation_seed(seed: int, final: bool = False) -> None:
+    """Refuse an evaluation seed that would read prompts a toy concept was learned or calibrated on, a test seed
+    outside a final run, and a final run on anything but a test seed."""
+    if seed < 0:
+        raise ClearSaeError(f"--seed {seed} is negative; pass a seed of 0 or more (the default is {EVAL_SEED})")
+    split = seed_split(seed)
+    if split == "learning":
+        raise ClearSaeError(
+            f"--seed {seed} would evaluate on the very prompts toy concepts are learned from; pick another "
+            f"seed (the default is {EVAL_SEED})"
+        )
+    if split == "calibration":
+        raise ClearSaeError(
+            f"--seed {seed} would evaluate on the very prompts and noise the toy concepts' calibration judged its "
+            f"rungs on; pick another seed (the default is {EVAL_SEED})"
+        )
+    if split == "test" and not final:
+        raise ClearSaeError(
+            f"--seed {seed} is a test seed of the sealed protocol ({_span(TEST_SEEDS)}), read only by the final run; "
+            f"develop on {_span(DEVELOPMENT_SEEDS)}, or pass --final once every choice is fixed"
+        )
+    if final and split != "test":
+        raise ClearSaeError(
+            f"--final reads the sealed test seeds only; pass --seed from {_span(TEST_SEEDS)} (got {seed})"
+        )
+
+
+def _span(seeds: range) -> str:
+    return f"{seeds.start}..{seeds.stop - 1}"
+
+
+def declaration() -> dict[str, Any]:
+    """Everything the protocol fixes: the seed sets and the caption split (templates and synonyms held out)."""
+    from clear_sae.toyworld import captions
+
+    tables = {
+        "colour": captions.COLOUR_WORDS,
+        "shape": captions.SHAPE_WORDS,
+        "motion": captions.MOTION_WORDS,
+        "background": captions.BACKGROUND_WORDS,
+    }
+    return {
+        "version": VERSION,
+        "learn_seed": LEARN_SEED,
+        "calibration_seed": CALIBRATION_SEED,
+        "development_seeds": [DEVELOPMENT_SEEDS.start, DEVELOPMENT_SEEDS.stop],
+        "test_seeds": [TEST_SEEDS.start, TEST_SEEDS.stop],
+        "templates": {"one_object": captions.ONE_OBJECT_TEMPLATES, "two_object": captions.TWO_OBJECT_TEMPLATES},
+        "heldout_templates": captions.HELDOUT_TEMPLATES,
+        "synonyms": tables,
+    }
+
+
+def protocol_digest() -> str:
+    """A short hash of `declaration()`: equal for two runs under the same protocol."""
+    text = json.dumps(declaration(), sort_keys=True)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def protocol_record(seed: int, final: bool) -> dict[str, Any]:
+    """What a report states of the protocol it ran under: the seed, its split, whether it is the final run, and
+    the protocol's digest."""
+    return {"seed": seed, "split": seed_split(seed), "final": final, "digest": protocol_digest()}
