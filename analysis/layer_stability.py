@@ -21,12 +21,11 @@ from pathlib import Path
 
 from clear_sae.backbones import load_backbone
 from clear_sae.cache import ActivationCache, CacheConfig, write_cache
-from clear_sae.cli.demo import PROMPTS_DIR, DemoConfig, shipped_concepts
+from clear_sae.cli.demo import PROMPTS_DIR, add_retraining_arguments, demo_corpus, retraining_settings
 from clear_sae.concepts import ConceptConfig, learn_concept
 from clear_sae.dictionary import Dictionaries, TrainConfig, train_dictionaries
 from clear_sae.errors import ClearSaeError
 from clear_sae.io import atomic_write_text, read_prompt_file
-from clear_sae.toyworld.concepts import toy_corpus
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -34,19 +33,11 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, help="JSON output")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="dictionary training seeds")
-    parser.add_argument("--tokens", type=int, default=DemoConfig.tokens, help="training tokens per layer")
-    parser.add_argument("--corpus-size", type=int, default=None, help="first N corpus captions (default: all)")
-    parser.add_argument("--toy-captions", type=int, default=DemoConfig.toy_captions, help="toy captions mixed in")
-    parser.add_argument("--concepts", nargs="+", default=None, help="shipped text concepts (default: all)")
+    add_retraining_arguments(parser)
     args = parser.parse_args(argv)
-    names = args.concepts or shipped_concepts()
-    unknown = sorted(set(names) - set(shipped_concepts()))
-    if unknown:
-        parser.error(f"no shipped text concept {', '.join(unknown)}; choose from {', '.join(shipped_concepts())}")
-
-    demo = DemoConfig(tokens=args.tokens, corpus_size=args.corpus_size, toy_captions=args.toy_captions)
+    demo, names = retraining_settings(parser, args)
     started = time.perf_counter()
-    corpus = read_prompt_file(PROMPTS_DIR / "corpus.txt")[: demo.corpus_size] + toy_corpus(demo.toy_captions)
+    corpus = demo_corpus(demo)
     backbone = load_backbone("minilm")
     prompts = {
         name: (

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from clear_sae import __version__
+from clear_sae.backbones.hub import PREFIX, parse_hub_name
 from clear_sae.config import ABOVE_ZERO, AT_LEAST_ZERO, COUNT, POSITIVE, SHARE, check_fields, check_memory, is_count
 from clear_sae.errors import ClearSaeError, check_finite
 from clear_sae.io import atomic_write_text, corpus_vocabulary
@@ -473,8 +474,6 @@ def train_dictionaries(
 
 def hub_model_record(source: str) -> dict[str, str | None] | None:
     """The Hub id and revision of a model recorded as `hf://owner/name@revision`; None for any other source."""
-    from clear_sae.backbones.hub import PREFIX, parse_hub_name
-
     parsed = parse_hub_name(source) if source.startswith(PREFIX) else None
     return None if parsed is None else {"repo_id": parsed[0], "revision": parsed[1]}
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from clear_sae.concepts import SCORE_CHUNK_ROWS
 from clear_sae.erase import LatentClamp, attach, merge_clamps, resolve_concepts
 from clear_sae.errors import ClearSaeError
 
@@ -169,8 +170,6 @@ def padding_firing(
 def rows_firing(sae: Any, rows: "torch.Tensor", latents: list[int]) -> "torch.Tensor":
     """`[n]` bool on the CPU: whether any of `latents` fires on each of `rows` (encoded a chunk at a time)."""
     import torch
-
-    from clear_sae.concepts import SCORE_CHUNK_ROWS
 
     sae = sae.to(rows.device)
     chosen = torch.tensor(latents, dtype=torch.long, device=rows.device)

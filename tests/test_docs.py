@@ -201,3 +201,33 @@ def test_the_padding_script_writes_the_json_its_page_reads(analysis_script, tmp_
         assert f"| {name} |" in page
     firing = sum(c["target"]["fires_on_padding"] > 0 for c in measured.values())
     assert f"**{firing} of {len(measured)}**" in page
+
+
+@pytest.mark.artifacts
+def test_the_two_judges_script_keeps_each_judges_reading_and_its_section_counts_them(
+    analysis_script, tmp_path, monkeypatch
+):
+    """Two shipped toy concepts on the shipped world, a few clips each: every concept carries each judge's rates
+    and verdict, met by both only where both met, on a development seed; the page's section counts from the JSON.
+    A test seed of the sealed protocol is refused."""
+    from clear_sae.errors import ClearSaeError
+
+    script = analysis_script("toy_two_judges")
+    out = tmp_path / "judges.json"
+    script.main(["--out", str(out), "--concepts", "red", "rise", "--clips", "4", "--heldout-clips", "2",
+                 "--nontarget-clips", "4"])  # fmt: skip
+    data = json.loads(out.read_text())
+    assert list(data["concepts"]) == ["red", "rise"] and data["protocol"]["split"] == "development"
+    for concept in data["concepts"].values():
+        for judge in ("detector", "geometry"):
+            assert 0 <= concept[judge]["rate_target_after"] <= 1 and isinstance(concept[judge]["met"], bool)
+        assert concept["met_by_both"] == (concept["detector"]["met"] and concept["geometry"]["met"])
+    assert 0.5 < data["geometry_accuracy"]["colour_frames"] <= 1
+    build = load_build()
+    monkeypatch.setattr(build, "load", lambda rel: data if rel.endswith("toy_two_judges.json") else None)
+    page = build.page_toyworld()
+    both = sum(c["met_by_both"] for c in data["concepts"].values())
+    assert f"By both: {both}.**" in page and "| red | colour |" in page and "| rise | motion |" in page
+    with pytest.raises(ClearSaeError, match="test seed"):
+        script.main(["--out", str(tmp_path / "other.json"), "--concepts", "red", "--seed", "90000"])
+    assert not (tmp_path / "other.json").exists()

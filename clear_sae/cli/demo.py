@@ -8,6 +8,7 @@ generates toy-world clips with and without erasure (PNG strips and GIFs), and sa
 
 from __future__ import annotations
 
+import argparse
 import json
 import time
 from dataclasses import dataclass, field
@@ -85,6 +86,30 @@ class DemoConfig:
 def shipped_concepts() -> list[str]:
     """Names of the concepts whose prompt files ship with the package."""
     return sorted(p.name[: -len(".target.txt")] for p in (PROMPTS_DIR / "concepts").glob("*.target.txt"))
+
+
+def demo_corpus(cfg: DemoConfig) -> list[str]:
+    """The captions the demo caches: the shipped corpus (its first `corpus_size`) and `toy_captions` toy ones."""
+    return read_prompt_file(PROMPTS_DIR / "corpus.txt")[: cfg.corpus_size] + toy_corpus(cfg.toy_captions)
+
+
+def add_retraining_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of an analysis script that retrains the demo's dictionaries and relearns its text concepts:
+    `--tokens`, `--corpus-size`, `--toy-captions` and `--concepts`."""
+    parser.add_argument("--tokens", type=int, default=DemoConfig.tokens, help="training tokens per layer")
+    parser.add_argument("--corpus-size", type=int, default=None, help="first N corpus captions (default: all)")
+    parser.add_argument("--toy-captions", type=int, default=DemoConfig.toy_captions, help="toy captions mixed in")
+    parser.add_argument("--concepts", nargs="+", default=None, help="shipped text concepts (default: all)")
+
+
+def retraining_settings(parser: argparse.ArgumentParser, args: argparse.Namespace) -> tuple[DemoConfig, list[str]]:
+    """The demo's settings those options give and the shipped text concepts they name (all by default); an unknown
+    concept is a usage error."""
+    names = args.concepts or shipped_concepts()
+    unknown = sorted(set(names) - set(shipped_concepts()))
+    if unknown:
+        parser.error(f"no shipped text concept {', '.join(unknown)}; choose from {', '.join(shipped_concepts())}")
+    return DemoConfig(tokens=args.tokens, corpus_size=args.corpus_size, toy_captions=args.toy_captions), names
 
 
 def chosen_concepts(cfg: DemoConfig) -> tuple[list[str], list[str]]:
@@ -265,7 +290,7 @@ def run_demo(cfg: DemoConfig = DemoConfig()) -> dict[str, Any]:
     )  # its checks run here
     names, toys = chosen_concepts(cfg)
     claim_folder(out, cfg.force)
-    corpus = read_prompt_file(PROMPTS_DIR / "corpus.txt")[: cfg.corpus_size] + toy_corpus(cfg.toy_captions)
+    corpus = demo_corpus(cfg)
     backbone = load_backbone("minilm")
     hooks = backbone.hook_points
     print(

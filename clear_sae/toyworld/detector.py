@@ -45,7 +45,8 @@ class DetectorConfig:
     """Chance that each attribute of each object takes its neutral value."""
 
 
-def _labels(spec: ClipSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def clip_labels(spec: ClipSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The shapes, colours and motions `spec` draws, as 0/1 vectors over the detector's classes."""
     objects = [spec.main] + ([spec.second] if spec.second is not None else [])
     shape = np.zeros(len(SHAPES), np.float32)
     colour = np.zeros(len(COLOUR_NAMES), np.float32)
@@ -127,7 +128,7 @@ def train_detector(
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=cfg.steps)
     for _ in tqdm(range(cfg.steps), desc="training detector", unit="step", disable=not progress):
         specs, clips = render_batch(rng, cfg.batch_clips, render, cfg.second_object_rate, cfg.neutral_rate)
-        labels = [torch.from_numpy(np.stack(x)) for x in zip(*map(_labels, specs))]
+        labels = [torch.from_numpy(np.stack(x)) for x in zip(*map(clip_labels, specs))]
         shape, colour, motion = model(torch.from_numpy(clips))
         frames = clips.shape[1]
         loss = (
@@ -180,8 +181,13 @@ def accuracy(
     """Exact-match accuracy on freshly rendered clips: the set of shapes / colours per frame, motions per clip
     (a neutral value must give the empty set)."""
     specs, clips = random_clips(np.random.default_rng(seed), n_clips, render, second_object_rate, neutral_rate)
-    det = detect(model, clips)
-    labels = [np.stack(x) for x in zip(*map(_labels, specs))]
+    return exact_match(detect(model, clips), specs)
+
+
+def exact_match(det: Detections, specs: list[ClipSpec]) -> dict[str, float]:
+    """The share of frames whose set of shapes, and of colours, is the one drawn, and of clips whose set of
+    motions is (probabilities above 0.5 count as found)."""
+    labels = [np.stack(x) for x in zip(*map(clip_labels, specs))]
     shape_ok = ((det.shape > 0.5) == (labels[0][:, None] > 0.5)).all(-1)
     colour_ok = ((det.colour > 0.5) == (labels[1][:, None] > 0.5)).all(-1)
     motion_ok = ((det.motion > 0.5) == (labels[2] > 0.5)).all(-1)
@@ -189,7 +195,7 @@ def accuracy(
         "shape_frames": float(shape_ok.mean()),
         "colour_frames": float(colour_ok.mean()),
         "motion_clips": float(motion_ok.mean()),
-        "clips": n_clips,
+        "clips": len(specs),
     }
 
 

@@ -17,8 +17,8 @@ from typing import cast
 
 import numpy as np
 
-from clear_sae.toyworld.detector import COLOUR_NAMES, Detections
-from clear_sae.toyworld.render import COLOURS, MOTIONS, NEUTRAL_RGB, SHAPES, RenderConfig, shape_mask
+from clear_sae.toyworld.detector import COLOUR_NAMES, Detections, exact_match
+from clear_sae.toyworld.render import COLOURS, MOTIONS, NEUTRAL_RGB, SHAPES, RenderConfig, random_clips, shape_mask
 
 
 @dataclass(frozen=True)
@@ -160,15 +160,5 @@ def accuracy(
 ) -> dict[str, float]:
     """Exact-match accuracy of the rules on freshly rendered clips, as `detector.accuracy` measures the network
     (the set of shapes and colours per frame, of motions per clip; neutral values must give the empty set)."""
-    from clear_sae.toyworld.detector import _labels
-    from clear_sae.toyworld.render import random_clips
-
     specs, clips = random_clips(np.random.default_rng(seed), n_clips, render, second_object_rate, 0.15)
-    det = judge_clips(clips)
-    labels = [np.stack(x) for x in zip(*map(_labels, specs))]
-    return {
-        "shape_frames": float(((det.shape > 0.5) == (labels[0][:, None] > 0.5)).all(-1).mean()),
-        "colour_frames": float(((det.colour > 0.5) == (labels[1][:, None] > 0.5)).all(-1).mean()),
-        "motion_clips": float(((det.motion > 0.5) == (labels[2] > 0.5)).all(-1).mean()),
-        "clips": n_clips,
-    }
+    return exact_match(judge_clips(clips), specs)

@@ -9,6 +9,7 @@ import numpy as np
 
 from clear_sae.toyworld.captions import concept_word
 from clear_sae.toyworld.detector import COLOUR_NAMES, Detections, detect
+from clear_sae.toyworld.geometry import judge_clips
 from clear_sae.toyworld.render import MOTIONS, SHAPES, ClipSpec
 from clear_sae.toyworld.sampling import ClipSet, EvalConfig, ToyWorld
 
@@ -94,8 +95,6 @@ def compare(
     """The figures for one erasure: generation rates, preservation and drift, with intervals, read by the learned
     detector; under `geometry`, the same rates and preservation read by the rule-based judge (`geometry.py`),
     which shares nothing with the detector that calibration reads."""
-    from clear_sae.toyworld.geometry import judge_clips
-
     result = judged_figures(lambda clips: detect(world.detector, clips), axis, value, before, after, cfg)
     result["geometry"] = judged_figures(judge_clips, axis, value, before, after, cfg)
     drift = np.abs(after["nontarget"].sampled_clips().astype(np.float64) - before["nontarget"].sampled_clips()).mean(

@@ -22,6 +22,7 @@ import json
 from typing import Any
 
 from clear_sae.errors import ClearSaeError
+from clear_sae.toyworld import captions
 
 LEARN_SEED = 0
 """Seed of the prompts a concept is learned from (the library's)."""
@@ -79,8 +80,6 @@ def _span(seeds: range) -> str:
 
 def declaration() -> dict[str, Any]:
     """Everything the protocol fixes: the seed sets and the caption split (templates and synonyms held out)."""
-    from clear_sae.toyworld import captions
-
     tables = {
         "colour": captions.COLOUR_WORDS,
         "shape": captions.SHAPE_WORDS,

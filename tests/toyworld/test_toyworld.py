@@ -297,7 +297,7 @@ def test_a_caption_with_an_attribute_unnamed_is_the_full_caption_without_its_wor
 def test_neutral_values_are_drawn_only_when_asked_and_carry_no_detector_label():
     from clear_sae.library import ConceptLibrary
     from clear_sae.toyworld.concepts import attribute_of, concept_pairs
-    from clear_sae.toyworld.detector import _labels
+    from clear_sae.toyworld.detector import clip_labels
     from clear_sae.toyworld.render import NEUTRAL
 
     # Without neutral values the random stream is the old one: the shipped library's toy concepts were learned
@@ -311,7 +311,7 @@ def test_neutral_values_are_drawn_only_when_asked_and_carry_no_detector_label():
     for axis, value in NEUTRAL.items():
         share = np.mean([getattr(o, axis) == value for o in objects])
         assert 0.2 < share < 0.4, (axis, share)
-    shape, colour, motion = _labels(
+    shape, colour, motion = clip_labels(
         ClipSpec(ToyObject("square", "grey", "left"), "plain", ToyObject("circle", "grey", "still"))
     )
     assert shape.tolist() == [float(s == "circle") for s in SHAPES]
