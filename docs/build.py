@@ -650,6 +650,10 @@ def page_toyworld() -> str:
     if judges:
         rel = "analysis/toy_two_judges.json"
         sources.append((rel, command_of(judges, f"python analysis/toy_two_judges.py --out {rel}"), ""))
+    track_a = load("analysis/toy_track_a.json")
+    if track_a:
+        rel = "analysis/toy_track_a.json"
+        sources.append((rel, command_of(track_a, f"python analysis/toy_track_a.py --out {rel}"), ""))
     lines = header(
         "The toy video world",
         sources,
@@ -745,12 +749,63 @@ def page_toyworld() -> str:
                 ]
                 lines += table(["noun", "square (frames)", "circle read (frames)"], rows)
     lines += two_judges_section(judges)
+    lines += track_a_section(track_a)
     lines += [
         "Generation rates of erased toy concepts, for CLEAR and the baselines, are on [comparison.md](comparison.md); "
         "each toy entry's calibration is on [dictionaries.md](dictionaries.md).",
         "",
     ]
     return "\n".join(lines).rstrip() + "\n"
+
+
+def track_a_section(data: dict[str, Any] | None) -> list[str]:
+    """The paper's protocol in the toy world: the separability-chosen layer, one strength, no judge."""
+    title = "## Track A: the paper's protocol, no judge"
+    if data is None:
+        return [title, "", "Not measured yet: run `python analysis/toy_track_a.py`.", ""]
+    concepts, cfg, summary, protocol = data["concepts"], data["config"], data["summary"], data["protocol"]
+    n = len(concepts)
+
+    def regret(judge: str, against: str) -> str:
+        r = summary[judge][f"regret_vs_{against}"]
+        return f"{pct(r['median'])} (mean {pct(r['mean'])}, 95% interval {ci(r['ci95']).strip()})"
+
+    lines = [
+        title,
+        "",
+        "Each toy concept learned the paper's way on the shipped dictionaries: the layer where its latents separate "
+        f"best, strength γ = {cfg['strength']:g} for every concept, no calibration and no judge. It is erased at that "
+        "layer and at every other layer in turn, and both judges read the clips "
+        f"({protocol['split']} seed {protocol['seed']}; {cfg['clips']} target, {cfg['heldout_clips']} held-out and "
+        f"{cfg['nontarget_clips']} non-target clips per layer)."
+        + (
+            " A development seed: not the sealed test, whose final run has not been made."
+            if protocol["split"] != "test"
+            else " The sealed protocol's final run."
+        ),
+        "",
+        f"**Met at the chosen layer: {summary['detector']['met']} of {n} by the detector, "
+        f"{summary['geometry']['met']} by the rule-based judge, {summary['met_by_both']} by both.** The regret of "
+        "the chosen layer is its rate after erasure minus another layer's (in points; negative: the chosen layer "
+        "did better; the interval resamples concepts):",
+        "",
+    ]
+    rows = [
+        [label, regret("detector", against), regret("geometry", against)]
+        for against, label in (("best", "the best layer"), ("middle", "the middle layer"), ("random", "a random layer"))
+    ]
+    lines += table(["chosen layer against", "detector: median regret", "rules: median regret"], rows)
+    rows = []
+    for name, c in concepts.items():
+        d, g = c["detector"], c["geometry"]
+        rows.append(
+            [name, short(c["layer"]), c["latents"], pct(d["rate_before"], 0), pct(d["rate_after"], 0),
+             short(d["best_layer"]), pct(g["rate_before"], 0), pct(g["rate_after"], 0), short(g["best_layer"]),
+             "yes" if c["met_by_both"] else "**no**"]
+        )  # fmt: skip
+    columns = ["concept", "chosen layer", "latents", "detector: before %", "after %", "best layer"]
+    columns += ["rules: before %", "after %", "best layer", "met by both"]
+    return lines + table(columns, rows)
 
 
 def two_judges_section(data: dict[str, Any] | None) -> list[str]:

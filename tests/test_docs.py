@@ -231,3 +231,32 @@ def test_the_two_judges_script_keeps_each_judges_reading_and_its_section_counts_
     with pytest.raises(ClearSaeError, match="test seed"):
         script.main(["--out", str(tmp_path / "other.json"), "--concepts", "red", "--seed", "90000"])
     assert not (tmp_path / "other.json").exists()
+
+
+@pytest.mark.artifacts
+def test_the_track_a_script_erases_at_every_layer_and_reports_the_chosen_layers_regret(
+    analysis_script, tmp_path, monkeypatch
+):
+    """One toy concept learned the paper's way, a few clips: its rate after erasure at every layer by each judge,
+    a chosen layer never better than the best one, and the section's counts read from the JSON. A test seed
+    needs --final."""
+    from clear_sae.errors import ClearSaeError
+
+    script = analysis_script("toy_track_a")
+    out = tmp_path / "track_a.json"
+    script.main(["--out", str(out), "--concepts", "red", "--clips", "3", "--heldout-clips", "1",
+                 "--nontarget-clips", "2"])  # fmt: skip
+    data = json.loads(out.read_text())
+    red = data["concepts"]["red"]
+    assert data["config"]["strength"] == 1.0 and data["protocol"]["split"] == "development"
+    for judge in ("detector", "geometry"):
+        per_layer = red[judge]["per_layer"]
+        assert len(per_layer) == 7 and per_layer[red["layer"]] == red[judge]["rate_after"]
+        assert red[judge]["regret_vs_best"] >= 0 and per_layer[red[judge]["best_layer"]] == min(per_layer.values())
+    assert red["met_by_both"] == (red["detector"]["met"] and red["geometry"]["met"])
+    build = load_build()
+    monkeypatch.setattr(build, "load", lambda rel: data if rel.endswith("toy_track_a.json") else None)
+    page = build.page_toyworld()
+    assert f"{data['summary']['met_by_both']} by both.**" in page and f"| red | {build.short(red['layer'])} |" in page
+    with pytest.raises(ClearSaeError, match="test seed"):
+        script.main(["--out", str(tmp_path / "other.json"), "--concepts", "red", "--seed", "90000"])
