@@ -142,13 +142,15 @@ def padding_firing(
     """Where a concept's latents fire on `prompts` at its hook point: on real tokens, and on the padding positions
     the pipeline's transformer reads (`Activations.padding`), which an erasure edits too wherever a latent fires.
     Gives the share of prompts with a latent firing on a real token (`fires_on_real`), on the padding
-    (`fires_on_padding`), the padding positions seen, and the share of them on which a latent fires."""
+    (`fires_on_padding`, None where the pipeline reads no padding), the padding positions seen, and the share of
+    them on which a latent fires."""
     import torch
 
     hook = entry.hook_point
     sae = dictionaries.sae(hook)
     prompts_firing = {"real": 0, "padding": 0}
     positions = firing = 0
+    read_padding = False
     for _, out in backbone.run_batched(prompts, [hook], batch_size):
         act = out[hook]
         for kind, where in (("real", act.mask), ("padding", act.padding)):
@@ -157,11 +159,11 @@ def padding_firing(
             fires = rows_firing(sae, act.acts[where.to(act.acts.device)], entry.latents)
             prompts_firing[kind] += len(torch.unique(where.nonzero()[:, 0].cpu()[fires]))
             if kind == "padding":
-                positions, firing = positions + len(fires), firing + int(fires.sum())
+                positions, firing, read_padding = positions + len(fires), firing + int(fires.sum()), True
     return {
         "prompts": len(prompts),
         "fires_on_real": prompts_firing["real"] / len(prompts),
-        "fires_on_padding": prompts_firing["padding"] / len(prompts),
+        "fires_on_padding": prompts_firing["padding"] / len(prompts) if read_padding else None,
         "padding_positions": positions,
         "padding_positions_firing": firing / positions if positions else None,
     }

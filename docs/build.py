@@ -1099,15 +1099,16 @@ def page_padding() -> str:
         return "\n".join(lines + ["Not measured yet.", ""])
     settings, concepts = data["settings"], data["concepts"]
     measured = {name: c for name, c in concepts.items() if c["layer"]}
-    on_targets = sum(c["target"]["fires_on_padding"] > 0 for c in measured.values())
-    on_nontargets = sum(c["nontarget"]["fires_on_padding"] > 0 for c in measured.values())
+    on_targets = sum((c["target"]["fires_on_padding"] or 0) > 0 for c in measured.values())
+    on_nontargets = sum((c["nontarget"]["fires_on_padding"] or 0) > 0 for c in measured.values())
     at_embed = sum(c["layer"].endswith(".embed") for c in measured.values())
     lines += [
-        "CogVideoX, Flux (its T5) and SD3 (all three encoders) pad the prompt to `max_sequence_length` and run the "
-        "encoder without a mask: each padding position's state depends on the prompt, and the transformer reads "
-        "it. Wan masks the encoder and zeroes the padding; LTX-Video hands its transformer the mask; HunyuanVideo "
-        "masks its LLM; a CLIP read only through its pooled output (Flux, HunyuanVideo) never passes its padding "
-        "on. `PipelineEncoding.padding_read` finds which case an encoder is in by shifting its padding states and "
+        "CogVideoX, Flux (its T5) and SD3 (its T5 to `max_sequence_length`, its two CLIPs to 77 tokens) pad the "
+        "prompt to a fixed length and run the encoder without a mask: each padding position's state depends on "
+        "the prompt, and the transformer reads it. Wan masks the encoder and zeroes the padding; LTX-Video "
+        "hands its transformer the mask; HunyuanVideo masks its LLM; a CLIP read only through its pooled output "
+        "(Flux, HunyuanVideo) never passes its padding on. `PipelineEncoding.padding_read` finds which case an "
+        "encoder is in by shifting its padding states and "
         "watching `encode_prompt`'s output.",
         "",
         "**How clear_sae treats that padding.** Dictionaries train on real tokens only, and a concept's latents "
@@ -1126,10 +1127,10 @@ def page_padding() -> str:
         "padding positions on which one fires.",
         "",
         f"**Result.** The latents of **{on_targets} of {len(measured)}** concepts fire on the padding of some of "
-        f"their targets, so erasing them edits padding the transformer reads. Those of **{on_nontargets}** fire "
-        "on the padding of some non-target prompts too, where the erasure then edits prompts that never named the "
-        f"concept. {at_embed} of the {len(measured)} chose the embedding layer, where a padding position's state is "
-        "the same for every prompt, so their latents cannot single out a target's padding there.",
+        f"their targets, where erasing them edits the padding this encoding hands on. The latents of "
+        f"**{on_nontargets}** fire on the padding of some non-target prompts, where the erasure edits prompts that "
+        f"never named the concept. {at_embed} of the {len(measured)} chose the embedding layer, where a padding "
+        "position's state is the same for every prompt, so their latents cannot single out a target's padding there.",
         "",
     ]
     rows = []

@@ -421,7 +421,7 @@ def test_padding_firing_counts_the_prompts_and_padding_positions_a_concepts_late
     """On CogVideoX's unmasked T5, `padding_firing` counts, for the chosen latents, the prompts firing on a real
     token, those firing on the padding the transformer reads, and the share of padding positions firing, as the
     dense codes of every position say."""
-    from conftest import make_entry, tiny_cogvideox_pipeline
+    from conftest import make_entry, tiny_cogvideox_pipeline, tiny_ltx_pipeline
 
     from clear_sae.backbones.diffusers_pipeline import PipelineEncoding
     from clear_sae.measure import padding_firing
@@ -454,3 +454,7 @@ def test_padding_firing_counts_the_prompts_and_padding_positions_a_concepts_late
     assert found["fires_on_padding"] > 0
     none = padding_firing(own, dictionaries, make_entry(hook_point=hook, latents=[]), prompts)
     assert none["fires_on_real"] == none["fires_on_padding"] == none["padding_positions_firing"] == 0
+
+    ltx = PipelineEncoding(tiny_ltx_pipeline(minilm_tokenizer), "tiny-ltx", max_sequence_length=24)
+    unread = padding_firing(ltx, dictionaries, make_entry(hook_point=hook, latents=latents), prompts)
+    assert unread["fires_on_padding"] is None and unread["padding_positions"] == 0  # LTX hands on the mask

@@ -160,10 +160,13 @@ def text_side_pipeline(class_name: str, encoders: dict[str, HFTextEncoder]) -> A
     return pipeline if callable(getattr(pipeline, "encode_prompt", None)) else None
 
 
-def real_positions(args: tuple, kwargs: dict[str, Any], pad_token_id: int | None) -> "torch.Tensor":
+def real_positions(
+    args: tuple, kwargs: dict[str, Any], pad_token_id: int | None, end_token_id: int | None = None
+) -> "torch.Tensor":
     """Which positions of a text encoder's call are real tokens: its attention mask where it is given one, else
     every position before the trailing run of padding ids (a pipeline that passes no mask still pads on the
-    right). Where padding and end-of-text share an id, the end-of-text token counts as padding."""
+    right). Where padding and end-of-text share an id (`end_token_id`, as CLIP-L's tokenizer has it), the first
+    id of that run is the end-of-text token, which CLIP pools at, and counts as real."""
     import torch
 
     mask = attention_mask_of(args, kwargs)
@@ -176,7 +179,18 @@ def real_positions(args: tuple, kwargs: dict[str, Any], pad_token_id: int | None
         return torch.ones_like(ids, dtype=torch.bool)
     position = torch.arange(ids.shape[-1], device=ids.device)
     last_real = torch.where(ids != pad_token_id, position, -1).amax(dim=-1, keepdim=True)
+    if end_token_id is not None and end_token_id == pad_token_id:
+        last_real = last_real + 1
     return position <= last_real
+
+
+def end_token_id(tokenizer: Any) -> int | None:
+    """The id that closes a prompt: the tokenizer's end-of-text (eos) token, else its separator (BERT's [SEP])."""
+    for name in ("eos_token_id", "sep_token_id"):
+        value = getattr(tokenizer, name, None)
+        if isinstance(value, int):
+            return value
+    return None
 
 
 class PipelineEncoding(PipelineTextEncoders):
@@ -291,13 +305,16 @@ class PipelineEncoding(PipelineTextEncoders):
         self, module: "nn.Module", kwargs: dict[str, Any], baseline: list["torch.Tensor"], where: Any = None
     ) -> bool:
         """Whether `encode_prompt(**kwargs)` returns anything else than `baseline` once `module`'s output is
-        shifted by one (at the `[batch, seq]` positions `where`, else everywhere)."""
+        shifted (by a fixed random vector, at the `[batch, seq]` positions `where`, else everywhere)."""
         import torch
 
         def shift(_module: Any, _inputs: Any, output: Any) -> Any:
             states = first_tensor(output)
-            step = torch.ones_like(states) if where is None else where[..., None].to(states.device, states.dtype)
-            return replace_first_tensor(output, states + step)
+            # A different shift per channel: an equal one would be taken out again by the next LayerNorm.
+            step = torch.randn(states.shape[-1], generator=torch.Generator().manual_seed(0)).to(states.device)
+            if where is not None:
+                step = where[..., None].to(states.device) * step
+            return replace_first_tensor(output, states + step.to(states.dtype))
 
         handle = module.register_forward_hook(shift, prepend=True)  # ahead of transformers' recording, as a clamp
         try:
@@ -328,6 +345,8 @@ class PipelineEncoding(PipelineTextEncoders):
             with self._recording(calls):
                 baseline = _tensors_in(self.pipeline.encode_prompt(**kwargs))
             for prefix, encoder in self.encoders.items():
+                if prefix not in calls:
+                    raise self._not_run(prefix)
                 real, masked = calls[prefix]
                 blocks = [h for h in self.hook_points if h.split(".", 1)[0] == prefix][1:]
                 read[prefix] = not (masked or bool(real.all()) or _hands_on_a_mask(baseline, real.shape)) and any(
@@ -349,15 +368,17 @@ class PipelineEncoding(PipelineTextEncoders):
         """While open, each encoder's call is recorded in `calls`: its real positions and whether it had a mask."""
         handles = []
         for prefix, encoder in self.encoders.items():
-            pad = getattr(encoder.tokenizer, "pad_token_id", None)
+            pad, end = getattr(encoder.tokenizer, "pad_token_id", None), end_token_id(encoder.tokenizer)
 
-            def remember(_module: Any, args: tuple, kwargs: dict[str, Any], prefix: str = prefix, pad: Any = pad):
+            def remember(
+                _module: Any, args: tuple, kwargs: dict[str, Any], prefix: str = prefix, pad: Any = pad, end: Any = end
+            ):
                 if prefix in calls:
                     raise ClearSaeError(
                         f"{type(self.pipeline).__name__}.encode_prompt ran {prefix} more than once for one batch; "
                         "clear_sae reads one call per encoder: use PipelineTextEncoders for this pipeline"
                     )
-                calls[prefix] = (real_positions(args, kwargs, pad), attention_mask_of(args, kwargs) is not None)
+                calls[prefix] = (real_positions(args, kwargs, pad, end), attention_mask_of(args, kwargs) is not None)
 
             handles.append(encoder.model.register_forward_pre_hook(remember, with_kwargs=True))
         try:
@@ -378,6 +399,13 @@ class PipelineEncoding(PipelineTextEncoders):
             )
         super().check_hook_points(hook_points)
 
+    def _not_run(self, prefix: str) -> ClearSaeError:
+        """The one-line error for an encoder that `encode_prompt` did not call."""
+        return ClearSaeError(
+            f"{type(self.pipeline).__name__}.encode_prompt did not run {prefix}; clear_sae cannot read its hook "
+            "points through this pipeline's encoding: use PipelineTextEncoders"
+        )
+
     def _forward(self, prompts: list[str], hook_points: list[str]) -> dict[str, "torch.Tensor"]:
         calls: dict[str, tuple[torch.Tensor, bool]] = {}
         with self._recording(calls):
@@ -386,10 +414,7 @@ class PipelineEncoding(PipelineTextEncoders):
         for hook in hook_points:
             prefix = hook.split(".", 1)[0]
             if prefix not in calls:
-                raise ClearSaeError(
-                    f"{type(self.pipeline).__name__}.encode_prompt did not run {prefix}; clear_sae cannot read its "
-                    "hook points through this pipeline's encoding: use PipelineTextEncoders"
-                )
+                raise self._not_run(prefix)
             masks[hook] = calls[prefix][0].clone()
             masks[hook][:, : self.template_prefix(prefix)] = False
         return masks

@@ -147,7 +147,7 @@ def calibration_ladder(
             [nontarget[i] for i in fit_n],
             [target[i] for i in held_t],
             cfg.seed,
-            encoder_final_hook(backbone, hook_points),
+            encoder_final_hook(backbone, hook_points or dictionaries.hook_points),
         )
     elif getattr(judge, "name", None) != cal.judge:
         raise ClearSaeError(

@@ -31,15 +31,22 @@ def concept_found(det: Detections, axis: str, value: str, threshold: float) -> n
 
 def attribute_agreement(det: Detections, specs: list[ClipSpec]) -> dict[str, np.ndarray]:
     """Per clip and axis: the share of frames whose strongest colour / shape is the caption's, and whether the
-    strongest motion is the caption's (single-object captions)."""
+    strongest motion is the caption's (single-object captions). A frame where nothing is found (a rule-based
+    judge's all-zero row) agrees with no caption; a class tied for the strongest agrees."""
     colour = np.array([COLOUR_NAMES.index(s.main.colour) for s in specs])
     shape = np.array([SHAPES.index(s.main.shape) for s in specs])
     motion = np.array([MOTIONS.index(s.main.motion) for s in specs])
     return {
-        "colour": (det.colour.argmax(-1) == colour[:, None]).mean(1),
-        "shape": (det.shape.argmax(-1) == shape[:, None]).mean(1),
-        "motion": (det.motion.argmax(-1) == motion).astype(np.float64),
+        "colour": strongest_is(det.colour, colour[:, None]).mean(1),
+        "shape": strongest_is(det.shape, shape[:, None]).mean(1),
+        "motion": strongest_is(det.motion, motion).astype(np.float64),
     }
+
+
+def strongest_is(scores: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """Whether class `index` scores highest in each row of `scores` (`[..., classes]`) and above zero."""
+    picked = np.take_along_axis(scores, index[..., None], axis=-1)[..., 0]
+    return (picked >= scores.max(-1)) & (picked > 0)
 
 
 def bootstrap_ci(values: np.ndarray, seed: int = 0, resamples: int = 2000) -> list[float]:

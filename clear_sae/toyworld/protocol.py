@@ -13,6 +13,11 @@ noise are drawn from seeds, so the protocol is a partition of the seeds:
 The caption split is part of the protocol: training captions use every template and synonym but the last ones
 of each list, which are held out (`captions.py`). A final run writes `protocol_record(...)` into its JSON: the
 split it read and the digest of this declaration, so two final runs can be told to share a protocol or not.
+
+What this module does not do: it cannot tell a second final run from the first (reading the test once is the
+user's rule, which every final report's record makes visible), the digest covers the seeds and the caption split
+only (not the generator's or the detector's weights, nor the judges' thresholds), and the seeds are checked by
+the command line and the analysis scripts (`check_evaluation_seed`), not by `evaluation.evaluate` itself.
 """
 
 from __future__ import annotations

@@ -490,3 +490,20 @@ def test_the_padding_a_pipeline_hands_its_transformer_is_flagged(minilm_tokenize
             assert acts.padding.sum(-1).tolist() == [acts.mask.shape[1] - n for n in acts.mask.sum(-1).tolist()]
         else:
             assert acts.padding is None
+
+
+def test_an_end_of_text_token_that_shares_the_padding_id_is_a_real_token(minilm_tokenizer):
+    """CLIP-L's tokenizer pads with its end-of-text id: that first id after the prompt is the token CLIP pools at,
+    so it counts as real, and Flux's CLIP (read only through its pooled output) is still found not to pass its
+    padding on."""
+    import copy
+
+    from clear_sae.backbones.diffusers_pipeline import PipelineEncoding
+
+    tokenizer = copy.deepcopy(minilm_tokenizer)
+    tokenizer.pad_token = tokenizer.sep_token  # padding and end of text share one id, as in CLIP-L
+    own = PipelineEncoding(tiny_flux_pipeline(tokenizer), "tiny-flux-eos", max_sequence_length=16)
+    assert own.padding_read == {"text_encoder": False, "text_encoder_2": True}
+    out = own.run(["a dog", "a French horn player"], ["text_encoder.blocks.1"])["text_encoder.blocks.1"]
+    assert out.mask.sum(-1).tolist() == [len(tokenizer(p)["input_ids"]) for p in ["a dog", "a French horn player"]]
+    assert out.padding is None

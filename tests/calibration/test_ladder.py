@@ -326,3 +326,11 @@ def test_each_text_encoder_of_a_pipeline_climbs_its_own_ladder(minilm_tokenizer,
         encoder = entry.name.split("@")[1]
         assert {step.hook_point.split(".")[0] for step in steps} == {encoder}
         assert entry.calibration is not None and len(entry.calibration.steps) == len(steps)
+    # Dictionaries on one encoder only: its entry keeps the plain name, and the probe reads that encoder's output.
+    with ActivationCache(tmp_path / "c.h5") as cache:
+        clip_only = ["text_encoder.blocks.0", "text_encoder.blocks.1"]
+        train_dictionaries(cache, tmp_path / "clip", clip_only, config, progress=False)
+    ((entry, _, _),) = learn_calibrated_concept_per_encoder(
+        backbone, Dictionaries(tmp_path / "clip"), "french_horn", target, nontarget, cfg, cal
+    )
+    assert entry.name == "french_horn" and read[-1] == "text_encoder.blocks.1"
