@@ -49,14 +49,6 @@ _SHARED_OPTIONS = (
 )
 
 
-def _relative_to(path: Path, root: Path) -> str:
-    """The path relative to the repository when it lies inside it, so reports compare across checkouts."""
-    try:
-        return str(path.resolve().relative_to(root))
-    except ValueError:
-        return str(path)
-
-
 def start_report(out: Path, options: dict[str, Any], append: bool) -> dict[str, Any]:
     """A new report, or with `append` the one already in `out` after checking it was made with the same options."""
     path = out / "comparison.json"
@@ -215,6 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     from clear_sae.cli.demo import shipped_concepts
     from clear_sae.compare.text import compare_text_concept
     from clear_sae.corpus import CONCEPTS, concept_prompts
+    from clear_sae.io import relative_to_folder
     from clear_sae.library import ConceptLibrary
     from clear_sae.toyworld.comparison import METHODS, compare_concept
     from clear_sae.toyworld.concepts import toy_concepts
@@ -277,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     options = {k: v for k, v in vars(args).items() if k not in ("out", "append", "render", "quiet")}
-    options["library"] = _relative_to(Path(args.library), root)
+    options["library"] = relative_to_folder(args.library, root)
     options["library_sha256"] = hashlib.sha256(Path(args.library).read_bytes()).hexdigest()[:16]
     report = start_report(out, options, args.append)
     seconds_before = report["seconds"]

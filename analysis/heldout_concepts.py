@@ -34,7 +34,7 @@ from pathlib import Path
 from clear_sae.backbones import load_backbone
 from clear_sae.concepts import MIN_COVERAGE, MIN_HELDOUT_AUROC, ConceptConfig, learn_concept, quality_warnings
 from clear_sae.dictionary import Dictionaries
-from clear_sae.io import atomic_write_text
+from clear_sae.io import atomic_write_text, relative_to_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "dictionaries" / "minilm"
@@ -239,9 +239,7 @@ def main(argv: list[str] | None = None) -> None:
         flags += f" --max-background-rate {cfg.max_background_rate:g}"
     data = {
         "command": "python analysis/heldout_concepts.py --out analysis/heldout_concepts.json" + flags,
-        "dictionaries": str(Path(args.dictionaries).resolve().relative_to(ROOT))
-        if Path(args.dictionaries).resolve().is_relative_to(ROOT)
-        else str(args.dictionaries),
+        "dictionaries": relative_to_folder(args.dictionaries, ROOT),
         "settings": {
             "learning_pairs": len(LEARNING_TEMPLATES) * 4,
             "fresh_pairs": len(FRESH_TEMPLATES) * 4,

@@ -18,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+from clear_sae.io import relative_to_folder
 from clear_sae.library import ConceptLibrary
 from clear_sae.toyworld.concepts import toy_concepts
 from clear_sae.toyworld.evaluation import evaluate
@@ -28,14 +29,6 @@ from clear_sae.toyworld.sampling import EvalConfig, load_toy_world
 ROOT = Path(__file__).resolve().parent.parent
 JUDGED = ("rate_target_before", "rate_target_after", "rate_heldout_before", "rate_heldout_after", "preservation_drop")
 """The figures kept from each judge."""
-
-
-def relative_to_root(path: Path) -> str:
-    """The path relative to the repository when it lies inside it."""
-    try:
-        return str(path.resolve().relative_to(ROOT))
-    except ValueError:
-        return str(path)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -76,7 +69,7 @@ def main(argv: list[str] | None = None) -> None:
         "command": ["python", "analysis/toy_two_judges.py", *(argv if argv is not None else sys.argv[1:])],
         "config": report["config"],
         "protocol": protocol_record(args.seed, final=False),
-        "library": relative_to_root(Path(args.library)),
+        "library": relative_to_folder(args.library, ROOT),
         "concepts": concepts,
         "geometry_accuracy": accuracy(n_clips=300),
         "seconds": round(time.perf_counter() - started, 1),

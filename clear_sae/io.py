@@ -130,6 +130,13 @@ def is_locked(path: str | Path) -> bool:
     return False
 
 
+def relative_to_folder(path: str | Path, folder: Path) -> str:
+    """`path` relative to `folder` when it lies inside it (so that reports compare across checkouts), else as
+    given."""
+    resolved = Path(path).resolve()
+    return str(resolved.relative_to(folder.resolve())) if resolved.is_relative_to(folder.resolve()) else str(path)
+
+
 def read_json_file(path: str | Path, what: str, fix: str) -> Any:
     """Parse a JSON file, or raise a one-line error naming `what` it should be and how to `fix` it."""
 

@@ -221,6 +221,7 @@ class PipelineEncoding(PipelineTextEncoders):
         """Further `encode_prompt` arguments, as the user passes them to `pipe(...)` (e.g. `prompt_template`)."""
         self._unread: list[str] | None = None
         self._padding_read: dict[str, bool] | None = None
+        self._template_prefix: dict[str, int] = {}
 
     def encode_kwargs(self, prompts: list[str]) -> dict[str, Any]:
         """The arguments `encode_prompt` is called with: the prompts, no classifier-free guidance, the
@@ -238,33 +239,37 @@ class PipelineEncoding(PipelineTextEncoders):
             kwargs["max_sequence_length"] = self.max_sequence_length
         return {**kwargs, **self.encode_options}
 
+    def prompt_template(self, prefix: str) -> dict[str, Any] | None:
+        """The template encoder `prefix`'s prompts are wrapped in (HunyuanVideo's `prompt_template`, as given in
+        `encode_options` or the pipeline's default); None where the pipeline has none for that encoder."""
+        parameters = inspect.signature(self.pipeline.encode_prompt).parameters
+        if prefix != "text_encoder" or "prompt_template" not in parameters:
+            return None
+        template = self.encode_options.get("prompt_template", parameters["prompt_template"].default)
+        return template if isinstance(template, dict) and "template" in template else None
+
     def template_prefix(self, prefix: str) -> int:
         """How many leading positions of encoder `prefix`'s input are the pipeline's prompt template rather than
         the prompt (HunyuanVideo wraps each prompt in a system template for its LLM and crops the template's
-        positions before the transformer reads the states); 0 for a pipeline without a template."""
-        parameters = inspect.signature(self.pipeline.encode_prompt).parameters
-        if prefix != "text_encoder" or "prompt_template" not in parameters:
-            return 0
-        template = self.encode_options.get("prompt_template", parameters["prompt_template"].default)
-        if not isinstance(template, dict) or "template" not in template:
-            return 0
-        if template.get("crop_start") is not None:
-            return int(template["crop_start"])
-        # As HunyuanVideo measures it: the template tokenized alone, less its placeholder and end-of-turn token.
-        tokenizer = self.encoders[prefix].tokenizer
-        return (
-            int(tokenizer(template["template"], padding="max_length", return_tensors="pt")["input_ids"].shape[-1]) - 2
-        )
+        positions before the transformer reads the states); 0 for a pipeline without a template. Found once."""
+        if prefix not in self._template_prefix:
+            template = self.prompt_template(prefix)
+            if template is None:
+                length = 0
+            elif template.get("crop_start") is not None:
+                length = int(template["crop_start"])
+            else:  # as HunyuanVideo measures it: the template tokenized alone, less its placeholder and end of turn
+                ids = self.encoders[prefix].tokenizer(template["template"], padding="max_length", return_tensors="pt")
+                length = int(ids["input_ids"].shape[-1]) - 2
+            self._template_prefix[prefix] = length
+        return self._template_prefix[prefix]
 
     def token_strings(self, prompt: str, hook_point: str) -> list[str]:
         """The prompt's tokens at `hook_point`'s real positions: inside the pipeline's template where it has one."""
         prefix = hook_point.split(".", 1)[0]
-        skip = self.template_prefix(prefix)
-        if not skip:
+        template, skip = self.prompt_template(prefix), self.template_prefix(prefix)
+        if template is None or not skip:
             return super().token_strings(prompt, hook_point)
-        template = self.encode_options.get(
-            "prompt_template", inspect.signature(self.pipeline.encode_prompt).parameters["prompt_template"].default
-        )
         tokenizer = self.encoders[prefix].tokenizer
         ids = tokenizer([template["template"].format(prompt)])["input_ids"][0][skip:]
         return [str(t) for t in tokenizer.convert_ids_to_tokens(ids)]
@@ -282,24 +287,37 @@ class PipelineEncoding(PipelineTextEncoders):
         Clamping there would change nothing the transformer sees, so they are no hook points of this backbone.
         Found once: each encoder's blocks, from the last, are shifted until `encode_prompt`'s output changes."""
         if self._unread is None:
-            self._unread = self._find_unread()
+            self._probe()
+        assert self._unread is not None
         return self._unread
 
-    def _find_unread(self) -> list[str]:
+    def _probe(self) -> None:
+        """Find, in one pass over a one-word prompt, the blocks the pipeline never reads (`unread_hook_points`)
+        and the encoders whose padding it reads (`padding_read`)."""
         import torch
 
         kwargs = self.encode_kwargs(["a"])
-        unread = []
+        calls: dict[str, tuple[torch.Tensor, bool]] = {}
+        unread: list[str] = []
+        read: dict[str, bool] = {}
         with torch.inference_mode():
-            baseline = _tensors_in(self.pipeline.encode_prompt(**kwargs))
-            for encoder in self.encoders.values():
+            with self._recording(calls):
+                baseline = _tensors_in(self.pipeline.encode_prompt(**kwargs))
+            for prefix, encoder in self.encoders.items():
+                if prefix not in calls:
+                    raise self._not_run(prefix)
                 found = []
                 for hook in reversed(encoder.hook_points[1:]):  # the embedding is always read
                     if self._output_changes(encoder.module(hook), kwargs, baseline):
                         break
                     found.append(hook)
                 unread.extend(reversed(found))
-        return unread
+                blocks = [h for h in encoder.hook_points[1:] if h not in found]
+                real, masked = calls[prefix]
+                read[prefix] = not (masked or bool(real.all()) or _hands_on_a_mask(baseline, real.shape)) and any(
+                    self._output_changes(encoder.module(hook), kwargs, baseline, ~real) for hook in reversed(blocks)
+                )
+        self._unread, self._padding_read = unread, read
 
     def _output_changes(
         self, module: "nn.Module", kwargs: dict[str, Any], baseline: list["torch.Tensor"], where: Any = None
@@ -332,27 +350,9 @@ class PipelineEncoding(PipelineTextEncoders):
         masks the encoder and zeroes the padding), LTX-Video (it hands its transformer the mask) and a CLIP read
         only through its pooled end-of-text state (Flux, HunyuanVideo). Found once, on a one-word prompt."""
         if self._padding_read is None:
-            self._padding_read = self._find_padding_read()
+            self._probe()
+        assert self._padding_read is not None
         return self._padding_read
-
-    def _find_padding_read(self) -> dict[str, bool]:
-        import torch
-
-        kwargs = self.encode_kwargs(["a"])
-        calls: dict[str, tuple[torch.Tensor, bool]] = {}
-        read = {}
-        with torch.inference_mode():
-            with self._recording(calls):
-                baseline = _tensors_in(self.pipeline.encode_prompt(**kwargs))
-            for prefix, encoder in self.encoders.items():
-                if prefix not in calls:
-                    raise self._not_run(prefix)
-                real, masked = calls[prefix]
-                blocks = [h for h in self.hook_points if h.split(".", 1)[0] == prefix][1:]
-                read[prefix] = not (masked or bool(real.all()) or _hands_on_a_mask(baseline, real.shape)) and any(
-                    self._output_changes(encoder.module(hook), kwargs, baseline, ~real) for hook in reversed(blocks)
-                )
-        return read
 
     def run(self, prompts: list[str], hook_points: list[str]) -> dict[str, Activations]:
         """As `Backbone.run`; where the pipeline reads an encoder's padding (`padding_read`), its activations also
@@ -389,7 +389,8 @@ class PipelineEncoding(PipelineTextEncoders):
 
     def check_hook_points(self, hook_points: list[str]) -> None:
         """As `Backbone.check_hook_points`, and a block past the hidden state the pipeline reads is named as such."""
-        unread = [h for h in hook_points if h in set(self.unread_hook_points)]
+        unread_hooks = set(self.unread_hook_points)
+        unread = [h for h in hook_points if h in unread_hooks]
         if unread:
             encoder = unread[0].split(".", 1)[0]
             last = [h for h in self.hook_points if h.startswith(f"{encoder}.")][-1]
