@@ -143,6 +143,14 @@ def concept_word(prompt: str, axis: str, value: str) -> str | None:
     return next(w for w in WORDS_BY_AXIS[axis][value] if w.lower() == match.group(0).lower())
 
 
+def naming_word(synonym: str, value: str) -> str:
+    """The word of `synonym` that names `value` ("left" in "drifts left", "rises" for rise), or else its longest
+    word (the first of equal length: "floats" in "floats upward")."""
+    words = synonym.split(" ")
+    naming = [w for w in words if value in w.lower()]
+    return naming[0] if naming else max(words, key=len)
+
+
 def _synonyms(axis: str, value: str) -> re.Pattern[str]:
     """A case-blind pattern for any whole synonym of `value`, longest first ("diagonal cross" before "cross")."""
     words = sorted(WORDS_BY_AXIS[axis][value], key=len, reverse=True)

@@ -12,6 +12,7 @@ from clear_sae.toyworld.detector import COLOUR_NAMES, Detections, detect
 from clear_sae.toyworld.geometry import judge_clips
 from clear_sae.toyworld.render import MOTIONS, SHAPES, ClipSpec
 from clear_sae.toyworld.sampling import ClipSet, EvalConfig, ToyWorld
+from clear_sae.toyworld.stats import clip_rate
 
 QUALIFYING_RATE = 0.7
 """A concept counts for the targets when its generation rate without erasure is at least this."""
@@ -19,6 +20,9 @@ TARGET_RATE = 0.10
 """Erasure meets the target when the generation rate after it is at most this."""
 MAX_PRESERVATION_DROP = 0.03
 """... and non-target preservation falls by at most this."""
+RENDERED_SHARE = 0.5
+"""A clip renders a colour or shape when the judge finds it in more than this share of its frames (a motion is
+found per clip): the yes/no outcome that clip rates and their exact intervals count."""
 
 
 def concept_found(det: Detections, axis: str, value: str, threshold: float) -> np.ndarray:
@@ -130,6 +134,8 @@ def judged_figures(
         found_before = concept_found(det_before[name], axis, value, cfg.threshold)
         found_after = concept_found(det_after[name], axis, value, cfg.threshold)
         result[f"rate_{name}_before"], result[f"rate_{name}_after"] = summary(found_before), summary(found_after)
+        result[f"clips_{name}_before"] = clip_rate(found_before > RENDERED_SHARE)
+        result[f"clips_{name}_after"] = clip_rate(found_after > RENDERED_SHARE)
         if name == "target":
             result["rate_target_by_word"] = rates_by_word(before[name].prompts, axis, value, found_before, found_after)
     if "removed" in det_before:
@@ -177,7 +183,29 @@ def qualifies(result: dict[str, Any]) -> dict[str, Any]:
     verdict["reachable_by_removal"] = None if removed is None else bool(removed <= TARGET_RATE)
     if second is not None:
         verdict["by_judge"] = {"detector": own, "geometry": second}
+    if "clips_target_after" in result:
+        by_judge = {"detector": interval_verdict(result)}
+        if "geometry" in result:
+            by_judge["geometry"] = interval_verdict(result["geometry"])
+        verdict["with_intervals"] = {"met": all(v["met"] for v in by_judge.values()), "by_judge": by_judge}
     return verdict
+
+
+def interval_verdict(figures: dict[str, Any]) -> dict[str, bool]:
+    """One judge's verdict with the uncertainty counted in: counted when at least 70% of clips render the concept
+    before erasure, erased when the exact 95% interval of the clip rate after reaches no higher than 10%, and
+    preserved when the 95% interval of the paired preservation drop reaches no higher than 3 points. Fewer than
+    36 target clips can never be erased by this rule (0 of 35 still reaches 10.0%)."""
+    rate_before = figures["clips_target_before"]["rate"]
+    counted = rate_before is not None and rate_before >= QUALIFYING_RATE
+    erased = figures["clips_target_after"]["ci95"][1] <= TARGET_RATE
+    kept = figures["preservation_drop"]["ci95"][1] <= MAX_PRESERVATION_DROP
+    return {
+        "counted": bool(counted),
+        "erased": bool(erased),
+        "preserved": bool(kept),
+        "met": bool(counted and erased and kept),
+    }
 
 
 def judge_verdict(figures: dict[str, Any]) -> dict[str, bool]:

@@ -72,7 +72,7 @@ def format_results(report: dict[str, Any]) -> str:
         )
         if not q["erased"] and q.get("reachable_by_removal") is False:
             verdict += " (even without its words: above 10%)"
-        verdict += judges_line(r)
+        verdict += judges_line(r) + intervals_line(r)
         lines.append(row(name, r["axis"], r["layer"], r, verdict, f"{r['seconds']:.0f}"))
         if not q["erased"] and r.get("rate_target_by_word"):
             lines.append(
@@ -102,7 +102,8 @@ def format_results(report: dict[str, Any]) -> str:
     )
     lines.append(
         "The rates shown are the learned detector's; a verdict needs the rule-based judge too, whose rates follow "
-        "it ('rules: before -> after, met or not')"
+        "it ('rules: before -> after, met or not'); 'with intervals': at least 70% of clips before, the exact 95% "
+        "upper bound of the clip rate after at most 10% and of the preservation drop at most 3 pt, by both judges"
     )
     return "\n".join(lines)
 
@@ -117,3 +118,16 @@ def judges_line(result: dict[str, Any]) -> str:
         f"{_pct(second['rate_target_before']['mean']).strip()}% -> {_pct(second['rate_target_after']['mean']).strip()}%"
     )
     return f"; rules: {rates}, {'met' if verdicts['geometry']['met'] else 'not met'}"
+
+
+def intervals_line(result: dict[str, Any]) -> str:
+    """The share of target clips still rendering the concept after erasure with its exact 95% interval, and the
+    verdict with intervals (`metrics.interval_verdict`), for a concept's row ('' if absent)."""
+    clips, with_intervals = result.get("clips_target_after"), result["qualification"].get("with_intervals")
+    if clips is None or with_intervals is None:
+        return ""
+    low, high = clips["ci95"]
+    return (
+        f"; clips rendering it after: {clips['rendered']} of {clips['clips']} [{_pct(low).strip()}, "
+        f"{_pct(high).strip()}]%, {'met' if with_intervals['met'] else 'not met'} with intervals"
+    )

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from clear_sae.errors import ClearSaeError
-from clear_sae.toyworld.captions import COLOUR_WORDS, WORDS_BY_AXIS, heldout_vocabulary, without_words
+from clear_sae.toyworld.captions import COLOUR_WORDS, WORDS_BY_AXIS, heldout_vocabulary, naming_word, without_words
 from clear_sae.toyworld.concepts import attribute_of, concept_pairs, toy_concepts, toy_corpus
 from clear_sae.toyworld.detector import COLOUR_NAMES, Detections
 from clear_sae.toyworld.metrics import (
@@ -83,6 +83,12 @@ def test_heldout_pairs_use_only_heldout_words():
     assert all("wedge" in t for t in targets)  # the held-out synonym of triangle
     train, _, _, _ = concept_pairs("shape", "triangle", 60, split="train", seed=3)
     assert not any(w in t for t in train for w in heldout_vocabulary())
+
+
+def test_the_naming_word_of_a_synonym_is_the_one_holding_the_values_name_or_else_its_longest():
+    assert naming_word("drifts left", "left") == "left" and naming_word("rises", "rise") == "rises"
+    assert naming_word("crimson", "red") == "crimson" and naming_word("horizontal bar", "bar") == "bar"
+    assert naming_word("floats upward", "rise") == "floats" and naming_word("X shape", "cross") == "shape"
 
 
 def test_attribute_names():
@@ -238,6 +244,10 @@ def test_evaluate_on_tiny_models(tiny_toy_generator, toy_library):
     assert [h for h, s in r["sweep"].items() if s.get("selected")] == [r["layer"]]
     table = format_results(report)
     assert "red" in table and "<- selected by CLEAR" in table and "no words" in table
+    clips_after = r["clips_target_after"]
+    assert clips_after["clips"] == 4 and clips_after["rendered"] == clips_after["outcomes"].count("1")
+    assert f"{clips_after['rendered']} of 4 [" in table and "not met with intervals" in table  # 4 clips never bound 10%
+    assert r["qualification"]["with_intervals"]["met"] is False
     missed = {**report, "concepts": {"red": {**r, "qualification": {**r["qualification"], "erased": False}}}}
     lines = [line for line in format_results(missed).splitlines() if "rate after by word:" in line]
     assert len(lines) == 1 and all(
