@@ -1,17 +1,24 @@
 """Track A, the paper's protocol in the toy world: the separability-chosen layer, one global strength, no judge.
 
-    python analysis/toy_track_a.py --out analysis/toy_track_a.json            # a development seed
-    python analysis/toy_track_a.py --out FINAL.json --seed 90000 --final      # the sealed test, once
+    python analysis/toy_track_a.py --out analysis/toy_track_a.json              # development seeds
+    python analysis/toy_track_a.py --out FINAL.json --seed 90000 --final \
+        --strength-from analysis/toy_track_a.json --clips 100 --nontarget-clips 100   # the sealed test, once
 
 The shipped toy entries are calibrated: a ladder of layers, tolerances and strengths judged on generated clips
 read by the detector. The paper's claim is simpler: the layer where a concept's latents separate best is where
 erasure works. So, per toy concept, this learns an entry the paper's way on the shipped dictionaries: the
-learning pairs, the toy tolerance, no background check, the layer of highest separability (energy), the same
-strength for every concept (`--strength`, the paper's gamma = 1 by default), no calibration and no judge. It then
-erases the concept at its layer and at every other layer in turn (`clear-sae evaluate --sweep`'s measurement) and
-reads every clip with both judges. Per concept it records the rate after erasure at each layer, and the regret of
-the chosen layer: its rate after minus the best layer's, the middle layer's and a seeded random layer's (a layer
-without latents erases nothing). `docs/build.py` turns the JSON into a section of docs/toyworld.md.
+learning pairs, the toy tolerance, no background check, the layer of highest separability (energy), no
+calibration and no judge. One strength serves every concept. It is tuned on a development seed (`--tune-seed`):
+each strength of `--strengths` erases every concept at its chosen layer, and the strength under which the most
+concepts meet the targets by both judges is kept (ties: the lower mean rate after, then the smaller strength). A
+final run tunes nothing: it takes the strength a development run chose (`--strength-from`).
+
+At that strength each concept is erased at its layer and at every other layer in turn (`clear-sae evaluate
+--sweep`'s measurement), and both judges read every clip. Per concept the JSON records the rate after erasure at
+each layer, the verdict with and without intervals (`metrics.interval_verdict`), the regret of the chosen layer
+(its rate after minus the best layer's, the middle layer's and a seeded random layer's; a layer without latents
+erases nothing), and McNemar's paired test of the chosen layer against the best one on the same clips.
+`docs/build.py` turns the JSON into a section of docs/toyworld.md.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -31,29 +39,93 @@ import numpy as np
 from clear_sae.backbones import load_backbone
 from clear_sae.concepts import ConceptConfig, learn_concept
 from clear_sae.dictionary import Dictionaries
+from clear_sae.errors import ClearSaeError
 from clear_sae.library import ConceptLibrary
-from clear_sae.toyworld.concepts import MAX_NONTARGET_RATE, TOY_BACKGROUND, toy_concepts
-from clear_sae.toyworld.evaluation import evaluate
+from clear_sae.toyworld.concepts import MAX_NONTARGET_RATE, TOY_BACKGROUND, attribute_of, entry_attribute, toy_concepts
+from clear_sae.toyworld.evaluation import clamps_at, compare_erasures, evaluate
 from clear_sae.toyworld.learn import learning_prompts
 from clear_sae.toyworld.metrics import bootstrap_ci, judge_verdict
-from clear_sae.toyworld.protocol import EVAL_SEED, check_evaluation_seed, protocol_record
-from clear_sae.toyworld.sampling import EvalConfig, load_toy_world
+from clear_sae.toyworld.protocol import EVAL_SEED, check_evaluation_seed, protocol_record, seed_split
+from clear_sae.toyworld.sampling import EvalConfig, ToyWorld, load_toy_world
+from clear_sae.toyworld.stats import mcnemar, outcomes_of
 
 ROOT = Path(__file__).resolve().parent.parent
 JUDGES = ("detector", "geometry")
+STRENGTHS = (1.0, 2.0, 4.0, 8.0)
+"""The strengths tuned over: the calibration ladder's, and 8."""
+TUNE_SEED = EVAL_SEED + 1
+"""The development seed the strength is tuned on (the sweep reports on `--seed`)."""
 
 
-def paper_library(names: list[str], dictionaries: Path, strength: float, folder: Path) -> ConceptLibrary:
-    """Each toy concept learned the paper's way (separability argmax, `strength`, no calibration), in a library."""
+def paper_library(names: list[str], dictionaries: Path, folder: Path) -> ConceptLibrary:
+    """Each toy concept learned the paper's way (separability argmax, no calibration), in a library."""
     backbone, dicts = load_backbone("minilm"), Dictionaries(dictionaries)
     library = ConceptLibrary(folder / "paper.json")
     for name in names:
         target, nontarget = learning_prompts(name)
-        cfg = ConceptConfig(max_nontarget_rate=MAX_NONTARGET_RATE, background=TOY_BACKGROUND, strength=strength)
+        cfg = ConceptConfig(max_nontarget_rate=MAX_NONTARGET_RATE, background=TOY_BACKGROUND)
         entry, _ = learn_concept(backbone, dicts, name, target, nontarget, cfg)
         library.add(entry)
     library.save()
     return library
+
+
+def at_strength(library: ConceptLibrary, strength: float, folder: Path) -> ConceptLibrary:
+    """The same entries (layers and latents) with every strength set to `strength`."""
+    moved = ConceptLibrary(folder / f"paper_gamma_{strength:g}.json")
+    for name in list(library.concepts):
+        moved.add(replace(library.get(name), strength=strength))
+    moved.save()
+    return moved
+
+
+def tune_strength(
+    world: ToyWorld, library: ConceptLibrary, strengths: list[float], cfg: EvalConfig, folder: Path
+) -> dict[str, Any]:
+    """Erase every concept at its chosen layer under each strength on `cfg.seed` (a development seed; the clips
+    before erasure are sampled once) and choose the strength that meets the targets for the most concepts."""
+    per_strength: dict[str, dict[str, Any]] = {f"{s:g}": {"concepts": {}} for s in strengths}
+    libraries = {f"{s:g}": at_strength(library, s, folder) for s in strengths}
+    for name in list(library.concepts):
+        axis, value = attribute_of(entry_attribute(library.get(name), None))
+        erasures = {key: clamps_at(moved, name) for key, moved in libraries.items()}
+        for key, figures in compare_erasures(world, axis, value, erasures, cfg).items():
+            per_strength[key]["concepts"][name] = {
+                "met_by_both": bool(figures["qualification"]["met"]),
+                "detector_after": figures["rate_target_after"]["mean"],
+                "geometry_after": figures["geometry"]["rate_target_after"]["mean"],
+            }
+    for row in per_strength.values():
+        concepts = row["concepts"].values()
+        row["met_by_both"] = sum(c["met_by_both"] for c in concepts)
+        row["mean_rate_after"] = round(
+            float(np.mean([(c["detector_after"] + c["geometry_after"]) / 2 for c in concepts])), 4
+        )
+    chosen = min(
+        per_strength, key=lambda k: (-per_strength[k]["met_by_both"], per_strength[k]["mean_rate_after"], float(k))
+    )
+    return {
+        "seed": cfg.seed,
+        "protocol": protocol_record(cfg.seed, final=False),
+        "clips": {"target": cfg.clips, "heldout": cfg.heldout_clips, "nontarget": cfg.nontarget_clips},
+        "rule": "most concepts met by both judges; then the lower mean rate after; then the smaller strength",
+        "strengths": per_strength,
+        "chosen": float(chosen),
+    }
+
+
+def strength_from(path: Path) -> float:
+    """The strength a development run of this script chose (refusing a run that tuned on anything else)."""
+    try:
+        tuning = json.loads(path.read_text())["tuning"]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise ClearSaeError(
+            f"--strength-from {path}: not a Track A JSON with a tuning block ({error}); run this script on a "
+            "development seed first"
+        ) from None
+    if tuning is None or seed_split(int(tuning["seed"])) != "development":
+        raise ClearSaeError(f"--strength-from {path}: its strength was not tuned on a development seed")
+    return float(tuning["chosen"])
 
 
 def judged(figures: dict[str, Any], judge: str) -> dict[str, Any]:
@@ -63,31 +135,46 @@ def judged(figures: dict[str, Any], judge: str) -> dict[str, Any]:
 
 
 def concept_row(result: dict[str, Any], rng: random.Random) -> dict[str, Any]:
-    """The chosen layer's verdicts, every layer's rate after, and the chosen layer's regrets, per judge."""
+    """The chosen layer's verdicts, every layer's rate after, the chosen layer's regrets, and McNemar's test of
+    the chosen layer against the best one, per judge."""
     layers = {h: s for h, s in result["sweep"].items() if "rate_target_after" in s}
     hooks = list(result["sweep"])
     middle, drawn = hooks[len(hooks) // 2], rng.choice(hooks)
     row: dict[str, Any] = {"axis": result["axis"], "layer": result["layer"], "latents": result["latents"]}
+    intervals = result["qualification"]["with_intervals"]["by_judge"]
     for judge in JUDGES:
-        before = (result if judge == "detector" else result["geometry"])["rate_target_before"]["mean"]
+        own = result if judge == "detector" else result["geometry"]
+        before = own["rate_target_before"]["mean"]
 
         def after(hook: str, judge: str = judge, before: float = before) -> float:
             return judged(layers[hook], judge)["rate_after"] if hook in layers else before  # no latents: no erasure
 
+        def outcomes(hook: str, judge: str = judge, own: dict[str, Any] = own) -> Any:
+            figures = own if hook not in layers else layers[hook] if judge == "detector" else layers[hook]["geometry"]
+            return outcomes_of(figures["clips_target_after" if hook in layers else "clips_target_before"]["outcomes"])
+
         chosen = judged(result, judge)
         best = min(hooks, key=after)
+        clips_after = own["clips_target_after"]
         row[judge] = {
             "rate_before": before,
             "rate_after": chosen["rate_after"],
             "met": chosen["met"],
+            "clip_rate_before": own["clips_target_before"]["rate"],
+            "clip_rate_after": clips_after["rate"],
+            "clip_rate_after_ci95": clips_after["ci95"],
+            "preservation_drop_ci95": own["preservation_drop"]["ci95"],
+            "met_with_intervals": intervals[judge]["met"],
             "per_layer": {hook: after(hook) for hook in hooks},
             "best_layer": best,
             "regret_vs_best": chosen["rate_after"] - after(best),
             "regret_vs_middle": chosen["rate_after"] - after(middle),
             "regret_vs_random": chosen["rate_after"] - after(drawn),
+            "chosen_vs_best": mcnemar(outcomes(result["layer"]), outcomes(best)),
         }
     row["middle_layer"], row["random_layer"] = middle, drawn
     row["met_by_both"] = all(row[judge]["met"] for judge in JUDGES)
+    row["met_by_both_with_intervals"] = all(row[judge]["met_with_intervals"] for judge in JUDGES)
     return row
 
 
@@ -97,14 +184,25 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", required=True, help="JSON output")
     parser.add_argument("--dictionaries", default=str(ROOT / "dictionaries" / "minilm"))
     parser.add_argument("--concepts", nargs="+", default=None, help="toy concepts (default: all)")
-    parser.add_argument("--strength", type=float, default=1.0, help="gamma, the same for every concept")
-    parser.add_argument("--clips", type=int, default=20)
+    parser.add_argument("--strengths", type=float, nargs="+", default=list(STRENGTHS), help="strengths tuned over")
+    parser.add_argument("--tune-seed", type=int, default=TUNE_SEED, help="the development seed tuning reads")
+    parser.add_argument("--tune-clips", type=int, default=30, help="target clips per concept and strength in tuning")
+    parser.add_argument("--tune-nontarget-clips", type=int, default=20)
+    parser.add_argument(
+        "--strength-from", default=None, help="a development run's JSON: take its strength, tune nothing"
+    )
+    parser.add_argument("--clips", type=int, default=40)
     parser.add_argument("--heldout-clips", type=int, default=5)
-    parser.add_argument("--nontarget-clips", type=int, default=10)
+    parser.add_argument("--nontarget-clips", type=int, default=20)
     parser.add_argument("--seed", type=int, default=EVAL_SEED, help="a development seed (a test seed with --final)")
     parser.add_argument("--final", action="store_true", help="the sealed protocol's final run, on a test seed")
     args = parser.parse_args(argv)
     check_evaluation_seed(args.seed, final=args.final)
+    if args.final and args.strength_from is None:
+        raise ClearSaeError("--final tunes nothing: pass --strength-from with a development run's JSON")
+    if args.strength_from is None and seed_split(args.tune_seed) != "development":
+        raise ClearSaeError(f"--tune-seed {args.tune_seed} is not a development seed; pick one of 1000..1099")
+    given = None if args.strength_from is None else strength_from(Path(args.strength_from))
     names = args.concepts or toy_concepts()
     cfg = EvalConfig(
         clips=args.clips,
@@ -113,15 +211,30 @@ def main(argv: list[str] | None = None) -> None:
         removed_clips=0,
         seed=args.seed,
     )
+    tune_cfg = replace(
+        cfg, clips=args.tune_clips, heldout_clips=1, nontarget_clips=args.tune_nontarget_clips, seed=args.tune_seed
+    )
     started = time.perf_counter()
+    world = load_toy_world()
     with tempfile.TemporaryDirectory(prefix="clear_sae_track_a_") as scratch:
-        library = paper_library(names, Path(args.dictionaries), args.strength, Path(scratch))
-        report = evaluate(load_toy_world(), library, names, cfg=cfg, sweep=True)
+        folder = Path(scratch)
+        library = paper_library(names, Path(args.dictionaries), folder)
+        tuning, strength = None, given
+        if given is None:
+            tuning = tune_strength(world, library, args.strengths, tune_cfg, folder)
+            strength = float(tuning["chosen"])
+        report = evaluate(world, at_strength(library, strength, folder), names, cfg=cfg, sweep=True)
     rng = random.Random(args.seed)
     concepts = {name: concept_row(result, rng) for name, result in report["concepts"].items()}
-    summary: dict[str, Any] = {"met_by_both": sum(c["met_by_both"] for c in concepts.values())}
+    summary: dict[str, Any] = {
+        "met_by_both": sum(c["met_by_both"] for c in concepts.values()),
+        "met_by_both_with_intervals": sum(c["met_by_both_with_intervals"] for c in concepts.values()),
+    }
     for judge in JUDGES:
-        summary[judge] = {"met": sum(c[judge]["met"] for c in concepts.values())}
+        summary[judge] = {
+            "met": sum(c[judge]["met"] for c in concepts.values()),
+            "met_with_intervals": sum(c[judge]["met_with_intervals"] for c in concepts.values()),
+        }
         for against in ("best", "middle", "random"):
             regrets = np.array([c[judge][f"regret_vs_{against}"] for c in concepts.values()])
             summary[judge][f"regret_vs_{against}"] = {
@@ -132,7 +245,8 @@ def main(argv: list[str] | None = None) -> None:
     out = {
         "format": "clear_sae.toy_track_a",
         "command": ["python", "analysis/toy_track_a.py", *(argv if argv is not None else sys.argv[1:])],
-        "config": report["config"] | {"strength": args.strength},
+        "config": report["config"] | {"strength": strength, "strength_from": args.strength_from},
+        "tuning": tuning,
         "protocol": protocol_record(args.seed, args.final),
         "concepts": concepts,
         "summary": summary,
@@ -140,7 +254,8 @@ def main(argv: list[str] | None = None) -> None:
     }
     Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
     print(
-        f"Track A: met by both judges {summary['met_by_both']} of {len(concepts)}; median regret against the best "
+        f"Track A (strength {strength:g}): met by both judges {summary['met_by_both']} of {len(concepts)} "
+        f"({summary['met_by_both_with_intervals']} with intervals); median regret against the best "
         f"layer {summary['detector']['regret_vs_best']['median']:.0%} (detector), "
         f"{summary['geometry']['regret_vs_best']['median']:.0%} (rules) -> {args.out}"
     )

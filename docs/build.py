@@ -646,14 +646,12 @@ def page_toyworld() -> str:
                 "",
             )
         )
-    judges = load("analysis/toy_two_judges.json")
-    if judges:
-        rel = "analysis/toy_two_judges.json"
-        sources.append((rel, command_of(judges, f"python analysis/toy_two_judges.py --out {rel}"), ""))
-    track_a = load("analysis/toy_track_a.json")
-    if track_a:
-        rel = "analysis/toy_track_a.json"
-        sources.append((rel, command_of(track_a, f"python analysis/toy_track_a.py --out {rel}"), ""))
+    analyses = {}
+    for script in ("toy_two_judges", "toy_track_a", "toy_ablations", "toy_hard_prompts", "toy_attack"):
+        rel = f"analysis/{script}.json"
+        analyses[script] = load(rel)
+        if analyses[script]:
+            sources.append((rel, command_of(analyses[script], f"python analysis/{script}.py --out {rel}"), ""))
     lines = header(
         "The toy video world",
         sources,
@@ -748,8 +746,11 @@ def page_toyworld() -> str:
                     for noun, v in m["unnamed_shape_by_noun"].items()
                 ]
                 lines += table(["noun", "square (frames)", "circle read (frames)"], rows)
-    lines += two_judges_section(judges)
-    lines += track_a_section(track_a)
+    lines += two_judges_section(analyses["toy_two_judges"])
+    lines += track_a_section(analyses["toy_track_a"])
+    lines += ablations_section(analyses["toy_ablations"])
+    lines += hard_prompts_section(analyses["toy_hard_prompts"])
+    lines += attack_section(analyses["toy_attack"])
     lines += [
         "Generation rates of erased toy concepts, for CLEAR and the baselines, are on [comparison.md](comparison.md); "
         "each toy entry's calibration is on [dictionaries.md](dictionaries.md).",
@@ -759,7 +760,7 @@ def page_toyworld() -> str:
 
 
 def track_a_section(data: dict[str, Any] | None) -> list[str]:
-    """The paper's protocol in the toy world: the separability-chosen layer, one strength, no judge."""
+    """The paper's protocol in the toy world: the separability-chosen layer, one tuned strength, no judge."""
     title = "## Track A: the paper's protocol, no judge"
     if data is None:
         return [title, "", "Not measured yet: run `python analysis/toy_track_a.py`.", ""]
@@ -774,8 +775,8 @@ def track_a_section(data: dict[str, Any] | None) -> list[str]:
         title,
         "",
         "Each toy concept learned the paper's way on the shipped dictionaries: the layer where its latents separate "
-        f"best, strength γ = {cfg['strength']:g} for every concept, no calibration and no judge. It is erased at that "
-        "layer and at every other layer in turn, and both judges read the clips "
+        "best, no calibration and no judge, and one strength γ for every concept. It is erased at that layer and at "
+        "every other layer in turn, and both judges read the clips "
         f"({protocol['split']} seed {protocol['seed']}; {cfg['clips']} target, {cfg['heldout_clips']} held-out and "
         f"{cfg['nontarget_clips']} non-target clips per layer)."
         + (
@@ -784,10 +785,27 @@ def track_a_section(data: dict[str, Any] | None) -> list[str]:
             else " The sealed protocol's final run."
         ),
         "",
+    ]
+    lines += track_a_tuning(data.get("tuning"), cfg)
+    lines += [
         f"**Met at the chosen layer: {summary['detector']['met']} of {n} by the detector, "
-        f"{summary['geometry']['met']} by the rule-based judge, {summary['met_by_both']} by both.** The regret of "
-        "the chosen layer is its rate after erasure minus another layer's (in points; negative: the chosen layer "
-        "did better; the interval resamples concepts):",
+        f"{summary['geometry']['met']} by the rule-based judge, {summary['met_by_both']} by both.** Counted with "
+        "the uncertainty of the clip counts (the exact 95% interval of the share of clips that still render the "
+        "concept at most 10%, the interval of the preservation drop at most 3 points): "
+        f"**{summary['met_by_both_with_intervals']} of {n} by both** "
+        f"({summary['detector']['met_with_intervals']} by the detector, "
+        f"{summary['geometry']['met_with_intervals']} by the rules)."
+        + (
+            f" With {cfg['clips']} target clips, a rate of zero still has an upper bound of "
+            f"{pct(1 - 0.025 ** (1 / cfg['clips']))}%, so the interval rule can only be met on larger sets."
+            if 1 - 0.025 ** (1 / cfg["clips"]) > 0.10
+            else ""
+        ),
+        "",
+        claim_line(concepts, summary),
+        "",
+        "The regret of the chosen layer is its rate after erasure minus another layer's (in points; negative: the "
+        "chosen layer did better; the interval resamples concepts):",
         "",
     ]
     rows = [
@@ -795,17 +813,240 @@ def track_a_section(data: dict[str, Any] | None) -> list[str]:
         for against, label in (("best", "the best layer"), ("middle", "the middle layer"), ("random", "a random layer"))
     ]
     lines += table(["chosen layer against", "detector: median regret", "rules: median regret"], rows)
+
+    def significantly_worse(judge: dict[str, Any]) -> bool:
+        test = judge["chosen_vs_best"]
+        return test["p_value"] < 0.05 and test["only_first"] > test["only_second"]
+
+    worse = {j: sum(significantly_worse(c[j]) for c in concepts.values()) for j in ("detector", "geometry")}
+    lines += [
+        "Clip by clip (McNemar's exact test on the same prompts and noise), the chosen layer left the concept in "
+        f"significantly more clips than the best layer (p < 0.05, marked *) for {worse['detector']} of {n} concepts "
+        f"by the detector and {worse['geometry']} by the rules. The share of clips rendering the concept after "
+        "erasure is given with its exact 95% interval; *with intervals* says which bound fell short: the clip rate's "
+        "(above 10%) or the preservation drop's (above 3 points).",
+        "",
+    ]
+
+    def after(judge: dict[str, Any]) -> str:
+        return f"{pct(judge['clip_rate_after'], 0)}{ci(judge['clip_rate_after_ci95'])}"
+
+    def best(judge: dict[str, Any]) -> str:
+        if judge["regret_vs_best"] <= 0:
+            return "the chosen"  # no layer did better (ties included)
+        return short(judge["best_layer"]) + ("*" if significantly_worse(judge) else "")
+
+    def with_intervals(c: dict[str, Any]) -> str:
+        if c["met_by_both_with_intervals"]:
+            return "yes"
+        short_of = []
+        if any(c[j]["clip_rate_after_ci95"][1] > 0.10 for j in ("detector", "geometry")):
+            short_of.append("rate")
+        if any(c[j]["preservation_drop_ci95"][1] > 0.03 for j in ("detector", "geometry")):
+            short_of.append("preservation")
+        return "no: " + ", ".join(short_of) if short_of else "no"
+
     rows = []
     for name, c in concepts.items():
         d, g = c["detector"], c["geometry"]
         rows.append(
-            [name, short(c["layer"]), c["latents"], pct(d["rate_before"], 0), pct(d["rate_after"], 0),
-             short(d["best_layer"]), pct(g["rate_before"], 0), pct(g["rate_after"], 0), short(g["best_layer"]),
-             "yes" if c["met_by_both"] else "**no**"]
+            [name, short(c["layer"]), c["latents"], pct(d["clip_rate_before"], 0), after(d), best(d),
+             pct(g["clip_rate_before"], 0), after(g), best(g), "yes" if c["met_by_both"] else "**no**",
+             with_intervals(c)]
         )  # fmt: skip
-    columns = ["concept", "chosen layer", "latents", "detector: before %", "after %", "best layer"]
-    columns += ["rules: before %", "after %", "best layer", "met by both"]
+    columns = ["concept", "chosen layer", "latents", "detector: clips before %", "after % [95%]", "best layer"]
+    columns += ["rules: clips before %", "after % [95%]", "best layer", "met by both", "with intervals"]
     return lines + table(columns, rows)
+
+
+def hard_prompts_section(data: dict[str, Any] | None) -> list[str]:
+    """The shipped toy entries on two-object captions beside their nearest neighbour, and on misspelled targets."""
+    title = "## Harder prompts: beside the nearest neighbour, misspelled"
+    if data is None:
+        return [title, "", "Not measured yet: run `python analysis/toy_hard_prompts.py`.", ""]
+    concepts, cfg, protocol = data["concepts"], data["config"], data["protocol"]
+    judges = ("detector", "geometry")
+
+    def both(reading: dict[str, Any], test: Any) -> bool:
+        return all(test(reading[j]["rate"]) for j in judges)
+
+    def change(part: dict[str, Any]) -> str:
+        return " / ".join(f"{pct(part['before'][j]['rate'], 0)} → {pct(part['after'][j]['rate'], 0)}" for j in judges)
+
+    rendered = [n for n, c in concepts.items() if both(c["misspelled"]["target"]["before"], lambda r: r >= 0.7)]
+    evading = [n for n in rendered if not both(concepts[n]["misspelled"]["target"]["after"], lambda r: r <= 0.1)]
+    hit = [
+        n
+        for n, c in concepts.items()
+        if all(
+            c["beside_neighbour"]["neighbour"]["before"][j]["rate"]
+            - c["beside_neighbour"]["neighbour"]["after"][j]["rate"]
+            > 0.1
+            for j in judges
+        )
+    ]
+    beside = {n: c["beside_neighbour"]["target"] for n, c in concepts.items()}
+    drawn = [n for n, t in beside.items() if both(t["before"], lambda r: r >= 0.7)]
+    kept = [n for n in drawn if not both(beside[n]["after"], lambda r: r <= 0.1)]
+    lines = [
+        title,
+        "",
+        f"Two sets per shipped toy concept ({protocol['split']} seed {protocol['seed']}, {cfg['clips']} clips each), "
+        "sampled before and after erasure and read by both judges; rates are shares of clips rendering the value. "
+        "*Beside its neighbour*: two-object captions with the target on one object and its nearest value on the "
+        "same axis (by the text encoder's cosine) on the other; the neighbour's rate should not fall. "
+        "*Misspelled*: the target captions with two letters of the concept's word swapped.",
+        "",
+        f"**The generator renders {len(rendered)} of {len(concepts)} misspellings (at least 70% of clips by both "
+        f"judges); erasure leaves more than 10% of clips rendering {len(evading)} of them"
+        + (f" ({', '.join(evading)})" if evading else "")
+        + f". Beside its neighbour, the generator draws the target in at least 70% of clips for {len(drawn)} of "
+        f"{len(concepts)} concepts; erasure leaves it in more than 10% for {len(kept)} of them"
+        + (f" ({', '.join(kept)})" if kept else "")
+        + f". The neighbour lost more than 10 points by both judges for {len(hit)} of {len(concepts)} concepts"
+        + (f" ({', '.join(hit)})" if hit else "")
+        + ".**",
+        "",
+    ]
+    rows = [
+        [name, c["neighbour"], change(c["beside_neighbour"]["target"]), change(c["beside_neighbour"]["neighbour"]),
+         f"`{c['misspelling']}`", change(c["misspelled"]["target"])]
+        for name, c in concepts.items()
+    ]  # fmt: skip
+    columns = ["concept", "neighbour", "beside it: target % (detector / rules)", "neighbour %"]
+    return lines + table(columns + ["misspelling (first synonym)", "misspelled: target %"], rows)
+
+
+def attack_section(data: dict[str, Any] | None) -> list[str]:
+    """The one-word prompt attack on the shipped toy entries."""
+    title = "## A one-word prompt attack"
+    if data is None:
+        return [title, "", "Not measured yet: run `python analysis/toy_attack.py`.", ""]
+    concepts, cfg, protocol = data["concepts"], data["config"], data["protocol"]
+    judges = ("detector", "geometry")
+
+    def rates(reading: dict[str, Any]) -> str:
+        return " / ".join(f"{pct(reading[j]['rate'], 0)}{ci(reading[j]['ci95'])}" for j in judges)
+
+    broken = [n for n, c in concepts.items() if all(c["attack_after"][j]["ci95"][0] > 0.10 for j in judges)]
+    lines = [
+        title,
+        "",
+        "The word naming each shipped toy concept in its captions is replaced by one vocabulary token that is no "
+        "synonym of any value on its axis, chosen to bring the erased text encoder's output closest to the clean "
+        f"encoder's output for the original captions (an exhaustive search over the {cfg['candidates']} whole-word "
+        f"tokens nearest the concept's word, scored on {cfg['search_prompts']} captions; the generator is not run "
+        f"during the search). The word is then put into {cfg['clips']} fresh target captions "
+        f"({protocol['split']} seed {protocol['seed']}), sampled without and with erasure from the same noise as "
+        "the original captions with erasure, and read by both judges (% of clips rendering the concept, exact 95% "
+        "intervals, detector / rules).",
+        "",
+        f"**The attack word brings the concept back through the erasure (the lower bound of its rate after erasure "
+        f"above 10% by both judges) for {len(broken)} of {len(concepts)} concepts"
+        + (f": {', '.join(broken)}" if broken else "")
+        + ".** Where the word renders the concept without erasure as well, the generator reads it as the concept "
+        "and the latents the entry clamps miss it.",
+        "",
+    ]
+    rows = [
+        [
+            name,
+            f"`{c['attack']['word']}`",
+            rates(c["original_after"]),
+            rates(c["attack_before"]),
+            rates(c["attack_after"]),
+        ]
+        for name, c in concepts.items()
+    ]
+    columns = ["concept", "attack word", "original, erased %", "attack word, not erased %", "attack word, erased %"]
+    return lines + table(columns, rows)
+
+
+ABLATION_LABELS = {
+    "shipped": "as shipped: exact clamp, calibrated γ",
+    "single_step": "the paper's single step, calibrated γ",
+    "gamma_1": "exact clamp, γ = 1",
+    "single_step_gamma_1": "the paper's single step, γ = 1",
+}
+
+
+def ablations_section(data: dict[str, Any] | None) -> list[str]:
+    """The shipped toy entries erased four ways: exact clamp or single step, calibrated strength or 1."""
+    title = "## Ablations: the exact clamp and the calibrated strength"
+    if data is None:
+        return [title, "", "Not measured yet: run `python analysis/toy_ablations.py`.", ""]
+    concepts, cfg, protocol, summary = data["concepts"], data["config"], data["protocol"], data["summary"]
+    n = len(concepts)
+    lines = [
+        title,
+        "",
+        "Each shipped toy entry keeps its layer and latents and is erased four ways from the same prompts and noise "
+        f"({protocol['split']} seed {protocol['seed']}; {cfg['clips']} target and {cfg['nontarget_clips']} "
+        "non-target clips per concept), read by both judges. *Worse than shipped* counts the concepts whose clips "
+        "the variant left rendering the concept significantly more often than the shipped erasure did (McNemar's "
+        "exact test on the same clips, p < 0.05).",
+        "",
+    ]
+    rows = []
+    for variant, label in ABLATION_LABELS.items():
+        s = summary[variant]
+        rows.append(
+            [label, f"{s['met_by_both']} of {n}", f"{s['met_by_both_with_intervals']} of {n}",
+             pct(s["detector"]["median_rate_after"]), len(s["detector"]["worse_than_shipped"]),
+             pct(s["geometry"]["median_rate_after"]), len(s["geometry"]["worse_than_shipped"])]
+        )  # fmt: skip
+    lines += table(
+        ["erasure", "met by both", "with intervals", "detector: median rate after %", "worse than shipped",
+         "rules: median rate after %", "worse than shipped"],
+        rows,
+    )  # fmt: skip
+    rows = []
+    for name, c in concepts.items():
+        cells = [
+            f"{pct(c[v]['detector']['rate_after'], 0)} / {pct(c[v]['geometry']['rate_after'], 0)}"
+            for v in ABLATION_LABELS
+        ]
+        rows.append([name, short(c["layer"]), f"{c['strength']:g}", *cells])
+    lines += ["Per concept, the rate after erasure by the detector / the rules (%):", ""]
+    return lines + table(["concept", "layer", "calibrated γ", *ABLATION_LABELS.values()], rows)
+
+
+def claim_line(concepts: dict[str, Any], summary: dict[str, Any]) -> str:
+    """Whether Track A's reading reaches the bar set for reproducing the paper's claim: at least 12 concepts over
+    the 3 axes met with intervals by both judges, and a median regret against the best layer of at most 5 points
+    by each judge."""
+    met = [c for c in concepts.values() if c["met_by_both_with_intervals"]]
+    axes = sorted({c["axis"] for c in met})
+    regrets = [summary[j]["regret_vs_best"]["median"] for j in ("detector", "geometry")]
+    enough, close = len(met) >= 12 and len(axes) == 3, max(regrets) <= 0.05
+    return (
+        "The bar for reproducing the paper's claim here: at least 12 concepts over the 3 axes met with intervals by "
+        "both judges, and a median regret against the best layer of at most 5 points by each judge. "
+        f"**{len(met)} concepts ({', '.join(axes) or 'no axis'}): {'reached' if enough else 'not reached'}; median "
+        f"regret {pct(regrets[0])} and {pct(regrets[1])} points: {'reached' if close else 'not reached'}.**"
+    )
+
+
+def track_a_tuning(tuning: dict[str, Any] | None, cfg: dict[str, Any]) -> list[str]:
+    """How Track A's one strength was chosen: each strength's count on the tuning seed, or where it came from."""
+    if tuning is None:
+        return [
+            f"The strength γ = {cfg['strength']:g} was taken from a development run (`{cfg['strength_from']}`).",
+            "",
+        ]
+    clips = tuning["clips"]
+    rows = [
+        [f"{float(k):g}" + (" (chosen)" if float(k) == tuning["chosen"] else ""), row["met_by_both"],
+         pct(row["mean_rate_after"])]
+        for k, row in tuning["strengths"].items()
+    ]  # fmt: skip
+    return [
+        f"The strength was tuned on development seed {tuning['seed']} ({clips['target']} target and "
+        f"{clips['nontarget']} non-target clips per concept and strength, each concept at its chosen layer); the "
+        f"rule: {tuning['rule']}. **γ = {tuning['chosen']:g}.**",
+        "",
+        *table(["γ", "met by both judges", "mean rate after, both judges %"], rows),
+    ]
 
 
 def two_judges_section(data: dict[str, Any] | None) -> list[str]:
@@ -1062,33 +1303,66 @@ def script_page(title: str, script: str) -> tuple[Any, list[str]]:
 
 
 def page_stability() -> str:
-    """Which layer each shipped text concept is erased at, across dictionaries retrained with other seeds."""
+    """Which layer each shipped text concept and each toy concept is erased at, across dictionaries retrained with
+    other seeds, and which of those choices are ties."""
     data, lines = script_page("Stability of the chosen layer across training seeds", "analysis/layer_stability")
     if data is None:
         return "\n".join(lines + ["Not measured yet.", ""])
     settings = data["settings"]
     seeds = [str(seed) for seed in settings["seeds"]]
     concepts = data["concepts"]
+    toy = [n for n in settings.get("toy_concepts", []) if n in concepts]
+    text = [n for n in sorted(concepts) if n not in toy]
     lines += [
         f"Dictionaries trained by the demo's recipe at expansion {settings['expansion']}, k {settings['k']}, "
         f"{settings['tokens']:,} tokens per layer on {settings['corpus_prompts']:,} corpus prompts, once per "
-        f"seed, and each shipped text concept learned on them with that seed"
+        f"seed. On each, every shipped text concept is learned with that seed"
         + (
             f" and the default selection, the background check included ({settings['background']} captions, "
             f"{pct(settings['max_background_rate'], 0)}%)"
             if settings.get("background")
             else ""
         )
-        + f". **{len(data['stable'])} of {len(concepts)}** concepts chose the same layer at every seed; the others "
-        "moved.",
+        + (
+            ", and every toy concept the paper's way (Track A's entries: the toy learning pairs, at most "
+            f"{pct(settings['toy_max_nontarget_rate'], 0)}% of non-targets, no calibration)"
+            if toy
+            else ""
+        )
+        + ".",
         "",
     ]
-    rows = []
-    for name, concept in sorted(concepts.items()):
-        runs = concept["seeds"]
-        cells = [f"{short(runs[s]['layer'])} ({runs[s]['latents']})" for s in seeds]
-        rows.append([name, *cells, "yes" if concept["same_layer"] else "**no**"])
-    lines += table(["concept", *[f"seed {s}: layer (latents)" for s in seeds], "same layer"], rows)
+    if "ties" in next(iter(concepts.values()), {}):
+        runs = [run for c in concepts.values() for run in c["seeds"].values()]
+        lines += [
+            "A choice is a **tie** (marked *, with the runner-up) where the chosen layer's score beats the runner-up's "
+            "by less than retraining moves those two scores (the larger of their standard deviations across the "
+            "seeds): another seed could swap them. The selection breaks it by the higher score at that seed (the "
+            f"earliest layer where two are equal). **{sum(r['tie'] for r in runs)} of {len(runs)}** choices are "
+            "ties.",
+            "",
+        ]
+
+    def cell(run: dict[str, Any]) -> str:
+        text = f"{short(run['layer'])} ({run['latents']})"
+        return text + (f" * {short(run['runner_up'])}" if run.get("tie") else "")
+
+    for title, names in (("Text concepts", text), ("Toy concepts", toy)):
+        if not names:
+            continue
+        same = sum(concepts[n]["same_layer"] for n in names)
+        lines += [
+            f"## {title}",
+            "",
+            f"**{same} of {len(names)}** chose the same layer at every seed; the others moved.",
+            "",
+        ]
+        rows = []
+        for name in names:
+            concept = concepts[name]
+            cells = [cell(concept["seeds"][s]) for s in seeds]
+            rows.append([name, *cells, "yes" if concept["same_layer"] else "**no**"])
+        lines += table(["concept", *[f"seed {s}: layer (latents)" for s in seeds], "same layer"], rows)
     return "\n".join(lines)
 
 

@@ -7,6 +7,7 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import PROMPTS, read_lines
 
@@ -59,24 +60,40 @@ def test_the_readme_is_a_newcomers_page():
 
 
 def test_the_stability_script_writes_the_json_its_page_reads(analysis_script, tmp_path, monkeypatch):
-    """Two seeds on a small slice of the demo's corpus: every concept asked for gets a layer per seed, and the
-    generated page shows each concept's row."""
+    """Two seeds on a small slice of the demo's corpus: every text and toy concept asked for gets a layer per seed,
+    each choice its runner-up, margin and tie (a margin under the seeds' spread of the two scores), and the
+    generated page shows each concept's row under its kind."""
     out = tmp_path / "stability.json"
     script = analysis_script("layer_stability")
     slice_ = ["--seeds", "0", "1", "--tokens", "512", "--corpus-size", "40", "--toy-captions", "40"]
-    script.main(["--out", str(out), *slice_, "--concepts", "dog", "umbrella", "van_gogh"])
+    script.main(["--out", str(out), *slice_, "--concepts", "dog", "umbrella", "van_gogh", "--toy-concepts", "red"])
     data = json.loads(out.read_text())
-    assert data["settings"]["seeds"] == [0, 1] and sorted(data["concepts"]) == ["dog", "umbrella", "van_gogh"]
+    assert data["settings"]["seeds"] == [0, 1] and sorted(data["concepts"]) == ["dog", "red", "umbrella", "van_gogh"]
+    assert data["settings"]["toy_concepts"] == ["red"]
     for name, concept in data["concepts"].items():
         layers = {run["layer"] for run in concept["seeds"].values()}
         assert set(concept["seeds"]) == {"0", "1"} and concept["same_layer"] == (len(layers) == 1)
+        for run in concept["seeds"].values():
+            if run["layer"] is None or run["runner_up"] is None:
+                assert run["tie"] is False
+                continue
+            assert run["scores"][run["layer"]] >= run["scores"][run["runner_up"]] and run["margin"] >= 0
+            spread = max(np.std([r["scores"].get(h, np.nan) for r in concept["seeds"].values()])
+                         for h in (run["layer"], run["runner_up"]))  # fmt: skip
+            assert run["tie"] == bool(run["margin"] < spread) or np.isnan(spread)
+        assert concept["ties"] == sum(run["tie"] for run in concept["seeds"].values())
     assert data["stable"] == sorted(n for n, c in data["concepts"].items() if c["same_layer"])
     build = load_build()
     monkeypatch.setattr(build, "load", lambda rel: data if rel.endswith("layer_stability.json") else None)
     page = build.page_stability()
     for name in data["concepts"]:
         assert f"| {name} |" in page
-    assert f"**{len(data['stable'])} of {len(data['concepts'])}**" in page
+    assert (
+        page.index("## Text concepts") < page.index("| dog |") < page.index("## Toy concepts") < page.index("| red |")
+    )
+    text_stable = sum(data["concepts"][n]["same_layer"] for n in ("dog", "umbrella", "van_gogh"))
+    assert f"**{text_stable} of 3** chose the same layer" in page
+    assert f"**{int(data['concepts']['red']['same_layer'])} of 1** chose the same layer" in page
     with pytest.raises(SystemExit):  # an unknown concept is refused before any work
         script.main(["--out", str(tmp_path / "other.json"), *slice_, "--concepts", "guitar"])
     assert not (tmp_path / "other.json").exists()
@@ -234,29 +251,158 @@ def test_the_two_judges_script_keeps_each_judges_reading_and_its_section_counts_
 
 
 @pytest.mark.artifacts
-def test_the_track_a_script_erases_at_every_layer_and_reports_the_chosen_layers_regret(
+def test_the_track_a_script_tunes_one_strength_erases_at_every_layer_and_reports_the_chosen_layers_regret(
     analysis_script, tmp_path, monkeypatch
 ):
-    """One toy concept learned the paper's way, a few clips: its rate after erasure at every layer by each judge,
-    a chosen layer never better than the best one, and the section's counts read from the JSON. A test seed
-    needs --final."""
+    """One toy concept learned the paper's way, a few clips: the strength tuned on a development seed over the
+    given grid, its rate after erasure at every layer by each judge, a chosen layer never better than the best
+    one, the interval verdict beside the point one, and the section's counts read from the JSON. A test seed needs
+    --final, and a final run takes its strength from a development run's JSON."""
     from clear_sae.errors import ClearSaeError
 
     script = analysis_script("toy_track_a")
     out = tmp_path / "track_a.json"
     script.main(["--out", str(out), "--concepts", "red", "--clips", "3", "--heldout-clips", "1",
-                 "--nontarget-clips", "2"])  # fmt: skip
+                 "--nontarget-clips", "2", "--strengths", "1", "4", "--tune-clips", "3",
+                 "--tune-nontarget-clips", "2"])  # fmt: skip
     data = json.loads(out.read_text())
-    red = data["concepts"]["red"]
-    assert data["config"]["strength"] == 1.0 and data["protocol"]["split"] == "development"
+    red, tuning = data["concepts"]["red"], data["tuning"]
+    assert tuning["protocol"]["split"] == "development" and tuning["seed"] != data["protocol"]["seed"]
+    assert set(tuning["strengths"]) == {"1", "4"} and data["config"]["strength"] == tuning["chosen"]
+    best = max(row["met_by_both"] for row in tuning["strengths"].values())
+    assert tuning["strengths"][f"{tuning['chosen']:g}"]["met_by_both"] == best
+    assert data["protocol"]["split"] == "development"
     for judge in ("detector", "geometry"):
         per_layer = red[judge]["per_layer"]
         assert len(per_layer) == 7 and per_layer[red["layer"]] == red[judge]["rate_after"]
         assert red[judge]["regret_vs_best"] >= 0 and per_layer[red[judge]["best_layer"]] == min(per_layer.values())
+        assert red[judge]["met_with_intervals"] is False  # 3 clips cannot bound a rate under 10%
+        assert red[judge]["clip_rate_after_ci95"][1] > 0.10
+        test = red[judge]["chosen_vs_best"]
+        assert 0 <= test["only_first"] + test["only_second"] <= 3 and 0 < test["p_value"] <= 1
     assert red["met_by_both"] == (red["detector"]["met"] and red["geometry"]["met"])
     build = load_build()
     monkeypatch.setattr(build, "load", lambda rel: data if rel.endswith("toy_track_a.json") else None)
     page = build.page_toyworld()
     assert f"{data['summary']['met_by_both']} by both.**" in page and f"| red | {build.short(red['layer'])} |" in page
+    assert f"**γ = {tuning['chosen']:g}.**" in page and "0 of 1 by both" in page
     with pytest.raises(ClearSaeError, match="test seed"):
         script.main(["--out", str(tmp_path / "other.json"), "--concepts", "red", "--seed", "90000"])
+    with pytest.raises(ClearSaeError, match="tunes nothing"):
+        script.main(["--out", str(tmp_path / "other.json"), "--concepts", "red", "--seed", "90000", "--final"])
+    tuned_on_test = tmp_path / "tuned_on_test.json"
+    tuned_on_test.write_text(json.dumps(data | {"tuning": tuning | {"seed": 90001}}))
+    with pytest.raises(ClearSaeError, match="not tuned on a development seed"):
+        script.main(["--out", str(tmp_path / "other.json"), "--concepts", "red", "--seed", "90000", "--final",
+                     "--strength-from", str(tuned_on_test)])  # fmt: skip
+    assert not (tmp_path / "other.json").exists()
+
+
+@pytest.mark.artifacts
+def test_the_ablations_script_erases_each_shipped_entry_four_ways_on_the_same_clips(
+    analysis_script, tmp_path, monkeypatch
+):
+    """One shipped toy concept, a few clips: the four erasures read by both judges from the same clips before
+    erasure, the shipped variant paired with itself agreeing on every clip, and the section built from the JSON. A
+    test seed is refused."""
+    from clear_sae.errors import ClearSaeError
+
+    script = analysis_script("toy_ablations")
+    out = tmp_path / "ablations.json"
+    script.main(["--out", str(out), "--concepts", "purple", "--clips", "3", "--nontarget-clips", "2"])
+    data = json.loads(out.read_text())
+    purple = data["concepts"]["purple"]
+    assert set(data["summary"]) == {"shipped", "single_step", "gamma_1", "single_step_gamma_1"}
+    assert purple["strength"] > 1 and data["protocol"]["split"] == "development"
+    for judge in ("detector", "geometry"):
+        befores = {purple[v][judge]["rate_before"] for v in data["summary"]}
+        assert len(befores) == 1  # every variant is read against the same clips before erasure
+        same = purple["shipped"][judge]["against_shipped"]
+        assert same["only_first"] == same["only_second"] == 0 and same["p_value"] == 1.0
+        for variant in data["summary"]:
+            test = purple[variant][judge]["against_shipped"]
+            assert test["only_first"] + test["only_second"] <= 3
+    build = load_build()
+    monkeypatch.setattr(build, "load", lambda rel: data if rel.endswith("toy_ablations.json") else None)
+    page = build.page_toyworld()
+    assert "## Ablations" in page and f"| purple | {build.short(purple['layer'])} | {purple['strength']:g} |" in page
+    with pytest.raises(ClearSaeError, match="test seed"):
+        script.main(["--out", str(tmp_path / "other.json"), "--concepts", "purple", "--seed", "90000"])
+    assert not (tmp_path / "other.json").exists()
+
+
+def test_misspellings_swap_two_letters_of_the_word_that_names_the_value(analysis_script):
+    misspelled = analysis_script("toy_hard_prompts").misspelled
+    assert misspelled("red", "red") == "rde" and misspelled("circle", "circle") == "cricle"
+    assert misspelled("drifts left", "left") == "drifts lfet" and misspelled("rises", "rise") == "rsies"
+    assert misspelled("floats upward", "rise") == "folats upward"  # no word names it: the longest one
+    assert misspelled("X shape", "cross") == "X sahpe"
+
+
+@pytest.mark.artifacts
+def test_the_hard_prompts_script_reads_the_target_beside_its_neighbour_and_misspelled(
+    analysis_script, tmp_path, monkeypatch
+):
+    """One shipped toy concept, two clips per set: two-object captions naming the target and its neighbour, target
+    captions whose concept word is misspelled, both judges' clip rates before and after, and the section built from
+    the JSON. A test seed is refused."""
+    from clear_sae.errors import ClearSaeError
+    from clear_sae.toyworld.captions import MOTION_WORDS
+
+    script = analysis_script("toy_hard_prompts")
+    out = tmp_path / "hard.json"
+    script.main(["--out", str(out), "--concepts", "left", "--clips", "2"])
+    data = json.loads(out.read_text())
+    left = data["concepts"]["left"]
+    assert data["neighbours"]["left"] != "left" and left["neighbour"] == data["neighbours"]["left"]
+    neighbour_words = MOTION_WORDS[left["neighbour"]]
+    for prompt in left["beside_neighbour"]["examples"]:
+        assert any(w in prompt for w in MOTION_WORDS["left"]) and any(w in prompt for w in neighbour_words)
+    for prompt in left["misspelled"]["examples"]:
+        assert "lfet" in prompt and not re.search(r"\bleft\b", prompt)
+    for part in (
+        left["beside_neighbour"]["target"],
+        left["beside_neighbour"]["neighbour"],
+        left["misspelled"]["target"],
+    ):
+        for when in ("before", "after"):
+            for judge in ("detector", "geometry"):
+                reading = part[when][judge]
+                assert reading["clips"] == 2 and reading["rate"] == reading["rendered"] / 2
+    build = load_build()
+    monkeypatch.setattr(build, "load", lambda rel: data if rel.endswith("toy_hard_prompts.json") else None)
+    page = build.page_toyworld()
+    assert "## Harder prompts" in page and f"| left | {left['neighbour']} |" in page
+    with pytest.raises(ClearSaeError, match="test seed"):
+        script.main(["--out", str(tmp_path / "other.json"), "--concepts", "left", "--seed", "90000"])
+    assert not (tmp_path / "other.json").exists()
+
+
+@pytest.mark.artifacts
+def test_the_attack_script_searches_a_word_off_the_axis_and_reads_it_with_and_without_erasure(
+    analysis_script, tmp_path, monkeypatch
+):
+    """One shipped toy concept, a small search and two clips: the word found is no synonym of any value on the
+    axis, it stands where the concept's word stood, the three runs are read by both judges, and the section is built
+    from the JSON. A test seed is refused."""
+    from clear_sae.errors import ClearSaeError
+
+    script = analysis_script("toy_attack")
+    out = tmp_path / "attack.json"
+    script.main(["--out", str(out), "--concepts", "left", "--clips", "2", "--candidates", "20"])
+    data = json.loads(out.read_text())
+    left = data["concepts"]["left"]
+    word = left["attack"]["word"]
+    assert word.lower() not in script.axis_words("motion") and "left" not in word and left["attack"]["candidates"] == 20
+    for prompt in left["examples"]:
+        assert re.search(rf"\b{word}\b", prompt) and not re.search(r"\bleft\b", prompt)
+    for run in ("attack_before", "original_after", "attack_after"):
+        for judge in ("detector", "geometry"):
+            assert left[run][judge]["clips"] == 2 and 0 <= left[run][judge]["rate"] <= 1
+    build = load_build()
+    monkeypatch.setattr(build, "load", lambda rel: data if rel.endswith("toy_attack.json") else None)
+    page = build.page_toyworld()
+    assert "## A one-word prompt attack" in page and f"| left | `{word}` |" in page
+    with pytest.raises(ClearSaeError, match="test seed"):
+        script.main(["--out", str(tmp_path / "other.json"), "--concepts", "left", "--seed", "90000"])
+    assert not (tmp_path / "other.json").exists()

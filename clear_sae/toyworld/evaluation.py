@@ -116,6 +116,21 @@ def evaluate_concept(
     return result
 
 
+def compare_erasures(
+    world: ToyWorld, axis: str, value: str, erasures: dict[str, dict[str, Any]], cfg: EvalConfig = EvalConfig()
+) -> dict[str, dict[str, Any]]:
+    """Sample a concept's evaluation sets once before erasure and once under each of several erasures (clamps by
+    hook point, by name), all from the same prompts and noise, and read each with both judges: `compare`'s figures
+    with `qualifies`' verdict, by name. Clip outcomes are paired across the erasures."""
+    negative, before = sample_before(world, prompt_sets(axis, value, cfg), cfg)
+    figures = {}
+    for name, clamps in erasures.items():
+        after = sample_after(world, clamps, before, negative, cfg)
+        figures[name] = compare(world, axis, value, before, after, cfg)
+        figures[name]["qualification"] = qualifies(figures[name])
+    return figures
+
+
 def evaluate(
     world: ToyWorld,
     library: "ConceptLibrary",

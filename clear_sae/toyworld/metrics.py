@@ -76,6 +76,23 @@ def summary(values: np.ndarray) -> dict[str, Any]:
     }
 
 
+def read_by_judges(world: ToyWorld, clips: np.ndarray) -> dict[str, Detections]:
+    """What both judges read in `clips`: the learned detector's and the rule-based judge's `Detections`."""
+    return {"detector": detect(world.detector, clips), "geometry": judge_clips(clips)}
+
+
+def clip_rates_by_judge(
+    readings: dict[str, Detections], axis: str, value: str, threshold: float
+) -> dict[str, dict[str, Any]]:
+    """Per judge, the share of clips rendering `value` (in more than `RENDERED_SHARE` of their frames for a colour
+    or shape) with its exact 95% interval and counts (the per-clip outcomes left out)."""
+    out = {}
+    for judge, det in readings.items():
+        rate = clip_rate(concept_found(det, axis, value, threshold) > RENDERED_SHARE)
+        out[judge] = {k: rate[k] for k in ("rate", "ci95", "rendered", "clips")}
+    return out
+
+
 def others_per_clip(
     det: Detections, specs: list[ClipSpec], axis: str, per_axis: dict[str, np.ndarray] | None = None
 ) -> np.ndarray:

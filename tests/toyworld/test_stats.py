@@ -73,3 +73,18 @@ def test_the_verdict_with_intervals_needs_enough_clips_where_the_point_verdict_d
     assert not one_judge_short["met"] and one_judge_short["by_judge"]["detector"]["met"]
     spread = many | {"preservation_drop": summary(np.array([0.0] * 90 + [0.25] * 10))}
     assert qualifies(spread)["preserved"] and not interval_verdict(spread)["preserved"]
+
+
+def test_clip_rates_by_judge_count_a_clip_when_most_of_its_frames_show_the_value():
+    """A colour found in 5 of 8 frames counts for its clip, in 4 of 8 it does not; each judge is counted apart."""
+    from clear_sae.toyworld.detector import COLOUR_NAMES, Detections
+    from clear_sae.toyworld.metrics import clip_rates_by_judge
+
+    colour = np.zeros((3, 8, len(COLOUR_NAMES)), np.float32)
+    red = COLOUR_NAMES.index("red")
+    colour[0, :5, red], colour[1, :4, red], colour[2, :, red] = 0.9, 0.9, 0.2
+    empty = Detections(shape=np.zeros((3, 8, 4)), colour=colour, motion=np.zeros((3, 6)))
+    everywhere = Detections(shape=np.zeros((3, 8, 4)), colour=np.ones_like(colour), motion=np.zeros((3, 6)))
+    rates = clip_rates_by_judge({"detector": empty, "geometry": everywhere}, "colour", "red", threshold=0.5)
+    assert rates["detector"] == {"rate": round(1 / 3, 4), "ci95": clopper_pearson(1, 3), "rendered": 1, "clips": 3}
+    assert rates["geometry"]["rendered"] == 3 and "outcomes" not in rates["geometry"]

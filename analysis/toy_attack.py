@@ -1,0 +1,177 @@
+"""A discrete prompt attack on the shipped toy entries: one word, searched against the erased encoder, in place of
+the concept's word.
+
+    python analysis/toy_attack.py --out analysis/toy_attack.json
+
+In the spirit of Ring-a-Bell and UnlearnDiffAtk, on a CPU budget. Per shipped toy concept, the word of a target
+caption that names the concept ("red", "left" in "drifts left") is replaced by one vocabulary token that is no
+synonym of any value on the concept's axis. The token is chosen to make the erased text encoder's output for the
+edited captions as close as possible (cosine over every position the generator reads) to the clean encoder's
+output for the original captions, on `--search-prompts` captions: an exhaustive search over the `--candidates`
+whole-word tokens whose input embeddings lie nearest the concept word's. The generator itself is never run during
+the search.
+
+The found word is then put into fresh target captions (a development seed of the sealed protocol) and clips are
+sampled three ways from the same noise: the original captions after erasure, the attack captions without erasure
+(does the word itself render the concept?) and the attack captions after erasure. Both judges read every clip;
+rates are shares of clips rendering the concept, with exact 95% intervals. `docs/build.py` turns the JSON into a
+section of docs/toyworld.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from clear_sae.erase import attach
+from clear_sae.io import atomic_write_text
+from clear_sae.library import ConceptLibrary
+from clear_sae.toyworld.captions import WORDS_BY_AXIS, concept_word, naming_word
+from clear_sae.toyworld.concepts import attribute_of, concept_pairs, entry_attribute, toy_concepts
+from clear_sae.toyworld.evaluation import clamps_at
+from clear_sae.toyworld.metrics import clip_rates_by_judge, read_by_judges
+from clear_sae.toyworld.protocol import EVAL_SEED, check_evaluation_seed, protocol_record
+from clear_sae.toyworld.sampling import EvalConfig, ToyWorld, encode, load_toy_world, sample
+
+ROOT = Path(__file__).resolve().parent.parent
+SEED = EVAL_SEED + 4
+"""The development seed whose captions are attacked (the search reads the first `--search-prompts` of them)."""
+NOISE_OFFSET = 800_000
+"""Noise seeds of the attacked clips start here, per `seed`."""
+
+
+def with_word(prompts: list[str], axis: str, value: str, word: str | None = None) -> tuple[list[str], list[str]]:
+    """Each prompt's naming word of the concept, and the prompts with it replaced by `word` (unchanged if None)."""
+    named, edited = [], []
+    for prompt in prompts:
+        synonym = concept_word(prompt, axis, value)
+        assert synonym is not None, "a target caption names its concept"
+        name = naming_word(synonym, value)
+        named.append(name)
+        edited.append(prompt if word is None else re.sub(rf"\b{re.escape(name)}\b", word, prompt, count=1))
+    return named, edited
+
+
+def axis_words(axis: str) -> set[str]:
+    """Every word of every synonym of every value on `axis`, lower-cased (the attack may use none of them)."""
+    return {w.lower() for words in WORDS_BY_AXIS[axis].values() for s in words for w in re.split(r"[ -]", s)}
+
+
+def candidate_tokens(world: ToyWorld, axis: str, value: str, word: str, n: int) -> list[str]:
+    """The `n` whole-word vocabulary tokens whose input embeddings lie nearest `word`'s first token, leaving out
+    every word of the axis's synonyms and anything containing the value's name."""
+    import torch
+
+    tokenizer, encoder = world.pipe.tokenizer, world.pipe.text_encoder
+    table = encoder.get_input_embeddings().weight.detach()
+    anchor = table[tokenizer.convert_tokens_to_ids(tokenizer.tokenize(word))[0]]
+    banned = axis_words(axis)
+    vocab = tokenizer.get_vocab()
+    allowed = [
+        (token, i)
+        for token, i in vocab.items()
+        if token.isalpha() and token.isascii() and len(token) >= 3 and token not in banned and value not in token
+    ]
+    ids = torch.tensor([i for _, i in allowed])
+    similarity = torch.nn.functional.cosine_similarity(table[ids], anchor[None], dim=-1)
+    order = similarity.argsort(descending=True)[:n]
+    return [allowed[int(k)][0] for k in order]
+
+
+def search(
+    world: ToyWorld, clamps: dict[str, Any], axis: str, value: str, prompts: list[str], n: int
+) -> dict[str, Any]:
+    """The candidate token whose edited prompts, through the erased encoder, come closest to the original prompts
+    through the clean one (mean cosine over the flattened text states), and its score next to the unedited
+    prompts' own."""
+    import torch
+
+    clean = encode(world.pipe, prompts).flatten(1)
+    candidates = candidate_tokens(world, axis, value, naming_word(WORDS_BY_AXIS[axis][value][0], value), n)
+    scores = []
+    with attach(world.pipe, clamps):
+        erased_original = encode(world.pipe, prompts).flatten(1)
+        for token in candidates:
+            edited = encode(world.pipe, with_word(prompts, axis, value, token)[1]).flatten(1)
+            scores.append(float(torch.nn.functional.cosine_similarity(edited, clean, dim=-1).mean()))
+    best = int(np.argmax(scores))
+    baseline = float(torch.nn.functional.cosine_similarity(erased_original, clean, dim=-1).mean())
+    return {
+        "word": candidates[best],
+        "score": round(scores[best], 4),
+        "score_of_original_erased": round(baseline, 4),
+        "runners_up": [candidates[i] for i in np.argsort(scores)[::-1][1:6]],
+        "candidates": len(candidates),
+    }
+
+
+def attack_concept(
+    world: ToyWorld, library: ConceptLibrary, name: str, cfg: EvalConfig, search_prompts: int, candidates: int
+) -> dict[str, Any]:
+    """Search one concept's attack word, then sample and judge the original and attack captions."""
+    axis, value = attribute_of(entry_attribute(library.get(name)))
+    clamps = clamps_at(library, name)
+    prompts, _, _, _ = concept_pairs(axis, value, search_prompts + cfg.clips, "train", cfg.seed)
+    found = search(world, clamps, axis, value, prompts[:search_prompts], candidates)
+    originals = prompts[search_prompts:]
+    noise_seeds = [cfg.seed * 1_000_003 + NOISE_OFFSET + i for i in range(cfg.clips)]
+    attacked = with_word(originals, axis, value, found["word"])[1]
+    negative = encode(world.pipe, [""])
+    runs = {
+        "attack_before": (attacked, False),
+        "original_after": (originals, True),
+        "attack_after": (attacked, True),
+    }
+    row: dict[str, Any] = {"axis": axis, "attack": found, "examples": attacked[:2]}
+    for run, (texts, erased) in runs.items():
+        with attach(world.pipe, clamps if erased else {}):
+            embeds = encode(world.pipe, texts)
+        clips = sample(world.pipe, embeds, negative, noise_seeds, cfg, run)
+        row[run] = clip_rates_by_judge(read_by_judges(world, clips), axis, value, cfg.threshold)
+    return row
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Attack every shipped toy concept and write the JSON."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", required=True, help="JSON output")
+    parser.add_argument("--library", default=str(ROOT / "dictionaries" / "minilm" / "concepts.json"))
+    parser.add_argument("--concepts", nargs="+", default=None, help="toy concepts (default: all)")
+    parser.add_argument("--clips", type=int, default=30, help="attacked captions sampled per concept")
+    parser.add_argument("--search-prompts", type=int, default=4, help="captions the search scores each word on")
+    parser.add_argument("--candidates", type=int, default=1000, help="vocabulary tokens tried per concept")
+    parser.add_argument("--seed", type=int, default=SEED, help="a development seed of the sealed protocol")
+    args = parser.parse_args(argv)
+    check_evaluation_seed(args.seed)
+    library = ConceptLibrary.load(args.library)
+    names = args.concepts or toy_concepts()
+    cfg = EvalConfig(clips=args.clips, seed=args.seed)
+    started = time.perf_counter()
+    world = load_toy_world()
+    concepts = {n: attack_concept(world, library, n, cfg, args.search_prompts, args.candidates) for n in names}
+    report = {
+        "format": "clear_sae.toy_attack",
+        "command": ["python", "analysis/toy_attack.py", *(argv if argv is not None else sys.argv[1:])],
+        "config": {
+            "clips": args.clips,
+            "search_prompts": args.search_prompts,
+            "candidates": args.candidates,
+            "steps": cfg.steps,
+        },
+        "protocol": protocol_record(args.seed, final=False),
+        "concepts": concepts,
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    atomic_write_text(args.out, json.dumps(report, indent=2) + "\n")
+    print(f"{len(concepts)} toy concepts attacked -> {args.out}")
+
+
+if __name__ == "__main__":
+    main()
