@@ -1,7 +1,7 @@
 """How faithfully a toy-world generator follows its captions, judged by the shipped detector.
 
-Samples single-object clips from training-phrasing captions (seeded) and reports the share of frames
-whose detected colour and shape match the caption, and of clips whose detected motion matches, with
+Samples single-object clips from training-phrasing captions (or `--split heldout|reserved`; seeded) and reports
+the share of frames whose detected colour and shape match the caption, and of clips whose detected motion matches, with
 95% Wilson intervals. With `--neutral-clips N` it also samples N captions that leave one attribute
 unnamed (colour, shape and motion in turn) and reports how often the detector finds no class of that
 axis, i.e. how faithfully the neutral value (grey, square, still) is drawn, and, for the unnamed shape, which
@@ -82,6 +82,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=20, help="sampling steps")
     parser.add_argument("--guidance", type=float, default=4.0)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--split",
+        choices=("train", "heldout", "reserved"),
+        default="train",
+        help="the caption slice whose fidelity is measured (reserved: the sealed test's paraphrases)",
+    )
     parser.add_argument("--neutral-clips", type=int, default=48, help="clips with one attribute unnamed (0: none)")
     parser.add_argument(
         "--nouns",
@@ -98,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     detector = load_detector(Path(__file__).resolve().parent.parent / "clear_sae" / "toyworld" / "weights" / "detector")
     rng = np.random.default_rng(args.seed)
     specs = [random_spec(rng, second_object_rate=0.0) for _ in range(args.clips)]
-    prompts = [caption(s, rng, "train") for s in specs]
+    prompts = [caption(s, rng, args.split) for s in specs]
 
     def sample(texts: list[str]) -> np.ndarray:
         return np.concatenate(
@@ -125,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     result = {
         "weights": str(folder),
+        "split": args.split,
         "clips": len(specs),
         "sampling_steps": args.steps,
         "guidance": args.guidance,

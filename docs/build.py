@@ -658,7 +658,8 @@ def page_toyworld() -> str:
         "clear_sae ships a small text-to-video world (`clear_sae/toyworld/`) in which the paper's generation rate "
         "is measured end to end on a CPU: a renderer of seeded clips (shapes, colours, motions, backgrounds; an "
         "attribute a caption leaves unnamed is drawn with its neutral value: grey, a square, standing still), "
-        "captions with held-out synonyms and templates, a detector, and a generator conditioned on MiniLM. How "
+        "captions with held-out synonyms and templates (and a reserved slice kept for the sealed test), a detector, "
+        "and a generator conditioned on MiniLM. How "
         "the world was designed and why: [decisions](decisions/0003-toy-world-neutral-values.md).",
     )
     if det:

@@ -1,4 +1,4 @@
-"""Captions for toy-world clips: many templates, several synonyms per attribute, and a held-out slice.
+"""Captions for toy-world clips: many templates, several synonyms per attribute, a held-out slice and a reserved one.
 
 The held-out slice (`split="heldout"`) uses synonyms and templates that never occur in training
 captions (`split="train"`), so erasure can be measured on paraphrases the dictionaries and the
@@ -6,6 +6,11 @@ generator have not seen. Which words and templates are held out is fixed here:
 
 - the last synonym listed for every colour, shape, motion and background;
 - the last `HELDOUT_TEMPLATES` templates of each list.
+
+The reserved slice (`split="reserved"`) is for the sealed protocol's test: its own synonyms (`RESERVED_WORDS`),
+whose words occur nowhere in the dictionaries' corpus, the learning prompts or calibration and contain no word of
+another slice, and its own templates. A generator trained with `GeneratorConfig.reserved_rate > 0` sees them, so
+they are rendered, while nothing a concept is learned or calibrated from ever does.
 """
 
 from __future__ import annotations
@@ -67,20 +72,54 @@ TWO_OBJECT_TEMPLATES = [
     "video where {a_obj} {motion} as {a_obj2} {motion2} {bg}",
 ]
 HELDOUT_TEMPLATES = 2
-SPLITS = ("train", "heldout")
+RESERVED_WORDS: dict[str, dict[str, list[str]]] = {
+    "colour": {
+        "red": ["vermilion"],
+        "green": ["viridian"],
+        "blue": ["cerulean"],
+        "yellow": ["saffron"],
+        "purple": ["amethyst"],
+        "orange": ["apricot"],
+    },
+    "shape": {"circle": ["orb"], "bar": ["slab"], "triangle": ["trigon"], "cross": ["saltire"]},
+    "motion": {
+        "left": ["roams westward"],
+        "right": ["roams eastward"],
+        "rise": ["soars"],
+        "fall": ["descends"],
+        "grow": ["swells"],
+        "shrink": ["dwindles"],
+    },
+    "background": {
+        "plain": ["before a featureless void"],
+        "checker": ["over chequered tiling"],
+        "gradient": ["beneath an ombre horizon"],
+    },
+}
+"""The reserved slice's synonyms: test-only paraphrases (see the module's docstring)."""
+RESERVED_ONE_OBJECT_TEMPLATES = ["in this scene {a_obj} {motion} {bg}", "{A_obj} {motion}, seen {bg}."]
+RESERVED_TWO_OBJECT_TEMPLATES = ["{a_obj} {motion}; meanwhile {a_obj2} {motion2} {bg}"]
+SPLITS = ("train", "heldout", "reserved")
 
 
 def _article(phrase: str) -> str:
     return f"an {phrase}" if phrase[0] in "aeiou" else f"a {phrase}"
 
 
-def _pick_word(words: list[str], split: str, rng: np.random.Generator) -> str:
-    pool = words[:-1] if split == "train" else words[-1:]
+def _pick_word(words: list[str], split: str, rng: np.random.Generator, reserved: list[str] | None = None) -> str:
+    """A word of `split`'s pool: all but the last of `words` (train), the last (heldout), or `reserved`."""
+    if split == "reserved":
+        pool = words if reserved is None else reserved  # an unnamed attribute keeps its neutral word
+    else:
+        pool = words[:-1] if split == "train" else words[-1:]
     return str(pool[rng.integers(len(pool))])
 
 
-def _pick_template(templates: list[str], split: str, rng: np.random.Generator) -> str:
-    pool = templates[:-HELDOUT_TEMPLATES] if split == "train" else templates[-HELDOUT_TEMPLATES:]
+def _pick_template(templates: list[str], split: str, rng: np.random.Generator, reserved: list[str]) -> str:
+    if split == "reserved":
+        pool = reserved
+    else:
+        pool = templates[:-HELDOUT_TEMPLATES] if split == "train" else templates[-HELDOUT_TEMPLATES:]
     return str(pool[rng.integers(len(pool))])
 
 
@@ -89,7 +128,7 @@ def _word(axis: str, value: str, split: str, rng: np.random.Generator, unnamed: 
         # Drawn like a named value's synonym (every list has 3), so that a caption with the attribute unnamed is
         # word for word the caption with it named, less its words: what `without_words` makes of it.
         return _pick_word([NEUTRAL_WORDS[axis] if unnamed is None else unnamed] * 3, split, rng)
-    return _pick_word(WORDS_BY_AXIS[axis][value], split, rng)
+    return _pick_word(WORDS_BY_AXIS[axis][value], split, rng, RESERVED_WORDS[axis][value])
 
 
 def _object_phrase(
@@ -101,15 +140,15 @@ def _object_phrase(
 
 
 def caption(spec: ClipSpec, rng: np.random.Generator, split: str = "train", unnamed_shape: str | None = None) -> str:
-    """A caption for `spec` using only the words and templates of `split` (train or heldout).
+    """A caption for `spec` using only the words and templates of `split` (train, heldout or reserved).
 
     An object whose shape is unnamed (the neutral square) is called `unnamed_shape`, "shape" by default; the
     generator's second phase also calls it "thing", "object" and the like (`GeneratorConfig.polish_nouns`).
     """
     if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; use train or heldout")
+        raise ValueError(f"unknown split {split!r}; use train, heldout or reserved")
     a_obj, motion = _object_phrase(spec.main, split, rng, unnamed_shape)
-    bg = _pick_word(BACKGROUND_WORDS[spec.background], split, rng)
+    bg = _pick_word(BACKGROUND_WORDS[spec.background], split, rng, RESERVED_WORDS["background"][spec.background])
     fields = {
         "a_obj": a_obj,
         "A_obj": a_obj[0].upper() + a_obj[1:],
@@ -118,10 +157,10 @@ def caption(spec: ClipSpec, rng: np.random.Generator, split: str = "train", unna
         "bg_cap": bg[0].upper() + bg[1:],
     }
     if spec.second is None:
-        template = _pick_template(ONE_OBJECT_TEMPLATES, split, rng)
+        template = _pick_template(ONE_OBJECT_TEMPLATES, split, rng, RESERVED_ONE_OBJECT_TEMPLATES)
     else:
         fields["a_obj2"], fields["motion2"] = _object_phrase(spec.second, split, rng, unnamed_shape)
-        template = _pick_template(TWO_OBJECT_TEMPLATES, split, rng)
+        template = _pick_template(TWO_OBJECT_TEMPLATES, split, rng, RESERVED_TWO_OBJECT_TEMPLATES)
     return template.format(**fields)
 
 
@@ -140,7 +179,7 @@ def concept_word(prompt: str, axis: str, value: str) -> str | None:
     match = _synonyms(axis, value).search(prompt)
     if match is None:
         return None
-    return next(w for w in WORDS_BY_AXIS[axis][value] if w.lower() == match.group(0).lower())
+    return next(w for w in all_synonyms(axis, value) if w.lower() == match.group(0).lower())
 
 
 def naming_word(synonym: str, value: str) -> str:
@@ -153,8 +192,25 @@ def naming_word(synonym: str, value: str) -> str:
 
 def _synonyms(axis: str, value: str) -> re.Pattern[str]:
     """A case-blind pattern for any whole synonym of `value`, longest first ("diagonal cross" before "cross")."""
-    words = sorted(WORDS_BY_AXIS[axis][value], key=len, reverse=True)
+    words = sorted(all_synonyms(axis, value), key=len, reverse=True)
     return re.compile(r"\b(?:" + "|".join(re.escape(w) for w in words) + r")\b", flags=re.IGNORECASE)
+
+
+def all_synonyms(axis: str, value: str) -> list[str]:
+    """Every synonym of `value` on `axis`: the training and held-out ones, then the reserved ones."""
+    return WORDS_BY_AXIS[axis][value] + RESERVED_WORDS[axis][value]
+
+
+def reserved_vocabulary() -> set[str]:
+    """Every word of every reserved synonym of a colour, shape or motion, lower-cased: the words that must occur in
+    nothing a concept is learned or calibrated from (the backgrounds' reserved phrases are context, not concepts)."""
+    return {
+        w.lower()
+        for axis, table in WORDS_BY_AXIS.items()
+        for v in table
+        for s in RESERVED_WORDS[axis][v]
+        for w in s.split()
+    }
 
 
 def heldout_vocabulary() -> set[str]:

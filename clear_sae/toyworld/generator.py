@@ -63,6 +63,10 @@ class GeneratorConfig:
     """Chance that each attribute of an object goes unnamed in the caption (and is rendered neutral)."""
     uncond_rate: float = 0.1
     """Share of captions dropped to the empty prompt, for classifier-free guidance."""
+    reserved_rate: float = 0.0
+    """Share of captions drawn from the reserved slice (`captions.RESERVED_WORDS`, the sealed test's paraphrases),
+    so that the generator renders them while nothing a concept is learned or calibrated from contains them. The
+    shipped generator was trained at 0; at 0 the recipe draws exactly what it drew before the option existed."""
     train_shift: float = 3.0
     """Training noise levels are drawn logit-normal and then shifted as the sampler's schedule shifts its own
     (`shift * s / (1 + (shift - 1) * s)`, the scheduler's shift is 3): the layout of a clip, where its object is
@@ -209,11 +213,23 @@ def make_pipeline(transformer: Any) -> Any:
 
 
 def training_batch(
-    rng: np.random.Generator, n: int, render: RenderConfig, second_object_rate: float = 0.25, neutral_rate: float = 0.0
+    rng: np.random.Generator,
+    n: int,
+    render: RenderConfig,
+    second_object_rate: float = 0.25,
+    neutral_rate: float = 0.0,
+    reserved_rate: float = 0.0,
 ) -> tuple[list[str], np.ndarray]:
-    """`n` random clips as float32 `[n, 3, frames, size, size]` in [-1, 1] and a training caption for each."""
+    """`n` random clips as float32 `[n, 3, frames, size, size]` in [-1, 1] and a training caption for each (from
+    the reserved slice in `reserved_rate` of them)."""
     specs, clips = random_clips(rng, n, render, second_object_rate, neutral_rate)
-    return [caption(s, rng, "train") for s in specs], as_model_input(clips)
+    return [caption(s, rng, caption_split(rng, reserved_rate)) for s in specs], as_model_input(clips)
+
+
+def caption_split(rng: np.random.Generator, reserved_rate: float) -> str:
+    """The slice a training caption is drawn from: "reserved" in `reserved_rate` of draws, else "train". At rate 0
+    nothing is drawn, so the random stream is the one the shipped generator was trained on."""
+    return "reserved" if reserved_rate > 0 and rng.random() < reserved_rate else "train"
 
 
 def as_model_input(clips: np.ndarray) -> np.ndarray:
@@ -235,7 +251,7 @@ def polish_batch(
         spec = replace(spec, main=replace(spec.main, shape=NEUTRAL["shape"], motion=motion))
         specs.append(spec)
         extra.append(render_clip(spec, render, seed=int(rng.integers(1 << 31))))
-    captions = [caption(s, rng, "train", _unnamed_shape_noun(rng, cfg)) for s in specs]
+    captions = [caption(s, rng, caption_split(rng, cfg.reserved_rate), _unnamed_shape_noun(rng, cfg)) for s in specs]
     return captions, as_model_input(np.concatenate([clips, np.stack(extra)]) if extra else clips)
 
 
@@ -285,7 +301,7 @@ def train_generator(
     if first_phase is None:
 
         def first_batch(n: int) -> tuple[list[str], np.ndarray]:
-            return training_batch(rng, n, render, cfg.second_object_rate, cfg.neutral_rate)
+            return training_batch(rng, n, render, cfg.second_object_rate, cfg.neutral_rate, cfg.reserved_rate)
 
         transformer = _train_phase(
             pipe,
@@ -474,6 +490,12 @@ if __name__ == "__main__":
         default=GeneratorConfig.polish_steps,
         help="steps of the second phase (default %(default)s; 0 skips it)",
     )
+    parser.add_argument(
+        "--reserved-rate",
+        type=float,
+        default=GeneratorConfig.reserved_rate,
+        help="share of captions from the sealed test's reserved paraphrases (default %(default)s)",
+    )
     parser.add_argument("--checkpoint-every", type=int, default=0, help="also save step_N/ every N steps")
     parser.add_argument(
         "--from",
@@ -488,6 +510,7 @@ if __name__ == "__main__":
         device=args.device,
         neutral_rate=args.neutral_rate,
         polish_steps=args.polish_steps,
+        reserved_rate=args.reserved_rate,
     )
     start = None
     if args.first_phase is not None:

@@ -11,8 +11,10 @@ noise are drawn from seeds, so the protocol is a partition of the seeds:
   asks for one is refused.
 
 The caption split is part of the protocol: training captions use every template and synonym but the last ones
-of each list, which are held out (`captions.py`). A final run writes `protocol_record(...)` into its JSON: the
-split it read and the digest of this declaration, so two final runs can be told to share a protocol or not.
+of each list, which are held out, and a reserved slice of synonyms and templates is kept for the test alone: none
+of its words occurs in the dictionaries' corpus, the learning prompts or calibration (`captions.py`). A final run
+writes `protocol_record(...)` into its JSON: the split it read and the digest of this declaration, so two final
+runs can be told to share a protocol or not.
 
 What this module does not do: it cannot tell a second final run from the first (reading the test once is the
 user's rule, which every final report's record makes visible), the digest covers the seeds and the caption split
@@ -84,7 +86,8 @@ def _span(seeds: range) -> str:
 
 
 def declaration() -> dict[str, Any]:
-    """Everything the protocol fixes: the seed sets and the caption split (templates and synonyms held out)."""
+    """Everything the protocol fixes: the seed sets and the caption split (templates and synonyms held out, and the
+    reserved slice)."""
     tables = {
         "colour": captions.COLOUR_WORDS,
         "shape": captions.SHAPE_WORDS,
@@ -100,6 +103,11 @@ def declaration() -> dict[str, Any]:
         "templates": {"one_object": captions.ONE_OBJECT_TEMPLATES, "two_object": captions.TWO_OBJECT_TEMPLATES},
         "heldout_templates": captions.HELDOUT_TEMPLATES,
         "synonyms": tables,
+        "reserved": {
+            "synonyms": captions.RESERVED_WORDS,
+            "one_object_templates": captions.RESERVED_ONE_OBJECT_TEMPLATES,
+            "two_object_templates": captions.RESERVED_TWO_OBJECT_TEMPLATES,
+        },
     }
 
 

@@ -573,3 +573,72 @@ def test_strip_carries_each_rows_label_beside_unchanged_clips(tmp_path):
     assert lines[-1].endswith("...")  # the rest of the prompt did not fit
     assert fit_lines("after erasure\nshort", 20, 3, width) == ["after erasure", "short"]
     assert fit_lines("x" * 30, 10, 2, width) == ["x" * 7 + "..."]  # a word wider than the line is cut
+
+
+def test_the_reserved_slice_occurs_in_nothing_a_concept_is_learned_or_calibrated_from():
+    """Every reserved word of a colour, shape or motion is absent from the demo's corpus (general captions and toy
+    captions), every shipped prompt file, the toy learning and calibration prompts, and every training and held-out
+    caption; and no reserved synonym holds another slice's naming word (the held-out "slides to the right" holds
+    "right"; "roams eastward" must not)."""
+    from clear_sae.cli.demo import PROMPTS_DIR, DemoConfig, demo_corpus
+    from clear_sae.toyworld.captions import RESERVED_WORDS, naming_word, reserved_vocabulary
+    from clear_sae.toyworld.protocol import CALIBRATION_SEED, LEARN_SEED
+
+    reserved = reserved_vocabulary()
+    assert len(reserved) >= 16
+
+    def words_in(texts: list[str]) -> set[str]:
+        return {w for text in texts for w in re.findall(r"[a-z]+", text.lower())}
+
+    texts = demo_corpus(DemoConfig())
+    texts += [line for path in sorted(PROMPTS_DIR.rglob("*.txt")) for line in path.read_text().splitlines()]
+    texts += [line for path in sorted((Path(__file__).parents[2] / "examples").rglob("*.txt"))
+              for line in path.read_text().splitlines()]  # fmt: skip
+    for axis, values in WORDS_BY_AXIS.items():
+        for value in values:
+            for split, seed in (("train", LEARN_SEED), ("train", CALIBRATION_SEED), ("heldout", 1000)):
+                targets, nontargets, _, _ = concept_pairs(axis, value, 200, split, seed)
+                texts += targets + nontargets
+    texts += toy_corpus(2000)
+    assert not reserved & words_in(texts)
+    for axis, table in WORDS_BY_AXIS.items():
+        naming = {naming_word(s, v).lower() for v, synonyms in table.items() for s in synonyms}
+        for value, synonyms in RESERVED_WORDS[axis].items():
+            for word in (w.lower() for s in synonyms for w in s.split()):
+                assert not any(n in word for n in naming), (value, word)
+
+
+def test_reserved_captions_name_each_attribute_by_its_reserved_synonym_and_lose_it_without_words():
+    from clear_sae.toyworld.captions import RESERVED_WORDS, caption, concept_word
+
+    rng = np.random.default_rng(3)
+    for _ in range(200):
+        spec = ClipSpec(
+            ToyObject(str(rng.choice(SHAPES)), str(rng.choice(COLOUR_NAMES)), str(rng.choice(MOTIONS))),
+            str(rng.choice(["plain", "checker", "gradient"])),
+        )
+        text = caption(spec, rng, "reserved")
+        for axis in ("colour", "shape", "motion"):
+            value = getattr(spec.main, axis)
+            assert concept_word(text, axis, value) == RESERVED_WORDS[axis][value][0]
+            assert not _names(text, WORDS_BY_AXIS[axis][value])
+            assert concept_word(without_words(text, axis, value), axis, value) is None
+        assert RESERVED_WORDS["background"][spec.background][0] in text
+
+
+def test_the_generator_draws_reserved_captions_only_when_asked_and_keeps_its_recipe_at_zero():
+    """At rate 0 the training batch is the shipped recipe's, draw for draw; at rate 1 every caption is reserved."""
+    from clear_sae.toyworld.captions import caption, reserved_vocabulary
+    from clear_sae.toyworld.generator import caption_split, training_batch
+    from clear_sae.toyworld.render import RenderConfig, random_clips
+
+    rng = np.random.default_rng(5)
+    specs, _ = random_clips(rng, 6, RenderConfig(), 0.25, 0.1)
+    recipe = [caption(s, rng, "train") for s in specs]
+    assert training_batch(np.random.default_rng(5), 6, RenderConfig(), 0.25, 0.1, 0.0)[0] == recipe
+    reserved, _ = training_batch(np.random.default_rng(5), 6, RenderConfig(), 0.25, 0.1, 1.0)
+    assert all(set(re.findall(r"[a-z]+", text.lower())) & reserved_vocabulary() for text in reserved)
+    state = np.random.default_rng(9)
+    before = state.bit_generator.state
+    assert caption_split(state, 0.0) == "train" and state.bit_generator.state == before
+    assert {caption_split(np.random.default_rng(s), 0.5) for s in range(20)} == {"train", "reserved"}
