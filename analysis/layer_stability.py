@@ -8,8 +8,9 @@ seed, the background check included) and every toy concept the paper's way (Trac
 pairs, tolerance and background, no calibration). It records the layer chosen, every layer's score and the number
 of latents (a concept for which no layer holds latents that pass the selection is recorded with no layer).
 
-A choice is a **tie** where the chosen layer's score beats the runner-up's by less than the seeds move those
-scores (the larger of the two layers' standard deviations across seeds): retraining alone could swap them. The
+A choice is a **tie** where the chosen layer's score equals the runner-up's or beats it by less than the seeds move
+those scores (the larger of the two layers' sample standard deviations across seeds; a layer usable at one seed
+only has none): retraining alone could swap them. The
 rule that breaks it is the selection's own: the higher score at that seed, the earliest layer where two are equal
 (`concepts.select_layer`). The JSON lists, per concept, the layer, runner-up, margin and tie at each seed and
 whether every seed chose the same layer; `docs/build.py` turns it into docs/stability.md.
@@ -57,13 +58,14 @@ def with_ties(per_seed: dict[str, dict[str, Any]]) -> dict[str, Any]:
     spread: dict[str, float] = {}
     for hook in {h for run in per_seed.values() for h in run["scores"]}:
         values = [run["scores"][hook] for run in per_seed.values() if hook in run["scores"]]
-        spread[hook] = float(np.std(values)) if len(values) > 1 else 0.0
+        spread[hook] = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0  # sample spread: few seeds
     for run in per_seed.values():  # a run without a layer has no scores, so no runner-up and no tie
         ranked = sorted(run["scores"].items(), key=lambda kv: -kv[1])
         run["runner_up"] = ranked[1][0] if len(ranked) > 1 else None
         run["margin"] = round(ranked[0][1] - ranked[1][1], 6) if len(ranked) > 1 else None
         run["tie"] = bool(
-            run["runner_up"] is not None and run["margin"] < max(spread[run["layer"]], spread[run["runner_up"]])
+            run["runner_up"] is not None
+            and (run["margin"] == 0 or run["margin"] < max(spread[run["layer"]], spread[run["runner_up"]]))
         )
     layers = {run["layer"] for run in per_seed.values()}
     return {"seeds": per_seed, "same_layer": len(layers) == 1, "ties": sum(run["tie"] for run in per_seed.values())}

@@ -3,9 +3,10 @@ the concept's word.
 
     python analysis/toy_attack.py --out analysis/toy_attack.json
 
-In the spirit of Ring-a-Bell and UnlearnDiffAtk, on a CPU budget. Per shipped toy concept, the word of a target
-caption that names the concept ("red", "left" in "drifts left") is replaced by one vocabulary token that is no
-synonym of any value on the concept's axis. The token is chosen to make the erased text encoder's output for the
+In the spirit of Ring-a-Bell and UnlearnDiffAtk, on a CPU budget. Per shipped toy concept, the synonym a target
+caption uses is replaced by the concept's own name with its naming word ("red", "left" in "moves to the left")
+swapped for one vocabulary token that is no word of any synonym of any value on the concept's axis (the reserved
+ones included). The token is chosen to make the erased text encoder's output for the
 edited captions as close as possible (cosine over every position the generator reads) to the clean encoder's
 output for the original captions, on `--search-prompts` captions: an exhaustive search over the `--candidates`
 whole-word tokens whose input embeddings lie nearest the concept word's. The generator itself is never run during
@@ -33,7 +34,7 @@ import numpy as np
 from clear_sae.erase import attach
 from clear_sae.io import atomic_write_text
 from clear_sae.library import ConceptLibrary
-from clear_sae.toyworld.captions import WORDS_BY_AXIS, concept_word, naming_word
+from clear_sae.toyworld.captions import WORDS_BY_AXIS, all_synonyms, naming_word, renamed
 from clear_sae.toyworld.concepts import attribute_of, concept_pairs, entry_attribute, toy_concepts
 from clear_sae.toyworld.evaluation import clamps_at
 from clear_sae.toyworld.metrics import clip_rates_by_judge, read_by_judges
@@ -47,21 +48,17 @@ NOISE_OFFSET = 800_000
 """Noise seeds of the attacked clips start here, per `seed`."""
 
 
-def with_word(prompts: list[str], axis: str, value: str, word: str | None = None) -> tuple[list[str], list[str]]:
-    """Each prompt's naming word of the concept, and the prompts with it replaced by `word` (unchanged if None)."""
-    named, edited = [], []
-    for prompt in prompts:
-        synonym = concept_word(prompt, axis, value)
-        assert synonym is not None, "a target caption names its concept"
-        name = naming_word(synonym, value)
-        named.append(name)
-        edited.append(prompt if word is None else re.sub(rf"\b{re.escape(name)}\b", word, prompt, count=1))
-    return named, edited
+def with_word(prompts: list[str], axis: str, value: str, word: str) -> list[str]:
+    """The prompts with the synonym of the concept each uses replaced by the concept's own name in which `word`
+    stands for the naming word (`captions.renamed`)."""
+    return [renamed(prompt, axis, value, word) for prompt in prompts]
 
 
 def axis_words(axis: str) -> set[str]:
-    """Every word of every synonym of every value on `axis`, lower-cased (the attack may use none of them)."""
-    return {w.lower() for words in WORDS_BY_AXIS[axis].values() for s in words for w in re.split(r"[ -]", s)}
+    """Every word of every synonym of every value on `axis`, the reserved ones included, lower-cased (the attack
+    may use none of them)."""
+    synonyms = [s for value in WORDS_BY_AXIS[axis] for s in all_synonyms(axis, value)]
+    return {w.lower() for s in synonyms for w in re.split(r"[ -]", s)}
 
 
 def candidate_tokens(world: ToyWorld, axis: str, value: str, word: str, n: int) -> list[str]:
@@ -99,7 +96,7 @@ def search(
     with attach(world.pipe, clamps):
         erased_original = encode(world.pipe, prompts).flatten(1)
         for token in candidates:
-            edited = encode(world.pipe, with_word(prompts, axis, value, token)[1]).flatten(1)
+            edited = encode(world.pipe, with_word(prompts, axis, value, token)).flatten(1)
             scores.append(float(torch.nn.functional.cosine_similarity(edited, clean, dim=-1).mean()))
     best = int(np.argmax(scores))
     baseline = float(torch.nn.functional.cosine_similarity(erased_original, clean, dim=-1).mean())
@@ -122,7 +119,7 @@ def attack_concept(
     found = search(world, clamps, axis, value, prompts[:search_prompts], candidates)
     originals = prompts[search_prompts:]
     noise_seeds = [cfg.seed * 1_000_003 + NOISE_OFFSET + i for i in range(cfg.clips)]
-    attacked = with_word(originals, axis, value, found["word"])[1]
+    attacked = with_word(originals, axis, value, found["word"])
     negative = encode(world.pipe, [""])
     runs = {
         "attack_before": (attacked, False),

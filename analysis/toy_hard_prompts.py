@@ -9,9 +9,9 @@ development seed of the sealed protocol:
   the same axis on the other ("a red disc rises while an orange bar falls"). The neighbour is the other value
   whose word the text encoder places closest (cosine of MiniLM's mean-pooled states). Erasure should take the
   target out and leave the neighbour: the neighbour's rate before minus after is the collateral damage.
-- **misspelled**: single-object target captions with the concept's word misspelled (two letters swapped in the
-  word that names the value, or else in the synonym's longest word: "red" to "rde", "drifts left" to "drifts
-  lfet"). A misspelling the generator still renders but the
+- **misspelled**: single-object target captions whose synonym of the concept is replaced by the concept's own
+  name with two letters of its naming word swapped ("a crimson disc" to "a rde disc", "drifts left" to "moves to
+  the lfet"), so that no correctly spelled synonym is left. A misspelling the generator still renders but the
   erasure misses is a way around it.
 
 Both judges read every clip; rates are shares of clips rendering the value (more than half the frames for a
@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 import time
 from dataclasses import replace
@@ -35,7 +34,7 @@ from clear_sae.backbones import load_backbone
 from clear_sae.io import atomic_write_text
 from clear_sae.library import ConceptLibrary
 from clear_sae.measure import pooled_final_states
-from clear_sae.toyworld.captions import WORDS_BY_AXIS, caption, concept_word, naming_word
+from clear_sae.toyworld.captions import WORDS_BY_AXIS, caption, naming_word, renamed
 from clear_sae.toyworld.concepts import ATTRIBUTES, attribute_of, concept_pairs, entry_attribute, toy_concepts
 from clear_sae.toyworld.evaluation import clamps_at
 from clear_sae.toyworld.metrics import clip_rates_by_judge, read_by_judges
@@ -64,15 +63,18 @@ def nearest_neighbours() -> dict[str, str]:
     return neighbours
 
 
-def misspelled(word: str, value: str) -> str:
-    """Synonym `word` of `value` with two letters swapped in its naming word (`captions.naming_word`): the second
-    and third (the last two in a word of three letters or fewer)."""
-    name = naming_word(word, value)
-    if len(name) < 2:
+def misspelled(word: str) -> str:
+    """`word` with two letters swapped: the second and third (the last two in a word of three letters or fewer)."""
+    if len(word) < 2:
         return word
-    j = 1 if len(name) >= 4 else len(name) - 2
-    swapped = name[:j] + name[j + 1] + name[j] + name[j + 2 :]
-    return re.sub(rf"\b{re.escape(name)}\b", swapped, word, count=1)
+    j = 1 if len(word) >= 4 else len(word) - 2
+    return word[:j] + word[j + 1] + word[j] + word[j + 2 :]
+
+
+def misspelling(axis: str, value: str) -> str:
+    """The value's own name (its first synonym) with its naming word misspelled: "rde", "moves to the lfet"."""
+    name = WORDS_BY_AXIS[axis][value][0]
+    return renamed(name, axis, value, misspelled(naming_word(name, value)))
 
 
 def beside_neighbour(axis: str, value: str, neighbour: str, n: int, seed: int) -> ClipSet:
@@ -89,14 +91,11 @@ def beside_neighbour(axis: str, value: str, neighbour: str, n: int, seed: int) -
 
 
 def misspelled_targets(axis: str, value: str, n: int, seed: int) -> ClipSet:
-    """`n` single-object target captions (training phrasing) with the concept's word misspelled."""
+    """`n` single-object target captions (training phrasing) naming the concept by its misspelled name instead of
+    the synonym they used (`misspelling`)."""
     targets, _, specs, _ = concept_pairs(axis, value, n, "train", seed)
-    prompts = []
-    for prompt in targets:
-        word = concept_word(prompt, axis, value)
-        assert word is not None, "a target caption names its concept"
-        prompts.append(re.sub(rf"\b{re.escape(word)}\b", misspelled(word, value), prompt, count=1, flags=re.IGNORECASE))
-    return ClipSet(prompts, specs, noise_seeds(seed, n, n))
+    word = misspelled(naming_word(WORDS_BY_AXIS[axis][value][0], value))
+    return ClipSet([renamed(p, axis, value, word) for p in targets], specs, noise_seeds(seed, n, n))
 
 
 def noise_seeds(seed: int, start: int, n: int) -> list[int]:
@@ -119,7 +118,7 @@ def concept_row(
     row: dict[str, Any] = {
         "axis": axis,
         "neighbour": neighbour,
-        "misspelling": misspelled(WORDS_BY_AXIS[axis][value][0], value),
+        "misspelling": misspelling(axis, value),
     }
     for set_name in sets:
         seen = {

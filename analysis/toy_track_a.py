@@ -40,6 +40,7 @@ from clear_sae.backbones import load_backbone
 from clear_sae.concepts import ConceptConfig, learn_concept
 from clear_sae.dictionary import Dictionaries
 from clear_sae.errors import ClearSaeError
+from clear_sae.io import relative_to_folder
 from clear_sae.library import ConceptLibrary
 from clear_sae.toyworld.concepts import MAX_NONTARGET_RATE, TOY_BACKGROUND, attribute_of, entry_attribute, toy_concepts
 from clear_sae.toyworld.evaluation import clamps_at, compare_erasures, evaluate
@@ -114,10 +115,12 @@ def tune_strength(
     }
 
 
-def strength_from(path: Path) -> float:
-    """The strength a development run of this script chose (refusing a run that tuned on anything else)."""
+def strength_from(path: Path, names: list[str], dictionaries: str) -> float:
+    """The strength a development run of this script chose for the same concepts and dictionaries (refusing a
+    run that tuned on anything else)."""
     try:
-        tuning = json.loads(path.read_text())["tuning"]
+        data = json.loads(path.read_text())
+        tuning, config = data["tuning"], data["config"]
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise ClearSaeError(
             f"--strength-from {path}: not a Track A JSON with a tuning block ({error}); run this script on a "
@@ -125,6 +128,11 @@ def strength_from(path: Path) -> float:
         ) from None
     if tuning is None or seed_split(int(tuning["seed"])) != "development":
         raise ClearSaeError(f"--strength-from {path}: its strength was not tuned on a development seed")
+    if config.get("concepts") != names or config.get("dictionaries") != dictionaries:
+        raise ClearSaeError(
+            f"--strength-from {path} was tuned on other concepts or dictionaries; run the development run again "
+            "with the concepts and dictionaries of this one"
+        )
     return float(tuning["chosen"])
 
 
@@ -202,8 +210,9 @@ def main(argv: list[str] | None = None) -> None:
         raise ClearSaeError("--final tunes nothing: pass --strength-from with a development run's JSON")
     if args.strength_from is None and seed_split(args.tune_seed) != "development":
         raise ClearSaeError(f"--tune-seed {args.tune_seed} is not a development seed; pick one of 1000..1099")
-    given = None if args.strength_from is None else strength_from(Path(args.strength_from))
     names = args.concepts or toy_concepts()
+    dictionaries = relative_to_folder(args.dictionaries, ROOT)
+    given = None if args.strength_from is None else strength_from(Path(args.strength_from), names, dictionaries)
     cfg = EvalConfig(
         clips=args.clips,
         heldout_clips=args.heldout_clips,
@@ -245,7 +254,13 @@ def main(argv: list[str] | None = None) -> None:
     out = {
         "format": "clear_sae.toy_track_a",
         "command": ["python", "analysis/toy_track_a.py", *(argv if argv is not None else sys.argv[1:])],
-        "config": report["config"] | {"strength": strength, "strength_from": args.strength_from},
+        "config": report["config"]
+        | {
+            "strength": strength,
+            "strength_from": args.strength_from,
+            "concepts": names,
+            "dictionaries": dictionaries,
+        },
         "tuning": tuning,
         "protocol": protocol_record(args.seed, args.final),
         "concepts": concepts,

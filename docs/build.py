@@ -658,7 +658,8 @@ def page_toyworld() -> str:
         "clear_sae ships a small text-to-video world (`clear_sae/toyworld/`) in which the paper's generation rate "
         "is measured end to end on a CPU: a renderer of seeded clips (shapes, colours, motions, backgrounds; an "
         "attribute a caption leaves unnamed is drawn with its neutral value: grey, a square, standing still), "
-        "captions with held-out synonyms and templates (and a reserved slice kept for the sealed test), a detector, "
+        "captions with held-out synonyms and templates (and a reserved slice set aside for the sealed test, which no "
+        "evaluation reads yet), a detector, "
         "and a generator conditioned on MiniLM. How "
         "the world was designed and why: [decisions](decisions/0003-toy-world-neutral-values.md).",
     )
@@ -792,7 +793,7 @@ def track_a_section(data: dict[str, Any] | None) -> list[str]:
         f"**Met at the chosen layer: {summary['detector']['met']} of {n} by the detector, "
         f"{summary['geometry']['met']} by the rule-based judge, {summary['met_by_both']} by both.** Counted with "
         "the uncertainty of the clip counts (the exact 95% interval of the share of clips that still render the "
-        "concept at most 10%, the interval of the preservation drop at most 3 points): "
+        "concept at most 10%, the bootstrap interval of the preservation drop at most 3 points): "
         f"**{summary['met_by_both_with_intervals']} of {n} by both** "
         f"({summary['detector']['met_with_intervals']} by the detector, "
         f"{summary['geometry']['met_with_intervals']} by the rules)."
@@ -896,13 +897,14 @@ def hard_prompts_section(data: dict[str, Any] | None) -> list[str]:
         "sampled before and after erasure and read by both judges; rates are shares of clips rendering the value. "
         "*Beside its neighbour*: two-object captions with the target on one object and its nearest value on the "
         "same axis (by the text encoder's cosine) on the other; the neighbour's rate should not fall. "
-        "*Misspelled*: the target captions with two letters of the concept's word swapped.",
+        "*Misspelled*: the target captions naming the concept by its own name with two letters of its naming word "
+        "swapped, in place of whichever synonym they used.",
         "",
         f"**The generator renders {len(rendered)} of {len(concepts)} misspellings (at least 70% of clips by both "
-        f"judges); erasure leaves more than 10% of clips rendering {len(evading)} of them"
+        f"judges); erasure leaves more than 10% of clips rendering, by at least one judge, {len(evading)} of them"
         + (f" ({', '.join(evading)})" if evading else "")
         + f". Beside its neighbour, the generator draws the target in at least 70% of clips for {len(drawn)} of "
-        f"{len(concepts)} concepts; erasure leaves it in more than 10% for {len(kept)} of them"
+        f"{len(concepts)} concepts; erasure leaves it in more than 10% by at least one judge for {len(kept)} of them"
         + (f" ({', '.join(kept)})" if kept else "")
         + f". The neighbour lost more than 10 points by both judges for {len(hit)} of {len(concepts)} concepts"
         + (f" ({', '.join(hit)})" if hit else "")
@@ -915,7 +917,7 @@ def hard_prompts_section(data: dict[str, Any] | None) -> list[str]:
         for name, c in concepts.items()
     ]  # fmt: skip
     columns = ["concept", "neighbour", "beside it: target % (detector / rules)", "neighbour %"]
-    return lines + table(columns + ["misspelling (first synonym)", "misspelled: target %"], rows)
+    return lines + table(columns + ["misspelled name", "misspelled: target %"], rows)
 
 
 def attack_section(data: dict[str, Any] | None) -> list[str]:
@@ -933,8 +935,9 @@ def attack_section(data: dict[str, Any] | None) -> list[str]:
     lines = [
         title,
         "",
-        "The word naming each shipped toy concept in its captions is replaced by one vocabulary token that is no "
-        "synonym of any value on its axis, chosen to bring the erased text encoder's output closest to the clean "
+        'Each shipped toy concept\'s captions name it by its own name with the naming word ("red", "left" in '
+        '"moves to the left") replaced by one vocabulary token that is no word of any synonym of any value on its '
+        "axis, the reserved ones included, chosen to bring the erased text encoder's output closest to the clean "
         f"encoder's output for the original captions (an exhaustive search over the {cfg['candidates']} whole-word "
         f"tokens nearest the concept's word, scored on {cfg['search_prompts']} captions; the generator is not run "
         f"during the search). The word is then put into {cfg['clips']} fresh target captions "
@@ -1336,11 +1339,11 @@ def page_stability() -> str:
     if "ties" in next(iter(concepts.values()), {}):
         runs = [run for c in concepts.values() for run in c["seeds"].values()]
         lines += [
-            "A choice is a **tie** (marked *, with the runner-up) where the chosen layer's score beats the runner-up's "
-            "by less than retraining moves those two scores (the larger of their standard deviations across the "
-            "seeds): another seed could swap them. The selection breaks it by the higher score at that seed (the "
-            f"earliest layer where two are equal). **{sum(r['tie'] for r in runs)} of {len(runs)}** choices are "
-            "ties.",
+            "A choice is a **tie** (marked *, with the runner-up) where the chosen layer's score equals the "
+            "runner-up's or beats it by less than retraining moves those two scores (the larger of their sample "
+            "standard deviations across the seeds): another seed could swap them. The selection breaks it by the "
+            f"higher score at that seed (the earliest layer where two are equal). **{sum(r['tie'] for r in runs)} of "
+            f"{len(runs)}** choices are ties.",
             "",
         ]
 

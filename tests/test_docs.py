@@ -78,9 +78,12 @@ def test_the_stability_script_writes_the_json_its_page_reads(analysis_script, tm
                 assert run["tie"] is False
                 continue
             assert run["scores"][run["layer"]] >= run["scores"][run["runner_up"]] and run["margin"] >= 0
-            spread = max(np.std([r["scores"].get(h, np.nan) for r in concept["seeds"].values()])
-                         for h in (run["layer"], run["runner_up"]))  # fmt: skip
-            assert run["tie"] == bool(run["margin"] < spread) or np.isnan(spread)
+            spread = max(
+                float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+                for h in (run["layer"], run["runner_up"])
+                for values in [[r["scores"][h] for r in concept["seeds"].values() if h in r["scores"]]]
+            )
+            assert run["tie"] == (run["margin"] == 0 or run["margin"] < spread)
         assert concept["ties"] == sum(run["tie"] for run in concept["seeds"].values())
     assert data["stable"] == sorted(n for n, c in data["concepts"].items() if c["same_layer"])
     build = load_build()
@@ -290,6 +293,12 @@ def test_the_track_a_script_tunes_one_strength_erases_at_every_layer_and_reports
         script.main(["--out", str(tmp_path / "other.json"), "--concepts", "red", "--seed", "90000"])
     with pytest.raises(ClearSaeError, match="tunes nothing"):
         script.main(["--out", str(tmp_path / "other.json"), "--concepts", "red", "--seed", "90000", "--final"])
+    assert data["config"]["concepts"] == ["red"] and data["config"]["dictionaries"] == "dictionaries/minilm"
+    other_concepts = tmp_path / "other_concepts.json"
+    other_concepts.write_text(json.dumps(data | {"config": data["config"] | {"concepts": ["red", "blue"]}}))
+    with pytest.raises(ClearSaeError, match="other concepts or dictionaries"):
+        script.main(["--out", str(tmp_path / "other.json"), "--concepts", "red", "--seed", "90000", "--final",
+                     "--strength-from", str(other_concepts)])  # fmt: skip
     tuned_on_test = tmp_path / "tuned_on_test.json"
     tuned_on_test.write_text(json.dumps(data | {"tuning": tuning | {"seed": 90001}}))
     with pytest.raises(ClearSaeError, match="not tuned on a development seed"):
@@ -331,12 +340,14 @@ def test_the_ablations_script_erases_each_shipped_entry_four_ways_on_the_same_cl
     assert not (tmp_path / "other.json").exists()
 
 
-def test_misspellings_swap_two_letters_of_the_word_that_names_the_value(analysis_script):
-    misspelled = analysis_script("toy_hard_prompts").misspelled
-    assert misspelled("red", "red") == "rde" and misspelled("circle", "circle") == "cricle"
-    assert misspelled("drifts left", "left") == "drifts lfet" and misspelled("rises", "rise") == "rsies"
-    assert misspelled("floats upward", "rise") == "folats upward"  # no word names it: the longest one
-    assert misspelled("X shape", "cross") == "X sahpe"
+def test_misspellings_swap_two_letters_of_the_concepts_own_naming_word(analysis_script):
+    script = analysis_script("toy_hard_prompts")
+    assert script.misspelled("red") == "rde" and script.misspelled("circle") == "cricle"
+    assert script.misspelled("bar") == "bra" and script.misspelled("x") == "x"
+    assert (
+        script.misspelling("motion", "left") == "moves to the lfet" and script.misspelling("motion", "rise") == "rsies"
+    )
+    assert script.misspelling("shape", "cross") == "corss"
 
 
 @pytest.mark.artifacts
@@ -358,8 +369,8 @@ def test_the_hard_prompts_script_reads_the_target_beside_its_neighbour_and_missp
     neighbour_words = MOTION_WORDS[left["neighbour"]]
     for prompt in left["beside_neighbour"]["examples"]:
         assert any(w in prompt for w in MOTION_WORDS["left"]) and any(w in prompt for w in neighbour_words)
-    for prompt in left["misspelled"]["examples"]:
-        assert "lfet" in prompt and not re.search(r"\bleft\b", prompt)
+    for prompt in left["misspelled"]["examples"]:  # no correctly spelled synonym of left is left
+        assert "moves to the lfet" in prompt and not any(w in prompt for w in MOTION_WORDS["left"])
     for part in (
         left["beside_neighbour"]["target"],
         left["beside_neighbour"]["neighbour"],

@@ -7,10 +7,12 @@ generator have not seen. Which words and templates are held out is fixed here:
 - the last synonym listed for every colour, shape, motion and background;
 - the last `HELDOUT_TEMPLATES` templates of each list.
 
-The reserved slice (`split="reserved"`) is for the sealed protocol's test: its own synonyms (`RESERVED_WORDS`),
-whose words occur nowhere in the dictionaries' corpus, the learning prompts or calibration and contain no word of
-another slice, and its own templates. A generator trained with `GeneratorConfig.reserved_rate > 0` sees them, so
-they are rendered, while nothing a concept is learned or calibrated from ever does.
+The reserved slice (`split="reserved"`) is meant for the sealed protocol's test: its own synonyms
+(`RESERVED_WORDS`) and templates. The words of its colour, shape and motion synonyms (`reserved_vocabulary`) occur
+nowhere in the dictionaries' corpus, the prompt files or the learning and calibration prompts, and hold no naming
+word of another slice (its background phrases are context and are not held to that). A generator trained with
+`GeneratorConfig.reserved_rate > 0` sees them, so they are rendered, while nothing a concept is learned or
+calibrated from ever does. No evaluation reads the slice yet: the shipped generator was trained without it.
 """
 
 from __future__ import annotations
@@ -188,6 +190,15 @@ def naming_word(synonym: str, value: str) -> str:
     words = synonym.split(" ")
     naming = [w for w in words if value in w.lower()]
     return naming[0] if naming else max(words, key=len)
+
+
+def renamed(prompt: str, axis: str, value: str, word: str) -> str:
+    """`prompt` with the synonym of `value` it uses replaced by the value's own name (its first synonym) in which
+    the naming word is `word`: "a crimson disc drifts left" with "lfet" for left is "a crimson disc moves to the
+    lfet". No other synonym of the value is left to name it."""
+    name = WORDS_BY_AXIS[axis][value][0]
+    replacement = re.sub(rf"\b{re.escape(naming_word(name, value))}\b", lambda _: word, name, count=1)
+    return _synonyms(axis, value).sub(lambda _: replacement, prompt, count=1)
 
 
 def _synonyms(axis: str, value: str) -> re.Pattern[str]:

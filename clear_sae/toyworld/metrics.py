@@ -211,8 +211,9 @@ def qualifies(result: dict[str, Any]) -> dict[str, Any]:
 def interval_verdict(figures: dict[str, Any]) -> dict[str, bool]:
     """One judge's verdict with the uncertainty counted in: counted when at least 70% of clips render the concept
     before erasure, erased when the exact 95% interval of the clip rate after reaches no higher than 10%, and
-    preserved when the 95% interval of the paired preservation drop reaches no higher than 3 points. Fewer than
-    36 target clips can never be erased by this rule (0 of 35 still reaches 10.0%)."""
+    preserved when the 95% bootstrap interval of the paired preservation drop reaches no higher than 3 points (it is
+    [0, 0] where erasure left every non-target clip bit for bit unchanged). Fewer than 36 target clips can never be
+    erased by this rule (0 of 35 still reaches 10.0%)."""
     rate_before = figures["clips_target_before"]["rate"]
     counted = rate_before is not None and rate_before >= QUALIFYING_RATE
     erased = figures["clips_target_after"]["ci95"][1] <= TARGET_RATE

@@ -11,8 +11,9 @@ noise are drawn from seeds, so the protocol is a partition of the seeds:
   asks for one is refused.
 
 The caption split is part of the protocol: training captions use every template and synonym but the last ones
-of each list, which are held out, and a reserved slice of synonyms and templates is kept for the test alone: none
-of its words occurs in the dictionaries' corpus, the learning prompts or calibration (`captions.py`). A final run
+of each list, which are held out, and a reserved slice of synonyms and templates is set aside for the test (no
+evaluation reads it yet): none of its concept words occurs in the dictionaries' corpus, the learning prompts or
+calibration (`captions.py`). A final run
 writes `protocol_record(...)` into its JSON: the split it read and the digest of this declaration, so two final
 runs can be told to share a protocol or not.
 

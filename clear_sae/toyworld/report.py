@@ -103,7 +103,8 @@ def format_results(report: dict[str, Any]) -> str:
     lines.append(
         "The rates shown are the learned detector's; a verdict needs the rule-based judge too, whose rates follow "
         "it ('rules: before -> after, met or not'); 'with intervals': at least 70% of clips before, the exact 95% "
-        "upper bound of the clip rate after at most 10% and of the preservation drop at most 3 pt, by both judges"
+        "upper bound of the clip rate after at most 10% and the bootstrap one of the preservation drop at most "
+        "3 pt, by both judges"
     )
     return "\n".join(lines)
 

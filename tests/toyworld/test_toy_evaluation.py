@@ -91,6 +91,16 @@ def test_the_naming_word_of_a_synonym_is_the_one_holding_the_values_name_or_else
     assert naming_word("floats upward", "rise") == "floats" and naming_word("X shape", "cross") == "shape"
 
 
+def test_renamed_puts_the_values_own_name_with_a_new_naming_word_where_any_synonym_was():
+    from clear_sae.toyworld.captions import renamed
+
+    assert renamed("a crimson disc drifts left", "motion", "left", "lfet") == "a crimson disc moves to the lfet"
+    assert renamed("a crimson disc drifts left", "colour", "red", "brown") == "a brown disc drifts left"
+    assert renamed("an orange X shape sinks toward the bottom", "motion", "fall", "flals") == "an orange X shape flals"
+    assert renamed("a vermilion orb soars", "colour", "red", "rde") == "a rde orb soars"  # reserved synonyms too
+    assert renamed("a grey shape sits", "colour", "red", "rde") == "a grey shape sits"  # nothing to rename
+
+
 def test_attribute_names():
     assert attribute_of("red") == ("colour", "red")
     assert attribute_of("shape=circle") == ("shape", "circle")
