@@ -34,7 +34,7 @@ import numpy as np
 from clear_sae.erase import attach
 from clear_sae.io import atomic_write_text
 from clear_sae.library import ConceptLibrary
-from clear_sae.toyworld.captions import WORDS_BY_AXIS, all_synonyms, naming_word, renamed
+from clear_sae.toyworld.captions import WORDS_BY_AXIS, all_synonyms, own_naming_word, renamed
 from clear_sae.toyworld.concepts import attribute_of, concept_pairs, entry_attribute, toy_concepts
 from clear_sae.toyworld.evaluation import clamps_at
 from clear_sae.toyworld.metrics import clip_rates_by_judge, read_by_judges
@@ -91,7 +91,7 @@ def search(
     import torch
 
     clean = encode(world.pipe, prompts).flatten(1)
-    candidates = candidate_tokens(world, axis, value, naming_word(WORDS_BY_AXIS[axis][value][0], value), n)
+    candidates = candidate_tokens(world, axis, value, own_naming_word(axis, value), n)
     scores = []
     with attach(world.pipe, clamps):
         erased_original = encode(world.pipe, prompts).flatten(1)

@@ -34,7 +34,7 @@ from clear_sae.backbones import load_backbone
 from clear_sae.io import atomic_write_text
 from clear_sae.library import ConceptLibrary
 from clear_sae.measure import pooled_final_states
-from clear_sae.toyworld.captions import WORDS_BY_AXIS, caption, naming_word, renamed
+from clear_sae.toyworld.captions import WORDS_BY_AXIS, caption, own_naming_word, renamed
 from clear_sae.toyworld.concepts import ATTRIBUTES, attribute_of, concept_pairs, entry_attribute, toy_concepts
 from clear_sae.toyworld.evaluation import clamps_at
 from clear_sae.toyworld.metrics import clip_rates_by_judge, read_by_judges
@@ -73,8 +73,7 @@ def misspelled(word: str) -> str:
 
 def misspelling(axis: str, value: str) -> str:
     """The value's own name (its first synonym) with its naming word misspelled: "rde", "moves to the lfet"."""
-    name = WORDS_BY_AXIS[axis][value][0]
-    return renamed(name, axis, value, misspelled(naming_word(name, value)))
+    return renamed(WORDS_BY_AXIS[axis][value][0], axis, value, misspelled(own_naming_word(axis, value)))
 
 
 def beside_neighbour(axis: str, value: str, neighbour: str, n: int, seed: int) -> ClipSet:
@@ -94,7 +93,7 @@ def misspelled_targets(axis: str, value: str, n: int, seed: int) -> ClipSet:
     """`n` single-object target captions (training phrasing) naming the concept by its misspelled name instead of
     the synonym they used (`misspelling`)."""
     targets, _, specs, _ = concept_pairs(axis, value, n, "train", seed)
-    word = misspelled(naming_word(WORDS_BY_AXIS[axis][value][0], value))
+    word = misspelled(own_naming_word(axis, value))
     return ClipSet([renamed(p, axis, value, word) for p in targets], specs, noise_seeds(seed, n, n))
 
 

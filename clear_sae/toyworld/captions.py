@@ -192,12 +192,17 @@ def naming_word(synonym: str, value: str) -> str:
     return naming[0] if naming else max(words, key=len)
 
 
+def own_naming_word(axis: str, value: str) -> str:
+    """The naming word of the value's own name, its first synonym: "red", "left" in "moves to the left"."""
+    return naming_word(WORDS_BY_AXIS[axis][value][0], value)
+
+
 def renamed(prompt: str, axis: str, value: str, word: str) -> str:
     """`prompt` with the synonym of `value` it uses replaced by the value's own name (its first synonym) in which
     the naming word is `word`: "a crimson disc drifts left" with "lfet" for left is "a crimson disc moves to the
     lfet". No other synonym of the value is left to name it."""
     name = WORDS_BY_AXIS[axis][value][0]
-    replacement = re.sub(rf"\b{re.escape(naming_word(name, value))}\b", lambda _: word, name, count=1)
+    replacement = re.sub(rf"\b{re.escape(own_naming_word(axis, value))}\b", lambda _: word, name, count=1)
     return _synonyms(axis, value).sub(lambda _: replacement, prompt, count=1)
 
 
