@@ -27,9 +27,9 @@ from clear_sae.io import atomic_write_text
 from clear_sae.library import ConceptLibrary
 from clear_sae.toyworld.concepts import attribute_of, entry_attribute, toy_concepts
 from clear_sae.toyworld.evaluation import clamps_at, compare_erasures
+from clear_sae.toyworld.metrics import paired_reading
 from clear_sae.toyworld.protocol import EVAL_SEED, check_evaluation_seed, protocol_record
 from clear_sae.toyworld.sampling import EvalConfig, load_toy_world
-from clear_sae.toyworld.stats import mcnemar, outcomes_of
 
 ROOT = Path(__file__).resolve().parent.parent
 JUDGES = ("detector", "geometry")
@@ -52,30 +52,11 @@ def variant_erasures(library: ConceptLibrary, at_one: ConceptLibrary, name: str)
     }
 
 
-def judge_row(figures: dict[str, Any], judge: str, shipped: dict[str, Any]) -> dict[str, Any]:
-    """One judge's reading of one variant, with its paired test against the shipped erasure."""
-    own = figures if judge == "detector" else figures["geometry"]
-    base = shipped if judge == "detector" else shipped["geometry"]
-    clips = own["clips_target_after"]
-    verdicts = figures["qualification"]
-    return {
-        "rate_before": own["rate_target_before"]["mean"],
-        "rate_after": own["rate_target_after"]["mean"],
-        "clip_rate_after": clips["rate"],
-        "clip_rate_after_ci95": clips["ci95"],
-        "preservation_drop": own["preservation_drop"]["mean"],
-        "preservation_drop_ci95": own["preservation_drop"]["ci95"],
-        "met": verdicts["by_judge"][judge]["met"],
-        "met_with_intervals": verdicts["with_intervals"]["by_judge"][judge]["met"],
-        "against_shipped": mcnemar(outcomes_of(clips["outcomes"]), outcomes_of(base["clips_target_after"]["outcomes"])),
-    }
-
-
 def concept_rows(figures: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """Every variant's reading by both judges, for one concept."""
     rows = {}
     for variant, own in figures.items():
-        rows[variant] = {judge: judge_row(own, judge, figures["shipped"]) for judge in JUDGES}
+        rows[variant] = {judge: paired_reading(own, judge, figures["shipped"], "against_shipped") for judge in JUDGES}
         rows[variant]["met_by_both"] = bool(own["qualification"]["met"])
         rows[variant]["met_by_both_with_intervals"] = bool(own["qualification"]["with_intervals"]["met"])
     return rows

@@ -37,14 +37,13 @@ from typing import Any
 import numpy as np
 
 from clear_sae.backbones import load_backbone
-from clear_sae.concepts import ConceptConfig, learn_concept
 from clear_sae.dictionary import Dictionaries
 from clear_sae.errors import ClearSaeError
 from clear_sae.io import relative_to_folder
 from clear_sae.library import ConceptLibrary
-from clear_sae.toyworld.concepts import MAX_NONTARGET_RATE, TOY_BACKGROUND, attribute_of, entry_attribute, toy_concepts
+from clear_sae.toyworld.concepts import attribute_of, entry_attribute, toy_concepts
 from clear_sae.toyworld.evaluation import clamps_at, compare_erasures, evaluate
-from clear_sae.toyworld.learn import learning_prompts
+from clear_sae.toyworld.learn import learn_paper_concept
 from clear_sae.toyworld.metrics import bootstrap_ci, judge_verdict
 from clear_sae.toyworld.protocol import EVAL_SEED, check_evaluation_seed, protocol_record, seed_split
 from clear_sae.toyworld.sampling import EvalConfig, ToyWorld, load_toy_world
@@ -63,10 +62,7 @@ def paper_library(names: list[str], dictionaries: Path, folder: Path) -> Concept
     backbone, dicts = load_backbone("minilm"), Dictionaries(dictionaries)
     library = ConceptLibrary(folder / "paper.json")
     for name in names:
-        target, nontarget = learning_prompts(name)
-        cfg = ConceptConfig(max_nontarget_rate=MAX_NONTARGET_RATE, background=TOY_BACKGROUND)
-        entry, _ = learn_concept(backbone, dicts, name, target, nontarget, cfg)
-        library.add(entry)
+        library.add(learn_paper_concept(backbone, dicts, name))
     library.save()
     return library
 

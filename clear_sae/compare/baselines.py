@@ -3,7 +3,10 @@
 - `DirectionClamp`: a difference-of-means direction at one layer, no SAE. The direction is the mean token
   activation of the target prompts minus that of the non-target prompts; a token whose projection on it
   exceeds what non-target tokens reach (their `quantile`) is brought back to that level. Tokens below it
-  pass through bit for bit, as with the latent clamp, so the comparison isolates what the dictionary adds.
+  pass through bit for bit, as with the latent clamp, so the comparison isolates what the dictionary adds. With a
+  removal strength s, the excess is removed s times (s = 1 caps the projection; s = 2 mirrors it below the cap).
+  `direction_separation` scores a layer for it, with no generator: how far the target prompts' largest projection
+  stands from the non-targets', in pooled standard deviations.
 - `SubspaceProjection`: a training-free projection of the text encoder's output token states away from a
   concept subspace, after SAFREE (Yoon et al., 2025), simplified: the subspace is spanned by the token
   states of the concept's keywords; a token is a trigger when the share of its norm inside the subspace
@@ -69,7 +72,7 @@ class _TokenEdit:
 class DirectionClamp(_TokenEdit):
     """Caps the projection of every token on one direction at the level non-target tokens reach."""
 
-    def __init__(self, direction: "torch.Tensor", ceiling: float) -> None:
+    def __init__(self, direction: "torch.Tensor", ceiling: float, strength: float = 1.0) -> None:
         norm = float(direction.norm())
         if norm == 0:
             raise ClearSaeError(
@@ -78,14 +81,19 @@ class DirectionClamp(_TokenEdit):
             )
         self.direction = (direction / norm).float()
         self.ceiling = float(ceiling)
+        self.strength = float(strength)
         self.width = int(direction.shape[-1])
+
+    def with_strength(self, strength: float) -> "DirectionClamp":
+        """The same direction and ceiling with another removal strength."""
+        return DirectionClamp(self.direction, self.ceiling, strength)
 
     def rows_to_edit(self, flat: "torch.Tensor") -> "torch.Tensor":
         return flat @ self.direction > self.ceiling
 
     def edit_rows(self, rows: "torch.Tensor") -> "torch.Tensor":
         excess = rows @ self.direction - self.ceiling
-        return rows - excess[:, None] * self.direction
+        return rows - self.strength * excess[:, None] * self.direction
 
 
 class SubspaceProjection(_TokenEdit):
@@ -126,7 +134,12 @@ def _tokens(backbone: "Backbone", prompts: list[str], hook: str, batch_size: int
 
 
 def direction_clamp(
-    backbone: "Backbone", hook: str, target: list[str], nontarget: list[str], quantile: float = QUANTILE
+    backbone: "Backbone",
+    hook: str,
+    target: list[str],
+    nontarget: list[str],
+    quantile: float = QUANTILE,
+    strength: float = 1.0,
 ) -> DirectionClamp:
     """The difference-of-means baseline at `hook`, built from target and non-target prompts."""
     import torch
@@ -136,7 +149,39 @@ def direction_clamp(
     t, n = _tokens(backbone, target, hook), _tokens(backbone, nontarget, hook)
     direction = t.mean(0) - n.mean(0)
     ceiling = torch.quantile(n @ (direction / direction.norm().clamp_min(1e-12)), quantile)
-    return DirectionClamp(direction, float(ceiling))
+    return DirectionClamp(direction, float(ceiling), strength)
+
+
+def direction_separations(
+    backbone: "Backbone", hooks: list[str], target: list[str], nontarget: list[str]
+) -> dict[str, float]:
+    """How well the difference-of-means direction at each hook tells the prompts apart, with no generator: the gap
+    between the target and non-target prompts' mean largest token projection, over their pooled standard
+    deviation (each prompt set is encoded once for every hook)."""
+    import torch
+
+    def collect(prompts: list[str]) -> dict[str, list[tuple["torch.Tensor", "torch.Tensor"]]]:
+        batches: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {h: [] for h in hooks}
+        for _, outputs in backbone.run_batched(prompts, hooks, 64):
+            for hook in hooks:
+                batches[hook].append((outputs[hook].acts.float(), outputs[hook].mask))
+        return batches
+
+    t_batches, n_batches = collect(target), collect(nontarget)
+    scores = {}
+    for hook in hooks:
+        t_tokens = torch.cat([acts[mask] for acts, mask in t_batches[hook]])
+        n_tokens = torch.cat([acts[mask] for acts, mask in n_batches[hook]])
+        direction = t_tokens.mean(0) - n_tokens.mean(0)
+        unit = direction / direction.norm().clamp_min(1e-12)
+
+        def largest(batches: list[tuple["torch.Tensor", "torch.Tensor"]]) -> "torch.Tensor":
+            return torch.cat([(acts @ unit).masked_fill(~mask, float("-inf")).max(-1).values for acts, mask in batches])
+
+        t, n = largest(t_batches[hook]), largest(n_batches[hook])
+        spread = float(torch.sqrt((t.var() + n.var()) / 2).clamp_min(1e-12))
+        scores[hook] = float(t.mean() - n.mean()) / spread
+    return scores
 
 
 def subspace_projection(

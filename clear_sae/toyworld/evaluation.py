@@ -37,7 +37,15 @@ from clear_sae.toyworld.concepts import LEARN_PAIRS, attribute_of, concept_pairs
 from clear_sae.toyworld.metrics import compare, qualifies
 from clear_sae.toyworld.protocol import LEARN_SEED
 from clear_sae.toyworld.report import save_concept_strip
-from clear_sae.toyworld.sampling import TEXT_ENCODER_ID, EvalConfig, ToyWorld, prompt_sets, sample_after, sample_before
+from clear_sae.toyworld.sampling import (
+    TEXT_ENCODER_ID,
+    EvalConfig,
+    Intervention,
+    ToyWorld,
+    prompt_sets,
+    sample_after,
+    sample_before,
+)
 
 if TYPE_CHECKING:
     from clear_sae.library import ConceptLibrary
@@ -117,11 +125,15 @@ def evaluate_concept(
 
 
 def compare_erasures(
-    world: ToyWorld, axis: str, value: str, erasures: dict[str, dict[str, Any]], cfg: EvalConfig = EvalConfig()
+    world: ToyWorld,
+    axis: str,
+    value: str,
+    erasures: "dict[str, dict[str, Any] | Intervention]",
+    cfg: EvalConfig = EvalConfig(),
 ) -> dict[str, dict[str, Any]]:
     """Sample a concept's evaluation sets once before erasure and once under each of several erasures (clamps by
-    hook point, by name), all from the same prompts and noise, and read each with both judges: `compare`'s figures
-    with `qualifies`' verdict, by name. Clip outcomes are paired across the erasures."""
+    hook point, or an `Intervention`, by name), all from the same prompts and noise, and read each with both judges:
+    `compare`'s figures with `qualifies`' verdict, by name. Clip outcomes are paired across the erasures."""
     negative, before = sample_before(world, prompt_sets(axis, value, cfg), cfg)
     figures = {}
     for name, clamps in erasures.items():

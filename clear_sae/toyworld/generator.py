@@ -158,11 +158,15 @@ def _pipeline_class() -> Any:
             prompt_embeds: torch.Tensor | None = None,
             negative_prompt_embeds: torch.Tensor | None = None,
             max_sequence_length: int = 32,
+            late_prompt_embeds: torch.Tensor | None = None,
+            switch_steps: torch.Tensor | None = None,
         ) -> np.ndarray:
             """Sample clips; returns uint8 `[batch, frames, height, width, 3]`.
 
             As in diffusers pipelines, `prompt_embeds` / `negative_prompt_embeds` replace the text encoder's
-            output and `latents` the initial noise `[batch, 3, frames, height, width]`.
+            output and `latents` the initial noise `[batch, 3, frames, height, width]`. With `late_prompt_embeds`
+            and `switch_steps` (one count per clip), clip i is conditioned on `prompt_embeds` for its first
+            `switch_steps[i]` steps and on `late_prompt_embeds` after them (a filter that acts on early steps only).
             """
             if prompt_embeds is None:
                 if prompt is None:
@@ -180,8 +184,13 @@ def _pipeline_class() -> Any:
             self.scheduler.set_timesteps(num_inference_steps, device=device)
             use_cfg = guidance_scale != 1.0
             cond, uncond = prompt_embeds.to(device), negative_prompt_embeds.to(device)
-            context = torch.cat([uncond, cond]) if use_cfg else cond
-            for t in self.scheduler.timesteps:
+            late = None if late_prompt_embeds is None else late_prompt_embeds.to(device)
+            switch = None if switch_steps is None else switch_steps.to(device)
+            for step, t in enumerate(self.scheduler.timesteps):
+                now = cond
+                if late is not None and switch is not None:
+                    now = torch.where((step < switch)[:, None, None], cond, late)
+                context = torch.cat([uncond, now]) if use_cfg else now
                 inputs = with_coordinates(self.transformer, torch.cat([x, x]) if use_cfg else x)
                 v = self.transformer(
                     hidden_states=inputs,

@@ -15,6 +15,7 @@ from clear_sae.toyworld.protocol import CALIBRATION_SEED
 from clear_sae.toyworld.sampling import (
     ClipSet,
     EvalConfig,
+    Intervention,
     ToyWorld,
     sample_after,
     sample_before,
@@ -71,7 +72,9 @@ class GenerationJudge:
         self.kept_before = np.zeros(0)
         """Per non-target clip, its preservation without erasure."""
 
-    def __call__(self, hooks: dict[str, Any]) -> "Verdict":
+    def __call__(self, hooks: "dict[str, Any] | Intervention") -> "Verdict":
+        """Judge one rung: its forward hooks by hook point, or a whole `Intervention` (a negative prompt, a
+        guidance scale, an embedding filter), for methods other than a clamp."""
 
         if self.before is None:  # sampled and read at the first rung, once
             self.negative, self.before = sample_before(

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from clear_sae.calibration.ladder import CalibrationConfig, learn_calibrated_concept
-from clear_sae.concepts import ConceptCodes, ConceptConfig
+from clear_sae.concepts import ConceptCodes, ConceptConfig, learn_concept
 from clear_sae.toyworld.concepts import (
     JUDGE_CLIPS,
     JUDGED_MAX_RATE,
@@ -67,4 +67,13 @@ def learn_toy_concept(
     )
     if attribute:  # so that `clear-sae evaluate` knows what the entry stands for without being told again
         entry.toy_attribute = f"{axis}={value}"
+    return entry
+
+
+def learn_paper_concept(backbone: Any, dictionaries: Any, name: str) -> Any:
+    """Toy concept `name` learned the paper's way on the reused dictionaries: its learning pairs, the toy
+    tolerance, the layer of highest separability, no calibration and no judge; returns the entry."""
+    target, nontarget = learning_prompts(name)
+    cfg = ConceptConfig(max_nontarget_rate=MAX_NONTARGET_RATE, background=TOY_BACKGROUND)
+    entry, _ = learn_concept(backbone, dictionaries, name, target, nontarget, cfg)
     return entry

@@ -12,7 +12,7 @@ from clear_sae.toyworld.detector import COLOUR_NAMES, Detections, detect
 from clear_sae.toyworld.geometry import judge_clips
 from clear_sae.toyworld.render import MOTIONS, SHAPES, ClipSpec
 from clear_sae.toyworld.sampling import ClipSet, EvalConfig, ToyWorld
-from clear_sae.toyworld.stats import clip_rate
+from clear_sae.toyworld.stats import clip_rate, mcnemar, outcomes_of
 
 QUALIFYING_RATE = 0.7
 """A concept counts for the targets when its generation rate without erasure is at least this."""
@@ -237,4 +237,28 @@ def judge_verdict(figures: dict[str, Any]) -> dict[str, bool]:
         "erased": bool(erased),
         "preserved": bool(kept),
         "met": bool(counted and erased and kept),
+    }
+
+
+def paired_reading(
+    figures: dict[str, Any], judge: str, against: dict[str, Any], key: str = "against"
+) -> dict[str, Any]:
+    """One judge's reading of one erasure (`compare`'s figures with `qualifies`' verdict, judge `detector` or
+    `geometry`): rates, clip rate and preservation drop with intervals, both verdicts, and McNemar's paired test of
+    its target clips after erasure against those of erasure `against` (under `key`), sampled from the same prompts and
+    noise."""
+    own = figures if judge == "detector" else figures["geometry"]
+    base = against if judge == "detector" else against["geometry"]
+    clips = own["clips_target_after"]
+    verdicts = figures["qualification"]
+    return {
+        "rate_before": own["rate_target_before"]["mean"],
+        "rate_after": own["rate_target_after"]["mean"],
+        "clip_rate_after": clips["rate"],
+        "clip_rate_after_ci95": clips["ci95"],
+        "preservation_drop": own["preservation_drop"]["mean"],
+        "preservation_drop_ci95": own["preservation_drop"]["ci95"],
+        "met": verdicts["by_judge"][judge]["met"],
+        "met_with_intervals": verdicts["with_intervals"]["by_judge"][judge]["met"],
+        key: mcnemar(outcomes_of(clips["outcomes"]), outcomes_of(base["clips_target_after"]["outcomes"])),
     }

@@ -3,9 +3,10 @@ before and after erasure (a prompt whose text states come out of the erased enco
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import numpy as np
 
@@ -95,6 +96,25 @@ class ClipSet:
         return self.clips
 
 
+EmbedFilter = Callable[["torch.Tensor", int], tuple["torch.Tensor", "torch.Tensor", "torch.Tensor"]]
+"""A filter of the prompt embeddings the generator reads: given them and the number of sampling steps, the embeddings
+for the early steps, those for the late steps, and per prompt how many steps are early (SAFREE's shape)."""
+
+
+@dataclass
+class Intervention:
+    """Everything an erasure may change when a clip is sampled: forward hooks on the text encoder, the negative
+    prompt, the guidance scale, a filter of the prompt embeddings, and the generator's weights."""
+
+    hooks: dict[str, Any] = field(default_factory=dict)
+    negative_prompt: str = ""
+    guidance: float | None = None
+    """The classifier-free guidance scale (None: the evaluation's)."""
+    embed_filter: EmbedFilter | None = None
+    transformer: Any = None
+    """A fine-tuned transformer that replaces the pipeline's while sampling (None: the pipeline's own)."""
+
+
 def clip_noise(seeds: list[int], frames: int = 8, size: int = 32) -> "torch.Tensor":
     """One initial noise tensor per seed, `[n, 3, frames, size, size]`, independent of batching."""
     import torch
@@ -113,15 +133,23 @@ def encode(pipe: Any, prompts: list[str], batch_size: int = 64) -> "torch.Tensor
 
 
 def sample(
-    pipe: Any, embeds: "torch.Tensor", negative: "torch.Tensor", seeds: list[int], cfg: EvalConfig, desc: str
+    pipe: Any,
+    embeds: "torch.Tensor",
+    negative: "torch.Tensor",
+    seeds: list[int],
+    cfg: EvalConfig,
+    desc: str,
+    late: "tuple[torch.Tensor, torch.Tensor] | None" = None,
 ) -> np.ndarray:
-    """Clips for the given text states, each from its own seeded noise; uint8 `[n, frames, size, size, 3]`."""
+    """Clips for the given text states, each from its own seeded noise; uint8 `[n, frames, size, size, 3]`.
+    `late`: the text states for the late steps and, per prompt, the number of early steps (`EmbedFilter`)."""
     from tqdm.auto import tqdm
 
     out = []
     for i in tqdm(range(0, len(seeds), cfg.batch_size), desc=desc, unit="batch", disable=not cfg.progress, leave=False):
         rows = slice(i, i + cfg.batch_size)
         n = len(seeds[rows])
+        switching = {} if late is None else {"late_prompt_embeds": late[0][rows], "switch_steps": late[1][rows]}
         out.append(
             pipe(
                 prompt_embeds=embeds[rows],
@@ -129,6 +157,7 @@ def sample(
                 latents=clip_noise(seeds[rows]),
                 num_inference_steps=cfg.steps,
                 guidance_scale=cfg.guidance,
+                **switching,
             )
         )
     return np.concatenate(out) if out else np.zeros((0, 8, 32, 32, 3), np.uint8)
@@ -146,34 +175,65 @@ def sample_before(
     return negative, sets
 
 
+@contextmanager
+def swapped_transformer(pipe: Any, transformer: Any) -> Iterator[None]:
+    """While the context is open, `pipe` samples with `transformer` (nothing changes when it is None)."""
+    if transformer is None:
+        yield
+        return
+    own = pipe.transformer
+    pipe.transformer = transformer
+    try:
+        yield
+    finally:
+        pipe.transformer = own
+
+
 def sample_after(
     world: ToyWorld,
-    clamps: dict[str, Any],
+    clamps: "dict[str, Any] | Intervention",
     before: dict[str, ClipSet],
     negative_before: "torch.Tensor",
     cfg: EvalConfig,
     negative_prompt: str = "",
 ) -> dict[str, ClipSet]:
     """Sample every set with the clamps (forward hooks by hook point) attached and `negative_prompt` as the
-    negative prompt, re-sampling only prompts whose text states (or the negative prompt's) changed."""
+    negative prompt, or under an `Intervention`, re-sampling only prompts whose text states (or the negative
+    prompt's) changed; a changed guidance scale or transformer re-samples every prompt."""
     import torch
 
+    how = clamps if isinstance(clamps, Intervention) else Intervention(clamps, negative_prompt)
+    guided = cfg if how.guidance is None else replace(cfg, guidance=how.guidance)
     after = {}
-    with attach(world.pipe, clamps):
-        negative = encode(world.pipe, [negative_prompt])
-        negative_same = negative.shape == negative_before.shape and torch.equal(negative, negative_before)
+    with attach(world.pipe, how.hooks), swapped_transformer(world.pipe, how.transformer):
+        negative = encode(world.pipe, [how.negative_prompt])
+        same_sampler = guided.guidance == cfg.guidance and how.transformer is None
+        negative_same = (
+            same_sampler and negative.shape == negative_before.shape and torch.equal(negative, negative_before)
+        )
         for name, old in before.items():
             if name in REFERENCE_SETS:
                 continue
             embeds, embeds_before = encode(world.pipe, old.prompts), old.embeds
             assert embeds_before is not None, "a set is encoded when it is first sampled"
+            late = None
+            if how.embed_filter is not None:
+                embeds, *late = how.embed_filter(embeds, cfg.steps)
             changed = [
-                i for i in range(len(old.prompts)) if not (negative_same and torch.equal(embeds[i], embeds_before[i]))
+                i
+                for i in range(len(old.prompts))
+                if not (
+                    negative_same
+                    and torch.equal(embeds[i], embeds_before[i])
+                    and (late is None or torch.equal(late[0][i], embeds_before[i]))
+                )
             ]
             clips = old.sampled_clips().copy()
             if changed:
+                seeds = [old.noise_seeds[i] for i in changed]
+                switching = None if late is None else (late[0][changed], late[1][changed])
                 clips[changed] = sample(
-                    world.pipe, embeds[changed], negative, [old.noise_seeds[i] for i in changed], cfg, f"{name} after"
+                    world.pipe, embeds[changed], negative, seeds, guided, f"{name} after", switching
                 )
             after[name] = ClipSet(old.prompts, old.specs, old.noise_seeds, embeds, clips, len(changed))
     return after

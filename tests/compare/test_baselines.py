@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from clear_sae.compare.baselines import DirectionClamp, SubspaceProjection, direction_clamp, subspace_projection
+from clear_sae.compare.baselines import (
+    DirectionClamp,
+    SubspaceProjection,
+    direction_clamp,
+    direction_separations,
+    subspace_projection,
+)
 from clear_sae.erase import attach
 from clear_sae.errors import ClearSaeError
 
@@ -66,3 +72,22 @@ def test_baselines_refuse_what_they_cannot_build():
     clamp = DirectionClamp(torch.ones(8), 0.0)
     with pytest.raises(ClearSaeError, match="dimension mismatch"):
         clamp.edit(torch.ones(2, 3, 16))
+
+
+def test_a_removal_strength_pushes_the_projection_below_the_ceiling_by_that_many_excesses():
+    direction = torch.zeros(4)
+    direction[0] = 2.0
+    capped, mirrored = DirectionClamp(direction, 1.0), DirectionClamp(direction, 1.0).with_strength(2.0)
+    tokens = torch.tensor([[3.0, 1.0, 0.0, 0.0], [0.5, 2.0, 0.0, 0.0]])
+    assert capped.edit(tokens)[0].tolist() == [1.0, 1.0, 0.0, 0.0]
+    assert mirrored.edit(tokens)[0].tolist() == [-1.0, 1.0, 0.0, 0.0]
+    assert mirrored.edit(tokens)[1].tolist() == tokens[1].tolist()  # below the ceiling: untouched
+    assert mirrored.ceiling == capped.ceiling and torch.equal(mirrored.direction, capped.direction)
+
+
+def test_direction_separation_scores_every_layer_and_is_zero_without_a_difference(minilm):
+    hooks = minilm.hook_points
+    scores = direction_separations(minilm, hooks, TARGET, NONTARGET)
+    assert list(scores) == hooks and max(scores.values()) > 2  # blue prompts stand apart at some layer
+    same = direction_separations(minilm, hooks[-1:], TARGET, TARGET)
+    assert same[hooks[-1]] == 0.0

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from clear_sae.errors import ClearSaeError
 from clear_sae.toyworld.captions import COLOUR_WORDS, WORDS_BY_AXIS, heldout_vocabulary, naming_word, without_words
@@ -652,3 +653,59 @@ def test_the_generator_draws_reserved_captions_only_when_asked_and_keeps_its_rec
     before = state.bit_generator.state
     assert caption_split(state, 0.0) == "train" and state.bit_generator.state == before
     assert {caption_split(np.random.default_rng(s), 0.5) for s in range(20)} == {"train", "reserved"}
+
+
+def test_the_pipeline_switches_from_early_to_late_text_states_per_clip_at_its_own_step(tiny_toy_generator):
+    from clear_sae.toyworld.sampling import clip_noise, encode, load_toy_world
+
+    pipe = load_toy_world(tiny_toy_generator).pipe
+    early, late = encode(pipe, ["a red disc", "a blue bar"]), encode(pipe, ["a green cross", "a yellow disc"])
+    negative, noise = encode(pipe, ["", ""]), clip_noise([1, 2])
+
+    def run(**extra):
+        return pipe(prompt_embeds=extra.pop("embeds", early), negative_prompt_embeds=negative, latents=noise,
+                    num_inference_steps=3, **extra)  # fmt: skip
+
+    only_early, only_late = run(), run(embeds=late)
+    assert not np.array_equal(only_early, only_late)
+    never = run(late_prompt_embeds=late, switch_steps=torch.tensor([3, 3]))
+    at_once = run(late_prompt_embeds=late, switch_steps=torch.tensor([0, 0]))
+    assert np.array_equal(never, only_early) and np.array_equal(at_once, only_late)
+    mixed = run(late_prompt_embeds=late, switch_steps=torch.tensor([3, 0]))
+    assert np.array_equal(mixed[0], only_early[0]) and np.array_equal(mixed[1], only_late[1])
+    midway = run(late_prompt_embeds=late, switch_steps=torch.tensor([1, 1]))
+    assert not np.array_equal(midway, only_early) and not np.array_equal(midway, only_late)
+
+
+def test_an_intervention_resamples_what_it_changes_and_only_that(tiny_toy_generator):
+    """A changed guidance scale re-samples every clip; an embedding filter only the prompts it changes, with its
+    early states on the first steps; hooks and negative prompt as before."""
+    from clear_sae.toyworld.sampling import (
+        EvalConfig,
+        Intervention,
+        load_toy_world,
+        sample_after,
+        sample_before,
+        training_phrasing_sets,
+    )
+
+    world = load_toy_world(tiny_toy_generator)
+    cfg = EvalConfig(clips=3, nontarget_clips=2, removed_clips=0, steps=2, batch_size=3, progress=False)
+    negative, before = sample_before(world, training_phrasing_sets("colour", "red", cfg), cfg)
+
+    def resampled(how):
+        return {k: s.sampled for k, s in sample_after(world, how, before, negative, cfg).items()}
+
+    assert resampled(Intervention()) == {"target": 0, "nontarget": 0}
+    assert resampled(Intervention(guidance=cfg.guidance)) == {"target": 0, "nontarget": 0}
+    assert resampled(Intervention(guidance=2 * cfg.guidance)) == {"target": 3, "nontarget": 2}
+
+    def first_prompt_zeroed(embeds, steps):
+        early = embeds.clone()
+        early[0] = 0
+        return early, embeds, torch.full((len(embeds),), steps)
+
+    after = sample_after(world, Intervention(embed_filter=first_prompt_zeroed), before, negative, cfg)
+    assert after["target"].sampled == 1 and after["nontarget"].sampled == 1
+    assert np.array_equal(after["target"].sampled_clips()[1:], before["target"].sampled_clips()[1:])
+    assert not np.array_equal(after["target"].sampled_clips()[0], before["target"].sampled_clips()[0])

@@ -1,0 +1,155 @@
+"""SAFREE (Yoon et al., ICLR 2025) on the prompt embeddings a generator reads, as its paper describes it.
+
+- **Concept subspace.** Spanned by the concept's own tokens in context: for each of the concept's words, the mean
+  state of its tokens in the learning target prompts that contain it (the paper spans its subspace by the
+  embeddings of the concept's keywords).
+- **Trigger, token by token.** A prompt's pooled embedding is the mean of its real tokens. Leaving out token i
+  moves that mean; if the pooled embedding without token i lies farther from the concept subspace than
+  `(1 + alpha)` times the average over the prompt's word tokens, token i is a trigger (it pulls the prompt
+  towards the concept). The paper's `alpha` is 0.01.
+- **Projection inside the input space.** A trigger token is projected onto the complement of the concept
+  subspace, then back into the span of the prompt's own token states, so it stays a mix of what the prompt said.
+- **Self-validating filter.** The filtered embedding conditions only the first steps of sampling, a number that
+  grows as the filtered prompt moves away from the original: `round(steps * min(1, scale * sigmoid(1 - cos)))`,
+  `cos` between the pooled embeddings with and without the filter. The paper's constant is 10 steps of 50, so its
+  `scale` here is 0.2; a larger one filters more steps.
+
+SAFREE's re-attention in the denoiser's latent space (a Fourier filter of U-Net skip features) has no counterpart in
+the toy generator and is left out. Padding positions are the rows that are exactly zero (the toy pipeline zeroes
+them, as Wan does).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable
+
+from clear_sae.errors import ClearSaeError
+
+if TYPE_CHECKING:
+    import torch
+
+ALPHA = 0.01
+"""The paper's trigger margin."""
+FILTER_SCALE = 0.2
+"""The paper's self-validating filter constant (10 steps of 50), as a share of the sampling steps."""
+
+
+@dataclass
+class Safree:
+    """The filter for one concept; call it on prompt embeddings `[n, tokens, width]` (`sampling.EmbedFilter`)."""
+
+    basis: "torch.Tensor"
+    """Orthonormal basis of the concept subspace, `[width, rank]`."""
+    alpha: float = ALPHA
+    filter_scale: float = FILTER_SCALE
+
+    def distance_to_subspace(self, pooled: "torch.Tensor") -> "torch.Tensor":
+        """Norm of the part of each row outside the concept subspace."""
+        return (pooled - (pooled @ self.basis) @ self.basis.T).norm(dim=-1)
+
+    def triggers(self, states: "torch.Tensor", real: "torch.Tensor") -> "torch.Tensor":
+        """Which tokens of one prompt are triggers, `[tokens]` bool; `real` marks its real tokens. The first and
+        last real tokens (the encoder's start and end markers) are pooled but never triggers."""
+        import torch
+
+        positions = torch.nonzero(real).squeeze(-1)
+        words = positions[1:-1]
+        flagged = torch.zeros(len(states), dtype=torch.bool)
+        if len(words) < 1:
+            return flagged
+        total = states[positions].sum(0)
+        without = (total[None] - states[words]) / (len(positions) - 1)
+        distance = self.distance_to_subspace(without)
+        flagged[words] = distance > (1 + self.alpha) * distance.mean()
+        return flagged
+
+    def project(self, states: "torch.Tensor", real: "torch.Tensor", flagged: "torch.Tensor") -> "torch.Tensor":
+        """One prompt's states with its trigger tokens moved off the concept subspace, within the span of its real
+        tokens."""
+        import torch
+
+        if not bool(flagged.any()):
+            return states
+        span, _ = torch.linalg.qr(states[real].T)  # [width, real tokens]
+        moved = states[flagged] - (states[flagged] @ self.basis) @ self.basis.T
+        out = states.clone()
+        out[flagged] = (moved @ span) @ span.T
+        return out
+
+    def filtered_steps(
+        self, states: "torch.Tensor", projected: "torch.Tensor", real: "torch.Tensor", steps: int
+    ) -> int:
+        """How many early sampling steps the filtered prompt conditions (the self-validating filter)."""
+        import torch
+
+        if torch.equal(states, projected):
+            return 0
+        cos = torch.nn.functional.cosine_similarity(states[real].mean(0), projected[real].mean(0), dim=0)
+        share = min(1.0, self.filter_scale * float(torch.sigmoid(1 - cos)))
+        return int(round(steps * share))
+
+    def __call__(self, embeds: "torch.Tensor", steps: int) -> tuple["torch.Tensor", "torch.Tensor", "torch.Tensor"]:
+        """The early embeddings (filtered where a prompt has triggers and at least one step is filtered), the late
+        ones (the originals) and the number of early steps per prompt."""
+        import torch
+
+        early, counts = embeds.clone(), torch.zeros(len(embeds), dtype=torch.long)
+        for i, states in enumerate(embeds.float()):
+            real = states.abs().sum(-1) > 0
+            projected = self.project(states, real, self.triggers(states, real))
+            counts[i] = self.filtered_steps(states, projected, real, steps)
+            if counts[i] > 0:
+                early[i] = projected.to(embeds.dtype)
+        return early, embeds, counts
+
+
+def concept_subspace(word_states: "list[torch.Tensor]") -> "torch.Tensor":
+    """An orthonormal basis `[width, rank]` of the span of the words' states (numerically null directions dropped)."""
+    import torch
+
+    if not word_states:
+        raise ClearSaeError("the SAFREE subspace needs at least one concept word found in the target prompts")
+    u, s, _ = torch.linalg.svd(torch.stack(word_states).float().T, full_matrices=False)
+    return u[:, s > s[0] * 1e-4]
+
+
+def word_token_positions(token_ids: list[int], word_ids: list[int]) -> list[int]:
+    """Positions of the first occurrence of the token sequence `word_ids` in `token_ids` (empty if absent)."""
+    n = len(word_ids)
+    for start in range(len(token_ids) - n + 1):
+        if token_ids[start : start + n] == word_ids:
+            return list(range(start, start + n))
+    return []
+
+
+def build_safree(
+    tokenizer: Any,
+    encode: "Callable[[list[str]], torch.Tensor]",
+    keywords: list[str],
+    target: list[str],
+    alpha: float = ALPHA,
+    filter_scale: float = FILTER_SCALE,
+    max_length: int = 32,
+) -> Safree:
+    """SAFREE for one concept: its subspace from the states `encode` gives (the prompt embeddings a generator
+    reads, `[n, max_length, width]`) at each keyword's tokens in the `target` prompts that contain it."""
+    import torch
+
+    keywords = [k for k in keywords if k.strip()]
+    if not keywords or not target:
+        raise ClearSaeError("SAFREE needs the concept's words and target prompts that contain them")
+    ids = tokenizer(target, padding="max_length", max_length=max_length, truncation=True)["input_ids"]
+    with torch.no_grad():
+        states = encode(target)
+    word_states = []
+    for word in keywords:
+        word_ids = tokenizer(word, add_special_tokens=False)["input_ids"]
+        found = [
+            states[i, positions].mean(0)
+            for i, prompt_ids in enumerate(ids)
+            if (positions := word_token_positions(list(prompt_ids), word_ids))
+        ]
+        if found:
+            word_states.append(torch.stack(found).mean(0))
+    return Safree(concept_subspace(word_states), alpha, filter_scale)
