@@ -647,11 +647,13 @@ def page_toyworld() -> str:
             )
         )
     analyses = {}
-    for script in ("toy_two_judges", "toy_track_a", "toy_ablations", "toy_hard_prompts", "toy_attack"):
+    scripts = ("toy_two_judges", "toy_track_a", "toy_track_b", "toy_track_b_esd", "toy_ablations", "toy_hard_prompts")
+    for script in (*scripts, "toy_attack"):
         rel = f"analysis/{script}.json"
         analyses[script] = load(rel)
         if analyses[script]:
-            sources.append((rel, command_of(analyses[script], f"python analysis/{script}.py --out {rel}"), ""))
+            name = script.removesuffix("_esd")
+            sources.append((rel, command_of(analyses[script], f"python analysis/{name}.py --out {rel}"), ""))
     lines = header(
         "The toy video world",
         sources,
@@ -750,6 +752,7 @@ def page_toyworld() -> str:
                 lines += table(["noun", "square (frames)", "circle read (frames)"], rows)
     lines += two_judges_section(analyses["toy_two_judges"])
     lines += track_a_section(analyses["toy_track_a"])
+    lines += track_b_section(merge_track_b(analyses["toy_track_b"], analyses["toy_track_b_esd"]))
     lines += ablations_section(analyses["toy_ablations"])
     lines += hard_prompts_section(analyses["toy_hard_prompts"])
     lines += attack_section(analyses["toy_attack"])
@@ -1013,6 +1016,142 @@ def ablations_section(data: dict[str, Any] | None) -> list[str]:
         rows.append([name, short(c["layer"]), f"{c['strength']:g}", *cells])
     lines += ["Per concept, the rate after erasure by the detector / the rules (%):", ""]
     return lines + table(["concept", "layer", "calibrated γ", *ABLATION_LABELS.values()], rows)
+
+
+TRACK_B_LADDERS = {
+    "clear": "γ at the separability-chosen layer",
+    "clear-joint": "γ at its own layer (joint SAE)",
+    "sae-middle": "γ at the middle layer",
+    "sae-all": "γ at every layer at once",
+    "diff-means": "removal strength at its best-separating layer",
+    "safree": "filter scale, then trigger margin",
+    "negative-prompt": "guidance scale",
+    "esd": "fine-tuning steps (ESD-x)",
+}
+"""What each Track B method's ladder climbs."""
+
+
+TRACK_B_OWN_SETTINGS = ("methods", "concepts", "joint_rounds", "esd_steps")
+"""Settings two Track B runs may differ in and still be read together: which methods and concepts each ran, and
+ladder settings of one method, which only the run of that method reads."""
+
+
+def merge_track_b(main: dict[str, Any] | None, extra: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Track B's run with the methods of a second run made with the same settings, on all or some of its concepts
+    (the fine-tuning baseline runs on its own); each method stays paired with CLEAR's clips of its own run, and
+    `clear_agrees` says whether CLEAR's readings were the same in both."""
+    if main is None or extra is None:
+        return main
+    settings = [
+        {k: v for k, v in run["config"].items() if k not in TRACK_B_OWN_SETTINGS} | run["protocol"]
+        for run in (main, extra)
+    ]
+    if settings[0] != settings[1] or not set(extra["config"]["concepts"]) <= set(main["config"]["concepts"]):
+        raise SystemExit(
+            "analysis/toy_track_b_esd.json was not made with the settings of analysis/toy_track_b.json; run "
+            "analysis/toy_track_b.py again with the same options and --methods esd"
+        )
+    merged = json.loads(json.dumps(main))
+    added = [m for m in extra["config"]["methods"] if m not in main["config"]["methods"]]
+    both = [name for name in extra["concepts"] if name in main["concepts"]]
+    for name in both:
+        for method in added:
+            merged["concepts"][name]["methods"][method] = extra["concepts"][name]["methods"][method]
+    for method in added:
+        merged["summary"][method] = extra["summary"][method]
+    merged["config"]["methods"] += added
+    merged["complete"] = main.get("complete") and extra.get("complete")
+    merged["clear_agrees"] = all(
+        main["concepts"][n]["methods"]["clear"][j]["rate_after"] == c["methods"]["clear"][j]["rate_after"]
+        for n, c in extra["concepts"].items()
+        if n in both
+        for j in ("detector", "geometry")
+    )
+    merged["separate_methods"] = added
+    merged["separate_concepts"] = list(extra["concepts"])
+    return merged
+
+
+def track_b_section(data: dict[str, Any] | None) -> list[str]:
+    """Every method tuned with the same judged ladder budget, then erasing from the same clips, paired with CLEAR."""
+    title = "## Track B: every method tuned with the same budget"
+    if data is None:
+        return [title, "", "Not measured yet: run `python analysis/toy_track_b.py`.", ""]
+    concepts, cfg, summary, protocol = data["concepts"], data["config"], data["summary"], data["protocol"]
+    n = len(concepts)
+    lines = [
+        title,
+        "",
+        f"Every method climbs a ladder of at most {cfg['budget']} rungs per concept, mildest first, each judged by "
+        f"the detector on {cfg['judge_clips']} target and {cfg['judge_clips']} non-target clips of development seed "
+        f"{cfg['tune_seed']}; the first rung that meets the calibration's bars is kept, else the one the detector "
+        "found the concept in least. Each method places itself by its own rule, with no judge. The kept rungs then "
+        f"erase from the same prompts and noise ({protocol['split']} seed {protocol['seed']}; {cfg['clips']} target "
+        f"and {cfg['nontarget_clips']} non-target clips per concept), read by both judges. *Gap to CLEAR* is the "
+        "mean over concepts of the method's rate after erasure minus CLEAR's, paired by concept, with a bootstrap "
+        "interval (positive: CLEAR erased more); *worse / better than CLEAR* count the concepts where McNemar's "
+        "exact test on the same clips finds the method's clips rendering the concept significantly more / less "
+        "often (p < 0.05).",
+        "",
+    ]
+    if not data.get("complete"):
+        lines += [f"**This run stopped after {n} concepts of {len(cfg['concepts'])}.**", ""]
+    if data.get("separate_methods"):
+        agree = "the same as" if data["clear_agrees"] else "**not** the same as"
+        some = data["separate_concepts"]
+        lines += [
+            f"{', '.join(data['separate_methods'])} ran in a second invocation with the same settings "
+            f"(analysis/toy_track_b_esd.json) on {len(some)} of the {len(cfg['concepts'])} concepts "
+            f"({', '.join(some)}: the first two of each axis), its fine-tuning being the costliest ladder; its counts "
+            "and gaps are over those concepts, paired with CLEAR's clips of that invocation, and CLEAR's rates there "
+            f"were {agree} in the first.",
+            "",
+        ]
+    rows = []
+    for method, s in summary.items():
+        cells = [TRACK_B_LADDERS.get(method, "-"), f"{s['met_by_both']} of {s['concepts']}",
+                 f"{s['met_by_both_with_intervals']} of {s['concepts']}"]  # fmt: skip
+        for judge in ("detector", "geometry"):
+            gap = s[judge]["gap_to_clear"]
+            worse = better = 0
+            for c in concepts.values():
+                row = c["methods"].get(method, {})
+                test = row.get(judge, {}).get("against_clear")
+                if method == "clear" or not test or test["p_value"] >= 0.05:
+                    continue
+                worse += test["only_first"] > test["only_second"]
+                better += test["only_first"] < test["only_second"]
+            cells += [pct(s[judge]["mean_rate_after"]),
+                      "-" if method == "clear" else f"{pct(gap['mean'])}{ci(gap['ci95'])}",
+                      "-" if method == "clear" else f"{worse} / {better}"]  # fmt: skip
+        rows.append([method, *cells])
+    lines += table(
+        ["method", "ladder", "met by both", "with intervals", "detector: mean rate after %", "gap to CLEAR (pt)",
+         "worse / better", "rules: mean rate after %", "gap to CLEAR (pt)", "worse / better"],
+        rows,
+    )  # fmt: skip
+    methods = list(summary)
+    rows = []
+    for name, c in concepts.items():
+        cells = []
+        for method in methods:
+            row = c["methods"].get(method, {"note": "not run"})
+            if "note" in row:
+                cells.append("-")
+                continue
+            kept = row["ladder"]["rungs"][row["ladder"]["chosen"]]
+            mark = "" if kept["passed"] else "†"
+            cells.append(
+                f"{pct(row['detector']['rate_after'], 0)} / {pct(row['geometry']['rate_after'], 0)} "
+                f"({kept['strength']:g}{mark})"
+            )
+        rows.append([name, *cells])
+    lines += [
+        "Per concept, the rate after erasure by the detector / the rules (%), and the strength kept († no rung met "
+        "the bars on the tuning clips):",
+        "",
+    ]
+    return lines + table(["concept", *methods], rows)
 
 
 def claim_line(concepts: dict[str, Any], summary: dict[str, Any]) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import random
+import sys
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -42,6 +43,7 @@ def analysis_script():
     def load(name: str):
         spec = importlib.util.spec_from_file_location(name, REPO / "analysis" / f"{name}.py")
         script = importlib.util.module_from_spec(spec)
+        sys.modules[name] = script  # a script's dataclasses look their module up there
         spec.loader.exec_module(script)
         return script
 

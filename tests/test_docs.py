@@ -417,3 +417,128 @@ def test_the_attack_script_searches_a_word_off_the_axis_and_reads_it_with_and_wi
     with pytest.raises(ClearSaeError, match="test seed"):
         script.main(["--out", str(tmp_path / "other.json"), "--concepts", "left", "--seed", "90000"])
     assert not (tmp_path / "other.json").exists()
+
+
+def test_a_track_b_ladder_stops_at_the_first_rung_that_passes_and_never_judges_past_its_budget(analysis_script):
+    """A judge that answers from a list: the climb stops where a rung meets every bar; with none passing, it keeps
+    the rung that preserved and where the concept was found least; rungs past the budget are never built."""
+    from clear_sae.calibration.judge import Verdict
+    from clear_sae.calibration.ladder import CalibrationConfig
+    from clear_sae.toyworld.sampling import Intervention
+
+    script = analysis_script("toy_track_b")
+    built = []
+
+    def rungs(n):
+        def build(i):
+            built.append(i)
+            return Intervention(negative_prompt=str(i))
+
+        return [script.Rung("somewhere", float(i + 1), lambda i=i: build(i)) for i in range(n)]
+
+    def judge_from(verdicts):
+        answers = iter(verdicts)
+        return lambda how: next(answers)
+
+    cal = CalibrationConfig()
+    passing = [Verdict(0.5, None, 0.0), Verdict(0.05, 0.0, 0.0), Verdict(0.0, 0.0, 0.0)]
+    steps, chosen, _ = script.climb(judge_from(passing), rungs(3), 4, cal)
+    assert [s["passed"] for s in steps] == [False, True] and chosen == 1 and built == [0, 1]
+    built.clear()
+    failing = [Verdict(0.3, None, 0.0), Verdict(0.2, 0.2, 0.0), Verdict(0.25, 0.0, 0.0), Verdict(0.0, 0.0, 0.0)]
+    steps, chosen, kept = script.climb(judge_from(failing), rungs(4), 3, cal)
+    # The second found less but broke the non-targets; of those that kept them, the third found least.
+    assert len(steps) == 3 and not any(s["passed"] for s in steps) and chosen == 2 and built == [0, 1, 2]
+    assert kept.negative_prompt == "2"  # the rung kept is the one built and judged, not built again
+    assert script.without_work(["--work", "/somewhere", "--budget", "2", "--work=/else"]) == ["--budget", "2"]
+
+
+def test_track_b_refuses_a_tuning_seed_outside_development_and_an_empty_budget_before_any_work(
+    analysis_script, tmp_path
+):
+    from clear_sae.errors import ClearSaeError
+
+    script = analysis_script("toy_track_b")
+    out = tmp_path / "track_b.json"
+    with pytest.raises(ClearSaeError, match="not a development seed"):
+        script.main(["--out", str(out), "--tune-seed", "90000"])
+    with pytest.raises(ClearSaeError, match="at least one judged rung"):
+        script.main(["--out", str(out), "--budget", "0"])
+    assert not out.exists()
+
+
+@pytest.mark.artifacts
+def test_the_track_b_script_gives_every_method_the_same_judged_budget_and_pairs_it_with_clear(
+    analysis_script, tmp_path, monkeypatch
+):
+    """One toy concept on the shipped world, a budget of 2 and a few clips: every method's ladder is judged within
+    the budget from the same tuning clips, each method acts where its own rule puts it, all read the same clips
+    before erasure, CLEAR paired with itself agrees on every clip, and the section is built from the JSON."""
+    from clear_sae.errors import ClearSaeError
+
+    script = analysis_script("toy_track_b")
+    out = tmp_path / "track_b.json"
+    script.main(["--out", str(out), "--concepts", "red", "--budget", "2", "--judge-clips", "3", "--clips", "3",
+                 "--heldout-clips", "1", "--nontarget-clips", "2", "--joint-rounds", "2", "--esd-steps", "2", "4",
+                 "--work", str(tmp_path / "work")])  # fmt: skip
+    data = json.loads(out.read_text())
+    rows = data["concepts"]["red"]["methods"]
+    assert data["complete"] and set(rows) == set(script.METHODS) and "--work" not in data["command"]
+    assert (tmp_path / "work" / "joint_2_rounds" / "concepts.json").exists()  # the clear-joint SAE is kept
+    for method, row in rows.items():
+        rungs, chosen = row["ladder"]["rungs"], row["ladder"]["chosen"]
+        assert 1 <= len(rungs) <= 2 and not any(r["passed"] for r in rungs[:-1]), method
+        assert chosen == len(rungs) - 1 if rungs[-1]["passed"] else 0 <= chosen < len(rungs)
+        for judge in ("detector", "geometry"):
+            assert row[judge]["rate_before"] == rows["clear"][judge]["rate_before"]
+            assert row[judge]["against_clear"]["only_first"] + row[judge]["against_clear"]["only_second"] <= 3
+    same = rows["clear"]["detector"]["against_clear"]
+    assert same["only_first"] == same["only_second"] == 0
+    where = {method: row["ladder"]["rungs"][0]["where"] for method, row in rows.items()}
+    assert where["safree"] == "prompt embeddings" and where["negative-prompt"] == "negative prompt"
+    assert where["sae-all"] == "all" and where["sae-middle"] == "text_encoder.blocks.2"
+    assert [r["strength"] for r in rows["negative-prompt"]["ladder"]["rungs"]] == list(
+        script.GUIDANCES[: len(rows["negative-prompt"]["ladder"]["rungs"])]
+    )
+    assert rows["safree"]["ladder"]["rungs"][0]["alpha"] == 0.01
+    build = load_build()
+    monkeypatch.setattr(build, "load", lambda rel: data if rel.endswith("toy_track_b.json") else None)
+    page = build.page_toyworld()
+    assert (
+        "## Track B" in page
+        and f"| clear | {build.TRACK_B_LADDERS['clear']} | {rows['clear']['met_by_both']:d}" in page
+    )
+    with pytest.raises(ClearSaeError, match="test seed"):
+        script.main(["--out", str(tmp_path / "other.json"), "--concepts", "red", "--seed", "90000"])
+    assert not (tmp_path / "other.json").exists()
+
+
+def test_a_second_track_b_run_joins_the_first_only_with_the_same_settings():
+    """The fine-tuning baseline runs on its own, on some concepts: its rows join the first run's, CLEAR's readings of
+    both runs are compared, and a run made with other clips is refused."""
+    build = load_build()
+
+    def run(methods, concepts, clear_rate, clips=40):
+        rows = {m: {"detector": {"rate_after": clear_rate}, "geometry": {"rate_after": clear_rate}} for m in methods}
+        return {
+            "config": {"clips": clips, "methods": methods, "concepts": concepts, "esd_steps": [25]},
+            "protocol": {"seed": 1000, "split": "development"},
+            "concepts": {c: {"axis": "colour", "methods": rows} for c in concepts},
+            "summary": {m: {"concepts": len(concepts)} for m in methods},
+            "complete": True,
+        }
+
+    main = run(["clear", "safree"], ["red", "green"], 0.0)
+    merged = build.merge_track_b(main, run(["clear", "esd"], ["green"], 0.0))
+    assert merged["config"]["methods"] == ["clear", "safree", "esd"] and merged["separate_concepts"] == ["green"]
+    assert "esd" in merged["concepts"]["green"]["methods"] and "esd" not in merged["concepts"]["red"]["methods"]
+    assert merged["summary"]["esd"] == {"concepts": 1} and merged["clear_agrees"] and "esd" not in main["summary"]
+    assert not build.merge_track_b(main, run(["clear", "esd"], ["green"], 0.5))["clear_agrees"]
+    with pytest.raises(SystemExit, match="not made with the settings"):
+        build.merge_track_b(main, run(["clear", "esd"], ["green"], 0.0, clips=100))
+    with pytest.raises(SystemExit, match="not made with the settings"):
+        build.merge_track_b(main, run(["clear", "esd"], ["blue"], 0.0))
+    # A first run that stopped early joins the concepts both have.
+    partial = run(["clear", "safree"], ["red"], 0.0) | {"config": main["config"]}
+    joined = build.merge_track_b(partial, run(["clear", "esd"], ["red", "green"], 0.0))
+    assert list(joined["concepts"]) == ["red"] and "esd" in joined["concepts"]["red"]["methods"]
