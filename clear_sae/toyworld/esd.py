@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING, Any
 
 from clear_sae.config import ABOVE_ZERO, AT_LEAST_ZERO, POSITIVE, check_fields
 from clear_sae.errors import ClearSaeError
+from clear_sae.toyworld.generator import as_model_input, with_coordinates
+from clear_sae.toyworld.sampling import clip_noise, encode
 
 if TYPE_CHECKING:
     import torch
@@ -59,9 +61,6 @@ class EsdTuner:
         clips are sampled."""
         import torch
 
-        from clear_sae.toyworld.generator import as_model_input
-        from clear_sae.toyworld.sampling import clip_noise, encode
-
         if not prompts:
             raise ClearSaeError("ESD needs the concept's target prompts; pass at least one")
         self.cfg, self.original = cfg, pipe.transformer.eval()
@@ -89,8 +88,6 @@ class EsdTuner:
 
     def velocity(self, model: Any, x: "torch.Tensor", sigma: "torch.Tensor", context: "torch.Tensor") -> "torch.Tensor":
         """`model`'s velocity for noisy clips `x` at noise levels `sigma`."""
-        from clear_sae.toyworld.generator import with_coordinates
-
         return model(
             hidden_states=with_coordinates(model, x),
             timestep=sigma * 1000,
