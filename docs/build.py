@@ -1036,6 +1036,23 @@ TRACK_B_OWN_SETTINGS = ("methods", "concepts", "joint_rounds", "esd_steps")
 ladder settings of one method, which only the run of that method reads."""
 
 
+def track_b_claim(summary: dict[str, Any]) -> str:
+    """Whether CLEAR is ahead of every baseline on the paired comparison: the gap's interval above zero by both
+    judges."""
+    ahead, not_ahead = [], []
+    for method, row in summary.items():
+        if method == "clear":
+            continue
+        lows = [(row[j]["gap_to_clear"]["ci95"] or [0.0])[0] for j in ("detector", "geometry")]
+        (ahead if min(lows) > 0 else not_ahead).append(method)
+    verdict = "reached" if not not_ahead else "not reached"
+    return (
+        "The bar: CLEAR ahead of every baseline on the paired comparison (the gap's interval above zero by both "
+        f"judges). **{verdict.capitalize()}: ahead of {', '.join(ahead) or 'none'}; not ahead of "
+        f"{', '.join(not_ahead) or 'none'}.**"
+    )
+
+
 def merge_track_b(main: dict[str, Any] | None, extra: dict[str, Any] | None) -> dict[str, Any] | None:
     """Track B's run with the methods of a second run made with the same settings, on all or some of its concepts
     (the fine-tuning baseline runs on its own); each method stays paired with CLEAR's clips of its own run, and
@@ -1096,6 +1113,7 @@ def track_b_section(data: dict[str, Any] | None) -> list[str]:
     ]
     if not data.get("complete"):
         lines += [f"**This run stopped after {n} concepts of {len(cfg['concepts'])}.**", ""]
+    lines += [track_b_claim(summary), ""]
     if data.get("separate_methods"):
         agree = "the same as" if data["clear_agrees"] else "**not** the same as"
         some = data["separate_concepts"]

@@ -542,3 +542,15 @@ def test_a_second_track_b_run_joins_the_first_only_with_the_same_settings():
     partial = run(["clear", "safree"], ["red"], 0.0) | {"config": main["config"]}
     joined = build.merge_track_b(partial, run(["clear", "esd"], ["red", "green"], 0.0))
     assert list(joined["concepts"]) == ["red"] and "esd" in joined["concepts"]["red"]["methods"]
+
+
+def test_track_b_counts_clear_ahead_only_where_both_judges_intervals_lie_above_zero():
+    build = load_build()
+
+    def gaps(low_detector, low_rules):
+        return {"detector": {"gap_to_clear": {"ci95": [low_detector, 0.5]}},
+                "geometry": {"gap_to_clear": {"ci95": [low_rules, 0.5]}}}  # fmt: skip
+
+    line = build.track_b_claim({"clear": {}, "a": gaps(0.01, 0.02), "b": gaps(0.01, -0.01), "c": gaps(0.0, 0.3)})
+    assert "**Not reached: ahead of a; not ahead of b, c.**" in line
+    assert "**Reached: ahead of a; not ahead of none.**" in build.track_b_claim({"clear": {}, "a": gaps(0.1, 0.1)})
