@@ -1101,8 +1101,9 @@ def track_b_section(data: dict[str, Any] | None) -> list[str]:
         "",
         f"Every method climbs a ladder of at most {cfg['budget']} rungs per concept, mildest first, each judged by "
         f"the detector on {cfg['judge_clips']} target and {cfg['judge_clips']} non-target clips of development seed "
-        f"{cfg['tune_seed']}; the first rung that meets the calibration's bars is kept, else the one the detector "
-        "found the concept in least. Each method places itself by its own rule, with no judge. The kept rungs then "
+        f"{cfg['tune_seed']}; the first rung that meets the calibration's bars is kept, else, of the rungs that kept "
+        "the rest (all, if none did), the one where the detector found the concept least. Each method places itself "
+        "by its own rule, with no judge. The kept rungs then "
         f"erase from the same prompts and noise ({protocol['split']} seed {protocol['seed']}; {cfg['clips']} target "
         f"and {cfg['nontarget_clips']} non-target clips per concept), read by both judges. *Gap to CLEAR* is the "
         "mean over concepts of the method's rate after erasure minus CLEAR's, paired by concept, with a bootstrap "
