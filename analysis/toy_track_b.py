@@ -67,7 +67,7 @@ from clear_sae.toyworld.evaluation import compare_erasures
 from clear_sae.toyworld.judge import GenerationJudge
 from clear_sae.toyworld.learn import learn_paper_concept, learning_prompts
 from clear_sae.toyworld.metrics import bootstrap_ci, paired_reading
-from clear_sae.toyworld.protocol import EVAL_SEED, check_evaluation_seed, protocol_record, seed_split
+from clear_sae.toyworld.protocol import DEVELOPMENT_SEEDS, EVAL_SEED, check_evaluation_seed, protocol_record
 from clear_sae.toyworld.sampling import EvalConfig, Intervention, ToyWorld, encode, load_toy_world
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -77,6 +77,8 @@ BUDGET = 4
 """Judged rungs per method and concept."""
 STRENGTHS = (1.0, 2.0, 4.0, 8.0)
 GUIDANCES = (4.0, 6.0, 8.0, 12.0)
+DEFAULT_METHODS = METHODS[:-1]
+"""ESD, the costliest ladder, runs only when asked (`--methods esd`), in a run of its own."""
 ESD_STEPS = (25, 50, 100, 200)
 """ESD's rungs: fine-tuning steps in all, one run continued from rung to rung."""
 SAFREE_RUNGS = ((0.01, 0.2), (0.01, 1.0), (0.01, 2.0), (0.0, 2.0))
@@ -342,7 +344,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", required=True, help="JSON output")
     parser.add_argument("--dictionaries", default=str(ROOT / "dictionaries" / "minilm"))
     parser.add_argument("--concepts", nargs="+", default=None, help="toy concepts (default: all)")
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS), choices=METHODS)
     parser.add_argument("--budget", type=int, default=BUDGET, help="judged rungs per method and concept")
     parser.add_argument("--judge-clips", type=int, default=16, help="target and non-target clips per judged rung")
     parser.add_argument("--tune-seed", type=int, default=TUNE_SEED, help="the development seed the ladders read")
@@ -356,10 +358,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--joint-rounds", type=int, default=None, help="clear-joint training rounds (default: its own)")
     args = parser.parse_args(argv)
     check_evaluation_seed(args.seed, final=args.final)
-    if seed_split(args.tune_seed) != "development":
-        raise ClearSaeError(f"--tune-seed {args.tune_seed} is not a development seed; pick one of 1000..1099")
+    if args.tune_seed not in DEVELOPMENT_SEEDS or args.tune_seed == args.seed:
+        raise ClearSaeError(
+            f"--tune-seed {args.tune_seed} is not a development seed other than --seed; pick one of 1000..1099 "
+            "that the evaluation does not read"
+        )
     if args.budget < 1:
         raise ClearSaeError(f"--budget {args.budget}: every method needs at least one judged rung; pass 1 or more")
+    if args.judge_clips < 1:
+        raise ClearSaeError(f"--judge-clips {args.judge_clips}: the judge needs at least one clip; pass 1 or more")
+    if any(s < 1 for s in args.esd_steps) or list(args.esd_steps) != sorted(set(args.esd_steps)):
+        raise ClearSaeError(f"--esd-steps {args.esd_steps}: pass positive step counts in increasing order")
     names = args.concepts or toy_concepts()
     methods = ["clear"] + [m for m in args.methods if m != "clear"]  # every method is paired with CLEAR
     cfg = EvalConfig(

@@ -1068,6 +1068,11 @@ def merge_track_b(main: dict[str, Any] | None, extra: dict[str, Any] | None) -> 
             "analysis/toy_track_b_esd.json was not made with the settings of analysis/toy_track_b.json; run "
             "analysis/toy_track_b.py again with the same options and --methods esd"
         )
+    shared = [m for m in extra["config"]["methods"] if m != "clear" and m in main["config"]["methods"]]
+    if shared:
+        raise SystemExit(
+            f"analysis/toy_track_b_esd.json measures {', '.join(shared)} again; each method is measured by one run"
+        )
     merged = json.loads(json.dumps(main))
     added = [m for m in extra["config"]["methods"] if m not in main["config"]["methods"]]
     both = [name for name in extra["concepts"] if name in main["concepts"]]
@@ -1109,7 +1114,9 @@ def track_b_section(data: dict[str, Any] | None) -> list[str]:
         "mean over concepts of the method's rate after erasure minus CLEAR's, paired by concept, with a bootstrap "
         "interval (positive: CLEAR erased more); *worse / better than CLEAR* count the concepts where McNemar's "
         "exact test on the same clips finds the method's clips rendering the concept significantly more / less "
-        "often (p < 0.05).",
+        "often (p < 0.05). *No rung met the bars* counts the concepts where the method kept a rung that failed on "
+        "the tuning clips: a rung that erases but harms the rest is not kept, so a method's rate there is what its "
+        "gentlest acceptable rung leaves, not all it can erase.",
         "",
     ]
     if not data.get("complete"):
@@ -1121,15 +1128,20 @@ def track_b_section(data: dict[str, Any] | None) -> list[str]:
         lines += [
             f"{', '.join(data['separate_methods'])} ran in a second invocation with the same settings "
             f"(analysis/toy_track_b_esd.json) on {len(some)} of the {len(cfg['concepts'])} concepts "
-            f"({', '.join(some)}: the first two of each axis), its fine-tuning being the costliest ladder; its counts "
+            f"({', '.join(some)}), its fine-tuning being the costliest ladder; its counts "
             "and gaps are over those concepts, paired with CLEAR's clips of that invocation, and CLEAR's rates there "
             f"were {agree} in the first.",
             "",
         ]
     rows = []
     for method, s in summary.items():
+        fell_back = sum(
+            not row["ladder"]["rungs"][row["ladder"]["chosen"]]["passed"]
+            for c in concepts.values()
+            if "ladder" in (row := c["methods"].get(method, {}))
+        )
         cells = [TRACK_B_LADDERS.get(method, "-"), f"{s['met_by_both']} of {s['concepts']}",
-                 f"{s['met_by_both_with_intervals']} of {s['concepts']}"]  # fmt: skip
+                 f"{s['met_by_both_with_intervals']} of {s['concepts']}", fell_back]  # fmt: skip
         for judge in ("detector", "geometry"):
             gap = s[judge]["gap_to_clear"]
             worse = better = 0
@@ -1145,7 +1157,8 @@ def track_b_section(data: dict[str, Any] | None) -> list[str]:
                       "-" if method == "clear" else f"{worse} / {better}"]  # fmt: skip
         rows.append([method, *cells])
     lines += table(
-        ["method", "ladder", "met by both", "with intervals", "detector: mean rate after %", "gap to CLEAR (pt)",
+        ["method", "ladder", "met by both", "with intervals", "no rung met the bars", "detector: mean rate after %",
+         "gap to CLEAR (pt)",
          "worse / better", "rules: mean rate after %", "gap to CLEAR (pt)", "worse / better"],
         rows,
     )  # fmt: skip

@@ -464,6 +464,11 @@ def test_track_b_refuses_a_tuning_seed_outside_development_and_an_empty_budget_b
         script.main(["--out", str(out), "--tune-seed", "90000"])
     with pytest.raises(ClearSaeError, match="at least one judged rung"):
         script.main(["--out", str(out), "--budget", "0"])
+    with pytest.raises(ClearSaeError, match="other than --seed"):
+        script.main(["--out", str(out), "--tune-seed", "1000", "--seed", "1000"])
+    with pytest.raises(ClearSaeError, match="increasing order"):
+        script.main(["--out", str(out), "--esd-steps", "50", "25"])
+    assert "esd" not in script.DEFAULT_METHODS  # the costliest ladder runs only when asked
     assert not out.exists()
 
 
@@ -480,6 +485,7 @@ def test_the_track_b_script_gives_every_method_the_same_judged_budget_and_pairs_
     out = tmp_path / "track_b.json"
     script.main(["--out", str(out), "--concepts", "red", "--budget", "2", "--judge-clips", "3", "--clips", "3",
                  "--heldout-clips", "1", "--nontarget-clips", "2", "--joint-rounds", "2", "--esd-steps", "2", "4",
+                 "--methods", *script.METHODS,
                  "--work", str(tmp_path / "work")])  # fmt: skip
     data = json.loads(out.read_text())
     rows = data["concepts"]["red"]["methods"]

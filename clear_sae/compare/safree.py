@@ -55,7 +55,7 @@ class Safree:
 
         positions = torch.nonzero(real).squeeze(-1)
         words = positions[1:-1]
-        flagged = torch.zeros(len(states), dtype=torch.bool)
+        flagged = torch.zeros(len(states), dtype=torch.bool, device=states.device)
         if len(words) < 1:
             return flagged
         total = states[positions].sum(0)
@@ -94,7 +94,7 @@ class Safree:
         ones (the originals) and the number of early steps per prompt."""
         import torch
 
-        early, counts = embeds.clone(), torch.zeros(len(embeds), dtype=torch.long)
+        early, counts = embeds.clone(), torch.zeros(len(embeds), dtype=torch.long, device=embeds.device)
         for i, states in enumerate(embeds.float()):
             real = states.abs().sum(-1) > 0
             projected = self.project(states, real, self.triggers(states, real))
