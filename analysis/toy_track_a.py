@@ -36,14 +36,12 @@ from typing import Any
 
 import numpy as np
 
-from clear_sae.backbones import load_backbone
-from clear_sae.dictionary import Dictionaries
 from clear_sae.errors import ClearSaeError
 from clear_sae.io import relative_to_folder
 from clear_sae.library import ConceptLibrary
 from clear_sae.toyworld.concepts import attribute_of, entry_attribute, toy_concepts
 from clear_sae.toyworld.evaluation import clamps_at, compare_erasures, evaluate
-from clear_sae.toyworld.learn import learn_paper_concept
+from clear_sae.toyworld.learn import paper_library
 from clear_sae.toyworld.metrics import bootstrap_ci, judge_verdict
 from clear_sae.toyworld.protocol import EVAL_SEED, check_evaluation_seed, protocol_record, seed_split
 from clear_sae.toyworld.sampling import EvalConfig, ToyWorld, load_toy_world
@@ -55,16 +53,6 @@ STRENGTHS = (1.0, 2.0, 4.0, 8.0)
 """The strengths tuned over: the calibration ladder's, and 8."""
 TUNE_SEED = EVAL_SEED + 1
 """The development seed the strength is tuned on (the sweep reports on `--seed`)."""
-
-
-def paper_library(names: list[str], dictionaries: Path, folder: Path) -> ConceptLibrary:
-    """Each toy concept learned the paper's way (separability argmax, no calibration), in a library."""
-    backbone, dicts = load_backbone("minilm"), Dictionaries(dictionaries)
-    library = ConceptLibrary(folder / "paper.json")
-    for name in names:
-        library.add(learn_paper_concept(backbone, dicts, name))
-    library.save()
-    return library
 
 
 def at_strength(library: ConceptLibrary, strength: float, folder: Path) -> ConceptLibrary:
@@ -223,7 +211,7 @@ def main(argv: list[str] | None = None) -> None:
     world = load_toy_world()
     with tempfile.TemporaryDirectory(prefix="clear_sae_track_a_") as scratch:
         folder = Path(scratch)
-        library = paper_library(names, Path(args.dictionaries), folder)
+        library = paper_library(names, Path(args.dictionaries), folder / "paper.json")
         tuning, strength = None, given
         if given is None:
             tuning = tune_strength(world, library, args.strengths, tune_cfg, folder)

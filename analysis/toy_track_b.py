@@ -55,7 +55,6 @@ from clear_sae.compare.baselines import direction_clamp, direction_separations
 from clear_sae.compare.joint import JointConfig, learn_concept_joint
 from clear_sae.compare.safree import build_safree
 from clear_sae.concepts import ConceptConfig, latents_by_layer
-from clear_sae.dictionary import Dictionaries
 from clear_sae.erase import concept_clamps
 from clear_sae.errors import ClearSaeError
 from clear_sae.io import atomic_write_text, relative_to_folder
@@ -65,7 +64,7 @@ from clear_sae.toyworld.concepts import MAX_NONTARGET_RATE, TOY_BACKGROUND, attr
 from clear_sae.toyworld.esd import EsdConfig, EsdTuner
 from clear_sae.toyworld.evaluation import compare_erasures
 from clear_sae.toyworld.judge import GenerationJudge
-from clear_sae.toyworld.learn import learn_paper_concept, learning_prompts
+from clear_sae.toyworld.learn import learning_prompts, paper_library
 from clear_sae.toyworld.metrics import bootstrap_ci, paired_reading
 from clear_sae.toyworld.protocol import DEVELOPMENT_SEEDS, EVAL_SEED, check_evaluation_seed, protocol_record
 from clear_sae.toyworld.sampling import EvalConfig, Intervention, ToyWorld, encode, load_toy_world
@@ -140,16 +139,6 @@ def joint_library(names: list[str], work: Path, cfg: JointConfig) -> ConceptLibr
         entry, _ = learn_concept_joint(backbone, name, target, nontarget, folder / name, cfg, progress=False)
         library.add(entry)
         library.save()
-    return library
-
-
-def paper_library(names: list[str], dictionaries: Path, folder: Path, backbone: Any) -> ConceptLibrary:
-    """Each toy concept learned the paper's way on the reused dictionaries (separability argmax, no calibration)."""
-    dicts = Dictionaries(dictionaries)
-    library = ConceptLibrary(folder / "paper.json")
-    for name in names:
-        library.add(learn_paper_concept(backbone, dicts, name))
-    library.save()
     return library
 
 
@@ -404,7 +393,7 @@ def main(argv: list[str] | None = None) -> None:
     world, backbone = load_toy_world(), load_backbone("minilm")
     with tempfile.TemporaryDirectory(prefix="clear_sae_track_b_") as scratch:
         work = Path(args.work) if args.work else Path(scratch)
-        paper = paper_library(names, Path(args.dictionaries), Path(scratch), backbone)
+        paper = paper_library(names, Path(args.dictionaries), Path(scratch) / "paper.json", backbone)
         ctx = Context(world, backbone, paper, work, joint_config(args.joint_rounds), tuple(args.esd_steps))
         from tqdm.auto import tqdm
 

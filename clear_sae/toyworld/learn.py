@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from clear_sae.backbones import load_backbone
 from clear_sae.calibration.ladder import CalibrationConfig, learn_calibrated_concept
 from clear_sae.concepts import ConceptCodes, ConceptConfig, learn_concept
 from clear_sae.toyworld.concepts import (
@@ -77,3 +78,18 @@ def learn_paper_concept(backbone: Any, dictionaries: Any, name: str) -> Any:
     cfg = ConceptConfig(max_nontarget_rate=MAX_NONTARGET_RATE, background=TOY_BACKGROUND)
     entry, _ = learn_concept(backbone, dictionaries, name, target, nontarget, cfg)
     return entry
+
+
+def paper_library(names: list[str], dictionaries: Any, path: Any, backbone: Any = None) -> Any:
+    """A library at `path` with each toy concept learned the paper's way (`learn_paper_concept`) on `dictionaries`
+    (a `Dictionaries` or its folder), saved."""
+    from clear_sae.dictionary import Dictionaries
+    from clear_sae.library import ConceptLibrary
+
+    backbone = backbone or load_backbone("minilm")
+    dicts = dictionaries if isinstance(dictionaries, Dictionaries) else Dictionaries(dictionaries)
+    library = ConceptLibrary(path)
+    for name in names:
+        library.add(learn_paper_concept(backbone, dicts, name))
+    library.save()
+    return library
