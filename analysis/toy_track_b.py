@@ -59,7 +59,7 @@ from clear_sae.erase import concept_clamps
 from clear_sae.errors import ClearSaeError
 from clear_sae.io import atomic_write_text, relative_to_folder
 from clear_sae.library import ConceptLibrary
-from clear_sae.toyworld.comparison import training_words
+from clear_sae.toyworld.captions import training_words
 from clear_sae.toyworld.concepts import MAX_NONTARGET_RATE, TOY_BACKGROUND, attribute_of, toy_concepts
 from clear_sae.toyworld.esd import EsdConfig, EsdTuner
 from clear_sae.toyworld.evaluation import compare_erasures

@@ -166,6 +166,22 @@ def caption(spec: ClipSpec, rng: np.random.Generator, split: str = "train", unna
     return template.format(**fields)
 
 
+def training_words(axis: str, value: str) -> list[str]:
+    """The value's synonyms that training captions use (the held-out one stays unseen)."""
+    return WORDS_BY_AXIS[axis][value][:-1]
+
+
+def keyword_caption(spec: ClipSpec, rng: np.random.Generator) -> str | None:
+    """A bare keyword caption for `spec`: the training synonyms of one named attribute of its main object, comma
+    separated ("red, crimson"), the way the negative-prompt baseline writes its negative prompt. None when the main
+    object's colour, shape and motion are all unnamed."""
+    named = [(axis, getattr(spec.main, axis)) for axis in WORDS_BY_AXIS if getattr(spec.main, axis) != NEUTRAL[axis]]
+    if not named:
+        return None
+    axis, value = named[rng.integers(len(named))]
+    return ", ".join(training_words(axis, value))
+
+
 def without_words(prompt: str, axis: str, value: str) -> str:
     """`prompt` with every synonym of `value` on `axis` replaced by the axis's neutral word ("a crimson disc
     drifts left" without red is "a disc drifts left", without circle "a crimson shape drifts left")."""

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from clear_sae.backbones import load_backbone_for
 from clear_sae.compare.methods import METHODS, build_erasure, check_methods
 from clear_sae.concepts import latents_by_layer
-from clear_sae.toyworld.captions import WORDS_BY_AXIS
+from clear_sae.toyworld.captions import training_words
 from clear_sae.toyworld.concepts import LEARN_PAIRS, attribute_of, concept_pairs, entry_attribute
 from clear_sae.toyworld.detector import detect
 from clear_sae.toyworld.judge import judge_from_settings
@@ -25,12 +25,7 @@ from clear_sae.toyworld.sampling import EvalConfig, ToyWorld, prompt_sets, sampl
 if TYPE_CHECKING:
     from clear_sae.library import ConceptLibrary
 
-__all__ = ["METHODS", "compare_concept", "training_words"]
-
-
-def training_words(axis: str, value: str) -> list[str]:
-    """The concept's synonyms that training captions use (the held-out one stays unseen)."""
-    return WORDS_BY_AXIS[axis][value][:-1]
+__all__ = ["METHODS", "compare_concept"]
 
 
 def compare_concept(

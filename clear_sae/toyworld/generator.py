@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from clear_sae.errors import ClearSaeError
-from clear_sae.toyworld.captions import caption
-from clear_sae.toyworld.render import NEUTRAL, RenderConfig, random_clips, random_spec, render_clip
+from clear_sae.toyworld.captions import caption, keyword_caption
+from clear_sae.toyworld.render import NEUTRAL, ClipSpec, RenderConfig, random_clips, random_spec, render_clip
 
 if TYPE_CHECKING:
     import torch
@@ -67,6 +67,10 @@ class GeneratorConfig:
     """Share of captions drawn from the reserved slice (`captions.RESERVED_WORDS`, the sealed test's paraphrases),
     so that the generator renders them while nothing a concept is learned or calibrated from contains them. The
     shipped generator was trained at 0; at 0 the recipe draws exactly what it drew before the option existed."""
+    keyword_rate: float = 0.0
+    """Share of captions that are a bare keyword list naming one attribute of the main object ("red, crimson",
+    `captions.keyword_caption`): the generator then knows what such a list looks like, so a negative prompt
+    written that way has something to push away from. At 0 the recipe draws what it drew before the option."""
     train_shift: float = 3.0
     """Training noise levels are drawn logit-normal and then shifted as the sampler's schedule shifts its own
     (`shift * s / (1 + (shift - 1) * s)`, the scheduler's shift is 3): the layout of a clip, where its object is
@@ -228,11 +232,29 @@ def training_batch(
     second_object_rate: float = 0.25,
     neutral_rate: float = 0.0,
     reserved_rate: float = 0.0,
+    keyword_rate: float = 0.0,
 ) -> tuple[list[str], np.ndarray]:
     """`n` random clips as float32 `[n, 3, frames, size, size]` in [-1, 1] and a training caption for each (from
-    the reserved slice in `reserved_rate` of them)."""
+    the reserved slice in `reserved_rate` of them, a bare keyword list in `keyword_rate`)."""
     specs, clips = random_clips(rng, n, render, second_object_rate, neutral_rate)
-    return [caption(s, rng, caption_split(rng, reserved_rate)) for s in specs], as_model_input(clips)
+    return [training_caption(s, rng, reserved_rate, keyword_rate) for s in specs], as_model_input(clips)
+
+
+def training_caption(
+    spec: ClipSpec,
+    rng: np.random.Generator,
+    reserved_rate: float = 0.0,
+    keyword_rate: float = 0.0,
+    unnamed_shape: str | None = None,
+) -> str:
+    """A training caption for `spec`: a keyword list in `keyword_rate` of draws (when the main object names
+    something), else a full caption from the reserved slice in `reserved_rate` of draws and the training slice
+    otherwise. A rate of 0 draws nothing for its choice."""
+    if keyword_rate > 0 and rng.random() < keyword_rate:
+        keywords = keyword_caption(spec, rng)
+        if keywords is not None:
+            return keywords
+    return caption(spec, rng, caption_split(rng, reserved_rate), unnamed_shape)
 
 
 def caption_split(rng: np.random.Generator, reserved_rate: float) -> str:
@@ -260,7 +282,9 @@ def polish_batch(
         spec = replace(spec, main=replace(spec.main, shape=NEUTRAL["shape"], motion=motion))
         specs.append(spec)
         extra.append(render_clip(spec, render, seed=int(rng.integers(1 << 31))))
-    captions = [caption(s, rng, caption_split(rng, cfg.reserved_rate), _unnamed_shape_noun(rng, cfg)) for s in specs]
+    captions = [
+        training_caption(s, rng, cfg.reserved_rate, cfg.keyword_rate, _unnamed_shape_noun(rng, cfg)) for s in specs
+    ]
     return captions, as_model_input(np.concatenate([clips, np.stack(extra)]) if extra else clips)
 
 
@@ -310,7 +334,9 @@ def train_generator(
     if first_phase is None:
 
         def first_batch(n: int) -> tuple[list[str], np.ndarray]:
-            return training_batch(rng, n, render, cfg.second_object_rate, cfg.neutral_rate, cfg.reserved_rate)
+            return training_batch(
+                rng, n, render, cfg.second_object_rate, cfg.neutral_rate, cfg.reserved_rate, cfg.keyword_rate
+            )
 
         transformer = _train_phase(
             pipe,
@@ -505,6 +531,12 @@ if __name__ == "__main__":
         default=GeneratorConfig.reserved_rate,
         help="share of captions from the sealed test's reserved paraphrases (default %(default)s)",
     )
+    parser.add_argument(
+        "--keyword-rate",
+        type=float,
+        default=GeneratorConfig.keyword_rate,
+        help="share of captions that are a bare keyword list such as 'red, crimson' (default %(default)s)",
+    )
     parser.add_argument("--checkpoint-every", type=int, default=0, help="also save step_N/ every N steps")
     parser.add_argument(
         "--from",
@@ -520,6 +552,7 @@ if __name__ == "__main__":
         neutral_rate=args.neutral_rate,
         polish_steps=args.polish_steps,
         reserved_rate=args.reserved_rate,
+        keyword_rate=args.keyword_rate,
     )
     start = None
     if args.first_phase is not None:

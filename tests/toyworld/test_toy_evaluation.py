@@ -655,6 +655,25 @@ def test_the_generator_draws_reserved_captions_only_when_asked_and_keeps_its_rec
     assert {caption_split(np.random.default_rng(s), 0.5) for s in range(20)} == {"train", "reserved"}
 
 
+def test_keyword_captions_name_one_attribute_of_the_main_object_and_only_when_asked():
+    """A keyword caption is the training synonyms of an attribute the clip shows, the negative-prompt baseline's
+    form; an all-unnamed object has none, and at rate 0 the recipe's draws are untouched."""
+    from clear_sae.toyworld.captions import keyword_caption, training_words
+    from clear_sae.toyworld.generator import training_batch
+    from clear_sae.toyworld.render import NEUTRAL, ClipSpec, RenderConfig, ToyObject
+
+    spec = ClipSpec(ToyObject("circle", "red", "left"))
+    drawn = {keyword_caption(spec, np.random.default_rng(s)) for s in range(30)}
+    shown = (("shape", "circle"), ("colour", "red"), ("motion", "left"))
+    assert drawn == {", ".join(training_words(*attribute)) for attribute in shown}
+    assert keyword_caption(ClipSpec(ToyObject(**NEUTRAL)), np.random.default_rng(0)) is None
+    plain = training_batch(np.random.default_rng(5), 8, RenderConfig(), 0.25, 0.1, 0.0)[0]
+    assert training_batch(np.random.default_rng(5), 8, RenderConfig(), 0.25, 0.1, 0.0, 0.0)[0] == plain
+    keywords = training_batch(np.random.default_rng(5), 8, RenderConfig(), 0.25, 0.1, 0.0, 1.0)[0]
+    named = {", ".join(training_words(a, v)) for a, table in WORDS_BY_AXIS.items() for v in table}
+    assert all(k in named for k in keywords)
+
+
 def test_the_pipeline_switches_from_early_to_late_text_states_per_clip_at_its_own_step(tiny_toy_generator):
     from clear_sae.toyworld.sampling import clip_noise, encode, load_toy_world
 
