@@ -162,7 +162,9 @@ def test_the_sealed_protocols_test_seeds_are_read_by_the_final_run_only(monkeypa
     test_seed = protocol.TEST_SEEDS[0]
     with pytest.raises(ClearSaeError, match="test seed of the sealed protocol"):
         check_evaluation_seed(test_seed)
-    check_evaluation_seed(test_seed, final=True)
+    check_evaluation_seed(test_seed, final=True, reserved_clips=100)
+    with pytest.raises(ClearSaeError, match="reserved paraphrases"):
+        check_evaluation_seed(EVAL_SEED, reserved_clips=1)
     for seed in (EVAL_SEED, 5):  # a development seed, or any seed outside the declared sets
         assert protocol.seed_split(seed) == "development"
         with pytest.raises(ClearSaeError, match="--final reads the sealed test seeds only"):

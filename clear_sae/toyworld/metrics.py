@@ -147,7 +147,7 @@ def judged_figures(
     det_before = {k: read(s.sampled_clips()) for k, s in before.items()}
     det_after = {k: read(s.sampled_clips()) for k, s in after.items()}
     result: dict[str, Any] = {}
-    for name in ("target", "heldout"):
+    for name in [n for n in ("target", "heldout", "reserved") if n in det_before]:
         found_before = concept_found(det_before[name], axis, value, cfg.threshold)
         found_after = concept_found(det_after[name], axis, value, cfg.threshold)
         result[f"rate_{name}_before"], result[f"rate_{name}_after"] = summary(found_before), summary(found_after)

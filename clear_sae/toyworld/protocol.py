@@ -10,12 +10,11 @@ noise are drawn from seeds, so the protocol is a partition of the seeds:
 - **test** (`TEST_SEEDS`): read once, by a final run (`--final`) after every choice is fixed; any other run that
   asks for one is refused.
 
-The caption split is part of the protocol: training captions use every template and synonym but the last ones
-of each list, which are held out, and a reserved slice of synonyms and templates is set aside for the test (no
-evaluation reads it yet): none of its concept words occurs in the dictionaries' corpus, the learning prompts or
-calibration (`captions.py`). A final run
-writes `protocol_record(...)` into its JSON: the split it read and the digest of this declaration, so two final
-runs can be told to share a protocol or not.
+The caption split is part of the protocol: training captions use every template and synonym but the last ones of
+each list, which are held out, and a reserved slice of synonyms and templates is set aside for the test (only a
+final run reads it, `EvalConfig.reserved_clips`): none of its concept words occurs in the dictionaries' corpus, the
+learning prompts or calibration (`captions.py`). A final run writes `protocol_record(...)` into its JSON: the split
+it read and the digest of this declaration, so two final runs can be told to share a protocol or not.
 
 What this module does not do: it cannot tell a second final run from the first (reading the test once is the
 user's rule, which every final report's record makes visible), the digest covers the seeds and the caption split
@@ -55,9 +54,14 @@ def seed_split(seed: int) -> str:
     return "test" if seed in TEST_SEEDS else "development"
 
 
-def check_evaluation_seed(seed: int, final: bool = False) -> None:
+def check_evaluation_seed(seed: int, final: bool = False, reserved_clips: int = 0) -> None:
     """Refuse an evaluation seed that would read prompts a toy concept was learned or calibrated on, a test seed
-    outside a final run, and a final run on anything but a test seed."""
+    outside a final run, a final run on anything but a test seed, and reserved-slice clips outside a final run."""
+    if reserved_clips > 0 and not final:
+        raise ClearSaeError(
+            f"--reserved-clips {reserved_clips} would read the reserved paraphrases, which only the final run of the "
+            "sealed protocol reads; leave it at 0 while developing, or pass --final with a test seed"
+        )
     if seed < 0:
         raise ClearSaeError(f"--seed {seed} is negative; pass a seed of 0 or more (the default is {EVAL_SEED})")
     split = seed_split(seed)

@@ -74,6 +74,8 @@ def format_results(report: dict[str, Any]) -> str:
             verdict += " (even without its words: above 10%)"
         verdict += judges_line(r) + intervals_line(r)
         lines.append(row(name, r["axis"], r["layer"], r, verdict, f"{r['seconds']:.0f}"))
+        if "rate_reserved_before" in r:
+            lines.append(f"{'':<10} {reserved_line(r)}")
         if not q["erased"] and r.get("rate_target_by_word"):
             lines.append(
                 f"{'':<10} rate after by word: "
@@ -132,3 +134,13 @@ def intervals_line(result: dict[str, Any]) -> str:
         f"; clips rendering it after: {clips['rendered']} of {clips['clips']} [{_pct(low).strip()}, "
         f"{_pct(high).strip()}]%, {'met' if with_intervals['met'] else 'not met'} with intervals"
     )
+
+
+def reserved_line(result: dict[str, Any]) -> str:
+    """The rate before and after erasure on the reserved paraphrases (a final run's), by each judge."""
+    rates = [
+        f"{who} {_pct(r['rate_reserved_before']['mean']).strip()}% -> {_pct(r['rate_reserved_after']['mean']).strip()}%"
+        for who, r in (("detector", result), ("rules", result.get("geometry")))
+        if r is not None
+    ]
+    return f"reserved paraphrases ({result['rate_reserved_before']['clips']} clips): " + ", ".join(rates)

@@ -42,6 +42,9 @@ class EvalConfig:
     """Target prompts in the training phrasing (each sampled before and after erasure)."""
     heldout_clips: int = field(default=50, metadata=at_most(MAX_CLIPS, POSITIVE))
     """Target prompts in the held-out paraphrases."""
+    reserved_clips: int = field(default=0, metadata=at_most(MAX_CLIPS, COUNT))
+    """Target prompts in the reserved slice's paraphrases (`captions.RESERVED_WORDS`), which only a final run of
+    the sealed protocol reads (`protocol.check_evaluation_seed`); 0, the default, samples none."""
     nontarget_clips: int = field(default=50, metadata=at_most(MAX_CLIPS, POSITIVE))
     """Context-matched non-target prompts, for preservation and pixel drift."""
     removed_clips: int = field(default=50, metadata=at_most(MAX_CLIPS, COUNT))
@@ -258,11 +261,15 @@ def training_phrasing_sets(axis: str, value: str, cfg: EvalConfig) -> dict[str, 
 
 def prompt_sets(axis: str, value: str, cfg: EvalConfig) -> dict[str, ClipSet]:
     """The evaluation sets of a concept, from the evaluation seed (never the learning prompts): target,
-    heldout, nontarget, and (unless `removed_clips` is 0) the word-removed reference."""
+    heldout, nontarget, the reserved paraphrases when `reserved_clips` asks for them, and (unless `removed_clips`
+    is 0) the word-removed reference."""
     sets = training_phrasing_sets(axis, value, cfg)
     heldout, _, heldout_specs, _ = concept_pairs(axis, value, cfg.heldout_clips, "heldout", cfg.seed + 1)
     base = cfg.seed * 1_000_003
     sets["heldout"] = ClipSet(heldout, heldout_specs, [base + 200_000 + i for i in range(cfg.heldout_clips)])
+    if cfg.reserved_clips:
+        reserved, _, reserved_specs, _ = concept_pairs(axis, value, cfg.reserved_clips, "reserved", cfg.seed + 2)
+        sets["reserved"] = ClipSet(reserved, reserved_specs, [base + 300_000 + i for i in range(cfg.reserved_clips)])
     if cfg.removed_clips:
         # Paired with the first target clips: the same caption bar the words, the same noise.
         target = sets["target"]
@@ -272,4 +279,4 @@ def prompt_sets(axis: str, value: str, cfg: EvalConfig) -> dict[str, ClipSet]:
             [target.specs[i] for i in kept],
             [target.noise_seeds[i] for i in kept],
         )
-    return {k: sets[k] for k in ("target", "heldout", "nontarget", "removed") if k in sets}
+    return {k: sets[k] for k in ("target", "heldout", "reserved", "nontarget", "removed") if k in sets}

@@ -315,8 +315,13 @@ def test_cli_evaluate_writes_a_report(tiny_toy_generator, toy_library, tmp_path,
     for judge in ("detector", "geometry"):  # every verdict needs both judges, each judge's own is kept
         assert set(circle["qualification"]["by_judge"][judge]) == {"counted", "erased", "preserved", "met"}
     assert circle["geometry"]["rate_target_before"]["clips"] == circle["rate_target_before"]["clips"]
-    assert main(args + ["--concept", "circle", "--seed", "90001", "--final"]) == 0  # an earlier one may be overwritten
-    assert json.loads(out.read_text())["protocol"]["split"] == "test"
+    final = args + ["--concept", "circle", "--seed", "90001", "--final", "--reserved-clips", "2"]
+    assert main(final) == 0  # an earlier report may be overwritten
+    report = json.loads(out.read_text())
+    assert report["protocol"]["split"] == "test"
+    for judged in (report["concepts"]["circle"], report["concepts"]["circle"]["geometry"]):
+        assert judged["rate_reserved_before"]["clips"] == judged["clips_reserved_after"]["clips"] == 2
+    assert "reserved paraphrases (2 clips): detector" in capsys.readouterr().out
 
 
 BAD_EVALUATE_RUNS = {
@@ -336,6 +341,10 @@ BAD_EVALUATE_RUNS = {
     "negative seed": (["--concept", "red", "--seed", "-3"], "negative"),
     "test seed outside the final run": (["--concept", "red", "--seed", "90000"], "test seed of the sealed protocol"),
     "final run on a development seed": (["--concept", "red", "--final"], "--final reads the sealed test seeds only"),
+    "reserved paraphrases outside the final run": (
+        ["--concept", "red", "--reserved-clips", "2"],
+        "reserved paraphrases",
+    ),
 }
 """Bad `evaluate` runs and what their one-line error names; {placeholders} are folders the test makes."""
 
@@ -672,6 +681,21 @@ def test_keyword_captions_name_one_attribute_of_the_main_object_and_only_when_as
     keywords = training_batch(np.random.default_rng(5), 8, RenderConfig(), 0.25, 0.1, 0.0, 1.0)[0]
     named = {", ".join(training_words(a, v)) for a, table in WORDS_BY_AXIS.items() for v in table}
     assert all(k in named for k in keywords)
+
+
+def test_the_reserved_paraphrases_are_a_set_of_their_own_only_when_asked():
+    """The reserved set speaks only the reserved slice's words, with noise no other set uses; none by default."""
+    from clear_sae.toyworld.captions import reserved_vocabulary
+    from clear_sae.toyworld.sampling import EvalConfig, prompt_sets
+
+    assert "reserved" not in prompt_sets("colour", "red", EvalConfig(clips=3, heldout_clips=2, nontarget_clips=3))
+    sets = prompt_sets("colour", "red", EvalConfig(clips=3, heldout_clips=2, nontarget_clips=3, reserved_clips=4))
+    reserved = sets["reserved"]
+    assert len(reserved.prompts) == 4 and all(s.main.colour == "red" for s in reserved.specs)
+    assert all("vermilion" in p for p in reserved.prompts)
+    assert not any(set(re.findall(r"[a-z]+", p.lower())) & reserved_vocabulary() for p in sets["target"].prompts)
+    others = {seed for name, clip_set in sets.items() if name != "reserved" for seed in clip_set.noise_seeds}
+    assert not others & set(reserved.noise_seeds)
 
 
 def test_the_pipeline_switches_from_early_to_late_text_states_per_clip_at_its_own_step(tiny_toy_generator):

@@ -21,6 +21,7 @@ HELP = "generation rate before/after erasure in the toy video world"
 FIELDS = [
     "clips",
     "heldout_clips",
+    "reserved_clips",
     "nontarget_clips",
     "removed_clips",
     "steps",
@@ -80,7 +81,7 @@ def run(args: argparse.Namespace) -> None:
             "--attribute NAME=AXIS=VALUE if its name is not a colour, shape or motion)"
         )
     check_attributes_used(attributes, names)
-    check_evaluation_seed(args.seed, final=args.final)
+    check_evaluation_seed(args.seed, final=args.final, reserved_clips=args.reserved_clips)
     cfg = config_from(EvalConfig, args, FIELDS)
     world = load_toy_world(args.generator, args.detector)
     strips = out.parent / f"{out.stem}_strips"
