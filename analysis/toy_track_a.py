@@ -17,8 +17,11 @@ At that strength each concept is erased at its layer and at every other layer in
 --sweep`'s measurement), and both judges read every clip. Per concept the JSON records the rate after erasure at
 each layer, the verdict with and without intervals (`metrics.interval_verdict`), the regret of the chosen layer
 (its rate after minus the best layer's, the middle layer's and a seeded random layer's; a layer without latents
-erases nothing), and McNemar's paired test of the chosen layer against the best one on the same clips.
-`docs/build.py` turns the JSON into a section of docs/toyworld.md.
+erases nothing), and McNemar's paired test of the chosen layer against the best one on the same clips. A second
+rule picks a layer from the same sweep: clear-joint's (the published variant's layer preference, trained per concept
+on its learning pairs, `learn.joint_library`), whose regret against the best layer is recorded beside the
+separability argmax's. A final run may read the reserved paraphrases too (`--reserved-clips`): their rates at the
+chosen layer are recorded per judge. `docs/build.py` turns the JSON into a section of docs/toyworld.md.
 """
 
 from __future__ import annotations
@@ -37,12 +40,12 @@ from typing import Any
 import numpy as np
 
 from clear_sae.errors import ClearSaeError
-from clear_sae.io import relative_to_folder
+from clear_sae.io import relative_to_folder, without_option
 from clear_sae.library import ConceptLibrary
 from clear_sae.toyworld.concepts import attribute_of, entry_attribute, toy_concepts
 from clear_sae.toyworld.evaluation import clamps_at, compare_erasures, evaluate
-from clear_sae.toyworld.learn import paper_library
-from clear_sae.toyworld.metrics import bootstrap_ci, judge_verdict
+from clear_sae.toyworld.learn import joint_config, joint_library, paper_library
+from clear_sae.toyworld.metrics import bootstrap_ci, judge_verdict, reserved_reading
 from clear_sae.toyworld.protocol import EVAL_SEED, check_evaluation_seed, protocol_record, seed_split
 from clear_sae.toyworld.sampling import EvalConfig, ToyWorld, load_toy_world
 from clear_sae.toyworld.stats import mcnemar, outcomes_of
@@ -126,9 +129,10 @@ def judged(figures: dict[str, Any], judge: str) -> dict[str, Any]:
     return {"rate_after": own["rate_target_after"]["mean"], "met": judge_verdict(own)["met"]}
 
 
-def concept_row(result: dict[str, Any], rng: random.Random) -> dict[str, Any]:
+def concept_row(result: dict[str, Any], rng: random.Random, joint_layer: str | None = None) -> dict[str, Any]:
     """The chosen layer's verdicts, every layer's rate after, the chosen layer's regrets, and McNemar's test of
-    the chosen layer against the best one, per judge."""
+    the chosen layer against the best one, per judge; with `joint_layer` (clear-joint's choice) its regret against
+    the best layer too, and the reserved paraphrases' rates where they were read."""
     layers = {h: s for h, s in result["sweep"].items() if "rate_target_after" in s}
     hooks = list(result["sweep"])
     middle, drawn = hooks[len(hooks) // 2], rng.choice(hooks)
@@ -164,7 +168,11 @@ def concept_row(result: dict[str, Any], rng: random.Random) -> dict[str, Any]:
             "regret_vs_random": chosen["rate_after"] - after(drawn),
             "chosen_vs_best": mcnemar(outcomes(result["layer"]), outcomes(best)),
         }
-    row["middle_layer"], row["random_layer"] = middle, drawn
+        if joint_layer is not None:
+            row[judge]["regret_joint_vs_best"] = after(joint_layer) - after(best)
+        if "rate_reserved_before" in own:
+            row[judge]["reserved"] = reserved_reading(own)
+    row["middle_layer"], row["random_layer"], row["joint_layer"] = middle, drawn, joint_layer
     row["met_by_both"] = all(row[judge]["met"] for judge in JUDGES)
     row["met_by_both_with_intervals"] = all(row[judge]["met_with_intervals"] for judge in JUDGES)
     return row
@@ -188,8 +196,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--nontarget-clips", type=int, default=20)
     parser.add_argument("--seed", type=int, default=EVAL_SEED, help="a development seed (a test seed with --final)")
     parser.add_argument("--final", action="store_true", help="the sealed protocol's final run, on a test seed")
-    args = parser.parse_args(argv)
-    check_evaluation_seed(args.seed, final=args.final)
+    parser.add_argument(
+        "--reserved-clips", type=int, default=0, help="target clips in the reserved paraphrases (a final run only)"
+    )
+    parser.add_argument("--joint-rounds", type=int, default=None, help="clear-joint training rounds (default: its own)")
+    parser.add_argument("--work", default=None, help="a folder that keeps the clear-joint SAEs between runs")
+    arguments = argv if argv is not None else sys.argv[1:]
+    args = parser.parse_args(arguments)
+    check_evaluation_seed(args.seed, final=args.final, reserved_clips=args.reserved_clips)
     if args.final and args.strength_from is None:
         raise ClearSaeError("--final tunes nothing: pass --strength-from with a development run's JSON")
     if args.strength_from is None and seed_split(args.tune_seed) != "development":
@@ -200,13 +214,20 @@ def main(argv: list[str] | None = None) -> None:
     cfg = EvalConfig(
         clips=args.clips,
         heldout_clips=args.heldout_clips,
+        reserved_clips=args.reserved_clips,
         nontarget_clips=args.nontarget_clips,
         removed_clips=0,
         seed=args.seed,
     )
     tune_cfg = replace(
-        cfg, clips=args.tune_clips, heldout_clips=1, nontarget_clips=args.tune_nontarget_clips, seed=args.tune_seed
+        cfg,
+        clips=args.tune_clips,
+        heldout_clips=1,
+        reserved_clips=0,
+        nontarget_clips=args.tune_nontarget_clips,
+        seed=args.tune_seed,
     )
+    joint_cfg = joint_config(args.joint_rounds)
     started = time.perf_counter()
     world = load_toy_world()
     with tempfile.TemporaryDirectory(prefix="clear_sae_track_a_") as scratch:
@@ -217,8 +238,10 @@ def main(argv: list[str] | None = None) -> None:
             tuning = tune_strength(world, library, args.strengths, tune_cfg, folder)
             strength = float(tuning["chosen"])
         report = evaluate(world, at_strength(library, strength, folder), names, cfg=cfg, sweep=True)
+        joint = joint_library(names, Path(args.work) if args.work else folder, joint_cfg)
+        joint_layers = {name: joint.get(name).hook_point for name in names}
     rng = random.Random(args.seed)
-    concepts = {name: concept_row(result, rng) for name, result in report["concepts"].items()}
+    concepts = {name: concept_row(result, rng, joint_layers[name]) for name, result in report["concepts"].items()}
     summary: dict[str, Any] = {
         "met_by_both": sum(c["met_by_both"] for c in concepts.values()),
         "met_by_both_with_intervals": sum(c["met_by_both_with_intervals"] for c in concepts.values()),
@@ -228,22 +251,24 @@ def main(argv: list[str] | None = None) -> None:
             "met": sum(c[judge]["met"] for c in concepts.values()),
             "met_with_intervals": sum(c[judge]["met_with_intervals"] for c in concepts.values()),
         }
-        for against in ("best", "middle", "random"):
-            regrets = np.array([c[judge][f"regret_vs_{against}"] for c in concepts.values()])
-            summary[judge][f"regret_vs_{against}"] = {
+        for against in ("vs_best", "vs_middle", "vs_random", "joint_vs_best"):
+            regrets = np.array([c[judge][f"regret_{against}"] for c in concepts.values()])
+            summary[judge][f"regret_{against}"] = {
                 "median": float(statistics.median(regrets)),
                 "mean": float(regrets.mean()),
                 "ci95": bootstrap_ci(regrets, seed=args.seed),
             }
+    summary["joint_same_layer"] = sum(c["joint_layer"] == c["layer"] for c in concepts.values())
     out = {
         "format": "clear_sae.toy_track_a",
-        "command": ["python", "analysis/toy_track_a.py", *(argv if argv is not None else sys.argv[1:])],
+        "command": ["python", "analysis/toy_track_a.py", *without_option(arguments, "--work")],
         "config": report["config"]
         | {
             "strength": strength,
             "strength_from": args.strength_from,
             "concepts": names,
             "dictionaries": dictionaries,
+            "joint_rounds": joint_cfg.rounds,
         },
         "tuning": tuning,
         "protocol": protocol_record(args.seed, args.final),

@@ -52,19 +52,19 @@ import numpy as np
 from clear_sae.backbones import load_backbone
 from clear_sae.calibration.ladder import CalibrationConfig, CalibrationStep, chosen_step
 from clear_sae.compare.baselines import direction_clamp, direction_separations
-from clear_sae.compare.joint import JointConfig, learn_concept_joint
+from clear_sae.compare.joint import JointConfig
 from clear_sae.compare.safree import build_safree
-from clear_sae.concepts import ConceptConfig, latents_by_layer
+from clear_sae.concepts import latents_by_layer
 from clear_sae.erase import concept_clamps
 from clear_sae.errors import ClearSaeError
-from clear_sae.io import atomic_write_text, relative_to_folder
+from clear_sae.io import atomic_write_text, relative_to_folder, without_option
 from clear_sae.library import ConceptLibrary
 from clear_sae.toyworld.captions import training_words
-from clear_sae.toyworld.concepts import MAX_NONTARGET_RATE, TOY_BACKGROUND, attribute_of, toy_concepts
+from clear_sae.toyworld.concepts import attribute_of, toy_concepts
 from clear_sae.toyworld.esd import EsdConfig, EsdTuner
 from clear_sae.toyworld.evaluation import compare_erasures
 from clear_sae.toyworld.judge import GenerationJudge
-from clear_sae.toyworld.learn import learning_prompts, paper_library
+from clear_sae.toyworld.learn import joint_config, joint_library, learning_prompts, paper_library
 from clear_sae.toyworld.metrics import bootstrap_ci, paired_reading
 from clear_sae.toyworld.protocol import DEVELOPMENT_SEEDS, EVAL_SEED, check_evaluation_seed, protocol_record
 from clear_sae.toyworld.sampling import EvalConfig, Intervention, ToyWorld, encode, load_toy_world
@@ -113,33 +113,6 @@ class Context:
     esd_steps: tuple[int, ...] = ESD_STEPS
     layers: dict[str, dict[str, list[int]]] = field(default_factory=dict)
     """Per concept, its latents at every layer of the reused dictionaries (found once)."""
-
-
-def joint_config(rounds: int | None) -> JointConfig:
-    """The published variant's training, with the toy tolerance (`rounds`: fewer rounds than its own, for a quick
-    run)."""
-    rule = ConceptConfig(max_nontarget_rate=MAX_NONTARGET_RATE, background=TOY_BACKGROUND)
-    if rounds is None:
-        return JointConfig(concept=rule)
-    return JointConfig(concept=rule, rounds=rounds, warmup_rounds=min(JointConfig.warmup_rounds, rounds - 1))
-
-
-def joint_library(names: list[str], work: Path, cfg: JointConfig) -> ConceptLibrary:
-    """Each toy concept learned the published way (its own SAE and layer preferences), kept in `work` so that a
-    rerun with the same training reuses what is there."""
-    folder = work / f"joint_{cfg.rounds}_rounds"
-    folder.mkdir(parents=True, exist_ok=True)
-    library = ConceptLibrary.load(folder / "concepts.json", missing_ok=True)
-    backbone = None
-    for name in names:
-        if name in library.concepts:
-            continue
-        backbone = backbone or load_backbone("minilm")
-        target, nontarget = learning_prompts(name)
-        entry, _ = learn_concept_joint(backbone, name, target, nontarget, folder / name, cfg, progress=False)
-        library.add(entry)
-        library.save()
-    return library
 
 
 def gamma_rungs(library: ConceptLibrary, entries: list[Any], where: str) -> list[Rung]:
@@ -316,17 +289,6 @@ def summarise(concepts: dict[str, Any], methods: list[str], seed: int) -> dict[s
     return summary
 
 
-def without_work(argv: list[str]) -> list[str]:
-    """The command's arguments less `--work FOLDER`, a cache that changes no figure."""
-    out, skip = [], False
-    for arg in argv:
-        if skip or arg == "--work":
-            skip = not skip
-            continue
-        out.append(arg)
-    return [a for a in out if not a.startswith("--work=")]
-
-
 def main(argv: list[str] | None = None) -> None:
     """Climb every method's ladder for every concept, evaluate the chosen rungs, and write the JSON."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -342,11 +304,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--nontarget-clips", type=int, default=20)
     parser.add_argument("--seed", type=int, default=EVAL_SEED, help="a development seed (a test seed with --final)")
     parser.add_argument("--final", action="store_true", help="the sealed protocol's final run, on a test seed")
+    parser.add_argument(
+        "--reserved-clips", type=int, default=0, help="target clips in the reserved paraphrases (a final run only)"
+    )
     parser.add_argument("--work", default=None, help="a folder that keeps the clear-joint SAEs between runs")
     parser.add_argument("--esd-steps", type=int, nargs="+", default=list(ESD_STEPS), help="ESD's rungs, in steps")
     parser.add_argument("--joint-rounds", type=int, default=None, help="clear-joint training rounds (default: its own)")
-    args = parser.parse_args(argv)
-    check_evaluation_seed(args.seed, final=args.final)
+    arguments = argv if argv is not None else sys.argv[1:]
+    args = parser.parse_args(arguments)
+    check_evaluation_seed(args.seed, final=args.final, reserved_clips=args.reserved_clips)
     if args.tune_seed not in DEVELOPMENT_SEEDS or args.tune_seed == args.seed:
         raise ClearSaeError(
             f"--tune-seed {args.tune_seed} is not a development seed other than --seed; pick one of 1000..1099 "
@@ -363,6 +329,7 @@ def main(argv: list[str] | None = None) -> None:
     cfg = EvalConfig(
         clips=args.clips,
         heldout_clips=args.heldout_clips,
+        reserved_clips=args.reserved_clips,
         nontarget_clips=args.nontarget_clips,
         removed_clips=0,
         seed=args.seed,
@@ -371,7 +338,7 @@ def main(argv: list[str] | None = None) -> None:
     started = time.perf_counter()
     out: dict[str, Any] = {
         "format": "clear_sae.toy_track_b",
-        "command": ["python", "analysis/toy_track_b.py", *without_work(argv if argv is not None else sys.argv[1:])],
+        "command": ["python", "analysis/toy_track_b.py", *without_option(arguments, "--work")],
         "config": {k: v for k, v in asdict(cfg).items() if k != "progress"}
         | {
             "methods": methods,

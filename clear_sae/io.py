@@ -130,6 +130,18 @@ def is_locked(path: str | Path) -> bool:
     return False
 
 
+def without_option(argv: list[str], option: str) -> list[str]:
+    """Command-line arguments less `option` and its value (`--work FOLDER` or `--work=FOLDER`): for recording a
+    command without a setting that changes no figure, such as a cache folder."""
+    out, skip = [], False
+    for arg in argv:
+        if skip or arg == option:
+            skip = not skip
+            continue
+        out.append(arg)
+    return [a for a in out if not a.startswith(f"{option}=")]
+
+
 def relative_to_folder(path: str | Path, folder: Path) -> str:
     """`path` relative to `folder` when it lies inside it (so that reports compare across checkouts), else as
     given."""

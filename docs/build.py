@@ -773,7 +773,7 @@ def track_a_section(data: dict[str, Any] | None) -> list[str]:
     n = len(concepts)
 
     def regret(judge: str, against: str) -> str:
-        r = summary[judge][f"regret_vs_{against}"]
+        r = summary[judge][f"regret_{against}"]
         return f"{pct(r['median'])} (mean {pct(r['mean'])}, 95% interval {ci(r['ci95']).strip()})"
 
     lines = [
@@ -815,9 +815,23 @@ def track_a_section(data: dict[str, Any] | None) -> list[str]:
     ]
     rows = [
         [label, regret("detector", against), regret("geometry", against)]
-        for against, label in (("best", "the best layer"), ("middle", "the middle layer"), ("random", "a random layer"))
+        for against, label in (
+            ("vs_best", "the best layer"),
+            ("vs_middle", "the middle layer"),
+            ("vs_random", "a random layer"),
+        )
     ]
     lines += table(["chosen layer against", "detector: median regret", "rules: median regret"], rows)
+    if "regret_joint_vs_best" in summary["detector"]:
+        lines += [
+            "A second rule picks from the same sweep: clear-joint's layer, the argmax of the published variant's layer "
+            f"preference α (its own SAE trained per concept on the learning pairs, {cfg['joint_rounds']} rounds). It "
+            f"agrees with the separability argmax for {summary['joint_same_layer']} of {n} concepts; its regret "
+            f"against the best layer is {regret('detector', 'joint_vs_best')} by the detector and "
+            f"{regret('geometry', 'joint_vs_best')} by "
+            "the rules.",
+            "",
+        ]
 
     def significantly_worse(judge: dict[str, Any]) -> bool:
         test = judge["chosen_vs_best"]
@@ -861,7 +875,33 @@ def track_a_section(data: dict[str, Any] | None) -> list[str]:
         )  # fmt: skip
     columns = ["concept", "chosen layer", "latents", "detector: clips before %", "after % [95%]", "best layer"]
     columns += ["rules: clips before %", "after % [95%]", "best layer", "met by both", "with intervals"]
-    return lines + table(columns, rows)
+    lines += table(columns, rows)
+    reserved = {
+        name: {j: c[j]["reserved"] for j in JUDGE_KEYS} for name, c in concepts.items() if "reserved" in c["detector"]
+    }
+    return lines + reserved_section(reserved, "at the chosen layer")
+
+
+JUDGE_KEYS = ("detector", "geometry")
+
+
+def reserved_section(readings: dict[str, dict[str, Any]], where: str) -> list[str]:
+    """The rates on the reserved paraphrases (a final run's), per concept and judge ([] when none were read)."""
+    if not readings:
+        return []
+
+    def change(r: dict[str, Any]) -> str:
+        return f"{pct(r['rate_before'], 0)} → {pct(r['clip_rate_after'], 0)}{ci(r['clip_rate_after_ci95'])}"
+
+    clips = next(iter(readings.values()))["detector"]["clips"]
+    lines = [
+        f"On the reserved paraphrases ({clips} target clips per concept in synonyms and templates that only the "
+        f"sealed test reads, which the generator was trained on), {where}: the rate before and the share of clips "
+        "rendering the concept after erasure, with its exact 95% interval (%):",
+        "",
+    ]
+    rows = [[name, change(r["detector"]), change(r["geometry"])] for name, r in readings.items()]
+    return lines + table(["concept", "detector: before → after [95%]", "rules: before → after [95%]"], rows)
 
 
 def hard_prompts_section(data: dict[str, Any] | None) -> list[str]:
@@ -1183,7 +1223,13 @@ def track_b_section(data: dict[str, Any] | None) -> list[str]:
         "the bars on the tuning clips):",
         "",
     ]
-    return lines + table(["concept", *methods], rows)
+    lines += table(["concept", *methods], rows)
+    clear = {
+        name: {j: c["methods"]["clear"][j]["reserved"] for j in JUDGE_KEYS}
+        for name, c in concepts.items()
+        if "reserved" in c["methods"].get("clear", {}).get("detector", {})
+    }
+    return lines + reserved_section(clear, "erased by CLEAR's kept rung")
 
 
 def claim_line(concepts: dict[str, Any], summary: dict[str, Any]) -> str:

@@ -267,9 +267,16 @@ def test_the_track_a_script_tunes_one_strength_erases_at_every_layer_and_reports
     out = tmp_path / "track_a.json"
     script.main(["--out", str(out), "--concepts", "red", "--clips", "3", "--heldout-clips", "1",
                  "--nontarget-clips", "2", "--strengths", "1", "4", "--tune-clips", "3",
-                 "--tune-nontarget-clips", "2"])  # fmt: skip
+                 "--tune-nontarget-clips", "2", "--joint-rounds", "2", "--work", str(tmp_path / "work")])  # fmt: skip
     data = json.loads(out.read_text())
     red, tuning = data["concepts"]["red"], data["tuning"]
+    assert "--work" not in data["command"] and data["config"]["joint_rounds"] == 2
+    joint = json.loads((tmp_path / "work" / "joint_2_rounds" / "concepts.json").read_text())
+    assert red["joint_layer"] == joint["concepts"]["red"]["hook_point"]
+    for judge in ("detector", "geometry"):  # clear-joint's layer read from the same sweep
+        per_layer = red[judge]["per_layer"]
+        assert red[judge]["regret_joint_vs_best"] == per_layer[red["joint_layer"]] - min(per_layer.values())
+    assert data["summary"]["joint_same_layer"] == int(red["joint_layer"] == red["layer"])
     assert tuning["protocol"]["split"] == "development" and tuning["seed"] != data["protocol"]["seed"]
     assert set(tuning["strengths"]) == {"1", "4"} and data["config"]["strength"] == tuning["chosen"]
     best = max(row["met_by_both"] for row in tuning["strengths"].values())
@@ -289,8 +296,19 @@ def test_the_track_a_script_tunes_one_strength_erases_at_every_layer_and_reports
     page = build.page_toyworld()
     assert f"{data['summary']['met_by_both']} by both.**" in page and f"| red | {build.short(red['layer'])} |" in page
     assert f"**γ = {tuning['chosen']:g}.**" in page and "0 of 1 by both" in page
+    assert "clear-joint's layer" in page and "On the reserved paraphrases" not in page
+    reading = {"rate_before": 0.75, "clip_rate_after": 0.25, "clip_rate_after_ci95": [0.01, 0.81], "clips": 4}
+    for judge in ("detector", "geometry"):  # what a final run with --reserved-clips 4 records
+        red[judge]["reserved"] = reading
+    page = build.page_toyworld()
+    assert (
+        "On the reserved paraphrases (4 target clips" in page
+        and "| red | 75 → 25 [1.0, 81.0] | 75 → 25 [1.0, 81.0] |" in page
+    )
     with pytest.raises(ClearSaeError, match="test seed"):
         script.main(["--out", str(tmp_path / "other.json"), "--concepts", "red", "--seed", "90000"])
+    with pytest.raises(ClearSaeError, match="reserved paraphrases"):
+        script.main(["--out", str(tmp_path / "other.json"), "--concepts", "red", "--reserved-clips", "5"])
     with pytest.raises(ClearSaeError, match="tunes nothing"):
         script.main(["--out", str(tmp_path / "other.json"), "--concepts", "red", "--seed", "90000", "--final"])
     assert data["config"]["concepts"] == ["red"] and data["config"]["dictionaries"] == "dictionaries/minilm"
@@ -468,6 +486,8 @@ def test_track_b_refuses_a_tuning_seed_outside_development_and_an_empty_budget_b
         script.main(["--out", str(out), "--tune-seed", "1000", "--seed", "1000"])
     with pytest.raises(ClearSaeError, match="increasing order"):
         script.main(["--out", str(out), "--esd-steps", "50", "25"])
+    with pytest.raises(ClearSaeError, match="reserved paraphrases"):
+        script.main(["--out", str(out), "--reserved-clips", "5"])
     assert "esd" not in script.DEFAULT_METHODS  # the costliest ladder runs only when asked
     assert not out.exists()
 

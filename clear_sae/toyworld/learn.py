@@ -7,6 +7,7 @@ from typing import Any
 
 from clear_sae.backbones import load_backbone
 from clear_sae.calibration.ladder import CalibrationConfig, learn_calibrated_concept
+from clear_sae.compare.joint import JointConfig, learn_concept_joint
 from clear_sae.concepts import ConceptCodes, ConceptConfig, learn_concept
 from clear_sae.toyworld.concepts import (
     JUDGE_CLIPS,
@@ -92,4 +93,34 @@ def paper_library(names: list[str], dictionaries: Any, path: Any, backbone: Any 
     for name in names:
         library.add(learn_paper_concept(backbone, dicts, name))
     library.save()
+    return library
+
+
+def joint_config(rounds: int | None = None) -> JointConfig:
+    """The published variant's training (`compare.joint`) with the toy tolerance; `rounds`, when given, fewer
+    rounds than its own, for a quick run."""
+    rule = ConceptConfig(max_nontarget_rate=MAX_NONTARGET_RATE, background=TOY_BACKGROUND)
+    if rounds is None:
+        return JointConfig(concept=rule)
+    return JointConfig(concept=rule, rounds=rounds, warmup_rounds=min(JointConfig.warmup_rounds, rounds - 1))
+
+
+def joint_library(names: list[str], work: Any, cfg: JointConfig, backbone: Any = None) -> Any:
+    """Each toy concept learned the published way (its own SAE and layer preferences) from its learning pairs,
+    kept in `work/joint_<rounds>_rounds/` so that a rerun with the same training reuses what is there."""
+    from pathlib import Path
+
+    from clear_sae.library import ConceptLibrary
+
+    folder = Path(work) / f"joint_{cfg.rounds}_rounds"
+    folder.mkdir(parents=True, exist_ok=True)
+    library = ConceptLibrary.load(folder / "concepts.json", missing_ok=True)
+    for name in names:
+        if name in library.concepts:
+            continue
+        backbone = backbone or load_backbone("minilm")
+        target, nontarget = learning_prompts(name)
+        entry, _ = learn_concept_joint(backbone, name, target, nontarget, folder / name, cfg, progress=False)
+        library.add(entry)
+        library.save()
     return library

@@ -261,4 +261,16 @@ def paired_reading(
         "met": verdicts["by_judge"][judge]["met"],
         "met_with_intervals": verdicts["with_intervals"]["by_judge"][judge]["met"],
         key: mcnemar(outcomes_of(clips["outcomes"]), outcomes_of(base["clips_target_after"]["outcomes"])),
+    } | ({"reserved": reserved_reading(own)} if "rate_reserved_before" in own else {})
+
+
+def reserved_reading(judged: dict[str, Any]) -> dict[str, Any]:
+    """One judge's figures (`judged_figures`) on the reserved paraphrases, which a final run reads: the rate before
+    and after erasure, and the share of clips still rendering the concept with its exact 95% interval."""
+    return {
+        "rate_before": judged["rate_reserved_before"]["mean"],
+        "rate_after": judged["rate_reserved_after"]["mean"],
+        "clip_rate_after": judged["clips_reserved_after"]["rate"],
+        "clip_rate_after_ci95": judged["clips_reserved_after"]["ci95"],
+        "clips": judged["rate_reserved_before"]["clips"],
     }
