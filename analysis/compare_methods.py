@@ -38,6 +38,7 @@ def _pct(value: float | None) -> str:
 _SHARED_OPTIONS = (
     "library",
     "generator",
+    "weights",
     "clips",
     "heldout_clips",
     "nontarget_clips",
@@ -211,6 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     from clear_sae.library import ConceptLibrary
     from clear_sae.toyworld.comparison import METHODS, compare_concept
     from clear_sae.toyworld.concepts import toy_concepts
+    from clear_sae.toyworld.protocol import weights_record
     from clear_sae.toyworld.sampling import EvalConfig, load_toy_world
 
     root = Path(__file__).resolve().parent.parent
@@ -272,6 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     options = {k: v for k, v in vars(args).items() if k not in ("out", "append", "render", "quiet")}
     options["library"] = relative_to_folder(args.library, root)
     options["library_sha256"] = hashlib.sha256(Path(args.library).read_bytes()).hexdigest()[:16]
+    options["weights"] = weights_record(*world.folders) if world.folders else None
     report = start_report(out, options, args.append)
     seconds_before = report["seconds"]
     started = time.perf_counter()

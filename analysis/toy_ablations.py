@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> None:
         "format": "clear_sae.toy_ablations",
         "command": ["python", "analysis/toy_ablations.py", *(argv if argv is not None else sys.argv[1:])],
         "config": {"clips": args.clips, "nontarget_clips": args.nontarget_clips, "steps": cfg.steps},
-        "protocol": protocol_record(args.seed, final=False),
+        "protocol": protocol_record(args.seed, final=False, world=world),
         "variants": {variant: {"exact": exact, "gamma_1": one} for variant, (exact, one) in VARIANTS.items()},
         "concepts": concepts,
         "summary": {variant: variant_summary(concepts, variant) for variant in VARIANTS},

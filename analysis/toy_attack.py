@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> None:
             "candidates": args.candidates,
             "steps": cfg.steps,
         },
-        "protocol": protocol_record(args.seed, final=False),
+        "protocol": protocol_record(args.seed, final=False, world=world),
         "concepts": concepts,
         "seconds": round(time.perf_counter() - started, 1),
     }

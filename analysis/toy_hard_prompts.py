@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> None:
         "format": "clear_sae.toy_hard_prompts",
         "command": ["python", "analysis/toy_hard_prompts.py", *(argv if argv is not None else sys.argv[1:])],
         "config": {"clips": args.clips, "steps": cfg.steps, "guidance": cfg.guidance},
-        "protocol": protocol_record(args.seed, final=False),
+        "protocol": protocol_record(args.seed, final=False, world=world),
         "neighbours": neighbours,
         "concepts": concepts,
         "seconds": round(time.perf_counter() - started, 1),

@@ -271,7 +271,7 @@ def main(argv: list[str] | None = None) -> None:
             "joint_rounds": joint_cfg.rounds,
         },
         "tuning": tuning,
-        "protocol": protocol_record(args.seed, args.final),
+        "protocol": protocol_record(args.seed, args.final, world=world),
         "concepts": concepts,
         "summary": summary,
         "seconds": round(time.perf_counter() - started, 1),

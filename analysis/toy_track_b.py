@@ -289,6 +289,24 @@ def summarise(concepts: dict[str, Any], methods: list[str], seed: int) -> dict[s
     return summary
 
 
+def resumed(path: Path, fresh: dict[str, Any]) -> dict[str, Any]:
+    """The run at `path` that `fresh` continues (`--resume`): one with the same settings and protocol, weights
+    included ({} when there is no file yet)."""
+    if not path.exists():
+        return {}
+    try:
+        earlier = json.loads(path.read_text())
+        same = all(earlier[key] == fresh[key] for key in ("format", "command", "config", "protocol"))
+    except (OSError, ValueError, KeyError, TypeError):
+        same = False
+    if not same:
+        raise ClearSaeError(
+            f"--resume: {path} is not a Track B run with these settings, protocol and weights; pass another --out, "
+            "or leave out --resume to start again"
+        )
+    return earlier
+
+
 def main(argv: list[str] | None = None) -> None:
     """Climb every method's ladder for every concept, evaluate the chosen rungs, and write the JSON."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -304,6 +322,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--nontarget-clips", type=int, default=20)
     parser.add_argument("--seed", type=int, default=EVAL_SEED, help="a development seed (a test seed with --final)")
     parser.add_argument("--final", action="store_true", help="the sealed protocol's final run, on a test seed")
+    parser.add_argument(
+        "--resume", action="store_true", help="continue the run in --out: keep its concepts, measure the rest"
+    )
     parser.add_argument(
         "--reserved-clips", type=int, default=0, help="target clips in the reserved paraphrases (a final run only)"
     )
@@ -336,9 +357,11 @@ def main(argv: list[str] | None = None) -> None:
         progress=False,
     )
     started = time.perf_counter()
+    world, backbone = load_toy_world(), load_backbone("minilm")
+    recorded = [a for a in without_option(arguments, "--work") if a != "--resume"]
     out: dict[str, Any] = {
         "format": "clear_sae.toy_track_b",
-        "command": ["python", "analysis/toy_track_b.py", *without_option(arguments, "--work")],
+        "command": ["python", "analysis/toy_track_b.py", *recorded],
         "config": {k: v for k, v in asdict(cfg).items() if k != "progress"}
         | {
             "methods": methods,
@@ -353,23 +376,27 @@ def main(argv: list[str] | None = None) -> None:
             "safree_rungs": [list(r) for r in SAFREE_RUNGS],
             "dictionaries": relative_to_folder(args.dictionaries, ROOT),
         },
-        "protocol": protocol_record(args.seed, args.final),
+        "protocol": protocol_record(args.seed, args.final, world=world),
         "concepts": {},
         "complete": False,
     }
-    world, backbone = load_toy_world(), load_backbone("minilm")
+    earlier = resumed(Path(args.out), out) if args.resume else {}
+    out["concepts"] = {name: earlier["concepts"][name] for name in names if name in earlier.get("concepts", {})}
+    spent = earlier.get("seconds", 0.0)
     with tempfile.TemporaryDirectory(prefix="clear_sae_track_b_") as scratch:
         work = Path(args.work) if args.work else Path(scratch)
         paper = paper_library(names, Path(args.dictionaries), Path(scratch) / "paper.json", backbone)
         ctx = Context(world, backbone, paper, work, joint_config(args.joint_rounds), tuple(args.esd_steps))
         from tqdm.auto import tqdm
 
-        for name in tqdm(names, desc="toy concepts", unit="concept"):
+        for name in tqdm([n for n in names if n not in out["concepts"]], desc="toy concepts", unit="concept"):
             out["concepts"][name] = concept_result(ctx, name, methods, args, cfg)
+            out["concepts"] = {n: out["concepts"][n] for n in names if n in out["concepts"]}  # in the given order
             out["summary"] = summarise(out["concepts"], methods, args.seed)
-            out["seconds"] = round(time.perf_counter() - started, 1)
+            out["seconds"] = round(spent + time.perf_counter() - started, 1)
             atomic_write_text(Path(args.out), json.dumps(out, indent=2) + "\n")
     out["complete"] = True
+    out["summary"] = summarise(out["concepts"], methods, args.seed)
     atomic_write_text(Path(args.out), json.dumps(out, indent=2) + "\n")
     for method, row in out["summary"].items():
         gap = row["detector"]["gap_to_clear"]

@@ -53,7 +53,8 @@ def main(argv: list[str] | None = None) -> None:
         seed=args.seed,
     )
     started = time.perf_counter()
-    report = evaluate(load_toy_world(args.generator), ConceptLibrary.load(args.library), names, cfg=cfg)
+    world = load_toy_world(args.generator)
+    report = evaluate(world, ConceptLibrary.load(args.library), names, cfg=cfg)
     concepts = {}
     for name, result in report["concepts"].items():
         verdicts = result["qualification"]["by_judge"]
@@ -68,7 +69,7 @@ def main(argv: list[str] | None = None) -> None:
         "format": "clear_sae.toy_two_judges",
         "command": ["python", "analysis/toy_two_judges.py", *(argv if argv is not None else sys.argv[1:])],
         "config": report["config"],
-        "protocol": protocol_record(args.seed, final=False),
+        "protocol": protocol_record(args.seed, final=False, world=world),
         "library": relative_to_folder(args.library, ROOT),
         "concepts": concepts,
         "geometry_accuracy": accuracy(n_clips=300),

@@ -25,6 +25,7 @@ BUILD = "python docs/build.py"
 # The toy world's definition of "met" is the package's own (criteria, not measurements).
 sys.path.insert(0, str(ROOT))
 from clear_sae.toyworld.metrics import MAX_PRESERVATION_DROP, QUALIFYING_RATE, TARGET_RATE  # noqa: E402, I001
+from clear_sae.toyworld.protocol import weights_record  # noqa: E402
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -408,7 +409,7 @@ def options_line(options: dict[str, Any]) -> str:
     """An invocation's options as command-line flags."""
     parts = []
     for key, value in options.items():
-        if key == "library_sha256" or value is None:
+        if key in ("library_sha256", "weights") or value is None:  # recorded by the run, not options
             continue
         parts.append(f"--{key.replace('_', '-')} {value if value != '' else repr('')}")
     return " ".join(parts)
@@ -439,6 +440,8 @@ def page_comparison() -> str:
         "erasure are sampled once per concept and shared. What each method does: "
         "[method.md](method.md#the-methods-compared).",
     )
+    notes = {stale_note(o.get("weights")) for o in report.get("invocations", [])}
+    lines += stale_warning(sorted(n for n in notes if n))
     lines += ["The JSON records the options of every run that contributed to it:", ""]
     lines += [
         f"- toy concepts: `python analysis/compare_methods.py --out analysis/comparison {options_line(o)}`"
@@ -660,8 +663,8 @@ def page_toyworld() -> str:
         "clear_sae ships a small text-to-video world (`clear_sae/toyworld/`) in which the paper's generation rate "
         "is measured end to end on a CPU: a renderer of seeded clips (shapes, colours, motions, backgrounds; an "
         "attribute a caption leaves unnamed is drawn with its neutral value: grey, a square, standing still), "
-        "captions with held-out synonyms and templates (and a reserved slice set aside for the sealed test, which no "
-        "evaluation reads yet), a detector, "
+        "captions with held-out synonyms and templates (and a reserved slice set aside for the sealed test, which only "
+        "its final run reads), a detector, "
         "and a generator conditioned on MiniLM. How "
         "the world was designed and why: [decisions](decisions/0003-toy-world-neutral-values.md).",
     )
@@ -750,18 +753,47 @@ def page_toyworld() -> str:
                     for noun, v in m["unnamed_shape_by_noun"].items()
                 ]
                 lines += table(["noun", "square (frames)", "circle read (frames)"], rows)
-    lines += two_judges_section(analyses["toy_two_judges"])
-    lines += track_a_section(analyses["toy_track_a"])
-    lines += track_b_section(merge_track_b(analyses["toy_track_b"], analyses["toy_track_b_esd"]))
-    lines += ablations_section(analyses["toy_ablations"])
-    lines += hard_prompts_section(analyses["toy_hard_prompts"])
-    lines += attack_section(analyses["toy_attack"])
+    lines += with_stale_note(two_judges_section(analyses["toy_two_judges"]), analyses["toy_two_judges"])
+    lines += with_stale_note(track_a_section(analyses["toy_track_a"]), analyses["toy_track_a"])
+    track_b = track_b_section(merge_track_b(analyses["toy_track_b"], analyses["toy_track_b_esd"]))
+    lines += with_stale_note(track_b, analyses["toy_track_b"], analyses["toy_track_b_esd"])
+    lines += with_stale_note(ablations_section(analyses["toy_ablations"]), analyses["toy_ablations"])
+    lines += with_stale_note(hard_prompts_section(analyses["toy_hard_prompts"]), analyses["toy_hard_prompts"])
+    lines += with_stale_note(attack_section(analyses["toy_attack"]), analyses["toy_attack"])
     lines += [
         "Generation rates of erased toy concepts, for CLEAR and the baselines, are on [comparison.md](comparison.md); "
         "each toy entry's calibration is on [dictionaries.md](dictionaries.md).",
         "",
     ]
     return "\n".join(lines).rstrip() + "\n"
+
+
+SHIPPED_WEIGHTS = ROOT / "clear_sae" / "toyworld" / "weights"
+
+
+def stale_note(recorded: dict[str, str] | None) -> str | None:
+    """Why a toy-world run's figures may not hold for the shipped world: it names no weights (`recorded` None), or
+    other weights than the shipped generator's and detector's (`protocol.weights_record`); None when they match."""
+    shipped = weights_record(SHIPPED_WEIGHTS / "generator", SHIPPED_WEIGHTS / "detector")
+    if recorded == shipped:
+        return None
+    if recorded is None:
+        return "its run does not name the weights it sampled and judged with"
+    changed = [part for part in ("generator", "detector") if recorded.get(part) != shipped[part]]
+    return f"its run sampled and judged with another {' and '.join(changed)} than the one shipped"
+
+
+def stale_warning(notes: list[str]) -> list[str]:
+    """The warning line for `stale_note`s ([] when there are none)."""
+    if not notes:
+        return []
+    return [f"**Stale: {'; '.join(notes)}. Its figures may not hold for the shipped world: rerun its command.**", ""]
+
+
+def with_stale_note(section: list[str], *runs: dict[str, Any] | None) -> list[str]:
+    """`section` with a warning under its title for each run behind it that `stale_note` flags."""
+    notes = [stale_note((run.get("protocol") or {}).get("weights")) for run in runs if run is not None]
+    return section[:2] + stale_warning([n for n in notes if n]) + section[2:]
 
 
 def track_a_section(data: dict[str, Any] | None) -> list[str]:

@@ -468,7 +468,6 @@ def test_a_track_b_ladder_stops_at_the_first_rung_that_passes_and_never_judges_p
     # The second found less but broke the non-targets; of those that kept them, the third found least.
     assert len(steps) == 3 and not any(s["passed"] for s in steps) and chosen == 2 and built == [0, 1, 2]
     assert kept.negative_prompt == "2"  # the rung kept is the one built and judged, not built again
-    assert script.without_work(["--work", "/somewhere", "--budget", "2", "--work=/else"]) == ["--budget", "2"]
 
 
 def test_track_b_refuses_a_tuning_seed_outside_development_and_an_empty_budget_before_any_work(
@@ -500,14 +499,17 @@ def test_the_track_b_script_gives_every_method_the_same_judged_budget_and_pairs_
     the budget from the same tuning clips, each method acts where its own rule puts it, all read the same clips
     before erasure, CLEAR paired with itself agrees on every clip, and the section is built from the JSON."""
     from clear_sae.errors import ClearSaeError
+    from clear_sae.toyworld.protocol import weights_record
+    from clear_sae.toyworld.sampling import load_toy_world
 
     script = analysis_script("toy_track_b")
     out = tmp_path / "track_b.json"
-    script.main(["--out", str(out), "--concepts", "red", "--budget", "2", "--judge-clips", "3", "--clips", "3",
-                 "--heldout-clips", "1", "--nontarget-clips", "2", "--joint-rounds", "2", "--esd-steps", "2", "4",
-                 "--methods", *script.METHODS,
-                 "--work", str(tmp_path / "work")])  # fmt: skip
+    args = ["--out", str(out), "--concepts", "red", "--budget", "2", "--judge-clips", "3", "--clips", "3",
+            "--heldout-clips", "1", "--nontarget-clips", "2", "--joint-rounds", "2", "--esd-steps", "2", "4",
+            "--methods", *script.METHODS, "--work", str(tmp_path / "work")]  # fmt: skip
+    script.main(args)
     data = json.loads(out.read_text())
+    assert data["protocol"]["weights"] == weights_record(*load_toy_world().folders)
     rows = data["concepts"]["red"]["methods"]
     assert data["complete"] and set(rows) == set(script.METHODS) and "--work" not in data["command"]
     assert (tmp_path / "work" / "joint_2_rounds" / "concepts.json").exists()  # the clear-joint SAE is kept
@@ -537,6 +539,11 @@ def test_the_track_b_script_gives_every_method_the_same_judged_budget_and_pairs_
     with pytest.raises(ClearSaeError, match="test seed"):
         script.main(["--out", str(tmp_path / "other.json"), "--concepts", "red", "--seed", "90000"])
     assert not (tmp_path / "other.json").exists()
+    monkeypatch.setattr(script, "concept_result", lambda *a: pytest.fail("a concept already measured ran again"))
+    script.main(args + ["--resume"])  # nothing left to measure
+    assert json.loads(out.read_text())["concepts"] == data["concepts"]
+    with pytest.raises(ClearSaeError, match="not a Track B run with these settings"):
+        script.main([*args[:-2], "--budget", "1", "--resume"])
 
 
 def test_a_second_track_b_run_joins_the_first_only_with_the_same_settings():
@@ -580,3 +587,22 @@ def test_track_b_counts_clear_ahead_only_where_both_judges_intervals_lie_above_z
     line = build.track_b_claim({"clear": {}, "a": gaps(0.01, 0.02), "b": gaps(0.01, -0.01), "c": gaps(0.0, 0.3)})
     assert "**Not reached: ahead of a; not ahead of b, c.**" in line
     assert "**Reached: ahead of a; not ahead of none.**" in build.track_b_claim({"clear": {}, "a": gaps(0.1, 0.1)})
+
+
+def test_a_toy_section_measured_on_other_weights_than_the_shipped_ones_says_it_is_stale():
+    """The page compares the weights a run records with the shipped ones: equal, no warning; another generator, or
+    none recorded, a warning under the section's title naming what differs."""
+    from clear_sae.toyworld.protocol import weights_record
+
+    build = load_build()
+    shipped = weights_record(build.SHIPPED_WEIGHTS / "generator", build.SHIPPED_WEIGHTS / "detector")
+    section = ["## A section", "", "a figure", ""]
+
+    def run(weights):
+        return {"protocol": {"seed": 1000} | ({} if weights is None else {"weights": weights})}
+
+    assert build.with_stale_note(section, run(shipped), None) == section
+    retrained = build.with_stale_note(section, run(shipped | {"generator": "0" * 16}))
+    assert retrained[:2] == section[:2] and retrained[3:] == ["", *section[2:]]
+    assert "another generator than the one shipped" in retrained[2] and "detector" not in retrained[2]
+    assert "does not name the weights" in build.with_stale_note(section, run(None))[2]

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from clear_sae.io import atomic_write_text
+from clear_sae.io import atomic_write_text, without_option
 
 
 def test_a_write_replaces_the_file_and_leaves_no_temporary_file(tmp_path):
@@ -97,3 +97,9 @@ def test_an_output_folder_that_cannot_be_made_is_refused_up_front(tmp_path, kind
         output_folder(path, "--out")
     assert output_folder(tmp_path / "new" / "dicts", "--out") == tmp_path / "new" / "dicts"
     assert not (tmp_path / "new").exists()  # checked, not created
+
+
+def test_a_recorded_command_leaves_out_an_option_and_its_value_in_either_spelling():
+    argv = ["--work", "/somewhere", "--budget", "2", "--work=/else", "--workers", "3"]
+    assert without_option(argv, "--work") == ["--budget", "2", "--workers", "3"]
+    assert without_option(["--budget", "2"], "--work") == ["--budget", "2"]

@@ -19,13 +19,16 @@ it read and the digest of this declaration, so two final runs can be told to sha
 What this module does not do: it cannot tell a second final run from the first (reading the test once is the
 user's rule, which every final report's record makes visible), the digest covers the seeds and the caption split
 only (not the generator's or the detector's weights, nor the judges' thresholds), and the seeds are checked by
-the command line and the analysis scripts (`check_evaluation_seed`), not by `evaluation.evaluate` itself.
+the command line and the analysis scripts (`check_evaluation_seed`), not by `evaluation.evaluate` itself. The
+weights a run sampled and judged with are named in its record beside the digest (`weights_record`), so a page
+can tell a figure measured on other weights than those shipped.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 from typing import Any
 
 from clear_sae.errors import ClearSaeError
@@ -122,7 +125,25 @@ def protocol_digest() -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
-def protocol_record(seed: int, final: bool) -> dict[str, Any]:
-    """What a report states of the protocol it ran under: the seed, its split, whether it is the final run, and
-    the protocol's digest."""
-    return {"seed": seed, "split": seed_split(seed), "final": final, "digest": protocol_digest()}
+def protocol_record(seed: int, final: bool, world: Any = None) -> dict[str, Any]:
+    """What a report states of the protocol it ran under: the seed, its split, whether it is the final run, the
+    protocol's digest, and (given the `ToyWorld` it ran on) the digests of the generator's and detector's weights."""
+    record: dict[str, Any] = {"seed": seed, "split": seed_split(seed), "final": final, "digest": protocol_digest()}
+    if world is not None and world.folders is not None:
+        record["weights"] = weights_record(*world.folders)
+    return record
+
+
+def weights_digest(folder: str | Path) -> str:
+    """A short hash of the safetensors files under `folder` (names and contents): equal for the same weights."""
+    digest = hashlib.sha256()
+    folder = Path(folder)
+    for path in sorted(folder.rglob("*.safetensors")):
+        digest.update(path.relative_to(folder).as_posix().encode("utf-8"))
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def weights_record(generator: str | Path, detector: str | Path) -> dict[str, str]:
+    """The digests of a toy world's generator and detector weights (`weights_digest`)."""
+    return {"generator": weights_digest(generator), "detector": weights_digest(detector)}

@@ -72,13 +72,16 @@ class ToyWorld:
 
     pipe: Any
     detector: Any
+    folders: tuple[Path, Path] | None = None
+    """The generator's and the detector's folders, when loaded from disk (a report names their weights by them)."""
 
 
 def load_toy_world(generator: str | Path | None = None, detector: str | Path | None = None) -> ToyWorld:
     """The shipped generator and detector, or those in the given folders."""
-
-    detector_model = load_detector(detector or WEIGHTS_DIR / "detector")  # the cheaper check first
-    return ToyWorld(load_generator(generator or WEIGHTS_DIR / "generator"), detector_model)
+    generator_folder = Path(generator or WEIGHTS_DIR / "generator")
+    detector_folder = Path(detector or WEIGHTS_DIR / "detector")
+    detector_model = load_detector(detector_folder)  # the cheaper check first
+    return ToyWorld(load_generator(generator_folder), detector_model, (generator_folder, detector_folder))
 
 
 @dataclass

@@ -23,9 +23,9 @@ from clear_sae.toyworld.metrics import (
     qualifies,
     summary,
 )
-from clear_sae.toyworld.protocol import protocol_digest
+from clear_sae.toyworld.protocol import protocol_digest, weights_record
 from clear_sae.toyworld.render import MOTIONS, SHAPES, ClipSpec, ToyObject
-from clear_sae.toyworld.sampling import clip_noise
+from clear_sae.toyworld.sampling import WEIGHTS_DIR, clip_noise
 
 
 def _names(text: str, words: list[str]) -> bool:
@@ -311,7 +311,10 @@ def test_cli_evaluate_writes_a_report(tiny_toy_generator, toy_library, tmp_path,
     assert len(circle["strip_rows"]) == 2 * (2 + 2)  # two target and two non-target clips, before and after
     assert "report ->" in capsys.readouterr().out
     protocol = report["protocol"]
-    assert protocol == {"seed": 1000, "split": "development", "final": False, "digest": protocol_digest()}
+    weights = weights_record(tiny_toy_generator, WEIGHTS_DIR / "detector")  # the shipped detector reads the clips
+    assert protocol == {"seed": 1000, "split": "development", "final": False, "digest": protocol_digest()} | {
+        "weights": weights
+    }
     for judge in ("detector", "geometry"):  # every verdict needs both judges, each judge's own is kept
         assert set(circle["qualification"]["by_judge"][judge]) == {"counted", "erased", "preserved", "met"}
     assert circle["geometry"]["rate_target_before"]["clips"] == circle["rate_target_before"]["clips"]

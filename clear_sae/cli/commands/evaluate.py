@@ -88,7 +88,7 @@ def run(args: argparse.Namespace) -> None:
     report = evaluate(
         world, library, names, attributes, cfg, sweep=args.sweep, exact=not args.single_step, strips=strips
     )
-    report["protocol"] = protocol_record(args.seed, args.final)
+    report["protocol"] = protocol_record(args.seed, args.final, world=world)
     atomic_write_text(out, json.dumps(report, indent=2))
     log.info(format_results(report))
     log.info(f"report -> {out}")
