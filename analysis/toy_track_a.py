@@ -33,14 +33,14 @@ import statistics
 import sys
 import tempfile
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from clear_sae.errors import ClearSaeError
-from clear_sae.io import relative_to_folder, without_option
+from clear_sae.io import atomic_write_text, relative_to_folder, without_option
 from clear_sae.library import ConceptLibrary
 from clear_sae.toyworld.concepts import attribute_of, entry_attribute, toy_concepts
 from clear_sae.toyworld.evaluation import clamps_at, compare_erasures, evaluate
@@ -178,6 +178,48 @@ def concept_row(result: dict[str, Any], rng: random.Random, joint_layer: str | N
     return row
 
 
+def summarise(concepts: dict[str, Any], seed: int) -> dict[str, Any]:
+    """Concepts met (by both judges, with and without intervals), and per judge the median and mean regret of the
+    chosen layer (and of clear-joint's) with a bootstrap interval over concepts."""
+    summary: dict[str, Any] = {
+        "met_by_both": sum(c["met_by_both"] for c in concepts.values()),
+        "met_by_both_with_intervals": sum(c["met_by_both_with_intervals"] for c in concepts.values()),
+    }
+    for judge in JUDGES:
+        summary[judge] = {
+            "met": sum(c[judge]["met"] for c in concepts.values()),
+            "met_with_intervals": sum(c[judge]["met_with_intervals"] for c in concepts.values()),
+        }
+        for against in ("vs_best", "vs_middle", "vs_random", "joint_vs_best"):
+            regrets = np.array([c[judge][f"regret_{against}"] for c in concepts.values()])
+            summary[judge][f"regret_{against}"] = {
+                "median": float(statistics.median(regrets)),
+                "mean": float(regrets.mean()),
+                "ci95": bootstrap_ci(regrets, seed=seed),
+            }
+    summary["joint_same_layer"] = sum(c["joint_layer"] == c["layer"] for c in concepts.values())
+    return summary
+
+
+def resumed(path: Path, fresh: dict[str, Any]) -> dict[str, Any]:
+    """The run at `path` that `fresh` continues (`--resume`): one with the same command, settings and protocol,
+    weights included ({} when there is no file yet)."""
+    if not path.exists():
+        return {}
+    try:
+        earlier = json.loads(path.read_text())
+        config = {k: v for k, v in earlier["config"].items() if k != "strength"}  # set once tuned
+        same = config == fresh["config"] and all(earlier[k] == fresh[k] for k in ("format", "command", "protocol"))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        same = False
+    if not same:
+        raise ClearSaeError(
+            f"--resume: {path} is not a Track A run with these settings, protocol and weights; pass another --out, "
+            "or leave out --resume to start again"
+        )
+    return earlier
+
+
 def main(argv: list[str] | None = None) -> None:
     """Learn the paper's entries, erase at every layer, and write the JSON."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -201,6 +243,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--joint-rounds", type=int, default=None, help="clear-joint training rounds (default: its own)")
     parser.add_argument("--work", default=None, help="a folder that keeps the clear-joint SAEs between runs")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out: keep its tuning and concepts, do the rest",
+    )
     arguments = argv if argv is not None else sys.argv[1:]
     args = parser.parse_args(arguments)
     check_evaluation_seed(args.seed, final=args.final, reserved_clips=args.reserved_clips)
@@ -230,55 +277,54 @@ def main(argv: list[str] | None = None) -> None:
     joint_cfg = joint_config(args.joint_rounds)
     started = time.perf_counter()
     world = load_toy_world()
-    with tempfile.TemporaryDirectory(prefix="clear_sae_track_a_") as scratch:
-        folder = Path(scratch)
-        library = paper_library(names, Path(args.dictionaries), folder / "paper.json")
-        tuning, strength = None, given
-        if given is None:
-            tuning = tune_strength(world, library, args.strengths, tune_cfg, folder)
-            strength = float(tuning["chosen"])
-        report = evaluate(world, at_strength(library, strength, folder), names, cfg=cfg, sweep=True)
-        joint = joint_library(names, Path(args.work) if args.work else folder, joint_cfg)
-        joint_layers = {name: joint.get(name).hook_point for name in names}
-    rng = random.Random(args.seed)
-    concepts = {name: concept_row(result, rng, joint_layers[name]) for name, result in report["concepts"].items()}
-    summary: dict[str, Any] = {
-        "met_by_both": sum(c["met_by_both"] for c in concepts.values()),
-        "met_by_both_with_intervals": sum(c["met_by_both_with_intervals"] for c in concepts.values()),
-    }
-    for judge in JUDGES:
-        summary[judge] = {
-            "met": sum(c[judge]["met"] for c in concepts.values()),
-            "met_with_intervals": sum(c[judge]["met_with_intervals"] for c in concepts.values()),
-        }
-        for against in ("vs_best", "vs_middle", "vs_random", "joint_vs_best"):
-            regrets = np.array([c[judge][f"regret_{against}"] for c in concepts.values()])
-            summary[judge][f"regret_{against}"] = {
-                "median": float(statistics.median(regrets)),
-                "mean": float(regrets.mean()),
-                "ci95": bootstrap_ci(regrets, seed=args.seed),
-            }
-    summary["joint_same_layer"] = sum(c["joint_layer"] == c["layer"] for c in concepts.values())
-    out = {
+    recorded = [a for a in without_option(arguments, "--work") if a != "--resume"]
+    out: dict[str, Any] = {
         "format": "clear_sae.toy_track_a",
-        "command": ["python", "analysis/toy_track_a.py", *without_option(arguments, "--work")],
-        "config": report["config"]
+        "command": ["python", "analysis/toy_track_a.py", *recorded],
+        "config": {k: v for k, v in asdict(cfg).items() if k != "progress"}
         | {
-            "strength": strength,
             "strength_from": args.strength_from,
             "concepts": names,
             "dictionaries": dictionaries,
             "joint_rounds": joint_cfg.rounds,
         },
-        "tuning": tuning,
+        "tuning": None,
         "protocol": protocol_record(args.seed, args.final, world=world),
-        "concepts": concepts,
-        "summary": summary,
-        "seconds": round(time.perf_counter() - started, 1),
+        "concepts": {},
+        "complete": False,
     }
-    Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
+    earlier = resumed(Path(args.out), out) if args.resume else {}
+    spent = earlier.get("seconds", 0.0)
+    with tempfile.TemporaryDirectory(prefix="clear_sae_track_a_") as scratch:
+        folder = Path(scratch)
+        library = paper_library(names, Path(args.dictionaries), folder / "paper.json")
+        tuning = earlier.get("tuning")
+        if given is None and tuning is None:
+            tuning = tune_strength(world, library, args.strengths, tune_cfg, folder)
+        strength = given if given is not None else float(tuning["chosen"])
+        out["tuning"], out["config"]["strength"] = tuning, strength
+        joint = joint_library(names, Path(args.work) if args.work else folder, joint_cfg)
+        moved = at_strength(library, strength, folder)
+        out["concepts"] = {name: earlier["concepts"][name] for name in names if name in earlier.get("concepts", {})}
+        if out["concepts"]:
+            out["summary"] = summarise(out["concepts"], args.seed)
+        atomic_write_text(Path(args.out), json.dumps(out, indent=2) + "\n")  # the tuning, kept for a resumed run
+        for name in [n for n in names if n not in out["concepts"]]:
+            result = evaluate(world, moved, [name], cfg=cfg, sweep=True)["concepts"][name]
+            # Seeded per concept, so that a resumed run draws the same random layer.
+            row = concept_row(result, random.Random(f"{args.seed}:{name}"), joint.get(name).hook_point)
+            out["concepts"] = {
+                n: row if n == name else out["concepts"][n] for n in names if n in out["concepts"] or n == name
+            }
+            out["summary"] = summarise(out["concepts"], args.seed)
+            out["seconds"] = round(spent + time.perf_counter() - started, 1)
+            atomic_write_text(Path(args.out), json.dumps(out, indent=2) + "\n")
+    out["summary"], out["complete"] = summarise(out["concepts"], args.seed), True
+    out["seconds"] = round(spent + time.perf_counter() - started, 1)
+    atomic_write_text(Path(args.out), json.dumps(out, indent=2) + "\n")
+    summary = out["summary"]
     print(
-        f"Track A (strength {strength:g}): met by both judges {summary['met_by_both']} of {len(concepts)} "
+        f"Track A (strength {strength:g}): met by both judges {summary['met_by_both']} of {len(out['concepts'])} "
         f"({summary['met_by_both_with_intervals']} with intervals); median regret against the best "
         f"layer {summary['detector']['regret_vs_best']['median']:.0%} (detector), "
         f"{summary['geometry']['regret_vs_best']['median']:.0%} (rules) -> {args.out}"

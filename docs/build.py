@@ -801,6 +801,8 @@ def track_a_section(data: dict[str, Any] | None) -> list[str]:
     title = "## Track A: the paper's protocol, no judge"
     if data is None:
         return [title, "", "Not measured yet: run `python analysis/toy_track_a.py`.", ""]
+    if not data.get("concepts"):
+        return [title, "", "The run in progress has measured no concept yet.", ""]
     concepts, cfg, summary, protocol = data["concepts"], data["config"], data["summary"], data["protocol"]
     n = len(concepts)
 
@@ -823,6 +825,8 @@ def track_a_section(data: dict[str, Any] | None) -> list[str]:
         ),
         "",
     ]
+    if data.get("complete") is False:
+        lines += [f"**This run stopped after {n} concepts of {len(cfg['concepts'])}.**", ""]
     lines += track_a_tuning(data.get("tuning"), cfg)
     lines += [
         f"**Met at the chosen layer: {summary['detector']['met']} of {n} by the detector, "
@@ -1464,9 +1468,11 @@ def page_dictionaries() -> str:
             hooks = sorted({h for e in entries.values() for h in (e.get("layer_scores") or {})})
         calibrated = {n: e for n, e in entries.items() if calibration(e)}
         plain = {n: e for n, e in entries.items() if not calibration(e)}
+        recorded = [((calibration(e) or {}).get("judge") or {}).get("weights") for e in calibrated.values()]
         lines += [
             "## The concept library",
             "",
+            *stale_warning(sorted({note for w in recorded if w and (note := stale_note(w))})),
             f"`format`: `{library.get('format')}`"
             + (f", `format_version` {library['format_version']}" if "format_version" in library else "")
             + f"; {len(entries)} entries. γ is the clamp's strength, tolerance the share of non-target prompts a "

@@ -265,10 +265,19 @@ def test_the_track_a_script_tunes_one_strength_erases_at_every_layer_and_reports
 
     script = analysis_script("toy_track_a")
     out = tmp_path / "track_a.json"
-    script.main(["--out", str(out), "--concepts", "red", "--clips", "3", "--heldout-clips", "1",
-                 "--nontarget-clips", "2", "--strengths", "1", "4", "--tune-clips", "3",
-                 "--tune-nontarget-clips", "2", "--joint-rounds", "2", "--work", str(tmp_path / "work")])  # fmt: skip
+    args = ["--out", str(out), "--concepts", "red", "--clips", "3", "--heldout-clips", "1", "--nontarget-clips", "2",
+            "--strengths", "1", "4", "--tune-clips", "3", "--tune-nontarget-clips", "2", "--joint-rounds", "2",
+            "--work", str(tmp_path / "work")]  # fmt: skip
+    script.main(args)
     data = json.loads(out.read_text())
+    assert data["complete"] and data["protocol"]["weights"]["generator"]
+    with monkeypatch.context() as patch:  # a resumed run keeps the tuning and the concepts it finds
+        patch.setattr(script, "evaluate", lambda *a, **k: pytest.fail("a concept already measured ran again"))
+        patch.setattr(script, "tune_strength", lambda *a, **k: pytest.fail("tuned again"))
+        script.main(args + ["--resume"])
+        assert json.loads(out.read_text())["concepts"] == data["concepts"]
+        with pytest.raises(ClearSaeError, match="not a Track A run with these settings"):
+            script.main([*args[:-2], "--clips", "4", "--resume"])
     red, tuning = data["concepts"]["red"], data["tuning"]
     assert "--work" not in data["command"] and data["config"]["joint_rounds"] == 2
     joint = json.loads((tmp_path / "work" / "joint_2_rounds" / "concepts.json").read_text())

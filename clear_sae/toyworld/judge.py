@@ -11,7 +11,7 @@ from clear_sae.calibration.judge import Verdict
 from clear_sae.errors import ClearSaeError
 from clear_sae.toyworld.detector import detect
 from clear_sae.toyworld.metrics import concept_found, others_per_clip, preservation, rounded_mean
-from clear_sae.toyworld.protocol import CALIBRATION_SEED
+from clear_sae.toyworld.protocol import CALIBRATION_SEED, weights_record
 from clear_sae.toyworld.sampling import (
     ClipSet,
     EvalConfig,
@@ -99,7 +99,8 @@ class GenerationJudge:
         return Verdict(found, float((self.kept_before - kept_after).mean()), others_drop)
 
     def settings(self) -> dict[str, Any]:
-        """What the entry records of this judge (enough to build it again with `judge_from_settings`)."""
+        """What the entry records of this judge: enough to build it again with `judge_from_settings`, and the digests of
+        the weights it generated and read with (`protocol.weights_record`)."""
         return {
             "name": self.name,
             "clips": self.cfg.clips,
@@ -108,6 +109,7 @@ class GenerationJudge:
             "steps": self.cfg.steps,
             "guidance": self.cfg.guidance,
             "max_found": self.max_found,
+            "weights": weights_record(*self.world.folders) if self.world.folders else None,
         }
 
 
@@ -117,4 +119,4 @@ def judge_from_settings(
     """The generation judge an entry's calibration recorded (None if it was judged by the probe)."""
     if not settings or settings.get("name") != GenerationJudge.name:
         return None
-    return GenerationJudge(world, axis, value, **{k: v for k, v in settings.items() if k != "name"})
+    return GenerationJudge(world, axis, value, **{k: v for k, v in settings.items() if k not in ("name", "weights")})

@@ -421,6 +421,7 @@ def test_generation_judge_reads_the_shipped_world_and_is_rebuilt_from_its_settin
     # A rung that cannot pass (more found than `max_found`) is judged on its target clips alone.
     hopeless = GenerationJudge(world, "motion", SHIPPED_CONCEPT, clips=4, nontarget_clips=4, max_found=0.5)({})
     assert hopeless.found == plain.found and hopeless.preservation_drop is None and hopeless.others_drop == 0.0
+    assert world.folders is not None and judge.settings()["weights"] == weights_record(*world.folders)
     again = judge_from_settings(world, "motion", SHIPPED_CONCEPT, judge.settings())
     assert again is not None and again.settings() == judge.settings()
     assert judge_from_settings(world, "motion", SHIPPED_CONCEPT, {"name": "probe"}) is None
