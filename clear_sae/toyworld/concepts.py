@@ -36,6 +36,12 @@ TOY_STRENGTH = 4.0
 """gamma of a toy concept calibrated without a generator (the probe judges; `JUDGED_STRENGTHS` is the
 generation judge's ladder). The probe reads pooled text states and accepts weaker erasures than the clips
 need, so the probe-judged ladder starts at this single, stronger gamma."""
+PAPER_STRENGTH = 4.0
+"""gamma of a toy concept learned the paper's way (`learn.learn_paper_concept`): the one strength for every concept
+that Track A (`analysis/toy_track_a.py`) tunes on a development seed."""
+PAPER_SUFFIX = "-paper"
+"""The name of a toy concept's paper entry is the concept's name and this (`red-paper` beside the calibrated
+`red`)."""
 JUDGED_STRENGTHS = (4.0, 8.0, 16.0)
 """gamma values a generation-judged calibration tries, each at every layer; the judge's check of the targets'
 other attributes rejects a rung strong enough to break the objects (docs/decisions/0004-calibration-judge.md)."""

@@ -72,12 +72,26 @@ def learn_toy_concept(
     return entry
 
 
-def learn_paper_concept(backbone: Any, dictionaries: Any, name: str) -> Any:
-    """Toy concept `name` learned the paper's way on the reused dictionaries: its learning pairs, the toy
-    tolerance, the layer of highest separability, no calibration and no judge; returns the entry."""
-    target, nontarget = learning_prompts(name)
-    cfg = ConceptConfig(max_nontarget_rate=MAX_NONTARGET_RATE, background=TOY_BACKGROUND)
-    entry, _ = learn_concept(backbone, dictionaries, name, target, nontarget, cfg)
+def learn_paper_concept(
+    backbone: Any,
+    dictionaries: Any,
+    name: str,
+    attribute: str | None = None,
+    prompts: tuple[list[str], list[str]] | None = None,
+    entry_name: str | None = None,
+    strength: float | None = None,
+) -> Any:
+    """Toy concept `name` learned the paper's way on the reused dictionaries: its learning pairs (or `prompts`), the
+    toy tolerance, the layer of highest separability, no calibration and no judge; returns the entry, named
+    `entry_name` (default `name`) and with `strength` when given. An `attribute` (`AXIS=VALUE`) is recorded for
+    `clear-sae evaluate`, as `learn_toy_concept` does."""
+    target, nontarget = prompts or learning_prompts(name, attribute)
+    chosen = {} if strength is None else {"strength": strength}
+    cfg = ConceptConfig(max_nontarget_rate=MAX_NONTARGET_RATE, background=TOY_BACKGROUND, **chosen)
+    entry, _ = learn_concept(backbone, dictionaries, entry_name or name, target, nontarget, cfg)
+    if attribute or entry_name:
+        axis, value = attribute_of(attribute or name)
+        entry.toy_attribute = f"{axis}={value}"
     return entry
 
 

@@ -436,7 +436,7 @@ def test_cli_toy_concept_calibrates_on_clips_and_keeps_other_entries(
 
     from clear_sae.cli import build_parser, main
     from clear_sae.library import ConceptLibrary
-    from clear_sae.toyworld.concepts import JUDGE_CLIPS
+    from clear_sae.toyworld.concepts import JUDGE_CLIPS, PAPER_STRENGTH
 
     library = tmp_path / "concepts.json"
     shutil.copy(minilm_library, library)
@@ -456,8 +456,12 @@ def test_cli_toy_concept_calibrates_on_clips_and_keeps_other_entries(
         capsys.readouterr().out,
         flags=re.MULTILINE,
     )
-    assert main(args + ["--concept", "left", "--judge-clips", "0"]) == 0  # the text-side probe judges
-    assert ConceptLibrary.load(library).get("left").calibration.config["judge"] == "probe"
+    assert main(args + ["--concept", "left", "--judge-clips", "0", "--paper"]) == 0  # the text-side probe judges
+    both = ConceptLibrary.load(library)
+    assert both.get("left").calibration.config["judge"] == "probe"
+    paper = both.get("left-paper")  # beside the calibrated entry: the paper's layer at its one strength, no judge
+    assert paper.calibration is None and paper.strength == PAPER_STRENGTH and paper.toy_attribute == "motion=left"
+    assert paper.latents and paper.target_prompts == both.get("left").target_prompts
     assert build_parser().parse_args(args).judge_clips == JUDGE_CLIPS  # the shipped library's judge
     snapshot = library.read_bytes()
     assert main(args + ["--concept", "mauve"]) == 3

@@ -13,8 +13,15 @@ from clear_sae.dictionary import Dictionaries
 from clear_sae.errors import ClearSaeError
 from clear_sae.io import output_file, read_prompt_file
 from clear_sae.library import ConceptLibrary
-from clear_sae.toyworld.concepts import JUDGE_CLIPS, attribute_map, check_toy_names, toy_concepts
-from clear_sae.toyworld.learn import learn_toy_concept
+from clear_sae.toyworld.concepts import (
+    JUDGE_CLIPS,
+    PAPER_STRENGTH,
+    PAPER_SUFFIX,
+    attribute_map,
+    check_toy_names,
+    toy_concepts,
+)
+from clear_sae.toyworld.learn import learn_paper_concept, learn_toy_concept
 from clear_sae.toyworld.sampling import TEXT_ENCODER_ID, load_toy_world
 
 NAME = "toy-concept"
@@ -41,6 +48,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "the text-side probe judges (default: %(default)s)",
     )
     p.add_argument("--generator", default=None, help="toy generator folder (default: the shipped one)")
+    p.add_argument(
+        "--paper",
+        action="store_true",
+        help=f"also keep each concept's paper entry, NAME{PAPER_SUFFIX}: the layer of highest separability at gamma "
+        f"{PAPER_STRENGTH:g}, no calibration and no judge",
+    )
 
 
 def run(args: argparse.Namespace) -> None:
@@ -82,6 +95,18 @@ def run(args: argparse.Namespace) -> None:
             prompts=prompts,
         )
         library.add(entry)
+        if args.paper:
+            paper = learn_paper_concept(
+                backbone,
+                dictionaries,
+                name,
+                attributes.get(name),
+                prompts,
+                entry_name=f"{name}{PAPER_SUFFIX}",
+                strength=PAPER_STRENGTH,
+            )
+            library.add(paper)
+            log.info(f"{paper.name:<9} {paper.hook_point:<22} gamma {paper.strength:g}: the paper's layer, no judge")
         library.save()  # after every concept, so that an interrupted run keeps what it learned
         recorded = recorded_calibration(entry.calibration)
         assert recorded is not None and entry.calibration is not None  # a toy concept is always calibrated
