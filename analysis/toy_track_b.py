@@ -246,8 +246,7 @@ def concept_result(
             continue
         own = figures[method]
         rows[method] = {"ladder": ladders[method]} | {
-            judge_name: paired_reading(own, judge_name, figures.get("clear", own), "against_clear")
-            for judge_name in JUDGES
+            judge_name: paired_reading(own, judge_name, figures.get("clear"), "against_clear") for judge_name in JUDGES
         }
         rows[method]["met_by_both"] = bool(own["qualification"]["met"])
         rows[method]["met_by_both_with_intervals"] = bool(own["qualification"]["with_intervals"]["met"])

@@ -1170,6 +1170,19 @@ def merge_track_b(main: dict[str, Any] | None, extra: dict[str, Any] | None) -> 
     return merged
 
 
+def worse_and_better(concepts: dict[str, Any], method: str, judge: str) -> tuple[int, int]:
+    """In how many concepts `method`'s clips rendered the concept significantly more / less often than CLEAR's on the
+    same clips, by `judge` (McNemar's exact test, p < 0.05; `only_first` counts the clips only the method left)."""
+    worse = better = 0
+    for c in concepts.values():
+        test = c["methods"].get(method, {}).get(judge, {}).get("against_clear")
+        if method == "clear" or not test or test["p_value"] >= 0.05:
+            continue
+        worse += test["only_first"] > test["only_second"]
+        better += test["only_first"] < test["only_second"]
+    return worse, better
+
+
 def track_b_section(data: dict[str, Any] | None) -> list[str]:
     """Every method tuned with the same judged ladder budget, then erasing from the same clips, paired with CLEAR."""
     title = "## Track B: every method tuned with the same budget"
@@ -1220,14 +1233,7 @@ def track_b_section(data: dict[str, Any] | None) -> list[str]:
                  f"{s['met_by_both_with_intervals']} of {s['concepts']}", fell_back]  # fmt: skip
         for judge in ("detector", "geometry"):
             gap = s[judge]["gap_to_clear"]
-            worse = better = 0
-            for c in concepts.values():
-                row = c["methods"].get(method, {})
-                test = row.get(judge, {}).get("against_clear")
-                if method == "clear" or not test or test["p_value"] >= 0.05:
-                    continue
-                worse += test["only_first"] > test["only_second"]
-                better += test["only_first"] < test["only_second"]
+            worse, better = worse_and_better(concepts, method, judge)
             cells += [pct(s[judge]["mean_rate_after"]),
                       "-" if method == "clear" else f"{pct(gap['mean'])}{ci(gap['ci95'])}",
                       "-" if method == "clear" else f"{worse} / {better}"]  # fmt: skip

@@ -615,3 +615,23 @@ def test_a_toy_section_measured_on_other_weights_than_the_shipped_ones_says_it_i
     assert retrained[:2] == section[:2] and retrained[3:] == ["", *section[2:]]
     assert "another generator than the one shipped" in retrained[2] and "detector" not in retrained[2]
     assert "does not name the weights" in build.with_stale_note(section, run(None))[2]
+
+
+def test_track_b_counts_a_method_worse_or_better_than_clear_only_where_the_paired_test_says_so():
+    """Worse: the method alone left the concept in significantly more clips; better: in fewer; a test at p >= 0.05,
+    a concept without a pairing (CLEAR kept no rung) and CLEAR itself count for neither."""
+    build = load_build()
+
+    def concept(only_first, only_second, p_value):
+        test = {"only_first": only_first, "only_second": only_second, "p_value": p_value}
+        return {"methods": {"a": {"detector": {"against_clear": test}}, "clear": {"detector": {"against_clear": test}}}}
+
+    concepts = {
+        "worse": concept(9, 1, 0.02),
+        "better": concept(0, 8, 0.01),
+        "unclear": concept(6, 1, 0.13),
+        "unpaired": {"methods": {"a": {"detector": {"against_clear": None}}}},
+    }
+    assert build.worse_and_better(concepts, "a", "detector") == (1, 1)
+    assert build.worse_and_better(concepts, "clear", "detector") == (0, 0)
+    assert build.worse_and_better(concepts, "a", "geometry") == (0, 0)

@@ -241,14 +241,13 @@ def judge_verdict(figures: dict[str, Any]) -> dict[str, bool]:
 
 
 def paired_reading(
-    figures: dict[str, Any], judge: str, against: dict[str, Any], key: str = "against"
+    figures: dict[str, Any], judge: str, against: dict[str, Any] | None, key: str = "against"
 ) -> dict[str, Any]:
     """One judge's reading of one erasure (`compare`'s figures with `qualifies`' verdict, judge `detector` or
     `geometry`): rates, clip rate and preservation drop with intervals, both verdicts, and McNemar's paired test of
     its target clips after erasure against those of erasure `against` (under `key`), sampled from the same prompts and
-    noise."""
+    noise; None under `key` when there is nothing to pair with."""
     own = figures if judge == "detector" else figures["geometry"]
-    base = against if judge == "detector" else against["geometry"]
     clips = own["clips_target_after"]
     verdicts = figures["qualification"]
     return {
@@ -260,8 +259,14 @@ def paired_reading(
         "preservation_drop_ci95": own["preservation_drop"]["ci95"],
         "met": verdicts["by_judge"][judge]["met"],
         "met_with_intervals": verdicts["with_intervals"]["by_judge"][judge]["met"],
-        key: mcnemar(outcomes_of(clips["outcomes"]), outcomes_of(base["clips_target_after"]["outcomes"])),
+        key: None if against is None else paired_test(clips, against if judge == "detector" else against["geometry"]),
     } | ({"reserved": reserved_reading(own)} if "rate_reserved_before" in own else {})
+
+
+def paired_test(clips: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
+    """McNemar's test of the target clips after one erasure (`clips`, a `clip_rate`) against those of another (its
+    judge's figures)."""
+    return mcnemar(outcomes_of(clips["outcomes"]), outcomes_of(base["clips_target_after"]["outcomes"]))
 
 
 def reserved_reading(judged: dict[str, Any]) -> dict[str, Any]:

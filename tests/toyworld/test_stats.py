@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from clear_sae.toyworld.metrics import interval_verdict, qualifies, summary
+from clear_sae.toyworld.metrics import interval_verdict, paired_reading, qualifies, summary
 from clear_sae.toyworld.stats import clip_rate, clopper_pearson, mcnemar, outcome_string, outcomes_of
 
 
@@ -88,3 +88,16 @@ def test_clip_rates_by_judge_count_a_clip_when_most_of_its_frames_show_the_value
     rates = clip_rates_by_judge({"detector": empty, "geometry": everywhere}, "colour", "red", threshold=0.5)
     assert rates["detector"] == {"rate": round(1 / 3, 4), "ci95": clopper_pearson(1, 3), "rendered": 1, "clips": 3}
     assert rates["geometry"]["rendered"] == 3 and "outcomes" not in rates["geometry"]
+
+
+def test_a_paired_reading_tests_against_the_other_erasure_and_against_nothing_when_there_is_none():
+    """Paired with an erasure on the same clips, McNemar's test counts the clips each alone left the concept in; with
+    no erasure to pair with (CLEAR kept no rung), the pairing is None rather than the method against itself."""
+    method, other = _figures(6, 20, 0.0), _figures(1, 20, 0.0)
+    for figures in (method, other):
+        figures["geometry"] = dict(figures)
+        figures["qualification"] = qualifies(figures)
+    reading = paired_reading(method, "geometry", other, "against_clear")
+    test = reading["against_clear"]
+    assert (test["only_first"], test["only_second"]) == (5, 0) and reading["rate_after"] == 0.3
+    assert paired_reading(method, "detector", None, "against_clear")["against_clear"] is None

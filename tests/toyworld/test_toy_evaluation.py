@@ -760,3 +760,13 @@ def test_an_intervention_resamples_what_it_changes_and_only_that(tiny_toy_genera
     assert after["target"].sampled == 1 and after["nontarget"].sampled == 1
     assert np.array_equal(after["target"].sampled_clips()[1:], before["target"].sampled_clips()[1:])
     assert not np.array_equal(after["target"].sampled_clips()[0], before["target"].sampled_clips()[0])
+
+    def late_of_second_changed(embeds, steps):  # early states as given, late ones changed, switched midway
+        late = embeds.clone()
+        late[1] = 0
+        return embeds, late, torch.full((len(embeds),), steps // 2)
+
+    after = sample_after(world, Intervention(embed_filter=late_of_second_changed), before, negative, cfg)
+    assert after["target"].sampled == 1 and after["nontarget"].sampled == 1
+    assert not np.array_equal(after["target"].sampled_clips()[1], before["target"].sampled_clips()[1])
+    assert np.array_equal(after["target"].sampled_clips()[0], before["target"].sampled_clips()[0])
