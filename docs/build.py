@@ -1112,15 +1112,22 @@ TRACK_B_OWN_SETTINGS = ("methods", "concepts", "joint_rounds", "esd_steps")
 ladder settings of one method, which only the run of that method reads."""
 
 
-def track_b_claim(summary: dict[str, Any]) -> str:
-    """Whether CLEAR is ahead of every baseline on the paired comparison: the gap's interval above zero by both
-    judges."""
+def clear_ahead(summary: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """The baselines CLEAR is ahead of on Track B's paired comparison (the gap's interval above zero by both judges),
+    and those it is not."""
     ahead, not_ahead = [], []
     for method, row in summary.items():
         if method == "clear":
             continue
         lows = [(row[j]["gap_to_clear"]["ci95"] or [0.0])[0] for j in ("detector", "geometry")]
         (ahead if min(lows) > 0 else not_ahead).append(method)
+    return ahead, not_ahead
+
+
+def track_b_claim(summary: dict[str, Any]) -> str:
+    """Whether CLEAR is ahead of every baseline on the paired comparison: the gap's interval above zero by both
+    judges."""
+    ahead, not_ahead = clear_ahead(summary)
     verdict = "reached" if not not_ahead else "not reached"
     return (
         "The bar: CLEAR ahead of every baseline on the paired comparison (the gap's interval above zero by both "
@@ -1957,6 +1964,42 @@ def page_breadth() -> str:
     return "\n".join(lines)
 
 
+README = ROOT / "README.md"
+HEADLINE_START = "<!-- headline, written by docs/build.py -->"
+HEADLINE_END = "<!-- /headline -->"
+
+
+def readme_headline() -> str:
+    """The README's headline: Track A's result next to Track B's, on the seeds their runs read."""
+    track_a = load("analysis/toy_track_a.json")
+    track_b = merge_track_b(load("analysis/toy_track_b.json"), load("analysis/toy_track_b_esd.json"))
+    if not track_a or not track_a.get("concepts") or not track_b:
+        return "The toy world's Track A and Track B are not measured yet ([docs/toyworld.md](docs/toyworld.md))."
+    splits = {track_a["protocol"]["split"], track_b["protocol"]["split"]}
+    where = "on the sealed test" if splits == {"test"} else "on development seeds (sealed test not read yet)"
+    a, n = track_a["summary"], len(track_a["concepts"])
+    clear = track_b["summary"]["clear"]
+    ahead, behind = clear_ahead(track_b["summary"])
+    stale = [note for run in (track_a, track_b) if (note := stale_note(run["protocol"].get("weights")))]
+    return (
+        f"**Does separability find the layer?** In the toy world, {where}: the paper's protocol (no judge, one "
+        f"strength) meets {a['met_by_both']} of {n} concepts by two judges ({a['met_by_both_with_intervals']} with "
+        f"intervals), median regret against the best layer {pct(a['detector']['regret_vs_best']['median'])} / "
+        f"{pct(a['geometry']['regret_vs_best']['median'])} points; with every method tuned on one budget, CLEAR "
+        f"meets {clear['met_by_both']} of {clear['concepts']}, ahead of {', '.join(ahead) or 'no baseline'}, not of "
+        f"{', '.join(behind) or 'any other'} ([docs/toyworld.md](docs/toyworld.md))."
+        + (" Stale: measured on other weights than those shipped." if stale else "")
+    )
+
+
+def readme_with_headline(text: str) -> str:
+    """`text` (the README) with the block between the headline markers replaced by `readme_headline()`."""
+    start, end = text.find(HEADLINE_START), text.find(HEADLINE_END)
+    if start < 0 or end < start:
+        raise SystemExit(f"README.md has lost its headline markers; put back {HEADLINE_START} and {HEADLINE_END}")
+    return text[: start + len(HEADLINE_START)] + "\n" + readme_headline() + "\n" + text[end:]
+
+
 PAGES: dict[str, Callable[[], str]] = {
     "performance.md": page_performance,
     "comparison.md": page_comparison,
@@ -1996,8 +2039,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="exit 1 if a committed page is out of date")
     parser.add_argument("--out", default=str(DOCS), help="folder to write the pages into (default: docs/)")
     args = parser.parse_args(argv)
+    readme = README.read_text(encoding="utf-8")
     if args.check:
-        differing = stale(args.out)
+        differing = stale(args.out) + (["README.md headline"] if readme_with_headline(readme) != readme else [])
         if differing:
             print(f"out of date: {', '.join(differing)}; run `{BUILD}`", file=sys.stderr)
             return 1
@@ -2005,6 +2049,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     for path in build(args.out):
         print(f"wrote {path}")
+    if readme_with_headline(readme) != readme:
+        README.write_text(readme_with_headline(readme), encoding="utf-8")
+        print(f"wrote {README}")
     return 0
 
 

@@ -635,3 +635,19 @@ def test_track_b_counts_a_method_worse_or_better_than_clear_only_where_the_paire
     assert build.worse_and_better(concepts, "a", "detector") == (1, 1)
     assert build.worse_and_better(concepts, "clear", "detector") == (0, 0)
     assert build.worse_and_better(concepts, "a", "geometry") == (0, 0)
+
+
+def test_the_readme_headline_is_written_between_its_markers_from_both_tracks():
+    """The block between the markers is replaced by Track A's result next to Track B's, on the seeds they read;
+    the rest of the README is left alone, and a README without the markers is refused."""
+    build = load_build()
+    text = f"intro\n{build.HEADLINE_START}\nold words\n{build.HEADLINE_END}\nrest\n"
+    written = build.readme_with_headline(text)
+    headline = build.readme_headline()
+    assert written == f"intro\n{build.HEADLINE_START}\n{headline}\n{build.HEADLINE_END}\nrest\n"
+    track_a = json.loads((REPO / "analysis" / "toy_track_a.json").read_text())
+    assert f"meets {track_a['summary']['met_by_both']} of {len(track_a['concepts'])} concepts" in headline
+    assert ("on the sealed test" in headline) == (track_a["protocol"]["split"] == "test")
+    assert build.readme_with_headline(written) == written
+    with pytest.raises(SystemExit, match="headline markers"):
+        build.readme_with_headline("a README without markers\n")
