@@ -3,6 +3,7 @@ calibration ladder, judged by generated clips or by the text probe."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from clear_sae.backbones import load_backbone
@@ -86,8 +87,9 @@ def learn_paper_concept(
     `entry_name` (default `name`) and with `strength` when given. An `attribute` (`AXIS=VALUE`) is recorded for
     `clear-sae evaluate`, as `learn_toy_concept` does."""
     target, nontarget = prompts or learning_prompts(name, attribute)
-    chosen = {} if strength is None else {"strength": strength}
-    cfg = ConceptConfig(max_nontarget_rate=MAX_NONTARGET_RATE, background=TOY_BACKGROUND, **chosen)
+    cfg = ConceptConfig(max_nontarget_rate=MAX_NONTARGET_RATE, background=TOY_BACKGROUND)
+    if strength is not None:
+        cfg = replace(cfg, strength=strength)
     entry, _ = learn_concept(backbone, dictionaries, entry_name or name, target, nontarget, cfg)
     if attribute or entry_name:
         axis, value = attribute_of(attribute or name)
