@@ -706,32 +706,39 @@ def page_toyworld() -> str:
             ]
             rows = []
             for m in metrics.values():
+                split = m.get("split", "train")
                 rows.append(
                     [
-                        f"{m['sampling_steps']} steps, guidance {m['guidance']:g}, {m['clips']} clips",
-                        *[f"{pct(m[key])}{ci(m.get(key + '_ci95'))}" for key, _ in FIDELITY_COLUMNS],
+                        f"{m['sampling_steps']} steps, guidance {m['guidance']:g}, {m['clips']} clips"
+                        + ("" if split == "train" else f", {split} captions"),
+                        *[f"{pct(m.get(key))}{ci(m.get(key + '_ci95'))}" for key, _ in FIDELITY_COLUMNS],
                         f"{m['seconds_per_clip']:.2f}",
                     ]
                 )
             lines += table(["sampling", *[label for _, label in FIDELITY_COLUMNS], "s / clip"], rows)
-            lines += [
-                "Where an unnamed shape is not drawn as the square, the shape the detector reads instead "
-                "(% of frames):",
-                "",
-            ]
-            shapes = list(next(iter(metrics.values()))["neutral_shape_read_as"])
-            rows = [
-                [f"{m['sampling_steps']} steps", *[pct(m["neutral_shape_read_as"][s]) for s in shapes]]
-                for m in metrics.values()
-            ]
-            lines += table(["sampling", *shapes], rows)
-            lines += ["Share of an unnamed shape's frames that are not the square, by the motion named (%):", ""]
-            motions = list(next(iter(metrics.values()))["neutral_shape_not_square_by_motion"])
-            rows = [
-                [f"{m['sampling_steps']} steps", *[pct(m["neutral_shape_not_square_by_motion"][s]) for s in motions]]
-                for m in metrics.values()
-            ]
-            lines += table(["sampling", *motions], rows)
+            unnamed = [m for m in metrics.values() if "neutral_shape_read_as" in m]
+            if unnamed:
+                lines += [
+                    "Where an unnamed shape is not drawn as the square, the shape the detector reads instead "
+                    "(% of frames):",
+                    "",
+                ]
+                shapes = list(unnamed[0]["neutral_shape_read_as"])
+                rows = [
+                    [f"{m['sampling_steps']} steps", *[pct(m["neutral_shape_read_as"][s]) for s in shapes]]
+                    for m in unnamed
+                ]
+                lines += table(["sampling", *shapes], rows)
+                lines += ["Share of an unnamed shape's frames that are not the square, by the motion named (%):", ""]
+                motions = list(unnamed[0]["neutral_shape_not_square_by_motion"])
+                rows = [
+                    [
+                        f"{m['sampling_steps']} steps",
+                        *[pct(m["neutral_shape_not_square_by_motion"][k]) for k in motions],
+                    ]
+                    for m in unnamed
+                ]
+                lines += table(["sampling", *motions], rows)
             nouns_of = {k: m for k, m in metrics.items() if m.get("unnamed_shape_by_noun")}
             polish = set(c.get("polish_nouns") or [])
             for m in nouns_of.values():
