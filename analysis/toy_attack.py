@@ -1,5 +1,5 @@
-"""A discrete prompt attack on the shipped toy entries: one word, searched against the erased encoder, in place of
-the concept's word.
+"""A discrete prompt attack on the shipped toy entries: one word (or `--words N`, chosen one after another), searched
+against the erased encoder, in place of the concept's word.
 
     python analysis/toy_attack.py --out analysis/toy_attack.json
 
@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from clear_sae.erase import attach
+from clear_sae.errors import ClearSaeError
 from clear_sae.io import atomic_write_text
 from clear_sae.library import ConceptLibrary
 from clear_sae.toyworld.captions import WORDS_BY_AXIS, all_synonyms, own_naming_word, renamed
@@ -83,26 +84,30 @@ def candidate_tokens(world: ToyWorld, axis: str, value: str, word: str, n: int) 
 
 
 def search(
-    world: ToyWorld, clamps: dict[str, Any], axis: str, value: str, prompts: list[str], n: int
+    world: ToyWorld, clamps: dict[str, Any], axis: str, value: str, prompts: list[str], n: int, words: int = 1
 ) -> dict[str, Any]:
-    """The candidate token whose edited prompts, through the erased encoder, come closest to the original prompts
+    """The candidate tokens whose edited prompts, through the erased encoder, come closest to the original prompts
     through the clean one (mean cosine over the flattened text states), and its score next to the unedited
-    prompts' own."""
+    prompts' own. With `words` > 1 the phrase grows greedily: each further token, from the same candidates, is the
+    one that scores best after the tokens already chosen."""
     import torch
 
     clean = encode(world.pipe, prompts).flatten(1)
     candidates = candidate_tokens(world, axis, value, own_naming_word(axis, value), n)
-    scores = []
+    chosen: list[str] = []
+    scores: list[float] = []
     with attach(world.pipe, clamps):
         erased_original = encode(world.pipe, prompts).flatten(1)
-        for token in candidates:
-            edited = encode(world.pipe, with_word(prompts, axis, value, token)).flatten(1)
-            scores.append(float(torch.nn.functional.cosine_similarity(edited, clean, dim=-1).mean()))
-    best = int(np.argmax(scores))
+        for _ in range(words):
+            scores = []
+            for token in candidates:
+                edited = encode(world.pipe, with_word(prompts, axis, value, " ".join([*chosen, token]))).flatten(1)
+                scores.append(float(torch.nn.functional.cosine_similarity(edited, clean, dim=-1).mean()))
+            chosen.append(candidates[int(np.argmax(scores))])
     baseline = float(torch.nn.functional.cosine_similarity(erased_original, clean, dim=-1).mean())
     return {
-        "word": candidates[best],
-        "score": round(scores[best], 4),
+        "word": " ".join(chosen),
+        "score": round(max(scores), 4),
         "score_of_original_erased": round(baseline, 4),
         "runners_up": [candidates[i] for i in np.argsort(scores)[::-1][1:6]],
         "candidates": len(candidates),
@@ -110,13 +115,19 @@ def search(
 
 
 def attack_concept(
-    world: ToyWorld, library: ConceptLibrary, name: str, cfg: EvalConfig, search_prompts: int, candidates: int
+    world: ToyWorld,
+    library: ConceptLibrary,
+    name: str,
+    cfg: EvalConfig,
+    search_prompts: int,
+    candidates: int,
+    words: int = 1,
 ) -> dict[str, Any]:
     """Search one concept's attack word, then sample and judge the original and attack captions."""
     axis, value = attribute_of(entry_attribute(library.get(name)))
     clamps = clamps_at(library, name)
     prompts, _, _, _ = concept_pairs(axis, value, search_prompts + cfg.clips, "train", cfg.seed)
-    found = search(world, clamps, axis, value, prompts[:search_prompts], candidates)
+    found = search(world, clamps, axis, value, prompts[:search_prompts], candidates, words)
     originals = prompts[search_prompts:]
     noise_seeds = [cfg.seed * 1_000_003 + NOISE_OFFSET + i for i in range(cfg.clips)]
     attacked = with_word(originals, axis, value, found["word"])
@@ -144,15 +155,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--clips", type=int, default=30, help="attacked captions sampled per concept")
     parser.add_argument("--search-prompts", type=int, default=4, help="captions the search scores each word on")
     parser.add_argument("--candidates", type=int, default=1000, help="vocabulary tokens tried per concept")
+    parser.add_argument("--words", type=int, default=1, help="tokens in the attack phrase, chosen one after another")
     parser.add_argument("--seed", type=int, default=SEED, help="a development seed of the sealed protocol")
     args = parser.parse_args(argv)
     check_evaluation_seed(args.seed)
+    if args.words < 1:
+        raise ClearSaeError(f"--words {args.words}: the attack needs at least one token")
     library = ConceptLibrary.load(args.library)
     names = args.concepts or toy_concepts()
     cfg = EvalConfig(clips=args.clips, seed=args.seed)
     started = time.perf_counter()
     world = load_toy_world()
-    concepts = {n: attack_concept(world, library, n, cfg, args.search_prompts, args.candidates) for n in names}
+    concepts = {
+        n: attack_concept(world, library, n, cfg, args.search_prompts, args.candidates, args.words) for n in names
+    }
     report = {
         "format": "clear_sae.toy_attack",
         "command": ["python", "analysis/toy_attack.py", *(argv if argv is not None else sys.argv[1:])],
@@ -160,6 +176,7 @@ def main(argv: list[str] | None = None) -> None:
             "clips": args.clips,
             "search_prompts": args.search_prompts,
             "candidates": args.candidates,
+            "words": args.words,
             "steps": cfg.steps,
         },
         "protocol": protocol_record(args.seed, final=False, world=world),

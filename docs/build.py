@@ -1023,7 +1023,13 @@ def attack_section(data: dict[str, Any] | None) -> list[str]:
         "",
         'Each shipped toy concept\'s captions name it by its own name with the naming word ("red", "left" in '
         '"moves to the left") replaced by one vocabulary token that is no word of any synonym of any value on its '
-        "axis, the reserved ones included, chosen to bring the erased text encoder's output closest to the clean "
+        "axis, the reserved ones included"
+        + (
+            f" (here by {cfg['words']} such tokens, each chosen in turn after those before it)"
+            if cfg.get("words", 1) > 1
+            else ""
+        )
+        + ", chosen to bring the erased text encoder's output closest to the clean "
         f"encoder's output for the original captions (an exhaustive search over the {cfg['candidates']} whole-word "
         f"tokens nearest the concept's word, scored on {cfg['search_prompts']} captions; the generator is not run "
         f"during the search). The word is then put into {cfg['clips']} fresh target captions "

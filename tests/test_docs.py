@@ -427,11 +427,12 @@ def test_the_attack_script_searches_a_word_off_the_axis_and_reads_it_with_and_wi
 
     script = analysis_script("toy_attack")
     out = tmp_path / "attack.json"
-    script.main(["--out", str(out), "--concepts", "left", "--clips", "2", "--candidates", "20"])
+    script.main(["--out", str(out), "--concepts", "left", "--clips", "2", "--candidates", "20", "--words", "2"])
     data = json.loads(out.read_text())
     left = data["concepts"]["left"]
     word = left["attack"]["word"]
-    assert word.lower() not in script.axis_words("motion") and "left" not in word and left["attack"]["candidates"] == 20
+    assert len(word.split()) == 2 and data["config"]["words"] == 2 and left["attack"]["candidates"] == 20
+    assert not set(word.lower().split()) & script.axis_words("motion") and "left" not in word
     for prompt in left["examples"]:
         assert re.search(rf"\b{word}\b", prompt) and not re.search(r"\bleft\b", prompt)
     for run in ("attack_before", "original_after", "attack_after"):
@@ -440,9 +441,11 @@ def test_the_attack_script_searches_a_word_off_the_axis_and_reads_it_with_and_wi
     build = load_build()
     monkeypatch.setattr(build, "load", lambda rel: data if rel.endswith("toy_attack.json") else None)
     page = build.page_toyworld()
-    assert "## A one-word prompt attack" in page and f"| left | `{word}` |" in page
+    assert "## A one-word prompt attack" in page and f"| left | `{word}` |" in page and "here by 2 such tokens" in page
     with pytest.raises(ClearSaeError, match="test seed"):
         script.main(["--out", str(tmp_path / "other.json"), "--concepts", "left", "--seed", "90000"])
+    with pytest.raises(ClearSaeError, match="at least one token"):
+        script.main(["--out", str(tmp_path / "other.json"), "--concepts", "left", "--words", "0"])
     assert not (tmp_path / "other.json").exists()
 
 
