@@ -19,8 +19,8 @@ strength:
 - `diff-means`: a difference-of-means direction at the layer where it separates the learning prompts best
   (`baselines.direction_separations`), removal strength 1, 2, 4, 8;
 - `safree`: SAFREE on the prompt embeddings (`compare.safree`): the paper's trigger and filter first, then the
-  filter on more steps, then a looser trigger (`SAFREE_RUNGS`); it acts where the generator reads the text, so
-  it has no layer to search;
+  filter on more steps, then every word token projected (`SAFREE_RUNGS`); it acts where the generator reads the
+  text, so it has no layer to search;
 - `negative-prompt`: the concept's training words as the negative prompt, guidance 4, 6, 8, 12. The toy generator
   only ever saw the empty caption as its unconditional branch; no generator trained with keyword negatives is
   compared yet;
@@ -80,8 +80,10 @@ DEFAULT_METHODS = METHODS[:-1]
 """ESD, the costliest ladder, runs only when asked (`--methods esd`), in a run of its own."""
 ESD_STEPS = (25, 50, 100, 200)
 """ESD's rungs: fine-tuning steps in all, one run continued from rung to rung."""
-SAFREE_RUNGS = ((0.01, 0.2), (0.01, 1.0), (0.01, 2.0), (0.0, 2.0))
-"""SAFREE's (trigger margin alpha, filter scale) rungs: the paper's, then more steps filtered, then a looser trigger."""
+SAFREE_RUNGS = ((0.01, 0.2), (0.01, 1.0), (0.01, 2.0), (-1.0, 2.0))
+"""SAFREE's (trigger margin alpha, filter scale) rungs: the paper's, then more steps filtered (at 2 every step is, as
+`sigmoid(1 - cos)` is at least one half), then its limit, alpha -1: every word token is a trigger, so every one is
+projected off the concept subspace."""
 TUNE_SEED = EVAL_SEED + 5
 """The development seed the ladders are judged on (no other analysis reads it)."""
 

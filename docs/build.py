@@ -1275,14 +1275,14 @@ def track_b_section(data: dict[str, Any] | None) -> list[str]:
                 continue
             kept = row["ladder"]["rungs"][row["ladder"]["chosen"]]
             mark = "" if kept["passed"] else "†"
+            setting = f"α {kept['alpha']:g}, {kept['strength']:g}" if "alpha" in kept else f"{kept['strength']:g}"
             cells.append(
-                f"{pct(row['detector']['rate_after'], 0)} / {pct(row['geometry']['rate_after'], 0)} "
-                f"({kept['strength']:g}{mark})"
+                f"{pct(row['detector']['rate_after'], 0)} / {pct(row['geometry']['rate_after'], 0)} ({setting}{mark})"
             )
         rows.append([name, *cells])
     lines += [
-        "Per concept, the rate after erasure by the detector / the rules (%), and the strength kept († no rung met "
-        "the bars on the tuning clips):",
+        "Per concept, the rate after erasure by the detector / the rules (%), and the strength kept (SAFREE's with "
+        "its trigger margin α; † no rung met the bars on the tuning clips):",
         "",
     ]
     lines += table(["concept", *methods], rows)
