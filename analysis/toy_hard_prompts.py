@@ -1,14 +1,18 @@
-"""Harder prompts for the shipped toy entries: the target beside its nearest neighbour, and misspelled targets.
+"""Harder prompts for the shipped toy entries: the target beside its nearest neighbour, in both objects of a caption,
+and misspelled.
 
     python analysis/toy_hard_prompts.py --out analysis/toy_hard_prompts.json
 
-The evaluation's prompts name one object in the training phrasing. Two harder sets, per shipped toy concept, on a
-development seed of the sealed protocol:
+The evaluation's prompts name one object in the training phrasing. Three harder sets, per shipped toy concept, on
+a development seed of the sealed protocol:
 
 - **beside its neighbour**: two-object captions, the target on one object and the concept's nearest neighbour on
   the same axis on the other ("a red disc rises while an orange bar falls"). The neighbour is the other value
   whose word the text encoder places closest (cosine of MiniLM's mean-pooled states). Erasure should take the
   target out and leave the neighbour: the neighbour's rate before minus after is the collateral damage.
+- **in both objects**: two-object captions naming the concept on both objects, which differ in the rest ("a red
+  disc rises while a red bar falls"): a composition the learning prompts never show, with the concept's words
+  twice. Erasure should take the concept out of both.
 - **misspelled**: single-object target captions whose synonym of the concept is replaced by the concept's own
   name with two letters of its naming word swapped ("a crimson disc" to "a rde disc", "drifts left" to "moves to
   the lfet"), so that no correctly spelled synonym is left. A misspelling the generator still renders but the
@@ -89,6 +93,21 @@ def beside_neighbour(axis: str, value: str, neighbour: str, n: int, seed: int) -
     return ClipSet(prompts, specs, noise_seeds(seed, 0, n))
 
 
+def in_both_objects(axis: str, value: str, n: int, seed: int) -> ClipSet:
+    """`n` two-object captions with the target value on both objects, which differ on some other axis."""
+    rng = np.random.default_rng([seed, 2, list(ATTRIBUTES).index(axis), ATTRIBUTES[axis].index(value)])
+    specs, prompts = [], []
+    for _ in range(n):
+        main = replace(random_spec(rng, second_object_rate=0.0).main, **{axis: value})
+        second = main
+        while second == main:
+            second = replace(random_spec(rng, second_object_rate=0.0).main, **{axis: value})
+        spec = ClipSpec(main, str(rng.choice(["plain", "checker", "gradient"])), second)
+        specs.append(spec)
+        prompts.append(caption(spec, rng, "train"))
+    return ClipSet(prompts, specs, noise_seeds(seed, 2 * n, n))
+
+
 def misspelled_targets(axis: str, value: str, n: int, seed: int) -> ClipSet:
     """`n` single-object target captions (training phrasing) naming the concept by its misspelled name instead of
     the synonym they used (`misspelling`)."""
@@ -105,11 +124,12 @@ def noise_seeds(seed: int, start: int, n: int) -> list[int]:
 def concept_row(
     world: ToyWorld, library: ConceptLibrary, name: str, neighbours: dict[str, str], cfg: EvalConfig
 ) -> dict[str, Any]:
-    """One concept's two sets before and after erasure, read by both judges."""
+    """One concept's three sets before and after erasure, read by both judges."""
     axis, value = attribute_of(entry_attribute(library.get(name)))
     neighbour = neighbours[value]
     sets = {
         "beside_neighbour": beside_neighbour(axis, value, neighbour, cfg.clips, cfg.seed),
+        "in_both_objects": in_both_objects(axis, value, cfg.clips, cfg.seed),
         "misspelled": misspelled_targets(axis, value, cfg.clips, cfg.seed),
     }
     negative, before = sample_before(world, sets, cfg)
@@ -136,7 +156,7 @@ def concept_row(
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Sample both sets for every shipped toy concept, before and after erasure, and write the JSON."""
+    """Sample the sets for every shipped toy concept, before and after erasure, and write the JSON."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, help="JSON output")
     parser.add_argument("--library", default=str(ROOT / "dictionaries" / "minilm" / "concepts.json"))
@@ -161,7 +181,7 @@ def main(argv: list[str] | None = None) -> None:
         "seconds": round(time.perf_counter() - started, 1),
     }
     atomic_write_text(args.out, json.dumps(report, indent=2) + "\n")
-    print(f"{len(concepts)} toy concepts read beside their neighbour and misspelled -> {args.out}")
+    print(f"{len(concepts)} toy concepts read beside their neighbour, in both objects and misspelled -> {args.out}")
 
 
 if __name__ == "__main__":

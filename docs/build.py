@@ -976,14 +976,23 @@ def hard_prompts_section(data: dict[str, Any] | None) -> list[str]:
     beside = {n: c["beside_neighbour"]["target"] for n, c in concepts.items()}
     drawn = [n for n, t in beside.items() if both(t["before"], lambda r: r >= 0.7)]
     kept = [n for n in drawn if not both(beside[n]["after"], lambda r: r <= 0.1)]
+    twice = {n: c["in_both_objects"]["target"] for n, c in concepts.items() if "in_both_objects" in c}
+    twice_drawn = [n for n, t in twice.items() if both(t["before"], lambda r: r >= 0.7)]
+    twice_kept = [n for n in twice_drawn if not both(twice[n]["after"], lambda r: r <= 0.1)]
     lines = [
         title,
         "",
-        f"Two sets per shipped toy concept ({protocol['split']} seed {protocol['seed']}, {cfg['clips']} clips each), "
+        f"{'Three' if twice else 'Two'} sets per shipped toy concept ({protocol['split']} seed {protocol['seed']}, "
+        f"{cfg['clips']} clips each), "
         "sampled before and after erasure and read by both judges; rates are shares of clips rendering the value. "
         "*Beside its neighbour*: two-object captions with the target on one object and its nearest value on the "
         "same axis (by the text encoder's cosine) on the other; the neighbour's rate should not fall. "
-        "*Misspelled*: the target captions naming the concept by its own name with two letters of its naming word "
+        + (
+            "*In both objects*: two-object captions naming the concept on both objects, which differ in the rest. "
+            if twice
+            else ""
+        )
+        + "*Misspelled*: the target captions naming the concept by its own name with two letters of its naming word "
         "swapped, in place of whichever synonym they used.",
         "",
         f"**The generator renders {len(rendered)} of {len(concepts)} misspellings (at least 70% of clips by both "
@@ -994,15 +1003,24 @@ def hard_prompts_section(data: dict[str, Any] | None) -> list[str]:
         + (f" ({', '.join(kept)})" if kept else "")
         + f". The neighbour lost more than 10 points by both judges for {len(hit)} of {len(concepts)} concepts"
         + (f" ({', '.join(hit)})" if hit else "")
+        + (
+            f". Named in both objects, the concept is drawn in at least 70% of clips for {len(twice_drawn)} of "
+            f"{len(twice)}; erasure leaves it in more than 10% by at least one judge for {len(twice_kept)} of them"
+            + (f" ({', '.join(twice_kept)})" if twice_kept else "")
+            if twice
+            else ""
+        )
         + ".**",
         "",
     ]
     rows = [
-        [name, c["neighbour"], change(c["beside_neighbour"]["target"]), change(c["beside_neighbour"]["neighbour"]),
-         f"`{c['misspelling']}`", change(c["misspelled"]["target"])]
+        [name, c["neighbour"], change(c["beside_neighbour"]["target"]), change(c["beside_neighbour"]["neighbour"])]
+        + ([change(c["in_both_objects"]["target"])] if twice else [])
+        + [f"`{c['misspelling']}`", change(c["misspelled"]["target"])]
         for name, c in concepts.items()
     ]  # fmt: skip
     columns = ["concept", "neighbour", "beside it: target % (detector / rules)", "neighbour %"]
+    columns += ["in both objects: target %"] if twice else []
     return lines + table(columns + ["misspelled name", "misspelled: target %"], rows)
 
 

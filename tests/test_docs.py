@@ -398,9 +398,12 @@ def test_the_hard_prompts_script_reads_the_target_beside_its_neighbour_and_missp
         assert any(w in prompt for w in MOTION_WORDS["left"]) and any(w in prompt for w in neighbour_words)
     for prompt in left["misspelled"]["examples"]:  # no correctly spelled synonym of left is left
         assert "moves to the lfet" in prompt and not any(w in prompt for w in MOTION_WORDS["left"])
+    for prompt in left["in_both_objects"]["examples"]:  # the concept named on each of the two objects
+        assert sum(prompt.count(w) for w in MOTION_WORDS["left"]) == 2
     for part in (
         left["beside_neighbour"]["target"],
         left["beside_neighbour"]["neighbour"],
+        left["in_both_objects"]["target"],
         left["misspelled"]["target"],
     ):
         for when in ("before", "after"):
@@ -410,7 +413,7 @@ def test_the_hard_prompts_script_reads_the_target_beside_its_neighbour_and_missp
     build = load_build()
     monkeypatch.setattr(build, "load", lambda rel: data if rel.endswith("toy_hard_prompts.json") else None)
     page = build.page_toyworld()
-    assert "## Harder prompts" in page and f"| left | {left['neighbour']} |" in page
+    assert "## Harder prompts" in page and f"| left | {left['neighbour']} |" in page and "*In both objects*" in page
     with pytest.raises(ClearSaeError, match="test seed"):
         script.main(["--out", str(tmp_path / "other.json"), "--concepts", "left", "--seed", "90000"])
     assert not (tmp_path / "other.json").exists()
