@@ -280,6 +280,11 @@ def summarise(concepts: dict[str, Any], methods: list[str], seed: int) -> dict[s
                 "met": sum(r[judge]["met"] for r in rows),
                 "met_with_intervals": sum(r[judge]["met_with_intervals"] for r in rows),
                 "mean_rate_after": round(float(np.mean([r[judge]["rate_after"] for r in rows])), 4) if rows else None,
+                "mean_reserved_rate_after": (
+                    round(float(np.mean([r[judge]["reserved"]["rate_after"] for r in rows])), 4)
+                    if rows and all("reserved" in r[judge] for r in rows)
+                    else None
+                ),
                 "gap_to_clear": {
                     "mean": round(float(gaps.mean()), 4) if len(gaps) else None,
                     "ci95": bootstrap_ci(gaps, seed=seed) if len(gaps) else None,

@@ -1309,7 +1309,20 @@ def track_b_section(data: dict[str, Any] | None) -> list[str]:
         for name, c in concepts.items()
         if "reserved" in c["methods"].get("clear", {}).get("detector", {})
     }
-    return lines + reserved_section(clear, "erased by CLEAR's kept rung")
+    lines += reserved_section(clear, "erased by CLEAR's kept rung")
+    means = {
+        method: [row[j].get("mean_reserved_rate_after") for j in JUDGE_KEYS]
+        for method, row in summary.items()
+        if row["detector"].get("mean_reserved_rate_after") is not None
+    }
+    if means:
+        lines += [
+            "Every method's mean rate after erasure on the reserved paraphrases, detector / rules (%): "
+            + "; ".join(f"{m} {pct(d)} / {pct(g)}" for m, (d, g) in means.items())
+            + ".",
+            "",
+        ]
+    return lines
 
 
 def claim_line(concepts: dict[str, Any], summary: dict[str, Any]) -> str:

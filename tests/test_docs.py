@@ -551,6 +551,10 @@ def test_the_track_b_script_gives_every_method_the_same_judged_budget_and_pairs_
         "## Track B" in page
         and f"| clear | {build.TRACK_B_LADDERS['clear']} | {rows['clear']['met_by_both']:d}" in page
     )
+    assert (
+        "On the reserved paraphrases" not in page
+        and data["summary"]["clear"]["detector"]["mean_reserved_rate_after"] is None
+    )
     with pytest.raises(ClearSaeError, match="test seed"):
         script.main(["--out", str(tmp_path / "other.json"), "--concepts", "red", "--seed", "90000"])
     assert not (tmp_path / "other.json").exists()
@@ -559,6 +563,15 @@ def test_the_track_b_script_gives_every_method_the_same_judged_budget_and_pairs_
     assert json.loads(out.read_text())["concepts"] == data["concepts"]
     with pytest.raises(ClearSaeError, match="not a Track B run with these settings"):
         script.main([*args[:-2], "--budget", "1", "--resume"])
+    reading = {"rate_before": 0.5, "rate_after": 0.25, "clip_rate_after": 0.25, "clip_rate_after_ci95": [0.01, 0.81],
+               "clips": 4}  # fmt: skip
+    for row in [r for r in rows.values() if "note" not in r]:  # what a final run with --reserved-clips 4 records
+        for judge in ("detector", "geometry"):
+            row[judge]["reserved"] = reading
+    data["summary"] = script.summarise(data["concepts"], list(rows), 0)
+    page = build.page_toyworld()
+    assert "On the reserved paraphrases (4 target clips" in page and "erased by CLEAR's kept rung" in page
+    assert "mean rate after erasure on the reserved paraphrases, detector / rules (%): clear 25.0 / 25.0;" in page
 
 
 def test_a_second_track_b_run_joins_the_first_only_with_the_same_settings():
