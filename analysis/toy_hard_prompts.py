@@ -94,13 +94,13 @@ def beside_neighbour(axis: str, value: str, neighbour: str, n: int, seed: int) -
 
 
 def in_both_objects(axis: str, value: str, n: int, seed: int) -> ClipSet:
-    """`n` two-object captions with the target value on both objects, which differ on some other axis."""
+    """`n` two-object captions with the target value on both objects, which differ in shape or colour."""
     rng = np.random.default_rng([seed, 2, list(ATTRIBUTES).index(axis), ATTRIBUTES[axis].index(value)])
     specs, prompts = [], []
     for _ in range(n):
         main = replace(random_spec(rng, second_object_rate=0.0).main, **{axis: value})
         second = main
-        while second == main:
+        while second.shape == main.shape and second.colour == main.colour:  # as `random_spec` keeps them apart
             second = replace(random_spec(rng, second_object_rate=0.0).main, **{axis: value})
         spec = ClipSpec(main, str(rng.choice(["plain", "checker", "gradient"])), second)
         specs.append(spec)

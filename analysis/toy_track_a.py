@@ -46,8 +46,15 @@ from clear_sae.toyworld.concepts import attribute_of, entry_attribute, toy_conce
 from clear_sae.toyworld.evaluation import clamps_at, compare_erasures, evaluate
 from clear_sae.toyworld.learn import joint_config, joint_library, paper_library
 from clear_sae.toyworld.metrics import bootstrap_ci, judge_verdict, reserved_reading
-from clear_sae.toyworld.protocol import EVAL_SEED, check_evaluation_seed, protocol_record, seed_split
-from clear_sae.toyworld.sampling import EvalConfig, ToyWorld, load_toy_world
+from clear_sae.toyworld.protocol import (
+    EVAL_SEED,
+    check_evaluation_seed,
+    protocol_record,
+    seed_split,
+    weights_digest,
+    weights_record,
+)
+from clear_sae.toyworld.sampling import WEIGHTS_DIR, EvalConfig, ToyWorld, load_toy_world
 from clear_sae.toyworld.stats import mcnemar, outcomes_of
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -102,9 +109,15 @@ def tune_strength(
     }
 
 
-def strength_from(path: Path, names: list[str], dictionaries: str) -> float:
-    """The strength a development run of this script chose for the same concepts and dictionaries (refusing a
-    run that tuned on anything else)."""
+def strength_from(
+    path: Path,
+    names: list[str],
+    dictionaries: str,
+    weights: dict[str, str] | None = None,
+    dictionaries_digest: str | None = None,
+) -> float:
+    """The strength a development run of this script chose for the same concepts and dictionaries (by path and, when
+    given, by digest) and the same toy-world weights (when given), refusing a run that tuned on anything else."""
     try:
         data = json.loads(path.read_text())
         tuning, config = data["tuning"], data["config"]
@@ -115,7 +128,14 @@ def strength_from(path: Path, names: list[str], dictionaries: str) -> float:
         ) from None
     if tuning is None or seed_split(int(tuning["seed"])) != "development":
         raise ClearSaeError(f"--strength-from {path}: its strength was not tuned on a development seed")
-    if config.get("concepts") != names or config.get("dictionaries") != dictionaries:
+    if weights is not None and data.get("protocol", {}).get("weights") != weights:
+        raise ClearSaeError(
+            f"--strength-from {path} was tuned on other toy-world weights than these; run the development run again"
+        )
+    same_dictionaries = config.get("dictionaries") == dictionaries and (
+        dictionaries_digest is None or config.get("dictionaries_digest") == dictionaries_digest
+    )
+    if config.get("concepts") != names or not same_dictionaries:
         raise ClearSaeError(
             f"--strength-from {path} was tuned on other concepts or dictionaries; run the development run again "
             "with the concepts and dictionaries of this one"
@@ -201,15 +221,17 @@ def summarise(concepts: dict[str, Any], seed: int) -> dict[str, Any]:
     return summary
 
 
-def resumed(path: Path, fresh: dict[str, Any]) -> dict[str, Any]:
+def resumed(path: Path, fresh: dict[str, Any], given: float | None) -> dict[str, Any]:
     """The run at `path` that `fresh` continues (`--resume`): one with the same command, settings and protocol,
-    weights included ({} when there is no file yet)."""
+    weights included, and with the strength `given` when a development run's JSON gives it ({} when there is no
+    file yet)."""
     if not path.exists():
         return {}
     try:
         earlier = json.loads(path.read_text())
         config = {k: v for k, v in earlier["config"].items() if k != "strength"}  # set once tuned
         same = config == fresh["config"] and all(earlier[k] == fresh[k] for k in ("format", "command", "protocol"))
+        same = same and (given is None or earlier["config"].get("strength") == given)
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         same = False
     if not same:
@@ -257,7 +279,10 @@ def main(argv: list[str] | None = None) -> None:
         raise ClearSaeError(f"--tune-seed {args.tune_seed} is not a development seed; pick one of 1000..1099")
     names = args.concepts or toy_concepts()
     dictionaries = relative_to_folder(args.dictionaries, ROOT)
-    given = None if args.strength_from is None else strength_from(Path(args.strength_from), names, dictionaries)
+    shipped = weights_record(WEIGHTS_DIR / "generator", WEIGHTS_DIR / "detector")  # what load_toy_world loads
+    given = None
+    if args.strength_from is not None:
+        given = strength_from(Path(args.strength_from), names, dictionaries, shipped, weights_digest(args.dictionaries))
     cfg = EvalConfig(
         clips=args.clips,
         heldout_clips=args.heldout_clips,
@@ -286,6 +311,7 @@ def main(argv: list[str] | None = None) -> None:
             "strength_from": args.strength_from,
             "concepts": names,
             "dictionaries": dictionaries,
+            "dictionaries_digest": weights_digest(args.dictionaries),
             "joint_rounds": joint_cfg.rounds,
         },
         "tuning": None,
@@ -293,7 +319,7 @@ def main(argv: list[str] | None = None) -> None:
         "concepts": {},
         "complete": False,
     }
-    earlier = resumed(Path(args.out), out) if args.resume else {}
+    earlier = resumed(Path(args.out), out, given) if args.resume else {}
     spent = earlier.get("seconds", 0.0)
     with tempfile.TemporaryDirectory(prefix="clear_sae_track_a_") as scratch:
         folder = Path(scratch)

@@ -66,7 +66,13 @@ from clear_sae.toyworld.evaluation import compare_erasures
 from clear_sae.toyworld.judge import GenerationJudge
 from clear_sae.toyworld.learn import joint_config, joint_library, learning_prompts, paper_library
 from clear_sae.toyworld.metrics import bootstrap_ci, paired_reading
-from clear_sae.toyworld.protocol import DEVELOPMENT_SEEDS, EVAL_SEED, check_evaluation_seed, protocol_record
+from clear_sae.toyworld.protocol import (
+    DEVELOPMENT_SEEDS,
+    EVAL_SEED,
+    check_evaluation_seed,
+    protocol_record,
+    weights_digest,
+)
 from clear_sae.toyworld.sampling import EvalConfig, Intervention, ToyWorld, encode, load_toy_world
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -381,6 +387,7 @@ def main(argv: list[str] | None = None) -> None:
             "guidances": list(GUIDANCES),
             "safree_rungs": [list(r) for r in SAFREE_RUNGS],
             "dictionaries": relative_to_folder(args.dictionaries, ROOT),
+            "dictionaries_digest": weights_digest(args.dictionaries),
         },
         "protocol": protocol_record(args.seed, args.final, world=world),
         "concepts": {},
@@ -403,6 +410,7 @@ def main(argv: list[str] | None = None) -> None:
             atomic_write_text(Path(args.out), json.dumps(out, indent=2) + "\n")
     out["complete"] = True
     out["summary"] = summarise(out["concepts"], methods, args.seed)
+    out["seconds"] = round(spent + time.perf_counter() - started, 1)
     atomic_write_text(Path(args.out), json.dumps(out, indent=2) + "\n")
     for method, row in out["summary"].items():
         gap = row["detector"]["gap_to_clear"]

@@ -785,16 +785,16 @@ def stale_note(recorded: dict[str, str] | None) -> str | None:
     if recorded == shipped:
         return None
     if recorded is None:
-        return "its run does not name the weights it sampled and judged with"
+        return "the clips behind it name no toy-world weights"
     changed = [part for part in ("generator", "detector") if recorded.get(part) != shipped[part]]
-    return f"its run sampled and judged with another {' and '.join(changed)} than the one shipped"
+    return f"the clips behind it were sampled and judged with another {' and '.join(changed)} than the one shipped"
 
 
 def stale_warning(notes: list[str]) -> list[str]:
     """The warning line for `stale_note`s ([] when there are none)."""
     if not notes:
         return []
-    return [f"**Stale: {'; '.join(notes)}. Its figures may not hold for the shipped world: rerun its command.**", ""]
+    return [f"**Stale: {'; '.join(notes)}. What follows may not hold for the shipped world: rerun its command.**", ""]
 
 
 def with_stale_note(section: list[str], *runs: dict[str, Any] | None) -> list[str]:
@@ -934,13 +934,13 @@ def reserved_section(readings: dict[str, dict[str, Any]], where: str) -> list[st
         return []
 
     def change(r: dict[str, Any]) -> str:
-        return f"{pct(r['rate_before'], 0)} → {pct(r['clip_rate_after'], 0)}{ci(r['clip_rate_after_ci95'])}"
+        return f"{pct(r['clip_rate_before'], 0)} → {pct(r['clip_rate_after'], 0)}{ci(r['clip_rate_after_ci95'])}"
 
     clips = next(iter(readings.values()))["detector"]["clips"]
     lines = [
         f"On the reserved paraphrases ({clips} target clips per concept in synonyms and templates that only the "
-        f"sealed test reads, which the generator was trained on), {where}: the rate before and the share of clips "
-        "rendering the concept after erasure, with its exact 95% interval (%):",
+        f"sealed test reads, which the generator was trained on), {where}: the share of clips rendering the concept "
+        "before and after erasure, the latter with its exact 95% interval (%):",
         "",
     ]
     rows = [[name, change(r["detector"]), change(r["geometry"])] for name, r in readings.items()]
@@ -1525,11 +1525,12 @@ def page_dictionaries() -> str:
             hooks = sorted({h for e in entries.values() for h in (e.get("layer_scores") or {})})
         calibrated = {n: e for n, e in entries.items() if calibration(e)}
         plain = {n: e for n, e in entries.items() if not calibration(e)}
-        recorded = [((calibration(e) or {}).get("judge") or {}).get("weights") for e in calibrated.values()]
+        judges = [(calibration(e) or {}).get("judge") or {} for e in calibrated.values()]
+        recorded = [j.get("weights") for j in judges if j.get("name") == "generation"]  # the probe reads no clips
         lines += [
             "## The concept library",
             "",
-            *stale_warning(sorted({note for w in recorded if w and (note := stale_note(w))})),
+            *stale_warning(sorted({note for w in recorded if (note := stale_note(w))})),
             f"`format`: `{library.get('format')}`"
             + (f", `format_version` {library['format_version']}" if "format_version" in library else "")
             + f"; {len(entries)} entries. γ is the clamp's strength, tolerance the share of non-target prompts a "
@@ -2013,26 +2014,34 @@ HEADLINE_START = "<!-- headline, written by docs/build.py -->"
 HEADLINE_END = "<!-- /headline -->"
 
 
+def run_label(run: dict[str, Any]) -> str:
+    """Which seed a run read, and how far a run still going has got."""
+    label = f"{run['protocol']['split']} seed {run['protocol']['seed']}"
+    if run.get("complete") is False:
+        label += f", {len(run['concepts'])} of {len(run['config']['concepts'])} concepts so far"
+    return label
+
+
 def readme_headline() -> str:
-    """The README's headline: Track A's result next to Track B's, on the seeds their runs read."""
+    """The README's headline: Track A's result next to Track B's, with the seed each read."""
     track_a = load("analysis/toy_track_a.json")
     track_b = merge_track_b(load("analysis/toy_track_b.json"), load("analysis/toy_track_b_esd.json"))
     if not track_a or not track_a.get("concepts") or not track_b:
         return "The toy world's Track A and Track B are not measured yet ([docs/toyworld.md](docs/toyworld.md))."
-    splits = {track_a["protocol"]["split"], track_b["protocol"]["split"]}
-    where = "on the sealed test" if splits == {"test"} else "on development seeds (sealed test not read yet)"
+    sealed = {track_a["protocol"]["split"], track_b["protocol"]["split"]} == {"test"}
     a, n = track_a["summary"], len(track_a["concepts"])
     clear = track_b["summary"]["clear"]
     ahead, behind = clear_ahead(track_b["summary"])
     stale = [note for run in (track_a, track_b) if (note := stale_note(run["protocol"].get("weights")))]
     return (
-        f"**Does separability find the layer?** In the toy world, {where}: the paper's protocol (no judge, one "
-        f"strength) meets {a['met_by_both']} of {n} concepts by two judges ({a['met_by_both_with_intervals']} with "
-        f"intervals), median regret against the best layer {pct(a['detector']['regret_vs_best']['median'])} / "
-        f"{pct(a['geometry']['regret_vs_best']['median'])} points; with every method tuned on one budget, CLEAR "
+        f"**Does separability find the layer?** In the toy world (A: {run_label(track_a)}; B: {run_label(track_b)}"
+        f"{'' if sealed else '; sealed test not read yet'}), the paper's protocol (A: no judge, one strength) meets "
+        f"{a['met_by_both']} of {n} concepts by two judges ({a['met_by_both_with_intervals']} with intervals), "
+        f"median regret against the best layer {pct(a['detector']['regret_vs_best']['median'])} / "
+        f"{pct(a['geometry']['regret_vs_best']['median'])} points; with every method tuned on one budget (B), CLEAR "
         f"meets {clear['met_by_both']} of {clear['concepts']}, ahead of {', '.join(ahead) or 'no baseline'}, not of "
         f"{', '.join(behind) or 'any other'} ([docs/toyworld.md](docs/toyworld.md))."
-        + (" Stale: measured on other weights than those shipped." if stale else "")
+        + (" Stale: measured on other weights than the shipped ones." if stale else "")
     )
 
 

@@ -306,7 +306,8 @@ def test_the_track_a_script_tunes_one_strength_erases_at_every_layer_and_reports
     assert f"{data['summary']['met_by_both']} by both.**" in page and f"| red | {build.short(red['layer'])} |" in page
     assert f"**γ = {tuning['chosen']:g}.**" in page and "0 of 1 by both" in page
     assert "clear-joint's layer" in page and "On the reserved paraphrases" not in page
-    reading = {"rate_before": 0.75, "clip_rate_after": 0.25, "clip_rate_after_ci95": [0.01, 0.81], "clips": 4}
+    reading = {"rate_before": 0.7, "clip_rate_before": 0.75, "clip_rate_after": 0.25,
+               "clip_rate_after_ci95": [0.01, 0.81], "clips": 4}  # fmt: skip
     for judge in ("detector", "geometry"):  # what a final run with --reserved-clips 4 records
         red[judge]["reserved"] = reading
     page = build.page_toyworld()
@@ -563,8 +564,8 @@ def test_the_track_b_script_gives_every_method_the_same_judged_budget_and_pairs_
     assert json.loads(out.read_text())["concepts"] == data["concepts"]
     with pytest.raises(ClearSaeError, match="not a Track B run with these settings"):
         script.main([*args[:-2], "--budget", "1", "--resume"])
-    reading = {"rate_before": 0.5, "rate_after": 0.25, "clip_rate_after": 0.25, "clip_rate_after_ci95": [0.01, 0.81],
-               "clips": 4}  # fmt: skip
+    reading = {"rate_before": 0.5, "rate_after": 0.25, "clip_rate_before": 0.5, "clip_rate_after": 0.25,
+               "clip_rate_after_ci95": [0.01, 0.81], "clips": 4}  # fmt: skip
     for row in [r for r in rows.values() if "note" not in r]:  # what a final run with --reserved-clips 4 records
         for judge in ("detector", "geometry"):
             row[judge]["reserved"] = reading
@@ -633,7 +634,7 @@ def test_a_toy_section_measured_on_other_weights_than_the_shipped_ones_says_it_i
     retrained = build.with_stale_note(section, run(shipped | {"generator": "0" * 16}))
     assert retrained[:2] == section[:2] and retrained[3:] == ["", *section[2:]]
     assert "another generator than the one shipped" in retrained[2] and "detector" not in retrained[2]
-    assert "does not name the weights" in build.with_stale_note(section, run(None))[2]
+    assert "name no toy-world weights" in build.with_stale_note(section, run(None))[2]
 
 
 def test_track_b_counts_a_method_worse_or_better_than_clear_only_where_the_paired_test_says_so():

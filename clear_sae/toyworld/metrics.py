@@ -271,10 +271,12 @@ def paired_test(clips: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
 
 def reserved_reading(judged: dict[str, Any]) -> dict[str, Any]:
     """One judge's figures (`judged_figures`) on the reserved paraphrases, which a final run reads: the rate before
-    and after erasure, and the share of clips still rendering the concept with its exact 95% interval."""
+    and after erasure, and the share of clips rendering the concept before and after, the latter with its exact 95%
+    interval."""
     return {
         "rate_before": judged["rate_reserved_before"]["mean"],
         "rate_after": judged["rate_reserved_after"]["mean"],
+        "clip_rate_before": judged["clips_reserved_before"]["rate"],
         "clip_rate_after": judged["clips_reserved_after"]["rate"],
         "clip_rate_after_ci95": judged["clips_reserved_after"]["ci95"],
         "clips": judged["rate_reserved_before"]["clips"],

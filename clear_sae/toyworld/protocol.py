@@ -134,11 +134,17 @@ def protocol_record(seed: int, final: bool, world: Any = None) -> dict[str, Any]
     return record
 
 
+WEIGHT_FILES = ("*.safetensors", "config.json", "detector.json")
+"""What `weights_digest` reads: the tensors and the configs that build the models around them (not the generator's
+recipe or any measurement written beside the weights)."""
+
+
 def weights_digest(folder: str | Path) -> str:
-    """A short hash of the safetensors files under `folder` (names and contents): equal for the same weights."""
+    """A short hash of the weights and model configs under `folder` (`WEIGHT_FILES`, names and contents): equal for
+    the same models."""
     digest = hashlib.sha256()
     folder = Path(folder)
-    for path in sorted(folder.rglob("*.safetensors")):
+    for path in sorted({p for pattern in WEIGHT_FILES for p in folder.rglob(pattern)}):
         digest.update(path.relative_to(folder).as_posix().encode("utf-8"))
         digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
