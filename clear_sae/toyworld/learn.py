@@ -4,6 +4,7 @@ calibration ladder, judged by generated clips or by the text probe."""
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from clear_sae.backbones import load_backbone
@@ -124,8 +125,6 @@ def joint_config(rounds: int | None = None) -> JointConfig:
 def joint_library(names: list[str], work: Any, cfg: JointConfig, backbone: Any = None) -> Any:
     """Each toy concept learned the published way (its own SAE and layer preferences) from its learning pairs,
     kept in `work/joint_<rounds>_rounds/` so that a rerun with the same training reuses what is there."""
-    from pathlib import Path
-
     from clear_sae.library import ConceptLibrary
 
     folder = Path(work) / f"joint_{cfg.rounds}_rounds"
