@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from clear_sae.errors import ClearSaeError
-from clear_sae.io import atomic_write_text, relative_to_folder, without_option
+from clear_sae.io import atomic_write_text, relative_to_folder, run_to_resume, without_option
 from clear_sae.library import ConceptLibrary
 from clear_sae.toyworld.concepts import attribute_of, entry_attribute, toy_concepts
 from clear_sae.toyworld.evaluation import clamps_at, compare_erasures, evaluate
@@ -222,22 +222,13 @@ def summarise(concepts: dict[str, Any], seed: int) -> dict[str, Any]:
 
 
 def resumed(path: Path, fresh: dict[str, Any], given: float | None) -> dict[str, Any]:
-    """The run at `path` that `fresh` continues (`--resume`): one with the same command, settings and protocol,
-    weights included, and with the strength `given` when a development run's JSON gives it ({} when there is no
-    file yet)."""
-    if not path.exists():
-        return {}
-    try:
-        earlier = json.loads(path.read_text())
-        config = {k: v for k, v in earlier["config"].items() if k != "strength"}  # set once tuned
-        same = config == fresh["config"] and all(earlier[k] == fresh[k] for k in ("format", "command", "protocol"))
-        same = same and (given is None or earlier["config"].get("strength") == given)
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        same = False
-    if not same:
+    """The run at `path` that `fresh` continues (`--resume`, `io.run_to_resume`; its strength is set once tuned),
+    refused when a development run's JSON gives another strength (`given`) than the one it ran at."""
+    earlier = run_to_resume(path, fresh, "Track A", unset=("strength",))
+    if earlier and given is not None and earlier["config"].get("strength") != given:
         raise ClearSaeError(
-            f"--resume: {path} is not a Track A run with these settings, protocol and weights; pass another --out, "
-            "or leave out --resume to start again"
+            f"--resume: {path} ran at strength {earlier['config'].get('strength')}, not the {given:g} that "
+            "--strength-from gives; pass another --out, or leave out --resume to start again"
         )
     return earlier
 

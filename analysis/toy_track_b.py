@@ -57,7 +57,7 @@ from clear_sae.compare.safree import build_safree
 from clear_sae.concepts import latents_by_layer
 from clear_sae.erase import concept_clamps
 from clear_sae.errors import ClearSaeError
-from clear_sae.io import atomic_write_text, relative_to_folder, without_option
+from clear_sae.io import atomic_write_text, relative_to_folder, run_to_resume, without_option
 from clear_sae.library import ConceptLibrary
 from clear_sae.toyworld.captions import training_words
 from clear_sae.toyworld.concepts import attribute_of, toy_concepts
@@ -301,24 +301,6 @@ def summarise(concepts: dict[str, Any], methods: list[str], seed: int) -> dict[s
     return summary
 
 
-def resumed(path: Path, fresh: dict[str, Any]) -> dict[str, Any]:
-    """The run at `path` that `fresh` continues (`--resume`): one with the same settings and protocol, weights
-    included ({} when there is no file yet)."""
-    if not path.exists():
-        return {}
-    try:
-        earlier = json.loads(path.read_text())
-        same = all(earlier[key] == fresh[key] for key in ("format", "command", "config", "protocol"))
-    except (OSError, ValueError, KeyError, TypeError):
-        same = False
-    if not same:
-        raise ClearSaeError(
-            f"--resume: {path} is not a Track B run with these settings, protocol and weights; pass another --out, "
-            "or leave out --resume to start again"
-        )
-    return earlier
-
-
 def main(argv: list[str] | None = None) -> None:
     """Climb every method's ladder for every concept, evaluate the chosen rungs, and write the JSON."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -393,7 +375,7 @@ def main(argv: list[str] | None = None) -> None:
         "concepts": {},
         "complete": False,
     }
-    earlier = resumed(Path(args.out), out) if args.resume else {}
+    earlier = run_to_resume(args.out, out, "Track B") if args.resume else {}
     out["concepts"] = {name: earlier["concepts"][name] for name in names if name in earlier.get("concepts", {})}
     spent = earlier.get("seconds", 0.0)
     with tempfile.TemporaryDirectory(prefix="clear_sae_track_b_") as scratch:

@@ -142,6 +142,26 @@ def without_option(argv: list[str], option: str) -> list[str]:
     return [a for a in out if not a.startswith(f"{option}=")]
 
 
+def run_to_resume(path: str | Path, fresh: dict[str, Any], what: str, unset: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The JSON run at `path` that `fresh` continues (`--resume`), refused unless its format, command, protocol and
+    config match, config keys in `unset` (set only as the run goes) aside; {} when there is no file yet."""
+    path = Path(path)
+    if not path.exists():
+        return {}
+    try:
+        earlier = json.loads(path.read_text())
+        config = {k: v for k, v in earlier["config"].items() if k not in unset}
+        same = config == fresh["config"] and all(earlier[k] == fresh[k] for k in ("format", "command", "protocol"))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        same = False
+    if not same:
+        raise ClearSaeError(
+            f"--resume: {path} is not a {what} run with these settings, protocol and weights; pass another --out, "
+            "or leave out --resume to start again"
+        )
+    return earlier
+
+
 def relative_to_folder(path: str | Path, folder: Path) -> str:
     """`path` relative to `folder` when it lies inside it (so that reports compare across checkouts), else as
     given."""

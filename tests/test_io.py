@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
 
-from clear_sae.io import atomic_write_text, without_option
+from clear_sae.errors import ClearSaeError
+from clear_sae.io import atomic_write_text, run_to_resume, without_option
 
 
 def test_a_write_replaces_the_file_and_leaves_no_temporary_file(tmp_path):
@@ -103,3 +105,15 @@ def test_a_recorded_command_leaves_out_an_option_and_its_value_in_either_spellin
     argv = ["--work", "/somewhere", "--budget", "2", "--work=/else", "--workers", "3"]
     assert without_option(argv, "--work") == ["--budget", "2", "--workers", "3"]
     assert without_option(["--budget", "2"], "--work") == ["--budget", "2"]
+
+
+def test_a_run_is_resumed_only_with_the_same_settings_and_a_key_set_later_is_not_compared(tmp_path):
+    fresh = {"format": "f", "command": ["x"], "protocol": {"seed": 1}, "config": {"clips": 3}}
+    assert run_to_resume(tmp_path / "none.json", fresh, "Test") == {}
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps(fresh | {"config": {"clips": 3, "strength": 4}, "concepts": {"red": 1}}))
+    assert run_to_resume(path, fresh, "Test", unset=("strength",))["concepts"] == {"red": 1}
+    with pytest.raises(ClearSaeError, match="not a Test run with these settings"):
+        run_to_resume(path, fresh, "Test")
+    with pytest.raises(ClearSaeError, match="not a Test run"):
+        run_to_resume(path, fresh | {"protocol": {"seed": 2}}, "Test", unset=("strength",))
