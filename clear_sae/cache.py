@@ -30,8 +30,9 @@ import numpy as np
 
 from clear_sae import __version__
 from clear_sae.config import MAX_PROMPT_BATCH, POSITIVE, at_most, check_fields, is_count
+from clear_sae.distributed import join
 from clear_sae.errors import ClearSaeError, all_finite, check_interrupt
-from clear_sae.io import file_lock, is_locked, prompts_hash
+from clear_sae.io import atomic_write_text, file_lock, is_locked, prompts_hash
 
 if TYPE_CHECKING:
     import h5py
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
     import torch
 
     from clear_sae.backbones import Backbone
+    from clear_sae.distributed import ProcessGroup
 
 FORMAT = "clear_sae.activation_cache"
 PADDING = "padding"
@@ -215,6 +217,7 @@ def write_cache(
     force: bool = False,
     stop_after_batches: int | None = None,
     progress: bool = True,
+    group: "ProcessGroup | None" = None,
 ) -> Path:
     """Stream `prompts` through `backbone` and store the residual stream at `hook_points` in an HDF5 file.
 
@@ -222,6 +225,10 @@ def write_cache(
     yields exactly the rows of an uninterrupted one. An existing file is never overwritten unless
     `force`; with `resume` its arguments must match. `stop_after_batches` ends early (for testing resume).
     One run writes a cache at a time: a second, started while the first holds the cache's lock, is refused.
+
+    Under torchrun with several ranks (`group`, joined from the environment by default), `out` is a folder: each
+    rank caches its contiguous block of the prompts into its own shard, and the first rank writes the folder's
+    index once every shard is finished (`write_sharded_cache`).
     """
     out = Path(out)
     if not prompts:
@@ -231,12 +238,60 @@ def write_cache(
     if cfg.dtype not in DTYPES:
         raise ClearSaeError(f"unsupported cache dtype {cfg.dtype!r}; use {' or '.join(DTYPES)}")
     backbone.check_hook_points(hook_points)
+    group = group or join()
+    if not group.alone:
+        return write_sharded_cache(backbone, prompts, out, hook_points, cfg, resume, force, stop_after_batches, group)
     if out.is_dir():
         raise ClearSaeError(f"{out} is a directory; pass a file path for the cache, such as {out / 'cache.h5'}")
     with file_lock(out, busy=f"{out} is being written by another `clear-sae cache` run; wait for it to finish"):
         return _write_cache_locked(
             backbone, prompts, out, hook_points, cfg, resume, force, stop_after_batches, progress
         )
+
+
+def write_sharded_cache(
+    backbone: "Backbone",
+    prompts: list[str],
+    folder: Path,
+    hook_points: list[str],
+    cfg: CacheConfig,
+    resume: bool,
+    force: bool,
+    stop_after_batches: int | None,
+    group: "ProcessGroup",
+) -> Path:
+    """`write_cache` on one rank of several: this rank's shard of `folder`, then (on the first rank, once every
+    rank is done) the index. Every rank checks the folder before any rank writes."""
+    if len(prompts) < group.size:
+        raise ClearSaeError(f"{len(prompts)} prompts cannot be shared by {group.size} ranks; cache on fewer ranks")
+    if folder.exists() and not folder.is_dir():
+        raise ClearSaeError(f"{folder} is a file; under torchrun --out names a folder of shards")
+    if folder.is_dir() and any(folder.iterdir()) and not (resume or force):
+        raise ClearSaeError(f"{folder} already holds a cache; pass --resume to continue it or --force to overwrite it")
+    group.barrier()
+    if force and not resume and group.leads:
+        (folder / INDEX).unlink(missing_ok=True)  # the old shards are replaced one by one below
+    first, mine = shard_prompts(prompts, group.rank, group.size)
+    shard = folder / shard_name(group.rank)
+    folder.mkdir(parents=True, exist_ok=True)
+    with file_lock(shard, busy=f"{shard} is being written by another `clear-sae cache` run; wait for it to finish"):
+        _write_cache_locked(
+            backbone,
+            mine,
+            shard,
+            hook_points,
+            cfg,
+            resume and shard.exists(),
+            force,
+            stop_after_batches,
+            progress=group.leads,
+        )
+    with ActivationCache(shard, allow_incomplete=True) as written:
+        finished = group.gather(written.complete)
+    if all(finished) and group.leads:
+        write_shard_index(folder, prompts, group.size)
+    group.barrier()
+    return folder
 
 
 def _write_cache_locked(
@@ -331,6 +386,14 @@ def _store(
     return _append(group, start, values, (where[:, 0] + first).numpy(), where[:, 1].numpy())
 
 
+def _rows_at(dataset: "h5py.Dataset", ids: "np.ndarray") -> "np.ndarray":
+    """The rows `ids` of `dataset`, in that order (HDF5 reads a selection in increasing order only)."""
+    order = np.argsort(ids)
+    rows = np.empty((len(ids), dataset.shape[1]), dtype=dataset.dtype)
+    rows[order] = dataset[ids[order]] if len(ids) else rows[:0]
+    return rows
+
+
 def open_h5(path: str | Path, mode: str = "r") -> "h5py.File":
     """Open a clear_sae cache, turning missing, truncated and foreign files into one-line errors."""
     import h5py
@@ -404,12 +467,97 @@ def metadata_problem(f: "h5py.File") -> str | None:
     return None
 
 
+INDEX = "index.json"
+"""The file in a sharded cache's folder that lists its shards; written once every shard is finished."""
+SHARDS_FORMAT = "clear_sae.activation_cache_shards"
+
+
+def shard_name(rank: int) -> str:
+    """The file name of the shard rank `rank` writes."""
+    return f"shard-{rank:05d}.h5"
+
+
+def shard_prompts(prompts: list[str], rank: int, size: int) -> tuple[int, list[str]]:
+    """The contiguous block of `prompts` that rank `rank` of `size` caches, with the index of its first prompt."""
+    first, last = len(prompts) * rank // size, len(prompts) * (rank + 1) // size
+    return first, prompts[first:last]
+
+
+def write_shard_index(folder: Path, prompts: list[str], size: int) -> None:
+    """Write the index of a folder of `size` finished shards, after checking that they are finished, were written
+    by one model at the same hook points, and together hold `prompts` in order."""
+    shards, first, expected = [], 0, None
+    for rank in range(size):
+        path = folder / shard_name(rank)
+        with ActivationCache(path, allow_incomplete=True) as shard:
+            if not shard.complete:
+                raise ClearSaeError(f"shard {path} is incomplete; finish it with `clear-sae cache ... --resume`")
+            described = (shard.backbone_id, shard.hook_points, shard.widths, shard.dtype)
+            if expected is not None and described != expected:
+                raise ClearSaeError(
+                    f"shard {path} was written by another model or at other hook points; recreate {folder} with --force"
+                )
+            expected = described
+            n = len(shard.prompts())
+            rows = {hook: shard.n_rows(hook) for hook in shard.hook_points}
+        shards.append({"file": path.name, "first_prompt": first, "prompts": n, "rows": rows})
+        first += n
+    if first != len(prompts):
+        raise ClearSaeError(
+            f"the shards in {folder} hold {first} prompts, not {len(prompts)}; recreate it with --force"
+        )
+    index = {"format": SHARDS_FORMAT, "prompts_hash": prompts_hash(prompts), "shards": shards}
+    atomic_write_text(folder / INDEX, json.dumps(index, indent=2))
+
+
+def _read_index(folder: Path) -> dict[str, Any]:
+    """The index of a sharded cache, as a one-line error when it is missing or malformed."""
+    path = folder / INDEX
+    if not path.is_file():
+        if any(folder.glob("shard-*.h5")):
+            raise ClearSaeError(
+                f"cache {folder} has shards but no {INDEX}: its run has not finished; rerun the same "
+                "`clear-sae cache ... --resume`"
+            )
+        raise ClearSaeError(
+            f"cache {folder} is a directory but not a sharded cache; pass the .h5 file or the "
+            "folder that `clear-sae cache` wrote"
+        )
+    try:
+        index = json.loads(path.read_text())
+        if index.get("format") != SHARDS_FORMAT or not index["shards"]:
+            raise ValueError("not a shard index")
+        for shard in index["shards"]:
+            if Path(shard["file"]).name != shard["file"]:
+                raise ValueError(f"shard {shard['file']!r} lies outside the folder")
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as err:
+        raise ClearSaeError(f"{path} is not a cache index ({err}); recreate the cache with --force") from None
+    return index
+
+
 class ActivationCache:
-    """Read-only view of a finished cache: metadata, rows, and shuffled minibatches."""
+    """Read-only view of a finished cache: metadata, rows, and shuffled minibatches.
+
+    A cache is one HDF5 file, or a folder of shard files (each a cache of a contiguous block of the prompts) with
+    an `index.json`; rows are numbered across the shards in order, and prompt indices refer to the whole list.
+    """
 
     def __init__(self, path: str | Path, allow_incomplete: bool = False) -> None:
         self.path = Path(path)
-        self.file = open_h5(self.path)
+        if self.path.is_dir():
+            index = _read_index(self.path)
+            self.files = []
+            try:
+                for shard in index["shards"]:
+                    self.files.append(open_h5(self.path / shard["file"]))
+            except ClearSaeError:
+                self.close()
+                raise
+            self.first_prompts = [int(shard["first_prompt"]) for shard in index["shards"]]
+        else:
+            self.files, self.first_prompts = [open_h5(self.path)], [0]
+        self.file = self.files[0]
+        """The first (for a single file, the only) shard."""
         attrs = self.file.attrs
         self.backbone_id: str = str(attrs["backbone_id"])
         self.model_source = str(attrs.get("model_source", self.backbone_id))
@@ -417,21 +565,22 @@ class ActivationCache:
         self.widths: dict[str, int] = json.loads(_attr(self.file, "d_model"))
         self.hook_modules: dict[str, dict[str, str | None]] = json.loads(str(attrs.get("hook_modules", "{}")))
         """Each hook point's subfolder and module name (`hook_module_record`); empty for an older cache."""
-        self.prompts_hash: str = str(attrs["prompts_hash"])
+        self.prompts_hash: str = str(attrs["prompts_hash"]) if len(self.files) == 1 else str(index["prompts_hash"])
         self.dtype: str = str(attrs["dtype"])
-        self.complete = bool(attrs["complete"])
+        self.complete = all(bool(f.attrs["complete"]) for f in self.files)
         if not self.complete and not allow_incomplete:
             done = _progress(self.file)["n_prompts_done"]
             total = len(_dataset(self.file, "prompts"))
-            self.file.close()
+            self.close()
             raise ClearSaeError(
                 f"cache {self.path} is incomplete ({done} of {total} prompts); "
                 "finish it with `clear-sae cache ... --resume`"
             )
 
     def close(self) -> None:
-        """Close the underlying HDF5 file."""
-        self.file.close()
+        """Close the underlying HDF5 files."""
+        for f in self.files:
+            f.close()
 
     def __enter__(self) -> "ActivationCache":
         return self
@@ -444,35 +593,66 @@ class ActivationCache:
         if hook not in self.hook_points:
             raise ClearSaeError(f"layer {hook!r} is not in cache {self.path}; it holds {', '.join(self.hook_points)}")
 
+    def _shards(self, hook: str, *path: str) -> list["h5py.Dataset"]:
+        """The dataset at `hook`/`path` of every shard, in order."""
+        self.check_hook_point(hook)
+        return [_dataset(f, hook, *path) for f in self.files]
+
+    def _offsets(self, hook: str) -> "np.ndarray":
+        """The first row of each shard at `hook`, and the total after the last."""
+        return np.concatenate([[0], np.cumsum([d.shape[0] for d in self._shards(hook, "acts")])]).astype(np.int64)
+
     def n_rows(self, hook: str) -> int:
         """Number of stored tokens at `hook`."""
-        self.check_hook_point(hook)
-        return int(_dataset(self.file, hook, "acts").shape[0])
+        return int(self._offsets(hook)[-1])
 
     def prompts(self) -> list[str]:
         """The cached prompts, in order."""
-        return [p.decode("utf-8") if isinstance(p, bytes) else p for p in _dataset(self.file, "prompts")[:]]
+        found = []
+        for f in self.files:
+            found += [p.decode("utf-8") if isinstance(p, bytes) else p for p in _dataset(f, "prompts")[:]]
+        return found
+
+    def _span(self, hook: str, name: str, start: int, stop: int | None, shift: bool = False) -> "np.ndarray":
+        """Rows `start:stop` of dataset `name` at `hook`, across shards (`shift`: add each shard's first prompt)."""
+        offsets = self._offsets(hook)
+        stop = int(offsets[-1]) if stop is None else min(stop, int(offsets[-1]))
+        parts = []
+        for dataset, first, begin, end in zip(self._shards(hook, name), self.first_prompts, offsets, offsets[1:]):
+            lo, hi = max(start, begin), min(stop, end)
+            if lo < hi:
+                block = dataset[lo - begin : hi - begin]
+                parts.append(block + first if shift else block)
+        if parts:
+            return np.concatenate(parts)
+        empty = self._shards(hook, name)[0]
+        return np.zeros((0, *empty.shape[1:]), dtype=empty.dtype)
 
     def rows(self, hook: str, start: int = 0, stop: int | None = None) -> "np.ndarray":
         """A contiguous block of rows at `hook`, as float32."""
-        self.check_hook_point(hook)
-        return self._float32(_dataset(self.file, hook, "acts")[start:stop]).numpy()
+        return self._float32(self._span(hook, "acts", start, stop)).numpy()
+
+    def prompt_index(self, hook: str, start: int = 0, stop: int | None = None) -> "np.ndarray":
+        """The prompt (index into `prompts()`) of each row in `start:stop` at `hook`."""
+        return self._span(hook, "prompt_index", start, stop, shift=True).astype(np.int64)
 
     def n_padding_rows(self, hook: str) -> int:
         """How many padding rows `padding_rows` gives at `hook`."""
         self.check_hook_point(hook)
-        group = cast("h5py.Group", self.file[hook])
-        return _dataset(group, PADDING, "acts").shape[0] if PADDING in group else 0
+        groups = [cast("h5py.Group", f[hook]) for f in self.files]
+        return sum(_dataset(g, PADDING, "acts").shape[0] for g in groups if PADDING in g)
 
     def padding_rows(self, hook: str) -> tuple["np.ndarray", "np.ndarray"]:
         """The padding rows at `hook` that the pipeline's transformer reads, as float32, with each row's prompt
         index; empty where the pipeline reads no padding (or the cache predates padding rows)."""
         self.check_hook_point(hook)
-        group = cast("h5py.Group", self.file[hook])
-        if PADDING not in group:
-            return np.zeros((0, self.widths[hook]), np.float32), np.zeros(0, np.int32)
-        acts = self._float32(_dataset(group, PADDING, "acts")[:]).numpy()
-        return acts, _dataset(group, PADDING, "prompt_index")[:]
+        acts, owners = [np.zeros((0, self.widths[hook]), np.float32)], [np.zeros(0, np.int32)]
+        for f, first in zip(self.files, self.first_prompts):
+            group = cast("h5py.Group", f[hook])
+            if PADDING in group:
+                acts.append(self._float32(_dataset(group, PADDING, "acts")[:]).numpy())
+                owners.append((_dataset(group, PADDING, "prompt_index")[:] + first).astype(np.int32))
+        return np.concatenate(acts), np.concatenate(owners)
 
     def _float32(self, block: "np.ndarray") -> "torch.Tensor":
         """Stored rows as a float32 tensor (a bfloat16 cache's uint16 rows are read as the bits they are)."""
@@ -482,44 +662,97 @@ class ActivationCache:
             return torch.from_numpy(block.view(np.int16)).view(torch.bfloat16).float()
         return torch.from_numpy(block).float()
 
+    def _chunks(self, hook: str) -> tuple["np.ndarray", "np.ndarray"]:
+        """The HDF5 chunks at `hook` across the shards: each one's first row (numbered across shards) and length."""
+        starts, lengths = [], []
+        for dataset, begin, end in zip(self._shards(hook, "acts"), (offsets := self._offsets(hook)), offsets[1:]):
+            chunk = dataset.chunks[0] if dataset.chunks else 4096
+            local = np.arange(0, end - begin, chunk)
+            starts.append(local + begin)
+            lengths.append(np.minimum(chunk, end - begin - local))
+        return np.concatenate(starts).astype(np.int64), np.concatenate(lengths).astype(np.int64)
+
+    def _read_rows(self, hook: str, ids: "np.ndarray") -> "np.ndarray":
+        """The rows `ids` (numbered across shards) at `hook`, in that order, in the stored dtype."""
+        offsets = self._offsets(hook)
+        datasets = self._shards(hook, "acts")
+        rows = np.empty((len(ids), self.widths[hook]), dtype=datasets[0].dtype)
+        shard_of = np.searchsorted(offsets, ids, side="right") - 1
+        for i, dataset in enumerate(datasets):
+            mine = np.nonzero(shard_of == i)[0]
+            if len(mine):
+                rows[mine] = _rows_at(dataset, ids[mine] - offsets[i])
+        return rows
+
     def iter_minibatches(
-        self, hook: str, batch_size: int, n_tokens: int, seed: int = 0, buffer_rows: int = 65536
+        self,
+        hook: str,
+        batch_size: int,
+        n_tokens: int,
+        seed: int = 0,
+        buffer_rows: int = 65536,
+        skip_batches: int = 0,
+        part: tuple[int, int] = (0, 1),
     ) -> Iterator["torch.Tensor"]:
         """Yield float32 `[batch_size, d]` minibatches until `n_tokens` rows have been served.
 
-        Reads whole HDF5 chunks in a random order into a shuffle buffer of about `buffer_rows` rows, so
-        memory stays bounded whatever the file size; passes over the data again as often as needed.
+        Reads whole HDF5 chunks (of every shard) in a random order into a shuffle buffer of about `buffer_rows`
+        rows, so memory stays bounded whatever the cache's size; passes over the data again as often as needed.
+        `skip_batches` starts the same stream that many batches in without reading them (a resumed training).
+        `part` = (i, n) reads only every n-th chunk from the i-th on: the share of one of n data-parallel ranks.
         """
 
-        dataset = _dataset(self.file, hook, "acts")
-        total = dataset.shape[0]
+        total = self.n_rows(hook)
         if total == 0:
             raise ClearSaeError(f"cache {self.path} holds no tokens at {hook}")
-        chunk = dataset.chunks[0] if dataset.chunks else 4096
-        starts = np.arange(0, total, chunk)
-        chunks_per_fill = max(1, buffer_rows // chunk)
+        index, n_parts = part
+        all_starts, all_lengths = self._chunks(hook)
+        starts, lengths = all_starts[index::n_parts], dict(zip(all_starts.tolist(), all_lengths.tolist()))
+        if len(starts) == 0:
+            raise ClearSaeError(
+                f"cache {self.path} holds too few rows at {hook} to give each of {n_parts} ranks a part; "
+                "train on fewer ranks or cache more prompts"
+            )
+        offsets, datasets = self._offsets(hook), self._shards(hook, "acts")
+
+        def read_chunk(start: int) -> "np.ndarray":
+            i = int(np.searchsorted(offsets, start, side="right")) - 1
+            return datasets[i][start - offsets[i] : start - offsets[i] + lengths[start]]
+
+        chunks_per_fill = max(1, buffer_rows // int(all_lengths.max()))
         rng = np.random.default_rng(seed)
-        served, carry = 0, np.empty((0, dataset.shape[1]), dtype=dataset.dtype)
+        served = batches = 0
+        carry_ids = np.empty(0, np.int64)
+        carry: "np.ndarray | None" = np.empty((0, self.widths[hook]), dtype=datasets[0].dtype)
         while served < n_tokens:
             order = rng.permutation(starts)
             for i in range(0, len(order), chunks_per_fill):
-                buffer = np.concatenate(
-                    [carry] + [dataset[s : s + chunk] for s in np.sort(order[i : i + chunks_per_fill])]
-                )
+                fill = np.sort(order[i : i + chunks_per_fill])
+                ids = np.concatenate([carry_ids] + [np.arange(s, s + lengths[s]) for s in fill.tolist()])
                 # The buffer stays in the stored dtype and is shuffled by index: each batch is gathered once and
                 # converted to float32 by torch, which costs the trainer's CPU far less than shuffling floats.
-                shuffled = rng.permutation(len(buffer))
-                n_full = len(buffer) // batch_size
+                shuffled = rng.permutation(len(ids))
+                n_full = len(ids) // batch_size
+                # The row ids follow the same random draws whether or not the rows are read, so skipped fills
+                # cost no reading and the stream resumes exactly where it would have been.
+                buffer = None
+                if batches + n_full > skip_batches:
+                    if carry is None:
+                        carry = self._read_rows(hook, carry_ids)
+                    buffer = np.concatenate([carry] + [read_chunk(s) for s in fill.tolist()])
                 for b in range(n_full):
                     if served >= n_tokens:
                         return
-                    yield self._float32(buffer[shuffled[b * batch_size : (b + 1) * batch_size]])
+                    if buffer is not None and batches >= skip_batches:
+                        yield self._float32(buffer[shuffled[b * batch_size : (b + 1) * batch_size]])
                     served += batch_size
-                carry = buffer[shuffled[n_full * batch_size :]]
+                    batches += 1
+                carry_ids = ids[shuffled[n_full * batch_size :]]
+                carry = None if buffer is None else buffer[shuffled[n_full * batch_size :]]
 
     def sample(self, hook: str, n: int, seed: int = 0) -> "np.ndarray":
-        """Up to `n` rows at `hook` drawn evenly across the file (for statistics such as the mean norm)."""
+        """Up to `n` rows at `hook` drawn evenly across the cache (for statistics such as the mean norm)."""
 
         total = self.n_rows(hook)
         index = np.unique(np.linspace(0, total - 1, num=min(n, total)).astype(np.int64))
-        return self._float32(_dataset(self.file, hook, "acts")[index]).numpy()
+        return self._float32(self._read_rows(hook, index)).numpy()

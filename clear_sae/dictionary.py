@@ -24,9 +24,12 @@ from typing import TYPE_CHECKING, Any
 from clear_sae import __version__
 from clear_sae.backbones.hub import PREFIX, parse_hub_name
 from clear_sae.config import ABOVE_ZERO, AT_LEAST_ZERO, COUNT, POSITIVE, SHARE, check_fields, check_memory, is_count
-from clear_sae.errors import ClearSaeError, check_finite
+from clear_sae.distributed import ProcessGroup, join, rank_device
+from clear_sae.errors import ClearSaeError, check_finite, check_interrupt
 from clear_sae.io import atomic_write_text, corpus_vocabulary
+from clear_sae.sae import checkpoint as checkpoints
 from clear_sae.sae.trainer import (
+    Checkpointing,
     TopKTrainConfig,
     check_step_loss,
     feed,
@@ -47,10 +50,15 @@ WEIGHTS = "sae_weights.safetensors"
 CONFIG = "cfg.json"
 ARCHITECTURES = ("topk", "standard", "jumprelu")
 SAVE_DTYPES = ("float32", "float16")
+"""dtypes a dictionary's weights may be saved in."""
+DISTRIBUTE = ("layers", "data")
+"""How a run under torchrun splits its work over ranks (`TrainConfig.distribute`)."""
+PROGRESS = "progress"
+"""The sub-folder of a dictionary folder that holds an unfinished run's checkpoints and finished layers' records;
+removed when the run completes."""
 BACKGROUND_SAMPLE = 512
 """Training captions the manifest keeps as a sample: the background against which concept latents are checked
 (more than `ConceptConfig.background`, so that enough remain once the captions naming a concept are left out)."""
-"""dtypes a dictionary's weights may be saved in."""
 
 
 @dataclass
@@ -87,6 +95,12 @@ class TrainConfig:
     """Weight of the TopK trainer's AuxK loss, which revives dead latents (sae-lens's default)."""
     device: str = "cpu"
     """Where the TopK trainer runs (cpu or cuda); the other architectures train on the CPU."""
+    checkpoint_every: int = field(default=0, metadata=COUNT)
+    """Save the TopK trainer's whole state every this many steps, so that `--resume` continues a layer mid-way
+    (0: no checkpoints; an interrupted layer then starts again)."""
+    distribute: str = "layers"
+    """Under torchrun with several ranks: layers (each rank trains its share of the hook points) or data (all
+    ranks train each layer together, each on its own part of the cache, `--batch-size` tokens per rank)."""
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -95,6 +109,8 @@ class TrainConfig:
                 f"--batch-size {self.batch_size} is more than --tokens {self.tokens}: a single step "
                 "would train on more tokens than asked; lower --batch-size or raise --tokens"
             )
+        if self.distribute not in DISTRIBUTE:
+            raise ClearSaeError(f"unknown --distribute {self.distribute!r}; choose one of {', '.join(DISTRIBUTE)}")
 
 
 @dataclass
@@ -150,6 +166,37 @@ def explained_variance(x: "torch.Tensor", recon: "torch.Tensor") -> float:
     return float(1.0 - residual / total.clamp_min(1e-12))
 
 
+@dataclass
+class RunPlace:
+    """Where a training run keeps its progress, what it is, and which ranks train with this process."""
+
+    progress: Path
+    """The folder of checkpoints and finished layers' records (`PROGRESS` inside the dictionary folder)."""
+    key: dict[str, Any]
+    """What the run is (`run_key`): a checkpoint or record of another run is not continued."""
+    resume: bool = False
+    group: ProcessGroup = field(default_factory=ProcessGroup)
+
+    @property
+    def data_parallel(self) -> bool:
+        """Whether every rank trains each layer together with the others."""
+        return self.key["data_ranks"] > 1
+
+    @property
+    def writes(self) -> bool:
+        """Whether this rank saves what it trains: each rank its own layers, or the first rank in data-parallel
+        training (where every rank holds the same SAE)."""
+        return self.group.leads or not self.data_parallel
+
+    def checkpoint(self, hook: str) -> Path:
+        """The checkpoint file of `hook`."""
+        return self.progress / f"{hook}.checkpoint.safetensors"
+
+    def record(self, hook: str) -> Path:
+        """The file where `hook`'s record waits until the run writes its manifest."""
+        return self.progress / f"{hook}.record.json"
+
+
 def _train_topk_layer(
     cache: "ActivationCache",
     hook: str,
@@ -159,21 +206,39 @@ def _train_topk_layer(
     n_steps: int,
     dead_after: int,
     progress: bool,
+    run: RunPlace,
 ) -> tuple[Any, float]:
-    """Train a TopK SAE with clear_sae's trainer; returns the sae-lens inference SAE and the dead fraction."""
+    """Train a TopK SAE with clear_sae's trainer; returns the sae-lens inference SAE and the dead fraction.
+    Continues from the layer's checkpoint when the run resumes, and saves one every `cfg.checkpoint_every` steps."""
     from tqdm.auto import tqdm
 
     topk_cfg = TopKTrainConfig(
         k=cfg.k, lr=cfg.lr, aux_coefficient=cfg.aux_coefficient, kernel=cfg.kernel, seed=cfg.seed
     )
-    batches = cache.iter_minibatches(hook, cfg.batch_size, n_steps * cfg.batch_size, seed=cfg.seed)
-    bar = tqdm(total=n_steps, desc=f"training {hook}", unit="step", disable=not progress, leave=False)
+    checkpoint, identity = run.checkpoint(hook), {"run": run.key, "hook_point": hook, "input_scale": scale}
+    start = None
+    if run.resume and checkpoint.is_file():
+        start, record = checkpoints.load_checkpoint(checkpoint)
+        checkpoints.check_same_run(checkpoint, record, identity)
+    done = 0 if start is None else int(start["steps"])
 
-    def advance(step: int, out: Any) -> None:
+    def save(steps: int, state: dict[str, "torch.Tensor"]) -> None:
+        # Looked up on the module at each call, so that a test can stand in for it.
+        checkpoints.save_checkpoint(checkpoint, state, {**identity, "steps": steps})
+
+    def advance() -> None:
+        check_interrupt()  # a SIGTERM from torchrun stops the rank between steps
         bar.update()
 
+    group = run.group
+    part = (group.rank, group.size) if run.data_parallel else (0, 1)
+    batches = cache.iter_minibatches(
+        hook, cfg.batch_size, n_steps * cfg.batch_size, seed=cfg.seed, skip_batches=done, part=part
+    )
+    bar = tqdm(total=n_steps, initial=done, desc=f"training {hook}", unit="step", disable=not (progress and run.writes))
+    device = rank_device(cfg.device, group)
     result = train_topk(
-        feed((batch * scale for batch in batches), cfg.device),
+        feed((batch * scale for batch in batches), device),
         cache.widths[hook],
         cfg.expansion * cache.widths[hook],
         n_steps,
@@ -181,8 +246,10 @@ def _train_topk_layer(
         b_dec_init=b_dec_init,
         dead_after=dead_after,
         dead_window=cfg.dead_window,
-        device=cfg.device,
-        on_step=advance,
+        device=device,
+        on_step=lambda step, out: advance(),
+        checkpointing=Checkpointing(cfg.checkpoint_every, save if run.writes else None, start),
+        data_parallel=group if run.data_parallel else None,
     )
     bar.close()
     return to_sae_lens(result.params, cfg.k, hook, cache.backbone_id), result.dead_fraction
@@ -197,8 +264,10 @@ def _train_sae_lens_layer(
     n_steps: int,
     dead_after: int,
     progress: bool,
+    run: RunPlace,
 ) -> tuple[Any, float]:
-    """Train a standard or JumpReLU SAE with sae-lens's training SAE classes; returns (inference SAE, dead fraction)."""
+    """Train a standard or JumpReLU SAE with sae-lens's training SAE classes; returns (inference SAE, dead fraction).
+    It keeps no checkpoints (`check_distribution` refuses to ask for them) and trains on one rank."""
 
     import torch
     from sae_lens import SAE
@@ -275,21 +344,31 @@ def check_training_sample(sample: "torch.Tensor", cache: "ActivationCache", hook
 
 
 def train_layer(
-    cache: "ActivationCache", hook: str, cfg: TrainConfig, out_folder: Path, progress: bool = True
+    cache: "ActivationCache",
+    hook: str,
+    cfg: TrainConfig,
+    out_folder: Path,
+    progress: bool = True,
+    run: RunPlace | None = None,
 ) -> LayerRecord:
-    """Train one SAE on the cached activations at `hook`, save it to `out_folder`, and return its record."""
+    """Train one SAE on the cached activations at `hook`, save it to `out_folder`, and return its record.
+
+    `run` says where checkpoints go and which ranks train together (default: a run of one process without
+    checkpoints, in a `progress` folder beside `out_folder`)."""
     import torch
 
+    run = run or RunPlace(out_folder.parent / PROGRESS, run_key(cache, [hook], cfg, ProcessGroup()))
     d_in = cache.widths[hook]
     sample = torch.from_numpy(cache.sample(hook, cfg.eval_tokens))
     check_training_sample(sample, cache, hook)
     scale = input_scale(sample)
-    n_steps = max(1, cfg.tokens // cfg.batch_size)
+    ranks = run.key["data_ranks"]
+    n_steps = max(1, cfg.tokens // (cfg.batch_size * ranks))
     dead_after = max(cfg.tokens // 10, 4 * cfg.batch_size)
     train = _train_topk_layer if cfg.architecture == "topk" else _train_sae_lens_layer
     try:
         inference, dead_fraction = train(
-            cache, hook, cfg, scale, (sample * scale).mean(0), n_steps, dead_after, progress
+            cache, hook, cfg, scale, (sample * scale).mean(0), n_steps, dead_after, progress, run
         )
     except ClearSaeError as err:
         raise ClearSaeError(f"training the SAE at {hook} on {cache.path}: {err}") from None
@@ -298,6 +377,32 @@ def train_layer(
     for name, tensor in inference.state_dict().items():
         check_finite(tensor, f"the SAE trained at {hook} ({name})", "lower --lr and retrain")
     ev, l0 = reconstruction_quality(inference, sample)
+    if run.writes:
+        _save_layer(inference, cfg, out_folder)
+    extra: dict[str, Any] = {}
+    if cfg.architecture == "topk":
+        extra = {"k": cfg.k, "trainer": "clear_sae.sae.trainer", "kernel": cfg.kernel}
+    if ranks > 1:
+        extra["data_parallel_ranks"] = ranks
+    return LayerRecord(
+        hook_point=hook,
+        folder=out_folder.name,
+        d_in=d_in,
+        d_sae=cfg.expansion * d_in,
+        architecture=cfg.architecture,
+        training_tokens=n_steps * cfg.batch_size * ranks,
+        explained_variance=round(ev, 5),
+        l0=round(l0, 3),
+        dead_fraction=round(dead_fraction, 5),
+        input_scale=scale,
+        extra=extra,
+    )
+
+
+def _save_layer(inference: Any, cfg: TrainConfig, out_folder: Path) -> None:
+    """Save a trained SAE in `cfg.save_dtype` to `out_folder`, replacing what was there only once it is written."""
+    import torch
+
     inference.cfg.dtype = cfg.save_dtype
     inference.to(dtype=getattr(torch, cfg.save_dtype))
     tmp = out_folder.with_name(out_folder.name + ".tmp")
@@ -306,22 +411,6 @@ def train_layer(
     if out_folder.exists():
         shutil.rmtree(out_folder)
     tmp.replace(out_folder)
-    extra: dict[str, Any] = {}
-    if cfg.architecture == "topk":
-        extra = {"k": cfg.k, "trainer": "clear_sae.sae.trainer", "kernel": cfg.kernel}
-    return LayerRecord(
-        hook_point=hook,
-        folder=out_folder.name,
-        d_in=d_in,
-        d_sae=cfg.expansion * d_in,
-        architecture=cfg.architecture,
-        training_tokens=n_steps * cfg.batch_size,
-        explained_variance=round(ev, 5),
-        l0=round(l0, 3),
-        dead_fraction=round(dead_fraction, 5),
-        input_scale=scale,
-        extra=extra,
-    )
 
 
 def format_health_table(manifest: dict[str, Any], layers: list[str]) -> str:
@@ -397,31 +486,58 @@ def holds_dictionaries(folder: str | Path) -> bool:
     return (folder / MANIFEST).is_file() or any(folder.glob(f"*/{CONFIG}"))
 
 
-def train_dictionaries(
-    cache: "ActivationCache",
-    out: str | Path,
-    hook_points: list[str] | None = None,
-    cfg: TrainConfig = TrainConfig(),
-    force: bool = False,
-    progress: bool = True,
-) -> dict[str, Any]:
-    """Train one SAE per hook point of `cache` into the folder `out` and write its manifest."""
-    out = Path(out)
-    hook_points = hook_points or cache.hook_points
-    for hook in hook_points:
-        cache.check_hook_point(hook)
-    if cfg.architecture not in ARCHITECTURES:
-        raise ClearSaeError(f"unknown SAE architecture {cfg.architecture!r}; choose one of {', '.join(ARCHITECTURES)}")
-    _check_device(cfg)
-    widest = max(hook_points, key=lambda hook: cache.widths[hook])
-    if cfg.device == "cpu":
-        check_memory(
-            training_memory(cfg, cache.widths[widest]),
-            f"training an SAE of {cfg.expansion * cache.widths[widest]:,} latents at {widest} in batches of "
-            f"{cfg.batch_size:,}",
-            "lower --expansion or --batch-size",
+def run_key(cache: "ActivationCache", hook_points: list[str], cfg: TrainConfig, group: ProcessGroup) -> dict[str, Any]:
+    """What a training run is, for resuming it: the recipe (all but how often it saves), the cache's prompts, the
+    hook points, and how many ranks share each layer's batches (which changes the result; dealing out layers does
+    not)."""
+    recipe = {key: value for key, value in asdict(cfg).items() if key != "checkpoint_every"}
+    data_ranks = group.size if cfg.distribute == "data" else 1
+    return {
+        "train_config": recipe,
+        "cache_prompts_hash": cache.prompts_hash,
+        "hook_points": hook_points,
+        "data_ranks": data_ranks,
+    }
+
+
+def check_distribution(cfg: TrainConfig, group: ProcessGroup) -> None:
+    """Raise a one-line error for checkpoints or data-parallel training asked of an architecture sae-lens trains."""
+    if cfg.architecture == "topk":
+        return
+    if cfg.checkpoint_every:
+        raise ClearSaeError(f"--checkpoint-every is for topk SAEs; train {cfg.architecture} without it")
+    if cfg.distribute == "data" and not group.alone:
+        raise ClearSaeError(f"--distribute data is for topk SAEs; train {cfg.architecture} with --distribute layers")
+
+
+def _check_resumable(out: Path, manifest: dict[str, Any] | None, key: dict[str, Any]) -> None:
+    """Raise a one-line error unless `out` holds an unfinished run that `key` describes."""
+    if manifest is None or manifest.get("complete") is not False:
+        state = "holds no training run" if manifest is None else "holds a finished training run"
+        raise ClearSaeError(f"nothing to resume: {out} {state}; train without --resume")
+    if manifest.get("run") != key:
+        differs = [name for name in key if (manifest.get("run") or {}).get(name) != key[name]]
+        raise ClearSaeError(
+            f"cannot resume {out}: it was started with another {', '.join(differs) or 'run'}; rerun with the "
+            "arguments it was started with, or pass --force to start over"
         )
+
+
+def _new_manifest(
+    cache: "ActivationCache",
+    out: Path,
+    hook_points: list[str],
+    cfg: TrainConfig,
+    force: bool,
+    resume: bool,
+    key: dict[str, Any],
+) -> dict[str, Any]:
+    """The manifest a run starts from, after checking what `out` already holds (read only)."""
     manifest = read_manifest(out)
+    if resume:
+        _check_resumable(out, manifest, key)
+        assert manifest is not None
+        return manifest
     if manifest is not None:
         if manifest.get("backbone_id") != cache.backbone_id:
             raise ClearSaeError(
@@ -454,22 +570,101 @@ def train_dictionaries(
             "package_version": __version__,
             "train_config": asdict(cfg),
             "corpus": corpus_record(cache.prompts()),
+            # Marked unfinished before the first layer and finished after the last, so an interrupted run never loads.
+            "complete": False,
+            "training": list(hook_points),
+            "run": key,
         }
     )
-    out.mkdir(parents=True, exist_ok=True)
-    # Marked unfinished before the first layer and finished after the last, so that an interrupted run never loads.
-    manifest["complete"] = False
-    manifest["training"] = list(hook_points)
-    atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=2))
+    return manifest
+
+
+def _finished_layers(run: RunPlace, hook_points: list[str]) -> dict[str, dict[str, Any]]:
+    """The records of the layers this run has already finished (read back when it resumes)."""
+    finished = {}
     for hook in hook_points:
-        record = train_layer(cache, hook, cfg, out / hook, progress=progress)
-        manifest["layers"][hook] = asdict(record)
+        path = run.record(hook)
+        if run.resume and path.is_file():
+            saved = json.loads(path.read_text())
+            if saved.get("run") == run.key:
+                finished[hook] = saved["record"]
+    return finished
+
+
+def train_dictionaries(
+    cache: "ActivationCache",
+    out: str | Path,
+    hook_points: list[str] | None = None,
+    cfg: TrainConfig = TrainConfig(),
+    force: bool = False,
+    progress: bool = True,
+    resume: bool = False,
+    group: ProcessGroup | None = None,
+) -> dict[str, Any]:
+    """Train one SAE per hook point of `cache` into the folder `out` and write its manifest.
+
+    Under torchrun with several ranks (`group`, joined from the environment by default), the ranks deal out the
+    hook points (`cfg.distribute` layers) or train each one together (data). `resume` continues an interrupted run
+    of the same arguments: finished layers are kept, the others continue from their last checkpoint.
+    """
+    out = Path(out)
+    group = group or join(cfg.device)
+    hook_points = hook_points or cache.hook_points
+    for hook in hook_points:
+        cache.check_hook_point(hook)
+    if cfg.architecture not in ARCHITECTURES:
+        raise ClearSaeError(f"unknown SAE architecture {cfg.architecture!r}; choose one of {', '.join(ARCHITECTURES)}")
+    _check_device(cfg)
+    check_distribution(cfg, group)
+    widest = max(hook_points, key=lambda hook: cache.widths[hook])
+    if cfg.device == "cpu":
+        check_memory(
+            training_memory(cfg, cache.widths[widest]),
+            f"training an SAE of {cfg.expansion * cache.widths[widest]:,} latents at {widest} in batches of "
+            f"{cfg.batch_size:,}",
+            "lower --expansion or --batch-size",
+        )
+    run = RunPlace(out / PROGRESS, run_key(cache, hook_points, cfg, group), resume, group)
+    # Every rank checks (reading only) before any rank writes, so a refused run is refused on all of them.
+    manifest = _new_manifest(cache, out, hook_points, cfg, force, resume, run.key)
+    group.barrier()
+    if group.leads:
+        if not resume:
+            shutil.rmtree(run.progress, ignore_errors=True)
+        run.progress.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=2))
+    group.barrier()
+    finished = _finished_layers(run, hook_points)
+    pending = [hook for hook in hook_points if hook not in finished]
+    for hook in pending if run.data_parallel else group.share(pending):
+        record = train_layer(cache, hook, cfg, out / hook, progress=progress, run=run)
+        if run.writes:
+            atomic_write_text(run.record(hook), json.dumps({"run": run.key, "record": asdict(record)}))
+            run.checkpoint(hook).unlink(missing_ok=True)
+    group.barrier()
+    if group.leads:
+        _finish_manifest(out, manifest, run, hook_points, cache)
+    group.barrier()
+    return json.loads((out / MANIFEST).read_text())
+
+
+def _finish_manifest(
+    out: Path, manifest: dict[str, Any], run: RunPlace, hook_points: list[str], cache: "ActivationCache"
+) -> None:
+    """Gather every layer's record into the manifest, mark it finished, and drop the run's progress folder."""
+    finished = _finished_layers(RunPlace(run.progress, run.key, resume=True), hook_points)
+    missing = [hook for hook in hook_points if hook not in finished]
+    if missing:
+        raise ClearSaeError(
+            f"no rank saved {', '.join(missing)} in {out}; rerun the same `clear-sae train ... --resume` to finish it"
+        )
+    manifest["layers"].update(finished)
     manifest["hook_points"] = [h for h in cache.hook_points if h in manifest["layers"]]
     manifest["complete"] = True
-    del manifest["training"]
+    for key in ("training", "run"):
+        manifest.pop(key, None)
     atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=2))
-    return manifest
+    shutil.rmtree(run.progress, ignore_errors=True)
 
 
 def hub_model_record(source: str) -> dict[str, str | None] | None:
@@ -552,7 +747,7 @@ class Dictionaries:
             layers = ", ".join(manifest.get("training", [])) or "its layers"
             raise ClearSaeError(
                 f"{self.root} holds an unfinished training run (of {layers}): it was interrupted; rerun the "
-                "same `clear-sae train ... --force` to finish it"
+                "same `clear-sae train ... --resume` to finish it (or --force to start it over)"
             )
         self.manifest = manifest
         self.backbone_id: str | None = manifest.get("backbone_id")

@@ -109,7 +109,7 @@ def corpus_examples(
         ):
             n = min(cache.n_rows(hook), cfg.cache_tokens)
             acts = torch.from_numpy(cache.rows(hook, 0, n).astype(np.float32))
-            owner = np.asarray(cache.file[hook]["prompt_index"][:n], dtype=np.int64)  # type: ignore[index]
+            owner = cache.prompt_index(hook, 0, n)
             if acts.shape[1] != int(dictionaries.layers[hook]["d_in"]):
                 raise ClearSaeError(
                     f"dimension mismatch at {hook}: cache {cache_path} holds width {acts.shape[1]}, "

@@ -31,14 +31,13 @@ sae-lens.
 
 from __future__ import annotations
 
-import itertools
 import math
 import queue
 import threading
 import time
 import warnings
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, NamedTuple
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, NamedTuple, Protocol
 
 from clear_sae.errors import ClearSaeError, all_finite
 
@@ -406,6 +405,83 @@ def check_step_loss(step: int, loss: float, batch: "torch.Tensor") -> None:
     raise ClearSaeError(f"training diverged at step {step + 1} (the loss became {loss}); lower --lr")
 
 
+class DataParallel(Protocol):
+    """What data-parallel training needs of its process group (`clear_sae.distributed.ProcessGroup`)."""
+
+    size: int
+    """How many ranks train together."""
+
+    def average(self, tensors: list["torch.Tensor"]) -> None:
+        """Replace each tensor, in place, by its mean over the ranks."""
+        ...
+
+    def any(self, mask: "torch.Tensor") -> "torch.Tensor":
+        """A bool mask true where it is true on any rank."""
+        ...
+
+
+@dataclass
+class Checkpointing:
+    """Where a TopK training run saves its state and where it starts from."""
+
+    every: int = 0
+    """Steps between checkpoints; 0 saves none."""
+    save: Callable[[int, dict[str, "torch.Tensor"]], None] | None = None
+    """Called with the number of steps done and the trainer's state (`trainer_state`)."""
+    start: dict[str, "torch.Tensor"] | None = None
+    """A state saved earlier to continue from; the caller's batches must begin at its step."""
+
+
+def trainer_state(
+    p: TopKParams,
+    optimizer: "torch.optim.Optimizer",
+    tokens_since_fired: "torch.Tensor",
+    fired_late: "torch.Tensor",
+    steps: int,
+) -> dict[str, "torch.Tensor"]:
+    """Everything a training run needs to continue bit for bit: parameters, Adam's state, dead-latent counters,
+    the number of steps done."""
+    import torch
+
+    state = {name: t.detach() for name, t in zip(PARAM_NAMES, p.tensors())}
+    for i, moments in optimizer.state_dict()["state"].items():
+        for key, value in moments.items():
+            state[f"adam.{i}.{key}"] = torch.as_tensor(value)
+    state.update(tokens_since_fired=tokens_since_fired, fired_late=fired_late, steps=torch.tensor(steps))
+    return state
+
+
+def restore_trainer_state(
+    state: dict[str, "torch.Tensor"], p: TopKParams, optimizer: "torch.optim.Optimizer", device: str
+) -> tuple["torch.Tensor", "torch.Tensor", int]:
+    """Load `trainer_state`'s output into `p` and `optimizer`; returns the dead-latent counters and steps done."""
+    import torch
+
+    try:
+        with torch.no_grad():
+            for name, tensor in zip(PARAM_NAMES, p.tensors()):
+                if state[name].shape != tensor.shape:
+                    raise ClearSaeError(
+                        f"the checkpoint's {name} has shape {tuple(state[name].shape)}, this run's "
+                        f"{tuple(tensor.shape)}; pass --force to start over"
+                    )
+                tensor.copy_(state[name])
+        moments: dict[int, dict[str, torch.Tensor]] = {}
+        for name, value in state.items():
+            if name.startswith("adam."):
+                _, i, key = name.split(".")
+                moments.setdefault(int(i), {})[key] = value.to(device) if key != "step" else value
+        saved = optimizer.state_dict()
+        saved["state"] = moments
+        optimizer.load_state_dict(saved)
+        return state["tokens_since_fired"].to(device), state["fired_late"].to(device), int(state["steps"])
+    except KeyError as err:
+        raise ClearSaeError(f"the checkpoint lacks {err}; pass --force to start over") from None
+
+
+PARAM_NAMES = ("enc", "dec", "b_enc", "b_dec")
+
+
 def train_topk(
     batches: Iterable["torch.Tensor"],
     d_in: int,
@@ -417,8 +493,16 @@ def train_topk(
     dead_window: float = 0.25,
     device: str = "cpu",
     on_step: Callable[[int, StepOutput], None] | None = None,
+    checkpointing: Checkpointing = Checkpointing(),
+    data_parallel: DataParallel | None = None,
 ) -> TrainResult:
-    """Train a TopK SAE on `n_steps` minibatches `[batch, d_in]` from `batches` (already normalised)."""
+    """Train a TopK SAE on `n_steps` minibatches `[batch, d_in]` from `batches` (already normalised).
+
+    With `checkpointing.start`, training continues from a saved state and `batches` must be the stream from its
+    step on; on the CPU it then ends bit for bit where an uninterrupted run ends. With `data_parallel`, every rank
+    feeds its own batches and the gradients are averaged over the ranks before each update, so that all ranks hold
+    the same SAE throughout.
+    """
 
     import torch
 
@@ -430,27 +514,39 @@ def train_topk(
     optimizer = make_optimizer(p, cfg.lr)
     tokens_since_fired = torch.zeros(d_sae, dtype=torch.long, device=device)
     fired_late = torch.zeros(d_sae, dtype=torch.bool, device=device)
+    first = 0
+    if checkpointing.start is not None:
+        tokens_since_fired, fired_late, first = restore_trainer_state(checkpointing.start, p, optimizer, device)
     late_from = int((1 - dead_window) * n_steps)
-    steps = tokens = 0
+    steps, tokens = first, 0
     start = time.perf_counter()
-    for step, batch in enumerate(itertools.islice(batches, n_steps)):
+    for step, batch in zip(range(first, n_steps), batches):
         batch = batch.to(device, non_blocking=True).float()
         dead = tokens_since_fired > dead_after if dead_after is not None else None
         out = step_grads(p, batch, cfg, dead, kernel, dtype)
         check_step_loss(step, out.mse + out.aux, batch)
+        if data_parallel is not None:
+            data_parallel.average([t.grad for t in p.tensors() if t.grad is not None])
         for group in optimizer.param_groups:
             group["lr"] = cfg.lr * lr_factor(step, n_steps)
         apply_update(p, optimizer, cfg.clip_grad_norm)
         with torch.no_grad():
             fired = torch.zeros(d_sae, dtype=torch.bool, device=device)
             fired[out.latents[out.values > 0]] = True
-            tokens_since_fired += len(batch)
+            if data_parallel is not None:
+                fired = data_parallel.any(fired)
+            # Counted in tokens of the batch every rank sees together, so a latent dies after as many tokens
+            # whatever the number of ranks.
+            tokens_since_fired += len(batch) * (1 if data_parallel is None else data_parallel.size)
             tokens_since_fired[fired] = 0
             if step >= late_from:
                 fired_late |= fired
         steps, tokens = step + 1, tokens + len(batch)
         if on_step is not None:
             on_step(step, out)
+        if checkpointing.save is not None and checkpointing.every and steps % checkpointing.every == 0:
+            if steps < n_steps:
+                checkpointing.save(steps, trainer_state(p, optimizer, tokens_since_fired, fired_late, steps))
     if tokens == 0:
         raise ClearSaeError("the SAE trainer received no data; check that the cache holds tokens")
     return TrainResult(p, steps, tokens, 1.0 - float(fired_late.float().mean()), time.perf_counter() - start)

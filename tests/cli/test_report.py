@@ -123,7 +123,10 @@ def test_inspect_cli_writes_json_and_refuses_bad_input(
     monkeypatch.setattr(clear_sae.cli.report, "stored_concept_detail", slow_part)
     bad_runs = [
         (base + ["--out", str(tmp_path / "a.html"), "--cache", str(cut_cache)], "not a readable HDF5 file"),
-        (base + ["--out", str(tmp_path / "a.html"), "--cache", str(tmp_path)], f"--cache {tmp_path} is a directory"),
+        (
+            base + ["--out", str(tmp_path / "a.html"), "--cache", str(tmp_path)],
+            "is a directory but not a sharded cache",
+        ),
         (base + ["--out", str(kept)], "not an earlier inspection report"),
         (base + ["--out", str(tmp_path / "a.html"), "--cache", str(tmp_path / "missing.h5")], "--cache"),
         (base + ["--out", str(tmp_path / "a.html"), "--evaluation", str(not_eval)], "not an evaluation report"),

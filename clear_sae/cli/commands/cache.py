@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 
 from clear_sae.backbones import load_backbone
-from clear_sae.cache import DTYPES, ActivationCache, CacheConfig, write_cache
+from clear_sae.cache import DTYPES, INDEX, ActivationCache, CacheConfig, write_cache
 from clear_sae.cli.options import add_fields, add_placement_options, config_from, log, placement_from
+from clear_sae.distributed import join, launched_ranks
 from clear_sae.errors import ClearSaeError
-from clear_sae.io import check_not_an_input, output_file, read_prompt_file
+from clear_sae.io import check_not_an_input, output_file, output_folder, read_prompt_file
 
 NAME = "cache"
 HELP = "run prompts through a model and store its residual stream in HDF5"
@@ -23,7 +24,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="minilm, a local folder (HF text encoder, diffusers pipeline) or a Hub id (owner/name[@revision])",
     )
     p.add_argument("--prompts", required=True, help="UTF-8 file, one prompt per line")
-    p.add_argument("--out", required=True, help="the .h5 cache to write")
+    p.add_argument("--out", required=True, help="the .h5 cache to write (under torchrun: a folder of shards)")
     p.add_argument("--layers", default="all", help="all, or comma-separated hook point names or indices")
     add_fields(p, CacheConfig, FIELDS, choices={"dtype": DTYPES})
     add_placement_options(p)
@@ -35,13 +36,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> None:
     """Write the cache, or continue it with --resume."""
     prompts = read_prompt_file(args.prompts)
-    out = output_file(args.out, "--out")
+    sharded = launched_ranks() > 1  # under torchrun, every rank writes a shard of the folder --out
+    out = output_folder(args.out, "--out") if sharded else output_file(args.out, "--out")
     check_not_an_input(out, {"--prompts": args.prompts})
-    if out.exists() and not (args.resume or args.force):
+    if out.exists() and not sharded and not (args.resume or args.force):
         raise ClearSaeError(f"{out} already exists; pass --resume to continue it or --force to overwrite it")
     cfg = config_from(CacheConfig, args, FIELDS)
     backbone = load_backbone(args.model, placement_from(args))
     layers = backbone.resolve_layers(args.layers)
+    group = join()
     write_cache(
         backbone,
         prompts,
@@ -51,7 +54,13 @@ def run(args: argparse.Namespace) -> None:
         resume=args.resume,
         force=args.force,
         stop_after_batches=args.stop_after_batches,
+        group=group,
     )
+    if not group.leads:
+        return
+    if sharded and not (out / INDEX).is_file():
+        log.info(f"cached a shard per rank -> {out} [incomplete (continue with --resume)]")
+        return
     with ActivationCache(out, allow_incomplete=True) as cache:
         state = "complete" if cache.complete else "incomplete (continue with --resume)"
         padded = f" and {cache.n_padding_rows(layers[0])} padding positions it reads" if cfg.padding else ""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from clear_sae.cache import ActivationCache
 from clear_sae.cli.commands.erase import add_library_option
 from clear_sae.cli.options import add_fields, config_from, log
 from clear_sae.cli.report import FORMAT, InspectConfig, collect_report, write_report
@@ -44,8 +45,11 @@ def run(args: argparse.Namespace) -> None:
         if len(folders) != 1:
             raise ClearSaeError(f"{args.library} uses {len(folders)} dictionary folders; pick one with --dictionaries")
         folder = folders.pop()
+    if args.cache is not None and Path(args.cache).is_dir():
+        ActivationCache(args.cache).close()  # a folder of shards is a cache; any other folder is refused here
     for path, what in ((args.cache, "--cache"), (args.evaluation, "--evaluation")):
-        if path is not None and not Path(path).is_file():
+        sharded = what == "--cache" and path is not None and Path(path).is_dir()
+        if path is not None and not Path(path).is_file() and not sharded:
             state = "is a directory" if Path(path).is_dir() else "does not exist"
             command = "cache" if what == "--cache" else "evaluate"
             raise ClearSaeError(f"{what} {path} {state}; pass the file `clear-sae {command}` wrote")

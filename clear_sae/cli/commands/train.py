@@ -7,7 +7,15 @@ import argparse
 from clear_sae.backbones.base import select_hook_points
 from clear_sae.cache import ActivationCache
 from clear_sae.cli.options import add_fields, config_from, log
-from clear_sae.dictionary import ARCHITECTURES, SAVE_DTYPES, TrainConfig, format_health_table, train_dictionaries
+from clear_sae.dictionary import (
+    ARCHITECTURES,
+    DISTRIBUTE,
+    SAVE_DTYPES,
+    TrainConfig,
+    format_health_table,
+    train_dictionaries,
+)
+from clear_sae.distributed import join
 from clear_sae.io import output_folder
 from clear_sae.sae.trainer import KERNELS
 
@@ -29,6 +37,8 @@ FIELDS = [
     "save_dtype",
     "kernel",
     "device",
+    "checkpoint_every",
+    "distribute",
 ]
 
 
@@ -42,9 +52,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         TrainConfig,
         FIELDS,
         flags={"architecture": "--arch"},
-        choices={"architecture": ARCHITECTURES, "save_dtype": SAVE_DTYPES, "kernel": KERNELS},
+        choices={"architecture": ARCHITECTURES, "save_dtype": SAVE_DTYPES, "kernel": KERNELS, "distribute": DISTRIBUTE},
     )
     p.add_argument("--force", action="store_true", help="retrain into a folder that already holds dictionaries")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted run of the same arguments: finished layers are kept, the others continue "
+        "from their last checkpoint (see --checkpoint-every)",
+    )
 
 
 def run(args: argparse.Namespace) -> None:
@@ -53,6 +69,8 @@ def run(args: argparse.Namespace) -> None:
     with ActivationCache(args.cache) as cache:
         layers = select_hook_points(args.layers, cache.hook_points, f"cache {cache.path}")
         cfg = config_from(TrainConfig, args, FIELDS)
-        manifest = train_dictionaries(cache, args.out, layers, cfg, force=args.force)
-    log.info(format_health_table(manifest, layers))
-    log.info(f"dictionaries -> {args.out}")
+        group = join(cfg.device)
+        manifest = train_dictionaries(cache, args.out, layers, cfg, args.force, resume=args.resume, group=group)
+    if group.leads:
+        log.info(format_health_table(manifest, layers))
+        log.info(f"dictionaries -> {args.out}")

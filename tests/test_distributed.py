@@ -1,0 +1,349 @@
+"""Training past one process: checkpoints and resume mid-layer, and `clear-sae train` under torchrun (CPU, gloo),
+with layers dealt out over ranks or each layer trained data-parallel, a rank killed mid-way, and two nodes."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from clear_sae.cache import ActivationCache
+from clear_sae.dictionary import PROGRESS, Dictionaries, TrainConfig, train_dictionaries
+from clear_sae.errors import ClearSaeError
+from clear_sae.sae.trainer import TopKTrainConfig, step_grads
+
+HERE = Path(__file__).resolve().parent
+LAYERS = ["text_encoder.blocks.1", "text_encoder.blocks.3"]
+QUICK = dict(expansion=2, k=8, tokens=6144, batch_size=256)
+CLI_QUICK = ["--expansion", "2", "--k", "8", "--tokens", "6144", "--batch-size", "256"]
+
+
+def _weights(folder: Path) -> dict[str, dict[str, torch.Tensor]]:
+    """Every layer's saved tensors in a dictionary folder."""
+    return {
+        hook: load_file(str(folder / hook / "sae_weights.safetensors")) for hook in Dictionaries(folder).hook_points
+    }
+
+
+def _same_weights(a: Path, b: Path) -> bool:
+    wa, wb = _weights(a), _weights(b)
+    return wa.keys() == wb.keys() and all(
+        wa[h].keys() == wb[h].keys() and all(torch.equal(wa[h][n], wb[h][n]) for n in wa[h]) for h in wa
+    )
+
+
+# --- the reader: a stream resumed part-way, and each rank's part --------------------------------------------------
+
+
+def test_a_stream_started_part_way_is_the_rest_of_the_whole_stream(minilm_cache):
+    with ActivationCache(minilm_cache) as cache:
+        hook = LAYERS[0]
+        total = cache.n_rows(hook)
+        args = dict(batch_size=96, n_tokens=3 * total, seed=5, buffer_rows=1024)
+        whole = list(cache.iter_minibatches(hook, **args))
+        for skip in (1, 37, len(whole) - 1):
+            rest = list(cache.iter_minibatches(hook, **args, skip_batches=skip))
+            assert len(rest) == len(whole) - skip
+            assert all(torch.equal(a, b) for a, b in zip(rest, whole[skip:]))
+
+
+def test_the_ranks_parts_split_the_rows_between_them(minilm_cache):
+    """Over one pass, two ranks' parts hold every row once: none twice, none on both ranks."""
+    with ActivationCache(minilm_cache) as cache:
+        hook = LAYERS[0]
+        chunk = cache.file[hook]["acts"].chunks[0]
+        stored = cache.rows(hook)
+        seen = []
+        for rank in (0, 1):
+            rows = stored[
+                np.concatenate(
+                    [np.arange(s, min(s + chunk, len(stored))) for s in range(0, len(stored), chunk)[rank::2]]
+                )
+            ]
+            served = torch.cat(list(cache.iter_minibatches(hook, 1, len(rows), seed=2, part=(rank, 2)))).numpy()
+            assert sorted(map(bytes, served)) == sorted(map(bytes, rows))
+            seen.append(served)
+        assert not set(map(bytes, seen[0])) & set(map(bytes, seen[1]))
+
+
+# --- checkpoints and resume in one process -------------------------------------------------------------------------
+
+
+def _interrupted(cache, out, cfg, monkeypatch, after: int) -> None:
+    """Train `LAYERS` into `out`, interrupted right after the `after`-th checkpoint is saved."""
+    import clear_sae.sae.checkpoint as checkpoint
+
+    saved, save = [], checkpoint.save_checkpoint
+
+    def save_then_stop(*args, **kwargs):
+        save(*args, **kwargs)
+        saved.append(args[0])
+        if len(saved) == after:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(checkpoint, "save_checkpoint", save_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        train_dictionaries(cache, out, LAYERS, cfg, progress=False)
+    monkeypatch.setattr(checkpoint, "save_checkpoint", save)
+
+
+@pytest.mark.parametrize("after", [2, 9], ids=["in the first layer", "in the second layer"])
+def test_a_run_resumed_mid_layer_ends_bit_for_bit_where_an_uninterrupted_one_ends(
+    minilm_cache, tmp_path, monkeypatch, after
+):
+    cfg = TrainConfig(**QUICK, checkpoint_every=3)
+    with ActivationCache(minilm_cache) as cache:
+        train_dictionaries(cache, tmp_path / "whole", LAYERS, cfg, progress=False)
+        _interrupted(cache, tmp_path / "cut", cfg, monkeypatch, after)
+        assert (tmp_path / "cut" / PROGRESS).is_dir()
+        with pytest.raises(ClearSaeError, match="unfinished training run .*--resume"):
+            Dictionaries(tmp_path / "cut")
+        manifest = train_dictionaries(cache, tmp_path / "cut", LAYERS, cfg, progress=False, resume=True)
+    assert manifest["complete"] is True and list(manifest["layers"]) == LAYERS
+    assert not (tmp_path / "cut" / PROGRESS).exists()
+    assert _same_weights(tmp_path / "whole", tmp_path / "cut")
+    whole = json.loads((tmp_path / "whole" / "manifest.json").read_text())
+    assert manifest["layers"] == whole["layers"]
+
+
+def test_resume_refuses_another_run_and_a_folder_with_nothing_to_resume(minilm_cache, tmp_path, monkeypatch):
+    cfg = TrainConfig(**QUICK, checkpoint_every=3)
+    with ActivationCache(minilm_cache) as cache:
+        with pytest.raises(ClearSaeError, match="nothing to resume: .* holds no training run"):
+            train_dictionaries(cache, tmp_path / "none", LAYERS, cfg, progress=False, resume=True)
+        _interrupted(cache, tmp_path / "cut", cfg, monkeypatch, 2)
+        checkpoint = (tmp_path / "cut" / PROGRESS / f"{LAYERS[0]}.checkpoint.safetensors").read_bytes()
+        other = TrainConfig(**{**QUICK, "lr": 5e-4}, checkpoint_every=3)
+        with pytest.raises(ClearSaeError, match="cannot resume .*another train_config.*--force"):
+            train_dictionaries(cache, tmp_path / "cut", LAYERS, other, progress=False, resume=True)
+        # Saving checkpoints more or less often is the same run.
+        train_dictionaries(
+            cache, tmp_path / "cut", LAYERS, TrainConfig(**QUICK, checkpoint_every=5), False, False, True
+        )
+        with pytest.raises(ClearSaeError, match="nothing to resume: .* holds a finished training run"):
+            train_dictionaries(cache, tmp_path / "cut", LAYERS, cfg, progress=False, resume=True)
+    assert len(checkpoint) > 0
+
+
+def test_a_corrupt_checkpoint_is_a_one_line_error(minilm_cache, tmp_path, monkeypatch):
+    cfg = TrainConfig(**QUICK, checkpoint_every=3)
+    with ActivationCache(minilm_cache) as cache:
+        _interrupted(cache, tmp_path / "cut", cfg, monkeypatch, 2)
+        path = tmp_path / "cut" / PROGRESS / f"{LAYERS[0]}.checkpoint.safetensors"
+        path.write_bytes(path.read_bytes()[:100])
+        with pytest.raises(ClearSaeError, match="not a readable training checkpoint .*delete it"):
+            train_dictionaries(cache, tmp_path / "cut", LAYERS, cfg, progress=False, resume=True)
+
+
+def test_checkpoints_and_data_parallel_training_are_refused_where_sae_lens_trains(minilm_cache, tmp_path):
+    with ActivationCache(minilm_cache) as cache:
+        with pytest.raises(ClearSaeError, match="--checkpoint-every is for topk SAEs"):
+            train_dictionaries(cache, tmp_path / "d", LAYERS, TrainConfig(architecture="standard", checkpoint_every=5))
+    assert not (tmp_path / "d").exists()
+
+
+def test_averaging_two_half_batches_gradients_is_the_whole_batchs_gradient():
+    """What data-parallel training relies on: the mean over ranks of each rank's gradient on its half is the
+    gradient on the whole batch (the loss is a mean over tokens), AuxK included."""
+    from clear_sae.sae.trainer import TopKParams
+
+    x = torch.randn(256, 32, generator=torch.Generator().manual_seed(3))
+    dead = torch.zeros(128, dtype=torch.bool)
+    dead[::4] = True
+    grads = []
+    for rows in (x, x[:128], x[128:]):
+        p = TopKParams(32, 128, x.mean(0), seed=1)
+        step_grads(p, rows, TopKTrainConfig(k=6), dead, kernel="sparse")
+        grads.append([t.grad for t in p.tensors()])
+    for whole, first, second in zip(*grads):
+        assert torch.allclose((first + second) / 2, whole, atol=1e-6 * float(whole.abs().max()))
+
+
+# --- under torchrun ------------------------------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _env() -> dict[str, str]:
+    # One thread per process everywhere, so that one process and several ranks do the same arithmetic.
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+
+
+def _torchrun(*args: str, ranks: int = 2, script: list[str] | None = None) -> subprocess.CompletedProcess:
+    """`clear-sae ARGS` (or `script`) under torchrun on one node with `ranks` processes."""
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(ranks)]
+    launcher += ["--master-addr", "127.0.0.1", "--master-port", str(_free_port())]
+    command = script or ["-m", "clear_sae"]
+    return subprocess.run([*launcher, *command, *args], env=_env(), capture_output=True, text=True, timeout=600)
+
+
+def _train_args(cache: Path, out: Path, *more: str) -> list[str]:
+    return ["train", "--cache", str(cache), "--out", str(out), "--layers", ",".join(LAYERS), *CLI_QUICK, *more]
+
+
+def _alone(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "clear_sae", *args], env=_env(), capture_output=True, text=True, timeout=600
+    )
+
+
+@pytest.fixture(scope="module")
+def one_process(minilm_cache, tmp_path_factory) -> Path:
+    """`LAYERS` trained by one process, one thread."""
+    out = tmp_path_factory.mktemp("alone") / "d"
+    done = _alone(*_train_args(minilm_cache, out))
+    assert done.returncode == 0, done.stderr[-2000:]
+    return out
+
+
+def test_layers_dealt_out_over_two_ranks_give_the_same_dictionaries_as_one_process(minilm_cache, one_process, tmp_path):
+    done = _torchrun(*_train_args(minilm_cache, tmp_path / "d", "--distribute", "layers"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert _same_weights(one_process, tmp_path / "d")
+    manifest = json.loads((tmp_path / "d" / "manifest.json").read_text())
+    assert manifest["complete"] is True and manifest["hook_points"] == LAYERS
+    assert (done.stdout + done.stderr).count("dictionaries ->") == 1, "only the first rank reports"
+
+
+def test_data_parallel_training_over_two_ranks_matches_one_process_at_the_doubled_batch(minilm_cache, tmp_path):
+    """Two ranks of 128 tokens each against one process of 256: other rows in each step, so not the same weights;
+    the same quality within 0.02 of explained variance, and the same number of steps and tokens."""
+    done = _torchrun(*_train_args(minilm_cache, tmp_path / "dp", "--distribute", "data", "--batch-size", "128"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    alone = _alone(*_train_args(minilm_cache, tmp_path / "one"))
+    assert alone.returncode == 0, alone.stderr[-2000:]
+    dp = json.loads((tmp_path / "dp" / "manifest.json").read_text())["layers"]
+    one = json.loads((tmp_path / "one" / "manifest.json").read_text())["layers"]
+    for hook in LAYERS:
+        assert dp[hook]["training_tokens"] == one[hook]["training_tokens"] == 6144
+        assert dp[hook]["extra"]["data_parallel_ranks"] == 2
+        assert abs(dp[hook]["explained_variance"] - one[hook]["explained_variance"]) < 0.02
+
+
+def test_data_parallel_ranks_fed_the_halves_of_each_batch_train_the_sae_one_process_trains_on_the_whole(tmp_path):
+    """The same rows in every step: two ranks (gradients averaged, dead latents agreed) and one process end with the
+    same SAE up to the order of float sums."""
+    done = _torchrun(str(tmp_path / "gap.json"), script=[str(HERE / "data_parallel_rank.py")])
+    assert done.returncode == 0, done.stderr[-3000:]
+    record = json.loads((tmp_path / "gap.json").read_text())
+    assert max(record["relative_gap"].values()) < 1e-4, record
+    assert record["dead_fraction"][0] == record["dead_fraction"][1] > 0, "latents died: AuxK took part"
+
+
+def test_a_rank_killed_mid_training_fails_the_run_and_resume_finishes_it_as_if_uninterrupted(
+    minilm_cache, one_process, tmp_path
+):
+    out = tmp_path / "d"
+    args = _train_args(minilm_cache, out, "--checkpoint-every", "4")
+    killed = _torchrun(*args, script=[str(HERE / "dying_rank.py"), "1", "2"])
+    assert killed.returncode != 0
+    assert "SIGKILL" in killed.stderr or "Signals.SIGKILL" in killed.stderr, killed.stderr[-3000:]
+    with pytest.raises(ClearSaeError, match="unfinished training run"):
+        Dictionaries(out)
+    assert (out / PROGRESS / f"{LAYERS[1]}.checkpoint.safetensors").is_file(), "rank 1's layer stays resumable"
+    resumed = _torchrun(*args, "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert _same_weights(one_process, out)
+
+
+def test_two_nodes_of_one_process_each_complete_a_run(minilm_cache, one_process, tmp_path):
+    port = _free_port()
+    nodes = [
+        subprocess.Popen(
+            [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1"]
+            + ["--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "clear-sae-test"]
+            + ["-m", "clear_sae", *_train_args(minilm_cache, tmp_path / "d")],
+            env=_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    outputs = [node.communicate(timeout=600) for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], [err[-2000:] for _, err in outputs]
+    assert _same_weights(one_process, tmp_path / "d")
+
+
+# --- sharded caches ------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def shard_prompts_file(tmp_path_factory, small_corpus) -> Path:
+    path = tmp_path_factory.mktemp("prompts") / "prompts.txt"
+    path.write_text("\n".join(small_corpus[:150]) + "\n")
+    return path
+
+
+def _cache_args(prompts: Path, out: Path, *more: str) -> list[str]:
+    return ["cache", "--model", "minilm", "--prompts", str(prompts), "--out", str(out), "--layers", "0,3", *more]
+
+
+def _rows_by_token(cache: ActivationCache, hook: str) -> list[tuple[str, int, bytes]]:
+    """Every stored row at `hook` as (its prompt, its position, its bytes), sorted: the rows, order aside."""
+    prompts = cache.prompts()
+    owners = cache.prompt_index(hook)
+    positions = np.concatenate([f[hook]["position"][:] for f in cache.files])
+    rows = cache.rows(hook)
+    return sorted((prompts[o], int(p), r.tobytes()) for o, p, r in zip(owners, positions, rows))
+
+
+def test_two_ranks_cache_the_rows_one_process_caches_and_the_reader_serves_each_once_per_pass(
+    shard_prompts_file, tmp_path
+):
+    alone = _alone(*_cache_args(shard_prompts_file, tmp_path / "one.h5"))
+    assert alone.returncode == 0, alone.stderr[-2000:]
+    done = _torchrun(*_cache_args(shard_prompts_file, tmp_path / "shards"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert sorted(p.name for p in (tmp_path / "shards").glob("*.h5")) == ["shard-00000.h5", "shard-00001.h5"]
+    with ActivationCache(tmp_path / "one.h5") as one, ActivationCache(tmp_path / "shards") as sharded:
+        assert sharded.prompts() == one.prompts() and sharded.prompts_hash == one.prompts_hash
+        for hook in one.hook_points:
+            assert _rows_by_token(sharded, hook) == _rows_by_token(one, hook)
+            total = sharded.n_rows(hook)
+            served = torch.cat(list(sharded.iter_minibatches(hook, 1, total, seed=4, buffer_rows=512))).numpy()
+            assert sorted(map(bytes, served)) == sorted(map(bytes, sharded.rows(hook)))
+            assert not np.array_equal(served, sharded.rows(hook)), "shuffled across shards"
+
+
+def test_a_sharded_cache_trains_and_an_unfinished_one_is_a_one_line_error(shard_prompts_file, tmp_path):
+    cut = _torchrun(*_cache_args(shard_prompts_file, tmp_path / "shards", "--stop-after-batches", "1"))
+    assert cut.returncode == 0, cut.stderr[-3000:]
+    with pytest.raises(ClearSaeError, match="has shards but no index.json: .*--resume"):
+        ActivationCache(tmp_path / "shards")
+    with pytest.raises(ClearSaeError, match="already holds a cache; pass --resume"):
+        from clear_sae.backbones import load_backbone
+        from clear_sae.cache import write_cache
+        from clear_sae.distributed import ProcessGroup
+
+        write_cache(
+            load_backbone("minilm"), ["a", "b"], tmp_path / "shards", ["text_encoder.embed"], group=ProcessGroup(0, 2)
+        )
+    resumed = _torchrun(*_cache_args(shard_prompts_file, tmp_path / "shards", "--resume"))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    trained = _alone(
+        "train",
+        "--cache",
+        str(tmp_path / "shards"),
+        "--out",
+        str(tmp_path / "d"),
+        *CLI_QUICK[:4],
+        "--tokens",
+        "1024",
+        "--batch-size",
+        "256",
+    )
+    assert trained.returncode == 0, trained.stderr[-2000:]
+    assert Dictionaries(tmp_path / "d").hook_points == ["text_encoder.embed", "text_encoder.blocks.2"]
