@@ -213,6 +213,46 @@ def caching_section(data: dict[str, Any] | None) -> list[str]:
     return lines
 
 
+def distributed_section(data: dict[str, Any] | None) -> list[str]:
+    lines = ["## Several processes", ""]
+    if data is None:
+        return lines + [
+            "`benchmarks/distributed_training.json` is missing: run `python benchmarks/distributed_training.py`.",
+            "",
+        ]
+    cfg = data["config"]
+    lines += [
+        machine_line(data),
+        "",
+        f"`clear-sae train` on two layers ({', '.join(cfg['layers'])}; TopK, d_sae 1,536, k 32, batch 512, "
+        f"{num(cfg['tokens'])} tokens each) by one process and by two ranks under `torchrun`, timed from start to end, "
+        "start-up included, "
+        f"interleaved {cfg['repeats']} times. The target for two ranks each training a layer is at most 0.6× the "
+        "one process's time. How to run on several GPUs or nodes: [scale.md](scale.md).",
+        "",
+    ]
+    rows = [
+        [r["way"], f"{r['median_s']:.1f}", f"{r['min_s']:.1f}–{r['max_s']:.1f}", f"{r['ratio_to_one_process']:.2f}"]
+        for r in data["rows"]
+    ]
+    lines += table(["way", "median (s)", "range (s)", "time / one process's"], rows)
+    by_way = {r["way"]: r for r in data["rows"]}
+    alone, one_thread = by_way.get("one process"), by_way.get("one process, one thread")
+    layers = by_way.get("2 ranks, a layer each")
+    if alone and one_thread and layers:
+        speedup = one_thread["median_s"] / alone["median_s"]
+        verdict = "meets" if layers["ratio_to_one_process"] <= 0.6 else "misses"
+        lines += [
+            f"Two ranks that each train a layer take {layers['ratio_to_one_process']:.2f}× the one process's time: "
+            f"this {verdict} the 0.6× target. One process already uses the cores: its threads make it "
+            f"{speedup:.2f}× faster than one thread, so two one-thread ranks can at best reach {speedup / 2:.2f}×, "
+            "before start-up and rendezvous. Data-parallel training pays an all-reduce of every gradient per step, "
+            "which gloo does on the same cores; it is meant for GPUs, where NCCL does it beside the training.",
+            "",
+        ]
+    return lines
+
+
 def pipeline_caching_section(data: dict[str, Any] | None) -> list[str]:
     """Caching through a pipeline's own encoding against its `encode_prompt` alone."""
     title = "## Caching through a pipeline's own encoding"
@@ -326,6 +366,7 @@ def page_performance() -> str:
     )
     scale, gpu = load("benchmarks/report_scale.json"), load("benchmarks/gpu_training.json")
     pipeline = load("benchmarks/pipeline_caching.json")
+    distributed = load("benchmarks/distributed_training.json")
     sources = []
     if training:
         flags = f" --tokens {training['config']['tokens']}" + (
@@ -371,6 +412,16 @@ def page_performance() -> str:
                 "",
             )
         )
+    if distributed:
+        cfg = distributed["config"]
+        flags = f" --prompts {cfg['prompts']} --tokens {cfg['tokens']} --repeats {cfg['repeats']}"
+        sources.append(
+            (
+                "benchmarks/distributed_training.json",
+                command_of(distributed, "python benchmarks/distributed_training.py" + flags),
+                "",
+            )
+        )
     if gpu:
         sources.append(("benchmarks/gpu_training.json", command_of(gpu, "python benchmarks/gpu_training.py"), ""))
     lines = header(
@@ -383,6 +434,7 @@ def page_performance() -> str:
         training_section(training),
         caching_section(caching),
         pipeline_caching_section(pipeline),
+        distributed_section(distributed),
         erasure_section(erasure),
         report_section(scale),
         gpu_section(gpu),

@@ -144,3 +144,14 @@ def test_erasure_benchmark_times_the_clamp_and_a_new_concept(tmp_path):
     concept = record["new_concept"]
     assert concept["layer"].startswith("text_encoder.") and concept["latents"] > 0
     assert 0 < concept["learn_concept_s"] < concept["cli_command_s"]
+
+
+@pytest.mark.slow  # a benchmark: the `slow` tier
+def test_distributed_training_benchmark_times_three_ways_and_reports_ratios_to_one_process(tmp_path):
+    record = run_benchmark("distributed_training", tmp_path, "--prompts", "120", "--tokens", "2048", "--repeats", "1")
+    rows = {r["way"]: r for r in record["rows"]}
+    assert set(rows) == {"one process", "one process, one thread", "2 ranks, a layer each", "2 ranks, data-parallel"}
+    alone = rows["one process"]["median_s"]
+    for name, row in rows.items():
+        assert row["ratio_to_one_process"] == pytest.approx(row["median_s"] / alone)
+        assert row["min_s"] <= row["median_s"] <= row["max_s"] and record["seconds"][name] == [row["median_s"]]
