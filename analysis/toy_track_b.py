@@ -21,9 +21,9 @@ strength:
 - `safree`: SAFREE on the prompt embeddings (`compare.safree`): the paper's trigger and filter first, then the
   filter on more steps, then every word token projected (`SAFREE_RUNGS`); it acts where the generator reads the
   text, so it has no layer to search;
-- `negative-prompt`: the concept's training words as the negative prompt, guidance 4, 6, 8, 12. The toy generator
-  only ever saw the empty caption as its unconditional branch; no generator trained with keyword negatives is
-  compared yet;
+- `negative-prompt`: the concept's training words as the negative prompt, guidance 4, 6, 8, 12. The shipped
+  generator is trained on such bare keyword lists in a tenth of its captions (`--keyword-rate 0.1`), so it knows
+  what the negative prompt draws;
 - `esd`: the generator's cross-attention fine-tuned away from the concept (`toyworld.esd`, ESD-x with eta 1 on the
   learning targets), 25, 50, 100, 200 steps in all, one run continued from rung to rung.
 

@@ -846,7 +846,11 @@ def stale_warning(notes: list[str]) -> list[str]:
     """The warning line for `stale_note`s ([] when there are none)."""
     if not notes:
         return []
-    return [f"**Stale: {'; '.join(notes)}. What follows may not hold for the shipped world: rerun its command.**", ""]
+    distinct = list(dict.fromkeys(notes))  # two runs behind one section may be stale for the same reason
+    return [
+        f"**Stale: {'; '.join(distinct)}. What follows may not hold for the shipped world: rerun its command.**",
+        "",
+    ]
 
 
 def with_stale_note(section: list[str], *runs: dict[str, Any] | None) -> list[str]:
