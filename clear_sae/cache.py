@@ -530,6 +530,7 @@ def _read_index(folder: Path) -> dict[str, Any]:
         for shard in index["shards"]:
             if Path(shard["file"]).name != shard["file"]:
                 raise ValueError(f"shard {shard['file']!r} lies outside the folder")
+            int(shard["first_prompt"])
     except (ValueError, KeyError, TypeError, UnicodeDecodeError) as err:
         raise ClearSaeError(f"{path} is not a cache index ({err}); recreate the cache with --force") from None
     return index
@@ -592,6 +593,16 @@ class ActivationCache:
         """Raise a one-line error if `hook` is not in the cache."""
         if hook not in self.hook_points:
             raise ClearSaeError(f"layer {hook!r} is not in cache {self.path}; it holds {', '.join(self.hook_points)}")
+
+    def layout(self, hooks: list[str]) -> dict[str, Any]:
+        """What the rows served at `hooks` depend on besides the seed: the model, the storage dtype, and per hook
+        point the rows of each shard and the HDF5 chunk height (a cache rewritten otherwise serves other batches)."""
+        return {
+            "backbone_id": self.backbone_id,
+            "dtype": self.dtype,
+            "rows": {hook: [int(d.shape[0]) for d in self._shards(hook, "acts")] for hook in hooks},
+            "chunks": {hook: [d.chunks[0] if d.chunks else None for d in self._shards(hook, "acts")] for hook in hooks},
+        }
 
     def _shards(self, hook: str, *path: str) -> list["h5py.Dataset"]:
         """The dataset at `hook`/`path` of every shard, in order."""

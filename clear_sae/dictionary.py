@@ -53,7 +53,7 @@ SAVE_DTYPES = ("float32", "float16")
 """dtypes a dictionary's weights may be saved in."""
 DISTRIBUTE = ("layers", "data")
 """How a run under torchrun splits its work over ranks (`TrainConfig.distribute`)."""
-PROGRESS = "progress"
+PROGRESS = "clear_sae_progress"
 """The sub-folder of a dictionary folder that holds an unfinished run's checkpoints and finished layers' records;
 removed when the run completes."""
 BACKGROUND_SAMPLE = 512
@@ -216,8 +216,10 @@ def _train_topk_layer(
         k=cfg.k, lr=cfg.lr, aux_coefficient=cfg.aux_coefficient, kernel=cfg.kernel, seed=cfg.seed
     )
     checkpoint, identity = run.checkpoint(hook), {"run": run.key, "hook_point": hook, "input_scale": scale}
-    start = None
-    if run.resume and checkpoint.is_file():
+    start, resuming = None, run.resume and checkpoint.is_file()
+    if run.data_parallel:  # every rank must start from the same step: the first rank's view decides
+        resuming = run.group.gather(resuming)[0]
+    if resuming:
         start, record = checkpoints.load_checkpoint(checkpoint)
         checkpoints.check_same_run(checkpoint, record, identity)
     done = 0 if start is None else int(start["steps"])
@@ -364,7 +366,7 @@ def train_layer(
     scale = input_scale(sample)
     ranks = run.key["data_ranks"]
     n_steps = max(1, cfg.tokens // (cfg.batch_size * ranks))
-    dead_after = max(cfg.tokens // 10, 4 * cfg.batch_size)
+    dead_after = max(cfg.tokens // 10, 4 * cfg.batch_size * ranks)
     train = _train_topk_layer if cfg.architecture == "topk" else _train_sae_lens_layer
     try:
         inference, dead_fraction = train(
@@ -487,14 +489,15 @@ def holds_dictionaries(folder: str | Path) -> bool:
 
 
 def run_key(cache: "ActivationCache", hook_points: list[str], cfg: TrainConfig, group: ProcessGroup) -> dict[str, Any]:
-    """What a training run is, for resuming it: the recipe (all but how often it saves), the cache's prompts, the
-    hook points, and how many ranks share each layer's batches (which changes the result; dealing out layers does
-    not)."""
+    """What a training run is, for resuming it: the recipe (all but how often it saves), the cache's prompts and the
+    layout its rows are served from, the hook points, and how many ranks share each layer's batches (which changes
+    the result; dealing out layers does not)."""
     recipe = {key: value for key, value in asdict(cfg).items() if key != "checkpoint_every"}
     data_ranks = group.size if cfg.distribute == "data" else 1
     return {
         "train_config": recipe,
         "cache_prompts_hash": cache.prompts_hash,
+        "cache_layout": cache.layout(hook_points),
         "hook_points": hook_points,
         "data_ranks": data_ranks,
     }
@@ -502,6 +505,12 @@ def run_key(cache: "ActivationCache", hook_points: list[str], cfg: TrainConfig, 
 
 def check_distribution(cfg: TrainConfig, group: ProcessGroup) -> None:
     """Raise a one-line error for checkpoints or data-parallel training asked of an architecture sae-lens trains."""
+    ranks = group.size if cfg.distribute == "data" else 1
+    if cfg.batch_size * ranks > cfg.tokens:
+        raise ClearSaeError(
+            f"{ranks} ranks of --batch-size {cfg.batch_size} take more than --tokens {cfg.tokens} in a single step; "
+            "lower --batch-size or raise --tokens"
+        )
     if cfg.architecture == "topk":
         return
     if cfg.checkpoint_every:
@@ -633,8 +642,9 @@ def train_dictionaries(
             shutil.rmtree(run.progress, ignore_errors=True)
         run.progress.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=2))
-    group.barrier()
-    finished = _finished_layers(run, hook_points)
+    # The first rank says which layers are finished, before any rank trains: ranks that looked for themselves could
+    # see a layer another rank has just finished, and deal out the rest differently.
+    finished = group.gather(sorted(_finished_layers(run, hook_points)) if group.leads else None)[0]
     pending = [hook for hook in hook_points if hook not in finished]
     for hook in pending if run.data_parallel else group.share(pending):
         record = train_layer(cache, hook, cfg, out / hook, progress=progress, run=run)

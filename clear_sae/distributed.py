@@ -6,11 +6,13 @@ that falls to it.
 same command run without `torchrun` is a group of one, and every collective here is then a no-op.
 
 The collectives use gloo on CPUs and NCCL on GPUs. Ranks share the output folder, so several nodes need a shared
-file system.
+file system. A rank that fails leaves the others waiting in a collective; `torchrun` notices the failed process and
+stops them, which is what ends such a run (with the failed rank named in its report).
 """
 
 from __future__ import annotations
 
+import datetime
 import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Sequence, TypeVar
@@ -21,6 +23,11 @@ if TYPE_CHECKING:
     import torch
 
 T = TypeVar("T")
+
+COLLECTIVE_TIMEOUT = datetime.timedelta(hours=24)
+"""How long a rank waits in a collective before giving up. Long on purpose: a rank that has trained its share of
+the layers waits at the closing barrier for the slowest one, possibly for hours; a rank that dies is noticed by
+`torchrun`, not by this timeout."""
 
 
 @dataclass
@@ -107,12 +114,13 @@ def join(device: str = "cpu") -> ProcessGroup:
     if not dist.is_initialized():
         if cuda:
             torch.cuda.set_device(local_rank)
-        dist.init_process_group("nccl" if cuda else "gloo")
+        dist.init_process_group("nccl" if cuda else "gloo", timeout=COLLECTIVE_TIMEOUT)
     return ProcessGroup(rank, size, local_rank)
 
 
 def rank_device(device: str, group: ProcessGroup) -> str:
-    """The device this rank trains on: its own GPU of the node (`cuda:LOCAL_RANK`) for a CUDA run."""
+    """The device this rank runs on: its own GPU of the node (`cuda:LOCAL_RANK`) when several ranks are asked for
+    `cuda`; any other device (`cpu`, or a GPU named by number) as given."""
     if device == "cuda" and not group.alone:
         return f"cuda:{group.local_rank}"
     return device

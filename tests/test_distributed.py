@@ -158,6 +158,18 @@ def test_checkpoints_and_data_parallel_training_are_refused_where_sae_lens_train
     assert not (tmp_path / "d").exists()
 
 
+def test_data_parallel_steps_larger_than_the_token_budget_are_refused_on_every_rank(minilm_cache, tmp_path):
+    """Checked before any collective, so that a refused run fails on every rank instead of leaving one waiting."""
+    from clear_sae.distributed import ProcessGroup
+
+    cfg = TrainConfig(expansion=2, k=8, tokens=768, batch_size=512, distribute="data")
+    with ActivationCache(minilm_cache) as cache:
+        for rank in (0, 1):
+            with pytest.raises(ClearSaeError, match="2 ranks of --batch-size 512 take more than --tokens 768"):
+                train_dictionaries(cache, tmp_path / "d", LAYERS, cfg, progress=False, group=ProcessGroup(rank, 2))
+    assert not (tmp_path / "d").exists()
+
+
 def test_averaging_two_half_batches_gradients_is_the_whole_batchs_gradient():
     """What data-parallel training relies on: the mean over ranks of each rank's gradient on its half is the
     gradient on the whole batch (the loss is a mean over tokens), AuxK included."""

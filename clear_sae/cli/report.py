@@ -20,7 +20,7 @@ import numpy as np
 
 from clear_sae import __version__
 from clear_sae.backbones import load_backbone_for
-from clear_sae.cache import ActivationCache, open_h5
+from clear_sae.cache import ActivationCache
 from clear_sae.config import POSITIVE, check_fields
 from clear_sae.details import DetailConfig, shown_per_prompt, stored_concept_detail, token_activations
 from clear_sae.errors import ClearSaeError
@@ -265,7 +265,7 @@ def collect_report(
     # Read the evaluation and open the cache before the slow part, so that a wrong file fails at once.
     evaluation_data = evaluation_summary(evaluation) if evaluation is not None else None
     if cache is not None:
-        open_h5(cache).close()
+        ActivationCache(cache).close()
     concepts = {e.name: concept_summary(e) for e in entries}
     detailed = [e for e in entries if concepts[e.name]["has_prompts"]]
     if detailed and backbone is None:

@@ -31,6 +31,8 @@ def save_checkpoint(path: str | Path, tensors: dict[str, "torch.Tensor"], record
     partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
     contiguous = {name: tensor.detach().contiguous().cpu() for name, tensor in tensors.items()}
     save_file(contiguous, str(partial), metadata={RECORD: json.dumps(record)})
+    with open(partial, "rb+") as written:  # on disk before it replaces the last checkpoint (a lost node)
+        os.fsync(written.fileno())
     partial.replace(path)
 
 
@@ -43,6 +45,7 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, "torch.Tensor"], dict[s
         with safe_open(str(path), framework="pt") as f:
             record = json.loads((f.metadata() or {})[RECORD])
             tensors = {name: f.get_tensor(name) for name in f.keys()}
+            int(tensors["steps"])
     except (OSError, KeyError, ValueError, RuntimeError, SafetensorError) as err:
         raise ClearSaeError(
             f"{path} is not a readable training checkpoint ({type(err).__name__}); delete it to train that layer "

@@ -387,6 +387,7 @@ class TrainResult:
     params: TopKParams
     steps: int
     tokens: int
+    """Tokens this call trained on (a resumed run counts those after its checkpoint only)."""
     dead_fraction: float
     """Share of latents that fired on no token in the last `dead_window` of training."""
     seconds: float
@@ -475,8 +476,8 @@ def restore_trainer_state(
         saved["state"] = moments
         optimizer.load_state_dict(saved)
         return state["tokens_since_fired"].to(device), state["fired_late"].to(device), int(state["steps"])
-    except KeyError as err:
-        raise ClearSaeError(f"the checkpoint lacks {err}; pass --force to start over") from None
+    except (KeyError, ValueError) as err:
+        raise ClearSaeError(f"the checkpoint is malformed ({err}); pass --force to start over") from None
 
 
 PARAM_NAMES = ("enc", "dec", "b_enc", "b_dec")

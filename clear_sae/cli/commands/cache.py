@@ -7,7 +7,7 @@ import argparse
 from clear_sae.backbones import load_backbone
 from clear_sae.cache import DTYPES, INDEX, ActivationCache, CacheConfig, write_cache
 from clear_sae.cli.options import add_fields, add_placement_options, config_from, log, placement_from
-from clear_sae.distributed import join, launched_ranks
+from clear_sae.distributed import join, launched_ranks, rank_device
 from clear_sae.errors import ClearSaeError
 from clear_sae.io import check_not_an_input, output_file, output_folder, read_prompt_file
 
@@ -42,9 +42,11 @@ def run(args: argparse.Namespace) -> None:
     if out.exists() and not sharded and not (args.resume or args.force):
         raise ClearSaeError(f"{out} already exists; pass --resume to continue it or --force to overwrite it")
     cfg = config_from(CacheConfig, args, FIELDS)
-    backbone = load_backbone(args.model, placement_from(args))
-    layers = backbone.resolve_layers(args.layers)
     group = join()
+    placement = placement_from(args)
+    placement.device = rank_device(placement.device, group)  # under torchrun, each rank on its own GPU
+    backbone = load_backbone(args.model, placement)
+    layers = backbone.resolve_layers(args.layers)
     write_cache(
         backbone,
         prompts,

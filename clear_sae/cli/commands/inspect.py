@@ -24,7 +24,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_library_option(p)
     p.add_argument("--dictionaries", default=None, help="dictionary folder (default: the one the library uses)")
     p.add_argument(
-        "--cache", default=None, help="activation cache: also show the corpus prompts that excite each latent"
+        "--cache",
+        default=None,
+        help="activation cache (.h5 file or folder of shards): also show the corpus prompts that excite each latent",
     )
     p.add_argument("--evaluation", default=None, help="a `clear-sae evaluate` report: show generation rates and clips")
     p.add_argument("--out", required=True, help="report.html (or .json with --format json)")

@@ -44,7 +44,11 @@ FIELDS = [
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The train command's options."""
-    p.add_argument("--cache", required=True, help="the activation cache (.h5) to train on")
+    p.add_argument(
+        "--cache",
+        required=True,
+        help="the activation cache to train on (an .h5 file, or the folder of shards torchrun wrote)",
+    )
     p.add_argument("--out", required=True, help="dictionary folder (one sub-folder per hook point)")
     p.add_argument("--layers", default="all", help="all, or comma-separated hook point names or indices")
     add_fields(
