@@ -14,9 +14,10 @@ import math
 import numbers
 import os
 import textwrap
+import time
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, MutableMapping
 
 from clear_sae.errors import ClearSaeError
 
@@ -127,6 +128,62 @@ def check_memory(needed: int, what: str, fix: str) -> None:
     available = available_memory()
     if available is not None and needed > available:
         raise ClearSaeError(f"{what} needs about {_gib(needed)} of memory and {_gib(available)} is available; {fix}")
+
+
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
+"""The environment variables that set torch's intra-op threads when torch is imported."""
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the OS tells it)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def _cpu_times() -> tuple[int, int] | None:
+    """(busy, total) jiffies of all CPUs since boot, from /proc/stat; None where there is none."""
+    try:
+        fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    except (OSError, ValueError, IndexError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle and iowait
+    return sum(fields) - idle, sum(fields)
+
+
+def busy_cores(window: float = 0.2) -> float | None:
+    """How many of the machine's cores other processes keep busy now: the busy share of all CPU time over `window`
+    seconds (this process sleeps meanwhile) times the number of CPUs; None where the OS does not tell."""
+    before = _cpu_times()
+    time.sleep(window)
+    after = _cpu_times()
+    if before is None or after is None or after[1] <= before[1]:
+        return None
+    return (after[0] - before[0]) / (after[1] - before[1]) * (os.cpu_count() or 1)
+
+
+def threads_for(cores: int, busy: float) -> int:
+    """Intra-op threads that fit: one per core other work leaves free (a core counts as free when less than half of
+    it is busy), at least one."""
+    return max(1, min(cores, math.floor(cores - busy + 0.5)))
+
+
+def fit_threads(environ: "MutableMapping[str, str] | None" = None) -> tuple[int, float] | None:
+    """Set torch's threads (through `THREAD_VARIABLES`, read when torch is imported) to the cores other work leaves
+    free, so that a run on a busy machine does not oversubscribe it: torch otherwise takes every core, and its
+    threads then wait on each other. Returns (threads, busy cores) when it set them; None when the user set them,
+    the machine is quiet or the OS does not tell."""
+    env: MutableMapping[str, str] = os.environ if environ is None else environ
+    if any(name in env for name in THREAD_VARIABLES):
+        return None
+    cores, busy = usable_cores(), busy_cores()
+    if busy is None or threads_for(cores, busy) >= cores:
+        return None
+    threads = threads_for(cores, busy)
+    for name in THREAD_VARIABLES:
+        env[name] = str(threads)
+    return threads, busy
 
 
 def _gib(n: int) -> str:

@@ -174,3 +174,49 @@ def test_the_sealed_protocols_test_seeds_are_read_by_the_final_run_only(monkeypa
     assert digest == protocol.protocol_digest() and len(digest) == 16
     monkeypatch.setattr(captions, "ONE_OBJECT_TEMPLATES", [*captions.ONE_OBJECT_TEMPLATES[:-1], "{a_obj} {motion}"])
     assert protocol.protocol_digest() != digest
+
+
+@pytest.mark.parametrize(
+    ("cores", "busy", "threads"), [(2, 0.0, 2), (2, 0.4, 2), (2, 0.6, 1), (2, 1.9, 1), (2, 6.0, 1), (8, 3.2, 5)]
+)
+def test_threads_fit_the_cores_other_work_leaves_free(cores, busy, threads):
+    from clear_sae.config import threads_for
+
+    assert threads_for(cores, busy) == threads
+
+
+def test_thread_fitting_leaves_a_users_setting_and_a_quiet_machine_alone(monkeypatch):
+    import clear_sae.config as config
+
+    monkeypatch.setattr(config, "usable_cores", lambda: 2)
+    monkeypatch.setattr(config, "busy_cores", lambda: 1.5)
+    chosen = {"MKL_NUM_THREADS": "2"}
+    assert config.fit_threads(chosen) is None and chosen == {"MKL_NUM_THREADS": "2"}
+    busy: dict[str, str] = {}
+    assert config.fit_threads(busy) == (1, 1.5)
+    assert busy == {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    monkeypatch.setattr(config, "busy_cores", lambda: 0.3)
+    quiet: dict[str, str] = {}
+    assert config.fit_threads(quiet) is None and quiet == {}
+
+
+def test_the_command_line_on_a_busy_machine_says_so_and_torch_takes_the_free_cores(tmp_path):
+    """Both cores busy with other work (as the CPU counters would say): the command states it and torch, imported
+    after, runs one thread."""
+    import subprocess
+    import sys
+
+    argv = ["erase", "--library", str(tmp_path / "none.json"), "--concept", "x", "--prompts", "p", "--out", "o.json"]
+    script = (
+        "import clear_sae.config as config\n"
+        "config.usable_cores = lambda: 2\n"
+        "config.busy_cores = lambda window=0.2: 2.0\n"
+        "from clear_sae.cli import main\n"
+        f"status = main({argv!r})\n"
+        "import torch\n"
+        "print(status, torch.get_num_threads())\n"
+    )
+    env = {k: v for k, v in __import__("os").environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
+    assert done.stdout.splitlines()[-1].split() == ["3", "1"], done.stderr[-2000:]
+    assert "2.0 of 2 cores are busy with other work: torch uses 1 thread(s)" in done.stdout + done.stderr

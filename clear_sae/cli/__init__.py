@@ -9,7 +9,8 @@ import sys
 
 from clear_sae import __version__
 from clear_sae.cli.commands import ALL as COMMANDS
-from clear_sae.cli.options import apply_config_file, configure_logging
+from clear_sae.cli.options import apply_config_file, configure_logging, log
+from clear_sae.config import fit_threads, usable_cores
 from clear_sae.errors import ClearSaeError, clear_interrupt, request_interrupt
 
 USAGE_ERROR = 2
@@ -114,6 +115,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"clear-sae: error: {one_line(str(err))}", file=sys.stderr)
         return DOMAIN_ERROR
     configure_logging(args.verbosity)
+    # Only before torch is imported (always, for the command line; not when a test calls `main` in-process), as
+    # the setting takes effect when torch starts.
+    fitted = None if "torch" in sys.modules else fit_threads()
+    if fitted is not None:
+        threads, busy = fitted
+        log.info(
+            f"{busy:.1f} of {usable_cores()} cores are busy with other work: torch uses {threads} thread(s) "
+            "(set OMP_NUM_THREADS to choose)"
+        )
     clear_interrupt()
     signal.signal(signal.SIGTERM, request_interrupt)
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # an ignored SIGINT (background job) stays so
@@ -124,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"clear-sae: error: {one_line(str(err))}", file=sys.stderr)
         return DOMAIN_ERROR
     except KeyboardInterrupt:
-        hint = "; continue it with the same command and --resume" if args.command == "cache" else ""
+        resumable = args.command in ("cache", "train")
+        hint = "; continue it with the same command and --resume" if resumable else ""
         print(f"clear-sae: interrupted; what was already written is kept{hint}", file=sys.stderr)
         return INTERRUPTED
     return 0

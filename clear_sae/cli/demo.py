@@ -19,7 +19,7 @@ from clear_sae.backbones import load_backbone
 from clear_sae.cache import ActivationCache, CacheConfig, write_cache
 from clear_sae.cli.report import InspectConfig, collect_report, write_report
 from clear_sae.concepts import ConceptConfig, concept_codes, learn_concept
-from clear_sae.config import COUNT, MAX_CLIPS, POSITIVE, at_most, check_fields
+from clear_sae.config import COUNT, MAX_CLIPS, POSITIVE, at_most, check_fields, usable_cores
 from clear_sae.corpus import concept_prompts
 from clear_sae.details import stored_concept_detail
 from clear_sae.dictionary import Dictionaries, TrainConfig, format_health_table, train_dictionaries
@@ -294,8 +294,8 @@ def run_demo(cfg: DemoConfig = DemoConfig()) -> dict[str, Any]:
     backbone = load_backbone("minilm")
     hooks = backbone.hook_points
     print(
-        f"clear-sae demo in {out}: torch {torch.__version__} on {torch.get_num_threads()} CPU threads "
-        "(OMP_NUM_THREADS sets them)",
+        f"clear-sae demo in {out}: torch {torch.__version__} on {torch.get_num_threads()} CPU threads of "
+        f"{usable_cores()} cores (OMP_NUM_THREADS sets them; on a busy machine clear-sae takes the free cores only)",
         flush=True,
     )
     titles = stage_titles(cfg, len(hooks), len(corpus), names, toys)
