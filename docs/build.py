@@ -358,6 +358,11 @@ def gpu_section(data: dict[str, Any] | None) -> list[str]:
     return lines + table(["kernel", "step (ms)", "tokens/s", "% of matmul peak (encoder GEMMs)"], rows)
 
 
+def benchmark_source(name: str, data: dict[str, Any], flags: str = "") -> tuple[str, str, str]:
+    """The `header` source of `benchmarks/NAME.json`: its path and the command that wrote it (run with `flags`)."""
+    return f"benchmarks/{name}.json", command_of(data, f"python benchmarks/{name}.py{flags}"), ""
+
+
 def page_performance() -> str:
     training, caching, erasure = (
         load("benchmarks/training.json"),
@@ -372,58 +377,31 @@ def page_performance() -> str:
         flags = f" --tokens {training['config']['tokens']}" + (
             " --scaling" if training["config"].get("scaling") else ""
         )
-        sources.append(("benchmarks/training.json", command_of(training, "python benchmarks/training.py" + flags), ""))
-    if caching:
-        cfg = caching["config"]
-        sources.append(
-            (
-                "benchmarks/caching.json",
-                command_of(caching, f"python benchmarks/caching.py --prompts {cfg['prompts']} --pairs {cfg['pairs']}"),
-                "",
+        sources.append(benchmark_source("training", training, flags))
+    for name, data in (("caching", caching), ("pipeline_caching", pipeline)):
+        if data:
+            sources.append(
+                benchmark_source(
+                    name, data, f" --prompts {data['config']['prompts']} --pairs {data['config']['pairs']}"
+                )
             )
-        )
-    if pipeline:
-        cfg = pipeline["config"]
-        flags = f" --prompts {cfg['prompts']} --pairs {cfg['pairs']}"
-        sources.append(
-            (
-                "benchmarks/pipeline_caching.json",
-                command_of(pipeline, "python benchmarks/pipeline_caching.py" + flags),
-                "",
-            )
-        )
+    if distributed:
+        cfg = distributed["config"]
+        flags = f" --prompts {cfg['prompts']} --tokens {cfg['tokens']} --repeats {cfg['repeats']}"
+        sources.append(benchmark_source("distributed_training", distributed, flags))
     if erasure:
-        cfg = erasure["config"]
         sources.append(
-            (
-                "benchmarks/erasure.json",
-                command_of(erasure, f"python benchmarks/erasure.py --clips {cfg['clips']} --repeats {cfg['repeats']}"),
-                "",
+            benchmark_source(
+                "erasure", erasure, f" --clips {erasure['config']['clips']} --repeats {erasure['config']['repeats']}"
             )
         )
     if scale:
         big = max(scale["rows"], key=lambda r: r["concepts"] * r["layers"])
         sources.append(
-            (
-                "benchmarks/report_scale.json",
-                command_of(
-                    scale, f"python benchmarks/report_scale.py --concepts {big['concepts']} --layers {big['layers']}"
-                ),
-                "",
-            )
-        )
-    if distributed:
-        cfg = distributed["config"]
-        flags = f" --prompts {cfg['prompts']} --tokens {cfg['tokens']} --repeats {cfg['repeats']}"
-        sources.append(
-            (
-                "benchmarks/distributed_training.json",
-                command_of(distributed, "python benchmarks/distributed_training.py" + flags),
-                "",
-            )
+            benchmark_source("report_scale", scale, f" --concepts {big['concepts']} --layers {big['layers']}")
         )
     if gpu:
-        sources.append(("benchmarks/gpu_training.json", command_of(gpu, "python benchmarks/gpu_training.py"), ""))
+        sources.append(benchmark_source("gpu_training", gpu))
     lines = header(
         "Performance",
         sources,
