@@ -127,3 +127,20 @@ def test_the_shipped_library_has_its_details_stored():
         dictionaries = Dictionaries(library.dictionary_path(entry))
         detail = read_stored_detail(dictionaries, entry, DetailConfig())
         assert detail is not None and detail[entry.hook_point]["latents"] == entry.latents, entry.name
+
+
+@pytest.mark.artifacts
+def test_the_report_on_the_shipped_library_reads_its_details_without_loading_the_model(monkeypatch):
+    """Every detail stored: the report needs no encoder, so it neither loads one nor runs one."""
+    import clear_sae.cli.report as report
+    from clear_sae.library import shipped_library
+
+    def no_model(*_: object) -> None:
+        raise AssertionError("the model was loaded although every detail is stored")
+
+    monkeypatch.setattr(report, "load_backbone_for", no_model)
+    library = ConceptLibrary.load(shipped_library())
+    dictionaries = Dictionaries(library.dictionary_path(next(iter(library.concepts.values()))))
+    data = report.collect_report(dictionaries, library, progress=False)
+    assert set(data["concepts"]) == set(library.concepts)
+    assert all("layers" in c for c in data["concepts"].values() if c["has_prompts"])

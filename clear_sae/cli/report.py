@@ -22,7 +22,13 @@ from clear_sae import __version__
 from clear_sae.backbones import load_backbone_for
 from clear_sae.cache import ActivationCache
 from clear_sae.config import POSITIVE, check_fields
-from clear_sae.details import DetailConfig, shown_per_prompt, stored_concept_detail, token_activations
+from clear_sae.details import (
+    DetailConfig,
+    read_stored_detail,
+    shown_per_prompt,
+    stored_concept_detail,
+    token_activations,
+)
 from clear_sae.errors import ClearSaeError
 from clear_sae.io import atomic_write_text, read_json_file
 
@@ -268,15 +274,20 @@ def collect_report(
         ActivationCache(cache).close()
     concepts = {e.name: concept_summary(e) for e in entries}
     detailed = [e for e in entries if concepts[e.name]["has_prompts"]]
-    if detailed and backbone is None:
+    stored = {e.name: read_stored_detail(dictionaries, e, cfg) for e in detailed}
+    # The model is loaded only for what is not stored (an unchanged library's report reads, it does not encode).
+    needs_model = cache is not None or any(found is None for found in stored.values())
+    if detailed and needs_model and backbone is None:
         backbone = load_backbone_for(None, detailed[0].model_source)
-    if detailed:
-        assert backbone is not None
+    if detailed and backbone is not None:
         widths = {h: backbone.d_model(h) for h in dictionaries.hook_points if h in backbone.hook_points}
         dictionaries.check_backbone(backbone.backbone_id, widths)
     for entry in tqdm(detailed, desc="concept latents", unit="concept", disable=not progress):
-        assert backbone is not None
-        concepts[entry.name]["layers"] = stored_concept_detail(backbone, dictionaries, entry, cfg)
+        found = stored[entry.name]
+        if found is None:
+            assert backbone is not None
+            found = stored_concept_detail(backbone, dictionaries, entry, cfg)
+        concepts[entry.name]["layers"] = found
     data: dict[str, Any] = {
         "format": FORMAT,
         "package_version": __version__,
