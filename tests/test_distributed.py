@@ -203,8 +203,8 @@ def _env() -> dict[str, str]:
 
 def _torchrun(*args: str, ranks: int = 2, script: list[str] | None = None) -> subprocess.CompletedProcess:
     """`clear-sae ARGS` (or `script`) under torchrun on one node with `ranks` processes."""
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(ranks)]
-    launcher += ["--master-addr", "127.0.0.1", "--master-port", str(_free_port())]
+    # --standalone: torchrun finds a free port itself, so that two runs never race for one.
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(ranks)]
     command = script or ["-m", "clear_sae"]
     return subprocess.run([*launcher, *command, *args], env=_env(), capture_output=True, text=True, timeout=600)
 
