@@ -170,12 +170,17 @@ def batch_codes(sae: Any, act: "Activations") -> PromptCodes:
         peak = torch.zeros(real.shape[0], int(sae.cfg.d_sae), device=rows.device)
         energy = torch.zeros_like(peak)
         dec_norm = sae.W_dec.norm(dim=-1).float()
+        d_sae = peak.shape[1]
         for start in range(0, rows.shape[0], SCORE_CHUNK_ROWS):
             codes = sae.encode(rows[start : start + SCORE_CHUNK_ROWS].float())
             which = prompt_of_row[start : start + SCORE_CHUNK_ROWS]
-            # Codes are never negative, so the zeros the peaks start from change nothing.
-            peak.scatter_reduce_(0, which[:, None].expand_as(codes), codes, "amax")
-            energy.index_add_(0, which, (codes * dec_norm).pow(2))
+            # Only the latents that fire are accumulated (k of d_sae per token for a TopK SAE), in row order, as
+            # a dense accumulation adds them: codes are never negative, so the zeros left out change nothing.
+            row, latent = codes.nonzero(as_tuple=True)
+            fired = codes[row, latent]
+            slot = which[row] * d_sae + latent
+            peak.view(-1).scatter_reduce_(0, slot, fired, "amax")
+            energy.view(-1).index_add_(0, slot, (fired * dec_norm[latent]).pow(2))
     return PromptCodes(peak.cpu(), energy.cpu())
 
 

@@ -374,3 +374,41 @@ def test_prompt_codes_read_real_tokens_only_a_chunk_at_a_time(monkeypatch, arch)
         # A chunk of another height may round the matrix product differently in the last bits, nothing more.
         assert torch.allclose(got.peak, want_peak, rtol=1e-5, atol=1e-6)
         assert torch.allclose(got.energy, want_energy, rtol=1e-5, atol=1e-6)
+
+
+def test_prompt_codes_accumulate_only_firing_latents_and_match_a_dense_reading(monkeypatch):
+    """Peaks and decoded energies per prompt and latent, over real tokens only, chunk after chunk: the same as the
+    plain dense reading of every code (up to the last bits of the encoder's product, taken over other shapes)."""
+    import clear_sae.concepts as concepts
+    from clear_sae.backbones.base import Activations
+    from clear_sae.concepts import batch_codes
+
+    class TinySAE:
+        """ReLU codes of a random encoder, most of them zero; decoder rows of unequal norms."""
+
+        def __init__(self) -> None:
+            g = torch.Generator().manual_seed(0)
+            self.W_enc = torch.randn(8, 40, generator=g)
+            self.b_enc = torch.full((40,), -2.0)
+            self.W_dec = torch.randn(40, 8, generator=g) * torch.linspace(0.5, 2.0, 40)[:, None]
+            self.cfg = type("cfg", (), {"d_sae": 40})()
+
+        def to(self, device: object) -> "TinySAE":
+            return self
+
+        def encode(self, x: torch.Tensor) -> torch.Tensor:
+            return (x @ self.W_enc + self.b_enc).relu()
+
+    monkeypatch.setattr(concepts, "SCORE_CHUNK_ROWS", 7)  # several chunks, one prompt split across two
+    sae = TinySAE()
+    acts = torch.randn(3, 9, 8, generator=torch.Generator().manual_seed(1))
+    mask = torch.zeros(3, 9, dtype=torch.bool)
+    mask[0, :9], mask[1, :2], mask[2, :6] = True, True, True
+    got = batch_codes(sae, Activations(acts, mask))
+    codes = sae.encode(acts)
+    assert 0.5 < float((codes[mask] == 0).float().mean()) < 0.99, "mostly quiet latents, some firing"
+    norms = sae.W_dec.norm(dim=-1)
+    for p in range(3):
+        real = codes[p][mask[p]]
+        assert torch.allclose(got.peak[p], real.max(0).values, rtol=1e-5, atol=1e-5)
+        assert torch.allclose(got.energy[p], ((real * norms) ** 2).sum(0), rtol=1e-5, atol=1e-5)
