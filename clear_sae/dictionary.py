@@ -237,7 +237,14 @@ def _train_topk_layer(
     batches = cache.iter_minibatches(
         hook, cfg.batch_size, n_steps * cfg.batch_size, seed=cfg.seed, skip_batches=done, part=part
     )
-    bar = tqdm(total=n_steps, initial=done, desc=f"training {hook}", unit="step", disable=not (progress and run.writes))
+    bar = tqdm(
+        total=n_steps,
+        initial=done,
+        desc=f"training {hook}",
+        unit="step",
+        disable=not (progress and run.writes),
+        leave=False,
+    )
     device = rank_device(cfg.device, group)
     result = train_topk(
         feed((batch * scale for batch in batches), device),
@@ -356,7 +363,7 @@ def train_layer(
     """Train one SAE on the cached activations at `hook`, save it to `out_folder`, and return its record.
 
     `run` says where checkpoints go and which ranks train together (default: a run of one process without
-    checkpoints, in a `progress` folder beside `out_folder`)."""
+    checkpoints, in a `PROGRESS` folder beside `out_folder`)."""
     import torch
 
     run = run or RunPlace(out_folder.parent / PROGRESS, run_key(cache, [hook], cfg, ProcessGroup()))
