@@ -555,8 +555,10 @@ class ActivationCache:
                 self.close()
                 raise
             self.first_prompts = [int(shard["first_prompt"]) for shard in index["shards"]]
+            whole_hash = str(index["prompts_hash"])  # each shard's attribute hashes its own block only
         else:
             self.files, self.first_prompts = [open_h5(self.path)], [0]
+            whole_hash = None
         self.file = self.files[0]
         """The first (for a single file, the only) shard."""
         attrs = self.file.attrs
@@ -566,7 +568,7 @@ class ActivationCache:
         self.widths: dict[str, int] = json.loads(_attr(self.file, "d_model"))
         self.hook_modules: dict[str, dict[str, str | None]] = json.loads(str(attrs.get("hook_modules", "{}")))
         """Each hook point's subfolder and module name (`hook_module_record`); empty for an older cache."""
-        self.prompts_hash: str = str(attrs["prompts_hash"]) if len(self.files) == 1 else str(index["prompts_hash"])
+        self.prompts_hash: str = whole_hash or str(attrs["prompts_hash"])
         self.dtype: str = str(attrs["dtype"])
         self.complete = all(bool(f.attrs["complete"]) for f in self.files)
         if not self.complete and not allow_incomplete:

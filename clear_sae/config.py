@@ -178,9 +178,9 @@ def fit_threads(environ: "MutableMapping[str, str] | None" = None) -> tuple[int,
     if any(name in env for name in THREAD_VARIABLES):
         return None
     cores, busy = usable_cores(), busy_cores()
-    if busy is None or threads_for(cores, busy) >= cores:
+    threads = cores if busy is None else threads_for(cores, busy)
+    if busy is None or threads >= cores:
         return None
-    threads = threads_for(cores, busy)
     for name in THREAD_VARIABLES:
         env[name] = str(threads)
     return threads, busy

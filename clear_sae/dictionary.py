@@ -500,19 +500,23 @@ def run_key(cache: "ActivationCache", hook_points: list[str], cfg: TrainConfig, 
     layout its rows are served from, the hook points, and how many ranks share each layer's batches (which changes
     the result; dealing out layers does not)."""
     recipe = {key: value for key, value in asdict(cfg).items() if key != "checkpoint_every"}
-    data_ranks = group.size if cfg.distribute == "data" else 1
     return {
         "train_config": recipe,
         "cache_prompts_hash": cache.prompts_hash,
         "cache_layout": cache.layout(hook_points),
         "hook_points": hook_points,
-        "data_ranks": data_ranks,
+        "data_ranks": data_ranks(cfg, group),
     }
+
+
+def data_ranks(cfg: TrainConfig, group: ProcessGroup) -> int:
+    """How many ranks share each layer's batches: all of them in data-parallel training, else one."""
+    return group.size if cfg.distribute == "data" else 1
 
 
 def check_distribution(cfg: TrainConfig, group: ProcessGroup) -> None:
     """Raise a one-line error for checkpoints or data-parallel training asked of an architecture sae-lens trains."""
-    ranks = group.size if cfg.distribute == "data" else 1
+    ranks = data_ranks(cfg, group)
     if cfg.batch_size * ranks > cfg.tokens:
         raise ClearSaeError(
             f"{ranks} ranks of --batch-size {cfg.batch_size} take more than --tokens {cfg.tokens} in a single step; "
@@ -539,22 +543,14 @@ def _check_resumable(out: Path, manifest: dict[str, Any] | None, key: dict[str, 
         )
 
 
-def _new_manifest(
-    cache: "ActivationCache",
-    out: Path,
-    hook_points: list[str],
-    cfg: TrainConfig,
-    force: bool,
-    resume: bool,
-    key: dict[str, Any],
-) -> dict[str, Any]:
-    """The manifest a run starts from, after checking what `out` already holds (read only)."""
+def _check_out(
+    cache: "ActivationCache", out: Path, hook_points: list[str], force: bool, resume: bool, key: dict[str, Any]
+) -> dict[str, Any] | None:
+    """Check what `out` already holds against this run (reading only) and return its manifest (None: none yet)."""
     manifest = read_manifest(out)
     if resume:
         _check_resumable(out, manifest, key)
-        assert manifest is not None
-        return manifest
-    if manifest is not None:
+    elif manifest is not None:
         if manifest.get("backbone_id") != cache.backbone_id:
             raise ClearSaeError(
                 f"{out} holds dictionaries of backbone {manifest.get('backbone_id')!r} but cache "
@@ -571,8 +567,19 @@ def _new_manifest(
             raise ClearSaeError(
                 f"{out} already holds dictionaries; pass --force to retrain the chosen layers, or choose another --out"
             )
-    else:
-        manifest = {"format": "clear_sae.dictionaries", "backbone_id": cache.backbone_id, "layers": {}}
+    return manifest
+
+
+def _new_manifest(
+    cache: "ActivationCache",
+    found: dict[str, Any] | None,
+    hook_points: list[str],
+    cfg: TrainConfig,
+    key: dict[str, Any],
+) -> dict[str, Any]:
+    """The manifest a new run starts from: `found` (what the folder held, its other layers kept) updated for this run,
+    marked unfinished."""
+    manifest = found or {"format": "clear_sae.dictionaries", "backbone_id": cache.backbone_id, "layers": {}}
     manifest.update(
         {
             "model_source": cache.model_source,
@@ -596,11 +603,11 @@ def _new_manifest(
 
 
 def _finished_layers(run: RunPlace, hook_points: list[str]) -> dict[str, dict[str, Any]]:
-    """The records of the layers this run has already finished (read back when it resumes)."""
+    """The records of the layers this run has finished (a new run starts from an emptied progress folder)."""
     finished = {}
     for hook in hook_points:
         path = run.record(hook)
-        if run.resume and path.is_file():
+        if path.is_file():
             saved = json.loads(path.read_text())
             if saved.get("run") == run.key:
                 finished[hook] = saved["record"]
@@ -642,9 +649,11 @@ def train_dictionaries(
         )
     run = RunPlace(out / PROGRESS, run_key(cache, hook_points, cfg, group), resume, group)
     # Every rank checks (reading only) before any rank writes, so a refused run is refused on all of them.
-    manifest = _new_manifest(cache, out, hook_points, cfg, force, resume, run.key)
+    found = _check_out(cache, out, hook_points, force, resume, run.key)
     group.barrier()
+    manifest: dict[str, Any] = {}
     if group.leads:
+        manifest = found if resume and found is not None else _new_manifest(cache, found, hook_points, cfg, run.key)
         if not resume:
             shutil.rmtree(run.progress, ignore_errors=True)
         run.progress.mkdir(parents=True, exist_ok=True)
@@ -669,7 +678,7 @@ def _finish_manifest(
     out: Path, manifest: dict[str, Any], run: RunPlace, hook_points: list[str], cache: "ActivationCache"
 ) -> None:
     """Gather every layer's record into the manifest, mark it finished, and drop the run's progress folder."""
-    finished = _finished_layers(RunPlace(run.progress, run.key, resume=True), hook_points)
+    finished = _finished_layers(run, hook_points)
     missing = [hook for hook in hook_points if hook not in finished]
     if missing:
         raise ClearSaeError(
