@@ -649,6 +649,10 @@ class ActivationCache:
         """The prompt (index into `prompts()`) of each row in `start:stop` at `hook`."""
         return self._span(hook, "prompt_index", start, stop, shift=True).astype(np.int64)
 
+    def positions(self, hook: str, start: int = 0, stop: int | None = None) -> "np.ndarray":
+        """The token position (within its prompt) of each row in `start:stop` at `hook`."""
+        return self._span(hook, "position", start, stop).astype(np.int64)
+
     def n_padding_rows(self, hook: str) -> int:
         """How many padding rows `padding_rows` gives at `hook`."""
         self.check_hook_point(hook)

@@ -62,6 +62,26 @@ def corpus_vocabulary(prompts: list[str]) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
+def atomic_save_tensors(path: str | Path, tensors: dict[str, Any], metadata: dict[str, str]) -> None:
+    """Write `tensors` (torch tensors) and `metadata` as a safetensors file at `path` through a temporary file,
+    synced to disk before it replaces the old one, so a kill at any moment leaves the old file or the new one."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
+    contiguous = {name: tensor.detach().contiguous().cpu() for name, tensor in tensors.items()}
+    try:
+        save_file(contiguous, str(partial), metadata=metadata)
+        os.chmod(partial, 0o666 & ~_umask())  # as any file this process creates, not safetensors' 0600
+        with open(partial, "rb+") as written:
+            os.fsync(written.fileno())
+        partial.replace(path)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+
+
 def atomic_write_text(path: str | Path, text: str) -> None:
     """Write `text` to `path` through a temporary file of its own (so a crash never leaves half a file behind,
     and two writers never share one); a symbolic link is followed, so the file it points to is replaced."""

@@ -178,6 +178,11 @@ class Backbone(ABC):
         ids = tokenizer([prompt], truncation=True, max_length=max_length)["input_ids"][0]
         return [str(t) for t in tokenizer.convert_ids_to_tokens(ids)]
 
+    def vocabulary_tokens(self, ids: list[int], hook_point: str) -> list[str]:
+        """The strings of token `ids` in the vocabulary of the tokenizer behind `hook_point`."""
+        tokenizer, _ = self._tokenizer_for(hook_point)
+        return [str(t) for t in tokenizer.convert_ids_to_tokens(ids)]
+
     def _tokenizer_for(self, hook_point: str) -> tuple[Any, int]:
         """The tokenizer behind `hook_point` and the length it truncates to."""
         raise NotImplementedError(f"{type(self).__name__} does not expose its tokenizer")

@@ -8,11 +8,11 @@ hook point), so that a resumed run refuses a checkpoint of another run instead o
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from clear_sae.errors import ClearSaeError
+from clear_sae.io import atomic_save_tensors
 
 if TYPE_CHECKING:
     import torch
@@ -24,16 +24,7 @@ RECORD = "clear_sae.checkpoint"
 def save_checkpoint(path: str | Path, tensors: dict[str, "torch.Tensor"], record: dict[str, Any]) -> None:
     """Write `tensors` and `record` to `path` through a temporary file, so a kill at any moment leaves the previous
     checkpoint or the new one, never half of one."""
-    from safetensors.torch import save_file
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
-    contiguous = {name: tensor.detach().contiguous().cpu() for name, tensor in tensors.items()}
-    save_file(contiguous, str(partial), metadata={RECORD: json.dumps(record)})
-    with open(partial, "rb+") as written:  # on disk before it replaces the last checkpoint (a lost node)
-        os.fsync(written.fileno())
-    partial.replace(path)
+    atomic_save_tensors(path, tensors, {RECORD: json.dumps(record)})
 
 
 def load_checkpoint(path: str | Path) -> tuple[dict[str, "torch.Tensor"], dict[str, Any]]:

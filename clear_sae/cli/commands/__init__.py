@@ -6,6 +6,7 @@ from clear_sae.cli.commands import (
     demo,
     erase,
     evaluate,
+    features,
     inspect,
     pull,
     push,
@@ -13,5 +14,5 @@ from clear_sae.cli.commands import (
     train,
 )
 
-ALL = (cache, train, concept, erase, evaluate, toy_concept, inspect, push, pull, demo)
+ALL = (cache, train, concept, erase, evaluate, toy_concept, features, inspect, push, pull, demo)
 """The subcommands, in the order a user runs them."""

@@ -1,0 +1,184 @@
+"""Latent statistics over the whole cache (`clear_sae.features`), checked against direct dense computations."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from clear_sae.cache import ActivationCache
+from clear_sae.cli import main
+from clear_sae.dictionary import Dictionaries
+from clear_sae.errors import ClearSaeError
+from clear_sae.features import (
+    BestPerLatent,
+    FeatureConfig,
+    compute_features,
+    encode_rows,
+    feature_paths,
+    input_embeddings,
+    load_layer_features,
+    sample_key,
+)
+
+HOOK = "text_encoder.blocks.3"
+
+
+@pytest.fixture
+def dictionaries(tmp_path, minilm_dictionaries):
+    """A copy of the session's dictionaries, so the statistics written here stay here."""
+    folder = tmp_path / "dicts"
+    shutil.copytree(minilm_dictionaries, folder)
+    return Dictionaries(folder)
+
+
+def dense_codes(cache: ActivationCache, sae, chunk_rows: int) -> np.ndarray:
+    """Every row's codes, encoded a chunk at a time as the statistics encode them."""
+    parts = []
+    for start in range(0, cache.n_rows(HOOK), chunk_rows):
+        block = cache.rows(HOOK, start, start + chunk_rows)
+        dense = np.zeros((len(block), int(sae.W_enc.shape[1])), np.float32)
+        row, latent, value = encode_rows(sae, block)
+        dense[row, latent] = value
+        parts.append(dense)
+    return np.concatenate(parts)
+
+
+def test_best_per_latent_keeps_the_highest_scores_and_gives_ties_to_the_earlier_row():
+    rng = np.random.default_rng(0)
+    n_latents, n = 7, 4
+    latents = rng.integers(0, n_latents, 500)
+    scores = rng.integers(0, 20, 500).astype(np.float64)  # many ties
+    rows = np.arange(500)
+    keeper = BestPerLatent(n_latents, n, merge_at=16)  # many merges
+    for start in range(0, 500, 37):
+        part = slice(start, start + 37)
+        keeper.offer(latents[part], scores[part], rows[part], scores[part].astype(np.float32))
+    kept_rows, kept_values = keeper.result()
+    for j in range(n_latents):
+        mine = np.nonzero(latents == j)[0]
+        expected = sorted(mine, key=lambda r: (-scores[r], r))[:n]
+        assert kept_rows[j, : len(expected)].tolist() == expected
+        assert kept_values[j, : len(expected)].tolist() == scores[expected].tolist()
+        assert (kept_rows[j, len(expected) :] == -1).all()
+
+
+def test_sample_key_is_fixed_by_row_and_latent_and_spread_over_the_unit_interval():
+    rows, latents = np.arange(10_000), np.arange(10_000) % 13
+    keys = sample_key(rows, latents)
+    assert (keys == sample_key(rows, latents)).all()
+    assert ((keys >= 0) & (keys < 1)).all()
+    assert keys[rows % 2 == 0].mean() == pytest.approx(0.5, abs=0.02)
+    assert (sample_key(rows, latents + 1) != keys).mean() > 0.99
+
+
+def test_statistics_equal_a_dense_computation_over_the_whole_cache(minilm, minilm_cache, dictionaries):
+    cfg = FeatureConfig(top=5, samples=6, bins=8, attribution=4, chunk_rows=777, merge_at=2000, reuse_codes_mb=1)
+    with ActivationCache(minilm_cache) as cache:
+        done = compute_features(cache, dictionaries, [HOOK], minilm, cfg, progress=False)
+        sae = dictionaries.sae(HOOK)
+        codes = dense_codes(cache, sae, cfg.chunk_rows)
+        owner, position = cache.prompt_index(HOOK), cache.positions(HOOK)
+        prompts = cache.prompts()
+    assert done == {HOOK: "computed"}
+    stats = load_layer_features(dictionaries, HOOK)
+    assert stats is not None
+    a = stats.arrays
+    fires = codes > 0
+    assert a["fires"].tolist() == fires.sum(0).tolist()
+    assert np.array_equal(a["max"], codes.max(0))
+    assert stats.record["rows"] == len(codes)
+    # the histogram: every firing counted once, in the bin of value / max
+    assert a["hist"].sum(1).tolist() == a["fires"].tolist()
+    for j in np.nonzero(a["fires"])[0][:50]:
+        values = codes[fires[:, j], j]
+        bins = np.minimum((values / a["max"][j] * cfg.bins).astype(np.int64), cfg.bins - 1)
+        assert a["hist"][j].tolist() == np.bincount(bins, minlength=cfg.bins).tolist()
+    checked = 0
+    for j in range(codes.shape[1]):
+        rows = np.nonzero(fires[:, j])[0]
+        top = sorted(rows, key=lambda r: (-codes[r, j], r))[: cfg.top]
+        assert a["top_rows"][j, : len(top)].tolist() == top
+        keys = sample_key(rows, np.full(len(rows), j))
+        sample = sorted(rows, key=lambda r: (keys[np.searchsorted(rows, r)], r))[: cfg.samples]
+        assert sorted(a["sample_rows"][j, : len(sample)].tolist()) == sorted(sample)
+        assert a["top_prompt"][j, : len(top)].tolist() == owner[top].tolist()
+        if len(rows) and checked < 40:  # each shown context holds the latent's activation on every token of it
+            checked += 1
+            page = stats.latent(j)
+            for example in page["top"] + page["samples"]:
+                in_prompt = np.nonzero(owner == example["prompt"])[0]
+                expected = np.zeros(len(example["tokens"]), np.float32)
+                expected[position[in_prompt]] = codes[in_prompt, j]
+                assert example["acts"] == expected.tolist()
+                assert len(example["tokens"]) == len(in_prompt)
+                assert example["tokens"] == minilm.token_strings(prompts[example["prompt"]], HOOK)
+                assert example["acts"][example["position"]] == example["value"]
+    assert checked == 40
+
+
+def test_attribution_names_the_tokens_whose_embeddings_align_most(minilm, minilm_cache, dictionaries):
+    cfg = FeatureConfig(top=2, samples=2, bins=4, attribution=5)
+    with ActivationCache(minilm_cache) as cache:
+        compute_features(cache, dictionaries, [HOOK], minilm, cfg, progress=False)
+    stats = load_layer_features(dictionaries, HOOK)
+    assert stats is not None
+    embeddings = input_embeddings(minilm, HOOK).numpy()
+    sae = dictionaries.sae(HOOK)
+    for name, weight in (("enc", sae.W_enc.detach().numpy()), ("dec", sae.W_dec.detach().numpy().T)):
+        for j in (0, 17, 100):
+            scores = embeddings @ weight[:, j]
+            for sign, best in (("pos", scores.max()), ("neg", scores.min())):
+                ids, values = stats.arrays[f"{name}_{sign}_ids"][j], stats.arrays[f"{name}_{sign}_values"][j]
+                np.testing.assert_allclose(values, scores[ids], rtol=1e-4, atol=1e-5)
+                others = np.delete(scores, ids)
+                if sign == "pos":
+                    assert values[0] == pytest.approx(best, abs=1e-5) and values.min() >= others.max() - 1e-5
+                else:
+                    assert values[0] == pytest.approx(best, abs=1e-5) and values.max() <= others.min() + 1e-5
+    page = stats.latent(17)
+    assert [t for t, _ in page["enc_pos"]] == minilm.vocabulary_tokens(stats.arrays["enc_pos_ids"][17].tolist(), HOOK)
+
+
+def test_stored_statistics_are_reused_until_weights_settings_or_files_change(minilm, minilm_cache, dictionaries):
+    cfg = FeatureConfig(top=2, samples=2, bins=4, attribution=2)
+    with ActivationCache(minilm_cache) as cache:
+        assert compute_features(cache, dictionaries, [HOOK], minilm, cfg, progress=False) == {HOOK: "computed"}
+        assert compute_features(cache, dictionaries, [HOOK], minilm, cfg, progress=False) == {HOOK: "current"}
+        wider = FeatureConfig(top=3, samples=2, bins=4, attribution=2)
+        assert compute_features(cache, dictionaries, [HOOK], minilm, wider, progress=False) == {HOOK: "computed"}
+        tensors, record = feature_paths(dictionaries, HOOK)
+        record.write_text(record.read_text()[:50])  # cut short
+        assert load_layer_features(dictionaries, HOOK) is None
+        assert compute_features(cache, dictionaries, [HOOK], minilm, wider, progress=False) == {HOOK: "computed"}
+        data = json.loads(record.read_text())
+        record.write_text(json.dumps({**data, "key": "another run"}))  # the pair no longer match
+        assert load_layer_features(dictionaries, HOOK) is None
+        assert compute_features(cache, dictionaries, [HOOK], minilm, wider, progress=False) == {HOOK: "computed"}
+    stats = load_layer_features(dictionaries, HOOK)
+    assert stats is not None
+    with pytest.raises(ClearSaeError, match=f"latent {stats.d_sae} does not exist at {HOOK}"):
+        stats.latent(stats.d_sae)
+
+
+def test_features_command_stores_statistics_and_refuses_bad_input(capsys, minilm_cache, dictionaries, tmp_path):
+    def run(*extra: str) -> tuple[int, str]:
+        code = main(["features", "--dictionaries", str(dictionaries.root), "--top", "2", "--samples", "2", *extra])
+        return code, capsys.readouterr().err
+
+    code, err = run("--cache", str(minilm_cache), "--layers", "0,-1")
+    assert code == 0, err
+    for hook in ("text_encoder.embed", "text_encoder.blocks.5"):
+        assert load_layer_features(dictionaries, hook) is not None
+    assert load_layer_features(dictionaries, HOOK) is None
+    before = {path: path.read_bytes() for path in (dictionaries.root / "features").iterdir()}
+    for extra, expected in (
+        (["--cache", str(minilm_cache), "--layers", "blocks.9"], "unknown layer 'blocks.9'"),
+        (["--cache", str(tmp_path / "none.h5")], "none.h5 does not exist"),
+    ):
+        code, err = run(*extra)
+        errors = [line for line in err.splitlines() if line.startswith("clear-sae: error:")]
+        assert code == 3 and len(errors) == 1 and expected in errors[0], err
+    assert before == {path: path.read_bytes() for path in (dictionaries.root / "features").iterdir()}
