@@ -46,7 +46,7 @@ if TYPE_CHECKING:
 
 FEATURES = "features"
 """The folder, inside a dictionary folder, that holds the statistics (two files per layer)."""
-FEATURES_VERSION = 1
+FEATURES_VERSION = 2
 """Part of every key: raised when what the files hold changes, so older files are not read."""
 RECORD = "clear_sae.features"
 """The safetensors metadata key holding the key of the statistics (matched against the JSON's)."""
@@ -248,10 +248,11 @@ def input_embeddings(backbone: "Backbone", hook: str) -> "torch.Tensor | None":
     return weight.detach().float().cpu()
 
 
-def attribution(sae: Any, embeddings: "torch.Tensor", n: int, chunk: int = 1024) -> dict[str, np.ndarray]:
+def attribution(sae: Any, embeddings: "torch.Tensor", n: int, bins: int, chunk: int = 1024) -> dict[str, np.ndarray]:
     """Per latent, the `n` vocabulary tokens whose embedding has the largest and the smallest dot product with its
     encoder direction (`enc_pos`, `enc_neg`) and with its decoder direction (`dec_pos`, `dec_neg`): ids and
-    values, `[d_sae, n]` each."""
+    values, `[d_sae, n]` each; and `dec_hist`, the histogram of the decoder direction's dot products with the
+    whole vocabulary over `bins` equal bins from its smallest to its largest (the logit histogram's analogue)."""
     import torch
 
     out: dict[str, list[np.ndarray]] = {}
@@ -265,7 +266,20 @@ def attribution(sae: Any, embeddings: "torch.Tensor", n: int, chunk: int = 1024)
                     values, ids = scores.topk(n, dim=1, largest=largest)
                     out.setdefault(f"{name}_{sign}_ids", []).append(ids.numpy())
                     out.setdefault(f"{name}_{sign}_values", []).append(values.numpy())
+                if name == "dec":
+                    out.setdefault("dec_hist", []).append(row_histograms(scores, bins))
     return {key: np.concatenate(parts) for key, parts in out.items()}
+
+
+def row_histograms(scores: "torch.Tensor", bins: int) -> np.ndarray:
+    """Each row's histogram over `bins` equal bins from its smallest to its largest value, `[rows, bins]`."""
+    import torch
+
+    low, high = scores.min(1, keepdim=True).values, scores.max(1, keepdim=True).values
+    width = (high - low).clamp_min(1e-12)
+    which = ((scores - low) / width * bins).long().clamp_(0, bins - 1)
+    which += torch.arange(len(scores))[:, None] * bins
+    return torch.bincount(which.reshape(-1), minlength=len(scores) * bins).reshape(len(scores), bins).numpy()
 
 
 def feature_key(dictionaries: "Dictionaries", hook: str, cache: "ActivationCache", cfg: FeatureConfig) -> str:
@@ -357,7 +371,9 @@ def compute_layer_features(
     arrays["context_position"], arrays["context_value"] = position, value
     record: dict[str, Any] = {
         "hook_point": hook,
+        "weights": dictionaries.fingerprint(hook),
         "rows": n_rows,
+        "prompts_total": len(prompts),
         "d_sae": d_sae,
         "settings": cfg.kept(),
         "prompts": context_tokens(
@@ -366,7 +382,7 @@ def compute_layer_features(
     }
     embeddings = input_embeddings(backbone, hook)
     if embeddings is not None:
-        arrays.update(attribution(sae, embeddings, cfg.attribution))
+        arrays.update(attribution(sae, embeddings, cfg.attribution, cfg.bins))
         ids = np.unique(np.concatenate([arrays[k].reshape(-1) for k in arrays if k.endswith("_ids")]))
         record["vocabulary"] = dict(zip(map(str, ids.tolist()), backbone.vocabulary_tokens(ids.tolist(), hook)))
     return arrays, record
@@ -447,12 +463,17 @@ class LayerFeatures:
             for name in ("enc_pos", "enc_neg", "dec_pos", "dec_neg"):
                 pairs = zip(a[f"{name}_ids"][j], a[f"{name}_values"][j])
                 page[name] = [[vocabulary[str(int(i))], round(float(v), 4)] for i, v in pairs]
+            low, high = float(a["dec_neg_values"][j, 0]), float(a["dec_pos_values"][j, 0])
+            page["dec_hist"] = {"min": low, "max": high, "counts": a["dec_hist"][j].tolist()}
         return page
 
 
-def load_layer_features(dictionaries: "Dictionaries", hook: str, key: str | None = None) -> LayerFeatures | None:
-    """The statistics stored for `hook`, or None where there are none, they are unreadable, or (with `key`) they
-    were computed on other weights, another cache or other settings."""
+def load_layer_features(
+    dictionaries: "Dictionaries", hook: str, key: str | None = None, weights: str | None = None
+) -> LayerFeatures | None:
+    """The statistics stored for `hook`, or None where there are none, they are unreadable, or they were computed
+    otherwise: with `key`, on other weights, another cache or other settings; with `weights` (a fingerprint), on
+    other weights."""
     from safetensors import SafetensorError, safe_open
 
     tensors_path, record_path = feature_paths(dictionaries, hook)
@@ -465,6 +486,8 @@ def load_layer_features(dictionaries: "Dictionaries", hook: str, key: str | None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, SafetensorError):
         return None
     if key is not None and record.get("key") != key:
+        return None
+    if weights is not None and record.get("weights") != weights:
         return None
     return LayerFeatures(arrays, record)
 

@@ -12,6 +12,7 @@ from clear_sae.cache import ActivationCache
 from clear_sae.cli import main
 from clear_sae.dictionary import Dictionaries
 from clear_sae.errors import ClearSaeError
+from clear_sae.export import ACTIVATION_KEYS, BATCH_KEYS, FEATURE_KEYS
 from clear_sae.features import (
     BestPerLatent,
     FeatureConfig,
@@ -139,6 +140,8 @@ def test_attribution_names_the_tokens_whose_embeddings_align_most(minilm, minilm
                 else:
                     assert values[0] == pytest.approx(best, abs=1e-5) and values.max() <= others.min() + 1e-5
     page = stats.latent(17)
+    counts = page["dec_hist"]["counts"]
+    assert len(counts) == cfg.bins and sum(counts) == len(embeddings) and counts[0] >= 1 and counts[-1] >= 1
     assert [t for t, _ in page["enc_pos"]] == minilm.vocabulary_tokens(stats.arrays["enc_pos_ids"][17].tolist(), HOOK)
 
 
@@ -182,3 +185,51 @@ def test_features_command_stores_statistics_and_refuses_bad_input(capsys, minilm
         errors = [line for line in err.splitlines() if line.startswith("clear-sae: error:")]
         assert code == 3 and len(errors) == 1 and expected in errors[0], err
     assert before == {path: path.read_bytes() for path in (dictionaries.root / "features").iterdir()}
+
+
+def test_export_writes_neuronpedia_batches_of_every_latent(capsys, minilm, minilm_cache, dictionaries, tmp_path):
+    cfg = FeatureConfig(top=3, samples=12, bins=8, attribution=4)
+    with ActivationCache(minilm_cache) as cache:
+        compute_features(cache, dictionaries, [HOOK], minilm, cfg, progress=False)
+    stats = load_layer_features(dictionaries, HOOK)
+    assert stats is not None
+    out = tmp_path / "export"
+    base = ["export", "--dictionaries", str(dictionaries.root), "--out", str(out), "--per-batch", "50"]
+    code = main([*base, "--layers", HOOK, "--sae-set", "demo"])
+    assert code == 0, capsys.readouterr().err
+    folder = out / f"{dictionaries.backbone_id}_demo_{HOOK}_{stats.d_sae}"
+    batches = sorted(folder.glob("batch-*.json"), key=lambda p: int(p.stem.split("-")[1]))
+    assert len(batches) == -(-stats.d_sae // 50)
+    indices = []
+    for path in batches:
+        batch = json.loads(path.read_text())
+        assert tuple(batch) == BATCH_KEYS and batch["layer"] == dictionaries.hook_points.index(HOOK)
+        for feature in batch["features"]:
+            assert tuple(feature) == FEATURE_KEYS
+            j = feature["feature_index"]
+            indices.append(j)
+            page = stats.latent(j)
+            assert feature["frac_nonzero"] == pytest.approx(page["density"], abs=1e-8)
+            assert feature["freq_hist_data_bar_heights"] == page["hist"]["counts"]
+            assert len(feature["freq_hist_data_bar_values"]) == cfg.bins
+            assert feature["pos_str"] == [t for t, _ in page["dec_pos"]]
+            assert sum(feature["logits_hist_data_bar_heights"]) == len(input_embeddings(minilm, HOOK))
+            n_top = len(page["top"])
+            assert len(feature["activations"]) >= n_top
+            for k, example in enumerate(feature["activations"]):
+                assert tuple(example) == ACTIVATION_KEYS
+                assert len(example["tokens"]) == len(example["values"])
+                assert 0 <= example["qualifying_token_index"] < len(example["tokens"])
+                chosen = example["values"][example["qualifying_token_index"]]
+                if k < n_top:  # the top examples first, at their values
+                    assert example["bin_min"] == -1 and chosen == pytest.approx(page["top"][k]["value"], abs=1e-4)
+                else:  # then the sampled ones, each inside its interval
+                    assert example["bin_min"] - 1e-4 <= chosen <= example["bin_max"] + 1e-4
+                    assert 0 <= example["bin_contains"] <= page["density"] + 1e-5  # rounded to 5 places
+    assert indices == list(range(stats.d_sae))
+    # a second export refuses the folder now holding one; layers without statistics are refused by name
+    refused = (([], "already holds files"), (["--layers", "0", "--force"], "no current latent statistics"))
+    for extra, expected in refused:
+        code = main([*base, *extra])
+        errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("clear-sae: error:")]
+        assert code == 3 and len(errors) == 1 and expected in errors[0]

@@ -6,6 +6,7 @@ from clear_sae.cli.commands import (
     demo,
     erase,
     evaluate,
+    export,
     features,
     inspect,
     pull,
@@ -14,5 +15,5 @@ from clear_sae.cli.commands import (
     train,
 )
 
-ALL = (cache, train, concept, erase, evaluate, toy_concept, features, inspect, push, pull, demo)
+ALL = (cache, train, concept, erase, evaluate, toy_concept, features, inspect, export, push, pull, demo)
 """The subcommands, in the order a user runs them."""
