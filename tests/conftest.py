@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
+import subprocess
 import sys
+import tempfile
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -19,6 +22,28 @@ import torch  # noqa: E402
 
 PROMPTS = Path(__file__).resolve().parent.parent / "clear_sae" / "data" / "prompts"
 REPO = Path(__file__).resolve().parent.parent
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+"""Debian's chromium, which the README's test command installs where it is missing (None without it)."""
+
+
+def run_chromium(*args: str) -> subprocess.CompletedProcess:
+    """Headless Chromium with `args`, in a profile folder of its own that is removed afterwards."""
+    assert CHROMIUM is not None
+    with tempfile.TemporaryDirectory(prefix="clear_sae_chromium_") as profile:
+        flags = [
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={profile}",
+            "--virtual-time-budget=20000",
+        ]
+        return subprocess.run([CHROMIUM, *flags, *args], capture_output=True, text=True, timeout=180)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import numpy as np
 import pytest
+from conftest import CHROMIUM, run_chromium
 
 from clear_sae.cache import ActivationCache
 from clear_sae.cli import main
@@ -23,6 +25,7 @@ from clear_sae.features import (
     load_layer_features,
     sample_key,
 )
+from clear_sae.latent_pages import CHUNK, layer_chunks, words_of_token, write_latent_pages
 
 HOOK = "text_encoder.blocks.3"
 
@@ -233,3 +236,56 @@ def test_export_writes_neuronpedia_batches_of_every_latent(capsys, minilm, minil
         code = main([*base, *extra])
         errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("clear-sae: error:")]
         assert code == 3 and len(errors) == 1 and expected in errors[0]
+
+
+def test_latent_pages_index_each_latent_by_the_words_of_its_top_contexts(minilm, minilm_cache, dictionaries, tmp_path):
+    with ActivationCache(minilm_cache) as cache:
+        compute_features(cache, dictionaries, [HOOK], minilm, FeatureConfig(top=3, samples=4), progress=False)
+    stats = load_layer_features(dictionaries, HOOK)
+    assert stats is not None
+    chunks, words = layer_chunks(stats)
+    assert sum(len(c["latents"]) for c in chunks) == stats.d_sae and len(chunks) == -(-stats.d_sae // CHUNK)
+    for j in np.nonzero(stats.arrays["fires"])[0][:30]:
+        page, chunk = stats.latent(int(j)), chunks[int(j) // CHUNK]
+        for example in page["top"]:
+            for word in words_of_token(example["tokens"][example["position"]]):
+                assert int(j) in words[word]
+            assert chunk["prompts"][str(example["prompt"])] == example["tokens"]
+    assert write_latent_pages(dictionaries, tmp_path / "none", title="t") is not None
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "mine.txt").write_text("keep me")
+    with pytest.raises(ClearSaeError, match="holds no latent pages"):
+        write_latent_pages(dictionaries, tmp_path / "taken")
+    assert (tmp_path / "taken" / "mine.txt").read_text() == "keep me"
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (the README's test command installs it)")
+def test_report_links_latents_to_pages_that_find_them_by_text_in_headless_chromium(
+    capsys, minilm, minilm_cache, minilm_library, dictionaries, tmp_path
+):
+    with ActivationCache(minilm_cache) as cache:
+        compute_features(cache, dictionaries, [HOOK], minilm, FeatureConfig(top=3, samples=6), progress=False)
+    library = json.loads(minilm_library.read_text())
+    for entry in library["concepts"].values():  # the copied dictionaries, relative to the library as written
+        entry["dictionary"] = "dicts"
+    (tmp_path / "concepts.json").write_text(json.dumps(library))
+    report = tmp_path / "report.html"
+    args = ["inspect", "--library", str(tmp_path / "concepts.json"), "--out", str(report)]
+    assert main(args) == 0, capsys.readouterr().err
+    pages = tmp_path / "report_latents" / "index.html"
+    assert pages.is_file() and '"latent_pages":"report_latents/index.html"' in report.read_text().replace(" ", "")
+    stats = load_layer_features(dictionaries, HOOK)
+    assert stats is not None
+    j = int(np.argmax(stats.arrays["fires"]))  # the latent that fires most: it has top contexts
+    page = stats.latent(j)
+    top = page["top"][0]
+    word = words_of_token(top["tokens"][top["position"]])[0]
+    dom = run_chromium("--dump-dom", f"{pages.as_uri()}?find={word}").stdout
+    assert re.search(r'<div id="errors">\s*</div>', dom), dom[:2000]
+    assert f'href="#{HOOK}/{j}">#{j}</a>' in dom
+    dom = run_chromium("--dump-dom", f"{pages.as_uri()}#{HOOK}/{j}").stdout
+    assert re.search(r'<div id="errors">\s*</div>', dom), dom[:2000]
+    assert f"{HOOK} · latent {j}</h2>" in dom
+    assert f'<span class="value">{top["value"]:.3f}</span>' in dom
+    shown = re.findall(r'<div class="prompt"><span class="value">\d', dom)  # rendered, not the script's source
+    assert len(shown) == len(page["top"]) + len(page["samples"])

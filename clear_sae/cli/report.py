@@ -324,6 +324,18 @@ def render_html(data: dict[str, Any]) -> str:
     return page.replace("/*PLOTLY_JS*/", get_plotlyjs()).replace("/*REPORT_DATA*/", payload)
 
 
+def add_latent_pages(data: dict[str, Any], dictionaries: "Dictionaries", out: Path) -> Path | None:
+    """Write the latent pages (`clear_sae.latent_pages`) beside the report `out`, in `<its name>_latents/`, when
+    the dictionaries have current latent statistics, and link the report's latents to them; returns the pages'
+    viewer, or None where there are no statistics."""
+    from clear_sae.latent_pages import write_latent_pages
+
+    pages = write_latent_pages(dictionaries, out.with_name(f"{out.stem}_latents"), title=str(data.get("dictionaries")))
+    if pages is not None:
+        data["latent_pages"] = f"{pages.parent.name}/{pages.name}"
+    return pages
+
+
 def write_report(data: dict[str, Any], out: str | Path, fmt: str = "html") -> Path:
     """Write the report as HTML or JSON (atomically, so an existing file survives a failure)."""
 

@@ -5,16 +5,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
+from conftest import CHROMIUM, run_chromium
 
 from clear_sae.cli import main
 from clear_sae.errors import ClearSaeError
-
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 @pytest.fixture(scope="module")
@@ -140,24 +137,8 @@ def test_inspect_cli_writes_json_and_refuses_bad_input(
     assert kept.read_text() == "keep me" and not (tmp_path / "a.html").exists()
 
 
-def _chromium(*args: str) -> subprocess.CompletedProcess:
-    profile = Path(os.environ.get("TMPDIR", "/tmp")) / f"clear_sae_chromium_{os.getpid()}"
-    flags = [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        f"--user-data-dir={profile}",
-        "--virtual-time-budget=20000",
-    ]
-    return subprocess.run([CHROMIUM, *flags, *args], capture_output=True, text=True, timeout=180)
-
-
 @pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (the README's test command installs it)")
-def test_report_opens_in_headless_chromium(
+def test_report_opens_in_headlessrun_chromium(
     tiny_toy_generator, toy_library, minilm_dictionaries, minilm_cache, tmp_path
 ):
     """The page as a user opens it: every plot drawn and non-empty, no script or console error, and a screenshot
@@ -209,7 +190,7 @@ def test_report_opens_in_headless_chromium(
         )
         == 0
     )
-    dom = _chromium("--dump-dom", report.as_uri()).stdout
+    dom = run_chromium("--dump-dom", report.as_uri()).stdout
     assert 'data-ready="1"' in dom, "the page's script did not finish"
     assert re.search(r'<div id="errors">\s*</div>', dom), re.search(r'<div id="errors">(.*?)</div>', dom, re.S)
     plots = re.findall(r'<div id="([^"]+)" class="plot[^"]*"[^>]*data-traces="(\d+)"', dom)
@@ -222,7 +203,7 @@ def test_report_opens_in_headless_chromium(
     artifacts = Path(os.environ.get("CLEAR_SAE_ARTIFACTS", Path(__file__).resolve().parents[2] / "test-artifacts"))
     artifacts.mkdir(parents=True, exist_ok=True)
     shot = artifacts / "inspect_report.png"
-    _chromium(f"--screenshot={shot}", "--window-size=1300,3000", report.as_uri())
+    run_chromium(f"--screenshot={shot}", "--window-size=1300,3000", report.as_uri())
     assert shot.stat().st_size > 50_000
 
 
@@ -302,7 +283,7 @@ def test_hostile_strings_in_every_shown_field_stay_text(report_data, tmp_path):
     }
     page = tmp_path / "hostile.html"
     page.write_text(render_html(data), encoding="utf-8")
-    dom = _chromium("--dump-dom", page.as_uri() + "#concept=umbrella").stdout
+    dom = run_chromium("--dump-dom", page.as_uri() + "#concept=umbrella").stdout
     assert 'data-ready="1"' in dom, "the page's script did not finish"
     shown = re.sub(r"<script.*?</script>", "", dom, flags=re.S)  # the page, less the data and code it carries
     # A text node escapes "<" (an attribute value keeps it, but escapes the quote): only an element made of the

@@ -8,7 +8,7 @@ from pathlib import Path
 from clear_sae.cache import ActivationCache
 from clear_sae.cli.commands.erase import add_library_option
 from clear_sae.cli.options import add_fields, config_from, log
-from clear_sae.cli.report import FORMAT, InspectConfig, collect_report, write_report
+from clear_sae.cli.report import FORMAT, InspectConfig, add_latent_pages, collect_report, write_report
 from clear_sae.dictionary import Dictionaries
 from clear_sae.errors import ClearSaeError
 from clear_sae.io import check_not_an_input, check_overwrite, output_file
@@ -56,6 +56,10 @@ def run(args: argparse.Namespace) -> None:
             command = "cache" if what == "--cache" else "evaluate"
             raise ClearSaeError(f"{what} {path} {state}; pass the file `clear-sae {command}` wrote")
     cfg = config_from(InspectConfig, args, FIELDS)
-    data = collect_report(Dictionaries(folder), library, args.cache, args.evaluation, cfg=cfg)
+    dictionaries = Dictionaries(folder)
+    data = collect_report(dictionaries, library, args.cache, args.evaluation, cfg=cfg)
+    pages = add_latent_pages(data, dictionaries, out) if args.format == "html" else None
     write_report(data, out, args.format)
+    if pages is not None:
+        log.info(f"a page for every latent with statistics (`clear-sae features`) -> {pages}")
     log.info(f"report ({len(data['concepts'])} concepts, {len(data['hook_points'])} layers) -> {out}")
