@@ -31,6 +31,7 @@ from clear_sae.details import (
 )
 from clear_sae.errors import ClearSaeError
 from clear_sae.io import atomic_write_text, read_json_file
+from clear_sae.latent_pages import write_latent_pages
 
 if TYPE_CHECKING:
     from clear_sae.backbones import Backbone
@@ -328,8 +329,6 @@ def add_latent_pages(data: dict[str, Any], dictionaries: "Dictionaries", out: Pa
     """Write the latent pages (`clear_sae.latent_pages`) beside the report `out`, in `<its name>_latents/`, when
     the dictionaries have current latent statistics, and link the report's latents to them; returns the pages'
     viewer, or None where there are no statistics."""
-    from clear_sae.latent_pages import write_latent_pages
-
     pages = write_latent_pages(dictionaries, out.with_name(f"{out.stem}_latents"), title=str(data.get("dictionaries")))
     if pages is not None:
         data["latent_pages"] = f"{pages.parent.name}/{pages.name}"
