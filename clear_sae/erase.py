@@ -177,6 +177,33 @@ class LatentClamp:
         return None if new is None else replace_first_tensor(output, new)
 
 
+class LatentBoost(LatentClamp):
+    """A forward hook that sets the chosen SAE latents to `value` on every real token: the clamp's opposite, to see
+    what a latent writes (its decoder direction added where it was quiet, raised where it was weaker)."""
+
+    def __init__(self, sae: "SAE", latents: list[int], value: float) -> None:
+        super().__init__(sae, latents, 1.0, exact=False)
+        try:
+            self.value = float(check_value(value, "at_least_zero"))
+        except ClearSaeError as err:
+            raise ClearSaeError(f"boost value {err}; pass a latent activation such as its maximum") from None
+
+    def edit(self, h: "torch.Tensor") -> "torch.Tensor | None":
+        """`h` with each chosen latent's activation set to `value` on every real token."""
+        import torch
+
+        flat = h.reshape(-1, h.shape[-1])
+        real = self._real_positions(h)
+        rows = torch.arange(flat.shape[0], device=h.device) if real is None else torch.nonzero(real).squeeze(-1)
+        self.tokens_seen += rows.numel()
+        self.tokens_edited += rows.numel()
+        with torch.no_grad():
+            codes = self.concept_codes(flat[rows])
+            out = flat.clone()
+            out[rows] = (flat[rows].float() + (self.value - codes) @ self._w_dec).to(h.dtype)
+        return out.reshape(h.shape)
+
+
 @dataclass
 class ConceptClamp:
     """A library entry resolved to its SAE: what `attach` needs for one concept."""

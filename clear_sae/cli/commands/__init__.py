@@ -9,11 +9,12 @@ from clear_sae.cli.commands import (
     export,
     features,
     inspect,
+    latent_strip,
     pull,
     push,
     toy_concept,
     train,
 )
 
-ALL = (cache, train, concept, erase, evaluate, toy_concept, features, inspect, export, push, pull, demo)
+ALL = (cache, train, concept, erase, evaluate, toy_concept, features, inspect, export, latent_strip, push, pull, demo)
 """The subcommands, in the order a user runs them."""
