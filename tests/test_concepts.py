@@ -86,7 +86,8 @@ def test_library_entry_records_scores_and_picks_their_argmax(minilm_library):
         assert entry["hook_point"] == max(scores, key=scores.get)
         assert entry["latents"] and entry["strength"] == 1.0
         for s in entry["layer_scores"].values():
-            assert (s["auroc"] is None) == (s["n_specific"] == 0)
+            # no latents, no AUROC (it is also None where the fit split alone finds none)
+            assert s["n_specific"] > 0 or s["auroc"] is None
             assert s["auroc"] is None or 0.0 <= s["auroc"] <= 1.0
             assert s["n_specific"] > 0 or s["energy"] == 0.0
         assert entry["n_target"] == entry["n_nontarget"] == 60

@@ -12,7 +12,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from clear_sae.backbones.base import Backbone, folder_fingerprint, model_device
+from clear_sae.backbones.base import LENGTH_GROUP, Backbone, folder_fingerprint, groups_by_length, model_device
 from clear_sae.errors import ClearSaeError
 
 log = logging.getLogger("clear_sae")
@@ -118,6 +118,13 @@ class HFTextEncoder(Backbone):
         """The encoder itself: `run` passes it the attention mask."""
         self.check_hook_points([hook_point])
         return self.model
+
+    def length_groups(self, prompts: list[str]) -> list[list[int]]:
+        """Groups of `LENGTH_GROUP` prompts of similar token counts: the tokenizer pads a batch to its longest."""
+        if len(prompts) <= LENGTH_GROUP:
+            return [list(range(len(prompts)))]
+        ids = self.tokenizer(prompts, truncation=True, max_length=self.max_length)["input_ids"]
+        return groups_by_length([len(i) for i in ids])
 
     def tokenize(self, prompts: list[str]) -> dict[str, "torch.Tensor"]:
         """Token ids and attention mask, padded to the longest prompt in the batch, on the encoder's device."""

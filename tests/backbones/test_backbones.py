@@ -507,3 +507,23 @@ def test_an_end_of_text_token_that_shares_the_padding_id_is_a_real_token(minilm_
     out = own.run(["a dog", "a French horn player"], ["text_encoder.blocks.1"])["text_encoder.blocks.1"]
     assert out.mask.sum(-1).tolist() == [len(tokenizer(p)["input_ids"]) for p in ["a dog", "a French horn player"]]
     assert out.padding is None
+
+
+def test_a_batch_runs_in_groups_of_similar_length_and_comes_back_in_order(minilm):
+    from clear_sae.backbones.base import LENGTH_GROUP
+
+    words = "a red circle rises slowly over the calm harbour while gulls circle at dusk".split()
+    prompts = [" ".join(words[: 2 + (7 * i) % len(words)]) for i in range(3 * LENGTH_GROUP + 5)]
+    groups = minilm.length_groups(prompts)
+    assert sorted(i for g in groups for i in g) == list(range(len(prompts))) and len(groups) == 4
+    lengths = [len(minilm.token_strings(p, "text_encoder.embed")) for p in prompts]
+    assert [lengths[i] for g in groups for i in g] == sorted(lengths)  # similar lengths together
+    hooks = ["text_encoder.embed", "text_encoder.blocks.5"]
+    together = minilm.run(prompts, hooks)
+    assert together["text_encoder.blocks.5"].acts.shape[1] == max(lengths)
+    for i in (0, 7, len(prompts) - 1):  # each prompt as if run alone, at its place in the batch
+        alone = minilm.run([prompts[i]], hooks)
+        for hook in hooks:
+            mask = together[hook].mask[i]
+            assert mask.sum() == lengths[i] and torch.equal(mask[: lengths[i]], alone[hook].mask[0])
+            torch.testing.assert_close(together[hook].acts[i][mask], alone[hook].acts[0], rtol=1e-4, atol=1e-4)
