@@ -91,6 +91,9 @@ class PromptCodes:
 
     peak: "torch.Tensor"
     energy: "torch.Tensor"
+    pooled: "torch.Tensor | None" = None
+    """Per prompt, the residual stream averaged over its real tokens (float64, `[n, d]`; what a probe reads at the
+    final hook point), where the codes were computed from the activations."""
 
 
 @dataclass
@@ -157,6 +160,12 @@ SCORE_CHUNK_ROWS = 2048
 at 65,536 latents), whatever the batch and its padding."""
 
 
+def mean_pooled(act: "Activations") -> "torch.Tensor":
+    """Mean over real tokens, in float64: `[batch, d]`."""
+    mask = act.mask.unsqueeze(-1).double()
+    return (act.acts.double() * mask).sum(1) / mask.sum(1).clamp_min(1.0)
+
+
 def batch_codes(sae: Any, act: "Activations") -> PromptCodes:
     """Peak activation and decoded energy per prompt and latent of one batch's activations at one hook point: only
     the real tokens are encoded, a chunk of rows at a time, on the device the activations are on; the result is on
@@ -181,7 +190,7 @@ def batch_codes(sae: Any, act: "Activations") -> PromptCodes:
             slot = which[row] * d_sae + latent
             peak.view(-1).scatter_reduce_(0, slot, fired, "amax")
             energy.view(-1).index_add_(0, slot, (fired * dec_norm[latent]).pow(2))
-    return PromptCodes(peak.cpu(), energy.cpu())
+    return PromptCodes(peak.cpu(), energy.cpu(), mean_pooled(act).cpu())
 
 
 def encode_prompts(
@@ -195,7 +204,11 @@ def encode_prompts(
         for hook in hook_points:
             parts[hook].append(batch_codes(dictionaries.sae(hook), outputs[hook]))
     return {
-        h: PromptCodes(torch.cat([p.peak for p in parts[h]]), torch.cat([p.energy for p in parts[h]]))
+        h: PromptCodes(
+            torch.cat([p.peak for p in parts[h]]),
+            torch.cat([p.energy for p in parts[h]]),
+            torch.cat([p.pooled for p in parts[h] if p.pooled is not None]),
+        )
         for h in hook_points
     }
 
@@ -282,7 +295,7 @@ def split_pairs(
 
 
 def _subset(codes: PromptCodes, rows: list[int]) -> PromptCodes:
-    return PromptCodes(codes.peak[rows], codes.energy[rows])
+    return PromptCodes(codes.peak[rows], codes.energy[rows], None if codes.pooled is None else codes.pooled[rows])
 
 
 def profile_layer(

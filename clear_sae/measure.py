@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from clear_sae.concepts import SCORE_CHUNK_ROWS
+from clear_sae.concepts import SCORE_CHUNK_ROWS, mean_pooled
 from clear_sae.erase import LatentClamp, attach, merge_clamps, resolve_concepts
 from clear_sae.errors import ClearSaeError
 
@@ -18,12 +18,6 @@ if TYPE_CHECKING:
 
 REPORT_FORMAT = "clear_sae.erase_report"
 """The `format` of the JSON report `erase_report` returns."""
-
-
-def mean_pooled(act: "Activations") -> "torch.Tensor":
-    """Mean over real tokens, in float64: `[batch, d]`."""
-    mask = act.mask.unsqueeze(-1).double()
-    return (act.acts.double() * mask).sum(1) / mask.sum(1).clamp_min(1.0)
 
 
 def cosine(a: "torch.Tensor", b: "torch.Tensor") -> float:

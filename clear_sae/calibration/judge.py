@@ -9,6 +9,8 @@ from clear_sae.calibration.probe import train_concept_probe
 from clear_sae.measure import pooled_final_states
 
 if TYPE_CHECKING:
+    import torch
+
     from clear_sae.backbones import Backbone
 
 
@@ -43,14 +45,19 @@ class ProbeJudge:
         held_target: list[str],
         seed: int = 0,
         final_hook: str | None = None,
+        fit_states: "tuple[torch.Tensor, torch.Tensor] | None" = None,
     ) -> None:
         """`final_hook`: the state the probe reads (default: the backbone's final hook point; on a pipeline with
-        several text encoders, the last of the encoder being calibrated)."""
+        several text encoders, the last of the encoder being calibrated). `fit_states`: the fit targets' and
+        non-targets' pooled states there, where learning has computed them already."""
         self.backbone, self.held_target = backbone, held_target
         self.final_hook = final_hook or backbone.final_hook_point
-        positive = pooled_final_states(backbone, fit_target, final_hook=self.final_hook)
-        negative = pooled_final_states(backbone, fit_nontarget, final_hook=self.final_hook)
-        self.probe = train_concept_probe(positive, negative, seed=seed)
+        if fit_states is None:
+            fit_states = (
+                pooled_final_states(backbone, fit_target, final_hook=self.final_hook),
+                pooled_final_states(backbone, fit_nontarget, final_hook=self.final_hook),
+            )
+        self.probe = train_concept_probe(*fit_states, seed=seed)
 
     def __call__(self, hooks: dict[str, Any]) -> Verdict:
 

@@ -33,6 +33,7 @@ from clear_sae.concepts import (
     ConceptCodes,
     ConceptConfig,
     LayerProfile,
+    concept_codes,
     for_each_encoder,
     learn_concept,
     profile_concept_at_rates,
@@ -46,6 +47,8 @@ from clear_sae.errors import ClearSaeError, NoConceptLatentsError
 from clear_sae.library import CalibrationRecord, CalibrationRung, ConceptEntry
 
 if TYPE_CHECKING:
+    import torch
+
     from clear_sae.backbones import Backbone
     from clear_sae.dictionary import Dictionaries
 
@@ -130,6 +133,8 @@ def calibration_ladder(
     pairs, reading the held-out targets). Returns every rung tried. `codes`: the prompts already encoded."""
 
     fit_t, fit_n, held_t, _ = split_pairs(len(target), len(nontarget), cfg.holdout, cfg.seed)
+    hook_points = hook_points or dictionaries.hook_points
+    codes = concept_codes(backbone, dictionaries, target, nontarget, cfg, hook_points, codes)
     if judge is None:
         if cal.judge != ProbeJudge.name:
             raise ClearSaeError(
@@ -141,13 +146,15 @@ def calibration_ladder(
                 f"calibration needs held-out targets: pass at least 4 target prompts "
                 f"(got {len(target)}), or leave out --calibrate"
             )
+        final = encoder_final_hook(backbone, hook_points)
         judge = ProbeJudge(
             backbone,
             [target[i] for i in fit_t],
             [nontarget[i] for i in fit_n],
             [target[i] for i in held_t],
             cfg.seed,
-            encoder_final_hook(backbone, hook_points or dictionaries.hook_points),
+            final,
+            fit_states(codes, final, fit_t, fit_n),
         )
     elif getattr(judge, "name", None) != cal.judge:
         raise ClearSaeError(
@@ -183,6 +190,16 @@ def calibration_ladder(
                 if cal.passes(steps[-1]):
                     return steps
     return steps
+
+
+def fit_states(
+    codes: ConceptCodes, hook: str, fit_t: list[int], fit_n: list[int]
+) -> "tuple[torch.Tensor, torch.Tensor] | None":
+    """The fit targets' and non-targets' pooled states at `hook`, where the concept's codes hold them."""
+    target, nontarget = codes.target.get(hook), codes.nontarget.get(hook)
+    if target is None or nontarget is None or target.pooled is None or nontarget.pooled is None:
+        return None
+    return target.pooled[fit_t], nontarget.pooled[fit_n]
 
 
 def encoder_final_hook(backbone: "Backbone", hook_points: list[str] | None) -> str:

@@ -6,6 +6,7 @@ import json
 from dataclasses import replace
 
 import pytest
+import torch
 
 from clear_sae.calibration.judge import Verdict
 from clear_sae.calibration.ladder import (
@@ -334,3 +335,21 @@ def test_each_text_encoder_of_a_pipeline_climbs_its_own_ladder(minilm_tokenizer,
         backbone, Dictionaries(tmp_path / "clip"), "french_horn", target, nontarget, cfg, cal
     )
     assert entry.name == "french_horn" and read[-1] == "text_encoder.blocks.1"
+
+
+def test_the_probe_reads_the_fit_states_learning_computed_as_it_would_compute_them(minilm, minilm_dictionaries):
+    from clear_sae.calibration.ladder import encoder_final_hook, fit_states
+    from clear_sae.concepts import encode_concept
+    from clear_sae.measure import pooled_final_states
+
+    target, nontarget = concept_pairs("colour", "red", 24)[:2]
+    dictionaries = Dictionaries(minilm_dictionaries)
+    codes = encode_concept(minilm, dictionaries, target, nontarget)
+    fit_t, fit_n, _, _ = split_pairs(len(target), len(nontarget), 0.25, 0)
+    final = encoder_final_hook(minilm, dictionaries.hook_points)
+    states = fit_states(codes, final, fit_t, fit_n)
+    assert states is not None and final == minilm.final_hook_point
+    for given, prompts in zip(states, ([target[i] for i in fit_t], [nontarget[i] for i in fit_n])):
+        assert given.shape == (len(prompts), 384)
+        torch.testing.assert_close(given, pooled_final_states(minilm, prompts, final_hook=final), rtol=1e-5, atol=1e-5)
+    assert fit_states(codes, "text_encoder_2.blocks.0", fit_t, fit_n) is None  # a layer the codes do not hold
