@@ -192,6 +192,11 @@ class LatentBoost(LatentClamp):
         """`h` with each chosen latent's activation set to `value` on every real token."""
         import torch
 
+        if h.shape[-1] != self._w_dec.shape[-1]:
+            raise ClearSaeError(
+                f"dimension mismatch: the dictionary reads width {self._w_dec.shape[-1]}, the hooked module gives "
+                f"{h.shape[-1]}; boost with the model the dictionary was trained on"
+            )
         flat = h.reshape(-1, h.shape[-1])
         real = self._real_positions(h)
         rows = torch.arange(flat.shape[0], device=h.device) if real is None else torch.nonzero(real).squeeze(-1)

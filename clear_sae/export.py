@@ -12,6 +12,8 @@ fills them as follows:
   the latent's decoder direction (a text encoder has no unembedding, so this stands where a language model's
   logit effects would), and `logits_hist_data_bar_*` that alignment's histogram over the whole vocabulary;
 - `neuron_alignment_*`: the residual dimensions with the largest decoder weights (value and share of the L1 norm);
+- `layer`: the hook point's position among the dictionaries' hook points (with `text_encoder.embed` first,
+  `text_encoder.blocks.3` is layer 4);
 - `activations`: the top examples (`bin_min` -1, `bin_max` the latent's max, `bin_contains` -1), then the sampled
   ones grouped by equal intervals of (0, max], highest first, each with its bounds and the share of the cache's
   tokens whose activation falls in it (from the histogram, so the intervals follow its bins);
@@ -207,10 +209,18 @@ def export_neuronpedia(
                 f"no current latent statistics for {hook} in {dictionaries.root}; compute them with "
                 f"`clear-sae features --dictionaries {dictionaries.root} --cache CACHE`"
             )
+        bins = len(found.arrays["hist"][0]) if found.d_sae else cfg.intervals
+        if bins % cfg.intervals:
+            raise ClearSaeError(
+                f"--intervals {cfg.intervals} does not divide the {bins} histogram bins of {hook}'s statistics; "
+                "pass a divisor"
+            )
         stats[hook] = found
     folders = []
     for hook, found in stats.items():
         folder = layer_folder(out, cfg, hook, found.d_sae)
+        for earlier in folder.glob("batch-*.json"):  # an earlier export's batches (--force) would be read too
+            earlier.unlink()
         decoder = dictionaries.sae(hook).W_dec.detach().float().numpy()
         layer = dictionaries.hook_points.index(hook)
         settings = {**asdict(cfg), "hook_point": hook, "statistics": found.record["settings"]}

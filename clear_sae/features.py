@@ -1,7 +1,7 @@
 """Latent statistics over a whole activation cache: what every latent of a dictionary is, not only the concepts'.
 
-For each layer, streamed over the cache in chunks of rows (memory bounded by the dictionary's width, not the
-cache's length), every latent gets:
+For each layer, streamed over the cache in chunks of rows (memory bounded by the dictionary's width, the settings
+and two int32 columns of the cache, not by its rows' width), every latent gets:
 
 - its firing density (the share of the cache's token rows on which it is non-zero), its largest and mean
   activation, and a histogram of its non-zero activations over `(0, max]`;
@@ -70,7 +70,7 @@ class FeatureConfig:
     """Candidate tokens buffered before they are merged into the kept ones (bounds memory)."""
     reuse_codes_mb: int = field(default=1024, metadata=POSITIVE)
     """The first pass keeps a layer's non-zero codes for the second when they fit in this many MiB (12 bytes
-    each); otherwise the second pass encodes the cache again."""
+    each: two int32 indices and a float32); otherwise the second pass encodes the cache again."""
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -146,7 +146,7 @@ def encode_rows(sae: Any, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.
         codes = sae.encode(torch.from_numpy(rows))
         row, latent = codes.nonzero(as_tuple=True)
         values = codes[row, latent]
-    return row.numpy(), latent.numpy(), values.float().numpy()
+    return row.int().numpy(), latent.int().numpy(), values.float().numpy()
 
 
 Codes = tuple[int, int, np.ndarray, np.ndarray, np.ndarray]
@@ -341,7 +341,8 @@ def compute_layer_features(
     if n_rows == 0:
         raise ClearSaeError(f"cache {cache.path} holds no rows at {hook}; cache some prompts first")
     prompts = cache.prompts()
-    owners = (cache.prompt_index(hook), cache.positions(hook))  # two int columns: far smaller than the rows
+    # every row's prompt and position, as two int32 columns (8 bytes a row, far less than the row itself)
+    owners = (cache.prompt_index(hook).astype(np.int32), cache.positions(hook).astype(np.int32))
     bar = tqdm(total=2 * n_rows, desc=f"latent statistics {hook}", unit="row", disable=not progress, leave=False)
     memory = CodesMemory(cfg.reuse_codes_mb << 20)
     arrays = first_pass(memory.remember(chunk_codes(cache, hook, sae, cfg.chunk_rows)), d_sae, cfg, bar)
@@ -380,12 +381,29 @@ def compute_layer_features(
             backbone, hook, prompts, np.unique(arrays["context_prompt"]), {} if memo is None else memo
         ),
     }
+    check_positions(record["prompts"], arrays, hook)
     embeddings = input_embeddings(backbone, hook)
     if embeddings is not None:
         arrays.update(attribution(sae, embeddings, cfg.attribution, cfg.bins))
         ids = np.unique(np.concatenate([arrays[k].reshape(-1) for k in arrays if k.endswith("_ids")]))
         record["vocabulary"] = dict(zip(map(str, ids.tolist()), backbone.vocabulary_tokens(ids.tolist(), hook)))
     return arrays, record
+
+
+def check_positions(tokens: dict[str, list[str]], arrays: dict[str, np.ndarray], hook: str) -> None:
+    """Raise a one-line error where a cached token position lies past the tokens the backbone gives its prompt
+    (a cache written by another tokenizer or truncation than the backbone's)."""
+    lengths = np.array([len(tokens[str(int(p))]) for p in arrays["context_prompt"]], np.int64)
+    per_activation = np.repeat(lengths, np.diff(arrays["context_start"]))
+    bad = np.nonzero(arrays["context_position"] >= per_activation)[0]
+    if len(bad):
+        context = int(np.searchsorted(arrays["context_start"], bad[0], side="right")) - 1
+        prompt = int(arrays["context_prompt"][context])
+        raise ClearSaeError(
+            f"the cache holds token {int(arrays['context_position'][bad[0]])} of prompt {prompt} at {hook}, but the "
+            f"model's tokenizer gives it {int(lengths[context])} tokens; pass --model with the model the cache was "
+            "written with"
+        )
 
 
 def save_layer_features(
@@ -450,7 +468,7 @@ class LayerFeatures:
         page: dict[str, Any] = {
             "hook_point": self.record["hook_point"],
             "latent": j,
-            "density": float(self.density()[j]),
+            "density": float(a["fires"][j]) / max(int(self.record["rows"]), 1),
             "fires": int(a["fires"][j]),
             "max": float(a["max"][j]),
             "mean": float(a["mean"][j]),
@@ -492,6 +510,20 @@ def load_layer_features(
     return LayerFeatures(arrays, record)
 
 
+def stored_key(dictionaries: "Dictionaries", hook: str) -> str | None:
+    """The key of the statistics stored for `hook` where both files carry it (None otherwise), read without the
+    arrays."""
+    from safetensors import SafetensorError, safe_open
+
+    tensors_path, record_path = feature_paths(dictionaries, hook)
+    try:
+        key = json.loads(record_path.read_text(encoding="utf-8")).get("key")
+        with safe_open(str(tensors_path), framework="np") as f:
+            return key if (f.metadata() or {}).get(RECORD) == key else None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, SafetensorError, AttributeError):
+        return None
+
+
 def compute_features(
     cache: "ActivationCache",
     dictionaries: "Dictionaries",
@@ -511,7 +543,7 @@ def compute_features(
     done, memo = {}, {}
     for hook in tqdm(hooks, desc="latent statistics", unit="layer", disable=not progress):
         key = feature_key(dictionaries, hook, cache, cfg)
-        if not force and load_layer_features(dictionaries, hook, key) is not None:
+        if not force and stored_key(dictionaries, hook) == key:
             done[hook] = "current"
             continue
         arrays, record = compute_layer_features(cache, dictionaries, hook, backbone, cfg, memo, progress)

@@ -15,7 +15,7 @@ import json
 import re
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterator
 
 from clear_sae.errors import ClearSaeError
 from clear_sae.features import LayerFeatures, load_layer_features
@@ -64,10 +64,9 @@ def words_of_token(token: str) -> list[str]:
     return WORD.findall(token.lower().replace("##", "").replace("\u2581", " ").replace("\u0120", " "))
 
 
-def layer_chunks(stats: LayerFeatures) -> tuple[list[dict[str, Any]], dict[str, list[int]]]:
-    """A layer's data files' contents, `CHUNK` latents each, and its word index: each word a latent fires on most
-    in its top contexts, with the latents (by id) that do."""
-    chunks, words = [], {}
+def layer_chunks(stats: LayerFeatures, words: dict[str, list[int]]) -> Iterator[dict[str, Any]]:
+    """A layer's data files' contents, `CHUNK` latents each, one at a time; `words` collects the layer's word index
+    on the way: each word a latent fires on most in its top contexts, with the latents (by id) that do."""
     for start in range(0, stats.d_sae, CHUNK):
         latents, prompts = {}, {}
         for j in range(start, min(start + CHUNK, stats.d_sae)):
@@ -80,8 +79,16 @@ def layer_chunks(stats: LayerFeatures) -> tuple[list[dict[str, Any]], dict[str, 
                     found = words.setdefault(word, [])
                     if not found or found[-1] != j:
                         found.append(j)
-        chunks.append({"latents": latents, "prompts": prompts})
-    return chunks, words
+        yield {"latents": latents, "prompts": prompts}
+
+
+def is_latent_pages(folder: Path) -> bool:
+    """Whether `folder` holds latent pages this module wrote (its index begins with the viewer's call)."""
+    try:
+        with open(folder / "index.js", encoding="utf-8") as index:
+            return index.read(len("clearSae.index(")) == "clearSae.index("
+    except OSError:
+        return False
 
 
 def write_latent_pages(dictionaries: "Dictionaries", out: str | Path, title: str = "") -> Path | None:
@@ -95,15 +102,15 @@ def write_latent_pages(dictionaries: "Dictionaries", out: str | Path, title: str
             current[hook] = stats
     if not current:
         return None
-    if out.exists() and not (out / "index.js").is_file():
+    if out.is_symlink() or (out.exists() and not is_latent_pages(out)):
         raise ClearSaeError(f"{out} exists and holds no latent pages; remove it or write the report elsewhere")
     partial = out.with_name(out.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     layers = []
     for hook, stats in current.items():
         position = dictionaries.hook_points.index(hook)
-        chunks, words = layer_chunks(stats)
-        for k, chunk in enumerate(chunks):
+        words: dict[str, list[int]] = {}
+        for k, chunk in enumerate(layer_chunks(stats, words)):  # written as made: a layer never sits in memory
             atomic_write_text(partial / f"L{position}-{k}.js", script("chunk", f"L{position}-{k}", chunk))
         atomic_write_text(partial / f"L{position}-words.js", script("words", f"L{position}-words", words))
         layers.append(

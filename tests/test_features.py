@@ -78,8 +78,11 @@ def test_sample_key_is_fixed_by_row_and_latent_and_spread_over_the_unit_interval
     assert (sample_key(rows, latents + 1) != keys).mean() > 0.99
 
 
-def test_statistics_equal_a_dense_computation_over_the_whole_cache(minilm, minilm_cache, dictionaries):
-    cfg = FeatureConfig(top=5, samples=6, bins=8, attribution=4, chunk_rows=777, merge_at=2000, reuse_codes_mb=1)
+@pytest.mark.parametrize("reuse_codes_mb", [1, 1024], ids=["encoded-twice", "codes-kept"])
+def test_statistics_equal_a_dense_computation_over_the_whole_cache(minilm, minilm_cache, dictionaries, reuse_codes_mb):
+    cfg = FeatureConfig(
+        top=5, samples=6, bins=8, attribution=4, chunk_rows=777, merge_at=2000, reuse_codes_mb=reuse_codes_mb
+    )
     with ActivationCache(minilm_cache) as cache:
         done = compute_features(cache, dictionaries, [HOOK], minilm, cfg, progress=False)
         sae = dictionaries.sae(HOOK)
@@ -243,7 +246,8 @@ def test_latent_pages_index_each_latent_by_the_words_of_its_top_contexts(minilm,
         compute_features(cache, dictionaries, [HOOK], minilm, FeatureConfig(top=3, samples=4), progress=False)
     stats = load_layer_features(dictionaries, HOOK)
     assert stats is not None
-    chunks, words = layer_chunks(stats)
+    words: dict[str, list[int]] = {}
+    chunks = list(layer_chunks(stats, words))
     assert sum(len(c["latents"]) for c in chunks) == stats.d_sae and len(chunks) == -(-stats.d_sae // CHUNK)
     for j in np.nonzero(stats.arrays["fires"])[0][:30]:
         page, chunk = stats.latent(int(j)), chunks[int(j) // CHUNK]
@@ -253,10 +257,11 @@ def test_latent_pages_index_each_latent_by_the_words_of_its_top_contexts(minilm,
             assert chunk["prompts"][str(example["prompt"])] == example["tokens"]
     assert write_latent_pages(dictionaries, tmp_path / "none", title="t") is not None
     (tmp_path / "taken").mkdir()
-    (tmp_path / "taken" / "mine.txt").write_text("keep me")
+    (tmp_path / "taken" / "index.js").write_text("console.log('a site of my own')")
     with pytest.raises(ClearSaeError, match="holds no latent pages"):
         write_latent_pages(dictionaries, tmp_path / "taken")
-    assert (tmp_path / "taken" / "mine.txt").read_text() == "keep me"
+    assert (tmp_path / "taken" / "index.js").read_text() == "console.log('a site of my own')"
+    assert write_latent_pages(dictionaries, tmp_path / "none") is not None  # its own pages are replaced
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (the README's test command installs it)")

@@ -15,6 +15,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 import numpy as np
 
@@ -331,7 +332,7 @@ def add_latent_pages(data: dict[str, Any], dictionaries: "Dictionaries", out: Pa
     viewer, or None where there are no statistics."""
     pages = write_latent_pages(dictionaries, out.with_name(f"{out.stem}_latents"), title=str(data.get("dictionaries")))
     if pages is not None:
-        data["latent_pages"] = f"{pages.parent.name}/{pages.name}"
+        data["latent_pages"] = f"{quote(pages.parent.name)}/{pages.name}"  # a link: '#' or '%' in a name quoted
     return pages
 
 

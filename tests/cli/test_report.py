@@ -138,7 +138,7 @@ def test_inspect_cli_writes_json_and_refuses_bad_input(
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (the README's test command installs it)")
-def test_report_opens_in_headlessrun_chromium(
+def test_report_opens_in_headless_chromium(
     tiny_toy_generator, toy_library, minilm_dictionaries, minilm_cache, tmp_path
 ):
     """The page as a user opens it: every plot drawn and non-empty, no script or console error, and a screenshot

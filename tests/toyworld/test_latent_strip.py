@@ -58,4 +58,11 @@ def test_latent_strip_samples_untouched_clamped_and_boosted_rows(
         code = main([*base, *argv, "--prompts", str(prompts), "--out", str(tmp_path / "x.png")])
         errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("clear-sae: error:")]
         assert code == 3 and len(errors) == 1 and expected in errors[0], errors
+    for argv, expected in (  # refused before the toy world is loaded or a caption encoded
+        (["--latent", f"{HOOK}/999999"], "does not exist at"),
+        (["--latent", f"{HOOK}/3", "--boost", "1", "--steps", "0"], "--steps must be between 1"),
+    ):
+        code = main([*base, *argv, "--out", str(tmp_path / "x.png")])
+        errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("clear-sae: error:")]
+        assert code == 3 and len(errors) == 1 and expected in errors[0], errors
     assert not (tmp_path / "x.png").exists()

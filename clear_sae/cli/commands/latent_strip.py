@@ -6,6 +6,7 @@ import argparse
 
 from clear_sae.backbones import load_backbone
 from clear_sae.cli.options import log
+from clear_sae.config import MAX_SAMPLING_STEPS
 from clear_sae.dictionary import Dictionaries
 from clear_sae.errors import ClearSaeError
 from clear_sae.features import load_layer_features
@@ -38,8 +39,12 @@ def run(args: argparse.Namespace) -> None:
     latent = int(number)
     dictionaries = Dictionaries(args.dictionaries)
     dictionaries.check_hook_point(hook)
-    if args.clips < 1:
-        raise ClearSaeError(f"--clips must be at least 1, not {args.clips}")
+    d_sae = int(dictionaries.layers[hook]["d_sae"])
+    if not 0 <= latent < d_sae:
+        raise ClearSaeError(f"latent {latent} does not exist at {hook}; it has 0..{d_sae - 1}")
+    for flag, value, limit in (("--clips", args.clips, 1000), ("--steps", args.steps, MAX_SAMPLING_STEPS)):
+        if not 1 <= value <= limit:
+            raise ClearSaeError(f"{flag} must be between 1 and {limit}, not {value}")
     boost = args.boost
     if boost is None:
         stats = load_layer_features(dictionaries, hook, weights=dictionaries.fingerprint(hook))
@@ -47,7 +52,7 @@ def run(args: argparse.Namespace) -> None:
             raise ClearSaeError(
                 f"no latent statistics for {hook}: pass --boost, or run `clear-sae features` to boost to the max"
             )
-        boost = float(stats.arrays["max"][latent]) if 0 <= latent < stats.d_sae else 1.0
+        boost = float(stats.arrays["max"][latent])
     world = load_toy_world(args.generator)
     if args.prompts:
         prompts = read_prompt_file(args.prompts)
