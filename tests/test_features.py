@@ -78,12 +78,30 @@ def test_sample_key_is_fixed_by_row_and_latent_and_spread_over_the_unit_interval
     assert (sample_key(rows, latents + 1) != keys).mean() > 0.99
 
 
-@pytest.mark.parametrize("reuse_codes_mb", [1, 1024], ids=["encoded-twice", "codes-kept"])
-def test_statistics_equal_a_dense_computation_over_the_whole_cache(minilm, minilm_cache, dictionaries, reuse_codes_mb):
+@pytest.fixture(scope="module")
+def sharded_cache(tmp_path_factory, minilm, small_corpus):
+    """A cache of 300 prompts at HOOK in two shards, as two torchrun ranks write it."""
+    from clear_sae.cache import CacheConfig, shard_name, shard_prompts, write_cache, write_shard_index
+
+    folder = tmp_path_factory.mktemp("shards")
+    prompts = small_corpus[:300]
+    for rank in range(2):
+        _, mine = shard_prompts(prompts, rank, 2)
+        write_cache(minilm, mine, folder / shard_name(rank), [HOOK], CacheConfig(batch_size=64), progress=False)
+    write_shard_index(folder, prompts, 2)
+    return folder
+
+
+@pytest.mark.parametrize(
+    "reuse_codes_mb, sharded", [(1, False), (1024, False), (1024, True)], ids=["encoded-twice", "codes-kept", "shards"]
+)
+def test_statistics_equal_a_dense_computation_over_the_whole_cache(
+    request, minilm, minilm_cache, dictionaries, reuse_codes_mb, sharded
+):
     cfg = FeatureConfig(
         top=5, samples=6, bins=8, attribution=4, chunk_rows=777, merge_at=2000, reuse_codes_mb=reuse_codes_mb
     )
-    with ActivationCache(minilm_cache) as cache:
+    with ActivationCache(request.getfixturevalue("sharded_cache") if sharded else minilm_cache) as cache:
         done = compute_features(cache, dictionaries, [HOOK], minilm, cfg, progress=False)
         sae = dictionaries.sae(HOOK)
         codes = dense_codes(cache, sae, cfg.chunk_rows)
