@@ -126,19 +126,27 @@ def token_activations(
     hooks = [h for h, pairs in wanted.items() if any(latents for _, latents in pairs)]
     texts = sorted({text for h in hooks for text, _ in wanted[h]})
     columns = {h: sorted({j for _, latents in wanted[h] for j in latents}) for h in hooks}
+    needed = {h: {text for text, _ in wanted[h]} for h in hooks}
     found: dict[str, dict[str, tuple[list[str], list[list[float]]]]] = {h: {} for h in hooks}
     bar = tqdm(total=len(texts), desc="highlighting tokens", unit="prompt", disable=not progress)
     for chunk, outputs in backbone.run_batched(texts, hooks, batch_size) if hooks else []:
         bar.update(len(chunk))
         for hook in hooks:
+            # Only the prompts shown at this layer, and only their real tokens, are encoded.
+            rows = [row for row, text in enumerate(chunk) if text in needed[hook]]
+            if not rows:
+                continue
+            act = outputs[hook]
+            index = torch.tensor(rows, device=act.acts.device)
+            real = act.mask.to(act.acts.device)[index].bool()
             with torch.inference_mode():
-                acts = outputs[hook].acts
-                codes = dictionaries.sae(hook).to(acts.device).encode(acts.float())[..., torch.tensor(columns[hook])]
-                codes = codes.cpu()
-            for row, text in enumerate(chunk):
-                real = outputs[hook].mask[row].cpu()
-                tokens = backbone.token_strings(text, hook)[: int(real.sum())]
-                found[hook][text] = (tokens, codes[row][real].T.tolist())
+                sae = dictionaries.sae(hook).to(act.acts.device)
+                codes = sae.encode(act.acts[index][real].float())[:, torch.tensor(columns[hook])].cpu()
+            start = 0
+            for row, n in zip(rows, real.sum(1).tolist()):
+                tokens = backbone.token_strings(chunk[row], hook)[:n]
+                found[hook][chunk[row]] = (tokens, codes[start : start + n].T.tolist())
+                start += n
     bar.close()
     out: dict[str, list[dict[str, Any]]] = {}
     for hook, pairs in wanted.items():
