@@ -282,18 +282,37 @@ def test_latent_pages_index_each_latent_by_the_words_of_its_top_contexts(minilm,
     assert write_latent_pages(dictionaries, tmp_path / "none") is not None  # its own pages are replaced
 
 
+def copied_library(minilm_library, folder):
+    """The session's library with its entries pointing to the copied dictionaries in `folder/dicts`."""
+    library = json.loads(minilm_library.read_text())
+    for entry in library["concepts"].values():  # the copied dictionaries, relative to the library as written
+        entry["dictionary"] = "dicts"
+    (folder / "concepts.json").write_text(json.dumps(library))
+    return folder / "concepts.json"
+
+
+def test_inspect_writes_latent_pages_only_where_statistics_exist_and_unless_asked_not_to(
+    capsys, minilm, minilm_cache, minilm_library, dictionaries, tmp_path
+):
+    library = copied_library(minilm_library, tmp_path)
+    for name, extra in (("bare", []), ("opted_out", ["--no-latent-pages"]), ("with", [])):
+        if name == "opted_out":
+            with ActivationCache(minilm_cache) as cache:
+                compute_features(cache, dictionaries, [HOOK], minilm, FeatureConfig(top=2, samples=2), progress=False)
+        report = tmp_path / f"{name}.html"
+        assert main(["inspect", "--library", str(library), "--out", str(report), *extra]) == 0, capsys.readouterr()
+        assert (tmp_path / f"{name}_latents" / "index.html").is_file() == (name == "with")
+        assert ('"latent_pages"' in report.read_text()) == (name == "with")
+
+
 @pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (the README's test command installs it)")
 def test_report_links_latents_to_pages_that_find_them_by_text_in_headless_chromium(
     capsys, minilm, minilm_cache, minilm_library, dictionaries, tmp_path
 ):
     with ActivationCache(minilm_cache) as cache:
         compute_features(cache, dictionaries, [HOOK], minilm, FeatureConfig(top=3, samples=6), progress=False)
-    library = json.loads(minilm_library.read_text())
-    for entry in library["concepts"].values():  # the copied dictionaries, relative to the library as written
-        entry["dictionary"] = "dicts"
-    (tmp_path / "concepts.json").write_text(json.dumps(library))
     report = tmp_path / "report.html"
-    args = ["inspect", "--library", str(tmp_path / "concepts.json"), "--out", str(report)]
+    args = ["inspect", "--library", str(copied_library(minilm_library, tmp_path)), "--out", str(report)]
     assert main(args) == 0, capsys.readouterr().err
     pages = tmp_path / "report_latents" / "index.html"
     assert pages.is_file() and '"latent_pages":"report_latents/index.html"' in report.read_text().replace(" ", "")

@@ -32,6 +32,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="report.html (or .json with --format json)")
     p.add_argument("--format", choices=("html", "json"), default="html", help="what --out holds")
     add_fields(p, InspectConfig, FIELDS)
+    p.add_argument(
+        "--latent-pages",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="write a page per latent beside the report where `clear-sae features` stored statistics",
+    )
     p.add_argument("--force", action="store_true", help="overwrite --out even if it is not an earlier report")
 
 
@@ -58,7 +64,7 @@ def run(args: argparse.Namespace) -> None:
     cfg = config_from(InspectConfig, args, FIELDS)
     dictionaries = Dictionaries(folder)
     data = collect_report(dictionaries, library, args.cache, args.evaluation, cfg=cfg)
-    pages = add_latent_pages(data, dictionaries, out) if args.format == "html" else None
+    pages = add_latent_pages(data, dictionaries, out) if args.format == "html" and args.latent_pages else None
     write_report(data, out, args.format)
     if pages is not None:
         log.info(f"a page for every latent with statistics (`clear-sae features`) -> {pages}")
