@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -79,3 +82,22 @@ def save(path: str | Path, payload: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"machine": machine(), **payload}, indent=2) + "\n")
     print(f"wrote {path}")
+
+
+def find_chromium() -> str:
+    """Debian's chromium, or an exit naming how to install it."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        raise SystemExit("needs chromium (apt-get install chromium)")
+    return chromium
+
+
+def chromium_dump(chromium: str, url: str) -> tuple[float, str]:
+    """Wall time of headless Chromium from start until it dumps the DOM of `url` (in a fresh profile), and the DOM."""
+    with tempfile.TemporaryDirectory() as profile:
+        args = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"]
+        args += ["--disable-background-networking", "--disable-component-update", "--disable-sync"]
+        args += [f"--user-data-dir={profile}", "--dump-dom", url]
+        start = time.perf_counter()
+        dom = subprocess.run(args, capture_output=True, text=True, timeout=300).stdout
+        return time.perf_counter() - start, dom

@@ -19,13 +19,12 @@ import argparse
 import json
 import shutil
 import statistics
-import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-from _bench import machine
+from _bench import chromium_dump, find_chromium, machine
 
 WORDS = [f"w{i}" for i in range(5000)]
 
@@ -117,12 +116,8 @@ def write_synthetic_pages(folder: Path, n_layers: int, d_sae: int, shown: tuple[
 
 def chromium_seconds(chromium: str, url: str, done: str) -> tuple[float, bool]:
     """Wall time of headless Chromium from start until it dumps the page at `url`, and whether `done` is in it."""
-    with tempfile.TemporaryDirectory() as profile:
-        args = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"]
-        args += ["--disable-background-networking", f"--user-data-dir={profile}", "--dump-dom", url]
-        started = time.perf_counter()
-        dom = subprocess.run(args, capture_output=True, text=True, timeout=300).stdout
-        return time.perf_counter() - started, done in dom
+    seconds, dom = chromium_dump(chromium, url)
+    return seconds, done in dom
 
 
 def pages_seconds(chromium: str, n_layers: int, d_sae: int, repeats: int) -> dict:
@@ -156,9 +151,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", default="benchmarks/latent_features.json")
     args = parser.parse_args()
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        raise SystemExit("needs chromium (apt-get install chromium)")
+    chromium = find_chromium()
     demo = Path(args.demo)
     if not (demo / "cache.h5").is_file() or not (demo / "dictionaries").is_dir():
         raise SystemExit(f"{demo} holds no finished demo (cache.h5 and dictionaries/); run `clear-sae demo` first")

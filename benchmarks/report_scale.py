@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
-import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from _bench import chromium_dump, find_chromium
 
 WORDS = "a red horn plays over the quiet harbour at dusk while gulls circle".split()
 
@@ -134,23 +133,8 @@ def synthetic_report(
 
 def load_seconds(chromium: str, page: Path) -> tuple[float, bool]:
     """Wall time of headless Chromium loading `page` until its DOM is dumped, and whether the script finished."""
-    with tempfile.TemporaryDirectory() as profile:
-        args = [
-            chromium,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            f"--user-data-dir={profile}",
-            "--dump-dom",
-            page.as_uri(),
-        ]
-        start = time.perf_counter()
-        dom = subprocess.run(args, capture_output=True, text=True, timeout=300).stdout
-        return time.perf_counter() - start, 'data-ready="1"' in dom
+    seconds, dom = chromium_dump(chromium, page.as_uri())
+    return seconds, 'data-ready="1"' in dom
 
 
 def measure(chromium: str, n_concepts: int, n_layers: int, repeats: int) -> dict:
@@ -180,9 +164,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", default="benchmarks/report_scale.json")
     args = parser.parse_args()
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        raise SystemExit("needs chromium (apt-get install chromium)")
+    chromium = find_chromium()
     rows = [measure(chromium, 2, 7, args.repeats), measure(chromium, args.concepts, args.layers, args.repeats)]
     for r in rows:
         print(

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from clear_sae.config import POSITIVE, check_fields
+from clear_sae.details import rounded
 from clear_sae.errors import ClearSaeError
 from clear_sae.features import LayerFeatures, load_layer_features
 from clear_sae.io import atomic_write_text
@@ -68,6 +69,8 @@ FEATURE_KEYS = (
     "vector",
 )
 """The keys of a feature, as SAEDashboard's `NeuronpediaDashboardFeature` takes them (it refuses any other)."""
+DIGITS = 5
+"""Decimal places of the exported floats (the runner's)."""
 ACTIVATION_KEYS = ("bin_min", "bin_max", "bin_contains", "tokens", "values", "qualifying_token_index")
 """The keys of an activation example, as its `NeuronpediaDashboardActivation` takes them."""
 
@@ -93,26 +96,21 @@ class ExportConfig:
         check_fields(self)
 
 
-def rounded(values: Any, digits: int = 5) -> list[float]:
-    """Python floats rounded to `digits` (the runner's precision)."""
-    return [round(float(v), digits) for v in np.asarray(values).reshape(-1)]
-
-
 def neuron_alignment(decoder_row: np.ndarray, n: int) -> dict[str, list]:
     """The `n` residual dimensions with the largest absolute decoder weight, their weights and L1 shares."""
     order = np.argsort(-np.abs(decoder_row), kind="stable")[:n]
     l1 = float(np.abs(decoder_row).sum()) or 1.0
     return {
         "neuron_alignment_indices": order.tolist(),
-        "neuron_alignment_values": rounded(decoder_row[order]),
-        "neuron_alignment_l1": rounded(decoder_row[order] / l1),
+        "neuron_alignment_values": rounded(decoder_row[order], DIGITS),
+        "neuron_alignment_l1": rounded(decoder_row[order] / l1, DIGITS),
     }
 
 
 def bar_midpoints(low: float, high: float, bins: int) -> list[float]:
     """The midpoints of `bins` equal bins from `low` to `high`."""
     edges = np.linspace(low, high, bins + 1)
-    return rounded((edges[:-1] + edges[1:]) / 2)
+    return rounded((edges[:-1] + edges[1:]) / 2, DIGITS)
 
 
 def activation(example: dict[str, Any], low: float, high: float, contains: float) -> dict[str, Any]:
@@ -162,9 +160,9 @@ def neuronpedia_feature(stats: LayerFeatures, j: int, decoder_row: np.ndarray, c
         "correlated_features_l1": [],
         "correlated_features_pearson": [],
         "neg_str": [t for t, _ in page.get("dec_neg", [])],
-        "neg_values": rounded([v for _, v in page.get("dec_neg", [])]),
+        "neg_values": rounded([v for _, v in page.get("dec_neg", [])], DIGITS),
         "pos_str": [t for t, _ in page.get("dec_pos", [])],
-        "pos_values": rounded([v for _, v in page.get("dec_pos", [])]),
+        "pos_values": rounded([v for _, v in page.get("dec_pos", [])], DIGITS),
         "frac_nonzero": round(page["density"], 8),
         "freq_hist_data_bar_values": bar_midpoints(0.0, page["max"], len(counts)),
         "freq_hist_data_bar_heights": counts,

@@ -298,8 +298,8 @@ def feature_key(dictionaries: "Dictionaries", hook: str, cache: "ActivationCache
 
 def feature_paths(dictionaries: "Dictionaries", hook: str) -> tuple[Path, Path]:
     """The arrays' and the record's file of `hook`'s statistics."""
-    base = dictionaries.root / FEATURES / hook
-    return base.with_name(f"{hook}.safetensors"), base.with_name(f"{hook}.json")
+    folder = dictionaries.root / FEATURES
+    return folder / f"{hook}.safetensors", folder / f"{hook}.json"
 
 
 def context_tokens(
@@ -433,10 +433,6 @@ class LayerFeatures:
     def d_sae(self) -> int:
         """Latents of the layer's dictionary."""
         return int(self.record["d_sae"])
-
-    def density(self) -> np.ndarray:
-        """Share of the cache's token rows on which each latent fires."""
-        return self.arrays["fires"] / max(int(self.record["rows"]), 1)
 
     def context(self, latent: int, prompt: int) -> dict[str, Any]:
         """The tokens of `prompt` and the latent's activation on each (0 where it does not fire)."""
