@@ -11,7 +11,7 @@ with
 and reports tokens/s, the ratio to sae-lens, and explained variance and L0 on the same 8,192 cached tokens,
 so speed is never bought with quality. The roofline is the machine's own float32 matmul rate, measured on the
 encoder's GEMM shape: the fast path's only dense work is that one GEMM per step. With `--scaling` it also
-times a step at 1x to 32x expansion.
+times a step at 1x to 32x expansion. It also times AuxK's share of a step in its two layouts (`auxk_layouts`).
 
     python benchmarks/training.py [--tokens 204800] [--scaling] [--out benchmarks/training.json]
 """
@@ -55,7 +55,7 @@ def quality(sae: Any, sample: Any) -> dict[str, float]:
 
 def run_clear_sae(cache: Any, scale: float, args: argparse.Namespace, kernel: str, sample: Any) -> dict[str, Any]:
     """Train with clear_sae's trainer (its data path included: the cache's shuffle buffer, read as `feed` does)."""
-    from clear_sae.sae.trainer import TopKTrainConfig, feed, to_sae_lens, train_topk
+    from clear_sae.sae.trainer import TopKTrainConfig, feed, to_inference_sae, train_topk
 
     n_steps = args.tokens // args.batch
     start = time.perf_counter()
@@ -74,7 +74,7 @@ def run_clear_sae(cache: Any, scale: float, args: argparse.Namespace, kernel: st
         "seconds": seconds,
         "tokens_per_s": result.tokens / seconds,
         "dead_fraction": result.dead_fraction,
-        **quality(to_sae_lens(result.params, args.k, HOOK, "minilm"), sample),
+        **quality(to_inference_sae(result.params, args.k, HOOK, "minilm"), sample),
     }
 
 
@@ -170,6 +170,59 @@ def step_scaling(sample: Any, args: argparse.Namespace) -> list[dict[str, Any]]:
     return rows
 
 
+def auxk_layouts(sample: Any, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Milliseconds of AuxK's share of a step (its codes built, decoded and backpropagated) with the dead latents'
+    codes held as the sparse kernel holds the main codes (CSR) and as a dense matrix over the dead latents alone
+    (`_SubsetCodes`), at several numbers of dead latents, the two interleaved: where the dense layout stops paying
+    is what `SUBSET_WIDTH` should be."""
+    import torch
+
+    from clear_sae.sae.trainer import SUBSET_WIDTH, TopKParams, _backprop_codes, _Codes, _dead_topk, _SubsetCodes
+
+    x = sample[: args.batch]
+    p = TopKParams(384, args.d_sae)
+    k_aux = 384 // 2
+    with torch.no_grad():
+        norms = p.dec.norm(dim=1)
+        unit, centred = p.dec / norms[:, None], x - p.b_dec
+        pre = (centred @ p.enc.T + p.b_enc) * norms
+    residual = torch.randn_like(x)
+    rows = []
+    for width in (0.5, 1, 2, 4, 8, 12, 16):
+        dead = torch.zeros(args.d_sae, dtype=torch.bool)
+        dead[torch.randperm(args.d_sae, generator=torch.Generator().manual_seed(0))[: int(width * k_aux)]] = True
+        selection = _dead_topk(pre, dead, 384)
+        assert selection is not None
+
+        def aux_part(layout: str) -> None:
+            if layout == "csr":
+                codes: Any = _Codes(selection.ids, selection.top, args.d_sae, "sparse")
+            else:
+                codes = _SubsetCodes(selection.columns, selection.which, selection.top)
+            grads = {name: torch.zeros_like(t) for name, t in (("enc", p.enc), ("unit", p.dec), ("b_enc", p.b_enc))}
+            grads["norm"] = torch.zeros_like(norms)
+            error = codes.times(unit) + residual
+            _backprop_codes(codes, selection.top, error, unit, norms, centred, grads, gate=False)
+
+        times: dict[str, list[float]] = {"csr": [], "subset": []}
+        for _ in range(args.scaling_repeats):
+            for layout in times:
+                times[layout].append(median_seconds(lambda: aux_part(layout), repeats=3) * 1e3)
+        csr, subset = (sorted(t)[len(t) // 2] for t in times.values())
+        rows.append(
+            {
+                "dead": int(dead.sum()),
+                "dead_per_k_aux": width,
+                "csr_ms": csr,
+                "subset_ms": subset,
+                "subset_vs_csr": csr / subset,
+                "trainer_uses": "subset" if width <= SUBSET_WIDTH else "csr",
+            }
+        )
+    print(table(rows, list(rows[0])))
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tokens", type=int, default=204_800, help="training tokens per trainer")
@@ -227,6 +280,7 @@ def main() -> None:
             f"({roofline['tokens_per_s_encoder_gemm_only']:,.0f} tokens/s if a step were that one GEMM)"
         )
         scaling = step_scaling(sample, args) if args.scaling else []
+        auxk = auxk_layouts(sample, args)
         cache.close()
     save(
         args.out,
@@ -235,6 +289,7 @@ def main() -> None:
             "runs": runs,
             "roofline": roofline,
             "scaling": scaling,
+            "auxk_layouts": auxk,
         },
     )
 

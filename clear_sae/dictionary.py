@@ -35,7 +35,7 @@ from clear_sae.sae.trainer import (
     feed,
     lr_factor,
     resolve_kernel,
-    to_sae_lens,
+    to_inference_sae,
     train_topk,
 )
 
@@ -208,7 +208,7 @@ def _train_topk_layer(
     progress: bool,
     run: RunPlace,
 ) -> tuple[Any, float]:
-    """Train a TopK SAE with clear_sae's trainer; returns the sae-lens inference SAE and the dead fraction.
+    """Train a TopK SAE with clear_sae's trainer; returns the inference SAE (`to_inference_sae`) and the dead fraction.
     Continues from the layer's checkpoint when the run resumes, and saves one every `cfg.checkpoint_every` steps."""
     from tqdm.auto import tqdm
 
@@ -261,7 +261,7 @@ def _train_topk_layer(
         data_parallel=group if run.data_parallel else None,
     )
     bar.close()
-    return to_sae_lens(result.params, cfg.k, hook, cache.backbone_id), result.dead_fraction
+    return to_inference_sae(result.params, cfg.k, hook, cache.backbone_id), result.dead_fraction
 
 
 def _train_sae_lens_layer(

@@ -170,6 +170,25 @@ def training_section(data: dict[str, Any] | None) -> list[str]:
             ["expansion", "d_sae", "sparse", "dense", "autograd", "sae-lens", "sae-lens / sparse", "fastest kernel"],
             rows,
         )
+    if data.get("auxk_layouts"):
+        lines += [
+            "AuxK's share of a step (its codes built, decoded and backpropagated), milliseconds, with the dead latents' "
+            "codes held in CSR form as the main codes are, or as a dense matrix over the dead latents alone; the "
+            "trainer takes the dense layout while at most `SUBSET_WIDTH` times k_aux latents are dead:",
+            "",
+        ]
+        rows = [
+            [
+                num(a["dead"]),
+                f"{a['dead_per_k_aux']:g}",
+                f"{a['csr_ms']:.1f}",
+                f"{a['subset_ms']:.1f}",
+                f"{a['subset_vs_csr']:.2f}×",
+                a["trainer_uses"],
+            ]
+            for a in data["auxk_layouts"]
+        ]
+        lines += table(["dead latents", "per k_aux", "CSR", "dense over the dead", "speed-up", "trainer uses"], rows)
     return lines
 
 

@@ -124,7 +124,7 @@ def test_folders_without_manifest_are_in_model_order_and_checked_by_width_only(t
 
 @pytest.mark.parametrize("arch", ["topk", "standard", "jumprelu"])
 def test_plain_loader_encodes_and_decodes_like_sae_lens_bit_for_bit(minilm_cache, tmp_path, arch):
-    from clear_sae.sae.plain import PlainSAE
+    from clear_sae.sae.plain import PlainSAE, fired_codes
 
     with ActivationCache(minilm_cache) as cache:
         train_dictionaries(
@@ -141,6 +141,65 @@ def test_plain_loader_encodes_and_decodes_like_sae_lens_bit_for_bit(minilm_cache
     assert (codes > 0).any()
     for name in ("W_enc", "W_dec", "b_enc", "b_dec"):
         assert torch.equal(getattr(plain, name), getattr(reference, name))
+    # The sparse path (TopK: straight from the top-k) gives exactly the dense codes' non-zero entries, rows in order,
+    # whichever class holds the SAE.
+    for sae in (plain, reference):
+        row, latent, value = fired_codes(sae, x)
+        assert torch.equal(row, row.sort().values) and bool((value > 0).all())
+        rebuilt = torch.zeros_like(codes)
+        rebuilt[row, latent] = value
+        assert torch.equal(rebuilt, codes) and len(row) == int((codes > 0).sum())
+
+
+def test_a_trained_topk_folder_is_the_one_sae_lens_would_write(tmp_path):
+    from sae_lens import TopKSAE, TopKSAEConfig
+    from safetensors.torch import load_file
+
+    from clear_sae.sae.trainer import TopKParams, to_inference_sae
+
+    p = TopKParams(24, 96, torch.randn(24, generator=torch.Generator().manual_seed(2)), seed=3)
+    with torch.no_grad():
+        p.dec.mul_(1 + torch.rand(96, 1, generator=torch.Generator().manual_seed(4)))
+    ours = to_inference_sae(p, 5, "text_encoder.blocks.1", "minilm")
+    cfg = TopKSAEConfig(d_in=24, d_sae=96, k=5, dtype="float32", device="cpu", rescale_acts_by_decoder_norm=False)
+    cfg.metadata.hook_name, cfg.metadata.model_name = "text_encoder.blocks.1", "minilm"
+    theirs = TopKSAE(cfg)
+    with torch.no_grad():
+        for name in ("W_enc", "W_dec", "b_enc", "b_dec"):
+            getattr(theirs, name).copy_(getattr(ours, name))
+    for sae, folder in ((ours, tmp_path / "ours"), (theirs, tmp_path / "theirs")):
+        sae.fold_activation_norm_scaling_factor(1.7)
+        sae.cfg.dtype = "float16"
+        sae.to(dtype=torch.float16)
+        sae.save_model(folder)
+    assert json.loads((tmp_path / "ours" / "cfg.json").read_text()) == json.loads(
+        (tmp_path / "theirs" / "cfg.json").read_text()
+    )
+    written = {name: load_file(str(tmp_path / name / "sae_weights.safetensors")) for name in ("ours", "theirs")}
+    assert written["ours"].keys() == written["theirs"].keys() == {"W_enc", "W_dec", "b_enc", "b_dec"}
+    for name, tensor in written["ours"].items():
+        assert tensor.dtype == torch.float16 and torch.equal(tensor, written["theirs"][name]), name
+    loaded = SAE.load_from_disk(tmp_path / "ours", device="cpu", dtype="float32")
+    assert isinstance(loaded, TopKSAE) and loaded.cfg.k == 5
+
+
+def test_training_topk_dictionaries_does_not_import_sae_lens(minilm_cache, tmp_path):
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "from clear_sae.cache import ActivationCache\n"
+        "from clear_sae.dictionary import TrainConfig, load_sae, train_dictionaries\n"
+        f"with ActivationCache({str(minilm_cache)!r}) as cache:\n"
+        f"    train_dictionaries(cache, {str(tmp_path)!r}, ['text_encoder.embed'], TrainConfig(**{QUICK!r}),\n"
+        "                       progress=False)\n"
+        "print('sae_lens' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["False"]
+    assert isinstance(SAE.load_from_disk(tmp_path / "text_encoder.embed", device="cpu"), SAE)
 
 
 @pytest.mark.artifacts

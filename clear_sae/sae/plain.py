@@ -10,6 +10,7 @@ Anything else (activation normalisation, reshaping, other architectures) loads t
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,38 @@ class PlainConfig:
     def architecture(self) -> str:
         """The architecture name, as sae-lens's config reports it."""
         return self.arch
+
+    def to_dict(self) -> dict[str, Any]:
+        """The `cfg.json` sae-lens writes for a TopK SAE of this config (`PlainSAE.save_model`)."""
+        if self.arch != "topk":
+            raise ValueError(f"only TopK SAEs are saved without sae-lens, not {self.arch!r}")
+        return {
+            "d_in": self.d_in,
+            "d_sae": self.d_sae,
+            "dtype": self.dtype,
+            "device": "cpu",
+            "apply_b_dec_to_input": self.apply_b_dec_to_input,
+            "normalize_activations": self.normalize_activations,
+            "reshape_activations": self.reshape_activations,
+            "metadata": self.metadata,
+            "k": self.k,
+            "rescale_acts_by_decoder_norm": self.rescale_acts_by_decoder_norm,
+            "architecture": self.arch,
+        }
+
+
+def sae_lens_metadata(hook: str, model_name: str) -> dict[str, str]:
+    """The `metadata` of a `cfg.json` as the installed sae-lens writes it for a new SAE (its version read from the
+    package's metadata, without importing it)."""
+    from importlib.metadata import version
+
+    installed = version("sae-lens")
+    return {
+        "sae_lens_version": installed,
+        "sae_lens_training_version": installed,
+        "hook_name": hook,
+        "model_name": model_name,
+    }
 
 
 def plain_config(cfg: dict[str, Any]) -> PlainConfig | None:
@@ -94,6 +127,37 @@ class PlainSAE(torch.nn.Module):
             acts = acts * (hidden_pre > self.threshold).to(acts.dtype)
         return acts
 
+    def encode_fired(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The non-zero entries of `encode(x)` for inputs `[rows, d_in]`, as (row, latent, value), rows ascending: a
+        TopK SAE's straight from its top-k, without the dense `[rows, d_sae]` matrix."""
+        if self.cfg.arch != "topk":
+            return nonzero_codes(self.encode(x))
+        sae_in = x.to(torch.float32) - self.b_dec * self.cfg.apply_b_dec_to_input
+        values, ids = torch.topk(sae_in @ self.W_enc + self.b_enc, k=int(self.cfg.k or 0), dim=-1, sorted=False)
+        row = torch.arange(len(x), device=x.device).repeat_interleave(ids.shape[1])
+        values, ids = values.reshape(-1), ids.reshape(-1)
+        fired = values > 0
+        return row[fired], ids[fired], values[fired]
+
+    @torch.no_grad()
+    def fold_activation_norm_scaling_factor(self, scale: float) -> None:
+        """Fold the factor the inputs were scaled by in training into the weights, as sae-lens does: the SAE then
+        reads and writes unscaled activations."""
+        self.W_enc.mul_(scale)
+        self.W_dec.div_(scale)
+        self.b_dec.div_(scale)
+
+    def save_model(self, folder: Path) -> None:
+        """Write `folder/cfg.json` and `folder/sae_weights.safetensors` as sae-lens's `save_model` writes them, in the
+        parameters' dtype (set `cfg.dtype` to match), so that `sae_lens.SAE.load_from_disk` reads the folder."""
+        from safetensors.torch import save_file
+
+        from clear_sae.dictionary import CONFIG, WEIGHTS
+
+        folder.mkdir(parents=True, exist_ok=True)
+        save_file({name: t.detach().contiguous() for name, t in self.state_dict().items()}, folder / WEIGHTS)
+        (folder / CONFIG).write_text(json.dumps(self.cfg.to_dict()))
+
     def decode(self, feature_acts: torch.Tensor) -> torch.Tensor:
         """Reconstruction `[..., d_in]` from latent activations."""
         return feature_acts @ self.W_dec + self.b_dec
@@ -101,6 +165,20 @@ class PlainSAE(torch.nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """decode(encode(x))."""
         return self.decode(self.encode(x))
+
+
+def nonzero_codes(codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The non-zero entries of dense codes `[rows, d_sae]` as (row, latent, value), row-major."""
+    row, latent = codes.nonzero(as_tuple=True)
+    return row, latent, codes[row, latent]
+
+
+def fired_codes(sae: Any, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The non-zero codes of inputs `x` `[rows, d_in]` as (row, latent, value), rows ascending: from
+    `PlainSAE.encode_fired`, or from any other SAE's dense `encode`."""
+    if isinstance(sae, PlainSAE):
+        return sae.encode_fired(x)
+    return nonzero_codes(sae.encode(x))
 
 
 def load_plain_sae(folder: Path, cfg: dict[str, Any]) -> PlainSAE | None:

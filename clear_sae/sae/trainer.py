@@ -13,7 +13,9 @@ Only the encoder's forward GEMM is dense work. Everything else touches just the 
 each token, so the fast path computes it from the codes in compressed-row form:
 
 - `sparse` (the CPU default): decode and both weight gradients are CSR x dense products, and the codes'
-  gradient is a sampled GEMM that evaluates only the k chosen entries per token;
+  gradient is a sampled GEMM that evaluates only the k chosen entries per token. AuxK's codes, whose latents all
+  lie among the dead ones, are instead a dense matrix over the dead latents alone while those are few
+  (`SUBSET_WIDTH`): there every product is a small dense GEMM, 2 to 4.5 times faster up to 4 times k_aux dead;
 - `dense` (the GPU default): codes scattered into a dense matrix and plain GEMMs, which a GPU runs faster
   than its sparse kernels at these densities (DESIGN.md: a sparse decoder was 3x slower on an H200);
 - `autograd`: the plain PyTorch reference: the same loss written densely and differentiated by autograd.
@@ -155,18 +157,41 @@ def _pre_activations(p: TopKParams, centred: "torch.Tensor", dtype: "torch.dtype
     return (centred.to(dtype) @ p.enc.detach().T.to(dtype)).float() + p.b_enc.detach()
 
 
-def _dead_topk(pre: "torch.Tensor", dead: "torch.Tensor", d_in: int) -> tuple[Any, Any, float]:
-    """AuxK selection: the top k_aux dead latents per row, and the loss scale; None when nothing is dead."""
+class AuxSelection(NamedTuple):
+    """AuxK's choice on one batch: each token's top k_aux dead latents."""
+
+    top: "torch.Tensor"
+    """`[batch, k_aux]` their pre-activations (not clipped at zero)."""
+    which: "torch.Tensor"
+    """`[batch, k_aux]` their positions in `columns`."""
+    columns: "torch.Tensor"
+    """The dead latents' ids, ascending."""
+    scale: float
+    """The loss weight's `min(1, n_dead / k_aux)`."""
+
+    @property
+    def ids(self) -> "torch.Tensor":
+        """`[batch, k_aux]` the chosen latents' ids."""
+        return self.columns[self.which]
+
+
+def _dead_topk(pre: "torch.Tensor", dead: "torch.Tensor", d_in: int) -> AuxSelection | None:
+    """AuxK selection: the top k_aux dead latents per row, and the loss scale; None when nothing is dead. Where no
+    more than k_aux latents are dead, every row takes all of them, in `columns` order."""
     import torch
 
     n_dead = int(dead.sum())
     if n_dead == 0:
-        return None, None, 0.0
+        return None
     k_aux = d_in // 2
     scale = min(n_dead / k_aux, 1.0)
-    dead_ids = torch.nonzero(dead).squeeze(1)
-    top, which = _topk(pre.index_select(1, dead_ids), min(k_aux, n_dead))
-    return top, dead_ids[which], scale
+    columns = torch.nonzero(dead).squeeze(1)
+    candidates = pre.index_select(1, columns)
+    if n_dead <= k_aux:
+        which = torch.arange(n_dead, device=pre.device).expand(len(pre), n_dead)
+        return AuxSelection(candidates, which, columns, scale)
+    top, which = _topk(candidates, k_aux)
+    return AuxSelection(top, which, columns, scale)
 
 
 def _csr(crow: "torch.Tensor", cols: "torch.Tensor", values: "torch.Tensor", shape: Any) -> "torch.Tensor":
@@ -202,9 +227,9 @@ class _Codes:
         """codes @ weights: `[rows, d_in]` from latent-major `[d_sae, d_in]` weights."""
         return (self.matrix @ weights.to(self.dtype)).float()
 
-    def transpose_times(self, grad: "torch.Tensor") -> "torch.Tensor":
-        """codes.T @ grad: a latent-major `[d_sae, d_in]` weight gradient from a `[rows, d_in]` gradient."""
-        return (self.matrix.t() @ grad.to(self.dtype)).float()
+    def add_transpose_times(self, into: "torch.Tensor", grad: "torch.Tensor") -> None:
+        """into += codes.T @ grad: a latent-major `[d_sae, d_in]` weight gradient from a `[rows, d_in]` gradient."""
+        into += (self.matrix.t() @ grad.to(self.dtype)).float()
 
     def gather_dot(self, grad: "torch.Tensor", weights: "torch.Tensor") -> "torch.Tensor":
         """`[rows, k]`: for every stored entry (r, latent), grad[r] . weights[latent]."""
@@ -222,8 +247,56 @@ class _Codes:
         return _Codes(self.ids, values, self.d_sae, self.kernel, self.dtype)
 
 
+SUBSET_WIDTH = 8
+"""AuxK's codes are held as `_SubsetCodes` while at most this many times k_aux latents are dead: on 2 CPU cores the
+dense products over the dead latents beat the CSR ones up to 8 times k_aux and lost from 12 times (the AuxK table of
+`benchmarks/training.py`)."""
+
+
+class _SubsetCodes:
+    """Codes whose latents all lie in a small set `columns` (AuxK's dead latents), as a dense `[rows, n_columns]`
+    matrix: the same products as `_Codes`, each a dense GEMM over those columns only."""
+
+    def __init__(self, columns: "torch.Tensor", which: "torch.Tensor", values: "torch.Tensor") -> None:
+        import torch
+
+        self.columns, self.which, self.values = columns, which, values
+        self.ids = columns[which]
+        self.every_column = which.shape[1] == len(columns)  # `_dead_topk` then took all, in column order
+        if self.every_column:
+            self.matrix = values
+        else:
+            self.matrix = torch.zeros(len(values), len(columns), device=values.device, dtype=values.dtype)
+            self.matrix.scatter_(1, which, values)
+
+    def times(self, weights: "torch.Tensor") -> "torch.Tensor":
+        """codes @ weights: `[rows, d_in]` from latent-major `[d_sae, d_in]` weights."""
+        return self.matrix @ weights[self.columns]
+
+    def add_transpose_times(self, into: "torch.Tensor", grad: "torch.Tensor") -> None:
+        """into += codes.T @ grad, only the rows of `columns` touched."""
+        into.index_add_(0, self.columns, self.matrix.t() @ grad)
+
+    def gather_dot(self, grad: "torch.Tensor", weights: "torch.Tensor") -> "torch.Tensor":
+        """`[rows, k]`: for every stored entry (r, latent), grad[r] . weights[latent]."""
+        dots = grad @ weights[self.columns].T
+        return dots if self.every_column else dots.gather(1, self.which)
+
+    def with_values(self, values: "torch.Tensor") -> "_SubsetCodes":
+        """The same latents holding other values (a gradient)."""
+        return _SubsetCodes(self.columns, self.which, values)
+
+
+def _aux_codes(selection: AuxSelection, d_sae: int, kernel: str, dtype: "torch.dtype") -> "_Codes | _SubsetCodes":
+    """AuxK's codes in the layout that multiplies them fastest: over the dead latents alone where few are dead
+    (the sparse kernel's case), else as the main codes are held."""
+    if kernel == "sparse" and len(selection.columns) <= SUBSET_WIDTH * selection.top.shape[1]:
+        return _SubsetCodes(selection.columns, selection.which, selection.top)
+    return _Codes(selection.ids, selection.top, d_sae, kernel, dtype)
+
+
 def _backprop_codes(
-    codes: _Codes,
+    codes: "_Codes | _SubsetCodes",
     top: "torch.Tensor",
     grad_out: "torch.Tensor",
     unit: "torch.Tensor",
@@ -237,7 +310,7 @@ def _backprop_codes(
     `grads["unit"]` collects d loss / d u and `grads["norm"]` d loss / d n through the pre-activations; the
     caller turns both into the decoder's gradient. `gate` applies the ReLU (the AuxK values have none).
     """
-    grads["unit"] += codes.transpose_times(grad_out)
+    codes.add_transpose_times(grads["unit"], grad_out)
     grad_pre = codes.gather_dot(grad_out, unit)
     if gate:
         grad_pre = grad_pre * (top > 0)
@@ -245,7 +318,7 @@ def _backprop_codes(
     # pre = z * n, so d/dn = z = pre / n (divided once at the end), and d/dz = d/dpre * n.
     grads["norm"].index_add_(0, flat_ids, (grad_pre * top).reshape(-1))
     grad_z = grad_pre * norms[codes.ids]
-    grads["enc"] += codes.with_values(grad_z).transpose_times(centred)
+    codes.with_values(grad_z).add_transpose_times(grads["enc"], centred)
     grads["b_enc"].index_add_(0, flat_ids, grad_z.reshape(-1))
 
 
@@ -283,16 +356,16 @@ def fast_step_grads(
         _backprop_codes(codes, top, grad_out, unit, norms, centred, grads)
         aux = torch.zeros(())
         if dead is not None and aux_coefficient > 0:
-            aux_top, aux_ids, scale = _dead_topk(pre, dead, p.d_in)
-            if aux_ids is not None:
-                aux_codes = _Codes(aux_ids, aux_top, p.d_sae, kernel, dtype)
+            selection = _dead_topk(pre, dead, p.d_in)
+            if selection is not None:
+                aux_codes = _aux_codes(selection, p.d_sae, kernel, dtype)
                 # The dead latents chase the residual the live ones left (-error), which carries no gradient.
                 aux_error = aux_codes.times(unit) + error
-                aux = aux_coefficient * scale * aux_error.pow(2).sum(1).mean()
+                aux = aux_coefficient * selection.scale * aux_error.pow(2).sum(1).mean()
                 _backprop_codes(
                     aux_codes,
-                    aux_top,
-                    aux_error * (2.0 * aux_coefficient * scale / batch),
+                    selection.top,
+                    aux_error * (2.0 * aux_coefficient * selection.scale / batch),
                     unit,
                     norms,
                     centred,
@@ -328,11 +401,11 @@ def autograd_step_grads(
     mse = (recon - x).pow(2).sum(1).mean()
     loss, aux = mse, torch.zeros(())
     if dead is not None and aux_coefficient > 0:
-        aux_top, aux_ids, scale = _dead_topk(pre, dead, p.d_in)
-        if aux_ids is not None:
-            aux_codes = torch.zeros_like(pre).scatter(1, aux_ids, aux_top)
+        selection = _dead_topk(pre, dead, p.d_in)
+        if selection is not None:
+            aux_codes = torch.zeros_like(pre).scatter(1, selection.ids, selection.top)
             residual = (x - recon).detach()
-            aux = aux_coefficient * scale * ((aux_codes / norms) @ p.dec - residual).pow(2).sum(1).mean()
+            aux = aux_coefficient * selection.scale * ((aux_codes / norms) @ p.dec - residual).pow(2).sum(1).mean()
             loss = loss + aux
     loss.backward()
     return StepOutput(float(mse.detach()), float(aux.detach()), ids.detach(), top.detach().relu())
@@ -358,7 +431,12 @@ def apply_update(p: TopKParams, optimizer: "torch.optim.Optimizer", clip_grad_no
     import torch
 
     if clip_grad_norm > 0:
-        torch.nn.utils.clip_grad_norm_(p.tensors(), clip_grad_norm, foreach=True)
+        params = p.tensors()
+        total = torch.nn.utils.get_total_norm([t.grad for t in params if t.grad is not None], foreach=True)
+        # `clip_grad_norm_` also multiplies by a coefficient clamped to exactly 1 (sparing a GPU a sync), a pass
+        # over every gradient that changes no bit; the loop syncs each step anyway, so it is skipped.
+        if float(clip_grad_norm / (total + 1e-6)) < 1.0:
+            torch.nn.utils.clip_grads_with_norm_(params, clip_grad_norm, total, foreach=True)
     optimizer.step()
 
 
@@ -553,24 +631,23 @@ def train_topk(
     return TrainResult(p, steps, tokens, 1.0 - float(fired_late.float().mean()), time.perf_counter() - start)
 
 
-def to_sae_lens(p: TopKParams, k: int, hook: str, model_name: str) -> Any:
-    """The trained tensors as a sae-lens inference `TopKSAE` (float32, CPU), the decoder norms folded in."""
+def to_inference_sae(p: TopKParams, k: int, hook: str, model_name: str) -> Any:
+    """The trained tensors as an inference TopK SAE (float32, CPU, the decoder norms folded in): a `PlainSAE`, the
+    forward pass and folder of sae-lens's `TopKSAE` without importing sae-lens (about 3 s on 2 cores)."""
     import torch
-    from sae_lens import TopKSAE, TopKSAEConfig
 
-    cfg = TopKSAEConfig(
-        d_in=p.d_in, d_sae=p.d_sae, k=k, dtype="float32", device="cpu", rescale_acts_by_decoder_norm=False
-    )
-    cfg.metadata.hook_name = hook
-    cfg.metadata.model_name = model_name
-    sae = TopKSAE(cfg)
+    from clear_sae.sae.plain import PlainConfig, PlainSAE, sae_lens_metadata
+
     with torch.no_grad():
         norms = p.dec.detach().norm(dim=1).cpu()
-        sae.W_enc.copy_((p.enc.detach().cpu() * norms[:, None]).T)
-        sae.b_enc.copy_(p.b_enc.detach().cpu() * norms)
-        sae.W_dec.copy_(p.dec.detach().cpu() / norms[:, None])
-        sae.b_dec.copy_(p.b_dec.detach().cpu())
-    return sae.eval()
+        tensors = {
+            "W_enc": (p.enc.detach().cpu() * norms[:, None]).T.contiguous(),
+            "b_enc": p.b_enc.detach().cpu() * norms,
+            "W_dec": p.dec.detach().cpu() / norms[:, None],
+            "b_dec": p.b_dec.detach().cpu().clone(),
+        }
+    cfg = PlainConfig(d_in=p.d_in, d_sae=p.d_sae, arch="topk", k=k, metadata=sae_lens_metadata(hook, model_name))
+    return PlainSAE(cfg, tensors).eval()
 
 
 _END = object()

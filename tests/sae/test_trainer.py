@@ -10,12 +10,18 @@ import torch
 
 from clear_sae.errors import ClearSaeError
 from clear_sae.sae.trainer import (
+    SUBSET_WIDTH,
     TopKParams,
     TopKTrainConfig,
+    _aux_codes,
+    _dead_topk,
+    _SubsetCodes,
+    apply_update,
+    make_optimizer,
     prefetch,
     resolve_kernel,
     step_grads,
-    to_sae_lens,
+    to_inference_sae,
     train_topk,
 )
 
@@ -38,16 +44,24 @@ def _batch(seed: int = 0) -> torch.Tensor:
     return torch.randn(BATCH, D_IN, generator=torch.Generator().manual_seed(seed)) * 1.5 + 0.1
 
 
-@pytest.mark.parametrize("kernel", ["sparse", "dense"])
-@pytest.mark.parametrize("with_dead", [False, True])
-def test_fast_kernels_match_autograd(kernel, with_dead):
-    x = _batch()
+def _dead(n_dead: int) -> torch.Tensor:
+    """`n_dead` dead latents spread over the dictionary."""
     dead = torch.zeros(D_SAE, dtype=torch.bool)
-    dead[::3] = True  # 128 dead latents: AuxK takes the top 24 of them per token
+    dead[torch.randperm(D_SAE, generator=torch.Generator().manual_seed(n_dead))[:n_dead]] = True
+    return dead
+
+
+# AuxK takes k_aux = D_IN / 2 = 24 dead latents per token: 16 dead are all taken, in the dense layout over the dead
+# latents (`_SubsetCodes`); 128 are chosen among, in that layout too; 300 (more than SUBSET_WIDTH x 24) as sparse.
+@pytest.mark.parametrize("kernel", ["sparse", "dense"])
+@pytest.mark.parametrize("n_dead", [0, 16, 128, 300])
+def test_fast_kernels_match_autograd(kernel, n_dead):
+    x = _batch()
+    with_dead = n_dead > 0
     results = {}
     for name in (kernel, "autograd"):
         p = _params()
-        out = step_grads(p, x, TopKTrainConfig(k=K), dead if with_dead else None, kernel=name)
+        out = step_grads(p, x, TopKTrainConfig(k=K), _dead(n_dead) if with_dead else None, kernel=name)
         results[name] = (out, [t.grad.clone() for t in p.tensors()])
     (fast, fast_grads), (ref, ref_grads) = results[kernel], results["autograd"]
     assert torch.equal(fast.latents.sort(1).values, ref.latents.sort(1).values)
@@ -59,6 +73,26 @@ def test_fast_kernels_match_autograd(kernel, with_dead):
     for name, a, b in zip(("enc", "dec", "b_enc", "b_dec"), fast_grads, ref_grads):
         assert b.abs().max() > 0, name
         assert torch.allclose(a, b, atol=1e-5 * float(b.abs().max()), rtol=1e-4), name
+
+
+@pytest.mark.parametrize(
+    ("n_dead", "layout", "every_column"), [(16, "subset", True), (128, "subset", False), (300, "csr", None)]
+)
+def test_auxk_layout_follows_the_number_of_dead_latents(n_dead, layout, every_column):
+    pre = torch.randn(BATCH, D_SAE, generator=torch.Generator().manual_seed(3))
+    selection = _dead_topk(pre, _dead(n_dead), D_IN)
+    assert selection is not None
+    assert torch.equal(selection.columns, _dead(n_dead).nonzero().squeeze(1))
+    assert (n_dead <= SUBSET_WIDTH * D_IN // 2) == (layout == "subset")
+    codes = _aux_codes(selection, D_SAE, "sparse", torch.float32)
+    assert isinstance(codes, _SubsetCodes) == (layout == "subset")
+    if every_column is not None:
+        assert codes.every_column == every_column
+    # Each token's chosen latents are its k_aux largest dead pre-activations, whatever the layout.
+    expected = pre[:, selection.columns].topk(min(D_IN // 2, n_dead), dim=1).values.sort(1).values
+    assert torch.equal(selection.top.sort(1).values, expected)
+    assert torch.equal(pre.gather(1, selection.ids), selection.top)
+    assert isinstance(_aux_codes(selection, D_SAE, "dense", torch.float32), _SubsetCodes) is False
 
 
 def test_bf16_encoder_gemm_stays_close_to_float32():
@@ -100,7 +134,7 @@ def test_training_recovers_a_planted_dictionary():
     assert result.steps == steps and result.tokens == steps * BATCH
     assert sum(losses[-20:]) / 20 < 0.2 * sum(losses[:5]) / 5
     x = next(_planted_batches(1, seed=99))
-    sae = to_sae_lens(result.params, 6, "h", "toy")
+    sae = to_inference_sae(result.params, 6, "h", "toy")
     norms = sae.W_dec.detach().norm(dim=1)  # the decoder norms are folded into the encoder on export
     assert torch.allclose(norms, torch.ones_like(norms), atol=1e-5)
     with torch.no_grad():
@@ -117,13 +151,31 @@ def test_sparse_and_autograd_training_runs_agree():
         assert torch.allclose(a, b, atol=1e-4)
 
 
-def test_to_sae_lens_encodes_like_the_trainer():
+def test_the_inference_sae_encodes_like_the_trainer():
     p = _params()
     x = _batch(3)
     out = step_grads(p, x, TopKTrainConfig(k=K), kernel="sparse")
-    codes = to_sae_lens(p, K, "h", "toy").encode(x).detach()
+    codes = to_inference_sae(p, K, "h", "toy").encode(x).detach()
     expected = torch.zeros(BATCH, D_SAE).scatter(1, out.latents, out.values)
     assert torch.allclose(codes, expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("grad_scale", [1e-4, 10.0])
+def test_the_update_is_torch_clipping_and_adam_bit_for_bit(grad_scale):
+    params = []
+    for _ in range(2):
+        p = _params()
+        g = torch.Generator().manual_seed(5)
+        for t in p.tensors():
+            t.grad = torch.randn(t.shape, generator=g) * grad_scale
+        params.append(p)
+    ours, reference = params
+    assert (grad_scale > 1) == (torch.nn.utils.get_total_norm([t.grad for t in ours.tensors()]) > 1.0)
+    apply_update(ours, make_optimizer(ours, 1e-3), clip_grad_norm=1.0)
+    torch.nn.utils.clip_grad_norm_(reference.tensors(), 1.0, foreach=True)
+    make_optimizer(reference, 1e-3).step()
+    for a, b in zip(ours.tensors(), reference.tensors()):
+        assert torch.equal(a.grad, b.grad) and torch.equal(a, b)
 
 
 def test_kernel_names_and_bad_k_are_one_line_errors():
