@@ -172,6 +172,8 @@ def batch_codes(sae: Any, act: "Activations") -> PromptCodes:
     the CPU."""
     import torch
 
+    from clear_sae.sae.plain import fired_codes
+
     real = act.mask.bool()
     rows, prompt_of_row = act.acts[real], real.nonzero()[:, 0]
     sae = sae.to(rows.device)
@@ -181,12 +183,11 @@ def batch_codes(sae: Any, act: "Activations") -> PromptCodes:
         dec_norm = sae.W_dec.norm(dim=-1).float()
         d_sae = peak.shape[1]
         for start in range(0, rows.shape[0], SCORE_CHUNK_ROWS):
-            codes = sae.encode(rows[start : start + SCORE_CHUNK_ROWS].float())
+            row, latent, fired = fired_codes(sae, rows[start : start + SCORE_CHUNK_ROWS].float())
             which = prompt_of_row[start : start + SCORE_CHUNK_ROWS]
-            # Only the latents that fire are accumulated (k of d_sae per token for a TopK SAE), in row order, as
-            # a dense accumulation adds them: codes are never negative, so the zeros left out change nothing.
-            row, latent = codes.nonzero(as_tuple=True)
-            fired = codes[row, latent]
+            # Only the latents that fire are accumulated (at most k of d_sae per token for a TopK SAE), in row
+            # order, as a dense accumulation adds them: codes are never negative, so the zeros left out change
+            # nothing.
             slot = which[row] * d_sae + latent
             peak.view(-1).scatter_reduce_(0, slot, fired, "amax")
             energy.view(-1).index_add_(0, slot, (fired * dec_norm[latent]).pow(2))
@@ -230,6 +231,7 @@ def ranked_candidates(
     captions (`background`: whether each latent fires on each), if given; the most contrastive come first (target
     rate minus non-target rate, then target energy).
     """
+    import numpy
     import torch
 
     target_rate, nontarget_rate = (target.peak > 0).float().mean(0), (nontarget.peak > 0).float().mean(0)
@@ -240,10 +242,12 @@ def ranked_candidates(
     quiet = torch.ones_like(fires)
     if background is not None and len(background):
         quiet = background.float().mean(0) <= cfg.max_background_rate
-    candidates = torch.nonzero(fires & ~shared & quiet).squeeze(-1).tolist()
-    energy = target.energy.sum(0)
-    candidates.sort(key=lambda j: (-(float(target_rate[j]) - float(nontarget_rate[j])), -float(energy[j])))
-    return candidates, shared
+    candidates = torch.nonzero(fires & ~shared & quiet).squeeze(-1)
+    # Sorted on float64 keys, stably, so ties keep ascending ids: the order a Python sort on float() keys gives.
+    contrast = target_rate[candidates].double() - nontarget_rate[candidates].double()
+    energy = target.energy.sum(0)[candidates].double()
+    order = numpy.lexsort((-energy.numpy(), -contrast.numpy()))
+    return candidates[torch.from_numpy(order)].tolist(), shared
 
 
 def specific_and_shared(
@@ -255,24 +259,37 @@ def specific_and_shared(
     together fire on more than `max_nontarget_rate` of the non-target prompts (or more than `max_background_rate`
     of the `background` captions): a set of individually rare latents must not add up to a common one.
     """
-    import torch
+    import numpy
 
     candidates, shared = ranked_candidates(target, nontarget, cfg, background)
     limits = [(nontarget.peak > 0, cfg.max_nontarget_rate)]
     if background is not None and len(background):
         limits.append((background, cfg.max_background_rate))
-    # per limit: the prompts on which a chosen latent fires so far
-    unions = [torch.zeros(len(fires), dtype=torch.bool) for fires, _ in limits]
+    # Per limit: each candidate's firing as a numpy column, the prompts on which a chosen latent fires so far, and
+    # the most prompts allowed.
+    columns = [fires[:, candidates].numpy().T for fires, _ in limits]
+    unions = [numpy.zeros(len(fires), dtype=bool) for fires, _ in limits]
+    allowed = [most_firing_allowed(len(fires), rate) for fires, rate in limits]
     chosen: list[int] = []
-    for latent in candidates:
-        widened = [union | fires[:, latent] for union, (fires, _) in zip(unions, limits)]
-        if any(float(w.float().mean()) > rate for w, (_, rate) in zip(widened, limits)):
+    for n, latent in enumerate(candidates):
+        widened = [union | column[n] for union, column in zip(unions, columns)]
+        if any(int(w.sum()) > most for w, most in zip(widened, allowed)):
             continue
         chosen.append(latent)
         unions = widened
         if len(chosen) == cfg.max_latents:
             break
     return sorted(chosen), shared
+
+
+def most_firing_allowed(n: int, rate: float) -> int:
+    """The most of `n` prompts a latent set may fire on without firing on more than `rate` of them, the share
+    computed as a float32 mean of a boolean tensor (as the rates are everywhere), so that 6 of 60 is not within
+    10%: float32's 0.1 lies a hair above it."""
+    import torch
+
+    shares = torch.arange(n + 1, dtype=torch.float32) / n
+    return int((shares.double() <= rate).sum()) - 1
 
 
 def split_pairs(

@@ -142,10 +142,10 @@ def encode_rows(sae: Any, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.
     """The non-zero codes of `rows` (float32 `[n, d_in]`) as (row within `rows`, latent, activation) triples."""
     import torch
 
+    from clear_sae.sae.plain import fired_codes
+
     with torch.inference_mode():
-        codes = sae.encode(torch.from_numpy(rows))
-        row, latent = codes.nonzero(as_tuple=True)
-        values = codes[row, latent]
+        row, latent, values = fired_codes(sae, torch.from_numpy(rows))
     return row.int().numpy(), latent.int().numpy(), values.float().numpy()
 
 

@@ -22,7 +22,9 @@ from clear_sae.concepts import (
     encode_prompts,
     format_table,
     learn_concept,
+    most_firing_allowed,
     profile_layer,
+    ranked_candidates,
     sample_fires,
     select_layer,
     specific_and_shared,
@@ -65,6 +67,51 @@ def test_latents_that_add_up_to_a_common_one_are_not_all_taken():
     nontarget = _codes([[1.0 if i == j else 0.0 for j in range(4)] for i in range(4)])
     latents, _ = specific_and_shared(target, nontarget, ConceptConfig(max_nontarget_rate=0.25))
     assert len(latents) == 1
+
+
+def test_the_firing_limit_is_a_float32_share_compared_in_float64():
+    for n in range(1, 81):
+        for rate in (0.0, 0.05, 0.1, 0.2, 1 / 3, 0.4, 1.0):
+            fires = torch.zeros(n, dtype=torch.bool)
+            within = [not float(fires.index_fill(0, torch.arange(c), True).float().mean()) > rate for c in range(n + 1)]
+            assert most_firing_allowed(n, rate) == max(c for c, ok in enumerate(within) if ok), (n, rate)
+    assert most_firing_allowed(60, 0.1) == 5  # 6 of 60 in float32 lies a hair above 10%
+
+
+def _reference_selection(target, nontarget, cfg, background):
+    """The selection written plainly: candidates sorted by a Python sort on float keys, then taken greedily while
+    each limit's float32 share stays within its rate."""
+    target_rate, nontarget_rate = (target.peak > 0).float().mean(0), (nontarget.peak > 0).float().mean(0)
+    quiet = background.float().mean(0) <= cfg.max_background_rate
+    fires = (target_rate >= cfg.min_target_rate) & (target_rate > 0)
+    candidates = torch.nonzero(fires & (nontarget_rate <= cfg.max_nontarget_rate) & quiet).squeeze(-1).tolist()
+    energy = target.energy.sum(0)
+    candidates.sort(key=lambda j: (-(float(target_rate[j]) - float(nontarget_rate[j])), -float(energy[j])))
+    limits = [(nontarget.peak > 0, cfg.max_nontarget_rate), (background, cfg.max_background_rate)]
+    unions, chosen = [torch.zeros(len(f), dtype=torch.bool) for f, _ in limits], []
+    for latent in candidates:
+        widened = [u | f[:, latent] for u, (f, _) in zip(unions, limits)]
+        if any(float(w.float().mean()) > rate for w, (_, rate) in zip(widened, limits)):
+            continue
+        chosen.append(latent)
+        unions = widened
+        if len(chosen) == cfg.max_latents:
+            break
+    return candidates, sorted(chosen)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_selection_matches_the_plain_reference_ties_included(seed):
+    g = torch.Generator().manual_seed(seed)
+    # Coarse values so that rates and energies tie often; sparse firing so that the limits bind.
+    target = _codes((torch.randint(0, 3, (30, 200), generator=g) * (torch.rand(30, 200, generator=g) < 0.3)).tolist())
+    nontarget = _codes((torch.rand(30, 200, generator=g) < 0.04).float().tolist())
+    background = torch.rand(50, 200, generator=g) < 0.03
+    cfg = ConceptConfig(min_target_rate=0.1, max_nontarget_rate=0.1, max_background_rate=0.1, max_latents=40)
+    candidates, chosen = _reference_selection(target, nontarget, cfg, background)
+    assert ranked_candidates(target, nontarget, cfg, background)[0] == candidates
+    assert specific_and_shared(target, nontarget, cfg, background)[0] == chosen
+    assert 0 < len(chosen) < len(candidates), "the limits bind"
 
 
 def test_select_layer_is_the_argmax_and_refuses_empty_layers():
