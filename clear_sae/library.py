@@ -103,6 +103,9 @@ class CalibrationRung:
     """How far the rung lowered non-target attribute agreement (None where the judge does not measure it)."""
     others_drop: float | None = None
     """How far the rung lowered the targets' other attributes (None where the judge does not measure it)."""
+    complete: bool = True
+    """False where the judge stopped early, the rung already unable to pass or to be chosen: `probe_rate` is then a
+    lower bound and nothing else was measured."""
 
 
 @dataclass
@@ -190,8 +193,13 @@ class ConceptEntry:
         return entry
 
     def to_dict(self) -> dict[str, Any]:
-        """The entry's JSON form."""
-        return asdict(self)
+        """The entry's JSON form (a rung's `complete` written only where it is False, so that a library without
+        early-stopped rungs reads in releases that predate the field)."""
+        data = asdict(self)
+        for step in (data.get("calibration") or {}).get("steps", []):
+            if step.get("complete", True):
+                step.pop("complete", None)
+        return data
 
 
 _SELECTION_FIELDS = tuple(f.name for f in fields(SelectionSettings))

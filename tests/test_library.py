@@ -67,7 +67,10 @@ def test_the_v1_library_loads_with_every_entrys_erasure_and_settings_as_recorded
         assert isinstance(new.calibration, CalibrationRecord)
         assert new.calibration.config == calibration["config"]
         assert all(isinstance(rung, CalibrationRung) for rung in new.calibration.steps)
-        assert [asdict(rung) for rung in new.calibration.steps] == calibration["steps"]
+        # every recorded rung predates early stopping: it was judged in full
+        assert [asdict(rung) for rung in new.calibration.steps] == [
+            {**s, "complete": True} for s in calibration["steps"]
+        ]
         assert new.calibration.judge == calibration["judge"]
     assert sum(e.calibration is not None for e in library.concepts.values()) == 16
 
@@ -289,3 +292,14 @@ def test_concurrent_writers_on_one_library_lose_no_entry(tmp_path):
     assert [w.exitcode for w in writers] == [0, 0, 0]
     assert set(ConceptLibrary.load(path).concepts) == {f"{p}{i}" for p in "abc" for i in range(12)}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["concepts.json", "concepts.json.lock"]  # no temp left
+
+
+def test_a_rung_records_complete_only_where_the_judge_stopped_early():
+    rungs = [
+        CalibrationRung(0.05, 1.0, "h", 3, 0.4, None, 0.0, complete=False),
+        CalibrationRung(0.05, 2.0, "h", 3, 0.0),
+    ]
+    data = entry(calibration=CalibrationRecord({"strengths": [1.0, 2.0]}, rungs, None)).to_dict()
+    assert [step.get("complete") for step in data["calibration"]["steps"]] == [False, None]
+    assert "complete" not in data["calibration"]["steps"][1]
+    assert ConceptEntry.from_dict(json.loads(json.dumps(data))).calibration.steps == rungs

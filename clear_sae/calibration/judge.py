@@ -24,11 +24,16 @@ class Verdict:
     """How far the erasure lowered non-target agreement (None: not measured)."""
     others_drop: float | None = None
     """How far it lowered the target clips' other attributes (None: not measured)."""
+    complete: bool = True
+    """False where the judge stopped once the concept was surely found in more than it was asked to look for
+    (`give_up_above`): `found` is then a lower bound and nothing else is measured."""
 
 
-Judge = Callable[[dict[str, Any]], Verdict]
+Judge = Callable[..., Verdict]
 """A rung's judge: given the rung's forward hooks by hook point, say what is left of the concept. It has a
-`name` (recorded as `CalibrationConfig.judge`) and a `settings()` dict recorded in the entry."""
+`name` (recorded as `CalibrationConfig.judge`) and a `settings()` dict recorded in the entry. A judge whose
+`stops_early` is True also takes `give_up_above`: it may stop, with an incomplete verdict, once the concept is
+surely found in more than that share of its targets."""
 
 
 class ProbeJudge:

@@ -28,7 +28,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from clear_sae.calibration.judge import Judge, ProbeJudge
+from clear_sae.calibration.judge import Judge, ProbeJudge, Verdict
 from clear_sae.concepts import (
     ConceptCodes,
     ConceptConfig,
@@ -170,7 +170,7 @@ def calibration_ladder(
         for strength in cal.strengths:
             for layer in layers_to_try(profiles[rate], cfg.score, cal.search_layers):
                 clamp = LatentClamp(dictionaries.sae(layer.hook_point), layer.latents, float(strength))
-                verdict = judge({layer.hook_point: clamp})
+                verdict = judge_rung(judge, {layer.hook_point: clamp}, decided_above(steps, cal))
                 # Rounded as stored, so that 6 of 60 (0.1 in float32 is a hair above 0.1) meets a 10% bar.
                 drop, others = (
                     None if v is None else round(v, 4) for v in (verdict.preservation_drop, verdict.others_drop)
@@ -184,12 +184,28 @@ def calibration_ladder(
                         round(verdict.found, 4),
                         drop,
                         others,
+                        verdict.complete,
                         profiles[rate],
                     )
                 )
                 if cal.passes(steps[-1]):
                     return steps
     return steps
+
+
+def decided_above(steps: list[CalibrationStep], cal: CalibrationConfig) -> float | None:
+    """The share of targets above which a rung can neither pass nor be chosen (`chosen_step`): above the bar and
+    above a rung already judged in full that kept the rest; None while there is no such rung."""
+    kept = [s.probe_rate for s in steps if s.complete and cal.preserves(s)]
+    return max(cal.max_probe_rate, min(kept)) if kept else None
+
+
+def judge_rung(judge: Judge, hooks: dict[str, Any], give_up_above: float | None) -> Verdict:
+    """A rung's verdict; a judge that `stops_early` may stop once the concept is surely found in more than
+    `give_up_above` of its targets (an incomplete verdict, whose rung is then never chosen)."""
+    if give_up_above is not None and getattr(judge, "stops_early", False):
+        return judge(hooks, give_up_above=give_up_above)
+    return judge(hooks)
 
 
 def fit_states(
@@ -227,7 +243,8 @@ def layers_to_try(profiles: list[LayerProfile], score: str, search_layers: bool)
 def chosen_step(steps: list[CalibrationStep], cal: CalibrationConfig = CalibrationConfig()) -> CalibrationStep:
     """The last rung if it met the bars, else, of the rungs that kept the rest (`CalibrationConfig.preserves`;
     all, if none did), the one where the judge found the concept least; on ties the one that harmed least
-    (`harm_of`), then the earliest tried."""
+    (`harm_of`), then the earliest tried. A rung the judge stopped early (`decided_above`) is never the one: its
+    lower bound already exceeds a complete rung's rate."""
     return min(steps, key=lambda s: (not cal.preserves(s), s.probe_rate, harm_of(s), steps.index(s)))
 
 
@@ -328,9 +345,14 @@ def format_ladder(steps: list[CalibrationStep], cal: CalibrationConfig) -> str:
         extra = "".join(
             f" {'-':>15}" if getattr(s, name) is None else f" {100 * getattr(s, name):>12.1f} pt" for name, _ in columns
         )
+        found = f"{100 * s.probe_rate:.1f}%" if s.complete else f">={100 * s.probe_rate:.1f}%"
         lines.append(
             f"{s.max_nontarget_rate:>19.2f} {s.strength:>6g} {s.hook_point:<26} {s.n_latents:>7} "
-            f"{100 * s.probe_rate:>15.1f}%{extra}{mark}"
+            f"{found:>16}{extra}{mark}"
+        )
+    if not all(s.complete for s in steps):
+        lines.append(
+            f">=: the {cal.judge} stopped once that rung could neither pass nor beat the best rung judged in full"
         )
     if not cal.passes(chosen):
         lines.append(

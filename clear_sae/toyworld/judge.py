@@ -36,6 +36,8 @@ class GenerationJudge:
     non-target clips are not sampled (preservation not measured)."""
 
     name = "generation"
+    stops_early = True
+    """It takes `give_up_above` (`clear_sae.calibration.judge.Judge`)."""
 
     def __init__(
         self,
@@ -72,9 +74,11 @@ class GenerationJudge:
         self.kept_before = np.zeros(0)
         """Per non-target clip, its preservation without erasure."""
 
-    def __call__(self, hooks: "dict[str, Any] | Intervention") -> "Verdict":
+    def __call__(self, hooks: "dict[str, Any] | Intervention", give_up_above: float | None = None) -> "Verdict":
         """Judge one rung: its forward hooks by hook point, or a whole `Intervention` (a negative prompt, a
-        guidance scale, an embedding filter), for methods other than a clamp."""
+        guidance scale, an embedding filter), for methods other than a clamp. With `give_up_above`, sampling stops
+        after the batch that makes the concept certainly found in more than that share of the target frames: the
+        verdict is then incomplete, its `found` a lower bound (clips not sampled yet counted as clear)."""
 
         if self.before is None:  # sampled and read at the first rung, once
             self.negative, self.before = sample_before(
@@ -86,7 +90,21 @@ class GenerationJudge:
             )
             self.kept_before, _ = preservation(detect(self.world.detector, nontarget.sampled_clips()), nontarget.specs)
         assert self.before is not None and self.negative is not None
-        target = sample_after(self.world, hooks, {"target": self.before["target"]}, self.negative, self.cfg)["target"]
+        n, lower_bound = len(self.before["target"].prompts), 0.0
+
+        def hopeless(_: str, clips: np.ndarray, done: np.ndarray) -> bool:
+            nonlocal lower_bound
+            assert give_up_above is not None
+            found = concept_found(detect(self.world.detector, clips[done]), self.axis, self.value, self.cfg.threshold)
+            lower_bound = round(float(found.sum()) / n, 4)
+            return lower_bound > give_up_above
+
+        stop = None if give_up_above is None else hopeless
+        target = sample_after(self.world, hooks, {"target": self.before["target"]}, self.negative, self.cfg, stop=stop)[
+            "target"
+        ]
+        if not target.complete:
+            return Verdict(lower_bound, complete=False)
         det = detect(self.world.detector, target.sampled_clips())
         found = float(concept_found(det, self.axis, self.value, self.cfg.threshold).mean())
         others_drop = self.others_before - rounded_mean(others_per_clip(det, target.specs, self.axis))

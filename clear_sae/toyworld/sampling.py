@@ -95,6 +95,8 @@ class ClipSet:
     clips: np.ndarray | None = None
     sampled: int = 0
     """How many clips were actually sampled (the rest were reused unchanged)."""
+    complete: bool = True
+    """False where `sample_after` stopped early (its `stop`): clips not re-sampled yet still hold those before."""
 
     def sampled_clips(self) -> np.ndarray:
         """The clips, `[n, frames, size, size, 3]` uint8; the set must have been sampled."""
@@ -146,13 +148,18 @@ def sample(
     cfg: EvalConfig,
     desc: str,
     late: "tuple[torch.Tensor, torch.Tensor] | None" = None,
+    stop: Callable[[np.ndarray], bool] | None = None,
 ) -> np.ndarray:
     """Clips for the given text states, each from its own seeded noise; uint8 `[n, frames, size, size, 3]`.
-    `late`: the text states for the late steps and, per prompt, the number of early steps (`EmbedFilter`)."""
+    `late`: the text states for the late steps and, per prompt, the number of early steps (`EmbedFilter`).
+    `stop`: called with the clips sampled so far after each batch but the last; True ends sampling there (fewer
+    clips are returned)."""
     from tqdm.auto import tqdm
 
-    out = []
+    out: list[np.ndarray] = []
     for i in tqdm(range(0, len(seeds), cfg.batch_size), desc=desc, unit="batch", disable=not cfg.progress, leave=False):
+        if out and stop is not None and stop(np.concatenate(out)):
+            break
         rows = slice(i, i + cfg.batch_size)
         n = len(seeds[rows])
         switching = {} if late is None else {"late_prompt_embeds": late[0][rows], "switch_steps": late[1][rows]}
@@ -202,10 +209,13 @@ def sample_after(
     negative_before: "torch.Tensor",
     cfg: EvalConfig,
     negative_prompt: str = "",
+    stop: Callable[[str, np.ndarray, np.ndarray], bool] | None = None,
 ) -> dict[str, ClipSet]:
     """Sample every set with the clamps (forward hooks by hook point) attached and `negative_prompt` as the
     negative prompt, or under an `Intervention`, re-sampling only prompts whose text states (or the negative
-    prompt's) changed; a changed guidance scale or transformer re-samples every prompt."""
+    prompt's) changed; a changed guidance scale or transformer re-samples every prompt. `stop(name, clips, done)`
+    is asked between batches, with the set's clips and which of them are final (reused or re-sampled); True leaves
+    that set incomplete (`ClipSet.complete`), the batches sampled no differently from a full run."""
     import torch
 
     how = clamps if isinstance(clamps, Intervention) else Intervention(clamps, negative_prompt)
@@ -235,13 +245,34 @@ def sample_after(
                 )
             ]
             clips = old.sampled_clips().copy()
+            done = np.ones(len(old.prompts), dtype=bool)
+            done[changed] = False
+
+            def stop_here(partial: np.ndarray, name: str = name) -> bool:
+                assert stop is not None
+                clips[changed[: len(partial)]] = partial
+                done[changed[: len(partial)]] = True
+                return stop(name, clips, done)
+
+            sampled = 0
             if changed:
                 seeds = [old.noise_seeds[i] for i in changed]
                 switching = None if late is None else (late[0][changed], late[1][changed])
-                clips[changed] = sample(
-                    world.pipe, embeds[changed], negative, seeds, guided, f"{name} after", switching
+                new = sample(
+                    world.pipe,
+                    embeds[changed],
+                    negative,
+                    seeds,
+                    guided,
+                    f"{name} after",
+                    switching,
+                    None if stop is None else stop_here,
                 )
-            after[name] = ClipSet(old.prompts, old.specs, old.noise_seeds, embeds, clips, len(changed))
+                sampled = len(new)
+                clips[changed[:sampled]] = new
+            after[name] = ClipSet(
+                old.prompts, old.specs, old.noise_seeds, embeds, clips, sampled, complete=sampled == len(changed)
+            )
     return after
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import zlib
 from dataclasses import replace
 
 import pytest
@@ -205,6 +206,69 @@ def test_calibration_stops_at_the_first_rung_the_judge_clears_and_saves_that_run
     assert [s["probe_rate"] for s in saved["steps"]] == [s.probe_rate for s in steps]
     assert [(s["strength"], s["hook_point"]) for s in saved["steps"]] == [(s.strength, s.hook_point) for s in steps]
     assert saved["judge"] == {"name": "climbing", "clears_at": 4.0} and saved["config"]["judge"] == "climbing"
+
+
+class BatchedJudge:
+    """A judge that reads a rung's targets in `batches` batches, like the generation judge: each rung has its own
+    share found (0.2 to 0.9, above the bar: no rung passes) and non-target drop (some above the bar), drawn from its
+    hook point and gamma. With `give_up_above` it stops after the first batch that makes the share surely higher,
+    unless `stops_early` is False. It counts the batches it judged."""
+
+    name = "batched"
+
+    def __init__(self, stops_early: bool, batches: int = 4):
+        self.stops_early, self.n_batches, self.batches = stops_early, batches, 0
+
+    def __call__(self, hooks, give_up_above=None):
+        ((hook, clamp),) = hooks.items()
+        g = torch.Generator().manual_seed(zlib.crc32(f"{hook} {float(clamp.gamma[0])}".encode()))
+        found, drop = round(0.2 + 0.7 * float(torch.rand((), generator=g)), 4), float(torch.rand((), generator=g)) / 10
+        for batch in range(1, self.n_batches + 1):
+            self.batches += 1
+            lower_bound = round(found * batch / self.n_batches, 4)
+            if give_up_above is not None and batch < self.n_batches and lower_bound > give_up_above:
+                return Verdict(lower_bound, complete=False)
+        return Verdict(found, round(drop, 4))
+
+    def settings(self):
+        return {"name": self.name}
+
+
+def test_a_judge_that_stops_early_spares_batches_and_the_ladder_keeps_the_same_rung(minilm, minilm_dictionaries):
+    """No rung passes, so the ladder is climbed to its end and the least-found rung that kept the rest is chosen.
+    With early stopping the judge gives up on rungs already worse than a rung judged in full: fewer batches, the
+    same chosen rung, and every stopped rung's lower bound above the chosen rung's share."""
+    from clear_sae.calibration.ladder import format_ladder
+
+    target, nontarget, _, _ = concept_pairs("shape", "bar", 60)
+    cfg = ConceptConfig(max_nontarget_rate=0.2)
+    cal = CalibrationConfig(judge=BatchedJudge.name)
+    dictionaries = Dictionaries(minilm_dictionaries)
+    runs = {}
+    for stops in (False, True):
+        judge = BatchedJudge(stops_early=stops)
+        steps = calibration_ladder(minilm, dictionaries, target, nontarget, cfg, cal, judge=judge)
+        runs[stops] = (steps, judge.batches)
+    (full, full_batches), (early, early_batches) = runs[False], runs[True]
+    assert [(s.hook_point, s.strength) for s in early] == [(s.hook_point, s.strength) for s in full]
+    assert not any(cal.passes(s) for s in full) and len(full) >= 6
+    assert any(not cal.preserves(s) for s in full), "the least-found rung must be one that kept the rest"
+    stopped = [s for s in early if not s.complete]
+    assert stopped and early_batches < full_batches and all(s.complete for s in full)
+    chosen = chosen_step(early, cal)
+    assert chosen.complete and (chosen.hook_point, chosen.strength, chosen.probe_rate) == (
+        chosen_step(full, cal).hook_point,
+        chosen_step(full, cal).strength,
+        chosen_step(full, cal).probe_rate,
+    )
+    for s, whole in zip(early, full):
+        if not s.complete:
+            assert whole.probe_rate >= s.probe_rate > chosen.probe_rate and s.preservation_drop is None
+        else:
+            assert s.summary() == whole.summary()
+    table = format_ladder(early, cal)
+    assert f">={100 * stopped[0].probe_rate:.1f}%" in table and "stopped once that rung could neither pass" in table
+    assert "stopped once" not in format_ladder(full, cal)
 
 
 def test_the_probe_judges_the_ladder_and_reads_the_chosen_rung_as_recorded(minilm, minilm_dictionaries, tmp_path):

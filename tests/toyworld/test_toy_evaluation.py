@@ -402,6 +402,20 @@ def test_shipped_world_erasure_lowers_the_rate_and_keeps_nontarget_clips():
     assert r["nontarget_unchanged"] >= 1
 
 
+class CountingPipe:
+    """A toy pipeline that records the number of clips in each batch it samples."""
+
+    def __init__(self, pipe):
+        self.pipe, self.batches = pipe, []
+
+    def __getattr__(self, name):
+        return getattr(self.pipe, name)
+
+    def __call__(self, **kwargs):
+        self.batches.append(len(kwargs["latents"]))
+        return self.pipe(**kwargs)
+
+
 @pytest.mark.artifacts
 def test_generation_judge_reads_the_shipped_world_and_is_rebuilt_from_its_settings():
     """The judge a toy concept's calibration uses: without hooks it finds the concept in the clips and no
@@ -410,7 +424,7 @@ def test_generation_judge_reads_the_shipped_world_and_is_rebuilt_from_its_settin
     from clear_sae.library import ConceptLibrary
     from clear_sae.toyworld.evaluation import clamps_at
     from clear_sae.toyworld.judge import GenerationJudge, judge_from_settings
-    from clear_sae.toyworld.sampling import load_toy_world
+    from clear_sae.toyworld.sampling import Intervention, load_toy_world, sample_after
 
     world = load_toy_world()
     judge = GenerationJudge(world, "motion", SHIPPED_CONCEPT, clips=4, nontarget_clips=4)
@@ -422,6 +436,24 @@ def test_generation_judge_reads_the_shipped_world_and_is_rebuilt_from_its_settin
     hopeless = GenerationJudge(world, "motion", SHIPPED_CONCEPT, clips=4, nontarget_clips=4, max_found=0.5)({})
     assert hopeless.found == plain.found and hopeless.preservation_drop is None and hopeless.others_drop == 0.0
     assert world.folders is not None and judge.settings()["weights"] == weights_record(*world.folders)
+    # A negative prompt that leaves the motion alone re-samples every clip. Asked to give up above 10%, a judge
+    # sampling 2 clips a batch stops after the first: the concept is in most clips. Its verdict is a lower bound, and
+    # the batch it sampled is the one a full run samples.
+    counting = CountingPipe(world.pipe)
+    stopping = GenerationJudge(replace(world, pipe=counting), "motion", SHIPPED_CONCEPT, clips=4, nontarget_clips=4)
+    stopping.cfg.batch_size = 2
+    stopping({})  # samples the clips before erasure
+    other_negative = Intervention(negative_prompt="a green triangle")
+    counting.batches.clear()
+    gave_up = stopping(other_negative, give_up_above=0.1)
+    assert counting.batches == [2] and not gave_up.complete and gave_up.preservation_drop is None
+    whole = stopping(other_negative)
+    assert whole.complete and 0.1 < gave_up.found <= whole.found
+    sets, cfg = {"target": stopping.before["target"]}, stopping.cfg
+    full = sample_after(world, other_negative, sets, stopping.negative, cfg)["target"]
+    part = sample_after(world, other_negative, sets, stopping.negative, cfg, stop=lambda *_: True)["target"]
+    assert full.complete and full.sampled == 4 and not part.complete and part.sampled == 2
+    assert np.array_equal(part.sampled_clips()[:2], full.sampled_clips()[:2])
     again = judge_from_settings(world, "motion", SHIPPED_CONCEPT, judge.settings())
     assert again is not None and again.settings() == judge.settings()
     assert judge_from_settings(world, "motion", SHIPPED_CONCEPT, {"name": "probe"}) is None
