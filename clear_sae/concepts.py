@@ -21,6 +21,8 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from clear_sae.config import COUNT, MAX_PROMPT_BATCH, POSITIVE, SHARE, STRENGTH, at_most, check_fields
 from clear_sae.dictionary import Dictionaries
 from clear_sae.errors import ClearSaeError, NoConceptLatentsError
@@ -231,7 +233,6 @@ def ranked_candidates(
     captions (`background`: whether each latent fires on each), if given; the most contrastive come first (target
     rate minus non-target rate, then target energy).
     """
-    import numpy
     import torch
 
     target_rate, nontarget_rate = (target.peak > 0).float().mean(0), (nontarget.peak > 0).float().mean(0)
@@ -246,7 +247,7 @@ def ranked_candidates(
     # Sorted on float64 keys, stably, so ties keep ascending ids: the order a Python sort on float() keys gives.
     contrast = target_rate[candidates].double() - nontarget_rate[candidates].double()
     energy = target.energy.sum(0)[candidates].double()
-    order = numpy.lexsort((-energy.numpy(), -contrast.numpy()))
+    order = np.lexsort((-energy.numpy(), -contrast.numpy()))
     return candidates[torch.from_numpy(order)].tolist(), shared
 
 
@@ -259,8 +260,6 @@ def specific_and_shared(
     together fire on more than `max_nontarget_rate` of the non-target prompts (or more than `max_background_rate`
     of the `background` captions): a set of individually rare latents must not add up to a common one.
     """
-    import numpy
-
     candidates, shared = ranked_candidates(target, nontarget, cfg, background)
     limits = [(nontarget.peak > 0, cfg.max_nontarget_rate)]
     if background is not None and len(background):
@@ -268,7 +267,7 @@ def specific_and_shared(
     # Per limit: each candidate's firing as a numpy column, the prompts on which a chosen latent fires so far, and
     # the most prompts allowed.
     columns = [fires[:, candidates].numpy().T for fires, _ in limits]
-    unions = [numpy.zeros(len(fires), dtype=bool) for fires, _ in limits]
+    unions = [np.zeros(len(fires), dtype=bool) for fires, _ in limits]
     allowed = [most_firing_allowed(len(fires), rate) for fires, rate in limits]
     chosen: list[int] = []
     for n, latent in enumerate(candidates):

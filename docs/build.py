@@ -172,9 +172,9 @@ def training_section(data: dict[str, Any] | None) -> list[str]:
         )
     if data.get("auxk_layouts"):
         lines += [
-            "AuxK's share of a step (its codes built, decoded and backpropagated), milliseconds, with the dead latents' "
-            "codes held in CSR form as the main codes are, or as a dense matrix over the dead latents alone; the "
-            "trainer takes the dense layout while at most `SUBSET_WIDTH` times k_aux latents are dead:",
+            "AuxK's share of a step (its codes built, decoded and backpropagated), milliseconds, with the dead "
+            "latents' codes held in CSR form as the main codes are, or as a dense matrix over the dead latents "
+            "alone; the trainer takes the dense layout while at most `SUBSET_WIDTH` times k_aux latents are dead:",
             "",
         ]
         rows = [
@@ -395,6 +395,60 @@ def report_section(data: dict[str, Any] | None) -> list[str]:
     return lines + table(["report", "HTML (MB)", "written in (s)", "loaded and drawn (s)"], rows)
 
 
+def demo_section(data: dict[str, Any] | None) -> list[str]:
+    """`clear-sae demo` stage by stage against its time budget."""
+    lines = ["## The demo", ""]
+    if data is None:
+        return lines + ["`benchmarks/demo.json` is missing: run `python benchmarks/demo.py`.", ""]
+    median, budget = data["median"], data["budget_s"]
+    verdict = "within" if median["wall_s"] <= budget else "over"
+    lines += [
+        machine_line(data),
+        "",
+        f"`clear-sae demo` in a fresh process, {len(data['runs'])} times: a median of **{median['wall_s']:.0f} s** "
+        f"from the command to its end, {verdict} the budget of {budget:.0f} s on 2 cores (the demo's own clock, "
+        f"which starts after the imports: {median['demo_s']:.0f} s). Seconds per stage:",
+        "",
+    ]
+    stages = ["cache", "train", "concepts", "erase", "toy world", "report"]
+    rows = [
+        [str(i + 1), f"{r['wall_s']:.0f}", f"{r['demo_s']:.0f}"] + [f"{r[name]:.1f}" for name in stages]
+        for i, r in enumerate(data["runs"])
+    ]
+    return lines + table(["run", "wall", "demo"] + stages, rows)
+
+
+def calibration_section(data: dict[str, Any] | None) -> list[str]:
+    """A toy concept's calibration on generated clips, the judge stopping decided rungs early or not."""
+    lines = ["## Calibrating a toy concept on generated clips", ""]
+    if data is None:
+        return lines + ["`benchmarks/calibration.json` is missing: run `python benchmarks/calibration.py`.", ""]
+    lines += [
+        machine_line(data),
+        "",
+        "Each concept learned on the shipped dictionaries and calibrated as the shipped library is (48 target clips "
+        "per rung, judged by the learned detector), back to back: with the generation judge reading every rung in "
+        "full, and stopping a rung after the batch of clips that makes it unable to pass or to be chosen (a rung "
+        "judged in full that kept the rest has the concept in fewer of its targets). Both chose the same rung.",
+        "",
+    ]
+    rows = [
+        [
+            r["concept"],
+            "stops decided rungs" if r["judge_stops_early"] else "every rung in full",
+            str(r["rungs"]),
+            str(r["rungs_stopped"]),
+            "yes" if r["passed"] else "no",
+            f"{r['seconds']:.0f}",
+            f"{r['time_vs_full']:.2f}×" if "time_vs_full" in r else "1.00×",
+        ]
+        for r in data["runs"]
+    ]
+    return lines + table(
+        ["concept", "judge", "rungs", "stopped early", "a rung passed", "seconds", "time / in full"], rows
+    )
+
+
 def gpu_section(data: dict[str, Any] | None) -> list[str]:
     lines = ["## On a GPU", ""]
     if data is None:
@@ -435,7 +489,10 @@ def page_performance() -> str:
     pipeline = load("benchmarks/pipeline_caching.json")
     distributed = load("benchmarks/distributed_training.json")
     latents = load("benchmarks/latent_features.json")
+    calibration, demo = load("benchmarks/calibration.json"), load("benchmarks/demo.json")
     sources = []
+    if demo:
+        sources.append(benchmark_source("demo", demo, f" --repeats {demo['config']['repeats']}"))
     if training:
         flags = f" --tokens {training['config']['tokens']}" + (
             " --scaling" if training["config"].get("scaling") else ""
@@ -465,6 +522,9 @@ def page_performance() -> str:
         )
     if latents:
         sources.append(benchmark_source("latent_features", latents))
+    if calibration:
+        flags = " --concepts " + " ".join(calibration["config"]["concepts"])
+        sources.append(benchmark_source("calibration", calibration, flags))
     if gpu:
         sources.append(benchmark_source("gpu_training", gpu))
     lines = header(
@@ -474,6 +534,7 @@ def page_performance() -> str:
         "are chosen as they are: [decisions](decisions/0002-own-topk-trainer.md).",
     )
     for section in (
+        demo_section(demo),
         training_section(training),
         caching_section(caching),
         pipeline_caching_section(pipeline),
@@ -481,6 +542,7 @@ def page_performance() -> str:
         erasure_section(erasure),
         report_section(scale),
         latent_features_section(latents),
+        calibration_section(calibration),
         gpu_section(gpu),
     ):
         lines += section

@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 import torch
 
 ARCHITECTURES = ("topk", "standard", "jumprelu")
+WEIGHTS_FILE, CONFIG_FILE = "sae_weights.safetensors", "cfg.json"
+"""The files of a sae-lens SAE folder (`clear_sae.dictionary` names them too, as WEIGHTS and CONFIG)."""
 PARAMETERS = {
     "topk": {"W_enc", "W_dec", "b_enc", "b_dec"},
     "standard": {"W_enc", "W_dec", "b_enc", "b_dec"},
@@ -66,8 +69,6 @@ class PlainConfig:
 def sae_lens_metadata(hook: str, model_name: str) -> dict[str, str]:
     """The `metadata` of a `cfg.json` as the installed sae-lens writes it for a new SAE (its version read from the
     package's metadata, without importing it)."""
-    from importlib.metadata import version
-
     installed = version("sae-lens")
     return {
         "sae_lens_version": installed,
@@ -152,11 +153,9 @@ class PlainSAE(torch.nn.Module):
         parameters' dtype (set `cfg.dtype` to match), so that `sae_lens.SAE.load_from_disk` reads the folder."""
         from safetensors.torch import save_file
 
-        from clear_sae.dictionary import CONFIG, WEIGHTS
-
         folder.mkdir(parents=True, exist_ok=True)
-        save_file({name: t.detach().contiguous() for name, t in self.state_dict().items()}, folder / WEIGHTS)
-        (folder / CONFIG).write_text(json.dumps(self.cfg.to_dict()))
+        save_file({name: t.detach().contiguous() for name, t in self.state_dict().items()}, folder / WEIGHTS_FILE)
+        (folder / CONFIG_FILE).write_text(json.dumps(self.cfg.to_dict()))
 
     def decode(self, feature_acts: torch.Tensor) -> torch.Tensor:
         """Reconstruction `[..., d_in]` from latent activations."""
@@ -188,7 +187,7 @@ def load_plain_sae(folder: Path, cfg: dict[str, Any]) -> PlainSAE | None:
     plain = plain_config(cfg)
     if plain is None:
         return None
-    tensors = load_file(str(folder / "sae_weights.safetensors"), device="cpu")
+    tensors = load_file(str(folder / WEIGHTS_FILE), device="cpu")
     if set(tensors) != PARAMETERS[plain.arch]:
         return None
     shapes = {

@@ -432,11 +432,15 @@ def apply_update(p: TopKParams, optimizer: "torch.optim.Optimizer", clip_grad_no
 
     if clip_grad_norm > 0:
         params = p.tensors()
-        total = torch.nn.utils.get_total_norm([t.grad for t in params if t.grad is not None], foreach=True)
-        # `clip_grad_norm_` also multiplies by a coefficient clamped to exactly 1 (sparing a GPU a sync), a pass
-        # over every gradient that changes no bit; the loop syncs each step anyway, so it is skipped.
-        if float(clip_grad_norm / (total + 1e-6)) < 1.0:
-            torch.nn.utils.clip_grads_with_norm_(params, clip_grad_norm, total, foreach=True)
+        if not hasattr(torch.nn.utils, "get_total_norm"):  # torch before 2.6
+            torch.nn.utils.clip_grad_norm_(params, clip_grad_norm, foreach=True)
+        else:
+            total = torch.nn.utils.get_total_norm([t.grad for t in params if t.grad is not None], foreach=True)
+            # `clip_grad_norm_` also multiplies by a coefficient clamped to exactly 1 (sparing a GPU a sync), a pass
+            # over every gradient that changes no bit; the loop syncs each step anyway, so it is skipped (a NaN
+            # coefficient is still applied, as torch applies it).
+            if not float(clip_grad_norm / (total + 1e-6)) >= 1.0:
+                torch.nn.utils.clip_grads_with_norm_(params, clip_grad_norm, total, foreach=True)
     optimizer.step()
 
 
