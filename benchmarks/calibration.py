@@ -20,32 +20,26 @@ from _bench import ROOT, save, table
 
 
 def calibrate(name: str, world: Any, stops_early: bool) -> dict[str, Any]:
-    """Learn toy concept `name` on the shipped dictionaries with the shipped library's generation judge; seconds,
-    rungs and the chosen rung."""
+    """Learn toy concept `name` on the shipped dictionaries as `clear-sae toy-concept NAME --judge-clips 48` does,
+    the generation judge's early stop on or off; seconds, rungs and the chosen rung."""
     from clear_sae.backbones import load_backbone
-    from clear_sae.calibration.ladder import CalibrationConfig, chosen_step, learn_calibrated_concept
-    from clear_sae.concepts import ConceptConfig
+    from clear_sae.calibration.ladder import chosen_step, recorded_calibration, recorded_steps
     from clear_sae.dictionary import Dictionaries
-    from clear_sae.toyworld.concepts import (
-        JUDGE_CLIPS,
-        JUDGED_MAX_RATE,
-        JUDGED_STRENGTHS,
-        MAX_NONTARGET_RATE,
-        TOY_BACKGROUND,
-        attribute_of,
-    )
+    from clear_sae.toyworld.concepts import JUDGE_CLIPS
     from clear_sae.toyworld.judge import GenerationJudge
-    from clear_sae.toyworld.learn import learning_prompts
+    from clear_sae.toyworld.learn import learn_toy_concept
 
-    axis, value = attribute_of(name)
-    judge = GenerationJudge(world, axis, value, JUDGE_CLIPS, JUDGE_CLIPS, max_found=JUDGED_MAX_RATE)
-    judge.stops_early = stops_early
-    cal = CalibrationConfig(strengths=JUDGED_STRENGTHS, max_probe_rate=JUDGED_MAX_RATE, judge=judge.name)
-    cfg = ConceptConfig(seed=0, max_nontarget_rate=MAX_NONTARGET_RATE, background=TOY_BACKGROUND)
     backbone, dictionaries = load_backbone("minilm"), Dictionaries(ROOT / "dictionaries/minilm")
-    start = time.perf_counter()
-    _, _, steps = learn_calibrated_concept(backbone, dictionaries, name, *learning_prompts(name), cfg, cal, judge=judge)
-    seconds = time.perf_counter() - start
+    GenerationJudge.stops_early = stops_early  # the one switch between the two ways
+    try:
+        start = time.perf_counter()
+        entry = learn_toy_concept(backbone, dictionaries, name, 0, world, JUDGE_CLIPS)
+        seconds = time.perf_counter() - start
+    finally:
+        GenerationJudge.stops_early = True
+    recorded = recorded_calibration(entry.calibration)
+    assert recorded is not None and entry.calibration is not None
+    cal, steps = recorded[1], recorded_steps(entry.calibration)
     chosen = chosen_step(steps, cal)
     return {
         "concept": name,
