@@ -45,6 +45,15 @@ def device_median(fn: Callable[[], Any], device: str, repeats: int, warmup: int 
     return median_seconds(lambda: (fn(), synchronise(device)), repeats=repeats, warmup=warmup)
 
 
+def matmul_rate(m: int, k: int, n: int, dtype: Any, device: str, repeats: int = 10) -> float:
+    """FLOP/s of an `[m, k] @ [k, n]` GEMM in `dtype` on `device` (the median of `repeats` calls after 2 untimed
+    ones)."""
+    import torch
+
+    a, b = torch.randn(m, k, device=device, dtype=dtype), torch.randn(k, n, device=device, dtype=dtype)
+    return 2 * m * k * n / device_median(lambda: a @ b, device, repeats, warmup=2)
+
+
 def machine() -> dict[str, Any]:
     """What the numbers were measured on."""
     import torch

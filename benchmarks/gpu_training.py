@@ -20,20 +20,12 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from _bench import ROOT, device_median, save, table
+from _bench import ROOT, device_median, matmul_rate, save, table
 
 
 def timed(fn: Any, device: str, repeats: int) -> float:
     """Median seconds of `fn()` on `device`, each call waited for (2 untimed calls first)."""
     return device_median(fn, device, repeats, warmup=2)
-
-
-def matmul_rate(m: int, k: int, n: int, dtype: Any, device: str, repeats: int = 10) -> float:
-    """FLOP/s of an `[m, k] @ [k, n]` GEMM in `dtype` on `device`."""
-    import torch
-
-    a, b = torch.randn(m, k, device=device, dtype=dtype), torch.randn(k, n, device=device, dtype=dtype)
-    return 2 * m * k * n / timed(lambda: a @ b, device, repeats)
 
 
 def step_seconds(kernel: str, args: argparse.Namespace, dtype: Any) -> float:

@@ -411,11 +411,22 @@ def demo_section(data: dict[str, Any] | None) -> list[str]:
         "",
     ]
     stages = ["cache", "train", "concepts", "erase", "toy world", "report"]
+    host = all("host_gemm_gflops" in r for r in data["runs"])
     rows = [
-        [str(i + 1), f"{r['wall_s']:.0f}", f"{r['demo_s']:.0f}"] + [f"{r[name]:.1f}" for name in stages]
+        [str(i + 1), f"{r['wall_s']:.0f}", f"{r['demo_s']:.0f}"]
+        + [f"{r[name]:.1f}" for name in stages]
+        + ([f"{r['host_gemm_gflops']:.0f}"] if host else [])
         for i, r in enumerate(data["runs"])
     ]
-    lines += table(["run", "wall", "demo"] + stages, rows)
+    lines += table(["run", "wall", "demo"] + stages + (["host GEMM (GFLOP/s)"] if host else []), rows)
+    if host:
+        m, k, n = data["config"]["encoder_gemm"]
+        lines += [
+            f"The last column is the host's float32 GEMM rate at the demo's SAE encoder shape ({m} x {k} by {k} x "
+            f"{n}), measured just before each run: hosts of one kind differ in speed, and the demo's time moves "
+            "with it.",
+            "",
+        ]
     if "text_concept_median_s" in median:
         lines += [
             f"Learning one concept as the demo does (its stored detail for the report included): a median of "
