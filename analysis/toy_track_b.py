@@ -21,6 +21,10 @@ strength:
 - `safree`: SAFREE on the prompt embeddings (`compare.safree`): the paper's trigger and filter first, then the
   filter on more steps, then every word token projected (`SAFREE_RUNGS`); it acts where the generator reads the
   text, so it has no layer to search;
+- `safree-layer`: SAFREE's trigger and projection moved into the text encoder (`compare.safree.SafreeHook`), at the
+  layer where its concept subspace separates the learning prompts best (`safree_separations`, no judge), the
+  subspace spanned there, with the self-validating filter on the prompt embeddings with and without it; the same
+  rungs as `safree`. It runs only when asked (`--methods safree-layer`), in a run of its own;
 - `negative-prompt`: the concept's training words as the negative prompt, guidance 4, 6, 8, 12. The shipped
   generator is trained on such bare keyword lists in a tenth of its captions (`--keyword-rate 0.1`), so it knows
   what the negative prompt draws;
@@ -53,7 +57,13 @@ from clear_sae.backbones import load_backbone
 from clear_sae.calibration.ladder import CalibrationConfig, CalibrationStep, chosen_step
 from clear_sae.compare.baselines import direction_clamp, direction_separations
 from clear_sae.compare.joint import JointConfig
-from clear_sae.compare.safree import build_safree
+from clear_sae.compare.safree import (
+    SafreeHook,
+    SelfValidatingFilter,
+    build_safree,
+    build_safree_at,
+    safree_separations,
+)
 from clear_sae.concepts import latents_by_layer
 from clear_sae.erase import concept_clamps
 from clear_sae.errors import ClearSaeError
@@ -77,13 +87,24 @@ from clear_sae.toyworld.sampling import EvalConfig, Intervention, ToyWorld, enco
 
 ROOT = Path(__file__).resolve().parent.parent
 JUDGES = ("detector", "geometry")
-METHODS = ("clear", "clear-joint", "sae-middle", "sae-all", "diff-means", "safree", "negative-prompt", "esd")
+METHODS = (
+    "clear",
+    "clear-joint",
+    "sae-middle",
+    "sae-all",
+    "diff-means",
+    "safree",
+    "negative-prompt",
+    "esd",
+    "safree-layer",
+)
 BUDGET = 4
 """Judged rungs per method and concept."""
 STRENGTHS = (1.0, 2.0, 4.0, 8.0)
 GUIDANCES = (4.0, 6.0, 8.0, 12.0)
-DEFAULT_METHODS = METHODS[:-1]
-"""ESD, the costliest ladder, runs only when asked (`--methods esd`), in a run of its own."""
+DEFAULT_METHODS = METHODS[:-2]
+"""ESD, the costliest ladder, and SAFREE at a layer, added after the others were measured, run only when asked
+(`--methods esd`, `--methods safree-layer`), each in a run of its own."""
 ESD_STEPS = (25, 50, 100, 200)
 """ESD's rungs: fine-tuning steps in all, one run continued from rung to rung."""
 SAFREE_RUNGS = ((0.01, 0.2), (0.01, 1.0), (0.01, 2.0), (-1.0, 2.0))
@@ -177,6 +198,17 @@ def method_rungs(method: str, ctx: Context, name: str) -> list[Rung]:
             )
 
         return [Rung("prompt embeddings", s, safree(a, s), {"alpha": a}) for a, s in SAFREE_RUNGS]
+    if method == "safree-layer":
+        separations = safree_separations(ctx.backbone, ctx.backbone.hook_points, words, target, nontarget)
+        hook = max(separations, key=lambda h: separations[h])
+
+        def safree_at(alpha: float, scale: float) -> Callable[[], Intervention]:
+            return lambda: Intervention(
+                hooks={hook: SafreeHook(build_safree_at(ctx.backbone, hook, words, target, alpha, scale))},
+                embed_filter=SelfValidatingFilter(scale),
+            )
+
+        return [Rung(hook, s, safree_at(a, s), {"alpha": a}) for a, s in SAFREE_RUNGS]
     if method == "negative-prompt":
         negative = ", ".join(words)
         return [

@@ -49,7 +49,22 @@ def _linear_preacts(sae: "SAE") -> bool:
     )
 
 
-class LatentClamp:
+class ReadsMask:
+    """A forward hook that `attach` shows the attention mask of each call of the text encoder it sits in (`mask`),
+    so that it can leave padding positions alone."""
+
+    mask: "torch.Tensor | None" = None
+
+    def read_mask(self, module: Any, args: tuple, kwargs: dict[str, Any]) -> None:
+        """Forward pre-hook on the text encoder: remember the attention mask of the call."""
+        self.mask = attention_mask_of(args, kwargs)
+
+    def forget_mask(self, module: Any, args: Any, output: Any) -> None:
+        """Forward hook on the text encoder: the call is over."""
+        self.mask = None
+
+
+class LatentClamp(ReadsMask):
     """A forward hook that removes the chosen SAE latents from a residual stream."""
 
     def __init__(
@@ -164,14 +179,6 @@ class LatentClamp:
             return None
         return self.mask.reshape(-1).to(h.device).bool()
 
-    def read_mask(self, module: Any, args: tuple, kwargs: dict[str, Any]) -> None:
-        """Forward pre-hook on the text encoder: remember the attention mask of the call."""
-        self.mask = attention_mask_of(args, kwargs)
-
-    def forget_mask(self, module: Any, args: Any, output: Any) -> None:
-        """Forward hook on the text encoder: the call is over."""
-        self.mask = None
-
     def __call__(self, module: Any, inputs: Any, output: Any) -> Any:
         new = self.edit(first_tensor(output))
         return None if new is None else replace_first_tensor(output, new)
@@ -241,9 +248,9 @@ def merge_clamps(concepts: list[ConceptClamp], exact: bool = True) -> dict[str, 
 @contextmanager
 def attach(target: Any, clamps: dict[str, LatentClamp]) -> Iterator[dict[str, LatentClamp]]:
     """Register each clamp at its hook point on `target` (backbone, pipeline, text encoder or
-    HookedTransformer), and on the text encoder a hook that shows a `LatentClamp` the call's attention mask (so
-    padding positions are never edited; the baselines' edits keep their published form); remove every hook on exit,
-    also on error."""
+    HookedTransformer), and on the text encoder a hook that shows a clamp that `ReadsMask` (a `LatentClamp`,
+    SAFREE's layer hook) the call's attention mask (so padding positions are never edited; the other baselines'
+    edits keep their published form); remove every hook on exit, also on error."""
     handles = []
     try:
         for hook, clamp in clamps.items():
@@ -251,7 +258,7 @@ def attach(target: Any, clamps: dict[str, LatentClamp]) -> Iterator[dict[str, La
             # installed at a model's first call, and a pipeline that reads one (SD3, HunyuanVideo) must read it
             # clamped whichever hook came first.
             handles.append(hook_module(target, hook).register_forward_hook(clamp, prepend=True))
-            encoder = encoder_of(target, hook) if isinstance(clamp, LatentClamp) else None
+            encoder = encoder_of(target, hook) if isinstance(clamp, ReadsMask) else None
             if encoder is not None:  # padding positions are left alone where the encoder's call says which they are
                 handles.append(encoder.register_forward_pre_hook(clamp.read_mask, with_kwargs=True))
                 handles.append(encoder.register_forward_hook(clamp.forget_mask, always_call=True))

@@ -828,12 +828,12 @@ def page_toyworld() -> str:
             )
         )
     analyses = {}
-    scripts = ("toy_two_judges", "toy_track_a", "toy_track_b", "toy_track_b_esd", "toy_ablations", "toy_hard_prompts")
-    for script in (*scripts, "toy_attack"):
+    scripts = ("toy_two_judges", "toy_track_a", "toy_track_b", "toy_track_b_esd", "toy_track_b_safree")
+    for script in (*scripts, "toy_ablations", "toy_hard_prompts", "toy_attack"):
         rel = f"analysis/{script}.json"
         analyses[script] = load(rel)
         if analyses[script]:
-            name = script.removesuffix("_esd")
+            name = script.removesuffix("_esd").removesuffix("_safree")
             sources.append((rel, command_of(analyses[script], f"python analysis/{name}.py --out {rel}"), ""))
     lines = header(
         "The toy video world",
@@ -940,8 +940,9 @@ def page_toyworld() -> str:
                 lines += table(["noun", "square (frames)", "circle read (frames)"], rows)
     lines += with_stale_note(two_judges_section(analyses["toy_two_judges"]), analyses["toy_two_judges"])
     lines += with_stale_note(track_a_section(analyses["toy_track_a"]), analyses["toy_track_a"])
-    track_b = track_b_section(merge_track_b(analyses["toy_track_b"], analyses["toy_track_b_esd"]))
-    lines += with_stale_note(track_b, analyses["toy_track_b"], analyses["toy_track_b_esd"])
+    track_b_runs = {f"analysis/{name}.json": analyses[name] for name in scripts if name.startswith("toy_track_b")}
+    track_b = track_b_section(merged_track_b(track_b_runs))
+    lines += with_stale_note(track_b, *track_b_runs.values())
     lines += with_stale_note(ablations_section(analyses["toy_ablations"]), analyses["toy_ablations"])
     lines += with_stale_note(hard_prompts_section(analyses["toy_hard_prompts"]), analyses["toy_hard_prompts"])
     lines += with_stale_note(attack_section(analyses["toy_attack"]), analyses["toy_attack"])
@@ -1314,6 +1315,7 @@ TRACK_B_LADDERS = {
     "sae-all": "γ at every layer at once",
     "diff-means": "removal strength at its best-separating layer",
     "safree": "filter scale, then trigger margin",
+    "safree-layer": "filter scale, then trigger margin, at its best-separating layer",
     "negative-prompt": "guidance scale",
     "esd": "fine-tuning steps (ESD-x)",
 }
@@ -1349,10 +1351,20 @@ def track_b_claim(summary: dict[str, Any]) -> str:
     )
 
 
-def merge_track_b(main: dict[str, Any] | None, extra: dict[str, Any] | None) -> dict[str, Any] | None:
-    """Track B's run with the methods of a second run made with the same settings, on all or some of its concepts
-    (the fine-tuning baseline runs on its own); each method stays paired with CLEAR's clips of its own run, and
-    `clear_agrees` says whether CLEAR's readings were the same in both."""
+TRACK_B_SEPARATE_RUNS = {
+    "analysis/toy_track_b_esd.json": "its fine-tuning being the costliest ladder",
+    "analysis/toy_track_b_safree.json": "a method added after the others were measured",
+}
+"""Track B runs of methods measured in an invocation of their own, and why each is."""
+
+
+def merge_track_b(
+    main: dict[str, Any] | None, extra: dict[str, Any] | None, file: str = "analysis/toy_track_b_esd.json"
+) -> dict[str, Any] | None:
+    """Track B's run with the methods of a second run (`file`) made with the same settings, on all or some of its
+    concepts (the fine-tuning baseline runs on its own); each method stays paired with CLEAR's clips of its own run.
+    The merged run lists each such run in `separate_runs`, with `clear_agrees`: whether CLEAR's readings were the
+    same in both."""
     if main is None or extra is None:
         return main
     settings = [
@@ -1361,14 +1373,12 @@ def merge_track_b(main: dict[str, Any] | None, extra: dict[str, Any] | None) -> 
     ]
     if settings[0] != settings[1] or not set(extra["config"]["concepts"]) <= set(main["config"]["concepts"]):
         raise SystemExit(
-            "analysis/toy_track_b_esd.json was not made with the settings of analysis/toy_track_b.json; run "
-            "analysis/toy_track_b.py again with the same options and --methods esd"
+            f"{file} was not made with the settings of analysis/toy_track_b.json; run analysis/toy_track_b.py again "
+            "with the same options and --methods naming its methods"
         )
     shared = [m for m in extra["config"]["methods"] if m != "clear" and m in main["config"]["methods"]]
     if shared:
-        raise SystemExit(
-            f"analysis/toy_track_b_esd.json measures {', '.join(shared)} again; each method is measured by one run"
-        )
+        raise SystemExit(f"{file} measures {', '.join(shared)} again; each method is measured by one run")
     merged = json.loads(json.dumps(main))
     added = [m for m in extra["config"]["methods"] if m not in main["config"]["methods"]]
     both = [name for name in extra["concepts"] if name in main["concepts"]]
@@ -1379,14 +1389,22 @@ def merge_track_b(main: dict[str, Any] | None, extra: dict[str, Any] | None) -> 
         merged["summary"][method] = extra["summary"][method]
     merged["config"]["methods"] += added
     merged["complete"] = main.get("complete") and extra.get("complete")
-    merged["clear_agrees"] = all(
+    clear_agrees = all(
         main["concepts"][n]["methods"]["clear"][j]["rate_after"] == c["methods"]["clear"][j]["rate_after"]
         for n, c in extra["concepts"].items()
         if n in both
         for j in ("detector", "geometry")
     )
-    merged["separate_methods"] = added
-    merged["separate_concepts"] = list(extra["concepts"])
+    separate = {"file": file, "methods": added, "concepts": list(extra["concepts"]), "clear_agrees": clear_agrees}
+    merged["separate_runs"] = [*main.get("separate_runs", []), separate]
+    return merged
+
+
+def merged_track_b(runs: dict[str, dict[str, Any] | None]) -> dict[str, Any] | None:
+    """`analysis/toy_track_b.json` of `runs` (JSON by path) with every run of `TRACK_B_SEPARATE_RUNS` merged in."""
+    merged = runs["analysis/toy_track_b.json"]
+    for file in TRACK_B_SEPARATE_RUNS:
+        merged = merge_track_b(merged, runs.get(file), file)
     return merged
 
 
@@ -1431,15 +1449,14 @@ def track_b_section(data: dict[str, Any] | None) -> list[str]:
     if not data.get("complete"):
         lines += [f"**This run stopped after {n} concepts of {len(cfg['concepts'])}.**", ""]
     lines += [track_b_claim(summary), ""]
-    if data.get("separate_methods"):
-        agree = "the same as" if data["clear_agrees"] else "**not** the same as"
-        some = data["separate_concepts"]
+    for run in data.get("separate_runs", []):
+        agree = "the same as" if run["clear_agrees"] else "**not** the same as"
+        some = run["concepts"]
         lines += [
-            f"{', '.join(data['separate_methods'])} ran in a second invocation with the same settings "
-            f"(analysis/toy_track_b_esd.json) on {len(some)} of the {len(cfg['concepts'])} concepts "
-            f"({', '.join(some)}), its fine-tuning being the costliest ladder; its counts "
-            "and gaps are over those concepts, paired with CLEAR's clips of that invocation, and CLEAR's rates there "
-            f"were {agree} in the first.",
+            f"{', '.join(run['methods'])} ran in an invocation of its own with the same settings ({run['file']}) "
+            f"on {len(some)} of the {len(cfg['concepts'])} concepts ({', '.join(some)}), "
+            f"{TRACK_B_SEPARATE_RUNS[run['file']]}; its counts and gaps are over those concepts, paired with CLEAR's "
+            f"clips of that invocation, and CLEAR's rates there were {agree} in the first.",
             "",
         ]
     rows = []
@@ -2207,7 +2224,7 @@ def run_label(run: dict[str, Any]) -> str:
 def readme_headline() -> str:
     """The README's headline: Track A's result next to Track B's, with the seed each read."""
     track_a = load("analysis/toy_track_a.json")
-    track_b = merge_track_b(load("analysis/toy_track_b.json"), load("analysis/toy_track_b_esd.json"))
+    track_b = merged_track_b({file: load(file) for file in ["analysis/toy_track_b.json", *TRACK_B_SEPARATE_RUNS]})
     if not track_a or not track_a.get("concepts") or not track_b:
         return "The toy world's Track A and Track B are not measured yet ([docs/toyworld.md](docs/toyworld.md))."
     sealed = {track_a["protocol"]["split"], track_b["protocol"]["split"]} == {"test"}

@@ -503,7 +503,8 @@ def test_track_b_refuses_a_tuning_seed_outside_development_and_an_empty_budget_b
         script.main(["--out", str(out), "--esd-steps", "50", "25"])
     with pytest.raises(ClearSaeError, match="reserved paraphrases"):
         script.main(["--out", str(out), "--reserved-clips", "5"])
-    assert "esd" not in script.DEFAULT_METHODS  # the costliest ladder runs only when asked
+    # The costliest ladder, and the method added after the others were measured, run only when asked.
+    assert "esd" not in script.DEFAULT_METHODS and "safree-layer" not in script.DEFAULT_METHODS
     assert not out.exists()
 
 
@@ -514,7 +515,11 @@ def test_the_track_b_script_gives_every_method_the_same_judged_budget_and_pairs_
     """One toy concept on the shipped world, a budget of 2 and a few clips: every method's ladder is judged within
     the budget from the same tuning clips, each method acts where its own rule puts it, all read the same clips
     before erasure, CLEAR paired with itself agrees on every clip, and the section is built from the JSON."""
+    from clear_sae.backbones import load_backbone
+    from clear_sae.compare.safree import safree_separations
     from clear_sae.errors import ClearSaeError
+    from clear_sae.toyworld.captions import training_words
+    from clear_sae.toyworld.learn import learning_prompts
     from clear_sae.toyworld.protocol import weights_record
     from clear_sae.toyworld.sampling import load_toy_world
 
@@ -541,6 +546,11 @@ def test_the_track_b_script_gives_every_method_the_same_judged_budget_and_pairs_
     where = {method: row["ladder"]["rungs"][0]["where"] for method, row in rows.items()}
     assert where["safree"] == "prompt embeddings" and where["negative-prompt"] == "negative prompt"
     assert where["sae-all"] == "all" and where["sae-middle"] == "text_encoder.blocks.2"
+    # SAFREE at a layer acts where its own subspace separates the learning prompts best, all its rungs there.
+    backbone = load_backbone("minilm")
+    words = training_words("colour", "red")
+    separations = safree_separations(backbone, backbone.hook_points, words, *learning_prompts("red"))
+    assert {r["where"] for r in rows["safree-layer"]["ladder"]["rungs"]} == {max(separations, key=separations.get)}
     assert [r["strength"] for r in rows["negative-prompt"]["ladder"]["rungs"]] == list(
         script.GUIDANCES[: len(rows["negative-prompt"]["ladder"]["rungs"])]
     )
@@ -592,14 +602,29 @@ def test_a_second_track_b_run_joins_the_first_only_with_the_same_settings():
 
     main = run(["clear", "safree"], ["red", "green"], 0.0)
     merged = build.merge_track_b(main, run(["clear", "esd"], ["green"], 0.0))
-    assert merged["config"]["methods"] == ["clear", "safree", "esd"] and merged["separate_concepts"] == ["green"]
+    assert merged["config"]["methods"] == ["clear", "safree", "esd"]
+    assert merged["separate_runs"] == [
+        {"file": "analysis/toy_track_b_esd.json", "methods": ["esd"], "concepts": ["green"], "clear_agrees": True}
+    ]
     assert "esd" in merged["concepts"]["green"]["methods"] and "esd" not in merged["concepts"]["red"]["methods"]
-    assert merged["summary"]["esd"] == {"concepts": 1} and merged["clear_agrees"] and "esd" not in main["summary"]
-    assert not build.merge_track_b(main, run(["clear", "esd"], ["green"], 0.5))["clear_agrees"]
+    assert merged["summary"]["esd"] == {"concepts": 1} and "esd" not in main["summary"]
+    assert not build.merge_track_b(main, run(["clear", "esd"], ["green"], 0.5))["separate_runs"][0]["clear_agrees"]
     with pytest.raises(SystemExit, match="not made with the settings"):
         build.merge_track_b(main, run(["clear", "esd"], ["green"], 0.0, clips=100))
     with pytest.raises(SystemExit, match="not made with the settings"):
         build.merge_track_b(main, run(["clear", "esd"], ["blue"], 0.0))
+    # Every separate run joins, each listed with its own file; one that measures a method again is refused.
+    layer = run(["clear", "safree-layer"], ["red", "green"], 0.5)
+    runs = {"analysis/toy_track_b.json": main, "analysis/toy_track_b_esd.json": run(["clear", "esd"], ["green"], 0.0)}
+    both = build.merged_track_b(runs | {"analysis/toy_track_b_safree.json": layer})
+    assert both["config"]["methods"] == ["clear", "safree", "esd", "safree-layer"]
+    assert [(r["file"], r["clear_agrees"]) for r in both["separate_runs"]] == [
+        ("analysis/toy_track_b_esd.json", True),
+        ("analysis/toy_track_b_safree.json", False),
+    ]
+    assert build.merged_track_b(runs) == merged
+    with pytest.raises(SystemExit, match="toy_track_b_safree.json measures safree again"):
+        build.merged_track_b(runs | {"analysis/toy_track_b_safree.json": run(["clear", "safree"], ["red"], 0.0)})
     # A first run that stopped early joins the concepts both have.
     partial = run(["clear", "safree"], ["red"], 0.0) | {"config": main["config"]}
     joined = build.merge_track_b(partial, run(["clear", "esd"], ["red", "green"], 0.0))

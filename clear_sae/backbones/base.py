@@ -183,6 +183,10 @@ class Backbone(ABC):
         tokenizer, _ = self._tokenizer_for(hook_point)
         return [str(t) for t in tokenizer.convert_ids_to_tokens(ids)]
 
+    def tokenizer_for(self, hook_point: str) -> Any:
+        """The (Hugging Face) tokenizer behind `hook_point`."""
+        return self._tokenizer_for(hook_point)[0]
+
     def _tokenizer_for(self, hook_point: str) -> tuple[Any, int]:
         """The tokenizer behind `hook_point` and the length it truncates to."""
         raise NotImplementedError(f"{type(self).__name__} does not expose its tokenizer")

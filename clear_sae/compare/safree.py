@@ -17,6 +17,12 @@
 SAFREE's re-attention in the denoiser's latent space (a Fourier filter of U-Net skip features) has no counterpart in
 the toy generator and is left out. Padding positions are the rows that are exactly zero (the toy pipeline zeroes
 them, as Wan does).
+
+**At a layer** (`SafreeHook`, not in the paper): the same trigger and projection on the text encoder's residual
+stream at one hook point, with the subspace spanned there (`build_safree` on that layer's states), so that SAFREE
+can act at the depth it chooses as CLEAR does. The layer is its own choice, with no generator: where the concept
+subspace tells the target prompts from the non-target ones best (`safree_separations`). The self-validating filter
+then compares the prompt embeddings with and without the hook (`SelfValidatingFilter`).
 """
 
 from __future__ import annotations
@@ -24,10 +30,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
+from clear_sae.backbones import first_tensor, replace_first_tensor
+from clear_sae.erase import ReadsMask
 from clear_sae.errors import ClearSaeError
 
 if TYPE_CHECKING:
     import torch
+
+    from clear_sae.backbones import Backbone
 
 ALPHA = 0.01
 """The paper's trigger margin."""
@@ -81,27 +91,87 @@ class Safree:
         self, states: "torch.Tensor", projected: "torch.Tensor", real: "torch.Tensor", steps: int
     ) -> int:
         """How many early sampling steps the filtered prompt conditions (the self-validating filter)."""
-        import torch
+        return filtered_steps(states, projected, real, steps, self.filter_scale)
 
-        if torch.equal(states, projected):
-            return 0
-        cos = torch.nn.functional.cosine_similarity(states[real].mean(0), projected[real].mean(0), dim=0)
-        share = min(1.0, self.filter_scale * float(torch.sigmoid(1 - cos)))
-        return int(round(steps * share))
+    def filter_prompt(self, states: "torch.Tensor", real: "torch.Tensor") -> "torch.Tensor":
+        """One prompt's states with its triggers projected off the concept subspace (`states` itself when none)."""
+        return self.project(states, real, self.triggers(states, real))
 
-    def __call__(self, embeds: "torch.Tensor", steps: int) -> tuple["torch.Tensor", "torch.Tensor", "torch.Tensor"]:
+    def __call__(
+        self, embeds: "torch.Tensor", steps: int, original: "torch.Tensor | None" = None
+    ) -> tuple["torch.Tensor", "torch.Tensor", "torch.Tensor"]:
         """The early embeddings (filtered where a prompt has triggers and at least one step is filtered), the late
-        ones (the originals) and the number of early steps per prompt."""
+        ones (the originals) and the number of early steps per prompt (`sampling.EmbedFilter`; `embeds` are the
+        originals here, as nothing else edits the text encoder, so `original` is not read)."""
         import torch
 
         early, counts = embeds.clone(), torch.zeros(len(embeds), dtype=torch.long, device=embeds.device)
         for i, states in enumerate(embeds.float()):
             real = states.abs().sum(-1) > 0
-            projected = self.project(states, real, self.triggers(states, real))
+            projected = self.filter_prompt(states, real)
             counts[i] = self.filtered_steps(states, projected, real, steps)
             if counts[i] > 0:
                 early[i] = projected.to(embeds.dtype)
         return early, embeds, counts
+
+
+def filtered_steps(
+    states: "torch.Tensor", projected: "torch.Tensor", real: "torch.Tensor", steps: int, filter_scale: float
+) -> int:
+    """SAFREE's self-validating filter: how many early sampling steps of `steps` condition on the filtered prompt
+    `projected` rather than on `states`, `round(steps * min(1, filter_scale * sigmoid(1 - cos)))` with `cos` between
+    their pooled real tokens (0 when nothing was filtered)."""
+    import torch
+
+    if torch.equal(states, projected):
+        return 0
+    cos = torch.nn.functional.cosine_similarity(states[real].mean(0), projected[real].mean(0), dim=0)
+    share = min(1.0, filter_scale * float(torch.sigmoid(1 - cos)))
+    return int(round(steps * share))
+
+
+@dataclass
+class SafreeHook(ReadsMask):
+    """SAFREE's trigger and projection on the residual stream at one hook point: a forward hook for
+    `erase.attach`, which shows it each call's attention mask, so that padding is neither pooled nor edited."""
+
+    safree: Safree
+    """The filter, its subspace spanned by the concept's words at this hook point."""
+    mask: "torch.Tensor | None" = None
+
+    def __call__(self, module: Any, inputs: Any, output: Any) -> Any:
+        import torch
+
+        hidden = first_tensor(output)
+        mask = torch.ones(hidden.shape[:2], dtype=torch.bool) if self.mask is None else self.mask.bool()
+        rows = [self.safree.filter_prompt(h, m.to(h.device)) for h, m in zip(hidden.float(), mask)]
+        return replace_first_tensor(output, torch.stack(rows).to(hidden.dtype))
+
+
+@dataclass
+class SelfValidatingFilter:
+    """SAFREE's self-validating filter for a hook that edits the text encoder (`SafreeHook`): given the prompt
+    embeddings under the hook and without it, the edited ones condition the first `filtered_steps` steps and the
+    originals the rest (`sampling.EmbedFilter`)."""
+
+    filter_scale: float = FILTER_SCALE
+
+    def __call__(
+        self, embeds: "torch.Tensor", steps: int, original: "torch.Tensor | None" = None
+    ) -> tuple["torch.Tensor", "torch.Tensor", "torch.Tensor"]:
+        """The early embeddings (`embeds` where at least one step is filtered, else the original), the late ones
+        (the originals) and the number of early steps per prompt."""
+        import torch
+
+        if original is None:
+            raise ClearSaeError("the self-validating filter needs the prompt embeddings without the SAFREE hook")
+        early, counts = original.clone(), torch.zeros(len(embeds), dtype=torch.long, device=embeds.device)
+        for i, (edited, states) in enumerate(zip(embeds.float(), original.float())):
+            real = states.abs().sum(-1) > 0
+            counts[i] = filtered_steps(states, edited, real, steps, self.filter_scale)
+            if counts[i] > 0:
+                early[i] = embeds[i]
+        return early, original, counts
 
 
 def concept_subspace(word_states: "list[torch.Tensor]") -> "torch.Tensor":
@@ -142,6 +212,16 @@ def build_safree(
     ids = tokenizer(target, padding="max_length", max_length=max_length, truncation=True)["input_ids"]
     with torch.no_grad():
         states = encode(target)
+    return Safree(concept_subspace(keyword_states(tokenizer, keywords, ids, states)), alpha, filter_scale)
+
+
+def keyword_states(
+    tokenizer: Any, keywords: list[str], ids: list[list[int]], states: "torch.Tensor"
+) -> "list[torch.Tensor]":
+    """For each keyword found in the prompts (token `ids`, their `states` `[n, positions, width]`), the mean state
+    of its tokens over the prompts that contain it."""
+    import torch
+
     word_states = []
     for word in keywords:
         word_ids = tokenizer(word, add_special_tokens=False)["input_ids"]
@@ -152,4 +232,57 @@ def build_safree(
         ]
         if found:
             word_states.append(torch.stack(found).mean(0))
-    return Safree(concept_subspace(word_states), alpha, filter_scale)
+    return word_states
+
+
+def build_safree_at(
+    backbone: "Backbone",
+    hook: str,
+    keywords: list[str],
+    target: list[str],
+    alpha: float = ALPHA,
+    filter_scale: float = FILTER_SCALE,
+) -> Safree:
+    """SAFREE for one concept at `hook` of `backbone`'s text encoder (for a `SafreeHook` there): its subspace from
+    the keywords' states at that hook point in the `target` prompts."""
+    return build_safree(
+        backbone.tokenizer_for(hook),
+        lambda p: backbone.run(p, [hook])[hook].acts,
+        keywords,
+        target,
+        alpha,
+        filter_scale,
+    )
+
+
+def safree_separations(
+    backbone: "Backbone", hooks: list[str], keywords: list[str], target: list[str], nontarget: list[str]
+) -> dict[str, float]:
+    """How well SAFREE's concept subspace at each hook tells the prompts apart, with no generator: per prompt, the
+    largest share of a word token's norm inside the subspace (the start and end markers aside); the gap between the
+    target and non-target prompts' means over their pooled standard deviation. Each prompt set is encoded once for
+    every hook."""
+    import torch
+
+    keywords = [k for k in keywords if k.strip()]
+    if not keywords or not target or not nontarget:
+        raise ClearSaeError("SAFREE needs the concept's words, target prompts that contain them and non-target prompts")
+    t_out, n_out = backbone.run(target, hooks), backbone.run(nontarget, hooks)
+    scores = {}
+    for hook in hooks:
+        tokenizer = backbone.tokenizer_for(hook)
+        t_ids = [tokenizer(p)["input_ids"] for p in target]
+        basis = concept_subspace(keyword_states(tokenizer, keywords, t_ids, t_out[hook].acts.float()))
+
+        def largest_share(acts: "torch.Tensor", mask: "torch.Tensor") -> "torch.Tensor":
+            words = mask.clone()
+            words[:, 0] = False  # the start marker
+            words[torch.arange(len(mask)), mask.sum(1) - 1] = False  # the end marker
+            share = (acts.float() @ basis).norm(dim=-1) / acts.float().norm(dim=-1).clamp_min(1e-12)
+            return share.masked_fill(~words, float("-inf")).max(-1).values
+
+        t = largest_share(t_out[hook].acts, t_out[hook].mask.bool())
+        n = largest_share(n_out[hook].acts, n_out[hook].mask.bool())
+        spread = float(torch.sqrt((t.var() + n.var()) / 2).clamp_min(1e-12))
+        scores[hook] = float(t.mean() - n.mean()) / spread
+    return scores

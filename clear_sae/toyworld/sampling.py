@@ -104,9 +104,10 @@ class ClipSet:
         return self.clips
 
 
-EmbedFilter = Callable[["torch.Tensor", int], tuple["torch.Tensor", "torch.Tensor", "torch.Tensor"]]
-"""A filter of the prompt embeddings the generator reads: given them and the number of sampling steps, the embeddings
-for the early steps, those for the late steps, and per prompt how many steps are early (SAFREE's shape)."""
+EmbedFilter = Callable[["torch.Tensor", int, "torch.Tensor"], tuple["torch.Tensor", "torch.Tensor", "torch.Tensor"]]
+"""A filter of the prompt embeddings the generator reads: given them (under the intervention's hooks), the number of
+sampling steps and the embeddings without the intervention, the embeddings for the early steps, those for the late
+steps, and per prompt how many steps are early (SAFREE's shape)."""
 
 
 @dataclass
@@ -234,7 +235,7 @@ def sample_after(
             assert embeds_before is not None, "a set is encoded when it is first sampled"
             late = None
             if how.embed_filter is not None:
-                embeds, *late = how.embed_filter(embeds, cfg.steps)
+                embeds, *late = how.embed_filter(embeds, cfg.steps, embeds_before)
             changed = [
                 i
                 for i in range(len(old.prompts))

@@ -6,7 +6,16 @@ from __future__ import annotations
 import pytest
 import torch
 
-from clear_sae.compare.safree import Safree, build_safree, concept_subspace, word_token_positions
+from clear_sae.compare.safree import (
+    Safree,
+    SafreeHook,
+    SelfValidatingFilter,
+    build_safree,
+    build_safree_at,
+    concept_subspace,
+    safree_separations,
+    word_token_positions,
+)
 from clear_sae.errors import ClearSaeError
 
 WIDTH = 8
@@ -78,3 +87,82 @@ def test_the_subspace_comes_from_the_concepts_words_in_context(tiny_toy_generato
         concept_subspace([])
     with pytest.raises(ClearSaeError, match="words and target prompts"):
         build_safree(pipe.tokenizer, lambda p: encode(pipe, p), [" "], target)
+
+
+def test_at_a_layer_the_hook_filters_each_prompts_real_tokens_and_leaves_its_padding_bit_for_bit():
+    """Inside the text encoder padding is not zero: the hook reads the call's mask, so padding is neither pooled,
+    flagged nor projected, whatever it holds."""
+    clean = prompt()
+    padded = clean.clone()
+    padded[5:] = 7 * torch.eye(WIDTH)[0]  # padding that lies in the concept subspace, so it would pull if pooled
+    mask = torch.tensor([[1] * 5 + [0] * 5, [1] * 5 + [0] * 5])
+    hook = SafreeHook(concept_filter())
+    hook.read_mask(None, (), {"attention_mask": mask})
+    out, rest = hook(None, None, (torch.stack([padded, padded]), "rest"))
+    real = mask[0].bool()
+    expected = concept_filter().filter_prompt(clean, real)
+    assert rest == "rest" and not torch.equal(expected[:5], clean[:5])  # a trigger was projected
+    assert torch.equal(out[0, :5], expected[:5]) and torch.equal(out[1], out[0])
+    assert torch.equal(out[0, 5:], padded[5:])
+    hook.forget_mask(None, None, None)
+    assert hook.mask is None
+
+
+def test_attached_to_a_pipeline_the_layer_hook_sees_each_calls_mask_and_changes_the_embeddings(tiny_toy_generator):
+    from clear_sae.erase import attach
+    from clear_sae.toyworld.sampling import encode, load_toy_world
+
+    pipe = load_toy_world(tiny_toy_generator).pipe
+    prompts = ["a red disc moves left", "a crimson square rises slowly on a dark background"]
+    seen = []
+
+    class Recording(SafreeHook):
+        def __call__(self, module, inputs, output):
+            seen.append(self.mask.clone())
+            return super().__call__(module, inputs, output)
+
+    hook = Recording(Safree(torch.eye(384)[:, :4], alpha=-1.0))  # every word token projected
+    with attach(pipe, {"text_encoder.blocks.1": hook}):
+        edited = encode(pipe, prompts)
+    original = encode(pipe, prompts)
+    expected_mask = pipe.tokenizer(prompts, padding="max_length", max_length=32, return_tensors="pt")["attention_mask"]
+    assert len(seen) == 1 and torch.equal(seen[0], expected_mask) and hook.mask is None
+    assert not torch.equal(edited, original)
+    assert torch.equal(edited[expected_mask == 0], original[expected_mask == 0])  # the pipeline's zeroed padding
+
+
+def test_the_self_validating_filter_after_a_layer_hook_schedules_as_the_papers_filter_does():
+    """Given the same edit, the filter that compares the embeddings with and without a hook chooses the steps and
+    embeddings the paper's filter on the embeddings chooses; an unedited prompt is not filtered."""
+    original = torch.stack([prompt(), prompt(concept_token=False)])
+    paper = concept_filter(scale=0.6)
+    early, late, counts = paper(original, steps=10)
+    edited = torch.stack([paper.filter_prompt(s, s.abs().sum(-1) > 0) for s in original])
+    layer_early, layer_late, layer_counts = SelfValidatingFilter(0.6)(edited, 10, original)
+    assert counts.tolist() == layer_counts.tolist() and counts[0] > 0 and counts[1] == 0
+    assert torch.equal(layer_early, early) and torch.equal(layer_late, original) and torch.equal(late, original)
+    with pytest.raises(ClearSaeError, match="without the SAFREE hook"):
+        SelfValidatingFilter()(edited, 10)
+
+
+def test_safree_chooses_its_layer_by_how_well_its_subspace_there_separates_the_prompts():
+    from clear_sae.backbones import load_backbone
+
+    backbone = load_backbone("minilm")
+    target = [f"a red {shape} {motion}" for shape in ("disc", "bar", "square") for motion in ("rises", "falls")]
+    nontarget = [p.replace("red", "blue") for p in target]
+    scores = safree_separations(backbone, backbone.hook_points, ["red", "crimson"], target, nontarget)
+    assert list(scores) == backbone.hook_points
+    # The target prompts' red token lies in the subspace spanned by red in context; the blue ones' tokens do not.
+    assert all(score > 1 for score in scores.values())
+    same = safree_separations(backbone, backbone.hook_points, ["red", "crimson"], target, target)
+    assert all(score == 0 for score in same.values())  # the same prompts on both sides: no gap
+    with pytest.raises(ClearSaeError, match="at least one concept word"):
+        safree_separations(backbone, backbone.hook_points, ["scarlet"], target, nontarget)
+    with pytest.raises(ClearSaeError, match="non-target prompts"):
+        safree_separations(backbone, backbone.hook_points, ["red"], target, [])
+    at_layer = build_safree_at(backbone, "text_encoder.blocks.2", ["red", "crimson"], target, alpha=0.5)
+    assert at_layer.basis.shape == (384, 1) and at_layer.alpha == 0.5  # crimson is in no target prompt
+    # Its one direction is red's mean state at that layer over the target prompts ("[CLS] a red ...": position 2).
+    red = backbone.run(target, ["text_encoder.blocks.2"])["text_encoder.blocks.2"].acts[:, 2].mean(0)
+    assert abs(float(torch.nn.functional.cosine_similarity(red, at_layer.basis[:, 0], dim=0))) > 0.9999

@@ -783,7 +783,7 @@ def test_an_intervention_resamples_what_it_changes_and_only_that(tiny_toy_genera
     assert resampled(Intervention(guidance=cfg.guidance)) == {"target": 0, "nontarget": 0}
     assert resampled(Intervention(guidance=2 * cfg.guidance)) == {"target": 3, "nontarget": 2}
 
-    def first_prompt_zeroed(embeds, steps):
+    def first_prompt_zeroed(embeds, steps, original):
         early = embeds.clone()
         early[0] = 0
         return early, embeds, torch.full((len(embeds),), steps)
@@ -793,7 +793,7 @@ def test_an_intervention_resamples_what_it_changes_and_only_that(tiny_toy_genera
     assert np.array_equal(after["target"].sampled_clips()[1:], before["target"].sampled_clips()[1:])
     assert not np.array_equal(after["target"].sampled_clips()[0], before["target"].sampled_clips()[0])
 
-    def late_of_second_changed(embeds, steps):  # early states as given, late ones changed, switched midway
+    def late_of_second_changed(embeds, steps, original):  # early states as given, late ones changed, switched midway
         late = embeds.clone()
         late[1] = 0
         return embeds, late, torch.full((len(embeds),), steps // 2)
