@@ -17,6 +17,14 @@ sampled three ways from the same noise: the original captions after erasure, the
 (does the word itself render the concept?) and the attack captions after erasure. Both judges read every clip;
 rates are shares of clips rendering the concept, with exact 95% intervals. `docs/build.py` turns the JSON into a
 section of docs/toyworld.md.
+
+A soft attack follows (`--soft-steps`, 0 skips it), white-box and stronger than any word a user can type: in place of
+the naming word the captions hold one free input embedding (the text encoder's word-embedding row, started from the
+naming word's own), optimised with Adam on the search captions so that the encoder's output stays close to the clean
+output of the original captions (cosine, as above) while the entry's latents stay silent at its layer (their summed
+codes, weighted to start level with the cosine term). It evades the clamp rather than pushing through it: where the
+latents do not fire, the clamp changes nothing. Its clips are sampled with and without erasure from the same noise
+and captions as the word's.
 """
 
 from __future__ import annotations
@@ -26,8 +34,9 @@ import json
 import re
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 
@@ -41,6 +50,9 @@ from clear_sae.toyworld.evaluation import clamps_at
 from clear_sae.toyworld.metrics import clip_rates_by_judge, read_by_judges
 from clear_sae.toyworld.protocol import EVAL_SEED, check_evaluation_seed, protocol_record
 from clear_sae.toyworld.sampling import EvalConfig, ToyWorld, encode, load_toy_world, sample
+
+if TYPE_CHECKING:
+    import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED = EVAL_SEED + 4
@@ -114,6 +126,101 @@ def search(
     }
 
 
+SOFT_LEARNING_RATE = 0.01
+"""Adam's step size for the soft embedding (the word-embedding rows of MiniLM have norms near 1)."""
+
+
+@contextmanager
+def soft_token(world: ToyWorld, vector: "torch.Tensor") -> Iterator[None]:
+    """While open, every `[MASK]` token the pipeline's text encoder reads is embedded as `vector` (a forward hook on
+    its word embeddings), with gradients flowing to `vector`."""
+    import torch
+
+    mask_id = world.pipe.tokenizer.mask_token_id
+
+    def replace(module: Any, inputs: tuple, output: "torch.Tensor") -> "torch.Tensor":
+        at = (inputs[0] == mask_id).unsqueeze(-1)
+        return torch.where(at, vector.to(output.dtype), output)
+
+    handle = world.pipe.text_encoder.get_input_embeddings().register_forward_hook(replace)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+def concept_code_sum(clamps: dict[str, Any], states: dict[str, "torch.Tensor"]) -> "torch.Tensor":
+    """The entry's latents' codes summed over the tokens of each prompt and every clamped layer, `[n]`, with
+    gradients (`states`: each clamped layer's residual stream, `[n, tokens, width]`, padding zeroed)."""
+    total = 0
+    for hook, clamp in clamps.items():
+        codes = clamp.sae.encode(states[hook].float())[..., clamp.latents]
+        total = total + codes.sum((-1, -2))
+    return total
+
+
+def layer_states(
+    world: ToyWorld, hooks: list[str], prompts: list[str]
+) -> "tuple[torch.Tensor, dict[str, torch.Tensor]]":
+    """The pipeline's prompt embeddings for `prompts` and the residual stream at each of `hooks` (padding zeroed),
+    with gradients where the inputs have them."""
+    from clear_sae.backbones import first_tensor, hook_module
+
+    seen: dict[str, Any] = {}
+    handles = [
+        hook_module(world.pipe, h).register_forward_hook(lambda m, i, o, h=h: seen.__setitem__(h, first_tensor(o)))
+        for h in hooks
+    ]
+    try:
+        embeds = world.pipe.encode_prompt(prompts)
+    finally:
+        for handle in handles:
+            handle.remove()
+    real = (embeds.abs().sum(-1) > 0).unsqueeze(-1)
+    return embeds, {h: seen[h] * real for h in hooks}
+
+
+def soft_search(
+    world: ToyWorld, clamps: dict[str, Any], axis: str, value: str, prompts: list[str], steps: int
+) -> tuple["torch.Tensor", dict[str, Any]]:
+    """The soft embedding for the naming word: close to the clean output of `prompts`, the entry's latents silent;
+    with the cosine of its erased output to the clean one and the latents' codes before and after."""
+    import torch
+
+    tokenizer, table = world.pipe.tokenizer, world.pipe.text_encoder.get_input_embeddings().weight
+    word = own_naming_word(axis, value)
+    start = table[tokenizer.convert_tokens_to_ids(tokenizer.tokenize(word))[0]].detach().clone()
+    vector = start.clone().requires_grad_(True)
+    masked = with_word(prompts, axis, value, tokenizer.mask_token)
+    clean = encode(world.pipe, prompts).flatten(1)
+    hooks = list(clamps)
+    optimiser = torch.optim.Adam([vector], lr=SOFT_LEARNING_RATE)
+    with torch.no_grad(), soft_token(world, start):
+        codes_start = float(concept_code_sum(clamps, layer_states(world, hooks, masked)[1]).mean())
+    weight = 1.0 / max(codes_start, 1e-6)
+    for _ in range(steps):
+        with torch.enable_grad(), soft_token(world, vector):
+            embeds, states = layer_states(world, hooks, masked)
+            similarity = torch.nn.functional.cosine_similarity(embeds.flatten(1), clean, dim=-1).mean()
+            loss = (1 - similarity) + weight * concept_code_sum(clamps, states).mean()
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    found = vector.detach()
+    with torch.no_grad(), soft_token(world, found):
+        codes_end = float(concept_code_sum(clamps, layer_states(world, hooks, masked)[1]).mean())
+        with attach(world.pipe, clamps):
+            erased = encode(world.pipe, masked).flatten(1)
+    score = float(torch.nn.functional.cosine_similarity(erased, clean, dim=-1).mean())
+    return found, {
+        "steps": steps,
+        "score": round(score, 4),
+        "concept_codes_start": round(codes_start, 4),
+        "concept_codes_end": round(codes_end, 4),
+        "moved": round(float((found - start).norm() / start.norm()), 4),
+    }
+
+
 def attack_concept(
     world: ToyWorld,
     library: ConceptLibrary,
@@ -122,8 +229,10 @@ def attack_concept(
     search_prompts: int,
     candidates: int,
     words: int = 1,
+    soft_steps: int = 0,
 ) -> dict[str, Any]:
-    """Search one concept's attack word, then sample and judge the original and attack captions."""
+    """Search one concept's attack word (and with `soft_steps` its soft embedding), then sample and judge the
+    original and attack captions."""
     axis, value = attribute_of(entry_attribute(library.get(name)))
     clamps = clamps_at(library, name)
     prompts, _, _, _ = concept_pairs(axis, value, search_prompts + cfg.clips, "train", cfg.seed)
@@ -143,6 +252,14 @@ def attack_concept(
             embeds = encode(world.pipe, texts)
         clips = sample(world.pipe, embeds, negative, noise_seeds, cfg, run)
         row[run] = clip_rates_by_judge(read_by_judges(world, clips), axis, value, cfg.threshold)
+    if soft_steps > 0:
+        vector, row["soft"] = soft_search(world, clamps, axis, value, prompts[:search_prompts], soft_steps)
+        soft_texts = with_word(originals, axis, value, world.pipe.tokenizer.mask_token)
+        for run, erased in (("attack_before", False), ("attack_after", True)):
+            with soft_token(world, vector), attach(world.pipe, clamps if erased else {}):
+                embeds = encode(world.pipe, soft_texts)
+            clips = sample(world.pipe, embeds, negative, noise_seeds, cfg, f"soft {run}")
+            row["soft"][run] = clip_rates_by_judge(read_by_judges(world, clips), axis, value, cfg.threshold)
     return row
 
 
@@ -156,18 +273,24 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--search-prompts", type=int, default=4, help="captions the search scores each word on")
     parser.add_argument("--candidates", type=int, default=1000, help="vocabulary tokens tried per concept")
     parser.add_argument("--words", type=int, default=1, help="tokens in the attack phrase, chosen one after another")
+    parser.add_argument(
+        "--soft-steps", type=int, default=200, help="Adam steps of the soft attack's embedding (0 skips it)"
+    )
     parser.add_argument("--seed", type=int, default=SEED, help="a development seed of the sealed protocol")
     args = parser.parse_args(argv)
     check_evaluation_seed(args.seed)
     if args.words < 1:
         raise ClearSaeError(f"--words {args.words}: the attack needs at least one token")
+    if args.soft_steps < 0:
+        raise ClearSaeError(f"--soft-steps {args.soft_steps}: pass a number of steps, or 0 to skip the soft attack")
     library = ConceptLibrary.load(args.library)
     names = args.concepts or toy_concepts()
     cfg = EvalConfig(clips=args.clips, seed=args.seed)
     started = time.perf_counter()
     world = load_toy_world()
     concepts = {
-        n: attack_concept(world, library, n, cfg, args.search_prompts, args.candidates, args.words) for n in names
+        n: attack_concept(world, library, n, cfg, args.search_prompts, args.candidates, args.words, args.soft_steps)
+        for n in names
     }
     report = {
         "format": "clear_sae.toy_attack",
@@ -177,6 +300,8 @@ def main(argv: list[str] | None = None) -> None:
             "search_prompts": args.search_prompts,
             "candidates": args.candidates,
             "words": args.words,
+            "soft_steps": args.soft_steps,
+            "soft_learning_rate": SOFT_LEARNING_RATE,
             "steps": cfg.steps,
         },
         "protocol": protocol_record(args.seed, final=False, world=world),

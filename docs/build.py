@@ -1256,6 +1256,46 @@ def attack_section(data: dict[str, Any] | None) -> list[str]:
         for name, c in concepts.items()
     ]
     columns = ["concept", "attack word", "original, erased %", "attack word, not erased %", "attack word, erased %"]
+    return lines + table(columns, rows) + soft_attack_lines(data)
+
+
+def soft_attack_lines(data: dict[str, Any]) -> list[str]:
+    """The soft attack of `toy_attack.py`: one free input embedding per concept that keeps the entry's latents
+    silent."""
+    soft = {name: c["soft"] for name, c in data["concepts"].items() if "soft" in c}
+    if not soft:
+        return []
+    cfg, judges = data["config"], ("detector", "geometry")
+
+    def rates(reading: dict[str, Any]) -> str:
+        return " / ".join(f"{pct(reading[j]['rate'], 0)}{ci(reading[j]['ci95'])}" for j in judges)
+
+    broken = [n for n, c in soft.items() if all(c["attack_after"][j]["ci95"][0] > 0.10 for j in judges)]
+    lines = [
+        "**A soft attack** (white-box: no word a user can type). In place of the naming word the same captions "
+        "hold one free input embedding, started from the naming word's own and optimised with Adam "
+        f"({cfg['soft_steps']} steps, step size {cfg['soft_learning_rate']:g}, on the same {cfg['search_prompts']} "
+        "captions) to keep the encoder's output close to the clean output of the original captions while the "
+        "entry's latents stay silent at its layer. It evades the clamp: where the latents do not fire, the clamp "
+        "changes nothing. Its clips come from the same noise and captions as the word's. *Codes* is the entry's "
+        "latents' summed code per caption with the naming word and with the soft embedding; *moved* is how far the "
+        "embedding moved, relative to its start.",
+        "",
+        f"**The soft embedding brings the concept back through the erasure (lower bound above 10% by both judges) "
+        f"for {len(broken)} of {len(soft)} concepts" + (f": {', '.join(broken)}" if broken else "") + ".**",
+        "",
+    ]
+    rows = [
+        [
+            name,
+            f"{c['concept_codes_start']:.2f} → {c['concept_codes_end']:.2f}",
+            f"{c['moved']:.2f}",
+            rates(c["attack_before"]),
+            rates(c["attack_after"]),
+        ]
+        for name, c in soft.items()
+    ]
+    columns = ["concept", "codes: word → soft", "moved", "soft, not erased %", "soft, erased %"]
     return lines + table(columns, rows)
 
 

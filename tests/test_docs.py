@@ -420,6 +420,34 @@ def test_the_hard_prompts_script_reads_the_target_beside_its_neighbour_and_missp
     assert not (tmp_path / "other.json").exists()
 
 
+def test_the_soft_attacks_embedding_stands_in_for_the_mask_token_and_carries_gradients(analysis_script):
+    """Embedded as a word's own row, the `[MASK]` in a caption encodes exactly as the word does; the hook is gone on
+    exit, and a loss on the output reaches the embedding."""
+    import torch
+
+    from clear_sae.library import ConceptLibrary
+    from clear_sae.toyworld.evaluation import clamps_at
+    from clear_sae.toyworld.sampling import encode, load_toy_world
+
+    script = analysis_script("toy_attack")
+    world = load_toy_world()
+    tokenizer, table = world.pipe.tokenizer, world.pipe.text_encoder.get_input_embeddings().weight
+    left = table[tokenizer.convert_tokens_to_ids("left")].detach().clone()
+    with script.soft_token(world, left):
+        masked = encode(world.pipe, ["a disc moves to the [MASK]"])
+    assert torch.equal(masked, encode(world.pipe, ["a disc moves to the left"]))
+    assert not torch.equal(encode(world.pipe, ["a disc moves to the [MASK]"]), masked)  # the hook is gone
+    # The entry's latents fire on "left", and their codes pass gradients back to the embedding.
+    clamps = clamps_at(ConceptLibrary.load(REPO / "dictionaries" / "minilm" / "concepts.json"), "left")
+    vector = left.clone().requires_grad_(True)
+    with torch.enable_grad(), script.soft_token(world, vector):
+        _, states = script.layer_states(world, list(clamps), ["a disc moves to the [MASK]"])
+        codes = script.concept_code_sum(clamps, states)
+        codes.sum().backward()
+    assert codes.shape == (1,) and float(codes.detach()[0]) > 0
+    assert vector.grad is not None and bool(vector.grad.abs().sum() > 0)
+
+
 @pytest.mark.artifacts
 def test_the_attack_script_searches_a_word_off_the_axis_and_reads_it_with_and_without_erasure(
     analysis_script, tmp_path, monkeypatch
@@ -431,9 +459,15 @@ def test_the_attack_script_searches_a_word_off_the_axis_and_reads_it_with_and_wi
 
     script = analysis_script("toy_attack")
     out = tmp_path / "attack.json"
-    script.main(["--out", str(out), "--concepts", "left", "--clips", "2", "--candidates", "20", "--words", "2"])
+    args = ["--concepts", "left", "--clips", "2", "--candidates", "20", "--words", "2", "--soft-steps", "3"]
+    script.main(["--out", str(out), *args])
     data = json.loads(out.read_text())
     left = data["concepts"]["left"]
+    soft = left["soft"]
+    # The soft embedding starts as the naming word, on which the entry's latents fire, and Adam moves it.
+    assert soft["steps"] == 3 and soft["concept_codes_start"] > 0 and soft["moved"] > 0
+    for run in ("attack_before", "attack_after"):
+        assert all(soft[run][judge]["clips"] == 2 for judge in ("detector", "geometry"))
     word = left["attack"]["word"]
     assert len(word.split()) == 2 and data["config"]["words"] == 2 and left["attack"]["candidates"] == 20
     assert not set(word.lower().split()) & script.axis_words("motion") and "left" not in word
@@ -446,10 +480,13 @@ def test_the_attack_script_searches_a_word_off_the_axis_and_reads_it_with_and_wi
     monkeypatch.setattr(build, "load", lambda rel: data if rel.endswith("toy_attack.json") else None)
     page = build.page_toyworld()
     assert "## A one-word prompt attack" in page and f"| left | `{word}` |" in page and "here by 2 such tokens" in page
+    assert "**A soft attack**" in page and f"| left | {soft['concept_codes_start']:.2f} → " in page
     with pytest.raises(ClearSaeError, match="test seed"):
         script.main(["--out", str(tmp_path / "other.json"), "--concepts", "left", "--seed", "90000"])
     with pytest.raises(ClearSaeError, match="at least one token"):
         script.main(["--out", str(tmp_path / "other.json"), "--concepts", "left", "--words", "0"])
+    with pytest.raises(ClearSaeError, match="or 0 to skip the soft attack"):
+        script.main(["--out", str(tmp_path / "other.json"), "--concepts", "left", "--soft-steps", "-1"])
     assert not (tmp_path / "other.json").exists()
 
 
