@@ -1403,8 +1403,9 @@ def merge_track_b(
 ) -> dict[str, Any] | None:
     """Track B's run with the methods of a second run (`file`) made with the same settings, on all or some of its
     concepts (the fine-tuning baseline runs on its own); each method stays paired with CLEAR's clips of its own run.
-    The merged run lists each such run in `separate_runs`, with `clear_agrees`: whether CLEAR's readings were the
-    same in both."""
+    The merged run lists each such run in `separate_runs`, with whether it is complete (its own concepts all
+    measured; the merged run's `complete` stays the first run's) and `clear_agrees`: whether CLEAR's readings were
+    the same in both."""
     if main is None or extra is None:
         return main
     settings = [
@@ -1428,14 +1429,20 @@ def merge_track_b(
     for method in added:
         merged["summary"][method] = extra["summary"][method]
     merged["config"]["methods"] += added
-    merged["complete"] = main.get("complete") and extra.get("complete")
     clear_agrees = all(
         main["concepts"][n]["methods"]["clear"][j]["rate_after"] == c["methods"]["clear"][j]["rate_after"]
         for n, c in extra["concepts"].items()
         if n in both
         for j in ("detector", "geometry")
     )
-    separate = {"file": file, "methods": added, "concepts": list(extra["concepts"]), "clear_agrees": clear_agrees}
+    separate = {
+        "file": file,
+        "methods": added,
+        "concepts": list(extra["concepts"]),
+        "of": len(extra["config"]["concepts"]),
+        "complete": bool(extra.get("complete")),
+        "clear_agrees": clear_agrees,
+    }
     merged["separate_runs"] = [*main.get("separate_runs", []), separate]
     return merged
 
@@ -1492,9 +1499,10 @@ def track_b_section(data: dict[str, Any] | None) -> list[str]:
     for run in data.get("separate_runs", []):
         agree = "the same as" if run["clear_agrees"] else "**not** the same as"
         some = run["concepts"]
+        going = "" if run["complete"] else f" (**a run still going: {len(some)} of its {run['of']} concepts so far**)"
         lines += [
             f"{', '.join(run['methods'])} ran in an invocation of its own with the same settings ({run['file']}) "
-            f"on {len(some)} of the {len(cfg['concepts'])} concepts ({', '.join(some)}), "
+            f"on {len(some)} of the {len(cfg['concepts'])} concepts ({', '.join(some)}){going}, "
             f"{TRACK_B_SEPARATE_RUNS[run['file']]}; its counts and gaps are over those concepts, paired with CLEAR's "
             f"clips of that invocation, and CLEAR's rates there were {agree} in the first.",
             "",

@@ -641,7 +641,14 @@ def test_a_second_track_b_run_joins_the_first_only_with_the_same_settings():
     merged = build.merge_track_b(main, run(["clear", "esd"], ["green"], 0.0))
     assert merged["config"]["methods"] == ["clear", "safree", "esd"]
     assert merged["separate_runs"] == [
-        {"file": "analysis/toy_track_b_esd.json", "methods": ["esd"], "concepts": ["green"], "clear_agrees": True}
+        {
+            "file": "analysis/toy_track_b_esd.json",
+            "methods": ["esd"],
+            "concepts": ["green"],
+            "of": 1,
+            "complete": True,
+            "clear_agrees": True,
+        }
     ]
     assert "esd" in merged["concepts"]["green"]["methods"] and "esd" not in merged["concepts"]["red"]["methods"]
     assert merged["summary"]["esd"] == {"concepts": 1} and "esd" not in main["summary"]
@@ -651,7 +658,8 @@ def test_a_second_track_b_run_joins_the_first_only_with_the_same_settings():
     with pytest.raises(SystemExit, match="not made with the settings"):
         build.merge_track_b(main, run(["clear", "esd"], ["blue"], 0.0))
     # Every separate run joins, each listed with its own file; one that measures a method again is refused.
-    layer = run(["clear", "safree-layer"], ["red", "green"], 0.5)
+    layer = run(["clear", "safree-layer"], ["red"], 0.5) | {"complete": False}  # a run still going
+    layer["config"]["concepts"] = ["red", "green"]
     runs = {"analysis/toy_track_b.json": main, "analysis/toy_track_b_esd.json": run(["clear", "esd"], ["green"], 0.0)}
     both = build.merged_track_b(runs | {"analysis/toy_track_b_safree.json": layer})
     assert both["config"]["methods"] == ["clear", "safree", "esd", "safree-layer"]
@@ -659,6 +667,8 @@ def test_a_second_track_b_run_joins_the_first_only_with_the_same_settings():
         ("analysis/toy_track_b_esd.json", True),
         ("analysis/toy_track_b_safree.json", False),
     ]
+    assert both["complete"] and not both["separate_runs"][1]["complete"]  # the first run's, and each its own
+    assert both["separate_runs"][1]["concepts"] == ["red"] and both["separate_runs"][1]["of"] == 2
     assert build.merged_track_b(runs) == merged
     with pytest.raises(SystemExit, match="toy_track_b_safree.json measures safree again"):
         build.merged_track_b(runs | {"analysis/toy_track_b_safree.json": run(["clear", "safree"], ["red"], 0.0)})
