@@ -22,7 +22,7 @@ A soft attack follows (`--soft-steps`, 0 skips it), white-box and stronger than 
 the naming word the captions hold one free input embedding (the text encoder's word-embedding row, started from the
 naming word's own), optimised with Adam on the search captions so that the encoder's output stays close to the clean
 output of the original captions (cosine, as above) while the entry's latents stay silent at its layer (their summed
-codes, weighted to start level with the cosine term). It evades the clamp rather than pushing through it: where the
+codes, divided by their value at the start). It evades the clamp rather than pushing through it: where the
 latents do not fire, the clamp changes nothing. Its clips are sampled with and without erasure from the same noise
 and captions as the word's.
 """
