@@ -1,9 +1,9 @@
 """Harder prompts for the shipped toy entries: the target beside its nearest neighbour, in both objects of a caption,
-and misspelled.
+on the object named second, and misspelled.
 
     python analysis/toy_hard_prompts.py --out analysis/toy_hard_prompts.json
 
-The evaluation's prompts name one object in the training phrasing. Three harder sets, per shipped toy concept, on
+The evaluation's prompts name one object in the training phrasing. Four harder sets, per shipped toy concept, on
 a development seed of the sealed protocol:
 
 - **beside its neighbour**: two-object captions, the target on one object and the concept's nearest neighbour on
@@ -13,6 +13,9 @@ a development seed of the sealed protocol:
 - **in both objects**: two-object captions naming the concept on both objects, which differ in the rest ("a red
   disc rises while a red bar falls"): a composition the learning prompts never show, with the concept's words
   twice. Erasure should take the concept out of both.
+- **second in the caption**: two-object captions with the concept on the object named second only, the first
+  object carrying another value of the same axis ("a blue bar falls while a red disc rises"): the concept bound to
+  an object later in a longer caption than any learning prompt. Erasure should take it out there too.
 - **misspelled**: single-object target captions whose synonym of the concept is replaced by the concept's own
   name with two letters of its naming word swapped ("a crimson disc" to "a rde disc", "drifts left" to "moves to
   the lfet"), so that no correctly spelled synonym is left. A misspelling the generator still renders but the
@@ -108,6 +111,23 @@ def in_both_objects(axis: str, value: str, n: int, seed: int) -> ClipSet:
     return ClipSet(prompts, specs, noise_seeds(seed, 2 * n, n))
 
 
+def second_in_caption(axis: str, value: str, n: int, seed: int) -> ClipSet:
+    """`n` two-object captions with the target value on the object named second only; the first object takes
+    another value of the axis, and the two differ in shape or colour."""
+    rng = np.random.default_rng([seed, 3, list(ATTRIBUTES).index(axis), ATTRIBUTES[axis].index(value)])
+    others = [v for v in ATTRIBUTES[axis] if v != value]
+    specs, prompts = [], []
+    for _ in range(n):
+        first = replace(random_spec(rng, second_object_rate=0.0).main, **{axis: str(rng.choice(others))})
+        second = first
+        while second.shape == first.shape and second.colour == first.colour:  # as `random_spec` keeps them apart
+            second = replace(random_spec(rng, second_object_rate=0.0).main, **{axis: value})
+        spec = ClipSpec(first, str(rng.choice(["plain", "checker", "gradient"])), second)
+        specs.append(spec)
+        prompts.append(caption(spec, rng, "train"))
+    return ClipSet(prompts, specs, noise_seeds(seed, 3 * n, n))
+
+
 def misspelled_targets(axis: str, value: str, n: int, seed: int) -> ClipSet:
     """`n` single-object target captions (training phrasing) naming the concept by its misspelled name instead of
     the synonym they used (`misspelling`)."""
@@ -124,12 +144,13 @@ def noise_seeds(seed: int, start: int, n: int) -> list[int]:
 def concept_row(
     world: ToyWorld, library: ConceptLibrary, name: str, neighbours: dict[str, str], cfg: EvalConfig
 ) -> dict[str, Any]:
-    """One concept's three sets before and after erasure, read by both judges."""
+    """One concept's four sets before and after erasure, read by both judges."""
     axis, value = attribute_of(entry_attribute(library.get(name)))
     neighbour = neighbours[value]
     sets = {
         "beside_neighbour": beside_neighbour(axis, value, neighbour, cfg.clips, cfg.seed),
         "in_both_objects": in_both_objects(axis, value, cfg.clips, cfg.seed),
+        "second_in_caption": second_in_caption(axis, value, cfg.clips, cfg.seed),
         "misspelled": misspelled_targets(axis, value, cfg.clips, cfg.seed),
     }
     negative, before = sample_before(world, sets, cfg)
@@ -181,7 +202,7 @@ def main(argv: list[str] | None = None) -> None:
         "seconds": round(time.perf_counter() - started, 1),
     }
     atomic_write_text(args.out, json.dumps(report, indent=2) + "\n")
-    print(f"{len(concepts)} toy concepts read beside their neighbour, in both objects and misspelled -> {args.out}")
+    print(f"{len(concepts)} toy concepts read on four harder sets -> {args.out}")
 
 
 if __name__ == "__main__":

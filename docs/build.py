@@ -1131,7 +1131,8 @@ def reserved_section(readings: dict[str, dict[str, Any]], where: str) -> list[st
 
 
 def hard_prompts_section(data: dict[str, Any] | None) -> list[str]:
-    """The shipped toy entries on two-object captions beside their nearest neighbour, and on misspelled targets."""
+    """The shipped toy entries on two-object captions (beside their nearest neighbour, in both objects, on the object
+    named second) and on misspelled targets."""
     title = "## Harder prompts: beside the nearest neighbour, misspelled"
     if data is None:
         return [title, "", "Not measured yet: run `python analysis/toy_hard_prompts.py`.", ""]
@@ -1162,10 +1163,14 @@ def hard_prompts_section(data: dict[str, Any] | None) -> list[str]:
     twice = {n: c["in_both_objects"]["target"] for n, c in concepts.items() if "in_both_objects" in c}
     twice_drawn = [n for n, t in twice.items() if both(t["before"], lambda r: r >= 0.7)]
     twice_kept = [n for n in twice_drawn if not both(twice[n]["after"], lambda r: r <= 0.1)]
+    later = {n: c["second_in_caption"]["target"] for n, c in concepts.items() if "second_in_caption" in c}
+    later_drawn = [n for n, t in later.items() if both(t["before"], lambda r: r >= 0.7)]
+    later_kept = [n for n in later_drawn if not both(later[n]["after"], lambda r: r <= 0.1)]
     lines = [
         title,
         "",
-        f"{'Three' if twice else 'Two'} sets per shipped toy concept ({protocol['split']} seed {protocol['seed']}, "
+        f"{['Two', 'Three', 'Four'][bool(twice) + bool(later)]} sets per shipped toy concept "
+        f"({protocol['split']} seed {protocol['seed']}, "
         f"{cfg['clips']} clips each), "
         "sampled before and after erasure and read by both judges; rates are shares of clips rendering the value. "
         "*Beside its neighbour*: two-object captions with the target on one object and its nearest value on the "
@@ -1173,6 +1178,12 @@ def hard_prompts_section(data: dict[str, Any] | None) -> list[str]:
         + (
             "*In both objects*: two-object captions naming the concept on both objects, which differ in the rest. "
             if twice
+            else ""
+        )
+        + (
+            "*Second in the caption*: two-object captions with the concept on the object named second only, the "
+            "first carrying another value of the axis. "
+            if later
             else ""
         )
         + "*Misspelled*: the target captions naming the concept by its own name with two letters of its naming word "
@@ -1193,17 +1204,26 @@ def hard_prompts_section(data: dict[str, Any] | None) -> list[str]:
             if twice
             else ""
         )
+        + (
+            f". Named second, the concept is drawn in at least 70% of clips for {len(later_drawn)} of {len(later)}; "
+            f"erasure leaves it in more than 10% by at least one judge for {len(later_kept)} of them"
+            + (f" ({', '.join(later_kept)})" if later_kept else "")
+            if later
+            else ""
+        )
         + ".**",
         "",
     ]
     rows = [
         [name, c["neighbour"], change(c["beside_neighbour"]["target"]), change(c["beside_neighbour"]["neighbour"])]
         + ([change(c["in_both_objects"]["target"])] if twice else [])
+        + ([change(c["second_in_caption"]["target"])] if later else [])
         + [f"`{c['misspelling']}`", change(c["misspelled"]["target"])]
         for name, c in concepts.items()
     ]  # fmt: skip
     columns = ["concept", "neighbour", "beside it: target % (detector / rules)", "neighbour %"]
     columns += ["in both objects: target %"] if twice else []
+    columns += ["second in the caption: target %"] if later else []
     return lines + table(columns + ["misspelled name", "misspelled: target %"], rows)
 
 

@@ -401,10 +401,17 @@ def test_the_hard_prompts_script_reads_the_target_beside_its_neighbour_and_missp
         assert "moves to the lfet" in prompt and not any(w in prompt for w in MOTION_WORDS["left"])
     for prompt in left["in_both_objects"]["examples"]:  # the concept named on each of the two objects
         assert sum(prompt.count(w) for w in MOTION_WORDS["left"]) == 2
+    for prompt in left["second_in_caption"]["examples"]:  # named once, on the second object
+        assert sum(prompt.count(w) for w in MOTION_WORDS["left"]) == 1
+    assert script.second_in_caption("motion", "left", 2, script.SEED).prompts == left["second_in_caption"]["examples"]
+    later = script.second_in_caption("motion", "left", 20, script.SEED)
+    assert all(s.main.motion != "left" and s.second.motion == "left" for s in later.specs)
+    assert all(s.main.shape != s.second.shape or s.main.colour != s.second.colour for s in later.specs)
     for part in (
         left["beside_neighbour"]["target"],
         left["beside_neighbour"]["neighbour"],
         left["in_both_objects"]["target"],
+        left["second_in_caption"]["target"],
         left["misspelled"]["target"],
     ):
         for when in ("before", "after"):
@@ -415,6 +422,7 @@ def test_the_hard_prompts_script_reads_the_target_beside_its_neighbour_and_missp
     monkeypatch.setattr(build, "load", lambda rel: data if rel.endswith("toy_hard_prompts.json") else None)
     page = build.page_toyworld()
     assert "## Harder prompts" in page and f"| left | {left['neighbour']} |" in page and "*In both objects*" in page
+    assert "Four sets per shipped toy concept" in page and "*Second in the caption*" in page
     with pytest.raises(ClearSaeError, match="test seed"):
         script.main(["--out", str(tmp_path / "other.json"), "--concepts", "left", "--seed", "90000"])
     assert not (tmp_path / "other.json").exists()
