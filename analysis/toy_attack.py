@@ -197,14 +197,14 @@ def soft_search(
     optimiser = torch.optim.Adam([vector], lr=SOFT_LEARNING_RATE)
     with torch.no_grad(), soft_token(world, start):
         codes_start = float(concept_code_sum(clamps, layer_states(world, hooks, masked)[1]).mean())
-    weight = 1.0 / max(codes_start, 1e-6)
+    weight = 1.0 / codes_start if codes_start > 0 else 0.0  # latents silent from the start: only the cosine counts
     for _ in range(steps):
         with torch.enable_grad(), soft_token(world, vector):
             embeds, states = layer_states(world, hooks, masked)
             similarity = torch.nn.functional.cosine_similarity(embeds.flatten(1), clean, dim=-1).mean()
             loss = (1 - similarity) + weight * concept_code_sum(clamps, states).mean()
-        optimiser.zero_grad()
-        loss.backward()
+            # Only the embedding's gradient: the encoder's weights are not trained, nor left holding gradients.
+            (vector.grad,) = torch.autograd.grad(loss, [vector])
         optimiser.step()
     found = vector.detach()
     with torch.no_grad(), soft_token(world, found):

@@ -2,6 +2,8 @@
 
     python analysis/toy_track_b.py --out analysis/toy_track_b.json              # development seeds
     python analysis/toy_track_b.py --out FINAL.json --seed 90000 --final --clips 100 --nontarget-clips 100
+    python analysis/toy_track_b.py --out analysis/toy_track_b_safree.json --methods safree-layer   # merged by
+    python analysis/toy_track_b.py --out analysis/toy_track_b_esd.json --methods esd ...          # docs/build.py
 
 Per toy concept, every method climbs a ladder of at most `--budget` rungs, mildest first, each rung judged by the
 toy world's generation judge (the learned detector, `--judge-clips` target and non-target clips from the development

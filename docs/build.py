@@ -1399,10 +1399,21 @@ def clear_ahead(summary: dict[str, Any]) -> tuple[list[str], list[str]]:
     return ahead, not_ahead
 
 
-def track_b_claim(summary: dict[str, Any]) -> str:
+def so_far(data: dict[str, Any], methods: list[str]) -> list[str]:
+    """`methods`, each one that a separate run still going measures marked with how far that run has got."""
+    going = {
+        method: f"{method} ({len(run['concepts'])} of {run['of']} concepts so far)"
+        for run in data.get("separate_runs", [])
+        if not run["complete"]
+        for method in run["methods"]
+    }
+    return [going.get(m, m) for m in methods]
+
+
+def track_b_claim(summary: dict[str, Any], data: dict[str, Any] | None = None) -> str:
     """Whether CLEAR is ahead of every baseline on the paired comparison: the gap's interval above zero by both
-    judges."""
-    ahead, not_ahead = clear_ahead(summary)
+    judges (methods of a separate run still going, in the merged run `data`, marked so)."""
+    ahead, not_ahead = (so_far(data or {}, names) for names in clear_ahead(summary))
     verdict = "reached" if not not_ahead else "not reached"
     return (
         "The bar: CLEAR ahead of every baseline on the paired comparison (the gap's interval above zero by both "
@@ -1413,7 +1424,7 @@ def track_b_claim(summary: dict[str, Any]) -> str:
 
 TRACK_B_SEPARATE_RUNS = {
     "analysis/toy_track_b_esd.json": "its fine-tuning being the costliest ladder",
-    "analysis/toy_track_b_safree.json": "a method added after the others were measured",
+    "analysis/toy_track_b_safree.json": "SAFREE at a layer, measured after the first run",
 }
 """Track B runs of methods measured in an invocation of their own, and why each is."""
 
@@ -1433,9 +1444,11 @@ def merge_track_b(
         for run in (main, extra)
     ]
     if settings[0] != settings[1] or not set(extra["config"]["concepts"]) <= set(main["config"]["concepts"]):
+        differ = sorted(k for k in settings[0].keys() | settings[1].keys() if settings[0].get(k) != settings[1].get(k))
         raise SystemExit(
-            f"{file} was not made with the settings of analysis/toy_track_b.json; run analysis/toy_track_b.py again "
-            "with the same options and --methods naming its methods"
+            f"{file} was not made with the settings of analysis/toy_track_b.json (they differ in "
+            f"{', '.join(differ) or 'concepts'}); run analysis/toy_track_b.py again with the same options and "
+            "--methods naming its methods"
         )
     shared = [m for m in extra["config"]["methods"] if m != "clear" and m in main["config"]["methods"]]
     if shared:
@@ -1515,7 +1528,7 @@ def track_b_section(data: dict[str, Any] | None) -> list[str]:
     ]
     if not data.get("complete"):
         lines += [f"**This run stopped after {n} concepts of {len(cfg['concepts'])}.**", ""]
-    lines += [track_b_claim(summary), ""]
+    lines += [track_b_claim(summary, data), ""]
     for run in data.get("separate_runs", []):
         agree = "the same as" if run["clear_agrees"] else "**not** the same as"
         some = run["concepts"]
@@ -2298,7 +2311,7 @@ def readme_headline() -> str:
     sealed = {track_a["protocol"]["split"], track_b["protocol"]["split"]} == {"test"}
     a, n = track_a["summary"], len(track_a["concepts"])
     clear = track_b["summary"]["clear"]
-    ahead, behind = clear_ahead(track_b["summary"])
+    ahead, behind = (so_far(track_b, names) for names in clear_ahead(track_b["summary"]))
     stale = [note for run in (track_a, track_b) if (note := stale_note(run["protocol"].get("weights")))]
     return (
         f"**Does separability find the layer?** In the toy world (A: {run_label(track_a)}; B: {run_label(track_b)}"

@@ -1,4 +1,5 @@
-"""SAFREE (Yoon et al., ICLR 2025) on the prompt embeddings a generator reads, as its paper describes it.
+"""SAFREE (Yoon et al., ICLR 2025) on the prompt embeddings a generator reads, after its paper, in a cheaper form
+where noted.
 
 - **Concept subspace.** Spanned by the concept's own tokens in context: for each of the concept's words, the mean
   state of its tokens in the learning target prompts that contain it (the paper spans its subspace by the
@@ -13,6 +14,11 @@
   grows as the filtered prompt moves away from the original: `round(steps * min(1, scale * sigmoid(1 - cos)))`,
   `cos` between the pooled embeddings with and without the filter. The paper's constant is 10 steps of 50, so its
   `scale` here is 0.2; a larger one filters more steps.
+
+Where this is cheaper or looser than SAFREE's own: the prompt without token i is the mean of the other tokens' states,
+not the prompt encoded again with token i masked; the average a token is compared with includes its own distance;
+and the projection back into the prompt's span can return part of the concept component it removed. Every position
+but the first and last real tokens (the start and end markers of a BERT-style encoder) can trigger.
 
 SAFREE's re-attention in the denoiser's latent space (a Fourier filter of U-Net skip features) has no counterpart in
 the toy generator and is left out. Padding positions are the rows that are exactly zero (the toy pipeline zeroes
@@ -130,10 +136,12 @@ def filtered_steps(
     return int(round(steps * share))
 
 
-@dataclass
+@dataclass(eq=False)
 class SafreeHook(ReadsMask):
     """SAFREE's trigger and projection on the residual stream at one hook point: a forward hook for
-    `erase.attach`, which shows it each call's attention mask, so that padding is neither pooled nor edited."""
+    `erase.attach`, which shows it each call's attention mask, so that padding is neither pooled nor edited. Where
+    the encoder takes no mask, every position counts as a real token. Like `Safree`, it takes each prompt's first and
+    last real tokens for the encoder's start and end markers (BERT-style encoders, padded on the right)."""
 
     safree: Safree
     """The filter, its subspace spanned by the concept's words at this hook point."""
@@ -143,8 +151,17 @@ class SafreeHook(ReadsMask):
         import torch
 
         hidden = first_tensor(output)
-        mask = torch.ones(hidden.shape[:2], dtype=torch.bool) if self.mask is None else self.mask.bool()
-        rows = [self.safree.filter_prompt(h, m.to(h.device)) for h, m in zip(hidden.float(), mask)]
+        if self.mask is None:
+            mask = torch.ones(hidden.shape[:2], dtype=torch.bool, device=hidden.device)
+        elif tuple(self.mask.shape) != tuple(hidden.shape[:2]):
+            raise ClearSaeError(
+                f"the SAFREE hook got an attention mask of shape {tuple(self.mask.shape)} for states of shape "
+                f"{tuple(hidden.shape)}; attach it at a hook point of the encoder whose call carries that mask"
+            )
+        else:
+            mask = self.mask.bool().to(hidden.device)
+        self.safree.basis = self.safree.basis.to(hidden.device)
+        rows = [self.safree.filter_prompt(h, m) for h, m in zip(hidden.float(), mask)]
         return replace_first_tensor(output, torch.stack(rows).to(hidden.dtype))
 
 
@@ -260,8 +277,8 @@ def safree_separations(
 ) -> dict[str, float]:
     """How well SAFREE's concept subspace at each hook tells the prompts apart, with no generator: per prompt, the
     largest share of a word token's norm inside the subspace (the start and end markers aside); the gap between the
-    target and non-target prompts' means over their pooled standard deviation. Each prompt set is encoded once for
-    every hook."""
+    target and non-target prompts' means over their pooled standard deviation. Each prompt set is encoded once, for
+    all hooks together."""
     import torch
 
     keywords = [k for k in keywords if k.strip()]

@@ -121,14 +121,52 @@ def test_attached_to_a_pipeline_the_layer_hook_sees_each_calls_mask_and_changes_
             seen.append(self.mask.clone())
             return super().__call__(module, inputs, output)
 
+    layer = pipe.text_encoder.encoder.layer[1]
+    outputs = []
+    capture = layer.register_forward_hook(lambda m, i, o: outputs.append(o[0] if isinstance(o, tuple) else o))
     hook = Recording(Safree(torch.eye(384)[:, :4], alpha=-1.0))  # every word token projected
-    with attach(pipe, {"text_encoder.blocks.1": hook}):
-        edited = encode(pipe, prompts)
-    original = encode(pipe, prompts)
+    try:
+        with attach(pipe, {"text_encoder.blocks.1": hook}):
+            edited = encode(pipe, prompts)
+        original = encode(pipe, prompts)
+    finally:
+        capture.remove()
     expected_mask = pipe.tokenizer(prompts, padding="max_length", max_length=32, return_tensors="pt")["attention_mask"]
     assert len(seen) == 1 and torch.equal(seen[0], expected_mask) and hook.mask is None
     assert not torch.equal(edited, original)
-    assert torch.equal(edited[expected_mask == 0], original[expected_mask == 0])  # the pipeline's zeroed padding
+    # At the layer itself (where padding is not zero) the padding positions leave the hook as they came.
+    pad = expected_mask == 0
+    assert not torch.equal(outputs[0][~pad], outputs[1][~pad]) and torch.equal(outputs[0][pad], outputs[1][pad])
+    hook.read_mask(None, (), {"attention_mask": expected_mask[:1]})
+    with pytest.raises(ClearSaeError, match=r"attention mask of shape \(1, 32\)"):
+        hook(None, None, outputs[1])
+
+
+def test_a_layer_hook_that_finds_no_trigger_resamples_no_clip(tiny_toy_generator):
+    """Through the sampler: where no token triggers, the embeddings under the hook equal those without, the filter
+    schedules no step and nothing is sampled again."""
+    from clear_sae.toyworld.sampling import (
+        EvalConfig,
+        Intervention,
+        load_toy_world,
+        sample_after,
+        sample_before,
+        training_phrasing_sets,
+    )
+
+    world = load_toy_world(tiny_toy_generator)
+    cfg = EvalConfig(clips=3, nontarget_clips=2, removed_clips=0, steps=2, batch_size=3, progress=False)
+    negative, before = sample_before(world, training_phrasing_sets("colour", "red", cfg), cfg)
+    quiet = SafreeHook(Safree(torch.eye(384)[:, :4], alpha=1e9))  # no token pulls that far
+    how = Intervention(hooks={"text_encoder.blocks.1": quiet}, embed_filter=SelfValidatingFilter(2.0))
+    after = sample_after(world, how, before, negative, cfg)
+    assert {name: s.sampled for name, s in after.items()} == {"target": 0, "nontarget": 0}
+    loud = SafreeHook(Safree(torch.eye(384)[:, :4], alpha=-1.0))  # every word token projected
+    how = Intervention(hooks={"text_encoder.blocks.1": loud}, embed_filter=SelfValidatingFilter(2.0))
+    assert {name: s.sampled for name, s in sample_after(world, how, before, negative, cfg).items()} == {
+        "target": 3,
+        "nontarget": 2,
+    }
 
 
 def test_the_self_validating_filter_after_a_layer_hook_schedules_as_the_papers_filter_does():
