@@ -1427,6 +1427,11 @@ TRACK_B_SEPARATE_RUNS = {
     "analysis/toy_track_b_safree.json": "SAFREE at a layer, measured after the first run",
 }
 """Track B runs of methods measured in an invocation of their own, and why each is."""
+TRACK_B_SEPARATE_METHODS = {
+    "analysis/toy_track_b_esd.json": "esd",
+    "analysis/toy_track_b_safree.json": "safree-layer",
+}
+"""The method each of those runs measures."""
 
 
 def merge_track_b(
@@ -1485,6 +1490,8 @@ def merged_track_b(runs: dict[str, dict[str, Any] | None]) -> dict[str, Any] | N
     merged = runs["analysis/toy_track_b.json"]
     for file in TRACK_B_SEPARATE_RUNS:
         merged = merge_track_b(merged, runs.get(file), file)
+    if merged is not None:
+        merged = merged | {"missing_runs": [file for file in TRACK_B_SEPARATE_RUNS if runs.get(file) is None]}
     return merged
 
 
@@ -1529,6 +1536,14 @@ def track_b_section(data: dict[str, Any] | None) -> list[str]:
     if not data.get("complete"):
         lines += [f"**This run stopped after {n} concepts of {len(cfg['concepts'])}.**", ""]
     lines += [track_b_claim(summary, data), ""]
+    for file in data.get("missing_runs", []):
+        method = TRACK_B_SEPARATE_METHODS[file]
+        lines += [
+            f"**{method} is not measured beside this run:** {file} is missing; "
+            f"`python analysis/toy_track_b.py --out {file} --methods {method}` with this run's other options "
+            "measures it.",
+            "",
+        ]
     for run in data.get("separate_runs", []):
         agree = "the same as" if run["clear_agrees"] else "**not** the same as"
         some = run["concepts"]
