@@ -33,7 +33,7 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -96,36 +96,35 @@ def beside_neighbour(axis: str, value: str, neighbour: str, n: int, seed: int) -
     return ClipSet(prompts, specs, noise_seeds(seed, 0, n))
 
 
-def in_both_objects(axis: str, value: str, n: int, seed: int) -> ClipSet:
-    """`n` two-object captions with the target value on both objects, which differ in shape or colour."""
-    rng = np.random.default_rng([seed, 2, list(ATTRIBUTES).index(axis), ATTRIBUTES[axis].index(value)])
+def two_object_set(
+    axis: str, value: str, n: int, seed: int, stream: int, first_value: Callable[[np.random.Generator], str]
+) -> ClipSet:
+    """`n` two-object captions, the first object with the value `first_value` draws on `axis`, the second with
+    `value`, the two apart in shape or colour (as `random_spec` keeps them); random stream `stream`, noise seeds
+    from `stream * n`."""
+    rng = np.random.default_rng([seed, stream, list(ATTRIBUTES).index(axis), ATTRIBUTES[axis].index(value)])
     specs, prompts = [], []
     for _ in range(n):
-        main = replace(random_spec(rng, second_object_rate=0.0).main, **{axis: value})
-        second = main
-        while second.shape == main.shape and second.colour == main.colour:  # as `random_spec` keeps them apart
+        first = replace(random_spec(rng, second_object_rate=0.0).main, **{axis: first_value(rng)})
+        second = first
+        while second.shape == first.shape and second.colour == first.colour:
             second = replace(random_spec(rng, second_object_rate=0.0).main, **{axis: value})
-        spec = ClipSpec(main, str(rng.choice(["plain", "checker", "gradient"])), second)
+        spec = ClipSpec(first, str(rng.choice(["plain", "checker", "gradient"])), second)
         specs.append(spec)
         prompts.append(caption(spec, rng, "train"))
-    return ClipSet(prompts, specs, noise_seeds(seed, 2 * n, n))
+    return ClipSet(prompts, specs, noise_seeds(seed, stream * n, n))
+
+
+def in_both_objects(axis: str, value: str, n: int, seed: int) -> ClipSet:
+    """`n` two-object captions with the target value on both objects, which differ in shape or colour."""
+    return two_object_set(axis, value, n, seed, 2, lambda rng: value)
 
 
 def second_in_caption(axis: str, value: str, n: int, seed: int) -> ClipSet:
     """`n` two-object captions with the target value on the object named second only; the first object takes
     another value of the axis, and the two differ in shape or colour."""
-    rng = np.random.default_rng([seed, 3, list(ATTRIBUTES).index(axis), ATTRIBUTES[axis].index(value)])
     others = [v for v in ATTRIBUTES[axis] if v != value]
-    specs, prompts = [], []
-    for _ in range(n):
-        first = replace(random_spec(rng, second_object_rate=0.0).main, **{axis: str(rng.choice(others))})
-        second = first
-        while second.shape == first.shape and second.colour == first.colour:  # as `random_spec` keeps them apart
-            second = replace(random_spec(rng, second_object_rate=0.0).main, **{axis: value})
-        spec = ClipSpec(first, str(rng.choice(["plain", "checker", "gradient"])), second)
-        specs.append(spec)
-        prompts.append(caption(spec, rng, "train"))
-    return ClipSet(prompts, specs, noise_seeds(seed, 3 * n, n))
+    return two_object_set(axis, value, n, seed, 3, lambda rng: str(rng.choice(others)))
 
 
 def misspelled_targets(axis: str, value: str, n: int, seed: int) -> ClipSet:
