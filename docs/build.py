@@ -828,13 +828,20 @@ def page_toyworld() -> str:
             )
         )
     analyses = {}
-    scripts = ("toy_two_judges", "toy_track_a", "toy_track_b", "toy_track_b_esd", "toy_track_b_safree")
-    for script in (*scripts, "toy_ablations", "toy_hard_prompts", "toy_attack"):
-        rel = f"analysis/{script}.json"
-        analyses[script] = load(rel)
-        if analyses[script]:
-            name = script.removesuffix("_esd").removesuffix("_safree")
-            sources.append((rel, command_of(analyses[script], f"python analysis/{name}.py --out {rel}"), ""))
+    track_b_runs = {stem: track_b_files(stem) for stem in ("toy_track_b_final", "toy_track_b")}
+    scripts = [
+        "analysis/toy_two_judges.json",
+        "analysis/toy_track_a_final.json",
+        "analysis/toy_track_a.json",
+        *track_b_runs["toy_track_b_final"],
+        *track_b_runs["toy_track_b"],
+        *(f"analysis/{name}.json" for name in ("toy_ablations", "toy_hard_prompts", "toy_attack")),
+    ]
+    for rel in scripts:
+        analyses[rel] = load(rel)
+        if analyses[rel]:
+            name = Path(rel).stem.removesuffix("_esd").removesuffix("_safree").removesuffix("_final")
+            sources.append((rel, command_of(analyses[rel], f"python analysis/{name}.py --out {rel}"), ""))
     lines = header(
         "The toy video world",
         sources,
@@ -938,14 +945,29 @@ def page_toyworld() -> str:
                     for noun, v in m["unnamed_shape_by_noun"].items()
                 ]
                 lines += table(["noun", "square (frames)", "circle read (frames)"], rows)
-    lines += with_stale_note(two_judges_section(analyses["toy_two_judges"]), analyses["toy_two_judges"])
-    lines += with_stale_note(track_a_section(analyses["toy_track_a"]), analyses["toy_track_a"])
-    track_b_runs = {f"analysis/{name}.json": analyses[name] for name in scripts if name.startswith("toy_track_b")}
-    track_b = track_b_section(merged_track_b(track_b_runs))
-    lines += with_stale_note(track_b, *track_b_runs.values())
-    lines += with_stale_note(ablations_section(analyses["toy_ablations"]), analyses["toy_ablations"])
-    lines += with_stale_note(hard_prompts_section(analyses["toy_hard_prompts"]), analyses["toy_hard_prompts"])
-    lines += with_stale_note(attack_section(analyses["toy_attack"]), analyses["toy_attack"])
+    lines += with_stale_note(
+        two_judges_section(analyses["analysis/toy_two_judges.json"]), analyses["analysis/toy_two_judges.json"]
+    )
+    sealed_a = analyses["analysis/toy_track_a_final.json"]
+    if sealed_a:
+        lines += with_stale_note(track_a_section(sealed_a), sealed_a)
+    lines += with_stale_note(
+        track_a_section(analyses["analysis/toy_track_a.json"], sealed_a is not None),
+        analyses["analysis/toy_track_a.json"],
+    )
+    sealed_b = merged_track_b({f: analyses[f] for f in track_b_runs["toy_track_b_final"]}, "toy_track_b_final")
+    if sealed_b:
+        finals = [analyses[f] for f in track_b_runs["toy_track_b_final"]]
+        lines += with_stale_note(track_b_section(sealed_b), *finals)
+    development = [analyses[f] for f in track_b_runs["toy_track_b"]]
+    track_b = track_b_section(merged_track_b(dict(zip(track_b_runs["toy_track_b"], development))), sealed_b is not None)
+    lines += with_stale_note(track_b, *development)
+    for name, section in (
+        ("toy_ablations", ablations_section),
+        ("toy_hard_prompts", hard_prompts_section),
+        ("toy_attack", attack_section),
+    ):
+        lines += with_stale_note(section(analyses[f"analysis/{name}.json"]), analyses[f"analysis/{name}.json"])
     lines += [
         "Generation rates of erased toy concepts, for CLEAR and the baselines, are on [comparison.md](comparison.md); "
         "each toy entry's calibration is on [dictionaries.md](dictionaries.md).",
@@ -986,9 +1008,26 @@ def with_stale_note(section: list[str], *runs: dict[str, Any] | None) -> list[st
     return section[:2] + stale_warning([n for n in notes if n]) + section[2:]
 
 
-def track_a_section(data: dict[str, Any] | None) -> list[str]:
-    """The paper's protocol in the toy world: the separability-chosen layer, one tuned strength, no judge."""
-    title = "## Track A: the paper's protocol, no judge"
+TRACK_A_TITLE = "## Track A: the paper's protocol, no judge"
+TRACK_B_TITLE = "## Track B: every method tuned with the same budget"
+SEALED_TITLE = " — the sealed test"
+"""Added to a track's title for its final run's section, which the page shows above the development run's."""
+
+
+def seed_sentence(protocol: dict[str, Any], sealed_made: bool) -> str:
+    """What the seed a run read means: the sealed test's final run, or a development seed (with where the final
+    run's section is, when it has been made)."""
+    if protocol["split"] == "test":
+        return " The sealed protocol's final run, on test seeds no tuning or development run read."
+    if sealed_made:
+        return " A development seed, one the method was worked on; the sealed test's run is the section above."
+    return " A development seed: not the sealed test, whose final run has not been made."
+
+
+def track_a_section(data: dict[str, Any] | None, sealed_made: bool = False) -> list[str]:
+    """The paper's protocol in the toy world: the separability-chosen layer, one tuned strength, no judge (the
+    sealed test's final run when `data` is one; `sealed_made`: a final run's section stands above this one)."""
+    title = TRACK_A_TITLE + (SEALED_TITLE if data and data["protocol"]["split"] == "test" else "")
     if data is None:
         return [title, "", "Not measured yet: run `python analysis/toy_track_a.py`.", ""]
     if not data.get("concepts"):
@@ -1007,12 +1046,7 @@ def track_a_section(data: dict[str, Any] | None) -> list[str]:
         "best, no calibration and no judge, and one strength γ for every concept. It is erased at that layer and at "
         "every other layer in turn, and both judges read the clips "
         f"({protocol['split']} seed {protocol['seed']}; {cfg['clips']} target, {cfg['heldout_clips']} held-out and "
-        f"{cfg['nontarget_clips']} non-target clips per layer)."
-        + (
-            " A development seed: not the sealed test, whose final run has not been made."
-            if protocol["split"] != "test"
-            else " The sealed protocol's final run."
-        ),
+        f"{cfg['nontarget_clips']} non-target clips per layer)." + seed_sentence(protocol, sealed_made),
         "",
     ]
     if data.get("complete") is False:
@@ -1422,20 +1456,29 @@ def track_b_claim(summary: dict[str, Any], data: dict[str, Any] | None = None) -
     )
 
 
-TRACK_B_SEPARATE_RUNS = {
-    "analysis/toy_track_b_esd.json": "its fine-tuning being the costliest ladder",
-    "analysis/toy_track_b_safree.json": "SAFREE at a layer, measured after the first run",
+TRACK_B_SEPARATE = {
+    "_esd": ("esd", "its fine-tuning being the costliest ladder"),
+    "_safree": ("safree-layer", "SAFREE at a layer, added after the first run"),
 }
-"""Track B runs of methods measured in an invocation of their own, and why each is."""
-TRACK_B_SEPARATE_METHODS = {
-    "analysis/toy_track_b_esd.json": "esd",
-    "analysis/toy_track_b_safree.json": "safree-layer",
-}
-"""The method each of those runs measures."""
+"""Track B's methods measured in an invocation of their own: by the suffix its JSON adds to the first run's file
+name, the method and why it runs on its own."""
+
+
+def track_b_files(stem: str = "toy_track_b") -> list[str]:
+    """The JSON of Track B's first run (`analysis/{stem}.json`), then of each run of `TRACK_B_SEPARATE`."""
+    return [f"analysis/{stem}.json", *(f"analysis/{stem}{suffix}.json" for suffix in TRACK_B_SEPARATE)]
+
+
+def separate_method(file: str) -> tuple[str, str]:
+    """The method a separate Track B run's JSON (`file`) measures, and why it runs on its own."""
+    return next(found for suffix, found in TRACK_B_SEPARATE.items() if file.endswith(f"{suffix}.json"))
 
 
 def merge_track_b(
-    main: dict[str, Any] | None, extra: dict[str, Any] | None, file: str = "analysis/toy_track_b_esd.json"
+    main: dict[str, Any] | None,
+    extra: dict[str, Any] | None,
+    file: str = "analysis/toy_track_b_esd.json",
+    main_file: str = "analysis/toy_track_b.json",
 ) -> dict[str, Any] | None:
     """Track B's run with the methods of a second run (`file`) made with the same settings, on all or some of its
     concepts (the fine-tuning baseline runs on its own); each method stays paired with CLEAR's clips of its own run.
@@ -1451,7 +1494,7 @@ def merge_track_b(
     if settings[0] != settings[1] or not set(extra["config"]["concepts"]) <= set(main["config"]["concepts"]):
         differ = sorted(k for k in settings[0].keys() | settings[1].keys() if settings[0].get(k) != settings[1].get(k))
         raise SystemExit(
-            f"{file} was not made with the settings of analysis/toy_track_b.json (they differ in "
+            f"{file} was not made with the settings of {main_file} (they differ in "
             f"{', '.join(differ) or 'concepts'}); run analysis/toy_track_b.py again with the same options and "
             "--methods naming its methods"
         )
@@ -1485,13 +1528,14 @@ def merge_track_b(
     return merged
 
 
-def merged_track_b(runs: dict[str, dict[str, Any] | None]) -> dict[str, Any] | None:
-    """`analysis/toy_track_b.json` of `runs` (JSON by path) with every run of `TRACK_B_SEPARATE_RUNS` merged in."""
-    merged = runs["analysis/toy_track_b.json"]
-    for file in TRACK_B_SEPARATE_RUNS:
-        merged = merge_track_b(merged, runs.get(file), file)
+def merged_track_b(runs: dict[str, dict[str, Any] | None], stem: str = "toy_track_b") -> dict[str, Any] | None:
+    """The first run of Track B's `track_b_files(stem)` in `runs` (JSON by path) with every separate run merged in."""
+    main_file, *separate = track_b_files(stem)
+    merged = runs.get(main_file)
+    for file in separate:
+        merged = merge_track_b(merged, runs.get(file), file, main_file)
     if merged is not None:
-        merged = merged | {"missing_runs": [file for file in TRACK_B_SEPARATE_RUNS if runs.get(file) is None]}
+        merged = merged | {"missing_runs": [file for file in separate if runs.get(file) is None]}
     return merged
 
 
@@ -1508,9 +1552,10 @@ def worse_and_better(concepts: dict[str, Any], method: str, judge: str) -> tuple
     return worse, better
 
 
-def track_b_section(data: dict[str, Any] | None) -> list[str]:
-    """Every method tuned with the same judged ladder budget, then erasing from the same clips, paired with CLEAR."""
-    title = "## Track B: every method tuned with the same budget"
+def track_b_section(data: dict[str, Any] | None, sealed_made: bool = False) -> list[str]:
+    """Every method tuned with the same judged ladder budget, then erasing from the same clips, paired with CLEAR
+    (the sealed test's final run when `data` is one; `sealed_made`: a final run's section stands above this one)."""
+    title = TRACK_B_TITLE + (SEALED_TITLE if data and data["protocol"]["split"] == "test" else "")
     if data is None:
         return [title, "", "Not measured yet: run `python analysis/toy_track_b.py`.", ""]
     concepts, cfg, summary, protocol = data["concepts"], data["config"], data["summary"], data["protocol"]
@@ -1524,7 +1569,9 @@ def track_b_section(data: dict[str, Any] | None) -> list[str]:
         "the rest (all, if none did), the one where the detector found the concept least. Each method places itself "
         "by its own rule, with no judge. The kept rungs then "
         f"erase from the same prompts and noise ({protocol['split']} seed {protocol['seed']}; {cfg['clips']} target "
-        f"and {cfg['nontarget_clips']} non-target clips per concept), read by both judges. *Gap to CLEAR* is the "
+        f"and {cfg['nontarget_clips']} non-target clips per concept), read by both judges."
+        + seed_sentence(protocol, sealed_made)
+        + " *Gap to CLEAR* is the "
         "mean over concepts of the method's rate after erasure minus CLEAR's, paired by concept, with a bootstrap "
         "interval (positive: CLEAR erased more); *worse / better than CLEAR* count the concepts where McNemar's "
         "exact test on the same clips finds the method's clips rendering the concept significantly more / less "
@@ -1537,7 +1584,7 @@ def track_b_section(data: dict[str, Any] | None) -> list[str]:
         lines += [f"**This run stopped after {n} concepts of {len(cfg['concepts'])}.**", ""]
     lines += [track_b_claim(summary, data), ""]
     for file in data.get("missing_runs", []):
-        method = TRACK_B_SEPARATE_METHODS[file]
+        method = separate_method(file)[0]
         lines += [
             f"**{method} is not measured beside this run:** {file} is missing; "
             f"`python analysis/toy_track_b.py --out {file} --methods {method}` with this run's other options "
@@ -1551,7 +1598,7 @@ def track_b_section(data: dict[str, Any] | None) -> list[str]:
         lines += [
             f"{', '.join(run['methods'])} ran in an invocation of its own with the same settings ({run['file']}) "
             f"on {len(some)} of the {len(cfg['concepts'])} concepts ({', '.join(some)}){going}, "
-            f"{TRACK_B_SEPARATE_RUNS[run['file']]}; its counts and gaps are over those concepts, paired with CLEAR's "
+            f"{separate_method(run['file'])[1]}; its counts and gaps are over those concepts, paired with CLEAR's "
             f"clips of that invocation, and CLEAR's rates there were {agree} in the first.",
             "",
         ]
@@ -2317,10 +2364,38 @@ def run_label(run: dict[str, Any]) -> str:
     return label
 
 
+def finished(run: dict[str, Any] | None) -> bool:
+    """Whether a run (a merged Track B run with its separate runs) has measured all its concepts."""
+    return bool(
+        run
+        and run.get("complete")
+        and not run.get("missing_runs")
+        and all(r["complete"] for r in run.get("separate_runs", []))
+    )
+
+
+def sealed_progress(track_a: dict[str, Any] | None, track_b: dict[str, Any] | None) -> str:
+    """How far the sealed test's final runs have got, for a headline that still reads development seeds."""
+    if track_a is None and track_b is None:
+        return "; sealed test not read yet"
+    done = [
+        f"{track}: {len(run['concepts'])} of {len(run['config']['concepts'])} concepts"
+        if run
+        else f"{track}: not started"
+        for track, run in (("A", track_a), ("B", track_b))
+    ]
+    return f"; the sealed test's runs are under way ({', '.join(done)} so far)"
+
+
 def readme_headline() -> str:
     """The README's headline: Track A's result next to Track B's, with the seed each read."""
-    track_a = load("analysis/toy_track_a.json")
-    track_b = merged_track_b({file: load(file) for file in ["analysis/toy_track_b.json", *TRACK_B_SEPARATE_RUNS]})
+    sealed_a = load("analysis/toy_track_a_final.json")
+    sealed_b = merged_track_b({f: load(f) for f in track_b_files("toy_track_b_final")}, "toy_track_b_final")
+    if finished(sealed_a) and finished(sealed_b):
+        track_a, track_b = sealed_a, sealed_b
+    else:
+        track_a = load("analysis/toy_track_a.json")
+        track_b = merged_track_b({f: load(f) for f in track_b_files()})
     if not track_a or not track_a.get("concepts") or not track_b:
         return "The toy world's Track A and Track B are not measured yet ([docs/toyworld.md](docs/toyworld.md))."
     sealed = {track_a["protocol"]["split"], track_b["protocol"]["split"]} == {"test"}
@@ -2330,7 +2405,8 @@ def readme_headline() -> str:
     stale = [note for run in (track_a, track_b) if (note := stale_note(run["protocol"].get("weights")))]
     return (
         f"**Does separability find the layer?** In the toy world (A: {run_label(track_a)}; B: {run_label(track_b)}"
-        f"{'' if sealed else '; sealed test not read yet'}), the paper's protocol (A: no judge, one strength) meets "
+        f"{'' if sealed else sealed_progress(sealed_a, sealed_b)}), the paper's protocol (A: no judge, one strength) "
+        "meets "
         f"{a['met_by_both']} of {n} concepts by two judges ({a['met_by_both_with_intervals']} with intervals), "
         f"median regret against the best layer {pct(a['detector']['regret_vs_best']['median'])} / "
         f"{pct(a['geometry']['regret_vs_best']['median'])} points; with every method tuned on one budget (B), CLEAR "

@@ -756,3 +756,41 @@ def test_the_readme_headline_is_written_between_its_markers_from_both_tracks():
     assert build.readme_with_headline(written) == written
     with pytest.raises(SystemExit, match="headline markers"):
         build.readme_with_headline("a README without markers\n")
+
+
+def test_the_sealed_tests_runs_stand_above_the_development_runs_and_take_the_headline_once_finished(monkeypatch):
+    """A final run (test seeds) gets a section of its own above its development run's, whose seed sentence then
+    points to it; the README headline reads the final runs only once both tracks have measured every concept, and
+    says how far they have got before that."""
+    build = load_build()
+    monkeypatch.setattr(build, "TRACK_B_SEPARATE", {"_safree": build.TRACK_B_SEPARATE["_safree"]})
+    development = {rel: build.load(rel) for rel in ("analysis/toy_track_a.json", *build.track_b_files())}
+    sealed = {}
+    for rel, run in development.items():
+        stem = Path(rel).stem
+        final = stem.replace("_safree", "") + "_final" + ("_safree" if stem.endswith("_safree") else "")
+        run = json.loads(json.dumps(run))
+        run["protocol"] |= {"split": "test", "seed": 90000}
+        sealed[f"analysis/{final}.json"] = run
+    monkeypatch.setattr(build, "load", lambda rel: sealed.get(rel, development.get(rel)))
+
+    page = build.page_toyworld()
+    order = [page.index(build.TRACK_A_TITLE + build.SEALED_TITLE), page.index(build.TRACK_A_TITLE + "\n"),
+             page.index(build.TRACK_B_TITLE + build.SEALED_TITLE), page.index(build.TRACK_B_TITLE + "\n")]  # fmt: skip
+    assert order == sorted(order)
+    assert page.count("the sealed test's run is the section above") == 2
+    assert page.count("The sealed protocol's final run, on test seeds") == 2
+    headline = build.readme_headline()
+    assert "A: test seed 90000; B: test seed 90000)" in headline and "under way" not in headline
+
+    going = json.loads(json.dumps(sealed["analysis/toy_track_a_final.json"]))
+    going["concepts"] = dict(list(going["concepts"].items())[:3])
+    going["complete"] = False
+    sealed["analysis/toy_track_a_final.json"] = going
+    headline = build.readme_headline()
+    n = len(development["analysis/toy_track_a.json"]["config"]["concepts"])
+    assert f"the sealed test's runs are under way (A: 3 of {n} concepts, B: {n} of {n} concepts so far)" in headline
+    assert "A: development seed" in headline
+    assert build.finished(build.merged_track_b({f: sealed.get(f) for f in build.track_b_files("toy_track_b_final")},
+                                               "toy_track_b_final"))  # fmt: skip
+    assert not build.finished(None) and not build.finished(going)
