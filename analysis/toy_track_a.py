@@ -150,9 +150,9 @@ def judged(figures: dict[str, Any], judge: str) -> dict[str, Any]:
 
 
 def concept_row(result: dict[str, Any], rng: random.Random, joint_layer: str | None = None) -> dict[str, Any]:
-    """The chosen layer's verdicts, every layer's rate after, the chosen layer's regrets, and McNemar's test of
-    the chosen layer against the best one, per judge; with `joint_layer` (clear-joint's choice) its regret against
-    the best layer too, and the reserved paraphrases' rates where they were read."""
+    """The chosen layer's verdicts, every layer's rate after and preservation drop, the chosen layer's regrets, and
+    McNemar's test of the chosen layer against the best one, per judge; with `joint_layer` (clear-joint's choice) its
+    regret against the best layer too, and the reserved paraphrases' rates where they were read."""
     layers = {h: s for h, s in result["sweep"].items() if "rate_target_after" in s}
     hooks = list(result["sweep"])
     middle, drawn = hooks[len(hooks) // 2], rng.choice(hooks)
@@ -164,6 +164,12 @@ def concept_row(result: dict[str, Any], rng: random.Random, joint_layer: str | N
 
         def after(hook: str, judge: str = judge, before: float = before) -> float:
             return judged(layers[hook], judge)["rate_after"] if hook in layers else before  # no latents: no erasure
+
+        def kept_drop(hook: str, judge: str = judge) -> float:
+            figures = layers.get(hook)
+            if figures is None:
+                return 0.0  # no latents: no erasure, so nothing lost
+            return (figures if judge == "detector" else figures["geometry"])["preservation_drop"]["mean"]
 
         def outcomes(hook: str, judge: str = judge, own: dict[str, Any] = own) -> Any:
             figures = own if hook not in layers else layers[hook] if judge == "detector" else layers[hook]["geometry"]
@@ -182,6 +188,7 @@ def concept_row(result: dict[str, Any], rng: random.Random, joint_layer: str | N
             "preservation_drop_ci95": own["preservation_drop"]["ci95"],
             "met_with_intervals": intervals[judge]["met"],
             "per_layer": {hook: after(hook) for hook in hooks},
+            "per_layer_preservation_drop": {hook: kept_drop(hook) for hook in hooks},
             "best_layer": best,
             "regret_vs_best": chosen["rate_after"] - after(best),
             "regret_vs_middle": chosen["rate_after"] - after(middle),

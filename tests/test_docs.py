@@ -268,9 +268,12 @@ def test_the_track_a_script_tunes_one_strength_erases_at_every_layer_and_reports
     args = ["--out", str(out), "--concepts", "red", "--clips", "3", "--heldout-clips", "1", "--nontarget-clips", "2",
             "--strengths", "1", "4", "--tune-clips", "3", "--tune-nontarget-clips", "2", "--joint-rounds", "2",
             "--work", str(tmp_path / "work")]  # fmt: skip
+    evaluated, evaluate = [], script.evaluate
+    monkeypatch.setattr(script, "evaluate", lambda *a, **k: evaluated.append(evaluate(*a, **k)) or evaluated[-1])
     script.main(args)
     data = json.loads(out.read_text())
     assert data["complete"] and data["protocol"]["weights"]["generator"]
+    result_of_red = evaluated[0]["concepts"]["red"]["sweep"]
     with monkeypatch.context() as patch:  # a resumed run keeps the tuning and the concepts it finds
         patch.setattr(script, "evaluate", lambda *a, **k: pytest.fail("a concept already measured ran again"))
         patch.setattr(script, "tune_strength", lambda *a, **k: pytest.fail("tuned again"))
@@ -294,6 +297,10 @@ def test_the_track_a_script_tunes_one_strength_erases_at_every_layer_and_reports
     for judge in ("detector", "geometry"):
         per_layer = red[judge]["per_layer"]
         assert len(per_layer) == 7 and per_layer[red["layer"]] == red[judge]["rate_after"]
+        kept = red[judge]["per_layer_preservation_drop"]
+        assert list(kept) == list(per_layer) and all(-1 <= v <= 1 for v in kept.values())
+        sweep = result_of_red[red["layer"]]
+        assert kept[red["layer"]] == (sweep if judge == "detector" else sweep["geometry"])["preservation_drop"]["mean"]
         assert red[judge]["regret_vs_best"] >= 0 and per_layer[red[judge]["best_layer"]] == min(per_layer.values())
         assert red[judge]["met_with_intervals"] is False  # 3 clips cannot bound a rate under 10%
         assert red[judge]["clip_rate_after_ci95"][1] > 0.10
