@@ -1139,10 +1139,102 @@ def track_a_section(data: dict[str, Any] | None, sealed_made: bool = False) -> l
     reserved = {
         name: {j: c[j]["reserved"] for j in JUDGE_KEYS} for name, c in concepts.items() if "reserved" in c["detector"]
     }
+    lines += depth_section(data, DEPTH_FIGURES[protocol["split"]])
     return lines + reserved_section(reserved, "at the chosen layer")
 
 
 JUDGE_KEYS = ("detector", "geometry")
+AXIS_COLOURS = {"colour": "#c0392b", "shape": "#2471a3", "motion": "#229954"}
+DEPTH_FIGURES = {"development": "toy_depth.svg", "test": "toy_depth_final.svg"}
+"""The depth-profile figure of Track A's development run and of its sealed final run, by the split it read."""
+
+
+def depth_profile(concepts: dict[str, Any], judge: str, key: str = "per_layer") -> dict[str, list[float]]:
+    """Per axis, the mean over its concepts of one judge's per-layer reading (`per_layer`: rate after erasure;
+    `per_layer_preservation_drop`), in layer order."""
+    by_axis: dict[str, list[list[float]]] = {}
+    for c in concepts.values():
+        by_axis.setdefault(c["axis"], []).append(list(c[judge][key].values()))
+    return {axis: [sum(column) / len(column) for column in zip(*rows)] for axis, rows in by_axis.items()}
+
+
+def depth_section(data: dict[str, Any], figure: str) -> list[str]:
+    """Track A's depth profile: every concept's rate after erasure at every layer by both judges, the chosen layer
+    in bold, and per axis the mean rate (and preservation drop, where the run recorded it), with its figure."""
+    concepts = data["concepts"]
+    layers = list(next(iter(concepts.values()))["detector"]["per_layer"])
+    lines = [
+        "### Over depth",
+        "",
+        f"![Mean rate after erasure at each layer, per axis and judge]({figure})",
+        "",
+        "The rate after erasure at every layer, detector / rules (%; the chosen layer in bold, a layer without "
+        "latents erases nothing):",
+        "",
+    ]
+    rows = []
+    for name, c in concepts.items():
+        cells = [f"{pct(c['detector']['per_layer'][h], 0)} / {pct(c['geometry']['per_layer'][h], 0)}" for h in layers]
+        rows.append([name, *[f"**{v}**" if h == c["layer"] else v for h, v in zip(layers, cells)]])
+    keys = [("per_layer", "mean rate after")]
+    if "per_layer_preservation_drop" in next(iter(concepts.values()))["detector"]:
+        keys.append(("per_layer_preservation_drop", "mean preservation drop"))
+    for key, label in keys:
+        means = {judge: depth_profile(concepts, judge, key) for judge in JUDGE_KEYS}
+        for axis in means["detector"]:
+            pairs = zip(means["detector"][axis], means["geometry"][axis])
+            rows.append([f"*{axis}: {label}*", *[f"{pct(d)} / {pct(g)}" for d, g in pairs]])
+    return lines + table(["concept", *[short(h) for h in layers]], rows)
+
+
+def depth_svg(data: dict[str, Any] | None) -> str | None:
+    """A Track A run's depth profile as an SVG: per judge, each concept's rate after erasure at every layer (thin)
+    and its axis's mean (thick), with the 10% target dashed; None without a run."""
+    if not data or not data.get("concepts"):
+        return None
+    concepts = data["concepts"]
+    layers = list(next(iter(concepts.values()))["detector"]["per_layer"])
+    width, height, left, top, plot_w, plot_h = 660, 262, 40, 30, 260, 160
+
+    def point(x0: float, i: int, rate: float) -> str:
+        return f"{x0 + i * plot_w / (len(layers) - 1):.1f},{top + plot_h * (1 - rate):.1f}"
+
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" '
+        'font-size="11">',
+        f'<rect width="{width}" height="{height}" fill="white"/>',
+    ]
+    for panel, judge in enumerate(JUDGE_KEYS):
+        x0 = left + panel * (plot_w + 60)
+        title = "detector" if judge == "detector" else "rule-based judge"
+        out.append(f'<text x="{x0 + plot_w / 2}" y="18" text-anchor="middle">{title}: rate after erasure</text>')
+        out.append(f'<rect x="{x0}" y="{top}" width="{plot_w}" height="{plot_h}" fill="none" stroke="#999"/>')
+        for tick in (0.0, 0.5, 1.0):
+            y = top + plot_h * (1 - tick)
+            out.append(f'<text x="{x0 - 4}" y="{y + 4:.1f}" text-anchor="end">{pct(tick, 0)}%</text>')
+        target = top + plot_h * 0.9
+        out.append(f'<line x1="{x0}" y1="{target:.1f}" x2="{x0 + plot_w}" y2="{target:.1f}" stroke="#666" '
+                   'stroke-dasharray="4 3"/>')  # fmt: skip
+        for i, hook in enumerate(layers):
+            x = x0 + i * plot_w / (len(layers) - 1)
+            label = short(hook).removeprefix("blocks.")  # embed, then the block's number
+            out.append(f'<text x="{x:.1f}" y="{top + plot_h + 14}" text-anchor="middle">{label}</text>')
+        out.append(f'<text x="{x0 + plot_w / 2}" y="{top + plot_h + 30}" text-anchor="middle">layer (block)</text>')
+        for c in concepts.values():
+            path = " ".join(point(x0, i, c[judge]["per_layer"][h]) for i, h in enumerate(layers))
+            colour = AXIS_COLOURS.get(c["axis"], "#555")
+            out.append(f'<polyline points="{path}" fill="none" stroke="{colour}" stroke-opacity="0.3"/>')
+        for axis, means in depth_profile(concepts, judge).items():
+            path = " ".join(point(x0, i, rate) for i, rate in enumerate(means))
+            colour = AXIS_COLOURS.get(axis, "#555")
+            out.append(f'<polyline points="{path}" fill="none" stroke="{colour}" stroke-width="3"/>')
+    for i, (axis, colour) in enumerate(AXIS_COLOURS.items()):
+        x = left + i * 110
+        out.append(f'<line x1="{x}" y1="{height - 22}" x2="{x + 20}" y2="{height - 22}" stroke="{colour}" '
+                   'stroke-width="3"/>')  # fmt: skip
+        out.append(f'<text x="{x + 25}" y="{height - 18}">{axis} (mean)</text>')
+    out.append(f'<text x="{left + 340}" y="{height - 18}">thin: one concept; dashed: the 10% target</text>')
+    return "\n".join([*out, "</svg>"]) + "\n"
 
 
 def reserved_section(readings: dict[str, dict[str, Any]], where: str) -> list[str]:
@@ -2424,7 +2516,7 @@ def readme_with_headline(text: str) -> str:
     return text[: start + len(HEADLINE_START)] + "\n" + readme_headline() + "\n" + text[end:]
 
 
-PAGES: dict[str, Callable[[], str]] = {
+PAGES: dict[str, Callable[[], str | None]] = {
     "performance.md": page_performance,
     "comparison.md": page_comparison,
     "toyworld.md": page_toyworld,
@@ -2433,7 +2525,10 @@ PAGES: dict[str, Callable[[], str]] = {
     "heldout.md": page_heldout,
     "breadth.md": page_breadth,
     "padding.md": page_padding,
+    DEPTH_FIGURES["development"]: lambda: depth_svg(load("analysis/toy_track_a.json")),
+    DEPTH_FIGURES["test"]: lambda: depth_svg(load("analysis/toy_track_a_final.json")),
 }
+"""Every generated file of docs/ and what writes it (None: the file has nothing to show yet and is not written)."""
 
 
 def build(out_dir: str | Path = DOCS) -> list[Path]:
@@ -2442,20 +2537,22 @@ def build(out_dir: str | Path = DOCS) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for name, page in PAGES.items():
-        path = out / name
-        path.write_text(page(), encoding="utf-8")
-        written.append(path)
+        text = page()
+        if text is not None:
+            (out / name).write_text(text, encoding="utf-8")
+            written.append(out / name)
     return written
 
 
 def stale(docs_dir: str | Path = DOCS) -> list[str]:
     """Names of the pages in `docs_dir` that differ from what would be generated (or are missing)."""
     docs = Path(docs_dir)
-    return [
-        name
-        for name, page in PAGES.items()
-        if not (docs / name).is_file() or (docs / name).read_text(encoding="utf-8") != page()
-    ]
+    differing = []
+    for name, page in PAGES.items():
+        text = page()
+        if text is not None and (not (docs / name).is_file() or (docs / name).read_text(encoding="utf-8") != text):
+            differing.append(name)
+    return differing
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -801,3 +801,42 @@ def test_the_sealed_tests_runs_stand_above_the_development_runs_and_take_the_hea
     assert build.finished(build.merged_track_b({f: sealed.get(f) for f in build.track_b_files("toy_track_b_final")},
                                                "toy_track_b_final"))  # fmt: skip
     assert not build.finished(None) and not build.finished(going)
+
+
+def test_track_a_depth_profile_is_a_table_and_a_figure_of_every_layers_rate_per_axis(tmp_path, monkeypatch):
+    """Every concept's rate after erasure at every layer by both judges, the chosen layer in bold, the axis means
+    (with preservation where the run recorded it), and a figure with a line per concept and per axis and judge; the
+    final run's figure is written only once that run exists."""
+    build = load_build()
+
+    def concept(axis, layer, detector, rules, drop=None):
+        judges = {}
+        for judge, rates in (("detector", detector), ("geometry", rules)):
+            judges[judge] = {"per_layer": dict(zip(["text_encoder.embed", "text_encoder.blocks.0"], rates))}
+            if drop is not None:
+                judges[judge]["per_layer_preservation_drop"] = dict(zip(judges[judge]["per_layer"], drop))
+        return {"axis": axis, "layer": layer, **judges}
+
+    concepts = {"red": concept("colour", "text_encoder.embed", [0.25, 0.5], [0.0, 0.5]),
+                "blue": concept("colour", "text_encoder.blocks.0", [0.75, 0.0], [0.5, 0.25]),
+                "left": concept("motion", "text_encoder.embed", [0.0, 1.0], [0.0, 0.75])}  # fmt: skip
+    assert build.depth_profile(concepts, "detector") == {"colour": [0.5, 0.25], "motion": [0.0, 1.0]}
+    section = "\n".join(build.depth_section({"concepts": concepts}, "toy_depth.svg"))
+    assert "(toy_depth.svg)" in section and "| red | **25 / 0** | 50 / 50 |" in section
+    assert "| blue | 75 / 50 | **0 / 25** |" in section
+    assert "| *colour: mean rate after* | 50.0 / 25.0 | 25.0 / 37.5 |" in section
+    assert "preservation" not in section
+    with_drop = {name: concept("colour", "text_encoder.embed", [0.0, 0.0], [0.0, 0.0], [0.0, 0.5]) for name in "ab"}
+    section = "\n".join(build.depth_section({"concepts": with_drop}, "toy_depth.svg"))
+    assert "| *colour: mean preservation drop* | 0.0 / 0.0 | 50.0 / 50.0 |" in section
+    svg = build.depth_svg({"concepts": concepts})
+    assert svg.startswith("<svg") and svg.count("<polyline") == 2 * (3 + 2)
+    assert build.depth_svg(None) is None and build.depth_svg({"concepts": {}}) is None
+
+    final, load = "analysis/toy_track_a_final.json", build.load
+    monkeypatch.setattr(build, "load", lambda rel: None if rel == final else load(rel))
+    written = {path.name for path in build.build(tmp_path)}
+    assert build.DEPTH_FIGURES["development"] in written and build.DEPTH_FIGURES["test"] not in written
+    assert build.stale(tmp_path) == []
+    monkeypatch.setattr(build, "load", lambda rel: load("analysis/toy_track_a.json" if rel == final else rel))
+    assert build.DEPTH_FIGURES["test"] in build.stale(tmp_path)
