@@ -2471,12 +2471,10 @@ def sealed_progress(track_a: dict[str, Any] | None, track_b: dict[str, Any] | No
     if track_a is None and track_b is None:
         return "; sealed test not read yet"
     done = [
-        f"{track}: {len(run['concepts'])} of {len(run['config']['concepts'])} concepts"
-        if run
-        else f"{track}: not started"
+        f"{track} {len(run['concepts'])} of {len(run['config']['concepts'])}" if run else f"{track} not started"
         for track, run in (("A", track_a), ("B", track_b))
     ]
-    return f"; the sealed test's runs are under way ({', '.join(done)} so far)"
+    return f"; sealed test under way: {', '.join(done)} concepts so far"
 
 
 def readme_headline() -> str:

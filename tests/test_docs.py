@@ -796,7 +796,7 @@ def test_the_sealed_tests_runs_stand_above_the_development_runs_and_take_the_hea
     sealed["analysis/toy_track_a_final.json"] = going
     headline = build.readme_headline()
     n = len(development["analysis/toy_track_a.json"]["config"]["concepts"])
-    assert f"the sealed test's runs are under way (A: 3 of {n} concepts, B: {n} of {n} concepts so far)" in headline
+    assert f"; sealed test under way: A 3 of {n}, B {n} of {n} concepts so far)" in headline
     assert "A: development seed" in headline
     assert build.finished(build.merged_track_b({f: sealed.get(f) for f in build.track_b_files("toy_track_b_final")},
                                                "toy_track_b_final"))  # fmt: skip
