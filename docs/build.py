@@ -951,17 +951,19 @@ def page_toyworld() -> str:
     sealed_a = analyses["analysis/toy_track_a_final.json"]
     if sealed_a:
         lines += with_stale_note(track_a_section(sealed_a), sealed_a)
+        lines += development_beside(sealed_a, analyses["analysis/toy_track_a.json"])
     lines += with_stale_note(
         track_a_section(analyses["analysis/toy_track_a.json"], sealed_a is not None),
         analyses["analysis/toy_track_a.json"],
     )
     sealed_b = merged_track_b({f: analyses[f] for f in track_b_runs["toy_track_b_final"]}, "toy_track_b_final")
+    development = [analyses[f] for f in track_b_runs["toy_track_b"]]
+    development_b = merged_track_b(dict(zip(track_b_runs["toy_track_b"], development)))
     if sealed_b:
         finals = [analyses[f] for f in track_b_runs["toy_track_b_final"]]
         lines += with_stale_note(track_b_section(sealed_b), *finals)
-    development = [analyses[f] for f in track_b_runs["toy_track_b"]]
-    track_b = track_b_section(merged_track_b(dict(zip(track_b_runs["toy_track_b"], development))), sealed_b is not None)
-    lines += with_stale_note(track_b, *development)
+        lines += development_beside(sealed_b, development_b)
+    lines += with_stale_note(track_b_section(development_b, sealed_b is not None), *development)
     for name, section in (
         ("toy_ablations", ablations_section),
         ("toy_hard_prompts", hard_prompts_section),
@@ -1012,6 +1014,33 @@ TRACK_A_TITLE = "## Track A: the paper's protocol, no judge"
 TRACK_B_TITLE = "## Track B: every method tuned with the same budget"
 SEALED_TITLE = " — the sealed test"
 """Added to a track's title for its final run's section, which the page shows above the development run's."""
+
+
+def development_beside(sealed: dict[str, Any], development: dict[str, Any] | None) -> list[str]:
+    """A final run's counts beside its development run's over the concepts both measured (met by both judges, with
+    intervals in brackets), per method for Track B and for the chosen layer for Track A: how far the seeds the method
+    was worked on flattered it."""
+    if not development:
+        return []
+    names = [n for n in sealed["concepts"] if n in development["concepts"]]
+    track_b = "summary" in sealed and "clear" in sealed["summary"]
+    methods = [m for m in sealed["summary"] if m in development["summary"]] if track_b else ["clear"]
+
+    def counts(run: dict[str, Any], method: str) -> str:
+        rows = [run["concepts"][n]["methods"].get(method, {}) if track_b else run["concepts"][n] for n in names]
+        rows = [r for r in rows if "met_by_both" in r]
+        met, strict = sum(r["met_by_both"] for r in rows), sum(r["met_by_both_with_intervals"] for r in rows)
+        return f"{met} of {len(rows)} ({strict})"
+
+    label = f"development seed {development['protocol']['seed']}"
+    rows = [[m if track_b else "the separability-chosen layer", counts(development, m), counts(sealed, m)]
+            for m in methods]  # fmt: skip
+    return [
+        f"Beside the development run, over the {len(names)} concepts both measured: concepts met by both judges "
+        "(with intervals in brackets).",
+        "",
+        *table(["method" if track_b else "", label, f"sealed test (seed {sealed['protocol']['seed']})"], rows),
+    ]
 
 
 def seed_sentence(protocol: dict[str, Any], sealed_made: bool) -> str:

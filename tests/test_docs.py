@@ -789,6 +789,18 @@ def test_the_sealed_tests_runs_stand_above_the_development_runs_and_take_the_hea
     assert page.count("The sealed protocol's final run, on test seeds") == 2
     headline = build.readme_headline()
     assert "A: test seed 90000; B: test seed 90000)" in headline and "under way" not in headline
+    track_a = development["analysis/toy_track_a.json"]
+    n, met = len(track_a["concepts"]), track_a["summary"]["met_by_both"]
+    strict = track_a["summary"]["met_by_both_with_intervals"]
+    assert f"| the separability-chosen layer | {met} of {n} ({strict}) | {met} of {n} ({strict}) |" in page
+    clear = development["analysis/toy_track_b.json"]["summary"]["clear"]
+    counts = f"{clear['met_by_both']} of {clear['concepts']} ({clear['met_by_both_with_intervals']})"
+    assert f"| clear | {counts} | {counts} |" in page
+    first = next(iter(sealed["analysis/toy_track_a_final.json"]["concepts"].values()))
+    first["met_by_both"] = not first["met_by_both"]
+    moved = met + (1 if first["met_by_both"] else -1)
+    assert f"| {met} of {n} ({strict}) | {moved} of {n} ({strict}) |" in build.page_toyworld()
+    first["met_by_both"] = not first["met_by_both"]
 
     going = json.loads(json.dumps(sealed["analysis/toy_track_a_final.json"]))
     going["concepts"] = dict(list(going["concepts"].items())[:3])
