@@ -963,6 +963,13 @@ def page_toyworld() -> str:
         finals = [analyses[f] for f in track_b_runs["toy_track_b_final"]]
         lines += with_stale_note(track_b_section(sealed_b), *finals)
         lines += development_beside(sealed_b, development_b)
+    orphans = [f for f in track_b_runs["toy_track_b_final"][1:] if analyses[f]]
+    if sealed_b is None and orphans:
+        lines += [
+            f"The sealed test's {', '.join(separate_method(f)[0] for f in orphans)} run exists, but Track B's first "
+            "final run (`analysis/toy_track_b_final.json`) does not: it is shown once that run is made.",
+            "",
+        ]
     lines += with_stale_note(track_b_section(development_b, sealed_b is not None), *development)
     for name, section in (
         ("toy_ablations", ablations_section),
@@ -1017,30 +1024,44 @@ SEALED_TITLE = " — the sealed test"
 
 
 def development_beside(sealed: dict[str, Any], development: dict[str, Any] | None) -> list[str]:
-    """A final run's counts beside its development run's over the concepts both measured (met by both judges, with
-    intervals in brackets), per method for Track B and for the chosen layer for Track A: how far the seeds the method
-    was worked on flattered it."""
+    """A final run's counts beside its development run's (met by both judges, with intervals in brackets), per
+    method for Track B and for the chosen layer for Track A, each counted over the concepts both runs measured with
+    that method: how far the seeds the method was worked on flattered it. [] when the runs share no concept."""
     if not development:
         return []
-    names = [n for n in sealed["concepts"] if n in development["concepts"]]
-    track_b = "summary" in sealed and "clear" in sealed["summary"]
-    methods = [m for m in sealed["summary"] if m in development["summary"]] if track_b else ["clear"]
+    track_b = sealed["format"] == "clear_sae.toy_track_b"
 
-    def counts(run: dict[str, Any], method: str) -> str:
-        rows = [run["concepts"][n]["methods"].get(method, {}) if track_b else run["concepts"][n] for n in names]
-        rows = [r for r in rows if "met_by_both" in r]
+    def rows_of(run: dict[str, Any], method: str) -> dict[str, dict[str, Any]]:
+        rows = {n: c["methods"].get(method, {}) if track_b else c for n, c in run["concepts"].items()}
+        return {n: r for n, r in rows.items() if "met_by_both" in r}
+
+    def counts(rows: list[dict[str, Any]]) -> str:
         met, strict = sum(r["met_by_both"] for r in rows), sum(r["met_by_both_with_intervals"] for r in rows)
         return f"{met} of {len(rows)} ({strict})"
 
-    label = f"development seed {development['protocol']['seed']}"
-    rows = [[m if track_b else "the separability-chosen layer", counts(development, m), counts(sealed, m)]
-            for m in methods]  # fmt: skip
+    table_rows = []
+    for method in sealed["summary"] if track_b else ["clear"]:
+        mine, theirs = rows_of(sealed, method), rows_of(development, method)
+        shared = [n for n in mine if n in theirs]
+        if shared:
+            label = method if track_b else "the separability-chosen layer"
+            table_rows.append([label, counts([theirs[n] for n in shared]), counts([mine[n] for n in shared])])
+    if not table_rows:
+        return []
+    seeds = [f"development seed {development['protocol']['seed']}", f"sealed test (seed {sealed['protocol']['seed']})"]
     return [
-        f"Beside the development run, over the {len(names)} concepts both measured: concepts met by both judges "
-        "(with intervals in brackets).",
+        "### Beside the development run",
         "",
-        *table(["method" if track_b else "", label, f"sealed test (seed {sealed['protocol']['seed']})"], rows),
+        "Concepts met by both judges (with intervals in brackets), each row over the concepts both runs measured with "
+        "that method:",
+        "",
+        *table(["method" if track_b else "", *seeds], table_rows),
     ]
+
+
+def section_title(title: str, data: dict[str, Any] | None) -> str:
+    """A track's section title, marked as the sealed test's when `data` is a final run."""
+    return title + (SEALED_TITLE if data and data["protocol"]["split"] == "test" else "")
 
 
 def seed_sentence(protocol: dict[str, Any], sealed_made: bool) -> str:
@@ -1056,7 +1077,7 @@ def seed_sentence(protocol: dict[str, Any], sealed_made: bool) -> str:
 def track_a_section(data: dict[str, Any] | None, sealed_made: bool = False) -> list[str]:
     """The paper's protocol in the toy world: the separability-chosen layer, one tuned strength, no judge (the
     sealed test's final run when `data` is one; `sealed_made`: a final run's section stands above this one)."""
-    title = TRACK_A_TITLE + (SEALED_TITLE if data and data["protocol"]["split"] == "test" else "")
+    title = section_title(TRACK_A_TITLE, data)
     if data is None:
         return [title, "", "Not measured yet: run `python analysis/toy_track_a.py`.", ""]
     if not data.get("concepts"):
@@ -1168,8 +1189,8 @@ def track_a_section(data: dict[str, Any] | None, sealed_made: bool = False) -> l
     reserved = {
         name: {j: c[j]["reserved"] for j in JUDGE_KEYS} for name, c in concepts.items() if "reserved" in c["detector"]
     }
-    lines += depth_section(data, DEPTH_FIGURES[protocol["split"]])
-    return lines + reserved_section(reserved, "at the chosen layer")
+    lines += reserved_section(reserved, "at the chosen layer")
+    return lines + depth_section(data, DEPTH_FIGURES[protocol["split"]])
 
 
 JUDGE_KEYS = ("detector", "geometry")
@@ -1187,11 +1208,16 @@ def depth_profile(concepts: dict[str, Any], judge: str, key: str = "per_layer") 
     return {axis: [sum(column) / len(column) for column in zip(*rows)] for axis, rows in by_axis.items()}
 
 
+def sweep_layers(concepts: dict[str, Any]) -> list[str]:
+    """The hook points of a Track A run's layer sweep, in order."""
+    return list(next(iter(concepts.values()))["detector"]["per_layer"])
+
+
 def depth_section(data: dict[str, Any], figure: str) -> list[str]:
     """Track A's depth profile: every concept's rate after erasure at every layer by both judges, the chosen layer
     in bold, and per axis the mean rate (and preservation drop, where the run recorded it), with its figure."""
     concepts = data["concepts"]
-    layers = list(next(iter(concepts.values()))["detector"]["per_layer"])
+    layers = sweep_layers(concepts)
     lines = [
         "### Over depth",
         "",
@@ -1206,7 +1232,7 @@ def depth_section(data: dict[str, Any], figure: str) -> list[str]:
         cells = [f"{pct(c['detector']['per_layer'][h], 0)} / {pct(c['geometry']['per_layer'][h], 0)}" for h in layers]
         rows.append([name, *[f"**{v}**" if h == c["layer"] else v for h, v in zip(layers, cells)]])
     keys = [("per_layer", "mean rate after")]
-    if "per_layer_preservation_drop" in next(iter(concepts.values()))["detector"]:
+    if all("per_layer_preservation_drop" in c["detector"] for c in concepts.values()):
         keys.append(("per_layer_preservation_drop", "mean preservation drop"))
     for key, label in keys:
         means = {judge: depth_profile(concepts, judge, key) for judge in JUDGE_KEYS}
@@ -1222,11 +1248,12 @@ def depth_svg(data: dict[str, Any] | None) -> str | None:
     if not data or not data.get("concepts"):
         return None
     concepts = data["concepts"]
-    layers = list(next(iter(concepts.values()))["detector"]["per_layer"])
+    layers = sweep_layers(concepts)
     width, height, left, top, plot_w, plot_h = 660, 262, 40, 30, 260, 160
+    step = plot_w / max(len(layers) - 1, 1)  # one layer: a single point at the left edge
 
     def point(x0: float, i: int, rate: float) -> str:
-        return f"{x0 + i * plot_w / (len(layers) - 1):.1f},{top + plot_h * (1 - rate):.1f}"
+        return f"{x0 + i * step:.1f},{top + plot_h * (1 - rate):.1f}"
 
     out = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" '
@@ -1245,7 +1272,7 @@ def depth_svg(data: dict[str, Any] | None) -> str | None:
         out.append(f'<line x1="{x0}" y1="{target:.1f}" x2="{x0 + plot_w}" y2="{target:.1f}" stroke="#666" '
                    'stroke-dasharray="4 3"/>')  # fmt: skip
         for i, hook in enumerate(layers):
-            x = x0 + i * plot_w / (len(layers) - 1)
+            x = x0 + i * step
             label = short(hook).removeprefix("blocks.")  # embed, then the block's number
             out.append(f'<text x="{x:.1f}" y="{top + plot_h + 14}" text-anchor="middle">{label}</text>')
         out.append(f'<text x="{x0 + plot_w / 2}" y="{top + plot_h + 30}" text-anchor="middle">layer (block)</text>')
@@ -1282,7 +1309,17 @@ def reserved_section(readings: dict[str, dict[str, Any]], where: str) -> list[st
         "",
     ]
     rows = [[name, change(r["detector"]), change(r["geometry"])] for name, r in readings.items()]
-    return lines + table(["concept", "detector: before → after [95%]", "rules: before → after [95%]"], rows)
+    erased = sum(all(r[j]["clip_rate_after"] <= 0.10 for j in JUDGE_KEYS) for r in readings.values())
+    halved = sum(
+        all(r[j]["clip_rate_after"] <= r[j]["clip_rate_before"] / 2 for j in JUDGE_KEYS) for r in readings.values()
+    )
+    lines += table(["concept", "detector: before → after [95%]", "rules: before → after [95%]"], rows)
+    return lines + [
+        f"**On these paraphrases erasure brought the concept to at most 10% of clips by both judges for {erased} of "
+        f"{len(readings)} concepts**, and at least halved its rate by both for {halved}: the latents were found "
+        "from the training words, and the dictionaries' corpus holds none of the reserved ones.",
+        "",
+    ]
 
 
 def hard_prompts_section(data: dict[str, Any] | None) -> list[str]:
@@ -1676,7 +1713,7 @@ def worse_and_better(concepts: dict[str, Any], method: str, judge: str) -> tuple
 def track_b_section(data: dict[str, Any] | None, sealed_made: bool = False) -> list[str]:
     """Every method tuned with the same judged ladder budget, then erasing from the same clips, paired with CLEAR
     (the sealed test's final run when `data` is one; `sealed_made`: a final run's section stands above this one)."""
-    title = TRACK_B_TITLE + (SEALED_TITLE if data and data["protocol"]["split"] == "test" else "")
+    title = section_title(TRACK_B_TITLE, data)
     if data is None:
         return [title, "", "Not measured yet: run `python analysis/toy_track_b.py`.", ""]
     concepts, cfg, summary, protocol = data["concepts"], data["config"], data["summary"], data["protocol"]
@@ -1698,7 +1735,10 @@ def track_b_section(data: dict[str, Any] | None, sealed_made: bool = False) -> l
         "exact test on the same clips finds the method's clips rendering the concept significantly more / less "
         "often (p < 0.05). *No rung met the bars* counts the concepts where the method kept a rung that failed on "
         "the tuning clips: a rung that erases but harms the rest is not kept, so a method's rate there is what its "
-        "gentlest acceptable rung leaves, not all it can erase.",
+        "gentlest acceptable rung leaves, not all it can erase. *Met by both* reads the rate after erasure (the "
+        "share of frames, or of clips for motion, where a judge finds the concept); *with intervals* reads the share "
+        "of clips that render it (found in more than half their frames) through its exact 95% interval, so a concept "
+        "can be met with intervals and not without.",
         "",
     ]
     if not data.get("complete"):
@@ -2485,32 +2525,54 @@ def run_label(run: dict[str, Any]) -> str:
     return label
 
 
-def finished(run: dict[str, Any] | None) -> bool:
-    """Whether a run (a merged Track B run with its separate runs) has measured all its concepts."""
-    return bool(
-        run
-        and run.get("complete")
-        and not run.get("missing_runs")
-        and all(r["complete"] for r in run.get("separate_runs", []))
-    )
+def complete(run: dict[str, Any] | None) -> bool:
+    """Whether a run has measured all its concepts (for a merged Track B run, its first run: a separate run still
+    going or not started is marked where its methods are named)."""
+    return bool(run and run.get("complete"))
+
+
+def missing_methods(run: dict[str, Any]) -> list[str]:
+    """The methods of a merged Track B run whose separate runs have not written their JSON yet."""
+    return [separate_method(file)[0] for file in run.get("missing_runs", [])]
+
+
+def progress(track: str, run: dict[str, Any] | None) -> str:
+    """How far one track's final run has got, with its separate runs not started or still going."""
+    if run is None:
+        return f"{track} not started"
+    behind = [f"{method} not started" for method in missing_methods(run)]
+    behind += [
+        f"{', '.join(r['methods'])} {len(r['concepts'])} of {r['of']}"
+        for r in run.get("separate_runs", [])
+        if not r["complete"]
+    ]
+    counted = f"{track} {len(run['concepts'])} of {len(run['config']['concepts'])} concepts"
+    return counted + (f" ({', '.join(behind)})" if behind else "")
 
 
 def sealed_progress(track_a: dict[str, Any] | None, track_b: dict[str, Any] | None) -> str:
     """How far the sealed test's final runs have got, for a headline that still reads development seeds."""
     if track_a is None and track_b is None:
         return "; sealed test not read yet"
-    done = [
-        f"{track} {len(run['concepts'])} of {len(run['config']['concepts'])}" if run else f"{track} not started"
-        for track, run in (("A", track_a), ("B", track_b))
-    ]
-    return f"; sealed test under way: {', '.join(done)} concepts so far"
+    return f"; sealed test under way: {progress('A', track_a)}, {progress('B', track_b)}"
+
+
+def reserved_erased(concepts: dict[str, Any]) -> str:
+    """How many Track A concepts erasure brought to at most 10% of the reserved paraphrases' clips by both judges,
+    as a headline's clause ("" for a run that read none)."""
+    read = [c for c in concepts.values() if "reserved" in c["detector"]]
+    if not read:
+        return ""
+    erased = sum(all(c[j]["reserved"]["clip_rate_after"] <= 0.10 for j in JUDGE_KEYS) for c in read)
+    return f", and {erased} of {len(read)} on paraphrases it never learned"
 
 
 def readme_headline() -> str:
-    """The README's headline: Track A's result next to Track B's, with the seed each read."""
+    """The README's headline: Track A's result next to Track B's, with the seed each read (the sealed test's once
+    both tracks' final runs have measured every concept)."""
     sealed_a = load("analysis/toy_track_a_final.json")
     sealed_b = merged_track_b({f: load(f) for f in track_b_files("toy_track_b_final")}, "toy_track_b_final")
-    if finished(sealed_a) and finished(sealed_b):
+    if complete(sealed_a) and complete(sealed_b):
         track_a, track_b = sealed_a, sealed_b
     else:
         track_a = load("analysis/toy_track_a.json")
@@ -2521,6 +2583,7 @@ def readme_headline() -> str:
     a, n = track_a["summary"], len(track_a["concepts"])
     clear = track_b["summary"]["clear"]
     ahead, behind = (so_far(track_b, names) for names in clear_ahead(track_b["summary"]))
+    missing = missing_methods(track_b)
     stale = [note for run in (track_a, track_b) if (note := stale_note(run["protocol"].get("weights")))]
     return (
         f"**Does separability find the layer?** In the toy world (A: {run_label(track_a)}; B: {run_label(track_b)}"
@@ -2528,9 +2591,11 @@ def readme_headline() -> str:
         "meets "
         f"{a['met_by_both']} of {n} concepts by two judges ({a['met_by_both_with_intervals']} with intervals), "
         f"median regret against the best layer {pct(a['detector']['regret_vs_best']['median'])} / "
-        f"{pct(a['geometry']['regret_vs_best']['median'])} points; with every method tuned on one budget (B), CLEAR "
-        f"meets {clear['met_by_both']} of {clear['concepts']}, ahead of {', '.join(ahead) or 'no baseline'}, not of "
-        f"{', '.join(behind) or 'any other'} ([docs/toyworld.md](docs/toyworld.md))."
+        f"{pct(a['geometry']['regret_vs_best']['median'])} points{reserved_erased(track_a['concepts'])}; with every "
+        f"method tuned on one budget (B), CLEAR meets {clear['met_by_both']} of {clear['concepts']}, ahead of "
+        f"{', '.join(ahead) or 'no baseline'}, not of {', '.join(behind) or 'any other'}"
+        + (f"; {', '.join(missing)} not measured yet" if missing else "")
+        + " ([docs/toyworld.md](docs/toyworld.md))."
         + (" Stale: measured on other weights than the shipped ones." if stale else "")
     )
 

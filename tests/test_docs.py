@@ -6,6 +6,7 @@ import importlib.util
 import json
 import re
 from pathlib import Path
+from xml.etree import ElementTree
 
 import numpy as np
 import pytest
@@ -808,11 +809,90 @@ def test_the_sealed_tests_runs_stand_above_the_development_runs_and_take_the_hea
     sealed["analysis/toy_track_a_final.json"] = going
     headline = build.readme_headline()
     n = len(development["analysis/toy_track_a.json"]["config"]["concepts"])
-    assert f"; sealed test under way: A 3 of {n}, B {n} of {n} concepts so far)" in headline
+    assert f"; sealed test under way: A 3 of {n} concepts, B {n} of {n} concepts)" in headline
     assert "A: development seed" in headline
-    assert build.finished(build.merged_track_b({f: sealed.get(f) for f in build.track_b_files("toy_track_b_final")},
-                                               "toy_track_b_final"))  # fmt: skip
-    assert not build.finished(None) and not build.finished(going)
+    assert not build.complete(None) and not build.complete(going)
+
+    # The main final runs complete, a separate one partial, then missing: the headline reads the finals and says so.
+    sealed["analysis/toy_track_a_final.json"] = json.loads(json.dumps(development["analysis/toy_track_a.json"]))
+    sealed["analysis/toy_track_a_final.json"]["protocol"] |= {"split": "test", "seed": 90000}
+    partial = sealed["analysis/toy_track_b_final_safree.json"]
+    partial["concepts"] = dict(list(partial["concepts"].items())[:2])
+    partial["complete"] = False
+    headline = build.readme_headline()
+    assert "A: test seed 90000; B: test seed 90000)" in headline
+    assert f"safree-layer (2 of {len(partial['config']['concepts'])} concepts so far)" in headline
+    page = build.page_toyworld()
+    safree = [line for line in page.splitlines() if line.startswith("| safree-layer |")]
+    both = [c["methods"]["safree-layer"] for c in partial["concepts"].values()]
+    counts = f"{sum(r['met_by_both'] for r in both)} of 2 ({sum(r['met_by_both_with_intervals'] for r in both)})"
+    assert f"| safree-layer | {counts} | {counts} |" in safree
+    del sealed["analysis/toy_track_b_final_safree.json"]
+    headline = build.readme_headline()
+    assert "A: test seed 90000" in headline and "; safree-layer not measured yet (" in headline
+    assert "safree-layer" not in headline.split("CLEAR meets")[1].split("; safree-layer not measured")[0]
+    run = build.merged_track_b(
+        {f: sealed.get(f) for f in build.track_b_files("toy_track_b_final")}, "toy_track_b_final"
+    )
+    assert build.progress("B", run).endswith(" concepts (safree-layer not started)")
+    assert build.progress("A", None) == "A not started"
+
+    # Separate final runs without Track B's first final run: the page says they wait for it.
+    sealed["analysis/toy_track_b_final_safree.json"] = partial
+    del sealed["analysis/toy_track_b_final.json"]
+    assert "The sealed test's safree-layer run exists, but Track B's first final run" in build.page_toyworld()
+
+
+def test_development_beside_counts_each_method_over_the_concepts_both_runs_measured_with_it():
+    """The beside-table counts a method only over the concepts where both runs have its row, says nothing when the
+    runs share no concept, and tells the tracks apart by their format."""
+    build = load_build()
+
+    def row(met, strict):
+        return {"met_by_both": met, "met_by_both_with_intervals": strict}
+
+    def track_b(seed, rows):
+        concepts = {name: {"methods": methods} for name, methods in rows.items()}
+        summary = {m: {} for methods in rows.values() for m in methods}
+        return {"format": "clear_sae.toy_track_b", "protocol": {"seed": seed}, "concepts": concepts, "summary": summary}
+
+    development = track_b(1000, {"red": {"clear": row(True, False), "esd": row(True, True)},
+                                 "blue": {"clear": row(True, True), "esd": row(False, False)},
+                                 "left": {"clear": row(False, False)}})  # fmt: skip
+    sealed = track_b(90000, {"red": {"clear": row(True, True), "esd": row(False, False)},
+                             "blue": {"clear": row(False, False)},
+                             "grow": {"clear": row(True, True)}})  # fmt: skip
+    lines = build.development_beside(sealed, development)
+    assert lines[0] == "### Beside the development run"
+    assert "| clear | 2 of 2 (1) | 1 of 2 (1) |" in lines and "| esd | 1 of 1 (1) | 0 of 1 (0) |" in lines
+    assert build.development_beside(sealed, None) == []
+    assert build.development_beside(track_b(90000, {"grow": {"clear": row(True, True)}}), development) == []
+    track_a = {"format": "clear_sae.toy_track_a", "protocol": {"seed": 1000}, "summary": {"clear": {}},
+               "concepts": {"red": row(True, False), "blue": row(False, False)}}  # fmt: skip
+    sealed_a = track_a | {"protocol": {"seed": 90000}, "concepts": {"red": row(True, True)}}
+    assert "| the separability-chosen layer | 1 of 1 (0) | 1 of 1 (1) |" in build.development_beside(sealed_a, track_a)
+    empty = track_a | {"concepts": {}, "protocol": {"seed": 90000, "split": "test"}, "config": {"concepts": ["red"]}}
+    assert build.development_beside(empty, track_a) == []
+    assert "has measured no concept yet" in "\n".join(build.track_a_section(empty))
+
+
+def test_the_reserved_paraphrases_count_the_concepts_erasure_brought_down_by_both_judges():
+    """Below the reserved paraphrases' table, how many concepts erasure took to at most 10% and how many it at least
+    halved, by both judges; and the same count as a clause of the headline."""
+    build = load_build()
+
+    def reading(before, after):
+        return {"clips": 100, "clip_rate_before": before, "clip_rate_after": after, "clip_rate_after_ci95": [0, 1]}
+
+    readings = {"red": {"detector": reading(1.0, 0.05), "geometry": reading(1.0, 0.10)},
+                "blue": {"detector": reading(1.0, 0.05), "geometry": reading(1.0, 0.4)},
+                "left": {"detector": reading(0.8, 0.5), "geometry": reading(0.8, 0.4)}}  # fmt: skip
+    text = "\n".join(build.reserved_section(readings, "at the chosen layer"))
+    assert "for 1 of 3 concepts**, and at least halved its rate by both for 2:" in text
+    assert build.reserved_section({}, "anywhere") == []
+    concepts = {name: {j: {"reserved": r[j]} for j in build.JUDGE_KEYS} for name, r in readings.items()}
+    assert build.reserved_erased(concepts) == ", and 1 of 3 on paraphrases it never learned"
+    assert build.reserved_erased({"red": {"detector": {}}}) == ""
 
 
 def test_track_a_depth_profile_is_a_table_and_a_figure_of_every_layers_rate_per_axis(tmp_path, monkeypatch):
@@ -843,6 +923,9 @@ def test_track_a_depth_profile_is_a_table_and_a_figure_of_every_layers_rate_per_
     assert "| *colour: mean preservation drop* | 0.0 / 0.0 | 50.0 / 50.0 |" in section
     svg = build.depth_svg({"concepts": concepts})
     assert svg.startswith("<svg") and svg.count("<polyline") == 2 * (3 + 2)
+    assert ElementTree.fromstring(svg).tag.endswith("svg")
+    one_layer = {"axis": "colour", "layer": "embed", **{j: {"per_layer": {"embed": 0.5}} for j in build.JUDGE_KEYS}}
+    assert ElementTree.fromstring(build.depth_svg({"concepts": {"red": one_layer}})).tag.endswith("svg")
     assert build.depth_svg(None) is None and build.depth_svg({"concepts": {}}) is None
 
     final, load = "analysis/toy_track_a_final.json", build.load
