@@ -2564,7 +2564,7 @@ def reserved_erased(concepts: dict[str, Any]) -> str:
     if not read:
         return ""
     erased = sum(all(c[j]["reserved"]["clip_rate_after"] <= 0.10 for j in JUDGE_KEYS) for c in read)
-    return f", and {erased} of {len(read)} on paraphrases it never learned"
+    return f", and erases {erased} of {len(read)} on paraphrases it never learned"
 
 
 def readme_headline() -> str:

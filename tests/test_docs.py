@@ -891,7 +891,7 @@ def test_the_reserved_paraphrases_count_the_concepts_erasure_brought_down_by_bot
     assert "for 1 of 3 concepts**, and at least halved its rate by both for 2:" in text
     assert build.reserved_section({}, "anywhere") == []
     concepts = {name: {j: {"reserved": r[j]} for j in build.JUDGE_KEYS} for name, r in readings.items()}
-    assert build.reserved_erased(concepts) == ", and 1 of 3 on paraphrases it never learned"
+    assert build.reserved_erased(concepts) == ", and erases 1 of 3 on paraphrases it never learned"
     assert build.reserved_erased({"red": {"detector": {}}}) == ""
 
 
