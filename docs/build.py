@@ -26,6 +26,7 @@ BUILD = "python docs/build.py"
 sys.path.insert(0, str(ROOT))
 from clear_sae.toyworld.metrics import MAX_PRESERVATION_DROP, QUALIFYING_RATE, TARGET_RATE  # noqa: E402, I001
 from clear_sae.toyworld.protocol import weights_record  # noqa: E402
+from clear_sae.toyworld.stats import clopper_pearson  # noqa: E402
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -966,6 +967,8 @@ def page_toyworld() -> str:
     orphans = [f for f in track_b_runs["toy_track_b_final"][1:] if analyses[f]]
     if sealed_b is None and orphans:
         lines += [
+            TRACK_B_TITLE + SEALED_TITLE,
+            "",
             f"The sealed test's {', '.join(separate_method(f)[0] for f in orphans)} run exists, but Track B's first "
             "final run (`analysis/toy_track_b_final.json`) does not: it is shown once that run is made.",
             "",
@@ -1048,15 +1051,29 @@ def development_beside(sealed: dict[str, Any], development: dict[str, Any] | Non
             table_rows.append([label, counts([theirs[n] for n in shared]), counts([mine[n] for n in shared])])
     if not table_rows:
         return []
-    seeds = [f"development seed {development['protocol']['seed']}", f"sealed test (seed {sealed['protocol']['seed']})"]
+    seeds = [
+        f"development seed {development['protocol']['seed']}, {development['config']['clips']} clips",
+        f"sealed test (seed {sealed['protocol']['seed']}), {sealed['config']['clips']} clips",
+    ]
     return [
         "### Beside the development run",
         "",
         "Concepts met by both judges (with intervals in brackets), each row over the concepts both runs measured with "
-        "that method:",
+        f"that method. The bracketed counts depend on the number of target clips: the exact interval stays within "
+        f"{pct(TARGET_RATE, 0)}% {passing(development['config']['clips'])}, and "
+        f"{passing(sealed['config']['clips'])}; only the unbracketed counts compare across the columns.",
         "",
         *table(["method" if track_b else "", *seeds], table_rows),
     ]
+
+
+def passing(clips: int) -> str:
+    """How many of `clips` target clips may still render a concept for the exact interval's upper bound to stay within
+    the target rate, in words."""
+    most = max((k for k in range(clips + 1) if clopper_pearson(k, clips)[1] <= TARGET_RATE), default=-1)
+    if most < 0:
+        return f"never on {clips} clips"
+    return f"on {clips} clips only while {f'at most {most} render' if most else 'none renders'} the concept"
 
 
 def section_title(title: str, data: dict[str, Any] | None) -> str:
@@ -1194,6 +1211,7 @@ def track_a_section(data: dict[str, Any] | None, sealed_made: bool = False) -> l
 
 
 JUDGE_KEYS = ("detector", "geometry")
+JUDGE_NAMES = {"detector": "detector", "geometry": "rules"}
 AXIS_COLOURS = {"colour": "#c0392b", "shape": "#2471a3", "motion": "#229954"}
 DEPTH_FIGURES = {"development": "toy_depth.svg", "test": "toy_depth_final.svg"}
 """The depth-profile figure of Track A's development run and of its sealed final run, by the split it read."""
@@ -1309,15 +1327,16 @@ def reserved_section(readings: dict[str, dict[str, Any]], where: str) -> list[st
         "",
     ]
     rows = [[name, change(r["detector"]), change(r["geometry"])] for name, r in readings.items()]
-    erased = sum(all(r[j]["clip_rate_after"] <= 0.10 for j in JUDGE_KEYS) for r in readings.values())
-    halved = sum(
-        all(r[j]["clip_rate_after"] <= r[j]["clip_rate_before"] / 2 for j in JUDGE_KEYS) for r in readings.values()
-    )
     lines += table(["concept", "detector: before → after [95%]", "rules: before → after [95%]"], rows)
+    rendered = [r for r in readings.values() if all(r[j]["clip_rate_before"] >= QUALIFYING_RATE for j in JUDGE_KEYS)]
+    erased = sum(all(r[j]["clip_rate_after"] <= TARGET_RATE for j in JUDGE_KEYS) for r in rendered)
+    halved = sum(all(r[j]["clip_rate_after"] <= r[j]["clip_rate_before"] / 2 for j in JUDGE_KEYS) for r in rendered)
     return lines + [
-        f"**On these paraphrases erasure brought the concept to at most 10% of clips by both judges for {erased} of "
-        f"{len(readings)} concepts**, and at least halved its rate by both for {halved}: the latents were found "
-        "from the training words, and the dictionaries' corpus holds none of the reserved ones.",
+        f"**Of the {len(rendered)} concepts these paraphrases render in at least {pct(QUALIFYING_RATE, 0)}% of clips "
+        f"by both judges, erasure brought {erased} to at most {pct(TARGET_RATE, 0)}% by both**, and at least halved "
+        f"the rate by both for {halved}. The "
+        "concept's latents were found from its training words; the reserved words occur neither there nor in the "
+        "dictionaries' corpus.",
         "",
     ]
 
@@ -1591,6 +1610,22 @@ def clear_ahead(summary: dict[str, Any]) -> tuple[list[str], list[str]]:
     return ahead, not_ahead
 
 
+def ahead_of_clear(summary: dict[str, Any]) -> dict[str, list[str]]:
+    """The baselines that erased more than CLEAR on Track B's paired comparison (the gap's interval below zero), with
+    the judges by which they did."""
+    found = {}
+    for method, row in summary.items():
+        judges = [j for j in JUDGE_KEYS if method != "clear" and (row[j]["gap_to_clear"]["ci95"] or [0.0])[1] < 0]
+        if judges:
+            found[method] = judges
+    return found
+
+
+def judges_named(judges: list[str]) -> str:
+    """ "detector", "rules" or "both judges" for a list of judge keys."""
+    return "both judges" if len(judges) == len(JUDGE_KEYS) else " and ".join(JUDGE_NAMES[j] for j in judges)
+
+
 def so_far(data: dict[str, Any], methods: list[str]) -> list[str]:
     """`methods`, each one that a separate run still going measures marked with how far that run has got."""
     going = {
@@ -1607,10 +1642,18 @@ def track_b_claim(summary: dict[str, Any], data: dict[str, Any] | None = None) -
     judges (methods of a separate run still going, in the merged run `data`, marked so)."""
     ahead, not_ahead = (so_far(data or {}, names) for names in clear_ahead(summary))
     verdict = "reached" if not not_ahead else "not reached"
+    better = ahead_of_clear(summary)
     return (
         "The bar: CLEAR ahead of every baseline on the paired comparison (the gap's interval above zero by both "
         f"judges). **{verdict.capitalize()}: ahead of {', '.join(ahead) or 'none'}; not ahead of "
         f"{', '.join(not_ahead) or 'none'}.**"
+        + (
+            " Ahead of CLEAR (the gap's interval below zero): "
+            + ", ".join(f"{m} ({judges_named(j)})" for m, j in better.items())
+            + "."
+            if better
+            else ""
+        )
     )
 
 
@@ -1736,9 +1779,10 @@ def track_b_section(data: dict[str, Any] | None, sealed_made: bool = False) -> l
         "often (p < 0.05). *No rung met the bars* counts the concepts where the method kept a rung that failed on "
         "the tuning clips: a rung that erases but harms the rest is not kept, so a method's rate there is what its "
         "gentlest acceptable rung leaves, not all it can erase. *Met by both* reads the rate after erasure (the "
-        "share of frames, or of clips for motion, where a judge finds the concept); *with intervals* reads the share "
-        "of clips that render it (found in more than half their frames) through its exact 95% interval, so a concept "
-        "can be met with intervals and not without.",
+        "share of frames, or of clips for motion, where a judge finds the concept) and the mean preservation drop; "
+        "*with intervals* reads the share of clips that render it (found in more than half their frames) through its "
+        "exact 95% interval, and the drop's interval's upper bound; both need at most 10% and 3 points by each judge, "
+        "so a concept can be met with intervals and not without.",
         "",
     ]
     if not data.get("complete"):
@@ -1885,8 +1929,8 @@ def two_judges_section(data: dict[str, Any] | None) -> list[str]:
         f"{data['protocol']['split']} seed {data['protocol']['seed']} ({cfg['clips']} target, {cfg['heldout_clips']} "
         f"held-out and {cfg['nontarget_clips']} non-target clips), and both judges read the same clips. "
         + (
-            "A development seed is one the method was worked on, so this is not the sealed protocol's test; "
-            "its final run (`--final`, test seeds) has not been made."
+            "A development seed is one the method was worked on, so this is not the sealed protocol's test (the "
+            "Track A and Track B sections below say which of their runs read test seeds)."
             if data["protocol"]["split"] != "test"
             else "This is the sealed protocol's final run, on a test seed."
         ),
@@ -2558,13 +2602,13 @@ def sealed_progress(track_a: dict[str, Any] | None, track_b: dict[str, Any] | No
 
 
 def reserved_erased(concepts: dict[str, Any]) -> str:
-    """How many Track A concepts erasure brought to at most 10% of the reserved paraphrases' clips by both judges,
-    as a headline's clause ("" for a run that read none)."""
+    """How many Track A concepts erasure brought below 10% of the reserved paraphrases' clips by both judges, as a
+    headline's clause ("" for a run that read none)."""
     read = [c for c in concepts.values() if "reserved" in c["detector"]]
     if not read:
         return ""
-    erased = sum(all(c[j]["reserved"]["clip_rate_after"] <= 0.10 for j in JUDGE_KEYS) for c in read)
-    return f", and erases {erased} of {len(read)} on paraphrases it never learned"
+    erased = sum(all(c[j]["reserved"]["clip_rate_after"] <= TARGET_RATE for j in JUDGE_KEYS) for c in read)
+    return f", and brings {erased or 'none'} of {len(read)} below 10% on reserved paraphrases its latents never saw"
 
 
 def readme_headline() -> str:
@@ -2580,21 +2624,31 @@ def readme_headline() -> str:
     if not track_a or not track_a.get("concepts") or not track_b:
         return "The toy world's Track A and Track B are not measured yet ([docs/toyworld.md](docs/toyworld.md))."
     sealed = {track_a["protocol"]["split"], track_b["protocol"]["split"]} == {"test"}
+    where = (
+        f"On the toy world's sealed test (seed {track_a['protocol']['seed']})"
+        if sealed
+        else f"In the toy world (A: {run_label(track_a)}; B: {run_label(track_b)}{sealed_progress(sealed_a, sealed_b)})"
+    )
     a, n = track_a["summary"], len(track_a["concepts"])
     clear = track_b["summary"]["clear"]
-    ahead, behind = (so_far(track_b, names) for names in clear_ahead(track_b["summary"]))
+    ahead, not_ahead = clear_ahead(track_b["summary"])
+    better = ahead_of_clear(track_b["summary"])
+    marked = dict(zip(track_b["summary"], so_far(track_b, list(track_b["summary"]))))
+    level = [marked[m] for m in not_ahead if m not in better]
+    behind = [f"{marked[m]} ({judges_named(j)})" for m, j in better.items()]
+    compared = [f"ahead of {', '.join(marked[m] for m in ahead) or 'no baseline'}"]
+    compared += [f"level with {', '.join(level)}"] if level else []
+    compared += [f"behind {', '.join(behind)}"] if behind else []
     missing = missing_methods(track_b)
     stale = [note for run in (track_a, track_b) if (note := stale_note(run["protocol"].get("weights")))]
     return (
-        f"**Does separability find the layer?** In the toy world (A: {run_label(track_a)}; B: {run_label(track_b)}"
-        f"{'' if sealed else sealed_progress(sealed_a, sealed_b)}), the paper's protocol (A: no judge, one strength) "
-        "meets "
+        f"**Does separability find the layer?** {where}, the paper's protocol (Track A: no judge, one strength) meets "
         f"{a['met_by_both']} of {n} concepts by two judges ({a['met_by_both_with_intervals']} with intervals), "
         f"median regret against the best layer {pct(a['detector']['regret_vs_best']['median'])} / "
         f"{pct(a['geometry']['regret_vs_best']['median'])} points{reserved_erased(track_a['concepts'])}; with every "
-        f"method tuned on one budget (B), CLEAR meets {clear['met_by_both']} of {clear['concepts']}, ahead of "
-        f"{', '.join(ahead) or 'no baseline'}, not of {', '.join(behind) or 'any other'}"
-        + (f"; {', '.join(missing)} not measured yet" if missing else "")
+        f"method tuned on one budget (Track B), CLEAR meets {clear['met_by_both']} of {clear['concepts']} "
+        f"({clear['met_by_both_with_intervals']} with intervals), {'; '.join(compared)}"
+        + (f"; {', '.join(missing)} {'not yet run on it' if sealed else 'not measured yet'}" if missing else "")
         + " ([docs/toyworld.md](docs/toyworld.md))."
         + (" Stale: measured on other weights than the shipped ones." if stale else "")
     )

@@ -766,7 +766,9 @@ def test_the_readme_headline_is_written_between_its_markers_from_both_tracks():
         build.readme_with_headline("a README without markers\n")
 
 
-def test_the_sealed_tests_runs_stand_above_the_development_runs_and_take_the_headline_once_finished(monkeypatch):
+def test_the_sealed_tests_runs_stand_above_the_development_runs_and_take_the_headline_once_finished(
+    monkeypatch, analysis_script
+):
     """A final run (test seeds) gets a section of its own above its development run's, whose seed sentence then
     points to it; the README headline reads the final runs only once both tracks have measured every concept, and
     says how far they have got before that."""
@@ -789,7 +791,7 @@ def test_the_sealed_tests_runs_stand_above_the_development_runs_and_take_the_hea
     assert page.count("the sealed test's run is the section above") == 2
     assert page.count("The sealed protocol's final run, on test seeds") == 2
     headline = build.readme_headline()
-    assert "A: test seed 90000; B: test seed 90000)" in headline and "under way" not in headline
+    assert "On the toy world's sealed test (seed 90000), " in headline and "under way" not in headline
     track_a = development["analysis/toy_track_a.json"]
     n, met = len(track_a["concepts"]), track_a["summary"]["met_by_both"]
     strict = track_a["summary"]["met_by_both_with_intervals"]
@@ -819,8 +821,11 @@ def test_the_sealed_tests_runs_stand_above_the_development_runs_and_take_the_hea
     partial = sealed["analysis/toy_track_b_final_safree.json"]
     partial["concepts"] = dict(list(partial["concepts"].items())[:2])
     partial["complete"] = False
+    partial["summary"] = analysis_script("toy_track_b").summarise(
+        partial["concepts"], partial["config"]["methods"], partial["protocol"]["seed"]
+    )
     headline = build.readme_headline()
-    assert "A: test seed 90000; B: test seed 90000)" in headline
+    assert "On the toy world's sealed test (seed 90000), " in headline
     assert f"safree-layer (2 of {len(partial['config']['concepts'])} concepts so far)" in headline
     page = build.page_toyworld()
     safree = [line for line in page.splitlines() if line.startswith("| safree-layer |")]
@@ -829,8 +834,8 @@ def test_the_sealed_tests_runs_stand_above_the_development_runs_and_take_the_hea
     assert f"| safree-layer | {counts} | {counts} |" in safree
     del sealed["analysis/toy_track_b_final_safree.json"]
     headline = build.readme_headline()
-    assert "A: test seed 90000" in headline and "; safree-layer not measured yet (" in headline
-    assert "safree-layer" not in headline.split("CLEAR meets")[1].split("; safree-layer not measured")[0]
+    assert "sealed test (seed 90000)" in headline and "; safree-layer not yet run on it (" in headline
+    assert "safree-layer" not in headline.split("CLEAR meets")[1].split("; safree-layer not yet run")[0]
     run = build.merged_track_b(
         {f: sealed.get(f) for f in build.track_b_files("toy_track_b_final")}, "toy_track_b_final"
     )
@@ -840,7 +845,26 @@ def test_the_sealed_tests_runs_stand_above_the_development_runs_and_take_the_hea
     # Separate final runs without Track B's first final run: the page says they wait for it.
     sealed["analysis/toy_track_b_final_safree.json"] = partial
     del sealed["analysis/toy_track_b_final.json"]
-    assert "The sealed test's safree-layer run exists, but Track B's first final run" in build.page_toyworld()
+    page = build.page_toyworld()
+    note = page.index("The sealed test's safree-layer run exists, but Track B's first final run")
+    assert page.rindex("\n## ", 0, note) == page.index("\n" + build.TRACK_B_TITLE + build.SEALED_TITLE)
+
+
+def test_the_headline_and_claim_name_the_baselines_that_erased_more_than_clear_and_by_which_judge():
+    """A baseline whose gap to CLEAR has an interval below zero by a judge is named as ahead of CLEAR by that judge;
+    one whose intervals straddle zero is level; CLEAR is ahead where both intervals lie above zero."""
+    build = load_build()
+
+    def gaps(detector, rules):
+        return {"detector": {"gap_to_clear": {"ci95": detector}}, "geometry": {"gap_to_clear": {"ci95": rules}}}
+
+    summary = {"clear": gaps(None, None), "neg": gaps([0.1, 0.5], [0.2, 0.4]), "mid": gaps([-0.1, 0.1], [-0.2, 0.3]),
+               "dm": gaps([-0.2, -0.01], [-0.1, 0.1]), "all": gaps([-0.3, -0.1], [-0.2, -0.05])}  # fmt: skip
+    assert build.clear_ahead(summary) == (["neg"], ["mid", "dm", "all"])
+    assert build.ahead_of_clear(summary) == {"dm": ["detector"], "all": ["detector", "geometry"]}
+    assert build.judges_named(["geometry"]) == "rules" and build.judges_named(list(build.JUDGE_KEYS)) == "both judges"
+    claim = build.track_b_claim(summary)
+    assert "Ahead of CLEAR (the gap's interval below zero): dm (detector), all (both judges)." in claim
 
 
 def test_development_beside_counts_each_method_over_the_concepts_both_runs_measured_with_it():
@@ -854,7 +878,8 @@ def test_development_beside_counts_each_method_over_the_concepts_both_runs_measu
     def track_b(seed, rows):
         concepts = {name: {"methods": methods} for name, methods in rows.items()}
         summary = {m: {} for methods in rows.values() for m in methods}
-        return {"format": "clear_sae.toy_track_b", "protocol": {"seed": seed}, "concepts": concepts, "summary": summary}
+        return {"format": "clear_sae.toy_track_b", "protocol": {"seed": seed}, "config": {"clips": seed // 100},
+                "concepts": concepts, "summary": summary}  # fmt: skip
 
     development = track_b(1000, {"red": {"clear": row(True, False), "esd": row(True, True)},
                                  "blue": {"clear": row(True, True), "esd": row(False, False)},
@@ -864,14 +889,18 @@ def test_development_beside_counts_each_method_over_the_concepts_both_runs_measu
                              "grow": {"clear": row(True, True)}})  # fmt: skip
     lines = build.development_beside(sealed, development)
     assert lines[0] == "### Beside the development run"
+    assert "| method | development seed 1000, 10 clips | sealed test (seed 90000), 900 clips |" in lines
+    assert build.passing(30) == "never on 30 clips"
+    assert build.passing(40) == "on 40 clips only while none renders the concept"
+    assert build.passing(100) == "on 100 clips only while at most 4 render the concept"
     assert "| clear | 2 of 2 (1) | 1 of 2 (1) |" in lines and "| esd | 1 of 1 (1) | 0 of 1 (0) |" in lines
     assert build.development_beside(sealed, None) == []
     assert build.development_beside(track_b(90000, {"grow": {"clear": row(True, True)}}), development) == []
     track_a = {"format": "clear_sae.toy_track_a", "protocol": {"seed": 1000}, "summary": {"clear": {}},
-               "concepts": {"red": row(True, False), "blue": row(False, False)}}  # fmt: skip
+               "config": {"clips": 40}, "concepts": {"red": row(True, False), "blue": row(False, False)}}  # fmt: skip
     sealed_a = track_a | {"protocol": {"seed": 90000}, "concepts": {"red": row(True, True)}}
     assert "| the separability-chosen layer | 1 of 1 (0) | 1 of 1 (1) |" in build.development_beside(sealed_a, track_a)
-    empty = track_a | {"concepts": {}, "protocol": {"seed": 90000, "split": "test"}, "config": {"concepts": ["red"]}}
+    empty = track_a | {"concepts": {}, "protocol": {"seed": 90000, "split": "test"}}
     assert build.development_beside(empty, track_a) == []
     assert "has measured no concept yet" in "\n".join(build.track_a_section(empty))
 
@@ -886,12 +915,19 @@ def test_the_reserved_paraphrases_count_the_concepts_erasure_brought_down_by_bot
 
     readings = {"red": {"detector": reading(1.0, 0.05), "geometry": reading(1.0, 0.10)},
                 "blue": {"detector": reading(1.0, 0.05), "geometry": reading(1.0, 0.4)},
-                "left": {"detector": reading(0.8, 0.5), "geometry": reading(0.8, 0.4)}}  # fmt: skip
+                "left": {"detector": reading(0.8, 0.5), "geometry": reading(0.8, 0.4)},
+                "grow": {"detector": reading(0.6, 0.0), "geometry": reading(1.0, 0.0)}}  # fmt: skip
     text = "\n".join(build.reserved_section(readings, "at the chosen layer"))
-    assert "for 1 of 3 concepts**, and at least halved its rate by both for 2:" in text
+    assert (
+        "Of the 3 concepts these paraphrases render in at least 70% of clips by both judges, erasure brought 1 " in text
+    )
+    assert "and at least halved the rate by both for 2." in text
+    del readings["grow"]
     assert build.reserved_section({}, "anywhere") == []
     concepts = {name: {j: {"reserved": r[j]} for j in build.JUDGE_KEYS} for name, r in readings.items()}
-    assert build.reserved_erased(concepts) == ", and erases 1 of 3 on paraphrases it never learned"
+    assert (
+        build.reserved_erased(concepts) == ", and brings 1 of 3 below 10% on reserved paraphrases its latents never saw"
+    )
     assert build.reserved_erased({"red": {"detector": {}}}) == ""
 
 
@@ -921,6 +957,8 @@ def test_track_a_depth_profile_is_a_table_and_a_figure_of_every_layers_rate_per_
     with_drop = {name: concept("colour", "text_encoder.embed", [0.0, 0.0], [0.0, 0.0], [0.0, 0.5]) for name in "ab"}
     section = "\n".join(build.depth_section({"concepts": with_drop}, "toy_depth.svg"))
     assert "| *colour: mean preservation drop* | 0.0 / 0.0 | 50.0 / 50.0 |" in section
+    with_drop["b"] = concept("colour", "text_encoder.embed", [0.0, 0.0], [0.0, 0.0])
+    assert "preservation" not in "\n".join(build.depth_section({"concepts": with_drop}, "toy_depth.svg"))
     svg = build.depth_svg({"concepts": concepts})
     assert svg.startswith("<svg") and svg.count("<polyline") == 2 * (3 + 2)
     assert ElementTree.fromstring(svg).tag.endswith("svg")
