@@ -24,7 +24,7 @@ BUILD = "python docs/build.py"
 
 # The toy world's definition of "met" is the package's own (criteria, not measurements).
 sys.path.insert(0, str(ROOT))
-from clear_sae.toyworld.metrics import MAX_PRESERVATION_DROP, QUALIFYING_RATE, TARGET_RATE  # noqa: E402, I001
+from clear_sae.toyworld.metrics import MAX_PRESERVATION_DROP, QUALIFYING_RATE, RENDERED_SHARE, TARGET_RATE  # noqa: E402, I001
 from clear_sae.toyworld.protocol import weights_record  # noqa: E402
 from clear_sae.toyworld.stats import clopper_pearson  # noqa: E402
 
@@ -1203,10 +1203,7 @@ def track_a_section(data: dict[str, Any] | None, sealed_made: bool = False) -> l
     columns = ["concept", "chosen layer", "latents", "detector: clips before %", "after % [95%]", "best layer"]
     columns += ["rules: clips before %", "after % [95%]", "best layer", "met by both", "with intervals"]
     lines += table(columns, rows)
-    reserved = {
-        name: {j: c[j]["reserved"] for j in JUDGE_KEYS} for name, c in concepts.items() if "reserved" in c["detector"]
-    }
-    lines += reserved_section(reserved, "at the chosen layer")
+    lines += reserved_section(reserved_readings(concepts), "at the chosen layer")
     return lines + depth_section(data, DEPTH_FIGURES[protocol["split"]])
 
 
@@ -1328,17 +1325,31 @@ def reserved_section(readings: dict[str, dict[str, Any]], where: str) -> list[st
     ]
     rows = [[name, change(r["detector"]), change(r["geometry"])] for name, r in readings.items()]
     lines += table(["concept", "detector: before → after [95%]", "rules: before → after [95%]"], rows)
-    rendered = [r for r in readings.values() if all(r[j]["clip_rate_before"] >= QUALIFYING_RATE for j in JUDGE_KEYS)]
-    erased = sum(all(r[j]["clip_rate_after"] <= TARGET_RATE for j in JUDGE_KEYS) for r in rendered)
-    halved = sum(all(r[j]["clip_rate_after"] <= r[j]["clip_rate_before"] / 2 for j in JUDGE_KEYS) for r in rendered)
+    rendered, erased, halved = reserved_counts(readings)
     return lines + [
-        f"**Of the {len(rendered)} concepts these paraphrases render in at least {pct(QUALIFYING_RATE, 0)}% of clips "
+        f"**Of the {rendered} concepts these paraphrases render in at least {pct(QUALIFYING_RATE, 0)}% of clips "
         f"by both judges, erasure brought {erased} to at most {pct(TARGET_RATE, 0)}% by both**, and at least halved "
         f"the rate by both for {halved}. The "
         "concept's latents were found from its training words; the reserved words occur neither there nor in the "
         "dictionaries' corpus.",
         "",
     ]
+
+
+def reserved_readings(concepts: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """A Track A run's readings on the reserved paraphrases at the chosen layer, per concept and judge."""
+    return {
+        name: {j: c[j]["reserved"] for j in JUDGE_KEYS} for name, c in concepts.items() if "reserved" in c["detector"]
+    }
+
+
+def reserved_counts(readings: dict[str, dict[str, Any]]) -> tuple[int, int, int]:
+    """Of the concepts the reserved paraphrases render in at least the qualifying share of clips by both judges: how
+    many, how many erasure brought to at most the target rate by both, and how many it at least halved by both."""
+    rendered = [r for r in readings.values() if all(r[j]["clip_rate_before"] >= QUALIFYING_RATE for j in JUDGE_KEYS)]
+    erased = sum(all(r[j]["clip_rate_after"] <= TARGET_RATE for j in JUDGE_KEYS) for r in rendered)
+    halved = sum(all(r[j]["clip_rate_after"] <= r[j]["clip_rate_before"] / 2 for j in JUDGE_KEYS) for r in rendered)
+    return len(rendered), erased, halved
 
 
 def hard_prompts_section(data: dict[str, Any] | None) -> list[str]:
@@ -1615,7 +1626,9 @@ def ahead_of_clear(summary: dict[str, Any]) -> dict[str, list[str]]:
     the judges by which they did."""
     found = {}
     for method, row in summary.items():
-        judges = [j for j in JUDGE_KEYS if method != "clear" and (row[j]["gap_to_clear"]["ci95"] or [0.0])[1] < 0]
+        if method == "clear":
+            continue
+        judges = [j for j in JUDGE_KEYS if (row[j]["gap_to_clear"]["ci95"] or [0.0])[1] < 0]
         if judges:
             found[method] = judges
     return found
@@ -1780,9 +1793,10 @@ def track_b_section(data: dict[str, Any] | None, sealed_made: bool = False) -> l
         "the tuning clips: a rung that erases but harms the rest is not kept, so a method's rate there is what its "
         "gentlest acceptable rung leaves, not all it can erase. *Met by both* reads the rate after erasure (the "
         "share of frames, or of clips for motion, where a judge finds the concept) and the mean preservation drop; "
-        "*with intervals* reads the share of clips that render it (found in more than half their frames) through its "
-        "exact 95% interval, and the drop's interval's upper bound; both need at most 10% and 3 points by each judge, "
-        "so a concept can be met with intervals and not without.",
+        f"*with intervals* reads the share of clips that render it (found in more than {pct(RENDERED_SHARE, 0)}% of "
+        "their frames) through its exact 95% interval, and the drop's interval's upper bound; both need at most "
+        f"{pct(TARGET_RATE, 0)}% and {pct(MAX_PRESERVATION_DROP, 0)} points by each judge, so a concept can be met "
+        "with intervals and not without.",
         "",
     ]
     if not data.get("complete"):
@@ -2602,13 +2616,15 @@ def sealed_progress(track_a: dict[str, Any] | None, track_b: dict[str, Any] | No
 
 
 def reserved_erased(concepts: dict[str, Any]) -> str:
-    """How many Track A concepts erasure brought below 10% of the reserved paraphrases' clips by both judges, as a
-    headline's clause ("" for a run that read none)."""
-    read = [c for c in concepts.values() if "reserved" in c["detector"]]
-    if not read:
+    """How many of the Track A concepts the reserved paraphrases render erasure brought to at most the target rate
+    there by both judges, as a headline's clause ("" for a run that read none)."""
+    rendered, erased, _ = reserved_counts(reserved_readings(concepts))
+    if not rendered:
         return ""
-    erased = sum(all(c[j]["reserved"]["clip_rate_after"] <= TARGET_RATE for j in JUDGE_KEYS) for c in read)
-    return f", and brings {erased or 'none'} of {len(read)} below 10% on reserved paraphrases its latents never saw"
+    return (
+        f", and brings {erased or 'none'} of {rendered} to {pct(TARGET_RATE, 0)}% or below on reserved paraphrases its "
+        "latents never saw"
+    )
 
 
 def readme_headline() -> str:
