@@ -12,6 +12,7 @@ stops them, which is what ends such a run (with the failed rank named in its rep
 
 from __future__ import annotations
 
+import atexit
 import datetime
 import os
 from dataclasses import dataclass
@@ -115,7 +116,18 @@ def join(device: str = "cpu") -> ProcessGroup:
         if cuda:
             torch.cuda.set_device(local_rank)
         dist.init_process_group("nccl" if cuda else "gloo", timeout=COLLECTIVE_TIMEOUT)
+        atexit.register(leave)
     return ProcessGroup(rank, size, local_rank)
+
+
+def leave() -> None:
+    """Tear down the process group this process joined, if any. `join` registers it to run at exit: a gloo group
+    left to the interpreter's own shutdown can abort the process (SIGABRT, "terminate called without an active
+    exception") after its work is done, which fails the whole run."""
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def rank_device(device: str, group: ProcessGroup) -> str:

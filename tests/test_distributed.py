@@ -262,6 +262,26 @@ def test_data_parallel_ranks_fed_the_halves_of_each_batch_train_the_sae_one_proc
     assert record["dead_fraction"][0] == record["dead_fraction"][1] > 0, "latents died: AuxK took part"
 
 
+def test_every_rank_leaves_its_process_group_before_the_interpreter_shuts_down(tmp_path):
+    """A gloo group left to interpreter shutdown can abort a rank whose work is done (SIGABRT), failing the run:
+    `join` registers the group's teardown to run at exit."""
+    script = tmp_path / "rank.py"
+    script.write_text(
+        "import atexit, os, sys\n"
+        "import torch.distributed as dist\n"
+        "from clear_sae.distributed import join\n"
+        "out = sys.argv[1] + os.environ['RANK']\n"
+        # Registered before `join`, so it runs after the handlers `join` registers (last in, first out).
+        "atexit.register(lambda: open(out, 'w').write(str(dist.is_initialized())))\n"
+        "group = join()\n"
+        "group.barrier()\n"
+        "open(out, 'w').write('no exit handlers ran')\n"
+    )
+    done = _torchrun(str(tmp_path / "initialized-at-exit-"), script=[str(script)])
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert [(tmp_path / f"initialized-at-exit-{rank}").read_text() for rank in (0, 1)] == ["False", "False"]
+
+
 def test_a_rank_killed_mid_training_fails_the_run_and_resume_finishes_it_as_if_uninterrupted(
     minilm_cache, one_process, tmp_path
 ):
