@@ -22,6 +22,14 @@ rule picks a layer from the same sweep: clear-joint's (the published variant's l
 on its learning pairs, `learn.joint_library`), whose regret against the best layer is recorded beside the
 separability argmax's. A final run may read the reserved paraphrases too (`--reserved-clips`): their rates at the
 chosen layer are recorded per judge. `docs/build.py` turns the JSON into a section of docs/toyworld.md.
+
+`--grid` measures the rest of the layer × strength grid instead and writes it to its own JSON: each concept erased
+at every layer under each of `--strengths`, the clips before erasure sampled once per concept, each cell's rate
+after erasure and preservation drop by both judges. It chooses nothing; on a test seed (with `--final`) it reports
+the strengths a final run did not use, beside it:
+
+    python analysis/toy_track_a.py --grid --out analysis/toy_track_a_grid_final.json --seed 90000 --final \
+        --strength-from analysis/toy_track_a.json --strengths 1 2 8 --clips 20 --nontarget-clips 20 --heldout-clips 1
 """
 
 from __future__ import annotations
@@ -43,7 +51,7 @@ from clear_sae.errors import ClearSaeError
 from clear_sae.io import atomic_write_text, relative_to_folder, run_to_resume, without_option
 from clear_sae.library import ConceptLibrary
 from clear_sae.toyworld.concepts import attribute_of, entry_attribute, toy_concepts
-from clear_sae.toyworld.evaluation import clamps_at, compare_erasures, evaluate
+from clear_sae.toyworld.evaluation import clamps_at, compare_erasures, evaluate, sweep_latents
 from clear_sae.toyworld.learn import joint_config, joint_library, paper_library
 from clear_sae.toyworld.metrics import bootstrap_ci, judge_verdict, reserved_reading
 from clear_sae.toyworld.protocol import (
@@ -106,6 +114,51 @@ def tune_strength(
         "rule": "most concepts met by both judges; then the lower mean rate after; then the smaller strength",
         "strengths": per_strength,
         "chosen": float(chosen),
+    }
+
+
+def grid_cell(figures: dict[str, Any]) -> dict[str, Any]:
+    """One erasure's rate after and preservation drop by each judge, and whether both judges' targets are met."""
+    cell: dict[str, Any] = {"met_by_both": bool(figures["qualification"]["met"])}
+    for judge in JUDGES:
+        own = figures if judge == "detector" else figures["geometry"]
+        cell[judge] = {
+            "rate_after": own["rate_target_after"]["mean"],
+            "preservation_drop": own["preservation_drop"]["mean"],
+        }
+    return cell
+
+
+def concept_grid(
+    world: ToyWorld, library: ConceptLibrary, libraries: dict[str, ConceptLibrary], name: str, cfg: EvalConfig
+) -> dict[str, Any]:
+    """Concept `name` erased at every layer (with that layer's latents) under each strength of `libraries` (the same
+    entries, by strength), all from one sample of clips before erasure: the grid of `grid_cell`s by strength and
+    layer, with the rates before erasure and each layer's latent count. A layer without latents erases nothing and
+    has no cells."""
+    entry = library.get(name)
+    axis, value = attribute_of(entry_attribute(entry, None))
+    layers = sweep_latents(library, name, axis, value)
+    erasures = {
+        f"{key}@{hook}": clamps_at(moved, name, hook, latents)
+        for key, moved in libraries.items()
+        for hook, latents in layers.items()
+        if latents
+    }
+    figures = compare_erasures(world, axis, value, erasures, cfg)
+    first = next(iter(figures.values()))
+    return {
+        "axis": axis,
+        "layer": entry.hook_point,
+        "latents": {hook: len(latents) for hook, latents in layers.items()},
+        "rate_before": {
+            judge: (first if judge == "detector" else first["geometry"])["rate_target_before"]["mean"]
+            for judge in JUDGES
+        },
+        "grid": {
+            key: {hook: grid_cell(figures[f"{key}@{hook}"]) for hook in layers if f"{key}@{hook}" in figures}
+            for key in libraries
+        },
     }
 
 
@@ -240,6 +293,51 @@ def resumed(path: Path, fresh: dict[str, Any], given: float | None) -> dict[str,
     return earlier
 
 
+def run_grid(
+    args: argparse.Namespace,
+    recorded: list[str],
+    names: list[str],
+    dictionaries: str,
+    given: float | None,
+    cfg: EvalConfig,
+    world: ToyWorld,
+) -> None:
+    """`--grid`: every concept erased at every layer under each strength of `--strengths`, written to `--out`
+    after each concept (a resumed run skips the concepts it finds)."""
+    started = time.perf_counter()
+    out: dict[str, Any] = {
+        "format": "clear_sae.toy_track_a_grid",
+        "command": ["python", "analysis/toy_track_a.py", *recorded],
+        "config": {k: v for k, v in asdict(cfg).items() if k != "progress"}
+        | {
+            "strengths": [float(s) for s in args.strengths],
+            "strength_from": args.strength_from,
+            "strength_chosen": given,
+            "concepts": names,
+            "dictionaries": dictionaries,
+            "dictionaries_digest": weights_digest(args.dictionaries),
+        },
+        "protocol": protocol_record(args.seed, args.final, world=world),
+        "concepts": {},
+        "complete": False,
+    }
+    earlier = run_to_resume(Path(args.out), out, "Track A grid") if args.resume else {}
+    spent = earlier.get("seconds", 0.0)
+    out["concepts"] = {name: earlier["concepts"][name] for name in names if name in earlier.get("concepts", {})}
+    with tempfile.TemporaryDirectory(prefix="clear_sae_track_a_grid_") as scratch:
+        folder = Path(scratch)
+        library = paper_library(names, Path(args.dictionaries), folder / "paper.json")
+        libraries = {f"{s:g}": at_strength(library, s, folder) for s in args.strengths}
+        for name in [n for n in names if n not in out["concepts"]]:
+            out["concepts"][name] = concept_grid(world, library, libraries, name, cfg)
+            out["seconds"] = round(spent + time.perf_counter() - started, 1)
+            atomic_write_text(Path(args.out), json.dumps(out, indent=2) + "\n")
+    out["concepts"] = {name: out["concepts"][name] for name in names}
+    out["complete"], out["seconds"] = True, round(spent + time.perf_counter() - started, 1)
+    atomic_write_text(Path(args.out), json.dumps(out, indent=2) + "\n")
+    print(f"Track A's layer x strength grid ({len(names)} concepts, strengths {args.strengths}) -> {args.out}")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Learn the paper's entries, erase at every layer, and write the JSON."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -268,9 +366,14 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="continue the run in --out: keep its tuning and concepts, do the rest",
     )
+    parser.add_argument(
+        "--grid", action="store_true", help="measure every layer under each of --strengths instead (its own JSON)"
+    )
     arguments = argv if argv is not None else sys.argv[1:]
     args = parser.parse_args(arguments)
     check_evaluation_seed(args.seed, final=args.final, reserved_clips=args.reserved_clips)
+    if args.grid and args.reserved_clips:
+        raise ClearSaeError("--grid reads no reserved paraphrases: leave out --reserved-clips")
     if args.final and args.strength_from is None:
         raise ClearSaeError("--final tunes nothing: pass --strength-from with a development run's JSON")
     if args.strength_from is None and seed_split(args.tune_seed) != "development":
@@ -301,6 +404,8 @@ def main(argv: list[str] | None = None) -> None:
     started = time.perf_counter()
     world = load_toy_world()
     recorded = [a for a in without_option(arguments, "--work") if a != "--resume"]
+    if args.grid:
+        return run_grid(args, recorded, names, dictionaries, given, cfg, world)
     out: dict[str, Any] = {
         "format": "clear_sae.toy_track_a",
         "command": ["python", "analysis/toy_track_a.py", *recorded],
