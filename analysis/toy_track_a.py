@@ -371,9 +371,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     arguments = argv if argv is not None else sys.argv[1:]
     args = parser.parse_args(arguments)
-    check_evaluation_seed(args.seed, final=args.final, reserved_clips=args.reserved_clips)
     if args.grid and args.reserved_clips:
         raise ClearSaeError("--grid reads no reserved paraphrases: leave out --reserved-clips")
+    check_evaluation_seed(args.seed, final=args.final, reserved_clips=args.reserved_clips)
     if args.final and args.strength_from is None:
         raise ClearSaeError("--final tunes nothing: pass --strength-from with a development run's JSON")
     if args.strength_from is None and seed_split(args.tune_seed) != "development":

@@ -25,6 +25,7 @@ BUILD = "python docs/build.py"
 # The toy world's definition of "met" is the package's own (criteria, not measurements).
 sys.path.insert(0, str(ROOT))
 from clear_sae.toyworld.metrics import MAX_PRESERVATION_DROP, QUALIFYING_RATE, RENDERED_SHARE, TARGET_RATE  # noqa: E402, I001
+from clear_sae.toyworld.metrics import judge_verdict  # noqa: E402
 from clear_sae.toyworld.protocol import weights_record  # noqa: E402
 from clear_sae.toyworld.stats import clopper_pearson  # noqa: E402
 
@@ -833,6 +834,7 @@ def page_toyworld() -> str:
     scripts = [
         "analysis/toy_two_judges.json",
         "analysis/toy_track_a_final.json",
+        GRID_FILE,
         "analysis/toy_track_a.json",
         *track_b_runs["toy_track_b_final"],
         *track_b_runs["toy_track_b"],
@@ -842,6 +844,7 @@ def page_toyworld() -> str:
         analyses[rel] = load(rel)
         if analyses[rel]:
             name = Path(rel).stem.removesuffix("_esd").removesuffix("_safree").removesuffix("_final")
+            name = name.removesuffix("_grid")
             sources.append((rel, command_of(analyses[rel], f"python analysis/{name}.py --out {rel}"), ""))
     lines = header(
         "The toy video world",
@@ -952,6 +955,7 @@ def page_toyworld() -> str:
     sealed_a = analyses["analysis/toy_track_a_final.json"]
     if sealed_a:
         lines += with_stale_note(track_a_section(sealed_a), sealed_a)
+        lines += with_stale_note(grid_section(analyses[GRID_FILE], sealed_a), analyses[GRID_FILE])
         lines += development_beside(sealed_a, analyses["analysis/toy_track_a.json"])
     lines += with_stale_note(
         track_a_section(analyses["analysis/toy_track_a.json"], sealed_a is not None),
@@ -1305,6 +1309,166 @@ def depth_svg(data: dict[str, Any] | None) -> str | None:
                    'stroke-width="3"/>')  # fmt: skip
         out.append(f'<text x="{x + 25}" y="{height - 18}">{axis} (mean)</text>')
     out.append(f'<text x="{left + 340}" y="{height - 18}">thin: one concept; dashed: the 10% target</text>')
+    return "\n".join([*out, "</svg>"]) + "\n"
+
+
+GRID_FILE = "analysis/toy_track_a_grid_final.json"
+GRID_FIGURE = "toy_grid_final.svg"
+
+
+def final_cells(concept: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """A Track A final run's layer sweep for one concept in the grid's cell form (`toy_track_a.grid_cell`), by layer;
+    its verdicts are the point ones, as in the grid."""
+    cells = {}
+    for hook in concept["detector"]["per_layer"]:
+        cell: dict[str, Any] = {}
+        for judge in JUDGE_KEYS:
+            own = concept[judge]
+            cell[judge] = {
+                "rate_after": own["per_layer"][hook],
+                "preservation_drop": own["per_layer_preservation_drop"][hook],
+            }
+            figures = {
+                "rate_target_before": {"mean": own["rate_before"]},
+                "rate_target_after": {"mean": cell[judge]["rate_after"]},
+                "preservation_drop": {"mean": cell[judge]["preservation_drop"]},
+            }
+            cell[f"{judge}_met"] = judge_verdict(figures)["met"]
+        cell["met_by_both"] = all(cell.pop(f"{judge}_met") for judge in JUDGE_KEYS)
+        cells[hook] = cell
+    return cells
+
+
+def strength_grid(grid: dict[str, Any], final: dict[str, Any]) -> dict[str, dict[str, dict[str, Any]]]:
+    """Per concept, its cells by strength (in increasing order) and layer: the grid run's strengths and the final
+    run's, the latter from its layer sweep; a layer without latents has no cell."""
+    strength = f"{final['config']['strength']:g}"
+    merged = {}
+    for name, row in grid["concepts"].items():
+        by_strength = dict(row["grid"])
+        if name in final["concepts"]:
+            erasing = {h for h, n in row["latents"].items() if n}
+            by_strength[strength] = {h: c for h, c in final_cells(final["concepts"][name]).items() if h in erasing}
+        merged[name] = {k: by_strength[k] for k in sorted(by_strength, key=float)}
+    return merged
+
+
+def grid_section(grid: dict[str, Any] | None, final: dict[str, Any]) -> list[str]:
+    """The sealed test's full layer × strength grid: per strength, the concepts met at the chosen layer and at some
+    layer, and each concept's cells; [] without a grid run."""
+    if not grid or not grid.get("concepts"):
+        return []
+    cfg, protocol, chosen = grid["config"], grid["protocol"], f"{final['config']['strength']:g}"
+    cells = strength_grid(grid, final)
+    strengths = list(next(iter(cells.values())))
+    layer_of = {name: row["layer"] for name, row in grid["concepts"].items()}
+    n = len(cells)
+    lines = [
+        "### The layer × strength grid",
+        "",
+        f"The final run erased every concept at every layer under γ = {chosen} only. A separate run on the same "
+        f"{protocol['split']} seed ({protocol['seed']}) erased each at every layer under "
+        f"γ = {', '.join(f'{s:g}' for s in cfg['strengths'])} as well ({cfg['clips']} target and "
+        f"{cfg['nontarget_clips']} non-target clips per cell, the clips before erasure sampled once per concept); "
+        f"the γ = {chosen} cells are the final run's ({final['config']['clips']} and "
+        f"{final['config']['nontarget_clips']} clips). It was run after the final run and chooses nothing: γ and the "
+        "layers stay those of the development run. *Met* is the point verdict of both judges: the rate after at "
+        f"most {pct(TARGET_RATE, 0)}% and the preservation drop at most {pct(MAX_PRESERVATION_DROP, 0)} points, "
+        "each by both judges.",
+        "",
+    ]
+    if grid.get("complete") is False:
+        lines += [f"**This run stopped after {n} concepts of {len(cfg['concepts'])}.**", ""]
+
+    def mean_at_chosen(strength: str, judge: str, key: str) -> float:
+        values = [c[strength][layer_of[name]][judge][key] for name, c in cells.items() if layer_of[name] in c[strength]]
+        return sum(values) / max(len(values), 1)
+
+    rows = []
+    for strength in strengths:
+        at_chosen = sum(c[strength].get(layer_of[name], {}).get("met_by_both", False) for name, c in cells.items())
+        anywhere = sum(any(cell["met_by_both"] for cell in c[strength].values()) for c in cells.values())
+        rate = " / ".join(pct(mean_at_chosen(strength, j, "rate_after")) for j in JUDGE_KEYS)
+        drop = " / ".join(pct(mean_at_chosen(strength, j, "preservation_drop")) for j in JUDGE_KEYS)
+        label = f"**{strength}** (the final run's)" if strength == chosen else strength
+        rows.append([label, f"{at_chosen} of {n}", f"{anywhere} of {n}", rate, drop])
+    columns = ["γ", "met at the chosen layer", "met at some layer", "chosen layer: mean rate after %, detector / rules"]
+    lines += table([*columns, "mean preservation drop (points)"], rows)
+    lines += [
+        f"![Rate after erasure over layer and strength, per concept]({GRID_FIGURE})",
+        "",
+        "<details><summary>Every concept's grid: the rate after erasure, detector / rules (%), and the larger of "
+        "the two preservation drops (points); the chosen layer in bold, † where both judges' targets are met</summary>",
+        "",
+    ]
+    for name, by_strength in cells.items():
+        layers = list(grid["concepts"][name]["latents"])
+
+        def cell_text(strength: str, hook: str, by_strength: dict[str, Any] = by_strength) -> str:
+            cell = by_strength[strength].get(hook)
+            if cell is None:
+                return "no latents"
+            drop = max(cell[j]["preservation_drop"] for j in JUDGE_KEYS)
+            rates = " / ".join(pct(cell[j]["rate_after"], 0) for j in JUDGE_KEYS)
+            return f"{rates} ({pct(drop)})" + (" †" if cell["met_by_both"] else "")
+
+        rows = [
+            [f"**{short(h)}**" if h == layer_of[name] else short(h), *[cell_text(s, h) for s in strengths]]
+            for h in layers
+        ]
+        lines += [f"**{name}**", ""] + table(["layer", *[f"γ = {s}" for s in strengths]], rows)
+    return lines + ["</details>", ""]
+
+
+def grid_svg(grid: dict[str, Any] | None, final: dict[str, Any] | None) -> str | None:
+    """The layer × strength grid as small multiples: per concept, a heat map of the mean of both judges' rates
+    after erasure (white 0%, dark 100%) over strength (across) and layer (down), the chosen layer outlined; None
+    without both runs."""
+    if not grid or not grid.get("concepts") or not final:
+        return None
+    cells = strength_grid(grid, final)
+    per_row, size, gap, top, left = 4, 14, 26, 24, 46
+    names = list(cells)
+    strengths = list(next(iter(cells.values())))
+    layers = list(next(iter(grid["concepts"].values()))["latents"])
+    panel_w, panel_h = size * len(strengths), size * len(layers)
+    width = max(left + per_row * (panel_w + gap + 30), 560)  # room for the captions
+    height = top + ((len(names) + per_row - 1) // per_row) * (panel_h + 48) + 30
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" '
+        'font-size="10">',
+        f'<rect width="{width}" height="{height}" fill="white"/>',
+    ]
+    for index, name in enumerate(names):
+        x0 = left + (index % per_row) * (panel_w + gap + 30)
+        y0 = top + (index // per_row) * (panel_h + 48)
+        out.append(f'<text x="{x0 + panel_w / 2}" y="{y0 - 6}" text-anchor="middle">{name}</text>')
+        for row, hook in enumerate(layers):
+            if index % per_row == 0:
+                label = short(hook).removeprefix("blocks.")
+                out.append(f'<text x="{x0 - 4}" y="{y0 + row * size + 10}" text-anchor="end">{label}</text>')
+            for column, strength in enumerate(strengths):
+                cell = cells[name][strength].get(hook)
+                x, y = x0 + column * size, y0 + row * size
+                if cell is None:  # no latents at this layer
+                    out.append(f'<rect x="{x}" y="{y}" width="{size}" height="{size}" fill="#eee"/>')
+                    continue
+                rate = sum(cell[j]["rate_after"] for j in JUDGE_KEYS) / len(JUDGE_KEYS)
+                shade = round(255 * (1 - min(max(rate, 0.0), 1.0)))
+                out.append(f'<rect x="{x}" y="{y}" width="{size}" height="{size}" '
+                           f'fill="rgb({shade},{shade},{255 - (255 - shade) // 3})"/>')  # fmt: skip
+        chosen_row = layers.index(grid["concepts"][name]["layer"])
+        out.append(f'<rect x="{x0}" y="{y0 + chosen_row * size}" width="{panel_w}" height="{size}" fill="none" '
+                   'stroke="#c0392b" stroke-width="2"/>')  # fmt: skip
+        for column, strength in enumerate(strengths):
+            x = x0 + column * size + size / 2
+            out.append(f'<text x="{x}" y="{y0 + panel_h + 11}" text-anchor="middle">{strength}</text>')
+    captions = (
+        "across: strength γ; down: the layer (embed, then the blocks)",
+        "dark: the concept still rendered (mean of both judges); red: the chosen layer; grey: no latents",
+    )
+    for line, caption in enumerate(captions):
+        out.append(f'<text x="{left}" y="{height - 20 + 12 * line}">{caption}</text>')
     return "\n".join([*out, "</svg>"]) + "\n"
 
 
@@ -2689,6 +2853,7 @@ PAGES: dict[str, Callable[[], str | None]] = {
     "padding.md": page_padding,
     DEPTH_FIGURES["development"]: lambda: depth_svg(load("analysis/toy_track_a.json")),
     DEPTH_FIGURES["test"]: lambda: depth_svg(load("analysis/toy_track_a_final.json")),
+    GRID_FIGURE: lambda: grid_svg(load(GRID_FILE), load("analysis/toy_track_a_final.json")),
 }
 """Every generated file of docs/ and what writes it (None: the file has nothing to show yet and is not written)."""
 

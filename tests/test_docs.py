@@ -104,6 +104,65 @@ def test_the_stability_script_writes_the_json_its_page_reads(analysis_script, tm
 
 
 @pytest.mark.artifacts
+def test_the_track_a_grid_erases_at_every_layer_under_every_strength_from_one_sample_and_the_page_shows_it(
+    analysis_script, tmp_path, monkeypatch
+):
+    """`--grid`: one concept, two strengths, a few clips. The clips before erasure are sampled once for the whole
+    grid; each cell holds its erasure's rates and preservation drops by both judges, layers without latents have
+    none, and a resumed run measures nothing again. The page merges the final run's strength into the grid."""
+    from clear_sae.errors import ClearSaeError
+    from clear_sae.toyworld.evaluation import sweep_latents
+
+    script = analysis_script("toy_track_a")
+    out = tmp_path / "grid.json"
+    args = ["--grid", "--out", str(out), "--concepts", "red", "--strengths", "1", "8", "--clips", "3",
+            "--heldout-clips", "1", "--nontarget-clips", "2"]  # fmt: skip
+    calls, compare_erasures = [], script.compare_erasures
+    monkeypatch.setattr(
+        script, "compare_erasures", lambda *a, **k: calls.append(compare_erasures(*a, **k)) or calls[-1]
+    )
+    script.main(args)
+    data = json.loads(out.read_text())
+    assert data["format"] == "clear_sae.toy_track_a_grid" and data["complete"] and len(calls) == 1
+    red, figures = data["concepts"]["red"], calls[0]
+    library = script.paper_library(["red"], script.ROOT / "dictionaries" / "minilm", tmp_path / "paper.json")
+    erasing = [hook for hook, latents in sweep_latents(library, "red", "colour", "red").items() if latents]
+    assert set(red["grid"]) == {"1", "8"} and len(red["latents"]) == 7
+    assert [h for h, n in red["latents"].items() if n] == erasing and set(figures) == {
+        f"{s}@{h}" for s in ("1", "8") for h in erasing
+    }
+    for strength, cells in red["grid"].items():
+        assert list(cells) == erasing
+        for hook, cell in cells.items():
+            own = figures[f"{strength}@{hook}"]
+            assert cell["met_by_both"] == own["qualification"]["met"]
+            assert cell["geometry"]["rate_after"] == own["geometry"]["rate_target_after"]["mean"]
+            assert cell["detector"]["preservation_drop"] == own["preservation_drop"]["mean"]
+    assert red["rate_before"]["detector"] == figures[f"1@{erasing[0]}"]["rate_target_before"]["mean"]
+    with monkeypatch.context() as patch:
+        patch.setattr(script, "compare_erasures", lambda *a, **k: pytest.fail("a concept already measured ran again"))
+        script.main(args + ["--resume"])
+    assert json.loads(out.read_text())["concepts"] == data["concepts"]
+    with pytest.raises(ClearSaeError, match="no reserved paraphrases"):
+        script.main([*args, "--reserved-clips", "2"])
+    with pytest.raises(ClearSaeError, match="test seed"):
+        script.main([*args[:2], str(tmp_path / "other.json"), *args[3:], "--seed", "90000"])
+    assert not (tmp_path / "other.json").exists()
+
+    build = load_build()
+    final = build.load("analysis/toy_track_a_final.json")
+    lines = build.grid_section(data, final)
+    summary = [line for line in lines if line.startswith(("| 1 |", "| **4** (the final run's) |", "| 8 |"))]
+    assert len(summary) == 3, "one row per strength, the final run's among them, in increasing order"
+    assert summary[0].startswith("| 1 |") and summary[2].startswith("| 8 |")
+    met = sum(c["met_by_both"] for c in red["grid"]["8"].values())
+    assert summary[2].split(" | ")[2] == f"{int(met > 0)} of 1"
+    chosen = [line for line in lines if line.startswith(f"| **{build.short(red['layer'])}** |")]
+    assert len(chosen) == 1 and chosen[0].count(" | ") == 3
+    assert "<rect" in build.grid_svg(data, final) and build.grid_svg(None, final) is None
+
+
+@pytest.mark.artifacts
 def test_the_heldout_script_measures_unseen_concepts_and_its_page_reads_the_json(
     analysis_script, tmp_path, monkeypatch
 ):
