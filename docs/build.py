@@ -1451,7 +1451,7 @@ def grid_svg(grid: dict[str, Any] | None, final: dict[str, Any] | None) -> str |
                 cell = cells[name][strength].get(hook)
                 x, y = x0 + column * size, y0 + row * size
                 if cell is None:  # no latents at this layer
-                    out.append(f'<rect x="{x}" y="{y}" width="{size}" height="{size}" fill="#eee"/>')
+                    out.append(f'<rect x="{x}" y="{y}" width="{size}" height="{size}" fill="#bbb"/>')
                     continue
                 rate = sum(cell[j]["rate_after"] for j in JUDGE_KEYS) / len(JUDGE_KEYS)
                 shade = round(255 * (1 - min(max(rate, 0.0), 1.0)))
@@ -1465,7 +1465,7 @@ def grid_svg(grid: dict[str, Any] | None, final: dict[str, Any] | None) -> str |
             out.append(f'<text x="{x}" y="{y0 + panel_h + 11}" text-anchor="middle">{strength}</text>')
     captions = (
         "across: strength γ; down: the layer (embed, then the blocks)",
-        "dark: the concept still rendered (mean of both judges); red: the chosen layer; grey: no latents",
+        "blue: the rate after, mean of both judges (white 0%, darkest 100%); red: the chosen layer; grey: no latents",
     )
     for line, caption in enumerate(captions):
         out.append(f'<text x="{left}" y="{height - 20 + 12 * line}">{caption}</text>')
