@@ -1341,14 +1341,17 @@ def final_cells(concept: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 def strength_grid(grid: dict[str, Any], final: dict[str, Any]) -> dict[str, dict[str, dict[str, Any]]]:
     """Per concept, its cells by strength (in increasing order) and layer: the grid run's strengths and the final
-    run's, the latter from its layer sweep; a layer without latents has no cell."""
+    run's, the latter from its layer sweep where that sweep recorded every grid concept's preservation per layer (older
+    runs did not); a layer without latents has no cell."""
     strength = f"{final['config']['strength']:g}"
+    swept = {name: final["concepts"].get(name) for name in grid["concepts"]}
+    merge = all(c and all("per_layer_preservation_drop" in c[j] for j in JUDGE_KEYS) for c in swept.values())
     merged = {}
     for name, row in grid["concepts"].items():
         by_strength = dict(row["grid"])
-        if name in final["concepts"]:
+        if merge:
             erasing = {h for h, n in row["latents"].items() if n}
-            by_strength[strength] = {h: c for h, c in final_cells(final["concepts"][name]).items() if h in erasing}
+            by_strength[strength] = {h: c for h, c in final_cells(swept[name]).items() if h in erasing}
         merged[name] = {k: by_strength[k] for k in sorted(by_strength, key=float)}
     return merged
 
@@ -1369,10 +1372,15 @@ def grid_section(grid: dict[str, Any] | None, final: dict[str, Any]) -> list[str
         f"The final run erased every concept at every layer under γ = {chosen} only. A separate run on the same "
         f"{protocol['split']} seed ({protocol['seed']}) erased each at every layer under "
         f"γ = {', '.join(f'{s:g}' for s in cfg['strengths'])} as well ({cfg['clips']} target and "
-        f"{cfg['nontarget_clips']} non-target clips per cell, the clips before erasure sampled once per concept); "
-        f"the γ = {chosen} cells are the final run's ({final['config']['clips']} and "
-        f"{final['config']['nontarget_clips']} clips). It was run after the final run and chooses nothing: γ and the "
-        "layers stay those of the development run. *Met* is the point verdict of both judges: the rate after at "
+        f"{cfg['nontarget_clips']} non-target clips per cell, the clips before erasure sampled once per concept)"
+        + (
+            f"; the γ = {chosen} cells are the final run's ({final['config']['clips']} and "
+            f"{final['config']['nontarget_clips']} clips)."
+            if chosen in strengths
+            else "."
+        )
+        + " It was run after the final run and chooses nothing: γ and the layers stay those of the development run. "
+        "*Met* is the point verdict of both judges: the rate after at "
         f"most {pct(TARGET_RATE, 0)}% and the preservation drop at most {pct(MAX_PRESERVATION_DROP, 0)} points, "
         "each by both judges.",
         "",
