@@ -293,6 +293,17 @@ def resumed(path: Path, fresh: dict[str, Any], given: float | None) -> dict[str,
     return earlier
 
 
+def run_config(cfg: EvalConfig, args: argparse.Namespace, names: list[str], dictionaries: str) -> dict[str, Any]:
+    """What a run's JSON records of its settings, the main run's and the grid's alike: the evaluation's, where its
+    strength came from, the concepts, and the dictionaries by path and digest."""
+    return {k: v for k, v in asdict(cfg).items() if k != "progress"} | {
+        "strength_from": args.strength_from,
+        "concepts": names,
+        "dictionaries": dictionaries,
+        "dictionaries_digest": weights_digest(args.dictionaries),
+    }
+
+
 def run_grid(
     args: argparse.Namespace,
     recorded: list[str],
@@ -308,15 +319,8 @@ def run_grid(
     out: dict[str, Any] = {
         "format": "clear_sae.toy_track_a_grid",
         "command": ["python", "analysis/toy_track_a.py", *recorded],
-        "config": {k: v for k, v in asdict(cfg).items() if k != "progress"}
-        | {
-            "strengths": [float(s) for s in args.strengths],
-            "strength_from": args.strength_from,
-            "strength_chosen": given,
-            "concepts": names,
-            "dictionaries": dictionaries,
-            "dictionaries_digest": weights_digest(args.dictionaries),
-        },
+        "config": run_config(cfg, args, names, dictionaries)
+        | {"strengths": [float(s) for s in args.strengths], "strength_chosen": given},
         "protocol": protocol_record(args.seed, args.final, world=world),
         "concepts": {},
         "complete": False,
@@ -409,14 +413,7 @@ def main(argv: list[str] | None = None) -> None:
     out: dict[str, Any] = {
         "format": "clear_sae.toy_track_a",
         "command": ["python", "analysis/toy_track_a.py", *recorded],
-        "config": {k: v for k, v in asdict(cfg).items() if k != "progress"}
-        | {
-            "strength_from": args.strength_from,
-            "concepts": names,
-            "dictionaries": dictionaries,
-            "dictionaries_digest": weights_digest(args.dictionaries),
-            "joint_rounds": joint_cfg.rounds,
-        },
+        "config": run_config(cfg, args, names, dictionaries) | {"joint_rounds": joint_cfg.rounds},
         "tuning": None,
         "protocol": protocol_record(args.seed, args.final, world=world),
         "concepts": {},

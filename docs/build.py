@@ -1318,23 +1318,26 @@ GRID_FIGURE = "toy_grid_final.svg"
 
 def final_cells(concept: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """A Track A final run's layer sweep for one concept in the grid's cell form (`toy_track_a.grid_cell`), by layer;
-    its verdicts are the point ones, as in the grid."""
+    its verdicts are the point ones (`metrics.judge_verdict`), as in the grid."""
     cells = {}
     for hook in concept["detector"]["per_layer"]:
-        cell: dict[str, Any] = {}
-        for judge in JUDGE_KEYS:
-            own = concept[judge]
-            cell[judge] = {
-                "rate_after": own["per_layer"][hook],
-                "preservation_drop": own["per_layer_preservation_drop"][hook],
+        cell: dict[str, Any] = {
+            j: {
+                "rate_after": concept[j]["per_layer"][hook],
+                "preservation_drop": concept[j]["per_layer_preservation_drop"][hook],
             }
-            figures = {
-                "rate_target_before": {"mean": own["rate_before"]},
-                "rate_target_after": {"mean": cell[judge]["rate_after"]},
-                "preservation_drop": {"mean": cell[judge]["preservation_drop"]},
-            }
-            cell[f"{judge}_met"] = judge_verdict(figures)["met"]
-        cell["met_by_both"] = all(cell.pop(f"{judge}_met") for judge in JUDGE_KEYS)
+            for j in JUDGE_KEYS
+        }
+        cell["met_by_both"] = all(
+            judge_verdict(
+                {
+                    "rate_target_before": {"mean": concept[j]["rate_before"]},
+                    "rate_target_after": {"mean": cell[j]["rate_after"]},
+                    "preservation_drop": {"mean": cell[j]["preservation_drop"]},
+                }
+            )["met"]
+            for j in JUDGE_KEYS
+        )
         cells[hook] = cell
     return cells
 
