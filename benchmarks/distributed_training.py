@@ -9,7 +9,9 @@ busy with other work slows each way alike:
   already uses (two ranks can at best halve the one-thread time);
 - `torchrun --nproc-per-node 2 ... --distribute layers`: each rank trains one layer, one thread each (torchrun's
   default; two ranks of all-core threads would oversubscribe the cores);
-- `torchrun --nproc-per-node 2 ... --distribute data`: both ranks train each layer, 256 tokens each per step.
+- `torchrun --nproc-per-node 2 ... --distribute data`: both ranks train each layer, 256 tokens each per step;
+- `torchrun --nproc-per-node 2` of two ranks that only join their process group and leave: the launcher's own
+  start-up and rendezvous, which every torchrun way pays on top of its training.
 
 Every way is timed from the command's start to its end (process start-up and rendezvous included), and reports
 the median and spread over `--repeats` and the ratio of each median to the one-process median.
@@ -33,6 +35,7 @@ from _bench import ROOT, save, table
 
 LAYERS = "text_encoder.blocks.2,text_encoder.blocks.4"
 ONE_THREAD = "one process, one thread"
+START_UP = "2 ranks, start-up only"
 
 
 def cache_layers(n_prompts: int, folder: Path) -> Path:
@@ -68,6 +71,7 @@ def ways(cache: Path, out: Path, tokens: int) -> dict[str, list[str]]:
         ONE_THREAD: [sys.executable, *train, *recipe, "--batch-size", "512"],
         "2 ranks, a layer each": [*torchrun, *train, *recipe, "--batch-size", "512", "--distribute", "layers"],
         "2 ranks, data-parallel": [*torchrun, *train, *recipe, "--batch-size", "256", "--distribute", "data"],
+        START_UP: [*torchrun, "--no-python", sys.executable, "-c", "from clear_sae.distributed import join; join()"],
     }
 
 

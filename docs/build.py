@@ -263,12 +263,17 @@ def distributed_section(data: dict[str, Any] | None) -> list[str]:
     if alone and one_thread and layers:
         speedup = one_thread["median_s"] / alone["median_s"]
         verdict = "meets" if layers["ratio_to_one_process"] <= 0.6 else "misses"
+        start_up = by_way.get("2 ranks, start-up only")
+        launcher = ""
+        if start_up:
+            launcher = f" (`torchrun` alone, two ranks that join and leave, takes {start_up['median_s']:.1f} s)"
         lines += [
             f"Two ranks that each train a layer take {layers['ratio_to_one_process']:.2f}× the one process's time: "
             f"this {verdict} the 0.6× target. One process already uses the cores: its threads make it "
             f"{speedup:.2f}× faster than one thread, so two one-thread ranks can at best reach {speedup / 2:.2f}×, "
-            "before start-up and rendezvous. Data-parallel training pays an all-reduce of every gradient per step, "
-            "which gloo does on the same cores; it is meant for GPUs, where NCCL does it beside the training.",
+            f"before start-up and rendezvous{launcher}. On two cores the 0.6× target asks one process to gain at "
+            "most 1.2× from its second thread. Data-parallel training pays an all-reduce of every gradient per "
+            "step, which gloo does on the same cores; it is meant for GPUs, where NCCL does it beside the training.",
             "",
         ]
     return lines

@@ -147,10 +147,16 @@ def test_erasure_benchmark_times_the_clamp_and_a_new_concept(tmp_path):
 
 
 @pytest.mark.slow  # a benchmark: the `slow` tier
-def test_distributed_training_benchmark_times_three_ways_and_reports_ratios_to_one_process(tmp_path):
+def test_distributed_training_benchmark_times_every_way_and_reports_ratios_to_one_process(tmp_path):
     record = run_benchmark("distributed_training", tmp_path, "--prompts", "120", "--tokens", "2048", "--repeats", "1")
     rows = {r["way"]: r for r in record["rows"]}
-    assert set(rows) == {"one process", "one process, one thread", "2 ranks, a layer each", "2 ranks, data-parallel"}
+    assert set(rows) == {
+        "one process",
+        "one process, one thread",
+        "2 ranks, a layer each",
+        "2 ranks, data-parallel",
+        "2 ranks, start-up only",
+    }
     alone = rows["one process"]["median_s"]
     for name, row in rows.items():
         assert row["ratio_to_one_process"] == pytest.approx(row["median_s"] / alone)
