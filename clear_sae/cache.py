@@ -261,18 +261,30 @@ def write_sharded_cache(
     group: "ProcessGroup",
 ) -> Path:
     """`write_cache` on one rank of several: this rank's shard of `folder`, then (on the first rank, once every
-    rank is done) the index. Every rank checks the folder before any rank writes."""
+    rank is done) the index. Every rank checks the folder and its own shard before any rank writes, and a refusal
+    on one rank is raised on all of them. The index exists only while every shard of the last run is finished."""
     if len(prompts) < group.size:
         raise ClearSaeError(f"{len(prompts)} prompts cannot be shared by {group.size} ranks; cache on fewer ranks")
     if folder.exists() and not folder.is_dir():
         raise ClearSaeError(f"{folder} is a file; under torchrun --out names a folder of shards")
     if folder.is_dir() and any(folder.iterdir()) and not (resume or force):
         raise ClearSaeError(f"{folder} already holds a cache; pass --resume to continue it or --force to overwrite it")
-    group.barrier()
-    if force and not resume and group.leads:
-        (folder / INDEX).unlink(missing_ok=True)  # the old shards are replaced one by one below
     first, mine = shard_prompts(prompts, group.rank, group.size)
     shard = folder / shard_name(group.rank)
+    resuming = resume and shard.exists()
+    refusals = [r for r in group.gather(_shard_refusal(backbone, shard, hook_points, mine, cfg, resuming)) if r]
+    if refusals:
+        raise ClearSaeError(refusals[0])
+    if group.leads:
+        # Written again below once every shard is finished, so an interrupted run never leaves an index behind
+        # (not even one of an earlier run whose shards this one is continuing or replacing).
+        (folder / INDEX).unlink(missing_ok=True)
+        if force and not resume:  # shards of an earlier run on more ranks would be left behind, unlisted
+            ours = {shard_name(rank) for rank in range(group.size)}
+            for old in folder.glob("shard-*.h5"):
+                if old.name not in ours:
+                    old.unlink()
+    group.barrier()
     folder.mkdir(parents=True, exist_ok=True)
     with file_lock(shard, busy=f"{shard} is being written by another `clear-sae cache` run; wait for it to finish"):
         _write_cache_locked(
@@ -281,10 +293,11 @@ def write_sharded_cache(
             shard,
             hook_points,
             cfg,
-            resume and shard.exists(),
+            resuming,
             force,
             stop_after_batches,
             progress=group.leads,
+            numbered_from=first,
         )
     with ActivationCache(shard, allow_incomplete=True) as written:
         finished = group.gather(written.complete)
@@ -292,6 +305,21 @@ def write_sharded_cache(
         write_shard_index(folder, prompts, group.size)
     group.barrier()
     return folder
+
+
+def _shard_refusal(
+    backbone: "Backbone", shard: Path, hook_points: list[str], prompts: list[str], cfg: CacheConfig, resuming: bool
+) -> str | None:
+    """Why this rank cannot continue its existing `shard` with its block `prompts`, or None when it can (or has no
+    shard to continue)."""
+    if not resuming:
+        return None
+    try:
+        with open_h5(shard) as f:
+            _check_resumable(f, shard, backbone, hook_points, prompts_hash(prompts), cfg)
+    except ClearSaeError as err:
+        return str(err)
+    return None
 
 
 def _write_cache_locked(
@@ -304,8 +332,10 @@ def _write_cache_locked(
     force: bool,
     stop_after_batches: int | None,
     progress: bool,
+    numbered_from: int = 0,
 ) -> Path:
-    """`write_cache`'s work, done while holding the cache's lock."""
+    """`write_cache`'s work, done while holding the cache's lock. `numbered_from` is the index of `prompts[0]` in
+    the whole prompt list (a shard's first prompt), for the prompt numbers in error messages."""
     import h5py
     from tqdm.auto import tqdm
 
@@ -342,13 +372,19 @@ def _write_cache_locked(
             for hook in hook_points:
                 act = outputs[hook]
                 group = cast("h5py.Group", f[hook])
-                rows[hook] = _store(group, rows[hook], act.acts, act.mask, (hook, batch, start, cfg.dtype))
+                rows[hook] = _store(
+                    group, rows[hook], act.acts, act.mask, (hook, batch, start, numbered_from, cfg.dtype)
+                )
                 if cfg.padding and act.padding is not None:
                     if PADDING not in group:  # a cache begun before padding was kept
                         _create_rows(group.create_group(PADDING), act.acts.shape[-1], cfg)
                     padded = cast("h5py.Group", group[PADDING])
                     padding_rows[hook] = _store(
-                        padded, padding_rows[hook], act.acts, act.padding, (hook, batch, start, cfg.dtype)
+                        padded,
+                        padding_rows[hook],
+                        act.acts,
+                        act.padding,
+                        (hook, batch, start, numbered_from, cfg.dtype),
                     )
             done = start + len(batch)
             f.attrs["progress"] = json.dumps({"n_prompts_done": done, "rows": rows, "padding_rows": padding_rows})
@@ -366,14 +402,15 @@ def _store(
     start: int,
     acts: "torch.Tensor",
     positions: "torch.Tensor",
-    context: tuple[str, list[str], int, str],
+    context: tuple[str, list[str], int, int, str],
 ) -> int:
     """Append the rows of `acts` at `positions` (`[batch, seq]` bool) to `group`, converted to the cache's dtype;
     returns the new row count. A value the dtype cannot hold is refused, naming the hook point and prompt
-    (`context`: hook point, the batch's prompts, its first prompt's index, the storage dtype)."""
+    (`context`: hook point, the batch's prompts, its first prompt's index in the file, the file's first prompt's
+    index in the whole prompt list, the storage dtype)."""
     import torch
 
-    hook, batch, first, dtype = context
+    hook, batch, first, numbered_from, dtype = context
     where = torch.nonzero(positions.cpu(), as_tuple=False).to(torch.int32)
     # Converting in torch (vectorised) rather than numpy keeps the cache's overhead over the bare forward pass
     # small; so does writing here rather than in a thread, which on 2 cores slowed the forward pass more than it
@@ -381,7 +418,7 @@ def _store(
     computed = acts[positions.to(acts.device)].cpu()  # only the rows kept leave the device
     stored = computed.to(getattr(torch, dtype))
     if not all_finite(stored):
-        raise ClearSaeError(_non_finite_message(hook, computed, where[:, 0], batch, first, dtype))
+        raise ClearSaeError(_non_finite_message(hook, computed, where[:, 0], batch, numbered_from + first, dtype))
     values = stored.view(torch.int16).numpy().view(np.uint16) if dtype == "bfloat16" else stored.numpy()
     return _append(group, start, values, (where[:, 0] + first).numpy(), where[:, 1].numpy())
 
@@ -525,8 +562,10 @@ def _read_index(folder: Path) -> dict[str, Any]:
         )
     try:
         index = json.loads(path.read_text())
-        if index.get("format") != SHARDS_FORMAT or not index["shards"]:
+        if not isinstance(index, dict) or index.get("format") != SHARDS_FORMAT or not index["shards"]:
             raise ValueError("not a shard index")
+        if not isinstance(index.get("prompts_hash"), str):
+            raise ValueError("no prompts_hash")
         for shard in index["shards"]:
             if Path(shard["file"]).name != shard["file"]:
                 raise ValueError(f"shard {shard['file']!r} lies outside the folder")
@@ -572,8 +611,8 @@ class ActivationCache:
         self.dtype: str = str(attrs["dtype"])
         self.complete = all(bool(f.attrs["complete"]) for f in self.files)
         if not self.complete and not allow_incomplete:
-            done = _progress(self.file)["n_prompts_done"]
-            total = len(_dataset(self.file, "prompts"))
+            done = sum(int(_progress(f)["n_prompts_done"]) for f in self.files)
+            total = sum(len(_dataset(f, "prompts")) for f in self.files)
             self.close()
             raise ClearSaeError(
                 f"cache {self.path} is incomplete ({done} of {total} prompts); "
@@ -689,6 +728,14 @@ class ActivationCache:
             lengths.append(np.minimum(chunk, end - begin - local))
         return np.concatenate(starts).astype(np.int64), np.concatenate(lengths).astype(np.int64)
 
+    def check_parts(self, hook: str, n_parts: int) -> None:
+        """Raise a one-line error unless the rows at `hook` hold a chunk for each of `n_parts` data-parallel ranks."""
+        if len(self._chunks(hook)[0]) < n_parts:
+            raise ClearSaeError(
+                f"cache {self.path} holds too few rows at {hook} to give each of {n_parts} ranks a part; "
+                "train on fewer ranks or cache more prompts"
+            )
+
     def _read_rows(self, hook: str, ids: "np.ndarray") -> "np.ndarray":
         """The rows `ids` (numbered across shards) at `hook`, in that order, in the stored dtype."""
         offsets = self._offsets(hook)
@@ -723,13 +770,9 @@ class ActivationCache:
         if total == 0:
             raise ClearSaeError(f"cache {self.path} holds no tokens at {hook}")
         index, n_parts = part
+        self.check_parts(hook, n_parts)
         all_starts, all_lengths = self._chunks(hook)
         starts, lengths = all_starts[index::n_parts], dict(zip(all_starts.tolist(), all_lengths.tolist()))
-        if len(starts) == 0:
-            raise ClearSaeError(
-                f"cache {self.path} holds too few rows at {hook} to give each of {n_parts} ranks a part; "
-                "train on fewer ranks or cache more prompts"
-            )
         offsets, datasets = self._offsets(hook), self._shards(hook, "acts")
 
         def read_chunk(start: int) -> "np.ndarray":

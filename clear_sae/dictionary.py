@@ -639,6 +639,9 @@ def train_dictionaries(
         raise ClearSaeError(f"unknown SAE architecture {cfg.architecture!r}; choose one of {', '.join(ARCHITECTURES)}")
     _check_device(cfg)
     check_distribution(cfg, group)
+    if data_ranks(cfg, group) > 1:
+        for hook in hook_points:  # on every rank, before any rank waits for the others
+            cache.check_parts(hook, group.size)
     widest = max(hook_points, key=lambda hook: cache.widths[hook])
     if cfg.device == "cpu":
         check_memory(

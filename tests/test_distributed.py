@@ -9,14 +9,17 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
+import h5py
 import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from clear_sae.cache import ActivationCache
+from clear_sae.cache import INDEX, SHARDS_FORMAT, ActivationCache, CacheConfig, write_cache
 from clear_sae.dictionary import PROGRESS, Dictionaries, TrainConfig, train_dictionaries
+from clear_sae.distributed import ProcessGroup
 from clear_sae.errors import ClearSaeError
 from clear_sae.sae.trainer import TopKTrainConfig, step_grads
 
@@ -160,8 +163,6 @@ def test_checkpoints_and_data_parallel_training_are_refused_where_sae_lens_train
 
 def test_data_parallel_steps_larger_than_the_token_budget_are_refused_on_every_rank(minilm_cache, tmp_path):
     """Checked before any collective, so that a refused run fails on every rank instead of leaving one waiting."""
-    from clear_sae.distributed import ProcessGroup
-
     cfg = TrainConfig(expansion=2, k=8, tokens=768, batch_size=512, distribute="data")
     with ActivationCache(minilm_cache) as cache:
         for rank in (0, 1):
@@ -365,8 +366,6 @@ def test_a_sharded_cache_trains_and_an_unfinished_one_is_a_one_line_error(shard_
         ActivationCache(tmp_path / "shards")
     with pytest.raises(ClearSaeError, match="already holds a cache; pass --resume"):
         from clear_sae.backbones import load_backbone
-        from clear_sae.cache import write_cache
-        from clear_sae.distributed import ProcessGroup
 
         write_cache(
             load_backbone("minilm"), ["a", "b"], tmp_path / "shards", ["text_encoder.embed"], group=ProcessGroup(0, 2)
@@ -387,3 +386,136 @@ def test_a_sharded_cache_trains_and_an_unfinished_one_is_a_one_line_error(shard_
     )
     assert trained.returncode == 0, trained.stderr[-2000:]
     assert Dictionaries(tmp_path / "d").hook_points == ["text_encoder.embed", "text_encoder.blocks.2"]
+
+
+# --- a sharded cache's ranks simulated one after another in this process -------------------------------------------
+
+
+class SimulatedRank(ProcessGroup):
+    """Rank `rank` of `size`, run alone in this process: a barrier returns at once, and the n-th gather sees every
+    other rank give `others[n]` (this rank's own value once `others` runs out)."""
+
+    def __init__(self, rank: int, size: int, others: list[Any] | None = None) -> None:
+        super().__init__(rank, size)
+        self.others = list(others or [])
+
+    def barrier(self) -> None:
+        return None
+
+    def gather(self, value: Any) -> list[Any]:
+        theirs = self.others.pop(0) if self.others else value
+        return [value if rank == self.rank else theirs for rank in range(self.size)]
+
+
+TINY = ["a red fox", "a blue car", "a green tree", "a white boat", "a black cat", "a brown dog"]
+EMBED = ["text_encoder.embed"]
+
+
+def _sharded(backbone, prompts: list[str], folder: Path, size: int, force: bool = False) -> None:
+    """`prompts` cached into `folder` by `size` ranks, the first rank last (it writes the index). Ranks that run
+    after another find its shard, which real ranks checking the folder together would not: they run with --resume
+    (which starts a missing shard afresh) unless `force`."""
+    for rank in reversed(range(size)):
+        group = SimulatedRank(rank, size)
+        cfg = CacheConfig(batch_size=1)
+        write_cache(backbone, prompts, folder, EMBED, cfg, resume=not force, force=force, progress=False, group=group)
+
+
+def test_a_shard_one_rank_cannot_resume_refuses_the_run_on_every_rank_before_any_writes(minilm, tmp_path):
+    folder = tmp_path / "shards"
+    _sharded(minilm, TINY[:4], folder, 2)
+    before = {path.name: path.read_bytes() for path in folder.iterdir()}
+    changed = [*TINY[:3], "a yellow kite"]  # only rank 1's block differs
+    with pytest.raises(
+        ClearSaeError, match=r"cannot resume .*shard-00001\.h5: it was written with prompts_hash"
+    ) as own:
+        write_cache(minilm, changed, folder, EMBED, resume=True, group=SimulatedRank(1, 2), progress=False)
+    # Rank 0's own shard could continue; it raises rank 1's refusal instead of going on to write.
+    with pytest.raises(ClearSaeError) as told:
+        write_cache(minilm, changed, folder, EMBED, resume=True, group=SimulatedRank(0, 2, [str(own.value)]))
+    assert str(told.value) == str(own.value)
+    assert {path.name: path.read_bytes() for path in folder.iterdir()} == before
+
+
+def test_an_unfinished_resume_leaves_no_index_of_the_earlier_run_behind(minilm, tmp_path):
+    folder = tmp_path / "shards"
+    _sharded(minilm, TINY[:4], folder, 2)
+    assert ActivationCache(folder).prompts() == TINY[:4]
+    # Three ranks continue it with two more prompts: ranks 0 and 1 find their blocks finished, rank 2 stops early.
+    write_cache(
+        minilm, TINY, folder, EMBED, resume=True, stop_after_batches=1, group=SimulatedRank(2, 3), progress=False
+    )
+    write_cache(minilm, TINY, folder, EMBED, resume=True, group=SimulatedRank(0, 3, [None, False]), progress=False)
+    assert not (folder / INDEX).exists()
+    with pytest.raises(ClearSaeError, match="has shards but no index.json: its run has not finished"):
+        ActivationCache(folder)
+    write_cache(minilm, TINY, folder, EMBED, resume=True, group=SimulatedRank(2, 3), progress=False)
+    write_cache(minilm, TINY, folder, EMBED, resume=True, group=SimulatedRank(0, 3), progress=False)
+    with ActivationCache(folder) as cache:
+        assert cache.prompts() == TINY and cache.complete
+
+
+def test_force_on_fewer_ranks_removes_the_earlier_runs_extra_shards(minilm, tmp_path):
+    folder = tmp_path / "shards"
+    _sharded(minilm, TINY, folder, 3)
+    _sharded(minilm, TINY, folder, 2, force=True)
+    assert sorted(path.name for path in folder.glob("*.h5")) == ["shard-00000.h5", "shard-00001.h5"]
+    with ActivationCache(folder) as cache:
+        assert cache.prompts() == TINY
+
+
+def test_an_incomplete_sharded_cache_counts_the_prompts_of_every_shard(minilm, tmp_path):
+    folder = tmp_path / "shards"
+    _sharded(minilm, TINY[:4], folder, 2)
+    with h5py.File(folder / "shard-00001.h5", "r+") as f:  # as if shard 1 had stopped after its first prompt
+        f.attrs["complete"] = False
+        f.attrs["progress"] = json.dumps({**json.loads(f.attrs["progress"]), "n_prompts_done": 1})
+    with pytest.raises(ClearSaeError, match=r"is incomplete \(3 of 4 prompts\)"):
+        ActivationCache(folder)
+
+
+@pytest.mark.parametrize(
+    "index", [[], "shards", {"format": SHARDS_FORMAT, "shards": [{"file": "shard-00000.h5", "first_prompt": 0}]}]
+)
+def test_a_malformed_shard_index_is_a_one_line_error(minilm, tmp_path, index):
+    folder = tmp_path / "shards"
+    _sharded(minilm, TINY[:4], folder, 2)
+    (folder / INDEX).write_text(json.dumps(index))
+    with pytest.raises(
+        ClearSaeError, match=r"index\.json is not a cache index \(.*\); recreate the cache with --force"
+    ):
+        ActivationCache(folder)
+
+
+def test_activations_a_shard_cannot_hold_name_the_prompt_by_its_place_in_the_whole_list(minilm, tmp_path):
+    from clear_sae.backbones import first_tensor, replace_first_tensor
+
+    def overflow(module, inputs, output):
+        return replace_first_tensor(output, first_tensor(output) * 1e6)
+
+    handle = minilm.module("text_encoder.blocks.1").register_forward_hook(overflow)
+    try:
+        with pytest.raises(ClearSaeError, match=r"reach .* on prompt 3 \('a green tree'\)"):
+            write_cache(
+                minilm,
+                TINY[:4],
+                tmp_path / "shards",
+                ["text_encoder.blocks.1"],
+                CacheConfig(batch_size=1, dtype="float16"),
+                group=SimulatedRank(1, 2),
+                progress=False,
+            )
+    finally:
+        handle.remove()
+
+
+def test_data_parallel_ranks_without_a_part_of_the_cache_are_refused_before_training(minilm, tmp_path):
+    _sharded(minilm, TINY[:4], tmp_path / "shards", 2)
+    cfg = TrainConfig(expansion=2, k=4, tokens=64, batch_size=8, distribute="data")
+    with ActivationCache(tmp_path / "shards") as cache:
+        chunks = len(cache._chunks(EMBED[0])[0])
+        with pytest.raises(
+            ClearSaeError, match=f"too few rows at text_encoder.embed to give each of {chunks + 1} ranks"
+        ):
+            train_dictionaries(cache, tmp_path / "d", EMBED, cfg, progress=False, group=SimulatedRank(0, chunks + 1))
+    assert not (tmp_path / "d").exists()
