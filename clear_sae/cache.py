@@ -424,11 +424,13 @@ def _store(
 
 
 def _rows_at(dataset: "h5py.Dataset", ids: "np.ndarray") -> "np.ndarray":
-    """The rows `ids` of `dataset`, in that order (HDF5 reads a selection in increasing order only)."""
-    order = np.argsort(ids)
-    rows = np.empty((len(ids), dataset.shape[1]), dtype=dataset.dtype)
-    rows[order] = dataset[ids[order]] if len(ids) else rows[:0]
-    return rows
+    """The rows `ids` of `dataset`, in that order, an id as often as it is given (HDF5 reads a selection of distinct,
+    increasing ids only; a shuffle buffer's leftover can hold a row twice once the stream passes over the data
+    again)."""
+    if not len(ids):
+        return np.empty((0, dataset.shape[1]), dtype=dataset.dtype)
+    distinct, where = np.unique(ids, return_inverse=True)
+    return dataset[distinct][where]
 
 
 def open_h5(path: str | Path, mode: str = "r") -> "h5py.File":

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import random
 import re
@@ -44,6 +45,8 @@ if TYPE_CHECKING:
     from sae_lens import SAE
 
     from clear_sae.cache import ActivationCache
+
+log = logging.getLogger("clear_sae")
 
 MANIFEST = "manifest.json"
 WEIGHTS = "sae_weights.safetensors"
@@ -352,6 +355,19 @@ def check_training_sample(sample: "torch.Tensor", cache: "ActivationCache", hook
         )
 
 
+def check_layer_trainable(cache: "ActivationCache", hook: str, cfg: TrainConfig, ranks: int) -> None:
+    """Raise a one-line error for a layer this run could not train (checked before anything is written): a k the
+    dictionary cannot hold, activations no SAE can learn from, or too few rows for `ranks` data-parallel ranks."""
+    import torch
+
+    d_sae = cfg.expansion * cache.widths[hook]
+    if cfg.architecture == "topk" and not 1 <= cfg.k <= d_sae:
+        raise ClearSaeError(f"--k {cfg.k} does not fit the {d_sae} latents at {hook}; choose a --k from 1 to {d_sae}")
+    check_training_sample(torch.from_numpy(cache.sample(hook, cfg.eval_tokens)), cache, hook)
+    if ranks > 1:
+        cache.check_parts(hook, ranks)
+
+
 def train_layer(
     cache: "ActivationCache",
     hook: str,
@@ -497,8 +513,11 @@ def holds_dictionaries(folder: str | Path) -> bool:
 
 def run_key(cache: "ActivationCache", hook_points: list[str], cfg: TrainConfig, group: ProcessGroup) -> dict[str, Any]:
     """What a training run is, for resuming it: the recipe (all but how often it saves), the cache's prompts and the
-    layout its rows are served from, the hook points, and how many ranks share each layer's batches (which changes
-    the result; dealing out layers does not)."""
+    layout its rows are served from, the hook points, how many ranks share each layer's batches (which changes
+    the result; dealing out layers does not), and on the CPU torch's thread count (which changes how a matmul
+    splits its sums, so the last bits of the result)."""
+    import torch
+
     recipe = {key: value for key, value in asdict(cfg).items() if key != "checkpoint_every"}
     return {
         "train_config": recipe,
@@ -506,7 +525,23 @@ def run_key(cache: "ActivationCache", hook_points: list[str], cfg: TrainConfig, 
         "cache_layout": cache.layout(hook_points),
         "hook_points": hook_points,
         "data_ranks": data_ranks(cfg, group),
+        "cpu_threads": torch.get_num_threads() if cfg.device == "cpu" else None,
     }
+
+
+def adopt_run_threads(manifest: dict[str, Any] | None, cfg: TrainConfig) -> None:
+    """On the CPU, continue an unfinished run with as many torch threads as it started with, so that it ends bit
+    for bit where an uninterrupted run ends (the thread count this process picked may differ: a busier machine,
+    another launcher)."""
+    import torch
+
+    recorded = ((manifest or {}).get("run") or {}).get("cpu_threads")
+    if cfg.device != "cpu" or not isinstance(recorded, int) or recorded == torch.get_num_threads():
+        return
+    log.info(
+        f"resuming with {recorded} torch thread(s), as the run started (this process had {torch.get_num_threads()})"
+    )
+    torch.set_num_threads(recorded)
 
 
 def data_ranks(cfg: TrainConfig, group: ProcessGroup) -> int:
@@ -578,8 +613,18 @@ def _new_manifest(
     key: dict[str, Any],
 ) -> dict[str, Any]:
     """The manifest a new run starts from: `found` (what the folder held, its other layers kept) updated for this run,
-    marked unfinished."""
+    marked unfinished. The records of the layers this run trains go at once: were it interrupted after replacing a
+    layer's weights, the old record must not be left to describe them. For the same reason, the layers an
+    interrupted earlier run was training are left out unless this run trains them again (with a warning).
+    """
     manifest = found or {"format": "clear_sae.dictionaries", "backbone_id": cache.backbone_id, "layers": {}}
+    dropped = set(hook_points)
+    if found is not None and found.get("complete") is False:
+        for hook in found.get("training") or []:
+            if hook not in hook_points:
+                log.warning(f"{hook} is left out of the dictionaries: an interrupted run was retraining it; retrain it")
+                dropped.add(hook)
+    manifest["layers"] = {hook: record for hook, record in manifest["layers"].items() if hook not in dropped}
     manifest.update(
         {
             "model_source": cache.model_source,
@@ -639,9 +684,8 @@ def train_dictionaries(
         raise ClearSaeError(f"unknown SAE architecture {cfg.architecture!r}; choose one of {', '.join(ARCHITECTURES)}")
     _check_device(cfg)
     check_distribution(cfg, group)
-    if data_ranks(cfg, group) > 1:
-        for hook in hook_points:  # on every rank, before any rank waits for the others
-            cache.check_parts(hook, group.size)
+    for hook in hook_points:  # on every rank, before any rank writes or waits for the others
+        check_layer_trainable(cache, hook, cfg, data_ranks(cfg, group))
     widest = max(hook_points, key=lambda hook: cache.widths[hook])
     if cfg.device == "cpu":
         check_memory(
@@ -650,6 +694,8 @@ def train_dictionaries(
             f"{cfg.batch_size:,}",
             "lower --expansion or --batch-size",
         )
+    if resume:
+        adopt_run_threads(read_manifest(out), cfg)
     run = RunPlace(out / PROGRESS, run_key(cache, hook_points, cfg, group), resume, group)
     # Every rank checks (reading only) before any rank writes, so a refused run is refused on all of them.
     found = _check_out(cache, out, hook_points, force, resume, run.key)

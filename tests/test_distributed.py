@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -56,6 +57,24 @@ def test_a_stream_started_part_way_is_the_rest_of_the_whole_stream(minilm_cache)
             rest = list(cache.iter_minibatches(hook, **args, skip_batches=skip))
             assert len(rest) == len(whole) - skip
             assert all(torch.equal(a, b) for a, b in zip(rest, whole[skip:]))
+
+
+def test_a_stream_resumed_after_several_passes_is_the_rest_of_the_whole_stream(minilm, tmp_path):
+    """With the whole layer in one shuffle buffer, the rows left over from one pass meet their own second copy in the
+    next, so a leftover can hold a row twice; a stream started after it reads that leftover back, repeats and all."""
+    path = tmp_path / "tiny.h5"
+    write_cache(minilm, TINY, path, EMBED, CacheConfig(batch_size=2), progress=False)
+    with ActivationCache(path) as cache:
+        hook = EMBED[0]
+        rows = cache.rows(hook)
+        repeated = np.array([5, 3, 5, 0, 3, 3])
+        assert np.array_equal(cache._read_rows(hook, repeated), rows[repeated])
+        for seed in range(3):
+            args = dict(batch_size=8, n_tokens=20 * len(rows), seed=seed, buffer_rows=4096)
+            whole = list(cache.iter_minibatches(hook, **args))
+            for skip in range(1, len(whole)):
+                rest = cache.iter_minibatches(hook, **args, skip_batches=skip)
+                assert torch.equal(next(iter(rest)), whole[skip])
 
 
 def test_the_ranks_parts_split_the_rows_between_them(minilm_cache):
@@ -123,6 +142,64 @@ def test_a_run_resumed_mid_layer_ends_bit_for_bit_where_an_uninterrupted_one_end
     assert _same_weights(uninterrupted, tmp_path / "cut")
     whole = json.loads((uninterrupted / "manifest.json").read_text())
     assert manifest["layers"] == whole["layers"]
+
+
+def test_a_cpu_run_resumes_with_the_thread_count_it_started_with(minilm_cache, uninterrupted, tmp_path, monkeypatch):
+    """A matmul split over another number of threads sums in another order: the resumed part of the run must use the
+    count the run started with (the process may have picked another, on a busier machine)."""
+    threads = torch.get_num_threads()
+    cfg = TrainConfig(**QUICK, checkpoint_every=2)
+    with ActivationCache(minilm_cache) as cache:
+        _interrupted(cache, tmp_path / "cut", cfg, monkeypatch, 2)
+        torch.set_num_threads(1 if threads > 1 else 2)
+        try:
+            train_dictionaries(cache, tmp_path / "cut", LAYERS, cfg, progress=False, resume=True)
+            assert torch.get_num_threads() == threads
+        finally:
+            torch.set_num_threads(threads)
+    assert _same_weights(uninterrupted, tmp_path / "cut")
+
+
+def test_a_layer_refused_before_training_leaves_a_finished_folder_as_it_was(minilm_cache, uninterrupted, tmp_path):
+    shutil.copytree(uninterrupted, tmp_path / "d")
+    before = (tmp_path / "d" / "manifest.json").read_bytes()
+    too_many = TrainConfig(**{**QUICK, "k": 10_000})
+    with ActivationCache(minilm_cache) as cache:
+        with pytest.raises(ClearSaeError, match=r"--k 10000 does not fit the 768 latents at text_encoder.blocks.3"):
+            train_dictionaries(cache, tmp_path / "d", LAYERS[1:], too_many, force=True, progress=False)
+    assert (tmp_path / "d" / "manifest.json").read_bytes() == before
+    assert Dictionaries(tmp_path / "d").hook_points == LAYERS
+
+
+def test_a_forced_run_drops_the_records_an_interrupted_one_may_have_overwritten(
+    minilm_cache, uninterrupted, tmp_path, monkeypatch
+):
+    """An interrupted --force run saved the first layer with k 4 before it could record it; a later --force run of
+    the second layer alone must not finish the folder with the first layer's old record (k 8) beside its new
+    weights."""
+    import clear_sae.dictionary as dictionary
+    import clear_sae.sae.checkpoint as checkpoint
+
+    shutil.copytree(uninterrupted, tmp_path / "d")
+    save = checkpoint.save_checkpoint
+
+    def save_then_stop_in_the_second_layer(path, *args, **kwargs):
+        save(path, *args, **kwargs)
+        if LAYERS[1] in str(path):
+            raise KeyboardInterrupt
+
+    with ActivationCache(minilm_cache) as cache:
+        monkeypatch.setattr(checkpoint, "save_checkpoint", save_then_stop_in_the_second_layer)
+        smaller = TrainConfig(**{**QUICK, "k": 4}, checkpoint_every=2)
+        with pytest.raises(KeyboardInterrupt):
+            train_dictionaries(cache, tmp_path / "d", LAYERS, smaller, force=True, progress=False)
+        monkeypatch.setattr(checkpoint, "save_checkpoint", save)
+        assert json.loads((tmp_path / "d" / LAYERS[0] / "cfg.json").read_text())["k"] == 4
+        warned: list[str] = []
+        monkeypatch.setattr(dictionary.log, "warning", warned.append)
+        train_dictionaries(cache, tmp_path / "d", LAYERS[1:], TrainConfig(**QUICK), force=True, progress=False)
+    assert warned == [f"{LAYERS[0]} is left out of the dictionaries: an interrupted run was retraining it; retrain it"]
+    assert Dictionaries(tmp_path / "d").hook_points == LAYERS[1:]
 
 
 def test_resume_refuses_another_run_and_a_folder_with_nothing_to_resume(minilm_cache, tmp_path, monkeypatch):
