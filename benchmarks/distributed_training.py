@@ -10,8 +10,9 @@ busy with other work slows each way alike:
 - `torchrun --nproc-per-node 2 ... --distribute layers`: each rank trains one layer, one thread each (torchrun's
   default; two ranks of all-core threads would oversubscribe the cores);
 - `torchrun --nproc-per-node 2 ... --distribute data`: both ranks train each layer, 256 tokens each per step;
-- `torchrun --nproc-per-node 2` of two ranks that only join their process group and leave: the launcher's own
-  start-up and rendezvous, which every torchrun way pays on top of its training.
+- `torchrun --nproc-per-node 2` of two ranks that only join their process group and leave: the launcher's
+  start-up and rendezvous with the ranks' own (Python and torch imported), the part of a torchrun way's time
+  that is not training.
 
 Every way is timed from the command's start to its end (process start-up and rendezvous included), and reports
 the median and spread over `--repeats` and the ratio of each median to the one-process median.

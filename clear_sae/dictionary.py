@@ -24,7 +24,17 @@ from typing import TYPE_CHECKING, Any
 
 from clear_sae import __version__
 from clear_sae.backbones.hub import PREFIX, parse_hub_name
-from clear_sae.config import ABOVE_ZERO, AT_LEAST_ZERO, COUNT, POSITIVE, SHARE, check_fields, check_memory, is_count
+from clear_sae.config import (
+    ABOVE_ZERO,
+    AT_LEAST_ZERO,
+    COUNT,
+    POSITIVE,
+    SHARE,
+    check_fields,
+    check_memory,
+    is_count,
+    usable_cores,
+)
 from clear_sae.distributed import ProcessGroup, join, rank_device
 from clear_sae.errors import ClearSaeError, check_finite, check_interrupt
 from clear_sae.io import atomic_write_text, corpus_vocabulary
@@ -513,11 +523,8 @@ def holds_dictionaries(folder: str | Path) -> bool:
 
 def run_key(cache: "ActivationCache", hook_points: list[str], cfg: TrainConfig, group: ProcessGroup) -> dict[str, Any]:
     """What a training run is, for resuming it: the recipe (all but how often it saves), the cache's prompts and the
-    layout its rows are served from, the hook points, how many ranks share each layer's batches (which changes
-    the result; dealing out layers does not), and on the CPU torch's thread count (which changes how a matmul
-    splits its sums, so the last bits of the result)."""
-    import torch
-
+    layout its rows are served from, the hook points, and how many ranks share each layer's batches (which changes
+    the result; dealing out layers does not)."""
     recipe = {key: value for key, value in asdict(cfg).items() if key != "checkpoint_every"}
     return {
         "train_config": recipe,
@@ -525,22 +532,28 @@ def run_key(cache: "ActivationCache", hook_points: list[str], cfg: TrainConfig, 
         "cache_layout": cache.layout(hook_points),
         "hook_points": hook_points,
         "data_ranks": data_ranks(cfg, group),
-        "cpu_threads": torch.get_num_threads() if cfg.device == "cpu" else None,
     }
 
 
-def adopt_run_threads(manifest: dict[str, Any] | None, cfg: TrainConfig) -> None:
-    """On the CPU, continue an unfinished run with as many torch threads as it started with, so that it ends bit
-    for bit where an uninterrupted run ends (the thread count this process picked may differ: a busier machine,
-    another launcher)."""
+def on_cpu(cfg: TrainConfig) -> bool:
+    """Whether the run trains on the CPU (`cpu` or `cpu:N`)."""
     import torch
 
-    recorded = ((manifest or {}).get("run") or {}).get("cpu_threads")
-    if cfg.device != "cpu" or not isinstance(recorded, int) or recorded == torch.get_num_threads():
+    return torch.device(cfg.device).type == "cpu"
+
+
+def adopt_run_threads(manifest: dict[str, Any], cfg: TrainConfig) -> None:
+    """On the CPU, continue an unfinished run with as many torch threads as its first rank started with (recorded
+    in its manifest as `cpu_threads`), so that it ends bit for bit where an uninterrupted run ends: the count
+    changes how a matmul splits its sums, and this process may have picked another (a busier machine, another
+    launcher). A run started before the count was recorded continues with this process's count."""
+    import torch
+
+    recorded = manifest.get("cpu_threads")
+    if not on_cpu(cfg) or not isinstance(recorded, int) or recorded == torch.get_num_threads():
         return
-    log.info(
-        f"resuming with {recorded} torch thread(s), as the run started (this process had {torch.get_num_threads()})"
-    )
+    say = log.warning if recorded > usable_cores() else log.info
+    say(f"resuming with {recorded} torch thread(s), as the run started (this process had {torch.get_num_threads()})")
     torch.set_num_threads(recorded)
 
 
@@ -617,12 +630,14 @@ def _new_manifest(
     layer's weights, the old record must not be left to describe them. For the same reason, the layers an
     interrupted earlier run was training are left out unless this run trains them again (with a warning).
     """
+    import torch
+
     manifest = found or {"format": "clear_sae.dictionaries", "backbone_id": cache.backbone_id, "layers": {}}
     dropped = set(hook_points)
     if found is not None and found.get("complete") is False:
         for hook in found.get("training") or []:
             if hook not in hook_points:
-                log.warning(f"{hook} is left out of the dictionaries: an interrupted run was retraining it; retrain it")
+                log.warning(f"{hook} is left out of the dictionaries: an interrupted run was training it; retrain it")
                 dropped.add(hook)
     manifest["layers"] = {hook: record for hook, record in manifest["layers"].items() if hook not in dropped}
     manifest.update(
@@ -642,6 +657,7 @@ def _new_manifest(
             "complete": False,
             "training": list(hook_points),
             "run": key,
+            "cpu_threads": torch.get_num_threads() if on_cpu(cfg) else None,
         }
     )
     return manifest
@@ -694,11 +710,11 @@ def train_dictionaries(
             f"{cfg.batch_size:,}",
             "lower --expansion or --batch-size",
         )
-    if resume:
-        adopt_run_threads(read_manifest(out), cfg)
     run = RunPlace(out / PROGRESS, run_key(cache, hook_points, cfg, group), resume, group)
     # Every rank checks (reading only) before any rank writes, so a refused run is refused on all of them.
     found = _check_out(cache, out, hook_points, force, resume, run.key)
+    if resume and found is not None:
+        adopt_run_threads(found, cfg)
     group.barrier()
     manifest: dict[str, Any] = {}
     if group.leads:
@@ -736,7 +752,7 @@ def _finish_manifest(
     manifest["layers"].update(finished)
     manifest["hook_points"] = [h for h in cache.hook_points if h in manifest["layers"]]
     manifest["complete"] = True
-    for key in ("training", "run"):
+    for key in ("training", "run", "cpu_threads"):
         manifest.pop(key, None)
     atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=2))
     shutil.rmtree(run.progress, ignore_errors=True)

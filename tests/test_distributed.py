@@ -146,18 +146,28 @@ def test_a_run_resumed_mid_layer_ends_bit_for_bit_where_an_uninterrupted_one_end
 
 def test_a_cpu_run_resumes_with_the_thread_count_it_started_with(minilm_cache, uninterrupted, tmp_path, monkeypatch):
     """A matmul split over another number of threads sums in another order: the resumed part of the run must use the
-    count the run started with (the process may have picked another, on a busier machine)."""
+    count the run started with (the process may have picked another, on a busier machine). A run whose manifest
+    predates the recorded count still resumes, with the process's own count."""
     threads = torch.get_num_threads()
+    other = 1 if threads > 1 else 2
     cfg = TrainConfig(**QUICK, checkpoint_every=2)
     with ActivationCache(minilm_cache) as cache:
-        _interrupted(cache, tmp_path / "cut", cfg, monkeypatch, 2)
-        torch.set_num_threads(1 if threads > 1 else 2)
+        for folder in ("cut", "older"):
+            _interrupted(cache, tmp_path / folder, cfg, monkeypatch, 2)
+        manifest_path = tmp_path / "older" / "manifest.json"
+        older = json.loads(manifest_path.read_text())
+        assert older.pop("cpu_threads") == threads
+        manifest_path.write_text(json.dumps(older))
+        torch.set_num_threads(other)
         try:
+            train_dictionaries(cache, tmp_path / "older", LAYERS, cfg, progress=False, resume=True)
+            assert torch.get_num_threads() == other
             train_dictionaries(cache, tmp_path / "cut", LAYERS, cfg, progress=False, resume=True)
             assert torch.get_num_threads() == threads
         finally:
             torch.set_num_threads(threads)
     assert _same_weights(uninterrupted, tmp_path / "cut")
+    assert "cpu_threads" not in json.loads((tmp_path / "cut" / "manifest.json").read_text())
 
 
 def test_a_layer_refused_before_training_leaves_a_finished_folder_as_it_was(minilm_cache, uninterrupted, tmp_path):
@@ -198,7 +208,7 @@ def test_a_forced_run_drops_the_records_an_interrupted_one_may_have_overwritten(
         warned: list[str] = []
         monkeypatch.setattr(dictionary.log, "warning", warned.append)
         train_dictionaries(cache, tmp_path / "d", LAYERS[1:], TrainConfig(**QUICK), force=True, progress=False)
-    assert warned == [f"{LAYERS[0]} is left out of the dictionaries: an interrupted run was retraining it; retrain it"]
+    assert warned == [f"{LAYERS[0]} is left out of the dictionaries: an interrupted run was training it; retrain it"]
     assert Dictionaries(tmp_path / "d").hook_points == LAYERS[1:]
 
 
